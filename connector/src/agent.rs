@@ -1,0 +1,352 @@
+//! The connector's lifecycle: identity (load or register) → periodic
+//! bootstrap (configuration pull that doubles as heartbeat) → one tunnel per
+//! relay endpoint bootstrap returns → serve. After one successful bootstrap
+//! the agent keeps serving from the cached configuration when later
+//! bootstraps fail, as the real connector does.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::CertificateDer;
+use rustls::RootCertStore;
+use tokio::task::JoinHandle;
+
+use crate::api::{
+    BootstrapRequest, BootstrapResponse, LoginRequest, LoginResponse, RegisterRequest, RegisterResponse,
+    RelayEndpoint,
+};
+use crate::backoff::Backoff;
+use crate::diag::Diagnostic;
+use crate::env::Env;
+use crate::event::AgentEvent;
+use crate::http::{CallError, ServiceCall};
+use crate::identity::{self, Identity};
+use crate::tls::TlsContext;
+use crate::tunnel::{self, SeenIds, Shared, TunnelConfig};
+
+/// The service's host names for a tenant (public cloud).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceNames {
+    pub login: String,
+    pub registration: String,
+    pub bootstrap: String,
+}
+
+impl ServiceNames {
+    pub fn public(tenant_id: &str) -> Self {
+        ServiceNames {
+            login: "login.microsoftonline.com".into(),
+            registration: format!("{tenant_id}.registration.msappproxy.net"),
+            bootstrap: format!("{tenant_id}.bootstrap.msappproxy.net"),
+        }
+    }
+}
+
+/// An administrator's sign-in, used once to register.
+#[derive(Clone)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials").field("username", &self.username).finish_non_exhaustive()
+    }
+}
+
+/// Everything that configures an agent.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub tenant_id: String,
+    pub machine_name: String,
+    /// Four-part product version, e.g. `1.5.3437.0`.
+    pub version: String,
+    pub install_dir: PathBuf,
+    pub credentials: Option<Credentials>,
+    /// Roots the host trusts for the service's certificates.
+    pub trusted_roots: Vec<CertificateDer<'static>>,
+    /// Overrides the bootstrap interval the service hands out.
+    pub bootstrap_interval: Option<Duration>,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    pub backend_timeout: Duration,
+    pub registration_attempts: u32,
+    pub max_inflight: usize,
+    pub service_port: u16,
+}
+
+impl AgentConfig {
+    /// Defaults from the real product: 85 s backend timeout, 200 requests
+    /// in flight, 3 registration attempts, 20 s connect timeout (about what
+    /// Windows' TCP SYN retries take).
+    pub fn new(tenant_id: &str, machine_name: &str, install_dir: PathBuf) -> Self {
+        AgentConfig {
+            tenant_id: tenant_id.into(),
+            machine_name: machine_name.into(),
+            version: "1.5.3437.0".into(),
+            install_dir,
+            credentials: None,
+            trusted_roots: Vec::new(),
+            bootstrap_interval: None,
+            connect_timeout: Duration::from_secs(20),
+            request_timeout: Duration::from_secs(30),
+            backend_timeout: Duration::from_secs(85),
+            registration_attempts: 3,
+            max_inflight: 200,
+            service_port: 443,
+        }
+    }
+}
+
+/// Why the agent stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("registration failed: {0}")]
+    Registration(Diagnostic),
+    #[error("not registered and no credentials given: run with an administrator's sign-in to register")]
+    NoCredentials,
+    #[error("identity: {0}")]
+    Identity(#[from] identity::IdentityError),
+    #[error("TLS configuration: {0}")]
+    Tls(String),
+}
+
+/// The connector agent.
+pub struct Agent {
+    env: Env,
+    config: AgentConfig,
+    names: ServiceNames,
+    tls: TlsContext,
+}
+
+impl Agent {
+    pub fn new(env: Env, config: AgentConfig) -> Self {
+        let tls = TlsContext::new(env.entropy.clone(), env.clock.clone());
+        let names = ServiceNames::public(&config.tenant_id);
+        Agent { env, config, names, tls }
+    }
+
+    fn roots(&self) -> Result<Arc<RootCertStore>, AgentError> {
+        let mut roots = RootCertStore::empty();
+        let (added, _ignored) = roots.add_parsable_certificates(self.config.trusted_roots.iter().cloned());
+        if added == 0 {
+            return Err(AgentError::Tls("the host trusts no root certificate".into()));
+        }
+        Ok(Arc::new(roots))
+    }
+
+    fn call<'a>(&'a self, host: &'a str, tls: Arc<rustls::ClientConfig>) -> ServiceCall<'a> {
+        ServiceCall { env: &self.env, tls, host, port: self.config.service_port, timeout: self.config.request_timeout }
+    }
+
+    /// Runs until registration fails or the task is dropped.
+    pub async fn run(self) -> Result<(), AgentError> {
+        let result = self.run_inner().await;
+        if let Err(e) = &result {
+            if let AgentError::Registration(d) = e {
+                self.env.emit(AgentEvent::Diagnostic(d.clone()));
+            }
+            self.env.emit(AgentEvent::Stopped { reason: e.to_string() });
+        }
+        result
+    }
+
+    async fn run_inner(&self) -> Result<(), AgentError> {
+        let roots = self.roots()?;
+        let identity = match Identity::load(&self.config.install_dir)? {
+            Some(id) => {
+                self.env.emit(AgentEvent::IdentityLoaded { connector_id: id.connector_id.clone() });
+                id
+            }
+            None => self.register_with_retries(roots.clone()).await?,
+        };
+        let client_auth = identity.client_auth().map_err(AgentError::Tls)?;
+        let mtls = Arc::new(
+            self.tls.client_config(roots, Some(client_auth)).map_err(|e| AgentError::Tls(e.to_string()))?,
+        );
+        self.serve(&identity, mtls).await;
+        Ok(())
+    }
+
+    async fn register_with_retries(&self, roots: Arc<RootCertStore>) -> Result<Identity, AgentError> {
+        let creds = self.config.credentials.clone().ok_or(AgentError::NoCredentials)?;
+        let tls = Arc::new(self.tls.client_config(roots, None).map_err(|e| AgentError::Tls(e.to_string()))?);
+        let backoff = Backoff { initial: Duration::from_secs(3), max: Duration::from_secs(60), multiplier: 2.0, jitter: 0.2 };
+        let mut attempt = 0;
+        loop {
+            self.env.emit(AgentEvent::RegistrationStarted { tenant: self.config.tenant_id.clone() });
+            match self.register_once(&creds, tls.clone()).await {
+                Ok(id) => return Ok(id),
+                Err(RegisterFailure::Final(d)) => return Err(AgentError::Registration(d)),
+                Err(RegisterFailure::Identity(e)) => return Err(e.into()),
+                Err(RegisterFailure::Retry(d)) => {
+                    attempt += 1;
+                    if attempt >= self.config.registration_attempts {
+                        return Err(AgentError::Registration(d));
+                    }
+                    tokio::time::sleep(backoff.delay(attempt - 1, self.env.entropy.unit_f64())).await;
+                }
+            }
+        }
+    }
+
+    async fn register_once(&self, creds: &Credentials, tls: Arc<rustls::ClientConfig>) -> Result<Identity, RegisterFailure> {
+        let login: LoginResponse = self
+            .call(&self.names.login, tls.clone())
+            .post_json(
+                &format!("/{}/oauth2/token", self.config.tenant_id),
+                &LoginRequest { username: creds.username.clone(), password: creds.password.clone() },
+                None,
+            )
+            .await
+            .map_err(RegisterFailure::from_call)?;
+        let key = identity::generate_key(self.env.entropy.as_ref()).map_err(RegisterFailure::Identity)?;
+        let csr_pem = identity::csr_pem(&key, &self.config.machine_name).map_err(RegisterFailure::Identity)?;
+        let reg: RegisterResponse = self
+            .call(&self.names.registration, tls)
+            .post_json(
+                "/register",
+                &RegisterRequest {
+                    csr_pem,
+                    machine_name: self.config.machine_name.clone(),
+                    version: self.config.version.clone(),
+                },
+                Some(&login.access_token),
+            )
+            .await
+            .map_err(RegisterFailure::from_call)?;
+        let identity = Identity::new(reg.connector_id, login.tenant_id, &key, reg.certificate_pem);
+        identity.client_auth().map_err(|e| {
+            RegisterFailure::Final(Diagnostic::new(
+                "REG",
+                "bad-certificate",
+                Some(12019),
+                format!("the registration service returned an unusable certificate: {e}"),
+                "retry registration; report the service response if it persists",
+            ))
+        })?;
+        identity.save(&self.config.install_dir).map_err(RegisterFailure::Identity)?;
+        let serial = cert_serial(&identity);
+        self.env.emit(AgentEvent::Registered { connector_id: identity.connector_id.clone(), cert_serial: serial });
+        Ok(identity)
+    }
+
+    /// Bootstrap loop and tunnel supervision; never returns on its own.
+    async fn serve(&self, identity: &Identity, mtls: Arc<rustls::ClientConfig>) {
+        let shared = Rc::new(Shared { seen: RefCell::new(SeenIds::new(65_536)), inflight: RefCell::new(0) });
+        let mut tunnels: BTreeMap<RelayEndpoint, JoinHandle<()>> = BTreeMap::new();
+        let mut failures: u32 = 0;
+        loop {
+            let request = BootstrapRequest {
+                connector_id: identity.connector_id.clone(),
+                version: self.config.version.clone(),
+                machine_name: self.config.machine_name.clone(),
+            };
+            let result: Result<BootstrapResponse, CallError> =
+                self.call(&self.names.bootstrap, mtls.clone()).post_json("/bootstrap", &request, None).await;
+            let delay = match result {
+                Ok(cfg) => {
+                    failures = 0;
+                    let interval = self
+                        .config
+                        .bootstrap_interval
+                        .unwrap_or(Duration::from_secs(cfg.bootstrap_interval_s.max(1)));
+                    self.env.emit(AgentEvent::BootstrapOk {
+                        endpoints: cfg.relay_endpoints.len(),
+                        interval_s: interval.as_secs(),
+                    });
+                    self.reconcile(&mut tunnels, &cfg, identity, &shared, &mtls);
+                    interval
+                }
+                Err(e) => {
+                    let d = e.diagnostic();
+                    self.env.emit(AgentEvent::BootstrapFailed { code: d.code.clone() });
+                    if failures == 0 {
+                        self.env.emit(AgentEvent::Diagnostic(d));
+                    }
+                    let delay = Backoff::BOOTSTRAP.delay(failures, self.env.entropy.unit_f64());
+                    failures = failures.saturating_add(1);
+                    delay
+                }
+            };
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// Starts a tunnel for every new endpoint and stops those no longer
+    /// listed. Endpoints are kept in a `BTreeMap`: start order is stable.
+    fn reconcile(
+        &self,
+        tunnels: &mut BTreeMap<RelayEndpoint, JoinHandle<()>>,
+        cfg: &BootstrapResponse,
+        identity: &Identity,
+        shared: &Rc<Shared>,
+        mtls: &Arc<rustls::ClientConfig>,
+    ) {
+        let wanted: std::collections::BTreeSet<&RelayEndpoint> = cfg.relay_endpoints.iter().collect();
+        tunnels.retain(|ep, handle| {
+            let keep = wanted.contains(ep) && !handle.is_finished();
+            if !keep {
+                handle.abort();
+            }
+            keep
+        });
+        for ep in wanted {
+            if tunnels.contains_key(ep) {
+                continue;
+            }
+            let tcfg = TunnelConfig {
+                connector_id: identity.connector_id.clone(),
+                connect_timeout: self.config.connect_timeout,
+                keepalive: Duration::from_secs(cfg.keepalive_s.max(1)),
+                backend_timeout: self.config.backend_timeout,
+                max_inflight: self.config.max_inflight.min(cfg.connection_limit.max(1) as usize),
+                backoff: Backoff::TUNNEL,
+                request_body_bytes_max: 16 << 20,
+            };
+            let handle = tokio::task::spawn_local(tunnel::run(
+                self.env.clone(),
+                tcfg,
+                shared.clone(),
+                ep.clone(),
+                mtls.clone(),
+            ));
+            tunnels.insert(ep.clone(), handle);
+        }
+    }
+}
+
+enum RegisterFailure {
+    /// Worth another attempt (network trouble).
+    Retry(Diagnostic),
+    /// The service said no: retrying will not help.
+    Final(Diagnostic),
+    Identity(identity::IdentityError),
+}
+
+impl RegisterFailure {
+    fn from_call(e: CallError) -> Self {
+        match &e {
+            CallError::Status { .. } => RegisterFailure::Final(e.diagnostic()),
+            _ => RegisterFailure::Retry(e.diagnostic()),
+        }
+    }
+}
+
+/// Hex serial of the identity's certificate, for the trace.
+fn cert_serial(identity: &Identity) -> String {
+    identity
+        .client_auth()
+        .ok()
+        .and_then(|(certs, _)| certs.into_iter().next())
+        .map(|der| {
+            let digest = ring::digest::digest(&ring::digest::SHA256, der.as_ref());
+            digest.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect()
+        })
+        .unwrap_or_default()
+}

@@ -1,0 +1,208 @@
+//! Calls a private backend for a request the relay pushed, streaming the
+//! response back as it arrives. The relay sends the internal URL of the
+//! published application in absolute form (`http://app.corp:8080/path`); the
+//! connector only dials what the cloud's application table maps to.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::diag::{ConnectFailure, Diagnostic};
+use crate::env::Env;
+use crate::event::AgentEvent;
+use crate::proto::{Headers, RequestHead};
+
+/// What a request handler sends back to its tunnel.
+#[derive(Debug)]
+pub enum Outbound {
+    Head { id: u64, status: u16, headers: Headers, fin: bool },
+    Body { id: u64, data: Bytes, fin: bool },
+}
+
+/// Headers that describe one hop and must not be forwarded.
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+fn forwardable(name: &str) -> bool {
+    !HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+}
+
+/// Where a backend lives, parsed from the absolute request target.
+#[derive(Debug, PartialEq, Eq)]
+struct Target {
+    host: String,
+    port: u16,
+    path_and_query: String,
+}
+
+fn parse_target(raw: &str) -> Result<Target, String> {
+    let uri: http::Uri = raw.parse().map_err(|e| format!("request target {raw:?}: {e}"))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some(other) => return Err(format!("request target {raw:?}: scheme {other} not supported")),
+        None => return Err(format!("request target {raw:?} is not an absolute http:// URL")),
+    }
+    let host = uri.host().ok_or_else(|| format!("request target {raw:?} has no host"))?;
+    Ok(Target {
+        host: host.to_string(),
+        port: uri.port_u16().unwrap_or(80),
+        path_and_query: uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into()),
+    })
+}
+
+/// Serves one request against its backend and streams the answer to `out`.
+/// Failures become gateway errors to the user, never a panic or a hang:
+/// 502 when the backend cannot be reached or breaks off, 504 on timeout.
+pub async fn serve(
+    env: Env,
+    id: u64,
+    head: RequestHead,
+    body: Bytes,
+    timeout: Duration,
+    out: UnboundedSender<Outbound>,
+) {
+    let status = match tokio::time::timeout(timeout, forward(&env, id, &head, body, &out)).await {
+        Ok(Ok(status)) => status,
+        Ok(Err((status, diag))) => {
+            env.emit(AgentEvent::Diagnostic(diag.clone()));
+            gateway_error(id, status, &diag, &out);
+            status
+        }
+        Err(_) => {
+            let diag = Diagnostic::new(
+                "BACKEND",
+                "timeout",
+                Some(13006),
+                format!("backend for {} did not answer within {}s", head.path, timeout.as_secs()),
+                "check the backend's health, or raise the application's backend timeout",
+            );
+            env.emit(AgentEvent::Diagnostic(diag.clone()));
+            gateway_error(id, 504, &diag, &out);
+            504
+        }
+    };
+    env.emit(AgentEvent::RequestServed { id, status });
+}
+
+fn gateway_error(id: u64, status: u16, diag: &Diagnostic, out: &UnboundedSender<Outbound>) {
+    let headers = vec![
+        ("content-type".to_string(), "text/plain".to_string()),
+        ("x-connector-error".to_string(), diag.code.clone()),
+    ];
+    // The tunnel may already be gone; the relay then fails the user's request.
+    let _ = out.send(Outbound::Head { id, status, headers, fin: false });
+    let _ = out.send(Outbound::Body { id, data: Bytes::from(diag.message.clone()), fin: true });
+}
+
+async fn forward(
+    env: &Env,
+    id: u64,
+    head: &RequestHead,
+    body: Bytes,
+    out: &UnboundedSender<Outbound>,
+) -> Result<u16, (u16, Diagnostic)> {
+    let bad = |msg: String| {
+        (502, Diagnostic::new("BACKEND", "bad-target", None, msg, "fix the application's internal URL"))
+    };
+    let target = parse_target(&head.path).map_err(bad)?;
+    let stream = env.net.connect(&target.host, target.port).await.map_err(|e| {
+        let failure = ConnectFailure::from_io(&e);
+        (
+            502,
+            Diagnostic::new(
+                "BACKEND",
+                "unreachable",
+                Some(13006),
+                format!("cannot reach backend {}:{} ({failure})", target.host, target.port),
+                "check that the backend runs and that the connector host can reach it",
+            ),
+        )
+    })?;
+    let broke = |what: String| {
+        (
+            502,
+            Diagnostic::new(
+                "BACKEND",
+                "broken",
+                Some(13006),
+                format!("backend {}:{} {what}", target.host, target.port),
+                "check the backend's logs",
+            ),
+        )
+    };
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| broke(format!("handshake failed: {e}")))?;
+    tokio::task::spawn_local(async move {
+        let _ = conn.await;
+    });
+    let method = http::Method::from_bytes(head.method.as_bytes())
+        .map_err(|_| bad(format!("invalid method {:?}", head.method)))?;
+    let mut req = http::Request::builder().method(method).uri(target.path_and_query.as_str());
+    let mut has_host = false;
+    for (name, value) in head.headers.iter().filter(|(n, _)| forwardable(n)) {
+        has_host |= name.eq_ignore_ascii_case("host");
+        req = req.header(name.as_str(), value.as_str());
+    }
+    if !has_host {
+        req = req.header(http::header::HOST, format!("{}:{}", target.host, target.port));
+    }
+    let req = req.body(Full::new(body)).map_err(|e| bad(format!("invalid request: {e}")))?;
+    let resp = sender.send_request(req).await.map_err(|e| broke(format!("failed: {e}")))?;
+    let status = resp.status().as_u16();
+    let headers: Headers = resp
+        .headers()
+        .iter()
+        .filter(|(n, _)| forwardable(n.as_str()))
+        .map(|(n, v)| (n.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .collect();
+    let mut body = resp.into_body();
+    let _ = out.send(Outbound::Head { id, status, headers, fin: false });
+    loop {
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    if !data.is_empty() {
+                        let _ = out.send(Outbound::Body { id, data, fin: false });
+                    }
+                }
+            }
+            Some(Err(e)) => {
+                // Head already sent: end the body; the user sees a short
+                // response, and the diagnostic says why.
+                let _ = out.send(Outbound::Body { id, data: Bytes::new(), fin: true });
+                let (_, diag) = broke(format!("broke off mid-body: {e}"));
+                env.emit(AgentEvent::Diagnostic(diag));
+                return Ok(status);
+            }
+            None => break,
+        }
+    }
+    let _ = out.send(Outbound::Body { id, data: Bytes::new(), fin: true });
+    Ok(status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_parse_and_bad_ones_are_named() {
+        let t = parse_target("http://app.corp:8080/a?b=1").unwrap();
+        assert_eq!((t.host.as_str(), t.port, t.path_and_query.as_str()), ("app.corp", 8080, "/a?b=1"));
+        assert_eq!(parse_target("http://app.corp").unwrap().port, 80);
+        assert!(parse_target("/relative").unwrap_err().contains("absolute"));
+        assert!(parse_target("ftp://x/").unwrap_err().contains("ftp"));
+    }
+}

@@ -1,0 +1,147 @@
+//! Diagnostics: what went wrong, which requirement it concerns, and what to
+//! do. Each finding has a stable `code` (`NET-443.unreachable`,
+//! `TLS-ROOTS.untrusted-issuer`, ...) that scenario expectations and snapshots
+//! match on, and where the real product logs one, its Windows event ID.
+
+use std::io;
+
+use serde::{Deserialize, Serialize};
+
+/// One diagnostic finding.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Diagnostic {
+    /// Stable code: `<REQUIREMENT-ID>.<finding>`.
+    pub code: String,
+    /// The requirement of the catalogue this finding is about.
+    pub requirement: String,
+    /// The real connector's event ID for this kind of failure, if any
+    /// (12015 cannot connect, 12019 certificate, 12020 networking).
+    pub event_id: Option<u32>,
+    /// What was observed, with host, port and error.
+    pub message: String,
+    /// What an administrator should do.
+    pub remedy: String,
+}
+
+impl Diagnostic {
+    pub fn new(
+        requirement: &str,
+        finding: &str,
+        event_id: Option<u32>,
+        message: impl Into<String>,
+        remedy: impl Into<String>,
+    ) -> Self {
+        Diagnostic {
+            code: format!("{requirement}.{finding}"),
+            requirement: requirement.to_string(),
+            event_id,
+            message: message.into(),
+            remedy: remedy.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "[{}]", self.code)?;
+        if let Some(id) = self.event_id {
+            write!(f, " (event {id})")?;
+        }
+        write!(f, " {} — {}", self.message, self.remedy)
+    }
+}
+
+/// How an outbound connection attempt failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConnectFailure {
+    /// Refused at once (a reject rule, or nothing listening).
+    Refused,
+    /// No answer within the connect timeout (a drop rule, a blackhole).
+    TimedOut,
+    /// The name did not resolve.
+    Unresolved,
+    /// Anything else the OS reported.
+    Other(String),
+}
+
+impl ConnectFailure {
+    pub fn from_io(e: &io::Error) -> Self {
+        match e.kind() {
+            io::ErrorKind::ConnectionRefused => ConnectFailure::Refused,
+            io::ErrorKind::TimedOut => ConnectFailure::TimedOut,
+            io::ErrorKind::NotFound => ConnectFailure::Unresolved,
+            _ if e.to_string().contains("failed to lookup address") => ConnectFailure::Unresolved,
+            _ => ConnectFailure::Other(e.to_string()),
+        }
+    }
+}
+
+impl std::fmt::Display for ConnectFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConnectFailure::Refused => f.write_str("connection refused"),
+            ConnectFailure::TimedOut => f.write_str("connection timed out (packets dropped?)"),
+            ConnectFailure::Unresolved => f.write_str("name did not resolve"),
+            ConnectFailure::Other(s) => f.write_str(s),
+        }
+    }
+}
+
+/// The diagnostic for an outbound connection to the service that failed.
+/// Port 80 is the CRL/OCSP port (NET-80); anything else is the service port.
+pub fn unreachable(host: &str, port: u16, failure: &ConnectFailure) -> Diagnostic {
+    match (failure, port) {
+        (ConnectFailure::Unresolved, _) => Diagnostic::new(
+            "NET-DNS",
+            "unresolved",
+            Some(12020),
+            format!("{host} did not resolve"),
+            "check the connector host's DNS servers and that the name is not sinkholed",
+        ),
+        (_, 80) => Diagnostic::new(
+            "NET-80",
+            "unreachable",
+            Some(12020),
+            format!("cannot reach {host}:80 ({failure})"),
+            "allow outbound TCP 80 to the certificate revocation hosts",
+        ),
+        _ => Diagnostic::new(
+            "NET-443",
+            "unreachable",
+            Some(12020),
+            format!("cannot reach {host}:{port} ({failure})"),
+            format!(
+                "allow outbound TCP {port} to {host} (and its domain suffix) on every firewall and proxy between the connector and the service"
+            ),
+        ),
+    }
+}
+
+/// The diagnostic for a TLS failure against a service host.
+pub fn tls_failure(host: &str, port: u16, error: &str) -> Diagnostic {
+    if error.contains("UnknownIssuer") || error.contains("invalid peer certificate: UnknownIssuer") {
+        Diagnostic::new(
+            "TLS-ROOTS",
+            "untrusted-issuer",
+            Some(12019),
+            format!("the certificate of {host}:{port} chains to an issuer this host does not trust ({error})"),
+            "install the service's current root CAs on the connector host; if a proxy re-signs TLS, exempt the service from inspection",
+        )
+    } else if error.contains("Expired") || error.contains("NotValidYet") {
+        Diagnostic::new(
+            "TLS-TIME",
+            "validity",
+            Some(12019),
+            format!("certificate of {host}:{port} is not valid at the host's current time ({error})"),
+            "check the connector host's clock",
+        )
+    } else {
+        Diagnostic::new(
+            "TLS-MIN12",
+            "handshake-failed",
+            Some(12015),
+            format!("TLS handshake with {host}:{port} failed: {error}"),
+            "make sure TLS 1.2 or later is enabled and nothing between connector and service terminates TLS",
+        )
+    }
+}

@@ -1,0 +1,39 @@
+//! What the agent reports. Typed, serializable and free of wall-clock
+//! timestamps: the sink stamps them (with simulated time in a simulation), so
+//! equal runs give equal traces.
+
+use serde::Serialize;
+
+use crate::diag::Diagnostic;
+
+/// One thing the agent did or saw.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum AgentEvent {
+    /// Identity loaded from the install folder (no registration needed).
+    IdentityLoaded { connector_id: String },
+    /// Registration started against the tenant's registration service.
+    RegistrationStarted { tenant: String },
+    /// Registration finished: the client certificate is stored.
+    Registered { connector_id: String, cert_serial: String },
+    /// A bootstrap (configuration pull, doubles as heartbeat) succeeded.
+    BootstrapOk { endpoints: usize, interval_s: u64 },
+    /// A bootstrap failed; the agent keeps serving from cached configuration.
+    BootstrapFailed { code: String },
+    /// A tunnel to a relay endpoint is open (Hello exchanged).
+    TunnelUp { endpoint: String },
+    /// A tunnel closed, with why.
+    TunnelDown { endpoint: String, reason: String },
+    /// A relay asked the connector to drain a tunnel.
+    GoAwayReceived { endpoint: String, reason: String },
+    /// A request was accepted (acknowledged) for serving.
+    RequestAccepted { id: u64, endpoint: String },
+    /// A request id seen before was refused (at-most-once delivery).
+    DuplicateRefused { id: u64, endpoint: String },
+    /// A request was answered with this status.
+    RequestServed { id: u64, status: u16 },
+    /// A diagnostic finding.
+    Diagnostic(Diagnostic),
+    /// The agent stopped, with why.
+    Stopped { reason: String },
+}

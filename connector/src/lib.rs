@@ -1,0 +1,22 @@
+//! The connector: an outbound-only agent that registers with the cloud,
+//! pulls its configuration, keeps tunnels to relay endpoints and serves the
+//! requests pushed down them to private backends.
+//!
+//! It reaches the world only through [`env::Env`]; the same code runs on real
+//! sockets and inside the turmoil simulation.
+
+pub mod agent;
+pub mod api;
+pub mod backend;
+pub mod backoff;
+pub mod diag;
+pub mod env;
+pub mod event;
+pub mod http;
+pub mod identity;
+pub mod proto;
+pub mod tls;
+pub mod tunnel;
+
+pub use agent::{Agent, AgentConfig, AgentError, Credentials, ServiceNames};
+pub use env::Env;

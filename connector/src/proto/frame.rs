@@ -1,0 +1,452 @@
+//! The tunnel's wire format: length-prefixed frames, decoded without I/O.
+//!
+//! ```text
+//! frame   := length:u32be kind:u8 payload      (length = 1 + payload bytes)
+//! string  := len:u16be utf8-bytes
+//! headers := count:u16be (string string)*
+//! ```
+//! A frame longer than the negotiated maximum is refused before its payload is
+//! buffered, so a hostile peer cannot make us allocate more than
+//! `max_frame_bytes`. Every decoding error names the frame kind and the field.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+/// Protocol version spoken by this build. A peer with another major version
+/// is refused at `Hello`.
+pub const PROTOCOL_VERSION: u16 = 1;
+/// Magic at the start of every `Hello` payload: refuses a peer that is not
+/// speaking this protocol at all (a TLS inspection box, an HTTP server).
+pub const HELLO_MAGIC: &[u8; 4] = b"CSIM";
+/// Default and lower bound for the maximum frame size (bytes, header included).
+pub const DEFAULT_MAX_FRAME_BYTES: u32 = 256 * 1024;
+/// The smallest maximum a peer may announce; below this no request head fits.
+pub const MIN_MAX_FRAME_BYTES: u32 = 4 * 1024;
+/// Bytes of the frame header (length + kind).
+pub const HEADER_BYTES: usize = 5;
+
+/// Request and response metadata carried by `Request` and `Response`.
+pub type Headers = Vec<(String, String)>;
+
+/// Why a request was cancelled or refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum CancelReason {
+    /// The connector has already accepted this request id once (at-most-once).
+    Duplicate,
+    /// The user went away, or the relay gave up waiting.
+    Abandoned,
+    /// The connector is draining and takes no new work.
+    Draining,
+    /// The connector has too many requests in flight.
+    Overloaded,
+}
+
+impl CancelReason {
+    fn to_u8(self) -> u8 {
+        match self {
+            CancelReason::Duplicate => 1,
+            CancelReason::Abandoned => 2,
+            CancelReason::Draining => 3,
+            CancelReason::Overloaded => 4,
+        }
+    }
+    fn from_u8(v: u8) -> Option<Self> {
+        Some(match v {
+            1 => CancelReason::Duplicate,
+            2 => CancelReason::Abandoned,
+            3 => CancelReason::Draining,
+            4 => CancelReason::Overloaded,
+            _ => return None,
+        })
+    }
+}
+
+/// One protocol message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// First frame in each direction: protocol version, the sender's maximum
+    /// frame size and its name (connector id, or relay endpoint).
+    Hello { version: u16, max_frame_bytes: u32, peer: String },
+    /// Relay → connector: a user's request head. `fin` = no body follows.
+    Request { id: u64, method: String, path: String, headers: Headers, fin: bool },
+    /// A body chunk of the request (relay → connector) or response (back).
+    Body { id: u64, fin: bool, data: Bytes },
+    /// Connector → relay: the backend's response head.
+    Response { id: u64, status: u16, headers: Headers, fin: bool },
+    /// Connector → relay: the request is accepted and will be served once.
+    Ack { id: u64 },
+    /// Either way: the request will not be (further) served.
+    Cancel { id: u64, reason: CancelReason },
+    /// Keepalive probe; the peer answers with `Pong` carrying the same nonce.
+    Ping { nonce: u64 },
+    /// Keepalive answer.
+    Pong { nonce: u64 },
+    /// The sender will accept no new requests; in-flight ones finish.
+    GoAway { reason: String },
+}
+
+impl Frame {
+    /// Stable name of the frame kind, for errors and traces.
+    pub fn kind_name(&self) -> &'static str {
+        kind_name(self.kind())
+    }
+
+    fn kind(&self) -> u8 {
+        match self {
+            Frame::Hello { .. } => 1,
+            Frame::Request { .. } => 2,
+            Frame::Body { .. } => 3,
+            Frame::Response { .. } => 4,
+            Frame::Ack { .. } => 5,
+            Frame::Cancel { .. } => 6,
+            Frame::Ping { .. } => 7,
+            Frame::Pong { .. } => 8,
+            Frame::GoAway { .. } => 9,
+        }
+    }
+
+    /// Appends the encoded frame to `out`. Fails only when the frame would be
+    /// larger than `max_frame_bytes`, or a string or header list is too long
+    /// for its length field.
+    pub fn encode(&self, max_frame_bytes: u32, out: &mut BytesMut) -> Result<(), FrameError> {
+        let start = out.len();
+        out.put_u32(0);
+        out.put_u8(self.kind());
+        let res = self.encode_payload(out);
+        if let Err(e) = res {
+            out.truncate(start);
+            return Err(e);
+        }
+        let len = out.len() - start - 4;
+        if len + 4 > max_frame_bytes as usize {
+            out.truncate(start);
+            return Err(FrameError::TooLarge {
+                kind: self.kind_name(),
+                bytes: len + 4,
+                max_bytes: max_frame_bytes,
+            });
+        }
+        // Length fits: max_frame_bytes is a u32.
+        out[start..start + 4].copy_from_slice(&(len as u32).to_be_bytes());
+        Ok(())
+    }
+
+    fn encode_payload(&self, out: &mut BytesMut) -> Result<(), FrameError> {
+        match self {
+            Frame::Hello { version, max_frame_bytes, peer } => {
+                out.put_slice(HELLO_MAGIC);
+                out.put_u16(*version);
+                out.put_u32(*max_frame_bytes);
+                put_str(out, peer, "peer")?;
+            }
+            Frame::Request { id, method, path, headers, fin } => {
+                out.put_u64(*id);
+                out.put_u8(u8::from(*fin));
+                put_str(out, method, "method")?;
+                put_str(out, path, "path")?;
+                put_headers(out, headers)?;
+            }
+            Frame::Body { id, fin, data } => {
+                out.put_u64(*id);
+                out.put_u8(u8::from(*fin));
+                out.put_slice(data);
+            }
+            Frame::Response { id, status, headers, fin } => {
+                out.put_u64(*id);
+                out.put_u8(u8::from(*fin));
+                out.put_u16(*status);
+                put_headers(out, headers)?;
+            }
+            Frame::Ack { id } => out.put_u64(*id),
+            Frame::Cancel { id, reason } => {
+                out.put_u64(*id);
+                out.put_u8(reason.to_u8());
+            }
+            Frame::Ping { nonce } | Frame::Pong { nonce } => out.put_u64(*nonce),
+            Frame::GoAway { reason } => put_str(out, reason, "reason")?,
+        }
+        Ok(())
+    }
+}
+
+fn kind_name(kind: u8) -> &'static str {
+    match kind {
+        1 => "Hello",
+        2 => "Request",
+        3 => "Body",
+        4 => "Response",
+        5 => "Ack",
+        6 => "Cancel",
+        7 => "Ping",
+        8 => "Pong",
+        9 => "GoAway",
+        _ => "unknown",
+    }
+}
+
+fn put_str(out: &mut BytesMut, s: &str, field: &'static str) -> Result<(), FrameError> {
+    let len = u16::try_from(s.len()).map_err(|_| FrameError::FieldTooLong { field })?;
+    out.put_u16(len);
+    out.put_slice(s.as_bytes());
+    Ok(())
+}
+
+fn put_headers(out: &mut BytesMut, headers: &Headers) -> Result<(), FrameError> {
+    let count =
+        u16::try_from(headers.len()).map_err(|_| FrameError::FieldTooLong { field: "headers" })?;
+    out.put_u16(count);
+    for (name, value) in headers {
+        put_str(out, name, "header name")?;
+        put_str(out, value, "header value")?;
+    }
+    Ok(())
+}
+
+/// What was wrong with bytes received or a frame to send.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    #[error("{kind} frame of {bytes} bytes exceeds the maximum frame size of {max_bytes} bytes")]
+    TooLarge { kind: &'static str, bytes: usize, max_bytes: u32 },
+    #[error("frame of length 0 has no kind byte")]
+    Empty,
+    #[error("unknown frame kind {kind}")]
+    UnknownKind { kind: u8 },
+    #[error("{kind} frame truncated while reading {field}")]
+    Truncated { kind: &'static str, field: &'static str },
+    #[error("{kind} frame has {extra} trailing bytes")]
+    Trailing { kind: &'static str, extra: usize },
+    #[error("{kind} frame field {field} is not valid UTF-8")]
+    BadUtf8 { kind: &'static str, field: &'static str },
+    #[error("Hello frame does not start with the protocol magic: the peer is not a relay tunnel")]
+    BadMagic,
+    #[error("{kind} frame field {field} has invalid value {value}")]
+    BadValue { kind: &'static str, field: &'static str, value: u64 },
+    #[error("field {field} is too long for its length prefix")]
+    FieldTooLong { field: &'static str },
+}
+
+/// Incremental decoder: feed bytes as they arrive, take frames out.
+#[derive(Debug)]
+pub struct Decoder {
+    buf: BytesMut,
+    max_frame_bytes: u32,
+}
+
+impl Decoder {
+    pub fn new(max_frame_bytes: u32) -> Self {
+        Decoder { buf: BytesMut::new(), max_frame_bytes }
+    }
+
+    /// Changes the limit (after the peer's `Hello` announced a smaller one).
+    pub fn set_max_frame_bytes(&mut self, max: u32) {
+        self.max_frame_bytes = max;
+    }
+
+    /// Appends received bytes.
+    pub fn extend(&mut self, data: &[u8]) {
+        self.buf.extend_from_slice(data);
+    }
+
+    /// Bytes received but not yet decoded.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Returns the next whole frame, `Ok(None)` when more bytes are needed.
+    /// After an error the stream is unusable: the caller must close it.
+    pub fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
+        if self.buf.len() < 4 {
+            return Ok(None);
+        }
+        let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]);
+        let total = len as usize + 4;
+        if total > self.max_frame_bytes as usize {
+            let kind = self.buf.get(4).copied().map(kind_name).unwrap_or("unknown");
+            return Err(FrameError::TooLarge { kind, bytes: total, max_bytes: self.max_frame_bytes });
+        }
+        if len == 0 {
+            return Err(FrameError::Empty);
+        }
+        if self.buf.len() < total {
+            return Ok(None);
+        }
+        let mut frame = self.buf.split_to(total).freeze();
+        frame.advance(4);
+        decode_body(frame).map(Some)
+    }
+}
+
+/// Decodes one frame from `kind || payload`.
+fn decode_body(mut b: Bytes) -> Result<Frame, FrameError> {
+    let kind_byte = b.get_u8();
+    let kind = kind_name(kind_byte);
+    let mut r = Reader { b: &mut b, kind };
+    let frame = match kind_byte {
+        1 => {
+            let magic = r.take(4, "magic")?;
+            if magic.as_ref() != HELLO_MAGIC {
+                return Err(FrameError::BadMagic);
+            }
+            let version = r.u16("version")?;
+            let max_frame_bytes = r.u32("max_frame_bytes")?;
+            let peer = r.string("peer")?;
+            Frame::Hello { version, max_frame_bytes, peer }
+        }
+        2 => {
+            let id = r.u64("id")?;
+            let fin = r.flag("fin")?;
+            let method = r.string("method")?;
+            let path = r.string("path")?;
+            let headers = r.headers()?;
+            Frame::Request { id, method, path, headers, fin }
+        }
+        3 => {
+            let id = r.u64("id")?;
+            let fin = r.flag("fin")?;
+            let data = r.rest();
+            Frame::Body { id, fin, data }
+        }
+        4 => {
+            let id = r.u64("id")?;
+            let fin = r.flag("fin")?;
+            let status = r.u16("status")?;
+            if !(100..=999).contains(&status) {
+                return Err(FrameError::BadValue { kind, field: "status", value: status.into() });
+            }
+            let headers = r.headers()?;
+            Frame::Response { id, status, headers, fin }
+        }
+        5 => Frame::Ack { id: r.u64("id")? },
+        6 => {
+            let id = r.u64("id")?;
+            let raw = r.u8("reason")?;
+            let reason = CancelReason::from_u8(raw).ok_or(FrameError::BadValue {
+                kind,
+                field: "reason",
+                value: raw.into(),
+            })?;
+            Frame::Cancel { id, reason }
+        }
+        7 => Frame::Ping { nonce: r.u64("nonce")? },
+        8 => Frame::Pong { nonce: r.u64("nonce")? },
+        9 => Frame::GoAway { reason: r.string("reason")? },
+        other => return Err(FrameError::UnknownKind { kind: other }),
+    };
+    if b.has_remaining() {
+        return Err(FrameError::Trailing { kind, extra: b.remaining() });
+    }
+    Ok(frame)
+}
+
+struct Reader<'a> {
+    b: &'a mut Bytes,
+    kind: &'static str,
+}
+
+impl Reader<'_> {
+    fn need(&self, n: usize, field: &'static str) -> Result<(), FrameError> {
+        if self.b.remaining() < n {
+            return Err(FrameError::Truncated { kind: self.kind, field });
+        }
+        Ok(())
+    }
+    fn u8(&mut self, field: &'static str) -> Result<u8, FrameError> {
+        self.need(1, field)?;
+        Ok(self.b.get_u8())
+    }
+    fn flag(&mut self, field: &'static str) -> Result<bool, FrameError> {
+        match self.u8(field)? {
+            0 => Ok(false),
+            1 => Ok(true),
+            v => Err(FrameError::BadValue { kind: self.kind, field, value: v.into() }),
+        }
+    }
+    fn u16(&mut self, field: &'static str) -> Result<u16, FrameError> {
+        self.need(2, field)?;
+        Ok(self.b.get_u16())
+    }
+    fn u32(&mut self, field: &'static str) -> Result<u32, FrameError> {
+        self.need(4, field)?;
+        Ok(self.b.get_u32())
+    }
+    fn u64(&mut self, field: &'static str) -> Result<u64, FrameError> {
+        self.need(8, field)?;
+        Ok(self.b.get_u64())
+    }
+    fn take(&mut self, n: usize, field: &'static str) -> Result<Bytes, FrameError> {
+        self.need(n, field)?;
+        Ok(self.b.split_to(n))
+    }
+    fn string(&mut self, field: &'static str) -> Result<String, FrameError> {
+        let len = self.u16(field)? as usize;
+        let raw = self.take(len, field)?;
+        String::from_utf8(raw.to_vec()).map_err(|_| FrameError::BadUtf8 { kind: self.kind, field })
+    }
+    fn headers(&mut self) -> Result<Headers, FrameError> {
+        let count = self.u16("headers")?;
+        let mut out = Vec::with_capacity(usize::from(count).min(64));
+        for _ in 0..count {
+            let name = self.string("header name")?;
+            let value = self.string("header value")?;
+            out.push((name, value));
+        }
+        Ok(out)
+    }
+    fn rest(&mut self) -> Bytes {
+        let n = self.b.remaining();
+        self.b.split_to(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roundtrip(f: Frame) {
+        let mut out = BytesMut::new();
+        f.encode(DEFAULT_MAX_FRAME_BYTES, &mut out).unwrap();
+        let mut d = Decoder::new(DEFAULT_MAX_FRAME_BYTES);
+        d.extend(&out);
+        assert_eq!(d.next_frame().unwrap(), Some(f));
+        assert_eq!(d.buffered(), 0);
+    }
+
+    #[test]
+    fn every_kind_roundtrips() {
+        roundtrip(Frame::Hello { version: 1, max_frame_bytes: 9999, peer: "c1".into() });
+        roundtrip(Frame::Request {
+            id: 7,
+            method: "GET".into(),
+            path: "/x".into(),
+            headers: vec![("host".into(), "a".into())],
+            fin: true,
+        });
+        roundtrip(Frame::Body { id: 7, fin: false, data: Bytes::from_static(b"abc") });
+        roundtrip(Frame::Response { id: 7, status: 200, headers: vec![], fin: false });
+        roundtrip(Frame::Ack { id: 1 });
+        roundtrip(Frame::Cancel { id: 1, reason: CancelReason::Duplicate });
+        roundtrip(Frame::Ping { nonce: 3 });
+        roundtrip(Frame::Pong { nonce: 3 });
+        roundtrip(Frame::GoAway { reason: "restart".into() });
+    }
+
+    #[test]
+    fn oversized_length_is_refused_before_buffering() {
+        let mut d = Decoder::new(MIN_MAX_FRAME_BYTES);
+        d.extend(&[0xff, 0xff, 0xff, 0xff, 3]);
+        assert!(matches!(d.next_frame(), Err(FrameError::TooLarge { kind: "Body", .. })));
+    }
+
+    #[test]
+    fn truncated_payload_names_the_field() {
+        let mut d = Decoder::new(DEFAULT_MAX_FRAME_BYTES);
+        d.extend(&[0, 0, 0, 3, 5, 0, 0]);
+        assert_eq!(d.next_frame(), Err(FrameError::Truncated { kind: "Ack", field: "id" }));
+    }
+
+    #[test]
+    fn bad_magic_is_refused() {
+        let mut d = Decoder::new(DEFAULT_MAX_FRAME_BYTES);
+        d.extend(&[0, 0, 0, 5, 1, b'H', b'T', b'T', b'P']);
+        assert_eq!(d.next_frame(), Err(FrameError::BadMagic));
+    }
+}

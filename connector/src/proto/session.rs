@@ -1,0 +1,568 @@
+//! The tunnel session: a state machine with no I/O and no clock.
+//!
+//! Modelled on quinn-proto: the driver feeds received bytes with
+//! [`Session::handle_input`] and the current time with
+//! [`Session::handle_timeout`], then drains [`Session::poll_transmit`] (bytes to
+//! write) and [`Session::poll_event`] (what happened). Time is a `Duration`
+//! since an origin the driver chooses, so tests can run a session byte by byte.
+//!
+//! States: `AwaitHello` → `Open` → (`Draining` after a GoAway either way) →
+//! `Closed`. Each request id is a stream; the state machine checks that frames
+//! about a stream arrive in a legal order and refuses the session otherwise.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+
+use super::frame::{
+    CancelReason, Decoder, Frame, FrameError, Headers, DEFAULT_MAX_FRAME_BYTES,
+    MIN_MAX_FRAME_BYTES, PROTOCOL_VERSION,
+};
+
+/// Which end of the tunnel this session is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Dials out, receives requests, sends responses.
+    Connector,
+    /// Accepts tunnels, sends requests, receives responses.
+    Relay,
+}
+
+/// Limits and timers of a session.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// Name sent in `Hello` (connector id or relay endpoint name).
+    pub local_name: String,
+    /// Largest frame this side accepts.
+    pub max_frame_bytes: u32,
+    /// A `Ping` is sent after this long without sending anything.
+    pub keepalive: Duration,
+    /// The session fails when nothing was received for this long.
+    pub idle_timeout: Duration,
+    /// Most requests open at once on this session.
+    pub max_streams: usize,
+}
+
+impl SessionConfig {
+    pub fn new(local_name: impl Into<String>) -> Self {
+        SessionConfig {
+            local_name: local_name.into(),
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            keepalive: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
+            max_streams: 200,
+        }
+    }
+}
+
+/// The request half of a stream as seen by the session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestHead {
+    pub method: String,
+    pub path: String,
+    pub headers: Headers,
+}
+
+/// What the session reports to its driver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// Hello exchanged; the peer's name and version.
+    Established { peer: String, version: u16 },
+    /// (Connector) a new request arrived.
+    Request { id: u64, head: RequestHead, fin: bool },
+    /// A body chunk for a stream.
+    Body { id: u64, data: Bytes, fin: bool },
+    /// (Relay) the response head for a request.
+    Response { id: u64, status: u16, headers: Headers, fin: bool },
+    /// (Relay) the connector accepted the request.
+    Acked { id: u64 },
+    /// The peer cancelled or refused a request.
+    Cancelled { id: u64, reason: CancelReason },
+    /// The peer will take no new requests.
+    GoAway { reason: String },
+}
+
+/// Why a session ended with an error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SessionError {
+    #[error("malformed frame: {0}")]
+    Frame(#[from] FrameError),
+    #[error("peer speaks protocol version {peer}, this side speaks {ours}")]
+    VersionMismatch { peer: u16, ours: u16 },
+    #[error("peer announced a maximum frame size of {0} bytes, below the minimum")]
+    PeerMaxFrameTooSmall(u32),
+    #[error("{frame} frame received before Hello")]
+    BeforeHello { frame: &'static str },
+    #[error("second Hello received")]
+    DuplicateHello,
+    #[error("{frame} frame is not allowed from the {from:?} side")]
+    WrongDirection { frame: &'static str, from: Role },
+    #[error("{frame} frame for unknown or finished request {id}")]
+    UnknownStream { frame: &'static str, id: u64 },
+    #[error("request id {id} reused while still open")]
+    StreamReused { id: u64 },
+    #[error("peer opened more than {max} concurrent requests")]
+    TooManyStreams { max: usize },
+    #[error("new request {id} after GoAway")]
+    RequestAfterGoAway { id: u64 },
+    #[error("nothing received for {0:?}: peer unresponsive")]
+    IdleTimeout(Duration),
+    #[error("session is closed")]
+    Closed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    AwaitHello,
+    Open,
+    Closed,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Stream {
+    request_fin: bool,
+    response_started: bool,
+    response_fin: bool,
+}
+
+/// One end of a tunnel.
+#[derive(Debug)]
+pub struct Session {
+    role: Role,
+    config: SessionConfig,
+    state: State,
+    decoder: Decoder,
+    out: BytesMut,
+    /// Largest frame the peer accepts (from its Hello).
+    peer_max_frame_bytes: u32,
+    streams: BTreeMap<u64, Stream>,
+    events: VecDeque<Event>,
+    last_recv: Duration,
+    last_send: Duration,
+    next_nonce: u64,
+    local_goaway: bool,
+    peer_goaway: bool,
+}
+
+impl Session {
+    /// Starts a session at time `now`; both sides send `Hello` at once.
+    pub fn new(role: Role, config: SessionConfig, now: Duration) -> Self {
+        let max = config.max_frame_bytes.max(MIN_MAX_FRAME_BYTES);
+        let mut s = Session {
+            role,
+            decoder: Decoder::new(max),
+            config: SessionConfig { max_frame_bytes: max, ..config },
+            state: State::AwaitHello,
+            out: BytesMut::new(),
+            peer_max_frame_bytes: MIN_MAX_FRAME_BYTES,
+            streams: BTreeMap::new(),
+            events: VecDeque::new(),
+            last_recv: now,
+            last_send: now,
+            next_nonce: 1,
+            local_goaway: false,
+            peer_goaway: false,
+        };
+        let hello = Frame::Hello {
+            version: PROTOCOL_VERSION,
+            max_frame_bytes: max,
+            peer: s.config.local_name.clone(),
+        };
+        // A Hello with a local name under 64 KiB always fits MIN_MAX_FRAME_BYTES
+        // only if the name is short; a too-long name is a configuration error
+        // surfaced at the first transmit.
+        if let Err(e) = hello.encode(MIN_MAX_FRAME_BYTES, &mut s.out) {
+            s.state = State::Closed;
+            tracing::error!("cannot encode Hello: {e}");
+        }
+        s
+    }
+
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// True once Hello was exchanged and the session is not closed.
+    pub fn is_open(&self) -> bool {
+        self.state == State::Open
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.state == State::Closed
+    }
+
+    /// Requests currently open on this session.
+    pub fn open_streams(&self) -> usize {
+        self.streams.len()
+    }
+
+    /// True when the peer sent GoAway.
+    pub fn peer_going_away(&self) -> bool {
+        self.peer_goaway
+    }
+
+    /// Feeds bytes read from the transport. An error closes the session.
+    pub fn handle_input(&mut self, data: &[u8], now: Duration) -> Result<(), SessionError> {
+        if self.state == State::Closed {
+            return Err(SessionError::Closed);
+        }
+        self.decoder.extend(data);
+        loop {
+            let frame = match self.decoder.next_frame() {
+                Ok(Some(f)) => f,
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(self.fail(e.into())),
+            };
+            self.last_recv = now;
+            if let Err(e) = self.on_frame(frame) {
+                return Err(self.fail(e));
+            }
+        }
+    }
+
+    fn fail(&mut self, e: SessionError) -> SessionError {
+        self.state = State::Closed;
+        e
+    }
+
+    fn on_frame(&mut self, frame: Frame) -> Result<(), SessionError> {
+        if self.state == State::AwaitHello {
+            let Frame::Hello { version, max_frame_bytes, peer } = frame else {
+                return Err(SessionError::BeforeHello { frame: frame.kind_name() });
+            };
+            if version != PROTOCOL_VERSION {
+                return Err(SessionError::VersionMismatch { peer: version, ours: PROTOCOL_VERSION });
+            }
+            if max_frame_bytes < MIN_MAX_FRAME_BYTES {
+                return Err(SessionError::PeerMaxFrameTooSmall(max_frame_bytes));
+            }
+            self.peer_max_frame_bytes = max_frame_bytes;
+            self.state = State::Open;
+            self.events.push_back(Event::Established { peer, version });
+            return Ok(());
+        }
+        let from = match self.role {
+            Role::Connector => Role::Relay,
+            Role::Relay => Role::Connector,
+        };
+        let wrong = |frame: &Frame| SessionError::WrongDirection { frame: frame.kind_name(), from };
+        match frame {
+            Frame::Hello { .. } => return Err(SessionError::DuplicateHello),
+            Frame::Request { id, method, path, headers, fin } => {
+                if self.role != Role::Connector {
+                    return Err(wrong(&Frame::Request { id, method, path, headers, fin }));
+                }
+                if self.peer_goaway {
+                    return Err(SessionError::RequestAfterGoAway { id });
+                }
+                if self.streams.contains_key(&id) {
+                    return Err(SessionError::StreamReused { id });
+                }
+                if self.streams.len() >= self.config.max_streams {
+                    return Err(SessionError::TooManyStreams { max: self.config.max_streams });
+                }
+                self.streams.insert(id, Stream { request_fin: fin, ..Stream::default() });
+                self.events.push_back(Event::Request {
+                    id,
+                    head: RequestHead { method, path, headers },
+                    fin,
+                });
+            }
+            Frame::Body { id, fin, data } => {
+                let role = self.role;
+                let Some(st) = self.streams.get_mut(&id) else {
+                    return Err(SessionError::UnknownStream { frame: "Body", id });
+                };
+                match role {
+                    // Request body from the relay.
+                    Role::Connector if !st.request_fin => st.request_fin = fin,
+                    // Response body from the connector.
+                    Role::Relay if st.response_started && !st.response_fin => st.response_fin = fin,
+                    _ => return Err(SessionError::UnknownStream { frame: "Body", id }),
+                }
+                self.events.push_back(Event::Body { id, data, fin });
+                self.reap(id);
+            }
+            Frame::Response { id, status, headers, fin } => {
+                if self.role != Role::Relay {
+                    return Err(wrong(&Frame::Response { id, status, headers, fin }));
+                }
+                let Some(st) = self.streams.get_mut(&id) else {
+                    return Err(SessionError::UnknownStream { frame: "Response", id });
+                };
+                if st.response_started {
+                    return Err(SessionError::UnknownStream { frame: "Response", id });
+                }
+                st.response_started = true;
+                st.response_fin = fin;
+                self.events.push_back(Event::Response { id, status, headers, fin });
+                self.reap(id);
+            }
+            Frame::Ack { id } => {
+                if self.role != Role::Relay {
+                    return Err(wrong(&Frame::Ack { id }));
+                }
+                if !self.streams.contains_key(&id) {
+                    return Err(SessionError::UnknownStream { frame: "Ack", id });
+                }
+                self.events.push_back(Event::Acked { id });
+            }
+            Frame::Cancel { id, reason } => {
+                // A cancel can cross a finished response on the wire: ignore
+                // it for streams already gone rather than failing the tunnel.
+                if self.streams.remove(&id).is_some() {
+                    self.events.push_back(Event::Cancelled { id, reason });
+                }
+            }
+            Frame::Ping { nonce } => self.queue(Frame::Pong { nonce }),
+            Frame::Pong { .. } => {}
+            Frame::GoAway { reason } => {
+                self.peer_goaway = true;
+                self.events.push_back(Event::GoAway { reason });
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops a stream once both directions are finished.
+    fn reap(&mut self, id: u64) {
+        if let Some(st) = self.streams.get(&id) {
+            if st.request_fin && st.response_fin {
+                self.streams.remove(&id);
+            }
+        }
+    }
+
+    fn queue(&mut self, frame: Frame) {
+        if let Err(e) = frame.encode(self.peer_max_frame_bytes, &mut self.out) {
+            // Frames we build ourselves are bounded (bodies are chunked below
+            // the peer's limit); reaching this means a head too large for the
+            // peer, which fails the session rather than sending garbage.
+            tracing::warn!("dropping unsendable frame: {e}");
+            self.state = State::Closed;
+        }
+    }
+
+    /// Largest body chunk that fits in one frame to the peer.
+    pub fn max_body_chunk(&self) -> usize {
+        self.peer_max_frame_bytes as usize - super::frame::HEADER_BYTES - 9
+    }
+
+    fn check_open(&self) -> Result<(), SessionError> {
+        if self.state == State::Open {
+            Ok(())
+        } else {
+            Err(SessionError::Closed)
+        }
+    }
+
+    /// (Relay) sends a request head.
+    pub fn send_request(&mut self, id: u64, head: RequestHead, fin: bool) -> Result<(), SessionError> {
+        self.check_open()?;
+        if self.role != Role::Relay {
+            return Err(SessionError::WrongDirection { frame: "Request", from: self.role });
+        }
+        if self.streams.contains_key(&id) {
+            return Err(SessionError::StreamReused { id });
+        }
+        self.streams.insert(id, Stream { request_fin: fin, ..Stream::default() });
+        self.queue(Frame::Request { id, method: head.method, path: head.path, headers: head.headers, fin });
+        Ok(())
+    }
+
+    /// Sends a body chunk of the stream's outgoing half, split to fit frames.
+    pub fn send_body(&mut self, id: u64, data: Bytes, fin: bool) -> Result<(), SessionError> {
+        self.check_open()?;
+        let role = self.role;
+        let Some(st) = self.streams.get_mut(&id) else {
+            return Err(SessionError::UnknownStream { frame: "Body", id });
+        };
+        match role {
+            Role::Relay if !st.request_fin => st.request_fin = fin,
+            Role::Connector if st.response_started && !st.response_fin => st.response_fin = fin,
+            _ => return Err(SessionError::UnknownStream { frame: "Body", id }),
+        }
+        let chunk = self.max_body_chunk();
+        let mut rest = data;
+        loop {
+            let part = rest.split_to(rest.len().min(chunk));
+            let last = rest.is_empty();
+            self.queue(Frame::Body { id, fin: fin && last, data: part });
+            if last {
+                break;
+            }
+        }
+        self.reap(id);
+        Ok(())
+    }
+
+    /// (Connector) accepts a request: it will be served at most once.
+    pub fn send_ack(&mut self, id: u64) -> Result<(), SessionError> {
+        self.check_open()?;
+        if !self.streams.contains_key(&id) {
+            return Err(SessionError::UnknownStream { frame: "Ack", id });
+        }
+        self.queue(Frame::Ack { id });
+        Ok(())
+    }
+
+    /// (Connector) sends the response head.
+    pub fn send_response(&mut self, id: u64, status: u16, headers: Headers, fin: bool) -> Result<(), SessionError> {
+        self.check_open()?;
+        let Some(st) = self.streams.get_mut(&id) else {
+            return Err(SessionError::UnknownStream { frame: "Response", id });
+        };
+        if st.response_started {
+            return Err(SessionError::UnknownStream { frame: "Response", id });
+        }
+        st.response_started = true;
+        st.response_fin = fin;
+        self.queue(Frame::Response { id, status, headers, fin });
+        self.reap(id);
+        Ok(())
+    }
+
+    /// Cancels or refuses a request; the stream is forgotten on this side.
+    pub fn send_cancel(&mut self, id: u64, reason: CancelReason) -> Result<(), SessionError> {
+        self.check_open()?;
+        self.streams.remove(&id);
+        self.queue(Frame::Cancel { id, reason });
+        Ok(())
+    }
+
+    /// Announces that this side takes no new requests.
+    pub fn send_goaway(&mut self, reason: &str) -> Result<(), SessionError> {
+        self.check_open()?;
+        if !self.local_goaway {
+            self.local_goaway = true;
+            self.queue(Frame::GoAway { reason: reason.to_string() });
+        }
+        Ok(())
+    }
+
+    /// Bytes to write to the transport, if any.
+    pub fn poll_transmit(&mut self, now: Duration) -> Option<Bytes> {
+        if self.out.is_empty() {
+            return None;
+        }
+        self.last_send = now;
+        Some(self.out.split().freeze())
+    }
+
+    /// The next event, if any.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When the driver must call [`Session::handle_timeout`] next.
+    pub fn poll_timeout(&self) -> Option<Duration> {
+        if self.state == State::Closed {
+            return None;
+        }
+        let ping_at = self.last_send + self.config.keepalive;
+        let idle_at = self.last_recv + self.config.idle_timeout;
+        Some(ping_at.min(idle_at))
+    }
+
+    /// Advances timers: queues a keepalive or fails an idle session.
+    pub fn handle_timeout(&mut self, now: Duration) -> Result<(), SessionError> {
+        if self.state == State::Closed {
+            return Err(SessionError::Closed);
+        }
+        if now >= self.last_recv + self.config.idle_timeout {
+            return Err(self.fail(SessionError::IdleTimeout(self.config.idle_timeout)));
+        }
+        if self.state == State::Open && now >= self.last_send + self.config.keepalive && self.out.is_empty() {
+            let nonce = self.next_nonce;
+            self.next_nonce += 1;
+            self.queue(Frame::Ping { nonce });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pump(from: &mut Session, to: &mut Session, now: Duration) -> Result<(), SessionError> {
+        while let Some(b) = from.poll_transmit(now) {
+            to.handle_input(&b, now)?;
+        }
+        Ok(())
+    }
+
+    fn pair() -> (Session, Session) {
+        let t = Duration::ZERO;
+        let mut c = Session::new(Role::Connector, SessionConfig::new("c1"), t);
+        let mut r = Session::new(Role::Relay, SessionConfig::new("relay"), t);
+        pump(&mut c, &mut r, t).unwrap();
+        pump(&mut r, &mut c, t).unwrap();
+        (c, r)
+    }
+
+    #[test]
+    fn request_response_roundtrip() {
+        let (mut c, mut r) = pair();
+        let t = Duration::ZERO;
+        assert!(matches!(c.poll_event(), Some(Event::Established { .. })));
+        assert!(matches!(r.poll_event(), Some(Event::Established { .. })));
+        let head = RequestHead { method: "GET".into(), path: "/".into(), headers: vec![] };
+        r.send_request(1, head.clone(), true).unwrap();
+        pump(&mut r, &mut c, t).unwrap();
+        assert_eq!(c.poll_event(), Some(Event::Request { id: 1, head, fin: true }));
+        c.send_ack(1).unwrap();
+        c.send_response(1, 200, vec![], false).unwrap();
+        c.send_body(1, Bytes::from_static(b"hi"), true).unwrap();
+        pump(&mut c, &mut r, t).unwrap();
+        assert_eq!(r.poll_event(), Some(Event::Acked { id: 1 }));
+        assert!(matches!(r.poll_event(), Some(Event::Response { id: 1, status: 200, .. })));
+        assert!(matches!(r.poll_event(), Some(Event::Body { id: 1, fin: true, .. })));
+        assert_eq!(c.open_streams(), 0);
+        assert_eq!(r.open_streams(), 0);
+    }
+
+    #[test]
+    fn request_before_hello_is_refused() {
+        let t = Duration::ZERO;
+        let mut c = Session::new(Role::Connector, SessionConfig::new("c1"), t);
+        let mut bytes = BytesMut::new();
+        Frame::Ack { id: 1 }.encode(4096, &mut bytes).unwrap();
+        assert_eq!(
+            c.handle_input(&bytes, t),
+            Err(SessionError::BeforeHello { frame: "Ack" })
+        );
+        assert!(c.is_closed());
+    }
+
+    #[test]
+    fn idle_peer_times_out_and_keepalive_pings() {
+        let (mut c, mut r) = pair();
+        let ka = Duration::from_secs(10);
+        c.handle_timeout(ka).unwrap();
+        let ping = c.poll_transmit(ka).unwrap();
+        r.handle_input(&ping, ka).unwrap();
+        assert!(r.poll_transmit(ka).is_some(), "pong expected");
+        assert!(matches!(c.handle_timeout(Duration::from_secs(31)), Err(SessionError::IdleTimeout(_))));
+    }
+
+    #[test]
+    fn large_body_is_chunked_to_peer_limit() {
+        let (mut c, mut r) = pair();
+        let t = Duration::ZERO;
+        let head = RequestHead { method: "GET".into(), path: "/".into(), headers: vec![] };
+        r.send_request(9, head, true).unwrap();
+        pump(&mut r, &mut c, t).unwrap();
+        c.send_response(9, 200, vec![], false).unwrap();
+        c.send_body(9, Bytes::from(vec![7u8; 1_000_000]), true).unwrap();
+        pump(&mut c, &mut r, t).unwrap();
+        let mut total = 0;
+        while let Some(ev) = r.poll_event() {
+            if let Event::Body { data, .. } = ev {
+                total += data.len();
+            }
+        }
+        assert_eq!(total, 1_000_000);
+    }
+}

@@ -1,0 +1,277 @@
+//! One tunnel to one relay endpoint: the driver that connects the sans-I/O
+//! [`Session`] to a TLS stream, and the reconnect loop around it.
+//!
+//! At-most-once: every request id the connector accepts goes into
+//! [`SeenIds`], shared by all tunnels of the agent. A relay that redelivers an
+//! id after a reconnect (because it never saw the outcome) gets a `Cancel
+//! (Duplicate)` instead of a second execution.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use rustls::ClientConfig;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::api::RelayEndpoint;
+use crate::backend::{self, Outbound};
+use crate::backoff::Backoff;
+use crate::env::Env;
+use crate::event::AgentEvent;
+use crate::http::open_tls;
+use crate::proto::{CancelReason, Event, RequestHead, Role, Session, SessionConfig, SessionError};
+
+/// Request ids already accepted, bounded: the oldest are forgotten first.
+/// Relay ids grow monotonically, so a redelivery is always recent.
+#[derive(Debug)]
+pub struct SeenIds {
+    set: BTreeSet<u64>,
+    order: VecDeque<u64>,
+    capacity: usize,
+}
+
+impl SeenIds {
+    pub fn new(capacity: usize) -> Self {
+        SeenIds { set: BTreeSet::new(), order: VecDeque::new(), capacity: capacity.max(1) }
+    }
+
+    /// Records `id`; false if it was already there.
+    pub fn insert(&mut self, id: u64) -> bool {
+        if !self.set.insert(id) {
+            return false;
+        }
+        self.order.push_back(id);
+        if self.order.len() > self.capacity {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+        true
+    }
+}
+
+/// Settings of the tunnels.
+#[derive(Debug, Clone)]
+pub struct TunnelConfig {
+    pub connector_id: String,
+    pub connect_timeout: Duration,
+    pub keepalive: Duration,
+    pub backend_timeout: Duration,
+    pub max_inflight: usize,
+    pub backoff: Backoff,
+    /// Largest request body accepted from the relay.
+    pub request_body_bytes_max: usize,
+}
+
+/// State shared by all tunnels of one agent.
+pub struct Shared {
+    pub seen: RefCell<SeenIds>,
+    pub inflight: RefCell<usize>,
+}
+
+/// Why a tunnel session ended.
+#[derive(Debug)]
+enum End {
+    /// The relay drained the tunnel (GoAway) and all requests finished.
+    Drained,
+    /// The transport or the protocol failed.
+    Failed(String),
+}
+
+/// Keeps a tunnel to `endpoint` open for as long as the task lives,
+/// reconnecting with jittered exponential backoff.
+pub async fn run(env: Env, cfg: TunnelConfig, shared: Rc<Shared>, endpoint: RelayEndpoint, tls: Arc<ClientConfig>) {
+    let name = endpoint.to_string();
+    let mut attempt: u32 = 0;
+    let mut reported = false;
+    loop {
+        match open_tls(&env, tls.clone(), &endpoint.host, endpoint.port, cfg.connect_timeout).await {
+            Ok(stream) => {
+                let end = drive(&env, &cfg, &shared, &name, stream).await;
+                let (reason, healthy) = match end {
+                    (End::Drained, _) => ("drained after GoAway".to_string(), true),
+                    (End::Failed(r), was_up) => (r, was_up),
+                };
+                env.emit(AgentEvent::TunnelDown { endpoint: name.clone(), reason });
+                if healthy {
+                    attempt = 0;
+                    reported = false;
+                }
+            }
+            Err(e) => {
+                // One diagnostic per failure streak, not one per retry.
+                if !reported {
+                    env.emit(AgentEvent::Diagnostic(e.diagnostic()));
+                    reported = true;
+                }
+                env.emit(AgentEvent::TunnelDown { endpoint: name.clone(), reason: e.to_string() });
+            }
+        }
+        let delay = cfg.backoff.delay(attempt, env.entropy.unit_f64());
+        attempt = attempt.saturating_add(1);
+        tokio::time::sleep(delay).await;
+    }
+}
+
+/// Runs one session over an open stream until it ends. The flag says
+/// whether the session got as far as `Hello` (resets the backoff).
+async fn drive<S>(env: &Env, cfg: &TunnelConfig, shared: &Rc<Shared>, name: &str, stream: S) -> (End, bool)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let origin = tokio::time::Instant::now();
+    let now = || origin.elapsed();
+    let mut scfg = SessionConfig::new(cfg.connector_id.clone());
+    scfg.keepalive = cfg.keepalive;
+    scfg.idle_timeout = cfg.keepalive * 3;
+    let mut session = Session::new(Role::Connector, scfg, now());
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    let (tx, mut rx) = mpsc::unbounded_channel::<Outbound>();
+    let mut handlers: BTreeMap<u64, JoinHandle<()>> = BTreeMap::new();
+    let mut bodies: BTreeMap<u64, (RequestHead, BytesMut)> = BTreeMap::new();
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut up = false;
+
+    let end = loop {
+        while let Some(bytes) = session.poll_transmit(now()) {
+            if let Err(e) = writer.write_all(&bytes).await {
+                return (End::Failed(format!("write: {e}")), up);
+            }
+        }
+        if session.peer_going_away() && handlers.is_empty() && bodies.is_empty() {
+            let _ = writer.shutdown().await;
+            break End::Drained;
+        }
+        let deadline = session.poll_timeout().unwrap_or(Duration::from_secs(3600));
+        let step: Result<(), String> = tokio::select! {
+            biased;
+            read = reader.read(&mut buf) => match read {
+                Ok(0) => Err("closed by relay".to_string()),
+                Ok(n) => session.handle_input(&buf[..n], now()).map_err(|e| e.to_string()),
+                Err(e) => Err(format!("read: {}", crate::http::tls_error_text(&e))),
+            },
+            Some(out) = rx.recv() => {
+                let (id, res) = match out {
+                    Outbound::Head { id, status, headers, fin } => (id, session.send_response(id, status, headers, fin)),
+                    Outbound::Body { id, data, fin } => {
+                        if fin {
+                            handlers.remove(&id);
+                            let mut n = shared.inflight.borrow_mut();
+                            *n = n.saturating_sub(1);
+                        }
+                        (id, session.send_body(id, data, fin))
+                    }
+                };
+                match res {
+                    // The relay cancelled the stream meanwhile: drop the rest.
+                    Err(SessionError::UnknownStream { .. }) => {
+                        tracing::debug!("dropping output for cancelled request {id}");
+                        Ok(())
+                    }
+                    other => other.map_err(|e| e.to_string()),
+                }
+            },
+            _ = tokio::time::sleep_until(origin + deadline) => {
+                session.handle_timeout(now()).map_err(|e| e.to_string())
+            },
+        };
+        if let Err(reason) = step {
+            break End::Failed(reason);
+        }
+        while let Some(ev) = session.poll_event() {
+            match ev {
+                Event::Established { .. } => {
+                    up = true;
+                    env.emit(AgentEvent::TunnelUp { endpoint: name.to_string() });
+                }
+                Event::Request { id, head, fin } => {
+                    if !shared.seen.borrow_mut().insert(id) {
+                        env.emit(AgentEvent::DuplicateRefused { id, endpoint: name.to_string() });
+                        let _ = session.send_cancel(id, CancelReason::Duplicate);
+                        continue;
+                    }
+                    if *shared.inflight.borrow() >= cfg.max_inflight {
+                        let _ = session.send_cancel(id, CancelReason::Overloaded);
+                        continue;
+                    }
+                    *shared.inflight.borrow_mut() += 1;
+                    let _ = session.send_ack(id);
+                    env.emit(AgentEvent::RequestAccepted { id, endpoint: name.to_string() });
+                    if fin {
+                        handlers.insert(id, spawn_handler(env, cfg, id, head, Bytes::new(), &tx));
+                    } else {
+                        bodies.insert(id, (head, BytesMut::new()));
+                    }
+                }
+                Event::Body { id, data, fin } => {
+                    let Some((_, acc)) = bodies.get_mut(&id) else { continue };
+                    if acc.len() + data.len() > cfg.request_body_bytes_max {
+                        bodies.remove(&id);
+                        let _ = session.send_response(id, 413, vec![], true);
+                        let mut n = shared.inflight.borrow_mut();
+                        *n = n.saturating_sub(1);
+                        continue;
+                    }
+                    acc.extend_from_slice(&data);
+                    if fin {
+                        if let Some((head, acc)) = bodies.remove(&id) {
+                            handlers.insert(id, spawn_handler(env, cfg, id, head, acc.freeze(), &tx));
+                        }
+                    }
+                }
+                Event::Cancelled { id, .. } => {
+                    bodies.remove(&id);
+                    if let Some(h) = handlers.remove(&id) {
+                        h.abort();
+                        let mut n = shared.inflight.borrow_mut();
+                        *n = n.saturating_sub(1);
+                    }
+                }
+                Event::GoAway { reason } => {
+                    env.emit(AgentEvent::GoAwayReceived { endpoint: name.to_string(), reason });
+                }
+                Event::Response { .. } | Event::Acked { .. } => {}
+            }
+        }
+    };
+    // Requests still running lose their tunnel: their answers cannot be
+    // delivered, and the relay fails them to the user (never retried).
+    for (_, h) in handlers {
+        h.abort();
+        let mut n = shared.inflight.borrow_mut();
+        *n = n.saturating_sub(1);
+    }
+    (end, up)
+}
+
+fn spawn_handler(
+    env: &Env,
+    cfg: &TunnelConfig,
+    id: u64,
+    head: RequestHead,
+    body: Bytes,
+    tx: &mpsc::UnboundedSender<Outbound>,
+) -> JoinHandle<()> {
+    tokio::task::spawn_local(backend::serve(env.clone(), id, head, body, cfg.backend_timeout, tx.clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seen_ids_refuse_repeats_and_stay_bounded() {
+        let mut s = SeenIds::new(2);
+        assert!(s.insert(1));
+        assert!(!s.insert(1));
+        assert!(s.insert(2));
+        assert!(s.insert(3));
+        assert_eq!(s.set.len(), 2);
+        assert!(s.insert(1), "oldest id forgotten past capacity");
+    }
+}
