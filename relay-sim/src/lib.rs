@@ -1,1 +1,16 @@
+//! relay-sim: the cloud the connector talks to (login, registration,
+//! bootstrap, relay endpoints, user ingress, PKI) and the world in between
+//! (firewalls, backends). Used by the simulator on turmoil hosts and by
+//! `relay-sim serve` on loopback; the service code is the same.
 
+pub mod backend;
+pub mod cloud;
+pub mod directory;
+pub mod event;
+pub mod pki;
+pub mod serve;
+pub mod server;
+pub mod services;
+pub mod world;
+
+pub use cloud::{Cloud, CloudConfig};

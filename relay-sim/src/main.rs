@@ -1,1 +1,89 @@
-fn main(){}
+//! `relay-sim`: runs the simulated cloud on real sockets.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use relay_sim::serve::{start, ServeOptions};
+
+#[derive(Parser)]
+#[command(name = "relay-sim", version, about = "The simulated connector cloud, on real sockets")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve login, registration, bootstrap, relays, ingress and an echo
+    /// backend on loopback, and print how to point a connector at them.
+    ///
+    /// Every service host name gets its own port. The printed `--resolve`
+    /// flags make the connector dial them instead of the real cloud; the
+    /// root certificate written to STATE_DIR/root.pem is the one it must
+    /// trust. Users reach the published app at the printed ingress address
+    /// with the printed Host header.
+    Serve {
+        /// Address to listen on (keep it on loopback).
+        #[arg(long, default_value = "127.0.0.1")]
+        bind: IpAddr,
+        /// Tenant id used in the service host names.
+        #[arg(long, default_value = "contoso")]
+        tenant: String,
+        /// The tenant's verified domain.
+        #[arg(long, default_value = "contoso.com")]
+        domain: String,
+        /// A Global Administrator of the tenant.
+        #[arg(long, default_value = "admin@contoso.com")]
+        admin: String,
+        /// That administrator's password.
+        #[arg(long, default_value = "correct-horse")]
+        password: String,
+        /// Relay endpoints (servicebus namespaces) to serve.
+        #[arg(long, default_value_t = 2)]
+        relays: usize,
+        /// Bootstrap interval handed to connectors, seconds.
+        #[arg(long, default_value_t = 600)]
+        bootstrap_interval: u64,
+        /// Folder for root.pem and the manifest.
+        #[arg(long, default_value = "relay-sim-state")]
+        state_dir: PathBuf,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let Command::Serve { bind, tenant, domain, admin, password, relays, bootstrap_interval, state_dir } = cli.command;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("tokio runtime")?;
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, async move {
+        let opts = ServeOptions {
+            bind,
+            tenant_id: tenant,
+            domain,
+            admin,
+            password,
+            relays,
+            state_dir: state_dir.clone(),
+            bootstrap_interval_s: bootstrap_interval,
+        };
+        let (manifest, _cloud, _log) = start(opts).await?;
+        let manifest_path = state_dir.join("manifest.json");
+        std::fs::write(&manifest_path, serde_json::to_vec_pretty(&manifest)?)
+            .with_context(|| format!("writing {}", manifest_path.display()))?;
+        println!("relay-sim serving tenant {} (manifest: {})", manifest.tenant_id, manifest_path.display());
+        println!("\nRun a connector against it:\n  {}", manifest.connector_command("connector-install"));
+        println!(
+            "\nThen call the published app:\n  curl -H 'Host: {}' http://{}/hello",
+            manifest.apps.first().map(String::as_str).unwrap_or("?"),
+            manifest.ingress
+        );
+        tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+        Ok(())
+    })
+}

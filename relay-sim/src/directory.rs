@@ -1,0 +1,91 @@
+//! The cloud's directory: the tenant, its users and roles, its published
+//! applications and connector groups, and the registry of connectors with
+//! their last heartbeat (bootstrap).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+/// Roles that matter to registration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    GlobalAdministrator,
+    ApplicationAdministrator,
+    User,
+}
+
+/// A user of the tenant.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct User {
+    pub upn: String,
+    pub password: String,
+    pub role: Role,
+}
+
+/// An application published through connectors.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct App {
+    pub name: String,
+    /// The host name users reach it by (`app1-contoso.msappproxy.net`).
+    pub external_host: String,
+    /// Where the connector sends the request (`http://app1.corp:8080`).
+    pub internal_url: String,
+    /// The connector group that serves it.
+    pub group: String,
+}
+
+/// The tenant.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Tenant {
+    /// Appears in the service host names (`<id>.bootstrap.msappproxy.net`).
+    pub id: String,
+    pub domains: Vec<String>,
+    pub region: String,
+    pub users: Vec<User>,
+    pub apps: Vec<App>,
+    /// Machine name → connector group, for connectors registered from it.
+    pub group_of_machine: BTreeMap<String, String>,
+}
+
+/// The group a connector lands in when no assignment names its machine.
+pub const DEFAULT_GROUP: &str = "Default";
+
+impl Tenant {
+    pub fn user(&self, upn: &str) -> Option<&User> {
+        self.users.iter().find(|u| u.upn.eq_ignore_ascii_case(upn))
+    }
+
+    pub fn app_by_host(&self, host: &str) -> Option<&App> {
+        self.apps.iter().find(|a| a.external_host.eq_ignore_ascii_case(host))
+    }
+
+    pub fn group_for(&self, machine: &str) -> String {
+        self.group_of_machine.get(machine).cloned().unwrap_or_else(|| DEFAULT_GROUP.to_string())
+    }
+}
+
+/// A registered connector as the tenant's connector list shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConnectorRecord {
+    pub id: String,
+    pub machine: String,
+    pub group: String,
+    pub version: String,
+    pub registered_at: SystemTime,
+    pub last_bootstrap: Option<SystemTime>,
+}
+
+/// The portal shows a connector inactive after this long without bootstrap.
+pub const INACTIVE_AFTER: Duration = Duration::from_secs(60 * 60);
+
+impl ConnectorRecord {
+    /// Active = bootstrapped within the last hour (not the same as working:
+    /// OPS-ACTIVE).
+    pub fn is_active(&self, now: SystemTime) -> bool {
+        self.last_bootstrap
+            .and_then(|t| now.duration_since(t).ok())
+            .is_some_and(|age| age < INACTIVE_AFTER)
+    }
+}

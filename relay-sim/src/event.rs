@@ -1,0 +1,39 @@
+//! What the simulated cloud reports: typed, serializable, no timestamps
+//! (the sink stamps them).
+
+use serde::Serialize;
+
+/// One thing the cloud did or saw.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum CloudEvent {
+    LoginOk { user: String },
+    LoginDenied { user: String, error: String },
+    ConnectorRegistered { connector_id: String, machine: String, group: String },
+    RegistrationDenied { error: String },
+    BootstrapServed { connector_id: String },
+    TunnelOpened { connector_id: String, endpoint: String },
+    TunnelClosed { connector_id: String, endpoint: String, reason: String },
+    /// A user request was sent down a tunnel (`attempt` > 0: redelivery).
+    RequestDispatched { id: u64, app: String, connector_id: String, endpoint: String, attempt: u32 },
+    /// The ingress answered the user.
+    UserAnswered { id: u64, app: String, status: u16, detail: String },
+}
+
+/// Where the cloud reports events.
+pub trait CloudSink {
+    fn emit(&self, event: CloudEvent);
+}
+
+/// Logs events through `tracing` (real mode).
+#[derive(Debug, Default)]
+pub struct LogSink;
+
+impl CloudSink for LogSink {
+    fn emit(&self, event: CloudEvent) {
+        match serde_json::to_string(&event) {
+            Ok(line) => tracing::info!(target: "relay_sim::event", "{line}"),
+            Err(e) => tracing::warn!("unserializable event: {e}"),
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! Real mode: the whole cloud on loopback ports. Each service host name gets
+//! its own port; the [`Manifest`] lists the `--resolve` overrides that point
+//! a real connector at them, the root certificate it must trust, and the
+//! ingress address users call.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use connector::env::{OsEntropy, SystemClock};
+use serde::Serialize;
+
+use crate::backend::{self, Behaviour, ServedLog};
+use crate::cloud::{Cloud, CloudConfig, CloudError};
+use crate::directory::{App, Role, Tenant, User};
+use crate::event::LogSink;
+use crate::services;
+
+/// What to serve.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub bind: IpAddr,
+    pub tenant_id: String,
+    pub domain: String,
+    pub admin: String,
+    pub password: String,
+    pub relays: usize,
+    /// Where `root.pem` is written.
+    pub state_dir: PathBuf,
+    pub bootstrap_interval_s: u64,
+}
+
+/// What a connector (and a user) needs to reach the served cloud.
+#[derive(Debug, Clone, Serialize)]
+pub struct Manifest {
+    pub tenant_id: String,
+    pub admin: String,
+    pub password: String,
+    /// `name=addr:port` entries for the connector's `--resolve`.
+    pub resolve: Vec<String>,
+    pub root_pem: PathBuf,
+    pub ingress: SocketAddr,
+    /// External host names of the published apps (send as `Host`).
+    pub apps: Vec<String>,
+    pub backend: SocketAddr,
+}
+
+impl Manifest {
+    /// The command line that runs a connector against this cloud.
+    pub fn connector_command(&self, install_dir: &str) -> String {
+        let mut cmd = format!(
+            "connector run --tenant {} --install-dir {} --trust-root {} --user {} --password {}",
+            self.tenant_id,
+            install_dir,
+            self.root_pem.display(),
+            self.admin,
+            self.password
+        );
+        for r in &self.resolve {
+            cmd.push_str(" --resolve ");
+            cmd.push_str(r);
+        }
+        cmd
+    }
+}
+
+/// Why serving could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("{0}")]
+    Cloud(#[from] CloudError),
+    #[error("bind {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("{path}: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
+}
+
+async fn bind(ip: IpAddr) -> Result<(tokio::net::TcpListener, SocketAddr), ServeError> {
+    let addr = SocketAddr::new(ip, 0);
+    let l = tokio::net::TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, source })?;
+    let local = l.local_addr().map_err(|source| ServeError::Bind { addr, source })?;
+    Ok((l, local))
+}
+
+/// Starts every service on the current `LocalSet` and returns the manifest.
+pub async fn start(opts: ServeOptions) -> Result<(Manifest, Rc<Cloud>, ServedLog), ServeError> {
+    let backend_host = "echo.corp.local".to_string();
+    let app = App {
+        name: "echo".into(),
+        external_host: format!("echo-{}.msappproxy.net", opts.tenant_id),
+        internal_url: format!("http://{backend_host}:8080"),
+        group: crate::directory::DEFAULT_GROUP.into(),
+    };
+    let tenant = Tenant {
+        id: opts.tenant_id.clone(),
+        domains: vec![opts.domain.clone()],
+        region: "weu".into(),
+        users: vec![User { upn: opts.admin.clone(), password: opts.password.clone(), role: Role::GlobalAdministrator }],
+        apps: vec![app.clone()],
+        group_of_machine: BTreeMap::new(),
+    };
+    let mut config = CloudConfig::public(tenant, opts.relays.max(1));
+    config.bootstrap_interval_s = opts.bootstrap_interval_s;
+    let cloud = Cloud::new(config, Arc::new(SystemClock), Arc::new(OsEntropy), Rc::new(LogSink))?;
+
+    std::fs::create_dir_all(&opts.state_dir)
+        .map_err(|source| ServeError::Write { path: opts.state_dir.clone(), source })?;
+    let root_pem = opts.state_dir.join("root.pem");
+    std::fs::write(&root_pem, cloud.root_pem()).map_err(|source| ServeError::Write { path: root_pem.clone(), source })?;
+
+    let mut resolve = Vec::new();
+    let c = &cloud.config;
+    let (l, a) = bind(opts.bind).await?;
+    resolve.push(format!("{}={a}", c.login_host));
+    spawn_service(services::login::serve(cloud.clone(), l));
+    let (l, a) = bind(opts.bind).await?;
+    resolve.push(format!("{}={a}", c.registration_host));
+    spawn_service(services::registration::serve(cloud.clone(), l));
+    let (l, a) = bind(opts.bind).await?;
+    resolve.push(format!("{}={a}", c.bootstrap_host));
+    spawn_service(services::bootstrap::serve(cloud.clone(), l));
+    for ep in &c.relay_endpoints {
+        let (l, a) = bind(opts.bind).await?;
+        resolve.push(format!("{}={a}", ep.host));
+        spawn_service(services::relay::serve(cloud.clone(), ep.host.clone(), l));
+    }
+    let (l, ingress) = bind(opts.bind).await?;
+    tokio::task::spawn_local(services::ingress::serve(cloud.clone(), l));
+    let log = ServedLog::default();
+    let (l, backend) = bind(opts.bind).await?;
+    resolve.push(format!("{backend_host}={backend}"));
+    tokio::task::spawn_local(backend::serve(backend_host, Behaviour::Echo, log.clone(), l));
+
+    let manifest = Manifest {
+        tenant_id: opts.tenant_id,
+        admin: opts.admin,
+        password: opts.password,
+        resolve,
+        root_pem,
+        ingress,
+        apps: vec![app.external_host],
+        backend,
+    };
+    Ok((manifest, cloud, log))
+}
+
+fn spawn_service(fut: impl std::future::Future<Output = Result<(), CloudError>> + 'static) {
+    tokio::task::spawn_local(async move {
+        if let Err(e) = fut.await {
+            tracing::error!("service stopped: {e}");
+        }
+    });
+}

@@ -1,0 +1,171 @@
+//! Accept loops shared by every service: TCP (turmoil or tokio) → optional
+//! TLS → hyper HTTP/1.1. Connections are served on the current `LocalSet`.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use connector::env::{BoxStream, LocalBoxFuture};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use rustls::pki_types::CertificateDer;
+use rustls::ServerConfig;
+
+/// A source of accepted connections.
+pub trait Listener {
+    fn accept(&self) -> LocalBoxFuture<'_, io::Result<BoxStream>>;
+}
+
+impl Listener for tokio::net::TcpListener {
+    fn accept(&self) -> LocalBoxFuture<'_, io::Result<BoxStream>> {
+        Box::pin(async move {
+            let (s, _) = tokio::net::TcpListener::accept(self).await?;
+            s.set_nodelay(true)?;
+            Ok(Box::new(s) as BoxStream)
+        })
+    }
+}
+
+impl Listener for turmoil::net::TcpListener {
+    fn accept(&self) -> LocalBoxFuture<'_, io::Result<BoxStream>> {
+        Box::pin(async move {
+            let (s, _) = turmoil::net::TcpListener::accept(self).await?;
+            Ok(Box::new(s) as BoxStream)
+        })
+    }
+}
+
+/// What a handler learns about the connection.
+#[derive(Debug, Clone, Default)]
+pub struct ConnInfo {
+    /// The client certificate chain presented over mTLS, if any.
+    pub client_certs: Vec<CertificateDer<'static>>,
+}
+
+/// A response body of the services.
+pub type Body = Full<Bytes>;
+
+/// Time allowed for a TLS handshake before the connection is dropped.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Accepts TLS connections and runs `on_conn` on each decrypted stream.
+pub async fn accept_tls<L, F, Fut>(listener: L, tls: Arc<ServerConfig>, on_conn: F)
+where
+    L: Listener,
+    F: Fn(ConnInfo, tokio_rustls::server::TlsStream<BoxStream>) -> Fut + Clone + 'static,
+    Fut: Future<Output = ()> + 'static,
+{
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    loop {
+        let tcp = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let acceptor = acceptor.clone();
+        let on_conn = on_conn.clone();
+        tokio::task::spawn_local(async move {
+            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!("TLS accept failed: {e}");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let info = ConnInfo {
+                client_certs: stream
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
+                    .unwrap_or_default(),
+            };
+            on_conn(info, stream).await;
+        });
+    }
+}
+
+/// Serves HTTP/1.1 on one stream with `handler`.
+pub async fn serve_http_conn<S, H, Fut>(stream: S, info: ConnInfo, handler: H)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + 'static,
+    H: Fn(ConnInfo, Request<Incoming>) -> Fut + Clone + 'static,
+    Fut: Future<Output = Response<Body>> + 'static,
+{
+    let service = hyper::service::service_fn(move |req| {
+        let handler = handler.clone();
+        let info = info.clone();
+        async move { Ok::<_, Infallible>(handler(info, req).await) }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    // The Date header would read the machine's clock: keep it out of traces.
+    builder.auto_date_header(false).timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(30));
+    if let Err(e) = builder.serve_connection(TokioIo::new(stream), service).await {
+        tracing::debug!("HTTP connection ended: {e}");
+    }
+}
+
+/// Serves HTTPS (`tls`) on `listener`.
+pub async fn serve_https<L, H, Fut>(listener: L, tls: Arc<ServerConfig>, handler: H)
+where
+    L: Listener,
+    H: Fn(ConnInfo, Request<Incoming>) -> Fut + Clone + 'static,
+    Fut: Future<Output = Response<Body>> + 'static,
+{
+    accept_tls(listener, tls, move |info, stream| serve_http_conn(stream, info, handler.clone())).await;
+}
+
+/// Serves plain HTTP on `listener`.
+pub async fn serve_plain<L, H, Fut>(listener: L, handler: H)
+where
+    L: Listener,
+    H: Fn(ConnInfo, Request<Incoming>) -> Fut + Clone + 'static,
+    Fut: Future<Output = Response<Body>> + 'static,
+{
+    loop {
+        match listener.accept().await {
+            Ok(s) => {
+                tokio::task::spawn_local(serve_http_conn(s, ConnInfo::default(), handler.clone()));
+            }
+            Err(e) => {
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// A response with a body and content type.
+pub fn respond(status: u16, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
+    let mut resp = Response::new(Full::new(body.into()));
+    *resp.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+    if let Ok(v) = hyper::header::HeaderValue::from_str(content_type) {
+        resp.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+    }
+    resp
+}
+
+/// A JSON response.
+pub fn json<T: serde::Serialize>(status: u16, value: &T) -> Response<Body> {
+    match serde_json::to_vec(value) {
+        Ok(v) => respond(status, "application/json", v),
+        Err(e) => respond(500, "text/plain", format!("encode: {e}")),
+    }
+}
+
+/// A JSON error in the services' common shape.
+pub fn error(status: u16, code: &str, description: &str) -> Response<Body> {
+    json(
+        status,
+        &connector::api::ErrorBody { error: code.to_string(), error_description: description.to_string() },
+    )
+}

@@ -1,0 +1,181 @@
+//! The user-facing ingress: takes an HTTP request for a published
+//! application (by `Host`), picks a live tunnel of a connector in the app's
+//! group, and relays the answer.
+//!
+//! Delivery rules (at most once):
+//! - not yet acknowledged by the connector and the tunnel is lost → the same
+//!   request id may be redelivered, but only to the *same* connector (which
+//!   refuses ids it has already accepted);
+//! - acknowledged and then lost → the user gets 502, never a retry;
+//! - refused as a duplicate → 502.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use connector::proto::{CancelReason, RequestHead};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use tokio::sync::mpsc;
+
+use crate::cloud::{Cloud, Delivery, Dispatch, TunnelHandle};
+use crate::directory::App;
+use crate::event::CloudEvent;
+use crate::server::{respond, serve_plain, Body, ConnInfo, Listener};
+
+/// Largest request or response body relayed.
+pub const BODY_BYTES_MAX: usize = 16 << 20;
+/// How many tunnels one request may be offered to.
+const MAX_ATTEMPTS: u32 = 4;
+
+/// Serves the ingress (plain HTTP; the user side is not under test).
+pub async fn serve(cloud: Rc<Cloud>, listener: impl Listener) {
+    serve_plain(listener, move |_info: ConnInfo, req| handle(cloud.clone(), req)).await;
+}
+
+async fn handle(cloud: Rc<Cloud>, req: Request<Incoming>) -> Response<Body> {
+    let host = req
+        .headers()
+        .get(hyper::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(|h| h.split(':').next().unwrap_or(h).to_string())
+        .unwrap_or_default();
+    let Some(app) = cloud.config.tenant.app_by_host(&host).cloned() else {
+        return respond(404, "text/plain", format!("no application is published at {host:?}"));
+    };
+    let method = req.method().to_string();
+    let path_and_query = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
+    let mut headers: Vec<(String, String)> = req
+        .headers()
+        .iter()
+        .filter(|(n, _)| *n != hyper::header::HOST && *n != hyper::header::CONNECTION)
+        .map(|(n, v)| (n.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .collect();
+    headers.push(("x-forwarded-host".into(), host.clone()));
+    let body = match Limited::new(req.into_body(), BODY_BYTES_MAX).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return respond(413, "text/plain", format!("request body: {e}")),
+    };
+    let head = RequestHead {
+        method,
+        path: format!("{}{}", app.internal_url.trim_end_matches('/'), path_and_query),
+        headers,
+    };
+    let id = cloud.next_request_id();
+    let (status, detail, resp) = relay(&cloud, &app, id, head, body).await;
+    cloud.emit(CloudEvent::UserAnswered { id, app: app.name.clone(), status, detail });
+    resp
+}
+
+fn gateway(status: u16, code: &str, text: String) -> (u16, String, Response<Body>) {
+    let mut resp = respond(status, "text/plain", text);
+    if let Ok(v) = hyper::header::HeaderValue::from_str(code) {
+        resp.headers_mut().insert("x-relay-error", v);
+    }
+    (status, code.to_string(), resp)
+}
+
+/// Offers the request to tunnels until one answers; see the module docs.
+async fn relay(cloud: &Rc<Cloud>, app: &App, id: u64, head: RequestHead, body: Bytes) -> (u16, String, Response<Body>) {
+    let deadline = tokio::time::Instant::now() + cloud.config.dispatch_timeout;
+    let mut pinned: Option<String> = None;
+    for attempt in 0..MAX_ATTEMPTS {
+        let tunnels = cloud.tunnels_for(&app.group, pinned.as_deref());
+        let Some(tunnel) = tunnels.into_iter().next() else {
+            return match pinned {
+                None => gateway(
+                    503,
+                    "no-active-connector",
+                    format!("no active connector in group {:?} serves application {:?}", app.group, app.name),
+                ),
+                Some(c) => gateway(502, "connector-lost", format!("lost the tunnel to connector {c} before it accepted the request")),
+            };
+        };
+        cloud.emit(CloudEvent::RequestDispatched {
+            id,
+            app: app.name.clone(),
+            connector_id: tunnel.connector_id.clone(),
+            endpoint: tunnel.endpoint.clone(),
+            attempt,
+        });
+        match offer(&tunnel, id, head.clone(), body.clone(), deadline).await {
+            Outcome::Answered(status, resp) => return (status, "ok".into(), resp),
+            Outcome::NotAccepted => {
+                // Unacknowledged: safe to offer again, to the same connector.
+                pinned = Some(tunnel.connector_id.clone());
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Outcome::Overloaded => continue,
+            Outcome::Failed(status, code, text) => return gateway(status, &code, text),
+        }
+    }
+    gateway(502, "no-tunnel-accepted", format!("no tunnel accepted request {id} after {MAX_ATTEMPTS} attempts"))
+}
+
+enum Outcome {
+    Answered(u16, Response<Body>),
+    NotAccepted,
+    Overloaded,
+    Failed(u16, String, String),
+}
+
+async fn offer(tunnel: &TunnelHandle, id: u64, head: RequestHead, body: Bytes, deadline: tokio::time::Instant) -> Outcome {
+    let (reply, mut rx) = mpsc::unbounded_channel();
+    if tunnel.tx.send(Dispatch { id, head, body, reply }).is_err() {
+        return Outcome::NotAccepted;
+    }
+    let mut acked = false;
+    let mut status = 0u16;
+    let mut headers = Vec::new();
+    let mut acc = BytesMut::new();
+    loop {
+        let next = match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(n) => n,
+            Err(_) => return Outcome::Failed(504, "connector-timeout".into(), format!("connector did not answer request {id} in time")),
+        };
+        match next {
+            Some(Delivery::Acked) => acked = true,
+            Some(Delivery::Head { status: s, headers: h }) => {
+                status = s;
+                headers = h;
+            }
+            Some(Delivery::Body { data, fin }) => {
+                if acc.len() + data.len() > BODY_BYTES_MAX {
+                    return Outcome::Failed(502, "response-too-large".into(), "response body too large".into());
+                }
+                acc.extend_from_slice(&data);
+                if fin {
+                    let mut resp = respond(status, "application/octet-stream", acc.freeze());
+                    for (n, v) in &headers {
+                        if let (Ok(n), Ok(v)) =
+                            (hyper::header::HeaderName::from_bytes(n.as_bytes()), hyper::header::HeaderValue::from_str(v))
+                        {
+                            resp.headers_mut().insert(n, v);
+                        }
+                    }
+                    return Outcome::Answered(status, resp);
+                }
+            }
+            Some(Delivery::Cancelled(CancelReason::Overloaded)) => return Outcome::Overloaded,
+            Some(Delivery::Cancelled(reason)) => {
+                return Outcome::Failed(502, "refused".into(), format!("connector refused request {id}: {reason:?}"))
+            }
+            Some(Delivery::Lost { acked: a, reason }) => {
+                return if a || acked {
+                    Outcome::Failed(502, "lost-after-accept".into(), format!("tunnel lost while serving request {id}: {reason}"))
+                } else {
+                    Outcome::NotAccepted
+                };
+            }
+            // The relay task was dropped (relay host crashed).
+            None => {
+                return if acked {
+                    Outcome::Failed(502, "lost-after-accept".into(), format!("relay lost while serving request {id}"))
+                } else {
+                    Outcome::NotAccepted
+                };
+            }
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! A relay endpoint (`*.servicebus.windows.net`): accepts connectors' mTLS
+//! tunnels, registers them in the cloud's routing table, and carries
+//! dispatched requests down them and the answers back.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::time::Duration;
+
+use connector::env::BoxStream;
+use connector::proto::{Event, Role, Session, SessionConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio_rustls::server::TlsStream;
+
+use crate::cloud::{Cloud, CloudError, Delivery, Dispatch, TunnelHandle};
+use crate::event::CloudEvent;
+use crate::pki::subject_cn;
+use crate::server::{accept_tls, ConnInfo, Listener};
+
+/// Serves the relay endpoint `host`.
+pub async fn serve(cloud: Rc<Cloud>, host: String, listener: impl Listener) -> Result<(), CloudError> {
+    let tls = cloud.server_config(&host, true)?;
+    accept_tls(listener, tls, move |info: ConnInfo, stream| tunnel(cloud.clone(), host.clone(), info, stream)).await;
+    Ok(())
+}
+
+struct Pending {
+    reply: mpsc::UnboundedSender<Delivery>,
+    acked: bool,
+}
+
+/// Removes the tunnel from the routing table however the task ends
+/// (including a host crash, which drops the task).
+struct Registration {
+    cloud: Rc<Cloud>,
+    id: u64,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.cloud.remove_tunnel(self.id);
+    }
+}
+
+async fn tunnel(cloud: Rc<Cloud>, endpoint: String, info: ConnInfo, stream: TlsStream<BoxStream>) {
+    let Some(connector_id) = info.client_certs.first().and_then(subject_cn) else { return };
+    if !cloud.is_registered(&connector_id) {
+        return;
+    }
+    let origin = tokio::time::Instant::now();
+    let now = || origin.elapsed();
+    let mut cfg = SessionConfig::new(endpoint.clone());
+    cfg.keepalive = Duration::from_secs(cloud.config.keepalive_s.max(1));
+    cfg.idle_timeout = cfg.keepalive * 3;
+    let mut session = Session::new(Role::Relay, cfg, now());
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    let (tx, mut rx) = mpsc::unbounded_channel::<Dispatch>();
+    let mut pending: BTreeMap<u64, Pending> = BTreeMap::new();
+    let mut registration: Option<Registration> = None;
+    let mut buf = vec![0u8; 16 * 1024];
+
+    let reason = loop {
+        let mut write_failed = None;
+        while let Some(bytes) = session.poll_transmit(now()) {
+            if let Err(e) = writer.write_all(&bytes).await {
+                write_failed = Some(format!("write: {e}"));
+                break;
+            }
+        }
+        if let Some(r) = write_failed {
+            break r;
+        }
+        let deadline = origin + session.poll_timeout().unwrap_or(Duration::from_secs(3600));
+        let step: Result<(), String> = tokio::select! {
+            biased;
+            read = reader.read(&mut buf) => match read {
+                Ok(0) => Err("closed by connector".into()),
+                Ok(n) => session.handle_input(&buf[..n], now()).map_err(|e| e.to_string()),
+                Err(e) => Err(format!("read: {e}")),
+            },
+            Some(d) = rx.recv(), if registration.is_some() => {
+                let fin = d.body.is_empty();
+                let mut res = session.send_request(d.id, d.head, fin);
+                if res.is_ok() && !fin {
+                    res = session.send_body(d.id, d.body, true);
+                }
+                match res {
+                    Ok(()) => {
+                        pending.insert(d.id, Pending { reply: d.reply, acked: false });
+                        Ok(())
+                    }
+                    Err(e) => {
+                        let _ = d.reply.send(Delivery::Lost { acked: false, reason: e.to_string() });
+                        Err(e.to_string())
+                    }
+                }
+            },
+            _ = tokio::time::sleep_until(deadline) => session.handle_timeout(now()).map_err(|e| e.to_string()),
+        };
+        if let Err(r) = step {
+            break r;
+        }
+        while let Some(ev) = session.poll_event() {
+            match ev {
+                Event::Established { .. } => {
+                    let id = cloud.add_tunnel(TunnelHandle {
+                        connector_id: connector_id.clone(),
+                        endpoint: endpoint.clone(),
+                        tx: tx.clone(),
+                    });
+                    registration = Some(Registration { cloud: cloud.clone(), id });
+                    cloud.emit(CloudEvent::TunnelOpened { connector_id: connector_id.clone(), endpoint: endpoint.clone() });
+                }
+                Event::Acked { id } => {
+                    if let Some(p) = pending.get_mut(&id) {
+                        p.acked = true;
+                        let _ = p.reply.send(Delivery::Acked);
+                    }
+                }
+                Event::Response { id, status, headers, fin } => {
+                    if let Some(p) = pending.get(&id) {
+                        let _ = p.reply.send(Delivery::Head { status, headers });
+                        if fin {
+                            let _ = p.reply.send(Delivery::Body { data: bytes::Bytes::new(), fin: true });
+                            pending.remove(&id);
+                        }
+                    }
+                }
+                Event::Body { id, data, fin } => {
+                    if let Some(p) = pending.get(&id) {
+                        let _ = p.reply.send(Delivery::Body { data, fin });
+                    }
+                    if fin {
+                        pending.remove(&id);
+                    }
+                }
+                Event::Cancelled { id, reason } => {
+                    if let Some(p) = pending.remove(&id) {
+                        let _ = p.reply.send(Delivery::Cancelled(reason));
+                    }
+                }
+                Event::GoAway { .. } | Event::Request { .. } => {}
+            }
+        }
+    };
+    drop(registration);
+    for (_, p) in pending {
+        let _ = p.reply.send(Delivery::Lost { acked: p.acked, reason: reason.clone() });
+    }
+    cloud.emit(CloudEvent::TunnelClosed { connector_id, endpoint, reason });
+}
