@@ -1,1 +1,44 @@
+//! conformance: scenario files → turmoil simulations of the real connector
+//! against relay-sim → traces, checks, trace hashes and reports.
 
+pub mod check;
+pub mod report;
+pub mod run;
+pub mod scenario;
+pub mod stopwatch;
+pub mod trace;
+
+pub use run::{run, RunResult, Verdict};
+pub use scenario::{Scenario, ScenarioError};
+
+use std::path::{Path, PathBuf};
+
+/// Every `*.toml` under `paths` (files as given, folders recursively), in
+/// sorted order.
+pub fn collect_scenarios(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            walk(p, &mut out).map_err(|e| format!("{}: {e}", p.display()))?;
+        } else if p.is_file() {
+            out.push(p.clone());
+        } else {
+            return Err(format!("{}: no such file or folder", p.display()));
+        }
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            walk(&path, out)?;
+        } else if path.extension().is_some_and(|e| e == "toml") {
+            out.push(path);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,185 @@
+//! Reading a trace: a [`Summary`] of what happened, and the checks of a
+//! scenario's expectations plus the invariants every run must keep (no user
+//! request served twice; every user request answered or failed cleanly).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use connector::diag::Diagnostic;
+use connector::event::AgentEvent;
+use relay_sim::backend::ServedLog;
+use serde::Serialize;
+
+use crate::scenario::{Expect, Outcome};
+use crate::trace::{TraceEvent, UserEvent, What};
+
+/// What a run amounted to.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Summary {
+    pub outcome: Option<Outcome>,
+    pub registered: u32,
+    pub stopped: Vec<String>,
+    pub bootstraps: u32,
+    pub tunnel_opens: u32,
+    pub tunnel_reconnects: u32,
+    pub tunnels_up_at_end: u32,
+    pub requests_sent: u32,
+    pub requests_ok: u32,
+    pub requests_failed: u32,
+    /// Answers by HTTP status.
+    pub statuses: BTreeMap<u16, u32>,
+    /// User requests sent but never answered nor failed, with the time sent.
+    pub unanswered: Vec<(String, u64)>,
+    pub diagnostics: Vec<Diagnostic>,
+    /// Request marks a backend served more than once.
+    pub duplicates: Vec<(String, u32)>,
+    pub backend_served: u64,
+}
+
+impl Summary {
+    pub fn diagnostic_codes(&self) -> BTreeSet<&str> {
+        self.diagnostics.iter().map(|d| d.code.as_str()).collect()
+    }
+}
+
+/// Summarizes a trace and the backends' logs.
+pub fn summarize(events: &[TraceEvent], logs: &ServedLog) -> Summary {
+    let mut s = Summary::default();
+    let mut tunnel_state: BTreeMap<(String, String), bool> = BTreeMap::new();
+    let mut sent: BTreeMap<String, u64> = BTreeMap::new();
+    let mut seen_diag: BTreeSet<Diagnostic> = BTreeSet::new();
+    for e in events {
+        match &e.what {
+            What::Agent(a) => match a {
+                AgentEvent::Registered { .. } | AgentEvent::IdentityLoaded { .. } => s.registered += 1,
+                AgentEvent::Stopped { reason } => s.stopped.push(format!("{}: {reason}", e.host)),
+                AgentEvent::BootstrapOk { .. } => s.bootstraps += 1,
+                AgentEvent::TunnelUp { endpoint } => {
+                    s.tunnel_opens += 1;
+                    if tunnel_state.insert((e.host.clone(), endpoint.clone()), true).is_some() {
+                        s.tunnel_reconnects += 1;
+                    }
+                }
+                AgentEvent::TunnelDown { endpoint, .. } => {
+                    if let Some(up) = tunnel_state.get_mut(&(e.host.clone(), endpoint.clone())) {
+                        *up = false;
+                    }
+                }
+                AgentEvent::Diagnostic(d) => {
+                    if seen_diag.insert(d.clone()) {
+                        s.diagnostics.push(d.clone());
+                    }
+                }
+                _ => {}
+            },
+            What::User(u) => match u {
+                UserEvent::Sent { mark } => {
+                    s.requests_sent += 1;
+                    sent.insert(mark.clone(), e.t_ms);
+                }
+                UserEvent::Answered { mark, status, .. } => {
+                    sent.remove(mark);
+                    *s.statuses.entry(*status).or_default() += 1;
+                    if (200..300).contains(status) {
+                        s.requests_ok += 1;
+                    } else {
+                        s.requests_failed += 1;
+                    }
+                }
+                UserEvent::Failed { mark, .. } => {
+                    sent.remove(mark);
+                    s.requests_failed += 1;
+                }
+            },
+            What::Cloud(_) | What::World(_) => {}
+        }
+    }
+    s.tunnels_up_at_end = tunnel_state.values().filter(|up| **up).count() as u32;
+    s.unanswered = sent.into_iter().collect();
+    s.duplicates = logs.duplicates();
+    s.backend_served = logs.total();
+    s.outcome = Some(if s.registered == 0 {
+        Outcome::RegistrationFailed
+    } else if s.tunnels_up_at_end > 0 {
+        Outcome::Serving
+    } else {
+        Outcome::NotServing
+    });
+    s
+}
+
+/// Everything in `expect` (and the invariants) that `s` violates.
+pub fn check(expect: &Expect, s: &Summary, duration: Duration) -> Vec<String> {
+    let mut failures = Vec::new();
+    // Invariant: at most once.
+    for (mark, n) in &s.duplicates {
+        failures.push(format!("invariant: user request {mark} was served {n} times by its backend"));
+    }
+    // Invariant: no user request silently lost. A request sent in the last
+    // two minutes may legitimately still be in flight.
+    let grace_ms = 120_000;
+    for (mark, t) in &s.unanswered {
+        if t + grace_ms <= duration.as_millis() as u64 {
+            failures.push(format!("invariant: user request {mark} (sent at {t} ms) was never answered"));
+        }
+    }
+    if s.outcome != Some(expect.outcome) {
+        failures.push(format!(
+            "outcome: expected {:?}, got {:?} (stopped: {:?})",
+            expect.outcome, s.outcome, s.stopped
+        ));
+    }
+    if let Some(n) = expect.requests_ok {
+        if s.requests_ok != n {
+            failures.push(format!("requests_ok: expected {n}, got {} (statuses {:?})", s.requests_ok, s.statuses));
+        }
+    }
+    if let Some(n) = expect.requests_ok_min {
+        if s.requests_ok < n {
+            failures.push(format!("requests_ok: expected at least {n}, got {}", s.requests_ok));
+        }
+    }
+    if let Some(n) = expect.requests_failed_max {
+        if s.requests_failed > n {
+            failures.push(format!("requests failed: at most {n} allowed, got {} (statuses {:?})", s.requests_failed, s.statuses));
+        }
+    }
+    for (status, n) in &expect.user_statuses {
+        let got = status.parse::<u16>().ok().and_then(|st| s.statuses.get(&st)).copied().unwrap_or(0);
+        if got != *n {
+            failures.push(format!("user_statuses: expected {n} answers with {status}, got {got}"));
+        }
+    }
+    if let Some(n) = expect.bootstraps_min {
+        if s.bootstraps < n {
+            failures.push(format!("bootstraps: expected at least {n}, got {}", s.bootstraps));
+        }
+    }
+    if let Some(n) = expect.tunnel_reconnects_min {
+        if s.tunnel_reconnects < n {
+            failures.push(format!("tunnel reconnects: expected at least {n}, got {}", s.tunnel_reconnects));
+        }
+    }
+    let codes = s.diagnostic_codes();
+    for code in &expect.diagnostics {
+        if !codes.contains(code.as_str()) {
+            failures.push(format!("diagnostic {code} expected, reported: {codes:?}"));
+        }
+    }
+    for code in &expect.no_diagnostics {
+        if codes.contains(code.as_str()) {
+            failures.push(format!("diagnostic {code} must not be reported, but was"));
+        }
+    }
+    for word in &expect.diagnostic_mentions {
+        let hit = s
+            .diagnostics
+            .iter()
+            .filter(|d| expect.diagnostics.contains(&d.code))
+            .any(|d| d.message.contains(word.as_str()));
+        if !hit {
+            failures.push(format!("no expected diagnostic mentions {word:?}"));
+        }
+    }
+    failures
+}

@@ -1,0 +1,387 @@
+//! One (scenario, seed) → a turmoil simulation → a trace, a summary and a
+//! verdict. Everything random is seeded from the seed; every clock is the
+//! simulated one; the same inputs give the same trace hash.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::panic::AssertUnwindSafe;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use connector::env::{Env, SeededEntropy};
+use connector::{Agent, AgentConfig, Credentials};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use relay_sim::backend::{ServedLog, REQUEST_MARK};
+use relay_sim::cloud::{Cloud, CloudConfig};
+use relay_sim::directory::{App, Tenant, User};
+use relay_sim::world::{Action, Firewall, Rule, SimClock, SimNet};
+use relay_sim::services;
+use serde::Serialize;
+
+use crate::check::{self, Summary};
+use crate::scenario::{Scenario, TimelineEvent};
+use crate::stopwatch::Stopwatch;
+use crate::trace::{self, AgentSink, CloudTraceSink, Trace, TraceEvent, UserEvent, What, WorldEvent};
+
+/// Simulated wall-clock time at the start of every run: 2026-01-01T00:00Z.
+pub const EPOCH_UNIX_S: u64 = 1_767_225_600;
+/// Port of the user-facing ingress in the simulation.
+pub const INGRESS_PORT: u16 = 80;
+/// How long a simulated user waits for an answer.
+const USER_TIMEOUT: Duration = Duration::from_secs(120);
+/// Default simulation step.
+const DEFAULT_TICK: Duration = Duration::from_millis(10);
+
+/// Pass or fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Pass,
+    Fail,
+}
+
+/// Everything one run produced.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunResult {
+    pub name: String,
+    pub seed: u64,
+    pub verdict: Verdict,
+    /// Why it failed (empty on pass).
+    pub failures: Vec<String>,
+    pub sim_time_ms: u64,
+    pub wall_ms: f64,
+    pub trace_hash: String,
+    pub summary: Summary,
+    #[serde(skip)]
+    pub trace: Vec<TraceEvent>,
+}
+
+fn epoch() -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(EPOCH_UNIX_S)
+}
+
+/// The host names and ports of a scenario's world.
+struct Layout {
+    config: CloudConfig,
+    /// Backend name → port.
+    backends: BTreeMap<String, u16>,
+}
+
+fn layout(s: &Scenario) -> Layout {
+    let w = &s.world;
+    let backends: BTreeMap<String, u16> = w.backends.iter().map(|b| (b.name.clone(), b.port)).collect();
+    let apps = w
+        .apps
+        .iter()
+        .map(|a| {
+            let backend = a.backend.get_ref();
+            let port = backends.get(backend).copied().unwrap_or(80);
+            App {
+                name: a.name.clone(),
+                external_host: format!("{}-{}.msappproxy.net", a.name, w.tenant),
+                internal_url: format!("http://{backend}:{port}"),
+                group: a.group.clone(),
+            }
+        })
+        .collect();
+    let tenant = Tenant {
+        id: w.tenant.clone(),
+        domains: vec![w.domain.clone()],
+        region: w.region.clone(),
+        users: vec![User { upn: w.admin.user.clone(), password: w.admin.password.clone(), role: w.admin.role }],
+        apps,
+        group_of_machine: w.connectors.iter().map(|c| (c.name.clone(), c.group.clone())).collect(),
+    };
+    let mut config = CloudConfig::public(tenant, w.relays.max(1));
+    if let Some(i) = w.bootstrap_interval {
+        config.bootstrap_interval_s = i.0.as_secs().max(1);
+    }
+    Layout { config, backends }
+}
+
+/// Runs `scenario` with `seed`.
+pub fn run(scenario: &Scenario, seed: u64) -> RunResult {
+    let watch = Stopwatch::start();
+    let trace = Trace::default();
+    let logs = ServedLog::default();
+    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| simulate(scenario, seed, &trace, &logs)));
+    let mut failures = match outcome {
+        Ok(Ok(())) => Vec::new(),
+        Ok(Err(e)) => vec![format!("simulation error: {e}")],
+        Err(panic) => {
+            let msg = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown panic".into());
+            vec![format!("simulation panicked: {msg}")]
+        }
+    };
+    let events = trace.events();
+    let summary = check::summarize(&events, &logs);
+    failures.extend(check::check(&scenario.expect, &summary, scenario.duration.0));
+    RunResult {
+        name: scenario.name.clone(),
+        seed,
+        verdict: if failures.is_empty() { Verdict::Pass } else { Verdict::Fail },
+        failures,
+        sim_time_ms: scenario.duration.0.as_millis() as u64,
+        wall_ms: watch.elapsed().as_secs_f64() * 1000.0,
+        trace_hash: trace::hash(&events),
+        summary,
+        trace: events,
+    }
+}
+
+type HostResult = Result<(), Box<dyn std::error::Error>>;
+
+fn simulate(scenario: &Scenario, seed: u64, trace: &Trace, logs: &ServedLog) -> Result<(), String> {
+    let w = &scenario.world;
+    let Layout { config, backends } = layout(scenario);
+    let clock = Arc::new(SimClock { epoch: epoch(), skew_s: 0 });
+    let cloud = Cloud::new(
+        config,
+        clock.clone(),
+        Arc::new(SeededEntropy::new(seed, "cloud")),
+        Rc::new(CloudTraceSink { trace: trace.clone() }),
+    )
+    .map_err(|e| e.to_string())?;
+    let firewall = Rc::new(RefCell::new(Firewall { rules: w.firewall.clone() }));
+    let timeline_rules: Rc<RefCell<Vec<Rule>>> = Rc::default();
+
+    let tick = w.tick.map(|t| t.0).unwrap_or(DEFAULT_TICK).max(Duration::from_millis(1));
+    let mut sim = turmoil::Builder::new()
+        .rng_seed(seed)
+        .epoch(epoch())
+        .simulation_duration(scenario.duration.0 + Duration::from_secs(3600))
+        .tick_duration(tick)
+        .min_message_latency(Duration::from_millis(1))
+        .max_message_latency(Duration::from_millis(20))
+        .tcp_capacity(4096)
+        .build();
+
+    // The cloud's hosts.
+    let c = cloud.config.clone();
+    macro_rules! tls_host {
+        ($host:expr, $serve:expr) => {{
+            let cloud = cloud.clone();
+            sim.host($host.as_str(), move || {
+                let cloud = cloud.clone();
+                async move {
+                    let l = turmoil::net::TcpListener::bind((std::net::Ipv4Addr::UNSPECIFIED, 443)).await?;
+                    $serve(cloud, l).await?;
+                    HostResult::Ok(())
+                }
+            });
+        }};
+    }
+    tls_host!(c.login_host, services::login::serve);
+    tls_host!(c.registration_host, services::registration::serve);
+    tls_host!(c.bootstrap_host, services::bootstrap::serve);
+    for ep in &c.relay_endpoints {
+        let host = ep.host.clone();
+        let cloud = cloud.clone();
+        sim.host(ep.host.as_str(), move || {
+            let (cloud, host) = (cloud.clone(), host.clone());
+            async move {
+                let l = turmoil::net::TcpListener::bind((std::net::Ipv4Addr::UNSPECIFIED, 443)).await?;
+                services::relay::serve(cloud, host, l).await?;
+                HostResult::Ok(())
+            }
+        });
+    }
+    {
+        let cloud = cloud.clone();
+        sim.host(c.ingress_host.as_str(), move || {
+            let cloud = cloud.clone();
+            async move {
+                let l = turmoil::net::TcpListener::bind((std::net::Ipv4Addr::UNSPECIFIED, INGRESS_PORT)).await?;
+                services::ingress::serve(cloud, l).await;
+                HostResult::Ok(())
+            }
+        });
+    }
+
+    // Backends.
+    for b in &w.backends {
+        let (name, behaviour, log, port) = (b.name.clone(), b.behaviour.clone(), logs.clone(), b.port);
+        sim.host(b.name.as_str(), move || {
+            let (name, behaviour, log) = (name.clone(), behaviour.clone(), log.clone());
+            async move {
+                let l = turmoil::net::TcpListener::bind((std::net::Ipv4Addr::UNSPECIFIED, port)).await?;
+                relay_sim::backend::serve(name, behaviour, log, l).await;
+                HostResult::Ok(())
+            }
+        });
+        if b.down {
+            sim.crash(b.name.as_str());
+        }
+    }
+
+    // Connector hosts.
+    let mut install_dirs = Vec::new();
+    for spec in &w.connectors {
+        let dir = tempfile::Builder::new()
+            .prefix("connsim-install-")
+            .tempdir()
+            .map_err(|e| format!("install folder for {}: {e}", spec.name))?;
+        let mut cfg = AgentConfig::new(&w.tenant, &spec.name, dir.path().to_path_buf());
+        install_dirs.push(dir);
+        cfg.credentials = Some(Credentials { username: w.admin.user.clone(), password: w.admin.password.clone() });
+        if spec.trusts_service_root {
+            cfg.trusted_roots = vec![cloud.root_der()];
+        } else {
+            // A host with only an unrelated root: handshakes must fail.
+            let other = Cloud::new(
+                cloud.config.clone(),
+                clock.clone(),
+                Arc::new(SeededEntropy::new(seed, "foreign-root")),
+                Rc::new(CloudTraceSink { trace: Trace::default() }),
+            )
+            .map_err(|e| e.to_string())?;
+            cfg.trusted_roots = vec![other.root_der()];
+        }
+        let boots = Rc::new(Cell::new(0u32));
+        let (name, trace, firewall) = (spec.name.clone(), trace.clone(), firewall.clone());
+        sim.host(spec.name.as_str(), move || {
+            let boot = boots.get();
+            boots.set(boot + 1);
+            let env = Env {
+                net: Rc::new(SimNet { firewall: firewall.clone() }),
+                clock: Arc::new(SimClock { epoch: epoch(), skew_s: 0 }),
+                entropy: Arc::new(SeededEntropy::new(seed, &format!("connector/{name}/{boot}"))),
+                events: Rc::new(AgentSink { trace: trace.clone(), host: name.clone() }),
+            };
+            let cfg = cfg.clone();
+            async move {
+                // A connector that stops (e.g. registration failed) leaves
+                // its host idle; the trace says why.
+                let _ = Agent::new(env, cfg).run().await;
+                HostResult::Ok(())
+            }
+        });
+    }
+
+    // Users.
+    let plan = user_plan(scenario);
+    if !plan.is_empty() {
+        let (trace, ingress) = (trace.clone(), c.ingress_host.clone());
+        sim.client("users", async move {
+            users(plan, ingress, trace).await;
+            HostResult::Ok(())
+        });
+    }
+
+    // Drive the simulation, applying the timeline as its times come.
+    let mut timeline: Vec<(Duration, TimelineEvent)> =
+        scenario.timeline.iter().map(|e| (e.at.0, e.event.get_ref().clone())).collect();
+    timeline.sort_by_key(|(at, _)| *at);
+    let mut next = 0;
+    let relay_hosts: Vec<String> = c.relay_endpoints.iter().map(|e| e.host.clone()).collect();
+    while sim.elapsed() < scenario.duration.0 {
+        while next < timeline.len() && timeline[next].0 <= sim.elapsed() {
+            let event = &timeline[next].1;
+            next += 1;
+            trace.record_at(sim.elapsed().as_millis() as u64, "world", What::World(WorldEvent::Applied { what: event.to_string() }));
+            match event {
+                TimelineEvent::RestartRelay => relay_hosts.iter().for_each(|h| sim.bounce(h.as_str())),
+                TimelineEvent::CrashRelay => relay_hosts.iter().for_each(|h| sim.crash(h.as_str())),
+                TimelineEvent::StartRelay => relay_hosts.iter().for_each(|h| sim.bounce(h.as_str())),
+                TimelineEvent::BlockPort(p) | TimelineEvent::RejectPort(p) => {
+                    let action = if matches!(event, TimelineEvent::BlockPort(_)) { Action::Drop } else { Action::Reject };
+                    let rule = Rule { action, port: Some(*p), host_suffix: None };
+                    timeline_rules.borrow_mut().push(rule.clone());
+                    firewall.borrow_mut().rules.insert(0, rule);
+                }
+                TimelineEvent::UnblockPort(p) => {
+                    let mut fw = firewall.borrow_mut();
+                    let added = timeline_rules.borrow();
+                    fw.rules.retain(|r| !(r.port == Some(*p) && added.contains(r)));
+                }
+                TimelineEvent::StopBackend(n) => {
+                    if backends.contains_key(n) {
+                        sim.crash(n.as_str());
+                    }
+                }
+                TimelineEvent::StartBackend(n) => {
+                    if backends.contains_key(n) {
+                        sim.bounce(n.as_str());
+                    }
+                }
+                TimelineEvent::RestartConnector(n) => sim.bounce(n.as_str()),
+            }
+        }
+        sim.step().map_err(|e| e.to_string())?;
+    }
+    drop(install_dirs);
+    Ok(())
+}
+
+/// One planned user request.
+struct Planned {
+    at: Duration,
+    host: String,
+    path: String,
+    mark: String,
+}
+
+fn user_plan(s: &Scenario) -> Vec<Planned> {
+    let mut plan = Vec::new();
+    for (li, load) in s.load.iter().enumerate() {
+        let app = load.app.get_ref();
+        for i in 0..load.requests {
+            plan.push(Planned {
+                at: load.start.0 + load.interval.0 * i,
+                host: format!("{app}-{}.msappproxy.net", s.world.tenant),
+                path: load.path.clone(),
+                mark: format!("{app}-{li}-{i}"),
+            });
+        }
+    }
+    plan.sort_by(|a, b| a.at.cmp(&b.at).then_with(|| a.mark.cmp(&b.mark)));
+    plan
+}
+
+async fn users(plan: Vec<Planned>, ingress: String, trace: Trace) {
+    let start = tokio::time::Instant::now();
+    let mut handles = Vec::new();
+    for p in plan {
+        tokio::time::sleep_until(start + p.at).await;
+        trace.record("users", What::User(UserEvent::Sent { mark: p.mark.clone() }));
+        let (ingress, trace) = (ingress.clone(), trace.clone());
+        handles.push(tokio::task::spawn_local(async move {
+            let what = match tokio::time::timeout(USER_TIMEOUT, user_request(&ingress, &p)).await {
+                Ok(Ok((status, relay_error))) => UserEvent::Answered { mark: p.mark, status, relay_error },
+                Ok(Err(error)) => UserEvent::Failed { mark: p.mark, error },
+                Err(_) => UserEvent::Failed { mark: p.mark, error: "no answer within 120s".into() },
+            };
+            trace.record("users", What::User(what));
+        }));
+    }
+    for h in handles {
+        let _ = h.await;
+    }
+}
+
+async fn user_request(ingress: &str, p: &Planned) -> Result<(u16, Option<String>), String> {
+    let stream = turmoil::net::TcpStream::connect((ingress, INGRESS_PORT)).await.map_err(|e| format!("connect: {e}"))?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| format!("handshake: {e}"))?;
+    tokio::task::spawn_local(async move {
+        let _ = conn.await;
+    });
+    let req = http::Request::builder()
+        .uri(p.path.as_str())
+        .header(http::header::HOST, p.host.as_str())
+        .header(REQUEST_MARK, p.mark.as_str())
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| e.to_string())?;
+    let resp = sender.send_request(req).await.map_err(|e| format!("request: {e}"))?;
+    let status = resp.status().as_u16();
+    let relay_error = resp.headers().get("x-relay-error").and_then(|v| v.to_str().ok()).map(str::to_string);
+    resp.into_body().collect().await.map_err(|e| format!("body: {e}"))?;
+    Ok((status, relay_error))
+}

@@ -1,0 +1,443 @@
+//! Scenario files: TOML parsed into typed structs. A scenario is a world
+//! (tenant, connectors, backends, apps, firewall), user load, a timeline of
+//! events, and expectations. Unknown keys, bad durations, unknown events and
+//! dangling references are refused with file, line and column.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use relay_sim::backend::Behaviour;
+use relay_sim::directory::Role;
+use relay_sim::world::Rule;
+use serde::{Deserialize, Deserializer};
+use toml::Spanned;
+
+/// A duration written as `90s`, `30m`, `1h`, `2d`, `250ms` or `1h30m`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct SimDuration(pub Duration);
+
+impl FromStr for SimDuration {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let text = s.trim();
+        if text.is_empty() {
+            return Err("empty duration: write e.g. \"30s\", \"10m\", \"1h\"".into());
+        }
+        let mut total = Duration::ZERO;
+        let mut rest = text;
+        while !rest.is_empty() {
+            let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+            if digits == 0 {
+                return Err(format!("duration {s:?}: expected a number at {rest:?}"));
+            }
+            let n: u64 = rest[..digits].parse().map_err(|_| format!("duration {s:?}: number too large"))?;
+            rest = &rest[digits..];
+            let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+            let unit = &rest[..unit_len];
+            rest = &rest[unit_len..];
+            let part = match unit {
+                "ms" => Duration::from_millis(n),
+                "s" => Duration::from_secs(n),
+                "m" => Duration::from_secs(n.saturating_mul(60)),
+                "h" => Duration::from_secs(n.saturating_mul(3600)),
+                "d" => Duration::from_secs(n.saturating_mul(86_400)),
+                "" => return Err(format!("duration {s:?}: missing unit after {n} (ms, s, m, h or d)")),
+                other => return Err(format!("duration {s:?}: unknown unit {other:?} (ms, s, m, h or d)")),
+            };
+            total = total.saturating_add(part);
+        }
+        Ok(SimDuration(total))
+    }
+}
+
+impl<'de> Deserialize<'de> for SimDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl fmt::Display for SimDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = self.0.as_millis();
+        if ms % 3_600_000 == 0 && ms > 0 {
+            write!(f, "{}h", ms / 3_600_000)
+        } else if ms % 60_000 == 0 && ms > 0 {
+            write!(f, "{}m", ms / 60_000)
+        } else if ms % 1000 == 0 {
+            write!(f, "{}s", ms / 1000)
+        } else {
+            write!(f, "{ms}ms")
+        }
+    }
+}
+
+/// Something that happens to the world at a point of the timeline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TimelineEvent {
+    /// Crash every relay endpoint host and start it again.
+    RestartRelay,
+    CrashRelay,
+    StartRelay,
+    /// Add a perimeter rule silently dropping outbound connections to a port.
+    BlockPort(u16),
+    /// Add a rule refusing outbound connections to a port at once.
+    RejectPort(u16),
+    /// Remove the timeline's rules for a port.
+    UnblockPort(u16),
+    StopBackend(String),
+    StartBackend(String),
+    RestartConnector(String),
+}
+
+const EVENT_FORMS: &str = "\"restart relay\", \"crash relay\", \"start relay\", \"block port N\", \
+\"reject port N\", \"unblock port N\", \"stop backend NAME\", \"start backend NAME\", \"restart connector NAME\"";
+
+impl FromStr for TimelineEvent {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let words: Vec<&str> = s.split_whitespace().collect();
+        let port = |w: &str| w.parse::<u16>().map_err(|_| format!("event {s:?}: {w:?} is not a port number"));
+        Ok(match words.as_slice() {
+            ["restart", "relay"] => TimelineEvent::RestartRelay,
+            ["crash", "relay"] => TimelineEvent::CrashRelay,
+            ["start", "relay"] => TimelineEvent::StartRelay,
+            ["block", "port", p] => TimelineEvent::BlockPort(port(p)?),
+            ["reject", "port", p] => TimelineEvent::RejectPort(port(p)?),
+            ["unblock", "port", p] => TimelineEvent::UnblockPort(port(p)?),
+            ["stop", "backend", n] => TimelineEvent::StopBackend(n.to_string()),
+            ["start", "backend", n] => TimelineEvent::StartBackend(n.to_string()),
+            ["restart", "connector", n] => TimelineEvent::RestartConnector(n.to_string()),
+            _ => return Err(format!("unknown event {s:?}; expected one of {EVENT_FORMS}")),
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for TimelineEvent {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl fmt::Display for TimelineEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TimelineEvent::RestartRelay => write!(f, "restart relay"),
+            TimelineEvent::CrashRelay => write!(f, "crash relay"),
+            TimelineEvent::StartRelay => write!(f, "start relay"),
+            TimelineEvent::BlockPort(p) => write!(f, "block port {p}"),
+            TimelineEvent::RejectPort(p) => write!(f, "reject port {p}"),
+            TimelineEvent::UnblockPort(p) => write!(f, "unblock port {p}"),
+            TimelineEvent::StopBackend(n) => write!(f, "stop backend {n}"),
+            TimelineEvent::StartBackend(n) => write!(f, "start backend {n}"),
+            TimelineEvent::RestartConnector(n) => write!(f, "restart connector {n}"),
+        }
+    }
+}
+
+fn default_tenant() -> String {
+    "contoso".into()
+}
+fn default_domain() -> String {
+    "contoso.com".into()
+}
+fn default_region() -> String {
+    "weu".into()
+}
+fn default_relays() -> usize {
+    2
+}
+fn default_group() -> String {
+    relay_sim::directory::DEFAULT_GROUP.into()
+}
+fn default_port() -> u16 {
+    8080
+}
+fn default_path() -> String {
+    "/".into()
+}
+fn default_role() -> Role {
+    Role::GlobalAdministrator
+}
+fn default_true() -> bool {
+    true
+}
+
+/// A whole scenario file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// Requirement IDs this scenario covers.
+    #[serde(default)]
+    pub covers: Vec<String>,
+    /// Simulated time the scenario runs for.
+    pub duration: SimDuration,
+    /// Seed used when none is given on the command line.
+    #[serde(default)]
+    pub seed: Option<u64>,
+    pub world: World,
+    #[serde(default)]
+    pub load: Vec<Load>,
+    #[serde(default)]
+    pub timeline: Vec<TimelineEntry>,
+    pub expect: Expect,
+}
+
+/// The simulated world.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct World {
+    #[serde(default = "default_tenant")]
+    pub tenant: String,
+    #[serde(default = "default_domain")]
+    pub domain: String,
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// Relay endpoints (servicebus namespaces) bootstrap hands out.
+    #[serde(default = "default_relays")]
+    pub relays: usize,
+    /// Overrides the service's 10-minute bootstrap interval.
+    #[serde(default)]
+    pub bootstrap_interval: Option<SimDuration>,
+    /// Simulation step (default 10ms): smaller is finer, slower.
+    #[serde(default)]
+    pub tick: Option<SimDuration>,
+    pub admin: Admin,
+    #[serde(default)]
+    pub connectors: Vec<ConnectorSpec>,
+    #[serde(default)]
+    pub backends: Vec<BackendSpec>,
+    #[serde(default)]
+    pub apps: Vec<AppSpec>,
+    /// Perimeter firewall rules, first match wins, default allow.
+    #[serde(default)]
+    pub firewall: Vec<Rule>,
+}
+
+/// The account that registers connectors.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    pub user: String,
+    pub password: String,
+    #[serde(default = "default_role")]
+    pub role: Role,
+}
+
+/// A connector host.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectorSpec {
+    pub name: String,
+    #[serde(default = "default_group")]
+    pub group: String,
+    /// Whether the host trusts the service's root CA.
+    #[serde(default = "default_true")]
+    pub trusts_service_root: bool,
+}
+
+/// A private backend host.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendSpec {
+    pub name: String,
+    #[serde(default = "default_port")]
+    pub port: u16,
+    #[serde(default = "echo")]
+    pub behaviour: Behaviour,
+    /// Not running at the start.
+    #[serde(default)]
+    pub down: bool,
+}
+
+fn echo() -> Behaviour {
+    Behaviour::Echo
+}
+
+/// A published application.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppSpec {
+    pub name: String,
+    /// Name of the backend it publishes.
+    pub backend: Spanned<String>,
+    #[serde(default = "default_group")]
+    pub group: String,
+}
+
+/// Users calling an app.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Load {
+    pub app: Spanned<String>,
+    pub requests: u32,
+    pub start: SimDuration,
+    pub interval: SimDuration,
+    #[serde(default = "default_path")]
+    pub path: String,
+}
+
+/// One timeline entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimelineEntry {
+    pub at: SimDuration,
+    pub event: Spanned<TimelineEvent>,
+}
+
+/// The end state of the connector(s).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Registered, bootstrapped, and a tunnel was up at the end.
+    Serving,
+    /// Registration never succeeded; the connector stopped.
+    RegistrationFailed,
+    /// Registered but no tunnel was up at the end.
+    NotServing,
+}
+
+/// What must hold at the end.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    pub outcome: Outcome,
+    /// Exact number of user requests answered 2xx.
+    #[serde(default)]
+    pub requests_ok: Option<u32>,
+    #[serde(default)]
+    pub requests_ok_min: Option<u32>,
+    /// Most user requests allowed to fail (non-2xx or no answer).
+    #[serde(default)]
+    pub requests_failed_max: Option<u32>,
+    /// Exact counts of user answers by HTTP status (`"502" = 3`).
+    #[serde(default)]
+    pub user_statuses: BTreeMap<String, u32>,
+    #[serde(default)]
+    pub bootstraps_min: Option<u32>,
+    /// Tunnel openings beyond the first per endpoint, at least.
+    #[serde(default)]
+    pub tunnel_reconnects_min: Option<u32>,
+    /// Diagnostic codes that must have been reported.
+    #[serde(default)]
+    pub diagnostics: Vec<String>,
+    /// Diagnostic codes that must not have been reported.
+    #[serde(default)]
+    pub no_diagnostics: Vec<String>,
+    /// Words every reported diagnostic of the listed codes must contain
+    /// (e.g. the host and port).
+    #[serde(default)]
+    pub diagnostic_mentions: Vec<String>,
+}
+
+/// A scenario file that could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}:{line}:{column}: {message}")]
+    Invalid { path: PathBuf, line: usize, column: usize, message: String },
+}
+
+/// 1-based line and column of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rfind('\n').map(|nl| before[nl + 1..].chars().count()).unwrap_or(before.chars().count()) + 1;
+    (line, column)
+}
+
+impl Scenario {
+    /// Reads and validates a scenario file.
+    pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Io { path: path.into(), source })?;
+        Scenario::parse(&text, path)
+    }
+
+    /// Parses and validates scenario text; `path` is for messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Scenario, ScenarioError> {
+        let invalid = |offset: usize, message: String| {
+            let (line, column) = line_col(text, offset);
+            ScenarioError::Invalid { path: path.into(), line, column, message }
+        };
+        let scenario: Scenario = toml::from_str(text).map_err(|e| {
+            let offset = e.span().map(|s| s.start).unwrap_or(0);
+            invalid(offset, e.message().trim().to_string())
+        })?;
+        scenario.validate().map_err(|(offset, msg)| invalid(offset, msg))?;
+        Ok(scenario)
+    }
+
+    /// Cross-references: apps name existing backends, loads name existing
+    /// apps, timeline events name existing hosts.
+    fn validate(&self) -> Result<(), (usize, String)> {
+        let w = &self.world;
+        let backends: Vec<&str> = w.backends.iter().map(|b| b.name.as_str()).collect();
+        let apps: Vec<&str> = w.apps.iter().map(|a| a.name.as_str()).collect();
+        let connectors: Vec<&str> = w.connectors.iter().map(|c| c.name.as_str()).collect();
+        for app in &w.apps {
+            if !backends.contains(&app.backend.get_ref().as_str()) {
+                return Err((
+                    app.backend.span().start,
+                    format!("app {:?} names backend {:?}, but the world has backends {backends:?}", app.name, app.backend.get_ref()),
+                ));
+            }
+        }
+        for load in &self.load {
+            if !apps.contains(&load.app.get_ref().as_str()) {
+                return Err((load.app.span().start, format!("load names app {:?}, but the world has apps {apps:?}", load.app.get_ref())));
+            }
+        }
+        for entry in &self.timeline {
+            let (kind, name, known) = match entry.event.get_ref() {
+                TimelineEvent::StopBackend(n) | TimelineEvent::StartBackend(n) => ("backend", n, &backends),
+                TimelineEvent::RestartConnector(n) => ("connector", n, &connectors),
+                _ => continue,
+            };
+            if !known.contains(&name.as_str()) {
+                return Err((entry.event.span().start, format!("event names {kind} {name:?}, but the world has {known:?}")));
+            }
+        }
+        if w.connectors.is_empty() {
+            return Err((0, "the world has no connector ([[world.connectors]])".into()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_and_print() {
+        assert_eq!("1h30m".parse::<SimDuration>().unwrap().0, Duration::from_secs(5400));
+        assert_eq!("250ms".parse::<SimDuration>().unwrap().0, Duration::from_millis(250));
+        assert!("10".parse::<SimDuration>().unwrap_err().contains("missing unit"));
+        assert!("10y".parse::<SimDuration>().unwrap_err().contains("unknown unit"));
+        assert_eq!(SimDuration(Duration::from_secs(1800)).to_string(), "30m");
+    }
+
+    #[test]
+    fn events_parse_or_list_the_forms() {
+        assert_eq!("block port 443".parse::<TimelineEvent>().unwrap(), TimelineEvent::BlockPort(443));
+        assert!("block port x".parse::<TimelineEvent>().unwrap_err().contains("port number"));
+        assert!("dance".parse::<TimelineEvent>().unwrap_err().contains("restart relay"));
+    }
+
+    #[test]
+    fn line_and_column_are_one_based() {
+        assert_eq!(line_col("ab\ncd", 4), (2, 2));
+        assert_eq!(line_col("ab", 0), (1, 1));
+    }
+}

@@ -1,0 +1,17 @@
+//! The one place the harness reads the machine's clock: to report how long
+//! a run took in wall time. Nothing measured here reaches a trace.
+
+use std::time::{Duration, Instant};
+
+/// Measures elapsed wall time.
+pub struct Stopwatch(Instant);
+
+impl Stopwatch {
+    pub fn start() -> Self {
+        Stopwatch(Instant::now())
+    }
+
+    pub fn elapsed(&self) -> Duration {
+        self.0.elapsed()
+    }
+}
