@@ -66,8 +66,6 @@ fn epoch() -> SystemTime {
 /// The host names and ports of a scenario's world.
 struct Layout {
     config: CloudConfig,
-    /// Backend name → port.
-    backends: BTreeMap<String, u16>,
 }
 
 fn layout(s: &Scenario) -> Layout {
@@ -99,7 +97,7 @@ fn layout(s: &Scenario) -> Layout {
     if let Some(i) = w.bootstrap_interval {
         config.bootstrap_interval_s = i.0.as_secs().max(1);
     }
-    Layout { config, backends }
+    Layout { config }
 }
 
 /// Runs `scenario` with `seed`.
@@ -140,7 +138,7 @@ type HostResult = Result<(), Box<dyn std::error::Error>>;
 
 fn simulate(scenario: &Scenario, seed: u64, trace: &Trace, logs: &ServedLog) -> Result<(), String> {
     let w = &scenario.world;
-    let Layout { config, backends } = layout(scenario);
+    let Layout { config } = layout(scenario);
     let clock = Arc::new(SimClock { epoch: epoch(), skew_s: 0 });
     let cloud = Cloud::new(
         config,
@@ -205,20 +203,28 @@ fn simulate(scenario: &Scenario, seed: u64, trace: &Trace, logs: &ServedLog) -> 
         });
     }
 
-    // Backends.
+    // Backends. A stopped backend's host stays up with its port closed,
+    // so connections are refused (a stopped service, not a dead machine).
+    let mut backend_switches: BTreeMap<String, tokio::sync::watch::Sender<bool>> = BTreeMap::new();
     for b in &w.backends {
+        let (switch, _) = tokio::sync::watch::channel(!b.down);
+        backend_switches.insert(b.name.clone(), switch.clone());
         let (name, behaviour, log, port) = (b.name.clone(), b.behaviour.clone(), logs.clone(), b.port);
         sim.host(b.name.as_str(), move || {
             let (name, behaviour, log) = (name.clone(), behaviour.clone(), log.clone());
+            let mut up = switch.subscribe();
             async move {
-                let l = turmoil::net::TcpListener::bind((std::net::Ipv4Addr::UNSPECIFIED, port)).await?;
-                relay_sim::backend::serve(name, behaviour, log, l).await;
-                HostResult::Ok(())
+                loop {
+                    up.wait_for(|on| *on).await?;
+                    let l = turmoil::net::TcpListener::bind((std::net::Ipv4Addr::UNSPECIFIED, port)).await?;
+                    tokio::select! {
+                        biased;
+                        res = up.wait_for(|on| !*on) => { res?; }
+                        () = relay_sim::backend::serve(name.clone(), behaviour.clone(), log.clone(), l) => {}
+                    }
+                }
             }
         });
-        if b.down {
-            sim.crash(b.name.as_str());
-        }
     }
 
     // Connector hosts.
@@ -301,14 +307,9 @@ fn simulate(scenario: &Scenario, seed: u64, trace: &Trace, logs: &ServedLog) -> 
                     let added = timeline_rules.borrow();
                     fw.rules.retain(|r| !(r.port == Some(*p) && added.contains(r)));
                 }
-                TimelineEvent::StopBackend(n) => {
-                    if backends.contains_key(n) {
-                        sim.crash(n.as_str());
-                    }
-                }
-                TimelineEvent::StartBackend(n) => {
-                    if backends.contains_key(n) {
-                        sim.bounce(n.as_str());
+                TimelineEvent::StopBackend(n) | TimelineEvent::StartBackend(n) => {
+                    if let Some(switch) = backend_switches.get(n) {
+                        switch.send_replace(matches!(event, TimelineEvent::StartBackend(_)));
                     }
                 }
                 TimelineEvent::RestartConnector(n) => sim.bounce(n.as_str()),

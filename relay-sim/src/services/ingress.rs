@@ -28,6 +28,8 @@ use crate::server::{respond, serve_plain, Body, ConnInfo, Listener};
 pub const BODY_BYTES_MAX: usize = 16 << 20;
 /// How many tunnels one request may be offered to.
 const MAX_ATTEMPTS: u32 = 4;
+/// How long a request waits for a tunnel of its group to be available.
+pub const TUNNEL_WAIT: Duration = Duration::from_secs(5);
 
 /// Serves the ingress (plain HTTP; the user side is not under test).
 pub async fn serve(cloud: Rc<Cloud>, listener: impl Listener) {
@@ -81,8 +83,7 @@ async fn relay(cloud: &Rc<Cloud>, app: &App, id: u64, head: RequestHead, body: B
     let deadline = tokio::time::Instant::now() + cloud.config.dispatch_timeout;
     let mut pinned: Option<String> = None;
     for attempt in 0..MAX_ATTEMPTS {
-        let tunnels = cloud.tunnels_for(&app.group, pinned.as_deref());
-        let Some(tunnel) = tunnels.into_iter().next() else {
+        let Some(tunnel) = wait_for_tunnel(cloud, &app.group, pinned.as_deref()).await else {
             return match pinned {
                 None => gateway(
                     503,
@@ -111,6 +112,22 @@ async fn relay(cloud: &Rc<Cloud>, app: &App, id: u64, head: RequestHead, body: B
         }
     }
     gateway(502, "no-tunnel-accepted", format!("no tunnel accepted request {id} after {MAX_ATTEMPTS} attempts"))
+}
+
+/// A live tunnel of the group (or of one connector), waiting up to
+/// [`TUNNEL_WAIT`] for one to (re)appear: connectors reconnect within
+/// seconds after a relay restart, and a user should not see that.
+async fn wait_for_tunnel(cloud: &Cloud, group: &str, only: Option<&str>) -> Option<TunnelHandle> {
+    let give_up = tokio::time::Instant::now() + TUNNEL_WAIT;
+    loop {
+        if let Some(t) = cloud.tunnels_for(group, only).into_iter().next() {
+            return Some(t);
+        }
+        if tokio::time::Instant::now() >= give_up {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 enum Outcome {
