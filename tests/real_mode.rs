@@ -1,1 +1,145 @@
+//! Real mode, end to end, on 127.0.0.1: relay-sim serves the cloud on
+//! loopback ports with real TLS; the real agent runs on tokio sockets with
+//! `--resolve`-style overrides; a user request through the ingress reaches
+//! a local backend. Then a restarted connector reuses its stored identity.
 
+use std::io::{Read, Write};
+use std::rc::Rc;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use connector::env::{Env, EventSink, OsEntropy, ResolveEntry, SystemClock, TokioNet};
+use connector::event::AgentEvent;
+use connector::{Agent, AgentConfig, Credentials};
+use relay_sim::serve::{Manifest, ServeOptions};
+
+struct ChannelSink(mpsc::Sender<AgentEvent>);
+
+impl EventSink for ChannelSink {
+    fn emit(&self, event: AgentEvent) {
+        let _ = self.0.send(event);
+    }
+}
+
+fn start_cloud(state_dir: std::path::PathBuf) -> Manifest {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let local = tokio::task::LocalSet::new();
+        local.block_on(&rt, async move {
+            let opts = ServeOptions {
+                bind: "127.0.0.1".parse().unwrap(),
+                tenant_id: "contoso".into(),
+                domain: "contoso.com".into(),
+                admin: "admin@contoso.com".into(),
+                password: "correct-horse".into(),
+                relays: 2,
+                state_dir,
+                bootstrap_interval_s: 600,
+            };
+            let (manifest, _cloud, _log) = relay_sim::serve::start(opts).await.unwrap();
+            tx.send(manifest).unwrap();
+            std::future::pending::<()>().await;
+        });
+    });
+    rx.recv_timeout(Duration::from_secs(30)).expect("relay-sim did not start")
+}
+
+fn start_connector(manifest: &Manifest, install_dir: std::path::PathBuf, register: bool) -> mpsc::Receiver<AgentEvent> {
+    let (tx, rx) = mpsc::channel();
+    let resolve: Vec<ResolveEntry> = manifest.resolve.iter().map(|r| r.parse().unwrap()).collect();
+    let root_pem = std::fs::read_to_string(&manifest.root_pem).unwrap();
+    let mut cfg = AgentConfig::new(&manifest.tenant_id, "test-host", install_dir);
+    cfg.trusted_roots = connector::identity::parse_pem_certs(&root_pem).unwrap();
+    if register {
+        cfg.credentials = Some(Credentials { username: manifest.admin.clone(), password: manifest.password.clone() });
+    }
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let local = tokio::task::LocalSet::new();
+        local.block_on(&rt, async move {
+            let env = Env {
+                net: Rc::new(TokioNet::new(resolve)),
+                clock: Arc::new(SystemClock),
+                entropy: Arc::new(OsEntropy),
+                events: Rc::new(ChannelSink(tx)),
+            };
+            let _ = Agent::new(env, cfg).run().await;
+        });
+    });
+    rx
+}
+
+/// Waits until `n` tunnels are up, returning every event seen.
+fn wait_tunnels(rx: &mpsc::Receiver<AgentEvent>, n: usize) -> Vec<AgentEvent> {
+    let mut seen = Vec::new();
+    let mut up = 0;
+    while up < n {
+        let ev = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|_| panic!("tunnels not up; events: {seen:?}"));
+        if matches!(ev, AgentEvent::TunnelUp { .. }) {
+            up += 1;
+        }
+        if let AgentEvent::Stopped { reason } = &ev {
+            panic!("connector stopped: {reason}; events: {seen:?}");
+        }
+        seen.push(ev);
+    }
+    seen
+}
+
+fn get(manifest: &Manifest, path: &str) -> String {
+    let mut s = std::net::TcpStream::connect(manifest.ingress).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", manifest.apps[0]).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn connector_registers_and_serves_over_real_sockets() {
+    let state = tempfile::tempdir().unwrap();
+    let install = tempfile::tempdir().unwrap();
+    let manifest = start_cloud(state.path().to_path_buf());
+
+    let events = start_connector(&manifest, install.path().to_path_buf(), true);
+    let seen = wait_tunnels(&events, 2);
+    assert!(seen.iter().any(|e| matches!(e, AgentEvent::Registered { .. })), "{seen:?}");
+    assert!(install.path().join("identity/cert.pem").exists());
+    assert!(install.path().join("identity/key.pem").exists());
+
+    let resp = get(&manifest, "/hello?x=1");
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(resp.contains("echo.corp.local: GET /hello?x=1"), "{resp}");
+
+    // A second connector process on the same install folder, without
+    // credentials, must come up from the stored identity.
+    let again = start_connector(&manifest, install.path().to_path_buf(), false);
+    let seen = wait_tunnels(&again, 2);
+    assert!(matches!(seen.first(), Some(AgentEvent::IdentityLoaded { .. })), "{seen:?}");
+    for _ in 0..4 {
+        let resp = get(&manifest, "/again");
+        assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    }
+}
+
+#[test]
+fn wrong_password_stops_with_the_services_error() {
+    let state = tempfile::tempdir().unwrap();
+    let install = tempfile::tempdir().unwrap();
+    let mut manifest = start_cloud(state.path().to_path_buf());
+    manifest.password = "wrong".into();
+    let events = start_connector(&manifest, install.path().to_path_buf(), true);
+    let mut diag = None;
+    loop {
+        match events.recv_timeout(Duration::from_secs(30)).expect("connector neither stopped nor diagnosed") {
+            AgentEvent::Diagnostic(d) => diag = Some(d),
+            AgentEvent::Stopped { .. } => break,
+            _ => {}
+        }
+    }
+    let d = diag.expect("a diagnostic before stopping");
+    assert!(d.message.contains("AADSTS50126"), "{d:?}");
+    assert!(!install.path().join("identity/connector.json").exists());
+}

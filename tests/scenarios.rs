@@ -1,0 +1,60 @@
+//! Every scenario file as a test case (libtest-mimic, so `cargo test` and
+//! nextest list and partition them): it must pass, and a second run with the
+//! same seed must give the same trace hash.
+
+use conformance::{collect_scenarios, run, Scenario, Verdict};
+use connsim_tests::scenario_dir;
+use libtest_mimic::{Arguments, Failed, Trial};
+
+fn main() {
+    let args = Arguments::from_args();
+    let files = match collect_scenarios(&[scenario_dir()]) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("cannot list scenarios: {e}");
+            std::process::exit(2);
+        }
+    };
+    let mut trials: Vec<Trial> = files
+        .into_iter()
+        .map(|file| {
+            let name = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            Trial::test(format!("scenario::{name}"), move || {
+                let s = Scenario::load(&file).map_err(|e| Failed::from(e.to_string()))?;
+                let seed = s.seed.unwrap_or(1);
+                let first = run(&s, seed);
+                if first.verdict != Verdict::Pass {
+                    return Err(format!(
+                        "{} failed with seed {seed}:\n  {}\nrepro: connsim repro {} --seed {seed}",
+                        s.name,
+                        first.failures.join("\n  "),
+                        file.display()
+                    )
+                    .into());
+                }
+                let second = run(&s, seed);
+                if second.trace_hash != first.trace_hash {
+                    return Err(format!(
+                        "not deterministic: trace hash {} then {} for seed {seed}",
+                        first.trace_hash, second.trace_hash
+                    )
+                    .into());
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    trials.push(Trial::test("determinism::seeds_change_the_trace", || {
+        let s = Scenario::load(&scenario_dir().join("core/happy-path.toml")).map_err(|e| Failed::from(e.to_string()))?;
+        let a = run(&s, 1);
+        let b = run(&s, 2);
+        if a.trace_hash == b.trace_hash {
+            return Err("seeds 1 and 2 gave the same trace: the seed does not reach the simulation".into());
+        }
+        if a.verdict != Verdict::Pass || b.verdict != Verdict::Pass {
+            return Err(format!("happy path must pass with any seed: {:?} / {:?}", a.failures, b.failures).into());
+        }
+        Ok(())
+    }));
+    libtest_mimic::run(&args, trials).exit();
+}
