@@ -15,21 +15,31 @@ fn headers() -> impl Strategy<Value = Vec<(String, String)>> {
 
 fn frame() -> impl Strategy<Value = Frame> {
     prop_oneof![
-        (any::<u16>(), any::<u32>(), "[a-z0-9-]{0,20}")
-            .prop_map(|(version, max_frame_bytes, peer)| Frame::Hello { version, max_frame_bytes, peer }),
+        (any::<u16>(), any::<u32>(), "[a-z0-9-]{0,20}").prop_map(|(version, max_frame_bytes, peer)| Frame::Hello {
+            version,
+            max_frame_bytes,
+            peer
+        }),
         (any::<u64>(), "[A-Z]{1,7}", "[ -~]{0,60}", headers(), any::<bool>())
             .prop_map(|(id, method, path, headers, fin)| Frame::Request { id, method, path, headers, fin }),
         (any::<u64>(), any::<bool>(), prop::collection::vec(any::<u8>(), 0..300))
             .prop_map(|(id, fin, d)| Frame::Body { id, fin, data: Bytes::from(d) }),
-        (any::<u64>(), 100u16..1000, headers(), any::<bool>())
-            .prop_map(|(id, status, headers, fin)| Frame::Response { id, status, headers, fin }),
+        (any::<u64>(), 100u16..1000, headers(), any::<bool>()).prop_map(|(id, status, headers, fin)| Frame::Response {
+            id,
+            status,
+            headers,
+            fin
+        }),
         any::<u64>().prop_map(|id| Frame::Ack { id }),
-        (any::<u64>(), prop_oneof![
-            Just(CancelReason::Duplicate),
-            Just(CancelReason::Abandoned),
-            Just(CancelReason::Draining),
-            Just(CancelReason::Overloaded)
-        ])
+        (
+            any::<u64>(),
+            prop_oneof![
+                Just(CancelReason::Duplicate),
+                Just(CancelReason::Abandoned),
+                Just(CancelReason::Draining),
+                Just(CancelReason::Overloaded)
+            ]
+        )
             .prop_map(|(id, reason)| Frame::Cancel { id, reason }),
         any::<u64>().prop_map(|nonce| Frame::Ping { nonce }),
         any::<u64>().prop_map(|nonce| Frame::Pong { nonce }),

@@ -76,7 +76,8 @@ fn wait_tunnels(rx: &mpsc::Receiver<AgentEvent>, n: usize) -> Vec<AgentEvent> {
     let mut seen = Vec::new();
     let mut up = 0;
     while up < n {
-        let ev = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|_| panic!("tunnels not up; events: {seen:?}"));
+        let ev =
+            rx.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|_| panic!("tunnels not up; events: {seen:?}"));
         if matches!(ev, AgentEvent::TunnelUp { .. }) {
             up += 1;
         }

@@ -90,7 +90,8 @@ fn wrong_type_and_bad_outcome_are_refused() {
     assert!(msg.contains("serving"), "{msg}");
     let (_, _, msg) = refuse(&MINIMAL.replace("[[world.connectors]]\nname = \"c1\"\n", ""));
     assert!(msg.contains("no connector"), "{msg}");
-    let bad_rule = MINIMAL.replace("[[world.connectors]]", "firewall = [{ action = \"explode\" }]\n[[world.connectors]]");
+    let bad_rule =
+        MINIMAL.replace("[[world.connectors]]", "firewall = [{ action = \"explode\" }]\n[[world.connectors]]");
     let (_, _, msg) = refuse(&bad_rule);
     assert!(msg.contains("allow") && msg.contains("drop"), "{msg}");
 }

@@ -45,7 +45,8 @@ fn main() {
         })
         .collect();
     trials.push(Trial::test("determinism::seeds_change_the_trace", || {
-        let s = Scenario::load(&scenario_dir().join("core/happy-path.toml")).map_err(|e| Failed::from(e.to_string()))?;
+        let s =
+            Scenario::load(&scenario_dir().join("core/happy-path.toml")).map_err(|e| Failed::from(e.to_string()))?;
         let a = run(&s, 1);
         let b = run(&s, 2);
         if a.trace_hash == b.trace_hash {

@@ -65,11 +65,7 @@ pub fn summarize(events: &[TraceEvent], logs: &ServedLog) -> Summary {
                         *up = false;
                     }
                 }
-                AgentEvent::Diagnostic(d) => {
-                    if seen_diag.insert(d.clone()) {
-                        s.diagnostics.push(d.clone());
-                    }
-                }
+                AgentEvent::Diagnostic(d) if seen_diag.insert(d.clone()) => s.diagnostics.push(d.clone()),
                 _ => {}
             },
             What::User(u) => match u {
@@ -124,10 +120,8 @@ pub fn check(expect: &Expect, s: &Summary, duration: Duration) -> Vec<String> {
         }
     }
     if s.outcome != Some(expect.outcome) {
-        failures.push(format!(
-            "outcome: expected {:?}, got {:?} (stopped: {:?})",
-            expect.outcome, s.outcome, s.stopped
-        ));
+        failures
+            .push(format!("outcome: expected {:?}, got {:?} (stopped: {:?})", expect.outcome, s.outcome, s.stopped));
     }
     if let Some(n) = expect.requests_ok {
         if s.requests_ok != n {
@@ -141,7 +135,10 @@ pub fn check(expect: &Expect, s: &Summary, duration: Duration) -> Vec<String> {
     }
     if let Some(n) = expect.requests_failed_max {
         if s.requests_failed > n {
-            failures.push(format!("requests failed: at most {n} allowed, got {} (statuses {:?})", s.requests_failed, s.statuses));
+            failures.push(format!(
+                "requests failed: at most {n} allowed, got {} (statuses {:?})",
+                s.requests_failed, s.statuses
+            ));
         }
     }
     for (status, n) in &expect.user_statuses {

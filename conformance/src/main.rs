@@ -133,7 +133,11 @@ fn real_main() -> Result<ExitCode, String> {
             }
             let entries: Vec<Entry<'_>> = results
                 .iter()
-                .map(|(f, r)| Entry { file: f.display().to_string(), result: r, repro: report::repro_command(f, r.seed) })
+                .map(|(f, r)| Entry {
+                    file: f.display().to_string(),
+                    result: r,
+                    repro: report::repro_command(f, r.seed),
+                })
                 .collect();
             match format {
                 Format::Text => print!("{}", report::text(&entries)),
@@ -148,7 +152,8 @@ fn real_main() -> Result<ExitCode, String> {
             for e in &r.trace {
                 println!("{:>10} {:<40} {}", e.t_ms, e.host, serde_json::to_string(&e.what).unwrap_or_default());
             }
-            let entry = Entry { file: file.display().to_string(), result: &r, repro: report::repro_command(&file, seed) };
+            let entry =
+                Entry { file: file.display().to_string(), result: &r, repro: report::repro_command(&file, seed) };
             println!();
             print!("{}", report::text(&[entry]));
             Ok(if r.verdict == Verdict::Pass { ExitCode::SUCCESS } else { ExitCode::FAILURE })

@@ -17,8 +17,8 @@ use hyper_util::rt::TokioIo;
 use relay_sim::backend::{ServedLog, REQUEST_MARK};
 use relay_sim::cloud::{Cloud, CloudConfig};
 use relay_sim::directory::{App, Tenant, User};
-use relay_sim::world::{Action, Firewall, Rule, SimClock, SimNet};
 use relay_sim::services;
+use relay_sim::world::{Action, Firewall, Rule, SimClock, SimNet};
 use serde::Serialize;
 
 use crate::check::{self, Summary};
@@ -291,13 +291,18 @@ fn simulate(scenario: &Scenario, seed: u64, trace: &Trace, logs: &ServedLog) -> 
         while next < timeline.len() && timeline[next].0 <= sim.elapsed() {
             let event = &timeline[next].1;
             next += 1;
-            trace.record_at(sim.elapsed().as_millis() as u64, "world", What::World(WorldEvent::Applied { what: event.to_string() }));
+            trace.record_at(
+                sim.elapsed().as_millis() as u64,
+                "world",
+                What::World(WorldEvent::Applied { what: event.to_string() }),
+            );
             match event {
                 TimelineEvent::RestartRelay => relay_hosts.iter().for_each(|h| sim.bounce(h.as_str())),
                 TimelineEvent::CrashRelay => relay_hosts.iter().for_each(|h| sim.crash(h.as_str())),
                 TimelineEvent::StartRelay => relay_hosts.iter().for_each(|h| sim.bounce(h.as_str())),
                 TimelineEvent::BlockPort(p) | TimelineEvent::RejectPort(p) => {
-                    let action = if matches!(event, TimelineEvent::BlockPort(_)) { Action::Drop } else { Action::Reject };
+                    let action =
+                        if matches!(event, TimelineEvent::BlockPort(_)) { Action::Drop } else { Action::Reject };
                     let rule = Rule { action, port: Some(*p), host_suffix: None };
                     timeline_rules.borrow_mut().push(rule.clone());
                     firewall.borrow_mut().rules.insert(0, rule);
@@ -368,7 +373,8 @@ async fn users(plan: Vec<Planned>, ingress: String, trace: Trace) {
 }
 
 async fn user_request(ingress: &str, p: &Planned) -> Result<(u16, Option<String>), String> {
-    let stream = turmoil::net::TcpStream::connect((ingress, INGRESS_PORT)).await.map_err(|e| format!("connect: {e}"))?;
+    let stream =
+        turmoil::net::TcpStream::connect((ingress, INGRESS_PORT)).await.map_err(|e| format!("connect: {e}"))?;
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| format!("handshake: {e}"))?;
     tokio::task::spawn_local(async move {

@@ -64,11 +64,11 @@ impl<'de> Deserialize<'de> for SimDuration {
 impl fmt::Display for SimDuration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = self.0.as_millis();
-        if ms % 3_600_000 == 0 && ms > 0 {
+        if ms.is_multiple_of(3_600_000) && ms > 0 {
             write!(f, "{}h", ms / 3_600_000)
-        } else if ms % 60_000 == 0 && ms > 0 {
+        } else if ms.is_multiple_of(60_000) && ms > 0 {
             write!(f, "{}m", ms / 60_000)
-        } else if ms % 1000 == 0 {
+        } else if ms.is_multiple_of(1000) {
             write!(f, "{}s", ms / 1000)
         } else {
             write!(f, "{ms}ms")
@@ -389,13 +389,20 @@ impl Scenario {
             if !backends.contains(&app.backend.get_ref().as_str()) {
                 return Err((
                     app.backend.span().start,
-                    format!("app {:?} names backend {:?}, but the world has backends {backends:?}", app.name, app.backend.get_ref()),
+                    format!(
+                        "app {:?} names backend {:?}, but the world has backends {backends:?}",
+                        app.name,
+                        app.backend.get_ref()
+                    ),
                 ));
             }
         }
         for load in &self.load {
             if !apps.contains(&load.app.get_ref().as_str()) {
-                return Err((load.app.span().start, format!("load names app {:?}, but the world has apps {apps:?}", load.app.get_ref())));
+                return Err((
+                    load.app.span().start,
+                    format!("load names app {:?}, but the world has apps {apps:?}", load.app.get_ref()),
+                ));
             }
         }
         for entry in &self.timeline {
@@ -405,7 +412,10 @@ impl Scenario {
                 _ => continue,
             };
             if !known.contains(&name.as_str()) {
-                return Err((entry.event.span().start, format!("event names {kind} {name:?}, but the world has {known:?}")));
+                return Err((
+                    entry.event.span().start,
+                    format!("event names {kind} {name:?}, but the world has {known:?}"),
+                ));
             }
         }
         if w.connectors.is_empty() {

@@ -16,8 +16,7 @@ use rustls::RootCertStore;
 use tokio::task::JoinHandle;
 
 use crate::api::{
-    BootstrapRequest, BootstrapResponse, LoginRequest, LoginResponse, RegisterRequest, RegisterResponse,
-    RelayEndpoint,
+    BootstrapRequest, BootstrapResponse, LoginRequest, LoginResponse, RegisterRequest, RegisterResponse, RelayEndpoint,
 };
 use crate::backoff::Backoff;
 use crate::diag::Diagnostic;
@@ -166,9 +165,8 @@ impl Agent {
             None => self.register_with_retries(roots.clone()).await?,
         };
         let client_auth = identity.client_auth().map_err(AgentError::Tls)?;
-        let mtls = Arc::new(
-            self.tls.client_config(roots, Some(client_auth)).map_err(|e| AgentError::Tls(e.to_string()))?,
-        );
+        let mtls =
+            Arc::new(self.tls.client_config(roots, Some(client_auth)).map_err(|e| AgentError::Tls(e.to_string()))?);
         self.serve(&identity, mtls).await;
         Ok(())
     }
@@ -176,7 +174,8 @@ impl Agent {
     async fn register_with_retries(&self, roots: Arc<RootCertStore>) -> Result<Identity, AgentError> {
         let creds = self.config.credentials.clone().ok_or(AgentError::NoCredentials)?;
         let tls = Arc::new(self.tls.client_config(roots, None).map_err(|e| AgentError::Tls(e.to_string()))?);
-        let backoff = Backoff { initial: Duration::from_secs(3), max: Duration::from_secs(60), multiplier: 2.0, jitter: 0.2 };
+        let backoff =
+            Backoff { initial: Duration::from_secs(3), max: Duration::from_secs(60), multiplier: 2.0, jitter: 0.2 };
         let mut attempt = 0;
         loop {
             self.env.emit(AgentEvent::RegistrationStarted { tenant: self.config.tenant_id.clone() });
@@ -195,7 +194,11 @@ impl Agent {
         }
     }
 
-    async fn register_once(&self, creds: &Credentials, tls: Arc<rustls::ClientConfig>) -> Result<Identity, RegisterFailure> {
+    async fn register_once(
+        &self,
+        creds: &Credentials,
+        tls: Arc<rustls::ClientConfig>,
+    ) -> Result<Identity, RegisterFailure> {
         let login: LoginResponse = self
             .call(&self.names.login, tls.clone())
             .post_json(
@@ -252,10 +255,8 @@ impl Agent {
             let delay = match result {
                 Ok(cfg) => {
                     failures = 0;
-                    let interval = self
-                        .config
-                        .bootstrap_interval
-                        .unwrap_or(Duration::from_secs(cfg.bootstrap_interval_s.max(1)));
+                    let interval =
+                        self.config.bootstrap_interval.unwrap_or(Duration::from_secs(cfg.bootstrap_interval_s.max(1)));
                     self.env.emit(AgentEvent::BootstrapOk {
                         endpoints: cfg.relay_endpoints.len(),
                         interval_s: interval.as_secs(),
@@ -309,13 +310,8 @@ impl Agent {
                 backoff: Backoff::TUNNEL,
                 request_body_bytes_max: 16 << 20,
             };
-            let handle = tokio::task::spawn_local(tunnel::run(
-                self.env.clone(),
-                tcfg,
-                shared.clone(),
-                ep.clone(),
-                mtls.clone(),
-            ));
+            let handle =
+                tokio::task::spawn_local(tunnel::run(self.env.clone(), tcfg, shared.clone(), ep.clone(), mtls.clone()));
             tunnels.insert(ep.clone(), handle);
         }
     }

@@ -112,9 +112,8 @@ async fn forward(
     body: Bytes,
     out: &UnboundedSender<Outbound>,
 ) -> Result<u16, (u16, Diagnostic)> {
-    let bad = |msg: String| {
-        (502, Diagnostic::new("BACKEND", "bad-target", None, msg, "fix the application's internal URL"))
-    };
+    let bad =
+        |msg: String| (502, Diagnostic::new("BACKEND", "bad-target", None, msg, "fix the application's internal URL"));
     let target = parse_target(&head.path).map_err(bad)?;
     let stream = env.net.connect(&target.host, target.port).await.map_err(|e| {
         let failure = ConnectFailure::from_io(&e);

@@ -15,21 +15,13 @@ pub struct Backoff {
 
 impl Backoff {
     /// Tunnel reconnects: 1 s doubling to 60 s, ±20 %.
-    pub const TUNNEL: Backoff = Backoff {
-        initial: Duration::from_secs(1),
-        max: Duration::from_secs(60),
-        multiplier: 2.0,
-        jitter: 0.2,
-    };
+    pub const TUNNEL: Backoff =
+        Backoff { initial: Duration::from_secs(1), max: Duration::from_secs(60), multiplier: 2.0, jitter: 0.2 };
 
     /// Bootstrap retries as the real connector does them: 3 s growing to 1 h
     /// over 5 attempts (×5.9 each), then hourly, ±20 %.
-    pub const BOOTSTRAP: Backoff = Backoff {
-        initial: Duration::from_secs(3),
-        max: Duration::from_secs(3600),
-        multiplier: 5.885,
-        jitter: 0.2,
-    };
+    pub const BOOTSTRAP: Backoff =
+        Backoff { initial: Duration::from_secs(3), max: Duration::from_secs(3600), multiplier: 5.885, jitter: 0.2 };
 
     /// The delay before retry number `attempt` (0-based), given a uniform
     /// draw `unit` in `[0, 1)`.

@@ -119,10 +119,7 @@ pub struct SeededEntropy {
 
 impl SeededEntropy {
     pub fn new(seed: u64, label: &str) -> Self {
-        let digest = ring::digest::digest(
-            &ring::digest::SHA256,
-            &[&seed.to_le_bytes()[..], label.as_bytes()].concat(),
-        );
+        let digest = ring::digest::digest(&ring::digest::SHA256, &[&seed.to_le_bytes()[..], label.as_bytes()].concat());
         let mut key = [0u8; 32];
         key.copy_from_slice(digest.as_ref());
         SeededEntropy { rng: Mutex::new(ChaCha20Rng::from_seed(key)) }
@@ -152,12 +149,8 @@ impl std::str::FromStr for ResolveEntry {
 
     /// Parses `name=addr:port` or `name:port=addr:port`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (lhs, rhs) = s
-            .split_once('=')
-            .ok_or_else(|| format!("--resolve {s:?}: expected NAME[:PORT]=ADDR:PORT"))?;
-        let addr: SocketAddr = rhs
-            .parse()
-            .map_err(|e| format!("--resolve {s:?}: {rhs:?} is not ADDR:PORT ({e})"))?;
+        let (lhs, rhs) = s.split_once('=').ok_or_else(|| format!("--resolve {s:?}: expected NAME[:PORT]=ADDR:PORT"))?;
+        let addr: SocketAddr = rhs.parse().map_err(|e| format!("--resolve {s:?}: {rhs:?} is not ADDR:PORT ({e})"))?;
         let (host, port) = match lhs.rsplit_once(':') {
             Some((h, p)) => {
                 let port = p.parse().map_err(|_| format!("--resolve {s:?}: bad port {p:?}"))?;
@@ -186,10 +179,7 @@ impl TokioNet {
 
     fn lookup(&self, host: &str, port: u16) -> Option<SocketAddr> {
         let host = host.to_ascii_lowercase();
-        self.overrides
-            .get(&(host.clone(), Some(port)))
-            .or_else(|| self.overrides.get(&(host, None)))
-            .copied()
+        self.overrides.get(&(host.clone(), Some(port))).or_else(|| self.overrides.get(&(host, None))).copied()
     }
 }
 

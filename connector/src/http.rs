@@ -99,16 +99,8 @@ pub async fn open_tls(
 ) -> Result<TlsStream<BoxStream>, CallError> {
     let tcp = match tokio::time::timeout(timeout, env.net.connect(host, port)).await {
         Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            return Err(CallError::Connect {
-                host: host.into(),
-                port,
-                failure: ConnectFailure::from_io(&e),
-            })
-        }
-        Err(_) => {
-            return Err(CallError::Connect { host: host.into(), port, failure: ConnectFailure::TimedOut })
-        }
+        Ok(Err(e)) => return Err(CallError::Connect { host: host.into(), port, failure: ConnectFailure::from_io(&e) }),
+        Err(_) => return Err(CallError::Connect { host: host.into(), port, failure: ConnectFailure::TimedOut }),
     };
     let name = ServerName::try_from(host.to_string()).map_err(|e| CallError::Tls {
         host: host.into(),

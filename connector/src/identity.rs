@@ -29,14 +29,11 @@ pub fn generate_key(entropy: &dyn Entropy) -> Result<rcgen::KeyPair, IdentityErr
 
 /// A CSR (PEM) for a connector on `machine_name`.
 pub fn csr_pem(key: &rcgen::KeyPair, machine_name: &str) -> Result<String, IdentityError> {
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new())
-        .map_err(|e| IdentityError::Key(e.to_string()))?;
+    let mut params =
+        rcgen::CertificateParams::new(Vec::<String>::new()).map_err(|e| IdentityError::Key(e.to_string()))?;
     params.distinguished_name = rcgen::DistinguishedName::new();
     params.distinguished_name.push(rcgen::DnType::CommonName, machine_name);
-    params
-        .serialize_request(key)
-        .and_then(|csr| csr.pem())
-        .map_err(|e| IdentityError::Key(e.to_string()))
+    params.serialize_request(key).and_then(|csr| csr.pem()).map_err(|e| IdentityError::Key(e.to_string()))
 }
 
 /// What is persisted about a registered connector.
@@ -118,7 +115,9 @@ impl Identity {
         let meta = Meta { connector_id: self.connector_id.clone(), tenant_id: self.tenant_id.clone() };
         let meta_json = serde_json::to_string_pretty(&meta)
             .map_err(|e| IdentityError::Corrupt { path: dir.clone(), reason: e.to_string() })?;
-        for (name, content) in [("key.pem", &self.key_pem), ("cert.pem", &self.cert_pem), ("connector.json", &meta_json)] {
+        for (name, content) in
+            [("key.pem", &self.key_pem), ("cert.pem", &self.cert_pem), ("connector.json", &meta_json)]
+        {
             let p = dir.join(name);
             std::fs::write(&p, content).map_err(io(&p))?;
         }

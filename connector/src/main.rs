@@ -73,9 +73,7 @@ fn main() -> anyhow::Result<()> {
         roots.extend(certs);
     }
     anyhow::ensure!(!roots.is_empty(), "no trusted root: pass --trust-root FILE");
-    let machine = machine_name
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "connector-host".into());
+    let machine = machine_name.or_else(|| std::env::var("HOSTNAME").ok()).unwrap_or_else(|| "connector-host".into());
     let mut config = AgentConfig::new(&tenant, &machine, install_dir);
     config.trusted_roots = roots;
     config.bootstrap_interval = bootstrap_interval.map(Duration::from_secs);

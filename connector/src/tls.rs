@@ -53,9 +53,8 @@ impl SupportedKxGroup for EntropyX25519 {
 
 impl ActiveKeyExchange for ActiveX25519 {
     fn complete(self: Box<Self>, peer_pub_key: &[u8]) -> Result<SharedSecret, rustls::Error> {
-        let peer: [u8; 32] = peer_pub_key
-            .try_into()
-            .map_err(|_| rustls::Error::from(rustls::PeerMisbehaved::InvalidKeyShare))?;
+        let peer: [u8; 32] =
+            peer_pub_key.try_into().map_err(|_| rustls::Error::from(rustls::PeerMisbehaved::InvalidKeyShare))?;
         let shared = self.secret.diffie_hellman(&x25519_dalek::PublicKey::from(peer));
         if !shared.was_contributory() {
             return Err(rustls::PeerMisbehaved::InvalidKeyShare.into());
@@ -99,11 +98,8 @@ impl TlsContext {
     pub fn new(entropy: Arc<dyn Entropy>, clock: Arc<dyn Clock>) -> Self {
         let random: &'static EntropyRandom = Box::leak(Box::new(EntropyRandom(entropy.clone())));
         let kx: &'static EntropyX25519 = Box::leak(Box::new(EntropyX25519(entropy)));
-        let provider = CryptoProvider {
-            kx_groups: vec![kx],
-            secure_random: random,
-            ..rustls::crypto::ring::default_provider()
-        };
+        let provider =
+            CryptoProvider { kx_groups: vec![kx], secure_random: random, ..rustls::crypto::ring::default_provider() };
         TlsContext { provider: Arc::new(provider), time: Arc::new(ClockTime(clock)) }
     }
 
@@ -115,10 +111,9 @@ impl TlsContext {
         roots: Arc<RootCertStore>,
         client_auth: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
     ) -> Result<ClientConfig, rustls::Error> {
-        let verifier =
-            rustls::client::WebPkiServerVerifier::builder_with_provider(roots, self.provider.clone())
-                .build()
-                .map_err(|e| rustls::Error::General(format!("server verifier: {e}")))?;
+        let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(roots, self.provider.clone())
+            .build()
+            .map_err(|e| rustls::Error::General(format!("server verifier: {e}")))?;
         let builder = ClientConfig::builder_with_details(self.provider.clone(), self.time.clone())
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
             .with_webpki_verifier(verifier);

@@ -105,11 +105,20 @@ pub struct Dispatch {
 pub enum Delivery {
     /// The connector accepted it: it must not be sent anywhere else.
     Acked,
-    Head { status: u16, headers: Headers },
-    Body { data: Bytes, fin: bool },
+    Head {
+        status: u16,
+        headers: Headers,
+    },
+    Body {
+        data: Bytes,
+        fin: bool,
+    },
     Cancelled(CancelReason),
     /// The tunnel ended before the answer was complete.
-    Lost { acked: bool, reason: String },
+    Lost {
+        acked: bool,
+        reason: String,
+    },
 }
 
 /// A live tunnel as the cloud's routing table holds it.
@@ -228,7 +237,12 @@ impl Cloud {
     }
 
     /// Signs a CSR and records a new connector.
-    pub fn register_connector(&self, csr_pem: &str, machine: &str, version: &str) -> Result<(String, String), PkiError> {
+    pub fn register_connector(
+        &self,
+        csr_pem: &str,
+        machine: &str,
+        version: &str,
+    ) -> Result<(String, String), PkiError> {
         let id = {
             let h = self.random_hex(16);
             format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])

@@ -84,8 +84,6 @@ impl ConnectorRecord {
     /// Active = bootstrapped within the last hour (not the same as working:
     /// OPS-ACTIVE).
     pub fn is_active(&self, now: SystemTime) -> bool {
-        self.last_bootstrap
-            .and_then(|t| now.duration_since(t).ok())
-            .is_some_and(|age| age < INACTIVE_AFTER)
+        self.last_bootstrap.and_then(|t| now.duration_since(t).ok()).is_some_and(|age| age < INACTIVE_AFTER)
     }
 }

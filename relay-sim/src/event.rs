@@ -7,17 +7,48 @@ use serde::Serialize;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum CloudEvent {
-    LoginOk { user: String },
-    LoginDenied { user: String, error: String },
-    ConnectorRegistered { connector_id: String, machine: String, group: String },
-    RegistrationDenied { error: String },
-    BootstrapServed { connector_id: String },
-    TunnelOpened { connector_id: String, endpoint: String },
-    TunnelClosed { connector_id: String, endpoint: String, reason: String },
+    LoginOk {
+        user: String,
+    },
+    LoginDenied {
+        user: String,
+        error: String,
+    },
+    ConnectorRegistered {
+        connector_id: String,
+        machine: String,
+        group: String,
+    },
+    RegistrationDenied {
+        error: String,
+    },
+    BootstrapServed {
+        connector_id: String,
+    },
+    TunnelOpened {
+        connector_id: String,
+        endpoint: String,
+    },
+    TunnelClosed {
+        connector_id: String,
+        endpoint: String,
+        reason: String,
+    },
     /// A user request was sent down a tunnel (`attempt` > 0: redelivery).
-    RequestDispatched { id: u64, app: String, connector_id: String, endpoint: String, attempt: u32 },
+    RequestDispatched {
+        id: u64,
+        app: String,
+        connector_id: String,
+        endpoint: String,
+        attempt: u32,
+    },
     /// The ingress answered the user.
-    UserAnswered { id: u64, app: String, status: u16, detail: String },
+    UserAnswered {
+        id: u64,
+        app: String,
+        status: u16,
+        detail: String,
+    },
 }
 
 /// Where the cloud reports events.

@@ -9,8 +9,8 @@ use std::time::{Duration, SystemTime};
 use connector::env::Entropy;
 use connector::identity::generate_key;
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateSigningRequestParams, CertifiedIssuer, DistinguishedName,
-    DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SerialNumber,
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, CertifiedIssuer, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SerialNumber,
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
@@ -149,8 +149,14 @@ impl Pki {
     /// certificate is for client authentication only, valid from `now` for
     /// [`Pki::client_cert_lifetime`]. Whatever the CSR asked for (CA flags,
     /// key usages, validity) is overwritten.
-    pub fn sign_connector_csr(&mut self, csr_pem: &str, connector_id: &str, now: SystemTime) -> Result<String, PkiError> {
-        let mut csr = CertificateSigningRequestParams::from_pem(csr_pem).map_err(|e| PkiError::BadCsr(e.to_string()))?;
+    pub fn sign_connector_csr(
+        &mut self,
+        csr_pem: &str,
+        connector_id: &str,
+        now: SystemTime,
+    ) -> Result<String, PkiError> {
+        let mut csr =
+            CertificateSigningRequestParams::from_pem(csr_pem).map_err(|e| PkiError::BadCsr(e.to_string()))?;
         let p = &mut csr.params;
         p.distinguished_name = dn(connector_id, "AppProxy Connector");
         p.subject_alt_names = Vec::new();

@@ -108,7 +108,8 @@ pub async fn start(opts: ServeOptions) -> Result<(Manifest, Rc<Cloud>, ServedLog
     std::fs::create_dir_all(&opts.state_dir)
         .map_err(|source| ServeError::Write { path: opts.state_dir.clone(), source })?;
     let root_pem = opts.state_dir.join("root.pem");
-    std::fs::write(&root_pem, cloud.root_pem()).map_err(|source| ServeError::Write { path: root_pem.clone(), source })?;
+    std::fs::write(&root_pem, cloud.root_pem())
+        .map_err(|source| ServeError::Write { path: root_pem.clone(), source })?;
 
     let mut resolve = Vec::new();
     let c = &cloud.config;

@@ -164,8 +164,5 @@ pub fn json<T: serde::Serialize>(status: u16, value: &T) -> Response<Body> {
 
 /// A JSON error in the services' common shape.
 pub fn error(status: u16, code: &str, description: &str) -> Response<Body> {
-    json(
-        status,
-        &connector::api::ErrorBody { error: code.to_string(), error_description: description.to_string() },
-    )
+    json(status, &connector::api::ErrorBody { error: code.to_string(), error_description: description.to_string() })
 }

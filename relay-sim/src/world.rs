@@ -73,9 +73,7 @@ impl Net for SimNet {
             match verdict {
                 Action::Allow => {}
                 Action::Drop => std::future::pending::<()>().await,
-                Action::Reject => {
-                    return Err(io::Error::new(io::ErrorKind::ConnectionRefused, "rejected by firewall"))
-                }
+                Action::Reject => return Err(io::Error::new(io::ErrorKind::ConnectionRefused, "rejected by firewall")),
             }
             // Unknown names fail with NotFound, like a failed DNS lookup.
             let host = host.to_ascii_lowercase();

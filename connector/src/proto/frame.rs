@@ -119,11 +119,7 @@ impl Frame {
         let len = out.len() - start - 4;
         if len + 4 > max_frame_bytes as usize {
             out.truncate(start);
-            return Err(FrameError::TooLarge {
-                kind: self.kind_name(),
-                bytes: len + 4,
-                max_bytes: max_frame_bytes,
-            });
+            return Err(FrameError::TooLarge { kind: self.kind_name(), bytes: len + 4, max_bytes: max_frame_bytes });
         }
         // Length fits: max_frame_bytes is a u32.
         out[start..start + 4].copy_from_slice(&(len as u32).to_be_bytes());
@@ -191,8 +187,7 @@ fn put_str(out: &mut BytesMut, s: &str, field: &'static str) -> Result<(), Frame
 }
 
 fn put_headers(out: &mut BytesMut, headers: &Headers) -> Result<(), FrameError> {
-    let count =
-        u16::try_from(headers.len()).map_err(|_| FrameError::FieldTooLong { field: "headers" })?;
+    let count = u16::try_from(headers.len()).map_err(|_| FrameError::FieldTooLong { field: "headers" })?;
     out.put_u16(count);
     for (name, value) in headers {
         put_str(out, name, "header name")?;
@@ -319,11 +314,8 @@ fn decode_body(mut b: Bytes) -> Result<Frame, FrameError> {
         6 => {
             let id = r.u64("id")?;
             let raw = r.u8("reason")?;
-            let reason = CancelReason::from_u8(raw).ok_or(FrameError::BadValue {
-                kind,
-                field: "reason",
-                value: raw.into(),
-            })?;
+            let reason =
+                CancelReason::from_u8(raw).ok_or(FrameError::BadValue { kind, field: "reason", value: raw.into() })?;
             Frame::Cancel { id, reason }
         }
         7 => Frame::Ping { nonce: r.u64("nonce")? },

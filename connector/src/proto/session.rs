@@ -16,8 +16,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 
 use super::frame::{
-    CancelReason, Decoder, Frame, FrameError, Headers, DEFAULT_MAX_FRAME_BYTES,
-    MIN_MAX_FRAME_BYTES, PROTOCOL_VERSION,
+    CancelReason, Decoder, Frame, FrameError, Headers, DEFAULT_MAX_FRAME_BYTES, MIN_MAX_FRAME_BYTES, PROTOCOL_VERSION,
 };
 
 /// Which end of the tunnel this session is.
@@ -164,11 +163,7 @@ impl Session {
             local_goaway: false,
             peer_goaway: false,
         };
-        let hello = Frame::Hello {
-            version: PROTOCOL_VERSION,
-            max_frame_bytes: max,
-            peer: s.config.local_name.clone(),
-        };
+        let hello = Frame::Hello { version: PROTOCOL_VERSION, max_frame_bytes: max, peer: s.config.local_name.clone() };
         // A Hello with a local name under 64 KiB always fits MIN_MAX_FRAME_BYTES
         // only if the name is short; a too-long name is a configuration error
         // surfaced at the first transmit.
@@ -263,11 +258,7 @@ impl Session {
                     return Err(SessionError::TooManyStreams { max: self.config.max_streams });
                 }
                 self.streams.insert(id, Stream { request_fin: fin, ..Stream::default() });
-                self.events.push_back(Event::Request {
-                    id,
-                    head: RequestHead { method, path, headers },
-                    fin,
-                });
+                self.events.push_back(Event::Request { id, head: RequestHead { method, path, headers }, fin });
             }
             Frame::Body { id, fin, data } => {
                 let role = self.role;
@@ -529,10 +520,7 @@ mod tests {
         let mut c = Session::new(Role::Connector, SessionConfig::new("c1"), t);
         let mut bytes = BytesMut::new();
         Frame::Ack { id: 1 }.encode(4096, &mut bytes).unwrap();
-        assert_eq!(
-            c.handle_input(&bytes, t),
-            Err(SessionError::BeforeHello { frame: "Ack" })
-        );
+        assert_eq!(c.handle_input(&bytes, t), Err(SessionError::BeforeHello { frame: "Ack" }));
         assert!(c.is_closed());
     }
 

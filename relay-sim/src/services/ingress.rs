@@ -59,11 +59,8 @@ async fn handle(cloud: Rc<Cloud>, req: Request<Incoming>) -> Response<Body> {
         Ok(b) => b.to_bytes(),
         Err(e) => return respond(413, "text/plain", format!("request body: {e}")),
     };
-    let head = RequestHead {
-        method,
-        path: format!("{}{}", app.internal_url.trim_end_matches('/'), path_and_query),
-        headers,
-    };
+    let head =
+        RequestHead { method, path: format!("{}{}", app.internal_url.trim_end_matches('/'), path_and_query), headers };
     let id = cloud.next_request_id();
     let (status, detail, resp) = relay(&cloud, &app, id, head, body).await;
     cloud.emit(CloudEvent::UserAnswered { id, app: app.name.clone(), status, detail });
@@ -90,7 +87,11 @@ async fn relay(cloud: &Rc<Cloud>, app: &App, id: u64, head: RequestHead, body: B
                     "no-active-connector",
                     format!("no active connector in group {:?} serves application {:?}", app.group, app.name),
                 ),
-                Some(c) => gateway(502, "connector-lost", format!("lost the tunnel to connector {c} before it accepted the request")),
+                Some(c) => gateway(
+                    502,
+                    "connector-lost",
+                    format!("lost the tunnel to connector {c} before it accepted the request"),
+                ),
             };
         };
         cloud.emit(CloudEvent::RequestDispatched {
@@ -137,7 +138,13 @@ enum Outcome {
     Failed(u16, String, String),
 }
 
-async fn offer(tunnel: &TunnelHandle, id: u64, head: RequestHead, body: Bytes, deadline: tokio::time::Instant) -> Outcome {
+async fn offer(
+    tunnel: &TunnelHandle,
+    id: u64,
+    head: RequestHead,
+    body: Bytes,
+    deadline: tokio::time::Instant,
+) -> Outcome {
     let (reply, mut rx) = mpsc::unbounded_channel();
     if tunnel.tx.send(Dispatch { id, head, body, reply }).is_err() {
         return Outcome::NotAccepted;
@@ -149,7 +156,13 @@ async fn offer(tunnel: &TunnelHandle, id: u64, head: RequestHead, body: Bytes, d
     loop {
         let next = match tokio::time::timeout_at(deadline, rx.recv()).await {
             Ok(n) => n,
-            Err(_) => return Outcome::Failed(504, "connector-timeout".into(), format!("connector did not answer request {id} in time")),
+            Err(_) => {
+                return Outcome::Failed(
+                    504,
+                    "connector-timeout".into(),
+                    format!("connector did not answer request {id} in time"),
+                )
+            }
         };
         match next {
             Some(Delivery::Acked) => acked = true,
@@ -165,9 +178,10 @@ async fn offer(tunnel: &TunnelHandle, id: u64, head: RequestHead, body: Bytes, d
                 if fin {
                     let mut resp = respond(status, "application/octet-stream", acc.freeze());
                     for (n, v) in &headers {
-                        if let (Ok(n), Ok(v)) =
-                            (hyper::header::HeaderName::from_bytes(n.as_bytes()), hyper::header::HeaderValue::from_str(v))
-                        {
+                        if let (Ok(n), Ok(v)) = (
+                            hyper::header::HeaderName::from_bytes(n.as_bytes()),
+                            hyper::header::HeaderValue::from_str(v),
+                        ) {
                             resp.headers_mut().insert(n, v);
                         }
                     }
@@ -180,7 +194,11 @@ async fn offer(tunnel: &TunnelHandle, id: u64, head: RequestHead, body: Bytes, d
             }
             Some(Delivery::Lost { acked: a, reason }) => {
                 return if a || acked {
-                    Outcome::Failed(502, "lost-after-accept".into(), format!("tunnel lost while serving request {id}: {reason}"))
+                    Outcome::Failed(
+                        502,
+                        "lost-after-accept".into(),
+                        format!("tunnel lost while serving request {id}: {reason}"),
+                    )
                 } else {
                     Outcome::NotAccepted
                 };

@@ -30,10 +30,5 @@ async fn read_json<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, hyp
 
 /// The bearer token of a request, if any.
 fn bearer(req: &Request<Incoming>) -> Option<String> {
-    req.headers()
-        .get(hyper::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
-        .map(str::to_string)
+    req.headers().get(hyper::header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ").map(str::to_string)
 }

@@ -109,7 +109,10 @@ async fn tunnel(cloud: Rc<Cloud>, endpoint: String, info: ConnInfo, stream: TlsS
                         tx: tx.clone(),
                     });
                     registration = Some(Registration { cloud: cloud.clone(), id });
-                    cloud.emit(CloudEvent::TunnelOpened { connector_id: connector_id.clone(), endpoint: endpoint.clone() });
+                    cloud.emit(CloudEvent::TunnelOpened {
+                        connector_id: connector_id.clone(),
+                        endpoint: endpoint.clone(),
+                    });
                 }
                 Event::Acked { id } => {
                     if let Some(p) = pending.get_mut(&id) {
