@@ -2,7 +2,7 @@
 //! nextest list and partition them): it must pass, and a second run with the
 //! same seed must give the same trace hash.
 
-use conformance::{collect_scenarios, run, Scenario, Verdict};
+use conformance::{collect_scenarios, run, run_with, Scenario, Stepping, Verdict};
 use connsim_tests::scenario_dir;
 use libtest_mimic::{Arguments, Failed, Trial};
 
@@ -57,5 +57,28 @@ fn main() {
         }
         Ok(())
     }));
+    // Skipping idle time must not change anything: the same trace as
+    // stepping every tick. Checked on the core scenarios (fixed stepping
+    // costs seconds a scenario).
+    for name in ["happy-path", "relay-restart", "backend-down", "outbound-443-blocked"] {
+        trials.push(Trial::test(format!("determinism::skipping_idle_time_is_exact::{name}"), move || {
+            let file = scenario_dir().join(format!("core/{name}.toml"));
+            let s = Scenario::load(&file).map_err(|e| Failed::from(e.to_string()))?;
+            let skipped = run_with(&s, 3, Stepping::SkipIdle);
+            let fixed = run_with(&s, 3, Stepping::Fixed);
+            if skipped.trace_hash != fixed.trace_hash {
+                return Err(format!(
+                    "skipping idle time changed the trace of {name} (seed 3): {} vs fixed steps {}; \
+                     compare `connsim repro` with and without `--fixed-steps`",
+                    skipped.trace_hash, fixed.trace_hash
+                )
+                .into());
+            }
+            if skipped.steps.skips == 0 {
+                return Err(format!("{name}: no idle time was skipped").into());
+            }
+            Ok(())
+        }));
+    }
     libtest_mimic::run(&args, trials).exit();
 }

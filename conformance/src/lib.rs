@@ -7,8 +7,9 @@ pub mod run;
 pub mod scenario;
 pub mod stopwatch;
 pub mod trace;
+pub mod wakeups;
 
-pub use run::{run, RunResult, Verdict};
+pub use run::{run, run_with, RunResult, Stepping, Verdict};
 pub use scenario::{Scenario, ScenarioError};
 
 use std::path::{Path, PathBuf};

@@ -25,6 +25,7 @@ use crate::check::{self, Summary};
 use crate::scenario::{Scenario, TimelineEvent};
 use crate::stopwatch::Stopwatch;
 use crate::trace::{self, AgentSink, CloudTraceSink, Trace, TraceEvent, UserEvent, What, WorldEvent};
+use crate::wakeups::{SimWakeups, Stepper};
 
 /// Simulated wall-clock time at the start of every run: 2026-01-01T00:00Z.
 pub const EPOCH_UNIX_S: u64 = 1_767_225_600;
@@ -54,6 +55,7 @@ pub struct RunResult {
     pub sim_time_ms: u64,
     pub wall_ms: f64,
     pub trace_hash: String,
+    pub steps: Steps,
     pub summary: Summary,
     #[serde(skip)]
     pub trace: Vec<TraceEvent>,
@@ -100,14 +102,34 @@ fn layout(s: &Scenario) -> Layout {
     Layout { config }
 }
 
+/// How the runner advances simulated time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Stepping {
+    /// Skip idle spans in one step (see [`crate::wakeups`]); the default.
+    #[default]
+    SkipIdle,
+    /// Every step is one tick: slow, and the reference the skipping is
+    /// tested against (equal trace hashes).
+    Fixed,
+}
+
 /// Runs `scenario` with `seed`.
 pub fn run(scenario: &Scenario, seed: u64) -> RunResult {
+    run_with(scenario, seed, Stepping::default())
+}
+
+/// Runs `scenario` with `seed`, stepping as `stepping` says.
+pub fn run_with(scenario: &Scenario, seed: u64, stepping: Stepping) -> RunResult {
     let watch = Stopwatch::start();
     let trace = Trace::default();
     let logs = ServedLog::default();
-    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| simulate(scenario, seed, &trace, &logs)));
+    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| simulate(scenario, seed, stepping, &trace, &logs)));
+    let mut steps = Steps::default();
     let mut failures = match outcome {
-        Ok(Ok(())) => Vec::new(),
+        Ok(Ok(s)) => {
+            steps = s;
+            Vec::new()
+        }
         Ok(Err(e)) => vec![format!("simulation error: {e}")],
         Err(panic) => {
             let msg = panic
@@ -129,6 +151,7 @@ pub fn run(scenario: &Scenario, seed: u64) -> RunResult {
         sim_time_ms: scenario.duration.0.as_millis() as u64,
         wall_ms: watch.elapsed().as_secs_f64() * 1000.0,
         trace_hash: trace::hash(&events),
+        steps,
         summary,
         trace: events,
     }
@@ -136,7 +159,22 @@ pub fn run(scenario: &Scenario, seed: u64) -> RunResult {
 
 type HostResult = Result<(), Box<dyn std::error::Error>>;
 
-fn simulate(scenario: &Scenario, seed: u64, trace: &Trace, logs: &ServedLog) -> Result<(), String> {
+/// How the simulation was stepped.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Steps {
+    /// Steps taken.
+    pub steps: u64,
+    /// Steps that skipped idle time.
+    pub skips: u64,
+}
+
+fn simulate(
+    scenario: &Scenario,
+    seed: u64,
+    stepping: Stepping,
+    trace: &Trace,
+    logs: &ServedLog,
+) -> Result<Steps, String> {
     let w = &scenario.world;
     let Layout { config } = layout(scenario);
     let clock = Arc::new(SimClock { epoch: epoch(), skew_s: 0 });
@@ -287,6 +325,9 @@ fn simulate(scenario: &Scenario, seed: u64, trace: &Trace, logs: &ServedLog) -> 
     timeline.sort_by_key(|(at, _)| *at);
     let mut next = 0;
     let relay_hosts: Vec<String> = c.relay_endpoints.iter().map(|e| e.host.clone()).collect();
+    let wakeups = Arc::new(SimWakeups::default());
+    let _installed = connector::time::install(wakeups.clone());
+    let mut stepper = Stepper::new(tick, stepping == Stepping::SkipIdle);
     while sim.elapsed() < scenario.duration.0 {
         while next < timeline.len() && timeline[next].0 <= sim.elapsed() {
             let event = &timeline[next].1;
@@ -320,10 +361,12 @@ fn simulate(scenario: &Scenario, seed: u64, trace: &Trace, logs: &ServedLog) -> 
                 TimelineEvent::RestartConnector(n) => sim.bounce(n.as_str()),
             }
         }
-        sim.step().map_err(|e| e.to_string())?;
+        let limit = timeline.get(next).map_or(scenario.duration.0, |(at, _)| *at).min(scenario.duration.0);
+        stepper.step(&mut sim, &wakeups, limit).map_err(|e| e.to_string())?;
     }
+    drop(sim);
     drop(install_dirs);
-    Ok(())
+    Ok(Steps { steps: stepper.steps, skips: stepper.skips })
 }
 
 /// One planned user request.
@@ -355,11 +398,11 @@ async fn users(plan: Vec<Planned>, ingress: String, trace: Trace) {
     let start = tokio::time::Instant::now();
     let mut handles = Vec::new();
     for p in plan {
-        tokio::time::sleep_until(start + p.at).await;
+        connector::time::sleep_until(start + p.at).await;
         trace.record("users", What::User(UserEvent::Sent { mark: p.mark.clone() }));
         let (ingress, trace) = (ingress.clone(), trace.clone());
         handles.push(tokio::task::spawn_local(async move {
-            let what = match tokio::time::timeout(USER_TIMEOUT, user_request(&ingress, &p)).await {
+            let what = match connector::time::timeout(USER_TIMEOUT, user_request(&ingress, &p)).await {
                 Ok(Ok((status, relay_error))) => UserEvent::Answered { mark: p.mark, status, relay_error },
                 Ok(Err(error)) => UserEvent::Failed { mark: p.mark, error },
                 Err(_) => UserEvent::Failed { mark: p.mark, error: "no answer within 120s".into() },

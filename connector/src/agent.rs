@@ -188,7 +188,7 @@ impl Agent {
                     if attempt >= self.config.registration_attempts {
                         return Err(AgentError::Registration(d));
                     }
-                    tokio::time::sleep(backoff.delay(attempt - 1, self.env.entropy.unit_f64())).await;
+                    crate::time::sleep(backoff.delay(attempt - 1, self.env.entropy.unit_f64())).await;
                 }
             }
         }
@@ -275,7 +275,7 @@ impl Agent {
                     delay
                 }
             };
-            tokio::time::sleep(delay).await;
+            crate::time::sleep(delay).await;
         }
     }
 

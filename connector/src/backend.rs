@@ -72,7 +72,7 @@ pub async fn serve(
     timeout: Duration,
     out: UnboundedSender<Outbound>,
 ) {
-    let status = match tokio::time::timeout(timeout, forward(&env, id, &head, body, &out)).await {
+    let status = match crate::time::timeout(timeout, forward(&env, id, &head, body, &out)).await {
         Ok(Ok(status)) => status,
         Ok(Err((status, diag))) => {
             env.emit(AgentEvent::Diagnostic(diag.clone()));

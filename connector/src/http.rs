@@ -97,7 +97,7 @@ pub async fn open_tls(
     port: u16,
     timeout: Duration,
 ) -> Result<TlsStream<BoxStream>, CallError> {
-    let tcp = match tokio::time::timeout(timeout, env.net.connect(host, port)).await {
+    let tcp = match crate::time::timeout(timeout, env.net.connect(host, port)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return Err(CallError::Connect { host: host.into(), port, failure: ConnectFailure::from_io(&e) }),
         Err(_) => return Err(CallError::Connect { host: host.into(), port, failure: ConnectFailure::TimedOut }),
@@ -108,7 +108,7 @@ pub async fn open_tls(
         error: format!("invalid server name: {e}"),
     })?;
     let connector = tokio_rustls::TlsConnector::from(tls);
-    match tokio::time::timeout(timeout, connector.connect(name, tcp)).await {
+    match crate::time::timeout(timeout, connector.connect(name, tcp)).await {
         Ok(Ok(s)) => Ok(s),
         Ok(Err(e)) => Err(CallError::Tls { host: host.into(), port, error: tls_error_text(&e) }),
         Err(_) => Err(CallError::Timeout { host: host.into(), port, timeout }),
@@ -171,7 +171,7 @@ impl ServiceCall<'_> {
                 .to_bytes();
             Ok::<_, CallError>((status, bytes))
         };
-        let (status, bytes) = match tokio::time::timeout(self.timeout, exchange).await {
+        let (status, bytes) = match crate::time::timeout(self.timeout, exchange).await {
             Ok(r) => r?,
             Err(_) => return Err(CallError::Timeout { host: host.into(), port, timeout: self.timeout }),
         };

@@ -15,6 +15,7 @@ pub mod event;
 pub mod http;
 pub mod identity;
 pub mod proto;
+pub mod time;
 pub mod tls;
 pub mod tunnel;
 

@@ -114,7 +114,7 @@ pub async fn run(env: Env, cfg: TunnelConfig, shared: Rc<Shared>, endpoint: Rela
         }
         let delay = cfg.backoff.delay(attempt, env.entropy.unit_f64());
         attempt = attempt.saturating_add(1);
-        tokio::time::sleep(delay).await;
+        crate::time::sleep(delay).await;
     }
 }
 
@@ -176,7 +176,7 @@ where
                     other => other.map_err(|e| e.to_string()),
                 }
             },
-            _ = tokio::time::sleep_until(origin + deadline) => {
+            _ = crate::time::sleep_until(origin + deadline) => {
                 session.handle_timeout(now()).map_err(|e| e.to_string())
             },
         };

@@ -64,7 +64,7 @@ async fn handle(name: String, behaviour: Behaviour, log: ServedLog, req: Request
     match behaviour {
         Behaviour::Echo => respond(200, "text/plain", text),
         Behaviour::Slow { delay_ms } => {
-            tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+            connector::time::sleep(Duration::from_millis(delay_ms)).await;
             respond(200, "text/plain", text)
         }
         Behaviour::Status { code } => respond(code, "text/plain", format!("{name}: status {code}\n")),

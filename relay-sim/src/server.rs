@@ -12,7 +12,7 @@ use connector::env::{BoxStream, LocalBoxFuture};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use rustls::pki_types::CertificateDer;
 use rustls::ServerConfig;
 
@@ -66,14 +66,14 @@ where
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!("accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                connector::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
         };
         let acceptor = acceptor.clone();
         let on_conn = on_conn.clone();
         tokio::task::spawn_local(async move {
-            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+            let stream = match connector::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
                     tracing::debug!("TLS accept failed: {e}");
@@ -108,7 +108,7 @@ where
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     // The Date header would read the machine's clock: keep it out of traces.
-    builder.auto_date_header(false).timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(30));
+    builder.auto_date_header(false).timer(connector::time::HyperTimer).header_read_timeout(Duration::from_secs(30));
     if let Err(e) = builder.serve_connection(TokioIo::new(stream), service).await {
         tracing::debug!("HTTP connection ended: {e}");
     }
@@ -138,7 +138,7 @@ where
             }
             Err(e) => {
                 tracing::warn!("accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                connector::time::sleep(Duration::from_millis(100)).await;
             }
         }
     }

@@ -106,7 +106,7 @@ async fn relay(cloud: &Rc<Cloud>, app: &App, id: u64, head: RequestHead, body: B
             Outcome::NotAccepted => {
                 // Unacknowledged: safe to offer again, to the same connector.
                 pinned = Some(tunnel.connector_id.clone());
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                connector::time::sleep(Duration::from_millis(500)).await;
             }
             Outcome::Overloaded => continue,
             Outcome::Failed(status, code, text) => return gateway(status, &code, text),
@@ -127,7 +127,7 @@ async fn wait_for_tunnel(cloud: &Cloud, group: &str, only: Option<&str>) -> Opti
         if tokio::time::Instant::now() >= give_up {
             return None;
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        connector::time::sleep(Duration::from_millis(250)).await;
     }
 }
 
@@ -154,7 +154,7 @@ async fn offer(
     let mut headers = Vec::new();
     let mut acc = BytesMut::new();
     loop {
-        let next = match tokio::time::timeout_at(deadline, rx.recv()).await {
+        let next = match connector::time::timeout_at(deadline, rx.recv()).await {
             Ok(n) => n,
             Err(_) => {
                 return Outcome::Failed(

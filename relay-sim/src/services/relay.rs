@@ -95,7 +95,7 @@ async fn tunnel(cloud: Rc<Cloud>, endpoint: String, info: ConnInfo, stream: TlsS
                     }
                 }
             },
-            _ = tokio::time::sleep_until(deadline) => session.handle_timeout(now()).map_err(|e| e.to_string()),
+            _ = connector::time::sleep_until(deadline) => session.handle_timeout(now()).map_err(|e| e.to_string()),
         };
         if let Err(r) = step {
             break r;
