@@ -12,11 +12,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::pki_types::CertificateDer;
-use rustls::RootCertStore;
 use tokio::task::JoinHandle;
 
 use crate::api::{
     BootstrapRequest, BootstrapResponse, LoginRequest, LoginResponse, RegisterRequest, RegisterResponse, RelayEndpoint,
+    RenewRequest, RenewResponse,
 };
 use crate::backoff::Backoff;
 use crate::diag::Diagnostic;
@@ -24,6 +24,7 @@ use crate::env::Env;
 use crate::event::AgentEvent;
 use crate::http::{CallError, ServiceCall};
 use crate::identity::{self, Identity};
+use crate::pki::{RevocationPolicy, ServiceTls, Trust};
 use crate::tls::TlsContext;
 use crate::tunnel::{self, SeenIds, Shared, TunnelConfig};
 
@@ -33,6 +34,7 @@ pub struct ServiceNames {
     pub login: String,
     pub registration: String,
     pub bootstrap: String,
+    pub renewtrust: String,
 }
 
 impl ServiceNames {
@@ -41,6 +43,7 @@ impl ServiceNames {
             login: "login.microsoftonline.com".into(),
             registration: format!("{tenant_id}.registration.msappproxy.net"),
             bootstrap: format!("{tenant_id}.bootstrap.msappproxy.net"),
+            renewtrust: format!("{tenant_id}.renewtrust.msappproxy.net"),
         }
     }
 }
@@ -67,8 +70,17 @@ pub struct AgentConfig {
     pub version: String,
     pub install_dir: PathBuf,
     pub credentials: Option<Credentials>,
-    /// Roots the host trusts for the service's certificates.
+    /// The host's trusted root store.
     pub trusted_roots: Vec<CertificateDer<'static>>,
+    /// The roots the service uses (shipped with the product); service
+    /// chains must end in one of these that the host also trusts. Empty:
+    /// accept any root the host trusts.
+    pub service_roots: Vec<CertificateDer<'static>>,
+    /// What to do when a revocation status cannot be learned.
+    pub revocation: RevocationPolicy,
+    /// Renew the client certificate once this fraction of its lifetime has
+    /// passed (checked every trust-renewal interval).
+    pub renew_after_fraction: f64,
     /// Overrides the bootstrap interval the service hands out.
     pub bootstrap_interval: Option<Duration>,
     pub connect_timeout: Duration,
@@ -91,6 +103,9 @@ impl AgentConfig {
             install_dir,
             credentials: None,
             trusted_roots: Vec::new(),
+            service_roots: Vec::new(),
+            revocation: RevocationPolicy::HardFail,
+            renew_after_fraction: 0.5,
             bootstrap_interval: None,
             connect_timeout: Duration::from_secs(20),
             request_timeout: Duration::from_secs(30),
@@ -113,6 +128,10 @@ pub enum AgentError {
     Identity(#[from] identity::IdentityError),
     #[error("TLS configuration: {0}")]
     Tls(String),
+    #[error("{0}")]
+    Trust(Diagnostic),
+    #[error("client certificate expired: {0}")]
+    CertificateExpired(Diagnostic),
 }
 
 /// The connector agent.
@@ -130,16 +149,33 @@ impl Agent {
         Agent { env, config, names, tls }
     }
 
-    fn roots(&self) -> Result<Arc<RootCertStore>, AgentError> {
-        let mut roots = RootCertStore::empty();
-        let (added, _ignored) = roots.add_parsable_certificates(self.config.trusted_roots.iter().cloned());
-        if added == 0 {
-            return Err(AgentError::Tls("the host trusts no root certificate".into()));
-        }
-        Ok(Arc::new(roots))
+    fn trust(&self) -> Result<Rc<Trust>, AgentError> {
+        Trust::new(
+            self.config.trusted_roots.clone(),
+            self.config.service_roots.clone(),
+            self.config.revocation,
+            self.tls.provider.clone(),
+        )
+        .map(Rc::new)
+        .map_err(|e| {
+            AgentError::Trust(Diagnostic::new(
+                "TLS-ROOTS",
+                "no-common-root",
+                Some(12019),
+                e.to_string(),
+                "install the service's root CAs in the host's trusted root store",
+            ))
+        })
     }
 
-    fn call<'a>(&'a self, host: &'a str, tls: Arc<rustls::ClientConfig>) -> ServiceCall<'a> {
+    /// A TLS client for the service, with the identity's certificate when given.
+    fn service_tls(&self, trust: &Rc<Trust>, identity: Option<&Identity>) -> Result<ServiceTls, AgentError> {
+        let client_auth = identity.map(|id| id.client_auth().map_err(AgentError::Tls)).transpose()?;
+        let config = self.tls.client_config(trust.verifier(), client_auth).map_err(|e| AgentError::Tls(e.to_string()))?;
+        Ok(ServiceTls { config: Arc::new(config), trust: trust.clone() })
+    }
+
+    fn call<'a>(&'a self, host: &'a str, tls: &'a ServiceTls) -> ServiceCall<'a> {
         ServiceCall { env: &self.env, tls, host, port: self.config.service_port, timeout: self.config.request_timeout }
     }
 
@@ -147,7 +183,7 @@ impl Agent {
     pub async fn run(self) -> Result<(), AgentError> {
         let result = self.run_inner().await;
         if let Err(e) = &result {
-            if let AgentError::Registration(d) = e {
+            if let AgentError::Registration(d) | AgentError::Trust(d) | AgentError::CertificateExpired(d) = e {
                 self.env.emit(AgentEvent::Diagnostic(d.clone()));
             }
             self.env.emit(AgentEvent::Stopped { reason: e.to_string() });
@@ -156,30 +192,49 @@ impl Agent {
     }
 
     async fn run_inner(&self) -> Result<(), AgentError> {
-        let roots = self.roots()?;
+        let trust = self.trust()?;
         let identity = match Identity::load(&self.config.install_dir)? {
             Some(id) => {
                 self.env.emit(AgentEvent::IdentityLoaded { connector_id: id.connector_id.clone() });
                 id
             }
-            None => self.register_with_retries(roots.clone()).await?,
+            None => self.register_with_retries(&trust).await?,
         };
-        let client_auth = identity.client_auth().map_err(AgentError::Tls)?;
-        let mtls =
-            Arc::new(self.tls.client_config(roots, Some(client_auth)).map_err(|e| AgentError::Tls(e.to_string()))?);
-        self.serve(&identity, mtls).await;
+        self.check_not_expired(&identity)?;
+        let mtls = self.service_tls(&trust, Some(&identity))?;
+        self.serve(identity, trust, mtls).await
+    }
+
+    /// Stops the agent when its client certificate has expired: the service
+    /// will not take it, and only a new registration helps.
+    fn check_not_expired(&self, identity: &Identity) -> Result<(), AgentError> {
+        let cert = identity.certificate().map_err(AgentError::Tls)?;
+        let now = self.env.clock.now();
+        if now >= cert.not_after {
+            let days = now.duration_since(cert.not_after).unwrap_or_default().as_secs() / 86_400;
+            return Err(AgentError::CertificateExpired(Diagnostic::new(
+                "TLS-CLIENT",
+                "expired",
+                Some(1000),
+                format!(
+                    "re-registration failed: trust certificate expired on {} ({days} days ago); the connector was offline past its certificate's lifetime and stops",
+                    httpdate::fmt_http_date(cert.not_after)
+                ),
+                "register the connector again (run the registration with a Global Administrator's sign-in)",
+            )));
+        }
         Ok(())
     }
 
-    async fn register_with_retries(&self, roots: Arc<RootCertStore>) -> Result<Identity, AgentError> {
+    async fn register_with_retries(&self, trust: &Rc<Trust>) -> Result<Identity, AgentError> {
         let creds = self.config.credentials.clone().ok_or(AgentError::NoCredentials)?;
-        let tls = Arc::new(self.tls.client_config(roots, None).map_err(|e| AgentError::Tls(e.to_string()))?);
+        let tls = self.service_tls(trust, None)?;
         let backoff =
             Backoff { initial: Duration::from_secs(3), max: Duration::from_secs(60), multiplier: 2.0, jitter: 0.2 };
         let mut attempt = 0;
         loop {
             self.env.emit(AgentEvent::RegistrationStarted { tenant: self.config.tenant_id.clone() });
-            match self.register_once(&creds, tls.clone()).await {
+            match self.register_once(&creds, &tls).await {
                 Ok(id) => return Ok(id),
                 Err(RegisterFailure::Final(d)) => return Err(AgentError::Registration(d)),
                 Err(RegisterFailure::Identity(e)) => return Err(e.into()),
@@ -194,13 +249,9 @@ impl Agent {
         }
     }
 
-    async fn register_once(
-        &self,
-        creds: &Credentials,
-        tls: Arc<rustls::ClientConfig>,
-    ) -> Result<Identity, RegisterFailure> {
+    async fn register_once(&self, creds: &Credentials, tls: &ServiceTls) -> Result<Identity, RegisterFailure> {
         let login: LoginResponse = self
-            .call(&self.names.login, tls.clone())
+            .call(&self.names.login, tls)
             .post_json(
                 &format!("/{}/oauth2/token", self.config.tenant_id),
                 &LoginRequest { username: creds.username.clone(), password: creds.password.clone() },
@@ -239,19 +290,27 @@ impl Agent {
         Ok(identity)
     }
 
-    /// Bootstrap loop and tunnel supervision; never returns on its own.
-    async fn serve(&self, identity: &Identity, mtls: Arc<rustls::ClientConfig>) {
-        let shared = Rc::new(Shared { seen: RefCell::new(SeenIds::new(65_536)), inflight: RefCell::new(0) });
+    /// Bootstrap loop, certificate renewal and tunnel supervision; returns
+    /// only when the client certificate has expired.
+    async fn serve(&self, mut identity: Identity, trust: Rc<Trust>, mtls: ServiceTls) -> Result<(), AgentError> {
+        let shared = Rc::new(Shared {
+            seen: RefCell::new(SeenIds::new(65_536)),
+            inflight: RefCell::new(0),
+            tls: RefCell::new(mtls),
+        });
         let mut tunnels: BTreeMap<RelayEndpoint, JoinHandle<()>> = BTreeMap::new();
         let mut failures: u32 = 0;
+        let mut next_renewal_check = crate::time::Instant::now();
         loop {
+            self.check_not_expired(&identity)?;
             let request = BootstrapRequest {
                 connector_id: identity.connector_id.clone(),
                 version: self.config.version.clone(),
                 machine_name: self.config.machine_name.clone(),
             };
+            let tls = shared.tls.borrow().clone();
             let result: Result<BootstrapResponse, CallError> =
-                self.call(&self.names.bootstrap, mtls.clone()).post_json("/bootstrap", &request, None).await;
+                self.call(&self.names.bootstrap, &tls).post_json("/bootstrap", &request, None).await;
             let delay = match result {
                 Ok(cfg) => {
                     failures = 0;
@@ -261,7 +320,15 @@ impl Agent {
                         endpoints: cfg.relay_endpoints.len(),
                         interval_s: interval.as_secs(),
                     });
-                    self.reconcile(&mut tunnels, &cfg, identity, &shared, &mtls);
+                    self.reconcile(&mut tunnels, &cfg, &identity, &shared);
+                    if crate::time::Instant::now() >= next_renewal_check {
+                        next_renewal_check = crate::time::Instant::now()
+                            + Duration::from_secs(cfg.trust_renewal_interval_min.max(1) * 60);
+                        if let Some(renewed) = self.renew_if_due(&identity, &tls).await {
+                            *shared.tls.borrow_mut() = self.service_tls(&trust, Some(&renewed))?;
+                            identity = renewed;
+                        }
+                    }
                     interval
                 }
                 Err(e) => {
@@ -279,6 +346,51 @@ impl Agent {
         }
     }
 
+    /// Renews the client certificate over mTLS once
+    /// [`AgentConfig::renew_after_fraction`] of its lifetime has passed.
+    /// A failure is reported and retried at the next check.
+    async fn renew_if_due(&self, identity: &Identity, tls: &ServiceTls) -> Option<Identity> {
+        let cert = identity.certificate().ok()?;
+        let now = self.env.clock.now();
+        let lifetime = cert.not_after.duration_since(cert.not_before).ok()?;
+        let age = now.duration_since(cert.not_before).unwrap_or_default();
+        if age.as_secs_f64() < lifetime.as_secs_f64() * self.config.renew_after_fraction {
+            return None;
+        }
+        let result = async {
+            let key = identity::generate_key(self.env.entropy.as_ref()).map_err(|e| e.to_string())?;
+            let csr_pem = identity::csr_pem(&key, &self.config.machine_name).map_err(|e| e.to_string())?;
+            let request = RenewRequest { connector_id: identity.connector_id.clone(), csr_pem };
+            let resp: RenewResponse = self
+                .call(&self.names.renewtrust, tls)
+                .post_json("/renew", &request, None)
+                .await
+                .map_err(|e| e.diagnostic().to_string())?;
+            let renewed = identity.renewed(&key, resp.certificate_pem);
+            let info = renewed.certificate()?;
+            renewed.save(&self.config.install_dir).map_err(|e| e.to_string())?;
+            Ok::<_, String>((renewed, info))
+        }
+        .await;
+        match result {
+            Ok((renewed, info)) => {
+                let valid_for_h = info.not_after.duration_since(now).unwrap_or_default().as_secs() / 3600;
+                self.env.emit(AgentEvent::CertificateRenewed { cert_serial: info.serial, valid_for_h });
+                Some(renewed)
+            }
+            Err(e) => {
+                self.env.emit(AgentEvent::Diagnostic(Diagnostic::new(
+                    "TLS-CLIENT",
+                    "renewal-failed",
+                    Some(12019),
+                    format!("client certificate renewal failed: {e}"),
+                    "the connector retries at the next trust-renewal check; it must succeed before the certificate expires",
+                )));
+                None
+            }
+        }
+    }
+
     /// Starts a tunnel for every new endpoint and stops those no longer
     /// listed. Endpoints are kept in a `BTreeMap`: start order is stable.
     fn reconcile(
@@ -287,7 +399,6 @@ impl Agent {
         cfg: &BootstrapResponse,
         identity: &Identity,
         shared: &Rc<Shared>,
-        mtls: &Arc<rustls::ClientConfig>,
     ) {
         let wanted: std::collections::BTreeSet<&RelayEndpoint> = cfg.relay_endpoints.iter().collect();
         tunnels.retain(|ep, handle| {
@@ -311,7 +422,7 @@ impl Agent {
                 request_body_bytes_max: 16 << 20,
             };
             let handle =
-                tokio::task::spawn_local(tunnel::run(self.env.clone(), tcfg, shared.clone(), ep.clone(), mtls.clone()));
+                tokio::task::spawn_local(tunnel::run(self.env.clone(), tcfg, shared.clone(), ep.clone()));
             tunnels.insert(ep.clone(), handle);
         }
     }

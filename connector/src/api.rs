@@ -72,3 +72,17 @@ pub struct BootstrapResponse {
     pub connection_limit: u32,
     pub trust_renewal_interval_min: u64,
 }
+
+/// `POST https://{tenant}.renewtrust.msappproxy.net/renew` (mTLS with the
+/// current certificate): a new key's CSR for a new client certificate.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RenewRequest {
+    pub connector_id: String,
+    pub csr_pem: String,
+}
+
+/// The renewed client certificate.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RenewResponse {
+    pub certificate_pem: String,
+}

@@ -117,9 +117,22 @@ pub fn unreachable(host: &str, port: u16, failure: &ConnectFailure) -> Diagnosti
     }
 }
 
-/// The diagnostic for a TLS failure against a service host.
+/// The diagnostic for a TLS failure against a service host (`error` as
+/// rustls spells it). [`crate::pki::Trust::explain`] refines certificate
+/// failures with the chain that was seen.
 pub fn tls_failure(host: &str, port: u16, error: &str) -> Diagnostic {
-    if error.contains("UnknownIssuer") || error.contains("invalid peer certificate: UnknownIssuer") {
+    if let Some(d) = client_cert_alert(host, port, error) {
+        return d;
+    }
+    if error.contains("ProtocolVersion") || error.contains("Tls12NotOffered") || error.contains("PeerIncompatible") {
+        Diagnostic::new(
+            "TLS-MIN12",
+            "peer-too-old",
+            Some(12015),
+            format!("{host}:{port} does not speak TLS 1.2 or 1.3, the only versions the connector offers ({error})"),
+            "TLS 1.2 is the minimum: if a proxy or firewall terminates TLS with an older version, exempt the service or upgrade it",
+        )
+    } else if error.contains("UnknownIssuer") {
         Diagnostic::new(
             "TLS-ROOTS",
             "untrusted-issuer",
@@ -144,4 +157,33 @@ pub fn tls_failure(host: &str, port: u16, error: &str) -> Diagnostic {
             "make sure TLS 1.2 or later is enabled and nothing between connector and service terminates TLS",
         )
     }
+}
+
+/// The service refused the connector's client certificate: the alert it
+/// sent, as a diagnostic. Under TLS 1.3 this arrives on the first read.
+pub fn client_cert_alert(host: &str, port: u16, error: &str) -> Option<Diagnostic> {
+    let (finding, what, remedy) = if error.contains("CertificateRevoked") {
+        ("revoked", "is revoked", "the connector was deleted or its certificate revoked: register it again")
+    } else if error.contains("CertificateExpired") {
+        (
+            "expired",
+            "has expired",
+            "re-registration failed: trust certificate expired; register the connector again",
+        )
+    } else if error.contains("CertificateRequired") || error.contains("BadCertificate") || error.contains("UnknownCA") {
+        (
+            "refused",
+            "was not accepted",
+            "if a proxy inspects TLS it cannot forward the certificate: exempt the service; else register again",
+        )
+    } else {
+        return None;
+    };
+    Some(Diagnostic::new(
+        "TLS-CLIENT",
+        finding,
+        Some(12019),
+        format!("{host}:{port} refused the connector's client certificate: it {what} ({error})"),
+        remedy,
+    ))
 }

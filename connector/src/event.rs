@@ -32,6 +32,12 @@ pub enum AgentEvent {
     DuplicateRefused { id: u64, endpoint: String },
     /// A request was answered with this status.
     RequestServed { id: u64, status: u16 },
+    /// A revocation list was downloaded (port 80).
+    CrlFetched { url: String, revoked: usize },
+    /// An OCSP responder answered for a service certificate.
+    OcspChecked { url: String, status: String },
+    /// The client certificate was renewed over mTLS.
+    CertificateRenewed { cert_serial: String, valid_for_h: u64 },
     /// A diagnostic finding.
     Diagnostic(Diagnostic),
     /// The agent stopped, with why.

@@ -3,14 +3,12 @@
 //! timeout and every failure is classified, so the agent can say which host,
 //! port and phase broke.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::rt::TokioIo;
-use rustls::pki_types::ServerName;
-use rustls::ClientConfig;
+use rustls::pki_types::{CertificateDer, ServerName};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio_rustls::client::TlsStream;
@@ -18,6 +16,8 @@ use tokio_rustls::client::TlsStream;
 use crate::api::ErrorBody;
 use crate::diag::{self, ConnectFailure, Diagnostic};
 use crate::env::{BoxStream, Env};
+use crate::pki::cert::HttpUrl;
+use crate::pki::ServiceTls;
 
 /// Largest response body accepted from a service.
 pub const SERVICE_BODY_BYTES_MAX: usize = 1 << 20;
@@ -28,7 +28,9 @@ pub enum CallError {
     #[error("connect to {host}:{port}: {failure}")]
     Connect { host: String, port: u16, failure: ConnectFailure },
     #[error("TLS with {host}:{port}: {error}")]
-    Tls { host: String, port: u16, error: String },
+    Tls { host: String, port: u16, error: String, diagnostic: Box<Diagnostic> },
+    #[error("{host}:{port} refused: {}", .diagnostic.message)]
+    Revocation { host: String, port: u16, diagnostic: Box<Diagnostic> },
     #[error("HTTP exchange with {host}:{port} failed: {error}")]
     Http { host: String, port: u16, error: String },
     #[error("{host} answered HTTP {status}: {message}")]
@@ -44,19 +46,11 @@ impl CallError {
     pub fn diagnostic(&self) -> Diagnostic {
         match self {
             CallError::Connect { host, port, failure } => diag::unreachable(host, *port, failure),
-            CallError::Tls { host, port, error } => diag::tls_failure(host, *port, error),
+            CallError::Tls { diagnostic, .. } | CallError::Revocation { diagnostic, .. } => (**diagnostic).clone(),
             CallError::Http { host, port, error } => {
                 // Under TLS 1.3 a refused client certificate surfaces on the
                 // first read, as an HTTP-level failure carrying the alert.
-                if error.contains("certificate") || error.contains("Certificate") {
-                    Diagnostic::new(
-                        "TLS-CLIENT",
-                        "refused",
-                        Some(12019),
-                        format!("{host}:{port} refused the connector's client certificate ({error})"),
-                        "the connector's certificate is not accepted: register the connector again",
-                    )
-                } else {
+                diag::client_cert_alert(host, *port, error).unwrap_or_else(|| {
                     Diagnostic::new(
                         "NET-443",
                         "broken-exchange",
@@ -64,7 +58,7 @@ impl CallError {
                         format!("exchange with {host}:{port} broke off: {error}"),
                         "check for proxies or firewalls that cut long or TLS connections",
                     )
-                }
+                })
             }
             CallError::Status { host, status, code, message } => Diagnostic::new(
                 "SVC",
@@ -89,28 +83,104 @@ impl CallError {
     }
 }
 
-/// Opens TCP then TLS to `host:port` through the environment's network.
+async fn connect_tcp(env: &Env, host: &str, port: u16, timeout: Duration) -> Result<BoxStream, CallError> {
+    match crate::time::timeout(timeout, env.net.connect(host, port)).await {
+        Ok(Ok(s)) => Ok(s),
+        Ok(Err(e)) => Err(CallError::Connect { host: host.into(), port, failure: ConnectFailure::from_io(&e) }),
+        Err(_) => Err(CallError::Connect { host: host.into(), port, failure: ConnectFailure::TimedOut }),
+    }
+}
+
+/// Opens TCP then TLS to `host:port` through the environment's network,
+/// then checks the revocation status of the chain the server presented
+/// (before any byte is sent over it).
 pub async fn open_tls(
     env: &Env,
-    tls: Arc<ClientConfig>,
+    tls: &ServiceTls,
     host: &str,
     port: u16,
     timeout: Duration,
 ) -> Result<TlsStream<BoxStream>, CallError> {
-    let tcp = match crate::time::timeout(timeout, env.net.connect(host, port)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return Err(CallError::Connect { host: host.into(), port, failure: ConnectFailure::from_io(&e) }),
-        Err(_) => return Err(CallError::Connect { host: host.into(), port, failure: ConnectFailure::TimedOut }),
-    };
-    let name = ServerName::try_from(host.to_string()).map_err(|e| CallError::Tls {
-        host: host.into(),
-        port,
-        error: format!("invalid server name: {e}"),
+    let tcp = connect_tcp(env, host, port, timeout).await?;
+    let name = ServerName::try_from(host.to_string()).map_err(|e| {
+        let error = format!("invalid server name: {e}");
+        CallError::Tls {
+            host: host.into(),
+            port,
+            diagnostic: Box::new(diag::tls_failure(host, port, &error)),
+            error,
+        }
     })?;
-    let connector = tokio_rustls::TlsConnector::from(tls);
-    match crate::time::timeout(timeout, connector.connect(name, tcp)).await {
-        Ok(Ok(s)) => Ok(s),
-        Ok(Err(e)) => Err(CallError::Tls { host: host.into(), port, error: tls_error_text(&e) }),
+    let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
+    let stream = match crate::time::timeout(timeout, connector.connect(name, tcp)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            let error = tls_error_text(&e);
+            let diagnostic = Box::new(tls.trust.explain(host, port, &error, env.clock.now()));
+            return Err(CallError::Tls { host: host.into(), port, error, diagnostic });
+        }
+        Err(_) => return Err(CallError::Timeout { host: host.into(), port, timeout }),
+    };
+    let chain: Vec<CertificateDer<'static>> =
+        stream.get_ref().1.peer_certificates().map(|c| c.iter().map(|c| c.clone().into_owned()).collect()).unwrap_or_default();
+    if let Err(failure) = tls.trust.revocation.check(env, &tls.trust.anchors, host, &chain).await {
+        return Err(CallError::Revocation { host: host.into(), port, diagnostic: Box::new(failure.diagnostic(host)) });
+    }
+    Ok(stream)
+}
+
+/// A plain HTTP answer (revocation data).
+#[derive(Debug, Clone)]
+pub struct PlainResponse {
+    pub status: u16,
+    /// The server's `Date` header, for clock-skew diagnosis.
+    pub date: Option<SystemTime>,
+    pub body: Bytes,
+}
+
+/// One plain-HTTP exchange: GET `url`, or POST `body` (content type, bytes)
+/// to it. The answer is limited to `limit` bytes.
+pub async fn plain_request(
+    env: &Env,
+    url: &HttpUrl,
+    body: Option<(&str, Vec<u8>)>,
+    timeout: Duration,
+    limit: usize,
+) -> Result<PlainResponse, CallError> {
+    let (host, port) = (url.host.as_str(), url.port);
+    let http_err = |e: String| CallError::Http { host: host.into(), port, error: e };
+    let exchange = async {
+        let stream = connect_tcp(env, host, port, timeout).await?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| http_err(e.to_string()))?;
+        tokio::task::spawn_local(async move {
+            let _ = conn.await;
+        });
+        let mut req = http::Request::builder().uri(url.path.as_str()).header(http::header::HOST, host);
+        let payload = match body {
+            Some((content_type, bytes)) => {
+                req = req.method(http::Method::POST).header(http::header::CONTENT_TYPE, content_type);
+                Bytes::from(bytes)
+            }
+            None => Bytes::new(),
+        };
+        let req = req.body(Full::new(payload)).map_err(|e| http_err(e.to_string()))?;
+        let resp = sender.send_request(req).await.map_err(|e| http_err(hyper_error_text(&e)))?;
+        let status = resp.status().as_u16();
+        let date = resp
+            .headers()
+            .get(http::header::DATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| httpdate::parse_http_date(v).ok());
+        let bytes = Limited::new(resp.into_body(), limit)
+            .collect()
+            .await
+            .map_err(|e| http_err(format!("body: {e} (limit {limit} bytes)")))?
+            .to_bytes();
+        Ok::<_, CallError>(PlainResponse { status, date, body: bytes })
+    };
+    match crate::time::timeout(timeout, exchange).await {
+        Ok(r) => r,
         Err(_) => Err(CallError::Timeout { host: host.into(), port, timeout }),
     }
 }
@@ -127,7 +197,7 @@ pub fn tls_error_text(e: &std::io::Error) -> String {
 /// One JSON request/response exchange over HTTPS.
 pub struct ServiceCall<'a> {
     pub env: &'a Env,
-    pub tls: Arc<ClientConfig>,
+    pub tls: &'a ServiceTls,
     pub host: &'a str,
     pub port: u16,
     pub timeout: Duration,
@@ -143,7 +213,7 @@ impl ServiceCall<'_> {
         bearer: Option<&str>,
     ) -> Result<Resp, CallError> {
         let (host, port) = (self.host, self.port);
-        let stream = open_tls(self.env, self.tls.clone(), host, port, self.timeout).await?;
+        let stream = open_tls(self.env, self.tls, host, port, self.timeout).await?;
         let http_err = |e: String| CallError::Http { host: host.into(), port, error: e };
         let exchange = async {
             let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))

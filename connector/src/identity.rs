@@ -124,6 +124,18 @@ impl Identity {
         Ok(())
     }
 
+    /// The client certificate's facts (validity, serial).
+    pub fn certificate(&self) -> Result<crate::pki::cert::CertInfo, String> {
+        let certs = parse_pem_certs(&self.cert_pem)?;
+        let first = certs.first().ok_or_else(|| "cert.pem holds no certificate".to_string())?;
+        crate::pki::cert::CertInfo::parse(first, "client certificate").map_err(|e| e.to_string())
+    }
+
+    /// The same connector with a new key and certificate (renewal).
+    pub fn renewed(&self, key: &rcgen::KeyPair, cert_pem: String) -> Identity {
+        Identity::new(self.connector_id.clone(), self.tenant_id.clone(), key, cert_pem)
+    }
+
     /// The certificate chain and key for mTLS.
     pub fn client_auth(&self) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), String> {
         let certs = parse_pem_certs(&self.cert_pem)?;

@@ -14,6 +14,7 @@ pub mod env;
 pub mod event;
 pub mod http;
 pub mod identity;
+pub mod pki;
 pub mod proto;
 pub mod time;
 pub mod tls;

@@ -13,7 +13,8 @@ use rustls::crypto::{
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use rustls::time_provider::TimeProvider;
-use rustls::{ClientConfig, NamedGroup, RootCertStore};
+use rustls::client::danger::ServerCertVerifier;
+use rustls::{ClientConfig, NamedGroup};
 
 use crate::env::{Clock, Entropy};
 
@@ -104,19 +105,17 @@ impl TlsContext {
     }
 
     /// A client configuration offering TLS 1.3 and 1.2 only (TLS-MIN12),
-    /// verifying the server against `roots`, with an optional client
+    /// verifying the server with `verifier`, with an optional client
     /// certificate for mTLS.
     pub fn client_config(
         &self,
-        roots: Arc<RootCertStore>,
+        verifier: Arc<dyn ServerCertVerifier>,
         client_auth: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
     ) -> Result<ClientConfig, rustls::Error> {
-        let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(roots, self.provider.clone())
-            .build()
-            .map_err(|e| rustls::Error::General(format!("server verifier: {e}")))?;
         let builder = ClientConfig::builder_with_details(self.provider.clone(), self.time.clone())
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-            .with_webpki_verifier(verifier);
+            .dangerous()
+            .with_custom_certificate_verifier(verifier);
         match client_auth {
             Some((chain, key)) => builder.with_client_auth_cert(chain, key),
             None => Ok(builder.with_no_client_auth()),

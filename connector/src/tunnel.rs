@@ -9,11 +9,9 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::rc::Rc;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use rustls::ClientConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -24,6 +22,7 @@ use crate::backoff::Backoff;
 use crate::env::Env;
 use crate::event::AgentEvent;
 use crate::http::open_tls;
+use crate::pki::ServiceTls;
 use crate::proto::{CancelReason, Event, RequestHead, Role, Session, SessionConfig, SessionError};
 
 /// Request ids already accepted, bounded: the oldest are forgotten first.
@@ -72,6 +71,8 @@ pub struct TunnelConfig {
 pub struct Shared {
     pub seen: RefCell<SeenIds>,
     pub inflight: RefCell<usize>,
+    /// The TLS client with the current client certificate.
+    pub tls: RefCell<ServiceTls>,
 }
 
 /// Why a tunnel session ended.
@@ -85,18 +86,28 @@ enum End {
 
 /// Keeps a tunnel to `endpoint` open for as long as the task lives,
 /// reconnecting with jittered exponential backoff.
-pub async fn run(env: Env, cfg: TunnelConfig, shared: Rc<Shared>, endpoint: RelayEndpoint, tls: Arc<ClientConfig>) {
+pub async fn run(env: Env, cfg: TunnelConfig, shared: Rc<Shared>, endpoint: RelayEndpoint) {
     let name = endpoint.to_string();
     let mut attempt: u32 = 0;
     let mut reported = false;
     loop {
-        match open_tls(&env, tls.clone(), &endpoint.host, endpoint.port, cfg.connect_timeout).await {
+        // The current client certificate (renewal replaces it).
+        let tls = shared.tls.borrow().clone();
+        match open_tls(&env, &tls, &endpoint.host, endpoint.port, cfg.connect_timeout).await {
             Ok(stream) => {
                 let end = drive(&env, &cfg, &shared, &name, stream).await;
                 let (reason, healthy) = match end {
                     (End::Drained, _) => ("drained after GoAway".to_string(), true),
                     (End::Failed(r), was_up) => (r, was_up),
                 };
+                // Refused before Hello: under TLS 1.3 a rejected client
+                // certificate shows up here, as an alert on the first read.
+                if !healthy && !reported {
+                    if let Some(d) = crate::diag::client_cert_alert(&endpoint.host, endpoint.port, &reason) {
+                        env.emit(AgentEvent::Diagnostic(d));
+                        reported = true;
+                    }
+                }
                 env.emit(AgentEvent::TunnelDown { endpoint: name.clone(), reason });
                 if healthy {
                     attempt = 0;

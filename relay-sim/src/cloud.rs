@@ -19,13 +19,14 @@ use connector::api::RelayEndpoint;
 use connector::env::{Clock, Entropy};
 use connector::proto::{CancelReason, Headers, RequestHead};
 use connector::tls::TlsContext;
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use tokio::sync::mpsc;
 
 use crate::directory::{ConnectorRecord, Role, Tenant};
 use crate::event::{CloudEvent, CloudSink};
-use crate::pki::{Pki, PkiError};
+use crate::pki::{Generation, Pki, PkiError, PkiTimers};
 
 /// How the cloud is laid out and timed.
 #[derive(Debug, Clone)]
@@ -34,6 +35,7 @@ pub struct CloudConfig {
     pub login_host: String,
     pub registration_host: String,
     pub bootstrap_host: String,
+    pub renewtrust_host: String,
     pub ingress_host: String,
     pub relay_endpoints: Vec<RelayEndpoint>,
     pub bootstrap_interval_s: u64,
@@ -43,6 +45,9 @@ pub struct CloudConfig {
     /// timeout plus margin).
     pub dispatch_timeout: Duration,
     pub token_lifetime: Duration,
+    pub pki: PkiTimers,
+    /// Name of the enterprise CA an inspection box re-signs with.
+    pub enterprise_ca: String,
 }
 
 impl CloudConfig {
@@ -57,6 +62,7 @@ impl CloudConfig {
             login_host: "login.microsoftonline.com".into(),
             registration_host: format!("{}.registration.msappproxy.net", tenant.id),
             bootstrap_host: format!("{}.bootstrap.msappproxy.net", tenant.id),
+            renewtrust_host: format!("{}.renewtrust.msappproxy.net", tenant.id),
             ingress_host: format!("{}.ingress.msappproxy.net", tenant.id),
             tenant,
             relay_endpoints,
@@ -65,6 +71,8 @@ impl CloudConfig {
             connection_limit: 200,
             dispatch_timeout: Duration::from_secs(90),
             token_lifetime: Duration::from_secs(3600),
+            pki: PkiTimers::default(),
+            enterprise_ca: "Contoso Outbound Inspection CA".into(),
         }
     }
 
@@ -74,6 +82,7 @@ impl CloudConfig {
             self.login_host.clone(),
             self.registration_host.clone(),
             self.bootstrap_host.clone(),
+            self.renewtrust_host.clone(),
             self.ingress_host.clone(),
         ];
         hosts.extend(self.relay_endpoints.iter().map(|e| e.host.clone()));
@@ -131,6 +140,9 @@ pub struct TunnelHandle {
 
 #[derive(Default)]
 struct State {
+    /// Server configurations by (host, mTLS), dropped on any PKI change.
+    configs: BTreeMap<(String, bool), Arc<ServerConfig>>,
+    revoked_connectors: std::collections::BTreeSet<String>,
     tokens: BTreeMap<String, Token>,
     connectors: BTreeMap<String, ConnectorRecord>,
     tunnels: BTreeMap<u64, TunnelHandle>,
@@ -148,6 +160,32 @@ pub struct Cloud {
     pki: RefCell<Pki>,
     events: Rc<dyn CloudSink>,
     state: RefCell<State>,
+    /// Bumped when a connector is revoked: its live tunnels end.
+    revocations: tokio::sync::watch::Sender<u64>,
+}
+
+/// A service host's TLS configuration as the cloud holds it now (it
+/// changes with root rotation and revocations).
+pub struct CloudTls {
+    cloud: Rc<Cloud>,
+    host: String,
+    mtls: bool,
+}
+
+impl crate::server::TlsSource for CloudTls {
+    fn config(&self) -> Option<Arc<ServerConfig>> {
+        match self.cloud.server_config(&self.host, self.mtls) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!("{e}");
+                None
+            }
+        }
+    }
+
+    fn refused(&self, reason: String) {
+        self.cloud.emit(CloudEvent::TlsRefused { host: self.host.clone(), reason });
+    }
 }
 
 /// Why the cloud could not be built.
@@ -166,7 +204,7 @@ impl Cloud {
         entropy: Arc<dyn Entropy>,
         events: Rc<dyn CloudSink>,
     ) -> Result<Rc<Cloud>, CloudError> {
-        let pki = Pki::generate(entropy.as_ref(), clock.now(), &config.service_hosts())?;
+        let pki = Pki::generate(entropy.clone(), clock.now(), &config.service_hosts(), &config.enterprise_ca, config.pki)?;
         let tls = TlsContext::new(entropy.clone(), clock.clone());
         Ok(Rc::new(Cloud {
             config,
@@ -176,6 +214,7 @@ impl Cloud {
             pki: RefCell::new(pki),
             events,
             state: RefCell::new(State::default()),
+            revocations: tokio::sync::watch::channel(0).0,
         }))
     }
 
@@ -187,36 +226,114 @@ impl Cloud {
         self.clock.now()
     }
 
-    /// The service root in DER (what connector hosts trust).
-    pub fn root_der(&self) -> rustls::pki_types::CertificateDer<'static> {
-        self.pki.borrow().root_der()
+    /// The service's root of generation `g` (DER).
+    pub fn root_der(&self, g: Generation) -> CertificateDer<'static> {
+        self.pki.borrow().root_der(g)
     }
 
-    pub fn root_pem(&self) -> String {
-        self.pki.borrow().root_pem()
+    pub fn root_pem(&self, g: Generation) -> String {
+        self.pki.borrow().root_pem(g)
+    }
+
+    /// The roots the service uses, all generations (what the connector
+    /// product ships as its service roots).
+    pub fn service_roots(&self) -> Vec<CertificateDer<'static>> {
+        self.pki.borrow().service_roots()
+    }
+
+    /// The enterprise (inspection) CA's certificate.
+    pub fn enterprise_root_der(&self) -> CertificateDer<'static> {
+        self.pki.borrow().enterprise_root_der()
+    }
+
+    /// Changes the PKI (rotation, revocation, faults); cached server
+    /// configurations are rebuilt on next use.
+    pub fn with_pki<T>(&self, f: impl FnOnce(&mut Pki) -> T) -> T {
+        let out = f(&mut self.pki.borrow_mut());
+        self.state.borrow_mut().configs.clear();
+        out
+    }
+
+    /// Reads the PKI.
+    pub fn pki(&self) -> std::cell::Ref<'_, Pki> {
+        self.pki.borrow()
+    }
+
+    /// Moves every service host to the chains of generation `g`.
+    pub fn rotate_root(&self, g: Generation) {
+        self.with_pki(|p| p.rotate_to(g));
+        self.emit(CloudEvent::RootRotated { to: format!("{g:?}") });
+    }
+
+    /// Revokes a connector's certificates and ends its live tunnels.
+    pub fn revoke_connector(&self, connector_id: &str) {
+        let now = self.now();
+        let n = self.with_pki(|p| p.revoke_connector(connector_id, now));
+        self.state.borrow_mut().revoked_connectors.insert(connector_id.to_string());
+        self.revocations.send_modify(|v| *v += 1);
+        self.emit(CloudEvent::ConnectorRevoked { connector_id: connector_id.to_string(), certificates: n });
+    }
+
+    pub fn is_revoked(&self, connector_id: &str) -> bool {
+        self.state.borrow().revoked_connectors.contains(connector_id)
+    }
+
+    /// Changes whenever a connector is revoked.
+    pub fn revocations(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.revocations.subscribe()
     }
 
     /// TLS server configuration for `host`; with `mtls`, a client
-    /// certificate from the connector CA is required.
+    /// certificate from the connector CA, not revoked, is required.
     pub fn server_config(&self, host: &str, mtls: bool) -> Result<Arc<ServerConfig>, CloudError> {
+        let key = (host.to_string(), mtls);
+        if let Some(cfg) = self.state.borrow().configs.get(&key) {
+            return Ok(cfg.clone());
+        }
         let err = |e: String| CloudError::Tls { host: host.to_string(), error: e };
         let pki = self.pki.borrow();
-        let id = pki.server(host).ok_or_else(|| err("no certificate for this host name".into()))?;
-        let builder = ServerConfig::builder_with_details(self.tls.provider.clone(), self.tls.time.clone())
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-            .map_err(|e| err(e.to_string()))?;
-        let builder = if mtls {
+        let id = pki.server(host).ok_or_else(|| err("no certificate for this host name".into()))?.clone();
+        let cfg = if mtls {
+            let crl = pki.connector_crl(self.now()).map_err(|e| err(e.to_string()))?;
             let mut roots = RootCertStore::empty();
             roots.add(pki.connector_ca_der()).map_err(|e| err(e.to_string()))?;
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), self.tls.provider.clone())
+                .with_crls(vec![CertificateRevocationListDer::from(crl)])
                 .build()
                 .map_err(|e| err(e.to_string()))?;
-            builder.with_client_cert_verifier(verifier)
+            self.server_builder(host)?.with_client_cert_verifier(verifier)
         } else {
-            builder.with_no_client_auth()
+            self.server_builder(host)?.with_no_client_auth()
         };
-        let cfg = builder.with_single_cert(id.chain.clone(), id.key()).map_err(|e| err(e.to_string()))?;
-        Ok(Arc::new(cfg))
+        drop(pki);
+        let cfg = Arc::new(cfg.with_single_cert(id.chain.clone(), id.key()).map_err(|e| err(e.to_string()))?);
+        self.state.borrow_mut().configs.insert(key, cfg.clone());
+        Ok(cfg)
+    }
+
+    fn server_builder(
+        &self,
+        host: &str,
+    ) -> Result<rustls::ConfigBuilder<ServerConfig, rustls::WantsVerifier>, CloudError> {
+        ServerConfig::builder_with_details(self.tls.provider.clone(), self.tls.time.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(|e| CloudError::Tls { host: host.to_string(), error: e.to_string() })
+    }
+
+    /// What an inspection box presents for `host`: a certificate re-signed
+    /// by the enterprise CA.
+    pub fn forged_config(&self, host: &str) -> Result<Arc<ServerConfig>, CloudError> {
+        let err = |e: String| CloudError::Tls { host: host.to_string(), error: e };
+        let now = self.now();
+        let id = self.pki.borrow_mut().forged(host, now).map_err(|e| err(e.to_string()))?;
+        let cfg = self.server_builder(host)?.with_no_client_auth();
+        let key = id.key();
+        Ok(Arc::new(cfg.with_single_cert(id.chain, key).map_err(|e| err(e.to_string()))?))
+    }
+
+    /// The TLS source of a service host, for [`crate::server::accept_tls`].
+    pub fn tls_source(self: &Rc<Self>, host: &str, mtls: bool) -> CloudTls {
+        CloudTls { cloud: self.clone(), host: host.to_string(), mtls }
     }
 
     /// Random hex of `bytes` bytes from the cloud's entropy.
@@ -267,6 +384,17 @@ impl Cloud {
             group,
         });
         Ok((id, pem))
+    }
+
+    /// Signs a renewal CSR for a registered, unrevoked connector.
+    pub fn renew_connector(&self, connector_id: &str, csr_pem: &str) -> Result<String, PkiError> {
+        if !self.is_registered(connector_id) || self.is_revoked(connector_id) {
+            return Err(PkiError::BadCsr(format!("connector {connector_id} is not registered")));
+        }
+        let now = self.now();
+        let pem = self.pki.borrow_mut().sign_connector_csr(csr_pem, connector_id, now)?;
+        self.emit(CloudEvent::CertificateRenewed { connector_id: connector_id.to_string() });
+        Ok(pem)
     }
 
     /// Records a heartbeat; false if the connector is unknown.

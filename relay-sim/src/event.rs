@@ -42,6 +42,40 @@ pub enum CloudEvent {
         endpoint: String,
         attempt: u32,
     },
+    /// A TLS handshake on a service host was refused (e.g. no or a
+    /// revoked client certificate).
+    TlsRefused {
+        host: String,
+        reason: String,
+    },
+    /// An inspection box intercepted a connection to `host`.
+    Intercepted {
+        host: String,
+    },
+    /// The service's chains moved to another root generation.
+    RootRotated {
+        to: String,
+    },
+    ConnectorRevoked {
+        connector_id: String,
+        certificates: usize,
+    },
+    /// A server certificate was revoked.
+    ServerRevoked {
+        host: String,
+    },
+    /// A revocation list was served (port 80).
+    CrlServed {
+        url: String,
+    },
+    /// An OCSP request was answered.
+    OcspServed {
+        status: String,
+    },
+    /// A connector's client certificate was renewed.
+    CertificateRenewed {
+        connector_id: String,
+    },
     /// The ingress answered the user.
     UserAnswered {
         id: u64,

@@ -7,6 +7,7 @@ pub mod backend;
 pub mod cloud;
 pub mod directory;
 pub mod event;
+pub mod inspector;
 pub mod pki;
 pub mod serve;
 pub mod server;

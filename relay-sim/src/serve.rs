@@ -16,6 +16,7 @@ use crate::backend::{self, Behaviour, ServedLog};
 use crate::cloud::{Cloud, CloudConfig, CloudError};
 use crate::directory::{App, Role, Tenant, User};
 use crate::event::LogSink;
+use crate::pki::{Generation, REVOCATION_HOSTS};
 use crate::services;
 
 /// What to serve.
@@ -108,7 +109,9 @@ pub async fn start(opts: ServeOptions) -> Result<(Manifest, Rc<Cloud>, ServedLog
     std::fs::create_dir_all(&opts.state_dir)
         .map_err(|source| ServeError::Write { path: opts.state_dir.clone(), source })?;
     let root_pem = opts.state_dir.join("root.pem");
-    std::fs::write(&root_pem, cloud.root_pem())
+    // Both root generations: a host that trusts the service's current roots.
+    let roots = format!("{}{}", cloud.root_pem(Generation::Baltimore), cloud.root_pem(Generation::DigicertG2));
+    std::fs::write(&root_pem, roots)
         .map_err(|source| ServeError::Write { path: root_pem.clone(), source })?;
 
     let mut resolve = Vec::new();
@@ -122,6 +125,13 @@ pub async fn start(opts: ServeOptions) -> Result<(Manifest, Rc<Cloud>, ServedLog
     let (l, a) = bind(opts.bind).await?;
     resolve.push(format!("{}={a}", c.bootstrap_host));
     spawn_service(services::bootstrap::serve(cloud.clone(), l));
+    let (l, a) = bind(opts.bind).await?;
+    resolve.push(format!("{}={a}", c.renewtrust_host));
+    spawn_service(services::renewtrust::serve(cloud.clone(), l));
+    // One revocation server answers for every CRL/OCSP host name.
+    let (l, a) = bind(opts.bind).await?;
+    resolve.extend(REVOCATION_HOSTS.iter().map(|h| format!("{h}={a}")));
+    tokio::task::spawn_local(services::revocation::serve(cloud.clone(), l));
     for ep in &c.relay_endpoints {
         let (l, a) = bind(opts.bind).await?;
         resolve.push(format!("{}={a}", ep.host));

@@ -53,14 +53,34 @@ pub type Body = Full<Bytes>;
 /// Time allowed for a TLS handshake before the connection is dropped.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Where an accept loop gets its TLS configuration, per connection (the
+/// cloud's certificates change with root rotation and revocation), and
+/// where it reports refused handshakes.
+pub trait TlsSource {
+    fn config(&self) -> Option<Arc<ServerConfig>>;
+    fn refused(&self, reason: String);
+}
+
+/// A fixed configuration (real-mode tests, tools).
+impl TlsSource for Arc<ServerConfig> {
+    fn config(&self) -> Option<Arc<ServerConfig>> {
+        Some(self.clone())
+    }
+
+    fn refused(&self, reason: String) {
+        tracing::debug!("TLS accept failed: {reason}");
+    }
+}
+
 /// Accepts TLS connections and runs `on_conn` on each decrypted stream.
-pub async fn accept_tls<L, F, Fut>(listener: L, tls: Arc<ServerConfig>, on_conn: F)
+pub async fn accept_tls<L, T, F, Fut>(listener: L, tls: T, on_conn: F)
 where
     L: Listener,
+    T: TlsSource + 'static,
     F: Fn(ConnInfo, tokio_rustls::server::TlsStream<BoxStream>) -> Fut + Clone + 'static,
     Fut: Future<Output = ()> + 'static,
 {
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let tls = std::rc::Rc::new(tls);
     loop {
         let tcp = match listener.accept().await {
             Ok(s) => s,
@@ -70,13 +90,15 @@ where
                 continue;
             }
         };
-        let acceptor = acceptor.clone();
+        let Some(config) = tls.config() else { continue };
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
         let on_conn = on_conn.clone();
+        let tls = tls.clone();
         tokio::task::spawn_local(async move {
             let stream = match connector::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
-                    tracing::debug!("TLS accept failed: {e}");
+                    tls.refused(connector::http::tls_error_text(&e));
                     return;
                 }
                 Err(_) => return,
@@ -115,9 +137,10 @@ where
 }
 
 /// Serves HTTPS (`tls`) on `listener`.
-pub async fn serve_https<L, H, Fut>(listener: L, tls: Arc<ServerConfig>, handler: H)
+pub async fn serve_https<L, T, H, Fut>(listener: L, tls: T, handler: H)
 where
     L: Listener,
+    T: TlsSource + 'static,
     H: Fn(ConnInfo, Request<Incoming>) -> Fut + Clone + 'static,
     Fut: Future<Output = Response<Body>> + 'static,
 {

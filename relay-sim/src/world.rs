@@ -4,6 +4,7 @@
 //! connector.
 
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::io;
 use std::rc::Rc;
 use std::time::{Duration, SystemTime};
@@ -37,12 +38,7 @@ pub struct Rule {
 impl Rule {
     fn matches(&self, host: &str, port: u16) -> bool {
         let port_ok = self.port.is_none_or(|p| p == port);
-        let host_ok = self.host_suffix.as_deref().is_none_or(|s| {
-            let s = s.trim_start_matches('*');
-            let h = host.to_ascii_lowercase();
-            let s = s.to_ascii_lowercase();
-            h == s.trim_start_matches('.') || h.ends_with(&s)
-        });
+        let host_ok = self.host_suffix.as_deref().is_none_or(|s| suffix_matches(s, host));
         port_ok && host_ok
     }
 }
@@ -59,11 +55,38 @@ impl Firewall {
     }
 }
 
-/// turmoil's network behind a firewall. The firewall is shared so a
-/// timeline event can change it while the simulation runs.
-#[derive(Debug, Clone)]
+/// Where a TLS inspection box sits: outbound connections to these domain
+/// suffixes on port 443 reach it instead of their destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interception {
+    /// The simulation host of the inspection box.
+    pub inspector: String,
+    /// Domain suffixes it intercepts (`*.servicebus.windows.net`).
+    pub suffixes: Vec<String>,
+}
+
+impl Interception {
+    fn applies(&self, host: &str, port: u16) -> bool {
+        port == 443 && self.suffixes.iter().any(|s| suffix_matches(s, host))
+    }
+}
+
+fn suffix_matches(suffix: &str, host: &str) -> bool {
+    let s = suffix.trim_start_matches('*').to_ascii_lowercase();
+    let h = host.to_ascii_lowercase();
+    h == s.trim_start_matches('.') || h.ends_with(&s)
+}
+
+/// turmoil's network behind a firewall, with the world's DNS: names served
+/// by another simulation host (the six CRL/OCSP names share one server, as
+/// behind a CDN), and an optional inspection box in the path. The firewall
+/// is shared so a timeline event can change it while the simulation runs;
+/// it sees the name the connector asked for.
+#[derive(Debug, Clone, Default)]
 pub struct SimNet {
     pub firewall: Rc<RefCell<Firewall>>,
+    pub aliases: Rc<BTreeMap<String, String>>,
+    pub interception: Option<Rc<Interception>>,
 }
 
 impl Net for SimNet {
@@ -75,9 +98,13 @@ impl Net for SimNet {
                 Action::Drop => std::future::pending::<()>().await,
                 Action::Reject => return Err(io::Error::new(io::ErrorKind::ConnectionRefused, "rejected by firewall")),
             }
-            // Unknown names fail with NotFound, like a failed DNS lookup.
             let host = host.to_ascii_lowercase();
-            let s = turmoil::net::TcpStream::connect((host.as_str(), port)).await?;
+            let target = match &self.interception {
+                Some(i) if i.applies(&host, port) => i.inspector.clone(),
+                _ => self.aliases.get(&host).cloned().unwrap_or(host),
+            };
+            // Unknown names fail with NotFound, like a failed DNS lookup.
+            let s = turmoil::net::TcpStream::connect((target.as_str(), port)).await?;
             Ok(Box::new(s) as BoxStream)
         })
     }

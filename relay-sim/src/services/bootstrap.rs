@@ -14,7 +14,7 @@ use crate::pki::subject_cn;
 use crate::server::{error, json, serve_https, Body, ConnInfo, Listener};
 
 pub async fn serve(cloud: Rc<Cloud>, listener: impl Listener) -> Result<(), CloudError> {
-    let tls = cloud.server_config(&cloud.config.bootstrap_host, true)?;
+    let tls = cloud.tls_source(&cloud.config.bootstrap_host, true);
     serve_https(listener, tls, move |info: ConnInfo, req| handle(cloud.clone(), info, req)).await;
     Ok(())
 }

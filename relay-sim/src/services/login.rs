@@ -13,7 +13,7 @@ use crate::event::CloudEvent;
 use crate::server::{error, json, serve_https, Body, ConnInfo, Listener};
 
 pub async fn serve(cloud: Rc<Cloud>, listener: impl Listener) -> Result<(), CloudError> {
-    let tls = cloud.server_config(&cloud.config.login_host, false)?;
+    let tls = cloud.tls_source(&cloud.config.login_host, false);
     serve_https(listener, tls, move |_info: ConnInfo, req| handle(cloud.clone(), req)).await;
     Ok(())
 }

@@ -7,6 +7,8 @@ pub mod ingress;
 pub mod login;
 pub mod registration;
 pub mod relay;
+pub mod renewtrust;
+pub mod revocation;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};

@@ -19,7 +19,7 @@ use crate::server::{accept_tls, ConnInfo, Listener};
 
 /// Serves the relay endpoint `host`.
 pub async fn serve(cloud: Rc<Cloud>, host: String, listener: impl Listener) -> Result<(), CloudError> {
-    let tls = cloud.server_config(&host, true)?;
+    let tls = cloud.tls_source(&host, true);
     accept_tls(listener, tls, move |info: ConnInfo, stream| tunnel(cloud.clone(), host.clone(), info, stream)).await;
     Ok(())
 }
@@ -44,9 +44,10 @@ impl Drop for Registration {
 
 async fn tunnel(cloud: Rc<Cloud>, endpoint: String, info: ConnInfo, stream: TlsStream<BoxStream>) {
     let Some(connector_id) = info.client_certs.first().and_then(subject_cn) else { return };
-    if !cloud.is_registered(&connector_id) {
+    if !cloud.is_registered(&connector_id) || cloud.is_revoked(&connector_id) {
         return;
     }
+    let mut revocations = cloud.revocations();
     let origin = tokio::time::Instant::now();
     let now = || origin.elapsed();
     let mut cfg = SessionConfig::new(endpoint.clone());
@@ -96,6 +97,13 @@ async fn tunnel(cloud: Rc<Cloud>, endpoint: String, info: ConnInfo, stream: TlsS
                 }
             },
             _ = connector::time::sleep_until(deadline) => session.handle_timeout(now()).map_err(|e| e.to_string()),
+            Ok(()) = revocations.changed() => {
+                if cloud.is_revoked(&connector_id) {
+                    Err("connector certificate revoked".to_string())
+                } else {
+                    Ok(())
+                }
+            },
         };
         if let Err(r) = step {
             break r;

@@ -1,0 +1,506 @@
+//! Revocation checking of the service's certificate chains (TLS-REVOKE),
+//! over outbound port 80 (NET-80) to the hosts the certificates name
+//! (NET-CRL).
+//!
+//! rustls never fetches revocation data, so the connector does it after the
+//! handshake and before it sends a byte: every certificate below the root
+//! must be covered by its CRL (fetched from its distribution point, cached
+//! until `nextUpdate`, checked by rustls-webpki: signature, expiry, serial),
+//! and the leaf's OCSP responder is asked too (cached until its
+//! `nextUpdate`). OCSP is the fresher source: "revoked" there refuses the
+//! connection even while a cached CRL still says good; an OCSP responder that
+//! cannot be reached is a warning, since the CRL already answered; an OCSP
+//! answer that does not verify is a refusal. A status that cannot be learned
+//! refuses the connection under the default [`RevocationPolicy::HardFail`],
+//! as the real connector's host does.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, SystemTime};
+
+use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::RootCertStore;
+use webpki::{CertRevocationList, OwnedCertRevocationList};
+use x509_parser::prelude::FromDer;
+
+use super::cert::{CertError, CertInfo, HttpUrl};
+use super::ocsp::{self, OcspStatus};
+use crate::diag::{ConnectFailure, Diagnostic};
+use crate::env::Env;
+use crate::event::AgentEvent;
+use crate::http::{self, CallError};
+
+/// Largest CRL or OCSP answer accepted.
+pub const REVOCATION_BODY_BYTES_MAX: usize = 1 << 20;
+/// Time allowed for one CRL or OCSP fetch (Windows' default URL retrieval
+/// timeout).
+pub const FETCH_TIMEOUT: Duration = Duration::from_secs(15);
+/// A clock difference with the revocation servers beyond this is reported.
+pub const SKEW_TOLERANCE: Duration = Duration::from_secs(300);
+
+/// What to do when a revocation status cannot be learned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RevocationPolicy {
+    /// Refuse the connection (the default, as on the real host).
+    #[default]
+    HardFail,
+    /// Allow it with a warning diagnostic. Revoked certificates and answers
+    /// that do not verify are refused either way.
+    SoftFail,
+}
+
+/// Why a chain was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RevocationFailure {
+    /// A certificate could not be parsed.
+    BadCertificate(CertError),
+    /// A certificate names no CRL distribution point.
+    NoDistributionPoint { subject: String },
+    /// Revocation servers that could not be reached, and those that answered.
+    Unreachable { failed: Vec<(String, ConnectFailure)>, reached: Vec<String> },
+    /// A cached CRL expired and its server cannot be reached.
+    Stale { url: String, expired_s_ago: u64, failure: ConnectFailure },
+    /// A certificate of the chain is revoked.
+    Revoked { subject: String, serial: String, source: String },
+    /// A CRL or OCSP answer that is malformed, wrongly signed, about another
+    /// certificate, or too large.
+    BadResponse { url: String, what: String },
+    /// The host clock and the revocation servers' disagree.
+    ClockSkew { ahead_s: i64, url: String },
+}
+
+impl RevocationFailure {
+    /// The diagnostic for a connection to `host` refused for this reason.
+    pub fn diagnostic(&self, host: &str) -> Diagnostic {
+        match self {
+            RevocationFailure::BadCertificate(e) => Diagnostic::new(
+                "TLS-REVOKE",
+                "bad-certificate",
+                Some(12019),
+                format!("the certificate chain of {host} cannot be read: {e}"),
+                "a device between the connector and the service may be altering TLS",
+            ),
+            RevocationFailure::NoDistributionPoint { subject } => Diagnostic::new(
+                "TLS-REVOKE",
+                "no-distribution-point",
+                Some(12019),
+                format!("certificate {subject:?} presented by {host} names no CRL distribution point: its revocation status cannot be learned"),
+                "the service's certificates always name one: check for TLS inspection",
+            ),
+            RevocationFailure::Unreachable { failed, reached } => {
+                let list =
+                    failed.iter().map(|(h, f)| format!("{h}:80 ({f})")).collect::<Vec<_>>().join(", ");
+                let hosts = failed.iter().map(|(h, _)| h.as_str()).collect::<Vec<_>>().join(", ");
+                if reached.is_empty() {
+                    Diagnostic::new(
+                        "NET-80",
+                        "unreachable",
+                        Some(12020),
+                        format!(
+                            "revocation status of {host}'s certificates cannot be learned: no revocation server answered on port 80: {list}"
+                        ),
+                        format!("allow outbound TCP 80 to the CRL/OCSP hosts ({hosts}) on every firewall and proxy"),
+                    )
+                } else {
+                    Diagnostic::new(
+                        "NET-CRL",
+                        "unreachable",
+                        Some(12020),
+                        format!(
+                            "revocation status of {host}'s certificates cannot be learned: {list} could not be reached while {} answered",
+                            reached.join(", ")
+                        ),
+                        format!("add {hosts} (port 80) to the allow-list"),
+                    )
+                }
+            }
+            RevocationFailure::Stale { url, expired_s_ago, failure } => Diagnostic::new(
+                "NET-CRL",
+                "stale",
+                Some(12020),
+                format!(
+                    "the cached revocation list {url} expired {expired_s_ago}s ago and cannot be refreshed ({failure}); {host} is refused"
+                ),
+                "make sure the CRL hosts are reachable on port 80",
+            ),
+            RevocationFailure::Revoked { subject, serial, source } => Diagnostic::new(
+                "TLS-REVOKE",
+                "revoked",
+                Some(12019),
+                format!("certificate {subject:?} (serial {serial}) presented by {host} is revoked according to {source}"),
+                "the connection is refused; if the service's certificate is revoked, wait for the service to replace it",
+            ),
+            RevocationFailure::BadResponse { url, what } => Diagnostic::new(
+                "TLS-REVOKE",
+                "bad-response",
+                Some(12019),
+                format!("revocation answer from {url} for {host} is not acceptable: {what}"),
+                "the connection is refused; a proxy may be answering in the revocation server's place",
+            ),
+            RevocationFailure::ClockSkew { ahead_s, url } => skew_diagnostic(*ahead_s, url, host),
+        }
+    }
+}
+
+/// "The host clock is N ahead/behind" as a diagnostic.
+pub fn skew_diagnostic(ahead_s: i64, via: &str, host: &str) -> Diagnostic {
+    let amount = human(ahead_s.unsigned_abs());
+    let dir = if ahead_s > 0 { "ahead of" } else { "behind" };
+    Diagnostic::new(
+        "TLS-TIME",
+        "skew",
+        Some(12019),
+        format!(
+            "the host clock is {amount} {dir} the service's (Date of {via}); certificates and revocation lists of {host} look expired or not yet valid"
+        ),
+        "set the connector host's clock (time sync with the domain or NTP)",
+    )
+}
+
+fn human(secs: u64) -> String {
+    match secs {
+        s if s >= 86_400 => format!("{:.1} days", s as f64 / 86_400.0),
+        s if s >= 3600 => format!("{:.1} hours", s as f64 / 3600.0),
+        s if s >= 60 => format!("{} minutes", s / 60),
+        s => format!("{s} seconds"),
+    }
+}
+
+struct CachedCrl {
+    crl: OwnedCertRevocationList,
+    der: Vec<u8>,
+    next_update: SystemTime,
+}
+
+/// A CRL as it will be used, and where it came from.
+struct ChainCrl {
+    url: String,
+    crl: OwnedCertRevocationList,
+    der: Vec<u8>,
+}
+
+/// The revocation checker with its caches. One per agent.
+pub struct Revocation {
+    pub policy: RevocationPolicy,
+    crls: RefCell<BTreeMap<String, CachedCrl>>,
+    ocsp: RefCell<BTreeMap<(String, String), ocsp::OcspAnswer>>,
+    /// Seconds the host clock was ahead of the last revocation server heard.
+    last_skew: RefCell<Option<(i64, String)>>,
+    /// Warnings already reported (each once).
+    warned: RefCell<BTreeSet<String>>,
+}
+
+impl Revocation {
+    pub fn new(policy: RevocationPolicy) -> Self {
+        Revocation {
+            policy,
+            crls: RefCell::default(),
+            ocsp: RefCell::default(),
+            last_skew: RefCell::default(),
+            warned: RefCell::default(),
+        }
+    }
+
+    /// The clock difference with the revocation servers last observed, if
+    /// beyond tolerance: `(seconds the host is ahead, URL)`.
+    pub fn observed_skew(&self) -> Option<(i64, String)> {
+        self.last_skew.borrow().clone().filter(|(s, _)| s.unsigned_abs() > SKEW_TOLERANCE.as_secs())
+    }
+
+    fn warn(&self, env: &Env, d: Diagnostic) {
+        if self.warned.borrow_mut().insert(format!("{}|{}", d.code, d.message)) {
+            env.emit(AgentEvent::Diagnostic(d));
+        }
+    }
+
+    fn note_date(&self, env: &Env, url: &str, date: Option<SystemTime>) {
+        if let Some(date) = date {
+            let now = env.clock.now();
+            let ahead = match now.duration_since(date) {
+                Ok(d) => d.as_secs() as i64,
+                Err(e) => -(e.duration().as_secs() as i64),
+            };
+            *self.last_skew.borrow_mut() = Some((ahead, url.to_string()));
+        }
+    }
+
+    /// Checks the chain (`chain[0]` the leaf) `host` presented, anchored in
+    /// `anchors`. Returns `Ok` when the connection may be used.
+    pub async fn check(
+        &self,
+        env: &Env,
+        anchors: &RootCertStore,
+        host: &str,
+        chain: &[CertificateDer<'static>],
+    ) -> Result<(), RevocationFailure> {
+        let infos = chain
+            .iter()
+            .enumerate()
+            .map(|(i, c)| CertInfo::parse(c, &if i == 0 { "leaf".to_string() } else { format!("issuer #{i}") }))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(RevocationFailure::BadCertificate)?;
+        let now = env.clock.now();
+        let mut crls: Vec<ChainCrl> = Vec::new();
+        let mut failed: Vec<(String, ConnectFailure)> = Vec::new();
+        let mut reached: Vec<String> = Vec::new();
+        for info in &infos {
+            let Some(url) = info.crl_urls.first() else {
+                return Err(RevocationFailure::NoDistributionPoint { subject: info.subject.clone() });
+            };
+            match self.crl(env, url, now).await {
+                Ok(c) => {
+                    reached.push(host_of(url));
+                    crls.push(c);
+                }
+                Err(CrlFetch::Unreachable(f)) => failed.push((host_of(url), f)),
+                Err(CrlFetch::Failed(fail)) => return Err(fail),
+            }
+        }
+        reached.sort();
+        reached.dedup();
+        if !failed.is_empty() {
+            let failure = RevocationFailure::Unreachable { failed, reached };
+            match self.policy {
+                RevocationPolicy::HardFail => return Err(failure),
+                RevocationPolicy::SoftFail => {
+                    let mut d = failure.diagnostic(host);
+                    d.code = format!("{}.soft-fail", d.requirement);
+                    d.remedy = format!("allowed by the soft-fail revocation policy; {}", d.remedy);
+                    self.warn(env, d);
+                }
+            }
+        }
+        self.verify_with_webpki(anchors, chain, &infos, &crls, now)?;
+        self.check_ocsp(env, chain, &infos, now).await
+    }
+
+    fn verify_with_webpki(
+        &self,
+        anchors: &RootCertStore,
+        chain: &[CertificateDer<'static>],
+        infos: &[CertInfo],
+        crls: &[ChainCrl],
+        now: SystemTime,
+    ) -> Result<(), RevocationFailure> {
+        let lists: Vec<CertRevocationList<'_>> = crls.iter().map(|c| CertRevocationList::from(c.crl.clone())).collect();
+        let refs: Vec<&CertRevocationList<'_>> = lists.iter().collect();
+        let Ok(builder) = webpki::RevocationOptionsBuilder::new(&refs) else {
+            // No CRL at all: only possible under soft-fail with every server down.
+            return Ok(());
+        };
+        let status = match self.policy {
+            RevocationPolicy::HardFail => webpki::UnknownStatusPolicy::Deny,
+            RevocationPolicy::SoftFail => webpki::UnknownStatusPolicy::Allow,
+        };
+        let options = builder
+            .with_depth(webpki::RevocationCheckDepth::Chain)
+            .with_status_policy(status)
+            .with_expiration_policy(webpki::ExpirationPolicy::Enforce)
+            .build();
+        let ee = webpki::EndEntityCert::try_from(&chain[0]).map_err(|e| {
+            RevocationFailure::BadCertificate(CertError { what: "leaf".into(), reason: format!("{e:?}") })
+        })?;
+        let algs = rustls::crypto::ring::default_provider().signature_verification_algorithms.all;
+        let since = now.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+        let result = ee.verify_for_usage(
+            algs,
+            &anchors.roots,
+            &chain[1..],
+            UnixTime::since_unix_epoch(since),
+            webpki::KeyUsage::server_auth(),
+            Some(options),
+            None,
+        );
+        let urls = crls.iter().map(|c| c.url.as_str()).collect::<Vec<_>>().join(", ");
+        match result {
+            Ok(_) => Ok(()),
+            Err(webpki::Error::CrlExpired { .. }) => match self.observed_skew() {
+                Some((ahead_s, url)) => Err(RevocationFailure::ClockSkew { ahead_s, url }),
+                None => Err(RevocationFailure::BadResponse { url: urls, what: "revocation list expired".into() }),
+            },
+            Err(webpki::Error::CertRevoked) => Err(revoked_by_crl(chain, infos, crls)),
+            Err(e) => {
+                // Time errors while the revocation servers' clock disagrees with ours are skew.
+                let text = format!("{e:?}");
+                if let (true, Some((ahead_s, url))) =
+                    (text.contains("Expired") || text.contains("NotValidYet"), self.observed_skew())
+                {
+                    return Err(RevocationFailure::ClockSkew { ahead_s, url });
+                }
+                Err(RevocationFailure::BadResponse { url: urls, what: text })
+            }
+        }
+    }
+
+    async fn check_ocsp(
+        &self,
+        env: &Env,
+        chain: &[CertificateDer<'static>],
+        infos: &[CertInfo],
+        now: SystemTime,
+    ) -> Result<(), RevocationFailure> {
+        let (Some(leaf), Some(issuer), Some(url)) = (chain.first(), chain.get(1), infos[0].ocsp_urls.first()) else {
+            return Ok(());
+        };
+        let bad = |what: String| RevocationFailure::BadResponse { url: url.clone(), what };
+        let id = ocsp::cert_id(leaf, issuer).map_err(|e| bad(e.to_string()))?;
+        let key = (url.clone(), infos[0].serial.clone());
+        let cached = self.ocsp.borrow().get(&key).filter(|a| a.next_update.is_some_and(|n| n > now)).cloned();
+        let answer = match cached {
+            Some(a) => a,
+            None => {
+                let parsed: HttpUrl = url.parse().map_err(bad)?;
+                let body = ocsp::request_der(&id).map_err(|e| bad(e.to_string()))?;
+                let resp = http::plain_request(
+                    env,
+                    &parsed,
+                    Some(("application/ocsp-request", body)),
+                    FETCH_TIMEOUT,
+                    REVOCATION_BODY_BYTES_MAX,
+                )
+                .await;
+                let resp = match resp {
+                    Ok(r) => r,
+                    Err(e) => {
+                        if let Some(f) = unreachable(&e) {
+                            let d = Diagnostic::new(
+                                "NET-CRL",
+                                "ocsp-unreachable",
+                                Some(12020),
+                                format!(
+                                    "OCSP responder {}:80 cannot be reached ({f}); revocation was checked by CRL only",
+                                    parsed.host
+                                ),
+                                format!("add {} (port 80) to the allow-list", parsed.host),
+                            );
+                            self.warn(env, d);
+                            return Ok(());
+                        }
+                        return Err(bad(e.to_string()));
+                    }
+                };
+                self.note_date(env, url, resp.date);
+                if resp.status != 200 {
+                    return Err(bad(format!("HTTP {}", resp.status)));
+                }
+                let answer = ocsp::verify(&resp.body, &id, issuer, now).map_err(|e| match (&e, self.observed_skew()) {
+                    (ocsp::OcspError::Expired { .. } | ocsp::OcspError::NotYetValid { .. }, Some((ahead_s, url))) => {
+                        RevocationFailure::ClockSkew { ahead_s, url }
+                    }
+                    _ => bad(e.to_string()),
+                })?;
+                env.emit(AgentEvent::OcspChecked { url: url.clone(), status: status_word(&answer.status) });
+                self.ocsp.borrow_mut().insert(key, answer.clone());
+                answer
+            }
+        };
+        match answer.status {
+            OcspStatus::Good => Ok(()),
+            OcspStatus::Revoked { reason, .. } => Err(RevocationFailure::Revoked {
+                subject: infos[0].subject.clone(),
+                serial: infos[0].serial.clone(),
+                source: format!(
+                    "the OCSP responder {url}{}",
+                    reason.map(|r| format!(" (reason {r})")).unwrap_or_default()
+                ),
+            }),
+            OcspStatus::Unknown => Err(bad("the responder does not know this certificate".into())),
+        }
+    }
+
+    /// The CRL at `url`: from the cache while fresh, else fetched.
+    async fn crl(&self, env: &Env, url: &str, now: SystemTime) -> Result<ChainCrl, CrlFetch> {
+        let cached = self.crls.borrow().get(url).map(|c| (c.crl.clone(), c.der.clone(), c.next_update));
+        if let Some((crl, der, next_update)) = &cached {
+            if *next_update > now {
+                return Ok(ChainCrl { url: url.to_string(), crl: crl.clone(), der: der.clone() });
+            }
+        }
+        let bad = |what: String| CrlFetch::Failed(RevocationFailure::BadResponse { url: url.to_string(), what });
+        let parsed: HttpUrl = url.parse().map_err(bad)?;
+        let resp = match http::plain_request(env, &parsed, None, FETCH_TIMEOUT, REVOCATION_BODY_BYTES_MAX).await {
+            Ok(r) => r,
+            Err(e) => {
+                let Some(failure) = unreachable(&e) else { return Err(bad(e.to_string())) };
+                return Err(match cached {
+                    Some((_, _, next_update)) => CrlFetch::Failed(RevocationFailure::Stale {
+                        url: url.to_string(),
+                        expired_s_ago: now.duration_since(next_update).unwrap_or_default().as_secs(),
+                        failure,
+                    }),
+                    None => CrlFetch::Unreachable(failure),
+                });
+            }
+        };
+        self.note_date(env, url, resp.date);
+        if resp.status != 200 {
+            return Err(bad(format!("HTTP {}", resp.status)));
+        }
+        let crl = OwnedCertRevocationList::from_der(&resp.body).map_err(|e| bad(format!("not a valid CRL: {e:?}")))?;
+        let next_update = x509_parser::revocation_list::CertificateRevocationList::from_der(&resp.body)
+            .ok()
+            .and_then(|(_, c)| c.next_update())
+            .map(|t| SystemTime::UNIX_EPOCH + Duration::from_secs(t.timestamp().max(0).unsigned_abs()))
+            .ok_or_else(|| bad("CRL without nextUpdate".into()))?;
+        let revoked = x509_parser::revocation_list::CertificateRevocationList::from_der(&resp.body)
+            .map(|(_, c)| c.iter_revoked_certificates().count())
+            .unwrap_or(0);
+        env.emit(AgentEvent::CrlFetched { url: url.to_string(), revoked });
+        let der = resp.body.to_vec();
+        self.crls.borrow_mut().insert(url.to_string(), CachedCrl { crl: crl.clone(), der: der.clone(), next_update });
+        Ok(ChainCrl { url: url.to_string(), crl, der })
+    }
+}
+
+/// Names the certificate webpki found revoked (it only says "revoked"; the
+/// CRLs' signatures are verified by then).
+fn revoked_by_crl(chain: &[CertificateDer<'static>], infos: &[CertInfo], crls: &[ChainCrl]) -> RevocationFailure {
+    for (info, cert) in infos.iter().zip(chain) {
+        let Ok((_, parsed)) = x509_parser::prelude::X509Certificate::from_der(cert) else { continue };
+        for c in crls {
+            if crl_issuer_matches(&c.der, &parsed) && CertRevocationList::from(c.crl.clone()).find_serial(parsed.raw_serial()).ok().flatten().is_some() {
+                return RevocationFailure::Revoked {
+                    subject: info.subject.clone(),
+                    serial: info.serial.clone(),
+                    source: format!("the CRL at {}", c.url),
+                };
+            }
+        }
+    }
+    let urls = crls.iter().map(|c| c.url.as_str()).collect::<Vec<_>>().join(", ");
+    RevocationFailure::Revoked { subject: "a certificate of the chain".into(), serial: String::new(), source: urls }
+}
+
+enum CrlFetch {
+    Unreachable(ConnectFailure),
+    Failed(RevocationFailure),
+}
+
+/// The connection failure inside a call error, when the server could not
+/// be reached at all.
+fn unreachable(e: &CallError) -> Option<ConnectFailure> {
+    match e {
+        CallError::Connect { failure, .. } => Some(failure.clone()),
+        CallError::Timeout { .. } => Some(ConnectFailure::TimedOut),
+        _ => None,
+    }
+}
+
+fn host_of(url: &str) -> String {
+    url.parse::<HttpUrl>().map(|u| u.host).unwrap_or_else(|_| url.to_string())
+}
+
+fn status_word(s: &OcspStatus) -> String {
+    match s {
+        OcspStatus::Good => "good".into(),
+        OcspStatus::Revoked { .. } => "revoked".into(),
+        OcspStatus::Unknown => "unknown".into(),
+    }
+}
+
+/// Whether the CRL (DER) was issued by the certificate's issuer.
+fn crl_issuer_matches(crl_der: &[u8], cert: &x509_parser::prelude::X509Certificate<'_>) -> bool {
+    x509_parser::revocation_list::CertificateRevocationList::from_der(crl_der)
+        .is_ok_and(|(_, crl)| crl.issuer().as_raw() == cert.issuer().as_raw())
+}
