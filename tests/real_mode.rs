@@ -1,7 +1,8 @@
 //! Real mode, end to end, on 127.0.0.1: relay-sim serves the cloud on
 //! loopback ports with real TLS; the real agent runs on tokio sockets with
 //! `--resolve`-style overrides; a user request through the ingress reaches
-//! a local backend. Then a restarted connector reuses its stored identity.
+//! a local backend, with revocation checked against relay-sim's CRL and
+//! OCSP servers. Then a restarted connector reuses its stored identity.
 
 use std::io::{Read, Write};
 use std::rc::Rc;
@@ -107,6 +108,9 @@ fn connector_registers_and_serves_over_real_sockets() {
     let events = start_connector(&manifest, install.path().to_path_buf(), true);
     let seen = wait_tunnels(&events, 2);
     assert!(seen.iter().any(|e| matches!(e, AgentEvent::Registered { .. })), "{seen:?}");
+    // Revocation was checked over (loopback) port 80: CRLs and OCSP.
+    assert!(seen.iter().any(|e| matches!(e, AgentEvent::CrlFetched { .. })), "{seen:?}");
+    assert!(seen.iter().any(|e| matches!(e, AgentEvent::OcspChecked { status, .. } if status == "good")), "{seen:?}");
     assert!(install.path().join("identity/cert.pem").exists());
     assert!(install.path().join("identity/key.pem").exists());
 

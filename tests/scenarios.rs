@@ -60,9 +60,16 @@ fn main() {
     // Skipping idle time must not change anything: the same trace as
     // stepping every tick. Checked on the core scenarios (fixed stepping
     // costs seconds a scenario).
-    for name in ["happy-path", "relay-restart", "backend-down", "outbound-443-blocked"] {
+    for path in [
+        "core/happy-path",
+        "core/relay-restart",
+        "core/backend-down",
+        "core/outbound-443-blocked",
+        "pki/revoked-relay-certificate",
+    ] {
+        let name = path.rsplit('/').next().unwrap_or(path);
         trials.push(Trial::test(format!("determinism::skipping_idle_time_is_exact::{name}"), move || {
-            let file = scenario_dir().join(format!("core/{name}.toml"));
+            let file = scenario_dir().join(format!("{path}.toml"));
             let s = Scenario::load(&file).map_err(|e| Failed::from(e.to_string()))?;
             let skipped = run_with(&s, 3, Stepping::SkipIdle);
             let fixed = run_with(&s, 3, Stepping::Fixed);

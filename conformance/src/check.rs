@@ -11,7 +11,7 @@ use relay_sim::backend::ServedLog;
 use serde::Serialize;
 
 use crate::scenario::{Expect, Outcome};
-use crate::trace::{TraceEvent, UserEvent, What};
+use crate::trace::{TraceEvent, UserEvent, What, WorldEvent};
 
 /// What a run amounted to.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -34,6 +34,8 @@ pub struct Summary {
     /// Request marks a backend served more than once.
     pub duplicates: Vec<(String, u32)>,
     pub backend_served: u64,
+    /// Agent and cloud events by name (`crl_fetched`, `tls_refused`, ...).
+    pub events: BTreeMap<String, u32>,
 }
 
 impl Summary {
@@ -49,10 +51,22 @@ pub fn summarize(events: &[TraceEvent], logs: &ServedLog) -> Summary {
     let mut sent: BTreeMap<String, u64> = BTreeMap::new();
     let mut seen_diag: BTreeSet<Diagnostic> = BTreeSet::new();
     for e in events {
+        if let What::Agent(_) | What::Cloud(_) = &e.what {
+            if let Some(name) = event_name(&e.what) {
+                *s.events.entry(name).or_default() += 1;
+            }
+        }
         match &e.what {
             What::Agent(a) => match a {
-                AgentEvent::Registered { .. } | AgentEvent::IdentityLoaded { .. } => s.registered += 1,
-                AgentEvent::Stopped { reason } => s.stopped.push(format!("{}: {reason}", e.host)),
+                AgentEvent::Registered { .. } | AgentEvent::IdentityLoaded { .. } => {
+                    s.registered += 1;
+                    // A new boot of the host: whatever tunnels it had are gone.
+                    host_down(&mut tunnel_state, &e.host);
+                }
+                AgentEvent::Stopped { reason } => {
+                    s.stopped.push(format!("{}: {reason}", e.host));
+                    host_down(&mut tunnel_state, &e.host);
+                }
                 AgentEvent::BootstrapOk { .. } => s.bootstraps += 1,
                 AgentEvent::TunnelUp { endpoint } => {
                     s.tunnel_opens += 1;
@@ -87,7 +101,15 @@ pub fn summarize(events: &[TraceEvent], logs: &ServedLog) -> Summary {
                     s.requests_failed += 1;
                 }
             },
-            What::Cloud(_) | What::World(_) => {}
+            What::World(WorldEvent::Applied { what }) => {
+                // A crashed connector host keeps no tunnel.
+                if let Some(host) =
+                    what.strip_prefix("stop connector ").or_else(|| what.strip_prefix("restart connector "))
+                {
+                    host_down(&mut tunnel_state, host);
+                }
+            }
+            What::Cloud(_) => {}
         }
     }
     s.tunnels_up_at_end = tunnel_state.values().filter(|up| **up).count() as u32;
@@ -98,10 +120,30 @@ pub fn summarize(events: &[TraceEvent], logs: &ServedLog) -> Summary {
         Outcome::RegistrationFailed
     } else if s.tunnels_up_at_end > 0 {
         Outcome::Serving
+    } else if !s.stopped.is_empty() {
+        Outcome::Stopped
     } else {
         Outcome::NotServing
     });
     s
+}
+
+fn host_down(tunnels: &mut BTreeMap<(String, String), bool>, host: &str) {
+    for ((h, _), up) in tunnels.iter_mut() {
+        if h == host {
+            *up = false;
+        }
+    }
+}
+
+/// The `event` tag of an agent or cloud event.
+fn event_name(what: &What) -> Option<String> {
+    let value = match what {
+        What::Agent(a) => serde_json::to_value(a).ok()?,
+        What::Cloud(c) => serde_json::to_value(c).ok()?,
+        _ => return None,
+    };
+    value.get("event")?.as_str().map(str::to_string)
 }
 
 /// Everything in `expect` (and the invariants) that `s` violates.
@@ -155,6 +197,18 @@ pub fn check(expect: &Expect, s: &Summary, duration: Duration) -> Vec<String> {
     if let Some(n) = expect.tunnel_reconnects_min {
         if s.tunnel_reconnects < n {
             failures.push(format!("tunnel reconnects: expected at least {n}, got {}", s.tunnel_reconnects));
+        }
+    }
+    for (name, n) in &expect.events_min {
+        let got = s.events.get(name).copied().unwrap_or(0);
+        if got < *n {
+            failures.push(format!("event {name}: expected at least {n}, got {got}"));
+        }
+    }
+    for (name, n) in &expect.events_max {
+        let got = s.events.get(name).copied().unwrap_or(0);
+        if got > *n {
+            failures.push(format!("event {name}: expected at most {n}, got {got}"));
         }
     }
     let codes = s.diagnostic_codes();

@@ -6,6 +6,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -17,12 +18,13 @@ use hyper_util::rt::TokioIo;
 use relay_sim::backend::{ServedLog, REQUEST_MARK};
 use relay_sim::cloud::{Cloud, CloudConfig};
 use relay_sim::directory::{App, Tenant, User};
+use relay_sim::pki::{Generation, REVOCATION_HOSTS};
 use relay_sim::services;
-use relay_sim::world::{Action, Firewall, Rule, SimClock, SimNet};
+use relay_sim::world::{Action, Firewall, Interception, Rule, SimClock, SimNet};
 use serde::Serialize;
 
 use crate::check::{self, Summary};
-use crate::scenario::{Scenario, TimelineEvent};
+use crate::scenario::{RootName, Scenario, TimelineEvent};
 use crate::stopwatch::Stopwatch;
 use crate::trace::{self, AgentSink, CloudTraceSink, Trace, TraceEvent, UserEvent, What, WorldEvent};
 use crate::wakeups::{SimWakeups, Stepper};
@@ -33,6 +35,10 @@ pub const EPOCH_UNIX_S: u64 = 1_767_225_600;
 pub const INGRESS_PORT: u16 = 80;
 /// How long a simulated user waits for an answer.
 const USER_TIMEOUT: Duration = Duration::from_secs(120);
+/// The simulation host serving every CRL/OCSP name.
+const REVOCATION_HOST: &str = "revocation.cdn.example";
+/// The simulation host of the TLS inspection box.
+const INSPECTOR_HOST: &str = "inspection.corp.local";
 /// Default simulation step.
 const DEFAULT_TICK: Duration = Duration::from_millis(10);
 
@@ -98,6 +104,22 @@ fn layout(s: &Scenario) -> Layout {
     let mut config = CloudConfig::public(tenant, w.relays.max(1));
     if let Some(i) = w.bootstrap_interval {
         config.bootstrap_interval_s = i.0.as_secs().max(1);
+    }
+    if let Some(i) = w.trust_renewal_interval {
+        config.trust_renewal_interval_min = (i.0.as_secs() / 60).max(1);
+    }
+    let p = &w.pki;
+    if let Some(d) = p.client_cert_lifetime {
+        config.pki.client_cert_lifetime = d.0;
+    }
+    if let Some(d) = p.crl_validity {
+        config.pki.crl_validity = d.0;
+    }
+    if let Some(d) = p.ocsp_validity {
+        config.pki.ocsp_validity = d.0;
+    }
+    if let Some(ca) = w.inspection.as_ref().and_then(|i| i.ca.clone()) {
+        config.enterprise_ca = ca;
     }
     Layout { config }
 }
@@ -177,7 +199,8 @@ fn simulate(
 ) -> Result<Steps, String> {
     let w = &scenario.world;
     let Layout { config } = layout(scenario);
-    let clock = Arc::new(SimClock { epoch: epoch(), skew_s: 0 });
+    let outside_ms = Arc::new(AtomicU64::new(0));
+    let clock = Arc::new(SimClock::new(epoch(), 0, outside_ms.clone()));
     let cloud = Cloud::new(
         config,
         clock.clone(),
@@ -185,7 +208,15 @@ fn simulate(
         Rc::new(CloudTraceSink { trace: trace.clone() }),
     )
     .map_err(|e| e.to_string())?;
+    cloud.with_pki(|p| p.faults = w.pki.faults.iter().copied().collect());
     let firewall = Rc::new(RefCell::new(Firewall { rules: w.firewall.clone() }));
+    // The world's DNS: the six CRL/OCSP names are served by one host.
+    let aliases: Rc<BTreeMap<String, String>> =
+        Rc::new(REVOCATION_HOSTS.iter().map(|h| (h.to_string(), REVOCATION_HOST.to_string())).collect());
+    let interception = w
+        .inspection
+        .as_ref()
+        .map(|i| Rc::new(Interception { inspector: INSPECTOR_HOST.to_string(), suffixes: i.hosts.clone() }));
     let timeline_rules: Rc<RefCell<Vec<Rule>>> = Rc::default();
 
     let tick = w.tick.map(|t| t.0).unwrap_or(DEFAULT_TICK).max(Duration::from_millis(1));
@@ -217,6 +248,30 @@ fn simulate(
     tls_host!(c.login_host, services::login::serve);
     tls_host!(c.registration_host, services::registration::serve);
     tls_host!(c.bootstrap_host, services::bootstrap::serve);
+    tls_host!(c.renewtrust_host, services::renewtrust::serve);
+    {
+        let cloud = cloud.clone();
+        sim.host(REVOCATION_HOST, move || {
+            let cloud = cloud.clone();
+            async move {
+                let l = turmoil::net::TcpListener::bind((std::net::Ipv4Addr::UNSPECIFIED, 80)).await?;
+                services::revocation::serve(cloud, l).await;
+                HostResult::Ok(())
+            }
+        });
+    }
+    if let Some(spec) = &w.inspection {
+        let (cloud, mode) = (cloud.clone(), spec.mode);
+        let upstream = SimNet { aliases: aliases.clone(), ..SimNet::default() };
+        sim.host(INSPECTOR_HOST, move || {
+            let (cloud, upstream) = (cloud.clone(), upstream.clone());
+            async move {
+                let l = turmoil::net::TcpListener::bind((std::net::Ipv4Addr::UNSPECIFIED, 443)).await?;
+                relay_sim::inspector::serve(cloud, l, mode, Rc::new(upstream)).await;
+                HostResult::Ok(())
+            }
+        });
+    }
     for ep in &c.relay_endpoints {
         let host = ep.host.clone();
         let cloud = cloud.clone();
@@ -275,27 +330,29 @@ fn simulate(
         let mut cfg = AgentConfig::new(&w.tenant, &spec.name, dir.path().to_path_buf());
         install_dirs.push(dir);
         cfg.credentials = Some(Credentials { username: w.admin.user.clone(), password: w.admin.password.clone() });
-        if spec.trusts_service_root {
-            cfg.trusted_roots = vec![cloud.root_der()];
-        } else {
-            // A host with only an unrelated root: handshakes must fail.
-            let other = Cloud::new(
-                cloud.config.clone(),
-                clock.clone(),
-                Arc::new(SeededEntropy::new(seed, "foreign-root")),
-                Rc::new(CloudTraceSink { trace: Trace::default() }),
-            )
-            .map_err(|e| e.to_string())?;
-            cfg.trusted_roots = vec![other.root_der()];
-        }
+        cfg.trusted_roots = spec
+            .roots
+            .iter()
+            .map(|r| match r {
+                RootName::Baltimore => cloud.root_der(Generation::Baltimore),
+                RootName::DigicertG2 => cloud.root_der(Generation::DigicertG2),
+                RootName::Enterprise => cloud.enterprise_root_der(),
+            })
+            .collect();
+        // The product ships the service's roots; the host must trust them too.
+        cfg.service_roots = cloud.service_roots();
+        cfg.revocation = spec.revocation;
+        let skew_s = spec.clock_skew.map(|s| s.ahead_s).unwrap_or(0);
         let boots = Rc::new(Cell::new(0u32));
-        let (name, trace, firewall) = (spec.name.clone(), trace.clone(), firewall.clone());
+        let (name, trace) = (spec.name.clone(), trace.clone());
+        let net = SimNet { firewall: firewall.clone(), aliases: aliases.clone(), interception: interception.clone() };
+        let outside_ms = outside_ms.clone();
         sim.host(spec.name.as_str(), move || {
             let boot = boots.get();
             boots.set(boot + 1);
             let env = Env {
-                net: Rc::new(SimNet { firewall: firewall.clone() }),
-                clock: Arc::new(SimClock { epoch: epoch(), skew_s: 0 }),
+                net: Rc::new(net.clone()),
+                clock: Arc::new(SimClock::new(epoch(), skew_s, outside_ms.clone())),
                 entropy: Arc::new(SeededEntropy::new(seed, &format!("connector/{name}/{boot}"))),
                 events: Rc::new(AgentSink { trace: trace.clone(), host: name.clone() }),
             };
@@ -358,11 +415,29 @@ fn simulate(
                         switch.send_replace(matches!(event, TimelineEvent::StartBackend(_)));
                     }
                 }
-                TimelineEvent::RestartConnector(n) => sim.bounce(n.as_str()),
+                TimelineEvent::RestartConnector(n) | TimelineEvent::StartConnector(n) => sim.bounce(n.as_str()),
+                TimelineEvent::StopConnector(n) => sim.crash(n.as_str()),
+                TimelineEvent::RotateRoot => cloud.rotate_root(Generation::DigicertG2),
+                TimelineEvent::RevokeRelayCertificate => {
+                    let now = cloud.now();
+                    for h in &relay_hosts {
+                        if cloud.with_pki(|p| p.revoke_server(h, now)) {
+                            cloud.emit(relay_sim::event::CloudEvent::ServerRevoked { host: h.clone() });
+                        }
+                    }
+                }
+                TimelineEvent::RevokeConnector(n) => {
+                    for rec in cloud.connectors().into_iter().filter(|r| &r.machine == n) {
+                        cloud.revoke_connector(&rec.id);
+                    }
+                }
+                TimelineEvent::StopRevocationServers => sim.crash(REVOCATION_HOST),
+                TimelineEvent::StartRevocationServers => sim.bounce(REVOCATION_HOST),
             }
         }
         let limit = timeline.get(next).map_or(scenario.duration.0, |(at, _)| *at).min(scenario.duration.0);
         stepper.step(&mut sim, &wakeups, limit).map_err(|e| e.to_string())?;
+        outside_ms.store(sim.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
     drop(sim);
     drop(install_dirs);

@@ -9,8 +9,11 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+use connector::pki::RevocationPolicy;
 use relay_sim::backend::Behaviour;
 use relay_sim::directory::Role;
+use relay_sim::inspector::Mode as InspectionMode;
+use relay_sim::pki::RevocationFault;
 use relay_sim::world::Rule;
 use serde::{Deserialize, Deserializer};
 use toml::Spanned;
@@ -92,10 +95,25 @@ pub enum TimelineEvent {
     StopBackend(String),
     StartBackend(String),
     RestartConnector(String),
+    /// Crash a connector host (its service stops; state on disk stays).
+    StopConnector(String),
+    /// Start a stopped connector host again.
+    StartConnector(String),
+    /// Move the service's certificates to the new root (DigiCert Global Root G2).
+    RotateRoot,
+    /// Revoke the relay endpoints' server certificates.
+    RevokeRelayCertificate,
+    /// Revoke a connector's client certificate.
+    RevokeConnector(String),
+    /// Stop or start the CRL/OCSP servers (all six names).
+    StopRevocationServers,
+    StartRevocationServers,
 }
 
 const EVENT_FORMS: &str = "\"restart relay\", \"crash relay\", \"start relay\", \"block port N\", \
-\"reject port N\", \"unblock port N\", \"stop backend NAME\", \"start backend NAME\", \"restart connector NAME\"";
+\"reject port N\", \"unblock port N\", \"stop backend NAME\", \"start backend NAME\", \"restart connector NAME\", \
+\"stop connector NAME\", \"start connector NAME\", \"rotate root\", \"revoke relay certificate\", \
+\"revoke connector NAME\", \"stop revocation servers\", \"start revocation servers\"";
 
 impl FromStr for TimelineEvent {
     type Err = String;
@@ -113,6 +131,13 @@ impl FromStr for TimelineEvent {
             ["stop", "backend", n] => TimelineEvent::StopBackend(n.to_string()),
             ["start", "backend", n] => TimelineEvent::StartBackend(n.to_string()),
             ["restart", "connector", n] => TimelineEvent::RestartConnector(n.to_string()),
+            ["stop", "connector", n] => TimelineEvent::StopConnector(n.to_string()),
+            ["start", "connector", n] => TimelineEvent::StartConnector(n.to_string()),
+            ["rotate", "root"] => TimelineEvent::RotateRoot,
+            ["revoke", "relay", "certificate"] => TimelineEvent::RevokeRelayCertificate,
+            ["revoke", "connector", n] => TimelineEvent::RevokeConnector(n.to_string()),
+            ["stop", "revocation", "servers"] => TimelineEvent::StopRevocationServers,
+            ["start", "revocation", "servers"] => TimelineEvent::StartRevocationServers,
             _ => return Err(format!("unknown event {s:?}; expected one of {EVENT_FORMS}")),
         })
     }
@@ -137,6 +162,13 @@ impl fmt::Display for TimelineEvent {
             TimelineEvent::StopBackend(n) => write!(f, "stop backend {n}"),
             TimelineEvent::StartBackend(n) => write!(f, "start backend {n}"),
             TimelineEvent::RestartConnector(n) => write!(f, "restart connector {n}"),
+            TimelineEvent::StopConnector(n) => write!(f, "stop connector {n}"),
+            TimelineEvent::StartConnector(n) => write!(f, "start connector {n}"),
+            TimelineEvent::RotateRoot => write!(f, "rotate root"),
+            TimelineEvent::RevokeRelayCertificate => write!(f, "revoke relay certificate"),
+            TimelineEvent::RevokeConnector(n) => write!(f, "revoke connector {n}"),
+            TimelineEvent::StopRevocationServers => write!(f, "stop revocation servers"),
+            TimelineEvent::StartRevocationServers => write!(f, "start revocation servers"),
         }
     }
 }
@@ -164,9 +196,6 @@ fn default_path() -> String {
 }
 fn default_role() -> Role {
     Role::GlobalAdministrator
-}
-fn default_true() -> bool {
-    true
 }
 
 /// A whole scenario file.
@@ -208,6 +237,9 @@ pub struct World {
     /// Overrides the service's 10-minute bootstrap interval.
     #[serde(default)]
     pub bootstrap_interval: Option<SimDuration>,
+    /// Overrides how often connectors check for certificate renewal (360m).
+    #[serde(default)]
+    pub trust_renewal_interval: Option<SimDuration>,
     /// Simulation step (default 10ms): smaller is finer, slower.
     #[serde(default)]
     pub tick: Option<SimDuration>,
@@ -221,6 +253,43 @@ pub struct World {
     /// Perimeter firewall rules, first match wins, default allow.
     #[serde(default)]
     pub firewall: Vec<Rule>,
+    /// The cloud's PKI timers and deliberate revocation-server faults.
+    #[serde(default)]
+    pub pki: PkiSpec,
+    /// A TLS inspection box on the connectors' outbound path.
+    #[serde(default)]
+    pub inspection: Option<InspectionSpec>,
+}
+
+/// `[world.pki]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PkiSpec {
+    /// Lifetime of connector client certificates (default 180d).
+    #[serde(default)]
+    pub client_cert_lifetime: Option<SimDuration>,
+    /// Validity of each CRL (default 7d).
+    #[serde(default)]
+    pub crl_validity: Option<SimDuration>,
+    /// Validity of each OCSP answer (default 4d).
+    #[serde(default)]
+    pub ocsp_validity: Option<SimDuration>,
+    /// Faults of the revocation servers (bad-input scenarios).
+    #[serde(default)]
+    pub faults: Vec<RevocationFault>,
+}
+
+/// `[world.inspection]`: a box that intercepts outbound TLS.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InspectionSpec {
+    /// Domain suffixes it intercepts on port 443.
+    pub hosts: Vec<String>,
+    #[serde(default)]
+    pub mode: InspectionMode,
+    /// Name of the enterprise CA it re-signs with.
+    #[serde(default)]
+    pub ca: Option<String>,
 }
 
 /// The account that registers connectors.
@@ -240,9 +309,59 @@ pub struct ConnectorSpec {
     pub name: String,
     #[serde(default = "default_group")]
     pub group: String,
-    /// Whether the host trusts the service's root CA.
-    #[serde(default = "default_true")]
-    pub trusts_service_root: bool,
+    /// The roots in the host's trust store: `baltimore` (the service's old
+    /// root), `digicert-g2` (its new root), `enterprise` (the inspection
+    /// box's CA).
+    #[serde(default = "default_roots")]
+    pub roots: Vec<RootName>,
+    /// How far the host's clock is off: `"+2d"`, `"-40d"`, `"90s"`.
+    #[serde(default)]
+    pub clock_skew: Option<Skew>,
+    /// Revocation policy when a status cannot be learned.
+    #[serde(default)]
+    pub revocation: RevocationPolicy,
+}
+
+/// A root a connector host may trust.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RootName {
+    Baltimore,
+    DigicertG2,
+    Enterprise,
+}
+
+fn default_roots() -> Vec<RootName> {
+    vec![RootName::Baltimore, RootName::DigicertG2]
+}
+
+/// A signed clock offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Skew {
+    pub ahead_s: i64,
+}
+
+impl FromStr for Skew {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let t = s.trim();
+        let (sign, rest) = match t.as_bytes().first() {
+            Some(b'-') => (-1, &t[1..]),
+            Some(b'+') => (1, &t[1..]),
+            _ => (1, t),
+        };
+        let d: SimDuration = rest.parse().map_err(|e| format!("clock skew {s:?}: {e}"))?;
+        let secs = i64::try_from(d.0.as_secs()).map_err(|_| format!("clock skew {s:?} is too large"))?;
+        Ok(Skew { ahead_s: sign * secs })
+    }
+}
+
+impl<'de> Deserialize<'de> for Skew {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 /// A private backend host.
@@ -304,6 +423,9 @@ pub enum Outcome {
     RegistrationFailed,
     /// Registered but no tunnel was up at the end.
     NotServing,
+    /// Registered, then the agent stopped itself (e.g. its certificate
+    /// expired).
+    Stopped,
 }
 
 /// What must hold at the end.
@@ -337,6 +459,13 @@ pub struct Expect {
     /// (e.g. the host and port).
     #[serde(default)]
     pub diagnostic_mentions: Vec<String>,
+    /// Trace events (agent or cloud, by their `event` name) that must have
+    /// happened at least this often: `{ crl_fetched = 2, ocsp_checked = 1 }`.
+    #[serde(default)]
+    pub events_min: BTreeMap<String, u32>,
+    /// Trace events that must not have happened more often than this.
+    #[serde(default)]
+    pub events_max: BTreeMap<String, u32>,
 }
 
 /// A scenario file that could not be used.
@@ -408,7 +537,10 @@ impl Scenario {
         for entry in &self.timeline {
             let (kind, name, known) = match entry.event.get_ref() {
                 TimelineEvent::StopBackend(n) | TimelineEvent::StartBackend(n) => ("backend", n, &backends),
-                TimelineEvent::RestartConnector(n) => ("connector", n, &connectors),
+                TimelineEvent::RestartConnector(n)
+                | TimelineEvent::StopConnector(n)
+                | TimelineEvent::StartConnector(n)
+                | TimelineEvent::RevokeConnector(n) => ("connector", n, &connectors),
                 _ => continue,
             };
             if !known.contains(&name.as_str()) {

@@ -171,7 +171,8 @@ impl Agent {
     /// A TLS client for the service, with the identity's certificate when given.
     fn service_tls(&self, trust: &Rc<Trust>, identity: Option<&Identity>) -> Result<ServiceTls, AgentError> {
         let client_auth = identity.map(|id| id.client_auth().map_err(AgentError::Tls)).transpose()?;
-        let config = self.tls.client_config(trust.verifier(), client_auth).map_err(|e| AgentError::Tls(e.to_string()))?;
+        let config =
+            self.tls.client_config(trust.verifier(), client_auth).map_err(|e| AgentError::Tls(e.to_string()))?;
         Ok(ServiceTls { config: Arc::new(config), trust: trust.clone() })
     }
 
@@ -211,13 +212,13 @@ impl Agent {
         let cert = identity.certificate().map_err(AgentError::Tls)?;
         let now = self.env.clock.now();
         if now >= cert.not_after {
-            let days = now.duration_since(cert.not_after).unwrap_or_default().as_secs() / 86_400;
+            let ago = crate::diag::human_duration(now.duration_since(cert.not_after).unwrap_or_default());
             return Err(AgentError::CertificateExpired(Diagnostic::new(
                 "TLS-CLIENT",
                 "expired",
                 Some(1000),
                 format!(
-                    "re-registration failed: trust certificate expired on {} ({days} days ago); the connector was offline past its certificate's lifetime and stops",
+                    "re-registration failed: trust certificate expired on {} ({ago} ago); the connector was offline past its certificate's lifetime and stops",
                     httpdate::fmt_http_date(cert.not_after)
                 ),
                 "register the connector again (run the registration with a Global Administrator's sign-in)",
@@ -421,8 +422,7 @@ impl Agent {
                 backoff: Backoff::TUNNEL,
                 request_body_bytes_max: 16 << 20,
             };
-            let handle =
-                tokio::task::spawn_local(tunnel::run(self.env.clone(), tcfg, shared.clone(), ep.clone()));
+            let handle = tokio::task::spawn_local(tunnel::run(self.env.clone(), tcfg, shared.clone(), ep.clone()));
             tunnels.insert(ep.clone(), handle);
         }
     }

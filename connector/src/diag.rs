@@ -51,6 +51,16 @@ impl std::fmt::Display for Diagnostic {
     }
 }
 
+/// A duration for people: "2.0 days", "3.5 hours", "12 minutes".
+pub fn human_duration(d: std::time::Duration) -> String {
+    match d.as_secs() {
+        s if s >= 86_400 => format!("{:.1} days", s as f64 / 86_400.0),
+        s if s >= 3600 => format!("{:.1} hours", s as f64 / 3600.0),
+        s if s >= 60 => format!("{} minutes", s / 60),
+        s => format!("{s} seconds"),
+    }
+}
+
 /// How an outbound connection attempt failed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ConnectFailure {
@@ -165,11 +175,7 @@ pub fn client_cert_alert(host: &str, port: u16, error: &str) -> Option<Diagnosti
     let (finding, what, remedy) = if error.contains("CertificateRevoked") {
         ("revoked", "is revoked", "the connector was deleted or its certificate revoked: register it again")
     } else if error.contains("CertificateExpired") {
-        (
-            "expired",
-            "has expired",
-            "re-registration failed: trust certificate expired; register the connector again",
-        )
+        ("expired", "has expired", "re-registration failed: trust certificate expired; register the connector again")
     } else if error.contains("CertificateRequired") || error.contains("BadCertificate") || error.contains("UnknownCA") {
         (
             "refused",

@@ -104,12 +104,7 @@ pub async fn open_tls(
     let tcp = connect_tcp(env, host, port, timeout).await?;
     let name = ServerName::try_from(host.to_string()).map_err(|e| {
         let error = format!("invalid server name: {e}");
-        CallError::Tls {
-            host: host.into(),
-            port,
-            diagnostic: Box::new(diag::tls_failure(host, port, &error)),
-            error,
-        }
+        CallError::Tls { host: host.into(), port, diagnostic: Box::new(diag::tls_failure(host, port, &error)), error }
     })?;
     let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
     let stream = match crate::time::timeout(timeout, connector.connect(name, tcp)).await {
@@ -121,8 +116,12 @@ pub async fn open_tls(
         }
         Err(_) => return Err(CallError::Timeout { host: host.into(), port, timeout }),
     };
-    let chain: Vec<CertificateDer<'static>> =
-        stream.get_ref().1.peer_certificates().map(|c| c.iter().map(|c| c.clone().into_owned()).collect()).unwrap_or_default();
+    let chain: Vec<CertificateDer<'static>> = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
+        .unwrap_or_default();
     if let Err(failure) = tls.trust.revocation.check(env, &tls.trust.anchors, host, &chain).await {
         return Err(CallError::Revocation { host: host.into(), port, diagnostic: Box::new(failure.diagnostic(host)) });
     }

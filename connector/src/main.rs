@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use connector::env::{Env, LogSink, OsEntropy, ResolveEntry, SystemClock, TokioNet};
 use connector::identity::parse_pem_certs;
+use connector::pki::RevocationPolicy;
 use connector::{Agent, AgentConfig, Credentials};
 
 #[derive(Parser)]
@@ -37,9 +38,18 @@ enum Command {
         /// Install folder: identity and state are kept here.
         #[arg(long)]
         install_dir: PathBuf,
-        /// PEM file of root certificates trusted for the service.
-        #[arg(long)]
+        /// PEM file of root certificates the host trusts (its trust store).
+        #[arg(long, required = true)]
         trust_root: Vec<PathBuf>,
+        /// PEM file of the roots the service uses. When given, service
+        /// chains must end in one of these that the host also trusts, which
+        /// refuses TLS inspection boxes re-signing with a host-trusted CA.
+        #[arg(long)]
+        service_root: Vec<PathBuf>,
+        /// What to do when a certificate's revocation status cannot be
+        /// learned (CRL/OCSP servers unreachable on port 80).
+        #[arg(long, value_enum, default_value = "hard-fail")]
+        revocation: RevocationArg,
         /// Administrator user for registration.
         #[arg(long)]
         user: Option<String>,
@@ -58,24 +68,52 @@ enum Command {
     },
 }
 
-fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
-    let Command::Run { tenant, install_dir, trust_root, user, password, machine_name, resolve, bootstrap_interval } =
-        Cli::parse().command;
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum RevocationArg {
+    /// Refuse the connection (as the real host does).
+    HardFail,
+    /// Allow it and report a warning.
+    SoftFail,
+}
+
+fn read_roots(paths: &[PathBuf]) -> anyhow::Result<Vec<rustls::pki_types::CertificateDer<'static>>> {
     let mut roots = Vec::new();
-    for path in &trust_root {
+    for path in paths {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let certs = parse_pem_certs(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         anyhow::ensure!(!certs.is_empty(), "{}: no certificate in file", path.display());
         roots.extend(certs);
     }
+    Ok(roots)
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let Command::Run {
+        tenant,
+        install_dir,
+        trust_root,
+        service_root,
+        revocation,
+        user,
+        password,
+        machine_name,
+        resolve,
+        bootstrap_interval,
+    } = Cli::parse().command;
+    let roots = read_roots(&trust_root)?;
     anyhow::ensure!(!roots.is_empty(), "no trusted root: pass --trust-root FILE");
     let machine = machine_name.or_else(|| std::env::var("HOSTNAME").ok()).unwrap_or_else(|| "connector-host".into());
     let mut config = AgentConfig::new(&tenant, &machine, install_dir);
     config.trusted_roots = roots;
+    config.service_roots = read_roots(&service_root)?;
+    config.revocation = match revocation {
+        RevocationArg::HardFail => RevocationPolicy::HardFail,
+        RevocationArg::SoftFail => RevocationPolicy::SoftFail,
+    };
     config.bootstrap_interval = bootstrap_interval.map(Duration::from_secs);
     config.credentials = match (user, password) {
         (Some(username), Some(password)) => Some(Credentials { username, password }),

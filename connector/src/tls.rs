@@ -8,12 +8,12 @@
 
 use std::sync::Arc;
 
+use rustls::client::danger::ServerCertVerifier;
 use rustls::crypto::{
     ActiveKeyExchange, CryptoProvider, GetRandomFailed, SecureRandom, SharedSecret, SupportedKxGroup,
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use rustls::time_provider::TimeProvider;
-use rustls::client::danger::ServerCertVerifier;
 use rustls::{ClientConfig, NamedGroup};
 
 use crate::env::{Clock, Entropy};

@@ -41,6 +41,8 @@ pub struct CloudConfig {
     pub bootstrap_interval_s: u64,
     pub keepalive_s: u64,
     pub connection_limit: u32,
+    /// How often connectors check whether to renew their certificate.
+    pub trust_renewal_interval_min: u64,
     /// How long the ingress waits for a connector's answer (85 s backend
     /// timeout plus margin).
     pub dispatch_timeout: Duration,
@@ -69,6 +71,7 @@ impl CloudConfig {
             bootstrap_interval_s: 600,
             keepalive_s: 10,
             connection_limit: 200,
+            trust_renewal_interval_min: 360,
             dispatch_timeout: Duration::from_secs(90),
             token_lifetime: Duration::from_secs(3600),
             pki: PkiTimers::default(),
@@ -204,7 +207,8 @@ impl Cloud {
         entropy: Arc<dyn Entropy>,
         events: Rc<dyn CloudSink>,
     ) -> Result<Rc<Cloud>, CloudError> {
-        let pki = Pki::generate(entropy.clone(), clock.now(), &config.service_hosts(), &config.enterprise_ca, config.pki)?;
+        let pki =
+            Pki::generate(entropy.clone(), clock.now(), &config.service_hosts(), &config.enterprise_ca, config.pki)?;
         let tls = TlsContext::new(entropy.clone(), clock.clone());
         Ok(Rc::new(Cloud {
             config,

@@ -84,9 +84,10 @@ async fn resign(cloud: &Rc<Cloud>, client: connector::env::BoxStream, upstream: 
     for root in cloud.service_roots() {
         roots.add(root).map_err(|e| e.to_string())?;
     }
-    let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), cloud.tls.provider.clone())
-        .build()
-        .map_err(|e| e.to_string())?;
+    let verifier =
+        rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), cloud.tls.provider.clone())
+            .build()
+            .map_err(|e| e.to_string())?;
     let config = cloud.tls.client_config(verifier, None).map_err(|e| e.to_string())?;
     let tcp = connector::time::timeout(STEP_TIMEOUT, upstream.connect(&sni, 443))
         .await

@@ -107,7 +107,10 @@ struct Ca {
 
 impl Ca {
     fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, PkiError> {
-        let key = KeyPair::from_pkcs8_der_and_sign_algo(&PrivatePkcs8KeyDer::from(self.key_der.clone()), &rcgen::PKCS_ED25519)?;
+        let key = KeyPair::from_pkcs8_der_and_sign_algo(
+            &PrivatePkcs8KeyDer::from(self.key_der.clone()),
+            &rcgen::PKCS_ED25519,
+        )?;
         Ok(key.sign(msg)?)
     }
 
@@ -273,11 +276,12 @@ impl Pki {
             issued: BTreeSet::new(),
             revoked: BTreeMap::new(),
         };
-        let self_signed = |p: CertificateParams, e: &dyn Entropy| -> Result<(CertifiedIssuer<'static, KeyPair>, Vec<u8>), PkiError> {
-            let k = key(e)?;
-            let der = k.serialize_der();
-            Ok((CertifiedIssuer::self_signed(p, k)?, der))
-        };
+        let self_signed =
+            |p: CertificateParams, e: &dyn Entropy| -> Result<(CertifiedIssuer<'static, KeyPair>, Vec<u8>), PkiError> {
+                let k = key(e)?;
+                let der = k.serialize_der();
+                Ok((CertifiedIssuer::self_signed(p, k)?, der))
+            };
         let mut hierarchies = BTreeMap::new();
         let mut next_serial = 0x1000u64;
         for g in [Generation::Baltimore, Generation::DigicertG2] {
@@ -295,8 +299,10 @@ impl Pki {
             let intermediate = ca(intermediate_issuer, k_der, Some(l.intermediate_crl), Some(l.intermediate_ocsp));
             hierarchies.insert(g, Hierarchy { root, intermediate, servers: BTreeMap::new() });
         }
-        let (cc, cc_key) =
-            self_signed(ca_params("Microsoft AAD AppProxy Connector CA", "Microsoft Corporation", now, Some(0)), entropy.as_ref())?;
+        let (cc, cc_key) = self_signed(
+            ca_params("Microsoft AAD AppProxy Connector CA", "Microsoft Corporation", now, Some(0)),
+            entropy.as_ref(),
+        )?;
         let (ent, ent_key) = self_signed(ca_params(enterprise_ca, "Contoso Ltd", now, None), entropy.as_ref())?;
         let mut pki = Pki {
             entropy,
@@ -433,8 +439,14 @@ impl Pki {
     /// certificate is for client authentication only, valid from `now` for
     /// the client certificate lifetime. Whatever the CSR asked for (CA flags,
     /// key usages, validity) is overwritten.
-    pub fn sign_connector_csr(&mut self, csr_pem: &str, connector_id: &str, now: SystemTime) -> Result<String, PkiError> {
-        let mut csr = CertificateSigningRequestParams::from_pem(csr_pem).map_err(|e| PkiError::BadCsr(e.to_string()))?;
+    pub fn sign_connector_csr(
+        &mut self,
+        csr_pem: &str,
+        connector_id: &str,
+        now: SystemTime,
+    ) -> Result<String, PkiError> {
+        let mut csr =
+            CertificateSigningRequestParams::from_pem(csr_pem).map_err(|e| PkiError::BadCsr(e.to_string()))?;
         let (serial, serial_number) = self.serial();
         let p = &mut csr.params;
         p.distinguished_name = dn(connector_id, "AppProxy Connector");
@@ -447,7 +459,9 @@ impl Pki {
         p.name_constraints = None;
         p.use_authority_key_identifier_extension = true;
         p.serial_number = Some(serial_number);
-        validity(p, now - Duration::from_secs(3600), self.timers.client_cert_lifetime);
+        // Five minutes of slack for clocks behind the service's.
+        let slack = Duration::from_secs(300);
+        validity(p, now - slack, self.timers.client_cert_lifetime + slack);
         let cert = csr.signed_by(&self.connector_ca.issuer)?;
         self.connector_ca.issued.insert(serial);
         self.connector_serials.entry(connector_id.to_string()).or_default().push(serial);
@@ -609,8 +623,14 @@ mod tests {
 
     fn pki() -> Pki {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_225_600);
-        Pki::generate(Arc::new(SeededEntropy::new(1, "t")), now, &["a.example".into()], "Inspect CA", PkiTimers::default())
-            .unwrap()
+        Pki::generate(
+            Arc::new(SeededEntropy::new(1, "t")),
+            now,
+            &["a.example".into()],
+            "Inspect CA",
+            PkiTimers::default(),
+        )
+        .unwrap()
     }
 
     #[test]

@@ -111,8 +111,7 @@ pub async fn start(opts: ServeOptions) -> Result<(Manifest, Rc<Cloud>, ServedLog
     let root_pem = opts.state_dir.join("root.pem");
     // Both root generations: a host that trusts the service's current roots.
     let roots = format!("{}{}", cloud.root_pem(Generation::Baltimore), cloud.root_pem(Generation::DigicertG2));
-    std::fs::write(&root_pem, roots)
-        .map_err(|source| ServeError::Write { path: root_pem.clone(), source })?;
+    std::fs::write(&root_pem, roots).map_err(|source| ServeError::Write { path: root_pem.clone(), source })?;
 
     let mut resolve = Vec::new();
     let c = &cloud.config;

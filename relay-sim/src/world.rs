@@ -7,6 +7,8 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::io;
 use std::rc::Rc;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use connector::env::{BoxStream, Clock, LocalBoxFuture, Net};
@@ -111,17 +113,28 @@ impl Net for SimNet {
 }
 
 /// Simulated wall clock: a fixed epoch plus simulated elapsed time, plus a
-/// per-host skew.
-#[derive(Debug, Clone, Copy)]
+/// per-host skew. Outside any host (the runner applying a timeline event)
+/// turmoil has no current clock; `outside_ms`, which the runner keeps at
+/// the simulation's elapsed time, stands in.
+#[derive(Debug, Clone)]
 pub struct SimClock {
     pub epoch: SystemTime,
     /// Seconds this host's clock is ahead (negative: behind).
     pub skew_s: i64,
+    pub outside_ms: Arc<AtomicU64>,
+}
+
+impl SimClock {
+    pub fn new(epoch: SystemTime, skew_s: i64, outside_ms: Arc<AtomicU64>) -> Self {
+        SimClock { epoch, skew_s, outside_ms }
+    }
 }
 
 impl Clock for SimClock {
     fn now(&self) -> SystemTime {
-        let t = self.epoch + turmoil::sim_elapsed().unwrap_or(Duration::ZERO);
+        let elapsed = turmoil::sim_elapsed()
+            .unwrap_or_else(|| Duration::from_millis(self.outside_ms.load(std::sync::atomic::Ordering::Relaxed)));
+        let t = self.epoch + elapsed;
         if self.skew_s >= 0 {
             t + Duration::from_secs(self.skew_s.unsigned_abs())
         } else {

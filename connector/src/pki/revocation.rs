@@ -145,7 +145,7 @@ impl RevocationFailure {
 
 /// "The host clock is N ahead/behind" as a diagnostic.
 pub fn skew_diagnostic(ahead_s: i64, via: &str, host: &str) -> Diagnostic {
-    let amount = human(ahead_s.unsigned_abs());
+    let amount = crate::diag::human_duration(Duration::from_secs(ahead_s.unsigned_abs()));
     let dir = if ahead_s > 0 { "ahead of" } else { "behind" };
     Diagnostic::new(
         "TLS-TIME",
@@ -156,15 +156,6 @@ pub fn skew_diagnostic(ahead_s: i64, via: &str, host: &str) -> Diagnostic {
         ),
         "set the connector host's clock (time sync with the domain or NTP)",
     )
-}
-
-fn human(secs: u64) -> String {
-    match secs {
-        s if s >= 86_400 => format!("{:.1} days", s as f64 / 86_400.0),
-        s if s >= 3600 => format!("{:.1} hours", s as f64 / 3600.0),
-        s if s >= 60 => format!("{} minutes", s / 60),
-        s => format!("{s} seconds"),
-    }
 }
 
 struct CachedCrl {
@@ -384,12 +375,14 @@ impl Revocation {
                 if resp.status != 200 {
                     return Err(bad(format!("HTTP {}", resp.status)));
                 }
-                let answer = ocsp::verify(&resp.body, &id, issuer, now).map_err(|e| match (&e, self.observed_skew()) {
-                    (ocsp::OcspError::Expired { .. } | ocsp::OcspError::NotYetValid { .. }, Some((ahead_s, url))) => {
-                        RevocationFailure::ClockSkew { ahead_s, url }
-                    }
-                    _ => bad(e.to_string()),
-                })?;
+                let answer =
+                    ocsp::verify(&resp.body, &id, issuer, now).map_err(|e| match (&e, self.observed_skew()) {
+                        (
+                            ocsp::OcspError::Expired { .. } | ocsp::OcspError::NotYetValid { .. },
+                            Some((ahead_s, url)),
+                        ) => RevocationFailure::ClockSkew { ahead_s, url },
+                        _ => bad(e.to_string()),
+                    })?;
                 env.emit(AgentEvent::OcspChecked { url: url.clone(), status: status_word(&answer.status) });
                 self.ocsp.borrow_mut().insert(key, answer.clone());
                 answer
@@ -437,7 +430,10 @@ impl Revocation {
         if resp.status != 200 {
             return Err(bad(format!("HTTP {}", resp.status)));
         }
-        let crl = OwnedCertRevocationList::from_der(&resp.body).map_err(|e| bad(format!("not a valid CRL: {e:?}")))?;
+        let crl = OwnedCertRevocationList::from_der(&resp.body).map_err(|e| match der_shortfall(&resp.body) {
+            Some(what) => bad(format!("not a valid CRL: {what}")),
+            None => bad(format!("not a valid CRL: {e:?}")),
+        })?;
         let next_update = x509_parser::revocation_list::CertificateRevocationList::from_der(&resp.body)
             .ok()
             .and_then(|(_, c)| c.next_update())
@@ -459,7 +455,9 @@ fn revoked_by_crl(chain: &[CertificateDer<'static>], infos: &[CertInfo], crls: &
     for (info, cert) in infos.iter().zip(chain) {
         let Ok((_, parsed)) = x509_parser::prelude::X509Certificate::from_der(cert) else { continue };
         for c in crls {
-            if crl_issuer_matches(&c.der, &parsed) && CertRevocationList::from(c.crl.clone()).find_serial(parsed.raw_serial()).ok().flatten().is_some() {
+            if crl_issuer_matches(&c.der, &parsed)
+                && CertRevocationList::from(c.crl.clone()).find_serial(parsed.raw_serial()).ok().flatten().is_some()
+            {
                 return RevocationFailure::Revoked {
                     subject: info.subject.clone(),
                     serial: info.serial.clone(),
@@ -470,6 +468,32 @@ fn revoked_by_crl(chain: &[CertificateDer<'static>], infos: &[CertInfo], crls: &
     }
     let urls = crls.iter().map(|c| c.url.as_str()).collect::<Vec<_>>().join(", ");
     RevocationFailure::Revoked { subject: "a certificate of the chain".into(), serial: String::new(), source: urls }
+}
+
+/// "truncated" or "not DER" for a body whose outer DER SEQUENCE does not
+/// match its length: clearer for an administrator than the parser's error.
+pub fn der_shortfall(body: &[u8]) -> Option<String> {
+    if body.first() != Some(&0x30) {
+        let first = body.first().map(|b| format!(", first byte {b:#04x}")).unwrap_or_default();
+        return Some(format!("{} bytes that are not a DER structure{first}", body.len()));
+    }
+    let (len, header) = match *body.get(1)? {
+        n if n < 0x80 => (usize::from(n), 2),
+        n => {
+            let count = usize::from(n & 0x7f);
+            if count == 0 || count > 4 {
+                return Some("a DER length that is not valid".into());
+            }
+            let bytes = body.get(2..2 + count)?;
+            (bytes.iter().fold(0usize, |acc, b| (acc << 8) | usize::from(*b)), 2 + count)
+        }
+    };
+    let want = header + len;
+    match body.len() {
+        got if got < want => Some(format!("truncated: {got} of {want} bytes")),
+        got if got > want => Some(format!("{} bytes of trailing data after the CRL", got - want)),
+        _ => None,
+    }
 }
 
 enum CrlFetch {
@@ -503,4 +527,20 @@ fn status_word(s: &OcspStatus) -> String {
 fn crl_issuer_matches(crl_der: &[u8], cert: &x509_parser::prelude::X509Certificate<'_>) -> bool {
     x509_parser::revocation_list::CertificateRevocationList::from_der(crl_der)
         .is_ok_and(|(_, crl)| crl.issuer().as_raw() == cert.issuer().as_raw())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::der_shortfall;
+
+    #[test]
+    fn der_shortfall_names_truncation_and_junk() {
+        assert_eq!(der_shortfall(&[0x30, 0x03, 1, 2, 3]), None);
+        assert_eq!(der_shortfall(&[0x30, 0x05, 1, 2]).as_deref(), Some("truncated: 4 of 7 bytes"));
+        assert!(der_shortfall(&[0x30, 0x01, 1, 2]).unwrap().contains("trailing"));
+        assert!(der_shortfall(&[0x42]).unwrap().contains("not a DER"));
+        assert_eq!(der_shortfall(&[0x30, 0x82, 0x01, 0x00]).as_deref(), Some("truncated: 4 of 260 bytes"));
+        assert_eq!(der_shortfall(&[]).as_deref(), Some("0 bytes that are not a DER structure"));
+        assert_eq!(der_shortfall(&[0x49]).as_deref(), Some("1 bytes that are not a DER structure, first byte 0x49"));
+    }
 }

@@ -126,7 +126,13 @@ impl Trust {
         crate::diag::tls_failure(host, port, error)
     }
 
-    fn explain_unknown_issuer(&self, host: &str, port: u16, chain: &[CertificateDer<'static>], error: &str) -> Diagnostic {
+    fn explain_unknown_issuer(
+        &self,
+        host: &str,
+        port: u16,
+        chain: &[CertificateDer<'static>],
+        error: &str,
+    ) -> Diagnostic {
         let issuer = chain
             .last()
             .and_then(|c| X509Certificate::from_der(c).ok().map(|(_, c)| display_name(c.issuer())))

@@ -451,8 +451,13 @@ impl Session {
         if self.state == State::Closed {
             return None;
         }
-        let ping_at = self.last_send + self.config.keepalive;
         let idle_at = self.last_recv + self.config.idle_timeout;
+        // Pings only go out on an open session; before that the only timer
+        // is the idle one (a past ping deadline would be a busy loop).
+        if self.state != State::Open {
+            return Some(idle_at);
+        }
+        let ping_at = self.last_send + self.config.keepalive;
         Some(ping_at.min(idle_at))
     }
 
@@ -482,6 +487,22 @@ mod tests {
             to.handle_input(&b, now)?;
         }
         Ok(())
+    }
+
+    /// After `handle_timeout`, the next deadline is in the future (or the
+    /// session failed): a driver loop always makes progress.
+    #[test]
+    fn timers_always_move_forward_before_hello() {
+        let mut r = Session::new(Role::Relay, SessionConfig::new("relay"), Duration::ZERO);
+        let mut now = Duration::ZERO;
+        while let Some(deadline) = r.poll_timeout() {
+            assert!(deadline > now || r.handle_timeout(now).is_err(), "deadline {deadline:?} not after {now:?}");
+            now = deadline;
+            if r.handle_timeout(now).is_err() {
+                break;
+            }
+            assert!(r.poll_timeout().is_none_or(|d| d > now), "stuck at {now:?}");
+        }
     }
 
     fn pair() -> (Session, Session) {

@@ -43,7 +43,7 @@ async fn handle(cloud: Rc<Cloud>, info: ConnInfo, req: Request<Incoming>) -> Res
             bootstrap_interval_s: c.bootstrap_interval_s,
             keepalive_s: c.keepalive_s,
             connection_limit: c.connection_limit,
-            trust_renewal_interval_min: 360,
+            trust_renewal_interval_min: c.trust_renewal_interval_min,
         },
     )
 }
