@@ -111,6 +111,13 @@ pub async fn open_tls(
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             let error = tls_error_text(&e);
+            if (error.contains("Expired") || error.contains("NotValidYet")) && tls.trust.revocation.observed_skew().is_none()
+            {
+                // A certificate not valid "now": ask a server for its time
+                // to tell a wrong host clock from a wrong certificate.
+                let chain = tls.trust.seen_chain(host).unwrap_or_default();
+                tls.trust.revocation.probe_time(env, &chain).await;
+            }
             let diagnostic = Box::new(tls.trust.explain(host, port, &error, env.clock.now()));
             return Err(CallError::Tls { host: host.into(), port, error, diagnostic });
         }

@@ -193,6 +193,20 @@ impl Revocation {
         }
     }
 
+    /// Asks the revocation server of `chain`'s leaf for its time (its
+    /// `Date`), to tell a skewed host clock from a bad certificate after a
+    /// handshake failed on validity. Best effort.
+    pub async fn probe_time(&self, env: &Env, chain: &[CertificateDer<'static>]) {
+        let Some(url) = chain.first().and_then(|c| CertInfo::parse(c, "leaf").ok()).and_then(|i| i.crl_urls.first().cloned())
+        else {
+            return;
+        };
+        let Ok(parsed) = url.parse::<HttpUrl>() else { return };
+        if let Ok(resp) = http::plain_request(env, &parsed, None, FETCH_TIMEOUT, REVOCATION_BODY_BYTES_MAX).await {
+            self.note_date(env, &url, resp.date);
+        }
+    }
+
     /// The clock difference with the revocation servers last observed, if
     /// beyond tolerance: `(seconds the host is ahead, URL)`.
     pub fn observed_skew(&self) -> Option<(i64, String)> {
@@ -205,7 +219,8 @@ impl Revocation {
         }
     }
 
-    fn note_date(&self, env: &Env, url: &str, date: Option<SystemTime>) {
+    /// Records the clock difference with a server that answered at `date`.
+    pub fn note_date(&self, env: &Env, url: &str, date: Option<SystemTime>) {
         if let Some(date) = date {
             let now = env.clock.now();
             let ahead = match now.duration_since(date) {
