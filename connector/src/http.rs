@@ -111,7 +111,8 @@ pub async fn open_tls(
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             let error = tls_error_text(&e);
-            if (error.contains("Expired") || error.contains("NotValidYet")) && tls.trust.revocation.observed_skew().is_none()
+            if (error.contains("Expired") || error.contains("NotValidYet"))
+                && tls.trust.revocation.observed_skew().is_none()
             {
                 // A certificate not valid "now": ask a server for its time
                 // to tell a wrong host clock from a wrong certificate.

@@ -197,7 +197,8 @@ impl Revocation {
     /// `Date`), to tell a skewed host clock from a bad certificate after a
     /// handshake failed on validity. Best effort.
     pub async fn probe_time(&self, env: &Env, chain: &[CertificateDer<'static>]) {
-        let Some(url) = chain.first().and_then(|c| CertInfo::parse(c, "leaf").ok()).and_then(|i| i.crl_urls.first().cloned())
+        let Some(url) =
+            chain.first().and_then(|c| CertInfo::parse(c, "leaf").ok()).and_then(|i| i.crl_urls.first().cloned())
         else {
             return;
         };
