@@ -65,6 +65,7 @@ fn start_connector(manifest: &Manifest, install_dir: std::path::PathBuf, registe
                 clock: Arc::new(SystemClock),
                 entropy: Arc::new(OsEntropy),
                 events: Rc::new(ChannelSink(tx)),
+                reach: Rc::default(),
             };
             let _ = Agent::new(env, cfg).run().await;
         });

@@ -122,3 +122,36 @@ proptest! {
         }
     }
 }
+
+/// Firewall rules as an admin writes them: a bad CIDR, suffix, action or
+/// group is refused at the exact place, with what was wrong.
+#[test]
+fn bad_firewall_rules_point_at_the_value() {
+    let with_world_line = |line: &str| MINIMAL.replace("admin = {", &format!("{line}\nadmin = {{"));
+    // (line, text of the wrong value, what the message must say)
+    let cases = [
+        (r#"firewall = [{ action = "allow", cidr = "10.0.0.1/24" }]"#, r#""10.0.0.1/24""#, "did you mean 10.0.0.0/24"),
+        (r#"firewall = [{ action = "allow", cidr = "10.0.0.0/40" }]"#, r#""10.0.0.0/40""#, "larger than 32"),
+        (r#"firewall = [{ action = "allow", host_suffix = "bad name.com" }]"#, r#""bad name.com""#, "not allowed"),
+        (r#"firewall = [{ action = "allow", host_suffix = "a..b" }]"#, r#""a..b""#, "empty label"),
+        (r#"firewall = [{ action = "permit", port = 443 }]"#, r#""permit""#, "unknown variant"),
+        (r#"firewall = [{ action = "drop", port = 70000 }]"#, "70000", "expected u16"),
+        (r#"allow_list = { minus = ["service-8080"] }"#, r#""service-8080""#, "unknown variant"),
+        // Inside a list, the span toml reports is the list's.
+        (r#"dns = { fail = ["*."] }"#, r#"["*."]"#, "empty"),
+    ];
+    for (line, value, wanted) in cases {
+        let (l, c, msg) = refuse(&with_world_line(line));
+        assert_eq!(l, 5, "{line}: {msg}");
+        let at = line.find(value).unwrap() + 1;
+        assert_eq!(c, at, "{line}: points at column {c}, the value is at {at}: {msg}");
+        assert!(msg.contains(wanted), "{line}: {msg}");
+    }
+}
+
+#[test]
+fn use_proxy_without_a_proxy_is_refused() {
+    let text = MINIMAL.replace("name = \"c1\"", "name = \"c1\"\nuse_proxy = true");
+    let (_, _, msg) = refuse(&text);
+    assert!(msg.contains("[world.proxy]"), "{msg}");
+}

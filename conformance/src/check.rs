@@ -227,7 +227,7 @@ pub fn check(expect: &Expect, s: &Summary, duration: Duration) -> Vec<String> {
             .diagnostics
             .iter()
             .filter(|d| expect.diagnostics.contains(&d.code))
-            .any(|d| d.message.contains(word.as_str()));
+            .any(|d| d.message.contains(word.as_str()) || d.remedy.contains(word.as_str()));
         if !hit {
             failures.push(format!("no expected diagnostic mentions {word:?}"));
         }

@@ -181,9 +181,8 @@ fn real_main() -> Result<ExitCode, String> {
             baseline.timeline.clear();
             baseline.world.connectors.truncate(1);
             baseline.world.firewall = vec![relay_sim::world::Rule {
-                action: relay_sim::world::Action::Reject,
                 port: None,
-                host_suffix: None,
+                ..relay_sim::world::Rule::port(relay_sim::world::Action::Reject, 0)
             }];
             let measure = |sc: &Scenario, stepping: Stepping, runs: u32| {
                 let _ = run_with(sc, 1, stepping);

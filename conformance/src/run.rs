@@ -18,16 +18,20 @@ use hyper_util::rt::TokioIo;
 use relay_sim::backend::{ServedLog, REQUEST_MARK};
 use relay_sim::cloud::{Cloud, CloudConfig};
 use relay_sim::directory::{App, Tenant, User};
+use relay_sim::network::NETWORK_SERVICE;
 use relay_sim::pki::{Generation, REVOCATION_HOSTS};
+use relay_sim::proxy::ProxyPolicy;
 use relay_sim::services;
-use relay_sim::world::{Action, Firewall, Interception, Rule, SimClock, SimNet};
+use relay_sim::services::revocation::TRUST_LIST_HOSTS;
+use relay_sim::world::{Action, AddressPlan, Firewall, Interception, Rule, SimClock, SimNet};
 use serde::Serialize;
 
 use crate::check::{self, Summary};
-use crate::scenario::{RootName, Scenario, TimelineEvent};
+use crate::scenario::{AllowBy, RootName, Scenario, TimelineEvent};
 use crate::stopwatch::Stopwatch;
 use crate::trace::{self, AgentSink, CloudTraceSink, Trace, TraceEvent, UserEvent, What, WorldEvent};
 use crate::wakeups::{SimWakeups, Stepper};
+use connector::allowlist::Group;
 
 /// Simulated wall-clock time at the start of every run: 2026-01-01T00:00Z.
 pub const EPOCH_UNIX_S: u64 = 1_767_225_600;
@@ -37,6 +41,8 @@ pub const INGRESS_PORT: u16 = 80;
 const USER_TIMEOUT: Duration = Duration::from_secs(120);
 /// The simulation host serving every CRL/OCSP name.
 const REVOCATION_HOST: &str = "revocation.cdn.example";
+/// The simulation host of the explicit proxy.
+const PROXY_HOST: &str = "proxy.corp.local";
 /// The simulation host of the TLS inspection box.
 const INSPECTOR_HOST: &str = "inspection.corp.local";
 /// Default simulation step.
@@ -209,10 +215,28 @@ fn simulate(
     )
     .map_err(|e| e.to_string())?;
     cloud.with_pki(|p| p.faults = w.pki.faults.iter().copied().collect());
-    let firewall = Rc::new(RefCell::new(Firewall { rules: w.firewall.clone() }));
-    // The world's DNS: the six CRL/OCSP names are served by one host.
-    let aliases: Rc<BTreeMap<String, String>> =
-        Rc::new(REVOCATION_HOSTS.iter().map(|h| (h.to_string(), REVOCATION_HOST.to_string())).collect());
+    let firewall = Rc::new(RefCell::new(Firewall { rules: perimeter_rules(w) }));
+    // The world's DNS: the CRL/OCSP and trust-list names are served by one host.
+    let aliases: Rc<BTreeMap<String, String>> = Rc::new(
+        REVOCATION_HOSTS
+            .iter()
+            .chain(&TRUST_LIST_HOSTS)
+            .map(|h| (h.to_string(), REVOCATION_HOST.to_string()))
+            .collect(),
+    );
+    let mut names: Vec<String> = cloud.config.service_hosts();
+    names.extend(REVOCATION_HOSTS.iter().chain(&TRUST_LIST_HOSTS).map(|h| h.to_string()));
+    names.extend(w.backends.iter().map(|b| b.name.clone()));
+    names.extend([PROXY_HOST.to_string(), INSPECTOR_HOST.to_string()]);
+    let addresses = Rc::new(RefCell::new(AddressPlan::new(names)));
+    let dns = Rc::new(w.dns.clone());
+    let world_net = SimNet {
+        firewall: firewall.clone(),
+        plan: addresses.clone(),
+        dns: dns.clone(),
+        aliases: aliases.clone(),
+        ..SimNet::default()
+    };
     let interception = w
         .inspection
         .as_ref()
@@ -262,7 +286,7 @@ fn simulate(
     }
     if let Some(spec) = &w.inspection {
         let (cloud, mode) = (cloud.clone(), spec.mode);
-        let upstream = SimNet { aliases: aliases.clone(), ..SimNet::default() };
+        let upstream = SimNet { firewall: Rc::default(), ..world_net.clone() };
         sim.host(INSPECTOR_HOST, move || {
             let (cloud, upstream) = (cloud.clone(), upstream.clone());
             async move {
@@ -291,6 +315,21 @@ fn simulate(
             async move {
                 let l = turmoil::net::TcpListener::bind((std::net::Ipv4Addr::UNSPECIFIED, INGRESS_PORT)).await?;
                 services::ingress::serve(cloud, l).await;
+                HostResult::Ok(())
+            }
+        });
+    }
+
+    if let Some(spec) = &w.proxy {
+        let policy = Rc::new(ProxyPolicy { require_auth: spec.auth, allow: Firewall { rules: spec.allow.clone() } });
+        // The proxy is the host the perimeter lets out: its egress is unfiltered.
+        let upstream = SimNet { firewall: Rc::default(), ..world_net.clone() };
+        let (cloud, port) = (cloud.clone(), spec.port);
+        sim.host(PROXY_HOST, move || {
+            let (cloud, policy, upstream) = (cloud.clone(), policy.clone(), upstream.clone());
+            async move {
+                let l = turmoil::net::TcpListener::bind((std::net::Ipv4Addr::UNSPECIFIED, port)).await?;
+                relay_sim::proxy::serve(cloud, l, policy, Rc::new(upstream)).await;
                 HostResult::Ok(())
             }
         });
@@ -345,7 +384,15 @@ fn simulate(
         let skew_s = spec.clock_skew.map(|s| s.ahead_s).unwrap_or(0);
         let boots = Rc::new(Cell::new(0u32));
         let (name, trace) = (spec.name.clone(), trace.clone());
-        let net = SimNet { firewall: firewall.clone(), aliases: aliases.clone(), interception: interception.clone() };
+        let net = SimNet {
+            host_firewall: Rc::new(RefCell::new(Firewall { rules: spec.host_firewall.clone() })),
+            interception: interception.clone(),
+            account: spec.account.clone().unwrap_or_else(|| NETWORK_SERVICE.to_string()),
+            ..world_net.clone()
+        };
+        if spec.use_proxy {
+            cfg.proxy = w.proxy.as_ref().map(|p| (PROXY_HOST.to_string(), p.port));
+        }
         let outside_ms = outside_ms.clone();
         sim.host(spec.name.as_str(), move || {
             let boot = boots.get();
@@ -355,6 +402,7 @@ fn simulate(
                 clock: Arc::new(SimClock::new(epoch(), skew_s, outside_ms.clone())),
                 entropy: Arc::new(SeededEntropy::new(seed, &format!("connector/{name}/{boot}"))),
                 events: Rc::new(AgentSink { trace: trace.clone(), host: name.clone() }),
+                reach: Rc::default(),
             };
             let cfg = cfg.clone();
             async move {
@@ -401,7 +449,7 @@ fn simulate(
                 TimelineEvent::BlockPort(p) | TimelineEvent::RejectPort(p) => {
                     let action =
                         if matches!(event, TimelineEvent::BlockPort(_)) { Action::Drop } else { Action::Reject };
-                    let rule = Rule { action, port: Some(*p), host_suffix: None };
+                    let rule = Rule::port(action, *p);
                     timeline_rules.borrow_mut().push(rule.clone());
                     firewall.borrow_mut().rules.insert(0, rule);
                 }
@@ -433,6 +481,7 @@ fn simulate(
                 }
                 TimelineEvent::StopRevocationServers => sim.crash(REVOCATION_HOST),
                 TimelineEvent::StartRevocationServers => sim.bounce(REVOCATION_HOST),
+                TimelineEvent::AdvanceIpWeek => addresses.borrow_mut().week += 1,
             }
         }
         let limit = timeline.get(next).map_or(scenario.duration.0, |(at, _)| *at).min(scenario.duration.0);
@@ -442,6 +491,31 @@ fn simulate(
     drop(sim);
     drop(install_dirs);
     Ok(Steps { steps: stepper.steps, skips: stepper.skips })
+}
+
+/// The perimeter: the scenario's rules, then its allow-list (the spec's
+/// table minus the listed groups, by name or by a week's IP ranges), then
+/// everything else on 80 and 443 dropped (or rejected).
+fn perimeter_rules(w: &crate::scenario::World) -> Vec<Rule> {
+    let mut rules = w.firewall.clone();
+    if let Some(list) = &w.allow_list {
+        let kept: Vec<Group> = Group::ALL.iter().copied().filter(|g| !list.minus.contains(g)).collect();
+        match list.by {
+            AllowBy::Names => rules.extend(Firewall::allow_groups(&kept)),
+            AllowBy::Ranges => {
+                // Ranges exist for the cloud's 443 services; port-80 hosts
+                // (CDNs) are allowed by name, as admins do.
+                if kept.contains(&Group::Service443) || kept.contains(&Group::Registration443) {
+                    rules.extend(AddressPlan::range_rules(list.week));
+                }
+                let by_name: Vec<Group> = kept.into_iter().filter(|g| g.port() == 80).collect();
+                rules.extend(Firewall::allow_groups(&by_name));
+            }
+        }
+        rules.push(Rule::port(list.otherwise, 443));
+        rules.push(Rule::port(list.otherwise, 80));
+    }
+    rules
 }
 
 /// One planned user request.

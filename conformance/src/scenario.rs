@@ -9,12 +9,13 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+use connector::allowlist::Group;
 use connector::pki::RevocationPolicy;
 use relay_sim::backend::Behaviour;
 use relay_sim::directory::Role;
 use relay_sim::inspector::Mode as InspectionMode;
 use relay_sim::pki::RevocationFault;
-use relay_sim::world::Rule;
+use relay_sim::world::{Action, Dns, Rule};
 use serde::{Deserialize, Deserializer};
 use toml::Spanned;
 
@@ -108,12 +109,14 @@ pub enum TimelineEvent {
     /// Stop or start the CRL/OCSP servers (all six names).
     StopRevocationServers,
     StartRevocationServers,
+    /// The cloud moves to next week's published address ranges.
+    AdvanceIpWeek,
 }
 
 const EVENT_FORMS: &str = "\"restart relay\", \"crash relay\", \"start relay\", \"block port N\", \
 \"reject port N\", \"unblock port N\", \"stop backend NAME\", \"start backend NAME\", \"restart connector NAME\", \
 \"stop connector NAME\", \"start connector NAME\", \"rotate root\", \"revoke relay certificate\", \
-\"revoke connector NAME\", \"stop revocation servers\", \"start revocation servers\"";
+\"revoke connector NAME\", \"stop revocation servers\", \"start revocation servers\", \"advance ip week\"";
 
 impl FromStr for TimelineEvent {
     type Err = String;
@@ -138,6 +141,7 @@ impl FromStr for TimelineEvent {
             ["revoke", "connector", n] => TimelineEvent::RevokeConnector(n.to_string()),
             ["stop", "revocation", "servers"] => TimelineEvent::StopRevocationServers,
             ["start", "revocation", "servers"] => TimelineEvent::StartRevocationServers,
+            ["advance", "ip", "week"] => TimelineEvent::AdvanceIpWeek,
             _ => return Err(format!("unknown event {s:?}; expected one of {EVENT_FORMS}")),
         })
     }
@@ -169,6 +173,7 @@ impl fmt::Display for TimelineEvent {
             TimelineEvent::RevokeConnector(n) => write!(f, "revoke connector {n}"),
             TimelineEvent::StopRevocationServers => write!(f, "stop revocation servers"),
             TimelineEvent::StartRevocationServers => write!(f, "start revocation servers"),
+            TimelineEvent::AdvanceIpWeek => write!(f, "advance ip week"),
         }
     }
 }
@@ -259,6 +264,68 @@ pub struct World {
     /// A TLS inspection box on the connectors' outbound path.
     #[serde(default)]
     pub inspection: Option<InspectionSpec>,
+    /// The perimeter allows the spec's allow-list (minus some groups) and
+    /// drops the rest of 80 and 443; appended after `firewall`.
+    #[serde(default)]
+    pub allow_list: Option<AllowListSpec>,
+    /// Names that fail to resolve or resolve to a sinkhole.
+    #[serde(default)]
+    pub dns: Dns,
+    /// An explicit outbound proxy (`proxy.corp.local`).
+    #[serde(default)]
+    pub proxy: Option<ProxySpec>,
+}
+
+/// `[world.allow_list]`: the spec's table as perimeter rules.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AllowListSpec {
+    /// Groups left out (`service-443`, `crl-80`, `registration-443`, `registration-80`).
+    #[serde(default)]
+    pub minus: Vec<Group>,
+    /// Allow the 443 groups by name (default) or by this week's published IP ranges.
+    #[serde(default)]
+    pub by: AllowBy,
+    /// The week whose ranges an IP allow-list was written from.
+    #[serde(default = "default_week")]
+    pub week: u32,
+    /// What happens to everything else on 80 and 443: `drop` (default) or `reject`.
+    #[serde(default = "default_drop")]
+    pub otherwise: Action,
+}
+
+fn default_week() -> u32 {
+    1
+}
+fn default_drop() -> Action {
+    Action::Drop
+}
+
+/// How an allow-list names destinations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AllowBy {
+    #[default]
+    Names,
+    Ranges,
+}
+
+/// `[world.proxy]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxySpec {
+    #[serde(default = "default_proxy_port")]
+    pub port: u16,
+    /// Demand proxy authentication (407).
+    #[serde(default)]
+    pub auth: bool,
+    /// The proxy's own destination rules (first match wins, default allow).
+    #[serde(default)]
+    pub allow: Vec<Rule>,
+}
+
+fn default_proxy_port() -> u16 {
+    8080
 }
 
 /// `[world.pki]`.
@@ -320,6 +387,15 @@ pub struct ConnectorSpec {
     /// Revocation policy when a status cannot be learned.
     #[serde(default)]
     pub revocation: RevocationPolicy,
+    /// On-host firewall rules (checked before the perimeter's).
+    #[serde(default)]
+    pub host_firewall: Vec<Rule>,
+    /// The account the connector's services run as (`network-service`).
+    #[serde(default)]
+    pub account: Option<String>,
+    /// Send everything through the world's proxy (`[world.proxy]`).
+    #[serde(default)]
+    pub use_proxy: bool,
 }
 
 /// A root a connector host may trust.
@@ -455,8 +531,8 @@ pub struct Expect {
     /// Diagnostic codes that must not have been reported.
     #[serde(default)]
     pub no_diagnostics: Vec<String>,
-    /// Words every reported diagnostic of the listed codes must contain
-    /// (e.g. the host and port).
+    /// Text some reported diagnostic of the listed codes must contain in its
+    /// message or remedy (e.g. the host and port, the allow-list entry).
     #[serde(default)]
     pub diagnostic_mentions: Vec<String>,
     /// Trace events (agent or cloud, by their `event` name) that must have
@@ -549,6 +625,9 @@ impl Scenario {
                     format!("event names {kind} {name:?}, but the world has {known:?}"),
                 ));
             }
+        }
+        if w.proxy.is_none() && w.connectors.iter().any(|c| c.use_proxy) {
+            return Err((0, "a connector has use_proxy = true but the world has no [world.proxy]".into()));
         }
         if w.connectors.is_empty() {
             return Err((0, "the world has no connector ([[world.connectors]])".into()));

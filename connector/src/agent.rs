@@ -24,7 +24,17 @@ use crate::env::Env;
 use crate::event::AgentEvent;
 use crate::http::{CallError, ServiceCall};
 use crate::identity::{self, Identity};
+use crate::pki::cert::HttpUrl;
 use crate::pki::{RevocationPolicy, ServiceTls, Trust};
+use crate::proxy::ProxyNet;
+
+/// Where registration reads the certificate trust list (port 80).
+pub const TRUST_LIST_HOST: &str = "ctldl.windowsupdate.com";
+pub const TRUST_LIST_PATH: &str = "/msdownload/update/v3/static/trustedr/en/authrootstl.cab";
+
+fn sha256_hex(data: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, data).as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
 use crate::tls::TlsContext;
 use crate::tunnel::{self, SeenIds, Shared, TunnelConfig};
 
@@ -89,6 +99,9 @@ pub struct AgentConfig {
     pub registration_attempts: u32,
     pub max_inflight: usize,
     pub service_port: u16,
+    /// An explicit outbound proxy (`host`, `port`), used with CONNECT for
+    /// every connection; no proxy authentication.
+    pub proxy: Option<(String, u16)>,
 }
 
 impl AgentConfig {
@@ -113,6 +126,7 @@ impl AgentConfig {
             registration_attempts: 3,
             max_inflight: 200,
             service_port: 443,
+            proxy: None,
         }
     }
 }
@@ -143,7 +157,10 @@ pub struct Agent {
 }
 
 impl Agent {
-    pub fn new(env: Env, config: AgentConfig) -> Self {
+    pub fn new(mut env: Env, config: AgentConfig) -> Self {
+        if let Some((host, port)) = &config.proxy {
+            env.net = Rc::new(ProxyNet { inner: env.net.clone(), host: host.clone(), port: *port });
+        }
         let tls = TlsContext::new(env.entropy.clone(), env.clock.clone());
         let names = ServiceNames::public(&config.tenant_id);
         Agent { env, config, names, tls }
@@ -193,6 +210,15 @@ impl Agent {
     }
 
     async fn run_inner(&self) -> Result<(), AgentError> {
+        let port = self.config.service_port;
+        // Reference hosts for telling "port blocked" from "name blocked".
+        self.env.reach.set_references(vec![
+            (self.names.bootstrap.clone(), port),
+            (self.names.login.clone(), port),
+            (self.names.registration.clone(), port),
+            ("crl.microsoft.com".into(), 80),
+            (TRUST_LIST_HOST.into(), 80),
+        ]);
         let trust = self.trust()?;
         let identity = match Identity::load(&self.config.install_dir)? {
             Some(id) => {
@@ -250,7 +276,40 @@ impl Agent {
         }
     }
 
+    /// Registration reads the certificate trust list over port 80 (NET-REG;
+    /// Windows' root update). Unreachable: registration fails. A root it
+    /// lists that the host lacks is reported ahead of any root change.
+    async fn check_trust_list(&self, trust: &Trust) -> Result<(), Diagnostic> {
+        let url = HttpUrl { host: TRUST_LIST_HOST.into(), port: 80, path: TRUST_LIST_PATH.into() };
+        let resp = crate::http::plain_request(&self.env, &url, None, self.config.request_timeout, 64 * 1024)
+            .await
+            .map_err(|e| e.diagnostic())?;
+        if resp.status != 200 {
+            return Err(Diagnostic::new(
+                "NET-REG",
+                "trust-list",
+                Some(12020),
+                format!("the certificate trust list at {url} answered HTTP {}", resp.status),
+                format!("allow {TRUST_LIST_HOST} on TCP 80 without a proxy answering in its place"),
+            ));
+        }
+        let have: Vec<String> = trust.host_roots.iter().map(|r| sha256_hex(r.as_ref())).collect();
+        for line in String::from_utf8_lossy(&resp.body).lines().map(str::trim).filter(|l| !l.is_empty()) {
+            if !have.iter().any(|h| h == line) {
+                self.env.emit(AgentEvent::Diagnostic(Diagnostic::new(
+                    "TLS-ROOTS",
+                    "missing-root",
+                    None,
+                    format!("the certificate trust list names a root the service uses that this host does not trust (SHA-256 {line})"),
+                    "install the service's current roots before the service moves to them",
+                )));
+            }
+        }
+        Ok(())
+    }
+
     async fn register_once(&self, creds: &Credentials, tls: &ServiceTls) -> Result<Identity, RegisterFailure> {
+        self.check_trust_list(&tls.trust).await.map_err(RegisterFailure::Retry)?;
         let login: LoginResponse = self
             .call(&self.names.login, tls)
             .post_json(
@@ -298,7 +357,10 @@ impl Agent {
             seen: RefCell::new(SeenIds::new(65_536)),
             inflight: RefCell::new(0),
             tls: RefCell::new(mtls),
+            up: RefCell::new(0),
         });
+        let mut bootstraps_ok: u32 = 0;
+        let mut inactive_reported = false;
         let mut tunnels: BTreeMap<RelayEndpoint, JoinHandle<()>> = BTreeMap::new();
         let mut failures: u32 = 0;
         let mut next_renewal_check = crate::time::Instant::now();
@@ -322,6 +384,28 @@ impl Agent {
                         interval_s: interval.as_secs(),
                     });
                     self.reconcile(&mut tunnels, &cfg, &identity, &shared);
+                    bootstraps_ok = bootstraps_ok.saturating_add(1);
+                    // OPS-ACTIVE: bootstrap works (the portal shows the
+                    // connector active) yet no tunnel has come up since the
+                    // last bootstrap: it cannot receive a single request.
+                    let no_tunnel = *shared.up.borrow() == 0 && !cfg.relay_endpoints.is_empty();
+                    if no_tunnel && bootstraps_ok >= 2 && !inactive_reported {
+                        let endpoints =
+                            cfg.relay_endpoints.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(", ");
+                        self.env.emit(AgentEvent::Diagnostic(Diagnostic::new(
+                            "OPS-ACTIVE",
+                            "no-tunnel",
+                            Some(12020),
+                            format!(
+                                "the connector is active (bootstrap to {} works) but none of its tunnels is up ({endpoints}): it cannot receive user requests",
+                                self.names.bootstrap
+                            ),
+                            "active is not working: allow *.servicebus.windows.net on TCP 443 (NET-SVC); see the tunnels' diagnostics",
+                        )));
+                        inactive_reported = true;
+                    } else if !no_tunnel {
+                        inactive_reported = false;
+                    }
                     if crate::time::Instant::now() >= next_renewal_check {
                         next_renewal_check = crate::time::Instant::now()
                             + Duration::from_secs(cfg.trust_renewal_interval_min.max(1) * 60);

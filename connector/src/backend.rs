@@ -115,8 +115,8 @@ async fn forward(
     let bad =
         |msg: String| (502, Diagnostic::new("BACKEND", "bad-target", None, msg, "fix the application's internal URL"));
     let target = parse_target(&head.path).map_err(bad)?;
-    let stream = env.net.connect(&target.host, target.port).await.map_err(|e| {
-        let failure = ConnectFailure::from_io(&e);
+    let (_, stream) = crate::env::connect(env.net.as_ref(), &target.host, target.port).await.map_err(|e| {
+        let failure = ConnectFailure::from_io(&e.error);
         (
             502,
             Diagnostic::new(

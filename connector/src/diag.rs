@@ -70,12 +70,17 @@ pub enum ConnectFailure {
     TimedOut,
     /// The name did not resolve.
     Unresolved,
+    /// An outbound proxy refused the tunnel.
+    Proxy(crate::proxy::ProxyError),
     /// Anything else the OS reported.
     Other(String),
 }
 
 impl ConnectFailure {
     pub fn from_io(e: &io::Error) -> Self {
+        if let Some(p) = e.get_ref().and_then(|inner| inner.downcast_ref::<crate::proxy::ProxyError>()) {
+            return ConnectFailure::Proxy(p.clone());
+        }
         match e.kind() {
             io::ErrorKind::ConnectionRefused => ConnectFailure::Refused,
             io::ErrorKind::TimedOut => ConnectFailure::TimedOut,
@@ -92,6 +97,7 @@ impl std::fmt::Display for ConnectFailure {
             ConnectFailure::Refused => f.write_str("connection refused"),
             ConnectFailure::TimedOut => f.write_str("connection timed out (packets dropped?)"),
             ConnectFailure::Unresolved => f.write_str("name did not resolve"),
+            ConnectFailure::Proxy(p) => write!(f, "{p}"),
             ConnectFailure::Other(s) => f.write_str(s),
         }
     }

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
@@ -36,9 +36,28 @@ pub type BoxStream = Box<dyn AsyncStream>;
 /// Outbound connections. The only network capability the agent has: there is
 /// deliberately no `listen` (NET-OUTONLY).
 pub trait Net {
-    /// Opens a TCP connection to `host:port`. No timeout here: callers bound
-    /// it, because a firewall that drops packets makes connect hang.
-    fn connect<'a>(&'a self, host: &'a str, port: u16) -> LocalBoxFuture<'a, io::Result<BoxStream>>;
+    /// Resolves `host` as the machine's DNS would.
+    fn resolve<'a>(&'a self, host: &'a str) -> LocalBoxFuture<'a, io::Result<IpAddr>>;
+
+    /// Opens TCP to `addr:port`, the address `host` resolved to. The name
+    /// travels along because firewalls and proxies match on it. No timeout
+    /// here: callers bound it, because a firewall that drops packets makes
+    /// connect hang.
+    fn connect_addr<'a>(&'a self, host: &'a str, addr: IpAddr, port: u16) -> LocalBoxFuture<'a, io::Result<BoxStream>>;
+}
+
+/// Why [`connect`] failed: the error, and the address if the name resolved.
+#[derive(Debug)]
+pub struct ConnectError {
+    pub addr: Option<IpAddr>,
+    pub error: io::Error,
+}
+
+/// Resolves `host` and connects to it on `port`.
+pub async fn connect(net: &dyn Net, host: &str, port: u16) -> Result<(IpAddr, BoxStream), ConnectError> {
+    let addr = net.resolve(host).await.map_err(|error| ConnectError { addr: None, error })?;
+    let stream = net.connect_addr(host, addr, port).await.map_err(|error| ConnectError { addr: Some(addr), error })?;
+    Ok((addr, stream))
 }
 
 /// Wall-clock time for certificates and CRLs. Monotonic timers come from
@@ -77,6 +96,8 @@ pub struct Env {
     pub clock: Arc<dyn Clock>,
     pub entropy: Arc<dyn Entropy>,
     pub events: Rc<dyn EventSink>,
+    /// What the agent learned about reaching destinations (for diagnostics).
+    pub reach: Rc<crate::reach::Reach>,
 }
 
 impl Env {
@@ -184,12 +205,27 @@ impl TokioNet {
 }
 
 impl Net for TokioNet {
-    fn connect<'a>(&'a self, host: &'a str, port: u16) -> LocalBoxFuture<'a, io::Result<BoxStream>> {
+    fn resolve<'a>(&'a self, host: &'a str) -> LocalBoxFuture<'a, io::Result<IpAddr>> {
         Box::pin(async move {
-            let stream = match self.lookup(host, port) {
-                Some(addr) => tokio::net::TcpStream::connect(addr).await?,
-                None => tokio::net::TcpStream::connect((host, port)).await?,
-            };
+            let lower = host.to_ascii_lowercase();
+            if let Some(addr) = self.overrides.iter().find(|((h, _), _)| *h == lower).map(|(_, a)| *a) {
+                return Ok(addr.ip());
+            }
+            if let Ok(ip) = host.parse::<IpAddr>() {
+                return Ok(ip);
+            }
+            tokio::net::lookup_host((host, 0))
+                .await?
+                .next()
+                .map(|a| a.ip())
+                .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{host}: no address")))
+        })
+    }
+
+    fn connect_addr<'a>(&'a self, host: &'a str, addr: IpAddr, port: u16) -> LocalBoxFuture<'a, io::Result<BoxStream>> {
+        Box::pin(async move {
+            let target = self.lookup(host, port).unwrap_or(SocketAddr::new(addr, port));
+            let stream = tokio::net::TcpStream::connect(target).await?;
             stream.set_nodelay(true)?;
             Ok(Box::new(stream) as BoxStream)
         })

@@ -3,6 +3,7 @@
 //! timeout and every failure is classified, so the agent can say which host,
 //! port and phase broke.
 
+use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -26,7 +27,7 @@ pub const SERVICE_BODY_BYTES_MAX: usize = 1 << 20;
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum CallError {
     #[error("connect to {host}:{port}: {failure}")]
-    Connect { host: String, port: u16, failure: ConnectFailure },
+    Connect { host: String, port: u16, failure: ConnectFailure, diagnostic: Box<Diagnostic> },
     #[error("TLS with {host}:{port}: {error}")]
     Tls { host: String, port: u16, error: String, diagnostic: Box<Diagnostic> },
     #[error("{host}:{port} refused: {}", .diagnostic.message)]
@@ -45,8 +46,9 @@ impl CallError {
     /// The diagnostic an administrator needs for this failure.
     pub fn diagnostic(&self) -> Diagnostic {
         match self {
-            CallError::Connect { host, port, failure } => diag::unreachable(host, *port, failure),
-            CallError::Tls { diagnostic, .. } | CallError::Revocation { diagnostic, .. } => (**diagnostic).clone(),
+            CallError::Connect { diagnostic, .. }
+            | CallError::Tls { diagnostic, .. }
+            | CallError::Revocation { diagnostic, .. } => (**diagnostic).clone(),
             CallError::Http { host, port, error } => {
                 // Under TLS 1.3 a refused client certificate surfaces on the
                 // first read, as an HTTP-level failure carrying the alert.
@@ -84,10 +86,22 @@ impl CallError {
 }
 
 async fn connect_tcp(env: &Env, host: &str, port: u16, timeout: Duration) -> Result<BoxStream, CallError> {
-    match crate::time::timeout(timeout, env.net.connect(host, port)).await {
-        Ok(Ok(s)) => Ok(s),
-        Ok(Err(e)) => Err(CallError::Connect { host: host.into(), port, failure: ConnectFailure::from_io(&e) }),
-        Err(_) => Err(CallError::Connect { host: host.into(), port, failure: ConnectFailure::TimedOut }),
+    let fail = |failure: ConnectFailure, addr: Option<IpAddr>| async move {
+        let diagnostic = Box::new(crate::reach::explain(env, host, port, addr, &failure).await);
+        CallError::Connect { host: host.into(), port, failure, diagnostic }
+    };
+    let addr = match crate::time::timeout(timeout, env.net.resolve(host)).await {
+        Ok(Ok(a)) => a,
+        Ok(Err(_)) => return Err(fail(ConnectFailure::Unresolved, None).await),
+        Err(_) => return Err(fail(ConnectFailure::Other("DNS did not answer".into()), None).await),
+    };
+    match crate::time::timeout(timeout, env.net.connect_addr(host, addr, port)).await {
+        Ok(Ok(s)) => {
+            env.reach.worked(host, port, addr);
+            Ok(s)
+        }
+        Ok(Err(e)) => Err(fail(ConnectFailure::from_io(&e), Some(addr)).await),
+        Err(_) => Err(fail(ConnectFailure::TimedOut, Some(addr)).await),
     }
 }
 
@@ -156,8 +170,10 @@ pub async fn plain_request(
 ) -> Result<PlainResponse, CallError> {
     let (host, port) = (url.host.as_str(), url.port);
     let http_err = |e: String| CallError::Http { host: host.into(), port, error: e };
+    // Connect first, under its own timeout, so a failure is explained as a
+    // connection failure (with what the agent knows about the destination).
+    let stream = connect_tcp(env, host, port, timeout).await?;
     let exchange = async {
-        let stream = connect_tcp(env, host, port, timeout).await?;
         let (mut sender, conn) =
             hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| http_err(e.to_string()))?;
         tokio::task::spawn_local(async move {

@@ -6,6 +6,7 @@
 //! sockets and inside the turmoil simulation.
 
 pub mod agent;
+pub mod allowlist;
 pub mod api;
 pub mod backend;
 pub mod backoff;
@@ -16,6 +17,8 @@ pub mod http;
 pub mod identity;
 pub mod pki;
 pub mod proto;
+pub mod proxy;
+pub mod reach;
 pub mod time;
 pub mod tls;
 pub mod tunnel;

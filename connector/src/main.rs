@@ -125,6 +125,7 @@ fn main() -> anyhow::Result<()> {
         clock: Arc::new(SystemClock),
         entropy: Arc::new(OsEntropy),
         events: Rc::new(LogSink),
+        reach: Rc::default(),
     };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("tokio runtime")?;
     let local = tokio::task::LocalSet::new();

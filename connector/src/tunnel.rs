@@ -73,6 +73,26 @@ pub struct Shared {
     pub inflight: RefCell<usize>,
     /// The TLS client with the current client certificate.
     pub tls: RefCell<ServiceTls>,
+    /// Tunnels up right now.
+    pub up: RefCell<usize>,
+}
+
+/// Counts a tunnel as up for as long as it lives (also when its task is
+/// aborted).
+struct UpGuard(Rc<Shared>);
+
+impl UpGuard {
+    fn new(shared: &Rc<Shared>) -> Self {
+        *shared.up.borrow_mut() += 1;
+        UpGuard(shared.clone())
+    }
+}
+
+impl Drop for UpGuard {
+    fn drop(&mut self) {
+        let mut n = self.0.up.borrow_mut();
+        *n = n.saturating_sub(1);
+    }
 }
 
 /// Why a tunnel session ended.
@@ -147,6 +167,7 @@ where
     let mut bodies: BTreeMap<u64, (RequestHead, BytesMut)> = BTreeMap::new();
     let mut buf = vec![0u8; 16 * 1024];
     let mut up = false;
+    let mut _up_guard: Option<UpGuard> = None;
 
     let end = loop {
         while let Some(bytes) = session.poll_transmit(now()) {
@@ -198,6 +219,7 @@ where
             match ev {
                 Event::Established { .. } => {
                     up = true;
+                    _up_guard = Some(UpGuard::new(shared));
                     env.emit(AgentEvent::TunnelUp { endpoint: name.to_string() });
                 }
                 Event::Request { id, head, fin } => {

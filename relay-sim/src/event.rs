@@ -48,6 +48,16 @@ pub enum CloudEvent {
         host: String,
         reason: String,
     },
+    /// The outbound proxy answered a CONNECT.
+    ProxyConnect {
+        host: String,
+        port: u16,
+        status: u16,
+    },
+    /// The trust list (authroot CTL) was served.
+    TrustListServed {
+        host: String,
+    },
     /// An inspection box intercepted a connection to `host`.
     Intercepted {
         host: String,

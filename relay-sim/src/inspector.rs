@@ -89,10 +89,10 @@ async fn resign(cloud: &Rc<Cloud>, client: connector::env::BoxStream, upstream: 
             .build()
             .map_err(|e| e.to_string())?;
     let config = cloud.tls.client_config(verifier, None).map_err(|e| e.to_string())?;
-    let tcp = connector::time::timeout(STEP_TIMEOUT, upstream.connect(&sni, 443))
+    let (_, tcp) = connector::time::timeout(STEP_TIMEOUT, connector::env::connect(upstream, &sni, 443))
         .await
         .map_err(|_| format!("{sni}: connect timed out"))?
-        .map_err(|e| format!("{sni}: {e}"))?;
+        .map_err(|e| format!("{sni}: {}", e.error))?;
     let name = ServerName::try_from(sni.clone()).map_err(|e| e.to_string())?;
     let mut origin = tokio_rustls::TlsConnector::from(Arc::new(config))
         .connect(name, tcp)

@@ -18,6 +18,7 @@ use crate::directory::{App, Role, Tenant, User};
 use crate::event::LogSink;
 use crate::pki::{Generation, REVOCATION_HOSTS};
 use crate::services;
+use crate::services::revocation::TRUST_LIST_HOSTS;
 
 /// What to serve.
 #[derive(Debug, Clone)]
@@ -129,7 +130,7 @@ pub async fn start(opts: ServeOptions) -> Result<(Manifest, Rc<Cloud>, ServedLog
     spawn_service(services::renewtrust::serve(cloud.clone(), l));
     // One revocation server answers for every CRL/OCSP host name.
     let (l, a) = bind(opts.bind).await?;
-    resolve.extend(REVOCATION_HOSTS.iter().map(|h| format!("{h}={a}")));
+    resolve.extend(REVOCATION_HOSTS.iter().chain(&TRUST_LIST_HOSTS).map(|h| format!("{h}={a}")));
     tokio::task::spawn_local(services::revocation::serve(cloud.clone(), l));
     for ep in &c.relay_endpoints {
         let (l, a) = bind(opts.bind).await?;

@@ -264,6 +264,14 @@ impl Revocation {
                 Err(CrlFetch::Failed(fail)) => return Err(fail),
             }
         }
+        // Port 80 as a whole works if anything else the connector needs on
+        // it answered (e.g. the trust list): then the CRL hosts are missing
+        // from an allow-list, not the port.
+        if reached.is_empty() {
+            if let Some(other) = env.reach.any_worked_on(80, "") {
+                reached.push(other);
+            }
+        }
         reached.sort();
         reached.dedup();
         if !failed.is_empty() {

@@ -4,7 +4,8 @@
 //! `ocsp.msocsp.com`, `oneocsp.microsoft.com`). One server answers for all
 //! six names (as a CDN would); the `Host` header says which was asked.
 //! Answers carry a `Date` from the cloud's clock, which connectors use to
-//! explain clock skew.
+//! explain clock skew. The same server stands for the certificate trust
+//! list hosts a registration reads (`ctldl.windowsupdate.com`).
 
 use std::rc::Rc;
 
@@ -16,6 +17,24 @@ use hyper::{Method, Request, Response};
 use crate::cloud::Cloud;
 use crate::event::CloudEvent;
 use crate::server::{respond, serve_plain, Body, ConnInfo, Listener};
+
+/// Hosts of Windows' certificate trust list (NET-REG on port 80).
+pub const TRUST_LIST_HOSTS: [&str; 2] = ["ctldl.windowsupdate.com", "www.microsoft.com"];
+
+/// The trust list, modelled as one SHA-256 fingerprint (hex) per line of
+/// every root the service uses (the real file is a signed CAB of the
+/// Microsoft root program).
+fn trust_list(cloud: &Cloud) -> String {
+    cloud
+        .service_roots()
+        .iter()
+        .map(|r| {
+            let d = ring::digest::digest(&ring::digest::SHA256, r.as_ref());
+            let hex: String = d.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+            hex + "\n"
+        })
+        .collect()
+}
 
 /// Largest OCSP request accepted.
 const OCSP_REQUEST_BYTES_MAX: usize = 16 * 1024;
@@ -44,6 +63,9 @@ async fn handle(cloud: Rc<Cloud>, req: Request<Incoming>) -> Response<Body> {
             }
             Err(e) => respond(500, "text/plain", e.to_string()),
         }
+    } else if TRUST_LIST_HOSTS.contains(&host.as_str()) {
+        cloud.emit(CloudEvent::TrustListServed { host: host.clone() });
+        respond(200, "text/plain", trust_list(&cloud))
     } else {
         let url = format!("http://{host}{}", req.uri().path());
         let crl = cloud.pki().crl_at(&url, now);

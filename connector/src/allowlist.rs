@@ -1,0 +1,128 @@
+//! The spec's outbound allow-list (public cloud), as data: which host names
+//! and ports the connector needs, grouped the way the spec groups them. The
+//! connector uses it to name, in a diagnostic, the allow-list entry a
+//! failed destination falls under; the simulator uses it to build a
+//! firewall from "the spec's table" or "the table minus one group".
+
+use serde::{Deserialize, Serialize};
+
+/// A group of the spec's allow-list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Group {
+    /// `*.msappproxy.net`, `*.servicebus.windows.net` on 443 (NET-SVC).
+    #[serde(rename = "service-443")]
+    Service443,
+    /// The CRL/OCSP hosts on 80 (NET-CRL).
+    #[serde(rename = "crl-80")]
+    Crl80,
+    /// Sign-in and registration helpers on 443 (NET-REG).
+    #[serde(rename = "registration-443")]
+    Registration443,
+    /// Certificate trust list downloads on 80 during registration (NET-REG).
+    #[serde(rename = "registration-80")]
+    Registration80,
+}
+
+impl Group {
+    pub const ALL: [Group; 4] = [Group::Service443, Group::Crl80, Group::Registration443, Group::Registration80];
+
+    /// The requirement the group comes from.
+    pub fn requirement(self) -> &'static str {
+        match self {
+            Group::Service443 => "NET-SVC",
+            Group::Crl80 => "NET-CRL",
+            Group::Registration443 | Group::Registration80 => "NET-REG",
+        }
+    }
+
+    pub fn port(self) -> u16 {
+        match self {
+            Group::Service443 | Group::Registration443 => 443,
+            Group::Crl80 | Group::Registration80 => 80,
+        }
+    }
+
+    /// The entries (exact names or `*.` suffixes).
+    pub fn entries(self) -> &'static [&'static str] {
+        match self {
+            Group::Service443 => &["*.msappproxy.net", "*.servicebus.windows.net"],
+            Group::Crl80 => &[
+                "crl3.digicert.com",
+                "crl4.digicert.com",
+                "ocsp.digicert.com",
+                "crl.microsoft.com",
+                "oneocsp.microsoft.com",
+                "ocsp.msocsp.com",
+            ],
+            Group::Registration443 => &[
+                "login.windows.net",
+                "secure.aadcdn.microsoftonline-p.com",
+                "*.microsoftonline.com",
+                "*.microsoftonline-p.com",
+                "*.msauth.net",
+                "*.msauthimages.net",
+                "*.msecnd.net",
+                "*.msftauth.net",
+                "*.msftauthimages.net",
+                "*.phonefactor.net",
+                "enterpriseregistration.windows.net",
+                "management.azure.com",
+                "policykeyservice.dc.ad.msft.net",
+                "ctldl.windowsupdate.com",
+                "www.microsoft.com",
+            ],
+            Group::Registration80 => &["ctldl.windowsupdate.com", "www.microsoft.com"],
+        }
+    }
+}
+
+impl std::fmt::Display for Group {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = match self {
+            Group::Service443 => "service-443",
+            Group::Crl80 => "crl-80",
+            Group::Registration443 => "registration-443",
+            Group::Registration80 => "registration-80",
+        };
+        f.write_str(name)
+    }
+}
+
+/// Whether `host` matches an allow-list `entry` (`*.suffix` or an exact name).
+pub fn entry_matches(entry: &str, host: &str) -> bool {
+    let host = host.to_ascii_lowercase();
+    match entry.strip_prefix("*.") {
+        Some(suffix) => host.ends_with(&format!(".{suffix}")),
+        None => host == entry,
+    }
+}
+
+/// The allow-list entry (and its group) covering `host:port`, if any.
+pub fn entry_for(host: &str, port: u16) -> Option<(Group, &'static str)> {
+    Group::ALL
+        .iter()
+        .filter(|g| g.port() == port)
+        .find_map(|g| g.entries().iter().find(|e| entry_matches(e, host)).map(|e| (*g, *e)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_map_to_their_entries() {
+        assert_eq!(
+            entry_for("cwap-weu-1.servicebus.windows.net", 443),
+            Some((Group::Service443, "*.servicebus.windows.net"))
+        );
+        assert_eq!(
+            entry_for("login.microsoftonline.com", 443),
+            Some((Group::Registration443, "*.microsoftonline.com"))
+        );
+        assert_eq!(entry_for("crl3.digicert.com", 80), Some((Group::Crl80, "crl3.digicert.com")));
+        assert_eq!(entry_for("ctldl.windowsupdate.com", 80), Some((Group::Registration80, "ctldl.windowsupdate.com")));
+        assert_eq!(entry_for("msappproxy.net", 443), None);
+        assert_eq!(entry_for("evilmsappproxy.net", 443), None);
+        assert_eq!(entry_for("crl3.digicert.com", 443), None);
+    }
+}
