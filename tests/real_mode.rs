@@ -149,3 +149,53 @@ fn wrong_password_stops_with_the_services_error() {
     assert!(d.message.contains("AADSTS50126"), "{d:?}");
     assert!(!install.path().join("identity/connector.json").exists());
 }
+
+/// `connector diagnose` on real sockets: every destination relay-sim serves
+/// passes (TLS chains seen, trust list and CRLs downloaded); a relay name
+/// pointed at a closed port fails with a finding that names its entry.
+#[test]
+fn diagnose_probes_the_real_network() {
+    use connector::api::RelayEndpoint;
+    use connector::diagnose::{self, DiagnoseConfig};
+    let state = tempfile::tempdir().unwrap();
+    let manifest = start_cloud(state.path().to_path_buf());
+    let roots = connector::identity::parse_pem_certs(&std::fs::read_to_string(&manifest.root_pem).unwrap()).unwrap();
+    let run = |resolve: Vec<ResolveEntry>, relays: Vec<RelayEndpoint>| {
+        let cfg = DiagnoseConfig {
+            tenant_id: manifest.tenant_id.clone(),
+            trusted_roots: roots.clone(),
+            service_roots: Vec::new(),
+            relays,
+            timeout: Duration::from_secs(5),
+        };
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        tokio::task::LocalSet::new().block_on(&rt, async move {
+            let (tx, _rx) = mpsc::channel();
+            let env = Env {
+                net: Rc::new(TokioNet::new(resolve)),
+                clock: Arc::new(SystemClock),
+                entropy: Arc::new(OsEntropy),
+                events: Rc::new(ChannelSink(tx)),
+                reach: Rc::default(),
+            };
+            diagnose::run(&env, &cfg).await
+        })
+    };
+    let resolve: Vec<ResolveEntry> = manifest.resolve.iter().map(|r| r.parse().unwrap()).collect();
+    let relay = RelayEndpoint { host: "cwap-weu-1.servicebus.windows.net".into(), port: 443 };
+    let good = run(resolve.clone(), vec![relay.clone()]);
+    assert_eq!(good.failed(), 0, "{}", good.text());
+    assert!(good.checks.iter().any(|c| c.port == 80 && c.host == "crl.microsoft.com"), "{}", good.text());
+    assert!(good.checks.iter().any(|c| c.chain.iter().any(|l| l.contains("Baltimore"))), "{}", good.text());
+
+    // Point a second relay name at a port nobody listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let mut broken = resolve;
+    broken.push(format!("cwap-weu-9.servicebus.windows.net={closed}").parse().unwrap());
+    let bad_relay = RelayEndpoint { host: "cwap-weu-9.servicebus.windows.net".into(), port: 443 };
+    let bad = run(broken, vec![relay, bad_relay]);
+    assert_eq!(bad.failed(), 1, "{}", bad.text());
+    let finding =
+        bad.findings.iter().find(|d| d.code == "NET-SVC.unreachable").unwrap_or_else(|| panic!("{}", bad.text()));
+    assert!(finding.remedy.contains("*.servicebus.windows.net"), "{finding}");
+}

@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use connector::diagnose::DiagnoseConfig;
 use connector::env::{Env, SeededEntropy};
+use connector::event::AgentEvent;
 use connector::{Agent, AgentConfig, Credentials};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
@@ -384,6 +386,8 @@ fn simulate(
         let skew_s = spec.clock_skew.map(|s| s.ahead_s).unwrap_or(0);
         let boots = Rc::new(Cell::new(0u32));
         let (name, trace) = (spec.name.clone(), trace.clone());
+        let diagnose_at = spec.diagnose_at.map(|d| d.0);
+        let relays = cloud.config.relay_endpoints.clone();
         let net = SimNet {
             host_firewall: Rc::new(RefCell::new(Firewall { rules: spec.host_firewall.clone() })),
             interception: interception.clone(),
@@ -405,7 +409,28 @@ fn simulate(
                 reach: Rc::default(),
             };
             let cfg = cfg.clone();
+            let relays = relays.clone();
             async move {
+                if let Some(at) = diagnose_at {
+                    let dcfg = DiagnoseConfig {
+                        tenant_id: cfg.tenant_id.clone(),
+                        trusted_roots: cfg.trusted_roots.clone(),
+                        service_roots: cfg.service_roots.clone(),
+                        relays: relays.clone(),
+                        timeout: Duration::from_secs(10),
+                    };
+                    // Its own memory: what diagnose learns must not steer the agent.
+                    let denv = Env { reach: Rc::default(), ..env.clone() };
+                    tokio::task::spawn_local(async move {
+                        let now = turmoil::sim_elapsed().unwrap_or_default();
+                        connector::time::sleep(at.saturating_sub(now)).await;
+                        let report = connector::diagnose::run(&denv, &dcfg).await;
+                        denv.emit(AgentEvent::Diagnosed { checks: report.checks.len(), failed: report.failed() });
+                        for d in report.findings {
+                            denv.emit(AgentEvent::Diagnostic(d));
+                        }
+                    });
+                }
                 // A connector that stops (e.g. registration failed) leaves
                 // its host idle; the trace says why.
                 let _ = Agent::new(env, cfg).run().await;

@@ -396,6 +396,10 @@ pub struct ConnectorSpec {
     /// Send everything through the world's proxy (`[world.proxy]`).
     #[serde(default)]
     pub use_proxy: bool,
+    /// Run `connector diagnose` on this host at this time; its findings
+    /// join the trace as diagnostics.
+    #[serde(default)]
+    pub diagnose_at: Option<SimDuration>,
 }
 
 /// A root a connector host may trust.

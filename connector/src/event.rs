@@ -38,6 +38,9 @@ pub enum AgentEvent {
     OcspChecked { url: String, status: String },
     /// The client certificate was renewed over mTLS.
     CertificateRenewed { cert_serial: String, valid_for_h: u64 },
+    /// `connector diagnose` ran: destinations checked and failed (its
+    /// findings follow as diagnostics).
+    Diagnosed { checks: usize, failed: usize },
     /// A diagnostic finding.
     Diagnostic(Diagnostic),
     /// The agent stopped, with why.

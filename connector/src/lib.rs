@@ -11,6 +11,7 @@ pub mod api;
 pub mod backend;
 pub mod backoff;
 pub mod diag;
+pub mod diagnose;
 pub mod env;
 pub mod event;
 pub mod http;

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use connector::api::RelayEndpoint;
+use connector::diagnose::DiagnoseConfig;
 use connector::env::{Env, LogSink, OsEntropy, ResolveEntry, SystemClock, TokioNet};
 use connector::identity::parse_pem_certs;
 use connector::pki::RevocationPolicy;
@@ -65,7 +67,68 @@ enum Command {
         /// Bootstrap interval in seconds (default: what the service says, 600).
         #[arg(long)]
         bootstrap_interval: Option<u64>,
+        /// Send everything through this explicit proxy (HTTP CONNECT, no
+        /// proxy authentication).
+        #[arg(long, value_name = "HOST:PORT", value_parser = parse_host_port)]
+        proxy: Option<(String, u16)>,
     },
+    /// Check the network the way a field engineer would: name resolution and
+    /// TCP reachability of every host and port the connector needs, TLS to
+    /// each service host (with the issuer chain it presents), the trust list
+    /// and CRL downloads on port 80. Exit status 1 if anything failed.
+    ///
+    /// Example:
+    ///   connector diagnose --tenant contoso --trust-root roots.pem
+    ///     --relay cwap-weu-1.servicebus.windows.net --format json --out report.json
+    Diagnose {
+        #[arg(long)]
+        tenant: String,
+        /// PEM file of root certificates the host trusts.
+        #[arg(long, required = true)]
+        trust_root: Vec<PathBuf>,
+        /// PEM file of the roots the service uses (see `run --help`).
+        #[arg(long)]
+        service_root: Vec<PathBuf>,
+        /// A relay endpoint to check (bootstrap hands them out), HOST[:PORT].
+        #[arg(long, value_parser = parse_relay)]
+        relay: Vec<RelayEndpoint>,
+        /// Override name resolution, like curl: NAME[:PORT]=ADDR:PORT.
+        #[arg(long, value_name = "NAME=ADDR:PORT")]
+        resolve: Vec<ResolveEntry>,
+        /// Go through this explicit proxy, as the connector would.
+        #[arg(long, value_name = "HOST:PORT", value_parser = parse_host_port)]
+        proxy: Option<(String, u16)>,
+        /// Seconds allowed for each step.
+        #[arg(long, default_value_t = 10)]
+        timeout: u64,
+        #[arg(long, value_enum, default_value = "text")]
+        format: ReportFormat,
+        /// Write the report here instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ReportFormat {
+    Text,
+    Json,
+}
+
+fn parse_host_port(s: &str) -> Result<(String, u16), String> {
+    let (h, p) = s.rsplit_once(':').ok_or_else(|| format!("{s:?}: expected HOST:PORT"))?;
+    let port = p.parse().map_err(|_| format!("{s:?}: bad port {p:?}"))?;
+    if h.is_empty() {
+        return Err(format!("{s:?}: empty host"));
+    }
+    Ok((h.to_string(), port))
+}
+
+fn parse_relay(s: &str) -> Result<RelayEndpoint, String> {
+    match s.rsplit_once(':') {
+        Some(_) => parse_host_port(s).map(|(host, port)| RelayEndpoint { host, port }),
+        None => Ok(RelayEndpoint { host: s.to_string(), port: 443 }),
+    }
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -92,47 +155,88 @@ fn main() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
-    let Command::Run {
-        tenant,
-        install_dir,
-        trust_root,
-        service_root,
-        revocation,
-        user,
-        password,
-        machine_name,
-        resolve,
-        bootstrap_interval,
-    } = Cli::parse().command;
-    let roots = read_roots(&trust_root)?;
-    anyhow::ensure!(!roots.is_empty(), "no trusted root: pass --trust-root FILE");
-    let machine = machine_name.or_else(|| std::env::var("HOSTNAME").ok()).unwrap_or_else(|| "connector-host".into());
-    let mut config = AgentConfig::new(&tenant, &machine, install_dir);
-    config.trusted_roots = roots;
-    config.service_roots = read_roots(&service_root)?;
-    config.revocation = match revocation {
-        RevocationArg::HardFail => RevocationPolicy::HardFail,
-        RevocationArg::SoftFail => RevocationPolicy::SoftFail,
-    };
-    config.bootstrap_interval = bootstrap_interval.map(Duration::from_secs);
-    config.credentials = match (user, password) {
-        (Some(username), Some(password)) => Some(Credentials { username, password }),
-        (Some(_), None) => anyhow::bail!("--user needs --password (or CONNECTOR_PASSWORD)"),
-        _ => None,
-    };
-    let env = Env {
-        net: Rc::new(TokioNet::new(resolve)),
+    match Cli::parse().command {
+        Command::Run {
+            tenant,
+            install_dir,
+            trust_root,
+            service_root,
+            revocation,
+            user,
+            password,
+            machine_name,
+            resolve,
+            bootstrap_interval,
+            proxy,
+        } => {
+            let roots = read_roots(&trust_root)?;
+            anyhow::ensure!(!roots.is_empty(), "no trusted root: pass --trust-root FILE");
+            let machine =
+                machine_name.or_else(|| std::env::var("HOSTNAME").ok()).unwrap_or_else(|| "connector-host".into());
+            let mut config = AgentConfig::new(&tenant, &machine, install_dir);
+            config.trusted_roots = roots;
+            config.service_roots = read_roots(&service_root)?;
+            config.revocation = match revocation {
+                RevocationArg::HardFail => RevocationPolicy::HardFail,
+                RevocationArg::SoftFail => RevocationPolicy::SoftFail,
+            };
+            config.bootstrap_interval = bootstrap_interval.map(Duration::from_secs);
+            config.proxy = proxy;
+            config.credentials = match (user, password) {
+                (Some(username), Some(password)) => Some(Credentials { username, password }),
+                (Some(_), None) => anyhow::bail!("--user needs --password (or CONNECTOR_PASSWORD)"),
+                _ => None,
+            };
+            let env = real_env(resolve, None);
+            block_on(async move {
+                tokio::select! {
+                    res = Agent::new(env, config).run() => res.map_err(anyhow::Error::from),
+                    _ = tokio::signal::ctrl_c() => Ok(()),
+                }
+            })
+        }
+        Command::Diagnose { tenant, trust_root, service_root, relay, resolve, proxy, timeout, format, out } => {
+            let cfg = DiagnoseConfig {
+                tenant_id: tenant,
+                trusted_roots: read_roots(&trust_root)?,
+                service_roots: read_roots(&service_root)?,
+                relays: relay,
+                timeout: Duration::from_secs(timeout.max(1)),
+            };
+            let env = real_env(resolve, proxy);
+            let report = block_on(async move { Ok(connector::diagnose::run(&env, &cfg).await) })?;
+            let text = match format {
+                ReportFormat::Text => report.text(),
+                ReportFormat::Json => serde_json::to_string_pretty(&report)? + "\n",
+            };
+            match out {
+                Some(path) => std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?,
+                None => print!("{text}"),
+            }
+            if report.failed() > 0 {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+    }
+}
+
+fn real_env(resolve: Vec<ResolveEntry>, proxy: Option<(String, u16)>) -> Env {
+    let mut net: Rc<dyn connector::env::Net> = Rc::new(TokioNet::new(resolve));
+    if let Some((host, port)) = proxy {
+        net = Rc::new(connector::proxy::ProxyNet { inner: net, host, port });
+    }
+    Env {
+        net,
         clock: Arc::new(SystemClock),
         entropy: Arc::new(OsEntropy),
         events: Rc::new(LogSink),
         reach: Rc::default(),
-    };
+    }
+}
+
+fn block_on<T>(fut: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("tokio runtime")?;
     let local = tokio::task::LocalSet::new();
-    local.block_on(&rt, async move {
-        tokio::select! {
-            res = Agent::new(env, config).run() => res.map_err(anyhow::Error::from),
-            _ = tokio::signal::ctrl_c() => Ok(()),
-        }
-    })
+    local.block_on(&rt, fut)
 }
