@@ -47,6 +47,17 @@ fn start_cloud(state_dir: std::path::PathBuf) -> Manifest {
     rx.recv_timeout(Duration::from_secs(30)).expect("relay-sim did not start")
 }
 
+/// Real sockets with `--resolve` overrides, events into `tx`.
+fn real_env(resolve: Vec<ResolveEntry>, tx: mpsc::Sender<AgentEvent>) -> Env {
+    Env {
+        net: Rc::new(TokioNet::new(resolve)),
+        clock: Arc::new(SystemClock),
+        entropy: Arc::new(OsEntropy),
+        events: Rc::new(ChannelSink(tx)),
+        reach: Rc::default(),
+    }
+}
+
 fn start_connector(manifest: &Manifest, install_dir: std::path::PathBuf, register: bool) -> mpsc::Receiver<AgentEvent> {
     let (tx, rx) = mpsc::channel();
     let resolve: Vec<ResolveEntry> = manifest.resolve.iter().map(|r| r.parse().unwrap()).collect();
@@ -60,14 +71,7 @@ fn start_connector(manifest: &Manifest, install_dir: std::path::PathBuf, registe
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let local = tokio::task::LocalSet::new();
         local.block_on(&rt, async move {
-            let env = Env {
-                net: Rc::new(TokioNet::new(resolve)),
-                clock: Arc::new(SystemClock),
-                entropy: Arc::new(OsEntropy),
-                events: Rc::new(ChannelSink(tx)),
-                reach: Rc::default(),
-            };
-            let _ = Agent::new(env, cfg).run().await;
+            let _ = Agent::new(real_env(resolve, tx), cfg).run().await;
         });
     });
     rx
@@ -171,14 +175,7 @@ fn diagnose_probes_the_real_network() {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         tokio::task::LocalSet::new().block_on(&rt, async move {
             let (tx, _rx) = mpsc::channel();
-            let env = Env {
-                net: Rc::new(TokioNet::new(resolve)),
-                clock: Arc::new(SystemClock),
-                entropy: Arc::new(OsEntropy),
-                events: Rc::new(ChannelSink(tx)),
-                reach: Rc::default(),
-            };
-            diagnose::run(&env, &cfg).await
+            diagnose::run(&real_env(resolve, tx), &cfg).await
         })
     };
     let resolve: Vec<ResolveEntry> = manifest.resolve.iter().map(|r| r.parse().unwrap()).collect();

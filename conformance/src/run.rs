@@ -383,6 +383,7 @@ fn simulate(
         // The product ships the service's roots; the host must trust them too.
         cfg.service_roots = cloud.service_roots();
         cfg.revocation = spec.revocation;
+        cfg.host = spec.host.clone();
         let skew_s = spec.clock_skew.map(|s| s.ahead_s).unwrap_or(0);
         let boots = Rc::new(Cell::new(0u32));
         let (name, trace) = (spec.name.clone(), trace.clone());

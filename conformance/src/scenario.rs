@@ -400,6 +400,10 @@ pub struct ConnectorSpec {
     /// join the trace as diagnostics.
     #[serde(default)]
     pub diagnose_at: Option<SimDuration>,
+    /// The Windows server (installer preflight before registration); every
+    /// field defaults to a compliant server.
+    #[serde(default)]
+    pub host: Option<connector::host::HostProfile>,
 }
 
 /// A root a connector host may trust.

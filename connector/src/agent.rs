@@ -22,6 +22,7 @@ use crate::backoff::Backoff;
 use crate::diag::Diagnostic;
 use crate::env::Env;
 use crate::event::AgentEvent;
+use crate::host::{preflight, HostProfile};
 use crate::http::{CallError, ServiceCall};
 use crate::identity::{self, Identity};
 use crate::pki::cert::HttpUrl;
@@ -102,6 +103,8 @@ pub struct AgentConfig {
     /// An explicit outbound proxy (`host`, `port`), used with CONNECT for
     /// every connection; no proxy authentication.
     pub proxy: Option<(String, u16)>,
+    /// The server, for the installer's preflight before registration.
+    pub host: Option<HostProfile>,
 }
 
 impl AgentConfig {
@@ -127,6 +130,7 @@ impl AgentConfig {
             max_inflight: 200,
             service_port: 443,
             proxy: None,
+            host: None,
         }
     }
 }
@@ -146,6 +150,8 @@ pub enum AgentError {
     Trust(Diagnostic),
     #[error("client certificate expired: {0}")]
     CertificateExpired(Diagnostic),
+    #[error("preflight failed: {}", .0.iter().map(|d| d.code.as_str()).collect::<Vec<_>>().join(", "))]
+    Preflight(Vec<Diagnostic>),
 }
 
 /// The connector agent.
@@ -204,6 +210,11 @@ impl Agent {
             if let AgentError::Registration(d) | AgentError::Trust(d) | AgentError::CertificateExpired(d) = e {
                 self.env.emit(AgentEvent::Diagnostic(d.clone()));
             }
+            if let AgentError::Preflight(ds) = e {
+                for d in ds {
+                    self.env.emit(AgentEvent::Diagnostic(d.clone()));
+                }
+            }
             self.env.emit(AgentEvent::Stopped { reason: e.to_string() });
         }
         result
@@ -255,6 +266,14 @@ impl Agent {
 
     async fn register_with_retries(&self, trust: &Rc<Trust>) -> Result<Identity, AgentError> {
         let creds = self.config.credentials.clone().ok_or(AgentError::NoCredentials)?;
+        // The installer's checks come before anything is changed.
+        if let Some(host) = &self.config.host {
+            let failed: Vec<Diagnostic> =
+                preflight(host, &self.config.version).into_iter().filter_map(|c| c.diagnostic).collect();
+            if !failed.is_empty() {
+                return Err(AgentError::Preflight(failed));
+            }
+        }
         let tls = self.service_tls(trust, None)?;
         let backoff =
             Backoff { initial: Duration::from_secs(3), max: Duration::from_secs(60), multiplier: 2.0, jitter: 0.2 };

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use connector::api::RelayEndpoint;
 use connector::diagnose::DiagnoseConfig;
 use connector::env::{Env, LogSink, OsEntropy, ResolveEntry, SystemClock, TokioNet};
+use connector::host::HostProfile;
 use connector::identity::parse_pem_certs;
 use connector::pki::RevocationPolicy;
 use connector::{Agent, AgentConfig, Credentials};
@@ -71,6 +72,26 @@ enum Command {
         /// proxy authentication).
         #[arg(long, value_name = "HOST:PORT", value_parser = parse_host_port)]
         proxy: Option<(String, u16)>,
+    },
+    /// The installer's checks of this server (HOST-OS, HOST-TLS12,
+    /// HOST-PPP, HOST-NET471, HOST-ONE, HOST-IEESC, HOST-COEXIST), from a
+    /// host profile (JSON; fields not given are those of a compliant server)
+    /// and a `.reg` export of the TLS keys. Exit status 1 if any fails.
+    ///
+    /// Example:
+    ///   connector preflight --profile host.json --reg tls12.reg --version 1.5.3437.0
+    Preflight {
+        /// Host profile (JSON): os_version, dotnet_release, installed, ie_esc, restart_pending.
+        #[arg(long)]
+        profile: Option<PathBuf>,
+        /// `.reg` export (UTF-8 or UTF-16 with BOM) of the SCHANNEL and .NET keys.
+        #[arg(long)]
+        reg: Option<PathBuf>,
+        /// Connector version to install.
+        #[arg(long, default_value = "1.5.3437.0")]
+        version: String,
+        #[arg(long, value_enum, default_value = "text")]
+        format: ReportFormat,
     },
     /// Check the network the way a field engineer would: name resolution and
     /// TCP reachability of every host and port the connector needs, TLS to
@@ -194,6 +215,39 @@ fn main() -> anyhow::Result<()> {
                     _ = tokio::signal::ctrl_c() => Ok(()),
                 }
             })
+        }
+        Command::Preflight { profile, reg, version, format } => {
+            let mut host = match &profile {
+                Some(p) => {
+                    let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+                    serde_json::from_str::<HostProfile>(&text).with_context(|| format!("{}", p.display()))?
+                }
+                None => HostProfile::compliant(),
+            };
+            if let Some(path) = &reg {
+                let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+                let text =
+                    connector::host::reg::decode(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                connector::host::reg::RegFile::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                host.registry = Some(text);
+            }
+            let checks = connector::host::preflight(&host, &version);
+            match format {
+                ReportFormat::Json => println!("{}", serde_json::to_string_pretty(&checks)?),
+                ReportFormat::Text => {
+                    for c in &checks {
+                        let verdict = if c.passed { "ok  " } else { "FAIL" };
+                        println!("{verdict} {:<12} {}", c.requirement, c.detail);
+                        if let Some(d) = &c.diagnostic {
+                            println!("     fix: {}", d.remedy);
+                        }
+                    }
+                }
+            }
+            if checks.iter().any(|c| !c.passed) {
+                std::process::exit(1);
+            }
+            Ok(())
         }
         Command::Diagnose { tenant, trust_root, service_root, relay, resolve, proxy, timeout, format, out } => {
             let cfg = DiagnoseConfig {

@@ -167,6 +167,16 @@ where
     }
 }
 
+/// The host a request was sent to (its `Host` header without the port),
+/// lowercased; empty when there is none.
+pub fn request_host<B>(req: &Request<B>) -> String {
+    req.headers()
+        .get(hyper::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(|h| h.split(':').next().unwrap_or(h).to_ascii_lowercase())
+        .unwrap_or_default()
+}
+
 /// A response with a body and content type.
 pub fn respond(status: u16, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
     let mut resp = Response::new(Full::new(body.into()));

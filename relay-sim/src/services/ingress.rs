@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 use crate::cloud::{Cloud, Delivery, Dispatch, TunnelHandle};
 use crate::directory::App;
 use crate::event::CloudEvent;
-use crate::server::{respond, serve_plain, Body, ConnInfo, Listener};
+use crate::server::{request_host, respond, serve_plain, Body, ConnInfo, Listener};
 
 /// Largest request or response body relayed.
 pub const BODY_BYTES_MAX: usize = 16 << 20;
@@ -37,12 +37,7 @@ pub async fn serve(cloud: Rc<Cloud>, listener: impl Listener) {
 }
 
 async fn handle(cloud: Rc<Cloud>, req: Request<Incoming>) -> Response<Body> {
-    let host = req
-        .headers()
-        .get(hyper::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(|h| h.split(':').next().unwrap_or(h).to_string())
-        .unwrap_or_default();
+    let host = request_host(&req);
     let Some(app) = cloud.config.tenant.app_by_host(&host).cloned() else {
         return respond(404, "text/plain", format!("no application is published at {host:?}"));
     };

@@ -16,7 +16,7 @@ use hyper::{Method, Request, Response};
 
 use crate::cloud::Cloud;
 use crate::event::CloudEvent;
-use crate::server::{respond, serve_plain, Body, ConnInfo, Listener};
+use crate::server::{request_host, respond, serve_plain, Body, ConnInfo, Listener};
 
 /// Hosts of Windows' certificate trust list (NET-REG on port 80).
 pub const TRUST_LIST_HOSTS: [&str; 2] = ["ctldl.windowsupdate.com", "www.microsoft.com"];
@@ -44,12 +44,7 @@ pub async fn serve(cloud: Rc<Cloud>, listener: impl Listener) {
 }
 
 async fn handle(cloud: Rc<Cloud>, req: Request<Incoming>) -> Response<Body> {
-    let host = req
-        .headers()
-        .get(hyper::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(|h| h.split(':').next().unwrap_or(h).to_ascii_lowercase())
-        .unwrap_or_default();
+    let host = request_host(&req);
     let now = cloud.now();
     let mut resp = if req.method() == Method::POST {
         let body: Bytes = match Limited::new(req.into_body(), OCSP_REQUEST_BYTES_MAX).collect().await {
