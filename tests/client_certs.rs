@@ -42,6 +42,7 @@ fn handshake_after(before: impl FnOnce(&Cloud, &ManualClock, &str)) -> String {
         users: vec![],
         apps: vec![],
         group_of_machine: Default::default(),
+        app_proxy_enabled: true,
     };
     let mut config = CloudConfig::public(tenant, 1);
     config.pki.client_cert_lifetime = Duration::from_secs(7200);

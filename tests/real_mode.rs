@@ -65,7 +65,11 @@ fn start_connector(manifest: &Manifest, install_dir: std::path::PathBuf, registe
     let mut cfg = AgentConfig::new(&manifest.tenant_id, "test-host", install_dir);
     cfg.trusted_roots = connector::identity::parse_pem_certs(&root_pem).unwrap();
     if register {
-        cfg.credentials = Some(Credentials { username: manifest.admin.clone(), password: manifest.password.clone() });
+        cfg.credentials = Some(Credentials {
+            username: manifest.admin.clone(),
+            password: manifest.password.clone(),
+            directory: None,
+        });
     }
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();

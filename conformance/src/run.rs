@@ -103,9 +103,15 @@ fn layout(s: &Scenario) -> Layout {
         .collect();
     let tenant = Tenant {
         id: w.tenant.clone(),
-        domains: vec![w.domain.clone()],
+        domains: std::iter::once(w.domain.clone()).chain(w.aliases.iter().cloned()).collect(),
         region: w.region.clone(),
-        users: vec![User { upn: w.admin.user.clone(), password: w.admin.password.clone(), role: w.admin.role }],
+        users: vec![User {
+            upn: w.admin.user.clone(),
+            password: w.admin.password.clone(),
+            role: w.admin.role,
+            directories: w.admin.directories.clone(),
+        }],
+        app_proxy_enabled: w.app_proxy_enabled,
         apps,
         group_of_machine: w.connectors.iter().map(|c| (c.name.clone(), c.group.clone())).collect(),
     };
@@ -370,7 +376,11 @@ fn simulate(
             .map_err(|e| format!("install folder for {}: {e}", spec.name))?;
         let mut cfg = AgentConfig::new(&w.tenant, &spec.name, dir.path().to_path_buf());
         install_dirs.push(dir);
-        cfg.credentials = Some(Credentials { username: w.admin.user.clone(), password: w.admin.password.clone() });
+        cfg.credentials = Some(Credentials {
+            username: w.admin.user.clone(),
+            password: w.admin.signs_in_with.clone().unwrap_or_else(|| w.admin.password.clone()),
+            directory: w.admin.signs_in_to.clone(),
+        });
         cfg.trusted_roots = spec
             .roots
             .iter()

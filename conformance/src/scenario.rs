@@ -193,6 +193,9 @@ fn default_relays() -> usize {
 fn default_group() -> String {
     relay_sim::directory::DEFAULT_GROUP.into()
 }
+fn default_true() -> bool {
+    true
+}
 fn default_port() -> u16 {
     8080
 }
@@ -234,6 +237,12 @@ pub struct World {
     pub tenant: String,
     #[serde(default = "default_domain")]
     pub domain: String,
+    /// More domains (aliases) of the tenant.
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// Whether the directory uses application proxy / Private Access.
+    #[serde(default = "default_true")]
+    pub app_proxy_enabled: bool,
     #[serde(default = "default_region")]
     pub region: String,
     /// Relay endpoints (servicebus namespaces) bootstrap hands out.
@@ -367,6 +376,17 @@ pub struct Admin {
     pub password: String,
     #[serde(default = "default_role")]
     pub role: Role,
+    /// Other directories the account belongs to.
+    #[serde(default)]
+    pub directories: Vec<String>,
+    /// The directory the admin signs in to when registering (default: the
+    /// tenant's).
+    #[serde(default)]
+    pub signs_in_to: Option<String>,
+    /// The password typed at registration, when it differs from the
+    /// directory's (a typo).
+    #[serde(default)]
+    pub signs_in_with: Option<String>,
 }
 
 /// A connector host.

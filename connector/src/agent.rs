@@ -64,6 +64,9 @@ impl ServiceNames {
 pub struct Credentials {
     pub username: String,
     pub password: String,
+    /// The directory to sign in to (the account's home directory when it
+    /// belongs to several); default: the tenant being registered.
+    pub directory: Option<String>,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -332,7 +335,7 @@ impl Agent {
         let login: LoginResponse = self
             .call(&self.names.login, tls)
             .post_json(
-                &format!("/{}/oauth2/token", self.config.tenant_id),
+                &format!("/{}/oauth2/token", creds.directory.as_deref().unwrap_or(&self.config.tenant_id)),
                 &LoginRequest { username: creds.username.clone(), password: creds.password.clone() },
                 None,
             )

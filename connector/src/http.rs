@@ -62,13 +62,16 @@ impl CallError {
                     )
                 })
             }
-            CallError::Status { host, status, code, message } => Diagnostic::new(
-                "SVC",
-                code,
-                Some(12015),
-                format!("{host} refused the request (HTTP {status}): {message}"),
-                "see the message; the service refused the request",
-            ),
+            CallError::Status { host, status, code, message } => {
+                let (requirement, finding, remedy) = service_refusal(code, message);
+                Diagnostic::new(
+                    requirement,
+                    &finding,
+                    Some(12015),
+                    format!("{host} refused the request (HTTP {status}): {message}"),
+                    remedy,
+                )
+            }
             CallError::Decode { host, error } => Diagnostic::new(
                 "NET-NOINSPECT",
                 "unexpected-response",
@@ -102,6 +105,47 @@ async fn connect_tcp(env: &Env, host: &str, port: u16, timeout: Duration) -> Res
         }
         Ok(Err(e)) => Err(fail(ConnectFailure::from_io(&e), Some(addr)).await),
         Err(_) => Err(fail(ConnectFailure::TimedOut, Some(addr)).await),
+    }
+}
+
+/// The requirement a service's refusal is about, its finding, and the fix.
+fn service_refusal(code: &str, message: &str) -> (&'static str, String, &'static str) {
+    let aadsts = message.split(':').next().filter(|c| c.starts_with("AADSTS")).unwrap_or("");
+    match (code, aadsts) {
+        (_, "AADSTS50059") => (
+            "REG-DOMAIN",
+            "personal-account".into(),
+            "sign in with a work account on the tenant's domain (admin@contoso.com), not a personal Microsoft account",
+        ),
+        (_, "AADSTS90002") => (
+            "REG-DIR",
+            "not-a-member".into(),
+            "sign in to the directory that uses application proxy with an account of that directory",
+        ),
+        (_, "AADSTS50126") => {
+            ("REG-ADMIN", "bad-credentials".into(), "check the administrator's user name and password")
+        }
+        ("wrong_directory", _) => (
+            "REG-DIR",
+            "wrong-directory".into(),
+            "switch to the directory that uses application proxy (the account belongs to several), then register again",
+        ),
+        ("not_tenant_domain", _) => (
+            "REG-DOMAIN",
+            "not-tenant-domain".into(),
+            "register with an administrator on the tenant's domain (or one of its aliases)",
+        ),
+        ("registration_denied", _) => (
+            "REG-ADMIN",
+            "not-global-admin".into(),
+            "register with a Global Administrator of the directory that uses application proxy",
+        ),
+        ("app_proxy_disabled", _) => (
+            "REG-ADMIN",
+            "app-proxy-disabled".into(),
+            "enable application proxy (or Private Access) in the directory, then register",
+        ),
+        _ => ("SVC", code.to_string(), "see the message; the service refused the request"),
     }
 }
 

@@ -204,7 +204,7 @@ fn main() -> anyhow::Result<()> {
             config.bootstrap_interval = bootstrap_interval.map(Duration::from_secs);
             config.proxy = proxy;
             config.credentials = match (user, password) {
-                (Some(username), Some(password)) => Some(Credentials { username, password }),
+                (Some(username), Some(password)) => Some(Credentials { username, password, directory: None }),
                 (Some(_), None) => anyhow::bail!("--user needs --password (or CONNECTOR_PASSWORD)"),
                 _ => None,
             };

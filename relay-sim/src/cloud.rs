@@ -100,6 +100,8 @@ impl CloudConfig {
 pub struct Token {
     pub upn: String,
     pub role: Role,
+    /// The directory the user signed in to.
+    pub directory: String,
     pub expires: SystemTime,
 }
 

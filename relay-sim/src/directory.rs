@@ -22,6 +22,19 @@ pub struct User {
     pub upn: String,
     pub password: String,
     pub role: Role,
+    /// Other directories the account belongs to (as a guest or member);
+    /// it can sign in to any of them.
+    #[serde(default)]
+    pub directories: Vec<String>,
+}
+
+/// Domains of personal Microsoft accounts: they cannot sign in to a
+/// tenant (AADSTS50059).
+pub const PERSONAL_DOMAINS: [&str; 4] = ["outlook.com", "hotmail.com", "live.com", "msn.com"];
+
+/// The domain part of a user principal name.
+pub fn upn_domain(upn: &str) -> String {
+    upn.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()).unwrap_or_default()
 }
 
 /// An application published through connectors.
@@ -47,12 +60,25 @@ pub struct Tenant {
     pub apps: Vec<App>,
     /// Machine name → connector group, for connectors registered from it.
     pub group_of_machine: BTreeMap<String, String>,
+    /// Whether the directory uses application proxy / Private Access.
+    #[serde(default = "enabled")]
+    pub app_proxy_enabled: bool,
+}
+
+fn enabled() -> bool {
+    true
 }
 
 /// The group a connector lands in when no assignment names its machine.
 pub const DEFAULT_GROUP: &str = "Default";
 
 impl Tenant {
+    /// Whether `upn` is on one of the tenant's domains (REG-DOMAIN).
+    pub fn owns_domain_of(&self, upn: &str) -> bool {
+        let d = upn_domain(upn);
+        self.domains.iter().any(|t| t.eq_ignore_ascii_case(&d))
+    }
+
     pub fn user(&self, upn: &str) -> Option<&User> {
         self.users.iter().find(|u| u.upn.eq_ignore_ascii_case(upn))
     }

@@ -99,7 +99,13 @@ pub async fn start(opts: ServeOptions) -> Result<(Manifest, Rc<Cloud>, ServedLog
         id: opts.tenant_id.clone(),
         domains: vec![opts.domain.clone()],
         region: "weu".into(),
-        users: vec![User { upn: opts.admin.clone(), password: opts.password.clone(), role: Role::GlobalAdministrator }],
+        users: vec![User {
+            upn: opts.admin.clone(),
+            password: opts.password.clone(),
+            role: Role::GlobalAdministrator,
+            directories: Vec::new(),
+        }],
+        app_proxy_enabled: true,
         apps: vec![app.clone()],
         group_of_machine: BTreeMap::new(),
     };

@@ -9,6 +9,7 @@ use hyper::{Method, Request, Response};
 
 use super::read_json;
 use crate::cloud::{Cloud, CloudError, Token};
+use crate::directory::{upn_domain, PERSONAL_DOMAINS};
 use crate::event::CloudEvent;
 use crate::server::{error, json, serve_https, Body, ConnInfo, Listener};
 
@@ -19,29 +20,50 @@ pub async fn serve(cloud: Rc<Cloud>, listener: impl Listener) -> Result<(), Clou
 }
 
 async fn handle(cloud: Rc<Cloud>, req: Request<Incoming>) -> Response<Body> {
-    let expected = format!("/{}/oauth2/token", cloud.config.tenant.id);
-    if req.method() != Method::POST || req.uri().path() != expected {
-        return error(404, "not_found", "AADSTS90002: Tenant not found or endpoint unknown.");
-    }
+    // `/{directory}/oauth2/token`: the directory the user signs in to.
+    let path = req.uri().path().to_string();
+    let directory = match path.strip_prefix('/').and_then(|p| p.strip_suffix("/oauth2/token")) {
+        Some(d) if req.method() == Method::POST && !d.is_empty() && !d.contains('/') => d.to_string(),
+        _ => return error(404, "not_found", "AADSTS90002: Tenant not found or endpoint unknown."),
+    };
     let login: LoginRequest = match read_json(req).await {
         Ok(l) => l,
         Err(resp) => return resp,
     };
+    let deny = |code: &str, msg: &str| {
+        cloud.emit(CloudEvent::LoginDenied { user: login.username.clone(), error: code.into() });
+        error(400, "invalid_grant", msg)
+    };
+    if PERSONAL_DOMAINS.contains(&upn_domain(&login.username).as_str()) {
+        return deny(
+            "AADSTS50059",
+            "AADSTS50059: No tenant-identifying information found: a personal Microsoft account cannot sign in to an organization's directory. Sign in with a work account of the tenant.",
+        );
+    }
     let tenant = &cloud.config.tenant;
     let Some(user) = tenant.user(&login.username).filter(|u| u.password == login.password) else {
-        let msg = "AADSTS50126: Error validating credentials due to invalid username or password.";
-        cloud.emit(CloudEvent::LoginDenied { user: login.username.clone(), error: "AADSTS50126".into() });
-        return error(400, "invalid_grant", msg);
+        return deny("AADSTS50126", "AADSTS50126: Error validating credentials due to invalid username or password.");
     };
+    let member = directory.eq_ignore_ascii_case(&tenant.id)
+        || user.directories.iter().any(|d| d.eq_ignore_ascii_case(&directory));
+    if !member {
+        return deny(
+            "AADSTS90002",
+            &format!("AADSTS90002: Tenant '{directory}' not found, or the account is not a member of it."),
+        );
+    }
     let token = cloud.random_hex(24);
     let expires = cloud.now() + cloud.config.token_lifetime;
-    cloud.store_token(token.clone(), Token { upn: user.upn.clone(), role: user.role, expires });
+    cloud.store_token(
+        token.clone(),
+        Token { upn: user.upn.clone(), role: user.role, directory: directory.to_ascii_lowercase(), expires },
+    );
     cloud.emit(CloudEvent::LoginOk { user: user.upn.clone() });
     json(
         200,
         &LoginResponse {
             access_token: token,
-            tenant_id: tenant.id.clone(),
+            tenant_id: directory,
             expires_in_s: cloud.config.token_lifetime.as_secs(),
         },
     )

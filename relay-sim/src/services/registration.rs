@@ -27,12 +27,46 @@ async fn handle(cloud: Rc<Cloud>, req: Request<Incoming>) -> Response<Body> {
         cloud.emit(CloudEvent::RegistrationDenied { error: "invalid_token".into() });
         return error(401, "invalid_token", "The access token is missing, invalid or expired.");
     };
+    let tenant = &cloud.config.tenant;
+    let deny = |code: &str, msg: String| {
+        cloud.emit(CloudEvent::RegistrationDenied { error: code.into() });
+        error(403, code, &msg)
+    };
+    if !token.directory.eq_ignore_ascii_case(&tenant.id) {
+        return deny(
+            "wrong_directory",
+            format!(
+                "The registration request was denied: {} is signed in to the directory '{}', not to '{}', the directory that uses application proxy. Switch directory and register again.",
+                token.upn, token.directory, tenant.id
+            ),
+        );
+    }
+    if !tenant.app_proxy_enabled {
+        return deny(
+            "app_proxy_disabled",
+            format!(
+                "The registration request was denied: application proxy is not enabled in the directory '{}'.",
+                tenant.id
+            ),
+        );
+    }
+    if !tenant.owns_domain_of(&token.upn) {
+        return deny(
+            "not_tenant_domain",
+            format!(
+                "The registration request was denied: {} is not on a domain of this tenant ({}).",
+                token.upn,
+                tenant.domains.join(", ")
+            ),
+        );
+    }
     if token.role != Role::GlobalAdministrator {
-        cloud.emit(CloudEvent::RegistrationDenied { error: "registration_denied".into() });
-        return error(
-            403,
+        return deny(
             "registration_denied",
-            "The registration request was denied: the account is not a Global Administrator of this directory.",
+            format!(
+                "The registration request was denied: {} is not a Global Administrator of this directory.",
+                token.upn
+            ),
         );
     }
     let reg: RegisterRequest = match read_json(req).await {
