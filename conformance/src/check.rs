@@ -36,6 +36,10 @@ pub struct Summary {
     pub backend_served: u64,
     /// Agent and cloud events by name (`crl_fetched`, `tls_refused`, ...).
     pub events: BTreeMap<String, u32>,
+    /// Requests each connector host served.
+    pub served_by: BTreeMap<String, u32>,
+    /// User answers carrying an ingress error code (`no-active-connector`).
+    pub relay_errors: BTreeMap<String, u32>,
 }
 
 impl Summary {
@@ -68,6 +72,7 @@ pub fn summarize(events: &[TraceEvent], logs: &ServedLog) -> Summary {
                     host_down(&mut tunnel_state, &e.host);
                 }
                 AgentEvent::BootstrapOk { .. } => s.bootstraps += 1,
+                AgentEvent::RequestServed { .. } => *s.served_by.entry(e.host.clone()).or_default() += 1,
                 AgentEvent::TunnelUp { endpoint } => {
                     s.tunnel_opens += 1;
                     if tunnel_state.insert((e.host.clone(), endpoint.clone()), true).is_some() {
@@ -87,8 +92,11 @@ pub fn summarize(events: &[TraceEvent], logs: &ServedLog) -> Summary {
                     s.requests_sent += 1;
                     sent.insert(mark.clone(), e.t_ms);
                 }
-                UserEvent::Answered { mark, status, .. } => {
+                UserEvent::Answered { mark, status, relay_error } => {
                     sent.remove(mark);
+                    if let Some(code) = relay_error {
+                        *s.relay_errors.entry(code.clone()).or_default() += 1;
+                    }
                     *s.statuses.entry(*status).or_default() += 1;
                     if (200..300).contains(status) {
                         s.requests_ok += 1;
@@ -197,6 +205,25 @@ pub fn check(expect: &Expect, s: &Summary, duration: Duration) -> Vec<String> {
     if let Some(n) = expect.tunnel_reconnects_min {
         if s.tunnel_reconnects < n {
             failures.push(format!("tunnel reconnects: expected at least {n}, got {}", s.tunnel_reconnects));
+        }
+    }
+    for (host, n) in &expect.served_by {
+        let got = s.served_by.get(host).copied().unwrap_or(0);
+        if got != *n {
+            failures.push(format!("served_by {host}: expected {n} requests, got {got} (all: {:?})", s.served_by));
+        }
+    }
+    for (host, n) in &expect.served_by_min {
+        let got = s.served_by.get(host).copied().unwrap_or(0);
+        if got < *n {
+            failures
+                .push(format!("served_by {host}: expected at least {n} requests, got {got} (all: {:?})", s.served_by));
+        }
+    }
+    for (code, n) in &expect.relay_errors {
+        let got = s.relay_errors.get(code).copied().unwrap_or(0);
+        if got != *n {
+            failures.push(format!("relay error {code}: expected {n} answers, got {got} (all: {:?})", s.relay_errors));
         }
     }
     for (name, n) in &expect.events_min {

@@ -43,6 +43,8 @@ pub const INGRESS_PORT: u16 = 80;
 const USER_TIMEOUT: Duration = Duration::from_secs(120);
 /// The simulation host serving every CRL/OCSP name.
 const REVOCATION_HOST: &str = "revocation.cdn.example";
+/// The cloud-internal host that keeps the portal's connector status.
+const PORTAL_HOST: &str = "portal.cloud.internal";
 /// The simulation host of the explicit proxy.
 const PROXY_HOST: &str = "proxy.corp.local";
 /// The simulation host of the TLS inspection box.
@@ -288,6 +290,17 @@ fn simulate(
             async move {
                 let l = turmoil::net::TcpListener::bind((std::net::Ipv4Addr::UNSPECIFIED, 80)).await?;
                 services::revocation::serve(cloud, l).await;
+                HostResult::Ok(())
+            }
+        });
+    }
+    {
+        // Cloud-internal: the portal's connector status (active, inactive, removed).
+        let cloud = cloud.clone();
+        sim.host(PORTAL_HOST, move || {
+            let cloud = cloud.clone();
+            async move {
+                services::portal::run(cloud).await;
                 HostResult::Ok(())
             }
         });

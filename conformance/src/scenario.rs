@@ -570,6 +570,15 @@ pub struct Expect {
     /// Trace events that must not have happened more often than this.
     #[serde(default)]
     pub events_max: BTreeMap<String, u32>,
+    /// Exact number of requests each connector host served.
+    #[serde(default)]
+    pub served_by: BTreeMap<String, u32>,
+    /// Least number of requests each connector host served.
+    #[serde(default)]
+    pub served_by_min: BTreeMap<String, u32>,
+    /// Exact number of user answers with each ingress error code.
+    #[serde(default)]
+    pub relay_errors: BTreeMap<String, u32>,
 }
 
 /// A scenario file that could not be used.

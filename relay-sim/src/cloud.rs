@@ -24,7 +24,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use tokio::sync::mpsc;
 
-use crate::directory::{ConnectorRecord, Role, Tenant};
+use crate::directory::{ConnectorRecord, Role, Status, Tenant};
 use crate::event::{CloudEvent, CloudSink};
 use crate::pki::{Generation, Pki, PkiError, PkiTimers};
 
@@ -382,6 +382,7 @@ impl Cloud {
                 version: version.to_string(),
                 registered_at: now,
                 last_bootstrap: None,
+                shown: Status::Active,
             },
         );
         self.emit(crate::event::CloudEvent::ConnectorRegistered {
@@ -406,13 +407,59 @@ impl Cloud {
     /// Records a heartbeat; false if the connector is unknown.
     pub fn heartbeat(&self, connector_id: &str) -> bool {
         let now = self.now();
-        match self.state.borrow_mut().connectors.get_mut(connector_id) {
+        let became_active = match self.state.borrow_mut().connectors.get_mut(connector_id) {
             Some(rec) => {
                 rec.last_bootstrap = Some(now);
-                true
+                let was = rec.shown;
+                rec.shown = Status::Active;
+                (was == Status::Inactive).then(|| rec.machine.clone())
             }
-            None => false,
+            None => return false,
+        };
+        if let Some(machine) = became_active {
+            self.emit(CloudEvent::ConnectorActive { connector_id: connector_id.to_string(), machine });
         }
+        true
+    }
+
+    /// Applies the portal's rules at `now`: connectors without a bootstrap
+    /// for an hour turn inactive; inactive for 10 days, they are removed.
+    /// Returns when the next change is due.
+    pub fn update_status(&self) -> Option<SystemTime> {
+        let now = self.now();
+        let mut events = Vec::new();
+        {
+            let mut st = self.state.borrow_mut();
+            let mut removed = Vec::new();
+            for rec in st.connectors.values_mut() {
+                if rec.next_change() > now {
+                    continue;
+                }
+                match rec.shown {
+                    Status::Active => {
+                        rec.shown = Status::Inactive;
+                        events.push(CloudEvent::ConnectorInactive {
+                            connector_id: rec.id.clone(),
+                            machine: rec.machine.clone(),
+                        });
+                    }
+                    Status::Inactive => {
+                        removed.push(rec.id.clone());
+                        events.push(CloudEvent::ConnectorRemoved {
+                            connector_id: rec.id.clone(),
+                            machine: rec.machine.clone(),
+                        });
+                    }
+                }
+            }
+            for id in removed {
+                st.connectors.remove(&id);
+            }
+        }
+        for e in events {
+            self.emit(e);
+        }
+        self.state.borrow().connectors.values().map(ConnectorRecord::next_change).min()
     }
 
     /// The tenant's connector list (REG-VISIBLE), in id order.

@@ -101,15 +101,37 @@ pub struct ConnectorRecord {
     pub version: String,
     pub registered_at: SystemTime,
     pub last_bootstrap: Option<SystemTime>,
+    /// The status the portal last showed.
+    pub shown: Status,
 }
 
 /// The portal shows a connector inactive after this long without bootstrap.
 pub const INACTIVE_AFTER: Duration = Duration::from_secs(60 * 60);
+/// Connectors inactive this long are removed from the tenant.
+pub const REMOVE_AFTER: Duration = Duration::from_secs(10 * 86_400);
+
+/// What the portal shows for a connector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Active,
+    Inactive,
+}
 
 impl ConnectorRecord {
     /// Active = bootstrapped within the last hour (not the same as working:
     /// OPS-ACTIVE).
     pub fn is_active(&self, now: SystemTime) -> bool {
         self.last_bootstrap.and_then(|t| now.duration_since(t).ok()).is_some_and(|age| age < INACTIVE_AFTER)
+    }
+
+    /// When the record next changes on its own: turns inactive, or is
+    /// removed.
+    pub fn next_change(&self) -> SystemTime {
+        let seen = self.last_bootstrap.unwrap_or(self.registered_at);
+        match self.shown {
+            Status::Active => seen + INACTIVE_AFTER,
+            Status::Inactive => seen + REMOVE_AFTER,
+        }
     }
 }

@@ -82,6 +82,21 @@ pub enum CloudEvent {
     OcspServed {
         status: String,
     },
+    /// The portal shows the connector inactive (no bootstrap for an hour).
+    ConnectorInactive {
+        connector_id: String,
+        machine: String,
+    },
+    /// The portal shows it active again.
+    ConnectorActive {
+        connector_id: String,
+        machine: String,
+    },
+    /// Inactive for 10 days: removed from the tenant.
+    ConnectorRemoved {
+        connector_id: String,
+        machine: String,
+    },
     /// A connector's client certificate was renewed.
     CertificateRenewed {
         connector_id: String,

@@ -143,6 +143,7 @@ pub async fn start(opts: ServeOptions) -> Result<(Manifest, Rc<Cloud>, ServedLog
         resolve.push(format!("{}={a}", ep.host));
         spawn_service(services::relay::serve(cloud.clone(), ep.host.clone(), l));
     }
+    tokio::task::spawn_local(services::portal::run(cloud.clone()));
     let (l, ingress) = bind(opts.bind).await?;
     tokio::task::spawn_local(services::ingress::serve(cloud.clone(), l));
     let log = ServedLog::default();

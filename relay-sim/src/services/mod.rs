@@ -5,6 +5,7 @@
 pub mod bootstrap;
 pub mod ingress;
 pub mod login;
+pub mod portal;
 pub mod registration;
 pub mod relay;
 pub mod renewtrust;
