@@ -154,6 +154,35 @@ fn event_name(what: &What) -> Option<String> {
     value.get("event")?.as_str().map(str::to_string)
 }
 
+/// How an expected count compares.
+#[derive(Clone, Copy)]
+enum Bound {
+    Exactly,
+    AtLeast,
+    AtMost,
+}
+
+/// Checks expected counts by name against what happened.
+fn counts(
+    failures: &mut Vec<String>,
+    what: &str,
+    expected: &BTreeMap<String, u32>,
+    actual: &BTreeMap<String, u32>,
+    bound: Bound,
+) {
+    for (name, n) in expected {
+        let got = actual.get(name).copied().unwrap_or(0);
+        let (ok, word) = match bound {
+            Bound::Exactly => (got == *n, "exactly"),
+            Bound::AtLeast => (got >= *n, "at least"),
+            Bound::AtMost => (got <= *n, "at most"),
+        };
+        if !ok {
+            failures.push(format!("{what} {name}: expected {word} {n}, got {got} (all: {actual:?})"));
+        }
+    }
+}
+
 /// Everything in `expect` (and the invariants) that `s` violates.
 pub fn check(expect: &Expect, s: &Summary, duration: Duration) -> Vec<String> {
     let mut failures = Vec::new();
@@ -207,37 +236,11 @@ pub fn check(expect: &Expect, s: &Summary, duration: Duration) -> Vec<String> {
             failures.push(format!("tunnel reconnects: expected at least {n}, got {}", s.tunnel_reconnects));
         }
     }
-    for (host, n) in &expect.served_by {
-        let got = s.served_by.get(host).copied().unwrap_or(0);
-        if got != *n {
-            failures.push(format!("served_by {host}: expected {n} requests, got {got} (all: {:?})", s.served_by));
-        }
-    }
-    for (host, n) in &expect.served_by_min {
-        let got = s.served_by.get(host).copied().unwrap_or(0);
-        if got < *n {
-            failures
-                .push(format!("served_by {host}: expected at least {n} requests, got {got} (all: {:?})", s.served_by));
-        }
-    }
-    for (code, n) in &expect.relay_errors {
-        let got = s.relay_errors.get(code).copied().unwrap_or(0);
-        if got != *n {
-            failures.push(format!("relay error {code}: expected {n} answers, got {got} (all: {:?})", s.relay_errors));
-        }
-    }
-    for (name, n) in &expect.events_min {
-        let got = s.events.get(name).copied().unwrap_or(0);
-        if got < *n {
-            failures.push(format!("event {name}: expected at least {n}, got {got}"));
-        }
-    }
-    for (name, n) in &expect.events_max {
-        let got = s.events.get(name).copied().unwrap_or(0);
-        if got > *n {
-            failures.push(format!("event {name}: expected at most {n}, got {got}"));
-        }
-    }
+    counts(&mut failures, "requests served by", &expect.served_by, &s.served_by, Bound::Exactly);
+    counts(&mut failures, "requests served by", &expect.served_by_min, &s.served_by, Bound::AtLeast);
+    counts(&mut failures, "answers with relay error", &expect.relay_errors, &s.relay_errors, Bound::Exactly);
+    counts(&mut failures, "event", &expect.events_min, &s.events, Bound::AtLeast);
+    counts(&mut failures, "event", &expect.events_max, &s.events, Bound::AtMost);
     let codes = s.diagnostic_codes();
     for code in &expect.diagnostics {
         if !codes.contains(code.as_str()) {
