@@ -121,6 +121,10 @@ fn layout(s: &Scenario) -> Layout {
     if let Some(i) = w.bootstrap_interval {
         config.bootstrap_interval_s = i.0.as_secs().max(1);
     }
+    config.private_access = w.private_access;
+    if let Some(i) = w.update_check_interval {
+        config.update_check_interval_min = (i.0.as_secs() / 60).max(1);
+    }
     if let Some(i) = w.trust_renewal_interval {
         config.trust_renewal_interval_min = (i.0.as_secs() / 60).max(1);
     }
@@ -407,6 +411,9 @@ fn simulate(
         cfg.service_roots = cloud.service_roots();
         cfg.revocation = spec.revocation;
         cfg.host = spec.host.clone();
+        if let Some(v) = &spec.version {
+            cfg.version = v.clone();
+        }
         let skew_s = spec.clock_skew.map(|s| s.ahead_s).unwrap_or(0);
         let boots = Rc::new(Cell::new(0u32));
         let (name, trace) = (spec.name.clone(), trace.clone());

@@ -251,6 +251,12 @@ pub struct World {
     /// Overrides the service's 10-minute bootstrap interval.
     #[serde(default)]
     pub bootstrap_interval: Option<SimDuration>,
+    /// The tenant uses Private Access (connectors need 1.5.3417.0+).
+    #[serde(default)]
+    pub private_access: bool,
+    /// How often connectors' updaters check the release feed (60m).
+    #[serde(default)]
+    pub update_check_interval: Option<SimDuration>,
     /// Overrides how often connectors check for certificate renewal (360m).
     #[serde(default)]
     pub trust_renewal_interval: Option<SimDuration>,
@@ -424,6 +430,9 @@ pub struct ConnectorSpec {
     /// field defaults to a compliant server.
     #[serde(default)]
     pub host: Option<connector::host::HostProfile>,
+    /// The connector version installed (default 1.5.3437.0).
+    #[serde(default)]
+    pub version: Option<String>,
 }
 
 /// A root a connector host may trust.

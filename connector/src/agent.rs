@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 
 use crate::api::{
     BootstrapRequest, BootstrapResponse, LoginRequest, LoginResponse, RegisterRequest, RegisterResponse, RelayEndpoint,
-    RenewRequest, RenewResponse,
+    RenewRequest, RenewResponse, UpdatePhase, UpdateRequest, UpdateResponse,
 };
 use crate::backoff::Backoff;
 use crate::diag::Diagnostic;
@@ -163,6 +163,10 @@ pub struct Agent {
     config: AgentConfig,
     names: ServiceNames,
     tls: TlsContext,
+    /// The version running now (the updater changes it).
+    version: RefCell<String>,
+    /// Releases the updater refused to install (reported once each).
+    refused: RefCell<std::collections::BTreeSet<String>>,
 }
 
 impl Agent {
@@ -172,7 +176,8 @@ impl Agent {
         }
         let tls = TlsContext::new(env.entropy.clone(), env.clock.clone());
         let names = ServiceNames::public(&config.tenant_id);
-        Agent { env, config, names, tls }
+        let version = RefCell::new(config.version.clone());
+        Agent { env, config, names, tls, version, refused: RefCell::default() }
     }
 
     fn trust(&self) -> Result<Rc<Trust>, AgentError> {
@@ -343,15 +348,12 @@ impl Agent {
             .map_err(RegisterFailure::from_call)?;
         let key = identity::generate_key(self.env.entropy.as_ref()).map_err(RegisterFailure::Identity)?;
         let csr_pem = identity::csr_pem(&key, &self.config.machine_name).map_err(RegisterFailure::Identity)?;
+        let version = self.version.borrow().clone();
         let reg: RegisterResponse = self
             .call(&self.names.registration, tls)
             .post_json(
                 "/register",
-                &RegisterRequest {
-                    csr_pem,
-                    machine_name: self.config.machine_name.clone(),
-                    version: self.config.version.clone(),
-                },
+                &RegisterRequest { csr_pem, machine_name: self.config.machine_name.clone(), version },
                 Some(&login.access_token),
             )
             .await
@@ -386,11 +388,12 @@ impl Agent {
         let mut tunnels: BTreeMap<RelayEndpoint, JoinHandle<()>> = BTreeMap::new();
         let mut failures: u32 = 0;
         let mut next_renewal_check = crate::time::Instant::now();
+        let mut next_update_check = crate::time::Instant::now();
         loop {
             self.check_not_expired(&identity)?;
             let request = BootstrapRequest {
                 connector_id: identity.connector_id.clone(),
-                version: self.config.version.clone(),
+                version: self.version.borrow().clone(),
                 machine_name: self.config.machine_name.clone(),
             };
             let tls = shared.tls.borrow().clone();
@@ -428,6 +431,15 @@ impl Agent {
                     } else if !no_tunnel {
                         inactive_reported = false;
                     }
+                    let mut interval = interval;
+                    if crate::time::Instant::now() >= next_update_check {
+                        next_update_check = crate::time::Instant::now()
+                            + Duration::from_secs(cfg.update_check_interval_min.max(1) * 60);
+                        if self.update(&identity, &tls, &mut tunnels, &shared).await {
+                            // Bootstrap again at once, as the new version.
+                            interval = Duration::from_secs(1);
+                        }
+                    }
                     if crate::time::Instant::now() >= next_renewal_check {
                         next_renewal_check = crate::time::Instant::now()
                             + Duration::from_secs(cfg.trust_renewal_interval_min.max(1) * 60);
@@ -451,6 +463,69 @@ impl Agent {
             };
             crate::time::sleep(delay).await;
         }
+    }
+
+    /// The updater (VER-UPDATER): asks the release feed for a newer version
+    /// and the group's upgrade slot (one connector of a group at a time);
+    /// refuses a release the host's .NET cannot run before changing
+    /// anything (VER-NET471); otherwise drains in-flight requests (up to the
+    /// backend timeout), stops the tunnels and switches. A request may then
+    /// fail to its user, but none is served twice. Returns whether it
+    /// switched.
+    async fn update(
+        &self,
+        identity: &Identity,
+        tls: &ServiceTls,
+        tunnels: &mut BTreeMap<RelayEndpoint, JoinHandle<()>>,
+        shared: &Rc<Shared>,
+    ) -> bool {
+        let current = self.version.borrow().clone();
+        let ask =
+            |phase| UpdateRequest { connector_id: identity.connector_id.clone(), version: current.clone(), phase };
+        let resp: UpdateResponse =
+            match self.call(&self.names.bootstrap, tls).post_json("/update", &ask(UpdatePhase::Check), None).await {
+                Ok(r) => r,
+                Err(_) => return false,
+            };
+        let Some(release) = resp.release else { return false };
+        let done = async {
+            let _: Result<UpdateResponse, _> =
+                self.call(&self.names.bootstrap, tls).post_json("/update", &ask(UpdatePhase::Done), None).await;
+        };
+        if let Some(host) = self.config.host.as_ref().filter(|h| h.dotnet_release < release.min_dotnet_release) {
+            if self.refused.borrow_mut().insert(release.version.clone()) {
+                self.env.emit(AgentEvent::Diagnostic(Diagnostic::new(
+                    "VER-NET471",
+                    "upgrade-refused",
+                    None,
+                    format!(
+                        "the upgrade to {} needs .NET Framework release {} or later; this server has {}: nothing was changed, {current} keeps running",
+                        release.version, release.min_dotnet_release, host.dotnet_release
+                    ),
+                    "install .NET Framework 4.7.1 or later; the updater will then upgrade the connector",
+                )));
+            }
+            if resp.granted {
+                done.await;
+            }
+            return false;
+        }
+        if !resp.granted {
+            self.env.emit(AgentEvent::UpgradeDeferred { to: release.version });
+            return false;
+        }
+        self.env.emit(AgentEvent::UpgradeStarted { from: current.clone(), to: release.version.clone() });
+        let deadline = crate::time::Instant::now() + self.config.backend_timeout;
+        while *shared.inflight.borrow() > 0 && crate::time::Instant::now() < deadline {
+            crate::time::sleep(Duration::from_millis(100)).await;
+        }
+        for (_, handle) in std::mem::take(tunnels) {
+            handle.abort();
+        }
+        *self.version.borrow_mut() = release.version.clone();
+        self.env.emit(AgentEvent::Upgraded { version: release.version });
+        done.await;
+        true
     }
 
     /// Renews the client certificate over mTLS once

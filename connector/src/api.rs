@@ -71,6 +71,13 @@ pub struct BootstrapResponse {
     pub keepalive_s: u64,
     pub connection_limit: u32,
     pub trust_renewal_interval_min: u64,
+    /// How often the updater checks for a new release (minutes).
+    #[serde(default = "default_update_check_min")]
+    pub update_check_interval_min: u64,
+}
+
+fn default_update_check_min() -> u64 {
+    60
 }
 
 /// `POST https://{tenant}.renewtrust.msappproxy.net/renew` (mTLS with the
@@ -85,4 +92,40 @@ pub struct RenewRequest {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RenewResponse {
     pub certificate_pem: String,
+}
+
+/// A published connector release (VER-HISTORY).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Release {
+    /// Four-part version, e.g. `1.5.3437.0`.
+    pub version: String,
+    pub notes: String,
+    /// Least .NET Framework release number it installs on.
+    pub min_dotnet_release: u32,
+}
+
+/// `POST https://{tenant}.bootstrap.msappproxy.net/update` (mTLS), sent by the
+/// updater: `check` asks for a newer release and the group's upgrade slot
+/// (one connector of a group upgrades at a time); `done` returns the slot.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UpdateRequest {
+    pub connector_id: String,
+    pub version: String,
+    pub phase: UpdatePhase,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpdatePhase {
+    Check,
+    Done,
+}
+
+/// The answer to an update check.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UpdateResponse {
+    /// The newest release, if newer than the connector's.
+    pub release: Option<Release>,
+    /// Whether this connector holds its group's upgrade slot now.
+    pub granted: bool,
 }

@@ -41,6 +41,13 @@ pub enum AgentEvent {
     /// `connector diagnose` ran: destinations checked and failed (its
     /// findings follow as diagnostics).
     Diagnosed { checks: usize, failed: usize },
+    /// The updater found a newer release but another connector of the
+    /// group is upgrading.
+    UpgradeDeferred { to: String },
+    /// The updater holds the group's slot and starts switching.
+    UpgradeStarted { from: String, to: String },
+    /// The connector runs a new version.
+    Upgraded { version: String },
     /// A diagnostic finding.
     Diagnostic(Diagnostic),
     /// The agent stopped, with why.

@@ -140,6 +140,11 @@ fn service_refusal(code: &str, message: &str) -> (&'static str, String, &'static
             "not-global-admin".into(),
             "register with a Global Administrator of the directory that uses application proxy",
         ),
+        ("version_unsupported", _) => (
+            "VER-PA-MIN",
+            "too-old".into(),
+            "upgrade the connector to 1.5.3417.0 or later (uninstall, delete its folders, install the latest)",
+        ),
         ("app_proxy_disabled", _) => (
             "REG-ADMIN",
             "app-proxy-disabled".into(),

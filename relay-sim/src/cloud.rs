@@ -43,6 +43,12 @@ pub struct CloudConfig {
     pub connection_limit: u32,
     /// How often connectors check whether to renew their certificate.
     pub trust_renewal_interval_min: u64,
+    /// How often connectors' updaters check the release feed.
+    pub update_check_interval_min: u64,
+    /// The release feed.
+    pub releases: Vec<connector::api::Release>,
+    /// The tenant uses Private Access (VER-PA-MIN applies).
+    pub private_access: bool,
     /// How long the ingress waits for a connector's answer (85 s backend
     /// timeout plus margin).
     pub dispatch_timeout: Duration,
@@ -72,6 +78,9 @@ impl CloudConfig {
             keepalive_s: 10,
             connection_limit: 200,
             trust_renewal_interval_min: 360,
+            update_check_interval_min: 60,
+            releases: crate::releases::history(),
+            private_access: false,
             dispatch_timeout: Duration::from_secs(90),
             token_lifetime: Duration::from_secs(3600),
             pki: PkiTimers::default(),
@@ -148,6 +157,8 @@ struct State {
     /// Server configurations by (host, mTLS), dropped on any PKI change.
     configs: BTreeMap<(String, bool), Arc<ServerConfig>>,
     revoked_connectors: std::collections::BTreeSet<String>,
+    /// Group → (connector upgrading now, until when the slot is held).
+    update_slots: BTreeMap<String, (String, SystemTime)>,
     tokens: BTreeMap<String, Token>,
     connectors: BTreeMap<String, ConnectorRecord>,
     tunnels: BTreeMap<u64, TunnelHandle>,
@@ -404,12 +415,41 @@ impl Cloud {
         Ok(pem)
     }
 
-    /// Records a heartbeat; false if the connector is unknown.
-    pub fn heartbeat(&self, connector_id: &str) -> bool {
+    /// Claims the upgrade slot of the connector's group (one upgrade at a
+    /// time per group; a slot not returned within 30 minutes lapses).
+    pub fn claim_update_slot(&self, connector_id: &str) -> bool {
+        let now = self.now();
+        let mut st = self.state.borrow_mut();
+        let Some(group) = st.connectors.get(connector_id).map(|c| c.group.clone()) else { return false };
+        let free = match st.update_slots.get(&group) {
+            Some((holder, until)) => holder == connector_id || *until <= now,
+            None => true,
+        };
+        if free {
+            st.update_slots.insert(group.clone(), (connector_id.to_string(), now + Duration::from_secs(1800)));
+        }
+        drop(st);
+        self.emit(if free {
+            CloudEvent::UpdateSlotGranted { connector_id: connector_id.to_string(), group }
+        } else {
+            CloudEvent::UpdateSlotBusy { connector_id: connector_id.to_string(), group }
+        });
+        free
+    }
+
+    /// Returns the slot a connector holds.
+    pub fn release_update_slot(&self, connector_id: &str) {
+        self.state.borrow_mut().update_slots.retain(|_, (holder, _)| holder != connector_id);
+    }
+
+    /// Records a heartbeat from a connector running `version`; false if the
+    /// connector is unknown.
+    pub fn heartbeat(&self, connector_id: &str, version: &str) -> bool {
         let now = self.now();
         let became_active = match self.state.borrow_mut().connectors.get_mut(connector_id) {
             Some(rec) => {
                 rec.last_bootstrap = Some(now);
+                rec.version = version.to_string();
                 let was = rec.shown;
                 rec.shown = Status::Active;
                 (was == Status::Inactive).then(|| rec.machine.clone())

@@ -97,6 +97,16 @@ pub enum CloudEvent {
         connector_id: String,
         machine: String,
     },
+    /// A connector got its group's upgrade slot.
+    UpdateSlotGranted {
+        connector_id: String,
+        group: String,
+    },
+    /// Another connector of the group is upgrading: wait.
+    UpdateSlotBusy {
+        connector_id: String,
+        group: String,
+    },
     /// A connector's client certificate was renewed.
     CertificateRenewed {
         connector_id: String,

@@ -11,6 +11,7 @@ pub mod inspector;
 pub mod network;
 pub mod pki;
 pub mod proxy;
+pub mod releases;
 pub mod serve;
 pub mod server;
 pub mod services;

@@ -3,7 +3,8 @@
 
 use std::rc::Rc;
 
-use connector::api::{BootstrapRequest, BootstrapResponse};
+use connector::api::{BootstrapRequest, BootstrapResponse, UpdatePhase, UpdateRequest, UpdateResponse};
+use connector::host::product_version;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response};
 
@@ -11,6 +12,7 @@ use super::read_json;
 use crate::cloud::{Cloud, CloudError};
 use crate::event::CloudEvent;
 use crate::pki::subject_cn;
+use crate::releases::newer_than;
 use crate::server::{error, json, serve_https, Body, ConnInfo, Listener};
 
 pub async fn serve(cloud: Rc<Cloud>, listener: impl Listener) -> Result<(), CloudError> {
@@ -20,22 +22,40 @@ pub async fn serve(cloud: Rc<Cloud>, listener: impl Listener) -> Result<(), Clou
 }
 
 async fn handle(cloud: Rc<Cloud>, info: ConnInfo, req: Request<Incoming>) -> Response<Body> {
-    if req.method() != Method::POST || req.uri().path() != "/bootstrap" {
+    if req.method() != Method::POST {
         return error(404, "not_found", "unknown endpoint");
     }
     // The verifier already checked the chain; the subject names the connector.
     let Some(connector_id) = info.client_certs.first().and_then(subject_cn) else {
         return error(403, "no_client_certificate", "a connector client certificate is required");
     };
+    match req.uri().path() {
+        "/bootstrap" => bootstrap(cloud, connector_id, req).await,
+        "/update" => update(cloud, connector_id, req).await,
+        _ => error(404, "not_found", "unknown endpoint"),
+    }
+}
+
+async fn bootstrap(cloud: Rc<Cloud>, connector_id: String, req: Request<Incoming>) -> Response<Body> {
     let body: BootstrapRequest = match read_json(req).await {
         Ok(b) => b,
         Err(resp) => return resp,
     };
-    if body.connector_id != connector_id || !cloud.heartbeat(&connector_id) {
+    if body.connector_id != connector_id || !cloud.heartbeat(&connector_id, &body.version) {
         return error(403, "unknown_connector", "Connector failed to download the configuration: unknown connector.");
     }
-    cloud.emit(CloudEvent::BootstrapServed { connector_id });
     let c = &cloud.config;
+    if c.private_access && product_version(&body.version).is_none_or(|v| v < PRIVATE_ACCESS_MIN) {
+        return error(
+            403,
+            "version_unsupported",
+            &format!(
+                "Private Access requires connector version 1.5.3417.0 or later; this connector runs {}.",
+                body.version
+            ),
+        );
+    }
+    cloud.emit(CloudEvent::BootstrapServed { connector_id });
     json(
         200,
         &BootstrapResponse {
@@ -44,6 +64,32 @@ async fn handle(cloud: Rc<Cloud>, info: ConnInfo, req: Request<Incoming>) -> Res
             keepalive_s: c.keepalive_s,
             connection_limit: c.connection_limit,
             trust_renewal_interval_min: c.trust_renewal_interval_min,
+            update_check_interval_min: c.update_check_interval_min,
         },
     )
 }
+
+/// The updater's check (newer release, group upgrade slot) and its "done".
+async fn update(cloud: Rc<Cloud>, connector_id: String, req: Request<Incoming>) -> Response<Body> {
+    let body: UpdateRequest = match read_json(req).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
+    if body.connector_id != connector_id || !cloud.is_registered(&connector_id) {
+        return error(403, "unknown_connector", "unknown connector");
+    }
+    match body.phase {
+        UpdatePhase::Done => {
+            cloud.release_update_slot(&connector_id);
+            json(200, &UpdateResponse { release: None, granted: false })
+        }
+        UpdatePhase::Check => {
+            let release = newer_than(&cloud.config.releases, &body.version).cloned();
+            let granted = release.is_some() && cloud.claim_update_slot(&connector_id);
+            json(200, &UpdateResponse { release, granted })
+        }
+    }
+}
+
+/// Private Access needs at least this connector version (VER-PA-MIN).
+const PRIVATE_ACCESS_MIN: [u32; 4] = [1, 5, 3417, 0];
