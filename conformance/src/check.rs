@@ -40,6 +40,8 @@ pub struct Summary {
     pub served_by: BTreeMap<String, u32>,
     /// User answers carrying an ingress error code (`no-active-connector`).
     pub relay_errors: BTreeMap<String, u32>,
+    /// Mean time from sending to a 2xx answer, in milliseconds.
+    pub user_latency_ms_avg: Option<u64>,
 }
 
 impl Summary {
@@ -54,6 +56,7 @@ pub fn summarize(events: &[TraceEvent], logs: &ServedLog) -> Summary {
     let mut tunnel_state: BTreeMap<(String, String), bool> = BTreeMap::new();
     let mut sent: BTreeMap<String, u64> = BTreeMap::new();
     let mut seen_diag: BTreeSet<Diagnostic> = BTreeSet::new();
+    let mut latencies: Vec<u64> = Vec::new();
     for e in events {
         if let What::Agent(_) | What::Cloud(_) = &e.what {
             if let Some(name) = event_name(&e.what) {
@@ -93,6 +96,9 @@ pub fn summarize(events: &[TraceEvent], logs: &ServedLog) -> Summary {
                     sent.insert(mark.clone(), e.t_ms);
                 }
                 UserEvent::Answered { mark, status, relay_error } => {
+                    if let (Some(t0), true) = (sent.get(mark), (200..300).contains(status)) {
+                        latencies.push(e.t_ms.saturating_sub(*t0));
+                    }
                     sent.remove(mark);
                     if let Some(code) = relay_error {
                         *s.relay_errors.entry(code.clone()).or_default() += 1;
@@ -121,6 +127,9 @@ pub fn summarize(events: &[TraceEvent], logs: &ServedLog) -> Summary {
         }
     }
     s.tunnels_up_at_end = tunnel_state.values().filter(|up| **up).count() as u32;
+    if !latencies.is_empty() {
+        s.user_latency_ms_avg = Some(latencies.iter().sum::<u64>() / latencies.len() as u64);
+    }
     s.unanswered = sent.into_iter().collect();
     s.duplicates = logs.duplicates();
     s.backend_served = logs.total();
@@ -234,6 +243,16 @@ pub fn check(expect: &Expect, s: &Summary, duration: Duration) -> Vec<String> {
     if let Some(n) = expect.tunnel_reconnects_min {
         if s.tunnel_reconnects < n {
             failures.push(format!("tunnel reconnects: expected at least {n}, got {}", s.tunnel_reconnects));
+        }
+    }
+    if let Some(min) = expect.user_latency_ms_avg_min {
+        if s.user_latency_ms_avg.is_none_or(|a| a < min) {
+            failures.push(format!("mean user latency: expected at least {min} ms, got {:?}", s.user_latency_ms_avg));
+        }
+    }
+    if let Some(max) = expect.user_latency_ms_avg_max {
+        if s.user_latency_ms_avg.is_none_or(|a| a > max) {
+            failures.push(format!("mean user latency: expected at most {max} ms, got {:?}", s.user_latency_ms_avg));
         }
     }
     counts(&mut failures, "requests served by", &expect.served_by, &s.served_by, Bound::Exactly);

@@ -480,6 +480,16 @@ fn simulate(
         });
     }
 
+    // Connectors far from the tenant's region get long links to the cloud.
+    for spec in &w.connectors {
+        let Some(region) = spec.region.as_ref().map(|r| r.get_ref()) else { continue };
+        if let Some(latency) = crate::scenario::region_latency(region, &w.region).filter(|_| region != &w.region) {
+            for host in c.service_hosts() {
+                sim.set_link_latency(spec.name.as_str(), host.as_str(), latency);
+            }
+        }
+    }
+
     // Drive the simulation, applying the timeline as its times come.
     let mut timeline: Vec<(Duration, TimelineEvent)> =
         scenario.timeline.iter().map(|e| (e.at.0, e.event.get_ref().clone())).collect();

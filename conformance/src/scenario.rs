@@ -430,9 +430,28 @@ pub struct ConnectorSpec {
     /// field defaults to a compliant server.
     #[serde(default)]
     pub host: Option<connector::host::HostProfile>,
-    /// The connector version installed (default 1.5.3437.0).
+    /// The connector version installed (default: the newest release).
     #[serde(default)]
     pub version: Option<String>,
+    /// Where the host is (`weu`, `neu`, `eus`, `wus`, `sea`, `aue`); far
+    /// from the tenant's region means long links to the cloud.
+    #[serde(default)]
+    pub region: Option<Spanned<String>>,
+}
+
+/// Azure regions the simulation places hosts in, with a rough longitude
+/// (degrees) for link latency.
+pub const REGIONS: [(&str, f64); 6] =
+    [("weu", 5.0), ("neu", -6.0), ("eus", -78.0), ("wus", -120.0), ("sea", 104.0), ("aue", 151.0)];
+
+/// One-way latency between two regions: 2 ms plus 0.45 ms per degree of
+/// longitude apart (West Europe–East US about 80 ms round trip, West
+/// Europe–Southeast Asia about 95 ms).
+pub fn region_latency(a: &str, b: &str) -> Option<Duration> {
+    let at = |r: &str| REGIONS.iter().find(|(n, _)| *n == r).map(|(_, x)| *x);
+    let d = (at(a)? - at(b)?).abs();
+    let d = d.min(360.0 - d);
+    Some(Duration::from_micros(((2.0 + 0.45 * d) * 1000.0) as u64))
 }
 
 /// A root a connector host may trust.
@@ -588,6 +607,11 @@ pub struct Expect {
     /// Exact number of user answers with each ingress error code.
     #[serde(default)]
     pub relay_errors: BTreeMap<String, u32>,
+    /// Bounds on the mean time to a 2xx answer, in milliseconds.
+    #[serde(default)]
+    pub user_latency_ms_avg_min: Option<u64>,
+    #[serde(default)]
+    pub user_latency_ms_avg_max: Option<u64>,
 }
 
 /// A scenario file that could not be used.
@@ -671,6 +695,18 @@ impl Scenario {
                     format!("event names {kind} {name:?}, but the world has {known:?}"),
                 ));
             }
+        }
+        for c in &w.connectors {
+            if let Some(r) = &c.region {
+                if region_latency(r.get_ref(), r.get_ref()).is_none() {
+                    let known: Vec<&str> = REGIONS.iter().map(|(n, _)| *n).collect();
+                    return Err((r.span().start, format!("unknown region {:?}; known: {known:?}", r.get_ref())));
+                }
+            }
+        }
+        if region_latency(&w.region, &w.region).is_none() {
+            let known: Vec<&str> = REGIONS.iter().map(|(n, _)| *n).collect();
+            return Err((0, format!("the tenant's region {:?} is unknown; known: {known:?}", w.region)));
         }
         if w.proxy.is_none() && w.connectors.iter().any(|c| c.use_proxy) {
             return Err((0, "a connector has use_proxy = true but the world has no [world.proxy]".into()));

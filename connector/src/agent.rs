@@ -29,6 +29,16 @@ use crate::pki::cert::HttpUrl;
 use crate::pki::{RevocationPolicy, ServiceTls, Trust};
 use crate::proxy::ProxyNet;
 
+/// A round trip to the service at least this long is reported (OPS-GEO):
+/// within a region it is a few milliseconds, across an ocean 70 or more.
+pub const FAR_RTT: Duration = Duration::from_millis(50);
+
+/// The version this build of the connector is (the newest release).
+pub const DEFAULT_VERSION: &str = "1.5.4522.0";
+
+/// How long tunnels get to come up before "active but no tunnel" is said.
+const TUNNEL_GRACE: Duration = Duration::from_secs(120);
+
 /// Where registration reads the certificate trust list (port 80).
 pub const TRUST_LIST_HOST: &str = "ctldl.windowsupdate.com";
 pub const TRUST_LIST_PATH: &str = "/msdownload/update/v3/static/trustedr/en/authrootstl.cab";
@@ -118,7 +128,7 @@ impl AgentConfig {
         AgentConfig {
             tenant_id: tenant_id.into(),
             machine_name: machine_name.into(),
-            version: "1.5.3437.0".into(),
+            version: DEFAULT_VERSION.into(),
             install_dir,
             credentials: None,
             trusted_roots: Vec::new(),
@@ -384,6 +394,9 @@ impl Agent {
             up: RefCell::new(0),
         });
         let mut bootstraps_ok: u32 = 0;
+        // When the current set of tunnels was (re)started.
+        let mut tunnels_since = crate::time::Instant::now();
+        let mut geo_reported = false;
         let mut inactive_reported = false;
         let mut tunnels: BTreeMap<RelayEndpoint, JoinHandle<()>> = BTreeMap::new();
         let mut failures: u32 = 0;
@@ -408,13 +421,36 @@ impl Agent {
                         endpoints: cfg.relay_endpoints.len(),
                         interval_s: interval.as_secs(),
                     });
-                    self.reconcile(&mut tunnels, &cfg, &identity, &shared);
+                    if self.reconcile(&mut tunnels, &cfg, &identity, &shared) {
+                        tunnels_since = crate::time::Instant::now();
+                    }
                     bootstraps_ok = bootstraps_ok.saturating_add(1);
+                    // OPS-GEO: the service is the tenant's home-region
+                    // instance wherever the connector is; say when it is far.
+                    if let (false, Some(rtt)) = (geo_reported, self.env.reach.rtt(&self.names.bootstrap)) {
+                        if rtt >= FAR_RTT {
+                            let relays =
+                                cfg.relay_endpoints.iter().map(|e| e.host.as_str()).collect::<Vec<_>>().join(", ");
+                            self.env.emit(AgentEvent::Diagnostic(Diagnostic::new(
+                                "OPS-GEO",
+                                "far-from-instance",
+                                None,
+                                format!(
+                                    "the tenant's cloud instance is about {} ms away (round trip to {}); connectors get the tenant's home-region instance ({relays}) wherever they are, so every request pays this distance",
+                                    rtt.as_millis(),
+                                    self.names.bootstrap
+                                ),
+                                "install connectors close to the tenant's region and to the applications (HOST-NEAR)",
+                            )));
+                            geo_reported = true;
+                        }
+                    }
                     // OPS-ACTIVE: bootstrap works (the portal shows the
                     // connector active) yet no tunnel has come up since the
                     // last bootstrap: it cannot receive a single request.
                     let no_tunnel = *shared.up.borrow() == 0 && !cfg.relay_endpoints.is_empty();
-                    if no_tunnel && bootstraps_ok >= 2 && !inactive_reported {
+                    let given_time = tunnels_since.elapsed() >= TUNNEL_GRACE;
+                    if no_tunnel && bootstraps_ok >= 2 && given_time && !inactive_reported {
                         let endpoints =
                             cfg.relay_endpoints.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(", ");
                         self.env.emit(AgentEvent::Diagnostic(Diagnostic::new(
@@ -574,14 +610,16 @@ impl Agent {
     }
 
     /// Starts a tunnel for every new endpoint and stops those no longer
-    /// listed. Endpoints are kept in a `BTreeMap`: start order is stable.
+    /// listed; says whether it started any. Endpoints are kept in a
+    /// `BTreeMap`: start order is stable.
     fn reconcile(
         &self,
         tunnels: &mut BTreeMap<RelayEndpoint, JoinHandle<()>>,
         cfg: &BootstrapResponse,
         identity: &Identity,
         shared: &Rc<Shared>,
-    ) {
+    ) -> bool {
+        let mut started = false;
         let wanted: std::collections::BTreeSet<&RelayEndpoint> = cfg.relay_endpoints.iter().collect();
         tunnels.retain(|ep, handle| {
             let keep = wanted.contains(ep) && !handle.is_finished();
@@ -605,7 +643,9 @@ impl Agent {
             };
             let handle = tokio::task::spawn_local(tunnel::run(self.env.clone(), tcfg, shared.clone(), ep.clone()));
             tunnels.insert(ep.clone(), handle);
+            started = true;
         }
+        started
     }
 }
 

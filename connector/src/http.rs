@@ -170,8 +170,13 @@ pub async fn open_tls(
         CallError::Tls { host: host.into(), port, diagnostic: Box::new(diag::tls_failure(host, port, &error)), error }
     })?;
     let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
+    let started = crate::time::Instant::now();
     let stream = match crate::time::timeout(timeout, connector.connect(name, tcp)).await {
-        Ok(Ok(s)) => s,
+        Ok(Ok(s)) => {
+            // A TLS 1.3 handshake is one round trip: the distance to the host.
+            env.reach.note_rtt(host, started.elapsed());
+            s
+        }
         Ok(Err(e)) => {
             let error = tls_error_text(&e);
             if (error.contains("Expired") || error.contains("NotValidYet"))

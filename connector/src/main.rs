@@ -88,7 +88,7 @@ enum Command {
         #[arg(long)]
         reg: Option<PathBuf>,
         /// Connector version to install.
-        #[arg(long, default_value = "1.5.3437.0")]
+        #[arg(long, default_value = connector::agent::DEFAULT_VERSION)]
         version: String,
         #[arg(long, value_enum, default_value = "text")]
         format: ReportFormat,

@@ -27,12 +27,24 @@ pub const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Reach {
     worked: RefCell<BTreeMap<(String, u16), IpAddr>>,
     references: RefCell<Vec<(String, u16)>>,
+    /// Last TLS handshake time (one round trip) per host.
+    rtts: RefCell<BTreeMap<String, Duration>>,
 }
 
 impl Reach {
     /// Records that `host:port` worked at `addr`.
     pub fn worked(&self, host: &str, port: u16, addr: IpAddr) {
         self.worked.borrow_mut().insert((host.to_ascii_lowercase(), port), addr);
+    }
+
+    /// Records how long a TLS handshake with `host` took (one round trip).
+    pub fn note_rtt(&self, host: &str, rtt: Duration) {
+        self.rtts.borrow_mut().insert(host.to_ascii_lowercase(), rtt);
+    }
+
+    /// The last measured round trip to `host`.
+    pub fn rtt(&self, host: &str) -> Option<Duration> {
+        self.rtts.borrow().get(&host.to_ascii_lowercase()).copied()
     }
 
     /// The address `host:port` last worked at.

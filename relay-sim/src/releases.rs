@@ -36,6 +36,12 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_newest_release_is_what_this_connector_build_is() {
+        let newest = history().into_iter().last().map(|r| r.version);
+        assert_eq!(newest.as_deref(), Some(connector::agent::DEFAULT_VERSION));
+    }
+
+    #[test]
     fn the_newest_newer_release_is_offered() {
         let feed = history();
         assert_eq!(newer_than(&feed, "1.5.3417.0").map(|r| r.version.as_str()), Some("1.5.4522.0"));
