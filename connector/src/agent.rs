@@ -22,6 +22,7 @@ use crate::backoff::Backoff;
 use crate::diag::Diagnostic;
 use crate::env::Env;
 use crate::event::AgentEvent;
+use crate::health::Health;
 use crate::host::{preflight, HostProfile};
 use crate::http::{CallError, ServiceCall};
 use crate::identity::{self, Identity};
@@ -29,15 +30,8 @@ use crate::pki::cert::HttpUrl;
 use crate::pki::{RevocationPolicy, ServiceTls, Trust};
 use crate::proxy::ProxyNet;
 
-/// A round trip to the service at least this long is reported (OPS-GEO):
-/// within a region it is a few milliseconds, across an ocean 70 or more.
-pub const FAR_RTT: Duration = Duration::from_millis(50);
-
 /// The version this build of the connector is (the newest release).
 pub const DEFAULT_VERSION: &str = "1.5.4522.0";
-
-/// How long tunnels get to come up before "active but no tunnel" is said.
-const TUNNEL_GRACE: Duration = Duration::from_secs(120);
 
 /// Where registration reads the certificate trust list (port 80).
 pub const TRUST_LIST_HOST: &str = "ctldl.windowsupdate.com";
@@ -393,11 +387,7 @@ impl Agent {
             tls: RefCell::new(mtls),
             up: RefCell::new(0),
         });
-        let mut bootstraps_ok: u32 = 0;
-        // When the current set of tunnels was (re)started.
-        let mut tunnels_since = crate::time::Instant::now();
-        let mut geo_reported = false;
-        let mut inactive_reported = false;
+        let mut health = Health::default();
         let mut tunnels: BTreeMap<RelayEndpoint, JoinHandle<()>> = BTreeMap::new();
         let mut failures: u32 = 0;
         let mut next_renewal_check = crate::time::Instant::now();
@@ -422,50 +412,16 @@ impl Agent {
                         interval_s: interval.as_secs(),
                     });
                     if self.reconcile(&mut tunnels, &cfg, &identity, &shared) {
-                        tunnels_since = crate::time::Instant::now();
+                        health.tunnels_restarted();
                     }
-                    bootstraps_ok = bootstraps_ok.saturating_add(1);
-                    // OPS-GEO: the service is the tenant's home-region
-                    // instance wherever the connector is; say when it is far.
-                    if let (false, Some(rtt)) = (geo_reported, self.env.reach.rtt(&self.names.bootstrap)) {
-                        if rtt >= FAR_RTT {
-                            let relays =
-                                cfg.relay_endpoints.iter().map(|e| e.host.as_str()).collect::<Vec<_>>().join(", ");
-                            self.env.emit(AgentEvent::Diagnostic(Diagnostic::new(
-                                "OPS-GEO",
-                                "far-from-instance",
-                                None,
-                                format!(
-                                    "the tenant's cloud instance is about {} ms away (round trip to {}); connectors get the tenant's home-region instance ({relays}) wherever they are, so every request pays this distance",
-                                    rtt.as_millis(),
-                                    self.names.bootstrap
-                                ),
-                                "install connectors close to the tenant's region and to the applications (HOST-NEAR)",
-                            )));
-                            geo_reported = true;
-                        }
-                    }
-                    // OPS-ACTIVE: bootstrap works (the portal shows the
-                    // connector active) yet no tunnel has come up since the
-                    // last bootstrap: it cannot receive a single request.
-                    let no_tunnel = *shared.up.borrow() == 0 && !cfg.relay_endpoints.is_empty();
-                    let given_time = tunnels_since.elapsed() >= TUNNEL_GRACE;
-                    if no_tunnel && bootstraps_ok >= 2 && given_time && !inactive_reported {
-                        let endpoints =
-                            cfg.relay_endpoints.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(", ");
-                        self.env.emit(AgentEvent::Diagnostic(Diagnostic::new(
-                            "OPS-ACTIVE",
-                            "no-tunnel",
-                            Some(12020),
-                            format!(
-                                "the connector is active (bootstrap to {} works) but none of its tunnels is up ({endpoints}): it cannot receive user requests",
-                                self.names.bootstrap
-                            ),
-                            "active is not working: allow *.servicebus.windows.net on TCP 443 (NET-SVC); see the tunnels' diagnostics",
-                        )));
-                        inactive_reported = true;
-                    } else if !no_tunnel {
-                        inactive_reported = false;
+                    let up = *shared.up.borrow();
+                    for d in health.after_bootstrap(
+                        &self.names.bootstrap,
+                        &cfg,
+                        up,
+                        self.env.reach.rtt(&self.names.bootstrap),
+                    ) {
+                        self.env.emit(AgentEvent::Diagnostic(d));
                     }
                     let mut interval = interval;
                     if crate::time::Instant::now() >= next_update_check {

@@ -14,6 +14,7 @@ pub mod diag;
 pub mod diagnose;
 pub mod env;
 pub mod event;
+pub mod health;
 pub mod host;
 pub mod http;
 pub mod identity;
