@@ -26,7 +26,7 @@ use crate::health::Health;
 use crate::host::{preflight, HostProfile};
 use crate::http::{CallError, ServiceCall};
 use crate::identity::{self, Identity};
-use crate::pki::cert::HttpUrl;
+use crate::pki::cert::{sha256_hex, HttpUrl};
 use crate::pki::{RevocationPolicy, ServiceTls, Trust};
 use crate::proxy::ProxyNet;
 
@@ -37,9 +37,6 @@ pub const DEFAULT_VERSION: &str = "1.5.4522.0";
 pub const TRUST_LIST_HOST: &str = "ctldl.windowsupdate.com";
 pub const TRUST_LIST_PATH: &str = "/msdownload/update/v3/static/trustedr/en/authrootstl.cab";
 
-fn sha256_hex(data: &[u8]) -> String {
-    ring::digest::digest(&ring::digest::SHA256, data).as_ref().iter().map(|b| format!("{b:02x}")).collect()
-}
 use crate::tls::TlsContext;
 use crate::tunnel::{self, SeenIds, Shared, TunnelConfig};
 
@@ -53,6 +50,18 @@ pub struct ServiceNames {
 }
 
 impl ServiceNames {
+    /// Hosts under different allow-list entries, probed to tell "port
+    /// blocked" from "name blocked" (see [`crate::reach`]).
+    pub fn reference_hosts(&self, service_port: u16) -> Vec<(String, u16)> {
+        vec![
+            (self.bootstrap.clone(), service_port),
+            (self.login.clone(), service_port),
+            (self.registration.clone(), service_port),
+            ("crl.microsoft.com".into(), 80),
+            (TRUST_LIST_HOST.into(), 80),
+        ]
+    }
+
     pub fn public(tenant_id: &str) -> Self {
         ServiceNames {
             login: "login.microsoftonline.com".into(),
@@ -233,15 +242,7 @@ impl Agent {
     }
 
     async fn run_inner(&self) -> Result<(), AgentError> {
-        let port = self.config.service_port;
-        // Reference hosts for telling "port blocked" from "name blocked".
-        self.env.reach.set_references(vec![
-            (self.names.bootstrap.clone(), port),
-            (self.names.login.clone(), port),
-            (self.names.registration.clone(), port),
-            ("crl.microsoft.com".into(), 80),
-            (TRUST_LIST_HOST.into(), 80),
-        ]);
+        self.env.reach.set_references(self.names.reference_hosts(self.config.service_port));
         let trust = self.trust()?;
         let identity = match Identity::load(&self.config.install_dir)? {
             Some(id) => {
@@ -628,9 +629,6 @@ fn cert_serial(identity: &Identity) -> String {
         .client_auth()
         .ok()
         .and_then(|(certs, _)| certs.into_iter().next())
-        .map(|der| {
-            let digest = ring::digest::digest(&ring::digest::SHA256, der.as_ref());
-            digest.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect()
-        })
+        .map(|der| sha256_hex(der.as_ref())[..16].to_string())
         .unwrap_or_default()
 }

@@ -117,12 +117,7 @@ impl Report {
 /// Runs every check.
 pub async fn run(env: &Env, cfg: &DiagnoseConfig) -> Report {
     let names = ServiceNames::public(&cfg.tenant_id);
-    env.reach.set_references(vec![
-        (names.bootstrap.clone(), 443),
-        (names.login.clone(), 443),
-        ("crl.microsoft.com".into(), 80),
-        (TRUST_LIST_HOST.into(), 80),
-    ]);
+    env.reach.set_references(names.reference_hosts(443));
     let tls_ctx = TlsContext::new(env.entropy.clone(), env.clock.clone());
     let trust = match Trust::new(
         cfg.trusted_roots.clone(),

@@ -116,15 +116,8 @@ impl Ca {
 
     /// SHA-1 of the subject name and of the key, as OCSP CertIDs carry them.
     fn id_hashes(&self) -> Option<(Vec<u8>, Vec<u8>)> {
-        let cert = x509_cert::Certificate::from_der(self.issuer.der()).ok()?;
-        let name = cert.tbs_certificate.subject.to_der().ok()?;
-        let key = cert.tbs_certificate.subject_public_key_info.subject_public_key.raw_bytes();
-        Some((sha1(&name), sha1(key)))
+        connector::pki::ocsp::issuer_hashes(self.issuer.der()).ok()
     }
-}
-
-fn sha1(data: &[u8]) -> Vec<u8> {
-    ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, data).as_ref().to_vec()
 }
 
 fn dn(cn: &str, org: &str) -> DistinguishedName {

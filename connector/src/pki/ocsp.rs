@@ -69,16 +69,23 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The CertID of `cert` issued by `issuer` (both DER).
-pub fn cert_id(cert_der: &[u8], issuer_der: &[u8]) -> Result<CertId, OcspError> {
-    let cert = Certificate::from_der(cert_der).map_err(|e| OcspError::Request(format!("certificate: {e}")))?;
+/// The SHA-1 hashes of an issuer's subject name and key that CertIDs
+/// carry (what a responder matches requests on).
+pub fn issuer_hashes(issuer_der: &[u8]) -> Result<(Vec<u8>, Vec<u8>), OcspError> {
     let issuer = Certificate::from_der(issuer_der).map_err(|e| OcspError::Request(format!("issuer: {e}")))?;
     let name = issuer.tbs_certificate.subject.to_der().map_err(|e| OcspError::Request(e.to_string()))?;
     let key = issuer.tbs_certificate.subject_public_key_info.subject_public_key.raw_bytes();
+    Ok((sha1(&name), sha1(key)))
+}
+
+/// The CertID of `cert` issued by `issuer` (both DER).
+pub fn cert_id(cert_der: &[u8], issuer_der: &[u8]) -> Result<CertId, OcspError> {
+    let cert = Certificate::from_der(cert_der).map_err(|e| OcspError::Request(format!("certificate: {e}")))?;
+    let (name_hash, key_hash) = issuer_hashes(issuer_der)?;
     Ok(CertId {
         hash_algorithm: AlgorithmIdentifierOwned { oid: SHA1_OID, parameters: Some(Null.into()) },
-        issuer_name_hash: OctetString::new(sha1(&name)).map_err(|e| OcspError::Request(e.to_string()))?,
-        issuer_key_hash: OctetString::new(sha1(key)).map_err(|e| OcspError::Request(e.to_string()))?,
+        issuer_name_hash: OctetString::new(name_hash).map_err(|e| OcspError::Request(e.to_string()))?,
+        issuer_key_hash: OctetString::new(key_hash).map_err(|e| OcspError::Request(e.to_string()))?,
         serial_number: cert.tbs_certificate.serial_number,
     })
 }

@@ -458,14 +458,12 @@ impl Revocation {
             Some(what) => bad(format!("not a valid CRL: {what}")),
             None => bad(format!("not a valid CRL: {e:?}")),
         })?;
-        let next_update = x509_parser::revocation_list::CertificateRevocationList::from_der(&resp.body)
+        // webpki verifies, x509-parser reads what webpki does not expose.
+        let (next_update, revoked) = x509_parser::revocation_list::CertificateRevocationList::from_der(&resp.body)
             .ok()
-            .and_then(|(_, c)| c.next_update())
-            .map(|t| SystemTime::UNIX_EPOCH + Duration::from_secs(t.timestamp().max(0).unsigned_abs()))
+            .and_then(|(_, c)| Some((c.next_update()?, c.iter_revoked_certificates().count())))
+            .map(|(t, n)| (SystemTime::UNIX_EPOCH + Duration::from_secs(t.timestamp().max(0).unsigned_abs()), n))
             .ok_or_else(|| bad("CRL without nextUpdate".into()))?;
-        let revoked = x509_parser::revocation_list::CertificateRevocationList::from_der(&resp.body)
-            .map(|(_, c)| c.iter_revoked_certificates().count())
-            .unwrap_or(0);
         env.emit(AgentEvent::CrlFetched { url: url.to_string(), revoked });
         let der = resp.body.to_vec();
         self.crls.borrow_mut().insert(url.to_string(), CachedCrl { crl: crl.clone(), der: der.clone(), next_update });

@@ -25,15 +25,7 @@ pub const TRUST_LIST_HOSTS: [&str; 2] = ["ctldl.windowsupdate.com", "www.microso
 /// every root the service uses (the real file is a signed CAB of the
 /// Microsoft root program).
 fn trust_list(cloud: &Cloud) -> String {
-    cloud
-        .service_roots()
-        .iter()
-        .map(|r| {
-            let d = ring::digest::digest(&ring::digest::SHA256, r.as_ref());
-            let hex: String = d.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-            hex + "\n"
-        })
-        .collect()
+    cloud.service_roots().iter().map(|r| connector::pki::cert::sha256_hex(r.as_ref()) + "\n").collect()
 }
 
 /// Largest OCSP request accepted.
