@@ -33,6 +33,7 @@ fn fixture() -> &'static Fixture {
             &["svc.example".to_string()],
             "Inspect CA",
             PkiTimers::default(),
+            connector::allowlist::Environment::Public,
         )
         .expect("pki");
         let chain = pki.server("svc.example").expect("server").chain.clone();

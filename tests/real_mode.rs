@@ -175,6 +175,7 @@ fn diagnose_probes_the_real_network() {
             service_roots: Vec::new(),
             relays,
             timeout: Duration::from_secs(5),
+            cloud: Default::default(),
         };
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         tokio::task::LocalSet::new().block_on(&rt, async move {

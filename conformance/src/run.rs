@@ -33,7 +33,7 @@ use crate::scenario::{AllowBy, RootName, Scenario, TimelineEvent};
 use crate::stopwatch::Stopwatch;
 use crate::trace::{self, AgentSink, CloudTraceSink, Trace, TraceEvent, UserEvent, What, WorldEvent};
 use crate::wakeups::{SimWakeups, Stepper};
-use connector::allowlist::Group;
+use connector::allowlist::{Environment, Group};
 
 /// Simulated wall-clock time at the start of every run: 2026-01-01T00:00Z.
 pub const EPOCH_UNIX_S: u64 = 1_767_225_600;
@@ -117,7 +117,7 @@ fn layout(s: &Scenario) -> Layout {
         apps,
         group_of_machine: w.connectors.iter().map(|c| (c.name.clone(), c.group.clone())).collect(),
     };
-    let mut config = CloudConfig::public(tenant, w.relays.max(1));
+    let mut config = CloudConfig::in_cloud(w.cloud, tenant, w.relays.max(1));
     if let Some(i) = w.bootstrap_interval {
         config.bootstrap_interval_s = i.0.as_secs().max(1);
     }
@@ -284,6 +284,7 @@ fn simulate(
         }};
     }
     tls_host!(c.login_host, services::login::serve);
+    tls_host!(c.other_cloud_login_host, services::login::serve_other_cloud);
     tls_host!(c.registration_host, services::registration::serve);
     tls_host!(c.bootstrap_host, services::bootstrap::serve);
     tls_host!(c.renewtrust_host, services::renewtrust::serve);
@@ -414,6 +415,9 @@ fn simulate(
         if let Some(v) = &spec.version {
             cfg.version = v.clone();
         }
+        // Checked when the scenario was loaded.
+        cfg.cloud = Environment::from_environment_name(spec.environment_name.as_ref().map(|e| e.get_ref().as_str()))
+            .unwrap_or_default();
         let skew_s = spec.clock_skew.map(|s| s.ahead_s).unwrap_or(0);
         let boots = Rc::new(Cell::new(0u32));
         let (name, trace) = (spec.name.clone(), trace.clone());
@@ -449,6 +453,7 @@ fn simulate(
                         service_roots: cfg.service_roots.clone(),
                         relays: relays.clone(),
                         timeout: Duration::from_secs(10),
+                        cloud: cfg.cloud,
                     };
                     // Its own memory: what diagnose learns must not steer the agent.
                     let denv = Env { reach: Rc::default(), ..env.clone() };
@@ -567,7 +572,7 @@ fn perimeter_rules(w: &crate::scenario::World) -> Vec<Rule> {
     if let Some(list) = &w.allow_list {
         let kept: Vec<Group> = Group::ALL.iter().copied().filter(|g| !list.minus.contains(g)).collect();
         match list.by {
-            AllowBy::Names => rules.extend(Firewall::allow_groups(&kept)),
+            AllowBy::Names => rules.extend(Firewall::allow_groups(w.cloud, &kept)),
             AllowBy::Ranges => {
                 // Ranges exist for the cloud's 443 services; port-80 hosts
                 // (CDNs) are allowed by name, as admins do.
@@ -575,7 +580,7 @@ fn perimeter_rules(w: &crate::scenario::World) -> Vec<Rule> {
                     rules.extend(AddressPlan::range_rules(list.week));
                 }
                 let by_name: Vec<Group> = kept.into_iter().filter(|g| g.port() == 80).collect();
-                rules.extend(Firewall::allow_groups(&by_name));
+                rules.extend(Firewall::allow_groups(w.cloud, &by_name));
             }
         }
         rules.push(Rule::port(list.otherwise, 443));

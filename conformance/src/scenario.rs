@@ -245,6 +245,9 @@ pub struct World {
     pub app_proxy_enabled: bool,
     #[serde(default = "default_region")]
     pub region: String,
+    /// The cloud the tenant lives in: `public` (default) or `us-gov`.
+    #[serde(default)]
+    pub cloud: connector::allowlist::Environment,
     /// Relay endpoints (servicebus namespaces) bootstrap hands out.
     #[serde(default = "default_relays")]
     pub relays: usize,
@@ -437,6 +440,10 @@ pub struct ConnectorSpec {
     /// from the tenant's region means long links to the cloud.
     #[serde(default)]
     pub region: Option<Spanned<String>>,
+    /// The installer's `ENVIRONMENTNAME` (`AzureUSGovernment` for the US
+    /// Government cloud); absent: the public cloud.
+    #[serde(default)]
+    pub environment_name: Option<Spanned<String>>,
 }
 
 /// Azure regions the simulation places hosts in, with a rough longitude
@@ -697,6 +704,11 @@ impl Scenario {
             }
         }
         for c in &w.connectors {
+            if let Some(e) = &c.environment_name {
+                if let Err(msg) = connector::allowlist::Environment::from_environment_name(Some(e.get_ref())) {
+                    return Err((e.span().start, msg));
+                }
+            }
             if let Some(r) = &c.region {
                 if region_latency(r.get_ref(), r.get_ref()).is_none() {
                     let known: Vec<&str> = REGIONS.iter().map(|(n, _)| *n).collect();

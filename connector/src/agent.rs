@@ -14,6 +14,7 @@ use std::time::Duration;
 use rustls::pki_types::CertificateDer;
 use tokio::task::JoinHandle;
 
+use crate::allowlist::Environment;
 use crate::api::{
     BootstrapRequest, BootstrapResponse, LoginRequest, LoginResponse, RegisterRequest, RegisterResponse, RelayEndpoint,
     RenewRequest, RenewResponse, UpdatePhase, UpdateRequest, UpdateResponse,
@@ -33,20 +34,26 @@ use crate::proxy::ProxyNet;
 /// The version this build of the connector is (the newest release).
 pub const DEFAULT_VERSION: &str = "1.5.4522.0";
 
-/// Where registration reads the certificate trust list (port 80).
+/// Where registration reads the certificate trust list (port 80), in the
+/// public cloud; see [`ServiceNames::trust_list`].
 pub const TRUST_LIST_HOST: &str = "ctldl.windowsupdate.com";
 pub const TRUST_LIST_PATH: &str = "/msdownload/update/v3/static/trustedr/en/authrootstl.cab";
 
 use crate::tls::TlsContext;
 use crate::tunnel::{self, SeenIds, Shared, TunnelConfig};
 
-/// The service's host names for a tenant (public cloud).
+/// The service's host names for a tenant in one cloud.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceNames {
+    pub cloud: Environment,
     pub login: String,
     pub registration: String,
     pub bootstrap: String,
     pub renewtrust: String,
+    /// The certificate trust list's host (port 80).
+    pub trust_list: String,
+    /// A CRL host of the cloud's allow-list (port 80), probed as a reference.
+    pub crl_reference: String,
 }
 
 impl ServiceNames {
@@ -57,17 +64,34 @@ impl ServiceNames {
             (self.bootstrap.clone(), service_port),
             (self.login.clone(), service_port),
             (self.registration.clone(), service_port),
-            ("crl.microsoft.com".into(), 80),
-            (TRUST_LIST_HOST.into(), 80),
+            (self.crl_reference.clone(), 80),
+            (self.trust_list.clone(), 80),
         ]
     }
 
     pub fn public(tenant_id: &str) -> Self {
+        Self::in_cloud(Environment::Public, tenant_id)
+    }
+
+    /// `tenant_id`'s names in `cloud` (REG-GOV: the government cloud's
+    /// names end in `.us`).
+    pub fn in_cloud(cloud: Environment, tenant_id: &str) -> Self {
+        let (login, apps, trust_list, crl) = match cloud {
+            Environment::Public => {
+                ("login.microsoftonline.com", "msappproxy.net", TRUST_LIST_HOST, "crl.microsoft.com")
+            }
+            Environment::UsGov => {
+                ("login.microsoftonline.us", "msappproxy.us", "ctldl.windowsupdate.us", "crl.microsoft.us")
+            }
+        };
         ServiceNames {
-            login: "login.microsoftonline.com".into(),
-            registration: format!("{tenant_id}.registration.msappproxy.net"),
-            bootstrap: format!("{tenant_id}.bootstrap.msappproxy.net"),
-            renewtrust: format!("{tenant_id}.renewtrust.msappproxy.net"),
+            cloud,
+            login: login.into(),
+            registration: format!("{tenant_id}.registration.{apps}"),
+            bootstrap: format!("{tenant_id}.bootstrap.{apps}"),
+            renewtrust: format!("{tenant_id}.renewtrust.{apps}"),
+            trust_list: trust_list.into(),
+            crl_reference: crl.into(),
         }
     }
 }
@@ -121,6 +145,8 @@ pub struct AgentConfig {
     pub proxy: Option<(String, u16)>,
     /// The server, for the installer's preflight before registration.
     pub host: Option<HostProfile>,
+    /// The cloud the installer was pointed at (`ENVIRONMENTNAME`).
+    pub cloud: Environment,
 }
 
 impl AgentConfig {
@@ -147,6 +173,7 @@ impl AgentConfig {
             service_port: 443,
             proxy: None,
             host: None,
+            cloud: Environment::Public,
         }
     }
 }
@@ -188,7 +215,7 @@ impl Agent {
             env.net = Rc::new(ProxyNet { inner: env.net.clone(), host: host.clone(), port: *port });
         }
         let tls = TlsContext::new(env.entropy.clone(), env.clock.clone());
-        let names = ServiceNames::public(&config.tenant_id);
+        let names = ServiceNames::in_cloud(config.cloud, &config.tenant_id);
         let version = RefCell::new(config.version.clone());
         Agent { env, config, names, tls, version, refused: RefCell::default() }
     }
@@ -312,7 +339,7 @@ impl Agent {
     /// Windows' root update). Unreachable: registration fails. A root it
     /// lists that the host lacks is reported ahead of any root change.
     async fn check_trust_list(&self, trust: &Trust) -> Result<(), Diagnostic> {
-        let url = HttpUrl { host: TRUST_LIST_HOST.into(), port: 80, path: TRUST_LIST_PATH.into() };
+        let url = HttpUrl { host: self.names.trust_list.clone(), port: 80, path: TRUST_LIST_PATH.into() };
         let resp = crate::http::plain_request(&self.env, &url, None, self.config.request_timeout, 64 * 1024)
             .await
             .map_err(|e| e.diagnostic())?;
@@ -322,7 +349,7 @@ impl Agent {
                 "trust-list",
                 Some(12020),
                 format!("the certificate trust list at {url} answered HTTP {}", resp.status),
-                format!("allow {TRUST_LIST_HOST} on TCP 80 without a proxy answering in its place"),
+                format!("allow {} on TCP 80 without a proxy answering in its place", self.names.trust_list),
             ));
         }
         let have: Vec<String> = trust.host_roots.iter().map(|r| sha256_hex(r.as_ref())).collect();
@@ -350,7 +377,7 @@ impl Agent {
                 None,
             )
             .await
-            .map_err(RegisterFailure::from_call)?;
+            .map_err(|e| self.in_this_cloud(RegisterFailure::from_call(e)))?;
         let key = identity::generate_key(self.env.entropy.as_ref()).map_err(RegisterFailure::Identity)?;
         let csr_pem = identity::csr_pem(&key, &self.config.machine_name).map_err(RegisterFailure::Identity)?;
         let version = self.version.borrow().clone();
@@ -377,6 +404,25 @@ impl Agent {
         let serial = cert_serial(&identity);
         self.env.emit(AgentEvent::Registered { connector_id: identity.connector_id.clone(), cert_serial: serial });
         Ok(identity)
+    }
+
+    /// A sign-in that does not know the tenant (REG-GOV) means the tenant
+    /// lives in the other cloud. The service's wording suggests the
+    /// government install parameter; installed with it already, the advice
+    /// is the reverse.
+    fn in_this_cloud(&self, failure: RegisterFailure) -> RegisterFailure {
+        match failure {
+            RegisterFailure::Final(d) if d.requirement == "REG-GOV" && self.names.cloud == Environment::UsGov => {
+                RegisterFailure::Final(Diagnostic::new(
+                    "REG-GOV",
+                    "tenant-not-in-gov-cloud",
+                    d.event_id,
+                    format!("{} (installed with ENVIRONMENTNAME=\"{}\")", d.message, Environment::GOV_ENVIRONMENT_NAME),
+                    "the tenant is not in the US Government cloud: install without ENVIRONMENTNAME, or check the tenant ID",
+                ))
+            }
+            other => other,
+        }
     }
 
     /// Bootstrap loop, certificate renewal and tunnel supervision; returns

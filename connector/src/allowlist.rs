@@ -1,10 +1,50 @@
-//! The spec's outbound allow-list (public cloud), as data: which host names
-//! and ports the connector needs, grouped the way the spec groups them. The
+//! The spec's outbound allow-list (public cloud, and the US Government
+//! cloud's counterpart), as data: which host names and ports the connector
+//! needs, grouped the way the spec groups them. The
 //! connector uses it to name, in a diagnostic, the allow-list entry a
 //! failed destination falls under; the simulator uses it to build a
 //! firewall from "the spec's table" or "the table minus one group".
 
 use serde::{Deserialize, Serialize};
+
+/// Which cloud a tenant lives in (REG-GOV). The government cloud has its
+/// own host names throughout, and a connector only reaches it when
+/// installed with `ENVIRONMENTNAME="AzureUSGovernment"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+pub enum Environment {
+    #[default]
+    #[serde(rename = "public")]
+    Public,
+    #[serde(rename = "us-gov")]
+    UsGov,
+}
+
+impl Environment {
+    /// The installer's `ENVIRONMENTNAME` value that selects this cloud.
+    pub const GOV_ENVIRONMENT_NAME: &'static str = "AzureUSGovernment";
+
+    /// The cloud an `ENVIRONMENTNAME` install parameter selects; absent
+    /// means the public cloud, as the installer does.
+    pub fn from_environment_name(name: Option<&str>) -> Result<Environment, String> {
+        match name.map(str::trim) {
+            None | Some("") | Some("AzureCloud") => Ok(Environment::Public),
+            Some(n) if n.eq_ignore_ascii_case(Self::GOV_ENVIRONMENT_NAME) => Ok(Environment::UsGov),
+            Some(other) => Err(format!(
+                "unknown ENVIRONMENTNAME \"{other}\": use \"{}\" for the US Government cloud, or leave it out for the public cloud",
+                Self::GOV_ENVIRONMENT_NAME
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Environment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Environment::Public => "public",
+            Environment::UsGov => "us-gov",
+        })
+    }
+}
 
 /// A group of the spec's allow-list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -42,8 +82,16 @@ impl Group {
         }
     }
 
-    /// The entries (exact names or `*.` suffixes).
+    /// The public cloud's entries (exact names or `*.` suffixes).
     pub fn entries(self) -> &'static [&'static str] {
+        self.entries_in(Environment::Public)
+    }
+
+    /// The entries of `cloud`'s table.
+    pub fn entries_in(self, cloud: Environment) -> &'static [&'static str] {
+        if cloud == Environment::UsGov {
+            return self.gov_entries();
+        }
         match self {
             Group::Service443 => &["*.msappproxy.net", "*.servicebus.windows.net"],
             Group::Crl80 => &[
@@ -74,6 +122,31 @@ impl Group {
             Group::Registration80 => &["ctldl.windowsupdate.com", "www.microsoft.com"],
         }
     }
+
+    /// The US Government cloud's table (the hybrid identity government
+    /// cloud reference).
+    fn gov_entries(self) -> &'static [&'static str] {
+        match self {
+            Group::Service443 => &["*.msappproxy.us", "*.servicebus.usgovcloudapi.net"],
+            Group::Crl80 => &["mscrl.microsoft.us", "crl.microsoft.us", "ocsp.msocsp.us", "www.microsoft.us"],
+            Group::Registration443 => &[
+                "login.windows.us",
+                "secure.aadcdn.microsoftonline-p.com",
+                "*.microsoftonline.us",
+                "*.microsoftonline-p.us",
+                "*.msauth.net",
+                "*.msauthimages.net",
+                "*.msecnd.net",
+                "*.msftauth.net",
+                "*.msftauthimages.net",
+                "*.phonefactor.net",
+                "enterpriseregistration.windows.net",
+                "management.azure.com",
+                "policykeyservice.dc.ad.msft.net",
+            ],
+            Group::Registration80 => &["ctldl.windowsupdate.us"],
+        }
+    }
 }
 
 impl std::fmt::Display for Group {
@@ -97,12 +170,16 @@ pub fn entry_matches(entry: &str, host: &str) -> bool {
     }
 }
 
-/// The allow-list entry (and its group) covering `host:port`, if any.
+/// The allow-list entry (and its group) covering `host:port`, if any, in
+/// either cloud's table (their names do not overlap in meaning: a name
+/// shared by both belongs to the same group in each).
 pub fn entry_for(host: &str, port: u16) -> Option<(Group, &'static str)> {
-    Group::ALL
-        .iter()
-        .filter(|g| g.port() == port)
-        .find_map(|g| g.entries().iter().find(|e| entry_matches(e, host)).map(|e| (*g, *e)))
+    [Environment::Public, Environment::UsGov].iter().find_map(|&cloud| {
+        Group::ALL
+            .iter()
+            .filter(|g| g.port() == port)
+            .find_map(|g| g.entries_in(cloud).iter().find(|e| entry_matches(e, host)).map(|e| (*g, *e)))
+    })
 }
 
 #[cfg(test)]
@@ -124,5 +201,15 @@ mod tests {
         assert_eq!(entry_for("msappproxy.net", 443), None);
         assert_eq!(entry_for("evilmsappproxy.net", 443), None);
         assert_eq!(entry_for("crl3.digicert.com", 443), None);
+        assert_eq!(entry_for("t.bootstrap.msappproxy.us", 443), Some((Group::Service443, "*.msappproxy.us")));
+        assert_eq!(entry_for("ctldl.windowsupdate.us", 80), Some((Group::Registration80, "ctldl.windowsupdate.us")));
+    }
+
+    #[test]
+    fn environment_name_selects_the_cloud() {
+        assert_eq!(Environment::from_environment_name(None), Ok(Environment::Public));
+        assert_eq!(Environment::from_environment_name(Some("AzureUSGovernment")), Ok(Environment::UsGov));
+        let err = Environment::from_environment_name(Some("AzureGov")).unwrap_err();
+        assert!(err.contains("AzureUSGovernment"), "{err}");
     }
 }

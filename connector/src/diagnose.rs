@@ -14,7 +14,7 @@ use std::time::Duration;
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde::Serialize;
 
-use crate::agent::{ServiceNames, TRUST_LIST_HOST, TRUST_LIST_PATH};
+use crate::agent::{ServiceNames, TRUST_LIST_PATH};
 use crate::allowlist;
 use crate::api::RelayEndpoint;
 use crate::diag::{ConnectFailure, Diagnostic};
@@ -32,6 +32,8 @@ pub struct DiagnoseConfig {
     /// Relay endpoints to check (bootstrap hands them out; give them here).
     pub relays: Vec<RelayEndpoint>,
     pub timeout: Duration,
+    /// The cloud whose names to check.
+    pub cloud: crate::allowlist::Environment,
 }
 
 /// The result of one step.
@@ -116,7 +118,7 @@ impl Report {
 
 /// Runs every check.
 pub async fn run(env: &Env, cfg: &DiagnoseConfig) -> Report {
-    let names = ServiceNames::public(&cfg.tenant_id);
+    let names = ServiceNames::in_cloud(cfg.cloud, &cfg.tenant_id);
     env.reach.set_references(names.reference_hosts(443));
     let tls_ctx = TlsContext::new(env.entropy.clone(), env.clock.clone());
     let trust = match Trust::new(
@@ -145,11 +147,11 @@ pub async fn run(env: &Env, cfg: &DiagnoseConfig) -> Report {
         (names.renewtrust.clone(), 443),
     ];
     targets.extend(cfg.relays.iter().map(|r| (r.host.clone(), r.port)));
-    targets.push((TRUST_LIST_HOST.to_string(), 80));
+    targets.push((names.trust_list.clone(), 80));
     let mut report = Report { checks: Vec::new(), findings: Vec::new() };
     let mut crl_urls: Vec<String> = Vec::new();
     for (host, port) in targets {
-        let path = if host == TRUST_LIST_HOST { TRUST_LIST_PATH.to_string() } else { "/".into() };
+        let path = if host == names.trust_list { TRUST_LIST_PATH.to_string() } else { "/".into() };
         let check = check_one(env, cfg, &trust, config.as_ref().ok(), &host, port, &path, &mut report.findings).await;
         for cert in trust.seen_chain(&host).unwrap_or_default() {
             if let Ok(info) = CertInfo::parse(&cert, "chain") {

@@ -118,6 +118,11 @@ fn service_refusal(code: &str, message: &str) -> (&'static str, String, &'static
             "sign in with a work account on the tenant's domain (admin@contoso.com), not a personal Microsoft account",
         ),
         (_, "AADSTS90002") => (
+            "REG-GOV",
+            "tenant-not-in-cloud".into(),
+            "if the tenant is in Azure Government, install with ENVIRONMENTNAME=\"AzureUSGovernment\" (PowerShell registration: -EnvironmentName \"AzureUSGovernment\"); otherwise check the tenant ID",
+        ),
+        (_, "AADSTS50020") => (
             "REG-DIR",
             "not-a-member".into(),
             "sign in to the directory that uses application proxy with an account of that directory",

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use connector::allowlist::Environment;
 use connector::api::RelayEndpoint;
 use connector::diagnose::DiagnoseConfig;
 use connector::env::{Env, LogSink, OsEntropy, ResolveEntry, SystemClock, TokioNet};
@@ -72,6 +73,11 @@ enum Command {
         /// proxy authentication).
         #[arg(long, value_name = "HOST:PORT", value_parser = parse_host_port)]
         proxy: Option<(String, u16)>,
+        /// The cloud to register in, as the installer's ENVIRONMENTNAME:
+        /// `AzureUSGovernment` for the US Government cloud (its hosts end in
+        /// `.us`); leave out for the public cloud.
+        #[arg(long, value_name = "NAME", value_parser = parse_environment_name)]
+        environment_name: Option<Environment>,
     },
     /// The installer's checks of this server (HOST-OS, HOST-TLS12,
     /// HOST-PPP, HOST-NET471, HOST-ONE, HOST-IEESC, HOST-COEXIST), from a
@@ -119,6 +125,11 @@ enum Command {
         /// Go through this explicit proxy, as the connector would.
         #[arg(long, value_name = "HOST:PORT", value_parser = parse_host_port)]
         proxy: Option<(String, u16)>,
+        /// The cloud to register in, as the installer's ENVIRONMENTNAME:
+        /// `AzureUSGovernment` for the US Government cloud (its hosts end in
+        /// `.us`); leave out for the public cloud.
+        #[arg(long, value_name = "NAME", value_parser = parse_environment_name)]
+        environment_name: Option<Environment>,
         /// Seconds allowed for each step.
         #[arg(long, default_value_t = 10)]
         timeout: u64,
@@ -134,6 +145,10 @@ enum Command {
 enum ReportFormat {
     Text,
     Json,
+}
+
+fn parse_environment_name(s: &str) -> Result<Environment, String> {
+    Environment::from_environment_name(Some(s))
 }
 
 fn parse_host_port(s: &str) -> Result<(String, u16), String> {
@@ -189,6 +204,7 @@ fn main() -> anyhow::Result<()> {
             resolve,
             bootstrap_interval,
             proxy,
+            environment_name,
         } => {
             let roots = read_roots(&trust_root)?;
             anyhow::ensure!(!roots.is_empty(), "no trusted root: pass --trust-root FILE");
@@ -203,6 +219,7 @@ fn main() -> anyhow::Result<()> {
             };
             config.bootstrap_interval = bootstrap_interval.map(Duration::from_secs);
             config.proxy = proxy;
+            config.cloud = environment_name.unwrap_or_default();
             config.credentials = match (user, password) {
                 (Some(username), Some(password)) => Some(Credentials { username, password, directory: None }),
                 (Some(_), None) => anyhow::bail!("--user needs --password (or CONNECTOR_PASSWORD)"),
@@ -249,13 +266,25 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Diagnose { tenant, trust_root, service_root, relay, resolve, proxy, timeout, format, out } => {
+        Command::Diagnose {
+            tenant,
+            trust_root,
+            service_root,
+            relay,
+            resolve,
+            proxy,
+            environment_name,
+            timeout,
+            format,
+            out,
+        } => {
             let cfg = DiagnoseConfig {
                 tenant_id: tenant,
                 trusted_roots: read_roots(&trust_root)?,
                 service_roots: read_roots(&service_root)?,
                 relays: relay,
                 timeout: Duration::from_secs(timeout.max(1)),
+                cloud: environment_name.unwrap_or_default(),
             };
             let env = real_env(resolve, proxy);
             let report = block_on(async move { Ok(connector::diagnose::run(&env, &cfg).await) })?;

@@ -24,6 +24,8 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use tokio::sync::mpsc;
 
+use connector::allowlist::Environment;
+
 use crate::directory::{ConnectorRecord, Role, Status, Tenant};
 use crate::event::{CloudEvent, CloudSink};
 use crate::pki::{Generation, Pki, PkiError, PkiTimers};
@@ -32,7 +34,11 @@ use crate::pki::{Generation, Pki, PkiError, PkiTimers};
 #[derive(Debug, Clone)]
 pub struct CloudConfig {
     pub tenant: Tenant,
+    /// Which cloud the tenant lives in (REG-GOV).
+    pub cloud: Environment,
     pub login_host: String,
+    /// The other cloud's sign-in host, which does not know the tenant.
+    pub other_cloud_login_host: String,
     pub registration_host: String,
     pub bootstrap_host: String,
     pub renewtrust_host: String,
@@ -62,16 +68,28 @@ impl CloudConfig {
     /// The public cloud's names for `tenant`, with `relays` relay
     /// namespaces in its region.
     pub fn public(tenant: Tenant, relays: usize) -> Self {
+        Self::in_cloud(Environment::Public, tenant, relays)
+    }
+
+    /// `cloud`'s names for `tenant` (the same ones the connector derives,
+    /// see [`connector::ServiceNames`]).
+    pub fn in_cloud(cloud: Environment, tenant: Tenant, relays: usize) -> Self {
         let region = tenant.region.clone();
-        let relay_endpoints = (1..=relays)
-            .map(|i| RelayEndpoint { host: format!("cwap-{region}-{i}.servicebus.windows.net"), port: 443 })
-            .collect();
+        let names = connector::ServiceNames::in_cloud(cloud, &tenant.id);
+        let (other, bus, apps) = match cloud {
+            Environment::Public => (Environment::UsGov, "servicebus.windows.net", "msappproxy.net"),
+            Environment::UsGov => (Environment::Public, "servicebus.usgovcloudapi.net", "msappproxy.us"),
+        };
+        let relay_endpoints =
+            (1..=relays).map(|i| RelayEndpoint { host: format!("cwap-{region}-{i}.{bus}"), port: 443 }).collect();
         CloudConfig {
-            login_host: "login.microsoftonline.com".into(),
-            registration_host: format!("{}.registration.msappproxy.net", tenant.id),
-            bootstrap_host: format!("{}.bootstrap.msappproxy.net", tenant.id),
-            renewtrust_host: format!("{}.renewtrust.msappproxy.net", tenant.id),
-            ingress_host: format!("{}.ingress.msappproxy.net", tenant.id),
+            cloud,
+            login_host: names.login,
+            other_cloud_login_host: connector::ServiceNames::in_cloud(other, &tenant.id).login,
+            registration_host: names.registration,
+            bootstrap_host: names.bootstrap,
+            renewtrust_host: names.renewtrust,
+            ingress_host: format!("{}.ingress.{apps}", tenant.id),
             tenant,
             relay_endpoints,
             bootstrap_interval_s: 600,
@@ -92,6 +110,7 @@ impl CloudConfig {
     pub fn service_hosts(&self) -> Vec<String> {
         let mut hosts = vec![
             self.login_host.clone(),
+            self.other_cloud_login_host.clone(),
             self.registration_host.clone(),
             self.bootstrap_host.clone(),
             self.renewtrust_host.clone(),
@@ -220,8 +239,14 @@ impl Cloud {
         entropy: Arc<dyn Entropy>,
         events: Rc<dyn CloudSink>,
     ) -> Result<Rc<Cloud>, CloudError> {
-        let pki =
-            Pki::generate(entropy.clone(), clock.now(), &config.service_hosts(), &config.enterprise_ca, config.pki)?;
+        let pki = Pki::generate(
+            entropy.clone(),
+            clock.now(),
+            &config.service_hosts(),
+            &config.enterprise_ca,
+            config.pki,
+            config.cloud,
+        )?;
         let tls = TlsContext::new(entropy.clone(), clock.clone());
         Ok(Rc::new(Cloud {
             config,

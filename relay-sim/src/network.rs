@@ -11,7 +11,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::rc::Rc;
 use std::str::FromStr;
 
-use connector::allowlist::{self, Group};
+use connector::allowlist::{self, Environment, Group};
 use connector::env::{BoxStream, LocalBoxFuture, Net};
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -197,11 +197,11 @@ impl Firewall {
     }
 
     /// Allow rules for `groups` of the spec's allow-list, by name.
-    pub fn allow_groups(groups: &[Group]) -> Vec<Rule> {
+    pub fn allow_groups(cloud: Environment, groups: &[Group]) -> Vec<Rule> {
         groups
             .iter()
             .flat_map(|g| {
-                g.entries().iter().map(|e| Rule {
+                g.entries_in(cloud).iter().map(|e| Rule {
                     action: Action::Allow,
                     port: Some(g.port()),
                     host_suffix: Some(HostSuffix::from(*e)),
@@ -236,9 +236,9 @@ pub enum ServiceTag {
 impl ServiceTag {
     fn of(host: &str) -> Option<ServiceTag> {
         let h = host.to_ascii_lowercase();
-        if h.ends_with(".servicebus.windows.net") {
+        if h.ends_with(".servicebus.windows.net") || h.ends_with(".servicebus.usgovcloudapi.net") {
             Some(ServiceTag::ServiceBus)
-        } else if h.ends_with(".msappproxy.net") {
+        } else if h.ends_with(".msappproxy.net") || h.ends_with(".msappproxy.us") {
             Some(ServiceTag::AppProxy)
         } else if allowlist::entry_for(&h, 443).is_some_and(|(g, _)| g == Group::Registration443) {
             Some(ServiceTag::AzureActiveDirectory)

@@ -17,6 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use connector::allowlist::Environment;
 use connector::env::Entropy;
 use connector::identity::generate_key;
 use der::asn1::{GeneralizedTime, Ia5String, OctetString};
@@ -208,15 +209,36 @@ fn layout(g: Generation) -> Layout {
     }
 }
 
-/// Every host name that serves revocation data (port 80), sorted.
-pub const REVOCATION_HOSTS: [&str; 6] = [
+/// Every host name that serves revocation data (port 80), both clouds, sorted.
+pub const REVOCATION_HOSTS: [&str; 9] = [
     "crl.microsoft.com",
+    "crl.microsoft.us",
     "crl3.digicert.com",
     "crl4.digicert.com",
+    "mscrl.microsoft.us",
     "ocsp.digicert.com",
     "ocsp.msocsp.com",
+    "ocsp.msocsp.us",
     "oneocsp.microsoft.com",
 ];
+
+/// Where `url` is published in `cloud`: the government cloud's allow-list
+/// names its own CRL and OCSP hosts, so its certificates point there.
+fn published_in(cloud: Environment, url: &str) -> String {
+    if cloud == Environment::Public {
+        return url.to_string();
+    }
+    let gov_host = |host: &str| match host {
+        "crl3.digicert.com" | "crl4.digicert.com" => "crl.microsoft.us",
+        "crl.microsoft.com" => "mscrl.microsoft.us",
+        _ => "ocsp.msocsp.us",
+    };
+    match url.strip_prefix("http://").and_then(|rest| rest.split_once('/').or(Some((rest, "")))) {
+        Some((host, "")) => format!("http://{}", gov_host(host)),
+        Some((host, path)) => format!("http://{}/{path}", gov_host(host)),
+        None => url.to_string(),
+    }
+}
 
 /// Timers of the PKI.
 #[derive(Debug, Clone, Copy)]
@@ -259,13 +281,14 @@ impl Pki {
         hosts: &[String],
         enterprise_ca: &str,
         timers: PkiTimers,
+        cloud: Environment,
     ) -> Result<Pki, PkiError> {
         let key = |e: &dyn Entropy| generate_key(e).map_err(|e| PkiError::Key(e.to_string()));
         let ca = |issuer, key_der, crl_url: Option<&str>, ocsp_url: Option<&str>| Ca {
             issuer,
             key_der,
-            crl_url: crl_url.map(str::to_string),
-            ocsp_url: ocsp_url.map(str::to_string),
+            crl_url: crl_url.map(|u| published_in(cloud, u)),
+            ocsp_url: ocsp_url.map(|u| published_in(cloud, u)),
             issued: BTreeSet::new(),
             revoked: BTreeMap::new(),
         };
@@ -622,6 +645,7 @@ mod tests {
             &["a.example".into()],
             "Inspect CA",
             PkiTimers::default(),
+            Environment::Public,
         )
         .unwrap()
     }

@@ -19,6 +19,35 @@ pub async fn serve(cloud: Rc<Cloud>, listener: impl Listener) -> Result<(), Clou
     Ok(())
 }
 
+/// The other cloud's sign-in (REG-GOV): a connector installed for the
+/// wrong cloud reaches it, and it has never heard of the tenant.
+pub async fn serve_other_cloud(cloud: Rc<Cloud>, listener: impl Listener) -> Result<(), CloudError> {
+    let tls = cloud.tls_source(&cloud.config.other_cloud_login_host, false);
+    serve_https(listener, tls, move |_info: ConnInfo, req| {
+        let cloud = cloud.clone();
+        async move {
+            let directory = req
+                .uri()
+                .path()
+                .trim_start_matches('/')
+                .split('/')
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            cloud.emit(CloudEvent::LoginDenied { user: String::new(), error: "AADSTS90002".into() });
+            error(
+                400,
+                "invalid_request",
+                &format!(
+                    "AADSTS90002: Tenant '{directory}' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud."
+                ),
+            )
+        }
+    })
+    .await;
+    Ok(())
+}
+
 async fn handle(cloud: Rc<Cloud>, req: Request<Incoming>) -> Response<Body> {
     // `/{directory}/oauth2/token`: the directory the user signs in to.
     let path = req.uri().path().to_string();
@@ -48,8 +77,11 @@ async fn handle(cloud: Rc<Cloud>, req: Request<Incoming>) -> Response<Body> {
         || user.directories.iter().any(|d| d.eq_ignore_ascii_case(&directory));
     if !member {
         return deny(
-            "AADSTS90002",
-            &format!("AADSTS90002: Tenant '{directory}' not found, or the account is not a member of it."),
+            "AADSTS50020",
+            &format!(
+                "AADSTS50020: User account '{}' from identity provider does not exist in tenant '{directory}'.",
+                login.username
+            ),
         );
     }
     let token = cloud.random_hex(24);

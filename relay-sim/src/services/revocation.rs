@@ -19,7 +19,8 @@ use crate::event::CloudEvent;
 use crate::server::{request_host, respond, serve_plain, Body, ConnInfo, Listener};
 
 /// Hosts of Windows' certificate trust list (NET-REG on port 80).
-pub const TRUST_LIST_HOSTS: [&str; 2] = ["ctldl.windowsupdate.com", "www.microsoft.com"];
+pub const TRUST_LIST_HOSTS: [&str; 4] =
+    ["ctldl.windowsupdate.com", "ctldl.windowsupdate.us", "www.microsoft.com", "www.microsoft.us"];
 
 /// The trust list, modelled as one SHA-256 fingerprint (hex) per line of
 /// every root the service uses (the real file is a signed CAB of the
