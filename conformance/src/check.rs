@@ -10,7 +10,7 @@ use connector::event::AgentEvent;
 use relay_sim::backend::ServedLog;
 use serde::Serialize;
 
-use crate::scenario::{Expect, Outcome};
+use crate::scenario::{Expect, Outcome, TimelineEvent};
 use crate::trace::{TraceEvent, UserEvent, What, WorldEvent};
 
 /// What a run amounted to.
@@ -42,6 +42,9 @@ pub struct Summary {
     pub relay_errors: BTreeMap<String, u32>,
     /// Mean time from sending to a 2xx answer, in milliseconds.
     pub user_latency_ms_avg: Option<u64>,
+    /// The version each connector host runs: installed, upgraded or rolled
+    /// back to (a switch not yet confirmed does not count).
+    pub versions: BTreeMap<String, String>,
 }
 
 impl Summary {
@@ -75,6 +78,11 @@ pub fn summarize(events: &[TraceEvent], logs: &ServedLog) -> Summary {
                     host_down(&mut tunnel_state, &e.host);
                 }
                 AgentEvent::BootstrapOk { .. } => s.bootstraps += 1,
+                AgentEvent::Installed { version }
+                | AgentEvent::Upgraded { version }
+                | AgentEvent::RolledBack { to: version, .. } => {
+                    s.versions.insert(e.host.clone(), version.clone());
+                }
                 AgentEvent::RequestServed { .. } => *s.served_by.entry(e.host.clone()).or_default() += 1,
                 AgentEvent::TunnelUp { endpoint } => {
                     s.tunnel_opens += 1;
@@ -117,9 +125,7 @@ pub fn summarize(events: &[TraceEvent], logs: &ServedLog) -> Summary {
             },
             What::World(WorldEvent::Applied { what }) => {
                 // A crashed connector host keeps no tunnel.
-                if let Some(host) =
-                    what.strip_prefix("stop connector ").or_else(|| what.strip_prefix("restart connector "))
-                {
+                if let Some(host) = what.parse::<TimelineEvent>().ok().as_ref().and_then(TimelineEvent::stops_host) {
                     host_down(&mut tunnel_state, host);
                 }
             }
@@ -253,6 +259,11 @@ pub fn check(expect: &Expect, s: &Summary, duration: Duration) -> Vec<String> {
     if let Some(max) = expect.user_latency_ms_avg_max {
         if s.user_latency_ms_avg.is_none_or(|a| a > max) {
             failures.push(format!("mean user latency: expected at most {max} ms, got {:?}", s.user_latency_ms_avg));
+        }
+    }
+    for (host, want) in &expect.versions {
+        if s.versions.get(host) != Some(want) {
+            failures.push(format!("version of {host}: expected {want}, got {:?}", s.versions.get(host)));
         }
     }
     counts(&mut failures, "requests served by", &expect.served_by, &s.served_by, Bound::Exactly);

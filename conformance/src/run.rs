@@ -14,6 +14,8 @@ use bytes::Bytes;
 use connector::diagnose::DiagnoseConfig;
 use connector::env::{Env, SeededEntropy};
 use connector::event::AgentEvent;
+use connector::install::Installation;
+use connector::service::{ServiceState, ServiceSwitch};
 use connector::{Agent, AgentConfig, Credentials};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
@@ -122,6 +124,7 @@ fn layout(s: &Scenario) -> Layout {
         config.bootstrap_interval_s = i.0.as_secs().max(1);
     }
     config.private_access = w.private_access;
+    config.pulled_releases = w.pulled_releases.clone();
     if let Some(i) = w.update_check_interval {
         config.update_check_interval_min = (i.0.as_secs() / 60).max(1);
     }
@@ -386,14 +389,22 @@ fn simulate(
     }
 
     // Connector hosts.
-    let mut install_dirs = Vec::new();
+    let mut install_dirs = BTreeMap::new();
+    let mut updater_switches = BTreeMap::new();
+    // What the next install on a host puts in (a manual upgrade's "latest").
+    let mut reinstall_versions: BTreeMap<String, Rc<RefCell<Option<String>>>> = BTreeMap::new();
     for spec in &w.connectors {
         let dir = tempfile::Builder::new()
             .prefix("connsim-install-")
             .tempdir()
             .map_err(|e| format!("install folder for {}: {e}", spec.name))?;
         let mut cfg = AgentConfig::new(&w.tenant, &spec.name, dir.path().to_path_buf());
-        install_dirs.push(dir);
+        install_dirs.insert(spec.name.clone(), dir);
+        let (updater, switch) = ServiceSwitch::new(ServiceState::Running);
+        updater_switches.insert(spec.name.clone(), updater);
+        cfg.updater_service = switch;
+        let reinstall: Rc<RefCell<Option<String>>> = Rc::default();
+        reinstall_versions.insert(spec.name.clone(), reinstall.clone());
         cfg.credentials = Some(Credentials {
             username: w.admin.user.clone(),
             password: w.admin.signs_in_with.clone().unwrap_or_else(|| w.admin.password.clone()),
@@ -443,7 +454,10 @@ fn simulate(
                 events: Rc::new(AgentSink { trace: trace.clone(), host: name.clone() }),
                 reach: Rc::default(),
             };
-            let cfg = cfg.clone();
+            let mut cfg = cfg.clone();
+            if let Some(v) = reinstall.borrow().clone() {
+                cfg.version = v;
+            }
             let relays = relays.clone();
             async move {
                 if let Some(at) = diagnose_at {
@@ -553,6 +567,27 @@ fn simulate(
                 TimelineEvent::StopRevocationServers => sim.crash(REVOCATION_HOST),
                 TimelineEvent::StartRevocationServers => sim.bounce(REVOCATION_HOST),
                 TimelineEvent::AdvanceIpWeek => addresses.borrow_mut().week += 1,
+                TimelineEvent::StopUpdater(n) | TimelineEvent::StartUpdater(n) => {
+                    if let Some(switch) = updater_switches.get(n) {
+                        let start = matches!(event, TimelineEvent::StartUpdater(_));
+                        switch.send_replace(if start { ServiceState::Running } else { ServiceState::Stopped });
+                    }
+                }
+                TimelineEvent::UpgradeConnector(n) | TimelineEvent::UpgradeConnectorKeepingFolders(n) => {
+                    let (Some(dir), Some(next)) = (install_dirs.get(n), reinstall_versions.get(n)) else { continue };
+                    sim.crash(n.as_str());
+                    let installation = Installation::at(dir.path());
+                    let uninstalled = installation.uninstall().and_then(|()| {
+                        if matches!(event, TimelineEvent::UpgradeConnector(_)) {
+                            installation.delete_folders()
+                        } else {
+                            Ok(())
+                        }
+                    });
+                    uninstalled.map_err(|e| format!("{event}: {e}"))?;
+                    *next.borrow_mut() = Some(connector::agent::DEFAULT_VERSION.to_string());
+                    sim.bounce(n.as_str());
+                }
             }
         }
         let limit = timeline.get(next).map_or(scenario.duration.0, |(at, _)| *at).min(scenario.duration.0);

@@ -111,12 +111,35 @@ pub enum TimelineEvent {
     StartRevocationServers,
     /// The cloud moves to next week's published address ranges.
     AdvanceIpWeek,
+    /// Stop or start a connector host's updater service (OPS-SERVICES).
+    StopUpdater(String),
+    StartUpdater(String),
+    /// The spec's manual upgrade (VER-UPGRADE): stop, uninstall, delete
+    /// the folders, install the newest release (which registers anew).
+    UpgradeConnector(String),
+    /// The same, forgetting to delete the folders: the install finds them.
+    UpgradeConnectorKeepingFolders(String),
+}
+
+impl TimelineEvent {
+    /// The connector host this event takes down, if any (its tunnels end).
+    pub fn stops_host(&self) -> Option<&str> {
+        match self {
+            TimelineEvent::StopConnector(n)
+            | TimelineEvent::RestartConnector(n)
+            | TimelineEvent::UpgradeConnector(n)
+            | TimelineEvent::UpgradeConnectorKeepingFolders(n) => Some(n),
+            _ => None,
+        }
+    }
 }
 
 const EVENT_FORMS: &str = "\"restart relay\", \"crash relay\", \"start relay\", \"block port N\", \
 \"reject port N\", \"unblock port N\", \"stop backend NAME\", \"start backend NAME\", \"restart connector NAME\", \
 \"stop connector NAME\", \"start connector NAME\", \"rotate root\", \"revoke relay certificate\", \
-\"revoke connector NAME\", \"stop revocation servers\", \"start revocation servers\", \"advance ip week\"";
+\"revoke connector NAME\", \"stop revocation servers\", \"start revocation servers\", \"advance ip week\", \
+\"stop updater NAME\", \"start updater NAME\", \"upgrade connector NAME\", \
+\"upgrade connector NAME keeping folders\"";
 
 impl FromStr for TimelineEvent {
     type Err = String;
@@ -142,6 +165,12 @@ impl FromStr for TimelineEvent {
             ["stop", "revocation", "servers"] => TimelineEvent::StopRevocationServers,
             ["start", "revocation", "servers"] => TimelineEvent::StartRevocationServers,
             ["advance", "ip", "week"] => TimelineEvent::AdvanceIpWeek,
+            ["stop", "updater", n] => TimelineEvent::StopUpdater(n.to_string()),
+            ["start", "updater", n] => TimelineEvent::StartUpdater(n.to_string()),
+            ["upgrade", "connector", n] => TimelineEvent::UpgradeConnector(n.to_string()),
+            ["upgrade", "connector", n, "keeping", "folders"] => {
+                TimelineEvent::UpgradeConnectorKeepingFolders(n.to_string())
+            }
             _ => return Err(format!("unknown event {s:?}; expected one of {EVENT_FORMS}")),
         })
     }
@@ -174,6 +203,10 @@ impl fmt::Display for TimelineEvent {
             TimelineEvent::StopRevocationServers => write!(f, "stop revocation servers"),
             TimelineEvent::StartRevocationServers => write!(f, "start revocation servers"),
             TimelineEvent::AdvanceIpWeek => write!(f, "advance ip week"),
+            TimelineEvent::StopUpdater(n) => write!(f, "stop updater {n}"),
+            TimelineEvent::StartUpdater(n) => write!(f, "start updater {n}"),
+            TimelineEvent::UpgradeConnector(n) => write!(f, "upgrade connector {n}"),
+            TimelineEvent::UpgradeConnectorKeepingFolders(n) => write!(f, "upgrade connector {n} keeping folders"),
         }
     }
 }
@@ -257,6 +290,10 @@ pub struct World {
     /// The tenant uses Private Access (connectors need 1.5.3417.0+).
     #[serde(default)]
     pub private_access: bool,
+    /// Releases the service refuses at bootstrap after shipping them (a
+    /// bad build): a connector the updater moved to one rolls back.
+    #[serde(default)]
+    pub pulled_releases: Vec<String>,
     /// How often connectors' updaters check the release feed (60m).
     #[serde(default)]
     pub update_check_interval: Option<SimDuration>,
@@ -619,6 +656,9 @@ pub struct Expect {
     pub user_latency_ms_avg_min: Option<u64>,
     #[serde(default)]
     pub user_latency_ms_avg_max: Option<u64>,
+    /// The version each named connector host runs at the end.
+    #[serde(default)]
+    pub versions: BTreeMap<String, String>,
 }
 
 /// A scenario file that could not be used.

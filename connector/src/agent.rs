@@ -39,6 +39,8 @@ pub const DEFAULT_VERSION: &str = "1.5.4522.0";
 pub const TRUST_LIST_HOST: &str = "ctldl.windowsupdate.com";
 pub const TRUST_LIST_PATH: &str = "/msdownload/update/v3/static/trustedr/en/authrootstl.cab";
 
+use crate::install::{InstallError, Installation};
+use crate::service::{ServiceState, ServiceSwitch};
 use crate::tls::TlsContext;
 use crate::tunnel::{self, SeenIds, Shared, TunnelConfig};
 
@@ -147,6 +149,8 @@ pub struct AgentConfig {
     pub host: Option<HostProfile>,
     /// The cloud the installer was pointed at (`ENVIRONMENTNAME`).
     pub cloud: Environment,
+    /// The updater service's start/stop control (OPS-SERVICES).
+    pub updater_service: ServiceSwitch,
 }
 
 impl AgentConfig {
@@ -174,6 +178,7 @@ impl AgentConfig {
             proxy: None,
             host: None,
             cloud: Environment::Public,
+            updater_service: ServiceSwitch::always_running(),
         }
     }
 }
@@ -195,6 +200,8 @@ pub enum AgentError {
     CertificateExpired(Diagnostic),
     #[error("preflight failed: {}", .0.iter().map(|d| d.code.as_str()).collect::<Vec<_>>().join(", "))]
     Preflight(Vec<Diagnostic>),
+    #[error("{0}")]
+    Install(Diagnostic),
 }
 
 /// The connector agent.
@@ -205,8 +212,10 @@ pub struct Agent {
     tls: TlsContext,
     /// The version running now (the updater changes it).
     version: RefCell<String>,
-    /// Releases the updater refused to install (reported once each).
+    /// Releases the updater refused to install or rolled back (reported
+    /// once each, not tried again).
     refused: RefCell<std::collections::BTreeSet<String>>,
+    installation: Installation,
 }
 
 impl Agent {
@@ -217,7 +226,8 @@ impl Agent {
         let tls = TlsContext::new(env.entropy.clone(), env.clock.clone());
         let names = ServiceNames::in_cloud(config.cloud, &config.tenant_id);
         let version = RefCell::new(config.version.clone());
-        Agent { env, config, names, tls, version, refused: RefCell::default() }
+        let installation = Installation::at(&config.install_dir);
+        Agent { env, config, names, tls, version, refused: RefCell::default(), installation }
     }
 
     fn trust(&self) -> Result<Rc<Trust>, AgentError> {
@@ -255,7 +265,11 @@ impl Agent {
     pub async fn run(self) -> Result<(), AgentError> {
         let result = self.run_inner().await;
         if let Err(e) = &result {
-            if let AgentError::Registration(d) | AgentError::Trust(d) | AgentError::CertificateExpired(d) = e {
+            if let AgentError::Registration(d)
+            | AgentError::Trust(d)
+            | AgentError::CertificateExpired(d)
+            | AgentError::Install(d) = e
+            {
                 self.env.emit(AgentEvent::Diagnostic(d.clone()));
             }
             if let AgentError::Preflight(ds) = e {
@@ -270,6 +284,7 @@ impl Agent {
 
     async fn run_inner(&self) -> Result<(), AgentError> {
         self.env.reach.set_references(self.names.reference_hosts(self.config.service_port));
+        self.ensure_installed()?;
         let trust = self.trust()?;
         let identity = match Identity::load(&self.config.install_dir)? {
             Some(id) => {
@@ -281,6 +296,32 @@ impl Agent {
         self.check_not_expired(&identity)?;
         let mtls = self.service_tls(&trust, Some(&identity))?;
         self.serve(identity, trust, mtls).await
+    }
+
+    /// The installer's part: an empty folder gets the configured version
+    /// (after the preflight checks, which come before anything is
+    /// changed); an installed one runs the version on disk, which the
+    /// updater may have changed. Folders left by an earlier installation
+    /// stop the install (VER-UPGRADE).
+    fn ensure_installed(&self) -> Result<(), AgentError> {
+        let install_err = |e: InstallError| AgentError::Install(e.diagnostic());
+        let version = match self.installation.installed_version().map_err(install_err)? {
+            Some(v) => v,
+            None => {
+                if let Some(host) = &self.config.host {
+                    let failed: Vec<Diagnostic> =
+                        preflight(host, &self.config.version).into_iter().filter_map(|c| c.diagnostic).collect();
+                    if !failed.is_empty() {
+                        return Err(AgentError::Preflight(failed));
+                    }
+                }
+                self.installation.install(&self.config.version).map_err(install_err)?;
+                self.env.emit(AgentEvent::Installed { version: self.config.version.clone() });
+                self.config.version.clone()
+            }
+        };
+        *self.version.borrow_mut() = version;
+        Ok(())
     }
 
     /// Stops the agent when its client certificate has expired: the service
@@ -306,14 +347,6 @@ impl Agent {
 
     async fn register_with_retries(&self, trust: &Rc<Trust>) -> Result<Identity, AgentError> {
         let creds = self.config.credentials.clone().ok_or(AgentError::NoCredentials)?;
-        // The installer's checks come before anything is changed.
-        if let Some(host) = &self.config.host {
-            let failed: Vec<Diagnostic> =
-                preflight(host, &self.config.version).into_iter().filter_map(|c| c.diagnostic).collect();
-            if !failed.is_empty() {
-                return Err(AgentError::Preflight(failed));
-            }
-        }
         let tls = self.service_tls(trust, None)?;
         let backoff =
             Backoff { initial: Duration::from_secs(3), max: Duration::from_secs(60), multiplier: 2.0, jitter: 0.2 };
@@ -425,20 +458,43 @@ impl Agent {
         }
     }
 
-    /// Bootstrap loop, certificate renewal and tunnel supervision; returns
+    /// The connector service and the updater service, side by side; returns
     /// only when the client certificate has expired.
-    async fn serve(&self, mut identity: Identity, trust: Rc<Trust>, mtls: ServiceTls) -> Result<(), AgentError> {
+    async fn serve(&self, identity: Identity, trust: Rc<Trust>, mtls: ServiceTls) -> Result<(), AgentError> {
         let shared = Rc::new(Shared {
             seen: RefCell::new(SeenIds::new(65_536)),
             inflight: RefCell::new(0),
             tls: RefCell::new(mtls),
             up: RefCell::new(0),
         });
+        let tunnels = RefCell::new(BTreeMap::new());
+        let updates = Updates::default();
+        if let Ok(Some(previous)) = self.installation.previous_version() {
+            // Restarted in the middle of a switch: the version on disk has
+            // yet to prove itself.
+            *updates.pending.borrow_mut() = Some(previous);
+        }
+        let connector_id = identity.connector_id.clone();
+        tokio::select! {
+            biased;
+            result = self.connector_service(identity, &trust, &shared, &tunnels, &updates) => result,
+            () = self.updater_service(&connector_id, &shared, &tunnels, &updates) => Ok(()),
+        }
+    }
+
+    /// Bootstrap loop, certificate renewal and tunnel supervision.
+    async fn connector_service(
+        &self,
+        mut identity: Identity,
+        trust: &Rc<Trust>,
+        shared: &Rc<Shared>,
+        tunnels: &RefCell<BTreeMap<RelayEndpoint, JoinHandle<()>>>,
+        updates: &Updates,
+    ) -> Result<(), AgentError> {
+        self.env.emit(AgentEvent::ServiceState { service: "connector".into(), state: ServiceState::Running });
         let mut health = Health::default();
-        let mut tunnels: BTreeMap<RelayEndpoint, JoinHandle<()>> = BTreeMap::new();
         let mut failures: u32 = 0;
         let mut next_renewal_check = crate::time::Instant::now();
-        let mut next_update_check = crate::time::Instant::now();
         loop {
             self.check_not_expired(&identity)?;
             let request = BootstrapRequest {
@@ -452,13 +508,14 @@ impl Agent {
             let delay = match result {
                 Ok(cfg) => {
                     failures = 0;
+                    self.confirm_switch(updates);
                     let interval =
                         self.config.bootstrap_interval.unwrap_or(Duration::from_secs(cfg.bootstrap_interval_s.max(1)));
                     self.env.emit(AgentEvent::BootstrapOk {
                         endpoints: cfg.relay_endpoints.len(),
                         interval_s: interval.as_secs(),
                     });
-                    if self.reconcile(&mut tunnels, &cfg, &identity, &shared) {
+                    if self.reconcile(&mut tunnels.borrow_mut(), &cfg, &identity, shared) {
                         health.tunnels_restarted();
                     }
                     let up = *shared.up.borrow();
@@ -470,20 +527,13 @@ impl Agent {
                     ) {
                         self.env.emit(AgentEvent::Diagnostic(d));
                     }
-                    let mut interval = interval;
-                    if crate::time::Instant::now() >= next_update_check {
-                        next_update_check = crate::time::Instant::now()
-                            + Duration::from_secs(cfg.update_check_interval_min.max(1) * 60);
-                        if self.update(&identity, &tls, &mut tunnels, &shared).await {
-                            // Bootstrap again at once, as the new version.
-                            interval = Duration::from_secs(1);
-                        }
-                    }
+                    updates.check_every.set(Some(Duration::from_secs(cfg.update_check_interval_min.max(1) * 60)));
+                    updates.configured.notify_one();
                     if crate::time::Instant::now() >= next_renewal_check {
                         next_renewal_check = crate::time::Instant::now()
                             + Duration::from_secs(cfg.trust_renewal_interval_min.max(1) * 60);
                         if let Some(renewed) = self.renew_if_due(&identity, &tls).await {
-                            *shared.tls.borrow_mut() = self.service_tls(&trust, Some(&renewed))?;
+                            *shared.tls.borrow_mut() = self.service_tls(trust, Some(&renewed))?;
                             identity = renewed;
                         }
                     }
@@ -492,35 +542,133 @@ impl Agent {
                 Err(e) => {
                     let d = e.diagnostic();
                     self.env.emit(AgentEvent::BootstrapFailed { code: d.code.clone() });
-                    if failures == 0 {
-                        self.env.emit(AgentEvent::Diagnostic(d));
+                    if self.roll_back_if_refused(&e, updates) {
+                        // Bootstrap again at once, as the previous version.
+                        failures = 0;
+                        Duration::from_secs(1)
+                    } else {
+                        if failures == 0 {
+                            self.env.emit(AgentEvent::Diagnostic(d));
+                        }
+                        let delay = Backoff::BOOTSTRAP.delay(failures, self.env.entropy.unit_f64());
+                        failures = failures.saturating_add(1);
+                        delay
                     }
-                    let delay = Backoff::BOOTSTRAP.delay(failures, self.env.entropy.unit_f64());
-                    failures = failures.saturating_add(1);
-                    delay
                 }
             };
-            crate::time::sleep(delay).await;
+            tokio::select! {
+                biased;
+                // A switch: bootstrap at once, as the new version.
+                () = updates.switched.notified() => {}
+                () = crate::time::sleep(delay) => {}
+            }
         }
     }
 
-    /// The updater (VER-UPDATER): asks the release feed for a newer version
-    /// and the group's upgrade slot (one connector of a group at a time);
-    /// refuses a release the host's .NET cannot run before changing
-    /// anything (VER-NET471); otherwise drains in-flight requests (up to the
-    /// backend timeout), stops the tunnels and switches. A request may then
-    /// fail to its user, but none is served twice. Returns whether it
-    /// switched.
+    /// The first bootstrap of a new version keeps it.
+    fn confirm_switch(&self, updates: &Updates) {
+        if updates.pending.borrow_mut().take().is_some() {
+            if let Err(e) = self.installation.confirm() {
+                self.env.emit(AgentEvent::Diagnostic(e.diagnostic()));
+            }
+            self.env.emit(AgentEvent::Upgraded { version: self.version.borrow().clone() });
+            updates.settled.notify_one();
+        }
+    }
+
+    /// A new version the service refuses is rolled back (VER-UPDATER);
+    /// network trouble is not the version's fault and changes nothing.
+    /// Says whether it rolled back.
+    fn roll_back_if_refused(&self, error: &CallError, updates: &Updates) -> bool {
+        if !matches!(error, CallError::Status { .. }) || updates.pending.borrow().is_none() {
+            return false;
+        }
+        updates.pending.borrow_mut().take();
+        let failed = self.version.borrow().clone();
+        match self.installation.rollback() {
+            Ok(previous) => {
+                self.refused.borrow_mut().insert(failed.clone());
+                *self.version.borrow_mut() = previous.clone();
+                self.env.emit(AgentEvent::RolledBack { from: failed.clone(), to: previous.clone() });
+                self.env.emit(AgentEvent::Diagnostic(Diagnostic::new(
+                    "VER-UPDATER",
+                    "rolled-back",
+                    None,
+                    format!(
+                        "version {failed} failed after the update ({}); the updater put {previous} back and will not install {failed} again",
+                        error.diagnostic().message
+                    ),
+                    "nothing to do: the connector serves on the previous version; a later release is installed when it is published",
+                )));
+            }
+            Err(e) => self.env.emit(AgentEvent::Diagnostic(e.diagnostic())),
+        }
+        updates.settled.notify_one();
+        true
+    }
+
+    /// The updater service (VER-UPDATER, OPS-SERVICES): every check
+    /// interval (the service's, from bootstrap) asks the release feed for a
+    /// newer version, unless the service is Stopped.
+    async fn updater_service(
+        &self,
+        connector_id: &str,
+        shared: &Rc<Shared>,
+        tunnels: &RefCell<BTreeMap<RelayEndpoint, JoinHandle<()>>>,
+        updates: &Updates,
+    ) {
+        let mut switch = self.config.updater_service.clone();
+        let mut was = None;
+        loop {
+            let state = switch.state();
+            if was != Some(state) {
+                self.env.emit(AgentEvent::ServiceState { service: "updater".into(), state });
+                if state == ServiceState::Stopped {
+                    self.env.emit(AgentEvent::Diagnostic(Diagnostic::new(
+                        "OPS-SERVICES",
+                        "updater-stopped",
+                        None,
+                        "the connector updater service is Stopped: this connector gets no new versions",
+                        "start the \"Microsoft Entra private network connector updater\" service; both services must be Running",
+                    )));
+                }
+                was = Some(state);
+            }
+            if state == ServiceState::Stopped {
+                switch.running().await;
+                continue;
+            }
+            let Some(every) = updates.check_every.get() else {
+                // No configuration yet: the first successful bootstrap wakes us.
+                updates.configured.notified().await;
+                continue;
+            };
+            let tls = shared.tls.borrow().clone();
+            if self.update(connector_id, &tls, tunnels, shared, updates).await {
+                continue;
+            }
+            crate::time::sleep(every).await;
+        }
+    }
+
+    /// One check of the release feed: asks for a newer version and the
+    /// group's upgrade slot (one connector of a group at a time); refuses a
+    /// release the host's .NET cannot run before changing anything
+    /// (VER-NET471); otherwise drains in-flight requests (up to the backend
+    /// timeout), stops the tunnels and switches the program folder, then
+    /// waits until the new version proved itself or was rolled back before
+    /// giving the slot back. A request may fail to its user during the
+    /// switch, but none is served twice. Returns whether it switched.
     async fn update(
         &self,
-        identity: &Identity,
+        connector_id: &str,
         tls: &ServiceTls,
-        tunnels: &mut BTreeMap<RelayEndpoint, JoinHandle<()>>,
+        tunnels: &RefCell<BTreeMap<RelayEndpoint, JoinHandle<()>>>,
         shared: &Rc<Shared>,
+        updates: &Updates,
     ) -> bool {
         let current = self.version.borrow().clone();
-        let ask =
-            |phase| UpdateRequest { connector_id: identity.connector_id.clone(), version: current.clone(), phase };
+        let ask = |phase| UpdateRequest { connector_id: connector_id.to_string(), version: current.clone(), phase };
         let resp: UpdateResponse =
             match self.call(&self.names.bootstrap, tls).post_json("/update", &ask(UpdatePhase::Check), None).await {
                 Ok(r) => r,
@@ -531,18 +679,21 @@ impl Agent {
             let _: Result<UpdateResponse, _> =
                 self.call(&self.names.bootstrap, tls).post_json("/update", &ask(UpdatePhase::Done), None).await;
         };
-        if let Some(host) = self.config.host.as_ref().filter(|h| h.dotnet_release < release.min_dotnet_release) {
-            if self.refused.borrow_mut().insert(release.version.clone()) {
-                self.env.emit(AgentEvent::Diagnostic(Diagnostic::new(
-                    "VER-NET471",
-                    "upgrade-refused",
-                    None,
-                    format!(
-                        "the upgrade to {} needs .NET Framework release {} or later; this server has {}: nothing was changed, {current} keeps running",
-                        release.version, release.min_dotnet_release, host.dotnet_release
-                    ),
-                    "install .NET Framework 4.7.1 or later; the updater will then upgrade the connector",
-                )));
+        let too_old_dotnet = self.config.host.as_ref().filter(|h| h.dotnet_release < release.min_dotnet_release);
+        if too_old_dotnet.is_some() || self.refused.borrow().contains(&release.version) {
+            if let Some(host) = too_old_dotnet {
+                if self.refused.borrow_mut().insert(release.version.clone()) {
+                    self.env.emit(AgentEvent::Diagnostic(Diagnostic::new(
+                        "VER-NET471",
+                        "upgrade-refused",
+                        None,
+                        format!(
+                            "the upgrade to {} needs .NET Framework release {} or later; this server has {}: nothing was changed, {current} keeps running",
+                            release.version, release.min_dotnet_release, host.dotnet_release
+                        ),
+                        "install .NET Framework 4.7.1 or later; the updater will then upgrade the connector",
+                    )));
+                }
             }
             if resp.granted {
                 done.await;
@@ -558,11 +709,25 @@ impl Agent {
         while *shared.inflight.borrow() > 0 && crate::time::Instant::now() < deadline {
             crate::time::sleep(Duration::from_millis(100)).await;
         }
-        for (_, handle) in std::mem::take(tunnels) {
+        for (_, handle) in std::mem::take(&mut *tunnels.borrow_mut()) {
             handle.abort();
         }
+        if let Err(e) = self.installation.switch(&release.version) {
+            // The old folder is still in place (or put back): keep serving.
+            self.env.emit(AgentEvent::Diagnostic(e.diagnostic()));
+            let _ = self.installation.rollback();
+            self.refused.borrow_mut().insert(release.version);
+            done.await;
+            updates.switched.notify_one();
+            return false;
+        }
         *self.version.borrow_mut() = release.version.clone();
-        self.env.emit(AgentEvent::Upgraded { version: release.version });
+        *updates.pending.borrow_mut() = Some(current.clone());
+        self.env.emit(AgentEvent::Switched { from: current.clone(), to: release.version });
+        updates.switched.notify_one();
+        while updates.pending.borrow().is_some() {
+            updates.settled.notified().await;
+        }
         done.await;
         true
     }
@@ -650,6 +815,21 @@ impl Agent {
         }
         started
     }
+}
+
+/// What the connector and updater services share about updates.
+#[derive(Default)]
+struct Updates {
+    /// How often to check the feed (from the last bootstrap).
+    check_every: std::cell::Cell<Option<Duration>>,
+    /// A bootstrap succeeded (the updater waits for the first).
+    configured: tokio::sync::Notify,
+    /// The updater switched versions (or gave up switching): bootstrap now.
+    switched: tokio::sync::Notify,
+    /// The version to roll back to while a new one proves itself.
+    pending: RefCell<Option<String>>,
+    /// A pending switch was confirmed or rolled back.
+    settled: tokio::sync::Notify,
 }
 
 enum RegisterFailure {

@@ -46,8 +46,17 @@ pub enum AgentEvent {
     UpgradeDeferred { to: String },
     /// The updater holds the group's slot and starts switching.
     UpgradeStarted { from: String, to: String },
-    /// The connector runs a new version.
+    /// The updater switched the program folder to a new version; it is
+    /// kept once the new version bootstraps.
+    Switched { from: String, to: String },
+    /// The new version bootstrapped: the upgrade is kept.
     Upgraded { version: String },
+    /// The new version failed; the previous one is back.
+    RolledBack { from: String, to: String },
+    /// The installer put a version into an empty install folder.
+    Installed { version: String },
+    /// A service's state as the agent observed it change (OPS-SERVICES).
+    ServiceState { service: String, state: crate::service::ServiceState },
     /// A diagnostic finding.
     Diagnostic(Diagnostic),
     /// The agent stopped, with why.

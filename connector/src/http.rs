@@ -150,6 +150,11 @@ fn service_refusal(code: &str, message: &str) -> (&'static str, String, &'static
             "too-old".into(),
             "upgrade the connector to 1.5.3417.0 or later (uninstall, delete its folders, install the latest)",
         ),
+        ("release_pulled", _) => (
+            "VER-UPDATER",
+            "release-pulled".into(),
+            "the updater rolls back to the previous version; after a manual install, install another release",
+        ),
         ("app_proxy_disabled", _) => (
             "REG-ADMIN",
             "app-proxy-disabled".into(),

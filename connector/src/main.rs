@@ -13,6 +13,7 @@ use connector::diagnose::DiagnoseConfig;
 use connector::env::{Env, LogSink, OsEntropy, ResolveEntry, SystemClock, TokioNet};
 use connector::host::HostProfile;
 use connector::identity::parse_pem_certs;
+use connector::install::Installation;
 use connector::pki::RevocationPolicy;
 use connector::{Agent, AgentConfig, Credentials};
 
@@ -78,6 +79,25 @@ enum Command {
         /// `.us`); leave out for the public cloud.
         #[arg(long, value_name = "NAME", value_parser = parse_environment_name)]
         environment_name: Option<Environment>,
+    },
+    /// Install a version into an empty install folder (`run` does this on
+    /// first start). Refuses folders left by an earlier installation: the
+    /// spec's upgrade is uninstall, delete the folders, install.
+    Install {
+        #[arg(long)]
+        install_dir: PathBuf,
+        #[arg(long, default_value = connector::agent::DEFAULT_VERSION)]
+        version: String,
+    },
+    /// Uninstall: remove both services' program folders. The data folders
+    /// (the registration) stay unless --delete-folders is given.
+    Uninstall {
+        #[arg(long)]
+        install_dir: PathBuf,
+        /// Also delete every folder the connector created (needed before
+        /// installing again).
+        #[arg(long)]
+        delete_folders: bool,
     },
     /// The installer's checks of this server (HOST-OS, HOST-TLS12,
     /// HOST-PPP, HOST-NET471, HOST-ONE, HOST-IEESC, HOST-COEXIST), from a
@@ -232,6 +252,38 @@ fn main() -> anyhow::Result<()> {
                     _ = tokio::signal::ctrl_c() => Ok(()),
                 }
             })
+        }
+        Command::Install { install_dir, version } => {
+            Installation::at(&install_dir).install(&version).map_err(|e| {
+                let hint = match e {
+                    connector::install::InstallError::Leftover { .. } => {
+                        "\n  run `connector uninstall --install-dir DIR --delete-folders` first"
+                    }
+                    _ => "",
+                };
+                anyhow::anyhow!("{e}{hint}")
+            })?;
+            println!("installed {version} in {}", install_dir.display());
+            Ok(())
+        }
+        Command::Uninstall { install_dir, delete_folders } => {
+            let installation = Installation::at(&install_dir);
+            // Deleting what an earlier uninstall left needs nothing installed.
+            if !(delete_folders && installation.installed_version()?.is_none()) {
+                installation.uninstall()?;
+            }
+            if delete_folders {
+                installation.delete_folders()?;
+                println!("uninstalled; deleted the connector's folders in {}", install_dir.display());
+            } else {
+                let left = installation.leftovers();
+                println!(
+                    "uninstalled; left in {}: {} (delete them before installing again)",
+                    install_dir.display(),
+                    left.join(", ")
+                );
+            }
+            Ok(())
         }
         Command::Preflight { profile, reg, version, format } => {
             let mut host = match &profile {

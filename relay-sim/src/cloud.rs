@@ -53,6 +53,8 @@ pub struct CloudConfig {
     pub update_check_interval_min: u64,
     /// The release feed.
     pub releases: Vec<connector::api::Release>,
+    /// Releases the service refuses at bootstrap (shipped, then pulled).
+    pub pulled_releases: Vec<String>,
     /// The tenant uses Private Access (VER-PA-MIN applies).
     pub private_access: bool,
     /// How long the ingress waits for a connector's answer (85 s backend
@@ -98,6 +100,7 @@ impl CloudConfig {
             trust_renewal_interval_min: 360,
             update_check_interval_min: 60,
             releases: crate::releases::history(),
+            pulled_releases: Vec::new(),
             private_access: false,
             dispatch_timeout: Duration::from_secs(90),
             token_lifetime: Duration::from_secs(3600),

@@ -55,6 +55,16 @@ async fn bootstrap(cloud: Rc<Cloud>, connector_id: String, req: Request<Incoming
             ),
         );
     }
+    if c.pulled_releases.contains(&body.version) {
+        return error(
+            409,
+            "release_pulled",
+            &format!(
+                "connector version {} was withdrawn: it fails against the service; use another version.",
+                body.version
+            ),
+        );
+    }
     cloud.emit(CloudEvent::BootstrapServed { connector_id });
     json(
         200,
