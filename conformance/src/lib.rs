@@ -1,7 +1,9 @@
 //! conformance: scenario files → turmoil simulations of the real connector
 //! against relay-sim → traces, checks, trace hashes and reports.
 
+pub mod catalogue;
 pub mod check;
+pub mod expected;
 pub mod report;
 pub mod run;
 pub mod scenario;

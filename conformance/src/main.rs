@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use conformance::report::{self, Entry};
+use std::io::IsTerminal;
+
+use conformance::catalogue::{self, Catalogue};
+use conformance::expected::ExpectedFailures;
+use conformance::report::{self, Entry, Status};
 use conformance::stopwatch::Stopwatch;
 use conformance::{collect_scenarios, run_with, RunResult, Scenario, Stepping, Verdict};
 
@@ -23,30 +27,78 @@ struct Cli {
     command: Command,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Format {
+    /// Requirements × scenarios matrix, then the verdict table.
+    Text,
+    Json,
+    /// JUnit XML, for CI test tabs.
+    Junit,
+    Markdown,
+    /// One self-contained HTML file.
+    Html,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ListFormat {
     Text,
     Json,
 }
 
+/// A seed range: `7`, `1..1000` (inclusive) or `1..=1000`.
+#[derive(Clone, Copy, Debug)]
+struct Seeds {
+    first: u64,
+    last: u64,
+}
+
+fn parse_seeds(s: &str) -> Result<Seeds, String> {
+    let num = |t: &str| t.trim().parse::<u64>().map_err(|_| format!("{t:?} is not a seed (a whole number)"));
+    let (first, last) = match s.split_once("..") {
+        Some((a, b)) => (num(a)?, num(b.trim_start_matches('='))?),
+        None => (num(s)?, num(s)?),
+    };
+    if last < first {
+        return Err(format!("empty seed range {s:?}: the end is below the start"));
+    }
+    Ok(Seeds { first, last })
+}
+
 #[derive(Subcommand)]
 enum Command {
-    /// Run scenarios and print a verdict table (exit 1 if any fails).
+    /// Run scenarios and report (exit 1 if any fails or a listed failure passes).
+    ///
+    /// The terminal view is a requirements × scenarios matrix (colored on a
+    /// terminal; NO_COLOR turns it off), then one line per run. Failures
+    /// print the one command that replays them.
     ///
     /// Examples:
     ///   connsim run scenarios/
     ///   connsim run scenarios/core/happy-path.toml --seed 7 --format json
+    ///   connsim run scenarios/ --format html --out report.html
+    ///   connsim run scenarios/core --seeds 1..1000
     ///   connsim run scenarios/ --check-determinism
     Run {
         /// Scenario files or folders (searched for *.toml).
         #[arg(default_value = "scenarios")]
         paths: Vec<PathBuf>,
         /// Seed for every scenario (default: each file's `seed`, else 1).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "seeds")]
         seed: Option<u64>,
+        /// Run every scenario with each seed of a range: `1..1000`
+        /// (inclusive). A progress bar shows on a terminal.
+        #[arg(long, value_parser = parse_seeds, value_name = "FIRST..LAST")]
+        seeds: Option<Seeds>,
         /// Output format.
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
+        /// Write the report here instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Known failures (scenario, requirement, reason); default:
+        /// conformance/expected-failures.toml when it exists.
+        #[arg(long)]
+        expected_failures: Option<PathBuf>,
         /// Run each scenario twice and fail if the trace hashes differ.
         #[arg(long)]
         check_determinism: bool,
@@ -76,10 +128,32 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         runs: u32,
     },
-    /// List scenarios with the requirements they cover.
+    /// List the requirement catalogue with how many scenarios cover each
+    /// ID (passing and failing cases); --scenarios lists scenario files.
     List {
         #[arg(default_value = "scenarios")]
         paths: Vec<PathBuf>,
+        /// List scenario files with the IDs they cover instead.
+        #[arg(long)]
+        scenarios: bool,
+    },
+    /// Show one requirement: its source, text, and the scenarios covering
+    /// it with the diagnostics the failing cases expect.
+    ///
+    /// Example: connsim explain NET-CRL
+    Explain {
+        id: String,
+        #[arg(long, default_value = "scenarios")]
+        scenarios: Vec<PathBuf>,
+    },
+    /// Per requirement, the passing and failing-case scenarios covering it;
+    /// exit 1 when an ID lacks either half (unless the catalogue waives it,
+    /// with a reason) or a scenario names an unknown ID.
+    Coverage {
+        #[arg(default_value = "scenarios")]
+        paths: Vec<PathBuf>,
+        #[arg(long, value_enum, default_value = "text")]
+        format: ListFormat,
     },
 }
 
@@ -123,44 +197,94 @@ fn main() -> ExitCode {
 
 fn real_main() -> Result<ExitCode, String> {
     match Cli::parse().command {
-        Command::Run { paths, seed, format, check_determinism, filter, fixed_steps } => {
-            let stepping = stepping(fixed_steps);
-            let scenarios = load_all(&paths)?;
-            let total = scenarios.len();
-            let mut results: Vec<(PathBuf, RunResult)> = Vec::new();
-            for (i, (file, s)) in scenarios.into_iter().enumerate() {
-                if filter.as_deref().is_some_and(|f| !s.name.contains(f)) {
-                    continue;
-                }
-                let seed = seed.or(s.seed).unwrap_or(1);
-                eprintln!("[{}/{total}] {} (seed {seed})", i + 1, s.name);
-                let mut r = run_with(&s, seed, stepping);
-                if check_determinism {
-                    let again = run_with(&s, seed, stepping);
-                    if again.trace_hash != r.trace_hash {
-                        r.verdict = Verdict::Fail;
-                        r.failures.push(format!(
-                            "determinism: second run gave trace hash {} instead of {}",
-                            again.trace_hash, r.trace_hash
-                        ));
+        Command::Run {
+            paths,
+            seed,
+            seeds,
+            format,
+            out,
+            expected_failures,
+            check_determinism,
+            filter,
+            fixed_steps,
+        } => {
+            let catalogue = Catalogue::builtin();
+            let expected = match expected_failures {
+                Some(path) => ExpectedFailures::load(&path, &catalogue)?,
+                None => {
+                    let default = PathBuf::from(DEFAULT_EXPECTED_FAILURES);
+                    if default.is_file() {
+                        ExpectedFailures::load(&default, &catalogue)?
+                    } else {
+                        ExpectedFailures::default()
                     }
                 }
-                results.push((file, r));
+            };
+            let scenarios: Vec<(PathBuf, Scenario)> = load_all(&paths)?
+                .into_iter()
+                .filter(|(_, s)| filter.as_deref().is_none_or(|f| s.name.contains(f)))
+                .collect();
+            if scenarios.is_empty() {
+                return Err("no scenario matches the filter".into());
             }
-            let entries: Vec<Entry<'_>> = results
+            let runs: Vec<(usize, u64)> = scenarios
                 .iter()
-                .map(|(f, r)| Entry {
-                    file: f.display().to_string(),
-                    result: r,
-                    repro: report::repro_command(f, r.seed),
+                .enumerate()
+                .flat_map(|(i, (_, s))| {
+                    let range = match seeds {
+                        Some(r) => r.first..=r.last,
+                        None => {
+                            let one = seed.or(s.seed).unwrap_or(1);
+                            one..=one
+                        }
+                    };
+                    range.map(move |seed| (i, seed))
                 })
                 .collect();
-            match format {
-                Format::Text => print!("{}", report::text(&entries)),
-                Format::Json => println!("{}", report::json(&entries)),
+            let results = run_all(&scenarios, &runs, stepping(fixed_steps), check_determinism);
+            let entries: Vec<Entry<'_>> = results
+                .iter()
+                .map(|(i, r)| {
+                    let (file, s) = &scenarios[*i];
+                    Entry {
+                        file: file.display().to_string(),
+                        covers: s.covers.clone(),
+                        failing_case: !s.expect.diagnostics.is_empty(),
+                        result: r,
+                        status: Status::of(r, expected.find(&s.name, r.seed)),
+                        repro: report::repro_command(file, r.seed),
+                    }
+                })
+                .collect();
+            let text = match format {
+                Format::Text => {
+                    let color = out.is_none()
+                        && std::io::stdout().is_terminal()
+                        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+                    format!("{}\n{}", report::matrix(&entries, &catalogue, color), report::text(&entries))
+                }
+                Format::Json => report::json(&entries) + "\n",
+                Format::Junit => report::junit(&entries),
+                Format::Markdown => report::markdown(&entries, &catalogue),
+                Format::Html => report::html(&entries, &catalogue),
+            };
+            match &out {
+                Some(path) => {
+                    std::fs::write(path, text).map_err(|e| format!("writing {}: {e}", path.display()))?;
+                    let c = report::counts(&entries);
+                    eprintln!(
+                        "{} passed, {} failed, {} expected failures, {} unexpected passes; report in {}",
+                        c.passed,
+                        c.failed,
+                        c.expected_failures,
+                        c.unexpected_passes,
+                        path.display()
+                    );
+                }
+                None => print!("{text}"),
             }
-            let failed = results.iter().any(|(_, r)| r.verdict == Verdict::Fail);
-            Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+            let bad = entries.iter().any(|e| e.status.is_bad());
+            Ok(if bad { ExitCode::FAILURE } else { ExitCode::SUCCESS })
         }
         Command::Repro { file, seed, fixed_steps } => {
             let s = Scenario::load(&file).map_err(|e| e.to_string())?;
@@ -168,8 +292,14 @@ fn real_main() -> Result<ExitCode, String> {
             for e in &r.trace {
                 println!("{:>10} {:<40} {}", e.t_ms, e.host, serde_json::to_string(&e.what).unwrap_or_default());
             }
-            let entry =
-                Entry { file: file.display().to_string(), result: &r, repro: report::repro_command(&file, seed) };
+            let entry = Entry {
+                file: file.display().to_string(),
+                covers: s.covers.clone(),
+                failing_case: !s.expect.diagnostics.is_empty(),
+                result: &r,
+                status: Status::of(&r, None),
+                repro: report::repro_command(&file, seed),
+            };
             println!();
             print!("{}", report::text(&[entry]));
             Ok(if r.verdict == Verdict::Pass { ExitCode::SUCCESS } else { ExitCode::FAILURE })
@@ -209,11 +339,174 @@ fn real_main() -> Result<ExitCode, String> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::List { paths } => {
+        Command::List { paths, scenarios: true } => {
             for (file, s) in load_all(&paths)? {
-                println!("{:<32} {:<40} {}", s.name, file.display(), s.covers.join(", "));
+                println!("{:<40} {:<56} {}", s.name, file.display(), s.covers.join(", "));
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::List { paths, scenarios: false } => {
+            let catalogue = Catalogue::builtin();
+            let (cov, _) = catalogue::coverage(&catalogue, &load_all(&paths)?);
+            println!("{:<14} {:<7} {:>4} {:>4}  text", "id", "source", "pass", "fail");
+            for (r, c) in catalogue.requirements.iter().zip(&cov) {
+                let mut text = r.text.clone();
+                if text.chars().count() > 90 {
+                    text = text.chars().take(89).collect::<String>() + "…";
+                }
+                println!("{:<14} {:<7} {:>4} {:>4}  {text}", r.id, source(r), c.passing.len(), c.failing.len());
+            }
+            println!("\n`connsim explain ID` for one requirement; `connsim coverage` checks every ID is covered.");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Explain { id, scenarios } => {
+            let catalogue = Catalogue::builtin();
+            let Some(r) = catalogue.get(&id) else {
+                let near: Vec<&str> = catalogue
+                    .requirements
+                    .iter()
+                    .map(|r| r.id.as_str())
+                    .filter(|k| k.split('-').next() == id.to_ascii_uppercase().split('-').next())
+                    .collect();
+                return Err(format!(
+                    "unknown requirement {id:?}{}; `connsim list` shows them all",
+                    if near.is_empty() { String::new() } else { format!(" (same area: {})", near.join(", ")) }
+                ));
+            };
+            let (cov, _) = catalogue::coverage(&catalogue, &load_all(&scenarios)?);
+            let c = cov.iter().find(|c| c.id == r.id);
+            println!("{} ({}, {})\n\n  {}\n", r.id, source(r), r.area, r.text);
+            for (label, cases, waiver) in [
+                ("passing cases (the connector honours it)", c.map(|c| &c.passing), &r.waiver.passing),
+                ("failing cases (the failure it prevents, with the diagnostic)", c.map(|c| &c.failing), &r.waiver.failing),
+            ] {
+                println!("{label}:");
+                let cases = cases.map(Vec::as_slice).unwrap_or_default();
+                for case in cases {
+                    let diags =
+                        if case.diagnostics.is_empty() { String::new() } else { format!("  → {}", case.diagnostics.join(", ")) };
+                    println!("  {:<40} {}{diags}", case.scenario, case.file.display());
+                }
+                if cases.is_empty() {
+                    match waiver {
+                        Some(why) => println!("  (waived: {why})"),
+                        None => println!("  (none)"),
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Coverage { paths, format } => {
+            let catalogue = Catalogue::builtin();
+            let (cov, unknown) = catalogue::coverage(&catalogue, &load_all(&paths)?);
+            let mut bad = !unknown.is_empty();
+            let rows: Vec<(&catalogue::Requirement, &catalogue::Coverage, Vec<&str>)> =
+                catalogue.requirements.iter().zip(&cov).map(|(r, c)| (r, c, c.gaps(r))).collect();
+            bad |= rows.iter().any(|(_, _, gaps)| !gaps.is_empty());
+            match format {
+                ListFormat::Json => {
+                    let doc: Vec<serde_json::Value> = rows
+                        .iter()
+                        .map(|(r, c, gaps)| {
+                            serde_json::json!({
+                                "id": r.id, "source": source(r), "passing": c.passing.len(),
+                                "failing": c.failing.len(), "waiver": r.waiver, "gaps": gaps,
+                            })
+                        })
+                        .collect();
+                    let unknown: Vec<serde_json::Value> =
+                        unknown.iter().map(|(id, s)| serde_json::json!({"id": id, "scenario": s})).collect();
+                    let doc = serde_json::json!({"requirements": doc, "unknown_ids": unknown, "complete": !bad});
+                    println!("{}", serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?);
+                }
+                ListFormat::Text => {
+                    println!("{:<14} {:<7} {:>7} {:>7}  verdict", "id", "source", "passing", "failing");
+                    for (r, c, gaps) in &rows {
+                        let verdict = if !gaps.is_empty() {
+                            format!("MISSING: {}", gaps.join(", "))
+                        } else if r.waiver.passing.is_some() || r.waiver.failing.is_some() {
+                            "ok (waived half: `connsim explain` says why)".into()
+                        } else {
+                            "ok".into()
+                        };
+                        println!("{:<14} {:<7} {:>7} {:>7}  {verdict}", r.id, source(r), c.passing.len(), c.failing.len());
+                    }
+                    for (id, s) in &unknown {
+                        println!("scenario {s} covers {id}, which the catalogue does not know");
+                    }
+                    let missing = rows.iter().filter(|(_, _, g)| !g.is_empty()).count();
+                    println!("\n{} requirements, {missing} with a gap", rows.len());
+                }
+            }
+            Ok(if bad { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+        }
     }
+}
+
+/// Where the expected-failures list is looked for by default.
+const DEFAULT_EXPECTED_FAILURES: &str = "conformance/expected-failures.toml";
+
+fn source(r: &catalogue::Requirement) -> &'static str {
+    match r.source {
+        catalogue::Source::Spec => "spec",
+        catalogue::Source::Design => "design",
+    }
+}
+
+/// Runs every (scenario, seed), with a progress bar on a terminal and a
+/// line now and then otherwise.
+fn run_all(
+    scenarios: &[(PathBuf, Scenario)],
+    runs: &[(usize, u64)],
+    stepping: Stepping,
+    check_determinism: bool,
+) -> Vec<(usize, RunResult)> {
+    let total = runs.len() as u64;
+    let bar = if std::io::stderr().is_terminal() {
+        let bar = indicatif::ProgressBar::new(total);
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:30}] {pos}/{len} {msg} ({per_sec}, eta {eta})",
+        ) {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        Some(bar)
+    } else {
+        None
+    };
+    let every = (total / 20).max(1);
+    let mut failed = 0u64;
+    let mut results = Vec::with_capacity(runs.len());
+    for (n, &(i, seed)) in runs.iter().enumerate() {
+        let s = &scenarios[i].1;
+        let mut r = run_with(s, seed, stepping);
+        if check_determinism {
+            let again = run_with(s, seed, stepping);
+            if again.trace_hash != r.trace_hash {
+                r.verdict = Verdict::Fail;
+                r.failures.push(format!(
+                    "determinism: second run gave trace hash {} instead of {}",
+                    again.trace_hash, r.trace_hash
+                ));
+            }
+        }
+        if r.verdict == Verdict::Fail {
+            failed += 1;
+        }
+        let done = n as u64 + 1;
+        match &bar {
+            Some(bar) => {
+                bar.set_message(format!("{} seed {seed}, {failed} failed", s.name));
+                bar.inc(1);
+            }
+            None if total <= 200 || done % every == 0 || done == total => {
+                eprintln!("[{done}/{total}] {} (seed {seed}){}", s.name, if failed > 0 { format!(", {failed} failed so far") } else { String::new() });
+            }
+            None => {}
+        }
+        results.push((i, r));
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    results
 }

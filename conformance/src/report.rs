@@ -1,19 +1,80 @@
-//! Reports of a suite run: a text table for people, one JSON document for
-//! machines. Every failure carries the command that replays it.
+//! Reports of a suite run: a terminal view (requirements × scenarios matrix,
+//! then the verdict table), JSON, JUnit XML, Markdown and one self-contained
+//! HTML file. Every failure carries its repro command and a trace excerpt.
 
 use std::fmt::Write;
 use std::path::Path;
 
 use serde::Serialize;
 
+use crate::catalogue::Catalogue;
+use crate::expected::ExpectedFailure;
 use crate::run::{RunResult, Verdict};
 
-/// One scenario's line in a report.
+/// A run's verdict once the expected-failures list is applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Status {
+    Pass,
+    Fail,
+    /// Failed, and listed as known to fail.
+    ExpectedFail { requirement: String, reason: String },
+    /// Listed as known to fail, yet passed: the list is stale.
+    UnexpectedPass { requirement: String, reason: String },
+}
+
+impl Status {
+    /// A run's status once the expected-failures entry for it (if any) is
+    /// applied.
+    pub fn of(r: &RunResult, expected: Option<&ExpectedFailure>) -> Status {
+        match (r.verdict, expected) {
+            (Verdict::Pass, None) => Status::Pass,
+            (Verdict::Fail, None) => Status::Fail,
+            (Verdict::Fail, Some(e)) => {
+                Status::ExpectedFail { requirement: e.requirement.clone(), reason: e.reason.clone() }
+            }
+            (Verdict::Pass, Some(e)) => {
+                Status::UnexpectedPass { requirement: e.requirement.clone(), reason: e.reason.clone() }
+            }
+        }
+    }
+
+    /// Whether this status makes the run fail.
+    pub fn is_bad(&self) -> bool {
+        matches!(self, Status::Fail | Status::UnexpectedPass { .. })
+    }
+
+    pub fn label(&self) -> &'static str {
+        match self {
+            Status::Pass => "pass",
+            Status::Fail => "FAIL",
+            Status::ExpectedFail { .. } => "xfail",
+            Status::UnexpectedPass { .. } => "XPASS",
+        }
+    }
+
+    fn class(&self) -> &'static str {
+        match self {
+            Status::Pass => "pass",
+            Status::Fail => "fail",
+            Status::ExpectedFail { .. } => "xfail",
+            Status::UnexpectedPass { .. } => "xpass",
+        }
+    }
+}
+
+/// One scenario run's line in a report.
 #[derive(Debug, Clone, Serialize)]
 pub struct Entry<'a> {
     pub file: String,
+    /// Requirement IDs the scenario covers.
+    pub covers: Vec<String>,
+    /// The scenario shows a failure (it expects diagnostics).
+    pub failing_case: bool,
     #[serde(flatten)]
     pub result: &'a RunResult,
+    #[serde(flatten)]
+    pub status: Status,
     pub repro: String,
 }
 
@@ -22,7 +83,51 @@ pub fn repro_command(file: &Path, seed: u64) -> String {
     format!("cargo run --release -p conformance --bin connsim -- repro {} --seed {seed}", file.display())
 }
 
-/// The terminal table.
+/// Counts by status.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct Counts {
+    pub passed: usize,
+    pub failed: usize,
+    pub expected_failures: usize,
+    pub unexpected_passes: usize,
+}
+
+pub fn counts(entries: &[Entry<'_>]) -> Counts {
+    let mut c = Counts::default();
+    for e in entries {
+        match e.status {
+            Status::Pass => c.passed += 1,
+            Status::Fail => c.failed += 1,
+            Status::ExpectedFail { .. } => c.expected_failures += 1,
+            Status::UnexpectedPass { .. } => c.unexpected_passes += 1,
+        }
+    }
+    c
+}
+
+fn counts_line(c: Counts) -> String {
+    let mut line = format!("{} passed, {} failed", c.passed, c.failed);
+    if c.expected_failures > 0 {
+        let _ = write!(line, ", {} expected failures", c.expected_failures);
+    }
+    if c.unexpected_passes > 0 {
+        let _ = write!(line, ", {} unexpected passes", c.unexpected_passes);
+    }
+    line
+}
+
+/// The last `n` trace events of a run, one per line, for failure reports.
+pub fn trace_excerpt(result: &RunResult, n: usize) -> String {
+    let start = result.trace.len().saturating_sub(n);
+    let mut out = String::new();
+    for e in &result.trace[start..] {
+        let what = serde_json::to_string(&e.what).unwrap_or_default();
+        let _ = writeln!(out, "{:>10} {:<28} {}", e.t_ms, e.host, what);
+    }
+    out
+}
+
+/// The verdict table.
 pub fn text(entries: &[Entry<'_>]) -> String {
     let mut out = String::new();
     let name_w = entries.iter().map(|e| e.result.name.len()).max().unwrap_or(8).max(8);
@@ -33,29 +138,126 @@ pub fn text(entries: &[Entry<'_>]) -> String {
     );
     for e in entries {
         let r = e.result;
-        let verdict = match r.verdict {
-            Verdict::Pass => "pass",
-            Verdict::Fail => "FAIL",
-        };
         let _ = writeln!(
             out,
             "{:<name_w$}  {:>6}  {:<7}  {:>10}  {:>7.0}ms  {:<16}",
             r.name,
             r.seed,
-            verdict,
+            e.status.label(),
             format_sim(r.sim_time_ms),
             r.wall_ms,
             &r.trace_hash[..16.min(r.trace_hash.len())]
         );
-        for f in &r.failures {
-            let _ = writeln!(out, "    - {f}");
+        match &e.status {
+            Status::ExpectedFail { requirement, reason } => {
+                let _ = writeln!(out, "    expected to fail ({requirement}): {reason}");
+            }
+            Status::UnexpectedPass { requirement, reason } => {
+                let _ = writeln!(
+                    out,
+                    "    listed as failing ({requirement}: {reason}) but passed: remove it from the expected failures"
+                );
+            }
+            _ => {}
         }
-        if r.verdict == Verdict::Fail {
+        if e.status == Status::Fail {
+            for f in &r.failures {
+                let _ = writeln!(out, "    - {f}");
+            }
             let _ = writeln!(out, "    repro: {}", e.repro);
         }
     }
-    let passed = entries.iter().filter(|e| e.result.verdict == Verdict::Pass).count();
-    let _ = writeln!(out, "\n{} passed, {} failed", passed, entries.len() - passed);
+    let _ = writeln!(out, "\n{}", counts_line(counts(entries)));
+    out
+}
+
+/// One cell of the matrix: how a scenario bears on a requirement, over
+/// every seed it ran with (the worst status wins).
+fn cell(entries: &[&Entry<'_>], id: &str) -> Option<(char, &'static str)> {
+    let covering: Vec<&&Entry<'_>> = entries.iter().filter(|e| e.covers.iter().any(|c| c == id)).collect();
+    let first = covering.first()?;
+    let worst = covering
+        .iter()
+        .map(|e| &e.status)
+        .max_by_key(|s| match s {
+            Status::Pass => 0,
+            Status::ExpectedFail { .. } => 1,
+            Status::UnexpectedPass { .. } => 2,
+            Status::Fail => 3,
+        })
+        .cloned()
+        .unwrap_or(Status::Pass);
+    Some(match worst {
+        Status::Pass if first.failing_case => ('-', "pass"),
+        Status::Pass => ('+', "pass"),
+        Status::ExpectedFail { .. } => ('x', "xfail"),
+        Status::UnexpectedPass { .. } => ('!', "xpass"),
+        Status::Fail => ('X', "fail"),
+    })
+}
+
+/// Scenario names in run order, each once.
+fn scenario_names<'a>(entries: &'a [Entry<'a>]) -> Vec<&'a str> {
+    let mut names: Vec<&str> = Vec::new();
+    for e in entries {
+        if !names.contains(&e.result.name.as_str()) {
+            names.push(&e.result.name);
+        }
+    }
+    names
+}
+
+/// The terminal's requirements × scenarios matrix: one row per requirement,
+/// one column per scenario (numbered; the legend follows). `+` passing case,
+/// `-` failing case (the failure shown, with the right diagnostic), `X`
+/// failed, `x` expected failure, `!` unexpected pass.
+pub fn matrix(entries: &[Entry<'_>], catalogue: &Catalogue, color: bool) -> String {
+    let names = scenario_names(entries);
+    let paint = |c: char, class: &str| -> String {
+        if !color {
+            return c.to_string();
+        }
+        let code = match class {
+            "pass" => "32",
+            "fail" => "1;31",
+            "xfail" => "33",
+            _ => "1;35",
+        };
+        format!("\x1b[{code}m{c}\x1b[0m")
+    };
+    let mut out = String::new();
+    let id_w = catalogue.requirements.iter().map(|r| r.id.len()).max().unwrap_or(8);
+    // Column numbers, written vertically (tens over units).
+    for row in [10usize, 1] {
+        let _ = write!(out, "{:id_w$}  ", "");
+        for i in 1..=names.len() {
+            let digit = if row == 10 && i < 10 { ' ' } else { char::from(b'0' + ((i / row) % 10) as u8) };
+            out.push(digit);
+        }
+        out.push('\n');
+    }
+    for r in &catalogue.requirements {
+        let _ = write!(out, "{:<id_w$}  ", r.id);
+        let mut covered = false;
+        for name in &names {
+            let of_scenario: Vec<&Entry<'_>> = entries.iter().filter(|e| e.result.name == *name).collect();
+            match cell(&of_scenario, &r.id) {
+                Some((c, class)) => {
+                    covered = true;
+                    out.push_str(&paint(c, class));
+                }
+                None => out.push('.'),
+            }
+        }
+        if !covered {
+            out.push_str("  (not covered by these scenarios)");
+        }
+        out.push('\n');
+    }
+    let _ = writeln!(out, "\n+ passing case  - failing case shown  X failed  x expected failure  ! unexpected pass");
+    for (i, name) in names.iter().enumerate() {
+        let _ = writeln!(out, "{:>4} {name}", i + 1);
+    }
     out
 }
 
@@ -70,15 +272,247 @@ fn format_sim(ms: u64) -> String {
     }
 }
 
-/// The JSON document: `{"scenarios": [...], "passed": n, "failed": n}`.
+/// The JSON document: `{"scenarios": [...], "passed": n, "failed": n, ...}`.
 pub fn json(entries: &[Entry<'_>]) -> String {
     #[derive(Serialize)]
     struct Doc<'a> {
         scenarios: &'a [Entry<'a>],
-        passed: usize,
-        failed: usize,
+        #[serde(flatten)]
+        counts: Counts,
     }
-    let passed = entries.iter().filter(|e| e.result.verdict == Verdict::Pass).count();
-    let doc = Doc { scenarios: entries, passed, failed: entries.len() - passed };
+    let doc = Doc { scenarios: entries, counts: counts(entries) };
     serde_json::to_string_pretty(&doc).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+}
+
+fn xml_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            // XML 1.0 cannot carry most control characters.
+            c if (c as u32) < 0x20 && !matches!(c, '\n' | '\r' | '\t') => out.push('\u{FFFD}'),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// JUnit XML: one test case per scenario run (`scenario@seed`); expected
+/// failures are skipped with their reason.
+pub fn junit(entries: &[Entry<'_>]) -> String {
+    let c = counts(entries);
+    let total_s: f64 = entries.iter().map(|e| e.result.wall_ms).sum::<f64>() / 1000.0;
+    let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    let _ = writeln!(
+        out,
+        "<testsuites name=\"connsim\" tests=\"{}\" failures=\"{}\" skipped=\"{}\" time=\"{total_s:.3}\">",
+        entries.len(),
+        c.failed + c.unexpected_passes,
+        c.expected_failures
+    );
+    let _ = writeln!(
+        out,
+        "  <testsuite name=\"scenarios\" tests=\"{}\" failures=\"{}\" skipped=\"{}\" time=\"{total_s:.3}\">",
+        entries.len(),
+        c.failed + c.unexpected_passes,
+        c.expected_failures
+    );
+    for e in entries {
+        let r = e.result;
+        let _ = write!(
+            out,
+            "    <testcase classname=\"{}\" name=\"{}@{}\" file=\"{}\" time=\"{:.3}\"",
+            xml_escape(&e.covers.join(",")),
+            xml_escape(&r.name),
+            r.seed,
+            xml_escape(&e.file),
+            r.wall_ms / 1000.0
+        );
+        match &e.status {
+            Status::Pass => out.push_str("/>\n"),
+            Status::ExpectedFail { requirement, reason } => {
+                let _ = writeln!(
+                    out,
+                    ">\n      <skipped message=\"expected failure ({}): {}\"/>\n    </testcase>",
+                    xml_escape(requirement),
+                    xml_escape(reason)
+                );
+            }
+            Status::UnexpectedPass { requirement, reason } => {
+                let _ = writeln!(
+                    out,
+                    ">\n      <failure message=\"unexpected pass: listed as failing ({}: {})\"/>\n    </testcase>",
+                    xml_escape(requirement),
+                    xml_escape(reason)
+                );
+            }
+            Status::Fail => {
+                let _ = writeln!(
+                    out,
+                    ">\n      <failure message=\"{}\">{}</failure>\n      <system-out>repro: {}\n{}</system-out>\n    </testcase>",
+                    xml_escape(r.failures.first().map(String::as_str).unwrap_or("failed")),
+                    xml_escape(&r.failures.join("\n")),
+                    xml_escape(&e.repro),
+                    xml_escape(&trace_excerpt(r, 30))
+                );
+            }
+        }
+    }
+    out.push_str("  </testsuite>\n</testsuites>\n");
+    out
+}
+
+fn md_cell(s: &str) -> String {
+    s.replace('|', "\\|").replace('\n', " ")
+}
+
+/// Markdown: counts, the coverage table, the verdict table, and each
+/// failure with its repro command and trace excerpt.
+pub fn markdown(entries: &[Entry<'_>], catalogue: &Catalogue) -> String {
+    let mut out = String::from("# connsim report\n\n");
+    let _ = writeln!(out, "{}\n", counts_line(counts(entries)));
+    out.push_str("## Requirements\n\n| requirement | source | scenarios (passing case) | scenarios (failing case) |\n|---|---|---|---|\n");
+    for r in &catalogue.requirements {
+        let of = |failing: bool| {
+            let mut names: Vec<String> = entries
+                .iter()
+                .filter(|e| e.failing_case == failing && e.covers.contains(&r.id))
+                .map(|e| format!("{} {}", if e.status.is_bad() { "✗" } else { "✓" }, e.result.name))
+                .collect();
+            names.dedup();
+            md_cell(&names.join(", "))
+        };
+        let source = match r.source {
+            crate::catalogue::Source::Spec => "spec",
+            crate::catalogue::Source::Design => "design",
+        };
+        let _ = writeln!(out, "| {} | {source} | {} | {} |", r.id, of(false), of(true));
+    }
+    out.push_str("\n## Scenarios\n\n| scenario | seed | verdict | sim time | wall | trace hash |\n|---|---:|---|---:|---:|---|\n");
+    for e in entries {
+        let r = e.result;
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {:.0} ms | `{}` |",
+            md_cell(&r.name),
+            r.seed,
+            e.status.label(),
+            format_sim(r.sim_time_ms),
+            r.wall_ms,
+            &r.trace_hash[..16.min(r.trace_hash.len())]
+        );
+    }
+    let failed: Vec<&Entry<'_>> = entries.iter().filter(|e| e.status.is_bad()).collect();
+    if !failed.is_empty() {
+        out.push_str("\n## Failures\n");
+        for e in failed {
+            let _ = writeln!(out, "\n### {} (seed {})\n", e.result.name, e.result.seed);
+            for f in &e.result.failures {
+                let _ = writeln!(out, "- {}", md_cell(f));
+            }
+            if let Status::UnexpectedPass { requirement, reason } = &e.status {
+                let _ = writeln!(out, "- passed, but listed as failing ({requirement}: {})", md_cell(reason));
+            }
+            let _ = writeln!(out, "\nrepro: `{}`\n\n```text\n{}```", e.repro, trace_excerpt(e.result, 30));
+        }
+    }
+    out
+}
+
+fn html_escape(s: &str) -> String {
+    xml_escape(s)
+}
+
+/// One self-contained HTML file (no network): counts, the requirements ×
+/// scenarios matrix, the verdict table, and each failure's details. A small
+/// script recounts the verdicts from the table into `#counts`, so a browser
+/// test can tell the page was laid out and run.
+pub fn html(entries: &[Entry<'_>], catalogue: &Catalogue) -> String {
+    let c = counts(entries);
+    let names = scenario_names(entries);
+    let mut out = String::new();
+    out.push_str(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>connsim report</title>\n<style>\n\
+body{font:14px/1.4 system-ui,sans-serif;margin:2em;color:#222}\n\
+table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:2px 6px;text-align:left}\n\
+.matrix td{text-align:center;width:1.2em;padding:0}.matrix th.v{writing-mode:vertical-rl;font-weight:normal;font-size:11px}\n\
+.pass{background:#d6f5d6}.fail{background:#f7c6c6}.xfail{background:#fbe9b7}.xpass{background:#e6c6f7}\n\
+pre{background:#f6f6f6;padding:.5em;overflow:auto;font-size:12px}code{font-size:12px}\n\
+</style></head><body>\n<h1>connsim report</h1>\n",
+    );
+    let _ = writeln!(
+        out,
+        "<p id=\"counts\" data-passed=\"{}\" data-failed=\"{}\" data-expected-failures=\"{}\" data-unexpected-passes=\"{}\">{}</p>",
+        c.passed,
+        c.failed,
+        c.expected_failures,
+        c.unexpected_passes,
+        html_escape(&counts_line(c))
+    );
+    out.push_str("<h2>Requirements × scenarios</h2>\n<table class=\"matrix\"><tr><th>requirement</th>");
+    for name in &names {
+        let _ = write!(out, "<th class=\"v\">{}</th>", html_escape(name));
+    }
+    out.push_str("</tr>\n");
+    for r in &catalogue.requirements {
+        let _ = write!(out, "<tr><th title=\"{}\">{}</th>", html_escape(&r.text), html_escape(&r.id));
+        for name in &names {
+            let of_scenario: Vec<&Entry<'_>> = entries.iter().filter(|e| e.result.name == *name).collect();
+            match cell(&of_scenario, &r.id) {
+                Some((ch, class)) => {
+                    let _ = write!(out, "<td class=\"{class}\" title=\"{}\">{ch}</td>", html_escape(name));
+                }
+                None => out.push_str("<td></td>"),
+            }
+        }
+        out.push_str("</tr>\n");
+    }
+    out.push_str("</table>\n<p>+ passing case, - failing case shown, X failed, x expected failure, ! unexpected pass</p>\n");
+    out.push_str("<h2>Scenarios</h2>\n<table id=\"verdicts\"><tr><th>scenario</th><th>seed</th><th>verdict</th><th>sim time</th><th>wall</th><th>trace hash</th></tr>\n");
+    for e in entries {
+        let r = e.result;
+        let _ = writeln!(
+            out,
+            "<tr class=\"{cls}\" data-status=\"{cls}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.0} ms</td><td><code>{}</code></td></tr>",
+            html_escape(&r.name),
+            r.seed,
+            e.status.label(),
+            format_sim(r.sim_time_ms),
+            r.wall_ms,
+            html_escape(&r.trace_hash[..16.min(r.trace_hash.len())]),
+            cls = e.status.class()
+        );
+    }
+    out.push_str("</table>\n");
+    let bad: Vec<&Entry<'_>> = entries.iter().filter(|e| e.status.is_bad()).collect();
+    if !bad.is_empty() {
+        out.push_str("<h2>Failures</h2>\n");
+        for e in bad {
+            let _ = writeln!(
+                out,
+                "<section class=\"failure\"><h3>{} (seed {})</h3><ul>",
+                html_escape(&e.result.name),
+                e.result.seed
+            );
+            for f in &e.result.failures {
+                let _ = writeln!(out, "<li>{}</li>", html_escape(f));
+            }
+            let _ = writeln!(
+                out,
+                "</ul><p>repro: <code>{}</code></p><pre>{}</pre></section>",
+                html_escape(&e.repro),
+                html_escape(&trace_excerpt(e.result, 30))
+            );
+        }
+    }
+    out.push_str(
+        "<script>\n(function(){var rows=document.querySelectorAll('#verdicts tr[data-status]');var n={pass:0,fail:0,xfail:0,xpass:0};\
+rows.forEach(function(r){n[r.dataset.status]++;});var p=document.getElementById('counts');\
+p.setAttribute('data-rendered','pass='+n.pass+' fail='+n.fail+' xfail='+n.xfail+' xpass='+n.xpass);})();\n</script>\n</body></html>\n",
+    );
+    out
 }

@@ -290,6 +290,9 @@ pub struct World {
     /// The tenant uses Private Access (connectors need 1.5.3417.0+).
     #[serde(default)]
     pub private_access: bool,
+    /// The service's TLS front ends offer TLS 1.2 only (no 1.3).
+    #[serde(default)]
+    pub service_tls12_only: bool,
     /// Releases the service refuses at bootstrap after shipping them (a
     /// bad build): a connector the updater moved to one rolls back.
     #[serde(default)]

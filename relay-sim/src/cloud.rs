@@ -53,6 +53,8 @@ pub struct CloudConfig {
     pub update_check_interval_min: u64,
     /// The release feed.
     pub releases: Vec<connector::api::Release>,
+    /// The service's TLS front ends offer TLS 1.2 only (no 1.3).
+    pub tls12_only: bool,
     /// Releases the service refuses at bootstrap (shipped, then pulled).
     pub pulled_releases: Vec<String>,
     /// The tenant uses Private Access (VER-PA-MIN applies).
@@ -100,6 +102,7 @@ impl CloudConfig {
             trust_renewal_interval_min: 360,
             update_check_interval_min: 60,
             releases: crate::releases::history(),
+            tls12_only: false,
             pulled_releases: Vec::new(),
             private_access: false,
             dispatch_timeout: Duration::from_secs(90),
@@ -360,8 +363,13 @@ impl Cloud {
         &self,
         host: &str,
     ) -> Result<rustls::ConfigBuilder<ServerConfig, rustls::WantsVerifier>, CloudError> {
+        let versions: &[&'static rustls::SupportedProtocolVersion] = if self.config.tls12_only {
+            &[&rustls::version::TLS12]
+        } else {
+            &[&rustls::version::TLS13, &rustls::version::TLS12]
+        };
         ServerConfig::builder_with_details(self.tls.provider.clone(), self.tls.time.clone())
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .with_protocol_versions(versions)
             .map_err(|e| CloudError::Tls { host: host.to_string(), error: e.to_string() })
     }
 

@@ -1,0 +1,184 @@
+//! The catalogue's coverage, expected failures and every report format,
+//! including the HTML report in headless Chromium.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use conformance::catalogue::{self, Catalogue};
+use conformance::expected::ExpectedFailures;
+use conformance::report::{self, Entry, Status};
+use conformance::{collect_scenarios, run, RunResult, Scenario, Verdict};
+use connsim_tests::scenario_dir;
+
+const SMALL_WORLD: &str = r#"
+duration = "5m"
+covers = ["NET-443"]
+
+[world]
+admin = { user = "admin@contoso.com", password = "correct-horse" }
+
+[[world.connectors]]
+name = "connector-1"
+
+[[world.backends]]
+name = "app1.corp.local"
+
+[[world.apps]]
+name = "app1"
+backend = "app1.corp.local"
+
+[[load]]
+app = "app1"
+requests = 2
+start = "2m"
+interval = "30s"
+"#;
+
+fn small(name: &str, requests_ok: u32) -> Scenario {
+    let text = format!("name = \"{name}\"\n{SMALL_WORLD}\n[expect]\noutcome = \"serving\"\nrequests_ok = {requests_ok}\n");
+    Scenario::parse(&text, Path::new(&format!("{name}.toml"))).expect("scenario")
+}
+
+fn entry<'a>(s: &Scenario, r: &'a RunResult, status: Status) -> Entry<'a> {
+    let file = PathBuf::from(format!("scenarios/test/{}.toml", s.name));
+    Entry {
+        file: file.display().to_string(),
+        covers: s.covers.clone(),
+        failing_case: !s.expect.diagnostics.is_empty(),
+        result: r,
+        status,
+        repro: report::repro_command(&file, r.seed),
+    }
+}
+
+#[test]
+fn every_requirement_has_a_passing_and_a_failing_case() {
+    let catalogue = Catalogue::builtin();
+    let files = collect_scenarios(&[scenario_dir()]).expect("scenarios");
+    let scenarios: Vec<(PathBuf, Scenario)> =
+        files.into_iter().map(|f| (f.clone(), Scenario::load(&f).expect("loads"))).collect();
+    let (coverage, unknown) = catalogue::coverage(&catalogue, &scenarios);
+    assert!(unknown.is_empty(), "scenarios name IDs the catalogue lacks: {unknown:?}");
+    let gaps: Vec<String> = catalogue
+        .requirements
+        .iter()
+        .zip(&coverage)
+        .filter(|(r, c)| !c.gaps(r).is_empty())
+        .map(|(r, c)| format!("{}: {}", r.id, c.gaps(r).join(", ")))
+        .collect();
+    assert!(gaps.is_empty(), "coverage gaps (run `connsim coverage`): {gaps:?}");
+}
+
+#[test]
+fn expected_failures_are_reported_as_such_and_stale_entries_fail() {
+    let catalogue = Catalogue::builtin();
+    let list = ExpectedFailures::parse(
+        "[[expected]]\nscenario = \"wants-too-much\"\nrequirement = \"NET-443\"\nreason = \"asks for 99 answers\"\n\n\
+         [[expected]]\nscenario = \"fine\"\nrequirement = \"NET-443\"\nreason = \"listed by mistake\"\n",
+        &catalogue,
+    )
+    .expect("list");
+    let failing = small("wants-too-much", 99);
+    let r = run(&failing, 1);
+    assert_eq!(r.verdict, Verdict::Fail);
+    let status = Status::of(&r, list.find(&failing.name, 1));
+    assert!(matches!(status, Status::ExpectedFail { .. }), "{status:?}");
+    assert!(!status.is_bad());
+
+    let fine = small("fine", 2);
+    let r = run(&fine, 1);
+    assert_eq!(r.verdict, Verdict::Pass, "{:?}", r.failures);
+    let status = Status::of(&r, list.find(&fine.name, 1));
+    assert!(matches!(status, Status::UnexpectedPass { .. }), "{status:?}");
+    assert!(status.is_bad(), "an unexpected pass must fail the run");
+}
+
+struct Pair {
+    pass: (Scenario, RunResult),
+    fail: (Scenario, RunResult),
+}
+
+fn pair() -> Pair {
+    let ok = small("small-ok", 2);
+    let bad = small("small-bad", 5);
+    let (r_ok, r_bad) = (run(&ok, 1), run(&bad, 1));
+    assert_eq!((r_ok.verdict, r_bad.verdict), (Verdict::Pass, Verdict::Fail));
+    Pair { pass: (ok, r_ok), fail: (bad, r_bad) }
+}
+
+fn entries(p: &Pair) -> Vec<Entry<'_>> {
+    vec![entry(&p.pass.0, &p.pass.1, Status::Pass), entry(&p.fail.0, &p.fail.1, Status::Fail)]
+}
+
+#[test]
+fn every_format_carries_every_run_and_the_repro_of_failures() {
+    let p = pair();
+    let entries = entries(&p);
+    let catalogue = Catalogue::builtin();
+    let repro = &entries[1].repro;
+
+    let junit = report::junit(&entries);
+    assert_eq!(junit.matches("<testcase ").count(), 2, "{junit}");
+    assert_eq!(junit.matches("<failure ").count(), 1, "{junit}");
+    assert!(junit.contains("tests=\"2\" failures=\"1\""), "{junit}");
+    assert!(junit.contains(&repro.replace('"', "&quot;")), "{junit}");
+
+    let json: serde_json::Value = serde_json::from_str(&report::json(&entries)).expect("json");
+    assert_eq!(json["passed"], 1);
+    assert_eq!(json["failed"], 1);
+    assert_eq!(json["scenarios"][1]["status"], "fail");
+
+    let md = report::markdown(&entries, &catalogue);
+    assert!(md.contains("| small-bad | 1 | FAIL |"), "{md}");
+    assert!(md.contains("## Failures") && md.contains(repro.as_str()), "{md}");
+
+    let matrix = report::matrix(&entries, &catalogue, false);
+    let row = matrix.lines().find(|l| l.starts_with("NET-443 ")).expect("NET-443 row");
+    assert!(row.ends_with("+X"), "{row}");
+    assert!(!matrix.contains('\x1b'), "no colour codes when colour is off");
+    assert!(report::matrix(&entries, &catalogue, true).contains("\x1b[1;31mX"));
+
+    let html = report::html(&entries, &catalogue);
+    assert!(html.contains("data-passed=\"1\" data-failed=\"1\""));
+    for fetch in ["src=\"http", "href=\"http", "url(http", "@import"] {
+        assert!(!html.contains(fetch), "the HTML report must not load anything ({fetch})");
+    }
+}
+
+fn chromium() -> Option<PathBuf> {
+    ["chromium", "chromium-browser", "google-chrome"].iter().find_map(|name| {
+        let out = Command::new("which").arg(name).output().ok()?;
+        out.status.success().then(|| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+    })
+}
+
+/// Loads the HTML report in headless Chromium and reads, from the DOM, the
+/// verdict counts its script computed from the rendered table.
+#[test]
+fn html_report_renders_in_headless_chromium() {
+    let Some(browser) = chromium() else {
+        assert!(std::env::var_os("CI").is_none(), "CI must have Chromium (`.ci/run` installs Debian's chromium)");
+        eprintln!("skipped: no Chromium on this machine (apt-get install chromium)");
+        return;
+    };
+    let p = pair();
+    let html = report::html(&entries(&p), &Catalogue::builtin());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("report.html");
+    std::fs::write(&file, html).expect("write");
+    let profile = dir.path().join("profile");
+    let out = Command::new(browser)
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run"])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg("--dump-dom")
+        .arg(format!("file://{}", file.display()))
+        .output()
+        .expect("chromium runs");
+    let dom = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        dom.contains("data-rendered=\"pass=1 fail=1 xfail=0 xpass=0\""),
+        "the report's script did not run or counted wrong; stderr: {}\nDOM head: {}",
+        String::from_utf8_lossy(&out.stderr),
+        &dom[..dom.len().min(600)]
+    );
+}
