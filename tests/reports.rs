@@ -35,7 +35,8 @@ interval = "30s"
 "#;
 
 fn small(name: &str, requests_ok: u32) -> Scenario {
-    let text = format!("name = \"{name}\"\n{SMALL_WORLD}\n[expect]\noutcome = \"serving\"\nrequests_ok = {requests_ok}\n");
+    let text =
+        format!("name = \"{name}\"\n{SMALL_WORLD}\n[expect]\noutcome = \"serving\"\nrequests_ok = {requests_ok}\n");
     Scenario::parse(&text, Path::new(&format!("{name}.toml"))).expect("scenario")
 }
 

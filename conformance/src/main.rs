@@ -197,17 +197,7 @@ fn main() -> ExitCode {
 
 fn real_main() -> Result<ExitCode, String> {
     match Cli::parse().command {
-        Command::Run {
-            paths,
-            seed,
-            seeds,
-            format,
-            out,
-            expected_failures,
-            check_determinism,
-            filter,
-            fixed_steps,
-        } => {
+        Command::Run { paths, seed, seeds, format, out, expected_failures, check_determinism, filter, fixed_steps } => {
             let catalogue = Catalogue::builtin();
             let expected = match expected_failures {
                 Some(path) => ExpectedFailures::load(&path, &catalogue)?,
@@ -378,13 +368,20 @@ fn real_main() -> Result<ExitCode, String> {
             println!("{} ({}, {})\n\n  {}\n", r.id, source(r), r.area, r.text);
             for (label, cases, waiver) in [
                 ("passing cases (the connector honours it)", c.map(|c| &c.passing), &r.waiver.passing),
-                ("failing cases (the failure it prevents, with the diagnostic)", c.map(|c| &c.failing), &r.waiver.failing),
+                (
+                    "failing cases (the failure it prevents, with the diagnostic)",
+                    c.map(|c| &c.failing),
+                    &r.waiver.failing,
+                ),
             ] {
                 println!("{label}:");
                 let cases = cases.map(Vec::as_slice).unwrap_or_default();
                 for case in cases {
-                    let diags =
-                        if case.diagnostics.is_empty() { String::new() } else { format!("  → {}", case.diagnostics.join(", ")) };
+                    let diags = if case.diagnostics.is_empty() {
+                        String::new()
+                    } else {
+                        format!("  → {}", case.diagnostics.join(", "))
+                    };
                     println!("  {:<40} {}{diags}", case.scenario, case.file.display());
                 }
                 if cases.is_empty() {
@@ -429,7 +426,13 @@ fn real_main() -> Result<ExitCode, String> {
                         } else {
                             "ok".into()
                         };
-                        println!("{:<14} {:<7} {:>7} {:>7}  {verdict}", r.id, source(r), c.passing.len(), c.failing.len());
+                        println!(
+                            "{:<14} {:<7} {:>7} {:>7}  {verdict}",
+                            r.id,
+                            source(r),
+                            c.passing.len(),
+                            c.failing.len()
+                        );
                     }
                     for (id, s) in &unknown {
                         println!("scenario {s} covers {id}, which the catalogue does not know");
@@ -498,8 +501,12 @@ fn run_all(
                 bar.set_message(format!("{} seed {seed}, {failed} failed", s.name));
                 bar.inc(1);
             }
-            None if total <= 200 || done % every == 0 || done == total => {
-                eprintln!("[{done}/{total}] {} (seed {seed}){}", s.name, if failed > 0 { format!(", {failed} failed so far") } else { String::new() });
+            None if total <= 200 || done.is_multiple_of(every) || done == total => {
+                eprintln!(
+                    "[{done}/{total}] {} (seed {seed}){}",
+                    s.name,
+                    if failed > 0 { format!(", {failed} failed so far") } else { String::new() }
+                );
             }
             None => {}
         }

@@ -18,9 +18,15 @@ pub enum Status {
     Pass,
     Fail,
     /// Failed, and listed as known to fail.
-    ExpectedFail { requirement: String, reason: String },
+    ExpectedFail {
+        requirement: String,
+        reason: String,
+    },
     /// Listed as known to fail, yet passed: the list is stale.
-    UnexpectedPass { requirement: String, reason: String },
+    UnexpectedPass {
+        requirement: String,
+        reason: String,
+    },
 }
 
 impl Status {
@@ -471,7 +477,9 @@ pre{background:#f6f6f6;padding:.5em;overflow:auto;font-size:12px}code{font-size:
         }
         out.push_str("</tr>\n");
     }
-    out.push_str("</table>\n<p>+ passing case, - failing case shown, X failed, x expected failure, ! unexpected pass</p>\n");
+    out.push_str(
+        "</table>\n<p>+ passing case, - failing case shown, X failed, x expected failure, ! unexpected pass</p>\n",
+    );
     out.push_str("<h2>Scenarios</h2>\n<table id=\"verdicts\"><tr><th>scenario</th><th>seed</th><th>verdict</th><th>sim time</th><th>wall</th><th>trace hash</th></tr>\n");
     for e in entries {
         let r = e.result;
