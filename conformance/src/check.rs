@@ -42,6 +42,8 @@ pub struct Summary {
     pub relay_errors: BTreeMap<String, u32>,
     /// Mean time from sending to a 2xx answer, in milliseconds.
     pub user_latency_ms_avg: Option<u64>,
+    /// User requests answered with an error or failed, with the time sent.
+    pub not_ok: Vec<(String, u64)>,
     /// The version each connector host runs: installed, upgraded or rolled
     /// back to (a switch not yet confirmed does not count).
     pub versions: BTreeMap<String, String>,
@@ -107,6 +109,9 @@ pub fn summarize(events: &[TraceEvent], logs: &ServedLog) -> Summary {
                     if let (Some(t0), true) = (sent.get(mark), (200..300).contains(status)) {
                         latencies.push(e.t_ms.saturating_sub(*t0));
                     }
+                    if let (Some(t0), false) = (sent.get(mark), (200..300).contains(status)) {
+                        s.not_ok.push((mark.clone(), *t0));
+                    }
                     sent.remove(mark);
                     if let Some(code) = relay_error {
                         *s.relay_errors.entry(code.clone()).or_default() += 1;
@@ -119,7 +124,9 @@ pub fn summarize(events: &[TraceEvent], logs: &ServedLog) -> Summary {
                     }
                 }
                 UserEvent::Failed { mark, .. } => {
-                    sent.remove(mark);
+                    if let Some(t0) = sent.remove(mark) {
+                        s.not_ok.push((mark.clone(), t0));
+                    }
                     s.requests_failed += 1;
                 }
             },
@@ -259,6 +266,24 @@ pub fn check(expect: &Expect, s: &Summary, duration: Duration) -> Vec<String> {
     if let Some(max) = expect.user_latency_ms_avg_max {
         if s.user_latency_ms_avg.is_none_or(|a| a > max) {
             failures.push(format!("mean user latency: expected at most {max} ms, got {:?}", s.user_latency_ms_avg));
+        }
+    }
+    if let Some(after) = expect.ok_after {
+        let after_ms = after.0.as_millis() as u64;
+        let late: Vec<String> = s
+            .not_ok
+            .iter()
+            .chain(&s.unanswered)
+            .filter(|(_, t)| *t >= after_ms)
+            .map(|(mark, t)| format!("{mark} sent at {t} ms"))
+            .collect();
+        if !late.is_empty() {
+            failures.push(format!(
+                "serving again by {} ms: {} request(s) sent later did not get a 2xx answer: {}",
+                after_ms,
+                late.len(),
+                late.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
+            ));
         }
     }
     for (host, want) in &expect.versions {

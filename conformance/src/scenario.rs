@@ -662,6 +662,10 @@ pub struct Expect {
     /// The version each named connector host runs at the end.
     #[serde(default)]
     pub versions: BTreeMap<String, String>,
+    /// Every user request sent at or after this time gets a 2xx answer
+    /// (the connector is serving again after the timeline's faults).
+    #[serde(default)]
+    pub ok_after: Option<SimDuration>,
 }
 
 /// A scenario file that could not be used.
