@@ -200,4 +200,20 @@ fn diagnose_probes_the_real_network() {
     let finding =
         bad.findings.iter().find(|d| d.code == "NET-SVC.unreachable").unwrap_or_else(|| panic!("{}", bad.text()));
     assert!(finding.remedy.contains("*.servicebus.windows.net"), "{finding}");
+
+    // Field repro: the real network's report, as JSON, becomes a scenario
+    // whose simulation shows the same finding.
+    let bundle = serde_json::to_string_pretty(&bad).unwrap();
+    let report = conformance::bundle::parse(&bundle).unwrap();
+    let tr = conformance::bundle::translate(&report, "field-closed-relay");
+    assert!(
+        tr.toml.contains("action = \"reject\", port = 443, host_suffix = \"cwap-weu-2.servicebus.windows.net\""),
+        "{}",
+        tr.toml
+    );
+    let v = conformance::bundle::verify(&tr).unwrap();
+    assert!(v.missing.is_empty(), "not reproduced: {:?}\n{}", v.missing, v.toml);
+    let replay = conformance::Scenario::parse(&v.toml, std::path::Path::new("field.toml")).unwrap();
+    let r = conformance::run(&replay, 1);
+    assert_eq!(r.verdict, conformance::Verdict::Pass, "{:?}\n{}", r.failures, v.toml);
 }

@@ -146,6 +146,20 @@ enum Command {
         #[arg(long, default_value = "scenarios")]
         scenarios: Vec<PathBuf>,
     },
+    /// Turn a `connector diagnose --format json` report from the field into
+    /// a scenario that rebuilds that network in simulation (unresolved
+    /// names, dropped or refused connections, TLS inspection), run it, and
+    /// say which of the report's findings it reproduces. The scenario goes
+    /// to standard output; exit 1 if a finding was not reproduced.
+    ///
+    /// Example:
+    ///   connsim from-bundle bundle.json --name contoso-relays > scenarios/field/contoso-relays.toml
+    FromBundle {
+        bundle: PathBuf,
+        /// The scenario's name (default: the bundle file's name).
+        #[arg(long)]
+        name: Option<String>,
+    },
     /// Per requirement, the passing and failing-case scenarios covering it;
     /// exit 1 when an ID lacks either half (unless the catalogue waives it,
     /// with a reason) or a scenario names an unknown ID.
@@ -392,6 +406,26 @@ fn real_main() -> Result<ExitCode, String> {
                 }
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::FromBundle { bundle, name } => {
+            let json = std::fs::read_to_string(&bundle).map_err(|e| format!("{}: {e}", bundle.display()))?;
+            let report = conformance::bundle::parse(&json).map_err(|e| format!("{}: {e}", bundle.display()))?;
+            let name = name.unwrap_or_else(|| {
+                bundle.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "field".into())
+            });
+            let tr = conformance::bundle::translate(&report, &name);
+            let v = conformance::bundle::verify(&tr)?;
+            print!("{}", v.toml);
+            for n in &tr.notes {
+                eprintln!("not rebuilt: {n}");
+            }
+            eprintln!(
+                "reproduced {} of {} findings{}",
+                v.reproduced.len(),
+                tr.expected.len(),
+                if v.missing.is_empty() { String::new() } else { format!("; missing: {}", v.missing.join(", ")) }
+            );
+            Ok(if v.missing.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Command::Coverage { paths, format } => {
             let catalogue = Catalogue::builtin();

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::pki_types::{CertificateDer, ServerName};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::agent::{ServiceNames, TRUST_LIST_PATH};
 use crate::allowlist;
@@ -37,7 +37,7 @@ pub struct DiagnoseConfig {
 }
 
 /// The result of one step.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum Step {
     Ok { detail: String },
@@ -52,7 +52,7 @@ impl Step {
 }
 
 /// The checks of one destination.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Check {
     pub host: String,
     pub port: u16,
@@ -66,11 +66,29 @@ pub struct Check {
     pub chain: Vec<String>,
 }
 
-/// Everything `diagnose` found.
-#[derive(Debug, Clone, Serialize)]
+/// Everything `diagnose` found: the bundle a support engineer asks for
+/// (`connsim from-bundle` turns it into a scenario).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
+    /// What was checked: tenant, cloud and relay endpoints.
+    #[serde(default)]
+    pub context: Context,
     pub checks: Vec<Check>,
     pub findings: Vec<Diagnostic>,
+}
+
+/// The settings a report was made with.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Context {
+    pub tenant: String,
+    pub cloud: crate::allowlist::Environment,
+    pub relays: Vec<RelayEndpoint>,
+}
+
+impl Context {
+    fn of(cfg: &DiagnoseConfig) -> Self {
+        Context { tenant: cfg.tenant_id.clone(), cloud: cfg.cloud, relays: cfg.relays.clone() }
+    }
 }
 
 impl Report {
@@ -136,7 +154,7 @@ pub async fn run(env: &Env, cfg: &DiagnoseConfig) -> Report {
                 e.to_string(),
                 "install the service's roots",
             );
-            return Report { checks: Vec::new(), findings: vec![d] };
+            return Report { context: Context::of(cfg), checks: Vec::new(), findings: vec![d] };
         }
     };
     let config = tls_ctx.client_config(trust.verifier(), None).map(Arc::new);
@@ -148,7 +166,7 @@ pub async fn run(env: &Env, cfg: &DiagnoseConfig) -> Report {
     ];
     targets.extend(cfg.relays.iter().map(|r| (r.host.clone(), r.port)));
     targets.push((names.trust_list.clone(), 80));
-    let mut report = Report { checks: Vec::new(), findings: Vec::new() };
+    let mut report = Report { context: Context::of(cfg), checks: Vec::new(), findings: Vec::new() };
     let mut crl_urls: Vec<String> = Vec::new();
     for (host, port) in targets {
         let path = if host == names.trust_list { TRUST_LIST_PATH.to_string() } else { "/".into() };
