@@ -136,3 +136,197 @@ proptest! {
         prop_assert_eq!(r.open_streams(), 0);
     }
 }
+
+/// One step of the model-based test: a local API call on one side, or the
+/// delivery of everything one side has written to the other.
+#[derive(Debug, Clone)]
+enum Op {
+    Request { id: u64, fin: bool },
+    RequestBody { id: u64, fin: bool },
+    Ack { id: u64 },
+    Response { id: u64, fin: bool },
+    ResponseBody { id: u64, fin: bool },
+    RelayCancel { id: u64 },
+    ConnectorCancel { id: u64 },
+    DeliverToConnector,
+    DeliverToRelay,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let id = 1u64..5;
+    prop_oneof![
+        (id.clone(), any::<bool>()).prop_map(|(id, fin)| Op::Request { id, fin }),
+        (id.clone(), any::<bool>()).prop_map(|(id, fin)| Op::RequestBody { id, fin }),
+        id.clone().prop_map(|id| Op::Ack { id }),
+        (id.clone(), any::<bool>()).prop_map(|(id, fin)| Op::Response { id, fin }),
+        (id.clone(), any::<bool>()).prop_map(|(id, fin)| Op::ResponseBody { id, fin }),
+        id.clone().prop_map(|id| Op::RelayCancel { id }),
+        id.prop_map(|id| Op::ConnectorCancel { id }),
+        Just(Op::DeliverToConnector),
+        Just(Op::DeliverToConnector),
+        Just(Op::DeliverToRelay),
+        Just(Op::DeliverToRelay),
+    ]
+}
+
+/// The reference model of one side's view of a stream.
+#[derive(Debug, Clone, Copy, Default)]
+struct StreamModel {
+    request_fin: bool,
+    response_started: bool,
+    response_fin: bool,
+}
+
+/// One side's streams, as the protocol's rules say they should be: a stream
+/// exists from its request until both halves finished or it is cancelled.
+#[derive(Debug, Default)]
+struct SideModel {
+    streams: std::collections::BTreeMap<u64, StreamModel>,
+}
+
+impl SideModel {
+    fn reap(&mut self, id: u64) {
+        if self.streams.get(&id).is_some_and(|s| s.request_fin && s.response_fin) {
+            self.streams.remove(&id);
+        }
+    }
+
+    /// Updates the view from what the session reported.
+    fn observe(&mut self, ev: &Event) {
+        match ev {
+            Event::Request { id, fin, .. } => {
+                self.streams.insert(*id, StreamModel { request_fin: *fin, ..StreamModel::default() });
+            }
+            Event::Body { id, fin, .. } => {
+                if let Some(s) = self.streams.get_mut(id) {
+                    if s.request_fin {
+                        s.response_fin |= *fin;
+                    } else {
+                        s.request_fin |= *fin;
+                    }
+                }
+                self.reap(*id);
+            }
+            Event::Response { id, fin, .. } => {
+                if let Some(s) = self.streams.get_mut(id) {
+                    s.response_started = true;
+                    s.response_fin = *fin;
+                }
+                self.reap(*id);
+            }
+            Event::Cancelled { id, .. } => {
+                self.streams.remove(id);
+            }
+            _ => {}
+        }
+    }
+}
+
+fn established_pair() -> (Session, Session) {
+    let t = Duration::ZERO;
+    let mut c = Session::new(Role::Connector, SessionConfig::new("c"), t);
+    let mut r = Session::new(Role::Relay, SessionConfig::new("r"), t);
+    while let Some(b) = c.poll_transmit(t) {
+        r.handle_input(&b, t).unwrap();
+    }
+    while let Some(b) = r.poll_transmit(t) {
+        c.handle_input(&b, t).unwrap();
+    }
+    while c.poll_event().is_some() {}
+    while r.poll_event().is_some() {}
+    (r, c)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    /// Both sides driven only through calls their own view allows, with
+    /// deliveries interleaved at random (so cancels cross responses and
+    /// bodies on the wire): the API accepts exactly what the model allows,
+    /// no delivery is ever a protocol error, and each side's open streams
+    /// match the model after every step.
+    #[test]
+    fn sessions_follow_the_reference_model(ops in prop::collection::vec(op(), 1..60)) {
+        let t = Duration::ZERO;
+        let (mut r, mut c) = established_pair();
+        let (mut rm, mut cm) = (SideModel::default(), SideModel::default());
+        let mut used_ids = std::collections::BTreeSet::new();
+        let head = || RequestHead { method: "GET".into(), path: "/".into(), headers: vec![] };
+        for op in ops {
+            match op {
+                Op::Request { id, fin } => {
+                    // The relay never reuses an id (the ingress counts up);
+                    // reuse is the connector's SeenIds' business, not the session's.
+                    if used_ids.insert(id) {
+                        prop_assert!(r.send_request(id, head(), fin).is_ok(), "{:?}", op);
+                        rm.streams.insert(id, StreamModel { request_fin: fin, ..StreamModel::default() });
+                    }
+                }
+                Op::RequestBody { id, fin } => {
+                    let legal = rm.streams.get(&id).is_some_and(|s| !s.request_fin);
+                    prop_assert_eq!(r.send_body(id, Bytes::from_static(b"q"), fin).is_ok(), legal, "{:?}", op);
+                    if legal {
+                        if let Some(s) = rm.streams.get_mut(&id) { s.request_fin = fin; }
+                        rm.reap(id);
+                    }
+                }
+                Op::Ack { id } => {
+                    let legal = cm.streams.contains_key(&id);
+                    prop_assert_eq!(c.send_ack(id).is_ok(), legal, "{:?}", op);
+                }
+                Op::Response { id, fin } => {
+                    let legal = cm.streams.get(&id).is_some_and(|s| !s.response_started);
+                    prop_assert_eq!(c.send_response(id, 200, vec![], fin).is_ok(), legal, "{:?}", op);
+                    if legal {
+                        if let Some(s) = cm.streams.get_mut(&id) { s.response_started = true; s.response_fin = fin; }
+                        cm.reap(id);
+                    }
+                }
+                Op::ResponseBody { id, fin } => {
+                    let legal = cm.streams.get(&id).is_some_and(|s| s.response_started && !s.response_fin);
+                    prop_assert_eq!(c.send_body(id, Bytes::from_static(b"a"), fin).is_ok(), legal, "{:?}", op);
+                    if legal {
+                        if let Some(s) = cm.streams.get_mut(&id) { s.response_fin = fin; }
+                        cm.reap(id);
+                    }
+                }
+                // Each side cancels only streams it has (the relay when the
+                // user gives up, the connector when it refuses work).
+                Op::RelayCancel { id } => {
+                    if rm.streams.remove(&id).is_some() {
+                        prop_assert!(r.send_cancel(id, CancelReason::Abandoned).is_ok());
+                    }
+                }
+                Op::ConnectorCancel { id } => {
+                    if cm.streams.remove(&id).is_some() {
+                        prop_assert!(c.send_cancel(id, CancelReason::Overloaded).is_ok());
+                    }
+                }
+                Op::DeliverToConnector => {
+                    while let Some(b) = r.poll_transmit(t) {
+                        let res = c.handle_input(&b, t);
+                        prop_assert!(res.is_ok(), "connector failed on the relay's frames: {:?}", res);
+                    }
+                    while let Some(ev) = c.poll_event() { cm.observe(&ev); }
+                }
+                Op::DeliverToRelay => {
+                    while let Some(b) = c.poll_transmit(t) {
+                        let res = r.handle_input(&b, t);
+                        prop_assert!(res.is_ok(), "relay failed on the connector's frames: {:?}", res);
+                    }
+                    while let Some(ev) = r.poll_event() {
+                        if let Event::Body { id, fin, .. } = &ev {
+                            // A response body on the relay's side.
+                            if let Some(s) = rm.streams.get_mut(id) { s.response_fin |= *fin; }
+                            rm.reap(*id);
+                        } else {
+                            rm.observe(&ev);
+                        }
+                    }
+                }
+            }
+            prop_assert_eq!(r.open_streams(), rm.streams.len(), "relay streams after {:?}", op);
+            prop_assert_eq!(c.open_streams(), cm.streams.len(), "connector streams after {:?}", op);
+        }
+    }
+}

@@ -136,6 +136,9 @@ pub struct Session {
     /// Largest frame the peer accepts (from its Hello).
     peer_max_frame_bytes: u32,
     streams: BTreeMap<u64, Stream>,
+    /// Streams this side cancelled, newest last: the peer's frames for them
+    /// may already be on the wire and are dropped, not protocol errors.
+    cancelled: CancelledIds,
     events: VecDeque<Event>,
     last_recv: Duration,
     last_send: Duration,
@@ -156,6 +159,7 @@ impl Session {
             out: BytesMut::new(),
             peer_max_frame_bytes: MIN_MAX_FRAME_BYTES,
             streams: BTreeMap::new(),
+            cancelled: CancelledIds::default(),
             events: VecDeque::new(),
             last_recv: now,
             last_send: now,
@@ -263,7 +267,7 @@ impl Session {
             Frame::Body { id, fin, data } => {
                 let role = self.role;
                 let Some(st) = self.streams.get_mut(&id) else {
-                    return Err(SessionError::UnknownStream { frame: "Body", id });
+                    return self.late_for_cancelled(id, "Body");
                 };
                 match role {
                     // Request body from the relay.
@@ -280,7 +284,7 @@ impl Session {
                     return Err(wrong(&Frame::Response { id, status, headers, fin }));
                 }
                 let Some(st) = self.streams.get_mut(&id) else {
-                    return Err(SessionError::UnknownStream { frame: "Response", id });
+                    return self.late_for_cancelled(id, "Response");
                 };
                 if st.response_started {
                     return Err(SessionError::UnknownStream { frame: "Response", id });
@@ -295,7 +299,7 @@ impl Session {
                     return Err(wrong(&Frame::Ack { id }));
                 }
                 if !self.streams.contains_key(&id) {
-                    return Err(SessionError::UnknownStream { frame: "Ack", id });
+                    return self.late_for_cancelled(id, "Ack");
                 }
                 self.events.push_back(Event::Acked { id });
             }
@@ -314,6 +318,17 @@ impl Session {
             }
         }
         Ok(())
+    }
+
+    /// A frame for a stream this side does not have: fine if this side
+    /// cancelled it (the frame crossed the Cancel on the wire), a protocol
+    /// error otherwise.
+    fn late_for_cancelled(&self, id: u64, frame: &'static str) -> Result<(), SessionError> {
+        if self.cancelled.contains(id) {
+            Ok(())
+        } else {
+            Err(SessionError::UnknownStream { frame, id })
+        }
     }
 
     /// Drops a stream once both directions are finished.
@@ -418,6 +433,7 @@ impl Session {
     pub fn send_cancel(&mut self, id: u64, reason: CancelReason) -> Result<(), SessionError> {
         self.check_open()?;
         self.streams.remove(&id);
+        self.cancelled.insert(id);
         self.queue(Frame::Cancel { id, reason });
         Ok(())
     }
@@ -573,5 +589,67 @@ mod tests {
             }
         }
         assert_eq!(total, 1_000_000);
+    }
+
+    /// The connector refuses a request (overloaded) while its body is still
+    /// arriving; the relay gives up on a request while its response is on
+    /// the wire. Frames crossing a Cancel are dropped, the tunnel lives on;
+    /// a frame for an id never seen is still a protocol error.
+    #[test]
+    fn frames_crossing_a_cancel_do_not_kill_the_tunnel() {
+        let (mut c, mut r) = pair();
+        let t = Duration::ZERO;
+        let head = RequestHead { method: "POST".into(), path: "/".into(), headers: vec![] };
+        while c.poll_event().is_some() {}
+        while r.poll_event().is_some() {}
+        r.send_request(1, head.clone(), false).unwrap();
+        let first = r.poll_transmit(t).unwrap();
+        r.send_body(1, Bytes::from_static(b"part"), true).unwrap();
+        let rest = r.poll_transmit(t).unwrap();
+        // The connector sees the head, refuses, then the body arrives.
+        c.handle_input(&first, t).unwrap();
+        assert!(matches!(c.poll_event(), Some(Event::Request { id: 1, .. })));
+        c.send_cancel(1, CancelReason::Overloaded).unwrap();
+        c.handle_input(&rest, t).expect("a body crossing the refusal is dropped");
+        assert_eq!(c.open_streams(), 0);
+
+        r.send_request(2, head, true).unwrap();
+        pump(&mut r, &mut c, t).unwrap();
+        c.send_ack(2).unwrap();
+        c.send_response(2, 200, vec![], true).unwrap();
+        r.send_cancel(2, CancelReason::Abandoned).unwrap();
+        pump(&mut c, &mut r, t).expect("an ack and response crossing the relay's cancel are dropped");
+        assert!(r.is_open());
+
+        let mut bytes = BytesMut::new();
+        Frame::Ack { id: 77 }.encode(4096, &mut bytes).unwrap();
+        assert_eq!(r.handle_input(&bytes, t), Err(SessionError::UnknownStream { frame: "Ack", id: 77 }));
+    }
+}
+
+/// The most recent ids a side cancelled (bounded: a peer gets one round
+/// trip's worth of grace, not a licence to send frames for any old id).
+#[derive(Debug, Default)]
+struct CancelledIds {
+    order: VecDeque<u64>,
+    set: std::collections::BTreeSet<u64>,
+}
+
+impl CancelledIds {
+    const KEEP: usize = 4096;
+
+    fn insert(&mut self, id: u64) {
+        if self.set.insert(id) {
+            self.order.push_back(id);
+            if self.order.len() > Self::KEEP {
+                if let Some(old) = self.order.pop_front() {
+                    self.set.remove(&old);
+                }
+            }
+        }
+    }
+
+    fn contains(&self, id: u64) -> bool {
+        self.set.contains(&id)
     }
 }
