@@ -97,6 +97,8 @@ pub enum SessionError {
     DuplicateHello,
     #[error("{frame} frame is not allowed from the {from:?} side")]
     WrongDirection { frame: &'static str, from: Role },
+    #[error("Ack for request {id} after its response started")]
+    AckAfterResponse { id: u64 },
     #[error("{frame} frame for unknown or finished request {id}")]
     UnknownStream { frame: &'static str, id: u64 },
     #[error("request id {id} reused while still open")]
@@ -403,11 +405,16 @@ impl Session {
         Ok(())
     }
 
-    /// (Connector) accepts a request: it will be served at most once.
+    /// (Connector) accepts a request: it will be served at most once. The
+    /// Ack comes before the response: once the response has started the
+    /// relay may finish the stream, and a late Ack would name an id it no
+    /// longer knows.
     pub fn send_ack(&mut self, id: u64) -> Result<(), SessionError> {
         self.check_open()?;
-        if !self.streams.contains_key(&id) {
-            return Err(SessionError::UnknownStream { frame: "Ack", id });
+        match self.streams.get(&id) {
+            None => return Err(SessionError::UnknownStream { frame: "Ack", id }),
+            Some(st) if st.response_started => return Err(SessionError::AckAfterResponse { id }),
+            Some(_) => {}
         }
         self.queue(Frame::Ack { id });
         Ok(())
