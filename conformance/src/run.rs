@@ -518,6 +518,11 @@ fn simulate(
     let relay_hosts: Vec<String> = c.relay_endpoints.iter().map(|e| e.host.clone()).collect();
     let wakeups = Arc::new(SimWakeups::default());
     let _installed = connector::time::install(wakeups.clone());
+    if stepping == Stepping::SkipIdle {
+        // Run only the hosts with something to do in each step.
+        let due = wakeups.clone();
+        sim.set_lazy_hosts(move |host, at| due.host_due(host, at));
+    }
     let mut stepper = Stepper::new(tick, stepping == Stepping::SkipIdle);
     while sim.elapsed() < scenario.duration.0 {
         while next < timeline.len() && timeline[next].0 <= sim.elapsed() {

@@ -25,8 +25,10 @@ pub struct SimWakeups {
 #[derive(Default)]
 struct Pending {
     next_key: u64,
-    by_key: BTreeMap<u64, Duration>,
+    by_key: BTreeMap<u64, (Duration, String)>,
     by_deadline: BTreeSet<(Duration, u64)>,
+    /// Per host: its pending deadlines.
+    by_host: BTreeMap<String, BTreeSet<(Duration, u64)>>,
 }
 
 impl SimWakeups {
@@ -35,25 +37,40 @@ impl SimWakeups {
         let p = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         p.by_deadline.first().map(|(at, _)| *at)
     }
+
+    /// Whether `host` has a deadline at or before `at` (for turmoil's lazy
+    /// ticking, which runs a host only when it has something to do).
+    pub fn host_due(&self, host: &str, at: Duration) -> bool {
+        let p = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        p.by_host.get(host).and_then(|d| d.first()).is_some_and(|(first, _)| *first <= at)
+    }
 }
 
 impl Wakeups for SimWakeups {
     fn add(&self, deadline: Instant) -> Option<u64> {
         // Outside a host (no simulated clock to relate to) nothing is recorded.
         let now = turmoil::sim_elapsed()?;
+        let host = turmoil::current_host_name().unwrap_or_default();
         let at = now + deadline.saturating_duration_since(Instant::now());
         let mut p = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         p.next_key += 1;
         let key = p.next_key;
-        p.by_key.insert(key, at);
         p.by_deadline.insert((at, key));
+        p.by_host.entry(host.clone()).or_default().insert((at, key));
+        p.by_key.insert(key, (at, host));
         Some(key)
     }
 
     fn remove(&self, key: u64) {
         let mut p = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(at) = p.by_key.remove(&key) {
+        if let Some((at, host)) = p.by_key.remove(&key) {
             p.by_deadline.remove(&(at, key));
+            if let Some(d) = p.by_host.get_mut(&host) {
+                d.remove(&(at, key));
+                if d.is_empty() {
+                    p.by_host.remove(&host);
+                }
+            }
         }
     }
 }

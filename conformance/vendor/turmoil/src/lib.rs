@@ -265,6 +265,14 @@ pub fn sim_elapsed() -> Option<Duration> {
     .flatten()
 }
 
+/// The name of the host whose software is running now, if any (connsim
+/// patch: lets a timer registry tell which host a deadline belongs to).
+pub fn current_host_name() -> Option<String> {
+    World::try_current(|world| world.try_current_host().map(|host| host.nodename.clone()).ok())
+        .ok()
+        .flatten()
+}
+
 /// The logical duration from [`UNIX_EPOCH`] until now.
 ///
 /// On creation the simulation picks a `SystemTime` and calculates the
