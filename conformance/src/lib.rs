@@ -1,6 +1,7 @@
 //! conformance: scenario files → turmoil simulations of the real connector
 //! against relay-sim → traces, checks, trace hashes and reports.
 
+pub mod bench;
 pub mod bundle;
 pub mod catalogue;
 pub mod check;

@@ -40,6 +40,12 @@ enum Format {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum BenchKind {
+    Long,
+    Scale,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum ListFormat {
     Text,
     Json,
@@ -127,6 +133,22 @@ enum Command {
         /// Measured runs (after one warm-up run).
         #[arg(long, default_value_t = 5)]
         runs: u32,
+    },
+    /// Run one generated bench world and print a JSON line with its wall
+    /// time, peak memory and verdict (`connsim bench --all` runs each in a
+    /// child process so memory is measured per world).
+    #[command(hide = true)]
+    BenchWorld {
+        #[arg(value_enum)]
+        kind: BenchKind,
+        /// Connectors (scale) or simulated days (long).
+        #[arg(long, default_value_t = 10)]
+        size: usize,
+        #[arg(long, default_value_t = 50)]
+        groups: usize,
+        /// Write the generated scenario here too.
+        #[arg(long)]
+        write: Option<PathBuf>,
     },
     /// List the requirement catalogue with how many scenarios cover each
     /// ID (passing and failing cases); --scenarios lists scenario files.
@@ -406,6 +428,26 @@ fn real_main() -> Result<ExitCode, String> {
                 }
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::BenchWorld { kind, size, groups, write } => {
+            let text = match kind {
+                BenchKind::Long => conformance::bench::long_run(u32::try_from(size).unwrap_or(30)),
+                BenchKind::Scale => conformance::bench::scaled(size, groups),
+            };
+            if let Some(path) = &write {
+                std::fs::write(path, &text).map_err(|e| format!("{}: {e}", path.display()))?;
+            }
+            let s = conformance::bench::parse(&text, "bench.toml")?;
+            let watch = Stopwatch::start();
+            let r = run_with(&s, 1, Stepping::SkipIdle);
+            let wall_ms = watch.elapsed().as_secs_f64() * 1000.0;
+            let line = serde_json::json!({
+                "world": s.name, "wall_ms": wall_ms, "sim_s": s.duration.0.as_secs(),
+                "peak_rss_kib": conformance::bench::peak_rss_kib(), "steps": r.steps.steps,
+                "pass": r.verdict == Verdict::Pass, "failures": r.failures,
+            });
+            println!("{line}");
+            Ok(if r.verdict == Verdict::Pass { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Command::FromBundle { bundle, name } => {
             let json = std::fs::read_to_string(&bundle).map_err(|e| format!("{}: {e}", bundle.display()))?;

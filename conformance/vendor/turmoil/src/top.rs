@@ -19,6 +19,10 @@ pub(crate) struct Topology {
     /// Specific configuration overrides between specific hosts.
     links: IndexMap<Pair, Link>,
 
+    /// Indexes (into `links`) of the links holding messages (connsim patch:
+    /// ticking and delivering visit only these, not every pair of hosts).
+    active: std::collections::BTreeSet<usize>,
+
     /// We don't use a Rt for async. Right now, we just use it to tick time
     /// forward in the same way we do it elsewhere. We'd like to represent
     /// network state with async in the future.
@@ -177,6 +181,7 @@ impl Topology {
         Topology {
             config,
             links: IndexMap::new(),
+            active: std::collections::BTreeSet::new(),
             rt: Rt::no_software(),
         }
     }
@@ -238,8 +243,14 @@ impl Topology {
         dst: SocketAddr,
         message: Protocol,
     ) -> Result<()> {
-        if let Some(link) = self.links.get_mut(&Pair::new(src.ip(), dst.ip())) {
-            link.enqueue_message(&self.config, rand, src, dst, message)
+        if let Some((index, _, link)) = self.links.get_full_mut(&Pair::new(src.ip(), dst.ip())) {
+            // An idle link is not ticked: bring its clock up to date first.
+            link.now = self.rt.now();
+            let result = link.enqueue_message(&self.config, rand, src, dst, message);
+            if link.has_messages() {
+                self.active.insert(index);
+            }
+            result
         } else {
             Err(Error::new(
                 ErrorKind::ConnectionRefused,
@@ -252,8 +263,9 @@ impl Topology {
     /// Messages not yet handed to a host for which `live` holds (connsim
     /// patch).
     pub(crate) fn messages_in_flight(&self, live: impl Fn(IpAddr) -> bool) -> usize {
-        self.links
-            .values()
+        self.active
+            .iter()
+            .filter_map(|i| self.links.get_index(*i).map(|(_, l)| l))
             .map(|l| {
                 let sent = l.sent.iter().filter(|m| live(m.dst.ip())).count();
                 let ready: usize = l.deliverable.iter().filter(|(dst, _)| live(**dst)).map(|(_, q)| q.len()).sum();
@@ -263,9 +275,14 @@ impl Topology {
     }
 
     pub(crate) fn deliver_messages(&mut self, rand: &mut dyn RngCore, dst: &mut Host) {
-        for (pair, link) in &mut self.links {
+        let active: Vec<usize> = self.active.iter().copied().collect();
+        for index in active {
+            let Some((pair, link)) = self.links.get_index_mut(index) else { continue };
             if pair.0 == dst.addr || pair.1 == dst.addr {
                 link.deliver_messages(&self.config, rand, dst);
+                if !link.has_messages() {
+                    self.active.remove(&index);
+                }
             }
         }
     }
@@ -298,8 +315,11 @@ impl Topology {
 
     pub(crate) fn tick_by(&mut self, duration: Duration) {
         let _ = self.rt.tick(duration);
-        for link in self.links.values_mut() {
-            link.tick(self.rt.now());
+        let now = self.rt.now();
+        for index in &self.active {
+            if let Some((_, link)) = self.links.get_index_mut(*index) {
+                link.tick(now);
+            }
         }
     }
 
@@ -311,9 +331,14 @@ impl Topology {
 
     #[inline]
     fn get_link_mut(&mut self, pair: &Pair) -> &mut Link {
-        self.links
+        let now = self.rt.now();
+        let link = self
+            .links
             .get_mut(pair)
-            .unwrap_or_else(|| panic!("unable to find link between {pair:?}"))
+            .unwrap_or_else(|| panic!("unable to find link between {pair:?}"));
+        // Idle links are not ticked (connsim patch): catch the clock up.
+        link.now = now;
+        link
     }
 }
 
@@ -423,6 +448,11 @@ impl Link {
     fn tick(&mut self, now: Instant) {
         self.now = now;
         self.process_deliverables();
+    }
+
+    /// Whether messages sit on this link, sent or ready (connsim patch).
+    fn has_messages(&self) -> bool {
+        !self.sent.is_empty() || self.deliverable.values().any(|q| !q.is_empty())
     }
 
     fn process_deliverables(&mut self) {
