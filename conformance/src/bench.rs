@@ -71,6 +71,18 @@ pub fn scaled(connectors: usize, groups: usize) -> String {
     t
 }
 
+/// The same world with nothing to do: no users, no timeline, one connector
+/// whose every connection is refused. What the world itself costs.
+pub fn quiet(s: &Scenario) -> Scenario {
+    let mut q = s.clone();
+    q.load.clear();
+    q.timeline.clear();
+    q.world.connectors.truncate(1);
+    q.world.firewall =
+        vec![relay_sim::world::Rule { port: None, ..relay_sim::world::Rule::port(relay_sim::world::Action::Reject, 0) }];
+    q
+}
+
 /// Parses a generated world (a bug here is ours, so the message says so).
 pub fn parse(text: &str, name: &str) -> Result<Scenario, String> {
     Scenario::parse(text, Path::new(name)).map_err(|e| format!("generated bench world {name} is invalid: {e}"))

@@ -133,6 +133,12 @@ enum Command {
         /// Measured runs (after one warm-up run).
         #[arg(long, default_value_t = 5)]
         runs: u32,
+        /// The whole table: suite, seed sweep, 30 simulated days, and
+        /// 10/100/1,000 connectors (each world in a child process, so its
+        /// peak memory is its own), each beside its baseline and target.
+        /// Takes a few minutes.
+        #[arg(long)]
+        all: bool,
     },
     /// Run one generated bench world and print a JSON line with its wall
     /// time, peak memory and verdict (`connsim bench --all` runs each in a
@@ -149,6 +155,9 @@ enum Command {
         /// Write the generated scenario here too.
         #[arg(long)]
         write: Option<PathBuf>,
+        /// The world's quiet baseline instead (see `bench`).
+        #[arg(long)]
+        quiet: bool,
     },
     /// List the requirement catalogue with how many scenarios cover each
     /// ID (passing and failing cases); --scenarios lists scenario files.
@@ -330,16 +339,12 @@ fn real_main() -> Result<ExitCode, String> {
             print!("{}", report::text(&[entry]));
             Ok(if r.verdict == Verdict::Pass { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
-        Command::Bench { file, runs } => {
+        Command::Bench { file, runs, all } => {
+            if all {
+                return bench_all(&file, runs);
+            }
             let s = Scenario::load(&file).map_err(|e| e.to_string())?;
-            let mut baseline = s.clone();
-            baseline.load.clear();
-            baseline.timeline.clear();
-            baseline.world.connectors.truncate(1);
-            baseline.world.firewall = vec![relay_sim::world::Rule {
-                port: None,
-                ..relay_sim::world::Rule::port(relay_sim::world::Action::Reject, 0)
-            }];
+            let baseline = conformance::bench::quiet(&s);
             let measure = |sc: &Scenario, stepping: Stepping, runs: u32| {
                 let _ = run_with(sc, 1, stepping);
                 let watch = Stopwatch::start();
@@ -429,7 +434,7 @@ fn real_main() -> Result<ExitCode, String> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::BenchWorld { kind, size, groups, write } => {
+        Command::BenchWorld { kind, size, groups, write, quiet } => {
             let text = match kind {
                 BenchKind::Long => conformance::bench::long_run(u32::try_from(size).unwrap_or(30)),
                 BenchKind::Scale => conformance::bench::scaled(size, groups),
@@ -437,7 +442,10 @@ fn real_main() -> Result<ExitCode, String> {
             if let Some(path) = &write {
                 std::fs::write(path, &text).map_err(|e| format!("{}: {e}", path.display()))?;
             }
-            let s = conformance::bench::parse(&text, "bench.toml")?;
+            let mut s = conformance::bench::parse(&text, "bench.toml")?;
+            if quiet {
+                s = conformance::bench::quiet(&s);
+            }
             let watch = Stopwatch::start();
             let r = run_with(&s, 1, Stepping::SkipIdle);
             let wall_ms = watch.elapsed().as_secs_f64() * 1000.0;
@@ -520,6 +528,99 @@ fn real_main() -> Result<ExitCode, String> {
             Ok(if bad { ExitCode::FAILURE } else { ExitCode::SUCCESS })
         }
     }
+}
+
+/// One generated world in a child process: (wall ms, peak RSS KiB, pass).
+fn bench_child(args: &[String]) -> Result<(f64, u64, bool), String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find connsim itself: {e}"))?;
+    let out = std::process::Command::new(exe)
+        .arg("bench-world")
+        .args(args)
+        .output()
+        .map_err(|e| format!("bench-world {args:?}: {e}"))?;
+    let line = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value =
+        serde_json::from_str(line.trim()).map_err(|e| format!("bench-world {args:?} printed {line:?}: {e}"))?;
+    Ok((
+        v["wall_ms"].as_f64().unwrap_or(f64::NAN),
+        v["peak_rss_kib"].as_u64().unwrap_or(0),
+        v["pass"].as_bool().unwrap_or(false),
+    ))
+}
+
+/// `connsim bench --all`: every figure of the performance targets, each
+/// beside a baseline measured in the same run.
+fn bench_all(happy: &std::path::Path, runs: u32) -> Result<ExitCode, String> {
+    let row = |what: &str, value: String, baseline: String, target: &str| {
+        println!("{what:<34} {value:>22}  {baseline:>30}  {target}");
+    };
+    println!("{:<34} {:>22}  {:>30}  target", "figure", "measured", "baseline (same run)");
+    // The suite, and the same worlds with nothing to do.
+    let scenarios = load_all(&[PathBuf::from("scenarios")])?;
+    let watch = Stopwatch::start();
+    let mut failed = 0;
+    for (_, s) in &scenarios {
+        if run_with(s, s.seed.unwrap_or(1), Stepping::SkipIdle).verdict != Verdict::Pass {
+            failed += 1;
+        }
+    }
+    let suite = watch.elapsed().as_secs_f64();
+    let watch = Stopwatch::start();
+    for (_, s) in &scenarios {
+        let _ = run_with(&conformance::bench::quiet(s), 1, Stepping::SkipIdle);
+    }
+    let quiet_suite = watch.elapsed().as_secs_f64();
+    row(
+        &format!("suite, {} scenarios ({failed} failed)", scenarios.len()),
+        format!("{suite:.2} s"),
+        format!("{quiet_suite:.2} s quiet worlds ({:.1}x)", suite / quiet_suite.max(1e-9)),
+        "< 10 s",
+    );
+    // Seed sweep of the happy path.
+    let s = Scenario::load(happy).map_err(|e| e.to_string())?;
+    let q = conformance::bench::quiet(&s);
+    let sweep = |sc: &Scenario| {
+        let watch = Stopwatch::start();
+        for seed in 1..=u64::from(runs.max(1)) {
+            let _ = run_with(sc, seed, Stepping::SkipIdle);
+        }
+        f64::from(runs.max(1)) / watch.elapsed().as_secs_f64()
+    };
+    let (main, base) = (sweep(&s), sweep(&q));
+    row(
+        &format!("happy-path sweep, {runs} seeds"),
+        format!("{main:.1} runs/s"),
+        format!("{base:.1} runs/s quiet ({:.1}x cost)", base / main.max(1e-9)),
+        ">= 200 runs/s",
+    );
+    // Thirty days.
+    let (long, rss, ok) = bench_child(&["long".into(), "--size".into(), "30".into()])?;
+    let (long_q, _, _) = bench_child(&["long".into(), "--size".into(), "30".into(), "--quiet".into()])?;
+    row(
+        &format!("30 simulated days, 1 connector{}", if ok { "" } else { " (FAILED)" }),
+        format!("{:.2} s, {} MiB", long / 1000.0, rss / 1024),
+        format!("{:.2} s quiet ({:.1}x)", long_q / 1000.0, long / long_q.max(1e-9)),
+        "< 3 s",
+    );
+    // Scale.
+    let mut first: Option<(f64, usize)> = None;
+    for n in [10usize, 100, 1000] {
+        let groups = 50.min(n);
+        let (wall, rss, ok) =
+            bench_child(&["scale".into(), "--size".into(), n.to_string(), "--groups".into(), groups.to_string()])?;
+        let baseline = match first {
+            None => "(the baseline)".to_string(),
+            Some((w, m)) => format!("{:.1}x the time of {m} for {:.0}x the connectors", wall / w, n as f64 / m as f64),
+        };
+        first.get_or_insert((wall, n));
+        row(
+            &format!("{n} connectors, {groups} groups, 1 h{}", if ok { "" } else { " (FAILED)" }),
+            format!("{:.2} s, {} MiB", wall / 1000.0, rss / 1024),
+            baseline,
+            if n == 1000 { "< 30 s, < 4096 MiB" } else { "" },
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Where the expected-failures list is looked for by default.
