@@ -78,8 +78,10 @@ pub fn quiet(s: &Scenario) -> Scenario {
     q.load.clear();
     q.timeline.clear();
     q.world.connectors.truncate(1);
-    q.world.firewall =
-        vec![relay_sim::world::Rule { port: None, ..relay_sim::world::Rule::port(relay_sim::world::Action::Reject, 0) }];
+    q.world.firewall = vec![relay_sim::world::Rule {
+        port: None,
+        ..relay_sim::world::Rule::port(relay_sim::world::Action::Reject, 0)
+    }];
     q
 }
 

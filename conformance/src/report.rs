@@ -372,6 +372,20 @@ pub fn junit(entries: &[Entry<'_>]) -> String {
     out
 }
 
+/// A run's row in the Markdown and HTML tables: scenario, seed, verdict,
+/// simulated time, wall time, trace hash (shortened).
+fn cells(e: &Entry<'_>) -> [String; 6] {
+    let r = e.result;
+    [
+        r.name.clone(),
+        r.seed.to_string(),
+        e.status.label().to_string(),
+        format_sim(r.sim_time_ms),
+        format!("{:.0} ms", r.wall_ms),
+        r.trace_hash[..16.min(r.trace_hash.len())].to_string(),
+    ]
+}
+
 fn md_cell(s: &str) -> String {
     s.replace('|', "\\|").replace('\n', " ")
 }
@@ -400,17 +414,8 @@ pub fn markdown(entries: &[Entry<'_>], catalogue: &Catalogue) -> String {
     }
     out.push_str("\n## Scenarios\n\n| scenario | seed | verdict | sim time | wall | trace hash |\n|---|---:|---|---:|---:|---|\n");
     for e in entries {
-        let r = e.result;
-        let _ = writeln!(
-            out,
-            "| {} | {} | {} | {} | {:.0} ms | `{}` |",
-            md_cell(&r.name),
-            r.seed,
-            e.status.label(),
-            format_sim(r.sim_time_ms),
-            r.wall_ms,
-            &r.trace_hash[..16.min(r.trace_hash.len())]
-        );
+        let [name, seed, verdict, sim, wall, hash] = cells(e);
+        let _ = writeln!(out, "| {} | {seed} | {verdict} | {sim} | {wall} | `{hash}` |", md_cell(&name));
     }
     let failed: Vec<&Entry<'_>> = entries.iter().filter(|e| e.status.is_bad()).collect();
     if !failed.is_empty() {
@@ -482,16 +487,10 @@ pre{background:#f6f6f6;padding:.5em;overflow:auto;font-size:12px}code{font-size:
     );
     out.push_str("<h2>Scenarios</h2>\n<table id=\"verdicts\"><tr><th>scenario</th><th>seed</th><th>verdict</th><th>sim time</th><th>wall</th><th>trace hash</th></tr>\n");
     for e in entries {
-        let r = e.result;
+        let [name, seed, verdict, sim, wall, hash] = cells(e).map(|c| html_escape(&c));
         let _ = writeln!(
             out,
-            "<tr class=\"{cls}\" data-status=\"{cls}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.0} ms</td><td><code>{}</code></td></tr>",
-            html_escape(&r.name),
-            r.seed,
-            e.status.label(),
-            format_sim(r.sim_time_ms),
-            r.wall_ms,
-            html_escape(&r.trace_hash[..16.min(r.trace_hash.len())]),
+            "<tr class=\"{cls}\" data-status=\"{cls}\"><td>{name}</td><td>{seed}</td><td>{verdict}</td><td>{sim}</td><td>{wall}</td><td><code>{hash}</code></td></tr>",
             cls = e.status.class()
         );
     }
