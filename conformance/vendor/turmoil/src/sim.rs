@@ -473,12 +473,20 @@ impl<'a> Sim<'a> {
         let step_end = self.elapsed + tick;
         for (&addr, rt) in running {
             let _span_guard = tracing::span!(Level::INFO, "node", name = &*rt.nodename,).entered();
+            {
+                let mut world = self.world.borrow_mut();
+                // We need to move deliverable messages off the network and
+                // into the dst host. This requires two mutable borrows.
+                let World {
+                    rng,
+                    topology,
+                    hosts,
+                    ..
+                } = world.deref_mut();
+                topology.deliver_messages(rng, hosts.get_mut(&addr).expect("missing host"));
+            }
+            // connsim patch: the delivery above may have woken the host.
             if let Some(due) = &self.lazy {
-                {
-                    let mut world = self.world.borrow_mut();
-                    let World { rng, topology, hosts, .. } = world.deref_mut();
-                    topology.deliver_messages(rng, hosts.get_mut(&addr).expect("missing host"));
-                }
                 let woken = rt.woken.load(std::sync::atomic::Ordering::Relaxed);
                 let is_due = due(&rt.nodename, step_end);
                 if woken || is_due {
@@ -496,15 +504,6 @@ impl<'a> Sim<'a> {
             }
             {
                 let mut world = self.world.borrow_mut();
-                // We need to move deliverable messages off the network and
-                // into the dst host. This requires two mutable borrows.
-                let World {
-                    rng,
-                    topology,
-                    hosts,
-                    ..
-                } = world.deref_mut();
-                topology.deliver_messages(rng, hosts.get_mut(&addr).expect("missing host"));
 
                 // Set the current host (see method docs)
                 world.current = Some(addr);

@@ -275,15 +275,20 @@ impl Topology {
     }
 
     pub(crate) fn deliver_messages(&mut self, rand: &mut dyn RngCore, dst: &mut Host) {
-        let active: Vec<usize> = self.active.iter().copied().collect();
-        for index in active {
-            let Some((pair, link)) = self.links.get_index_mut(index) else { continue };
+        // Runs for every host every step: no allocation unless a link empties.
+        let Topology { config, links, active, .. } = self;
+        let mut emptied = Vec::new();
+        for &index in active.iter() {
+            let Some((pair, link)) = links.get_index_mut(index) else { continue };
             if pair.0 == dst.addr || pair.1 == dst.addr {
-                link.deliver_messages(&self.config, rand, dst);
+                link.deliver_messages(config, rand, dst);
                 if !link.has_messages() {
-                    self.active.remove(&index);
+                    emptied.push(index);
                 }
             }
+        }
+        for index in emptied {
+            active.remove(&index);
         }
     }
 
