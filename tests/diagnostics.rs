@@ -7,8 +7,7 @@
 //! `INSTA_UPDATE=always cargo test --release --test diagnostics` (or
 //! `cargo insta review`), then read the diff.
 
-use conformance::{collect_scenarios, run, Scenario};
-use connsim_tests::scenario_dir;
+use conformance::{run, Scenario};
 use libtest_mimic::{Arguments, Failed, Trial};
 
 /// Replaces what is stable in a run yet changes with unrelated code (the
@@ -63,13 +62,7 @@ fn long_hex_run(text: &str) -> Option<String> {
 
 fn main() {
     let args = Arguments::from_args();
-    let files = match collect_scenarios(&[scenario_dir()]) {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("cannot list scenarios: {e}");
-            std::process::exit(2);
-        }
-    };
+    let files = connsim_tests::scenario_files_or_exit();
     let mut trials = Vec::new();
     for file in files {
         let name = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();

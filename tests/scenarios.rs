@@ -2,19 +2,13 @@
 //! nextest list and partition them): it must pass, and a second run with the
 //! same seed must give the same trace hash.
 
-use conformance::{collect_scenarios, run, run_with, Scenario, Stepping, Verdict};
+use conformance::{run, run_with, Scenario, Stepping, Verdict};
 use connsim_tests::scenario_dir;
 use libtest_mimic::{Arguments, Failed, Trial};
 
 fn main() {
     let args = Arguments::from_args();
-    let files = match collect_scenarios(&[scenario_dir()]) {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("cannot list scenarios: {e}");
-            std::process::exit(2);
-        }
-    };
+    let files = connsim_tests::scenario_files_or_exit();
     let mut trials: Vec<Trial> = files
         .into_iter()
         .map(|file| {

@@ -44,15 +44,6 @@ fn q(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
 }
 
-/// The relay names of a world with `n` relays in `region` of `cloud`.
-fn sim_relay(cloud: Environment, region: &str, k: usize) -> String {
-    let bus = match cloud {
-        Environment::Public => "servicebus.windows.net",
-        Environment::UsGov => "servicebus.usgovcloudapi.net",
-    };
-    format!("cwap-{region}-{k}.{bus}")
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Block {
     Drop,
@@ -100,8 +91,12 @@ pub fn translate(report: &Report, name: &str) -> Translation {
         .unwrap_or("weu")
         .to_string();
     let relays = ctx.relays.len().max(1);
-    let renamed: BTreeMap<&str, String> =
-        ctx.relays.iter().enumerate().map(|(i, r)| (r.host.as_str(), sim_relay(ctx.cloud, &region, i + 1))).collect();
+    let renamed: BTreeMap<&str, String> = ctx
+        .relays
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.host.as_str(), relay_sim::cloud::relay_host(ctx.cloud, &region, i + 1)))
+        .collect();
     let host_of = |c: &Check| renamed.get(c.host.as_str()).cloned().unwrap_or_else(|| c.host.to_ascii_lowercase());
 
     let mut dns_fail = BTreeSet::new();

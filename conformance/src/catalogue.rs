@@ -27,6 +27,16 @@ pub enum Source {
     Design,
 }
 
+impl Source {
+    /// The name the catalogue file and the reports use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Spec => "spec",
+            Source::Design => "design",
+        }
+    }
+}
+
 /// Why one half of a requirement's coverage cannot exist.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

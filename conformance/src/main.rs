@@ -385,7 +385,7 @@ fn real_main() -> Result<ExitCode, String> {
                 if text.chars().count() > 90 {
                     text = text.chars().take(89).collect::<String>() + "…";
                 }
-                println!("{:<14} {:<7} {:>4} {:>4}  {text}", r.id, source(r), c.passing.len(), c.failing.len());
+                println!("{:<14} {:<7} {:>4} {:>4}  {text}", r.id, r.source.as_str(), c.passing.len(), c.failing.len());
             }
             println!("\n`connsim explain ID` for one requirement; `connsim coverage` checks every ID is covered.");
             Ok(ExitCode::SUCCESS)
@@ -406,7 +406,7 @@ fn real_main() -> Result<ExitCode, String> {
             };
             let (cov, _) = catalogue::coverage(&catalogue, &load_all(&scenarios)?);
             let c = cov.iter().find(|c| c.id == r.id);
-            println!("{} ({}, {})\n\n  {}\n", r.id, source(r), r.area, r.text);
+            println!("{} ({}, {})\n\n  {}\n", r.id, r.source.as_str(), r.area, r.text);
             for (label, cases, waiver) in [
                 ("passing cases (the connector honours it)", c.map(|c| &c.passing), &r.waiver.passing),
                 (
@@ -490,7 +490,7 @@ fn real_main() -> Result<ExitCode, String> {
                         .iter()
                         .map(|(r, c, gaps)| {
                             serde_json::json!({
-                                "id": r.id, "source": source(r), "passing": c.passing.len(),
+                                "id": r.id, "source": r.source.as_str(), "passing": c.passing.len(),
                                 "failing": c.failing.len(), "waiver": r.waiver, "gaps": gaps,
                             })
                         })
@@ -513,7 +513,7 @@ fn real_main() -> Result<ExitCode, String> {
                         println!(
                             "{:<14} {:<7} {:>7} {:>7}  {verdict}",
                             r.id,
-                            source(r),
+                            r.source.as_str(),
                             c.passing.len(),
                             c.failing.len()
                         );
@@ -625,13 +625,6 @@ fn bench_all(happy: &std::path::Path, runs: u32) -> Result<ExitCode, String> {
 
 /// Where the expected-failures list is looked for by default.
 const DEFAULT_EXPECTED_FAILURES: &str = "conformance/expected-failures.toml";
-
-fn source(r: &catalogue::Requirement) -> &'static str {
-    match r.source {
-        catalogue::Source::Spec => "spec",
-        catalogue::Source::Design => "design",
-    }
-}
 
 /// Runs every (scenario, seed), with a progress bar on a terminal and a
 /// line now and then otherwise.

@@ -312,21 +312,16 @@ fn xml_escape(s: &str) -> String {
 pub fn junit(entries: &[Entry<'_>]) -> String {
     let c = counts(entries);
     let total_s: f64 = entries.iter().map(|e| e.result.wall_ms).sum::<f64>() / 1000.0;
+    // The same totals on the run and on its one suite.
+    let totals = format!(
+        "tests=\"{}\" failures=\"{}\" skipped=\"{}\" time=\"{total_s:.3}\"",
+        entries.len(),
+        c.failed + c.unexpected_passes,
+        c.expected_failures
+    );
     let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
-    let _ = writeln!(
-        out,
-        "<testsuites name=\"connsim\" tests=\"{}\" failures=\"{}\" skipped=\"{}\" time=\"{total_s:.3}\">",
-        entries.len(),
-        c.failed + c.unexpected_passes,
-        c.expected_failures
-    );
-    let _ = writeln!(
-        out,
-        "  <testsuite name=\"scenarios\" tests=\"{}\" failures=\"{}\" skipped=\"{}\" time=\"{total_s:.3}\">",
-        entries.len(),
-        c.failed + c.unexpected_passes,
-        c.expected_failures
-    );
+    let _ = writeln!(out, "<testsuites name=\"connsim\" {totals}>");
+    let _ = writeln!(out, "  <testsuite name=\"scenarios\" {totals}>");
     for e in entries {
         let r = e.result;
         let _ = write!(
@@ -406,11 +401,7 @@ pub fn markdown(entries: &[Entry<'_>], catalogue: &Catalogue) -> String {
             names.dedup();
             md_cell(&names.join(", "))
         };
-        let source = match r.source {
-            crate::catalogue::Source::Spec => "spec",
-            crate::catalogue::Source::Design => "design",
-        };
-        let _ = writeln!(out, "| {} | {source} | {} | {} |", r.id, of(false), of(true));
+        let _ = writeln!(out, "| {} | {} | {} | {} |", r.id, r.source.as_str(), of(false), of(true));
     }
     out.push_str("\n## Scenarios\n\n| scenario | seed | verdict | sim time | wall | trace hash |\n|---|---:|---|---:|---:|---|\n");
     for e in entries {

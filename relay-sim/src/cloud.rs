@@ -80,12 +80,12 @@ impl CloudConfig {
     pub fn in_cloud(cloud: Environment, tenant: Tenant, relays: usize) -> Self {
         let region = tenant.region.clone();
         let names = connector::ServiceNames::in_cloud(cloud, &tenant.id);
-        let (other, bus, apps) = match cloud {
-            Environment::Public => (Environment::UsGov, "servicebus.windows.net", "msappproxy.net"),
-            Environment::UsGov => (Environment::Public, "servicebus.usgovcloudapi.net", "msappproxy.us"),
+        let (other, apps) = match cloud {
+            Environment::Public => (Environment::UsGov, "msappproxy.net"),
+            Environment::UsGov => (Environment::Public, "msappproxy.us"),
         };
         let relay_endpoints =
-            (1..=relays).map(|i| RelayEndpoint { host: format!("cwap-{region}-{i}.{bus}"), port: 443 }).collect();
+            (1..=relays).map(|i| RelayEndpoint { host: relay_host(cloud, &region, i), port: 443 }).collect();
         CloudConfig {
             cloud,
             login_host: names.login,
@@ -127,6 +127,15 @@ impl CloudConfig {
         hosts.dedup();
         hosts
     }
+}
+
+/// The `i`-th relay namespace (from 1) of `region` in `cloud`.
+pub fn relay_host(cloud: Environment, region: &str, i: usize) -> String {
+    let bus = match cloud {
+        Environment::Public => "servicebus.windows.net",
+        Environment::UsGov => "servicebus.usgovcloudapi.net",
+    };
+    format!("cwap-{region}-{i}.{bus}")
 }
 
 /// A token issued by login.
