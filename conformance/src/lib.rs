@@ -6,6 +6,8 @@ pub mod bundle;
 pub mod catalogue;
 pub mod check;
 pub mod expected;
+pub mod loadgen;
+pub mod realbench;
 pub mod report;
 pub mod run;
 pub mod scenario;

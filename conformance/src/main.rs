@@ -140,6 +140,41 @@ enum Command {
         #[arg(long)]
         all: bool,
     },
+    /// Measure the connector's real data path on loopback: requests/s and
+    /// p50/p99 through relay-sim's ingress, a TLS tunnel and the connector
+    /// to a backend, beside the same backend hit directly (and through
+    /// rathole with --rathole), in one run; and the connector's idle memory.
+    ///
+    /// Starts the relay-sim and connector binaries found next to connsim
+    /// (build them with `cargo build --release --workspace`), on 127.0.0.1
+    /// only, and stops them when done. rathole: `cargo install rathole`,
+    /// then `--rathole ~/.cargo/bin/rathole`.
+    BenchReal {
+        /// Closed-loop connection counts, comma separated.
+        #[arg(long, value_delimiter = ',', default_value = "32,1")]
+        conns: Vec<usize>,
+        /// Seconds per closed-loop run.
+        #[arg(long, default_value_t = 5)]
+        duration: u64,
+        /// Closed-loop runs per point (the median is reported).
+        #[arg(long, default_value_t = 3)]
+        runs: u32,
+        /// Open-loop rate, requests a second.
+        #[arg(long, default_value_t = 1000)]
+        rate: u32,
+        /// Seconds of open-loop load.
+        #[arg(long, default_value_t = 10)]
+        rate_duration: u64,
+        /// Relay endpoints, and so tunnels the connector keeps.
+        #[arg(long, default_value_t = 8)]
+        relays: usize,
+        /// A rathole binary to measure on the same backend.
+        #[arg(long)]
+        rathole: Option<PathBuf>,
+        /// Where relay-sim and connector are (default: next to connsim).
+        #[arg(long)]
+        bin_dir: Option<PathBuf>,
+    },
     /// Run one generated bench world and print a JSON line with its wall
     /// time, peak memory and verdict (`connsim bench --all` runs each in a
     /// child process so memory is measured per world).
@@ -338,6 +373,31 @@ fn real_main() -> Result<ExitCode, String> {
             println!();
             print!("{}", report::text(&[entry]));
             Ok(if r.verdict == Verdict::Pass { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Command::BenchReal { conns, duration, runs, rate, rate_duration, relays, rathole, bin_dir } => {
+            let bin_dir = match bin_dir {
+                Some(d) => d,
+                None => std::env::current_exe()
+                    .ok()
+                    .and_then(|p| p.parent().map(std::path::Path::to_path_buf))
+                    .ok_or("cannot tell where connsim is; pass --bin-dir")?,
+            };
+            if conns.is_empty() || conns.contains(&0) {
+                return Err("--conns: give one or more counts above zero, e.g. 32,1".into());
+            }
+            let opts = conformance::realbench::Options {
+                bin_dir,
+                rathole,
+                relays: relays.clamp(1, 64),
+                conns,
+                duration: std::time::Duration::from_secs(duration.max(1)),
+                runs,
+                rate: rate.max(1),
+                rate_duration: std::time::Duration::from_secs(rate_duration.max(1)),
+            };
+            let figures = conformance::realbench::measure(&opts, &mut |line| eprintln!("[bench-real] {line}"))?;
+            print!("{}", conformance::realbench::render(&figures, &opts));
+            Ok(ExitCode::SUCCESS)
         }
         Command::Bench { file, runs, all } => {
             if all {

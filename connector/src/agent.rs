@@ -466,6 +466,7 @@ impl Agent {
             inflight: RefCell::new(0),
             tls: RefCell::new(mtls),
             up: RefCell::new(0),
+            backends: Rc::default(),
         });
         let tunnels = RefCell::new(BTreeMap::new());
         let updates = Updates::default();

@@ -2,11 +2,20 @@
 //! response back as it arrives. The relay sends the internal URL of the
 //! published application in absolute form (`http://app.corp:8080/path`); the
 //! connector only dials what the cloud's application table maps to.
+//!
+//! Backend connections are kept alive and reused ([`Pool`]): opening a TCP
+//! connection per request cost more than everything else on the data path
+//! together (measured: connect and TIME_WAIT bookkeeping led the connector's
+//! profile under load), and a real connector keeps its backend connections
+//! too.
 
+use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -61,18 +70,78 @@ fn parse_target(raw: &str) -> Result<Target, String> {
     })
 }
 
+/// Idle keep-alive connections per backend (host, port), shared by every
+/// tunnel of one agent. A connection goes back only after its response was
+/// read to the end; one the backend closed in the meantime, or one idle for
+/// longer than [`IDLE_KEEP`], is dropped when taken.
+#[derive(Default)]
+pub struct Pool {
+    idle: RefCell<BTreeMap<(String, u16), Vec<Idle>>>,
+}
+
+struct Idle {
+    sender: SendRequest<Full<Bytes>>,
+    since: tokio::time::Instant,
+}
+
+/// Idle connections kept per backend; more are closed when they finish.
+const IDLE_PER_BACKEND_MAX: usize = 64;
+
+/// How long an idle backend connection is reused. Shorter than the
+/// shortest common server keep-alive timeout (Apache's 5 s): a request sent
+/// just as the server closes an idle connection fails after it was written,
+/// and at-most-once forbids sending it again (the simulation's backends
+/// close after 30 s; requests 30 s apart met that race exactly).
+pub const IDLE_KEEP: Duration = Duration::from_secs(4);
+
+impl Pool {
+    fn take(&self, host: &str, port: u16) -> Option<SendRequest<Full<Bytes>>> {
+        let mut idle = self.idle.borrow_mut();
+        let list = idle.get_mut(&(host.to_string(), port))?;
+        let now = tokio::time::Instant::now();
+        // Newest last: once one is too old, all before it are too.
+        while let Some(Idle { sender, since }) = list.pop() {
+            if now.duration_since(since) >= IDLE_KEEP {
+                list.clear();
+                break;
+            }
+            if !sender.is_closed() {
+                return Some(sender);
+            }
+        }
+        None
+    }
+
+    fn put(&self, host: &str, port: u16, sender: SendRequest<Full<Bytes>>) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = self.idle.borrow_mut();
+        let list = idle.entry((host.to_string(), port)).or_default();
+        if list.len() < IDLE_PER_BACKEND_MAX {
+            list.push(Idle { sender, since: tokio::time::Instant::now() });
+        }
+    }
+
+    /// Idle connections held right now (all backends).
+    pub fn idle(&self) -> usize {
+        self.idle.borrow().values().map(Vec::len).sum()
+    }
+}
+
 /// Serves one request against its backend and streams the answer to `out`.
 /// Failures become gateway errors to the user, never a panic or a hang:
 /// 502 when the backend cannot be reached or breaks off, 504 on timeout.
 pub async fn serve(
     env: Env,
+    pool: std::rc::Rc<Pool>,
     id: u64,
     head: RequestHead,
     body: Bytes,
     timeout: Duration,
     out: UnboundedSender<Outbound>,
 ) {
-    let status = match crate::time::timeout(timeout, forward(&env, id, &head, body, &out)).await {
+    let status = match crate::time::timeout(timeout, forward(&env, &pool, id, &head, body, &out)).await {
         Ok(Ok(status)) => status,
         Ok(Err((status, diag))) => {
             env.emit(AgentEvent::Diagnostic(diag.clone()));
@@ -107,6 +176,7 @@ fn gateway_error(id: u64, status: u16, diag: &Diagnostic, out: &UnboundedSender<
 
 async fn forward(
     env: &Env,
+    pool: &Pool,
     id: u64,
     head: &RequestHead,
     body: Bytes,
@@ -115,19 +185,6 @@ async fn forward(
     let bad =
         |msg: String| (502, Diagnostic::new("BACKEND", "bad-target", None, msg, "fix the application's internal URL"));
     let target = parse_target(&head.path).map_err(bad)?;
-    let (_, stream) = crate::env::connect(env.net.as_ref(), &target.host, target.port).await.map_err(|e| {
-        let failure = ConnectFailure::from_io(&e.error);
-        (
-            502,
-            Diagnostic::new(
-                "BACKEND",
-                "unreachable",
-                Some(13006),
-                format!("cannot reach backend {}:{} ({failure})", target.host, target.port),
-                "check that the backend runs and that the connector host can reach it",
-            ),
-        )
-    })?;
     let broke = |what: String| {
         (
             502,
@@ -140,12 +197,6 @@ async fn forward(
             ),
         )
     };
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| broke(format!("handshake failed: {e}")))?;
-    tokio::task::spawn_local(async move {
-        let _ = conn.await;
-    });
     let method = http::Method::from_bytes(head.method.as_bytes())
         .map_err(|_| bad(format!("invalid method {:?}", head.method)))?;
     let mut req = http::Request::builder().method(method).uri(target.path_and_query.as_str());
@@ -158,7 +209,32 @@ async fn forward(
         req = req.header(http::header::HOST, format!("{}:{}", target.host, target.port));
     }
     let req = req.body(Full::new(body)).map_err(|e| bad(format!("invalid request: {e}")))?;
-    let resp = sender.send_request(req).await.map_err(|e| broke(format!("failed: {e}")))?;
+
+    // A kept-alive connection first. One the backend closed before the
+    // request was written hands the request back; try the next, then a new
+    // connection. Once written, a failure is final: the request may have
+    // been served, and at-most-once forbids sending it again.
+    let mut unsent = req;
+    let (sender, resp) = loop {
+        let Some(mut sender) = pool.take(&target.host, target.port) else {
+            let mut sender = connect(env, &target).await.map_err(|e| match e {
+                Connect::Unreachable(diag) => (502, diag),
+                Connect::Handshake(e) => broke(format!("handshake failed: {e}")),
+            })?;
+            let resp = sender.send_request(unsent).await.map_err(|e| broke(format!("failed: {e}")))?;
+            break (sender, resp);
+        };
+        if sender.ready().await.is_err() {
+            continue;
+        }
+        match sender.try_send_request(unsent).await {
+            Ok(resp) => break (sender, resp),
+            Err(mut e) => match e.take_message() {
+                Some(req) => unsent = req,
+                None => return Err(broke(format!("failed: {}", e.into_error()))),
+            },
+        }
+    };
     let status = resp.status().as_u16();
     let headers: Headers = resp
         .headers()
@@ -189,7 +265,33 @@ async fn forward(
         }
     }
     let _ = out.send(Outbound::Body { id, data: Bytes::new(), fin: true });
+    pool.put(&target.host, target.port, sender);
     Ok(status)
+}
+
+enum Connect {
+    Unreachable(Diagnostic),
+    Handshake(hyper::Error),
+}
+
+/// A new HTTP/1.1 connection to the backend, its driver on the local set.
+async fn connect(env: &Env, target: &Target) -> Result<SendRequest<Full<Bytes>>, Connect> {
+    let (_, stream) = crate::env::connect(env.net.as_ref(), &target.host, target.port).await.map_err(|e| {
+        let failure = ConnectFailure::from_io(&e.error);
+        Connect::Unreachable(Diagnostic::new(
+            "BACKEND",
+            "unreachable",
+            Some(13006),
+            format!("cannot reach backend {}:{} ({failure})", target.host, target.port),
+            "check that the backend runs and that the connector host can reach it",
+        ))
+    })?;
+    let (sender, conn) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(Connect::Handshake)?;
+    tokio::task::spawn_local(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
 }
 
 #[cfg(test)]

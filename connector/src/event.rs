@@ -62,3 +62,11 @@ pub enum AgentEvent {
     /// The agent stopped, with why.
     Stopped { reason: String },
 }
+
+impl AgentEvent {
+    /// Events of single requests: many a second under load, so logs keep
+    /// them at a lower level than the agent's lifecycle.
+    pub fn is_per_request(&self) -> bool {
+        matches!(self, AgentEvent::RequestAccepted { .. } | AgentEvent::RequestServed { .. })
+    }
+}

@@ -75,6 +75,8 @@ pub struct Shared {
     pub tls: RefCell<ServiceTls>,
     /// Tunnels up right now.
     pub up: RefCell<usize>,
+    /// Kept-alive backend connections.
+    pub backends: Rc<backend::Pool>,
 }
 
 /// Counts a tunnel as up for as long as it lives (also when its task is
@@ -166,12 +168,19 @@ where
     let mut handlers: BTreeMap<u64, JoinHandle<()>> = BTreeMap::new();
     let mut bodies: BTreeMap<u64, (RequestHead, BytesMut)> = BTreeMap::new();
     let mut buf = vec![0u8; 16 * 1024];
+    let mut out_buf = Vec::with_capacity(16 * 1024);
     let mut up = false;
     let mut _up_guard: Option<UpGuard> = None;
 
     let end = loop {
+        // Everything queued goes out in one write: one TLS record and one
+        // system call instead of one per frame.
+        out_buf.clear();
         while let Some(bytes) = session.poll_transmit(now()) {
-            if let Err(e) = writer.write_all(&bytes).await {
+            out_buf.extend_from_slice(&bytes);
+        }
+        if !out_buf.is_empty() {
+            if let Err(e) = writer.write_all(&out_buf).await {
                 return (End::Failed(format!("write: {e}")), up);
             }
         }
@@ -188,25 +197,14 @@ where
                 Err(e) => Err(format!("read: {}", crate::http::tls_error_text(&e))),
             },
             Some(out) = rx.recv() => {
-                let (id, res) = match out {
-                    Outbound::Head { id, status, headers, fin } => (id, session.send_response(id, status, headers, fin)),
-                    Outbound::Body { id, data, fin } => {
-                        if fin {
-                            handlers.remove(&id);
-                            let mut n = shared.inflight.borrow_mut();
-                            *n = n.saturating_sub(1);
-                        }
-                        (id, session.send_body(id, data, fin))
-                    }
-                };
-                match res {
-                    // The relay cancelled the stream meanwhile: drop the rest.
-                    Err(SessionError::UnknownStream { .. }) => {
-                        tracing::debug!("dropping output for cancelled request {id}");
-                        Ok(())
-                    }
-                    other => other.map_err(|e| e.to_string()),
+                // Take whatever else the handlers produced meanwhile, so it
+                // leaves in the same write.
+                let mut res = outbound(&mut session, &mut handlers, shared, out);
+                while res.is_ok() {
+                    let Ok(more) = rx.try_recv() else { break };
+                    res = outbound(&mut session, &mut handlers, shared, more);
                 }
+                res
             },
             _ = crate::time::sleep_until(origin + deadline) => {
                 session.handle_timeout(now()).map_err(|e| e.to_string())
@@ -236,7 +234,7 @@ where
                     let _ = session.send_ack(id);
                     env.emit(AgentEvent::RequestAccepted { id, endpoint: name.to_string() });
                     if fin {
-                        handlers.insert(id, spawn_handler(env, cfg, id, head, Bytes::new(), &tx));
+                        handlers.insert(id, spawn_handler(env, cfg, shared, id, head, Bytes::new(), &tx));
                     } else {
                         bodies.insert(id, (head, BytesMut::new()));
                     }
@@ -253,7 +251,7 @@ where
                     acc.extend_from_slice(&data);
                     if fin {
                         if let Some((head, acc)) = bodies.remove(&id) {
-                            handlers.insert(id, spawn_handler(env, cfg, id, head, acc.freeze(), &tx));
+                            handlers.insert(id, spawn_handler(env, cfg, shared, id, head, acc.freeze(), &tx));
                         }
                     }
                 }
@@ -282,15 +280,52 @@ where
     (end, up)
 }
 
+/// Hands one piece of a handler's answer to the session.
+fn outbound(
+    session: &mut Session,
+    handlers: &mut BTreeMap<u64, JoinHandle<()>>,
+    shared: &Shared,
+    out: Outbound,
+) -> Result<(), String> {
+    let (id, res) = match out {
+        Outbound::Head { id, status, headers, fin } => (id, session.send_response(id, status, headers, fin)),
+        Outbound::Body { id, data, fin } => {
+            if fin {
+                handlers.remove(&id);
+                let mut n = shared.inflight.borrow_mut();
+                *n = n.saturating_sub(1);
+            }
+            (id, session.send_body(id, data, fin))
+        }
+    };
+    match res {
+        // The relay cancelled the stream meanwhile: drop the rest.
+        Err(SessionError::UnknownStream { .. }) => {
+            tracing::debug!("dropping output for cancelled request {id}");
+            Ok(())
+        }
+        other => other.map_err(|e| e.to_string()),
+    }
+}
+
 fn spawn_handler(
     env: &Env,
     cfg: &TunnelConfig,
+    shared: &Shared,
     id: u64,
     head: RequestHead,
     body: Bytes,
     tx: &mpsc::UnboundedSender<Outbound>,
 ) -> JoinHandle<()> {
-    tokio::task::spawn_local(backend::serve(env.clone(), id, head, body, cfg.backend_timeout, tx.clone()))
+    tokio::task::spawn_local(backend::serve(
+        env.clone(),
+        shared.backends.clone(),
+        id,
+        head,
+        body,
+        cfg.backend_timeout,
+        tx.clone(),
+    ))
 }
 
 #[cfg(test)]

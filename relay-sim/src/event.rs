@@ -129,9 +129,16 @@ pub trait CloudSink {
 #[derive(Debug, Default)]
 pub struct LogSink;
 
+/// Events of single requests log at debug level, the rest at info (see the
+/// connector's `LogSink`).
 impl CloudSink for LogSink {
     fn emit(&self, event: CloudEvent) {
+        let per_request = matches!(event, CloudEvent::RequestDispatched { .. } | CloudEvent::UserAnswered { .. });
+        if per_request && !tracing::enabled!(target: "relay_sim::event", tracing::Level::DEBUG) {
+            return;
+        }
         match serde_json::to_string(&event) {
+            Ok(line) if per_request => tracing::debug!(target: "relay_sim::event", "{line}"),
             Ok(line) => tracing::info!(target: "relay_sim::event", "{line}"),
             Err(e) => tracing::warn!("unserializable event: {e}"),
         }

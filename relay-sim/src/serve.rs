@@ -10,7 +10,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use connector::env::{OsEntropy, SystemClock};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::backend::{self, Behaviour, ServedLog};
 use crate::cloud::{Cloud, CloudConfig, CloudError};
@@ -35,7 +35,7 @@ pub struct ServeOptions {
 }
 
 /// What a connector (and a user) needs to reach the served cloud.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Manifest {
     pub tenant_id: String,
     pub admin: String,

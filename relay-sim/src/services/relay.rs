@@ -42,6 +42,25 @@ impl Drop for Registration {
     }
 }
 
+/// Puts a user's request on the session; a refusal fails it (unacknowledged).
+fn dispatch(session: &mut Session, pending: &mut BTreeMap<u64, Pending>, d: Dispatch) -> Result<(), String> {
+    let fin = d.body.is_empty();
+    let mut res = session.send_request(d.id, d.head, fin);
+    if res.is_ok() && !fin {
+        res = session.send_body(d.id, d.body, true);
+    }
+    match res {
+        Ok(()) => {
+            pending.insert(d.id, Pending { reply: d.reply, acked: false });
+            Ok(())
+        }
+        Err(e) => {
+            let _ = d.reply.send(Delivery::Lost { acked: false, reason: e.to_string() });
+            Err(e.to_string())
+        }
+    }
+}
+
 async fn tunnel(cloud: Rc<Cloud>, endpoint: String, info: ConnInfo, stream: TlsStream<BoxStream>) {
     let Some(connector_id) = info.client_certs.first().and_then(subject_cn) else { return };
     if !cloud.is_registered(&connector_id) || cloud.is_revoked(&connector_id) {
@@ -59,17 +78,18 @@ async fn tunnel(cloud: Rc<Cloud>, endpoint: String, info: ConnInfo, stream: TlsS
     let mut pending: BTreeMap<u64, Pending> = BTreeMap::new();
     let mut registration: Option<Registration> = None;
     let mut buf = vec![0u8; 16 * 1024];
+    let mut out_buf = Vec::with_capacity(16 * 1024);
 
     let reason = loop {
-        let mut write_failed = None;
+        // Everything queued leaves in one write (one TLS record, one call).
+        out_buf.clear();
         while let Some(bytes) = session.poll_transmit(now()) {
-            if let Err(e) = writer.write_all(&bytes).await {
-                write_failed = Some(format!("write: {e}"));
-                break;
-            }
+            out_buf.extend_from_slice(&bytes);
         }
-        if let Some(r) = write_failed {
-            break r;
+        if !out_buf.is_empty() {
+            if let Err(e) = writer.write_all(&out_buf).await {
+                break format!("write: {e}");
+            }
         }
         let deadline = origin + session.poll_timeout().unwrap_or(Duration::from_secs(3600));
         let step: Result<(), String> = tokio::select! {
@@ -80,21 +100,13 @@ async fn tunnel(cloud: Rc<Cloud>, endpoint: String, info: ConnInfo, stream: TlsS
                 Err(e) => Err(format!("read: {e}")),
             },
             Some(d) = rx.recv(), if registration.is_some() => {
-                let fin = d.body.is_empty();
-                let mut res = session.send_request(d.id, d.head, fin);
-                if res.is_ok() && !fin {
-                    res = session.send_body(d.id, d.body, true);
+                // And every other request waiting, so they share the write.
+                let mut res = dispatch(&mut session, &mut pending, d);
+                while res.is_ok() {
+                    let Ok(more) = rx.try_recv() else { break };
+                    res = dispatch(&mut session, &mut pending, more);
                 }
-                match res {
-                    Ok(()) => {
-                        pending.insert(d.id, Pending { reply: d.reply, acked: false });
-                        Ok(())
-                    }
-                    Err(e) => {
-                        let _ = d.reply.send(Delivery::Lost { acked: false, reason: e.to_string() });
-                        Err(e.to_string())
-                    }
-                }
+                res
             },
             _ = connector::time::sleep_until(deadline) => session.handle_timeout(now()).map_err(|e| e.to_string()),
             Ok(()) = revocations.changed() => {

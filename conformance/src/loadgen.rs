@@ -1,0 +1,223 @@
+//! An HTTP/1.1 load generator for real-mode benchmarks: closed loop (N
+//! kept-alive connections, each sending its next request when the last one
+//! is answered, like `wrk`) and open loop (a fixed request rate, latency
+//! counted from when each request was due, so a stalled server cannot hide
+//! its queue: no coordinated omission).
+//!
+//! Real time only: this measures sockets on loopback, never a simulation, so
+//! it reads the machine's clock and sleeps on tokio's timer directly.
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+
+/// Where the load goes.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub addr: SocketAddr,
+    /// `Host` header (the published app's name for the ingress).
+    pub host: String,
+    pub path: String,
+}
+
+/// What one load run measured.
+#[derive(Debug, Clone, Default)]
+pub struct Stats {
+    /// Answered with a 2xx.
+    pub ok: u64,
+    /// Other statuses, refused connections, broken responses.
+    pub errors: u64,
+    pub elapsed: Duration,
+    /// Latency of every answered request, microseconds, sorted.
+    latencies_us: Vec<u32>,
+    /// The first error seen, to say what went wrong.
+    pub first_error: Option<String>,
+}
+
+impl Stats {
+    pub fn per_second(&self) -> f64 {
+        self.ok as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// The latency below which a fraction `q` of the answered requests
+    /// fall (nearest rank), in microseconds; 0 when nothing was answered.
+    pub fn percentile_us(&self, q: f64) -> u32 {
+        let n = self.latencies_us.len();
+        if n == 0 {
+            return 0;
+        }
+        let rank = ((q * n as f64).ceil() as usize).clamp(1, n);
+        self.latencies_us[rank - 1]
+    }
+
+    fn merge(parts: Vec<Stats>, elapsed: Duration) -> Stats {
+        let mut all = Stats { elapsed, ..Stats::default() };
+        for p in parts {
+            all.ok += p.ok;
+            all.errors += p.errors;
+            all.latencies_us.extend(p.latencies_us);
+            if all.first_error.is_none() {
+                all.first_error = p.first_error;
+            }
+        }
+        all.latencies_us.sort_unstable();
+        all
+    }
+
+    fn record(&mut self, started: Instant, result: Result<u16, String>) {
+        match result {
+            Ok(status) if (200..300).contains(&status) => {
+                self.ok += 1;
+                let us = started.elapsed().as_micros();
+                self.latencies_us.push(u32::try_from(us).unwrap_or(u32::MAX));
+            }
+            Ok(status) => self.fail(format!("status {status}")),
+            Err(e) => self.fail(e),
+        }
+    }
+
+    fn fail(&mut self, e: String) {
+        self.errors += 1;
+        if self.first_error.is_none() {
+            self.first_error = Some(e);
+        }
+    }
+}
+
+struct Conn {
+    sender: Option<SendRequest<Empty<Bytes>>>,
+}
+
+impl Conn {
+    /// One request on this connection (reconnecting when it was closed).
+    async fn request(&mut self, target: &Target) -> Result<u16, String> {
+        if self.sender.as_ref().is_none_or(SendRequest::is_closed) {
+            self.sender = Some(connect(target.addr).await?);
+        }
+        let Some(sender) = self.sender.as_mut() else { return Err("no connection".into()) };
+        let req = http::Request::get(target.path.as_str())
+            .header(http::header::HOST, target.host.as_str())
+            .body(Empty::new())
+            .map_err(|e| format!("request: {e}"))?;
+        let sent = async {
+            sender.ready().await?;
+            let resp = sender.send_request(req).await?;
+            let status = resp.status().as_u16();
+            resp.into_body().collect().await?;
+            Ok::<u16, hyper::Error>(status)
+        };
+        match sent.await {
+            Ok(status) => Ok(status),
+            Err(e) => {
+                self.sender = None;
+                Err(format!("{}: {e}", target.addr))
+            }
+        }
+    }
+}
+
+async fn connect(addr: SocketAddr) -> Result<SendRequest<Empty<Bytes>>, String> {
+    let stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| format!("connect {addr}: {e}"))?;
+    stream.set_nodelay(true).map_err(|e| format!("nodelay {addr}: {e}"))?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("handshake {addr}: {e}"))?;
+    tokio::task::spawn_local(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
+}
+
+/// `conns` connections, each sending requests back to back for `duration`.
+/// Runs on the caller's `LocalSet`.
+pub async fn closed_loop(target: &Target, conns: usize, duration: Duration) -> Stats {
+    let start = Instant::now();
+    let end = start + duration;
+    let parts = Rc::new(RefCell::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for _ in 0..conns.max(1) {
+        let target = target.clone();
+        let parts = parts.clone();
+        tasks.push(tokio::task::spawn_local(async move {
+            let mut stats = Stats::default();
+            let mut conn = Conn { sender: None };
+            while Instant::now() < end {
+                let t = Instant::now();
+                let r = conn.request(&target).await;
+                let failed = r.is_err();
+                stats.record(t, r);
+                if failed {
+                    // A refused connection would otherwise spin.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+            parts.borrow_mut().push(stats);
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let parts = std::mem::take(&mut *parts.borrow_mut());
+    Stats::merge(parts, start.elapsed())
+}
+
+/// `rate` requests a second for `duration`, spread over `conns` connections
+/// (request i is due at i/rate and goes on connection i mod conns). Latency
+/// counts from when a request was due, or from when the timer woke if it
+/// woke late: tokio's timer has millisecond granularity, a wait behind a
+/// slow answer does not.
+pub async fn open_loop(target: &Target, rate: u32, conns: usize, duration: Duration) -> Stats {
+    let rate = rate.max(1);
+    let total = (u64::from(rate) as f64 * duration.as_secs_f64()).round() as u64;
+    let conns = conns.max(1);
+    let start = Instant::now() + Duration::from_millis(20);
+    let parts = Rc::new(RefCell::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for j in 0..conns as u64 {
+        let target = target.clone();
+        let parts = parts.clone();
+        tasks.push(tokio::task::spawn_local(async move {
+            let mut stats = Stats::default();
+            let mut conn = Conn { sender: None };
+            let mut i = j;
+            while i < total {
+                let due = start + Duration::from_secs_f64(i as f64 / f64::from(rate));
+                let began = if Instant::now() < due {
+                    tokio::time::sleep_until(due.into()).await;
+                    Instant::now()
+                } else {
+                    due
+                };
+                let r = conn.request(&target).await;
+                stats.record(began, r);
+                i += conns as u64;
+            }
+            parts.borrow_mut().push(stats);
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let parts = std::mem::take(&mut *parts.borrow_mut());
+    Stats::merge(parts, start.elapsed())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_by_nearest_rank() {
+        let s = Stats { latencies_us: (1..=100).collect(), ..Stats::default() };
+        assert_eq!(s.percentile_us(0.5), 50);
+        assert_eq!(s.percentile_us(0.99), 99);
+        assert_eq!(s.percentile_us(1.0), 100);
+        assert_eq!(Stats::default().percentile_us(0.5), 0);
+    }
+}
