@@ -29,16 +29,7 @@ fn start_cloud(state_dir: std::path::PathBuf) -> Manifest {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let local = tokio::task::LocalSet::new();
         local.block_on(&rt, async move {
-            let opts = ServeOptions {
-                bind: "127.0.0.1".parse().unwrap(),
-                tenant_id: "contoso".into(),
-                domain: "contoso.com".into(),
-                admin: "admin@contoso.com".into(),
-                password: "correct-horse".into(),
-                relays: 2,
-                state_dir,
-                bootstrap_interval_s: 600,
-            };
+            let opts = ServeOptions::loopback(state_dir);
             let (manifest, _cloud, _log) = relay_sim::serve::start(opts).await.unwrap();
             tx.send(manifest).unwrap();
             std::future::pending::<()>().await;

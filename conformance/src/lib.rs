@@ -7,6 +7,8 @@ pub mod catalogue;
 pub mod check;
 pub mod expected;
 pub mod loadgen;
+pub mod netns;
+pub mod procs;
 pub mod realbench;
 pub mod report;
 pub mod run;

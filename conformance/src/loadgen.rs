@@ -208,6 +208,22 @@ pub async fn open_loop(target: &Target, rate: u32, conns: usize, duration: Durat
     Stats::merge(parts, start.elapsed())
 }
 
+/// `n` requests at once, each on its own connection; the status of each
+/// (or why it got none), in the order they were started.
+pub async fn each_once(target: &Target, n: usize) -> Vec<Result<u16, String>> {
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let target = target.clone();
+            tokio::task::spawn_local(async move { Conn { sender: None }.request(&target).await })
+        })
+        .collect();
+    let mut out = Vec::with_capacity(n);
+    for t in tasks {
+        out.push(t.await.unwrap_or_else(|e| Err(format!("request task: {e}"))));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,6 +1,7 @@
 //! `connsim`: run conformance scenarios against the real connector in a
 //! deterministic simulation, replay failures, measure speed.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -115,6 +116,25 @@ enum Command {
         /// reference the skipping must match hash for hash).
         #[arg(long)]
         fixed_steps: bool,
+        /// Where to run: `sim` (turmoil, simulated time) or `netns` (the
+        /// real relay-sim and connector binaries in Linux network
+        /// namespaces, the scenario's firewall as nftables rules, real
+        /// time; needs root, iproute2 and nftables). netns runs only the
+        /// scenarios marked `worlds = ["sim", "netns"]`.
+        #[arg(long, value_enum, default_value = "sim")]
+        world: WorldArg,
+    },
+    /// Send N user requests at once to an ingress and print the answers'
+    /// statuses as JSON (the netns world runs it inside the cloud's
+    /// namespace).
+    #[command(hide = true)]
+    Users {
+        #[arg(long)]
+        addr: std::net::SocketAddr,
+        #[arg(long)]
+        host: String,
+        #[arg(long, default_value_t = 1)]
+        requests: usize,
     },
     /// Replay one scenario with one seed and print its full trace.
     Repro {
@@ -277,7 +297,33 @@ fn main() -> ExitCode {
 
 fn real_main() -> Result<ExitCode, String> {
     match Cli::parse().command {
-        Command::Run { paths, seed, seeds, format, out, expected_failures, check_determinism, filter, fixed_steps } => {
+        Command::Users { addr, host, requests } => {
+            let target = conformance::loadgen::Target { addr, host, path: "/".into() };
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| format!("runtime: {e}"))?;
+            let answers = tokio::task::LocalSet::new()
+                .block_on(&rt, conformance::loadgen::each_once(&target, requests.min(10_000)));
+            let mut statuses: BTreeMap<String, u32> = BTreeMap::new();
+            for a in answers {
+                let key = match a {
+                    Ok(status) => status.to_string(),
+                    Err(_) => "none".to_string(),
+                };
+                *statuses.entry(key).or_default() += 1;
+            }
+            println!("{}", serde_json::to_string(&statuses).map_err(|e| e.to_string())?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run { paths, world: WorldArg::Netns, filter, .. } => {
+            let scenarios: Vec<(PathBuf, Scenario)> = load_all(&paths)?
+                .into_iter()
+                .filter(|(_, s)| filter.as_deref().is_none_or(|f| s.name.contains(f)))
+                .collect();
+            run_netns(&scenarios)
+        }
+        Command::Run { paths, seed, seeds, format, out, expected_failures, check_determinism, filter, fixed_steps, world: WorldArg::Sim } => {
             let catalogue = Catalogue::builtin();
             let expected = match expected_failures {
                 Some(path) => ExpectedFailures::load(&path, &catalogue)?,
@@ -606,6 +652,76 @@ fn bench_child(args: &[String]) -> Result<(f64, u64, bool), String> {
         v["peak_rss_kib"].as_u64().unwrap_or(0),
         v["pass"].as_bool().unwrap_or(false),
     ))
+}
+
+/// Where `connsim run` runs scenarios.
+#[derive(Clone, Copy, ValueEnum)]
+enum WorldArg {
+    Sim,
+    Netns,
+}
+
+/// `connsim run --world netns`: each scenario marked for it, in network
+/// namespaces, beside its simulated verdict.
+fn run_netns(scenarios: &[(PathBuf, Scenario)]) -> Result<ExitCode, String> {
+    if let Some(why) = conformance::netns::unavailable() {
+        eprintln!("netns world unavailable: {why}; nothing ran");
+        return Ok(ExitCode::from(2));
+    }
+    let dir = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(std::path::Path::to_path_buf))
+        .ok_or("cannot tell where connsim is")?;
+    let bins = conformance::netns::Binaries::in_dir(&dir)?;
+    conformance::netns::clean_up_on_interrupt();
+    println!("{:<40} {:>9} {:>9} {:>8}  outcome / diagnostics", "scenario", "netns", "sim", "wall");
+    let (mut passed, mut failed, mut skipped) = (0, 0, 0);
+    for (path, s) in scenarios {
+        if let Some(why) = conformance::netns::unsupported(s) {
+            if s.worlds.contains(&conformance::scenario::WorldKind::Netns) {
+                // Marked for netns but not buildable: a scenario bug.
+                println!("{:<40} {:>9}  {why}", s.name, "ERROR");
+                failed += 1;
+            } else {
+                skipped += 1;
+            }
+            continue;
+        }
+        let sim = conformance::run_with(s, s.seed.unwrap_or(1), Stepping::SkipIdle);
+        let sim_verdict = if sim.verdict == Verdict::Pass { "pass" } else { "FAIL" };
+        match conformance::netns::run(s, &bins) {
+            Ok(r) => {
+                let verdict = if r.passed() { "pass" } else { "FAIL" };
+                println!(
+                    "{:<40} {:>9} {:>9} {:>7.1}s  {:?} {:?}",
+                    s.name,
+                    verdict,
+                    sim_verdict,
+                    r.wall.as_secs_f64(),
+                    r.outcome,
+                    r.diagnostics
+                );
+                if !r.user_statuses.is_empty() {
+                    println!("    user answers by status: {:?}", r.user_statuses);
+                }
+                for f in &r.failures {
+                    println!("    - {f}");
+                }
+                if r.passed() {
+                    passed += 1;
+                } else {
+                    failed += 1;
+                    println!("    repro: connsim run --world netns {}", path.display());
+                }
+            }
+            Err(e) => {
+                println!("{:<40} {:>9}  {e}", s.name, "ERROR");
+                failed += 1;
+            }
+        }
+    }
+    println!("\n{passed} passed, {failed} failed, {skipped} not marked for netns");
+    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 /// `connsim bench --all`: every figure of the performance targets, each

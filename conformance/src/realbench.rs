@@ -12,15 +12,15 @@
 //! and every process started is killed and reaped when the run ends, also
 //! on an error.
 
-use std::fs::File;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use relay_sim::serve::Manifest;
 
 use crate::loadgen::{self, Stats, Target};
+use crate::procs::{binary, Procs};
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -58,71 +58,6 @@ pub struct Figures {
     /// The connector's resident memory with its tunnels up and idle, KiB.
     pub connector_idle_rss_kib: Option<u64>,
     pub tunnels: usize,
-}
-
-/// Child processes, killed and reaped on drop.
-struct Procs {
-    children: Vec<(String, Child)>,
-    logs: PathBuf,
-}
-
-impl Procs {
-    fn spawn(&mut self, label: &str, cmd: &mut Command) -> Result<u32, String> {
-        let log = self.logs.join(format!("{label}.log"));
-        let out = File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
-        let err = out.try_clone().map_err(|e| format!("{}: {e}", log.display()))?;
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .map_err(|e| format!("starting {label} ({:?}): {e}", cmd.get_program()))?;
-        let pid = child.id();
-        self.children.push((label.to_string(), child));
-        Ok(pid)
-    }
-
-    /// Fails with the child's log tail if it has exited.
-    fn check_alive(&mut self) -> Result<(), String> {
-        for (label, child) in &mut self.children {
-            if let Ok(Some(status)) = child.try_wait() {
-                let log = self.logs.join(format!("{label}.log"));
-                return Err(format!("{label} exited ({status}); its log ends:\n{}", tail(&log, 15)));
-            }
-        }
-        Ok(())
-    }
-
-    fn log(&self, label: &str) -> String {
-        std::fs::read_to_string(self.logs.join(format!("{label}.log"))).unwrap_or_default()
-    }
-}
-
-impl Drop for Procs {
-    fn drop(&mut self) {
-        for (_, child) in self.children.iter_mut().rev() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn tail(path: &Path, lines: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
-}
-
-fn binary(dir: &Path, name: &str) -> Result<PathBuf, String> {
-    let p = dir.join(name);
-    if p.is_file() {
-        Ok(p)
-    } else {
-        Err(format!(
-            "no {name} binary at {}: build the workspace first (cargo build --release --workspace)",
-            p.display()
-        ))
-    }
 }
 
 /// A port free on 127.0.0.1 right now (for rathole's listeners).
@@ -174,7 +109,7 @@ pub fn measure(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Figures
     let relay_sim = binary(&opts.bin_dir, "relay-sim")?;
     let connector = binary(&opts.bin_dir, "connector")?;
     let dir = tempfile::tempdir().map_err(|e| format!("scratch folder: {e}"))?;
-    let mut procs = Procs { children: Vec::new(), logs: dir.path().to_path_buf() };
+    let mut procs = Procs::new(dir.path());
 
     progress("starting relay-sim");
     let state = dir.path().join("state");

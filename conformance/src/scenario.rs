@@ -254,12 +254,31 @@ pub struct Scenario {
     /// Seed used when none is given on the command line.
     #[serde(default)]
     pub seed: Option<u64>,
+    /// Worlds the scenario runs in: `sim` (always) and `netns` (the real
+    /// binaries in network namespaces with nftables; `connsim run --world
+    /// netns`). Scenarios that need simulated days stay `sim` only.
+    #[serde(default = "default_worlds")]
+    pub worlds: Vec<WorldKind>,
     pub world: World,
     #[serde(default)]
     pub load: Vec<Load>,
     #[serde(default)]
     pub timeline: Vec<TimelineEntry>,
     pub expect: Expect,
+}
+
+/// Where a scenario runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WorldKind {
+    /// turmoil: simulated time and network, deterministic.
+    Sim,
+    /// Linux network namespaces, real time, real binaries.
+    Netns,
+}
+
+fn default_worlds() -> Vec<WorldKind> {
+    vec![WorldKind::Sim]
 }
 
 /// The simulated world.

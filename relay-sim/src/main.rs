@@ -49,6 +49,15 @@ enum Command {
         /// Folder for root.pem and the manifest.
         #[arg(long, default_value = "relay-sim-state")]
         state_dir: PathBuf,
+        /// Give each service host its own address counting up from this
+        /// one, on the real ports (443, 80), instead of a port per host on
+        /// --bind. The addresses must already be local (connsim's netns
+        /// world routes a range to the loopback device).
+        #[arg(long)]
+        host_base: Option<std::net::Ipv4Addr>,
+        /// The published app's backend, HOST:PORT (served here as an echo).
+        #[arg(long, default_value = "echo.corp.local:8080")]
+        backend: String,
     },
 }
 
@@ -58,7 +67,23 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let Command::Serve { bind, tenant, domain, admin, password, relays, bootstrap_interval, state_dir } = cli.command;
+    let Command::Serve {
+        bind,
+        tenant,
+        domain,
+        admin,
+        password,
+        relays,
+        bootstrap_interval,
+        state_dir,
+        host_base,
+        backend,
+    } = cli.command;
+    let (backend_host, backend_port) = backend
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
+        .filter(|(h, _)| !h.is_empty())
+        .with_context(|| format!("--backend {backend:?}: expected HOST:PORT, e.g. app1.corp.local:8080"))?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("tokio runtime")?;
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, async move {
@@ -71,6 +96,9 @@ fn main() -> anyhow::Result<()> {
             relays,
             state_dir: state_dir.clone(),
             bootstrap_interval_s: bootstrap_interval,
+            host_base,
+            backend_host,
+            backend_port,
         };
         let (manifest, _cloud, _log) = start(opts).await?;
         let manifest_path = state_dir.join("manifest.json");

@@ -32,6 +32,57 @@ pub struct ServeOptions {
     /// Where `root.pem` is written.
     pub state_dir: PathBuf,
     pub bootstrap_interval_s: u64,
+    /// Give every service host its own address, counting up from this one,
+    /// and serve on the real ports (443, 80, the backend's) instead of one
+    /// address with a port per host. The addresses must be local already
+    /// (the netns world routes a whole range to the loopback device).
+    pub host_base: Option<std::net::Ipv4Addr>,
+    /// The backend's host name and port (default `echo.corp.local`, any
+    /// port; 8080 with `host_base`).
+    pub backend_host: String,
+    pub backend_port: u16,
+}
+
+impl ServeOptions {
+    /// Loopback, one port per host, as `relay-sim serve` without options.
+    pub fn loopback(state_dir: PathBuf) -> ServeOptions {
+        ServeOptions {
+            bind: IpAddr::from([127, 0, 0, 1]),
+            tenant_id: "contoso".into(),
+            domain: "contoso.com".into(),
+            admin: "admin@contoso.com".into(),
+            password: "correct-horse".into(),
+            relays: 2,
+            state_dir,
+            bootstrap_interval_s: 600,
+            host_base: None,
+            backend_host: "echo.corp.local".into(),
+            backend_port: 8080,
+        }
+    }
+}
+
+/// Hands out listening sockets: one address and a free port per host, or
+/// (with a host base) the next address and the host's real port.
+struct Binder {
+    bind: IpAddr,
+    next: Option<u32>,
+}
+
+impl Binder {
+    async fn bind(&mut self, port: u16) -> Result<(tokio::net::TcpListener, SocketAddr), ServeError> {
+        let addr = match &mut self.next {
+            None => SocketAddr::new(self.bind, 0),
+            Some(n) => {
+                let ip = std::net::Ipv4Addr::from(*n);
+                *n += 1;
+                SocketAddr::new(IpAddr::V4(ip), port)
+            }
+        };
+        let l = tokio::net::TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, source })?;
+        let local = l.local_addr().map_err(|source| ServeError::Bind { addr, source })?;
+        Ok((l, local))
+    }
 }
 
 /// What a connector (and a user) needs to reach the served cloud.
@@ -79,20 +130,13 @@ pub enum ServeError {
     Write { path: PathBuf, source: std::io::Error },
 }
 
-async fn bind(ip: IpAddr) -> Result<(tokio::net::TcpListener, SocketAddr), ServeError> {
-    let addr = SocketAddr::new(ip, 0);
-    let l = tokio::net::TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, source })?;
-    let local = l.local_addr().map_err(|source| ServeError::Bind { addr, source })?;
-    Ok((l, local))
-}
-
 /// Starts every service on the current `LocalSet` and returns the manifest.
 pub async fn start(opts: ServeOptions) -> Result<(Manifest, Rc<Cloud>, ServedLog), ServeError> {
-    let backend_host = "echo.corp.local".to_string();
+    let backend_host = opts.backend_host.clone();
     let app = App {
         name: "echo".into(),
         external_host: format!("echo-{}.msappproxy.net", opts.tenant_id),
-        internal_url: format!("http://{backend_host}:8080"),
+        internal_url: format!("http://{backend_host}:{}", opts.backend_port),
         group: crate::directory::DEFAULT_GROUP.into(),
     };
     let tenant = Tenant {
@@ -122,32 +166,33 @@ pub async fn start(opts: ServeOptions) -> Result<(Manifest, Rc<Cloud>, ServedLog
 
     let mut resolve = Vec::new();
     let c = &cloud.config;
-    let (l, a) = bind(opts.bind).await?;
+    let mut binder = Binder { bind: opts.bind, next: opts.host_base.map(u32::from) };
+    let (l, a) = binder.bind(443).await?;
     resolve.push(format!("{}={a}", c.login_host));
     spawn_service(services::login::serve(cloud.clone(), l));
-    let (l, a) = bind(opts.bind).await?;
+    let (l, a) = binder.bind(443).await?;
     resolve.push(format!("{}={a}", c.registration_host));
     spawn_service(services::registration::serve(cloud.clone(), l));
-    let (l, a) = bind(opts.bind).await?;
+    let (l, a) = binder.bind(443).await?;
     resolve.push(format!("{}={a}", c.bootstrap_host));
     spawn_service(services::bootstrap::serve(cloud.clone(), l));
-    let (l, a) = bind(opts.bind).await?;
+    let (l, a) = binder.bind(443).await?;
     resolve.push(format!("{}={a}", c.renewtrust_host));
     spawn_service(services::renewtrust::serve(cloud.clone(), l));
     // One revocation server answers for every CRL/OCSP host name.
-    let (l, a) = bind(opts.bind).await?;
+    let (l, a) = binder.bind(80).await?;
     resolve.extend(REVOCATION_HOSTS.iter().chain(&TRUST_LIST_HOSTS).map(|h| format!("{h}={a}")));
     tokio::task::spawn_local(services::revocation::serve(cloud.clone(), l));
     for ep in &c.relay_endpoints {
-        let (l, a) = bind(opts.bind).await?;
+        let (l, a) = binder.bind(443).await?;
         resolve.push(format!("{}={a}", ep.host));
         spawn_service(services::relay::serve(cloud.clone(), ep.host.clone(), l));
     }
     tokio::task::spawn_local(services::portal::run(cloud.clone()));
-    let (l, ingress) = bind(opts.bind).await?;
+    let (l, ingress) = binder.bind(80).await?;
     tokio::task::spawn_local(services::ingress::serve(cloud.clone(), l));
     let log = ServedLog::default();
-    let (l, backend) = bind(opts.bind).await?;
+    let (l, backend) = binder.bind(opts.backend_port).await?;
     resolve.push(format!("{backend_host}={backend}"));
     tokio::task::spawn_local(backend::serve(backend_host, Behaviour::Echo, log.clone(), l));
 

@@ -1,0 +1,451 @@
+//! The netns world: a scenario's network on the kernel's, to check the
+//! simulation against. Two Linux network namespaces joined by a veth pair:
+//!
+//! ```text
+//!  connector ns (10.250.0.2)          cloud ns (10.250.0.1; 10.251.0.0/24 local)
+//!  connector run --resolve …  ──veth──  relay-sim serve --host-base 10.251.0.1
+//!  nftables: the scenario's             login, registration, bootstrap,
+//!  firewall, on output                  relays on :443, CRL/OCSP on :80,
+//!                                       ingress :80, the backend, users
+//! ```
+//!
+//! Every service host has its own address and its real port, so a rule
+//! like "drop TCP 443" is a real nftables rule on real packets. Only
+//! addresses inside the namespaces this run creates are used. Real time:
+//! the run waits for the connector to settle (serving, or registration
+//! given up) within a bound, sends the scenario's user requests at once,
+//! and checks what real time can show (outcome, diagnostics and their text,
+//! user answers). Namespaces and processes are removed when the run ends,
+//! also on an error or Ctrl-C.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use relay_sim::serve::Manifest;
+use relay_sim::world::{Action, Rule};
+
+use crate::procs::{binary, Procs};
+use crate::scenario::{Outcome, Scenario, WorldKind};
+
+/// Address of the cloud side of the veth pair, and the range its service
+/// hosts get (routed to its loopback device).
+const CLOUD_LINK: &str = "10.250.0.1";
+const CONNECTOR_LINK: &str = "10.250.0.2";
+const HOST_RANGE: &str = "10.251.0.0/24";
+const HOST_BASE: &str = "10.251.0.1";
+/// Longest the connector gets to settle, real seconds.
+const SETTLE_LIMIT: Duration = Duration::from_secs(150);
+
+/// What a netns run found.
+#[derive(Debug, Clone)]
+pub struct NetnsResult {
+    pub outcome: Outcome,
+    /// Diagnostic codes the connector reported.
+    pub diagnostics: BTreeSet<String>,
+    /// Expectations that did not hold (empty: pass).
+    pub failures: Vec<String>,
+    /// User answers by status ("none" when no answer came).
+    pub user_statuses: BTreeMap<String, u32>,
+    pub wall: Duration,
+}
+
+impl NetnsResult {
+    pub fn passed(&self) -> bool {
+        self.failures.is_empty()
+    }
+}
+
+/// Why this machine cannot run the netns world, if it cannot: not root,
+/// or `ip` / `nft` missing.
+pub fn unavailable() -> Option<String> {
+    let uid = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).and_then(|l| l.split_whitespace().nth(2).map(String::from)));
+    if uid.as_deref() != Some("0") {
+        return Some("the netns world needs root (network namespaces, veth, nftables)".into());
+    }
+    for (tool, package) in [("ip", "iproute2"), ("nft", "nftables")] {
+        match Command::new(tool).arg("-V").output() {
+            Ok(o) if o.status.success() => {}
+            _ => return Some(format!("`{tool}` is not installed (Debian package {package})")),
+        }
+    }
+    None
+}
+
+/// Why a scenario cannot run in the netns world, if it cannot. Scenarios
+/// marked `worlds = ["sim", "netns"]` must pass this; anything the real
+/// world here cannot build is named.
+pub fn unsupported(s: &Scenario) -> Option<String> {
+    let w = &s.world;
+    let mut why = Vec::new();
+    if !s.worlds.contains(&WorldKind::Netns) {
+        why.push("not marked for it (worlds = [\"sim\", \"netns\"])".to_string());
+    }
+    if w.connectors.len() != 1 {
+        why.push(format!("{} connectors (one is supported)", w.connectors.len()));
+    }
+    if w.backends.len() != 1 || w.apps.len() != 1 {
+        why.push("more than one backend or app".into());
+    }
+    if w.backends.iter().any(|b| b.down || b.behaviour != relay_sim::backend::Behaviour::Echo) {
+        why.push("a backend that is down or not an echo".into());
+    }
+    if !s.timeline.is_empty() {
+        why.push("a timeline (events at simulated times)".into());
+    }
+    if w.proxy.is_some() || w.inspection.is_some() || w.allow_list.is_some() {
+        why.push("a proxy, TLS inspection or an allow-list".into());
+    }
+    if w.dns != relay_sim::world::Dns::default() {
+        why.push("DNS faults".into());
+    }
+    if !w.pki.faults.is_empty() {
+        why.push("revocation-server faults".into());
+    }
+    if w.cloud != connector::allowlist::Environment::Public || w.relays != 2 {
+        why.push("another cloud or relay count than the public cloud's two relays".into());
+    }
+    for c in &w.connectors {
+        if c.clock_skew.is_some() || !c.host_firewall.is_empty() || c.use_proxy || c.diagnose_at.is_some() {
+            why.push(format!("connector {}: clock skew, host firewall, proxy or diagnose", c.name));
+        }
+    }
+    for r in &w.firewall {
+        if r.cidr.is_some() || r.user.is_some() || r.host_suffix.is_some() {
+            why.push("a firewall rule by address, domain or account (ports only)".into());
+        }
+    }
+    if why.is_empty() {
+        None
+    } else {
+        Some(why.join("; "))
+    }
+}
+
+/// The scenario's perimeter rules as an nftables ruleset for the
+/// connector's namespace (output hook: the connector's own packets).
+/// Traffic to the backend is inside the private network and not filtered.
+pub fn nft_ruleset(rules: &[Rule], backend_ip: &str) -> String {
+    let mut out = String::from(
+        "table inet connsim {\n  chain output {\n    type filter hook output priority 0; policy accept;\n    oifname \"lo\" accept\n",
+    );
+    out.push_str(&format!("    ip daddr {backend_ip} accept\n"));
+    for r in rules {
+        let matcher = match r.port {
+            Some(p) => format!("tcp dport {p} "),
+            None => "meta l4proto tcp ".to_string(),
+        };
+        let verdict = match r.action {
+            Action::Allow => "accept",
+            Action::Drop => "drop",
+            Action::Reject => "reject with tcp reset",
+        };
+        out.push_str(&format!("    {matcher}{verdict}\n"));
+    }
+    out.push_str("  }\n}\n");
+    out
+}
+
+/// Namespaces made by this process and not yet removed, for the Ctrl-C
+/// handler.
+static LIVE: Mutex<Vec<String>> = Mutex::new(Vec::new());
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// Removes this process's namespaces on Ctrl-C, then exits 130.
+pub fn clean_up_on_interrupt() {
+    std::thread::spawn(|| {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+        if rt.block_on(tokio::signal::ctrl_c()).is_ok() {
+            let names = LIVE.lock().map(|l| l.clone()).unwrap_or_default();
+            for n in names {
+                let _ = Command::new("ip").args(["netns", "del", &n]).output();
+            }
+            eprintln!("interrupted: removed this run's network namespaces");
+            std::process::exit(130);
+        }
+    });
+}
+
+/// Runs a command, failing with the command line and its stderr.
+fn sh(args: &[&str]) -> Result<(), String> {
+    let out = Command::new(args[0]).args(&args[1..]).output().map_err(|e| format!("`{}`: {e}", args.join(" ")))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("`{}` failed ({}): {}", args.join(" "), out.status, String::from_utf8_lossy(&out.stderr).trim()))
+    }
+}
+
+/// Two namespaces and their veth pair; removed on drop.
+struct Namespaces {
+    connector: String,
+    cloud: String,
+}
+
+impl Namespaces {
+    fn create() -> Result<Namespaces, String> {
+        let k = NEXT.fetch_add(1, Ordering::Relaxed);
+        let tag = format!("cs{}x{k}", std::process::id());
+        let ns = Namespaces { connector: format!("{tag}c"), cloud: format!("{tag}s") };
+        for n in [&ns.connector, &ns.cloud] {
+            sh(&["ip", "netns", "add", n])?;
+            if let Ok(mut l) = LIVE.lock() {
+                l.push(n.clone());
+            }
+        }
+        let (vc, vs) = (format!("{tag}a"), format!("{tag}b"));
+        let (c, s) = (ns.connector.as_str(), ns.cloud.as_str());
+        sh(&["ip", "link", "add", &vc, "type", "veth", "peer", "name", &vs])?;
+        sh(&["ip", "link", "set", &vc, "netns", c])?;
+        sh(&["ip", "link", "set", &vs, "netns", s])?;
+        sh(&["ip", "-n", c, "addr", "add", &format!("{CONNECTOR_LINK}/24"), "dev", &vc])?;
+        sh(&["ip", "-n", s, "addr", "add", &format!("{CLOUD_LINK}/24"), "dev", &vs])?;
+        for (n, dev) in [(c, vc.as_str()), (s, vs.as_str())] {
+            sh(&["ip", "-n", n, "link", "set", dev, "up"])?;
+            sh(&["ip", "-n", n, "link", "set", "lo", "up"])?;
+        }
+        // Every address of the range is local in the cloud namespace.
+        sh(&["ip", "-n", s, "route", "add", "local", HOST_RANGE, "dev", "lo"])?;
+        sh(&["ip", "-n", c, "route", "add", HOST_RANGE, "via", CLOUD_LINK])?;
+        Ok(ns)
+    }
+}
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        for n in [&self.connector, &self.cloud] {
+            let _ = Command::new("ip").args(["netns", "del", n]).output();
+            if let Ok(mut l) = LIVE.lock() {
+                l.retain(|x| x != n);
+            }
+        }
+    }
+}
+
+/// The binaries a netns run starts.
+#[derive(Debug, Clone)]
+pub struct Binaries {
+    pub relay_sim: PathBuf,
+    pub connector: PathBuf,
+    /// connsim itself (sends the users' requests from the cloud side).
+    pub connsim: PathBuf,
+}
+
+impl Binaries {
+    /// The workspace's binaries in `dir`.
+    pub fn in_dir(dir: &Path) -> Result<Binaries, String> {
+        Ok(Binaries {
+            relay_sim: binary(dir, "relay-sim")?,
+            connector: binary(dir, "connector")?,
+            connsim: binary(dir, "connsim")?,
+        })
+    }
+}
+
+/// One agent event line of the connector's log, as JSON.
+fn events(log: &str) -> Vec<serde_json::Value> {
+    log.lines()
+        .filter(|l| l.contains("connector::event"))
+        .filter_map(|l| l.find('{').and_then(|i| serde_json::from_str::<serde_json::Value>(&l[i..]).ok()))
+        .collect()
+}
+
+fn ns_cmd(bin: &Path, ns: &str) -> Command {
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", ns]).arg(bin).env("NO_COLOR", "1").env("RUST_LOG", "info");
+    c
+}
+
+/// Runs `s` in network namespaces. `Err` is a failure to build or drive
+/// the world (with the command that failed), not a scenario failure.
+pub fn run(s: &Scenario, bins: &Binaries) -> Result<NetnsResult, String> {
+    if let Some(why) = unsupported(s) {
+        return Err(format!("{}: cannot run in the netns world: {why}", s.name));
+    }
+    let started = Instant::now();
+    let scratch = tempfile::tempdir().map_err(|e| format!("scratch folder: {e}"))?;
+    let ns = Namespaces::create()?;
+    let mut procs = Procs::new(scratch.path());
+
+    let backend = &s.world.backends[0];
+    let state = scratch.path().join("cloud");
+    let mut cloud = ns_cmd(&bins.relay_sim, &ns.cloud);
+    cloud
+        .args(["serve", "--tenant", &s.world.tenant, "--domain", &s.world.domain])
+        .args(["--admin", &s.world.admin.user, "--password", &s.world.admin.password])
+        .args(["--host-base", HOST_BASE, "--backend", &format!("{}:{}", backend.name, backend.port)])
+        .arg("--state-dir")
+        .arg(&state);
+    procs.spawn("relay-sim", &mut cloud)?;
+    let manifest_path = state.join("manifest.json");
+    let give_up = Instant::now() + Duration::from_secs(20);
+    while !manifest_path.is_file() {
+        procs.check_alive()?;
+        if Instant::now() > give_up {
+            return Err("relay-sim: no manifest after 20 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let text = std::fs::read_to_string(&manifest_path).map_err(|e| format!("{}: {e}", manifest_path.display()))?;
+    let manifest: Manifest = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", manifest_path.display()))?;
+
+    let rules = scratch.path().join("rules.nft");
+    std::fs::write(&rules, nft_ruleset(&s.world.firewall, &manifest.backend.ip().to_string()))
+        .map_err(|e| format!("{}: {e}", rules.display()))?;
+    sh(&["ip", "netns", "exec", &ns.connector, "nft", "-f", &rules.to_string_lossy()])?;
+
+    let spec = &s.world.connectors[0];
+    let mut agent = ns_cmd(&bins.connector, &ns.connector);
+    agent
+        .args(["run", "--tenant", &manifest.tenant_id, "--machine-name", &spec.name])
+        .arg("--install-dir")
+        .arg(scratch.path().join("connector"))
+        .arg("--trust-root")
+        .arg(&manifest.root_pem)
+        .args(["--user", &manifest.admin, "--password", &manifest.password]);
+    if spec.revocation == connector::pki::RevocationPolicy::SoftFail {
+        agent.args(["--revocation", "soft-fail"]);
+    }
+    for r in &manifest.resolve {
+        agent.arg("--resolve").arg(r);
+    }
+    procs.spawn("connector", &mut agent)?;
+
+    // Settle: registration given up (the process ends) or every tunnel up.
+    let limit = SETTLE_LIMIT.min(s.duration.0);
+    let give_up = Instant::now() + limit;
+    loop {
+        let evs = events(&procs.log("connector"));
+        let up = evs.iter().filter(|e| e["event"] == "tunnel_up").count();
+        if procs.exited("connector") || up >= manifest.resolve.iter().filter(|r| r.contains("servicebus")).count() {
+            break;
+        }
+        if Instant::now() >= give_up {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let mut user_statuses = BTreeMap::new();
+    let requests: u32 = s.load.iter().map(|l| l.requests).sum();
+    if requests > 0 {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &ns.cloud])
+            .arg(&bins.connsim)
+            .args(["users", "--addr", &manifest.ingress.to_string(), "--host"])
+            .arg(manifest.apps.first().map(String::as_str).unwrap_or_default())
+            .args(["--requests", &requests.to_string()])
+            .output()
+            .map_err(|e| format!("sending the users' requests: {e}"))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        user_statuses = serde_json::from_str(text.trim()).map_err(|e| {
+            format!("users: {e}; printed {text:?}, stderr {:?}", String::from_utf8_lossy(&out.stderr))
+        })?;
+    }
+    procs.stop("connector");
+    let evs = events(&procs.log("connector"));
+    Ok(judge(s, &evs, user_statuses, started.elapsed()))
+}
+
+/// The outcome and the expectations real time can show.
+fn judge(
+    s: &Scenario,
+    evs: &[serde_json::Value],
+    user_statuses: BTreeMap<String, u32>,
+    wall: Duration,
+) -> NetnsResult {
+    let registered = evs.iter().any(|e| e["event"] == "registered" || e["event"] == "identity_loaded");
+    let mut tunnels: BTreeMap<String, bool> = BTreeMap::new();
+    for e in evs {
+        let endpoint = e["endpoint"].as_str().unwrap_or_default().to_string();
+        if e["event"] == "tunnel_up" {
+            tunnels.insert(endpoint, true);
+        } else if e["event"] == "tunnel_down" {
+            tunnels.insert(endpoint, false);
+        }
+    }
+    let stopped = evs.iter().any(|e| e["event"] == "stopped");
+    let outcome = if !registered {
+        Outcome::RegistrationFailed
+    } else if tunnels.values().any(|up| *up) {
+        Outcome::Serving
+    } else if stopped {
+        Outcome::Stopped
+    } else {
+        Outcome::NotServing
+    };
+    let diags: Vec<&serde_json::Value> = evs.iter().filter(|e| e["event"] == "diagnostic").collect();
+    let diagnostics: BTreeSet<String> =
+        diags.iter().filter_map(|d| d["code"].as_str().map(String::from)).collect();
+
+    let x = &s.expect;
+    let mut failures = Vec::new();
+    if outcome != x.outcome {
+        failures.push(format!("outcome: expected {:?}, got {outcome:?}", x.outcome));
+    }
+    for code in &x.diagnostics {
+        if !diagnostics.contains(code) {
+            failures.push(format!("diagnostic {code} not reported (reported: {diagnostics:?})"));
+        }
+    }
+    for code in &x.no_diagnostics {
+        if diagnostics.contains(code) {
+            failures.push(format!("diagnostic {code} reported"));
+        }
+    }
+    for text in &x.diagnostic_mentions {
+        let found = diags.iter().any(|d| {
+            let code = d["code"].as_str().unwrap_or_default();
+            (x.diagnostics.is_empty() || x.diagnostics.iter().any(|c| c == code))
+                && [&d["message"], &d["remedy"]].iter().any(|v| v.as_str().is_some_and(|m| m.contains(text.as_str())))
+        });
+        if !found {
+            failures.push(format!("no diagnostic mentions {text:?}"));
+        }
+    }
+    let ok: u32 = user_statuses.iter().filter(|(k, _)| k.starts_with('2')).map(|(_, v)| *v).sum();
+    let sent: u32 = user_statuses.values().sum();
+    if let Some(n) = x.requests_ok {
+        if ok != n {
+            failures.push(format!("requests_ok: expected {n}, got {ok} (statuses {user_statuses:?})"));
+        }
+    }
+    if let Some(n) = x.requests_ok_min {
+        if ok < n {
+            failures.push(format!("requests_ok_min: expected at least {n}, got {ok}"));
+        }
+    }
+    if let Some(n) = x.requests_failed_max {
+        if sent - ok > n {
+            failures.push(format!("requests_failed_max: expected at most {n}, got {}", sent - ok));
+        }
+    }
+    for (status, n) in &x.user_statuses {
+        let got = user_statuses.get(status).copied().unwrap_or(0);
+        if got != *n {
+            failures.push(format!("user_statuses[{status}]: expected {n}, got {got}"));
+        }
+    }
+    NetnsResult { outcome, diagnostics, failures, user_statuses, wall }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_become_nftables_in_order_with_the_backend_exempt() {
+        let rules = vec![Rule::port(Action::Reject, 80), Rule::port(Action::Drop, 443)];
+        let text = nft_ruleset(&rules, "10.251.0.12");
+        let body: Vec<&str> = text.lines().map(str::trim).collect();
+        let backend = body.iter().position(|l| *l == "ip daddr 10.251.0.12 accept").unwrap();
+        let reject = body.iter().position(|l| *l == "tcp dport 80 reject with tcp reset").unwrap();
+        let drop = body.iter().position(|l| *l == "tcp dport 443 drop").unwrap();
+        assert!(backend < reject && reject < drop, "{text}");
+    }
+}

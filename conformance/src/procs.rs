@@ -1,0 +1,93 @@
+//! Child processes of real-world runs (`bench-real`, the netns world):
+//! each logs to a file in a scratch folder, and all are killed and reaped
+//! when the owner drops them, also on an error.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+/// Child processes, killed and reaped on drop.
+pub struct Procs {
+    children: Vec<(String, Child)>,
+    logs: PathBuf,
+}
+
+impl Procs {
+    /// Children whose logs go to `logs/<label>.log`.
+    pub fn new(logs: &Path) -> Procs {
+        Procs { children: Vec::new(), logs: logs.to_path_buf() }
+    }
+
+    /// Kills and reaps one child now (e.g. to read its final log).
+    pub fn stop(&mut self, label: &str) {
+        if let Some((_, child)) = self.children.iter_mut().find(|(l, _)| l == label) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Whether a child has exited by itself.
+    pub fn exited(&mut self, label: &str) -> bool {
+        self.children.iter_mut().find(|(l, _)| l == label).is_some_and(|(_, c)| matches!(c.try_wait(), Ok(Some(_))))
+    }
+
+    pub fn spawn(&mut self, label: &str, cmd: &mut Command) -> Result<u32, String> {
+        let log = self.logs.join(format!("{label}.log"));
+        let out = File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
+        let err = out.try_clone().map_err(|e| format!("{}: {e}", log.display()))?;
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .map_err(|e| format!("starting {label} ({:?}): {e}", cmd.get_program()))?;
+        let pid = child.id();
+        self.children.push((label.to_string(), child));
+        Ok(pid)
+    }
+
+    /// Fails with the child's log tail if it has exited.
+    pub fn check_alive(&mut self) -> Result<(), String> {
+        for (label, child) in &mut self.children {
+            if let Ok(Some(status)) = child.try_wait() {
+                let log = self.logs.join(format!("{label}.log"));
+                return Err(format!("{label} exited ({status}); its log ends:\n{}", tail(&log, 15)));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn log(&self, label: &str) -> String {
+        std::fs::read_to_string(self.logs.join(format!("{label}.log"))).unwrap_or_default()
+    }
+}
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for (_, child) in self.children.iter_mut().rev() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The last `lines` lines of a log file.
+pub fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// A workspace binary, with what to do when it is missing.
+pub fn binary(dir: &Path, name: &str) -> Result<PathBuf, String> {
+    let p = dir.join(name);
+    if p.is_file() {
+        Ok(p)
+    } else {
+        Err(format!(
+            "no {name} binary at {}: build the workspace first (cargo build --release --workspace)",
+            p.display()
+        ))
+    }
+}
+
