@@ -323,7 +323,18 @@ fn real_main() -> Result<ExitCode, String> {
                 .collect();
             run_netns(&scenarios)
         }
-        Command::Run { paths, seed, seeds, format, out, expected_failures, check_determinism, filter, fixed_steps, world: WorldArg::Sim } => {
+        Command::Run {
+            paths,
+            seed,
+            seeds,
+            format,
+            out,
+            expected_failures,
+            check_determinism,
+            filter,
+            fixed_steps,
+            world: WorldArg::Sim,
+        } => {
             let catalogue = Catalogue::builtin();
             let expected = match expected_failures {
                 Some(path) => ExpectedFailures::load(&path, &catalogue)?,

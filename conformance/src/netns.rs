@@ -62,9 +62,9 @@ impl NetnsResult {
 /// Why this machine cannot run the netns world, if it cannot: not root,
 /// or `ip` / `nft` missing.
 pub fn unavailable() -> Option<String> {
-    let uid = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).and_then(|l| l.split_whitespace().nth(2).map(String::from)));
+    let uid = std::fs::read_to_string("/proc/self/status").ok().and_then(|s| {
+        s.lines().find(|l| l.starts_with("Uid:")).and_then(|l| l.split_whitespace().nth(2).map(String::from))
+    });
     if uid.as_deref() != Some("0") {
         return Some("the netns world needs root (network namespaces, veth, nftables)".into());
     }
@@ -343,9 +343,8 @@ pub fn run(s: &Scenario, bins: &Binaries) -> Result<NetnsResult, String> {
             .output()
             .map_err(|e| format!("sending the users' requests: {e}"))?;
         let text = String::from_utf8_lossy(&out.stdout);
-        user_statuses = serde_json::from_str(text.trim()).map_err(|e| {
-            format!("users: {e}; printed {text:?}, stderr {:?}", String::from_utf8_lossy(&out.stderr))
-        })?;
+        user_statuses = serde_json::from_str(text.trim())
+            .map_err(|e| format!("users: {e}; printed {text:?}, stderr {:?}", String::from_utf8_lossy(&out.stderr)))?;
     }
     procs.stop("connector");
     let evs = events(&procs.log("connector"));
@@ -353,12 +352,7 @@ pub fn run(s: &Scenario, bins: &Binaries) -> Result<NetnsResult, String> {
 }
 
 /// The outcome and the expectations real time can show.
-fn judge(
-    s: &Scenario,
-    evs: &[serde_json::Value],
-    user_statuses: BTreeMap<String, u32>,
-    wall: Duration,
-) -> NetnsResult {
+fn judge(s: &Scenario, evs: &[serde_json::Value], user_statuses: BTreeMap<String, u32>, wall: Duration) -> NetnsResult {
     let registered = evs.iter().any(|e| e["event"] == "registered" || e["event"] == "identity_loaded");
     let mut tunnels: BTreeMap<String, bool> = BTreeMap::new();
     for e in evs {
@@ -380,8 +374,7 @@ fn judge(
         Outcome::NotServing
     };
     let diags: Vec<&serde_json::Value> = evs.iter().filter(|e| e["event"] == "diagnostic").collect();
-    let diagnostics: BTreeSet<String> =
-        diags.iter().filter_map(|d| d["code"].as_str().map(String::from)).collect();
+    let diagnostics: BTreeSet<String> = diags.iter().filter_map(|d| d["code"].as_str().map(String::from)).collect();
 
     let x = &s.expect;
     let mut failures = Vec::new();

@@ -90,4 +90,3 @@ pub fn binary(dir: &Path, name: &str) -> Result<PathBuf, String> {
         ))
     }
 }
-

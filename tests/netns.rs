@@ -1,0 +1,107 @@
+//! Differential test: every scenario marked `worlds = ["sim", "netns"]`
+//! runs in the simulation and in network namespaces (the real binaries,
+//! the firewall as nftables rules); both worlds must give the same verdict
+//! and report the same diagnostic codes. A difference is a bug in one of
+//! the two network models.
+//!
+//! Where the netns world cannot run (not root, no `ip`/`nft`), each test is
+//! reported as ignored and the reason is printed: never a silent pass.
+//! The binaries are built first when missing (`cargo test` builds only the
+//! test targets).
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::Command;
+
+use conformance::netns::{self, Binaries};
+use conformance::scenario::WorldKind;
+use conformance::{Scenario, Stepping, Verdict};
+use connsim_tests::{scenario_files_or_exit, workspace_root};
+use libtest_mimic::{Arguments, Failed, Trial};
+
+/// target/<profile>, from this test binary's place (target/<profile>/deps).
+fn bin_dir() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    Some(exe.parent()?.parent()?.to_path_buf())
+}
+
+fn binaries() -> Result<Binaries, String> {
+    let dir = bin_dir().ok_or("cannot tell where the test binary is")?;
+    if let Ok(b) = Binaries::in_dir(&dir) {
+        return Ok(b);
+    }
+    let release = dir.file_name().is_some_and(|n| n == "release");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "--workspace", "--bins", "--locked"]).current_dir(workspace_root());
+    if release {
+        cmd.arg("--release");
+    }
+    let out = cmd.output().map_err(|e| format!("building the binaries: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("building the binaries failed: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    Binaries::in_dir(&dir)
+}
+
+fn main() {
+    let args = Arguments::from_args();
+    let unavailable = netns::unavailable();
+    if let Some(why) = &unavailable {
+        eprintln!("netns world unavailable, its tests are ignored: {why}");
+    }
+    let marked: Vec<Scenario> = scenario_files_or_exit()
+        .into_iter()
+        .filter_map(|f| Scenario::load(&f).ok())
+        .filter(|s| s.worlds.contains(&WorldKind::Netns))
+        .collect();
+    let bins = if unavailable.is_none() && !args.list {
+        match binaries() {
+            Ok(b) => Some(b),
+            Err(e) => {
+                eprintln!("{e}");
+                std::process::exit(2);
+            }
+        }
+    } else {
+        None
+    };
+    let mut trials = vec![Trial::test("netns::some_scenarios_are_marked", {
+        let n = marked.len();
+        move || if n >= 3 { Ok(()) } else { Err(Failed::from(format!("only {n} scenarios marked for netns"))) }
+    })];
+    for s in marked {
+        let bins = bins.clone();
+        let name = format!("netns::{}", s.name);
+        trials.push(
+            Trial::test(name, move || {
+                let Some(bins) = bins else { return Err("netns world unavailable".into()) };
+                if let Some(why) = netns::unsupported(&s) {
+                    return Err(format!("marked for netns but cannot run there: {why}").into());
+                }
+                let sim = conformance::run_with(&s, s.seed.unwrap_or(1), Stepping::SkipIdle);
+                let real = netns::run(&s, &bins)?;
+                let sim_codes: BTreeSet<String> =
+                    sim.summary.diagnostic_codes().into_iter().map(String::from).collect();
+                let sim_pass = sim.verdict == Verdict::Pass;
+                if sim_pass != real.passed() || sim_codes != real.diagnostics {
+                    return Err(format!(
+                        "worlds differ: sim {} {:?}, netns {} {:?} (netns failures: {:?})",
+                        if sim_pass { "pass" } else { "FAIL" },
+                        sim_codes,
+                        if real.passed() { "pass" } else { "FAIL" },
+                        real.diagnostics,
+                        real.failures
+                    )
+                    .into());
+                }
+                if !real.passed() {
+                    return Err(format!("both worlds fail: {:?}", real.failures).into());
+                }
+                Ok(())
+            })
+            .with_ignored_flag(unavailable.is_some()),
+        );
+    }
+    libtest_mimic::run(&args, trials).exit();
+}
