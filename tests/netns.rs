@@ -45,7 +45,7 @@ fn binaries() -> Result<Binaries, String> {
 }
 
 fn main() {
-    let args = Arguments::from_args();
+    let mut args = Arguments::from_args();
     let unavailable = netns::unavailable();
     if let Some(why) = &unavailable {
         eprintln!("netns world unavailable, its tests are ignored: {why}");
@@ -55,6 +55,11 @@ fn main() {
         .filter_map(|f| Scenario::load(&f).ok())
         .filter(|s| s.worlds.contains(&WorldKind::Netns))
         .collect();
+    // The runs mostly wait (real timeouts), each in its own namespaces: run
+    // them all at once unless told otherwise.
+    if args.test_threads.is_none() {
+        args.test_threads = Some(marked.len().max(1));
+    }
     let bins = if unavailable.is_none() && !args.list {
         match binaries() {
             Ok(b) => Some(b),

@@ -208,15 +208,20 @@ pub async fn open_loop(target: &Target, rate: u32, conns: usize, duration: Durat
     Stats::merge(parts, start.elapsed())
 }
 
-/// `n` requests at once, each on its own connection; the status of each
-/// (or why it got none), in the order they were started.
-pub async fn each_once(target: &Target, n: usize) -> Vec<Result<u16, String>> {
-    let tasks: Vec<_> = (0..n)
-        .map(|_| {
-            let target = target.clone();
-            tokio::task::spawn_local(async move { Conn { sender: None }.request(&target).await })
-        })
-        .collect();
+/// `n` requests, request i sent at `start + i * interval` (all at once
+/// when both are zero), each on its own connection; the status of each (or
+/// why it got none), in the order they were started.
+pub async fn each_once(target: &Target, n: usize, start: Duration, interval: Duration) -> Vec<Result<u16, String>> {
+    let t0 = Instant::now();
+    let mut tasks = Vec::with_capacity(n);
+    for i in 0..n {
+        let due = t0 + start + interval * u32::try_from(i).unwrap_or(u32::MAX);
+        if due > Instant::now() {
+            tokio::time::sleep_until(due.into()).await;
+        }
+        let target = target.clone();
+        tasks.push(tokio::task::spawn_local(async move { Conn { sender: None }.request(&target).await }));
+    }
     let mut out = Vec::with_capacity(n);
     for t in tasks {
         out.push(t.await.unwrap_or_else(|e| Err(format!("request task: {e}"))));

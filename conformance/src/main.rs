@@ -135,6 +135,12 @@ enum Command {
         host: String,
         #[arg(long, default_value_t = 1)]
         requests: usize,
+        /// Wait this long before the first request.
+        #[arg(long, default_value_t = 0)]
+        start_ms: u64,
+        /// Between requests (0: all at once).
+        #[arg(long, default_value_t = 0)]
+        interval_ms: u64,
     },
     /// Replay one scenario with one seed and print its full trace.
     Repro {
@@ -297,14 +303,21 @@ fn main() -> ExitCode {
 
 fn real_main() -> Result<ExitCode, String> {
     match Cli::parse().command {
-        Command::Users { addr, host, requests } => {
+        Command::Users { addr, host, requests, start_ms, interval_ms } => {
             let target = conformance::loadgen::Target { addr, host, path: "/".into() };
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .map_err(|e| format!("runtime: {e}"))?;
-            let answers = tokio::task::LocalSet::new()
-                .block_on(&rt, conformance::loadgen::each_once(&target, requests.min(10_000)));
+            let answers = tokio::task::LocalSet::new().block_on(
+                &rt,
+                conformance::loadgen::each_once(
+                    &target,
+                    requests.min(10_000),
+                    std::time::Duration::from_millis(start_ms),
+                    std::time::Duration::from_millis(interval_ms),
+                ),
+            );
             let mut statuses: BTreeMap<String, u32> = BTreeMap::new();
             for a in answers {
                 let key = match a {

@@ -29,7 +29,7 @@ use relay_sim::serve::Manifest;
 use relay_sim::world::{Action, Rule};
 
 use crate::procs::{binary, Procs};
-use crate::scenario::{Outcome, Scenario, WorldKind};
+use crate::scenario::{Outcome, Scenario, TimelineEvent, WorldKind};
 
 /// Address of the cloud side of the veth pair, and the range its service
 /// hosts get (routed to its loopback device).
@@ -39,6 +39,8 @@ const HOST_RANGE: &str = "10.251.0.0/24";
 const HOST_BASE: &str = "10.251.0.1";
 /// Longest the connector gets to settle, real seconds.
 const SETTLE_LIMIT: Duration = Duration::from_secs(150);
+/// Longest scenario with a timeline (played in real time).
+const TIMELINE_LIMIT: Duration = Duration::from_secs(300);
 
 /// What a netns run found.
 #[derive(Debug, Clone)]
@@ -95,8 +97,16 @@ pub fn unsupported(s: &Scenario) -> Option<String> {
     if w.backends.iter().any(|b| b.down || b.behaviour != relay_sim::backend::Behaviour::Echo) {
         why.push("a backend that is down or not an echo".into());
     }
-    if !s.timeline.is_empty() {
-        why.push("a timeline (events at simulated times)".into());
+    for t in &s.timeline {
+        if !matches!(
+            t.event.get_ref(),
+            TimelineEvent::BlockPort(_) | TimelineEvent::RejectPort(_) | TimelineEvent::UnblockPort(_)
+        ) {
+            why.push(format!("timeline event \"{}\" (only port blocks are driven in real time)", t.event.get_ref()));
+        }
+    }
+    if !s.timeline.is_empty() && s.duration.0 > TIMELINE_LIMIT {
+        why.push(format!("a timeline over {} s of real time", TIMELINE_LIMIT.as_secs()));
     }
     if w.proxy.is_some() || w.inspection.is_some() || w.allow_list.is_some() {
         why.push("a proxy, TLS inspection or an allow-list".into());
@@ -129,25 +139,42 @@ pub fn unsupported(s: &Scenario) -> Option<String> {
 
 /// The scenario's perimeter rules as an nftables ruleset for the
 /// connector's namespace (output hook: the connector's own packets).
-/// Traffic to the backend is inside the private network and not filtered.
+/// Stateful, as the simulation's firewall: rules judge new connections,
+/// established ones carry on. The timeline's rules (chain `timeline`) come
+/// first, as the simulation inserts them in front. Traffic to the backend is
+/// inside the private network and not filtered.
 pub fn nft_ruleset(rules: &[Rule], backend_ip: &str) -> String {
-    let mut out = String::from(
-        "table inet connsim {\n  chain output {\n    type filter hook output priority 0; policy accept;\n    oifname \"lo\" accept\n",
-    );
-    out.push_str(&format!("    ip daddr {backend_ip} accept\n"));
+    let mut out = String::from("table inet connsim {\n  chain timeline {\n  }\n  chain output {\n");
+    out.push_str("    type filter hook output priority 0; policy accept;\n");
+    out.push_str("    oifname \"lo\" accept\n    ct state established,related accept\n");
+    out.push_str(&format!("    ip daddr {backend_ip} accept\n    jump timeline\n"));
     for r in rules {
-        let matcher = match r.port {
-            Some(p) => format!("tcp dport {p} "),
-            None => "meta l4proto tcp ".to_string(),
-        };
-        let verdict = match r.action {
-            Action::Allow => "accept",
-            Action::Drop => "drop",
-            Action::Reject => "reject with tcp reset",
-        };
-        out.push_str(&format!("    {matcher}{verdict}\n"));
+        out.push_str(&format!("    {}\n", nft_rule(r)));
     }
     out.push_str("  }\n}\n");
+    out
+}
+
+fn nft_rule(r: &Rule) -> String {
+    let matcher = match r.port {
+        Some(p) => format!("tcp dport {p} "),
+        None => "meta l4proto tcp ".to_string(),
+    };
+    let verdict = match r.action {
+        Action::Allow => "accept",
+        Action::Drop => "drop",
+        Action::Reject => "reject with tcp reset",
+    };
+    format!("{matcher}{verdict}")
+}
+
+/// The `timeline` chain's content after the timeline's port rules so far
+/// (newest first, as the simulation inserts them).
+pub fn nft_timeline(rules: &[Rule]) -> String {
+    let mut out = String::from("flush chain inet connsim timeline\n");
+    for r in rules.iter().rev() {
+        out.push_str(&format!("add rule inet connsim timeline {}\n", nft_rule(r)));
+    }
     out
 }
 
@@ -281,6 +308,9 @@ pub fn run(s: &Scenario, bins: &Binaries) -> Result<NetnsResult, String> {
         .args(["--host-base", HOST_BASE, "--backend", &format!("{}:{}", backend.name, backend.port)])
         .arg("--state-dir")
         .arg(&state);
+    if let Some(b) = &s.world.bootstrap_interval {
+        cloud.args(["--bootstrap-interval", &b.0.as_secs().max(1).to_string()]);
+    }
     procs.spawn("relay-sim", &mut cloud)?;
     let manifest_path = state.join("manifest.json");
     let give_up = Instant::now() + Duration::from_secs(20);
@@ -315,40 +345,108 @@ pub fn run(s: &Scenario, bins: &Binaries) -> Result<NetnsResult, String> {
         agent.arg("--resolve").arg(r);
     }
     procs.spawn("connector", &mut agent)?;
+    let t0 = Instant::now();
+    let host = manifest.apps.first().cloned().unwrap_or_default();
 
-    // Settle: registration given up (the process ends) or every tunnel up.
-    let limit = SETTLE_LIMIT.min(s.duration.0);
-    let give_up = Instant::now() + limit;
-    loop {
-        let evs = events(&procs.log("connector"));
-        let up = evs.iter().filter(|e| e["event"] == "tunnel_up").count();
-        if procs.exited("connector") || up >= manifest.resolve.iter().filter(|r| r.contains("servicebus")).count() {
-            break;
+    let user_statuses = if s.timeline.is_empty() {
+        settle(&mut procs, &manifest, SETTLE_LIMIT.min(s.duration.0))?;
+        let requests: u32 = s.load.iter().map(|l| l.requests).sum();
+        if requests > 0 {
+            let out = users(bins, &ns.cloud, &manifest, &host, requests, Duration::ZERO, Duration::ZERO)
+                .output()
+                .map_err(|e| format!("sending the users' requests: {e}"))?;
+            parse_statuses(&out.stdout, &out.stderr)?
+        } else {
+            BTreeMap::new()
         }
-        if Instant::now() >= give_up {
-            break;
+    } else {
+        // Real time: users on their schedule, the timeline's port rules at
+        // their times, until the scenario's end.
+        let mut waiting = Vec::new();
+        for (i, l) in s.load.iter().enumerate() {
+            let label = format!("users-{i}");
+            procs.spawn(&label, &mut users(bins, &ns.cloud, &manifest, &host, l.requests, l.start.0, l.interval.0))?;
+            waiting.push(label);
         }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-
-    let mut user_statuses = BTreeMap::new();
-    let requests: u32 = s.load.iter().map(|l| l.requests).sum();
-    if requests > 0 {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &ns.cloud])
-            .arg(&bins.connsim)
-            .args(["users", "--addr", &manifest.ingress.to_string(), "--host"])
-            .arg(manifest.apps.first().map(String::as_str).unwrap_or_default())
-            .args(["--requests", &requests.to_string()])
-            .output()
-            .map_err(|e| format!("sending the users' requests: {e}"))?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        user_statuses = serde_json::from_str(text.trim())
-            .map_err(|e| format!("users: {e}; printed {text:?}, stderr {:?}", String::from_utf8_lossy(&out.stderr)))?;
-    }
+        let mut rules: Vec<Rule> = Vec::new();
+        let ruleset = scratch.path().join("timeline.nft");
+        for t in &s.timeline {
+            sleep_until(t0 + t.at.0);
+            match t.event.get_ref() {
+                TimelineEvent::BlockPort(p) => rules.push(Rule::port(Action::Drop, *p)),
+                TimelineEvent::RejectPort(p) => rules.push(Rule::port(Action::Reject, *p)),
+                TimelineEvent::UnblockPort(p) => rules.retain(|r| r.port != Some(*p)),
+                other => return Err(format!("timeline event \"{other}\" cannot be driven in real time")),
+            }
+            std::fs::write(&ruleset, nft_timeline(&rules)).map_err(|e| format!("{}: {e}", ruleset.display()))?;
+            sh(&["ip", "netns", "exec", &ns.connector, "nft", "-f", &ruleset.to_string_lossy()])?;
+        }
+        sleep_until(t0 + s.duration.0);
+        let mut statuses = BTreeMap::new();
+        for label in waiting {
+            // Answers still on their way get a little longer.
+            let give_up = Instant::now() + Duration::from_secs(30);
+            while !procs.exited(&label) && Instant::now() < give_up {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            procs.stop(&label);
+            let out = procs.log(&label);
+            let part = parse_statuses(out.lines().last().unwrap_or_default().as_bytes(), out.as_bytes())?;
+            for (k, v) in part {
+                *statuses.entry(k).or_insert(0) += v;
+            }
+        }
+        statuses
+    };
     procs.stop("connector");
     let evs = events(&procs.log("connector"));
     Ok(judge(s, &evs, user_statuses, started.elapsed()))
+}
+
+fn sleep_until(t: Instant) {
+    let now = Instant::now();
+    if t > now {
+        std::thread::sleep(t - now);
+    }
+}
+
+/// Waits until registration was given up (the process ends) or every
+/// tunnel is up, at most `limit`.
+fn settle(procs: &mut Procs, manifest: &Manifest, limit: Duration) -> Result<(), String> {
+    let relays = manifest.resolve.iter().filter(|r| r.contains("servicebus")).count();
+    let give_up = Instant::now() + limit;
+    loop {
+        let up = events(&procs.log("connector")).iter().filter(|e| e["event"] == "tunnel_up").count();
+        if procs.exited("connector") || up >= relays || Instant::now() >= give_up {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `connsim users` in the cloud's namespace.
+fn users(
+    bins: &Binaries,
+    cloud_ns: &str,
+    manifest: &Manifest,
+    host: &str,
+    requests: u32,
+    start: Duration,
+    interval: Duration,
+) -> Command {
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", cloud_ns])
+        .arg(&bins.connsim)
+        .args(["users", "--addr", &manifest.ingress.to_string(), "--host", host])
+        .args(["--requests", &requests.to_string()])
+        .args(["--start-ms", &start.as_millis().to_string(), "--interval-ms", &interval.as_millis().to_string()]);
+    c
+}
+
+fn parse_statuses(stdout: &[u8], stderr: &[u8]) -> Result<BTreeMap<String, u32>, String> {
+    let text = String::from_utf8_lossy(stdout);
+    serde_json::from_str(text.trim())
+        .map_err(|e| format!("users: {e}; printed {text:?}, stderr {:?}", String::from_utf8_lossy(stderr)))
 }
 
 /// The outcome and the expectations real time can show.

@@ -52,10 +52,10 @@ impl Reach {
         self.worked.borrow().get(&(host.to_ascii_lowercase(), port)).copied()
     }
 
-    /// A host that worked on `port`, other than `except`.
-    pub fn any_worked_on(&self, port: u16, except: &str) -> Option<String> {
+    /// Hosts that worked on `port` at some time, other than `except`.
+    pub fn worked_on(&self, port: u16, except: &str) -> Vec<String> {
         let except = except.to_ascii_lowercase();
-        self.worked.borrow().keys().find(|(h, p)| *p == port && *h != except).map(|(h, _)| h.clone())
+        self.worked.borrow().keys().filter(|(h, p)| *p == port && *h != except).map(|(h, _)| h.clone()).collect()
     }
 
     /// Hosts worth probing when nothing has worked yet (the tenant's
@@ -131,10 +131,7 @@ pub async fn explain(env: &Env, host: &str, port: u16, addr: Option<IpAddr>, fai
         }
     }
     let entry = allowlist::entry_for(host, port);
-    let mut works = env.reach.any_worked_on(port, host);
-    if works.is_none() {
-        works = probe(env, host, port, entry.map(|(_, e)| e)).await;
-    }
+    let works = probe(env, host, port, entry.map(|(_, e)| e)).await;
     match (works, entry) {
         (Some(other), Some((g, _))) => Diagnostic::new(
             g.requirement(),
@@ -162,13 +159,20 @@ pub async fn explain(env: &Env, host: &str, port: u16, addr: Option<IpAddr>, fai
     }
 }
 
-/// Tries the reference hosts under other allow-list entries on `port`;
-/// returns one that accepts a TCP connection.
+/// Tries hosts under other allow-list entries on `port`, those that worked
+/// before first, then the reference hosts; returns one that accepts a TCP
+/// connection now. Memory alone is not enough: a host that worked before
+/// the port was closed says nothing about the port now (seen in the netns
+/// world: 443 closed while serving was blamed on a missing allow-list
+/// entry because registration had worked an hour earlier).
 async fn probe(env: &Env, host: &str, port: u16, entry: Option<&str>) -> Option<String> {
+    let mut candidates = env.reach.worked_on(port, host);
     for (reference, rport) in env.reach.references() {
-        if rport != port || reference.eq_ignore_ascii_case(host) {
-            continue;
+        if rport == port && !reference.eq_ignore_ascii_case(host) && !candidates.contains(&reference) {
+            candidates.push(reference);
         }
+    }
+    for reference in candidates {
         if entry.is_some() && allowlist::entry_for(&reference, port).map(|(_, e)| e) == entry {
             continue;
         }

@@ -268,7 +268,7 @@ impl Revocation {
         // it answered (e.g. the trust list): then the CRL hosts are missing
         // from an allow-list, not the port.
         if reached.is_empty() {
-            if let Some(other) = env.reach.any_worked_on(80, "") {
+            if let Some(other) = env.reach.worked_on(80, "").into_iter().next() {
                 reached.push(other);
             }
         }
