@@ -329,12 +329,12 @@ fn real_main() -> Result<ExitCode, String> {
             println!("{}", serde_json::to_string(&statuses).map_err(|e| e.to_string())?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run { paths, world: WorldArg::Netns, filter, .. } => {
+        Command::Run { paths, world: WorldArg::Netns, filter, format, out, .. } => {
             let scenarios: Vec<(PathBuf, Scenario)> = load_all(&paths)?
                 .into_iter()
                 .filter(|(_, s)| filter.as_deref().is_none_or(|f| s.name.contains(f)))
                 .collect();
-            run_netns(&scenarios)
+            run_netns(&scenarios, format, out.as_deref())
         }
         Command::Run {
             paths,
@@ -396,33 +396,7 @@ fn real_main() -> Result<ExitCode, String> {
                     }
                 })
                 .collect();
-            let text = match format {
-                Format::Text => {
-                    let color = out.is_none()
-                        && std::io::stdout().is_terminal()
-                        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-                    format!("{}\n{}", report::matrix(&entries, &catalogue, color), report::text(&entries))
-                }
-                Format::Json => report::json(&entries) + "\n",
-                Format::Junit => report::junit(&entries),
-                Format::Markdown => report::markdown(&entries, &catalogue),
-                Format::Html => report::html(&entries, &catalogue),
-            };
-            match &out {
-                Some(path) => {
-                    std::fs::write(path, text).map_err(|e| format!("writing {}: {e}", path.display()))?;
-                    let c = report::counts(&entries);
-                    eprintln!(
-                        "{} passed, {} failed, {} expected failures, {} unexpected passes; report in {}",
-                        c.passed,
-                        c.failed,
-                        c.expected_failures,
-                        c.unexpected_passes,
-                        path.display()
-                    );
-                }
-                None => print!("{text}"),
-            }
+            write_report(&entries, format, out.as_deref(), &catalogue)?;
             let bad = entries.iter().any(|e| e.status.is_bad());
             Ok(if bad { ExitCode::FAILURE } else { ExitCode::SUCCESS })
         }
@@ -685,67 +659,104 @@ enum WorldArg {
     Netns,
 }
 
+/// Writes a report of `entries` in `format` to `out` (or standard output).
+fn write_report(
+    entries: &[Entry<'_>],
+    format: Format,
+    out: Option<&std::path::Path>,
+    catalogue: &Catalogue,
+) -> Result<(), String> {
+    let text = match format {
+        Format::Text => {
+            let color = out.is_none()
+                && std::io::stdout().is_terminal()
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+            format!("{}\n{}", report::matrix(entries, catalogue, color), report::text(entries))
+        }
+        Format::Json => report::json(entries) + "\n",
+        Format::Junit => report::junit(entries),
+        Format::Markdown => report::markdown(entries, catalogue),
+        Format::Html => report::html(entries, catalogue),
+    };
+    match out {
+        Some(path) => {
+            std::fs::write(path, text).map_err(|e| format!("writing {}: {e}", path.display()))?;
+            let c = report::counts(entries);
+            eprintln!(
+                "{} passed, {} failed, {} expected failures, {} unexpected passes; report in {}",
+                c.passed,
+                c.failed,
+                c.expected_failures,
+                c.unexpected_passes,
+                path.display()
+            );
+        }
+        None => print!("{text}"),
+    }
+    Ok(())
+}
+
 /// `connsim run --world netns`: each scenario marked for it, in network
-/// namespaces, beside its simulated verdict.
-fn run_netns(scenarios: &[(PathBuf, Scenario)]) -> Result<ExitCode, String> {
-    if let Some(why) = conformance::netns::unavailable() {
+/// namespaces, reported like a simulated run. A verdict or diagnostic codes
+/// that differ from the simulation's fail the scenario: one of the two
+/// network models is wrong.
+fn run_netns(
+    scenarios: &[(PathBuf, Scenario)],
+    format: Format,
+    out: Option<&std::path::Path>,
+) -> Result<ExitCode, String> {
+    use conformance::netns::{self, NetnsResult};
+    if let Some(why) = netns::unavailable() {
         eprintln!("netns world unavailable: {why}; nothing ran");
         return Ok(ExitCode::from(2));
+    }
+    let marked: Vec<&(PathBuf, Scenario)> =
+        scenarios.iter().filter(|(_, s)| s.worlds.contains(&conformance::scenario::WorldKind::Netns)).collect();
+    if marked.is_empty() {
+        return Err("no scenario here is marked worlds = [\"sim\", \"netns\"]".into());
     }
     let dir = std::env::current_exe()
         .ok()
         .and_then(|p| p.parent().map(std::path::Path::to_path_buf))
         .ok_or("cannot tell where connsim is")?;
-    let bins = conformance::netns::Binaries::in_dir(&dir)?;
-    conformance::netns::clean_up_on_interrupt();
-    println!("{:<40} {:>9} {:>9} {:>8}  outcome / diagnostics", "scenario", "netns", "sim", "wall");
-    let (mut passed, mut failed, mut skipped) = (0, 0, 0);
-    for (path, s) in scenarios {
-        if let Some(why) = conformance::netns::unsupported(s) {
-            if s.worlds.contains(&conformance::scenario::WorldKind::Netns) {
-                // Marked for netns but not buildable: a scenario bug.
-                println!("{:<40} {:>9}  {why}", s.name, "ERROR");
-                failed += 1;
-            } else {
-                skipped += 1;
-            }
-            continue;
-        }
-        let sim = conformance::run_with(s, s.seed.unwrap_or(1), Stepping::SkipIdle);
-        let sim_verdict = if sim.verdict == Verdict::Pass { "pass" } else { "FAIL" };
-        match conformance::netns::run(s, &bins) {
+    let bins = netns::Binaries::in_dir(&dir)?;
+    netns::clean_up_on_interrupt();
+    let mut results = Vec::new();
+    for (i, (path, s)) in marked.iter().enumerate() {
+        eprintln!("[netns {}/{}] {} (real time)", i + 1, marked.len(), s.name);
+        let result = match netns::run(s, &bins) {
             Ok(r) => {
-                let verdict = if r.passed() { "pass" } else { "FAIL" };
-                println!(
-                    "{:<40} {:>9} {:>9} {:>7.1}s  {:?} {:?}",
-                    s.name,
-                    verdict,
-                    sim_verdict,
-                    r.wall.as_secs_f64(),
-                    r.outcome,
-                    r.diagnostics
-                );
-                if !r.user_statuses.is_empty() {
-                    println!("    user answers by status: {:?}", r.user_statuses);
+                let mut result = r.as_run_result(s);
+                let sim = run_with(s, s.seed.unwrap_or(1), Stepping::SkipIdle);
+                let sim_codes: std::collections::BTreeSet<String> =
+                    sim.summary.diagnostic_codes().into_iter().map(String::from).collect();
+                if (sim.verdict == Verdict::Pass) != r.passed() || sim_codes != r.diagnostics {
+                    result.verdict = Verdict::Fail;
+                    result.failures.push(format!(
+                        "differs from the simulation: sim {:?} {sim_codes:?}, netns {:?} {:?}",
+                        sim.verdict, result.verdict, r.diagnostics
+                    ));
                 }
-                for f in &r.failures {
-                    println!("    - {f}");
-                }
-                if r.passed() {
-                    passed += 1;
-                } else {
-                    failed += 1;
-                    println!("    repro: connsim run --world netns {}", path.display());
-                }
+                result
             }
-            Err(e) => {
-                println!("{:<40} {:>9}  {e}", s.name, "ERROR");
-                failed += 1;
-            }
-        }
+            Err(e) => NetnsResult::not_run(s, e),
+        };
+        results.push((path.clone(), s, result));
     }
-    println!("\n{passed} passed, {failed} failed, {skipped} not marked for netns");
-    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    let entries: Vec<Entry<'_>> = results
+        .iter()
+        .map(|(file, s, r)| Entry {
+            file: file.display().to_string(),
+            covers: s.covers.clone(),
+            failing_case: !s.expect.diagnostics.is_empty(),
+            result: r,
+            status: Status::of(r, None),
+            repro: format!("cargo run --release -p conformance --bin connsim -- run --world netns {}", file.display()),
+        })
+        .collect();
+    write_report(&entries, format, out, &Catalogue::builtin())?;
+    let bad = entries.iter().any(|e| e.status.is_bad());
+    Ok(if bad { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
 /// `connsim bench --all`: every figure of the performance targets, each

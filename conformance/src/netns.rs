@@ -48,6 +48,8 @@ pub struct NetnsResult {
     pub outcome: Outcome,
     /// Diagnostic codes the connector reported.
     pub diagnostics: BTreeSet<String>,
+    /// The diagnostics themselves, first of each code.
+    pub findings: Vec<connector::diag::Diagnostic>,
     /// Expectations that did not hold (empty: pass).
     pub failures: Vec<String>,
     /// User answers by status ("none" when no answer came).
@@ -58,6 +60,52 @@ pub struct NetnsResult {
 impl NetnsResult {
     pub fn passed(&self) -> bool {
         self.failures.is_empty()
+    }
+
+    /// In the simulation's result shape, so every report format serves
+    /// both worlds. "sim time" is the real time the run took; there is no
+    /// trace hash (real time is not reproducible bit for bit).
+    pub fn as_run_result(&self, s: &Scenario) -> crate::RunResult {
+        let ok: u32 = self.user_statuses.iter().filter(|(k, _)| k.starts_with('2')).map(|(_, v)| *v).sum();
+        let sent: u32 = self.user_statuses.values().sum();
+        let summary = crate::check::Summary {
+            outcome: Some(self.outcome),
+            requests_sent: sent,
+            requests_ok: ok,
+            requests_failed: sent - ok,
+            statuses: self.user_statuses.iter().filter_map(|(k, v)| Some((k.parse().ok()?, *v))).collect(),
+            diagnostics: self.findings.clone(),
+            ..crate::check::Summary::default()
+        };
+        crate::RunResult {
+            name: s.name.clone(),
+            seed: 0,
+            verdict: if self.passed() { crate::Verdict::Pass } else { crate::Verdict::Fail },
+            failures: self.failures.clone(),
+            sim_time_ms: u64::try_from(self.wall.as_millis()).unwrap_or(u64::MAX),
+            wall_ms: self.wall.as_secs_f64() * 1000.0,
+            trace_hash: "real-time".into(),
+            steps: crate::run::Steps::default(),
+            summary,
+            trace: Vec::new(),
+        }
+    }
+
+    /// A run that could not be made (the world could not be built, or
+    /// the scenario cannot be expressed in it), as a failed result.
+    pub fn not_run(s: &Scenario, why: String) -> crate::RunResult {
+        crate::RunResult {
+            name: s.name.clone(),
+            seed: 0,
+            verdict: crate::Verdict::Fail,
+            failures: vec![why],
+            sim_time_ms: 0,
+            wall_ms: 0.0,
+            trace_hash: "-".into(),
+            steps: crate::run::Steps::default(),
+            summary: crate::check::Summary::default(),
+            trace: Vec::new(),
+        }
     }
 }
 
@@ -473,6 +521,14 @@ fn judge(s: &Scenario, evs: &[serde_json::Value], user_statuses: BTreeMap<String
     };
     let diags: Vec<&serde_json::Value> = evs.iter().filter(|e| e["event"] == "diagnostic").collect();
     let diagnostics: BTreeSet<String> = diags.iter().filter_map(|d| d["code"].as_str().map(String::from)).collect();
+    let mut findings: Vec<connector::diag::Diagnostic> = Vec::new();
+    for d in &diags {
+        if let Ok(f) = serde_json::from_value::<connector::diag::Diagnostic>((*d).clone()) {
+            if !findings.iter().any(|x| x.code == f.code) {
+                findings.push(f);
+            }
+        }
+    }
 
     let x = &s.expect;
     let mut failures = Vec::new();
@@ -522,7 +578,7 @@ fn judge(s: &Scenario, evs: &[serde_json::Value], user_statuses: BTreeMap<String
             failures.push(format!("user_statuses[{status}]: expected {n}, got {got}"));
         }
     }
-    NetnsResult { outcome, diagnostics, failures, user_statuses, wall }
+    NetnsResult { outcome, diagnostics, findings, failures, user_statuses, wall }
 }
 
 #[cfg(test)]
