@@ -385,7 +385,9 @@ pub fn run(s: &Scenario, bins: &Binaries) -> Result<NetnsResult, String> {
         .arg(scratch.path().join("connector"))
         .arg("--trust-root")
         .arg(&manifest.root_pem)
-        .args(["--user", &manifest.admin, "--password", &manifest.password]);
+        .args(["--user", &manifest.admin])
+        // Not on the command line, where `ps` shows it.
+        .env("CONNECTOR_PASSWORD", &manifest.password);
     if spec.revocation == connector::pki::RevocationPolicy::SoftFail {
         agent.args(["--revocation", "soft-fail"]);
     }
