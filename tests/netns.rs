@@ -9,13 +9,12 @@
 //! The binaries are built first when missing (`cargo test` builds only the
 //! test targets).
 
-use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::Command;
 
 use conformance::netns::{self, Binaries};
 use conformance::scenario::WorldKind;
-use conformance::{Scenario, Stepping, Verdict};
+use conformance::{Scenario, Stepping};
 use connsim_tests::{scenario_files_or_exit, workspace_root};
 use libtest_mimic::{Arguments, Failed, Trial};
 
@@ -86,19 +85,8 @@ fn main() {
                 }
                 let sim = conformance::run_with(&s, s.seed.unwrap_or(1), Stepping::SkipIdle);
                 let real = netns::run(&s, &bins)?;
-                let sim_codes: BTreeSet<String> =
-                    sim.summary.diagnostic_codes().into_iter().map(String::from).collect();
-                let sim_pass = sim.verdict == Verdict::Pass;
-                if sim_pass != real.passed() || sim_codes != real.diagnostics {
-                    return Err(format!(
-                        "worlds differ: sim {} {:?}, netns {} {:?} (netns failures: {:?})",
-                        if sim_pass { "pass" } else { "FAIL" },
-                        sim_codes,
-                        if real.passed() { "pass" } else { "FAIL" },
-                        real.diagnostics,
-                        real.failures
-                    )
-                    .into());
+                if let Some(diff) = real.differs_from(&sim) {
+                    return Err(format!("{diff} (netns failures: {:?})", real.failures).into());
                 }
                 if !real.passed() {
                     return Err(format!("both worlds fail: {:?}", real.failures).into());

@@ -421,10 +421,7 @@ fn real_main() -> Result<ExitCode, String> {
         Command::BenchReal { conns, duration, runs, rate, rate_duration, relays, rathole, bin_dir } => {
             let bin_dir = match bin_dir {
                 Some(d) => d,
-                None => std::env::current_exe()
-                    .ok()
-                    .and_then(|p| p.parent().map(std::path::Path::to_path_buf))
-                    .ok_or("cannot tell where connsim is; pass --bin-dir")?,
+                None => exe_dir()?,
             };
             if conns.is_empty() || conns.contains(&0) {
                 return Err("--conns: give one or more counts above zero, e.g. 32,1".into());
@@ -659,6 +656,15 @@ enum WorldArg {
     Netns,
 }
 
+/// The folder connsim runs from, where `cargo build` puts the workspace's
+/// other binaries too.
+fn exe_dir() -> Result<PathBuf, String> {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(std::path::Path::to_path_buf))
+        .ok_or_else(|| "cannot tell where connsim is (pass --bin-dir to bench-real)".to_string())
+}
+
 /// Writes a report of `entries` in `format` to `out` (or standard output).
 fn write_report(
     entries: &[Entry<'_>],
@@ -715,11 +721,7 @@ fn run_netns(
     if marked.is_empty() {
         return Err("no scenario here is marked worlds = [\"sim\", \"netns\"]".into());
     }
-    let dir = std::env::current_exe()
-        .ok()
-        .and_then(|p| p.parent().map(std::path::Path::to_path_buf))
-        .ok_or("cannot tell where connsim is")?;
-    let bins = netns::Binaries::in_dir(&dir)?;
+    let bins = netns::Binaries::in_dir(&exe_dir()?)?;
     netns::clean_up_on_interrupt();
     let mut results = Vec::new();
     for (i, (path, s)) in marked.iter().enumerate() {
@@ -728,14 +730,9 @@ fn run_netns(
             Ok(r) => {
                 let mut result = r.as_run_result(s);
                 let sim = run_with(s, s.seed.unwrap_or(1), Stepping::SkipIdle);
-                let sim_codes: std::collections::BTreeSet<String> =
-                    sim.summary.diagnostic_codes().into_iter().map(String::from).collect();
-                if (sim.verdict == Verdict::Pass) != r.passed() || sim_codes != r.diagnostics {
+                if let Some(diff) = r.differs_from(&sim) {
                     result.verdict = Verdict::Fail;
-                    result.failures.push(format!(
-                        "differs from the simulation: sim {:?} {sim_codes:?}, netns {:?} {:?}",
-                        sim.verdict, result.verdict, r.diagnostics
-                    ));
+                    result.failures.push(diff);
                 }
                 result
             }

@@ -91,6 +91,24 @@ impl NetnsResult {
         }
     }
 
+    /// How this run differs from the simulation's run of the same scenario
+    /// (verdict or diagnostic codes), if it does: a bug in one of the two
+    /// network models.
+    pub fn differs_from(&self, sim: &crate::RunResult) -> Option<String> {
+        let sim_codes: BTreeSet<String> = sim.summary.diagnostic_codes().into_iter().map(String::from).collect();
+        let sim_pass = sim.verdict == crate::Verdict::Pass;
+        if sim_pass == self.passed() && sim_codes == self.diagnostics {
+            return None;
+        }
+        let verdict = |pass: bool| if pass { "pass" } else { "FAIL" };
+        Some(format!(
+            "worlds differ: sim {} {sim_codes:?}, netns {} {:?}",
+            verdict(sim_pass),
+            verdict(self.passed()),
+            self.diagnostics
+        ))
+    }
+
     /// A run that could not be made (the world could not be built, or
     /// the scenario cannot be expressed in it), as a failed result.
     pub fn not_run(s: &Scenario, why: String) -> crate::RunResult {
@@ -322,8 +340,8 @@ impl Binaries {
     }
 }
 
-/// One agent event line of the connector's log, as JSON.
-fn events(log: &str) -> Vec<serde_json::Value> {
+/// The agent events in a real connector's log (`LogSink` lines), as JSON.
+pub fn events(log: &str) -> Vec<serde_json::Value> {
     log.lines()
         .filter(|l| l.contains("connector::event"))
         .filter_map(|l| l.find('{').and_then(|i| serde_json::from_str::<serde_json::Value>(&l[i..]).ok()))
@@ -399,7 +417,7 @@ pub fn run(s: &Scenario, bins: &Binaries) -> Result<NetnsResult, String> {
     let host = manifest.apps.first().cloned().unwrap_or_default();
 
     let user_statuses = if s.timeline.is_empty() {
-        settle(&mut procs, &manifest, SETTLE_LIMIT.min(s.duration.0))?;
+        settle(&mut procs, s.world.relays, SETTLE_LIMIT.min(s.duration.0))?;
         let requests: u32 = s.load.iter().map(|l| l.requests).sum();
         if requests > 0 {
             let out = users(bins, &ns.cloud, &manifest, &host, requests, Duration::ZERO, Duration::ZERO)
@@ -462,8 +480,7 @@ fn sleep_until(t: Instant) {
 
 /// Waits until registration was given up (the process ends) or every
 /// tunnel is up, at most `limit`.
-fn settle(procs: &mut Procs, manifest: &Manifest, limit: Duration) -> Result<(), String> {
-    let relays = manifest.resolve.iter().filter(|r| r.contains("servicebus")).count();
+fn settle(procs: &mut Procs, relays: usize, limit: Duration) -> Result<(), String> {
     let give_up = Instant::now() + limit;
     loop {
         let up = events(&procs.log("connector")).iter().filter(|e| e["event"] == "tunnel_up").count();

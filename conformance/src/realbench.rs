@@ -94,8 +94,8 @@ fn block_on<F: std::future::Future>(fut: F) -> Result<F::Output, String> {
 
 /// One request; true on a 2xx.
 fn answers(target: &Target) -> Result<bool, String> {
-    let stats = block_on(loadgen::open_loop(target, 1000, 1, Duration::from_millis(1)))?;
-    Ok(stats.ok > 0)
+    let answers = block_on(loadgen::each_once(target, 1, Duration::ZERO, Duration::ZERO))?;
+    Ok(answers.iter().any(|a| matches!(a, Ok(s) if (200..300).contains(s))))
 }
 
 fn rss_kib(pid: u32) -> Option<u64> {
@@ -146,8 +146,10 @@ pub fn measure(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Figures
     }
     let connector_pid = procs.spawn("connector", &mut cmd)?;
     let tunnels = opts.relays.max(1);
+    let log = dir.path().join("connector.log");
     wait_for(&mut procs, "connector tunnels", Duration::from_secs(30), || {
-        Ok(procs_log_count(&dir.path().join("connector.log"), "\"event\":\"tunnel_up\"") >= tunnels)
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        Ok(crate::netns::events(&text).iter().filter(|e| e["event"] == "tunnel_up").count() >= tunnels)
     })?;
     let direct = Target { addr: manifest.backend, host: "echo.corp.local".into(), path: "/bench".into() };
     let tunnel = Target { addr: manifest.ingress, host: app, path: "/bench".into() };
@@ -196,15 +198,10 @@ pub fn measure(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Figures
         figures.push(PathFigures { name, closed, open });
     }
     procs.check_alive()?;
-    let served = procs.log("connector");
-    if served.contains("\"event\":\"stopped\"") {
+    if crate::netns::events(&procs.log("connector")).iter().any(|e| e["event"] == "stopped") {
         return Err("the connector stopped during the run; see its log".into());
     }
     Ok(Figures { paths: figures, connector_idle_rss_kib, tunnels })
-}
-
-fn procs_log_count(path: &Path, needle: &str) -> usize {
-    std::fs::read_to_string(path).map(|t| t.matches(needle).count()).unwrap_or(0)
 }
 
 /// rathole (default TCP transport) forwarding a public port to `backend`.

@@ -168,19 +168,15 @@ where
     let mut handlers: BTreeMap<u64, JoinHandle<()>> = BTreeMap::new();
     let mut bodies: BTreeMap<u64, (RequestHead, BytesMut)> = BTreeMap::new();
     let mut buf = vec![0u8; 16 * 1024];
-    let mut out_buf = Vec::with_capacity(16 * 1024);
     let mut up = false;
     let mut _up_guard: Option<UpGuard> = None;
 
     let end = loop {
-        // Everything queued goes out in one write: one TLS record and one
-        // system call instead of one per frame.
-        out_buf.clear();
-        while let Some(bytes) = session.poll_transmit(now()) {
-            out_buf.extend_from_slice(&bytes);
-        }
-        if !out_buf.is_empty() {
-            if let Err(e) = writer.write_all(&out_buf).await {
+        // The session hands over everything queued as one buffer: one
+        // write, one TLS record (see the `rx` branch, which queues all
+        // ready answers before coming back here).
+        if let Some(bytes) = session.poll_transmit(now()) {
+            if let Err(e) = writer.write_all(&bytes).await {
                 return (End::Failed(format!("write: {e}")), up);
             }
         }

@@ -78,16 +78,11 @@ async fn tunnel(cloud: Rc<Cloud>, endpoint: String, info: ConnInfo, stream: TlsS
     let mut pending: BTreeMap<u64, Pending> = BTreeMap::new();
     let mut registration: Option<Registration> = None;
     let mut buf = vec![0u8; 16 * 1024];
-    let mut out_buf = Vec::with_capacity(16 * 1024);
 
     let reason = loop {
-        // Everything queued leaves in one write (one TLS record, one call).
-        out_buf.clear();
-        while let Some(bytes) = session.poll_transmit(now()) {
-            out_buf.extend_from_slice(&bytes);
-        }
-        if !out_buf.is_empty() {
-            if let Err(e) = writer.write_all(&out_buf).await {
+        // Everything queued comes as one buffer: one write, one TLS record.
+        if let Some(bytes) = session.poll_transmit(now()) {
+            if let Err(e) = writer.write_all(&bytes).await {
                 break format!("write: {e}");
             }
         }
