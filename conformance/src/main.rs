@@ -109,6 +109,11 @@ enum Command {
         /// Run each scenario twice and fail if the trace hashes differ.
         #[arg(long)]
         check_determinism: bool,
+        /// Also run each scenario stepping every tick and fail if its trace
+        /// hash differs: proves that skipping idle time changed nothing
+        /// (slow: about 1.5 s a simulated hour).
+        #[arg(long, conflicts_with = "fixed_steps")]
+        check_stepping: bool,
         /// Only scenarios whose name contains this text.
         #[arg(long)]
         filter: Option<String>,
@@ -344,6 +349,7 @@ fn real_main() -> Result<ExitCode, String> {
             out,
             expected_failures,
             check_determinism,
+            check_stepping,
             filter,
             fixed_steps,
             world: WorldArg::Sim,
@@ -381,7 +387,8 @@ fn real_main() -> Result<ExitCode, String> {
                     range.map(move |seed| (i, seed))
                 })
                 .collect();
-            let results = run_all(&scenarios, &runs, stepping(fixed_steps), check_determinism);
+            let checks = Checks { determinism: check_determinism, stepping: check_stepping };
+            let results = run_all(&scenarios, &runs, stepping(fixed_steps), checks);
             let entries: Vec<Entry<'_>> = results
                 .iter()
                 .map(|(i, r)| {
@@ -552,7 +559,7 @@ fn real_main() -> Result<ExitCode, String> {
             let wall_ms = watch.elapsed().as_secs_f64() * 1000.0;
             let line = serde_json::json!({
                 "world": s.name, "wall_ms": wall_ms, "sim_s": s.duration.0.as_secs(),
-                "peak_rss_kib": conformance::bench::peak_rss_kib(), "steps": r.steps.steps,
+                "peak_rss_kib": conformance::bench::peak_rss_kib(), "steps": r.steps.steps, "host_runs": r.steps.host_runs,
                 "pass": r.verdict == Verdict::Pass, "failures": r.failures,
             });
             println!("{line}");
@@ -834,13 +841,22 @@ fn bench_all(happy: &std::path::Path, runs: u32) -> Result<ExitCode, String> {
 /// Where the expected-failures list is looked for by default.
 const DEFAULT_EXPECTED_FAILURES: &str = "conformance/expected-failures.toml";
 
+/// Extra runs that check each result.
+#[derive(Clone, Copy)]
+struct Checks {
+    /// The same run again gives the same trace.
+    determinism: bool,
+    /// Stepping every tick gives the same trace as skipping idle time.
+    stepping: bool,
+}
+
 /// Runs every (scenario, seed), with a progress bar on a terminal and a
 /// line now and then otherwise.
 fn run_all(
     scenarios: &[(PathBuf, Scenario)],
     runs: &[(usize, u64)],
     stepping: Stepping,
-    check_determinism: bool,
+    checks: Checks,
 ) -> Vec<(usize, RunResult)> {
     let total = runs.len() as u64;
     let bar = if std::io::stderr().is_terminal() {
@@ -860,13 +876,24 @@ fn run_all(
     for (n, &(i, seed)) in runs.iter().enumerate() {
         let s = &scenarios[i].1;
         let mut r = run_with(s, seed, stepping);
-        if check_determinism {
+        if checks.determinism {
             let again = run_with(s, seed, stepping);
             if again.trace_hash != r.trace_hash {
                 r.verdict = Verdict::Fail;
                 r.failures.push(format!(
                     "determinism: second run gave trace hash {} instead of {}",
                     again.trace_hash, r.trace_hash
+                ));
+            }
+        }
+        if checks.stepping && stepping != Stepping::Fixed {
+            let fixed = run_with(s, seed, Stepping::Fixed);
+            if fixed.trace_hash != r.trace_hash {
+                r.verdict = Verdict::Fail;
+                r.failures.push(format!(
+                    "stepping: stepping every tick gave trace hash {} instead of {}; \
+                     compare `connsim repro` with and without `--fixed-steps`",
+                    fixed.trace_hash, r.trace_hash
                 ));
             }
         }

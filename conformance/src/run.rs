@@ -212,6 +212,8 @@ pub struct Steps {
     pub steps: u64,
     /// Steps that skipped idle time.
     pub skips: u64,
+    /// Host runs: one host's software run for one step (the main cost).
+    pub host_runs: u64,
 }
 
 fn simulate(
@@ -521,7 +523,7 @@ fn simulate(
     if stepping == Stepping::SkipIdle {
         // Run only the hosts with something to do in each step.
         let due = wakeups.clone();
-        sim.set_lazy_hosts(move |host, at| due.host_due(host, at));
+        sim.set_lazy_hosts(move |at, f| due.due_hosts(at, f));
     }
     let mut stepper = Stepper::new(tick, stepping == Stepping::SkipIdle);
     while sim.elapsed() < scenario.duration.0 {
@@ -600,9 +602,10 @@ fn simulate(
         stepper.step(&mut sim, &wakeups, limit).map_err(|e| e.to_string())?;
         outside_ms.store(sim.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
+    let host_runs = sim.host_runs();
     drop(sim);
     drop(install_dirs);
-    Ok(Steps { steps: stepper.steps, skips: stepper.skips })
+    Ok(Steps { steps: stepper.steps, skips: stepper.skips, host_runs })
 }
 
 /// The perimeter: the scenario's rules, then its allow-list (the spec's

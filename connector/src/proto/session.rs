@@ -35,7 +35,11 @@ pub struct SessionConfig {
     pub local_name: String,
     /// Largest frame this side accepts.
     pub max_frame_bytes: u32,
-    /// A `Ping` is sent after this long without sending anything.
+    /// The connector sends a `Ping` after this long without sending
+    /// anything. The relay only answers: keepalives come from the side that
+    /// dials out, whose NAT and firewall state they keep, and one pinging
+    /// side makes one exchange per interval where two would race (each
+    /// side's timer firing before the other's ping arrives).
     pub keepalive: Duration,
     /// The session fails when nothing was received for this long.
     pub idle_timeout: Duration,
@@ -476,8 +480,9 @@ impl Session {
         }
         let idle_at = self.last_recv + self.config.idle_timeout;
         // Pings only go out on an open session; before that the only timer
-        // is the idle one (a past ping deadline would be a busy loop).
-        if self.state != State::Open {
+        // is the idle one (a past ping deadline would be a busy loop). The
+        // relay never pings (see `SessionConfig::keepalive`).
+        if self.state != State::Open || self.role == Role::Relay {
             return Some(idle_at);
         }
         let ping_at = self.last_send + self.config.keepalive;
@@ -492,7 +497,11 @@ impl Session {
         if now >= self.last_recv + self.config.idle_timeout {
             return Err(self.fail(SessionError::IdleTimeout(self.config.idle_timeout)));
         }
-        if self.state == State::Open && now >= self.last_send + self.config.keepalive && self.out.is_empty() {
+        if self.state == State::Open
+            && self.role == Role::Connector
+            && now >= self.last_send + self.config.keepalive
+            && self.out.is_empty()
+        {
             let nonce = self.next_nonce;
             self.next_nonce += 1;
             self.queue(Frame::Ping { nonce });
@@ -577,6 +586,22 @@ mod tests {
         r.handle_input(&ping, ka).unwrap();
         assert!(r.poll_transmit(ka).is_some(), "pong expected");
         assert!(matches!(c.handle_timeout(Duration::from_secs(31)), Err(SessionError::IdleTimeout(_))));
+    }
+
+    /// Only the connector pings; the relay answers and, when the connector
+    /// goes quiet, times the session out.
+    #[test]
+    fn only_the_connector_pings() {
+        let (mut c, mut r) = pair();
+        let ka = Duration::from_secs(10);
+        assert_eq!(r.poll_timeout(), Some(Duration::from_secs(30)), "the relay's only timer is the idle one");
+        r.handle_timeout(ka).unwrap();
+        assert!(r.poll_transmit(ka).is_none(), "the relay sent something on its own");
+        c.handle_timeout(ka).unwrap();
+        let ping = c.poll_transmit(ka).unwrap();
+        r.handle_input(&ping, ka).unwrap();
+        assert!(r.poll_transmit(ka).is_some(), "pong expected");
+        assert!(matches!(r.handle_timeout(ka * 4), Err(SessionError::IdleTimeout(_))));
     }
 
     #[test]

@@ -28,7 +28,7 @@ const DEFAULT_MULTICAST_LOOP: bool = true;
 /// Both modes may be used simultaneously.
 pub(crate) struct Host {
     /// Host name.
-    pub(crate) nodename: String,
+    pub(crate) nodename: std::sync::Arc<str>,
 
     /// Host ip address.
     pub(crate) addr: IpAddr,
@@ -53,7 +53,7 @@ pub(crate) struct Host {
 impl Host {
     #[cfg(feature = "unstable-fs")]
     pub(crate) fn new(
-        nodename: impl Into<String>,
+        nodename: impl Into<std::sync::Arc<str>>,
         addr: IpAddr,
         timer: HostTimer,
         ephemeral_ports: RangeInclusive<u16>,
@@ -75,7 +75,7 @@ impl Host {
 
     #[cfg(not(feature = "unstable-fs"))]
     pub(crate) fn new(
-        nodename: impl Into<String>,
+        nodename: impl Into<std::sync::Arc<str>>,
         addr: IpAddr,
         timer: HostTimer,
         ephemeral_ports: RangeInclusive<u16>,

@@ -267,7 +267,7 @@ pub fn sim_elapsed() -> Option<Duration> {
 
 /// The name of the host whose software is running now, if any (connsim
 /// patch: lets a timer registry tell which host a deadline belongs to).
-pub fn current_host_name() -> Option<String> {
+pub fn current_host_name() -> Option<std::sync::Arc<str>> {
     World::try_current(|world| world.try_current_host().map(|host| host.nodename.clone()).ok())
         .ok()
         .flatten()

@@ -2,7 +2,7 @@ use std::future::Future;
 use std::mem;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use rand::rngs::SmallRng;
 use tokio::runtime::Runtime;
@@ -71,14 +71,46 @@ pub struct Rt<'a> {
     /// Lazy ticking (connsim patch): set when a task of this host is woken
     /// from outside its runtime (a message delivered, another host through
     /// shared memory) since its last tick.
-    pub(crate) woken: Arc<AtomicBool>,
+    pub(crate) woken: Arc<WakeFlag>,
 
-    /// Lazy ticking: simulated time this host's runtime has not been
-    /// advanced by (it was idle), to catch up before it next runs.
-    pub(crate) owed: Duration,
+    /// Lazy ticking: simulated time up to which this host's clocks (its
+    /// runtime's and the world's timer of it) have been advanced. An idle
+    /// host is not visited at all; its clocks are caught up when it next
+    /// runs or is restarted.
+    pub(crate) synced_to: Duration,
+}
 
-    /// Lazy ticking: steps this host still runs after being busy.
-    pub(crate) grace: u8,
+/// A host's "woken from outside" flag (connsim patch). Setting it also
+/// records the host's index in a list shared by all hosts, so the
+/// simulation finds the woken hosts without visiting every host each step.
+pub(crate) struct WakeFlag {
+    flag: AtomicBool,
+    /// The host's index and the shared list; none for a runtime that is not
+    /// a simulated host (the network's own clock).
+    list: Option<(usize, Arc<Mutex<Vec<usize>>>)>,
+}
+
+impl WakeFlag {
+    fn new(list: Option<(usize, Arc<Mutex<Vec<usize>>>)>) -> Self {
+        WakeFlag { flag: AtomicBool::new(false), list }
+    }
+
+    /// Marks the host woken; the first mark since it was cleared lists it.
+    pub(crate) fn set(&self) {
+        if !self.flag.swap(true, Ordering::Relaxed) {
+            if let Some((index, list)) = &self.list {
+                list.lock().unwrap_or_else(|e| e.into_inner()).push(*index);
+            }
+        }
+    }
+
+    pub(crate) fn is_set(&self) -> bool {
+        self.flag.load(Ordering::Relaxed)
+    }
+
+    fn clear(&self) {
+        self.flag.store(false, Ordering::Relaxed);
+    }
 }
 
 /// Wraps a future so that the wakers it registers also set `flag`: the
@@ -86,22 +118,25 @@ pub struct Rt<'a> {
 /// one of its tasks from outside marks the host as having work.
 struct Flagged<F> {
     inner: F,
-    flag: Arc<AtomicBool>,
+    flag: Arc<WakeFlag>,
+    /// The outer waker of the last poll and its wrapped twin, reused while
+    /// the outer waker stays the same (it does for a whole `block_on`).
+    waker: Option<(std::task::Waker, std::task::Waker)>,
 }
 
 struct FlagWaker {
-    flag: Arc<AtomicBool>,
+    flag: Arc<WakeFlag>,
     inner: std::task::Waker,
 }
 
 impl std::task::Wake for FlagWaker {
     fn wake(self: Arc<Self>) {
-        self.flag.store(true, Ordering::Relaxed);
+        self.flag.set();
         self.inner.wake_by_ref();
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        self.flag.store(true, Ordering::Relaxed);
+        self.flag.set();
         self.inner.wake_by_ref();
     }
 }
@@ -110,9 +145,18 @@ impl<F: Future + Unpin> Future for Flagged<F> {
     type Output = F::Output;
 
     fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<F::Output> {
-        let waker = std::task::Waker::from(Arc::new(FlagWaker { flag: self.flag.clone(), inner: cx.waker().clone() }));
-        let mut cx = std::task::Context::from_waker(&waker);
-        std::pin::Pin::new(&mut self.inner).poll(&mut cx)
+        let this = &mut *self;
+        let wrapped = match &this.waker {
+            Some((outer, wrapped)) if outer.will_wake(cx.waker()) => wrapped.clone(),
+            _ => {
+                let flagged = Arc::new(FlagWaker { flag: this.flag.clone(), inner: cx.waker().clone() });
+                let wrapped = std::task::Waker::from(flagged);
+                this.waker = Some((cx.waker().clone(), wrapped.clone()));
+                wrapped
+            }
+        };
+        let mut cx = std::task::Context::from_waker(&wrapped);
+        std::pin::Pin::new(&mut this.inner).poll(&mut cx)
     }
 }
 
@@ -132,9 +176,8 @@ impl<'a> Rt<'a> {
             nodename,
             handle: Some(handle),
             config,
-            woken: Arc::new(AtomicBool::new(true)),
-            owed: Duration::ZERO,
-            grace: 0,
+            woken: Arc::new(WakeFlag::new(None)),
+            synced_to: Duration::ZERO,
         }
     }
 
@@ -155,9 +198,8 @@ impl<'a> Rt<'a> {
             nodename,
             handle: Some(handle),
             config,
-            woken: Arc::new(AtomicBool::new(true)),
-            owed: Duration::ZERO,
-            grace: 0,
+            woken: Arc::new(WakeFlag::new(None)),
+            synced_to: Duration::ZERO,
         }
     }
 
@@ -172,9 +214,8 @@ impl<'a> Rt<'a> {
             nodename: String::new().into(),
             handle: None,
             config,
-            woken: Arc::new(AtomicBool::new(true)),
-            owed: Duration::ZERO,
-            grace: 0,
+            woken: Arc::new(WakeFlag::new(None)),
+            synced_to: Duration::ZERO,
         }
     }
 
@@ -217,18 +258,24 @@ impl<'a> Rt<'a> {
     // Returns whether the software has finished successfully or the error
     // that caused failure. Subsequent calls do not return the error as it is
     // expected to fail the simulation.
-    pub(crate) fn tick(&mut self, duration: Duration) -> Result<bool> {
+    //
+    // connsim patch: the clock first moves by `owed` without running any
+    // task (lazy ticking: nothing of this host was due in the owed span).
+    pub(crate) fn tick(&mut self, owed: Duration, duration: Duration) -> Result<bool> {
         let flag = self.woken.clone();
         let local = &self.local;
         self.tokio.block_on(async move {
+            if !owed.is_zero() {
+                tokio::time::advance(owed).await;
+            }
             let run = Box::pin(local.run_until(async {
                 sleep(duration).await;
             }));
-            Flagged { inner: run, flag }.await
+            Flagged { inner: run, flag, waker: None }.await
         });
         // Wakes during the tick (its own timers, the tick's end) are the
         // tick's business; only those from now on mean new work.
-        self.woken.store(false, Ordering::Relaxed);
+        self.woken.clear();
 
         // pull for software completion
         match &self.handle {
@@ -249,14 +296,12 @@ impl<'a> Rt<'a> {
         }
     }
 
-    /// Advances this runtime's clock by `owed` without running its tasks
-    /// (lazy ticking, connsim patch): nothing of this host was due in that
-    /// span, so only the clock moves.
-    pub(crate) fn catch_up(&mut self) {
-        let owed = std::mem::take(&mut self.owed);
-        if !owed.is_zero() {
-            self.tokio.block_on(async move { sleep(owed).await });
-        }
+    /// Lazy ticking (connsim patch): attaches this host's wake flag to the
+    /// simulation's list of woken hosts under `index`. A new host is woken.
+    pub(crate) fn attach(&mut self, index: usize, list: Arc<Mutex<Vec<usize>>>, now: Duration) {
+        self.woken = Arc::new(WakeFlag::new(Some((index, list))));
+        self.woken.set();
+        self.synced_to = now;
     }
 
     pub(crate) fn crash(&mut self) {
@@ -275,9 +320,10 @@ impl<'a> Rt<'a> {
         }
 
         self.cancel_tasks();
-        // A fresh runtime: nothing owed, and the new software must run.
-        self.owed = Duration::ZERO;
-        self.woken.store(true, Ordering::Relaxed);
+        // A fresh runtime (nothing owed to it; the caller catches up the
+        // world's timer of this host), and the new software must run.
+        self.woken.clear();
+        self.woken.set();
 
         if let Kind::Host { software } = &self.kind {
             let handle = with(&self.tokio, &self.local, || {

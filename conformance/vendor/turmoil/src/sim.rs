@@ -1,9 +1,10 @@
 use rand::{rngs::SmallRng, seq::SliceRandom, Rng, SeedableRng};
 use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::net::IpAddr;
 use std::ops::DerefMut;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::UNIX_EPOCH;
 
 use indexmap::IndexMap;
@@ -37,10 +38,23 @@ pub struct Sim<'a> {
 
     steps: usize,
 
-    /// Lazy ticking (connsim patch): when set, says whether the named host
-    /// has a timer due at or before the given simulated time.
-    lazy: Option<Box<dyn Fn(&str, Duration) -> bool + 'a>>,
+    /// Lazy ticking (connsim patch): when set, calls back with the name of
+    /// every host that has a timer due at or before the given simulated time.
+    lazy: Option<LazyHosts<'a>>,
+
+    /// Lazy ticking: host names to their index in `rts`.
+    names: BTreeMap<Arc<str>, usize>,
+
+    /// Lazy ticking: indexes of hosts woken from outside, pushed by their
+    /// wakers (see `rt::WakeFlag`), and collected here between looks.
+    woken_list: Arc<Mutex<Vec<usize>>>,
+    woken_hosts: BTreeSet<usize>,
+
+    /// Host runs so far (one host ticked for one step), for cost accounting.
+    host_runs: u64,
 }
+
+type LazyHosts<'a> = Box<dyn Fn(Duration, &mut dyn FnMut(&str)) + 'a>;
 
 impl<'a> Sim<'a> {
     pub(crate) fn new(config: Config, world: World) -> Self {
@@ -56,6 +70,10 @@ impl<'a> Sim<'a> {
             since_epoch,
             elapsed: Duration::ZERO,
             lazy: None,
+            names: BTreeMap::new(),
+            woken_list: Arc::default(),
+            woken_hosts: BTreeSet::new(),
+            host_runs: 0,
             steps: 1, // bumped after each step
         }
     }
@@ -63,6 +81,12 @@ impl<'a> Sim<'a> {
     /// How much logical time has elapsed since the simulation started.
     pub fn elapsed(&self) -> Duration {
         self.elapsed
+    }
+
+    /// How many times a host's software was run for a step so far (connsim
+    /// patch): the simulation's main cost, which lazy ticking keeps down.
+    pub fn host_runs(&self) -> u64 {
+        self.host_runs
     }
 
     /// The logical duration from [`UNIX_EPOCH`] until now.
@@ -108,9 +132,9 @@ impl<'a> Sim<'a> {
             rng: Some(rng),
         };
 
-        let rt = World::enter(&self.world, || Rt::client(nodename, client, config));
+        let rt = World::enter(&self.world, || Rt::client(nodename.clone(), client, config));
 
-        self.rts.insert(addr, rt);
+        self.insert_rt(addr, nodename, rt);
     }
 
     /// Register a host with the simulation.
@@ -153,9 +177,31 @@ impl<'a> Sim<'a> {
             rng: Some(rng),
         };
 
-        let rt = World::enter(&self.world, || Rt::host(nodename, host, config));
+        let rt = World::enter(&self.world, || Rt::host(nodename.clone(), host, config));
 
-        self.rts.insert(addr, rt);
+        self.insert_rt(addr, nodename, rt);
+    }
+
+    /// Registers a host's runtime, woken, under its index (connsim patch).
+    fn insert_rt(&mut self, addr: IpAddr, nodename: Arc<str>, rt: Rt<'a>) {
+        let (index, _) = self.rts.insert_full(addr, rt);
+        if let Some((_, rt)) = self.rts.get_index_mut(index) {
+            rt.attach(index, self.woken_list.clone(), self.elapsed);
+        }
+        self.names.insert(nodename, index);
+    }
+
+    /// Brings the world's timer of the resolved hosts up to now before a
+    /// crash or restart (connsim patch: idle and stopped hosts are not
+    /// ticked every step). Their runtimes are replaced, so only the world's
+    /// timer, which lives across restarts, needs catching up.
+    fn sync_clocks(&mut self, addrs: &[IpAddr]) {
+        for addr in addrs {
+            let Some(rt) = self.rts.get_mut(addr) else { continue };
+            let owed = self.elapsed.saturating_sub(rt.synced_to);
+            self.world.borrow_mut().tick(*addr, owed);
+            rt.synced_to = self.elapsed;
+        }
     }
 
     /// Crashes the resolved hosts. Nothing will be running on the matched hosts
@@ -167,6 +213,7 @@ impl<'a> Sim<'a> {
     /// `sync_all()` survives the crash.
     pub fn crash(&mut self, addrs: impl ToIpAddrs) {
         let hosts = self.world.borrow_mut().lookup_many(addrs);
+        self.sync_clocks(&hosts);
         for h in hosts {
             let rt = self.rts.get_mut(&h).expect("missing host");
 
@@ -193,7 +240,9 @@ impl<'a> Sim<'a> {
 
     /// Bounces the resolved hosts. The software is restarted.
     pub fn bounce(&mut self, addrs: impl ToIpAddrs) {
-        self.run_with_hosts(addrs, |addr, rt| {
+        let hosts = self.world.borrow_mut().lookup_many(addrs);
+        self.sync_clocks(&hosts);
+        self.run_with_hosts(hosts, |addr, rt| {
             rt.bounce();
 
             tracing::trace!(target: TRACING_TARGET, addr = ?addr, "Bounce");
@@ -201,8 +250,7 @@ impl<'a> Sim<'a> {
     }
 
     /// Run `f` with the resolved hosts at `addrs` set on the world.
-    fn run_with_hosts(&mut self, addrs: impl ToIpAddrs, mut f: impl FnMut(IpAddr, &mut Rt)) {
-        let hosts = self.world.borrow_mut().lookup_many(addrs);
+    fn run_with_hosts(&mut self, hosts: Vec<IpAddr>, mut f: impl FnMut(IpAddr, &mut Rt)) {
         for h in hosts {
             let rt = self.rts.get_mut(&h).expect("missing host");
 
@@ -388,6 +436,16 @@ impl<'a> Sim<'a> {
             .messages_in_flight(|ip| rts.get(&ip).is_some_and(|rt| rt.is_software_running()))
     }
 
+    /// Whether no host has work pending beyond its timers (connsim patch):
+    /// none was woken from outside and has not run since. With nothing in
+    /// flight either, the simulation can skip to the earliest timer.
+    pub fn is_quiet(&self) -> bool {
+        let running_and_woken =
+            |index: &usize| self.rts.get_index(*index).is_some_and(|(_, rt)| rt.is_software_running() && rt.woken.is_set());
+        !self.woken_hosts.iter().any(running_and_woken)
+            && !self.woken_list.lock().unwrap_or_else(|e| e.into_inner()).iter().any(running_and_woken)
+    }
+
     /// Access a [`LinksIter`] to introspect inflight messages between hosts.
     pub fn links(&self, f: impl FnOnce(LinksIter)) {
         let top = &mut self.world.borrow_mut().topology;
@@ -433,11 +491,13 @@ impl<'a> Sim<'a> {
     }
 
     /// Lazy ticking (connsim patch): from now on, a host whose tasks were
-    /// not woken from outside (message, another host), that has no timer
-    /// due in the step (`due(host, step_end)`) and was not busy in the last
-    /// two steps is not run; its clock is caught up before it next runs.
+    /// not woken from outside (message, another host) and that has no timer
+    /// due in the step is not run (nor visited); its clocks are caught up
+    /// before it next runs.
+    /// `due(step_end, f)` calls `f` with the name of each host that has a
+    /// timer due at or before `step_end`.
     /// `due` must know every timer of every host.
-    pub fn set_lazy_hosts(&mut self, due: impl Fn(&str, Duration) -> bool + 'a) {
+    pub fn set_lazy_hosts(&mut self, due: impl Fn(Duration, &mut dyn FnMut(&str)) + 'a) {
         self.lazy = Some(Box::new(due));
     }
 
@@ -451,85 +511,17 @@ impl<'a> Sim<'a> {
     pub fn step_by(&mut self, tick: Duration) -> Result<bool> {
         tracing::trace!(target: TRACING_TARGET, "step {}", self.steps);
 
-        let mut is_finished = true;
-
         // Tick the networking, processing messages. This is done before
         // ticking any other runtime, as they might be waiting on network
         // IO. (It also might be waiting on something else, such as time.)
         self.world.borrow_mut().topology.tick_by(tick);
 
-        // Tick each host runtimes with running software. If the software
-        // completes, extract the result and return early if an error is
-        // encountered.
-
-        let (mut running, stopped): (Vec<_>, Vec<_>) = self
-            .rts
-            .iter_mut()
-            .partition(|(_, rt)| rt.is_software_running());
-        if self.config.random_node_order {
-            running.shuffle(&mut self.world.borrow_mut().rng);
-        }
-
         let step_end = self.elapsed + tick;
-        for (&addr, rt) in running {
-            let _span_guard = tracing::span!(Level::INFO, "node", name = &*rt.nodename,).entered();
-            {
-                let mut world = self.world.borrow_mut();
-                // We need to move deliverable messages off the network and
-                // into the dst host. This requires two mutable borrows.
-                let World {
-                    rng,
-                    topology,
-                    hosts,
-                    ..
-                } = world.deref_mut();
-                topology.deliver_messages(rng, hosts.get_mut(&addr).expect("missing host"));
-            }
-            // connsim patch: the delivery above may have woken the host.
-            if let Some(due) = &self.lazy {
-                let woken = rt.woken.load(std::sync::atomic::Ordering::Relaxed);
-                let is_due = due(&rt.nodename, step_end);
-                if woken || is_due {
-                    rt.grace = 2;
-                } else if rt.grace == 0 {
-                    // Idle: nothing woke it and no timer of it is due in
-                    // this step. Only its clock is owed the step.
-                    rt.owed += tick;
-                    self.world.borrow_mut().tick(addr, tick);
-                    continue;
-                } else {
-                    rt.grace -= 1;
-                }
-                rt.catch_up();
-            }
-            {
-                let mut world = self.world.borrow_mut();
-
-                // Set the current host (see method docs)
-                world.current = Some(addr);
-
-                world.current_host_mut().timer.now(rt.now());
-            }
-
-            let is_software_finished = World::enter(&self.world, || rt.tick(tick))?;
-
-            if rt.is_client() {
-                is_finished = is_finished && is_software_finished;
-            }
-
-            // Unset the current host
-            let mut world = self.world.borrow_mut();
-            world.current = None;
-
-            world.tick(addr, tick);
-        }
-
-        // Tick the nodes that are not actively running (i.e., crashed) to ensure their clock keeps up
-        // with the rest of the simulation when they are restarted (bounced).
-        for (&addr, _rt) in stopped {
-            let mut world = self.world.borrow_mut();
-            world.tick(addr, tick);
-        }
+        let is_finished = if self.lazy.is_some() && !self.config.random_node_order {
+            self.step_lazy(tick, step_end)?
+        } else {
+            self.step_every_host(tick, step_end)?
+        };
 
         self.elapsed += tick;
         self.steps += 1;
@@ -543,6 +535,140 @@ impl<'a> Sim<'a> {
 
         Ok(is_finished)
     }
+
+    /// turmoil's step: every host with running software runs.
+    fn step_every_host(&mut self, tick: Duration, step_end: Duration) -> Result<bool> {
+        // Every host runs: who was woken does not matter.
+        self.woken_list.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        let mut order: Vec<usize> = (0..self.rts.len()).collect();
+        if self.config.random_node_order {
+            order.shuffle(&mut self.world.borrow_mut().rng);
+        }
+        let mut is_finished = true;
+        for index in order {
+            let Some((&addr, rt)) = self.rts.get_index_mut(index) else { continue };
+            if !rt.is_software_running() {
+                continue;
+            }
+            deliver(&self.world, addr);
+            self.host_runs += 1;
+            let finished = run_host(&self.world, addr, rt, self.elapsed, tick, step_end)?;
+            if rt.is_client() {
+                is_finished = is_finished && finished;
+            }
+        }
+        Ok(is_finished)
+    }
+
+    /// Lazy step (connsim patch): visits, in host order, only the hosts that
+    /// may have something to do: woken from outside, a message ready for
+    /// them, or a timer due in the step. Each runs if it was woken (the
+    /// message may have woken it) or is due; the others' clocks are owed
+    /// the step. A host that runs for nothing does nothing (its tasks are
+    /// all waiting), so skipping it changes nothing.
+    fn step_lazy(&mut self, tick: Duration, step_end: Duration) -> Result<bool> {
+        let mut candidates = BTreeSet::new();
+        {
+            let world = self.world.borrow();
+            let rts = &self.rts;
+            world.topology.deliverable_to(|dst| {
+                if let Some(index) = rts.get_index_of(&dst) {
+                    candidates.insert(index);
+                }
+            });
+        }
+        let mut due = BTreeSet::new();
+        if let Some(lazy) = &self.lazy {
+            let names = &self.names;
+            lazy(step_end, &mut |name| {
+                if let Some(&index) = names.get(name) {
+                    due.insert(index);
+                }
+            });
+        }
+        candidates.extend(due.iter().copied());
+
+        let mut is_finished = true;
+        let mut from = 0;
+        loop {
+            // Wakes since the last look: earlier hosts run next step, later
+            // ones still in this one.
+            self.woken_hosts
+                .extend(self.woken_list.lock().unwrap_or_else(|e| e.into_inner()).drain(..));
+            let next = [candidates.range(from..).next(), self.woken_hosts.range(from..).next()]
+                .into_iter()
+                .flatten()
+                .min()
+                .copied();
+            let Some(index) = next else { break };
+            from = index + 1;
+            self.woken_hosts.remove(&index);
+            let Some((&addr, rt)) = self.rts.get_index_mut(index) else { continue };
+            if !rt.is_software_running() {
+                continue;
+            }
+            deliver(&self.world, addr);
+            // The delivery above may have woken the host.
+            if !rt.woken.is_set() && !due.contains(&index) {
+                // Idle: nothing woke it and no timer of it is due in this
+                // step. Only its clocks are owed the step.
+                continue;
+            }
+            self.host_runs += 1;
+            let finished = run_host(&self.world, addr, rt, self.elapsed, tick, step_end)?;
+            if rt.is_client() {
+                is_finished = is_finished && finished;
+            }
+        }
+        Ok(is_finished)
+    }
+}
+
+/// Moves the messages ready for `addr` off the network into the host.
+fn deliver(world: &RefCell<World>, addr: IpAddr) {
+    let mut world = world.borrow_mut();
+    // We need to move deliverable messages off the network and into the dst
+    // host. This requires two mutable borrows.
+    let World { rng, topology, hosts, .. } = world.deref_mut();
+    if let Some(host) = hosts.get_mut(&addr) {
+        topology.deliver_messages(rng, host);
+    }
+}
+
+/// Runs one host for the step `[now, step_end)`, first catching up its
+/// clocks if it sat idle since `synced_to` (connsim patch).
+fn run_host(
+    world: &RefCell<World>,
+    addr: IpAddr,
+    rt: &mut Rt<'_>,
+    now: Duration,
+    tick: Duration,
+    step_end: Duration,
+) -> Result<bool> {
+    let _span_guard = tracing::span!(Level::INFO, "node", name = &*rt.nodename,).entered();
+    let owed = now.saturating_sub(rt.synced_to);
+    if !owed.is_zero() {
+        world.borrow_mut().tick(addr, owed);
+    }
+    {
+        let mut world = world.borrow_mut();
+
+        // Set the current host (see method docs)
+        world.current = Some(addr);
+
+        // The tick first moves the runtime's clock by the owed span (added
+        // to the host's timer above), so the tick starts at `now + owed`.
+        world.current_host_mut().timer.now(rt.now() + owed);
+    }
+
+    let result = World::enter(world, || rt.tick(owed, tick));
+
+    // Unset the current host
+    let mut world = world.borrow_mut();
+    world.current = None;
+    world.tick(addr, tick);
+    rt.synced_to = step_end;
+    result
 }
 
 #[cfg(test)]

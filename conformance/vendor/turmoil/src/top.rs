@@ -23,10 +23,10 @@ pub(crate) struct Topology {
     /// ticking and delivering visit only these, not every pair of hosts).
     active: std::collections::BTreeSet<usize>,
 
-    /// We don't use a Rt for async. Right now, we just use it to tick time
-    /// forward in the same way we do it elsewhere. We'd like to represent
-    /// network state with async in the future.
-    rt: Rt<'static>,
+    /// The network's clock (connsim patch: turmoil ticks a runtime of its
+    /// own for this every step, a `block_on` per step; steps are whole
+    /// milliseconds, so adding them up gives the same instants).
+    now: Instant,
 }
 
 /// This type is used as the key in the [`Topology::links`] map. See [`new`]
@@ -182,14 +182,14 @@ impl Topology {
             config,
             links: IndexMap::new(),
             active: std::collections::BTreeSet::new(),
-            rt: Rt::no_software(),
+            now: Rt::no_software().now(),
         }
     }
 
     /// Register a link between two hosts
     pub(crate) fn register(&mut self, a: IpAddr, b: IpAddr) {
         let pair = Pair::new(a, b);
-        assert!(self.links.insert(pair, Link::new(self.rt.now())).is_none());
+        assert!(self.links.insert(pair, Link::new(self.now)).is_none());
     }
 
     pub(crate) fn set_max_message_latency(&mut self, value: Duration) {
@@ -245,7 +245,7 @@ impl Topology {
     ) -> Result<()> {
         if let Some((index, _, link)) = self.links.get_full_mut(&Pair::new(src.ip(), dst.ip())) {
             // An idle link is not ticked: bring its clock up to date first.
-            link.now = self.rt.now();
+            link.now = self.now;
             let result = link.enqueue_message(&self.config, rand, src, dst, message);
             if link.has_messages() {
                 self.active.insert(index);
@@ -272,6 +272,19 @@ impl Topology {
                 sent + ready
             })
             .sum()
+    }
+
+    /// Calls `f` with the destination of every message ready for delivery
+    /// (connsim patch; possibly more than once for one destination).
+    pub(crate) fn deliverable_to(&self, mut f: impl FnMut(IpAddr)) {
+        for index in &self.active {
+            let Some((_, link)) = self.links.get_index(*index) else { continue };
+            for (dst, queue) in &link.deliverable {
+                if !queue.is_empty() {
+                    f(*dst);
+                }
+            }
+        }
     }
 
     pub(crate) fn deliver_messages(&mut self, rand: &mut dyn RngCore, dst: &mut Host) {
@@ -319,8 +332,8 @@ impl Topology {
     }
 
     pub(crate) fn tick_by(&mut self, duration: Duration) {
-        let _ = self.rt.tick(duration);
-        let now = self.rt.now();
+        self.now += duration;
+        let now = self.now;
         for index in &self.active {
             if let Some((_, link)) = self.links.get_index_mut(*index) {
                 link.tick(now);
@@ -336,7 +349,7 @@ impl Topology {
 
     #[inline]
     fn get_link_mut(&mut self, pair: &Pair) -> &mut Link {
-        let now = self.rt.now();
+        let now = self.now;
         let link = self
             .links
             .get_mut(pair)
