@@ -453,24 +453,35 @@ fn real_main() -> Result<ExitCode, String> {
             }
             let s = Scenario::load(&file).map_err(|e| e.to_string())?;
             let baseline = conformance::bench::quiet(&s);
+            // Seconds a run, and the steps of the warm-up run.
             let measure = |sc: &Scenario, stepping: Stepping, runs: u32| {
-                let _ = run_with(sc, 1, stepping);
+                let steps = run_with(sc, 1, stepping).steps;
                 let watch = Stopwatch::start();
                 for i in 0..runs {
                     let _ = run_with(sc, u64::from(i) + 1, stepping);
                 }
-                watch.elapsed().as_secs_f64() / f64::from(runs.max(1))
+                (watch.elapsed().as_secs_f64() / f64::from(runs.max(1)), steps)
             };
-            let main = measure(&s, Stepping::SkipIdle, runs);
-            let base = measure(&baseline, Stepping::SkipIdle, runs);
-            let fixed = measure(&s, Stepping::Fixed, 1);
+            let (main, steps) = measure(&s, Stepping::SkipIdle, runs);
+            let (base, _) = measure(&baseline, Stepping::SkipIdle, runs);
+            let (fixed, fixed_steps) = measure(&s, Stepping::Fixed, 1);
             let sim_s = s.duration.0.as_secs_f64();
             println!("scenario              {}", s.name);
             println!("runs                  {runs} (+1 warm-up), seeds 1..={runs}");
             println!("runs/s                {:.1}", 1.0 / main);
             println!("wall per run          {:.1} ms", main * 1000.0);
             println!("sim-to-wall ratio     {:.0}x", sim_s / main);
-            println!("vs fixed 10ms steps   {:.1}x faster  ({:.1} ms a run, 1 run)", fixed / main, fixed * 1000.0);
+            println!(
+                "steps, host runs      {} steps ({} skipping idle time), {} host runs (seed 1)",
+                steps.steps, steps.skips, steps.host_runs
+            );
+            println!(
+                "vs fixed 10ms steps   {:.1}x faster  ({:.1} ms a run, 1 run: {} steps, {} host runs)",
+                fixed / main,
+                fixed * 1000.0,
+                fixed_steps.steps,
+                fixed_steps.host_runs
+            );
             println!(
                 "vs quiet world        {:.2}x the cost  ({:.1} ms a run: same world, connector blocked, no users)",
                 main / base,

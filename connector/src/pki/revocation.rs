@@ -169,13 +169,23 @@ struct ChainCrl {
     url: String,
     crl: OwnedCertRevocationList,
     der: Vec<u8>,
+    next_update: SystemTime,
 }
+
+/// Most chain verdicts remembered; past this the memory starts over.
+const VERIFIED_MAX: usize = 64;
 
 /// The revocation checker with its caches. One per agent.
 pub struct Revocation {
     pub policy: RevocationPolicy,
     crls: RefCell<BTreeMap<String, CachedCrl>>,
     ocsp: RefCell<BTreeMap<(String, String), ocsp::OcspAnswer>>,
+    /// Chains that verified against their CRLs, by a digest of everything
+    /// the verdict depends on (anchors, chain, CRLs, policy), with the span
+    /// of time it holds for. The connector meets the same chain and CRLs at
+    /// every bootstrap (every ten minutes), so it verifies the signatures
+    /// once per CRL instead of once per connection.
+    verified: RefCell<BTreeMap<[u8; 32], (SystemTime, SystemTime)>>,
     /// Seconds the host clock was ahead of the last revocation server heard.
     last_skew: RefCell<Option<(i64, String)>>,
     /// Warnings already reported (each once).
@@ -188,6 +198,7 @@ impl Revocation {
             policy,
             crls: RefCell::default(),
             ocsp: RefCell::default(),
+            verified: RefCell::default(),
             last_skew: RefCell::default(),
             warned: RefCell::default(),
         }
@@ -286,8 +297,36 @@ impl Revocation {
                 }
             }
         }
-        self.verify_with_webpki(anchors, chain, &infos, &crls, now)?;
+        self.verify_remembered(anchors, chain, &infos, &crls, now)?;
         self.check_ocsp(env, chain, &infos, now).await
+    }
+
+    /// [`Self::verify_with_webpki`], remembering chains that passed: the
+    /// verdict is a function of the anchors, the chain, the CRLs and the
+    /// policy, and holds from the latest `notBefore` to the earliest
+    /// `notAfter` or CRL `nextUpdate`.
+    fn verify_remembered(
+        &self,
+        anchors: &RootCertStore,
+        chain: &[CertificateDer<'static>],
+        infos: &[CertInfo],
+        crls: &[ChainCrl],
+        now: SystemTime,
+    ) -> Result<(), RevocationFailure> {
+        let key = verdict_key(self.policy, anchors, chain, crls);
+        let holds = |(from, until): &(SystemTime, SystemTime)| *from <= now && now < *until;
+        if self.verified.borrow().get(&key).is_some_and(holds) {
+            return Ok(());
+        }
+        self.verify_with_webpki(anchors, chain, infos, crls, now)?;
+        let from = infos.iter().map(|i| i.not_before).max().unwrap_or(now);
+        let until = infos.iter().map(|i| i.not_after).chain(crls.iter().map(|c| c.next_update)).min().unwrap_or(now);
+        let mut verified = self.verified.borrow_mut();
+        if verified.len() >= VERIFIED_MAX {
+            verified.clear();
+        }
+        verified.insert(key, (from, until));
+        Ok(())
     }
 
     fn verify_with_webpki(
@@ -431,7 +470,12 @@ impl Revocation {
         let cached = self.crls.borrow().get(url).map(|c| (c.crl.clone(), c.der.clone(), c.next_update));
         if let Some((crl, der, next_update)) = &cached {
             if *next_update > now {
-                return Ok(ChainCrl { url: url.to_string(), crl: crl.clone(), der: der.clone() });
+                return Ok(ChainCrl {
+                    url: url.to_string(),
+                    crl: crl.clone(),
+                    der: der.clone(),
+                    next_update: *next_update,
+                });
             }
         }
         let bad = |what: String| CrlFetch::Failed(RevocationFailure::BadResponse { url: url.to_string(), what });
@@ -467,8 +511,41 @@ impl Revocation {
         env.emit(AgentEvent::CrlFetched { url: url.to_string(), revoked });
         let der = resp.body.to_vec();
         self.crls.borrow_mut().insert(url.to_string(), CachedCrl { crl: crl.clone(), der: der.clone(), next_update });
-        Ok(ChainCrl { url: url.to_string(), crl, der })
+        Ok(ChainCrl { url: url.to_string(), crl, der, next_update })
     }
+}
+
+/// A digest of everything a chain's verdict against its CRLs depends on.
+fn verdict_key(
+    policy: RevocationPolicy,
+    anchors: &RootCertStore,
+    chain: &[CertificateDer<'static>],
+    crls: &[ChainCrl],
+) -> [u8; 32] {
+    let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+    // Every part and list goes in with its length, so no two inputs run
+    // together.
+    let mut part = |bytes: &[u8]| {
+        digest.update(&(bytes.len() as u64).to_be_bytes());
+        digest.update(bytes);
+    };
+    part(&[matches!(policy, RevocationPolicy::HardFail) as u8]);
+    let counts = [anchors.roots.len(), chain.len(), crls.len()].map(|n| n as u64);
+    part(&counts.iter().flat_map(|n| n.to_be_bytes()).collect::<Vec<u8>>());
+    for anchor in &anchors.roots {
+        part(anchor.subject.as_ref());
+        part(anchor.subject_public_key_info.as_ref());
+        part(anchor.name_constraints.as_ref().map_or(&[][..], |n| n.as_ref()));
+    }
+    for cert in chain {
+        part(cert.as_ref());
+    }
+    for crl in crls {
+        part(&crl.der);
+    }
+    let mut key = [0u8; 32];
+    key.copy_from_slice(digest.finish().as_ref());
+    key
 }
 
 /// Names the certificate webpki found revoked (it only says "revoked"; the
