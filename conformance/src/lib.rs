@@ -8,6 +8,7 @@ pub mod check;
 pub mod expected;
 pub mod loadgen;
 pub mod netns;
+pub mod parallel;
 pub mod procs;
 pub mod realbench;
 pub mod report;

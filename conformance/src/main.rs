@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::io::IsTerminal;
@@ -114,6 +115,10 @@ enum Command {
         /// (slow: about 1.5 s a simulated hour).
         #[arg(long, conflicts_with = "fixed_steps")]
         check_stepping: bool,
+        /// Simulations run at once, each on its own thread (default: one
+        /// per core). Results and trace hashes do not depend on it.
+        #[arg(long, short = 'j')]
+        jobs: Option<usize>,
         /// Only scenarios whose name contains this text.
         #[arg(long)]
         filter: Option<String>,
@@ -350,6 +355,7 @@ fn real_main() -> Result<ExitCode, String> {
             expected_failures,
             check_determinism,
             check_stepping,
+            jobs,
             filter,
             fixed_steps,
             world: WorldArg::Sim,
@@ -388,7 +394,8 @@ fn real_main() -> Result<ExitCode, String> {
                 })
                 .collect();
             let checks = Checks { determinism: check_determinism, stepping: check_stepping };
-            let results = run_all(&scenarios, &runs, stepping(fixed_steps), checks);
+            let jobs = jobs.unwrap_or_else(conformance::parallel::default_jobs);
+            let results = run_all(&scenarios, &runs, stepping(fixed_steps), checks, jobs);
             let entries: Vec<Entry<'_>> = results
                 .iter()
                 .map(|(i, r)| {
@@ -778,47 +785,49 @@ fn run_netns(
 /// beside a baseline measured in the same run.
 fn bench_all(happy: &std::path::Path, runs: u32) -> Result<ExitCode, String> {
     let row = |what: &str, value: String, baseline: String, target: &str| {
-        println!("{what:<34} {value:>22}  {baseline:>30}  {target}");
+        println!("{what:<44} {value:>18}  {baseline:>44}  {target}");
     };
-    println!("{:<34} {:>22}  {:>30}  target", "figure", "measured", "baseline (same run)");
-    // The suite, and the same worlds with nothing to do.
-    let scenarios = load_all(&[PathBuf::from("scenarios")])?;
-    let watch = Stopwatch::start();
-    let mut failed = 0;
-    for (_, s) in &scenarios {
-        if run_with(s, s.seed.unwrap_or(1), Stepping::SkipIdle).verdict != Verdict::Pass {
-            failed += 1;
-        }
-    }
-    let suite = watch.elapsed().as_secs_f64();
-    let watch = Stopwatch::start();
-    for (_, s) in &scenarios {
-        let _ = run_with(&conformance::bench::quiet(s), 1, Stepping::SkipIdle);
-    }
-    let quiet_suite = watch.elapsed().as_secs_f64();
+    println!("{:<44} {:>18}  {:>44}  target", "figure", "measured", "baseline (same run)");
+    // The suite, and the same worlds with nothing to do, on every core (as
+    // `connsim run` does).
+    let jobs = conformance::parallel::default_jobs();
+    let scenarios: Vec<Scenario> = load_all(&[PathBuf::from("scenarios")])?.into_iter().map(|(_, s)| s).collect();
+    let quiet: Vec<Scenario> = scenarios.iter().map(conformance::bench::quiet).collect();
+    let timed = |worlds: &[Scenario]| {
+        let watch = Stopwatch::start();
+        let verdicts = conformance::parallel::map(
+            worlds,
+            jobs,
+            |s| run_with(s, s.seed.unwrap_or(1), Stepping::SkipIdle).verdict,
+            |_, _| {},
+        );
+        (watch.elapsed().as_secs_f64(), verdicts.iter().filter(|v| **v != Verdict::Pass).count())
+    };
+    let (suite, failed) = timed(&scenarios);
+    let (quiet_suite, _) = timed(&quiet);
     row(
-        &format!("suite, {} scenarios ({failed} failed)", scenarios.len()),
+        &format!("suite, {} scenarios ({failed} failed), {jobs} threads", scenarios.len()),
         format!("{suite:.2} s"),
         format!("{quiet_suite:.2} s quiet worlds ({:.1}x)", suite / quiet_suite.max(1e-9)),
         "< 10 s",
     );
-    // Seed sweep of the happy path.
+    // Seed sweep of the happy path: on every core, and on one.
     let s = Scenario::load(happy).map_err(|e| e.to_string())?;
     let q = conformance::bench::quiet(&s);
-    let sweep = |sc: &Scenario| {
+    let seeds: Vec<u64> = (1..=u64::from(runs.max(1))).collect();
+    let sweep = |sc: &Scenario, jobs: usize| {
         let watch = Stopwatch::start();
-        for seed in 1..=u64::from(runs.max(1)) {
-            let _ = run_with(sc, seed, Stepping::SkipIdle);
-        }
-        f64::from(runs.max(1)) / watch.elapsed().as_secs_f64()
+        conformance::parallel::map(&seeds, jobs, |seed| run_with(sc, *seed, Stepping::SkipIdle).verdict, |_, _| {});
+        seeds.len() as f64 / watch.elapsed().as_secs_f64()
     };
-    let (main, base) = (sweep(&s), sweep(&q));
+    let (main, base, one) = (sweep(&s, jobs), sweep(&q, jobs), sweep(&s, 1));
     row(
-        &format!("happy-path sweep, {runs} seeds"),
+        &format!("happy-path sweep, {} seeds, {jobs} threads", seeds.len()),
         format!("{main:.1} runs/s"),
         format!("{base:.1} runs/s quiet ({:.1}x cost)", base / main.max(1e-9)),
         ">= 200 runs/s",
     );
+    row("  the same sweep on 1 thread", format!("{one:.1} runs/s"), String::new(), "");
     // Thirty days.
     let (long, rss, ok) = bench_child(&["long".into(), "--size".into(), "30".into()])?;
     let (long_q, _, _) = bench_child(&["long".into(), "--size".into(), "30".into(), "--quiet".into()])?;
@@ -861,13 +870,14 @@ struct Checks {
     stepping: bool,
 }
 
-/// Runs every (scenario, seed), with a progress bar on a terminal and a
-/// line now and then otherwise.
+/// Runs every (scenario, seed) on `jobs` threads, with a progress bar on a
+/// terminal and a line now and then otherwise. Results come in `runs` order.
 fn run_all(
     scenarios: &[(PathBuf, Scenario)],
     runs: &[(usize, u64)],
     stepping: Stepping,
     checks: Checks,
+    jobs: usize,
 ) -> Vec<(usize, RunResult)> {
     let total = runs.len() as u64;
     let bar = if std::io::stderr().is_terminal() {
@@ -882,9 +892,9 @@ fn run_all(
         None
     };
     let every = (total / 20).max(1);
-    let mut failed = 0u64;
-    let mut results = Vec::with_capacity(runs.len());
-    for (n, &(i, seed)) in runs.iter().enumerate() {
+    let finished = AtomicU64::new(0);
+    let failed = AtomicU64::new(0);
+    let run_one = |&(i, seed): &(usize, u64)| {
         let s = &scenarios[i].1;
         let mut r = run_with(s, seed, stepping);
         if checks.determinism {
@@ -908,26 +918,28 @@ fn run_all(
                 ));
             }
         }
-        if r.verdict == Verdict::Fail {
-            failed += 1;
-        }
-        let done = n as u64 + 1;
+        (i, r)
+    };
+    let progress = |_: usize, (i, r): &(usize, RunResult)| {
+        let failed = failed.fetch_add(u64::from(r.verdict == Verdict::Fail), Ordering::Relaxed)
+            + u64::from(r.verdict == Verdict::Fail);
+        let done = finished.fetch_add(1, Ordering::Relaxed) + 1;
+        let (name, seed) = (&scenarios[*i].1.name, r.seed);
         match &bar {
             Some(bar) => {
-                bar.set_message(format!("{} seed {seed}, {failed} failed", s.name));
+                bar.set_message(format!("{name} seed {seed}, {failed} failed"));
                 bar.inc(1);
             }
             None if total <= 200 || done.is_multiple_of(every) || done == total => {
                 eprintln!(
-                    "[{done}/{total}] {} (seed {seed}){}",
-                    s.name,
+                    "[{done}/{total}] {name} (seed {seed}){}",
                     if failed > 0 { format!(", {failed} failed so far") } else { String::new() }
                 );
             }
             None => {}
         }
-        results.push((i, r));
-    }
+    };
+    let results = conformance::parallel::map(runs, jobs, run_one, progress);
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }

@@ -23,6 +23,10 @@ pub(crate) struct Topology {
     /// ticking and delivering visit only these, not every pair of hosts).
     active: std::collections::BTreeSet<usize>,
 
+    /// Per destination host, the links (indexes) holding messages ready for
+    /// it (connsim patch: delivering to a host visits only these).
+    ready: std::collections::BTreeMap<IpAddr, std::collections::BTreeSet<usize>>,
+
     /// The network's clock (connsim patch: turmoil ticks a runtime of its
     /// own for this every step, a `block_on` per step; steps are whole
     /// milliseconds, so adding them up gives the same instants).
@@ -182,6 +186,7 @@ impl Topology {
             config,
             links: IndexMap::new(),
             active: std::collections::BTreeSet::new(),
+            ready: std::collections::BTreeMap::new(),
             now: Rt::no_software().now(),
         }
     }
@@ -250,6 +255,7 @@ impl Topology {
             if link.has_messages() {
                 self.active.insert(index);
             }
+            note_ready(&mut self.ready, index, link);
             result
         } else {
             Err(Error::new(
@@ -275,33 +281,24 @@ impl Topology {
     }
 
     /// Calls `f` with the destination of every message ready for delivery
-    /// (connsim patch; possibly more than once for one destination).
+    /// (connsim patch).
     pub(crate) fn deliverable_to(&self, mut f: impl FnMut(IpAddr)) {
-        for index in &self.active {
-            let Some((_, link)) = self.links.get_index(*index) else { continue };
-            for (dst, queue) in &link.deliverable {
-                if !queue.is_empty() {
-                    f(*dst);
-                }
-            }
-        }
+        self.ready.keys().for_each(|dst| f(*dst));
     }
 
     pub(crate) fn deliver_messages(&mut self, rand: &mut dyn RngCore, dst: &mut Host) {
-        // Runs for every host every step: no allocation unless a link empties.
-        let Topology { config, links, active, .. } = self;
-        let mut emptied = Vec::new();
-        for &index in active.iter() {
-            let Some((pair, link)) = links.get_index_mut(index) else { continue };
-            if pair.0 == dst.addr || pair.1 == dst.addr {
-                link.deliver_messages(config, rand, dst);
-                if !link.has_messages() {
-                    emptied.push(index);
-                }
+        // Only the links with messages ready for `dst`, in link order (as
+        // turmoil's walk over every link would meet them).
+        let Topology { config, links, active, ready, .. } = self;
+        let Some(indexes) = ready.remove(&dst.addr) else { return };
+        for index in indexes {
+            let Some((_, link)) = links.get_index_mut(index) else { continue };
+            link.deliver_messages(config, rand, dst);
+            // A refused message goes back on the link (a reset to its sender).
+            note_ready(ready, index, link);
+            if !link.has_messages() {
+                active.remove(&index);
             }
-        }
-        for index in emptied {
-            active.remove(&index);
         }
     }
 
@@ -337,6 +334,7 @@ impl Topology {
         for index in &self.active {
             if let Some((_, link)) = self.links.get_index_mut(*index) {
                 link.tick(now);
+                note_ready(&mut self.ready, *index, link);
             }
         }
     }
@@ -357,6 +355,15 @@ impl Topology {
         // Idle links are not ticked (connsim patch): catch the clock up.
         link.now = now;
         link
+    }
+}
+
+/// Records the destinations `link` (at `index`) has messages ready for.
+fn note_ready(ready: &mut std::collections::BTreeMap<IpAddr, std::collections::BTreeSet<usize>>, index: usize, link: &Link) {
+    for (dst, queue) in &link.deliverable {
+        if !queue.is_empty() {
+            ready.entry(*dst).or_default().insert(index);
+        }
     }
 }
 
