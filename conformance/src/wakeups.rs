@@ -6,9 +6,11 @@
 //! keepalives). [`SimWakeups`] collects the deadline of every pending timer
 //! of every host (see `connector::time`), in simulated time. [`Stepper`]
 //! then takes one long step to just before the earliest deadline whenever
-//! the network is empty and the last steps were quiet, and otherwise steps
-//! by the normal tick. The result is the same trace as fine stepping would
-//! give, because nothing could have happened in the skipped span.
+//! the network is empty and no host was woken and has yet to run
+//! (`Sim::is_quiet`), and otherwise steps by the normal tick. The same
+//! deadlines tell turmoil which hosts must run within a step. The result
+//! is the same trace as fine stepping would give, because nothing could
+//! have happened in the skipped span (`connsim run --check-stepping`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};

@@ -165,7 +165,7 @@ pub async fn explain(env: &Env, host: &str, port: u16, addr: Option<IpAddr>, fai
 /// the port was closed says nothing about the port now (seen in the netns
 /// world: 443 closed while serving was blamed on a missing allow-list
 /// entry because registration had worked an hour earlier).
-async fn probe(env: &Env, host: &str, port: u16, entry: Option<&str>) -> Option<String> {
+pub(crate) async fn probe(env: &Env, host: &str, port: u16, entry: Option<&str>) -> Option<String> {
     let mut candidates = env.reach.worked_on(port, host);
     for (reference, rport) in env.reach.references() {
         if rport == port && !reference.eq_ignore_ascii_case(host) && !candidates.contains(&reference) {

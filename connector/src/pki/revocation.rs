@@ -276,10 +276,13 @@ impl Revocation {
             }
         }
         // Port 80 as a whole works if anything else the connector needs on
-        // it answered (e.g. the trust list): then the CRL hosts are missing
-        // from an allow-list, not the port.
-        if reached.is_empty() {
-            if let Some(other) = env.reach.worked_on(80, "").into_iter().next() {
+        // it answers now (e.g. the trust list's host): then the CRL hosts
+        // are missing from an allow-list, not the port. Asked now, not
+        // remembered: a host that answered before the port was closed says
+        // nothing about the port today.
+        if let (true, Some((first, _))) = (reached.is_empty(), failed.first()) {
+            let entry = crate::allowlist::entry_for(first, 80).map(|(_, e)| e);
+            if let Some(other) = crate::reach::probe(env, first, 80, entry).await {
                 reached.push(other);
             }
         }
@@ -297,15 +300,15 @@ impl Revocation {
                 }
             }
         }
-        self.verify_remembered(anchors, chain, &infos, &crls, now)?;
+        self.verify_with_webpki(anchors, chain, &infos, &crls, now)?;
         self.check_ocsp(env, chain, &infos, now).await
     }
 
-    /// [`Self::verify_with_webpki`], remembering chains that passed: the
-    /// verdict is a function of the anchors, the chain, the CRLs and the
+    /// Verifies the chain against its CRLs, remembering chains that passed:
+    /// the verdict is a function of the anchors, the chain, the CRLs and the
     /// policy, and holds from the latest `notBefore` to the earliest
     /// `notAfter` or CRL `nextUpdate`.
-    fn verify_remembered(
+    fn verify_with_webpki(
         &self,
         anchors: &RootCertStore,
         chain: &[CertificateDer<'static>],
@@ -318,25 +321,6 @@ impl Revocation {
         if self.verified.borrow().get(&key).is_some_and(holds) {
             return Ok(());
         }
-        self.verify_with_webpki(anchors, chain, infos, crls, now)?;
-        let from = infos.iter().map(|i| i.not_before).max().unwrap_or(now);
-        let until = infos.iter().map(|i| i.not_after).chain(crls.iter().map(|c| c.next_update)).min().unwrap_or(now);
-        let mut verified = self.verified.borrow_mut();
-        if verified.len() >= VERIFIED_MAX {
-            verified.clear();
-        }
-        verified.insert(key, (from, until));
-        Ok(())
-    }
-
-    fn verify_with_webpki(
-        &self,
-        anchors: &RootCertStore,
-        chain: &[CertificateDer<'static>],
-        infos: &[CertInfo],
-        crls: &[ChainCrl],
-        now: SystemTime,
-    ) -> Result<(), RevocationFailure> {
         let lists: Vec<CertRevocationList<'_>> = crls.iter().map(|c| CertRevocationList::from(c.crl.clone())).collect();
         let refs: Vec<&CertRevocationList<'_>> = lists.iter().collect();
         let Ok(builder) = webpki::RevocationOptionsBuilder::new(&refs) else {
@@ -368,7 +352,16 @@ impl Revocation {
         );
         let urls = crls.iter().map(|c| c.url.as_str()).collect::<Vec<_>>().join(", ");
         match result {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                let from = infos.iter().map(|i| i.not_before).max().unwrap_or(now);
+                let until = infos.iter().map(|i| i.not_after).chain(crls.iter().map(|c| c.next_update)).min();
+                let mut verified = self.verified.borrow_mut();
+                if verified.len() >= VERIFIED_MAX {
+                    verified.clear();
+                }
+                verified.insert(key, (from, until.unwrap_or(now)));
+                Ok(())
+            }
             Err(webpki::Error::CrlExpired { .. }) => match self.observed_skew() {
                 Some((ahead_s, url)) => Err(RevocationFailure::ClockSkew { ahead_s, url }),
                 None => Err(RevocationFailure::BadResponse { url: urls, what: "revocation list expired".into() }),

@@ -52,6 +52,10 @@ pub struct Sim<'a> {
 
     /// Host runs so far (one host ticked for one step), for cost accounting.
     host_runs: u64,
+
+    /// Indexes of the client hosts (the simulation is finished when all
+    /// their software has finished).
+    clients: Vec<usize>,
 }
 
 type LazyHosts<'a> = Box<dyn Fn(Duration, &mut dyn FnMut(&str)) + 'a>;
@@ -74,6 +78,7 @@ impl<'a> Sim<'a> {
             woken_list: Arc::default(),
             woken_hosts: BTreeSet::new(),
             host_runs: 0,
+            clients: Vec::new(),
             steps: 1, // bumped after each step
         }
     }
@@ -187,6 +192,9 @@ impl<'a> Sim<'a> {
         let (index, _) = self.rts.insert_full(addr, rt);
         if let Some((_, rt)) = self.rts.get_index_mut(index) {
             rt.attach(index, self.woken_list.clone(), self.elapsed);
+            if rt.is_client() && !self.clients.contains(&index) {
+                self.clients.push(index);
+            }
         }
         self.names.insert(nodename, index);
     }
@@ -517,11 +525,14 @@ impl<'a> Sim<'a> {
         self.world.borrow_mut().topology.tick_by(tick);
 
         let step_end = self.elapsed + tick;
-        let is_finished = if self.lazy.is_some() && !self.config.random_node_order {
-            self.step_lazy(tick, step_end)?
+        if self.lazy.is_some() && !self.config.random_node_order {
+            self.step_lazy(tick, step_end)?;
         } else {
-            self.step_every_host(tick, step_end)?
-        };
+            self.step_every_host(tick, step_end)?;
+        }
+        // A client's software is gone once it finished (a failure was
+        // returned above); an idle client that did not run is not finished.
+        let is_finished = self.clients.iter().all(|i| self.rts.get_index(*i).is_none_or(|(_, rt)| !rt.is_software_running()));
 
         self.elapsed += tick;
         self.steps += 1;
@@ -537,14 +548,13 @@ impl<'a> Sim<'a> {
     }
 
     /// turmoil's step: every host with running software runs.
-    fn step_every_host(&mut self, tick: Duration, step_end: Duration) -> Result<bool> {
+    fn step_every_host(&mut self, tick: Duration, step_end: Duration) -> Result<()> {
         // Every host runs: who was woken does not matter.
         self.woken_list.lock().unwrap_or_else(|e| e.into_inner()).clear();
         let mut order: Vec<usize> = (0..self.rts.len()).collect();
         if self.config.random_node_order {
             order.shuffle(&mut self.world.borrow_mut().rng);
         }
-        let mut is_finished = true;
         for index in order {
             let Some((&addr, rt)) = self.rts.get_index_mut(index) else { continue };
             if !rt.is_software_running() {
@@ -552,12 +562,9 @@ impl<'a> Sim<'a> {
             }
             deliver(&self.world, addr);
             self.host_runs += 1;
-            let finished = run_host(&self.world, addr, rt, self.elapsed, tick, step_end)?;
-            if rt.is_client() {
-                is_finished = is_finished && finished;
-            }
+            run_host(&self.world, addr, rt, self.elapsed, tick, step_end)?;
         }
-        Ok(is_finished)
+        Ok(())
     }
 
     /// Lazy step (connsim patch): visits, in host order, only the hosts that
@@ -566,7 +573,7 @@ impl<'a> Sim<'a> {
     /// message may have woken it) or is due; the others' clocks are owed
     /// the step. A host that runs for nothing does nothing (its tasks are
     /// all waiting), so skipping it changes nothing.
-    fn step_lazy(&mut self, tick: Duration, step_end: Duration) -> Result<bool> {
+    fn step_lazy(&mut self, tick: Duration, step_end: Duration) -> Result<()> {
         let mut candidates = BTreeSet::new();
         {
             let world = self.world.borrow();
@@ -588,7 +595,6 @@ impl<'a> Sim<'a> {
         }
         candidates.extend(due.iter().copied());
 
-        let mut is_finished = true;
         let mut from = 0;
         loop {
             // Wakes since the last look: earlier hosts run next step, later
@@ -615,12 +621,9 @@ impl<'a> Sim<'a> {
                 continue;
             }
             self.host_runs += 1;
-            let finished = run_host(&self.world, addr, rt, self.elapsed, tick, step_end)?;
-            if rt.is_client() {
-                is_finished = is_finished && finished;
-            }
+            run_host(&self.world, addr, rt, self.elapsed, tick, step_end)?;
         }
-        Ok(is_finished)
+        Ok(())
     }
 }
 
@@ -644,7 +647,7 @@ fn run_host(
     now: Duration,
     tick: Duration,
     step_end: Duration,
-) -> Result<bool> {
+) -> Result<()> {
     let _span_guard = tracing::span!(Level::INFO, "node", name = &*rt.nodename,).entered();
     let owed = now.saturating_sub(rt.synced_to);
     if !owed.is_zero() {
@@ -668,7 +671,7 @@ fn run_host(
     world.current = None;
     world.tick(addr, tick);
     rt.synced_to = step_end;
-    result
+    result.map(|_finished| ())
 }
 
 #[cfg(test)]
