@@ -112,13 +112,13 @@ enum Command {
         check_determinism: bool,
         /// Also run each scenario stepping every tick and fail if its trace
         /// hash differs: proves that skipping idle time changed nothing
-        /// (slow: about 1.5 s a simulated hour).
+        /// (slow: about 5 s a simulated hour).
         #[arg(long, conflicts_with = "fixed_steps")]
         check_stepping: bool,
         /// Simulations run at once, each on its own thread (default: one
         /// per core). Results and trace hashes do not depend on it.
-        #[arg(long, short = 'j')]
-        jobs: Option<usize>,
+        #[arg(long, short = 'j', value_parser = clap::value_parser!(u16).range(1..))]
+        jobs: Option<u16>,
         /// Only scenarios whose name contains this text.
         #[arg(long)]
         filter: Option<String>,
@@ -394,7 +394,7 @@ fn real_main() -> Result<ExitCode, String> {
                 })
                 .collect();
             let checks = Checks { determinism: check_determinism, stepping: check_stepping };
-            let jobs = jobs.unwrap_or_else(conformance::parallel::default_jobs);
+            let jobs = jobs.map_or_else(conformance::parallel::default_jobs, usize::from);
             let results = run_all(&scenarios, &runs, stepping(fixed_steps), checks, jobs);
             let entries: Vec<Entry<'_>> = results
                 .iter()
