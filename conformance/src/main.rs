@@ -78,14 +78,14 @@ enum Command {
     ///
     /// The terminal view is a requirements × scenarios matrix (colored on a
     /// terminal; NO_COLOR turns it off), then one line per run. Failures
-    /// print the one command that replays them.
-    ///
-    /// Examples:
-    ///   connsim run scenarios/
-    ///   connsim run scenarios/core/happy-path.toml --seed 7 --format json
-    ///   connsim run scenarios/ --format html --out report.html
-    ///   connsim run scenarios/core --seeds 1..1000
-    ///   connsim run scenarios/ --check-determinism
+    /// print the one command that replays them. Runs go on every core.
+    #[command(after_help = "Examples:
+  connsim run scenarios/
+  connsim run scenarios/core/happy-path.toml --seed 7 --format json
+  connsim run scenarios/ --format html --out report.html
+  connsim run scenarios/core --seeds 1..1000
+  connsim run scenarios/ --check-determinism
+  connsim run scenarios/core --check-stepping")]
     Run {
         /// Scenario files or folders (searched for *.toml).
         #[arg(default_value = "scenarios")]
