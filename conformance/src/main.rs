@@ -799,7 +799,7 @@ fn bench_all(happy: &std::path::Path, runs: u32) -> Result<ExitCode, String> {
             worlds,
             jobs,
             |s| run_with(s, s.seed.unwrap_or(1), Stepping::SkipIdle).verdict,
-            |_, _| {},
+            |_| {},
         );
         (watch.elapsed().as_secs_f64(), verdicts.iter().filter(|v| **v != Verdict::Pass).count())
     };
@@ -817,7 +817,7 @@ fn bench_all(happy: &std::path::Path, runs: u32) -> Result<ExitCode, String> {
     let seeds: Vec<u64> = (1..=u64::from(runs.max(1))).collect();
     let sweep = |sc: &Scenario, jobs: usize| {
         let watch = Stopwatch::start();
-        conformance::parallel::map(&seeds, jobs, |seed| run_with(sc, *seed, Stepping::SkipIdle).verdict, |_, _| {});
+        conformance::parallel::map(&seeds, jobs, |seed| run_with(sc, *seed, Stepping::SkipIdle).verdict, |_| {});
         seeds.len() as f64 / watch.elapsed().as_secs_f64()
     };
     let (main, base, one) = (sweep(&s, jobs), sweep(&q, jobs), sweep(&s, 1));
@@ -897,30 +897,28 @@ fn run_all(
     let run_one = |&(i, seed): &(usize, u64)| {
         let s = &scenarios[i].1;
         let mut r = run_with(s, seed, stepping);
-        if checks.determinism {
-            let again = run_with(s, seed, stepping);
-            if again.trace_hash != r.trace_hash {
+        // Runs the scenario again, stepped `how`; a different trace fails `r`.
+        let mut again = |how: Stepping, what: &str, hint: &str| {
+            let other = run_with(s, seed, how);
+            if other.trace_hash != r.trace_hash {
                 r.verdict = Verdict::Fail;
-                r.failures.push(format!(
-                    "determinism: second run gave trace hash {} instead of {}",
-                    again.trace_hash, r.trace_hash
-                ));
+                r.failures
+                    .push(format!("{what} gave trace hash {} instead of {}{hint}", other.trace_hash, r.trace_hash));
             }
+        };
+        if checks.determinism {
+            again(stepping, "determinism: second run", "");
         }
         if checks.stepping && stepping != Stepping::Fixed {
-            let fixed = run_with(s, seed, Stepping::Fixed);
-            if fixed.trace_hash != r.trace_hash {
-                r.verdict = Verdict::Fail;
-                r.failures.push(format!(
-                    "stepping: stepping every tick gave trace hash {} instead of {}; \
-                     compare `connsim repro` with and without `--fixed-steps`",
-                    fixed.trace_hash, r.trace_hash
-                ));
-            }
+            again(
+                Stepping::Fixed,
+                "stepping: stepping every tick",
+                "; compare `connsim repro` with and without `--fixed-steps`",
+            );
         }
         (i, r)
     };
-    let progress = |_: usize, (i, r): &(usize, RunResult)| {
+    let progress = |(i, r): &(usize, RunResult)| {
         let failed = failed.fetch_add(u64::from(r.verdict == Verdict::Fail), Ordering::Relaxed)
             + u64::from(r.verdict == Verdict::Fail);
         let done = finished.fetch_add(1, Ordering::Relaxed) + 1;

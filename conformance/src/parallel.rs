@@ -15,9 +15,9 @@ pub fn default_jobs() -> usize {
 }
 
 /// `items.iter().map(f)` on up to `jobs` threads, results in input order.
-/// `done(index, &result)` is called as each result arrives (from the
-/// thread that produced it), for progress reports.
-pub fn map<T, R>(items: &[T], jobs: usize, f: impl Fn(&T) -> R + Sync, done: impl Fn(usize, &R) + Sync) -> Vec<R>
+/// `done(&result)` is called as each result arrives (from the thread that
+/// produced it), for progress reports.
+pub fn map<T, R>(items: &[T], jobs: usize, f: impl Fn(&T) -> R + Sync, done: impl Fn(&R) + Sync) -> Vec<R>
 where
     T: Sync,
     R: Send,
@@ -26,10 +26,9 @@ where
     if jobs == 1 {
         return items
             .iter()
-            .enumerate()
-            .map(|(i, item)| {
+            .map(|item| {
                 let r = f(item);
-                done(i, &r);
+                done(&r);
                 r
             })
             .collect();
@@ -42,7 +41,7 @@ where
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(item) = items.get(i) else { break };
                 let r = f(item);
-                done(i, &r);
+                done(&r);
                 slots.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(r);
             });
         }
@@ -65,13 +64,13 @@ mod tests {
                 &items,
                 jobs,
                 |x| x * x,
-                |_, _| {
+                |_| {
                     seen.fetch_add(1, Ordering::Relaxed);
                 },
             );
             assert_eq!(out, items.iter().map(|x| x * x).collect::<Vec<_>>(), "jobs {jobs}");
             assert_eq!(seen.load(Ordering::Relaxed), items.len());
         }
-        assert!(map(&[] as &[u64], 4, |x| *x, |_, _| {}).is_empty());
+        assert!(map(&[] as &[u64], 4, |x| *x, |_| {}).is_empty());
     }
 }

@@ -523,8 +523,9 @@ fn verdict_key(
         digest.update(bytes);
     };
     part(&[matches!(policy, RevocationPolicy::HardFail) as u8]);
-    let counts = [anchors.roots.len(), chain.len(), crls.len()].map(|n| n as u64);
-    part(&counts.iter().flat_map(|n| n.to_be_bytes()).collect::<Vec<u8>>());
+    for count in [anchors.roots.len(), chain.len(), crls.len()] {
+        part(&(count as u64).to_be_bytes());
+    }
     for anchor in &anchors.roots {
         part(anchor.subject.as_ref());
         part(anchor.subject_public_key_info.as_ref());

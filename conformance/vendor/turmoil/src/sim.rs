@@ -206,9 +206,7 @@ impl<'a> Sim<'a> {
     fn sync_clocks(&mut self, addrs: &[IpAddr]) {
         for addr in addrs {
             let Some(rt) = self.rts.get_mut(addr) else { continue };
-            let owed = self.elapsed.saturating_sub(rt.synced_to);
-            self.world.borrow_mut().tick(*addr, owed);
-            rt.synced_to = self.elapsed;
+            catch_up_timer(&self.world, *addr, rt, self.elapsed);
         }
     }
 
@@ -638,6 +636,18 @@ fn deliver(world: &RefCell<World>, addr: IpAddr) {
     }
 }
 
+/// Brings the world's timer of host `addr` up to `now` (connsim patch: idle
+/// and stopped hosts are not ticked every step). Returns the time it was
+/// behind, which the host's runtime is behind too.
+fn catch_up_timer(world: &RefCell<World>, addr: IpAddr, rt: &mut Rt<'_>, now: Duration) -> Duration {
+    let owed = now.saturating_sub(rt.synced_to);
+    if !owed.is_zero() {
+        world.borrow_mut().tick(addr, owed);
+    }
+    rt.synced_to = now;
+    owed
+}
+
 /// Runs one host for the step `[now, step_end)`, first catching up its
 /// clocks if it sat idle since `synced_to` (connsim patch).
 fn run_host(
@@ -649,10 +659,7 @@ fn run_host(
     step_end: Duration,
 ) -> Result<()> {
     let _span_guard = tracing::span!(Level::INFO, "node", name = &*rt.nodename,).entered();
-    let owed = now.saturating_sub(rt.synced_to);
-    if !owed.is_zero() {
-        world.borrow_mut().tick(addr, owed);
-    }
+    let owed = catch_up_timer(world, addr, rt, now);
     {
         let mut world = world.borrow_mut();
 
@@ -660,7 +667,8 @@ fn run_host(
         world.current = Some(addr);
 
         // The tick first moves the runtime's clock by the owed span (added
-        // to the host's timer above), so the tick starts at `now + owed`.
+        // to the host's timer above): the timer counts from where the
+        // runtime's clock will be then.
         world.current_host_mut().timer.now(rt.now() + owed);
     }
 
