@@ -6,6 +6,7 @@ pub mod bundle;
 pub mod catalogue;
 pub mod check;
 pub mod expected;
+pub mod floor;
 pub mod loadgen;
 pub mod netns;
 pub mod parallel;

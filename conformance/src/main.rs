@@ -45,6 +45,9 @@ enum Format {
 enum BenchKind {
     Long,
     Scale,
+    /// The simulator's floor for `long`: its keepalive traffic over bare
+    /// TCP (see `conformance::floor`).
+    Floor,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -218,7 +221,7 @@ enum Command {
     BenchWorld {
         #[arg(value_enum)]
         kind: BenchKind,
-        /// Connectors (scale) or simulated days (long).
+        /// Connectors (scale) or simulated days (long, floor).
         #[arg(long, default_value_t = 10)]
         size: usize,
         #[arg(long, default_value_t = 50)]
@@ -564,6 +567,21 @@ fn real_main() -> Result<ExitCode, String> {
             let text = match kind {
                 BenchKind::Long => conformance::bench::long_run(u32::try_from(size).unwrap_or(30)),
                 BenchKind::Scale => conformance::bench::scaled(size, groups),
+                BenchKind::Floor => {
+                    let days = u32::try_from(size).unwrap_or(30);
+                    let f = conformance::floor::keepalive(
+                        std::time::Duration::from_secs(u64::from(days) * 86_400),
+                        conformance::floor::TUNNELS,
+                        1,
+                    )?;
+                    let line = serde_json::json!({
+                        "world": format!("floor-{days}-days"), "wall_ms": f.wall.as_secs_f64() * 1000.0,
+                        "sim_s": u64::from(days) * 86_400, "peak_rss_kib": conformance::bench::peak_rss_kib(),
+                        "steps": f.steps, "host_runs": f.host_runs, "exchanges": f.exchanges, "pass": true,
+                    });
+                    println!("{line}");
+                    return Ok(ExitCode::SUCCESS);
+                }
             };
             if let Some(path) = &write {
                 std::fs::write(path, &text).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -828,6 +846,25 @@ fn bench_all(happy: &std::path::Path, runs: u32) -> Result<ExitCode, String> {
         ">= 200 runs/s",
     );
     row("  the same sweep on 1 thread", format!("{one:.1} runs/s"), String::new(), "");
+    // The simulator's floor for the sweep: the same hour's keepalives over
+    // bare TCP, same seeds, same threads.
+    let watch = Stopwatch::start();
+    let floors = conformance::parallel::map(
+        &seeds,
+        jobs,
+        |seed| conformance::floor::keepalive(s.duration.0, conformance::floor::TUNNELS, *seed),
+        |_| {},
+    );
+    let floor_rate = seeds.len() as f64 / watch.elapsed().as_secs_f64();
+    if let Some(Err(e)) = floors.iter().find(|f| f.is_err()) {
+        return Err(e.clone());
+    }
+    row(
+        "  floor: its keepalives alone, bare TCP",
+        format!("{floor_rate:.1} runs/s"),
+        format!("the sweep is {:.1}x the floor's time", floor_rate / main.max(1e-9)),
+        "",
+    );
     // Thirty days.
     let (long, rss, ok) = bench_child(&["long".into(), "--size".into(), "30".into()])?;
     let (long_q, _, _) = bench_child(&["long".into(), "--size".into(), "30".into(), "--quiet".into()])?;
@@ -836,6 +873,13 @@ fn bench_all(happy: &std::path::Path, runs: u32) -> Result<ExitCode, String> {
         format!("{:.2} s, {} MiB", long / 1000.0, rss / 1024),
         format!("{:.2} s quiet ({:.1}x)", long_q / 1000.0, long / long_q.max(1e-9)),
         "< 3 s",
+    );
+    let (floor, _, _) = bench_child(&["floor".into(), "--size".into(), "30".into()])?;
+    row(
+        "  floor: its keepalives alone, bare TCP",
+        format!("{:.2} s", floor / 1000.0),
+        format!("30 days are {:.1}x the floor", long / floor.max(1e-9)),
+        "",
     );
     // Scale.
     let mut first: Option<(f64, usize)> = None;

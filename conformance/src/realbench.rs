@@ -46,9 +46,49 @@ pub struct Options {
 #[derive(Debug, Clone)]
 pub struct PathFigures {
     pub name: &'static str,
-    /// (connections, median run).
-    pub closed: Vec<(usize, Stats)>,
+    /// (connections, median run, CPU time of that run).
+    pub closed: Vec<(usize, Stats, Cpu)>,
     pub open: Stats,
+}
+
+/// CPU time each process of the bench spent during one run, nanoseconds,
+/// by label (`connsim` is the load generator). On 2 cores a closed loop
+/// measures CPU per request: this says whose.
+#[derive(Debug, Clone, Default)]
+pub struct Cpu(pub Vec<(String, u64)>);
+
+impl Cpu {
+    /// Every process's CPU time so far.
+    fn sample(pids: &[(String, u32)]) -> Cpu {
+        Cpu(pids.iter().map(|(label, pid)| (label.clone(), cpu_ns(*pid).unwrap_or(0))).collect())
+    }
+
+    /// What each process spent between `before` and `self`.
+    fn since(&self, before: &Cpu) -> Cpu {
+        Cpu(self
+            .0
+            .iter()
+            .zip(&before.0)
+            .map(|((label, after), (_, before))| (label.clone(), after.saturating_sub(*before)))
+            .collect())
+    }
+
+    /// Microseconds of CPU, all processes, per answered request.
+    pub fn per_request_us(&self, stats: &Stats) -> f64 {
+        self.0.iter().map(|(_, ns)| *ns as f64).sum::<f64>() / 1000.0 / (stats.ok.max(1) as f64)
+    }
+}
+
+/// CPU time of every thread of `pid` so far (`/proc/PID/task/*/schedstat`,
+/// nanoseconds on the CPU); `None` off Linux or once the process is gone.
+fn cpu_ns(pid: u32) -> Option<u64> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut total = 0u64;
+    for task in tasks.flatten() {
+        let Ok(text) = std::fs::read_to_string(task.path().join("schedstat")) else { continue };
+        total += text.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    }
+    Some(total)
 }
 
 /// The whole measurement.
@@ -110,10 +150,13 @@ pub fn measure(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Figures
     let connector = binary(&opts.bin_dir, "connector")?;
     let dir = tempfile::tempdir().map_err(|e| format!("scratch folder: {e}"))?;
     let mut procs = Procs::new(dir.path());
+    // Whose CPU time each run counts: this process (the load generator)
+    // and every process it starts.
+    let mut pids: Vec<(String, u32)> = vec![("connsim".into(), std::process::id())];
 
     progress("starting relay-sim");
     let state = dir.path().join("state");
-    procs.spawn(
+    let relay_sim_pid = procs.spawn(
         "relay-sim",
         Command::new(&relay_sim)
             .arg("serve")
@@ -122,6 +165,7 @@ pub fn measure(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Figures
             .arg("--relays")
             .arg(opts.relays.to_string()),
     )?;
+    pids.push(("relay-sim".into(), relay_sim_pid));
     let manifest_path = state.join("manifest.json");
     wait_for(&mut procs, "relay-sim", Duration::from_secs(20), || Ok(manifest_path.is_file()))?;
     let text = std::fs::read_to_string(&manifest_path).map_err(|e| format!("{}: {e}", manifest_path.display()))?;
@@ -145,6 +189,7 @@ pub fn measure(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Figures
         cmd.arg("--resolve").arg(r);
     }
     let connector_pid = procs.spawn("connector", &mut cmd)?;
+    pids.push(("connector".into(), connector_pid));
     let tunnels = opts.relays.max(1);
     let log = dir.path().join("connector.log");
     wait_for(&mut procs, "connector tunnels", Duration::from_secs(30), || {
@@ -161,7 +206,7 @@ pub fn measure(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Figures
     let mut paths: Vec<(&'static str, Target)> = vec![("direct", direct.clone()), ("connsim tunnel", tunnel)];
     if let Some(rathole) = &opts.rathole {
         progress("starting rathole");
-        let target = start_rathole(&mut procs, rathole, dir.path(), manifest.backend)?;
+        let target = start_rathole(&mut procs, &mut pids, rathole, dir.path(), manifest.backend)?;
         wait_for(&mut procs, "rathole path", Duration::from_secs(30), || answers(&target))?;
         paths.push(("rathole", target));
     }
@@ -170,14 +215,16 @@ pub fn measure(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Figures
     for (_, target) in &paths {
         block_on(loadgen::closed_loop(target, opts.conns.first().copied().unwrap_or(1), Duration::from_secs(1)))?;
     }
-    let mut runs: Vec<Vec<Vec<Stats>>> = vec![vec![Vec::new(); opts.conns.len()]; paths.len()];
+    let mut runs: Vec<Vec<Vec<(Stats, Cpu)>>> = vec![vec![Vec::new(); opts.conns.len()]; paths.len()];
     for run in 0..opts.runs.max(1) {
         for (ci, &c) in opts.conns.iter().enumerate() {
             for (pi, (name, target)) in paths.iter().enumerate() {
                 progress(&format!("run {}/{}: {name}, {c} connections", run + 1, opts.runs.max(1)));
+                let before = Cpu::sample(&pids);
                 let s = block_on(loadgen::closed_loop(target, c, opts.duration))?;
+                let cpu = Cpu::sample(&pids).since(&before);
                 procs.check_alive()?;
-                runs[pi][ci].push(s);
+                runs[pi][ci].push((s, cpu));
             }
         }
     }
@@ -190,9 +237,9 @@ pub fn measure(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Figures
             .iter()
             .zip(std::mem::take(&mut runs[pi]))
             .map(|(&c, mut rs)| {
-                rs.sort_by(|a, b| a.per_second().total_cmp(&b.per_second()));
-                let median = rs.swap_remove(rs.len() / 2);
-                (c, median)
+                rs.sort_by(|a, b| a.0.per_second().total_cmp(&b.0.per_second()));
+                let (median, cpu) = rs.swap_remove(rs.len() / 2);
+                (c, median, cpu)
             })
             .collect();
         figures.push(PathFigures { name, closed, open });
@@ -205,7 +252,13 @@ pub fn measure(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Figures
 }
 
 /// rathole (default TCP transport) forwarding a public port to `backend`.
-fn start_rathole(procs: &mut Procs, bin: &Path, dir: &Path, backend: SocketAddr) -> Result<Target, String> {
+fn start_rathole(
+    procs: &mut Procs,
+    pids: &mut Vec<(String, u32)>,
+    bin: &Path,
+    dir: &Path,
+    backend: SocketAddr,
+) -> Result<Target, String> {
     let control = free_port()?;
     let public = free_port()?;
     let server = format!(
@@ -217,8 +270,8 @@ fn start_rathole(procs: &mut Procs, bin: &Path, dir: &Path, backend: SocketAddr)
     let (sp, cp) = (dir.join("rathole-server.toml"), dir.join("rathole-client.toml"));
     std::fs::write(&sp, server).map_err(|e| format!("{}: {e}", sp.display()))?;
     std::fs::write(&cp, client).map_err(|e| format!("{}: {e}", cp.display()))?;
-    procs.spawn("rathole-server", Command::new(bin).arg("--server").arg(&sp))?;
-    procs.spawn("rathole-client", Command::new(bin).arg("--client").arg(&cp))?;
+    pids.push(("rathole-server".into(), procs.spawn("rathole-server", Command::new(bin).arg("--server").arg(&sp))?));
+    pids.push(("rathole-client".into(), procs.spawn("rathole-client", Command::new(bin).arg("--client").arg(&cp))?));
     Ok(Target {
         addr: SocketAddr::from(([127, 0, 0, 1], public)),
         host: "echo.corp.local".into(),
@@ -244,25 +297,39 @@ pub fn render(f: &Figures, opts: &Options) -> String {
         opts.duration.as_secs()
     ));
     out.push_str(&format!(
-        "{:<16} {:>5} {:>10} {:>9} {:>10} {:>10} {:>7}\n",
-        "path", "conns", "req/s", "x direct", "p50", "p99", "errors"
+        "{:<16} {:>5} {:>10} {:>9} {:>10} {:>10} {:>7} {:>12}\n",
+        "path", "conns", "req/s", "x direct", "p50", "p99", "errors", "CPU/request"
     ));
     for (ci, &c) in opts.conns.iter().enumerate() {
-        let base = direct.and_then(|d| d.closed.get(ci)).map(|(_, s)| s.per_second());
+        let base = direct.and_then(|d| d.closed.get(ci)).map(|(_, s, _)| s.per_second());
         for p in &f.paths {
-            let Some((_, s)) = p.closed.get(ci) else { continue };
+            let Some((_, s, cpu)) = p.closed.get(ci) else { continue };
             let ratio = base.map(|b| format!("{:.2}x", s.per_second() / b.max(1e-9))).unwrap_or_default();
             out.push_str(&format!(
-                "{:<16} {:>5} {:>10.0} {:>9} {:>10} {:>10} {:>7}\n",
+                "{:<16} {:>5} {:>10.0} {:>9} {:>10} {:>10} {:>7} {:>9.1} us\n",
                 p.name,
                 c,
                 s.per_second(),
                 ratio,
                 ms(s.percentile_us(0.5)),
                 ms(s.percentile_us(0.99)),
-                s.errors
+                s.errors,
+                cpu.per_request_us(s)
             ));
         }
+    }
+    // Whose CPU each path's requests cost, at the first connection count:
+    // with every core busy, requests/s is cores over CPU per request.
+    out.push_str("\nCPU per request by process, first connection count (us):\n");
+    for p in &f.paths {
+        let Some((c, s, cpu)) = p.closed.first() else { continue };
+        let parts: Vec<String> = cpu
+            .0
+            .iter()
+            .filter(|(_, ns)| *ns as f64 / 1000.0 / (s.ok.max(1) as f64) >= 0.05)
+            .map(|(label, ns)| format!("{label} {:.1}", *ns as f64 / 1000.0 / (s.ok.max(1) as f64)))
+            .collect();
+        out.push_str(&format!("  {:<16} c{c}: {}\n", p.name, parts.join(", ")));
     }
     out.push_str(&format!(
         "\nopen loop: {} requests/s for {}s (latency from when each request was due)\n\n",
@@ -286,7 +353,8 @@ pub fn render(f: &Figures, opts: &Options) -> String {
         ));
     }
     for p in &f.paths {
-        let first = p.open.first_error.as_ref().or_else(|| p.closed.iter().find_map(|(_, s)| s.first_error.as_ref()));
+        let first =
+            p.open.first_error.as_ref().or_else(|| p.closed.iter().find_map(|(_, s, _)| s.first_error.as_ref()));
         if let Some(e) = first {
             out.push_str(&format!("{}: first error: {e}\n", p.name));
         }
@@ -300,7 +368,7 @@ pub fn render(f: &Figures, opts: &Options) -> String {
     }
     // The targets, judged on the first (highest) connection count.
     if let (Some(d), Some(t)) = (direct, f.paths.iter().find(|p| p.name == "connsim tunnel")) {
-        if let (Some((c, ds)), Some((_, ts))) = (d.closed.first(), t.closed.first()) {
+        if let (Some((c, ds, _)), Some((_, ts, _))) = (d.closed.first(), t.closed.first()) {
             let r = ts.per_second() / ds.per_second().max(1e-9);
             let verdict = if r >= 0.5 { "met" } else { "NOT met" };
             out.push_str(&format!("throughput, {c} connections: {r:.2}x direct (target >= 0.5x): {verdict}\n"));
@@ -309,7 +377,7 @@ pub fn render(f: &Figures, opts: &Options) -> String {
         let verdict = if added < 2000 { "met" } else { "NOT met" };
         out.push_str(&format!("p99 added at {} requests/s: {} (target < 2 ms): {verdict}\n", opts.rate, ms(added)));
         if let Some(r) = f.paths.iter().find(|p| p.name == "rathole") {
-            if let (Some((c, rs)), Some((_, ts))) = (r.closed.first(), t.closed.first()) {
+            if let (Some((c, rs, _)), Some((_, ts, _))) = (r.closed.first(), t.closed.first()) {
                 out.push_str(&format!(
                     "against rathole, {c} connections: {:.2}x its throughput\n",
                     ts.per_second() / rs.per_second().max(1e-9)
@@ -318,4 +386,35 @@ pub fn render(f: &Figures, opts: &Options) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_per_request_is_the_spend_between_samples_over_answers() {
+        let before = Cpu(vec![("connsim".into(), 1_000), ("relay-sim".into(), 5_000)]);
+        let after = Cpu(vec![("connsim".into(), 41_000), ("relay-sim".into(), 65_000)]);
+        let spent = after.since(&before);
+        assert_eq!(spent.0, vec![("connsim".to_string(), 40_000), ("relay-sim".to_string(), 60_000)]);
+        let mut stats = Stats::default();
+        stats.ok = 10;
+        assert!((spent.per_request_us(&stats) - 10.0).abs() < 1e-9);
+        // A process gone between samples reads 0, which never goes negative.
+        assert_eq!(before.since(&after).0[0].1, 0);
+    }
+
+    #[test]
+    fn this_process_has_spent_cpu() {
+        if cfg!(target_os = "linux") {
+            let mut x = 0u64;
+            for i in 0..1_000_000u64 {
+                x = x.wrapping_mul(31).wrapping_add(i);
+            }
+            assert!(std::hint::black_box(x) != 1);
+            assert!(cpu_ns(std::process::id()).is_some_and(|ns| ns > 0));
+            assert_eq!(cpu_ns(u32::MAX), None);
+        }
+    }
 }

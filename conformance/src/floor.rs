@@ -1,0 +1,127 @@
+//! The simulator's own floor: the cheapest world with a connector's
+//! keepalive traffic, to tell what a long simulated period costs because of
+//! the connector and what it costs because of the simulator.
+//!
+//! A connector that is up spends its simulated days on keepalives: every
+//! tunnel sends a ping 10 s after its last send and the relay answers. This
+//! world has the same hosts, links, latencies, stepping and timer
+//! announcements as a scenario run, but no TLS, no protocol and no agent:
+//! `tunnels` plain TCP connections from one host to one host each, a 16-byte
+//! ping every 10 s (an announced [`connector::time::sleep`]) and a 16-byte
+//! echo. Whatever a scenario costs above this world is ours to cut; what
+//! this world costs is turmoil's and tokio's, per step and per host run.
+
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::stopwatch::Stopwatch;
+use crate::wakeups::{SimWakeups, Stepper};
+
+/// The keepalive interval of the real connector (CONNECTOR-FACTS).
+const KEEPALIVE: Duration = Duration::from_secs(10);
+/// A scenario run's tick and latencies (see `run::run_with`).
+const TICK: Duration = Duration::from_millis(10);
+const PING: [u8; 16] = [0x50; 16];
+/// Tunnels of a connector in a default world: one per relay, two relays.
+pub const TUNNELS: usize = 2;
+
+/// What the floor world cost.
+#[derive(Debug, Clone, Copy)]
+pub struct Floor {
+    pub wall: Duration,
+    pub steps: u64,
+    pub host_runs: u64,
+    /// Ping-echo exchanges completed, over all tunnels.
+    pub exchanges: u64,
+}
+
+/// Runs `duration` of simulated time of `tunnels` keepalive loops.
+pub fn keepalive(duration: Duration, tunnels: usize, seed: u64) -> Result<Floor, String> {
+    let mut sim = turmoil::Builder::new()
+        .rng_seed(seed)
+        .simulation_duration(duration + Duration::from_secs(3600))
+        .tick_duration(TICK)
+        .min_message_latency(Duration::from_millis(1))
+        .max_message_latency(Duration::from_millis(20))
+        .tcp_capacity(4096)
+        .build();
+    let relays: Vec<String> = (0..tunnels.max(1)).map(|i| format!("relay-{i}")).collect();
+    for relay in &relays {
+        sim.host(relay.as_str(), || async {
+            let listener = turmoil::net::TcpListener::bind((Ipv4Addr::UNSPECIFIED, 443)).await?;
+            loop {
+                let (mut stream, _) = listener.accept().await?;
+                tokio::task::spawn_local(async move {
+                    let mut buf = [0u8; PING.len()];
+                    while stream.read_exact(&mut buf).await.is_ok() {
+                        if stream.write_all(&buf).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+    }
+    let exchanges = Arc::new(AtomicU64::new(0));
+    let counted = exchanges.clone();
+    sim.host("connector", move || {
+        let (relays, counted) = (relays.clone(), counted.clone());
+        async move {
+            let mut loops = Vec::new();
+            for relay in relays {
+                let counted = counted.clone();
+                loops.push(tokio::task::spawn_local(async move {
+                    let mut stream = turmoil::net::TcpStream::connect((relay.as_str(), 443)).await?;
+                    let mut buf = [0u8; PING.len()];
+                    // Like the connector: the next ping is due 10 s after
+                    // the last send, whenever the echo comes.
+                    let mut due = connector::time::Instant::now() + KEEPALIVE;
+                    loop {
+                        connector::time::sleep_until(due).await;
+                        stream.write_all(&PING).await?;
+                        due = connector::time::Instant::now() + KEEPALIVE;
+                        stream.read_exact(&mut buf).await?;
+                        counted.fetch_add(1, Ordering::Relaxed);
+                    }
+                    #[allow(unreachable_code)]
+                    turmoil::Result::Ok(())
+                }));
+            }
+            for l in loops {
+                l.await??;
+            }
+            turmoil::Result::Ok(())
+        }
+    });
+    let wakeups = Arc::new(SimWakeups::default());
+    let _installed = connector::time::install(wakeups.clone());
+    let due = wakeups.clone();
+    sim.set_lazy_hosts(move |at, f| due.due_hosts(at, f));
+    let mut stepper = Stepper::new(TICK, true);
+    let watch = Stopwatch::start();
+    while sim.elapsed() < duration {
+        stepper.step(&mut sim, &wakeups, duration).map_err(|e| format!("floor world: {e}"))?;
+    }
+    let wall = watch.elapsed();
+    Ok(Floor { wall, steps: stepper.steps, host_runs: sim.host_runs(), exchanges: exchanges.load(Ordering::Relaxed) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_tunnel_pings_every_interval() {
+        let f = keepalive(Duration::from_secs(86_400), 2, 7).unwrap();
+        // 8,640 intervals a day per tunnel; the first ping goes 10 s
+        // after connecting, the last echo may be cut off by the end.
+        assert!((17_270..=17_280).contains(&f.exchanges), "{f:?}");
+        // Each exchange runs its relay at least once (the connector's runs
+        // may serve both tunnels).
+        assert!(f.host_runs >= f.exchanges, "{f:?}");
+    }
+}
