@@ -6,9 +6,9 @@
 //! tunnel sends a ping 10 s after its last send and the relay answers. This
 //! world has the same hosts, links, latencies, stepping and timer
 //! announcements as a scenario run, but no TLS, no protocol and no agent:
-//! `tunnels` plain TCP connections from one host to one host each, a 16-byte
-//! ping every 10 s (an announced [`connector::time::sleep`]) and a 16-byte
-//! echo. Whatever a scenario costs above this world is ours to cut; what
+//! `tunnels` plain TCP connections from one host to one relay host each, a
+//! 16-byte ping 10 s after the last (an announced
+//! [`connector::time::sleep_until`]) and a 16-byte echo. Whatever a scenario costs above this world is ours to cut; what
 //! this world costs is turmoil's and tokio's, per step and per host run.
 
 use std::net::Ipv4Addr;
