@@ -38,12 +38,14 @@ impl SimWakeups {
         p.by_deadline.first().map(|(at, _)| *at)
     }
 
-    /// Calls `f` with every host that has a deadline at or before `at` (for
-    /// turmoil's lazy ticking, which runs a host only when it has something
-    /// to do), once for each such deadline.
+    /// Calls `f` with every host that has a deadline before `at`, the end of
+    /// a step (for turmoil's lazy ticking, which runs a host only when it
+    /// has something to do), once for each such deadline. A deadline at `at`
+    /// itself is the next step's: the timer fires at the step's end, but the
+    /// step's own sleep ends it first, so its task runs in the next step.
     pub fn due_hosts(&self, at: Duration, f: &mut dyn FnMut(&str)) {
         let p = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        for (_, key) in p.by_deadline.iter().take_while(|(deadline, _)| *deadline <= at) {
+        for (_, key) in p.by_deadline.iter().take_while(|(deadline, _)| *deadline < at) {
             if let Some((_, host)) = p.by_key.get(key) {
                 f(host);
             }
@@ -95,11 +97,13 @@ impl Stepper {
         let mut length = self.tick;
         if self.skip_idle && sim.is_quiet() && sim.messages_in_flight() == 0 {
             let due = wakeups.earliest().unwrap_or(limit).min(limit);
-            // Stop on the tick grid before the deadline: the timer then fires
-            // inside an ordinary tick, with ordinary message latency after it.
+            // Stop on the tick grid at or before the deadline: the timer's
+            // task then runs inside an ordinary tick (a timer due exactly at
+            // a step's end runs in the next step; see `due_hosts`), with
+            // ordinary message latency after it.
             let ticks = due.saturating_sub(now).as_nanos() / self.tick.as_nanos().max(1);
             if ticks > 1 {
-                length = self.tick * u32::try_from(ticks - 1).unwrap_or(u32::MAX);
+                length = self.tick * u32::try_from(ticks).unwrap_or(u32::MAX);
             }
         }
         if length > self.tick {

@@ -260,14 +260,20 @@ impl<'a> Rt<'a> {
     // expected to fail the simulation.
     //
     // connsim patch: the clock first moves by `owed` without running any
-    // task (lazy ticking: nothing of this host was due in the owed span).
-    pub(crate) fn tick(&mut self, owed: Duration, duration: Duration) -> Result<bool> {
+    // task (lazy ticking: nothing of this host was due in the owed span,
+    // though a timer may be due at its very end), then `deliver` hands the
+    // host the messages ready for it, then its tasks run. Timers due at the
+    // end of the owed span so wake their tasks before the messages do, as
+    // they would have with the host run every step (their tasks queued at
+    // the end of the previous step).
+    pub(crate) fn tick(&mut self, owed: Duration, duration: Duration, deliver: impl FnOnce()) -> Result<bool> {
         let flag = self.woken.clone();
         let local = &self.local;
         self.tokio.block_on(async move {
             if !owed.is_zero() {
                 tokio::time::advance(owed).await;
             }
+            deliver();
             let run = Box::pin(local.run_until(async {
                 sleep(duration).await;
             }));

@@ -558,7 +558,6 @@ impl<'a> Sim<'a> {
             if !rt.is_software_running() {
                 continue;
             }
-            deliver(&self.world, addr);
             self.host_runs += 1;
             run_host(&self.world, addr, rt, self.elapsed, tick, step_end)?;
         }
@@ -567,21 +566,25 @@ impl<'a> Sim<'a> {
 
     /// Lazy step (connsim patch): visits, in host order, only the hosts that
     /// may have something to do: woken from outside, a message ready for
-    /// them, or a timer due in the step. Each runs if it was woken (the
-    /// message may have woken it) or is due; the others' clocks are owed
-    /// the step. A host that runs for nothing does nothing (its tasks are
-    /// all waiting), so skipping it changes nothing.
+    /// them, or a timer due in the step. Each of those runs; the others'
+    /// clocks are owed the step. A host that runs for nothing does nothing
+    /// (its tasks are all waiting), so skipping it changes nothing.
+    ///
+    /// "Due in the step" means before its end: a timer due exactly at the
+    /// end fires there, but its task runs in the next step (the tick's own
+    /// sleep ends the tick first), so the host need not run for it now.
     fn step_lazy(&mut self, tick: Duration, step_end: Duration) -> Result<()> {
-        let mut candidates = BTreeSet::new();
+        let mut mail = BTreeSet::new();
         {
             let world = self.world.borrow();
             let rts = &self.rts;
             world.topology.deliverable_to(|dst| {
                 if let Some(index) = rts.get_index_of(&dst) {
-                    candidates.insert(index);
+                    mail.insert(index);
                 }
             });
         }
+        let mut candidates = mail.clone();
         let mut due = BTreeSet::new();
         if let Some(lazy) = &self.lazy {
             let names = &self.names;
@@ -611,11 +614,9 @@ impl<'a> Sim<'a> {
             if !rt.is_software_running() {
                 continue;
             }
-            deliver(&self.world, addr);
-            // The delivery above may have woken the host.
-            if !rt.woken.is_set() && !due.contains(&index) {
-                // Idle: nothing woke it and no timer of it is due in this
-                // step. Only its clocks are owed the step.
+            if !rt.woken.is_set() && !due.contains(&index) && !mail.contains(&index) {
+                // Idle: nothing woke it, nothing came for it and no timer of
+                // it is due in this step. Only its clocks are owed the step.
                 continue;
             }
             self.host_runs += 1;
@@ -672,7 +673,9 @@ fn run_host(
         world.current_host_mut().timer.now(rt.now() + owed);
     }
 
-    let result = World::enter(world, || rt.tick(owed, tick));
+    // Messages are handed over inside the tick, after the owed time (see
+    // `Rt::tick`).
+    let result = World::enter(world, || rt.tick(owed, tick, || deliver(world, addr)));
 
     // Unset the current host
     let mut world = world.borrow_mut();
