@@ -5,12 +5,12 @@
 //! mostly waits (ten minutes between bootstraps, seconds between
 //! keepalives). [`SimWakeups`] collects the deadline of every pending timer
 //! of every host (see `connector::time`), in simulated time. [`Stepper`]
-//! then takes one long step to just before the earliest deadline whenever
-//! the network is empty and no host was woken and has yet to run
-//! (`Sim::is_quiet`), and otherwise steps by the normal tick. The same
-//! deadlines tell turmoil which hosts must run within a step. The result
-//! is the same trace as fine stepping would give, because nothing could
-//! have happened in the skipped span (`connsim run --check-stepping`).
+//! then takes one long step to the last tick at or before the earliest
+//! deadline whenever the network is empty and no host was woken and has
+//! yet to run (`Sim::is_quiet`), and otherwise steps by the normal tick.
+//! The same deadlines tell turmoil which hosts must run within a step. The
+//! result is the same trace as fine stepping would give, because nothing
+//! could have happened in the skipped span (`connsim run --check-stepping`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
