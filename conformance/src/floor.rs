@@ -8,8 +8,9 @@
 //! announcements as a scenario run, but no TLS, no protocol and no agent:
 //! `tunnels` plain TCP connections from one host to one relay host each, a
 //! 16-byte ping 10 s after the last (an announced
-//! [`connector::time::sleep_until`]) and a 16-byte echo. Whatever a scenario costs above this world is ours to cut; what
-//! this world costs is turmoil's and tokio's, per step and per host run.
+//! [`connector::time::sleep_until`]) and a 16-byte echo. Whatever a
+//! scenario costs above this world is ours to cut; what this world costs is
+//! turmoil's and tokio's, per step and per host run.
 
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -123,5 +124,15 @@ mod tests {
         // Each exchange runs its relay at least once (the connector's runs
         // may serve both tunnels).
         assert!(f.host_runs >= f.exchanges, "{f:?}");
+    }
+
+    #[test]
+    fn a_keepalive_costs_three_host_runs() {
+        // One tunnel: the connector sends (its timer is due on the tick
+        // grid), the relay echoes, the connector reads. A timer due exactly
+        // at a step's end must not run its host in that step as well.
+        let f = keepalive(Duration::from_secs(3600), 1, 3).unwrap();
+        assert_eq!(f.exchanges, 359, "{f:?}");
+        assert!(f.host_runs <= 3 * f.exchanges + 10, "{f:?}");
     }
 }
