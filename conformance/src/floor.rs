@@ -19,13 +19,12 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::run::DEFAULT_TICK;
 use crate::stopwatch::Stopwatch;
-use crate::wakeups::{SimWakeups, Stepper};
+use crate::wakeups::Stepper;
 
 /// The keepalive interval of the real connector (CONNECTOR-FACTS).
 const KEEPALIVE: Duration = Duration::from_secs(10);
-/// A scenario run's tick and latencies (see `run::run_with`).
-const TICK: Duration = Duration::from_millis(10);
 const PING: [u8; 16] = [0x50; 16];
 /// Tunnels of a connector in a default world: one per relay, two relays.
 pub const TUNNELS: usize = 2;
@@ -42,14 +41,7 @@ pub struct Floor {
 
 /// Runs `duration` of simulated time of `tunnels` keepalive loops.
 pub fn keepalive(duration: Duration, tunnels: usize, seed: u64) -> Result<Floor, String> {
-    let mut sim = turmoil::Builder::new()
-        .rng_seed(seed)
-        .simulation_duration(duration + Duration::from_secs(3600))
-        .tick_duration(TICK)
-        .min_message_latency(Duration::from_millis(1))
-        .max_message_latency(Duration::from_millis(20))
-        .tcp_capacity(4096)
-        .build();
+    let mut sim = crate::run::new_sim(seed, duration, DEFAULT_TICK);
     let relays: Vec<String> = (0..tunnels.max(1)).map(|i| format!("relay-{i}")).collect();
     for relay in &relays {
         sim.host(relay.as_str(), || async {
@@ -98,14 +90,10 @@ pub fn keepalive(duration: Duration, tunnels: usize, seed: u64) -> Result<Floor,
             turmoil::Result::Ok(())
         }
     });
-    let wakeups = Arc::new(SimWakeups::default());
-    let _installed = connector::time::install(wakeups.clone());
-    let due = wakeups.clone();
-    sim.set_lazy_hosts(move |at, f| due.due_hosts(at, f));
-    let mut stepper = Stepper::new(TICK, true);
+    let mut stepper = Stepper::attach(&mut sim, DEFAULT_TICK, true);
     let watch = Stopwatch::start();
     while sim.elapsed() < duration {
-        stepper.step(&mut sim, &wakeups, duration).map_err(|e| format!("floor world: {e}"))?;
+        stepper.step(&mut sim, duration).map_err(|e| format!("floor world: {e}"))?;
     }
     let wall = watch.elapsed();
     Ok(Floor { wall, steps: stepper.steps, host_runs: sim.host_runs(), exchanges: exchanges.load(Ordering::Relaxed) })

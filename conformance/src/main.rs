@@ -833,12 +833,20 @@ fn bench_all(happy: &std::path::Path, runs: u32) -> Result<ExitCode, String> {
     let s = Scenario::load(happy).map_err(|e| e.to_string())?;
     let q = conformance::bench::quiet(&s);
     let seeds: Vec<u64> = (1..=u64::from(runs.max(1))).collect();
-    let sweep = |sc: &Scenario, jobs: usize| {
+    // Runs/s of `run` over the seeds on `jobs` threads (an error fails the bench).
+    let rate = |jobs: usize, run: &(dyn Fn(u64) -> Result<(), String> + Sync)| {
         let watch = Stopwatch::start();
-        conformance::parallel::map(&seeds, jobs, |seed| run_with(sc, *seed, Stepping::SkipIdle).verdict, |_| {});
-        seeds.len() as f64 / watch.elapsed().as_secs_f64()
+        let results = conformance::parallel::map(&seeds, jobs, |seed| run(*seed), |_| {});
+        let per_second = seeds.len() as f64 / watch.elapsed().as_secs_f64();
+        results.into_iter().collect::<Result<(), String>>().map(|()| per_second)
     };
-    let (main, base, one) = (sweep(&s, jobs), sweep(&q, jobs), sweep(&s, 1));
+    let sweep = |sc: &Scenario, seed: u64| {
+        run_with(sc, seed, Stepping::SkipIdle);
+        Ok(())
+    };
+    let main = rate(jobs, &|seed| sweep(&s, seed))?;
+    let base = rate(jobs, &|seed| sweep(&q, seed))?;
+    let one = rate(1, &|seed| sweep(&s, seed))?;
     row(
         &format!("happy-path sweep, {} seeds, {jobs} threads", seeds.len()),
         format!("{main:.1} runs/s"),
@@ -848,17 +856,8 @@ fn bench_all(happy: &std::path::Path, runs: u32) -> Result<ExitCode, String> {
     row("  the same sweep on 1 thread", format!("{one:.1} runs/s"), String::new(), "");
     // The simulator's floor for the sweep: the same hour's keepalives over
     // bare TCP, same seeds, same threads.
-    let watch = Stopwatch::start();
-    let floors = conformance::parallel::map(
-        &seeds,
-        jobs,
-        |seed| conformance::floor::keepalive(s.duration.0, conformance::floor::TUNNELS, *seed),
-        |_| {},
-    );
-    let floor_rate = seeds.len() as f64 / watch.elapsed().as_secs_f64();
-    if let Some(Err(e)) = floors.iter().find(|f| f.is_err()) {
-        return Err(e.clone());
-    }
+    let floor_rate =
+        rate(jobs, &|seed| conformance::floor::keepalive(s.duration.0, conformance::floor::TUNNELS, seed).map(|_| ()))?;
     row(
         "  floor: its keepalives alone, bare TCP",
         format!("{floor_rate:.1} runs/s"),

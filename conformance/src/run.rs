@@ -34,7 +34,7 @@ use crate::check::{self, Summary};
 use crate::scenario::{AllowBy, RootName, Scenario, TimelineEvent};
 use crate::stopwatch::Stopwatch;
 use crate::trace::{self, AgentSink, CloudTraceSink, Trace, TraceEvent, UserEvent, What, WorldEvent};
-use crate::wakeups::{SimWakeups, Stepper};
+use crate::wakeups::Stepper;
 use connector::allowlist::{Environment, Group};
 
 /// Simulated wall-clock time at the start of every run: 2026-01-01T00:00Z.
@@ -52,7 +52,7 @@ const PROXY_HOST: &str = "proxy.corp.local";
 /// The simulation host of the TLS inspection box.
 const INSPECTOR_HOST: &str = "inspection.corp.local";
 /// Default simulation step.
-const DEFAULT_TICK: Duration = Duration::from_millis(10);
+pub(crate) const DEFAULT_TICK: Duration = Duration::from_millis(10);
 
 /// Pass or fail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -81,6 +81,21 @@ pub struct RunResult {
 
 fn epoch() -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(EPOCH_UNIX_S)
+}
+
+/// A simulation as every world of the harness has it: seeded, starting at
+/// the fixed epoch, stepping by `tick`, messages taking 1 to 20 ms, and an
+/// hour of slack past `duration` before turmoil calls the run overdue.
+pub(crate) fn new_sim<'a>(seed: u64, duration: Duration, tick: Duration) -> turmoil::Sim<'a> {
+    turmoil::Builder::new()
+        .rng_seed(seed)
+        .epoch(epoch())
+        .simulation_duration(duration + Duration::from_secs(3600))
+        .tick_duration(tick)
+        .min_message_latency(Duration::from_millis(1))
+        .max_message_latency(Duration::from_millis(20))
+        .tcp_capacity(4096)
+        .build()
 }
 
 /// The host names and ports of a scenario's world.
@@ -264,15 +279,7 @@ fn simulate(
     let timeline_rules: Rc<RefCell<Vec<Rule>>> = Rc::default();
 
     let tick = w.tick.map(|t| t.0).unwrap_or(DEFAULT_TICK).max(Duration::from_millis(1));
-    let mut sim = turmoil::Builder::new()
-        .rng_seed(seed)
-        .epoch(epoch())
-        .simulation_duration(scenario.duration.0 + Duration::from_secs(3600))
-        .tick_duration(tick)
-        .min_message_latency(Duration::from_millis(1))
-        .max_message_latency(Duration::from_millis(20))
-        .tcp_capacity(4096)
-        .build();
+    let mut sim = new_sim(seed, scenario.duration.0, tick);
 
     // The cloud's hosts.
     let c = cloud.config.clone();
@@ -518,14 +525,7 @@ fn simulate(
     timeline.sort_by_key(|(at, _)| *at);
     let mut next = 0;
     let relay_hosts: Vec<String> = c.relay_endpoints.iter().map(|e| e.host.clone()).collect();
-    let wakeups = Arc::new(SimWakeups::default());
-    let _installed = connector::time::install(wakeups.clone());
-    if stepping == Stepping::SkipIdle {
-        // Run only the hosts with something to do in each step.
-        let due = wakeups.clone();
-        sim.set_lazy_hosts(move |at, f| due.due_hosts(at, f));
-    }
-    let mut stepper = Stepper::new(tick, stepping == Stepping::SkipIdle);
+    let mut stepper = Stepper::attach(&mut sim, tick, stepping == Stepping::SkipIdle);
     while sim.elapsed() < scenario.duration.0 {
         while next < timeline.len() && timeline[next].0 <= sim.elapsed() {
             let event = &timeline[next].1;
@@ -599,7 +599,7 @@ fn simulate(
             }
         }
         let limit = timeline.get(next).map_or(scenario.duration.0, |(at, _)| *at).min(scenario.duration.0);
-        stepper.step(&mut sim, &wakeups, limit).map_err(|e| e.to_string())?;
+        stepper.step(&mut sim, limit).map_err(|e| e.to_string())?;
         outside_ms.store(sim.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
     let host_runs = sim.host_runs();

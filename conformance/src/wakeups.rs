@@ -75,28 +75,39 @@ impl Wakeups for SimWakeups {
     }
 }
 
-/// Chooses each step's length.
+/// Chooses each step's length, from the deadlines of this thread's timers.
 pub struct Stepper {
     tick: Duration,
     skip_idle: bool,
+    wakeups: Arc<SimWakeups>,
+    /// Keeps `wakeups` the registry of timers created on this thread.
+    _installed: connector::time::Installed,
     /// Steps taken, and how many of them skipped idle time.
     pub steps: u64,
     pub skips: u64,
 }
 
 impl Stepper {
-    /// Steps of `tick`; with `skip_idle`, idle spans in one step.
-    pub fn new(tick: Duration, skip_idle: bool) -> Self {
-        Stepper { tick, skip_idle, steps: 0, skips: 0 }
+    /// Steps of `tick` for `sim`, recording every timer created on this
+    /// thread while the stepper lives. With `skip_idle`, idle spans go in
+    /// one step and a step runs only the hosts with something to do.
+    pub fn attach(sim: &mut turmoil::Sim<'_>, tick: Duration, skip_idle: bool) -> Self {
+        let wakeups = Arc::new(SimWakeups::default());
+        let installed = connector::time::install(wakeups.clone());
+        if skip_idle {
+            let due = wakeups.clone();
+            sim.set_lazy_hosts(move |at, f| due.due_hosts(at, f));
+        }
+        Stepper { tick, skip_idle, wakeups, _installed: installed, steps: 0, skips: 0 }
     }
 
     /// Takes one step of `sim`, never past `limit` (the next timeline event
     /// or the end of the scenario).
-    pub fn step(&mut self, sim: &mut turmoil::Sim<'_>, wakeups: &SimWakeups, limit: Duration) -> turmoil::Result<()> {
+    pub fn step(&mut self, sim: &mut turmoil::Sim<'_>, limit: Duration) -> turmoil::Result<()> {
         let now = sim.elapsed();
         let mut length = self.tick;
         if self.skip_idle && sim.is_quiet() && sim.messages_in_flight() == 0 {
-            let due = wakeups.earliest().unwrap_or(limit).min(limit);
+            let due = self.wakeups.earliest().unwrap_or(limit).min(limit);
             // Stop on the tick grid at or before the deadline: the timer's
             // task then runs inside an ordinary tick (a timer due exactly at
             // a step's end runs in the next step; see `due_hosts`), with

@@ -479,14 +479,19 @@ impl Session {
             return None;
         }
         let idle_at = self.last_recv + self.config.idle_timeout;
-        // Pings only go out on an open session; before that the only timer
-        // is the idle one (a past ping deadline would be a busy loop). The
-        // relay never pings (see `SessionConfig::keepalive`).
-        if self.state != State::Open || self.role == Role::Relay {
+        if !self.pings() {
             return Some(idle_at);
         }
         let ping_at = self.last_send + self.config.keepalive;
         Some(ping_at.min(idle_at))
+    }
+
+    /// Whether this side sends keepalive pings now: only the connector
+    /// (see `SessionConfig::keepalive`), and only on an open session
+    /// (before that the only timer is the idle one; a past ping deadline
+    /// would be a busy loop).
+    fn pings(&self) -> bool {
+        self.state == State::Open && self.role == Role::Connector
     }
 
     /// Advances timers: queues a keepalive or fails an idle session.
@@ -497,11 +502,7 @@ impl Session {
         if now >= self.last_recv + self.config.idle_timeout {
             return Err(self.fail(SessionError::IdleTimeout(self.config.idle_timeout)));
         }
-        if self.state == State::Open
-            && self.role == Role::Connector
-            && now >= self.last_send + self.config.keepalive
-            && self.out.is_empty()
-        {
+        if self.pings() && now >= self.last_send + self.config.keepalive && self.out.is_empty() {
             let nonce = self.next_nonce;
             self.next_nonce += 1;
             self.queue(Frame::Ping { nonce });

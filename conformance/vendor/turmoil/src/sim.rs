@@ -39,7 +39,7 @@ pub struct Sim<'a> {
     steps: usize,
 
     /// Lazy ticking (connsim patch): when set, calls back with the name of
-    /// every host that has a timer due at or before the given simulated time.
+    /// every host that has a timer due before the given simulated time.
     lazy: Option<LazyHosts<'a>>,
 
     /// Lazy ticking: host names to their index in `rts`.
@@ -501,7 +501,8 @@ impl<'a> Sim<'a> {
     /// due in the step is not run (nor visited); its clocks are caught up
     /// before it next runs.
     /// `due(step_end, f)` calls `f` with the name of each host that has a
-    /// timer due at or before `step_end`.
+    /// timer due before `step_end` (one due exactly then runs its task in
+    /// the next step).
     /// `due` must know every timer of every host.
     pub fn set_lazy_hosts(&mut self, due: impl Fn(Duration, &mut dyn FnMut(&str)) + 'a) {
         self.lazy = Some(Box::new(due));
@@ -574,27 +575,25 @@ impl<'a> Sim<'a> {
     /// end fires there, but its task runs in the next step (the tick's own
     /// sleep ends the tick first), so the host need not run for it now.
     fn step_lazy(&mut self, tick: Duration, step_end: Duration) -> Result<()> {
-        let mut mail = BTreeSet::new();
+        // Hosts with messages ready or a timer due: these run.
+        let mut candidates = BTreeSet::new();
         {
             let world = self.world.borrow();
             let rts = &self.rts;
             world.topology.deliverable_to(|dst| {
                 if let Some(index) = rts.get_index_of(&dst) {
-                    mail.insert(index);
+                    candidates.insert(index);
                 }
             });
         }
-        let mut candidates = mail.clone();
-        let mut due = BTreeSet::new();
         if let Some(lazy) = &self.lazy {
             let names = &self.names;
             lazy(step_end, &mut |name| {
                 if let Some(&index) = names.get(name) {
-                    due.insert(index);
+                    candidates.insert(index);
                 }
             });
         }
-        candidates.extend(due.iter().copied());
 
         let mut from = 0;
         loop {
@@ -614,9 +613,10 @@ impl<'a> Sim<'a> {
             if !rt.is_software_running() {
                 continue;
             }
-            if !rt.woken.is_set() && !due.contains(&index) && !mail.contains(&index) {
-                // Idle: nothing woke it, nothing came for it and no timer of
-                // it is due in this step. Only its clocks are owed the step.
+            if !rt.woken.is_set() && !candidates.contains(&index) {
+                // Listed as woken earlier but already run since, nothing came
+                // for it and no timer of it is due in this step: idle. Only
+                // its clocks are owed the step.
                 continue;
             }
             self.host_runs += 1;
