@@ -50,6 +50,30 @@ impl Fault {
         }
     }
 
+    /// The findings this fault may give, from what the connector can see
+    /// of it: relays that worked at the same address stop answering while
+    /// the bootstrap host answers (a rule changed or the relays are down:
+    /// the evidence cannot tell), or one relay fails while the other
+    /// answers; a closed port fails every group on it; stopped revocation
+    /// servers look like a closed port 80 (the trust list's host is one of
+    /// them) or, while one still answers, like missing entries.
+    fn findings(&self) -> &'static [&'static str] {
+        match self {
+            Fault::RelayRestart | Fault::RelayOutage { .. } => {
+                &["NET-SVC.unreachable", "SVC.host-unavailable", "OPS-ACTIVE.no-tunnel"]
+            }
+            Fault::PortBlocked { port: 443, .. } => &["NET-443.unreachable", "OPS-ACTIVE.no-tunnel"],
+            Fault::PortBlocked { .. } | Fault::RevocationOutage { .. } => &[
+                "NET-80.unreachable",
+                "NET-CRL.unreachable",
+                "NET-CRL.stale",
+                "NET-80.ocsp-unreachable",
+                "NET-CRL.ocsp-unreachable",
+            ],
+            Fault::ConnectorOutage { .. } => &[],
+        }
+    }
+
     /// Timeline events: (offset from the fault's start, event).
     fn events(&self) -> Vec<(u64, String)> {
         match self {
@@ -119,7 +143,12 @@ fn render(s: &Schedule) -> String {
     for (at, e) in &events {
         let _ = writeln!(t, "[[timeline]]\nat = \"{at}s\"\nevent = \"{e}\"\n");
     }
+    let mut allowed: Vec<&str> = s.faults.iter().flat_map(|(_, f)| f.findings().iter().copied()).collect();
+    allowed.sort();
+    allowed.dedup();
+    let allowed = allowed.iter().map(|c| format!("{c:?}")).collect::<Vec<_>>().join(", ");
     let _ = writeln!(t, "[expect]\noutcome = \"serving\"\nok_after = \"{ok_after}s\"");
+    let _ = writeln!(t, "# The findings these faults can explain, and no other.\nallowed_diagnostics = [{allowed}]");
     t
 }
 

@@ -45,7 +45,7 @@ fn real_env(resolve: Vec<ResolveEntry>, tx: mpsc::Sender<AgentEvent>) -> Env {
         clock: Arc::new(SystemClock),
         entropy: Arc::new(OsEntropy),
         events: Rc::new(ChannelSink(tx)),
-        reach: Rc::default(),
+        evidence: Rc::default(),
     }
 }
 
@@ -188,9 +188,12 @@ fn diagnose_probes_the_real_network() {
     let bad_relay = RelayEndpoint { host: "cwap-weu-9.servicebus.windows.net".into(), port: 443 };
     let bad = run(broken, vec![relay, bad_relay]);
     assert_eq!(bad.failed(), 1, "{}", bad.text());
+    // The other relay, under the same allow-list entry, answers: the entry
+    // is fine and this one host is down.
     let finding =
-        bad.findings.iter().find(|d| d.code == "NET-SVC.unreachable").unwrap_or_else(|| panic!("{}", bad.text()));
-    assert!(finding.remedy.contains("*.servicebus.windows.net"), "{finding}");
+        bad.findings.iter().find(|d| d.code == "SVC.host-unavailable").unwrap_or_else(|| panic!("{}", bad.text()));
+    assert!(finding.message.contains("cwap-weu-1.servicebus.windows.net:443"), "{finding}");
+    assert_eq!(bad.findings.len(), 1, "{}", bad.text());
 
     // Field repro: the real network's report, as JSON, becomes a scenario
     // whose simulation shows the same finding.

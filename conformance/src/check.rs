@@ -296,7 +296,17 @@ pub fn check(expect: &Expect, s: &Summary, duration: Duration) -> Vec<String> {
     counts(&mut failures, "answers with relay error", &expect.relay_errors, &s.relay_errors, Bound::Exactly);
     counts(&mut failures, "event", &expect.events_min, &s.events, Bound::AtLeast);
     counts(&mut failures, "event", &expect.events_max, &s.events, Bound::AtMost);
-    let codes = s.diagnostic_codes();
+    failures.extend(diagnostic_failures(expect, &s.diagnostics));
+    failures
+}
+
+/// What is wrong with the reported findings against a scenario's
+/// expectations: an expected code missing, a forbidden or unexpected one
+/// present (strict: any code neither expected nor allowed fails), or a word
+/// no expected finding mentions. Both worlds judge findings with this.
+pub fn diagnostic_failures(expect: &Expect, reported: &[Diagnostic]) -> Vec<String> {
+    let mut failures = Vec::new();
+    let codes: BTreeSet<&str> = reported.iter().map(|d| d.code.as_str()).collect();
     for code in &expect.diagnostics {
         if !codes.contains(code.as_str()) {
             failures.push(format!("diagnostic {code} expected, reported: {codes:?}"));
@@ -307,9 +317,21 @@ pub fn check(expect: &Expect, s: &Summary, duration: Duration) -> Vec<String> {
             failures.push(format!("diagnostic {code} must not be reported, but was"));
         }
     }
+    let known = |code: &str| expect.diagnostics.iter().chain(&expect.allowed_diagnostics).any(|c| c == code);
+    let mut unexpected: Vec<&Diagnostic> = Vec::new();
+    for d in reported {
+        if !known(&d.code) && !expect.no_diagnostics.contains(&d.code) && !unexpected.iter().any(|u| u.code == d.code) {
+            unexpected.push(d);
+        }
+    }
+    for d in unexpected {
+        failures.push(format!(
+            "unexpected diagnostic {} (neither expected nor in allowed_diagnostics): {}",
+            d.code, d.message
+        ));
+    }
     for word in &expect.diagnostic_mentions {
-        let hit = s
-            .diagnostics
+        let hit = reported
             .iter()
             .filter(|d| expect.diagnostics.contains(&d.code))
             .any(|d| d.message.contains(word.as_str()) || d.remedy.contains(word.as_str()));

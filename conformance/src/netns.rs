@@ -554,26 +554,9 @@ fn judge(s: &Scenario, evs: &[serde_json::Value], user_statuses: BTreeMap<String
     if outcome != x.outcome {
         failures.push(format!("outcome: expected {:?}, got {outcome:?}", x.outcome));
     }
-    for code in &x.diagnostics {
-        if !diagnostics.contains(code) {
-            failures.push(format!("diagnostic {code} not reported (reported: {diagnostics:?})"));
-        }
-    }
-    for code in &x.no_diagnostics {
-        if diagnostics.contains(code) {
-            failures.push(format!("diagnostic {code} reported"));
-        }
-    }
-    for text in &x.diagnostic_mentions {
-        let found = diags.iter().any(|d| {
-            let code = d["code"].as_str().unwrap_or_default();
-            (x.diagnostics.is_empty() || x.diagnostics.iter().any(|c| c == code))
-                && [&d["message"], &d["remedy"]].iter().any(|v| v.as_str().is_some_and(|m| m.contains(text.as_str())))
-        });
-        if !found {
-            failures.push(format!("no diagnostic mentions {text:?}"));
-        }
-    }
+    let reported: Vec<connector::diag::Diagnostic> =
+        diags.iter().filter_map(|d| serde_json::from_value((*d).clone()).ok()).collect();
+    failures.extend(crate::check::diagnostic_failures(x, &reported));
     let ok: u32 = user_statuses.iter().filter(|(k, _)| k.starts_with('2')).map(|(_, v)| *v).sum();
     let sent: u32 = user_statuses.values().sum();
     if let Some(n) = x.requests_ok {

@@ -462,7 +462,7 @@ fn simulate(
                 clock: Arc::new(SimClock::new(epoch(), skew_s, outside_ms.clone())),
                 entropy: Arc::new(SeededEntropy::new(seed, &format!("connector/{name}/{boot}"))),
                 events: Rc::new(AgentSink { trace: trace.clone(), host: name.clone() }),
-                reach: Rc::default(),
+                evidence: Rc::default(),
             };
             let mut cfg = cfg.clone();
             if let Some(v) = reinstall.borrow().clone() {
@@ -480,7 +480,7 @@ fn simulate(
                         cloud: cfg.cloud,
                     };
                     // Its own memory: what diagnose learns must not steer the agent.
-                    let denv = Env { reach: Rc::default(), ..env.clone() };
+                    let denv = Env { evidence: Rc::default(), ..env.clone() };
                     tokio::task::spawn_local(async move {
                         let now = turmoil::sim_elapsed().unwrap_or_default();
                         connector::time::sleep(at.saturating_sub(now)).await;

@@ -650,7 +650,14 @@ pub struct Expect {
     /// Diagnostic codes that must have been reported.
     #[serde(default)]
     pub diagnostics: Vec<String>,
-    /// Diagnostic codes that must not have been reported.
+    /// Diagnostic codes that may be reported but need not be. Every other
+    /// code not in `diagnostics` fails the run: a finding nobody expected
+    /// is a wrong explanation until shown otherwise, so each entry here
+    /// carries a comment in the scenario file saying why it is tolerated.
+    #[serde(default)]
+    pub allowed_diagnostics: Vec<String>,
+    /// Diagnostic codes that must not have been reported (already implied
+    /// by the strict rule above; kept to state a scenario's point).
     #[serde(default)]
     pub no_diagnostics: Vec<String>,
     /// Text some reported diagnostic of the listed codes must contain in its
@@ -791,6 +798,15 @@ impl Scenario {
         }
         if w.connectors.is_empty() {
             return Err((0, "the world has no connector ([[world.connectors]])".into()));
+        }
+        let x = &self.expect;
+        if let Some(code) =
+            x.allowed_diagnostics.iter().find(|c| x.diagnostics.contains(c) || x.no_diagnostics.contains(c))
+        {
+            return Err((
+                0,
+                format!("[expect] lists {code:?} in allowed_diagnostics and in diagnostics or no_diagnostics"),
+            ));
         }
         Ok(())
     }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use rustls::pki_types::CertificateDer;
 use tokio::task::JoinHandle;
 
-use crate::allowlist::Environment;
+use crate::allowlist::{Environment, Group};
 use crate::api::{
     BootstrapRequest, BootstrapResponse, LoginRequest, LoginResponse, RegisterRequest, RegisterResponse, RelayEndpoint,
     RenewRequest, RenewResponse, UpdatePhase, UpdateRequest, UpdateResponse,
@@ -202,6 +202,10 @@ pub enum AgentError {
     Preflight(Vec<Diagnostic>),
     #[error("{0}")]
     Install(Diagnostic),
+    /// The service does not know the connector any more (removed or
+    /// deleted): retrying cannot help, only a new registration.
+    #[error("no longer registered: {0}")]
+    NotRegistered(Diagnostic),
 }
 
 /// The connector agent.
@@ -268,6 +272,7 @@ impl Agent {
             if let AgentError::Registration(d)
             | AgentError::Trust(d)
             | AgentError::CertificateExpired(d)
+            | AgentError::NotRegistered(d)
             | AgentError::Install(d) = e
             {
                 self.env.emit(AgentEvent::Diagnostic(d.clone()));
@@ -283,7 +288,7 @@ impl Agent {
     }
 
     async fn run_inner(&self) -> Result<(), AgentError> {
-        self.env.reach.set_references(self.names.reference_hosts(self.config.service_port));
+        self.env.evidence.set_references(self.names.reference_hosts(self.config.service_port));
         self.ensure_installed()?;
         let trust = self.trust()?;
         let identity = match Identity::load(&self.config.install_dir)? {
@@ -434,7 +439,8 @@ impl Agent {
             ))
         })?;
         identity.save(&self.config.install_dir).map_err(RegisterFailure::Identity)?;
-        let serial = cert_serial(&identity);
+        // The serial as the certificate carries it (hex), as renewal reports it.
+        let serial = identity.certificate().map(|c| c.serial).unwrap_or_default();
         self.env.emit(AgentEvent::Registered { connector_id: identity.connector_id.clone(), cert_serial: serial });
         Ok(identity)
     }
@@ -516,6 +522,7 @@ impl Agent {
                         endpoints: cfg.relay_endpoints.len(),
                         interval_s: interval.as_secs(),
                     });
+                    self.env.evidence.add_references(cfg.relay_endpoints.iter().map(|e| (e.host.clone(), e.port)));
                     if self.reconcile(&mut tunnels.borrow_mut(), &cfg, &identity, shared) {
                         health.tunnels_restarted();
                     }
@@ -524,7 +531,7 @@ impl Agent {
                         &self.names.bootstrap,
                         &cfg,
                         up,
-                        self.env.reach.rtt(&self.names.bootstrap),
+                        self.env.evidence.group_rtt(Group::Service443, crate::health::RTT_SAMPLES_MIN),
                     ) {
                         self.env.emit(AgentEvent::Diagnostic(d));
                     }
@@ -543,6 +550,13 @@ impl Agent {
                 Err(e) => {
                     let d = e.diagnostic();
                     self.env.emit(AgentEvent::BootstrapFailed { code: d.code.clone() });
+                    if e.is_unknown_connector() && updates.pending.borrow().is_none() {
+                        let message = format!(
+                            "connector {} is no longer registered with the service, and stops: {}",
+                            identity.connector_id, d.message
+                        );
+                        return Err(AgentError::NotRegistered(Diagnostic { message, ..d }));
+                    }
                     if self.roll_back_if_refused(&e, updates) {
                         // Bootstrap again at once, as the previous version.
                         failures = 0;
@@ -848,14 +862,4 @@ impl RegisterFailure {
             _ => RegisterFailure::Retry(e.diagnostic()),
         }
     }
-}
-
-/// Hex serial of the identity's certificate, for the trace.
-fn cert_serial(identity: &Identity) -> String {
-    identity
-        .client_auth()
-        .ok()
-        .and_then(|(certs, _)| certs.into_iter().next())
-        .map(|der| sha256_hex(der.as_ref())[..16].to_string())
-        .unwrap_or_default()
 }

@@ -6,7 +6,6 @@
 //! agent: in a simulation it probes the simulated world, on a host the real
 //! network.
 
-use std::net::IpAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::agent::{ServiceNames, TRUST_LIST_PATH};
 use crate::allowlist;
 use crate::api::RelayEndpoint;
-use crate::diag::{ConnectFailure, Diagnostic};
+use crate::diag::Diagnostic;
 use crate::env::Env;
 use crate::pki::cert::{CertInfo, HttpUrl};
 use crate::pki::{RevocationPolicy, Trust};
@@ -137,7 +136,8 @@ impl Report {
 /// Runs every check.
 pub async fn run(env: &Env, cfg: &DiagnoseConfig) -> Report {
     let names = ServiceNames::in_cloud(cfg.cloud, &cfg.tenant_id);
-    env.reach.set_references(names.reference_hosts(443));
+    env.evidence.set_references(names.reference_hosts(443));
+    env.evidence.add_references(cfg.relays.iter().map(|r| (r.host.clone(), r.port)));
     let tls_ctx = TlsContext::new(env.entropy.clone(), env.clock.clone());
     let trust = match Trust::new(
         cfg.trusted_roots.clone(),
@@ -216,32 +216,21 @@ async fn check_one(
             findings.push(d);
         }
     };
-    let addr: IpAddr = match crate::time::timeout(cfg.timeout, env.net.resolve(host)).await {
-        Ok(Ok(a)) => a,
-        other => {
-            let error = match other {
-                Ok(Err(e)) => e.to_string(),
-                _ => "DNS did not answer".into(),
-            };
-            check.dns = Step::Failed { error };
-            note(crate::reach::explain(env, host, port, None, &ConnectFailure::Unresolved).await);
-            return check;
-        }
-    };
-    check.dns = Step::Ok { detail: addr.to_string() };
-    let stream = match crate::time::timeout(cfg.timeout, env.net.connect_addr(host, addr, port)).await {
-        Ok(Ok(s)) => {
-            env.reach.worked(host, port, addr);
+    let stream = match crate::reach::connect(env, host, port, cfg.timeout).await {
+        Ok((addr, s)) => {
+            check.dns = Step::Ok { detail: addr.to_string() };
             check.tcp = Step::Ok { detail: format!("{addr}:{port}") };
             s
         }
-        other => {
-            let failure = match other {
-                Ok(Err(e)) => ConnectFailure::from_io(&e),
-                _ => ConnectFailure::TimedOut,
-            };
-            check.tcp = Step::Failed { error: failure.to_string() };
-            note(crate::reach::explain(env, host, port, Some(addr), &failure).await);
+        Err(u) => {
+            match u.addr {
+                Some(addr) => {
+                    check.dns = Step::Ok { detail: addr.to_string() };
+                    check.tcp = Step::Failed { error: u.failure.to_string() };
+                }
+                None => check.dns = Step::Failed { error: u.failure.to_string() },
+            }
+            note(u.diagnostic);
             return check;
         }
     };

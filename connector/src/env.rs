@@ -14,13 +14,15 @@ use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use crate::diag::ConnectFailure;
 use crate::event::AgentEvent;
+use crate::evidence::{Attempt, Evidence, Outcome, Route};
 
 /// A boxed future that need not be `Send`: everything runs on one thread
 /// (turmoil hosts, and the real agent's `LocalSet`).
@@ -44,6 +46,28 @@ pub trait Net {
     /// here: callers bound it, because a firewall that drops packets makes
     /// connect hang.
     fn connect_addr<'a>(&'a self, host: &'a str, addr: IpAddr, port: u16) -> LocalBoxFuture<'a, io::Result<BoxStream>>;
+
+    /// The way connections go out (for the evidence log).
+    fn route(&self) -> Route {
+        Route::Direct
+    }
+
+    /// [`Net::connect_addr`], and one round trip to the destination itself:
+    /// the TCP handshake's time when direct. A proxy overrides this with its
+    /// onward leg, so that a proxy next to the connector does not make the
+    /// service look far away.
+    fn connect_timed<'a>(
+        &'a self,
+        host: &'a str,
+        addr: IpAddr,
+        port: u16,
+    ) -> LocalBoxFuture<'a, io::Result<(BoxStream, Duration)>> {
+        Box::pin(async move {
+            let started = crate::time::Instant::now();
+            let stream = self.connect_addr(host, addr, port).await?;
+            Ok((stream, started.elapsed()))
+        })
+    }
 }
 
 /// Why [`connect`] failed: the error, and the address if the name resolved.
@@ -58,6 +82,33 @@ pub async fn connect(net: &dyn Net, host: &str, port: u16) -> Result<(IpAddr, Bo
     let addr = net.resolve(host).await.map_err(|error| ConnectError { addr: None, error })?;
     let stream = net.connect_addr(host, addr, port).await.map_err(|error| ConnectError { addr: Some(addr), error })?;
     Ok((addr, stream))
+}
+
+/// Resolves `host` and connects to it on `port` within `timeout`, the
+/// agent's one way out to a destination it depends on: the attempt, with
+/// its route, round trip or failure, goes into the evidence log.
+pub async fn connect_observed(
+    env: &Env,
+    host: &str,
+    port: u16,
+    timeout: Duration,
+) -> Result<(IpAddr, BoxStream), (Option<IpAddr>, ConnectFailure)> {
+    let net = env.net.as_ref();
+    let result = match crate::time::timeout(timeout, net.resolve(host)).await {
+        Ok(Ok(addr)) => match crate::time::timeout(timeout, net.connect_timed(host, addr, port)).await {
+            Ok(Ok((stream, rtt))) => Ok((addr, stream, rtt)),
+            Ok(Err(e)) => Err((Some(addr), ConnectFailure::from_io(&e))),
+            Err(_) => Err((Some(addr), ConnectFailure::TimedOut)),
+        },
+        Ok(Err(_)) => Err((None, ConnectFailure::Unresolved)),
+        Err(_) => Err((None, ConnectFailure::Other("DNS did not answer".into()))),
+    };
+    let outcome = match &result {
+        Ok((addr, _, rtt)) => Outcome::Connected { addr: *addr, rtt: *rtt },
+        Err((addr, failure)) => Outcome::Failed { addr: *addr, failure: failure.clone() },
+    };
+    env.evidence.record(Attempt::new(host, port, net.route(), outcome));
+    result.map(|(addr, stream, _)| (addr, stream))
 }
 
 /// Wall-clock time for certificates and CRLs. Monotonic timers come from
@@ -96,8 +147,8 @@ pub struct Env {
     pub clock: Arc<dyn Clock>,
     pub entropy: Arc<dyn Entropy>,
     pub events: Rc<dyn EventSink>,
-    /// What the agent learned about reaching destinations (for diagnostics).
-    pub reach: Rc<crate::reach::Reach>,
+    /// Every connection attempt and what came of it (for diagnostics).
+    pub evidence: Rc<Evidence>,
 }
 
 impl Env {

@@ -13,6 +13,10 @@ use crate::time::Instant;
 /// within a region it is a few milliseconds, across an ocean 70 or more.
 pub const FAR_RTT: Duration = Duration::from_millis(50);
 
+/// Round-trip samples to the service's hosts needed before OPS-GEO judges
+/// the distance (the least of them is taken: one sample carries jitter).
+pub const RTT_SAMPLES_MIN: usize = 3;
+
 /// How long tunnels get to come up before "active but no tunnel" is said.
 pub const TUNNEL_GRACE: Duration = Duration::from_secs(120);
 

@@ -3,7 +3,6 @@
 //! timeout and every failure is classified, so the agent can say which host,
 //! port and phase broke.
 
-use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -15,6 +14,7 @@ use serde::Serialize;
 use tokio_rustls::client::TlsStream;
 
 use crate::api::ErrorBody;
+use crate::classify::Verdict;
 use crate::diag::{self, ConnectFailure, Diagnostic};
 use crate::env::{BoxStream, Env};
 use crate::pki::cert::HttpUrl;
@@ -27,7 +27,7 @@ pub const SERVICE_BODY_BYTES_MAX: usize = 1 << 20;
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum CallError {
     #[error("connect to {host}:{port}: {failure}")]
-    Connect { host: String, port: u16, failure: ConnectFailure, diagnostic: Box<Diagnostic> },
+    Connect { host: String, port: u16, failure: ConnectFailure, verdict: Box<Verdict>, diagnostic: Box<Diagnostic> },
     #[error("TLS with {host}:{port}: {error}")]
     Tls { host: String, port: u16, error: String, diagnostic: Box<Diagnostic> },
     #[error("{host}:{port} refused: {}", .diagnostic.message)]
@@ -43,6 +43,11 @@ pub enum CallError {
 }
 
 impl CallError {
+    /// The service answered that it does not know this connector.
+    pub fn is_unknown_connector(&self) -> bool {
+        matches!(self, CallError::Status { code, .. } if code == "unknown_connector")
+    }
+
     /// The diagnostic an administrator needs for this failure.
     pub fn diagnostic(&self) -> Diagnostic {
         match self {
@@ -89,22 +94,15 @@ impl CallError {
 }
 
 async fn connect_tcp(env: &Env, host: &str, port: u16, timeout: Duration) -> Result<BoxStream, CallError> {
-    let fail = |failure: ConnectFailure, addr: Option<IpAddr>| async move {
-        let diagnostic = Box::new(crate::reach::explain(env, host, port, addr, &failure).await);
-        CallError::Connect { host: host.into(), port, failure, diagnostic }
-    };
-    let addr = match crate::time::timeout(timeout, env.net.resolve(host)).await {
-        Ok(Ok(a)) => a,
-        Ok(Err(_)) => return Err(fail(ConnectFailure::Unresolved, None).await),
-        Err(_) => return Err(fail(ConnectFailure::Other("DNS did not answer".into()), None).await),
-    };
-    match crate::time::timeout(timeout, env.net.connect_addr(host, addr, port)).await {
-        Ok(Ok(s)) => {
-            env.reach.worked(host, port, addr);
-            Ok(s)
-        }
-        Ok(Err(e)) => Err(fail(ConnectFailure::from_io(&e), Some(addr)).await),
-        Err(_) => Err(fail(ConnectFailure::TimedOut, Some(addr)).await),
+    match crate::reach::connect(env, host, port, timeout).await {
+        Ok((_, stream)) => Ok(stream),
+        Err(u) => Err(CallError::Connect {
+            host: host.into(),
+            port,
+            failure: u.failure,
+            verdict: Box::new(u.verdict),
+            diagnostic: Box::new(u.diagnostic),
+        }),
     }
 }
 
@@ -155,6 +153,11 @@ fn service_refusal(code: &str, message: &str) -> (&'static str, String, &'static
             "release-pulled".into(),
             "the updater rolls back to the previous version; after a manual install, install another release",
         ),
+        ("unknown_connector", _) => (
+            "REG-VISIBLE",
+            "not-registered".into(),
+            "this connector is no longer registered (the service removes connectors unseen for 10 days, and an administrator may delete one): register it again with an administrator's sign-in",
+        ),
         ("app_proxy_disabled", _) => (
             "REG-ADMIN",
             "app-proxy-disabled".into(),
@@ -180,13 +183,8 @@ pub async fn open_tls(
         CallError::Tls { host: host.into(), port, diagnostic: Box::new(diag::tls_failure(host, port, &error)), error }
     })?;
     let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
-    let started = crate::time::Instant::now();
     let stream = match crate::time::timeout(timeout, connector.connect(name, tcp)).await {
-        Ok(Ok(s)) => {
-            // A TLS 1.3 handshake is one round trip: the distance to the host.
-            env.reach.note_rtt(host, started.elapsed());
-            s
-        }
+        Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             let error = tls_error_text(&e);
             if (error.contains("Expired") || error.contains("NotValidYet"))

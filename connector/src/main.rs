@@ -366,7 +366,7 @@ fn real_env(resolve: Vec<ResolveEntry>, proxy: Option<(String, u16)>) -> Env {
         clock: Arc::new(SystemClock),
         entropy: Arc::new(OsEntropy),
         events: Rc::new(LogSink),
-        reach: Rc::default(),
+        evidence: Rc::default(),
     }
 }
 

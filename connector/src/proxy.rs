@@ -7,10 +7,13 @@
 use std::io;
 use std::net::IpAddr;
 use std::rc::Rc;
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::env::{BoxStream, LocalBoxFuture, Net};
+use crate::evidence::Route;
+use crate::time::Instant;
 
 /// Largest proxy response head accepted.
 const HEAD_BYTES_MAX: usize = 8 * 1024;
@@ -58,22 +61,38 @@ impl Net for ProxyNet {
         self.inner.resolve(&self.host)
     }
 
-    fn connect_addr<'a>(
+    fn connect_addr<'a>(&'a self, host: &'a str, addr: IpAddr, port: u16) -> LocalBoxFuture<'a, io::Result<BoxStream>> {
+        Box::pin(async move { self.connect_timed(host, addr, port).await.map(|(s, _)| s) })
+    }
+
+    fn route(&self) -> Route {
+        Route::Proxy(self.name())
+    }
+
+    /// The round trip is the proxy's onward leg: the CONNECT exchange (one
+    /// round trip to the proxy plus the proxy's own TCP handshake with the
+    /// destination) less the round trip to the proxy (our TCP handshake
+    /// with it).
+    fn connect_timed<'a>(
         &'a self,
         host: &'a str,
         _addr: IpAddr,
         port: u16,
-    ) -> LocalBoxFuture<'a, io::Result<BoxStream>> {
+    ) -> LocalBoxFuture<'a, io::Result<(BoxStream, Duration)>> {
         Box::pin(async move {
+            let started = Instant::now();
             let (_, mut s) =
                 crate::env::connect(self.inner.as_ref(), &self.host, self.port).await.map_err(|e| e.error)?;
+            let to_proxy = started.elapsed();
+            let asked = Instant::now();
             let target = format!("{host}:{port}");
             s.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes()).await?;
             let head = self.read_head(&mut s).await?;
+            let onward = asked.elapsed().saturating_sub(to_proxy);
             let status_line = head.lines().next().unwrap_or_default().to_string();
             let code = status_line.split_whitespace().nth(1).unwrap_or_default();
             match code {
-                "200" => Ok(s),
+                "200" => Ok((s, onward)),
                 "407" => Err(io::Error::other(ProxyError::AuthRequired { proxy: self.name() })),
                 c if c.len() == 3 && c.chars().all(|d| d.is_ascii_digit()) => {
                     Err(io::Error::other(ProxyError::Refused {

@@ -128,8 +128,17 @@ fn dn(cn: &str, org: &str) -> DistinguishedName {
     dn
 }
 
+/// How far back the CA dates what it signs: certificates' `notBefore`,
+/// CRLs' `thisUpdate`, OCSP answers' `thisUpdate`. A Microsoft CA backdates
+/// certificates and CRLs by its `ClockSkewMinutes` setting, 10 minutes by
+/// default (TechNet wiki "How ThisUpdate, NextUpdate and NextCRLPublish are
+/// calculated"; "The case about actual certificate signing time"), so that a
+/// host whose clock is a few minutes behind can use them at once. OCSP
+/// answers get the same margin here. Validity ends are not moved.
+pub const BACKDATE: Duration = Duration::from_secs(600);
+
 fn validity(params: &mut CertificateParams, from: SystemTime, lifetime: Duration) {
-    params.not_before = time::OffsetDateTime::from(from);
+    params.not_before = time::OffsetDateTime::from(from - BACKDATE);
     params.not_after = time::OffsetDateTime::from(from + lifetime);
 }
 
@@ -557,7 +566,7 @@ impl Pki {
             responses: vec![SingleResponse {
                 cert_id,
                 cert_status: status,
-                this_update: OcspGeneralizedTime(GeneralizedTime::from_system_time(now)?),
+                this_update: OcspGeneralizedTime(GeneralizedTime::from_system_time(now - BACKDATE)?),
                 next_update: Some(OcspGeneralizedTime(GeneralizedTime::from_system_time(
                     now + self.timers.ocsp_validity,
                 )?)),
@@ -592,7 +601,7 @@ impl Pki {
 fn crl_of(ca: &Ca, now: SystemTime, validity: Duration) -> Result<Vec<u8>, PkiError> {
     let secs = now.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_secs();
     let params = CertificateRevocationListParams {
-        this_update: time::OffsetDateTime::from(now),
+        this_update: time::OffsetDateTime::from(now - BACKDATE),
         next_update: time::OffsetDateTime::from(now + validity),
         crl_number: SerialNumber::from(secs),
         issuing_distribution_point: None,

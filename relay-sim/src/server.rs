@@ -95,10 +95,11 @@ where
         let on_conn = on_conn.clone();
         let tls = tls.clone();
         tokio::task::spawn_local(async move {
-            let stream = match connector::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+            let stream = match connector::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp).into_fallible()).await {
                 Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
+                Ok(Err((e, tcp))) => {
                     tls.refused(connector::http::tls_error_text(&e));
+                    lingering_close(tcp).await;
                     return;
                 }
                 Err(_) => return,
@@ -114,6 +115,25 @@ where
             on_conn(info, stream).await;
         });
     }
+}
+
+/// How long a refused connection is drained before it is dropped.
+pub const LINGER: Duration = Duration::from_secs(2);
+
+/// Closes a connection whose handshake was refused the way servers do
+/// (nginx's lingering close): the alert is out, so send FIN, then read and
+/// discard what the client still sends until it closes or [`LINGER`]
+/// passes. Dropping it at once would answer the client's data with a
+/// reset, which can reach the client before the alert and hide it (a TLS
+/// 1.3 client sends its first request right after its Finished).
+async fn lingering_close(mut tcp: BoxStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = tcp.shutdown().await;
+    let drain = async {
+        let mut sink = [0u8; 4096];
+        while matches!(tcp.read(&mut sink).await, Ok(n) if n > 0) {}
+    };
+    let _ = connector::time::timeout(LINGER, drain).await;
 }
 
 /// Serves HTTP/1.1 on one stream with `handler`.

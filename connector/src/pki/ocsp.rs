@@ -20,8 +20,12 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 /// SHA-1, the hash of CertIDs (what every responder understands).
 const SHA1_OID: const_oid::ObjectIdentifier = const_oid::ObjectIdentifier::new_unwrap("1.3.14.3.2.26");
 
-/// How far the responder's clock may be ahead of ours before an answer is
-/// "not yet valid".
+/// How far an answer's `thisUpdate` may be ahead of our clock before it is
+/// "not yet valid": 5 minutes, the default of OpenSSL's `OCSP_check_validity`
+/// callers (`MAX_VALIDITY_PERIOD`) and of Apache's `SSLOCSPResponseTimeSkew`.
+/// Responders also backdate `thisUpdate` (a Microsoft CA by its
+/// `ClockSkewMinutes`, 10 minutes by default), so a host clock up to about
+/// 15 minutes behind still accepts a fresh answer.
 pub const CLOCK_TOLERANCE: Duration = Duration::from_secs(300);
 
 /// What an OCSP answer says about a certificate.

@@ -25,6 +25,7 @@ use x509_parser::prelude::FromDer;
 
 use super::cert::{CertError, CertInfo, HttpUrl};
 use super::ocsp::{self, OcspStatus};
+use crate::classify::Verdict;
 use crate::diag::{ConnectFailure, Diagnostic};
 use crate::env::Env;
 use crate::event::AgentEvent;
@@ -57,8 +58,10 @@ pub enum RevocationFailure {
     BadCertificate(CertError),
     /// A certificate names no CRL distribution point.
     NoDistributionPoint { subject: String },
-    /// Revocation servers that could not be reached, and those that answered.
-    Unreachable { failed: Vec<(String, ConnectFailure)>, reached: Vec<String> },
+    /// Revocation servers that could not be reached, and the classifier's
+    /// verdict and finding for the first of them (port, allow-list entry,
+    /// DNS, proxy).
+    Unreachable { failed: Vec<(String, ConnectFailure)>, cause: Box<Cause> },
     /// A cached CRL expired and its server cannot be reached.
     Stale { url: String, expired_s_ago: u64, failure: ConnectFailure },
     /// A certificate of the chain is revoked.
@@ -88,33 +91,7 @@ impl RevocationFailure {
                 format!("certificate {subject:?} presented by {host} names no CRL distribution point: its revocation status cannot be learned"),
                 "the service's certificates always name one: check for TLS inspection",
             ),
-            RevocationFailure::Unreachable { failed, reached } => {
-                let list =
-                    failed.iter().map(|(h, f)| format!("{h}:80 ({f})")).collect::<Vec<_>>().join(", ");
-                let hosts = failed.iter().map(|(h, _)| h.as_str()).collect::<Vec<_>>().join(", ");
-                if reached.is_empty() {
-                    Diagnostic::new(
-                        "NET-80",
-                        "unreachable",
-                        Some(12020),
-                        format!(
-                            "revocation status of {host}'s certificates cannot be learned: no revocation server answered on port 80: {list}"
-                        ),
-                        format!("allow outbound TCP 80 to the CRL/OCSP hosts ({hosts}) on every firewall and proxy"),
-                    )
-                } else {
-                    Diagnostic::new(
-                        "NET-CRL",
-                        "unreachable",
-                        Some(12020),
-                        format!(
-                            "revocation status of {host}'s certificates cannot be learned: {list} could not be reached while {} answered",
-                            reached.join(", ")
-                        ),
-                        format!("add {hosts} (port 80) to the allow-list"),
-                    )
-                }
-            }
+            RevocationFailure::Unreachable { failed, cause } => unreachable_diagnostic(host, failed, cause),
             RevocationFailure::Stale { url, expired_s_ago, failure } => Diagnostic::new(
                 "NET-CRL",
                 "stale",
@@ -140,6 +117,44 @@ impl RevocationFailure {
             ),
             RevocationFailure::ClockSkew { ahead_s, url } => skew_diagnostic(*ahead_s, url, host),
         }
+    }
+}
+
+/// Why a revocation server could not be reached: the classifier's verdict
+/// (absent when the fetch timed out as a whole) and its general finding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cause {
+    pub verdict: Option<Verdict>,
+    pub diagnostic: Diagnostic,
+}
+
+/// The finding for revocation servers of `host`'s chain that could not be
+/// reached. A missing entry and a blocked port are said of every server
+/// that failed; any other cause (DNS, proxy, moved ranges) in the
+/// classifier's words.
+fn unreachable_diagnostic(host: &str, failed: &[(String, ConnectFailure)], cause: &Cause) -> Diagnostic {
+    let list = failed.iter().map(|(h, f)| format!("{h}:80 ({f})")).collect::<Vec<_>>().join(", ");
+    let hosts = failed.iter().map(|(h, _)| h.as_str()).collect::<Vec<_>>().join(", ");
+    let learned = format!("revocation status of {host}'s certificates cannot be learned");
+    match &cause.verdict {
+        Some(Verdict::EntryMissing { works, .. }) => Diagnostic::new(
+            "NET-CRL",
+            "unreachable",
+            Some(12020),
+            format!("{learned}: {list} could not be reached while {works}:80 answered"),
+            format!("add {hosts} (port 80) to the allow-list"),
+        ),
+        Some(Verdict::PortBlocked { others }) => Diagnostic::new(
+            "NET-80",
+            "unreachable",
+            Some(12020),
+            format!(
+                "{learned}: no revocation server answered on port 80: {list}; nor did {}",
+                if others.is_empty() { "anything else".to_string() } else { others.join(", ") }
+            ),
+            format!("allow outbound TCP 80 to the CRL/OCSP hosts ({hosts}) on every firewall and proxy"),
+        ),
+        _ => Diagnostic { message: format!("{learned}: {}", cause.diagnostic.message), ..cause.diagnostic.clone() },
     }
 }
 
@@ -261,35 +276,22 @@ impl Revocation {
         let now = env.clock.now();
         let mut crls: Vec<ChainCrl> = Vec::new();
         let mut failed: Vec<(String, ConnectFailure)> = Vec::new();
-        let mut reached: Vec<String> = Vec::new();
+        let mut cause: Option<Cause> = None;
         for info in &infos {
             let Some(url) = info.crl_urls.first() else {
                 return Err(RevocationFailure::NoDistributionPoint { subject: info.subject.clone() });
             };
             match self.crl(env, url, now).await {
-                Ok(c) => {
-                    reached.push(host_of(url));
-                    crls.push(c);
+                Ok(c) => crls.push(c),
+                Err(CrlFetch::Unreachable(f, c)) => {
+                    failed.push((host_of(url), f));
+                    cause.get_or_insert(*c);
                 }
-                Err(CrlFetch::Unreachable(f)) => failed.push((host_of(url), f)),
                 Err(CrlFetch::Failed(fail)) => return Err(fail),
             }
         }
-        // Port 80 as a whole works if anything else the connector needs on
-        // it answers now (e.g. the trust list's host): then the CRL hosts
-        // are missing from an allow-list, not the port. Asked now, not
-        // remembered: a host that answered before the port was closed says
-        // nothing about the port today.
-        if let (true, Some((first, _))) = (reached.is_empty(), failed.first()) {
-            let entry = crate::allowlist::entry_for(first, 80).map(|(_, e)| e);
-            if let Some(other) = crate::reach::probe(env, first, 80, entry).await {
-                reached.push(other);
-            }
-        }
-        reached.sort();
-        reached.dedup();
-        if !failed.is_empty() {
-            let failure = RevocationFailure::Unreachable { failed, reached };
+        if let Some(cause) = cause {
+            let failure = RevocationFailure::Unreachable { failed, cause: Box::new(cause) };
             match self.policy {
                 RevocationPolicy::HardFail => return Err(failure),
                 RevocationPolicy::SoftFail => {
@@ -300,8 +302,9 @@ impl Revocation {
                 }
             }
         }
+        let crls_complete = crls.len() == infos.len();
         self.verify_with_webpki(anchors, chain, &infos, &crls, now)?;
-        self.check_ocsp(env, chain, &infos, now).await
+        self.check_ocsp(env, chain, &infos, now, crls_complete).await
     }
 
     /// Verifies the chain against its CRLs, remembering chains that passed:
@@ -386,6 +389,7 @@ impl Revocation {
         chain: &[CertificateDer<'static>],
         infos: &[CertInfo],
         now: SystemTime,
+        crls_complete: bool,
     ) -> Result<(), RevocationFailure> {
         let (Some(leaf), Some(issuer), Some(url)) = (chain.first(), chain.get(1), infos[0].ocsp_urls.first()) else {
             return Ok(());
@@ -410,18 +414,14 @@ impl Revocation {
                 let resp = match resp {
                     Ok(r) => r,
                     Err(e) => {
-                        if let Some(f) = unreachable(&e) {
-                            let d = Diagnostic::new(
-                                "NET-CRL",
-                                "ocsp-unreachable",
-                                Some(12020),
-                                format!(
-                                    "OCSP responder {}:80 cannot be reached ({f}); revocation was checked by CRL only",
-                                    parsed.host
-                                ),
-                                format!("add {} (port 80) to the allow-list", parsed.host),
-                            );
-                            self.warn(env, d);
+                        if let Some((f, cause)) = unreachable(&e) {
+                            // Without every CRL (soft-fail let the connection
+                            // through) the soft-fail warning already says the
+                            // status is unknown; "checked by CRL only" would
+                            // be false.
+                            if crls_complete {
+                                self.warn(env, ocsp_unreachable(&parsed.host, &f, cause));
+                            }
                             return Ok(());
                         }
                         return Err(bad(e.to_string()));
@@ -476,14 +476,14 @@ impl Revocation {
         let resp = match http::plain_request(env, &parsed, None, FETCH_TIMEOUT, REVOCATION_BODY_BYTES_MAX).await {
             Ok(r) => r,
             Err(e) => {
-                let Some(failure) = unreachable(&e) else { return Err(bad(e.to_string())) };
+                let Some((failure, cause)) = unreachable(&e) else { return Err(bad(e.to_string())) };
                 return Err(match cached {
                     Some((_, _, next_update)) => CrlFetch::Failed(RevocationFailure::Stale {
                         url: url.to_string(),
                         expired_s_ago: now.duration_since(next_update).unwrap_or_default().as_secs(),
                         failure,
                     }),
-                    None => CrlFetch::Unreachable(failure),
+                    None => CrlFetch::Unreachable(failure, Box::new(cause)),
                 });
             }
         };
@@ -590,17 +590,48 @@ pub fn der_shortfall(body: &[u8]) -> Option<String> {
 }
 
 enum CrlFetch {
-    Unreachable(ConnectFailure),
+    /// The server could not be reached: how, and why.
+    Unreachable(ConnectFailure, Box<Cause>),
     Failed(RevocationFailure),
 }
 
 /// The connection failure inside a call error, when the server could not
 /// be reached at all.
-fn unreachable(e: &CallError) -> Option<ConnectFailure> {
+fn unreachable(e: &CallError) -> Option<(ConnectFailure, Cause)> {
     match e {
-        CallError::Connect { failure, .. } => Some(failure.clone()),
-        CallError::Timeout { .. } => Some(ConnectFailure::TimedOut),
+        CallError::Connect { failure, verdict, diagnostic, .. } => {
+            Some((failure.clone(), Cause { verdict: Some((**verdict).clone()), diagnostic: (**diagnostic).clone() }))
+        }
+        CallError::Timeout { .. } => {
+            Some((ConnectFailure::TimedOut, Cause { verdict: None, diagnostic: e.diagnostic() }))
+        }
         _ => None,
+    }
+}
+
+/// The OCSP responder could not be reached while the CRLs were had: a
+/// warning, worded from the classifier's verdict like the CRL findings (a
+/// missing entry or a blocked port keep their requirement with the
+/// `ocsp-unreachable` finding, so neither reads as a refusal).
+fn ocsp_unreachable(responder: &str, failure: &ConnectFailure, cause: Cause) -> Diagnostic {
+    let said =
+        format!("OCSP responder {responder}:80 cannot be reached ({failure}); revocation was checked by CRL only");
+    match cause.verdict {
+        Some(Verdict::EntryMissing { works, .. }) => Diagnostic::new(
+            "NET-CRL",
+            "ocsp-unreachable",
+            Some(12020),
+            format!("{said}; {works}:80 answered"),
+            format!("add {responder} (port 80) to the allow-list"),
+        ),
+        Some(Verdict::PortBlocked { .. }) => Diagnostic::new(
+            "NET-80",
+            "ocsp-unreachable",
+            Some(12020),
+            format!("{said}; nothing else answers on port 80 either"),
+            format!("allow outbound TCP 80 to the CRL/OCSP hosts ({responder} among them) on every firewall and proxy"),
+        ),
+        _ => Diagnostic { message: format!("{said}: {}", cause.diagnostic.message), ..cause.diagnostic },
     }
 }
 

@@ -29,6 +29,10 @@ pub struct Datagram(pub Bytes);
 #[derive(Debug)]
 pub enum Segment {
     Syn(Syn),
+    /// connsim patch: the listener's answer to a SYN travels back over the
+    /// network, so a connect takes a round trip as on a real network
+    /// (turmoil completed it through a channel, in one way's latency).
+    SynAck(Syn),
     Data(u64, Bytes),
     Fin(u64),
     Rst,
@@ -58,6 +62,7 @@ impl Display for Segment {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Segment::Syn(_) => write!(f, "TCP SYN"),
+            Segment::SynAck(_) => write!(f, "TCP SYN-ACK"),
             Segment::Data(_, data) => hex("TCP", data, f),
             Segment::Fin(_) => write!(f, "TCP FIN"),
             Segment::Rst => write!(f, "TCP RST"),

@@ -515,6 +515,10 @@ impl Tcp {
                     }
                 }
             }
+            // connsim patch: the connect completes when the SYN-ACK arrives.
+            Segment::SynAck(syn) => {
+                let _ = syn.ack.send(());
+            }
             Segment::Data(seq, data) => match self.sockets.get_mut(&SocketPair::new(dst, src)) {
                 Some(sock) => sock.buffer(seq, SequencedSegment::Data(data))?,
                 None => return Err(Protocol::Tcp(Segment::Rst)),

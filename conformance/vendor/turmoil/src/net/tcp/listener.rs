@@ -7,7 +7,9 @@ use std::{
 use tokio::sync::Notify;
 
 use crate::{
-    net::{SocketPair, TcpStream},
+    envelope::{Protocol, Segment},
+    host::is_same,
+    net::{tcp::stream::send_loopback, SocketPair, TcpStream},
     world::World,
     ToSocketAddrs, TRACING_TARGET,
 };
@@ -64,7 +66,7 @@ impl TcpListener {
     /// established, the corresponding [`TcpStream`] and the remote peer’s
     /// address will be returned.
     pub async fn accept(&self) -> Result<(TcpStream, SocketAddr)> {
-        let origin = loop {
+        let (origin, syn) = loop {
             let maybe_accept = World::current(|world| {
                 let host = world.current_host_mut();
                 host.tcp.accept(self.local_addr)
@@ -77,11 +79,10 @@ impl TcpListener {
 
             tracing::trace!(target: TRACING_TARGET, src = ?origin, dst = ?self.local_addr, protocol = %"TCP SYN", "Recv");
 
-            let ack = syn.ack.send(());
-            tracing::trace!(target: TRACING_TARGET, src = ?self.local_addr, dst = ?origin, protocol = %"TCP SYN-ACK", "Send");
-
-            if ack.is_ok() {
-                break origin;
+            // connsim patch: the SYN-ACK is sent below, over the network;
+            // a client that gave up is skipped.
+            if !syn.ack.is_closed() {
+                break (origin, syn);
             }
         };
 
@@ -102,6 +103,16 @@ impl TcpListener {
                 (pair, rx)
             };
 
+            // connsim patch: the SYN-ACK travels back (a connect is a round
+            // trip, as on a real network; turmoil completed it at once).
+            let syn_ack = Protocol::Tcp(Segment::SynAck(syn));
+            if is_same(pair.local, origin) {
+                send_loopback(pair.local, origin, syn_ack);
+            } else {
+                world.send_message(pair.local, origin, syn_ack)?;
+            }
+            tracing::trace!(target: TRACING_TARGET, src = ?pair.local, dst = ?origin, protocol = %"TCP SYN-ACK", "Send");
+
             let client_ip = if origin.ip().is_loopback() {
                 world.current.expect("current host missing")
             } else {
@@ -114,8 +125,8 @@ impl TcpListener {
                 .expect("client host missing")
                 .tcp
                 .flow_control(client_pair);
-            TcpStream::new(pair, rx, bidi.invert())
-        });
+            Ok::<_, Error>(TcpStream::new(pair, rx, bidi.invert()))
+        })?;
 
         tracing::trace!(target: TRACING_TARGET, src = ?self.local_addr, dst = ?origin, "Accepted");
         Ok((stream, origin))

@@ -1,0 +1,394 @@
+//! The one rule set from connection evidence to a finding. Sans I/O: it
+//! takes the failed attempt, what was learned about the destination before,
+//! and the probes made *now* to other destinations, and names the cause.
+//! Every path that connects (service calls, tunnels, CRL/OCSP downloads,
+//! the trust list, renewal, `connector diagnose`) explains a failed connect
+//! here, so the same network fact gives the same finding everywhere.
+//!
+//! The rules, in order:
+//! 1. the name did not resolve, or resolved to a sinkhole: DNS (NET-DNS);
+//! 2. the proxy refused or demanded authentication (NET-PROXY);
+//! 3. it worked before at another address, and this one fails: the
+//!    service moved out of an IP allow-list (NET-RULES);
+//! 4. another host under the *same* allow-list entry answers now: the
+//!    entry is fine, this host is unavailable (SVC.host-unavailable);
+//! 5. a host under *another* entry on the same port answers now: the
+//!    allow-list misses this entry (NET-SVC, NET-REG, NET-CRL);
+//! 6. destinations of at least two allow-list groups on the port fail the
+//!    same way now: the port is blocked (NET-443, NET-80);
+//! 7. otherwise the evidence cannot tell the port from the entry, and the
+//!    finding names the entry with what was seen.
+
+use std::net::IpAddr;
+
+use crate::allowlist::{self, Group};
+use crate::diag::{ConnectFailure, Diagnostic};
+use crate::proxy::ProxyError;
+
+/// The attempt that failed, and what is known about its destination.
+#[derive(Debug, Clone)]
+pub struct Failed<'a> {
+    pub host: &'a str,
+    pub port: u16,
+    /// What the name resolved to, if it did.
+    pub addr: Option<IpAddr>,
+    pub failure: &'a ConnectFailure,
+    /// Where it last worked, if it ever did.
+    pub last_good: Option<IpAddr>,
+}
+
+/// A connection tried now to another destination, to locate the fault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probe {
+    pub host: String,
+    pub port: u16,
+    /// `None` when it connected.
+    pub failure: Option<ConnectFailure>,
+}
+
+impl Probe {
+    fn entry(&self) -> Option<(Group, &'static str)> {
+        allowlist::entry_for(&self.host, self.port)
+    }
+}
+
+/// Whether `addr` is a sinkhole answer (what DNS filters return for names
+/// they block). Loopback is not counted: `--resolve` to 127.0.0.1 is how
+/// tests and local setups point names at a local server.
+pub fn is_sinkhole(addr: IpAddr) -> bool {
+    addr.is_unspecified()
+}
+
+/// "entry on TCP port (requirement, group)", or the bare destination.
+pub fn entry_text(host: &str, port: u16) -> String {
+    match allowlist::entry_for(host, port) {
+        Some((g, e)) => format!("{e} on TCP {port} ({}, group {g})", g.requirement()),
+        None => format!("{host} on TCP {port}"),
+    }
+}
+
+/// What a probe should find out, in the order to try: one other host under
+/// the same entry (is it this host, or the entry?), then one host of every
+/// other entry on the port, other groups first (is it the entry, or the
+/// port?). `candidates` are hosts the connector knows on `port`: those that
+/// worked before and the references of its cloud's allow-list.
+pub fn probe_plan(host: &str, port: u16, candidates: &[String]) -> Vec<String> {
+    let own = allowlist::entry_for(host, port);
+    let mut plan: Vec<String> = Vec::new();
+    let mut entries: Vec<Option<&'static str>> = Vec::new();
+    let fresh = |c: &String| !c.eq_ignore_ascii_case(host);
+    if let Some((_, own_entry)) = own {
+        if let Some(sibling) = candidates
+            .iter()
+            .filter(|c| fresh(c))
+            .find(|c| allowlist::entry_for(c, port).map(|(_, e)| e) == Some(own_entry))
+        {
+            plan.push(sibling.clone());
+        }
+        entries.push(Some(own_entry));
+    }
+    let own_group = own.map(|(g, _)| g);
+    let mut others: Vec<(bool, &String)> = Vec::new();
+    for c in candidates.iter().filter(|c| fresh(c)) {
+        let Some((group, entry)) = allowlist::entry_for(c, port) else { continue };
+        if entries.contains(&Some(entry)) {
+            continue;
+        }
+        entries.push(Some(entry));
+        others.push((Some(group) == own_group, c));
+    }
+    others.sort_by_key(|(same_group, _)| *same_group);
+    plan.extend(others.into_iter().map(|(_, c)| c.clone()));
+    plan
+}
+
+/// Whether probing can stop: a host answered, so the rules have what they
+/// need (rule 4 or 5).
+pub fn probes_settle(probes: &[Probe]) -> bool {
+    probes.iter().any(|p| p.failure.is_none())
+}
+
+/// What the evidence says about a failed connect: the cause, with the
+/// facts that show it. Each path phrases its finding from this ([`diagnostic`]
+/// is the general wording; revocation downloads say it of their hosts), so
+/// the cause is decided once, here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// The name did not resolve.
+    Unresolved,
+    /// The name resolved to a sinkhole address.
+    Sinkhole(IpAddr),
+    /// The explicit proxy refused the tunnel or demanded authentication.
+    Proxy(ProxyError),
+    /// It worked at `before`; now it resolves to `now`, which fails.
+    StaleRanges { now: IpAddr, before: IpAddr },
+    /// `sibling`, under the same allow-list entry, answers now.
+    HostUnavailable { sibling: String },
+    /// `works`, under another entry on the same port, answers now.
+    EntryMissing { group: Group, works: String },
+    /// Destinations of other groups on the port (`others`) fail the same way.
+    PortBlocked { others: Vec<String> },
+    /// The probes failed in other ways, or there was nothing to probe, or
+    /// the destination is under no allow-list entry.
+    Unclear { group: Option<Group>, seen: String },
+}
+
+/// The cause of `failed`, given the probes made now (the rules above).
+pub fn verdict(failed: &Failed<'_>, probes: &[Probe]) -> Verdict {
+    match failed.failure {
+        ConnectFailure::Unresolved => return Verdict::Unresolved,
+        ConnectFailure::Proxy(p) => return Verdict::Proxy(p.clone()),
+        _ => {}
+    }
+    if let Some(a) = failed.addr.filter(|a| is_sinkhole(*a)) {
+        return Verdict::Sinkhole(a);
+    }
+    if let (Some(now), Some(before)) = (failed.addr, failed.last_good) {
+        if now != before {
+            return Verdict::StaleRanges { now, before };
+        }
+    }
+    let own = allowlist::entry_for(failed.host, failed.port);
+    let worked: Vec<&Probe> = probes.iter().filter(|p| p.failure.is_none()).collect();
+    let same_entry = |p: &&&Probe| own.is_some() && p.entry().map(|(_, e)| e) == own.map(|(_, e)| e);
+    if let Some(sibling) = worked.iter().find(same_entry) {
+        return Verdict::HostUnavailable { sibling: sibling.host.clone() };
+    }
+    match (worked.first(), own) {
+        (Some(other), Some((group, _))) => Verdict::EntryMissing { group, works: other.host.clone() },
+        (None, _) if port_blocked(failed, probes) || own.is_none() => {
+            Verdict::PortBlocked { others: probes.iter().map(|p| p.host.clone()).collect() }
+        }
+        _ => {
+            let seen = probes
+                .iter()
+                .map(|p| match &p.failure {
+                    Some(f) => format!("{}:{} ({f})", p.host, p.port),
+                    None => format!("{}:{} (works)", p.host, p.port),
+                })
+                .collect::<Vec<_>>();
+            let seen = if seen.is_empty() { "no other destination to compare with".into() } else { seen.join(", ") };
+            Verdict::Unclear { group: own.map(|(g, _)| g), seen }
+        }
+    }
+}
+
+/// The finding for `failed`, given the probes made now.
+pub fn unreachable(failed: &Failed<'_>, probes: &[Probe]) -> Diagnostic {
+    diagnostic(failed, &verdict(failed, probes))
+}
+
+/// The general wording of `verdict` for `failed`.
+pub fn diagnostic(failed: &Failed<'_>, verdict: &Verdict) -> Diagnostic {
+    let (host, port, failure) = (failed.host, failed.port, failed.failure);
+    let at = failed.addr.map(|a| format!(" ({a})")).unwrap_or_default();
+    let before = match failed.last_good {
+        Some(a) => format!("; it worked at this address ({a}) before, so a firewall or proxy rule changed or the service's hosts there are down"),
+        None => String::new(),
+    };
+    let entry = entry_text(host, port);
+    match verdict {
+        Verdict::Unresolved => Diagnostic::new(
+            "NET-DNS",
+            "unresolved",
+            Some(12020),
+            format!("{host} did not resolve"),
+            "check the connector host's DNS servers and that the name is not sinkholed",
+        ),
+        Verdict::Sinkhole(a) => Diagnostic::new(
+            "NET-DNS",
+            "sinkhole",
+            Some(12020),
+            format!("{host} resolves to {a}, a sinkhole address: a DNS filter is blocking the name"),
+            format!("allow {entry} in the DNS filter (and the firewall)"),
+        ),
+        Verdict::Proxy(ProxyError::AuthRequired { proxy }) => Diagnostic::new(
+            "NET-PROXY",
+            "auth-unsupported",
+            Some(12020),
+            format!("the outbound proxy {proxy} demands authentication (407) for {host}:{port}; the connector does not support proxy authentication"),
+            "let the connector's traffic (Network Service) through the proxy without authentication, or bypass the proxy for the service's names",
+        ),
+        Verdict::Proxy(other) => Diagnostic::new(
+            "NET-PROXY",
+            "refused",
+            Some(12020),
+            format!("{other}"),
+            format!("add {entry} to the proxy's allow-list"),
+        ),
+        Verdict::StaleRanges { now, before } => Diagnostic::new(
+            "NET-RULES",
+            "stale-ranges",
+            Some(12020),
+            format!(
+                "cannot reach {host}:{port} at {now} ({failure}); it worked at {before} before: the service moved to addresses outside the allowed ranges"
+            ),
+            "the service's IP ranges change every week: allow by domain suffix where possible, else update the allow-list to this week's published ranges (service tags)",
+        ),
+        Verdict::HostUnavailable { sibling } => Diagnostic::new(
+            "SVC",
+            "host-unavailable",
+            Some(12015),
+            format!(
+                "cannot reach {host}:{port}{at} ({failure}) while {sibling}:{port}, under the same allow-list entry, works: this service host is down or unreachable by itself"
+            ),
+            "nothing to change on the network for this: the connector keeps retrying and uses the service's other hosts; if it lasts, check the service's health",
+        ),
+        Verdict::EntryMissing { group, works } => Diagnostic::new(
+            group.requirement(),
+            "unreachable",
+            Some(12020),
+            format!("cannot reach {host}:{port}{at} ({failure}) while {works}:{port} works{before}"),
+            format!(
+                "the allow-list misses an entry: allow {entry} on every firewall and proxy; if firewalls filter by user, allow the Network Service account (NET-USER)"
+            ),
+        ),
+        Verdict::PortBlocked { others } => Diagnostic::new(
+            if port == 80 { "NET-80" } else { "NET-443" },
+            "unreachable",
+            Some(12020),
+            format!(
+                "cannot reach {host}:{port}{at} ({failure}), and no other host the connector needs answers on {port} either ({})",
+                others.join(", ")
+            ),
+            format!(
+                "outbound TCP {port} appears blocked: allow {entry} on every firewall and proxy between the connector and the service; if firewalls filter by user, allow the Network Service account (NET-USER)"
+            ),
+        ),
+        Verdict::Unclear { group, seen } => Diagnostic::new(
+            group.map(Group::requirement).unwrap_or(if port == 80 { "NET-80" } else { "NET-443" }),
+            "unreachable",
+            Some(12020),
+            format!("cannot reach {host}:{port}{at} ({failure}); other destinations on {port}: {seen}{before}"),
+            format!("allow {entry} on every firewall and proxy between the connector and the service"),
+        ),
+    }
+}
+
+/// Rule 6: the failed destination and probes of at least one other group
+/// on the port all fail, and the same way (dropped, or refused).
+fn port_blocked(failed: &Failed<'_>, probes: &[Probe]) -> bool {
+    let own_group = allowlist::entry_for(failed.host, failed.port).map(|(g, _)| g);
+    let same_way = |f: &ConnectFailure| std::mem::discriminant(f) == std::mem::discriminant(failed.failure);
+    let failing_groups: Vec<Group> = probes
+        .iter()
+        .filter(|p| p.failure.as_ref().is_some_and(same_way))
+        .filter_map(|p| p.entry().map(|(g, _)| g))
+        .collect();
+    probes.iter().all(|p| p.failure.is_some()) && failing_groups.iter().any(|g| Some(*g) != own_group)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RELAY: &str = "cwap-weu-1.servicebus.windows.net";
+    const RELAY2: &str = "cwap-weu-2.servicebus.windows.net";
+    const BOOT: &str = "contoso.bootstrap.msappproxy.net";
+    const LOGIN: &str = "login.microsoftonline.com";
+    const CRL: &str = "crl3.digicert.com";
+    const CRL2: &str = "crl.microsoft.com";
+    const CTL: &str = "ctldl.windowsupdate.com";
+
+    fn addr(n: u8) -> IpAddr {
+        IpAddr::from([20, 38, 17, n])
+    }
+
+    fn ok(host: &str, port: u16) -> Probe {
+        Probe { host: host.into(), port, failure: None }
+    }
+
+    fn bad(host: &str, port: u16, f: ConnectFailure) -> Probe {
+        Probe { host: host.into(), port, failure: Some(f) }
+    }
+
+    fn code(host: &str, port: u16, failure: ConnectFailure, last_good: Option<IpAddr>, probes: &[Probe]) -> String {
+        let failed = Failed { host, port, addr: Some(addr(1)), failure: &failure, last_good };
+        unreachable(&failed, probes).code
+    }
+
+    #[test]
+    fn the_rules_table() {
+        use ConnectFailure::{Refused, TimedOut};
+        // (destination, port, its failure, where it last worked, probes, finding)
+        type Row = (&'static str, u16, ConnectFailure, Option<IpAddr>, Vec<Probe>, &'static str);
+        let table: Vec<Row> = vec![
+            // Another relay answers: this one is down, not the allow-list.
+            (RELAY, 443, TimedOut, None, vec![ok(RELAY2, 443)], "SVC.host-unavailable"),
+            // Relays fail, the bootstrap host answers: the entry is missing.
+            (RELAY, 443, TimedOut, None, vec![bad(RELAY2, 443, TimedOut), ok(BOOT, 443)], "NET-SVC.unreachable"),
+            // Registration fails, the service answers: registration's entry.
+            (LOGIN, 443, Refused, None, vec![ok(BOOT, 443)], "NET-REG.unreachable"),
+            // Both groups on 443 dropped now: the port.
+            (
+                RELAY,
+                443,
+                TimedOut,
+                None,
+                vec![bad(RELAY2, 443, TimedOut), bad(LOGIN, 443, TimedOut)],
+                "NET-443.unreachable",
+            ),
+            // Same groups, but failing differently: not provably the port.
+            (RELAY, 443, TimedOut, None, vec![bad(LOGIN, 443, Refused)], "NET-SVC.unreachable"),
+            // Only hosts of the same group failed: not provably the port.
+            (RELAY, 443, TimedOut, None, vec![bad(BOOT, 443, TimedOut)], "NET-SVC.unreachable"),
+            // A CRL host fails, another CRL entry answers: that entry.
+            (CRL, 80, Refused, None, vec![ok(CRL2, 80)], "NET-CRL.unreachable"),
+            // The trust list answers while CRLs fail: the CRL entries.
+            (CRL, 80, Refused, None, vec![bad(CRL2, 80, Refused), ok(CTL, 80)], "NET-CRL.unreachable"),
+            // Every group on 80 refused: the port.
+            (CRL, 80, Refused, None, vec![bad(CRL2, 80, Refused), bad(CTL, 80, Refused)], "NET-80.unreachable"),
+            // Worked at another address before: the IP allow-list is stale.
+            (RELAY, 443, TimedOut, Some(addr(9)), vec![ok(BOOT, 443)], "NET-RULES.stale-ranges"),
+            // Worked at this very address before: not stale ranges.
+            (
+                RELAY,
+                443,
+                TimedOut,
+                Some(addr(1)),
+                vec![bad(RELAY2, 443, TimedOut), ok(BOOT, 443)],
+                "NET-SVC.unreachable",
+            ),
+            (RELAY, 443, ConnectFailure::Unresolved, None, vec![], "NET-DNS.unresolved"),
+            (
+                RELAY,
+                443,
+                ConnectFailure::Proxy(ProxyError::AuthRequired { proxy: "p:8080".into() }),
+                None,
+                vec![],
+                "NET-PROXY.auth-unsupported",
+            ),
+            // A destination outside the allow-list: only the port can be named.
+            ("app.example", 443, TimedOut, None, vec![], "NET-443.unreachable"),
+        ];
+        for (host, port, failure, last_good, probes, want) in table {
+            assert_eq!(
+                code(host, port, failure.clone(), last_good, &probes),
+                want,
+                "{host}:{port} {failure:?} {probes:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_sinkhole_answer_is_dns() {
+        let failure = ConnectFailure::TimedOut;
+        let failed = Failed {
+            host: RELAY,
+            port: 443,
+            addr: Some(IpAddr::from([0, 0, 0, 0])),
+            failure: &failure,
+            last_good: None,
+        };
+        assert_eq!(unreachable(&failed, &[ok(BOOT, 443)]).code, "NET-DNS.sinkhole");
+    }
+
+    #[test]
+    fn the_plan_asks_a_sibling_then_other_groups_first() {
+        let candidates: Vec<String> =
+            [BOOT, RELAY2, LOGIN, "other.bootstrap.msappproxy.net"].map(String::from).to_vec();
+        assert_eq!(probe_plan(RELAY, 443, &candidates), vec![RELAY2.to_string(), LOGIN.into(), BOOT.into()]);
+        let candidates: Vec<String> = [CRL2, CTL, CRL].map(String::from).to_vec();
+        assert_eq!(probe_plan(CRL, 80, &candidates), vec![CTL.to_string(), CRL2.into()]);
+    }
+}

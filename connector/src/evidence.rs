@@ -1,0 +1,190 @@
+//! The evidence log: every outbound connection attempt the agent makes, as a
+//! typed fact (destination, port, allow-list group, route, when, and what
+//! happened), so that findings are derived from what the connector saw, on
+//! every path alike (service calls, tunnels, revocation downloads,
+//! `connector diagnose`), never from one path's private memory.
+//!
+//! Sans I/O: the log is filled by the code that connects (`net::connect`)
+//! and read by the classifier ([`crate::reach`]) and by the health checks.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, VecDeque};
+use std::net::IpAddr;
+use std::time::Duration;
+
+use crate::allowlist::{self, Group};
+use crate::diag::ConnectFailure;
+use crate::time::Instant;
+
+/// How many attempts the log keeps (the newest; older ones fall off).
+pub const LOG_MAX: usize = 256;
+
+/// Round-trip samples kept per host.
+const RTT_SAMPLES: usize = 8;
+
+/// The way a connection went out.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Route {
+    Direct,
+    /// Through the explicit proxy at `host:port`.
+    Proxy(String),
+}
+
+impl std::fmt::Display for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Route::Direct => f.write_str("direct"),
+            Route::Proxy(p) => write!(f, "through proxy {p}"),
+        }
+    }
+}
+
+/// What one attempt came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// TCP (through the proxy: the proxy's tunnel) is open. `rtt` is one
+    /// round trip to the destination itself: the TCP handshake when
+    /// direct, the proxy's onward leg when proxied.
+    Connected { addr: IpAddr, rtt: Duration },
+    /// It failed; `addr` is what the name resolved to, if it did.
+    Failed { addr: Option<IpAddr>, failure: ConnectFailure },
+}
+
+/// One outbound connection attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    pub at: Instant,
+    pub host: String,
+    pub port: u16,
+    /// The allow-list group the destination falls under, if any.
+    pub group: Option<Group>,
+    pub route: Route,
+    pub outcome: Outcome,
+}
+
+impl Attempt {
+    pub fn new(host: &str, port: u16, route: Route, outcome: Outcome) -> Self {
+        let host = host.to_ascii_lowercase();
+        let group = allowlist::entry_for(&host, port).map(|(g, _)| g);
+        Attempt { at: Instant::now(), host, port, group, route, outcome }
+    }
+
+    pub fn worked(&self) -> bool {
+        matches!(self.outcome, Outcome::Connected { .. })
+    }
+}
+
+/// The log, and what it keeps beyond the log's window: where each
+/// destination last worked (to tell "the service moved to addresses the
+/// IP allow-list lacks", NET-RULES, even weeks later) and recent round
+/// trips per host.
+#[derive(Debug, Default)]
+pub struct Evidence {
+    log: RefCell<VecDeque<Attempt>>,
+    last_good: RefCell<BTreeMap<(String, u16), IpAddr>>,
+    rtts: RefCell<BTreeMap<String, VecDeque<Duration>>>,
+    /// Destinations of other allow-list entries worth probing when a
+    /// destination fails (the tenant's service names, the trust list, a
+    /// CRL host): chosen from the spec's table for the connector's cloud.
+    references: RefCell<Vec<(String, u16)>>,
+}
+
+impl Evidence {
+    pub fn record(&self, attempt: Attempt) {
+        if let Outcome::Connected { addr, rtt } = attempt.outcome {
+            self.last_good.borrow_mut().insert((attempt.host.clone(), attempt.port), addr);
+            let mut rtts = self.rtts.borrow_mut();
+            let samples = rtts.entry(attempt.host.clone()).or_default();
+            if samples.len() == RTT_SAMPLES {
+                samples.pop_front();
+            }
+            samples.push_back(rtt);
+        }
+        let mut log = self.log.borrow_mut();
+        if log.len() == LOG_MAX {
+            log.pop_front();
+        }
+        log.push_back(attempt);
+    }
+
+    /// The address `host:port` last worked at.
+    pub fn last_good(&self, host: &str, port: u16) -> Option<IpAddr> {
+        self.last_good.borrow().get(&(host.to_ascii_lowercase(), port)).copied()
+    }
+
+    /// Hosts that worked on `port` at some time, other than `except`.
+    pub fn worked_on(&self, port: u16, except: &str) -> Vec<String> {
+        let except = except.to_ascii_lowercase();
+        self.last_good.borrow().keys().filter(|(h, p)| *p == port && *h != except).map(|(h, _)| h.clone()).collect()
+    }
+
+    /// The distance to the hosts of `group`: the least round trip among
+    /// the recent samples of its hosts, once there are at least `min`
+    /// samples (one sample carries the network's jitter; the minimum of
+    /// several is the path's delay, as TCP's own min-RTT filter takes it).
+    pub fn group_rtt(&self, group: Group, min: usize) -> Option<Duration> {
+        let rtts = self.rtts.borrow();
+        let samples: Vec<Duration> = rtts
+            .iter()
+            .filter(|(h, _)| allowlist::entry_for(h, group.port()).map(|(g, _)| g) == Some(group))
+            .flat_map(|(_, s)| s.iter().copied())
+            .collect();
+        (samples.len() >= min).then(|| samples.into_iter().min()).flatten()
+    }
+
+    /// The attempts at or after `since`, oldest first.
+    pub fn since(&self, since: Instant) -> Vec<Attempt> {
+        self.log.borrow().iter().filter(|a| a.at >= since).cloned().collect()
+    }
+
+    pub fn set_references(&self, hosts: Vec<(String, u16)>) {
+        *self.references.borrow_mut() = hosts;
+    }
+
+    /// Adds destinations to probe (the relays a bootstrap names: each is
+    /// the others' sibling under the same allow-list entry).
+    pub fn add_references(&self, hosts: impl IntoIterator<Item = (String, u16)>) {
+        let mut references = self.references.borrow_mut();
+        for h in hosts {
+            if !references.contains(&h) {
+                references.push(h);
+            }
+        }
+    }
+
+    pub fn references(&self) -> Vec<(String, u16)> {
+        self.references.borrow().clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(host: &str, ms: u64) -> Attempt {
+        let addr = IpAddr::from([10, 0, 0, 1]);
+        Attempt::new(host, 443, Route::Direct, Outcome::Connected { addr, rtt: Duration::from_millis(ms) })
+    }
+
+    #[test]
+    fn group_distance_is_the_least_of_enough_samples() {
+        let e = Evidence::default();
+        e.record(ok("t.bootstrap.msappproxy.net", 70));
+        e.record(ok("login.microsoftonline.com", 1));
+        assert_eq!(e.group_rtt(Group::Service443, 2), None, "one sample of the group is not enough");
+        e.record(ok("cwap-weu-1.servicebus.windows.net", 55));
+        assert_eq!(e.group_rtt(Group::Service443, 2), Some(Duration::from_millis(55)));
+    }
+
+    #[test]
+    fn remembers_where_a_destination_last_worked_beyond_the_window() {
+        let e = Evidence::default();
+        e.record(ok("T.bootstrap.msappproxy.net", 5));
+        for _ in 0..LOG_MAX {
+            e.record(ok("other.msappproxy.net", 5));
+        }
+        assert!(e.since(Instant::now()).iter().all(|a| a.host == "other.msappproxy.net"));
+        assert_eq!(e.last_good("t.bootstrap.msappproxy.net", 443), Some(IpAddr::from([10, 0, 0, 1])));
+        assert_eq!(e.worked_on(443, "other.msappproxy.net"), vec!["t.bootstrap.msappproxy.net".to_string()]);
+    }
+}
