@@ -5,7 +5,10 @@
 
 use std::io;
 
+use rustls::AlertDescription;
 use serde::{Deserialize, Serialize};
+
+use crate::tls_failure::TlsFailure;
 
 /// One diagnostic finding.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -85,7 +88,6 @@ impl ConnectFailure {
             io::ErrorKind::ConnectionRefused => ConnectFailure::Refused,
             io::ErrorKind::TimedOut => ConnectFailure::TimedOut,
             io::ErrorKind::NotFound => ConnectFailure::Unresolved,
-            _ if e.to_string().contains("failed to lookup address") => ConnectFailure::Unresolved,
             _ => ConnectFailure::Other(e.to_string()),
         }
     }
@@ -133,14 +135,14 @@ pub fn unreachable(host: &str, port: u16, failure: &ConnectFailure) -> Diagnosti
     }
 }
 
-/// The diagnostic for a TLS failure against a service host (`error` as
-/// rustls spells it). [`crate::pki::Trust::explain`] refines certificate
-/// failures with the chain that was seen.
-pub fn tls_failure(host: &str, port: u16, error: &str) -> Diagnostic {
+/// The diagnostic for a TLS failure against a service host.
+/// [`crate::pki::Trust::explain`] refines certificate failures with the
+/// chain that was seen.
+pub fn tls_failure(host: &str, port: u16, error: &TlsFailure) -> Diagnostic {
     if let Some(d) = client_cert_alert(host, port, error) {
         return d;
     }
-    if error.contains("ProtocolVersion") || error.contains("Tls12NotOffered") || error.contains("PeerIncompatible") {
+    if error.is_old_peer() {
         Diagnostic::new(
             "TLS-MIN12",
             "peer-too-old",
@@ -148,7 +150,7 @@ pub fn tls_failure(host: &str, port: u16, error: &str) -> Diagnostic {
             format!("{host}:{port} does not speak TLS 1.2 or 1.3, the only versions the connector offers ({error})"),
             "TLS 1.2 is the minimum: if a proxy or firewall terminates TLS with an older version, exempt the service or upgrade it",
         )
-    } else if error.contains("UnknownIssuer") {
+    } else if error.is_unknown_issuer() {
         Diagnostic::new(
             "TLS-ROOTS",
             "untrusted-issuer",
@@ -156,7 +158,7 @@ pub fn tls_failure(host: &str, port: u16, error: &str) -> Diagnostic {
             format!("the certificate of {host}:{port} chains to an issuer this host does not trust ({error})"),
             "install the service's current root CAs on the connector host; if a proxy re-signs TLS, exempt the service from inspection",
         )
-    } else if error.contains("Expired") || error.contains("NotValidYet") {
+    } else if error.is_validity() {
         Diagnostic::new(
             "TLS-TIME",
             "validity",
@@ -177,19 +179,22 @@ pub fn tls_failure(host: &str, port: u16, error: &str) -> Diagnostic {
 
 /// The service refused the connector's client certificate: the alert it
 /// sent, as a diagnostic. Under TLS 1.3 this arrives on the first read.
-pub fn client_cert_alert(host: &str, port: u16, error: &str) -> Option<Diagnostic> {
-    let (finding, what, remedy) = if error.contains("CertificateRevoked") {
-        ("revoked", "is revoked", "the connector was deleted or its certificate revoked: register it again")
-    } else if error.contains("CertificateExpired") {
-        ("expired", "has expired", "re-registration failed: trust certificate expired; register the connector again")
-    } else if error.contains("CertificateRequired") || error.contains("BadCertificate") || error.contains("UnknownCA") {
-        (
+pub fn client_cert_alert(host: &str, port: u16, error: &TlsFailure) -> Option<Diagnostic> {
+    let (finding, what, remedy) = match error.alert()? {
+        AlertDescription::CertificateRevoked => {
+            ("revoked", "is revoked", "the connector was deleted or its certificate revoked: register it again")
+        }
+        AlertDescription::CertificateExpired => (
+            "expired",
+            "has expired",
+            "re-registration failed: trust certificate expired; register the connector again",
+        ),
+        AlertDescription::CertificateRequired | AlertDescription::BadCertificate | AlertDescription::UnknownCA => (
             "refused",
             "was not accepted",
             "if a proxy inspects TLS it cannot forward the certificate: exempt the service; else register again",
-        )
-    } else {
-        return None;
+        ),
+        _ => return None,
     };
     Some(Diagnostic::new(
         "TLS-CLIENT",

@@ -257,9 +257,9 @@ async fn check_one(
                         Step::Ok { detail: format!("TLS {version}, issuer chain: {}", check.chain.join(" | ")) };
                 }
                 Ok(Err(e)) => {
-                    let error = crate::http::tls_error_text(&e);
+                    let error = crate::tls_failure::TlsFailure::from_io(&e);
                     note(trust.explain(host, port, &error, env.clock.now()));
-                    check.protocol = Step::Failed { error };
+                    check.protocol = Step::Failed { error: error.to_string() };
                 }
                 Err(_) => check.protocol = Step::Failed { error: "TLS handshake timed out".into() },
             }

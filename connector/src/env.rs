@@ -265,8 +265,11 @@ impl Net for TokioNet {
             if let Ok(ip) = host.parse::<IpAddr>() {
                 return Ok(ip);
             }
+            // A failed lookup is "not found" whatever the resolver's
+            // wording, so the agent classifies it by kind, not by text.
             tokio::net::lookup_host((host, 0))
-                .await?
+                .await
+                .map_err(|e| io::Error::new(io::ErrorKind::NotFound, format!("{host}: {e}")))?
                 .next()
                 .map(|a| a.ip())
                 .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{host}: no address")))

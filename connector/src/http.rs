@@ -19,6 +19,7 @@ use crate::diag::{self, ConnectFailure, Diagnostic};
 use crate::env::{BoxStream, Env};
 use crate::pki::cert::HttpUrl;
 use crate::pki::ServiceTls;
+use crate::tls_failure::TlsFailure;
 
 /// Largest response body accepted from a service.
 pub const SERVICE_BODY_BYTES_MAX: usize = 1 << 20;
@@ -29,11 +30,11 @@ pub enum CallError {
     #[error("connect to {host}:{port}: {failure}")]
     Connect { host: String, port: u16, failure: ConnectFailure, verdict: Box<Verdict>, diagnostic: Box<Diagnostic> },
     #[error("TLS with {host}:{port}: {error}")]
-    Tls { host: String, port: u16, error: String, diagnostic: Box<Diagnostic> },
+    Tls { host: String, port: u16, error: TlsFailure, diagnostic: Box<Diagnostic> },
     #[error("{host}:{port} refused: {}", .diagnostic.message)]
     Revocation { host: String, port: u16, diagnostic: Box<Diagnostic> },
     #[error("HTTP exchange with {host}:{port} failed: {error}")]
-    Http { host: String, port: u16, error: String },
+    Http { host: String, port: u16, error: String, tls: Option<TlsFailure> },
     #[error("{host} answered HTTP {status}: {message}")]
     Status { host: String, status: u16, code: String, message: String },
     #[error("response of {host} is not the expected JSON: {error}")]
@@ -54,10 +55,10 @@ impl CallError {
             CallError::Connect { diagnostic, .. }
             | CallError::Tls { diagnostic, .. }
             | CallError::Revocation { diagnostic, .. } => (**diagnostic).clone(),
-            CallError::Http { host, port, error } => {
+            CallError::Http { host, port, error, tls } => {
                 // Under TLS 1.3 a refused client certificate surfaces on the
                 // first read, as an HTTP-level failure carrying the alert.
-                diag::client_cert_alert(host, *port, error).unwrap_or_else(|| {
+                tls.as_ref().and_then(|t| diag::client_cert_alert(host, *port, t)).unwrap_or_else(|| {
                     Diagnostic::new(
                         "NET-443",
                         "broken-exchange",
@@ -179,17 +180,15 @@ pub async fn open_tls(
 ) -> Result<TlsStream<BoxStream>, CallError> {
     let tcp = connect_tcp(env, host, port, timeout).await?;
     let name = ServerName::try_from(host.to_string()).map_err(|e| {
-        let error = format!("invalid server name: {e}");
+        let error = TlsFailure::Setup(format!("invalid server name: {e}"));
         CallError::Tls { host: host.into(), port, diagnostic: Box::new(diag::tls_failure(host, port, &error)), error }
     })?;
     let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
     let stream = match crate::time::timeout(timeout, connector.connect(name, tcp)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
-            let error = tls_error_text(&e);
-            if (error.contains("Expired") || error.contains("NotValidYet"))
-                && tls.trust.revocation.observed_skew().is_none()
-            {
+            let error = TlsFailure::from_io(&e);
+            if error.is_validity() && tls.trust.revocation.observed_skew().is_none() {
                 // A certificate not valid "now": ask a server for its time
                 // to tell a wrong host clock from a wrong certificate.
                 let chain = tls.trust.seen_chain(host).unwrap_or_default();
@@ -231,13 +230,14 @@ pub async fn plain_request(
     limit: usize,
 ) -> Result<PlainResponse, CallError> {
     let (host, port) = (url.host.as_str(), url.port);
-    let http_err = |e: String| CallError::Http { host: host.into(), port, error: e };
+    let http_err = |e: String| CallError::Http { host: host.into(), port, error: e, tls: None };
+    let hyper_err = |e: hyper::Error| exchange_error(host, port, &e);
     // Connect first, under its own timeout, so a failure is explained as a
     // connection failure (with what the agent knows about the destination).
     let stream = connect_tcp(env, host, port, timeout).await?;
     let exchange = async {
         let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| http_err(e.to_string()))?;
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(hyper_err)?;
         tokio::task::spawn_local(async move {
             let _ = conn.await;
         });
@@ -250,7 +250,7 @@ pub async fn plain_request(
             None => Bytes::new(),
         };
         let req = req.body(Full::new(payload)).map_err(|e| http_err(e.to_string()))?;
-        let resp = sender.send_request(req).await.map_err(|e| http_err(hyper_error_text(&e)))?;
+        let resp = sender.send_request(req).await.map_err(hyper_err)?;
         let status = resp.status().as_u16();
         let date = resp
             .headers()
@@ -270,13 +270,9 @@ pub async fn plain_request(
     }
 }
 
-/// The rustls error inside an I/O error, spelled with its variant name so
-/// diagnostics can classify it (`InvalidCertificate(UnknownIssuer)`).
-pub fn tls_error_text(e: &std::io::Error) -> String {
-    match e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
-        Some(tls) => format!("{tls:?}"),
-        None => e.to_string(),
-    }
+/// A failed HTTP exchange, with the TLS failure under it kept as a value.
+fn exchange_error(host: &str, port: u16, e: &hyper::Error) -> CallError {
+    CallError::Http { host: host.into(), port, error: hyper_error_text(e), tls: TlsFailure::from_hyper(e) }
 }
 
 /// One JSON request/response exchange over HTTPS.
@@ -299,11 +295,11 @@ impl ServiceCall<'_> {
     ) -> Result<Resp, CallError> {
         let (host, port) = (self.host, self.port);
         let stream = open_tls(self.env, self.tls, host, port, self.timeout).await?;
-        let http_err = |e: String| CallError::Http { host: host.into(), port, error: e };
+        let http_err = |e: String| CallError::Http { host: host.into(), port, error: e, tls: None };
+        let hyper_err = |e: hyper::Error| exchange_error(host, port, &e);
         let exchange = async {
-            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                .await
-                .map_err(|e| http_err(e.to_string()))?;
+            let (mut sender, conn) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(hyper_err)?;
             tokio::task::spawn_local(async move {
                 let _ = conn.await;
             });
@@ -317,12 +313,15 @@ impl ServiceCall<'_> {
                 req = req.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
             }
             let req = req.body(Full::new(Bytes::from(json))).map_err(|e| http_err(e.to_string()))?;
-            let resp = sender.send_request(req).await.map_err(|e| http_err(hyper_error_text(&e)))?;
+            let resp = sender.send_request(req).await.map_err(hyper_err)?;
             let status = resp.status().as_u16();
             let bytes = Limited::new(resp.into_body(), SERVICE_BODY_BYTES_MAX)
                 .collect()
                 .await
-                .map_err(|e| http_err(e.to_string()))?
+                .map_err(|e| match e.downcast::<hyper::Error>() {
+                    Ok(h) => hyper_err(*h),
+                    Err(other) => http_err(other.to_string()),
+                })?
                 .to_bytes();
             Ok::<_, CallError>((status, bytes))
         };
@@ -347,7 +346,7 @@ pub fn hyper_error_text(e: &hyper::Error) -> String {
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
         let part = match s.downcast_ref::<std::io::Error>() {
-            Some(io) => tls_error_text(io),
+            Some(io) => TlsFailure::from_io(io).to_string(),
             None => s.to_string(),
         };
         text.push_str(": ");

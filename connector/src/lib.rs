@@ -28,6 +28,7 @@ pub mod reach;
 pub mod service;
 pub mod time;
 pub mod tls;
+pub mod tls_failure;
 pub mod tunnel;
 
 pub use agent::{Agent, AgentConfig, AgentError, Credentials, ServiceNames};

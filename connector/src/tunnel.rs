@@ -24,6 +24,7 @@ use crate::event::AgentEvent;
 use crate::http::open_tls;
 use crate::pki::ServiceTls;
 use crate::proto::{CancelReason, Event, RequestHead, Role, Session, SessionConfig, SessionError};
+use crate::tls_failure::TlsFailure;
 
 /// Request ids already accepted, bounded: the oldest are forgotten first.
 /// Relay ids grow monotonically, so a redelivery is always recent.
@@ -102,8 +103,10 @@ impl Drop for UpGuard {
 enum End {
     /// The relay drained the tunnel (GoAway) and all requests finished.
     Drained,
-    /// The transport or the protocol failed.
-    Failed(String),
+    /// The transport or the protocol failed; the TLS failure, if that is
+    /// what it was (a refused client certificate arrives as an alert on
+    /// the first read under TLS 1.3).
+    Failed(String, Option<TlsFailure>),
 }
 
 /// Keeps a tunnel to `endpoint` open for as long as the task lives,
@@ -118,14 +121,14 @@ pub async fn run(env: Env, cfg: TunnelConfig, shared: Rc<Shared>, endpoint: Rela
         match open_tls(&env, &tls, &endpoint.host, endpoint.port, cfg.connect_timeout).await {
             Ok(stream) => {
                 let end = drive(&env, &cfg, &shared, &name, stream).await;
-                let (reason, healthy) = match end {
-                    (End::Drained, _) => ("drained after GoAway".to_string(), true),
-                    (End::Failed(r), was_up) => (r, was_up),
+                let (reason, tls_failure, healthy) = match end {
+                    (End::Drained, _) => ("drained after GoAway".to_string(), None, true),
+                    (End::Failed(r, t), was_up) => (r, t, was_up),
                 };
                 // Refused before Hello: under TLS 1.3 a rejected client
                 // certificate shows up here, as an alert on the first read.
-                if !healthy && !reported {
-                    if let Some(d) = crate::diag::client_cert_alert(&endpoint.host, endpoint.port, &reason) {
+                if let (false, false, Some(t)) = (healthy, reported, &tls_failure) {
+                    if let Some(d) = crate::diag::client_cert_alert(&endpoint.host, endpoint.port, t) {
                         env.emit(AgentEvent::Diagnostic(d));
                         reported = true;
                     }
@@ -177,7 +180,7 @@ where
         // ready answers before coming back here).
         if let Some(bytes) = session.poll_transmit(now()) {
             if let Err(e) = writer.write_all(&bytes).await {
-                return (End::Failed(format!("write: {e}")), up);
+                return (End::Failed(format!("write: {e}"), Some(TlsFailure::from_io(&e))), up);
             }
         }
         if session.peer_going_away() && handlers.is_empty() && bodies.is_empty() {
@@ -185,12 +188,15 @@ where
             break End::Drained;
         }
         let deadline = session.poll_timeout().unwrap_or(Duration::from_secs(3600));
-        let step: Result<(), String> = tokio::select! {
+        let step: Result<(), (String, Option<TlsFailure>)> = tokio::select! {
             biased;
             read = reader.read(&mut buf) => match read {
-                Ok(0) => Err("closed by relay".to_string()),
-                Ok(n) => session.handle_input(&buf[..n], now()).map_err(|e| e.to_string()),
-                Err(e) => Err(format!("read: {}", crate::http::tls_error_text(&e))),
+                Ok(0) => Err(("closed by relay".to_string(), None)),
+                Ok(n) => session.handle_input(&buf[..n], now()).map_err(|e| (e.to_string(), None)),
+                Err(e) => {
+                    let failure = TlsFailure::from_io(&e);
+                    Err((format!("read: {failure}"), Some(failure)))
+                }
             },
             Some(out) = rx.recv() => {
                 // Take whatever else the handlers produced meanwhile, so it
@@ -200,14 +206,14 @@ where
                     let Ok(more) = rx.try_recv() else { break };
                     res = outbound(&mut session, &mut handlers, shared, more);
                 }
-                res
+                res.map_err(|e| (e, None))
             },
             _ = crate::time::sleep_until(origin + deadline) => {
-                session.handle_timeout(now()).map_err(|e| e.to_string())
+                session.handle_timeout(now()).map_err(|e| (e.to_string(), None))
             },
         };
-        if let Err(reason) = step {
-            break End::Failed(reason);
+        if let Err((reason, tls)) = step {
+            break End::Failed(reason, tls);
         }
         while let Some(ev) = session.poll_event() {
             match ev {

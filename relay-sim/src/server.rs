@@ -98,7 +98,7 @@ where
             let stream = match connector::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp).into_fallible()).await {
                 Ok(Ok(s)) => s,
                 Ok(Err((e, tcp))) => {
-                    tls.refused(connector::http::tls_error_text(&e));
+                    tls.refused(connector::tls_failure::TlsFailure::from_io(&e).to_string());
                     lingering_close(tcp).await;
                     return;
                 }

@@ -373,9 +373,13 @@ impl Revocation {
             Err(e) => {
                 // Time errors while the revocation servers' clock disagrees with ours are skew.
                 let text = format!("{e:?}");
-                if let (true, Some((ahead_s, url))) =
-                    (text.contains("Expired") || text.contains("NotValidYet"), self.observed_skew())
-                {
+                let validity = matches!(
+                    e,
+                    webpki::Error::CertExpired { .. }
+                        | webpki::Error::CertNotValidYet { .. }
+                        | webpki::Error::CrlExpired { .. }
+                );
+                if let (true, Some((ahead_s, url))) = (validity, self.observed_skew()) {
                     return Err(RevocationFailure::ClockSkew { ahead_s, url });
                 }
                 Err(RevocationFailure::BadResponse { url: urls, what: text })

@@ -22,6 +22,7 @@ use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 use super::cert::{display_name, CertInfo};
 use super::revocation::{skew_diagnostic, Revocation, RevocationPolicy};
 use crate::diag::Diagnostic;
+use crate::tls_failure::TlsFailure;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 /// Why a trust configuration cannot be used.
@@ -94,12 +95,12 @@ impl Trust {
 
     /// The diagnostic for a failed handshake with `host:port` (`error` as
     /// rustls spells it).
-    pub fn explain(&self, host: &str, port: u16, error: &str, now: std::time::SystemTime) -> Diagnostic {
+    pub fn explain(&self, host: &str, port: u16, error: &TlsFailure, now: std::time::SystemTime) -> Diagnostic {
         let chain = self.seen_chain(host).unwrap_or_default();
-        if error.contains("UnknownIssuer") {
+        if error.is_unknown_issuer() {
             return self.explain_unknown_issuer(host, port, &chain, error);
         }
-        if error.contains("Expired") || error.contains("NotValidYet") {
+        if error.is_validity() {
             if let Some((ahead_s, via)) = self.revocation.observed_skew() {
                 return skew_diagnostic(ahead_s, &via, host);
             }
@@ -131,7 +132,7 @@ impl Trust {
         host: &str,
         port: u16,
         chain: &[CertificateDer<'static>],
-        error: &str,
+        error: &TlsFailure,
     ) -> Diagnostic {
         let issuer = chain
             .last()
