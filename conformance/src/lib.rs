@@ -8,6 +8,7 @@ pub mod check;
 pub mod expected;
 pub mod floor;
 pub mod loadgen;
+pub mod matrix;
 pub mod netns;
 pub mod parallel;
 pub mod procs;

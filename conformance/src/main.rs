@@ -265,6 +265,33 @@ enum Command {
         #[arg(long)]
         name: Option<String>,
     },
+    /// The diagnosis matrix: every combination of fault × allow-list group ×
+    /// path × cloud × moment × duration, built as a scenario and run; each
+    /// cell must report the one expected finding (from a table written from
+    /// the spec), nothing else, and be back within the documented bounds once
+    /// the fault ends. Exit 1 if any cell fails.
+    ///
+    /// Examples:
+    ///   connsim matrix
+    ///   connsim matrix --filter "port-dropped while-serving" --verbose
+    ///   connsim matrix --show entry-missing/crl-80/direct/public/at-registration/never-ends
+    Matrix {
+        /// Only cells whose id contains every word of this text.
+        #[arg(long, default_value = "")]
+        filter: String,
+        /// The simulation seed of every cell.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Simulations run at once (default: one per core).
+        #[arg(long, short = 'j', value_parser = clap::value_parser!(u16).range(1..))]
+        jobs: Option<u16>,
+        /// List passing and skipped cells too, not only failures.
+        #[arg(long, short = 'v')]
+        verbose: bool,
+        /// Print the scenario file of one cell (by its id) and exit.
+        #[arg(long)]
+        show: Option<String>,
+    },
     /// Per requirement, the passing and failing-case scenarios covering it;
     /// exit 1 when an ID lacks either half (unless the catalogue waives it,
     /// with a reason) or a scenario names an unknown ID.
@@ -621,6 +648,7 @@ fn real_main() -> Result<ExitCode, String> {
             );
             Ok(if v.missing.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
+        Command::Matrix { filter, seed, jobs, verbose, show } => matrix(&filter, seed, jobs, verbose, show),
         Command::Coverage { paths, format } => {
             let catalogue = Catalogue::builtin();
             let (cov, unknown) = catalogue::coverage(&catalogue, &load_all(&paths)?);
@@ -911,6 +939,38 @@ struct Checks {
     determinism: bool,
     /// Stepping every tick gives the same trace as skipping idle time.
     stepping: bool,
+}
+
+/// `connsim matrix`: runs the cells, prints failures (and, verbose, every
+/// cell) and the totals; `--show ID` prints one cell's scenario file.
+fn matrix(filter: &str, seed: u64, jobs: Option<u16>, verbose: bool, show: Option<String>) -> Result<ExitCode, String> {
+    use conformance::matrix;
+    if let Some(id) = show {
+        let cell = matrix::cells().into_iter().find(|c| c.id() == id).ok_or_else(|| {
+            format!("no cell {id:?}: ids look like entry-missing/crl-80/direct/public/at-registration/never-ends")
+        })?;
+        if let Some(why) = matrix::skip_reason(&cell) {
+            return Err(format!("cell {id} is skipped: {why}"));
+        }
+        print!("{}", matrix::scenario(&cell).0);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let jobs = jobs.map_or_else(conformance::parallel::default_jobs, usize::from);
+    let terminal = std::io::stderr().is_terminal();
+    let results = matrix::run_all(filter, seed, jobs, |done, total| {
+        if terminal || done == total || done % 100 == 0 {
+            eprint!("\r{done}/{total} cells");
+            if done == total {
+                eprintln!();
+            }
+        }
+    });
+    if results.is_empty() {
+        return Err(format!("no cell matches {filter:?}"));
+    }
+    print!("{}", matrix::render(&results, verbose));
+    let failed = results.iter().any(|(_, s)| matches!(s, matrix::Status::Fail(_)));
+    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
 /// Runs every (scenario, seed) on `jobs` threads, with a progress bar on a

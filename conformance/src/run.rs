@@ -45,6 +45,10 @@ pub const INGRESS_PORT: u16 = 80;
 const USER_TIMEOUT: Duration = Duration::from_secs(120);
 /// The simulation host serving every CRL/OCSP name.
 const REVOCATION_HOST: &str = "revocation.cdn.example";
+/// The simulation host serving the certificate trust list's names (Windows
+/// Update's CDN: another service than the CA's revocation servers, so
+/// stopping those leaves it up).
+const TRUST_LIST_HOST: &str = "windowsupdate.cdn.example";
 /// The cloud-internal host that keeps the portal's connector status.
 const PORTAL_HOST: &str = "portal.cloud.internal";
 /// The simulation host of the explicit proxy.
@@ -251,12 +255,13 @@ fn simulate(
     .map_err(|e| e.to_string())?;
     cloud.with_pki(|p| p.faults = w.pki.faults.iter().copied().collect());
     let firewall = Rc::new(RefCell::new(Firewall { rules: perimeter_rules(w) }));
-    // The world's DNS: the CRL/OCSP and trust-list names are served by one host.
+    // The world's DNS: the CRL/OCSP names are served by one host, the
+    // trust list's by another.
     let aliases: Rc<BTreeMap<String, String>> = Rc::new(
         REVOCATION_HOSTS
             .iter()
-            .chain(&TRUST_LIST_HOSTS)
             .map(|h| (h.to_string(), REVOCATION_HOST.to_string()))
+            .chain(TRUST_LIST_HOSTS.iter().map(|h| (h.to_string(), TRUST_LIST_HOST.to_string())))
             .collect(),
     );
     let mut names: Vec<String> = cloud.config.service_hosts();
@@ -301,9 +306,9 @@ fn simulate(
     tls_host!(c.registration_host, services::registration::serve);
     tls_host!(c.bootstrap_host, services::bootstrap::serve);
     tls_host!(c.renewtrust_host, services::renewtrust::serve);
-    {
+    for host in [REVOCATION_HOST, TRUST_LIST_HOST] {
         let cloud = cloud.clone();
-        sim.host(REVOCATION_HOST, move || {
+        sim.host(host, move || {
             let cloud = cloud.clone();
             async move {
                 let l = turmoil::net::TcpListener::bind((std::net::Ipv4Addr::UNSPECIFIED, 80)).await?;

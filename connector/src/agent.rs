@@ -473,6 +473,7 @@ impl Agent {
             tls: RefCell::new(mtls),
             up: RefCell::new(0),
             backends: Rc::default(),
+            network_back: tokio::sync::Notify::new(),
         });
         let tunnels = RefCell::new(BTreeMap::new());
         let updates = Updates::default();
@@ -575,6 +576,8 @@ impl Agent {
                 biased;
                 // A switch: bootstrap at once, as the new version.
                 () = updates.switched.notified() => {}
+                // After failures, a tunnel that came back says the network is.
+                () = shared.network_back.notified(), if failures > 0 => {}
                 () = crate::time::sleep(delay) => {}
             }
         }

@@ -18,10 +18,14 @@ impl Backoff {
     pub const TUNNEL: Backoff =
         Backoff { initial: Duration::from_secs(1), max: Duration::from_secs(60), multiplier: 2.0, jitter: 0.2 };
 
-    /// Bootstrap retries as the real connector does them: 3 s growing to 1 h
-    /// over 5 attempts (×5.9 each), then hourly, ±20 %.
+    /// Bootstrap (heartbeat) retries: 3 s growing ×5.9 each time, as the
+    /// real connector's, but capped at the bootstrap interval (10 minutes)
+    /// instead of its hour, ±20 %. With the hour, a connector whose network
+    /// came back waited up to 72 minutes for its next heartbeat, and the
+    /// portal (inactive after 60 minutes without one) showed it inactive
+    /// while it served; a retry per interval costs what a heartbeat costs.
     pub const BOOTSTRAP: Backoff =
-        Backoff { initial: Duration::from_secs(3), max: Duration::from_secs(3600), multiplier: 5.885, jitter: 0.2 };
+        Backoff { initial: Duration::from_secs(3), max: Duration::from_secs(600), multiplier: 5.885, jitter: 0.2 };
 
     /// The delay before retry number `attempt` (0-based), given a uniform
     /// draw `unit` in `[0, 1)`.
@@ -48,9 +52,12 @@ mod tests {
     }
 
     #[test]
-    fn bootstrap_reaches_an_hour_at_the_fifth_attempt() {
+    fn bootstrap_retries_grow_to_the_heartbeat_interval_and_stay() {
         let b = Backoff::BOOTSTRAP;
-        let fifth = b.delay(4, 0.5).as_secs_f64();
-        assert!((3500.0..=3600.0).contains(&fifth), "{fifth}");
+        assert_eq!(b.delay(0, 0.5), Duration::from_secs(3));
+        assert!((100.0..110.0).contains(&b.delay(2, 0.5).as_secs_f64()));
+        assert_eq!(b.delay(3, 0.5), Duration::from_secs(600));
+        // Never past 12 minutes: the portal's inactive threshold is 60.
+        assert!(b.delay(40, 0.999) <= Duration::from_secs(720));
     }
 }

@@ -78,6 +78,10 @@ pub struct Shared {
     pub up: RefCell<usize>,
     /// Kept-alive backend connections.
     pub backends: Rc<backend::Pool>,
+    /// Woken when a tunnel comes up after failing: the network is back, so
+    /// a heartbeat that failed meanwhile is retried at once instead of at
+    /// the end of its backoff.
+    pub network_back: tokio::sync::Notify,
 }
 
 /// Counts a tunnel as up for as long as it lives (also when its task is
@@ -120,6 +124,9 @@ pub async fn run(env: Env, cfg: TunnelConfig, shared: Rc<Shared>, endpoint: Rela
         let tls = shared.tls.borrow().clone();
         match open_tls(&env, &tls, &endpoint.host, endpoint.port, cfg.connect_timeout).await {
             Ok(stream) => {
+                if attempt > 0 {
+                    shared.network_back.notify_waiters();
+                }
                 let end = drive(&env, &cfg, &shared, &name, stream).await;
                 let (reason, tls_failure, healthy) = match end {
                     (End::Drained, _) => ("drained after GoAway".to_string(), None, true),

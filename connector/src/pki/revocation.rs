@@ -63,7 +63,7 @@ pub enum RevocationFailure {
     /// DNS, proxy).
     Unreachable { failed: Vec<(String, ConnectFailure)>, cause: Box<Cause> },
     /// A cached CRL expired and its server cannot be reached.
-    Stale { url: String, expired_s_ago: u64, failure: ConnectFailure },
+    Stale { url: String, expired_s_ago: u64, failure: ConnectFailure, cause: Box<Cause> },
     /// A certificate of the chain is revoked.
     Revoked { subject: String, serial: String, source: String },
     /// A CRL or OCSP answer that is malformed, wrongly signed, about another
@@ -92,15 +92,25 @@ impl RevocationFailure {
                 "the service's certificates always name one: check for TLS inspection",
             ),
             RevocationFailure::Unreachable { failed, cause } => unreachable_diagnostic(host, failed, cause),
-            RevocationFailure::Stale { url, expired_s_ago, failure } => Diagnostic::new(
-                "NET-CRL",
-                "stale",
-                Some(12020),
-                format!(
+            RevocationFailure::Stale { url, expired_s_ago, failure, cause } => {
+                let stale = format!(
                     "the cached revocation list {url} expired {expired_s_ago}s ago and cannot be refreshed ({failure}); {host} is refused"
-                ),
-                "make sure the CRL hosts are reachable on port 80",
-            ),
+                );
+                match &cause.verdict {
+                    // Nothing answers on port 80 now: the port, not the CRL server.
+                    Some(Verdict::PortBlocked { .. }) => Diagnostic {
+                        message: format!("{stale}: {}", cause.diagnostic.message),
+                        ..cause.diagnostic.clone()
+                    },
+                    _ => Diagnostic::new(
+                        "NET-CRL",
+                        "stale",
+                        Some(12020),
+                        format!("{stale}: {}", cause.diagnostic.message),
+                        "make sure the CRL hosts are reachable on port 80",
+                    ),
+                }
+            }
             RevocationFailure::Revoked { subject, serial, source } => Diagnostic::new(
                 "TLS-REVOKE",
                 "revoked",
@@ -486,6 +496,7 @@ impl Revocation {
                         url: url.to_string(),
                         expired_s_ago: now.duration_since(next_update).unwrap_or_default().as_secs(),
                         failure,
+                        cause: Box::new(cause),
                     }),
                     None => CrlFetch::Unreachable(failure, Box::new(cause)),
                 });
