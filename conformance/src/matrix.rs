@@ -83,8 +83,12 @@ impl Fault {
         }
     }
 
-    fn is_port(self) -> bool {
-        matches!(self, Fault::PortDropped | Fault::PortRejected)
+    /// Faults the timeline can start and end at any time.
+    fn timed(self) -> bool {
+        matches!(
+            self,
+            Fault::PortDropped | Fault::PortRejected | Fault::EntryMissing | Fault::DnsNxdomain | Fault::DnsSinkhole
+        )
     }
 }
 
@@ -252,7 +256,7 @@ fn exp(required: &[&'static str], allowed: &[&'static str], outcome: &'static st
 pub fn skip_reason(c: &Cell) -> Option<&'static str> {
     let port = c.dest.group().port();
     let same_world = "same world as the service-443 cell: the fault is the host's or the proxy's, not a destination's";
-    let static_fault = "the timeline can start and end only port blocks, revocations and revocation-server outages; this fault is static in the world file (world-model issue)";
+    let static_fault = "the timeline can start and end port, host and DNS faults, revocations and revocation-server outages, not this one (world-model issue)";
     Some(match (c.fault, c.path) {
         (Fault::ProxyRefuses | Fault::Proxy407, Path::Direct) => "no proxy on the direct path",
         (f, Path::Proxy) if !matches!(f, Fault::ProxyRefuses | Fault::Proxy407) => {
@@ -272,8 +276,8 @@ pub fn skip_reason(c: &Cell) -> Option<&'static str> {
         (Fault::Expired, _) if c.moment == Moment::Registration => "a certificate expires after it was issued",
         (Fault::Expired, _) if c.span != Span::Hours => "a certificate expires only across hours offline",
         (Fault::ClockSkew, _) if c.moment == Moment::Serving => "clock jumps mid-run are not in the timeline (world-model issue)",
-        (f, _) if !f.is_port() && !matches!(f, Fault::Revoked | Fault::Expired | Fault::RangesMoved) && c.moment == Moment::Serving => static_fault,
-        (f, _) if !f.is_port() && !matches!(f, Fault::Expired) && c.span != Span::Never => static_fault,
+        (f, _) if !f.timed() && !matches!(f, Fault::Revoked | Fault::Expired | Fault::RangesMoved) && c.moment == Moment::Serving => static_fault,
+        (f, _) if !f.timed() && !matches!(f, Fault::Expired) && c.span != Span::Never => static_fault,
         _ => return None,
     })
 }
@@ -295,18 +299,8 @@ pub fn expected(c: &Cell) -> Expected {
     };
     match c.fault {
         Fault::PortDropped | Fault::PortRejected => port_fault(c, port),
-        Fault::EntryMissing => {
-            // The whole group is left out of the allow-list: for the service
-            // group that includes registration's own host.
-            let finding = match c.dest.group() {
-                Group::Service443 => "NET-SVC.unreachable",
-                Group::Crl80 => "NET-CRL.unreachable",
-                Group::Registration443 | Group::Registration80 => "NET-REG.unreachable",
-            };
-            exp(&[finding], &[], "registration_failed")
-        }
-        Fault::DnsNxdomain => host_level("NET-DNS.unresolved"),
-        Fault::DnsSinkhole => host_level("NET-DNS.sinkhole"),
+        Fault::EntryMissing => entry_missing(c),
+        Fault::DnsNxdomain | Fault::DnsSinkhole => dns_fault(c),
         Fault::TlsInspection => host_level("NET-NOINSPECT.inspection-detected"),
         Fault::LegacyTls => host_level("TLS-MIN12.peer-too-old"),
         Fault::ProxyRefuses => host_level("NET-PROXY.refused"),
@@ -315,6 +309,55 @@ pub fn expected(c: &Cell) -> Expected {
         Fault::Revoked => exp(&["TLS-CLIENT.revoked"], &[], "not_serving"),
         Fault::Expired => exp(&["TLS-CLIENT.expired"], &[], "stopped"),
         Fault::ClockSkew => exp(&["TLS-TIME.skew"], &[], "registration_failed"),
+    }
+}
+
+/// The group's allow-list entries dropped by the perimeter (every entry of
+/// the group, so for the service group registration's own host too). At
+/// registration it fails registration, unless it lasts only seconds: the
+/// first attempt is held by the request timeout and the retry after it
+/// gets through. While serving only what is used then can see it: the
+/// heartbeat (service group; established tunnels keep going) and, once the
+/// cached ones expire, the CRLs; sign-in and the trust list are used only
+/// at registration, so their loss is invisible until the next one.
+fn entry_missing(c: &Cell) -> Expected {
+    let group = c.dest.group();
+    let finding = match group {
+        Group::Service443 => "NET-SVC.unreachable",
+        Group::Crl80 => "NET-CRL.unreachable",
+        Group::Registration443 | Group::Registration80 => "NET-REG.unreachable",
+    };
+    match (c.moment, c.span, group) {
+        (Moment::Registration, Span::Seconds, _) => exp(&[], &[finding], "serving"),
+        (Moment::Registration, _, _) => exp(&[finding], &[], "registration_failed"),
+        (Moment::Serving, Span::Seconds, _) | (Moment::Serving, _, Group::Registration443 | Group::Registration80) => {
+            exp(&[], &[], "serving")
+        }
+        (Moment::Serving, _, Group::Service443) => exp(&[finding], &[], "serving"),
+        (Moment::Serving, _, Group::Crl80) => exp(&["NET-CRL.stale"], &["NET-CRL.ocsp-unreachable"], "serving"),
+    }
+}
+
+/// The group's names do not resolve (or resolve to a sinkhole). A failed
+/// lookup is immediate, so at registration even seconds of it fail the
+/// three attempts, except for the relays: registration does not use them,
+/// and the tunnels keep retrying until the names resolve again (after two
+/// heartbeats and two minutes the portal's "active" is called out too). While
+/// serving, established tunnels need no lookup; the CRLs' names are looked
+/// up again once the cached lists expire.
+fn dns_fault(c: &Cell) -> Expected {
+    let finding = if c.fault == Fault::DnsNxdomain { "NET-DNS.unresolved" } else { "NET-DNS.sinkhole" };
+    let active = "OPS-ACTIVE.no-tunnel";
+    match (c.moment, c.span, c.dest) {
+        (Moment::Registration, Span::Seconds, Dest::Service443) => exp(&[], &[finding], "serving"),
+        (Moment::Registration, Span::Never, Dest::Service443) => exp(&[finding, active], &[], "not_serving"),
+        (Moment::Registration, _, Dest::Service443) => exp(&[finding, active], &[], "serving"),
+        (Moment::Registration, _, _) => exp(&[finding], &[], "registration_failed"),
+        (Moment::Serving, Span::Seconds, _)
+        | (Moment::Serving, _, Dest::Service443 | Dest::Registration443 | Dest::Registration80 | Dest::Renewtrust) => {
+            exp(&[], &[], "serving")
+        }
+        (Moment::Serving, _, Dest::Crl80) => exp(&[finding], &["NET-CRL.ocsp-unreachable"], "serving"),
     }
 }
 
@@ -359,18 +402,23 @@ pub fn scenario(c: &Cell) -> (String, Option<u64>) {
             if let Some(end) = end {
                 timeline.push((end, format!("unblock port {port}")));
             }
-            if port == 80 && c.moment == Moment::Serving {
-                w.push_str("pki = { crl_validity = \"30m\", ocsp_validity = \"30m\" }\n");
-            }
         }
         Fault::EntryMissing => {
-            let _ = writeln!(w, "allow_list = {{ minus = [\"{}\"] }}", c.dest.group());
+            for entry in c.dest.group().entries_in(c.cloud) {
+                timeline.push((start, format!("block host {entry}")));
+                if let Some(end) = end {
+                    timeline.push((end, format!("unblock host {entry}")));
+                }
+            }
         }
-        Fault::DnsNxdomain => {
-            let _ = writeln!(w, "dns = {{ fail = [{quoted}] }}");
-        }
-        Fault::DnsSinkhole => {
-            let _ = writeln!(w, "dns = {{ sinkhole = [{quoted}] }}");
+        Fault::DnsNxdomain | Fault::DnsSinkhole => {
+            let verb = if c.fault == Fault::DnsNxdomain { "fail" } else { "sinkhole" };
+            for name in &names {
+                timeline.push((start, format!("dns {verb} {name}")));
+                if let Some(end) = end {
+                    timeline.push((end, format!("dns restore {name}")));
+                }
+            }
         }
         Fault::RangesMoved => {
             w.push_str("allow_list = { by = \"ranges\", week = 1 }\n");
@@ -410,6 +458,10 @@ pub fn scenario(c: &Cell) -> (String, Option<u64>) {
         }
         // Past the CRLs' 7-day validity: every revocation list looks expired.
         Fault::ClockSkew => connector.push_str("clock_skew = \"+10d\"\n"),
+    }
+    if port == 80 && c.moment == Moment::Serving && c.fault != Fault::Expired {
+        // Revocation data that expires inside the fault: 30 minutes.
+        w.push_str("pki = { crl_validity = \"30m\", ocsp_validity = \"30m\" }\n");
     }
     let duration = end.unwrap_or(start) + AFTER_S;
     let mut t = format!(

@@ -269,7 +269,7 @@ fn simulate(
     names.extend(w.backends.iter().map(|b| b.name.clone()));
     names.extend([PROXY_HOST.to_string(), INSPECTOR_HOST.to_string()]);
     let addresses = Rc::new(RefCell::new(AddressPlan::new(names)));
-    let dns = Rc::new(w.dns.clone());
+    let dns = Rc::new(RefCell::new(w.dns.clone()));
     let world_net = SimNet {
         firewall: firewall.clone(),
         plan: addresses.clone(),
@@ -555,6 +555,25 @@ fn simulate(
                     let mut fw = firewall.borrow_mut();
                     let added = timeline_rules.borrow();
                     fw.rules.retain(|r| !(r.port == Some(*p) && added.contains(r)));
+                }
+                TimelineEvent::BlockHost(h) | TimelineEvent::RejectHost(h) => {
+                    let action =
+                        if matches!(event, TimelineEvent::BlockHost(_)) { Action::Drop } else { Action::Reject };
+                    let rule = Rule::host(action, h.clone());
+                    timeline_rules.borrow_mut().push(rule.clone());
+                    firewall.borrow_mut().rules.insert(0, rule);
+                }
+                TimelineEvent::UnblockHost(h) => {
+                    let mut fw = firewall.borrow_mut();
+                    let added = timeline_rules.borrow();
+                    fw.rules.retain(|r| !(r.host_suffix.as_ref() == Some(h) && added.contains(r)));
+                }
+                TimelineEvent::DnsFail(h) => dns.borrow_mut().fail.push(h.clone()),
+                TimelineEvent::DnsSinkhole(h) => dns.borrow_mut().sinkhole.push(h.clone()),
+                TimelineEvent::DnsRestore(h) => {
+                    let mut d = dns.borrow_mut();
+                    d.fail.retain(|s| s != h);
+                    d.sinkhole.retain(|s| s != h);
                 }
                 TimelineEvent::StopBackend(n) | TimelineEvent::StartBackend(n) => {
                     if let Some(switch) = backend_switches.get(n) {

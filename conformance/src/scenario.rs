@@ -15,7 +15,7 @@ use relay_sim::backend::Behaviour;
 use relay_sim::directory::Role;
 use relay_sim::inspector::Mode as InspectionMode;
 use relay_sim::pki::RevocationFault;
-use relay_sim::world::{Action, Dns, Rule};
+use relay_sim::world::{Action, Dns, HostSuffix, Rule};
 use serde::{Deserialize, Deserializer};
 use toml::Spanned;
 
@@ -93,6 +93,17 @@ pub enum TimelineEvent {
     RejectPort(u16),
     /// Remove the timeline's rules for a port.
     UnblockPort(u16),
+    /// Add a perimeter rule dropping (or refusing) outbound connections to
+    /// a domain suffix, on every port: an allow-list entry that goes away.
+    BlockHost(HostSuffix),
+    RejectHost(HostSuffix),
+    /// Remove the timeline's rules for a domain suffix.
+    UnblockHost(HostSuffix),
+    /// The world's DNS stops resolving a suffix (NXDOMAIN), or a DNS filter
+    /// starts answering 0.0.0.0 for it; `dns restore` ends either.
+    DnsFail(HostSuffix),
+    DnsSinkhole(HostSuffix),
+    DnsRestore(HostSuffix),
     StopBackend(String),
     StartBackend(String),
     RestartConnector(String),
@@ -135,7 +146,8 @@ impl TimelineEvent {
 }
 
 const EVENT_FORMS: &str = "\"restart relay\", \"crash relay\", \"start relay\", \"block port N\", \
-\"reject port N\", \"unblock port N\", \"stop backend NAME\", \"start backend NAME\", \"restart connector NAME\", \
+\"reject port N\", \"unblock port N\", \"block host SUFFIX\", \"reject host SUFFIX\", \"unblock host SUFFIX\", \
+\"dns fail SUFFIX\", \"dns sinkhole SUFFIX\", \"dns restore SUFFIX\", \"stop backend NAME\", \"start backend NAME\", \"restart connector NAME\", \
 \"stop connector NAME\", \"start connector NAME\", \"rotate root\", \"revoke relay certificate\", \
 \"revoke connector NAME\", \"stop revocation servers\", \"start revocation servers\", \"advance ip week\", \
 \"stop updater NAME\", \"start updater NAME\", \"upgrade connector NAME\", \
@@ -147,6 +159,7 @@ impl FromStr for TimelineEvent {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let words: Vec<&str> = s.split_whitespace().collect();
         let port = |w: &str| w.parse::<u16>().map_err(|_| format!("event {s:?}: {w:?} is not a port number"));
+        let suffix = |w: &str| w.parse::<HostSuffix>().map_err(|e| format!("event {s:?}: {e}"));
         Ok(match words.as_slice() {
             ["restart", "relay"] => TimelineEvent::RestartRelay,
             ["crash", "relay"] => TimelineEvent::CrashRelay,
@@ -154,6 +167,12 @@ impl FromStr for TimelineEvent {
             ["block", "port", p] => TimelineEvent::BlockPort(port(p)?),
             ["reject", "port", p] => TimelineEvent::RejectPort(port(p)?),
             ["unblock", "port", p] => TimelineEvent::UnblockPort(port(p)?),
+            ["block", "host", h] => TimelineEvent::BlockHost(suffix(h)?),
+            ["reject", "host", h] => TimelineEvent::RejectHost(suffix(h)?),
+            ["unblock", "host", h] => TimelineEvent::UnblockHost(suffix(h)?),
+            ["dns", "fail", h] => TimelineEvent::DnsFail(suffix(h)?),
+            ["dns", "sinkhole", h] => TimelineEvent::DnsSinkhole(suffix(h)?),
+            ["dns", "restore", h] => TimelineEvent::DnsRestore(suffix(h)?),
             ["stop", "backend", n] => TimelineEvent::StopBackend(n.to_string()),
             ["start", "backend", n] => TimelineEvent::StartBackend(n.to_string()),
             ["restart", "connector", n] => TimelineEvent::RestartConnector(n.to_string()),
@@ -192,6 +211,12 @@ impl fmt::Display for TimelineEvent {
             TimelineEvent::BlockPort(p) => write!(f, "block port {p}"),
             TimelineEvent::RejectPort(p) => write!(f, "reject port {p}"),
             TimelineEvent::UnblockPort(p) => write!(f, "unblock port {p}"),
+            TimelineEvent::BlockHost(h) => write!(f, "block host {}", h.as_str()),
+            TimelineEvent::RejectHost(h) => write!(f, "reject host {}", h.as_str()),
+            TimelineEvent::UnblockHost(h) => write!(f, "unblock host {}", h.as_str()),
+            TimelineEvent::DnsFail(h) => write!(f, "dns fail {}", h.as_str()),
+            TimelineEvent::DnsSinkhole(h) => write!(f, "dns sinkhole {}", h.as_str()),
+            TimelineEvent::DnsRestore(h) => write!(f, "dns restore {}", h.as_str()),
             TimelineEvent::StopBackend(n) => write!(f, "stop backend {n}"),
             TimelineEvent::StartBackend(n) => write!(f, "start backend {n}"),
             TimelineEvent::RestartConnector(n) => write!(f, "restart connector {n}"),

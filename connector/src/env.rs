@@ -95,6 +95,11 @@ pub async fn connect_observed(
 ) -> Result<(IpAddr, BoxStream), (Option<IpAddr>, ConnectFailure)> {
     let net = env.net.as_ref();
     let result = match crate::time::timeout(timeout, net.resolve(host)).await {
+        // A sinkhole answer (0.0.0.0) is no address to connect to: Windows
+        // fails such a connect at once (WSAEADDRNOTAVAIL), so do we.
+        Ok(Ok(addr)) if addr.is_unspecified() => {
+            Err((Some(addr), ConnectFailure::Other(format!("{addr} is not an address to connect to"))))
+        }
         Ok(Ok(addr)) => match crate::time::timeout(timeout, net.connect_timed(host, addr, port)).await {
             Ok(Ok((stream, rtt))) => Ok((addr, stream, rtt)),
             Ok(Err(e)) => Err((Some(addr), ConnectFailure::from_io(&e))),

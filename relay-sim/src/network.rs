@@ -168,6 +168,11 @@ impl Rule {
         Rule { action, port: Some(port), host_suffix: None, cidr: None, user: None }
     }
 
+    /// A rule matching a domain suffix only (every port).
+    pub fn host(action: Action, suffix: HostSuffix) -> Rule {
+        Rule { action, port: None, host_suffix: Some(suffix), cidr: None, user: None }
+    }
+
     fn matches(&self, c: &Conn<'_>) -> bool {
         self.port.is_none_or(|p| p == c.port)
             && self.host_suffix.as_ref().is_none_or(|s| s.matches(c.host))
@@ -338,7 +343,7 @@ pub struct SimNet {
     pub host_firewall: Rc<RefCell<Firewall>>,
     pub firewall: Rc<RefCell<Firewall>>,
     pub plan: Rc<RefCell<AddressPlan>>,
-    pub dns: Rc<Dns>,
+    pub dns: Rc<RefCell<Dns>>,
     pub aliases: Rc<BTreeMap<String, String>>,
     pub interception: Option<Rc<Interception>>,
     /// The account connections originate from.
@@ -362,12 +367,14 @@ impl Default for SimNet {
 impl Net for SimNet {
     fn resolve<'a>(&'a self, host: &'a str) -> LocalBoxFuture<'a, io::Result<IpAddr>> {
         Box::pin(async move {
-            if self.dns.fail.iter().any(|s| s.matches(host)) {
+            let dns = self.dns.borrow();
+            if dns.fail.iter().any(|s| s.matches(host)) {
                 return Err(io::Error::new(io::ErrorKind::NotFound, format!("{host}: NXDOMAIN")));
             }
-            if self.dns.sinkhole.iter().any(|s| s.matches(host)) {
+            if dns.sinkhole.iter().any(|s| s.matches(host)) {
                 return Ok(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
             }
+            drop(dns);
             self.plan
                 .borrow()
                 .address(host)

@@ -97,8 +97,10 @@ impl RevocationFailure {
                     "the cached revocation list {url} expired {expired_s_ago}s ago and cannot be refreshed ({failure}); {host} is refused"
                 );
                 match &cause.verdict {
-                    // Nothing answers on port 80 now: the port, not the CRL server.
-                    Some(Verdict::PortBlocked { .. }) => Diagnostic {
+                    // The port, the name or the proxy, not the CRL server.
+                    Some(
+                        Verdict::PortBlocked { .. } | Verdict::Unresolved | Verdict::Sinkhole(_) | Verdict::Proxy(_),
+                    ) => Diagnostic {
                         message: format!("{stale}: {}", cause.diagnostic.message),
                         ..cause.diagnostic.clone()
                     },
