@@ -27,7 +27,7 @@ use relay_sim::pki::{Generation, REVOCATION_HOSTS};
 use relay_sim::proxy::ProxyPolicy;
 use relay_sim::services;
 use relay_sim::services::revocation::TRUST_LIST_HOSTS;
-use relay_sim::world::{Action, AddressPlan, Firewall, Interception, Rule, SimClock, SimNet};
+use relay_sim::world::{Action, AddressPlan, Dns, Firewall, Interception, Rule, SimClock, SimNet};
 use serde::Serialize;
 
 use crate::check::{self, Summary};
@@ -281,7 +281,7 @@ fn simulate(
         .inspection
         .as_ref()
         .map(|i| Rc::new(Interception { inspector: INSPECTOR_HOST.to_string(), suffixes: i.hosts.clone() }));
-    let timeline_rules: Rc<RefCell<Vec<Rule>>> = Rc::default();
+    let network = NetworkEdits { firewall: firewall.clone(), dns: dns.clone(), added: RefCell::default() };
 
     let tick = w.tick.map(|t| t.0).unwrap_or(DEFAULT_TICK).max(Duration::from_millis(1));
     let mut sim = new_sim(seed, scenario.duration.0, tick);
@@ -544,37 +544,15 @@ fn simulate(
                 TimelineEvent::RestartRelay => relay_hosts.iter().for_each(|h| sim.bounce(h.as_str())),
                 TimelineEvent::CrashRelay => relay_hosts.iter().for_each(|h| sim.crash(h.as_str())),
                 TimelineEvent::StartRelay => relay_hosts.iter().for_each(|h| sim.bounce(h.as_str())),
-                TimelineEvent::BlockPort(p) | TimelineEvent::RejectPort(p) => {
-                    let action =
-                        if matches!(event, TimelineEvent::BlockPort(_)) { Action::Drop } else { Action::Reject };
-                    let rule = Rule::port(action, *p);
-                    timeline_rules.borrow_mut().push(rule.clone());
-                    firewall.borrow_mut().rules.insert(0, rule);
-                }
-                TimelineEvent::UnblockPort(p) => {
-                    let mut fw = firewall.borrow_mut();
-                    let added = timeline_rules.borrow();
-                    fw.rules.retain(|r| !(r.port == Some(*p) && added.contains(r)));
-                }
-                TimelineEvent::BlockHost(h) | TimelineEvent::RejectHost(h) => {
-                    let action =
-                        if matches!(event, TimelineEvent::BlockHost(_)) { Action::Drop } else { Action::Reject };
-                    let rule = Rule::host(action, h.clone());
-                    timeline_rules.borrow_mut().push(rule.clone());
-                    firewall.borrow_mut().rules.insert(0, rule);
-                }
-                TimelineEvent::UnblockHost(h) => {
-                    let mut fw = firewall.borrow_mut();
-                    let added = timeline_rules.borrow();
-                    fw.rules.retain(|r| !(r.host_suffix.as_ref() == Some(h) && added.contains(r)));
-                }
-                TimelineEvent::DnsFail(h) => dns.borrow_mut().fail.push(h.clone()),
-                TimelineEvent::DnsSinkhole(h) => dns.borrow_mut().sinkhole.push(h.clone()),
-                TimelineEvent::DnsRestore(h) => {
-                    let mut d = dns.borrow_mut();
-                    d.fail.retain(|s| s != h);
-                    d.sinkhole.retain(|s| s != h);
-                }
+                TimelineEvent::BlockPort(_)
+                | TimelineEvent::RejectPort(_)
+                | TimelineEvent::UnblockPort(_)
+                | TimelineEvent::BlockHost(_)
+                | TimelineEvent::RejectHost(_)
+                | TimelineEvent::UnblockHost(_)
+                | TimelineEvent::DnsFail(_)
+                | TimelineEvent::DnsSinkhole(_)
+                | TimelineEvent::DnsRestore(_) => network.apply(event),
                 TimelineEvent::StopBackend(n) | TimelineEvent::StartBackend(n) => {
                     if let Some(switch) = backend_switches.get(n) {
                         switch.send_replace(matches!(event, TimelineEvent::StartBackend(_)));
@@ -722,4 +700,44 @@ async fn user_request(ingress: &str, p: &Planned) -> Result<(u16, Option<String>
     let relay_error = resp.headers().get("x-relay-error").and_then(|v| v.to_str().ok()).map(str::to_string);
     resp.into_body().collect().await.map_err(|e| format!("body: {e}"))?;
     Ok((status, relay_error))
+}
+
+/// What the timeline changes in the network while a run goes: perimeter
+/// rules it adds and removes (only its own), and the world's DNS.
+struct NetworkEdits {
+    firewall: Rc<RefCell<Firewall>>,
+    dns: Rc<RefCell<Dns>>,
+    /// Rules the timeline added, so that "unblock" removes only those.
+    added: RefCell<Vec<Rule>>,
+}
+
+impl NetworkEdits {
+    fn apply(&self, event: &TimelineEvent) {
+        match event {
+            TimelineEvent::BlockPort(p) => self.add(Rule::port(Action::Drop, *p)),
+            TimelineEvent::RejectPort(p) => self.add(Rule::port(Action::Reject, *p)),
+            TimelineEvent::BlockHost(h) => self.add(Rule::host(Action::Drop, h.clone())),
+            TimelineEvent::RejectHost(h) => self.add(Rule::host(Action::Reject, h.clone())),
+            TimelineEvent::UnblockPort(p) => self.remove(|r| r.port == Some(*p)),
+            TimelineEvent::UnblockHost(h) => self.remove(|r| r.host_suffix.as_ref() == Some(h)),
+            TimelineEvent::DnsFail(h) => self.dns.borrow_mut().fail.push(h.clone()),
+            TimelineEvent::DnsSinkhole(h) => self.dns.borrow_mut().sinkhole.push(h.clone()),
+            TimelineEvent::DnsRestore(h) => {
+                let mut d = self.dns.borrow_mut();
+                d.fail.retain(|s| s != h);
+                d.sinkhole.retain(|s| s != h);
+            }
+            _ => {}
+        }
+    }
+
+    fn add(&self, rule: Rule) {
+        self.added.borrow_mut().push(rule.clone());
+        self.firewall.borrow_mut().rules.insert(0, rule);
+    }
+
+    fn remove(&self, which: impl Fn(&Rule) -> bool) {
+        let added = self.added.borrow();
+        self.firewall.borrow_mut().rules.retain(|r| !(which(r) && added.contains(r)));
+    }
 }

@@ -60,14 +60,20 @@ pub struct ServiceNames {
 
 impl ServiceNames {
     /// Hosts under different allow-list entries, probed to tell "port
-    /// blocked" from "name blocked" (see [`crate::reach`]).
+    /// blocked" from "name blocked" (see [`crate::reach`]), and the other
+    /// cloud's sign-in, CRL and trust-list hosts, to tell a network that
+    /// lets the other cloud out (REG-GOV) from a closed port.
     pub fn reference_hosts(&self, service_port: u16) -> Vec<(String, u16)> {
+        let other = ServiceNames::in_cloud(self.cloud.other(), "tenant");
         vec![
             (self.bootstrap.clone(), service_port),
             (self.login.clone(), service_port),
             (self.registration.clone(), service_port),
             (self.crl_reference.clone(), 80),
             (self.trust_list.clone(), 80),
+            (other.login, service_port),
+            (other.crl_reference, 80),
+            (other.trust_list, 80),
         ]
     }
 
@@ -288,7 +294,7 @@ impl Agent {
     }
 
     async fn run_inner(&self) -> Result<(), AgentError> {
-        self.env.evidence.set_references(self.names.reference_hosts(self.config.service_port));
+        self.env.evidence.set_references(self.names.cloud, self.names.reference_hosts(self.config.service_port));
         self.ensure_installed()?;
         let trust = self.trust()?;
         let identity = match Identity::load(&self.config.install_dir)? {

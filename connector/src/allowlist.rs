@@ -182,6 +182,40 @@ pub fn entry_for(host: &str, port: u16) -> Option<(Group, &'static str)> {
     })
 }
 
+/// The one cloud whose table lists `host:port`, if only one does (names
+/// such as `*.msauth.net` are in both tables and belong to neither alone).
+pub fn cloud_of(host: &str, port: u16) -> Option<Environment> {
+    let listed = |cloud: Environment| {
+        Group::ALL
+            .iter()
+            .filter(|g| g.port() == port)
+            .any(|g| g.entries_in(cloud).iter().any(|e| entry_matches(e, host)))
+    };
+    match (listed(Environment::Public), listed(Environment::UsGov)) {
+        (true, false) => Some(Environment::Public),
+        (false, true) => Some(Environment::UsGov),
+        _ => None,
+    }
+}
+
+impl Environment {
+    /// The other cloud.
+    pub fn other(self) -> Environment {
+        match self {
+            Environment::Public => Environment::UsGov,
+            Environment::UsGov => Environment::Public,
+        }
+    }
+
+    /// How people name it.
+    pub fn title(self) -> &'static str {
+        match self {
+            Environment::Public => "public cloud",
+            Environment::UsGov => "US Government cloud",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -203,6 +237,14 @@ mod tests {
         assert_eq!(entry_for("crl3.digicert.com", 443), None);
         assert_eq!(entry_for("t.bootstrap.msappproxy.us", 443), Some((Group::Service443, "*.msappproxy.us")));
         assert_eq!(entry_for("ctldl.windowsupdate.us", 80), Some((Group::Registration80, "ctldl.windowsupdate.us")));
+    }
+
+    #[test]
+    fn names_of_one_cloud_only_say_which() {
+        assert_eq!(cloud_of("login.microsoftonline.us", 443), Some(Environment::UsGov));
+        assert_eq!(cloud_of("t.bootstrap.msappproxy.net", 443), Some(Environment::Public));
+        assert_eq!(cloud_of("x.msauth.net", 443), None);
+        assert_eq!(cloud_of("app.example", 443), None);
     }
 
     #[test]

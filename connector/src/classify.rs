@@ -14,14 +14,16 @@
 //!    entry is fine, this host is unavailable (SVC.host-unavailable);
 //! 5. a host under *another* entry on the same port answers now: the
 //!    allow-list misses this entry (NET-SVC, NET-REG, NET-CRL);
-//! 6. destinations of at least two allow-list groups on the port fail the
+//! 6. nothing of the connector's cloud answers on the port but a host of
+//!    the other cloud does: the network is the other cloud's (REG-GOV);
+//! 7. destinations of at least two allow-list groups on the port fail the
 //!    same way now: the port is blocked (NET-443, NET-80);
-//! 7. otherwise the evidence cannot tell the port from the entry, and the
+//! 8. otherwise the evidence cannot tell the port from the entry, and the
 //!    finding names the entry with what was seen.
 
 use std::net::IpAddr;
 
-use crate::allowlist::{self, Group};
+use crate::allowlist::{self, Environment, Group};
 use crate::diag::{ConnectFailure, Diagnostic};
 use crate::proxy::ProxyError;
 
@@ -35,6 +37,8 @@ pub struct Failed<'a> {
     pub failure: &'a ConnectFailure,
     /// Where it last worked, if it ever did.
     pub last_good: Option<IpAddr>,
+    /// The cloud the connector is installed for.
+    pub cloud: Environment,
 }
 
 /// A connection tried now to another destination, to locate the fault.
@@ -72,15 +76,17 @@ pub fn entry_text(host: &str, port: u16) -> String {
 /// other entry on the port, other groups first (is it the entry, or the
 /// port?). `candidates` are hosts the connector knows on `port`: those that
 /// worked before and the references of its cloud's allow-list.
-pub fn probe_plan(host: &str, port: u16, candidates: &[String]) -> Vec<String> {
+pub fn probe_plan(host: &str, port: u16, cloud: Environment, candidates: &[String]) -> Vec<String> {
     let own = allowlist::entry_for(host, port);
     let mut plan: Vec<String> = Vec::new();
     let mut entries: Vec<Option<&'static str>> = Vec::new();
-    let fresh = |c: &String| !c.eq_ignore_ascii_case(host);
+    let fresh = |c: &&String| !c.eq_ignore_ascii_case(host);
+    let other_cloud = |c: &String| allowlist::cloud_of(c, port) == Some(cloud.other());
     if let Some((_, own_entry)) = own {
         if let Some(sibling) = candidates
             .iter()
-            .filter(|c| fresh(c))
+            .filter(fresh)
+            .filter(|c| !other_cloud(c))
             .find(|c| allowlist::entry_for(c, port).map(|(_, e)| e) == Some(own_entry))
         {
             plan.push(sibling.clone());
@@ -89,7 +95,7 @@ pub fn probe_plan(host: &str, port: u16, candidates: &[String]) -> Vec<String> {
     }
     let own_group = own.map(|(g, _)| g);
     let mut others: Vec<(bool, &String)> = Vec::new();
-    for c in candidates.iter().filter(|c| fresh(c)) {
+    for c in candidates.iter().filter(fresh).filter(|c| !other_cloud(c)) {
         let Some((group, entry)) = allowlist::entry_for(c, port) else { continue };
         if entries.contains(&Some(entry)) {
             continue;
@@ -99,6 +105,9 @@ pub fn probe_plan(host: &str, port: u16, candidates: &[String]) -> Vec<String> {
     }
     others.sort_by_key(|(same_group, _)| *same_group);
     plan.extend(others.into_iter().map(|(_, c)| c.clone()));
+    // Last, one host of the other cloud: asked only when nothing of this
+    // cloud answered.
+    plan.extend(candidates.iter().filter(fresh).find(|c| other_cloud(c)).cloned());
     plan
 }
 
@@ -128,6 +137,10 @@ pub enum Verdict {
     EntryMissing { group: Group, works: String },
     /// Destinations of other groups on the port (`others`) fail the same way.
     PortBlocked { others: Vec<String> },
+    /// Nothing of the connector's cloud answers on the port, but `works`,
+    /// a host of the other cloud, does: the network is set up for the other
+    /// cloud (or the connector was installed for the wrong one).
+    OtherCloud { works: String },
     /// The probes failed in other ways, or there was nothing to probe, or
     /// the destination is under no allow-list entry.
     Unclear { group: Option<Group>, seen: String },
@@ -149,7 +162,11 @@ pub fn verdict(failed: &Failed<'_>, probes: &[Probe]) -> Verdict {
         }
     }
     let own = allowlist::entry_for(failed.host, failed.port);
-    let worked: Vec<&Probe> = probes.iter().filter(|p| p.failure.is_none()).collect();
+    let other_cloud = |p: &Probe| allowlist::cloud_of(&p.host, p.port) == Some(failed.cloud.other());
+    let worked: Vec<&Probe> = probes.iter().filter(|p| p.failure.is_none() && !other_cloud(p)).collect();
+    if let (true, Some(other)) = (worked.is_empty(), probes.iter().find(|p| p.failure.is_none() && other_cloud(p))) {
+        return Verdict::OtherCloud { works: other.host.clone() };
+    }
     let same_entry = |p: &&&Probe| own.is_some() && p.entry().map(|(_, e)| e) == own.map(|(_, e)| e);
     if let Some(sibling) = worked.iter().find(same_entry) {
         return Verdict::HostUnavailable { sibling: sibling.host.clone() };
@@ -248,13 +265,34 @@ pub fn diagnostic(failed: &Failed<'_>, verdict: &Verdict) -> Diagnostic {
             "unreachable",
             Some(12020),
             format!(
-                "cannot reach {host}:{port}{at} ({failure}), and no other host the connector needs answers on {port} either ({})",
+                "cannot reach {host}:{port}{at} ({failure}), and nothing else answers on {port} either (tried now: {})",
                 others.join(", ")
             ),
             format!(
                 "outbound TCP {port} appears blocked: allow {entry} on every firewall and proxy between the connector and the service; if firewalls filter by user, allow the Network Service account (NET-USER)"
             ),
         ),
+        Verdict::OtherCloud { works } => {
+            let (this, other) = (failed.cloud.title(), failed.cloud.other().title());
+            let remedy = match failed.cloud {
+                Environment::Public => format!(
+                    "if the tenant is in the US Government cloud, install the connector with ENVIRONMENTNAME=\"{}\"; otherwise allow the public cloud's names ({entry} and the rest of its table) on the firewall",
+                    Environment::GOV_ENVIRONMENT_NAME
+                ),
+                Environment::UsGov => format!(
+                    "if the tenant is in the public cloud, install the connector without ENVIRONMENTNAME; otherwise allow the US Government cloud's names ({entry} and the rest of its table) on the firewall"
+                ),
+            };
+            Diagnostic::new(
+                "REG-GOV",
+                "network-for-other-cloud",
+                Some(12020),
+                format!(
+                    "cannot reach {host}:{port}{at} ({failure}) nor any other {this} host on {port}, while {works}:{port} of the {other} answers: this network lets the other cloud's names out"
+                ),
+                remedy,
+            )
+        }
         Verdict::Unclear { group, seen } => Diagnostic::new(
             group.map(Group::requirement).unwrap_or(if port == 80 { "NET-80" } else { "NET-443" }),
             "unreachable",
@@ -303,7 +341,8 @@ mod tests {
     }
 
     fn code(host: &str, port: u16, failure: ConnectFailure, last_good: Option<IpAddr>, probes: &[Probe]) -> String {
-        let failed = Failed { host, port, addr: Some(addr(1)), failure: &failure, last_good };
+        let failed =
+            Failed { host, port, addr: Some(addr(1)), failure: &failure, last_good, cloud: Environment::Public };
         unreachable(&failed, probes).code
     }
 
@@ -358,6 +397,24 @@ mod tests {
                 vec![],
                 "NET-PROXY.auth-unsupported",
             ),
+            // Nothing of this cloud answers on 80, the other cloud's trust list does.
+            (
+                CRL,
+                80,
+                TimedOut,
+                None,
+                vec![bad(CTL, 80, TimedOut), bad(CRL2, 80, TimedOut), ok("ctldl.windowsupdate.us", 80)],
+                "REG-GOV.network-for-other-cloud",
+            ),
+            // The other cloud's host answering does not hide this cloud's.
+            (
+                LOGIN,
+                443,
+                TimedOut,
+                None,
+                vec![ok(BOOT, 443), ok("login.microsoftonline.us", 443)],
+                "NET-REG.unreachable",
+            ),
             // A destination outside the allow-list: only the port can be named.
             ("app.example", 443, TimedOut, None, vec![], "NET-443.unreachable"),
         ];
@@ -379,6 +436,7 @@ mod tests {
             addr: Some(IpAddr::from([0, 0, 0, 0])),
             failure: &failure,
             last_good: None,
+            cloud: Environment::Public,
         };
         assert_eq!(unreachable(&failed, &[ok(BOOT, 443)]).code, "NET-DNS.sinkhole");
     }
@@ -387,8 +445,15 @@ mod tests {
     fn the_plan_asks_a_sibling_then_other_groups_first() {
         let candidates: Vec<String> =
             [BOOT, RELAY2, LOGIN, "other.bootstrap.msappproxy.net"].map(String::from).to_vec();
-        assert_eq!(probe_plan(RELAY, 443, &candidates), vec![RELAY2.to_string(), LOGIN.into(), BOOT.into()]);
-        let candidates: Vec<String> = [CRL2, CTL, CRL].map(String::from).to_vec();
-        assert_eq!(probe_plan(CRL, 80, &candidates), vec![CTL.to_string(), CRL2.into()]);
+        assert_eq!(
+            probe_plan(RELAY, 443, Environment::Public, &candidates),
+            vec![RELAY2.to_string(), LOGIN.into(), BOOT.into()]
+        );
+        let candidates: Vec<String> = ["crl.microsoft.us", CRL2, CTL, CRL].map(String::from).to_vec();
+        assert_eq!(
+            probe_plan(CRL, 80, Environment::Public, &candidates),
+            vec![CTL.to_string(), CRL2.into(), "crl.microsoft.us".into()],
+            "the other cloud's host comes last"
+        );
     }
 }

@@ -136,7 +136,7 @@ impl Report {
 /// Runs every check.
 pub async fn run(env: &Env, cfg: &DiagnoseConfig) -> Report {
     let names = ServiceNames::in_cloud(cfg.cloud, &cfg.tenant_id);
-    env.evidence.set_references(names.reference_hosts(443));
+    env.evidence.set_references(cfg.cloud, names.reference_hosts(443));
     env.evidence.add_references(cfg.relays.iter().map(|r| (r.host.clone(), r.port)));
     let tls_ctx = TlsContext::new(env.entropy.clone(), env.clock.clone());
     let trust = match Trust::new(

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::net::IpAddr;
 use std::time::Duration;
 
-use crate::allowlist::{self, Group};
+use crate::allowlist::{self, Environment, Group};
 use crate::diag::ConnectFailure;
 use crate::time::Instant;
 
@@ -87,6 +87,8 @@ pub struct Evidence {
     /// destination fails (the tenant's service names, the trust list, a
     /// CRL host): chosen from the spec's table for the connector's cloud.
     references: RefCell<Vec<(String, u16)>>,
+    /// The cloud the connector is installed for.
+    cloud: std::cell::Cell<Environment>,
 }
 
 impl Evidence {
@@ -137,8 +139,14 @@ impl Evidence {
         self.log.borrow().iter().filter(|a| a.at >= since).cloned().collect()
     }
 
-    pub fn set_references(&self, hosts: Vec<(String, u16)>) {
+    /// The destinations worth probing, and the cloud the connector is for.
+    pub fn set_references(&self, cloud: Environment, hosts: Vec<(String, u16)>) {
+        self.cloud.set(cloud);
         *self.references.borrow_mut() = hosts;
+    }
+
+    pub fn cloud(&self) -> Environment {
+        self.cloud.get()
     }
 
     /// Adds destinations to probe (the relays a bootstrap names: each is

@@ -56,7 +56,7 @@ pub async fn explain(
     failure: &ConnectFailure,
 ) -> (classify::Verdict, Diagnostic) {
     let last_good = env.evidence.last_good(host, port);
-    let failed = classify::Failed { host, port, addr, failure, last_good };
+    let failed = classify::Failed { host, port, addr, failure, last_good, cloud: env.evidence.cloud() };
     // Name, sinkhole and proxy answers need no probe; nor does a move
     // out of the allowed ranges.
     let needs_probes = !matches!(failure, ConnectFailure::Unresolved | ConnectFailure::Proxy(_))
@@ -82,7 +82,7 @@ pub(crate) async fn probe(env: &Env, host: &str, port: u16) -> Vec<classify::Pro
         }
     }
     let mut probes = Vec::new();
-    for reference in classify::probe_plan(host, port, &candidates) {
+    for reference in classify::probe_plan(host, port, env.evidence.cloud(), &candidates) {
         let failure = crate::env::connect_observed(env, &reference, port, PROBE_TIMEOUT).await.err().map(|(_, f)| f);
         probes.push(classify::Probe { host: reference, port, failure });
         if classify::probes_settle(&probes) {

@@ -161,8 +161,8 @@ fn unreachable_diagnostic(host: &str, failed: &[(String, ConnectFailure)], cause
             "unreachable",
             Some(12020),
             format!(
-                "{learned}: no revocation server answered on port 80: {list}; nor did {}",
-                if others.is_empty() { "anything else".to_string() } else { others.join(", ") }
+                "{learned}: no revocation server answered on port 80: {list}; nor did anything else tried now ({})",
+                if others.is_empty() { "nothing to try".to_string() } else { others.join(", ") }
             ),
             format!("allow outbound TCP 80 to the CRL/OCSP hosts ({hosts}) on every firewall and proxy"),
         ),
