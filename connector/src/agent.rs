@@ -529,7 +529,9 @@ impl Agent {
                         endpoints: cfg.relay_endpoints.len(),
                         interval_s: interval.as_secs(),
                     });
-                    self.env.evidence.add_references(cfg.relay_endpoints.iter().map(|e| (e.host.clone(), e.port)));
+                    self.env
+                        .evidence
+                        .set_relays(cfg.relay_endpoints.iter().map(|e| (e.host.clone(), e.port)).collect());
                     if self.reconcile(&mut tunnels.borrow_mut(), &cfg, &identity, shared) {
                         health.tunnels_restarted();
                     }

@@ -8,8 +8,8 @@
 //! The rules, in order:
 //! 1. the name did not resolve, or resolved to a sinkhole: DNS (NET-DNS);
 //! 2. the proxy refused or demanded authentication (NET-PROXY);
-//! 3. it worked before at another address, and this one fails: the
-//!    service moved out of an IP allow-list (NET-RULES);
+//! 3. it worked before at another address, this one fails and the port
+//!    works elsewhere: the service moved out of an IP allow-list (NET-RULES);
 //! 4. another host under the *same* allow-list entry answers now: the
 //!    entry is fine, this host is unavailable (SVC.host-unavailable);
 //! 5. a host under *another* entry on the same port answers now: the
@@ -48,6 +48,9 @@ pub struct Probe {
     pub port: u16,
     /// `None` when it connected.
     pub failure: Option<ConnectFailure>,
+    /// It failed at the very address where it worked before: whatever
+    /// blocks it does not depend on the service having moved.
+    pub failed_where_it_worked: bool,
 }
 
 impl Probe {
@@ -111,8 +114,15 @@ pub fn probe_plan(host: &str, port: u16, cloud: Environment, candidates: &[Strin
     plan
 }
 
+/// Whether probes can tell anything about `failed`: not for a name that
+/// does not resolve or resolves to a sinkhole, nor for a proxy's answer.
+pub fn needs_probes(failed: &Failed<'_>) -> bool {
+    !matches!(failed.failure, ConnectFailure::Unresolved | ConnectFailure::Proxy(_))
+        && !failed.addr.is_some_and(is_sinkhole)
+}
+
 /// Whether probing can stop: a host answered, so the rules have what they
-/// need (rule 4 or 5).
+/// need (rules 3 to 6).
 pub fn probes_settle(probes: &[Probe]) -> bool {
     probes.iter().any(|p| p.failure.is_none())
 }
@@ -142,7 +152,7 @@ pub enum Verdict {
     /// cloud (or the connector was installed for the wrong one).
     OtherCloud { works: String },
     /// The probes failed in other ways, or there was nothing to probe, or
-    /// the destination is under no allow-list entry.
+    /// the destination is under no allow-list entry (then `group` is none).
     Unclear { group: Option<Group>, seen: String },
 }
 
@@ -156,14 +166,19 @@ pub fn verdict(failed: &Failed<'_>, probes: &[Probe]) -> Verdict {
     if let Some(a) = failed.addr.filter(|a| is_sinkhole(*a)) {
         return Verdict::Sinkhole(a);
     }
-    if let (Some(now), Some(before)) = (failed.addr, failed.last_good) {
+    let own = allowlist::entry_for(failed.host, failed.port);
+    let other_cloud = |p: &Probe| allowlist::cloud_of(&p.host, p.port) == Some(failed.cloud.other());
+    let worked: Vec<&Probe> = probes.iter().filter(|p| p.failure.is_none() && !other_cloud(p)).collect();
+    // A new address that fails, while nothing fails at an address where it
+    // worked before: the IP allow-list lags the service's ranges. (If
+    // something fails where it worked, the port or a rule blocks old
+    // addresses too, and a name that moved within its pool says nothing.)
+    let blocked_in_place = probes.iter().any(|p| p.failure.is_some() && p.failed_where_it_worked);
+    if let (Some(now), Some(before), false) = (failed.addr, failed.last_good, blocked_in_place) {
         if now != before {
             return Verdict::StaleRanges { now, before };
         }
     }
-    let own = allowlist::entry_for(failed.host, failed.port);
-    let other_cloud = |p: &Probe| allowlist::cloud_of(&p.host, p.port) == Some(failed.cloud.other());
-    let worked: Vec<&Probe> = probes.iter().filter(|p| p.failure.is_none() && !other_cloud(p)).collect();
     if let (true, Some(other)) = (worked.is_empty(), probes.iter().find(|p| p.failure.is_none() && other_cloud(p))) {
         return Verdict::OtherCloud { works: other.host.clone() };
     }
@@ -173,7 +188,7 @@ pub fn verdict(failed: &Failed<'_>, probes: &[Probe]) -> Verdict {
     }
     match (worked.first(), own) {
         (Some(other), Some((group, _))) => Verdict::EntryMissing { group, works: other.host.clone() },
-        (None, _) if port_blocked(failed, probes) || own.is_none() => {
+        (None, Some(_)) if port_blocked(failed, probes) => {
             Verdict::PortBlocked { others: probes.iter().map(|p| p.host.clone()).collect() }
         }
         _ => {
@@ -184,15 +199,10 @@ pub fn verdict(failed: &Failed<'_>, probes: &[Probe]) -> Verdict {
                     None => format!("{}:{} (works)", p.host, p.port),
                 })
                 .collect::<Vec<_>>();
-            let seen = if seen.is_empty() { "no other destination to compare with".into() } else { seen.join(", ") };
+            let seen = if seen.is_empty() { "none to compare with".into() } else { seen.join(", ") };
             Verdict::Unclear { group: own.map(|(g, _)| g), seen }
         }
     }
-}
-
-/// The finding for `failed`, given the probes made now.
-pub fn unreachable(failed: &Failed<'_>, probes: &[Probe]) -> Diagnostic {
-    diagnostic(failed, &verdict(failed, probes))
 }
 
 /// The general wording of `verdict` for `failed`.
@@ -303,7 +313,7 @@ pub fn diagnostic(failed: &Failed<'_>, verdict: &Verdict) -> Diagnostic {
     }
 }
 
-/// Rule 6: the failed destination and probes of at least one other group
+/// Rule 7: the failed destination and probes of at least one other group
 /// on the port all fail, and the same way (dropped, or refused).
 fn port_blocked(failed: &Failed<'_>, probes: &[Probe]) -> bool {
     let own_group = allowlist::entry_for(failed.host, failed.port).map(|(g, _)| g);
@@ -333,17 +343,22 @@ mod tests {
     }
 
     fn ok(host: &str, port: u16) -> Probe {
-        Probe { host: host.into(), port, failure: None }
+        Probe { host: host.into(), port, failure: None, failed_where_it_worked: false }
+    }
+
+    /// Failed at an address other than where it last worked.
+    fn moved(host: &str, port: u16) -> Probe {
+        Probe { failed_where_it_worked: false, ..bad(host, port, ConnectFailure::TimedOut) }
     }
 
     fn bad(host: &str, port: u16, f: ConnectFailure) -> Probe {
-        Probe { host: host.into(), port, failure: Some(f) }
+        Probe { host: host.into(), port, failure: Some(f), failed_where_it_worked: true }
     }
 
     fn code(host: &str, port: u16, failure: ConnectFailure, last_good: Option<IpAddr>, probes: &[Probe]) -> String {
         let failed =
             Failed { host, port, addr: Some(addr(1)), failure: &failure, last_good, cloud: Environment::Public };
-        unreachable(&failed, probes).code
+        diagnostic(&failed, &verdict(&failed, probes)).code
     }
 
     #[test]
@@ -379,6 +394,25 @@ mod tests {
             (CRL, 80, Refused, None, vec![bad(CRL2, 80, Refused), bad(CTL, 80, Refused)], "NET-80.unreachable"),
             // Worked at another address before: the IP allow-list is stale.
             (RELAY, 443, TimedOut, Some(addr(9)), vec![ok(BOOT, 443)], "NET-RULES.stale-ranges"),
+            // Everything of the service moved and fails at its new address:
+            // the ranges, even though no probe answers.
+            (
+                RELAY,
+                443,
+                TimedOut,
+                Some(addr(9)),
+                vec![moved(RELAY2, 443), moved(LOGIN, 443)],
+                "NET-RULES.stale-ranges",
+            ),
+            // A new address of a pool on a closed port: the port, not the ranges.
+            (
+                RELAY,
+                443,
+                TimedOut,
+                Some(addr(9)),
+                vec![bad(RELAY2, 443, TimedOut), bad(LOGIN, 443, TimedOut)],
+                "NET-443.unreachable",
+            ),
             // Worked at this very address before: not stale ranges.
             (
                 RELAY,
@@ -438,7 +472,7 @@ mod tests {
             last_good: None,
             cloud: Environment::Public,
         };
-        assert_eq!(unreachable(&failed, &[ok(BOOT, 443)]).code, "NET-DNS.sinkhole");
+        assert_eq!(diagnostic(&failed, &verdict(&failed, &[ok(BOOT, 443)])).code, "NET-DNS.sinkhole");
     }
 
     #[test]

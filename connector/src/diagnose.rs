@@ -137,7 +137,7 @@ impl Report {
 pub async fn run(env: &Env, cfg: &DiagnoseConfig) -> Report {
     let names = ServiceNames::in_cloud(cfg.cloud, &cfg.tenant_id);
     env.evidence.set_references(cfg.cloud, names.reference_hosts(443));
-    env.evidence.add_references(cfg.relays.iter().map(|r| (r.host.clone(), r.port)));
+    env.evidence.set_relays(cfg.relays.iter().map(|r| (r.host.clone(), r.port)).collect());
     let tls_ctx = TlsContext::new(env.entropy.clone(), env.clock.clone());
     let trust = match Trust::new(
         cfg.trusted_roots.clone(),

@@ -97,7 +97,7 @@ pub async fn connect_observed(
     let result = match crate::time::timeout(timeout, net.resolve(host)).await {
         // A sinkhole answer (0.0.0.0) is no address to connect to: Windows
         // fails such a connect at once (WSAEADDRNOTAVAIL), so do we.
-        Ok(Ok(addr)) if addr.is_unspecified() => {
+        Ok(Ok(addr)) if crate::classify::is_sinkhole(addr) => {
             Err((Some(addr), ConnectFailure::Other(format!("{addr} is not an address to connect to"))))
         }
         Ok(Ok(addr)) => match crate::time::timeout(timeout, net.connect_timed(host, addr, port)).await {
@@ -105,8 +105,9 @@ pub async fn connect_observed(
             Ok(Err(e)) => Err((Some(addr), ConnectFailure::from_io(&e))),
             Err(_) => Err((Some(addr), ConnectFailure::TimedOut)),
         },
-        Ok(Err(_)) => Err((None, ConnectFailure::Unresolved)),
-        Err(_) => Err((None, ConnectFailure::Other("DNS did not answer".into()))),
+        // No answer from DNS in time is a name that did not resolve: a
+        // finding about DNS, which probes of other names cannot refine.
+        Ok(Err(_)) | Err(_) => Err((None, ConnectFailure::Unresolved)),
     };
     let outcome = match &result {
         Ok((addr, _, rtt)) => Outcome::Connected { addr: *addr, rtt: *rtt },

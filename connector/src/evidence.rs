@@ -1,11 +1,14 @@
 //! The evidence log: every outbound connection attempt the agent makes, as a
-//! typed fact (destination, port, allow-list group, route, when, and what
-//! happened), so that findings are derived from what the connector saw, on
-//! every path alike (service calls, tunnels, revocation downloads,
-//! `connector diagnose`), never from one path's private memory.
+//! typed fact (destination, port, route, when, and what happened), so that
+//! findings are derived from what the connector saw, on every path alike
+//! (service calls, tunnels, revocation downloads, `connector diagnose`),
+//! never from one path's private memory.
 //!
-//! Sans I/O: the log is filled by the code that connects (`net::connect`)
-//! and read by the classifier ([`crate::reach`]) and by the health checks.
+//! Sans I/O: `env::connect_observed` fills it. The classifier's I/O half
+//! ([`crate::reach`]) reads it for what it remembers (where a destination
+//! last worked, which destinations to probe) and reuses an outcome seen in
+//! the last seconds instead of probing again; the health checks read the
+//! round trips.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
@@ -56,21 +59,13 @@ pub struct Attempt {
     pub at: Instant,
     pub host: String,
     pub port: u16,
-    /// The allow-list group the destination falls under, if any.
-    pub group: Option<Group>,
     pub route: Route,
     pub outcome: Outcome,
 }
 
 impl Attempt {
     pub fn new(host: &str, port: u16, route: Route, outcome: Outcome) -> Self {
-        let host = host.to_ascii_lowercase();
-        let group = allowlist::entry_for(&host, port).map(|(g, _)| g);
-        Attempt { at: Instant::now(), host, port, group, route, outcome }
-    }
-
-    pub fn worked(&self) -> bool {
-        matches!(self.outcome, Outcome::Connected { .. })
+        Attempt { at: Instant::now(), host: host.to_ascii_lowercase(), port, route, outcome }
     }
 }
 
@@ -85,8 +80,12 @@ pub struct Evidence {
     rtts: RefCell<BTreeMap<String, VecDeque<Duration>>>,
     /// Destinations of other allow-list entries worth probing when a
     /// destination fails (the tenant's service names, the trust list, a
-    /// CRL host): chosen from the spec's table for the connector's cloud.
+    /// CRL host, and the other cloud's): chosen from the spec's table.
     references: RefCell<Vec<(String, u16)>>,
+    /// The relays the last bootstrap named (each the others' sibling under
+    /// one allow-list entry); replaced at every bootstrap, so a relay the
+    /// service stopped naming is not taken for a sibling.
+    relays: RefCell<Vec<(String, u16)>>,
     /// The cloud the connector is installed for.
     cloud: std::cell::Cell<Environment>,
 }
@@ -134,11 +133,6 @@ impl Evidence {
         (samples.len() >= min).then(|| samples.into_iter().min()).flatten()
     }
 
-    /// The attempts at or after `since`, oldest first.
-    pub fn since(&self, since: Instant) -> Vec<Attempt> {
-        self.log.borrow().iter().filter(|a| a.at >= since).cloned().collect()
-    }
-
     /// The destinations worth probing, and the cloud the connector is for.
     pub fn set_references(&self, cloud: Environment, hosts: Vec<(String, u16)>) {
         self.cloud.set(cloud);
@@ -149,19 +143,33 @@ impl Evidence {
         self.cloud.get()
     }
 
-    /// Adds destinations to probe (the relays a bootstrap names: each is
-    /// the others' sibling under the same allow-list entry).
-    pub fn add_references(&self, hosts: impl IntoIterator<Item = (String, u16)>) {
-        let mut references = self.references.borrow_mut();
-        for h in hosts {
-            if !references.contains(&h) {
-                references.push(h);
-            }
-        }
+    /// The relays the service names now.
+    pub fn set_relays(&self, relays: Vec<(String, u16)>) {
+        *self.relays.borrow_mut() = relays;
     }
 
-    pub fn references(&self) -> Vec<(String, u16)> {
-        self.references.borrow().clone()
+    /// Hosts to probe on `port` when `except` fails: the current relays,
+    /// the references, then what worked before; each once.
+    pub fn candidates(&self, port: u16, except: &str) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        let listed = self.relays.borrow().iter().chain(self.references.borrow().iter()).cloned().collect::<Vec<_>>();
+        let known = listed.into_iter().filter(|(_, p)| *p == port).map(|(h, _)| h.to_ascii_lowercase());
+        for h in known.chain(self.worked_on(port, except)) {
+            if !h.eq_ignore_ascii_case(except) && !out.contains(&h) {
+                out.push(h);
+            }
+        }
+        out
+    }
+
+    /// What happened to the last attempt at `host:port`, if it was made in
+    /// the last `within`: an answer the network gave seconds ago is
+    /// evidence enough, and asking again would only repeat the wait.
+    pub fn recent(&self, host: &str, port: u16, within: Duration) -> Option<Outcome> {
+        let host = host.to_ascii_lowercase();
+        let log = self.log.borrow();
+        let last = log.iter().rev().find(|a| a.host == host && a.port == port)?;
+        (last.at.elapsed() <= within).then(|| last.outcome.clone())
     }
 }
 
@@ -191,7 +199,8 @@ mod tests {
         for _ in 0..LOG_MAX {
             e.record(ok("other.msappproxy.net", 5));
         }
-        assert!(e.since(Instant::now()).iter().all(|a| a.host == "other.msappproxy.net"));
+        assert_eq!(e.recent("t.bootstrap.msappproxy.net", 443, Duration::from_secs(60)), None, "out of the log");
+        assert!(e.recent("other.msappproxy.net", 443, Duration::from_secs(60)).is_some());
         assert_eq!(e.last_good("t.bootstrap.msappproxy.net", 443), Some(IpAddr::from([10, 0, 0, 1])));
         assert_eq!(e.worked_on(443, "other.msappproxy.net"), vec!["t.bootstrap.msappproxy.net".to_string()]);
     }

@@ -42,7 +42,8 @@ impl Health {
     }
 
     /// Findings after a successful bootstrap to `bootstrap_host`, with
-    /// `tunnels_up` tunnels up and `rtt` the last round trip to it.
+    /// `tunnels_up` tunnels up and `rtt` the distance to the service's
+    /// hosts (the least of several TCP handshakes with them).
     pub fn after_bootstrap(
         &mut self,
         bootstrap_host: &str,
@@ -61,7 +62,7 @@ impl Health {
                 "far-from-instance",
                 None,
                 format!(
-                    "the tenant's cloud instance is about {} ms away (round trip to {bootstrap_host}); connectors get the tenant's home-region instance ({relays}) wherever they are, so every request pays this distance",
+                    "the tenant's cloud instance is about {} ms away (round trips to {bootstrap_host} and the other service hosts); connectors get the tenant's home-region instance ({relays}) wherever they are, so every request pays this distance",
                     rtt.as_millis()
                 ),
                 "install connectors close to the tenant's region and to the applications (HOST-NEAR)",

@@ -80,9 +80,10 @@ impl Net for ProxyNet {
         port: u16,
     ) -> LocalBoxFuture<'a, io::Result<(BoxStream, Duration)>> {
         Box::pin(async move {
+            // Only the TCP handshake is timed, not the lookup of the proxy's name.
+            let proxy_addr = self.inner.resolve(&self.host).await?;
             let started = Instant::now();
-            let (_, mut s) =
-                crate::env::connect(self.inner.as_ref(), &self.host, self.port).await.map_err(|e| e.error)?;
+            let mut s = self.inner.connect_addr(&self.host, proxy_addr, self.port).await?;
             let to_proxy = started.elapsed();
             let asked = Instant::now();
             let target = format!("{host}:{port}");

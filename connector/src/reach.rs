@@ -12,9 +12,14 @@ use std::time::Duration;
 use crate::classify;
 use crate::diag::{ConnectFailure, Diagnostic};
 use crate::env::{BoxStream, Env};
+use crate::evidence::Outcome;
 
 /// How long a reference probe may take.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// An attempt this recent at a probe's destination answers the probe
+/// (several failures explained one after another ask the same questions).
+pub const PROBE_FRESH: Duration = Duration::from_secs(10);
 
 /// A failed connect, explained.
 pub struct Unreachable {
@@ -57,12 +62,7 @@ pub async fn explain(
 ) -> (classify::Verdict, Diagnostic) {
     let last_good = env.evidence.last_good(host, port);
     let failed = classify::Failed { host, port, addr, failure, last_good, cloud: env.evidence.cloud() };
-    // Name, sinkhole and proxy answers need no probe; nor does a move
-    // out of the allowed ranges.
-    let needs_probes = !matches!(failure, ConnectFailure::Unresolved | ConnectFailure::Proxy(_))
-        && !addr.is_some_and(classify::is_sinkhole)
-        && !matches!((addr, last_good), (Some(a), Some(b)) if a != b);
-    let probes = if needs_probes { probe(env, host, port).await } else { Vec::new() };
+    let probes = if classify::needs_probes(&failed) { probe(env, host, port).await } else { Vec::new() };
     let verdict = classify::verdict(&failed, &probes);
     let diagnostic = classify::diagnostic(&failed, &verdict);
     (verdict, diagnostic)
@@ -75,16 +75,18 @@ pub async fn explain(
 /// on a missing allow-list entry because registration had worked an hour
 /// earlier).
 pub(crate) async fn probe(env: &Env, host: &str, port: u16) -> Vec<classify::Probe> {
-    let mut candidates = env.evidence.worked_on(port, host);
-    for (reference, rport) in env.evidence.references() {
-        if rport == port && !candidates.contains(&reference) {
-            candidates.push(reference);
-        }
-    }
+    let candidates = env.evidence.candidates(port, host);
     let mut probes = Vec::new();
     for reference in classify::probe_plan(host, port, env.evidence.cloud(), &candidates) {
-        let failure = crate::env::connect_observed(env, &reference, port, PROBE_TIMEOUT).await.err().map(|(_, f)| f);
-        probes.push(classify::Probe { host: reference, port, failure });
+        let before = env.evidence.last_good(&reference, port);
+        let failed = match env.evidence.recent(&reference, port, PROBE_FRESH) {
+            Some(Outcome::Connected { .. }) => None,
+            Some(Outcome::Failed { addr, failure }) => Some((addr, failure)),
+            None => crate::env::connect_observed(env, &reference, port, PROBE_TIMEOUT).await.err(),
+        };
+        let failed_where_it_worked = matches!((&failed, before), (Some((Some(a), _)), Some(b)) if *a == b);
+        let failure = failed.map(|(_, f)| f);
+        probes.push(classify::Probe { host: reference, port, failure, failed_where_it_worked });
         if classify::probes_settle(&probes) {
             break;
         }

@@ -78,8 +78,8 @@ pub struct Shared {
     pub up: RefCell<usize>,
     /// Kept-alive backend connections.
     pub backends: Rc<backend::Pool>,
-    /// Woken when a tunnel comes up after failing: the network is back, so
-    /// a heartbeat that failed meanwhile is retried at once instead of at
+    /// Woken when a tunnel is established (a relay said Hello): the network
+    /// works, so a heartbeat that failed is retried at once instead of at
     /// the end of its backoff.
     pub network_back: tokio::sync::Notify,
 }
@@ -124,9 +124,6 @@ pub async fn run(env: Env, cfg: TunnelConfig, shared: Rc<Shared>, endpoint: Rela
         let tls = shared.tls.borrow().clone();
         match open_tls(&env, &tls, &endpoint.host, endpoint.port, cfg.connect_timeout).await {
             Ok(stream) => {
-                if attempt > 0 {
-                    shared.network_back.notify_waiters();
-                }
                 let end = drive(&env, &cfg, &shared, &name, stream).await;
                 let (reason, tls_failure, healthy) = match end {
                     (End::Drained, _) => ("drained after GoAway".to_string(), None, true),
@@ -227,6 +224,9 @@ where
                 Event::Established { .. } => {
                     up = true;
                     _up_guard = Some(UpGuard::new(shared));
+                    // A relay took the tunnel: the network works, so a
+                    // heartbeat that failed need not wait out its backoff.
+                    shared.network_back.notify_waiters();
                     env.emit(AgentEvent::TunnelUp { endpoint: name.to_string() });
                 }
                 Event::Request { id, head, fin } => {

@@ -97,20 +97,20 @@ impl RevocationFailure {
                     "the cached revocation list {url} expired {expired_s_ago}s ago and cannot be refreshed ({failure}); {host} is refused"
                 );
                 match &cause.verdict {
-                    // The port, the name or the proxy, not the CRL server.
-                    Some(
-                        Verdict::PortBlocked { .. } | Verdict::Unresolved | Verdict::Sinkhole(_) | Verdict::Proxy(_),
-                    ) => Diagnostic {
-                        message: format!("{stale}: {}", cause.diagnostic.message),
-                        ..cause.diagnostic.clone()
-                    },
-                    _ => Diagnostic::new(
+                    // The CRL server itself (or its entry): the list is stale.
+                    Some(Verdict::EntryMissing { .. } | Verdict::HostUnavailable { .. } | Verdict::Unclear { .. })
+                    | None => Diagnostic::new(
                         "NET-CRL",
                         "stale",
                         Some(12020),
                         format!("{stale}: {}", cause.diagnostic.message),
                         "make sure the CRL hosts are reachable on port 80",
                     ),
+                    // The port, the name, the proxy, the ranges, the cloud.
+                    Some(_) => Diagnostic {
+                        message: format!("{stale}: {}", cause.diagnostic.message),
+                        ..cause.diagnostic.clone()
+                    },
                 }
             }
             RevocationFailure::Revoked { subject, serial, source } => Diagnostic::new(

@@ -93,8 +93,7 @@ impl Trust {
         self.verifier.seen.lock().unwrap_or_else(|e| e.into_inner()).get(host).cloned()
     }
 
-    /// The diagnostic for a failed handshake with `host:port` (`error` as
-    /// rustls spells it).
+    /// The diagnostic for a failed handshake with `host:port`.
     pub fn explain(&self, host: &str, port: u16, error: &TlsFailure, now: std::time::SystemTime) -> Diagnostic {
         let chain = self.seen_chain(host).unwrap_or_default();
         if error.is_unknown_issuer() {

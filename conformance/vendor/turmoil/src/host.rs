@@ -515,9 +515,13 @@ impl Tcp {
                     }
                 }
             }
-            // connsim patch: the connect completes when the SYN-ACK arrives.
+            // connsim patch: the connect completes when the SYN-ACK arrives;
+            // a client that gave up meanwhile answers with a reset, so the
+            // server's accepted stream does not stay half open.
             Segment::SynAck(syn) => {
-                let _ = syn.ack.send(());
+                if syn.ack.send(()).is_err() {
+                    return Err(Protocol::Tcp(Segment::Rst));
+                }
             }
             Segment::Data(seq, data) => match self.sockets.get_mut(&SocketPair::new(dst, src)) {
                 Some(sock) => sock.buffer(seq, SequencedSegment::Data(data))?,
