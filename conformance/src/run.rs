@@ -703,7 +703,9 @@ async fn user_request(ingress: &str, p: &Planned) -> Result<(u16, Option<String>
 }
 
 /// What the timeline changes in the network while a run goes: perimeter
-/// rules it adds and removes (only its own), and the world's DNS.
+/// rules it adds and removes (only its own: the world file's rules stay),
+/// and the world's DNS faults (`dns restore` clears a suffix's faults,
+/// the world file's included).
 struct NetworkEdits {
     firewall: Rc<RefCell<Firewall>>,
     dns: Rc<RefCell<Dns>>,

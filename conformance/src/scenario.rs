@@ -100,7 +100,8 @@ pub enum TimelineEvent {
     /// Remove the timeline's rules for a domain suffix.
     UnblockHost(HostSuffix),
     /// The world's DNS stops resolving a suffix (NXDOMAIN), or a DNS filter
-    /// starts answering 0.0.0.0 for it; `dns restore` ends either.
+    /// starts answering 0.0.0.0 for it; `dns restore` ends either, also
+    /// when the world file set it.
     DnsFail(HostSuffix),
     DnsSinkhole(HostSuffix),
     DnsRestore(HostSuffix),
