@@ -137,14 +137,10 @@ impl Dest {
             Dest::Service443 => {
                 vec![(if gov { "*.servicebus.usgovcloudapi.net" } else { "*.servicebus.windows.net" }).into()]
             }
-            Dest::Registration443 => {
-                vec![(if gov { "login.microsoftonline.us" } else { "login.microsoftonline.com" }).into()]
-            }
+            Dest::Registration443 => vec![connector::ServiceNames::in_cloud(cloud, "contoso").login],
             Dest::Crl80 => Group::Crl80.entries_in(cloud).iter().map(|e| e.to_string()).collect(),
             Dest::Registration80 => Group::Registration80.entries_in(cloud).iter().map(|e| e.to_string()).collect(),
-            Dest::Renewtrust => {
-                vec![format!("contoso.renewtrust.{}", if gov { "msappproxy.us" } else { "msappproxy.net" })]
-            }
+            Dest::Renewtrust => vec![connector::ServiceNames::in_cloud(cloud, "contoso").renewtrust],
         }
     }
 }

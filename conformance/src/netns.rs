@@ -540,12 +540,12 @@ fn judge(s: &Scenario, evs: &[serde_json::Value], user_statuses: BTreeMap<String
     };
     let diags: Vec<&serde_json::Value> = evs.iter().filter(|e| e["event"] == "diagnostic").collect();
     let diagnostics: BTreeSet<String> = diags.iter().filter_map(|d| d["code"].as_str().map(String::from)).collect();
+    let reported: Vec<connector::diag::Diagnostic> =
+        diags.iter().filter_map(|d| serde_json::from_value((*d).clone()).ok()).collect();
     let mut findings: Vec<connector::diag::Diagnostic> = Vec::new();
-    for d in &diags {
-        if let Ok(f) = serde_json::from_value::<connector::diag::Diagnostic>((*d).clone()) {
-            if !findings.iter().any(|x| x.code == f.code) {
-                findings.push(f);
-            }
+    for f in &reported {
+        if !findings.iter().any(|x| x.code == f.code) {
+            findings.push(f.clone());
         }
     }
 
@@ -554,8 +554,6 @@ fn judge(s: &Scenario, evs: &[serde_json::Value], user_statuses: BTreeMap<String
     if outcome != x.outcome {
         failures.push(format!("outcome: expected {:?}, got {outcome:?}", x.outcome));
     }
-    let reported: Vec<connector::diag::Diagnostic> =
-        diags.iter().filter_map(|d| serde_json::from_value((*d).clone()).ok()).collect();
     failures.extend(crate::check::diagnostic_failures(x, &reported));
     let ok: u32 = user_statuses.iter().filter(|(k, _)| k.starts_with('2')).map(|(_, v)| *v).sum();
     let sent: u32 = user_statuses.values().sum();

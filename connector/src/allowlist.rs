@@ -174,23 +174,21 @@ pub fn entry_matches(entry: &str, host: &str) -> bool {
 /// either cloud's table (their names do not overlap in meaning: a name
 /// shared by both belongs to the same group in each).
 pub fn entry_for(host: &str, port: u16) -> Option<(Group, &'static str)> {
-    [Environment::Public, Environment::UsGov].iter().find_map(|&cloud| {
-        Group::ALL
-            .iter()
-            .filter(|g| g.port() == port)
-            .find_map(|g| g.entries_in(cloud).iter().find(|e| entry_matches(e, host)).map(|e| (*g, *e)))
-    })
+    entry_in(Environment::Public, host, port).or_else(|| entry_in(Environment::UsGov, host, port))
+}
+
+/// The entry (and its group) of `cloud`'s table covering `host:port`.
+fn entry_in(cloud: Environment, host: &str, port: u16) -> Option<(Group, &'static str)> {
+    Group::ALL
+        .iter()
+        .filter(|g| g.port() == port)
+        .find_map(|g| g.entries_in(cloud).iter().find(|e| entry_matches(e, host)).map(|e| (*g, *e)))
 }
 
 /// The one cloud whose table lists `host:port`, if only one does (names
 /// such as `*.msauth.net` are in both tables and belong to neither alone).
 pub fn cloud_of(host: &str, port: u16) -> Option<Environment> {
-    let listed = |cloud: Environment| {
-        Group::ALL
-            .iter()
-            .filter(|g| g.port() == port)
-            .any(|g| g.entries_in(cloud).iter().any(|e| entry_matches(e, host)))
-    };
+    let listed = |cloud: Environment| entry_in(cloud, host, port).is_some();
     match (listed(Environment::Public), listed(Environment::UsGov)) {
         (true, false) => Some(Environment::Public),
         (false, true) => Some(Environment::UsGov),
