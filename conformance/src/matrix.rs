@@ -257,8 +257,8 @@ pub fn skip_reason(c: &Cell) -> Option<&'static str> {
     let static_fault = "the timeline can start and end port, host and DNS faults, revocations and revocation-server outages, not this one (world-model issue)";
     Some(match (c.fault, c.path) {
         (Fault::ProxyRefuses | Fault::Proxy407, Path::Direct) => "no proxy on the direct path",
-        (f, Path::Proxy) if !matches!(f, Fault::ProxyRefuses | Fault::Proxy407) => {
-            "the proxy's onward network skips the world's firewall, DNS faults and middleboxes (world-model issue)"
+        (Fault::RangesMoved, Path::Proxy) => {
+            "behind the proxy the connector never sees the service's addresses: an IP allow-list on the proxy's egress is not modelled"
         }
         _ if c.dest == Dest::Renewtrust => {
             "trust renewal happens only at a renewal point (most of the certificate's lifetime, checked every 6 h): not built yet"
@@ -393,19 +393,38 @@ pub fn scenario(c: &Cell) -> (String, Option<u64>) {
         w.push_str("cloud = \"us-gov\"\n");
         connector.push_str("environment_name = \"AzureUSGovernment\"\n");
     }
+    // Behind the proxy, firewall faults are on the proxy's egress: the
+    // perimeter lets only the proxy out.
+    let at = if c.path == Path::Proxy { " at proxy" } else { "" };
+    if c.path == Path::Proxy {
+        let rules = names
+            .iter()
+            .map(|n| format!("{{ action = \"drop\", host_suffix = {n:?} }}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        match c.fault {
+            Fault::Proxy407 => w.push_str("proxy = { auth = true }\n"),
+            Fault::ProxyRefuses => drop(writeln!(w, "proxy = {{ allow = [{rules}] }}")),
+            _ => w.push_str("proxy = {}\n"),
+        }
+        w.push_str(
+            "firewall = [\n  { action = \"allow\", port = 8080, host_suffix = \"proxy.corp.local\" },\n  { action = \"drop\", port = 443 },\n  { action = \"drop\", port = 80 },\n]\n",
+        );
+        connector.push_str("use_proxy = true\n");
+    }
     match c.fault {
         Fault::PortDropped | Fault::PortRejected => {
             let verb = if c.fault == Fault::PortDropped { "block" } else { "reject" };
-            timeline.push((start, format!("{verb} port {port}")));
+            timeline.push((start, format!("{verb} port {port}{at}")));
             if let Some(end) = end {
-                timeline.push((end, format!("unblock port {port}")));
+                timeline.push((end, format!("unblock port {port}{at}")));
             }
         }
         Fault::EntryMissing => {
             for entry in c.dest.group().entries_in(c.cloud) {
-                timeline.push((start, format!("block host {entry}")));
+                timeline.push((start, format!("block host {entry}{at}")));
                 if let Some(end) = end {
-                    timeline.push((end, format!("unblock host {entry}")));
+                    timeline.push((end, format!("unblock host {entry}{at}")));
                 }
             }
         }
@@ -423,22 +442,8 @@ pub fn scenario(c: &Cell) -> (String, Option<u64>) {
             timeline.push((start, "advance ip week".into()));
             timeline.push((start + 60, "restart relay".into()));
         }
-        Fault::ProxyRefuses | Fault::Proxy407 => {
-            let rules = names
-                .iter()
-                .map(|n| format!("{{ action = \"drop\", host_suffix = {n:?} }}"))
-                .collect::<Vec<_>>()
-                .join(", ");
-            if c.fault == Fault::Proxy407 {
-                w.push_str("proxy = { auth = true }\n");
-            } else {
-                let _ = writeln!(w, "proxy = {{ allow = [{rules}] }}");
-            }
-            w.push_str(
-                "firewall = [\n  { action = \"allow\", port = 8080, host_suffix = \"proxy.corp.local\" },\n  { action = \"drop\", port = 443 },\n  { action = \"drop\", port = 80 },\n]\n",
-            );
-            connector.push_str("use_proxy = true\n");
-        }
+        // Set up with the proxy above.
+        Fault::ProxyRefuses | Fault::Proxy407 => {}
         Fault::TlsInspection | Fault::LegacyTls => {
             let mode = if c.fault == Fault::LegacyTls { ", mode = \"legacy-tls\"" } else { "" };
             let _ = writeln!(w, "inspection = {{ hosts = [{quoted}]{mode} }}");

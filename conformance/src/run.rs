@@ -281,7 +281,13 @@ fn simulate(
         .inspection
         .as_ref()
         .map(|i| Rc::new(Interception { inspector: INSPECTOR_HOST.to_string(), suffixes: i.hosts.clone() }));
-    let network = NetworkEdits { firewall: firewall.clone(), dns: dns.clone(), added: RefCell::default() };
+    let proxy_egress =
+        Rc::new(RefCell::new(Firewall { rules: w.proxy.as_ref().map(|p| p.egress.clone()).unwrap_or_default() }));
+    let network = NetworkEdits {
+        perimeter: FirewallEdits::new(firewall.clone()),
+        proxy_egress: FirewallEdits::new(proxy_egress.clone()),
+        dns: dns.clone(),
+    };
 
     let tick = w.tick.map(|t| t.0).unwrap_or(DEFAULT_TICK).max(Duration::from_millis(1));
     let mut sim = new_sim(seed, scenario.duration.0, tick);
@@ -366,8 +372,14 @@ fn simulate(
 
     if let Some(spec) = &w.proxy {
         let policy = Rc::new(ProxyPolicy { require_auth: spec.auth, allow: Firewall { rules: spec.allow.clone() } });
-        // The proxy is the host the perimeter lets out: its egress is unfiltered.
-        let upstream = SimNet { firewall: Rc::default(), ..world_net.clone() };
+        // The proxy is the host the perimeter lets out: its egress has a
+        // firewall of its own, the world's DNS and any inspection box.
+        let upstream = SimNet {
+            firewall: proxy_egress.clone(),
+            interception: interception.clone(),
+            account: "proxy".into(),
+            ..world_net.clone()
+        };
         let (cloud, port) = (cloud.clone(), spec.port);
         sim.host(PROXY_HOST, move || {
             let (cloud, policy, upstream) = (cloud.clone(), policy.clone(), upstream.clone());
@@ -550,6 +562,7 @@ fn simulate(
                 | TimelineEvent::BlockHost(_)
                 | TimelineEvent::RejectHost(_)
                 | TimelineEvent::UnblockHost(_)
+                | TimelineEvent::AtProxy(_)
                 | TimelineEvent::DnsFail(_)
                 | TimelineEvent::DnsSinkhole(_)
                 | TimelineEvent::DnsRestore(_) => network.apply(event),
@@ -702,18 +715,44 @@ async fn user_request(ingress: &str, p: &Planned) -> Result<(u16, Option<String>
     Ok((status, relay_error))
 }
 
-/// What the timeline changes in the network while a run goes: perimeter
-/// rules it adds and removes (only its own: the world file's rules stay),
-/// and the world's DNS faults (`dns restore` clears a suffix's faults,
-/// the world file's included).
+/// What the timeline changes in the network while a run goes: rules it
+/// adds to and removes from the perimeter and the proxy's egress (only its
+/// own: the world file's rules stay), and the world's DNS faults (`dns
+/// restore` clears a suffix's faults, the world file's included).
 struct NetworkEdits {
-    firewall: Rc<RefCell<Firewall>>,
+    perimeter: FirewallEdits,
+    proxy_egress: FirewallEdits,
     dns: Rc<RefCell<Dns>>,
+}
+
+impl NetworkEdits {
+    fn apply(&self, event: &TimelineEvent) {
+        match event {
+            TimelineEvent::AtProxy(inner) => self.proxy_egress.apply(inner),
+            TimelineEvent::DnsFail(h) => self.dns.borrow_mut().fail.push(h.clone()),
+            TimelineEvent::DnsSinkhole(h) => self.dns.borrow_mut().sinkhole.push(h.clone()),
+            TimelineEvent::DnsRestore(h) => {
+                let mut d = self.dns.borrow_mut();
+                d.fail.retain(|s| s != h);
+                d.sinkhole.retain(|s| s != h);
+            }
+            other => self.perimeter.apply(other),
+        }
+    }
+}
+
+/// One firewall the timeline edits, and the rules it added there.
+struct FirewallEdits {
+    firewall: Rc<RefCell<Firewall>>,
     /// Rules the timeline added, so that "unblock" removes only those.
     added: RefCell<Vec<Rule>>,
 }
 
-impl NetworkEdits {
+impl FirewallEdits {
+    fn new(firewall: Rc<RefCell<Firewall>>) -> Self {
+        FirewallEdits { firewall, added: RefCell::default() }
+    }
+
     fn apply(&self, event: &TimelineEvent) {
         match event {
             TimelineEvent::BlockPort(p) => self.add(Rule::port(Action::Drop, *p)),
@@ -722,13 +761,6 @@ impl NetworkEdits {
             TimelineEvent::RejectHost(h) => self.add(Rule::host(Action::Reject, h.clone())),
             TimelineEvent::UnblockPort(p) => self.remove(|r| r.port == Some(*p)),
             TimelineEvent::UnblockHost(h) => self.remove(|r| r.host_suffix.as_ref() == Some(h)),
-            TimelineEvent::DnsFail(h) => self.dns.borrow_mut().fail.push(h.clone()),
-            TimelineEvent::DnsSinkhole(h) => self.dns.borrow_mut().sinkhole.push(h.clone()),
-            TimelineEvent::DnsRestore(h) => {
-                let mut d = self.dns.borrow_mut();
-                d.fail.retain(|s| s != h);
-                d.sinkhole.retain(|s| s != h);
-            }
             _ => {}
         }
     }

@@ -99,6 +99,10 @@ pub enum TimelineEvent {
     RejectHost(HostSuffix),
     /// Remove the timeline's rules for a domain suffix.
     UnblockHost(HostSuffix),
+    /// One of the five events above, on the firewall between the explicit
+    /// proxy and the Internet instead of the perimeter the connector hosts
+    /// sit behind (`block port 443 at proxy`).
+    AtProxy(Box<TimelineEvent>),
     /// The world's DNS stops resolving a suffix (NXDOMAIN), or a DNS filter
     /// starts answering 0.0.0.0 for it; `dns restore` ends either, also
     /// when the world file set it.
@@ -148,6 +152,7 @@ impl TimelineEvent {
 
 const EVENT_FORMS: &str = "\"restart relay\", \"crash relay\", \"start relay\", \"block port N\", \
 \"reject port N\", \"unblock port N\", \"block host SUFFIX\", \"reject host SUFFIX\", \"unblock host SUFFIX\", \
+(each of these six with \"at proxy\" after it for the proxy's egress), \
 \"dns fail SUFFIX\", \"dns sinkhole SUFFIX\", \"dns restore SUFFIX\", \"stop backend NAME\", \"start backend NAME\", \"restart connector NAME\", \
 \"stop connector NAME\", \"start connector NAME\", \"rotate root\", \"revoke relay certificate\", \
 \"revoke connector NAME\", \"stop revocation servers\", \"start revocation servers\", \"advance ip week\", \
@@ -161,6 +166,20 @@ impl FromStr for TimelineEvent {
         let words: Vec<&str> = s.split_whitespace().collect();
         let port = |w: &str| w.parse::<u16>().map_err(|_| format!("event {s:?}: {w:?} is not a port number"));
         let suffix = |w: &str| w.parse::<HostSuffix>().map_err(|e| format!("event {s:?}: {e}"));
+        if let [rule @ .., "at", "proxy"] = words.as_slice() {
+            let inner: TimelineEvent = rule.join(" ").parse()?;
+            return match inner {
+                TimelineEvent::BlockPort(_)
+                | TimelineEvent::RejectPort(_)
+                | TimelineEvent::UnblockPort(_)
+                | TimelineEvent::BlockHost(_)
+                | TimelineEvent::RejectHost(_)
+                | TimelineEvent::UnblockHost(_) => Ok(TimelineEvent::AtProxy(Box::new(inner))),
+                other => Err(format!(
+                    "event {s:?}: \"at proxy\" goes after a firewall event (block, reject or unblock a port or host), not after \"{other}\""
+                )),
+            };
+        }
         Ok(match words.as_slice() {
             ["restart", "relay"] => TimelineEvent::RestartRelay,
             ["crash", "relay"] => TimelineEvent::CrashRelay,
@@ -215,6 +234,7 @@ impl fmt::Display for TimelineEvent {
             TimelineEvent::BlockHost(h) => write!(f, "block host {}", h.as_str()),
             TimelineEvent::RejectHost(h) => write!(f, "reject host {}", h.as_str()),
             TimelineEvent::UnblockHost(h) => write!(f, "unblock host {}", h.as_str()),
+            TimelineEvent::AtProxy(e) => write!(f, "{e} at proxy"),
             TimelineEvent::DnsFail(h) => write!(f, "dns fail {}", h.as_str()),
             TimelineEvent::DnsSinkhole(h) => write!(f, "dns sinkhole {}", h.as_str()),
             TimelineEvent::DnsRestore(h) => write!(f, "dns restore {}", h.as_str()),
@@ -422,9 +442,16 @@ pub struct ProxySpec {
     /// Demand proxy authentication (407).
     #[serde(default)]
     pub auth: bool,
-    /// The proxy's own destination rules (first match wins, default allow).
+    /// The proxy's own destination rules (first match wins, default allow):
+    /// a destination they refuse gets 403 from the proxy.
     #[serde(default)]
     pub allow: Vec<Rule>,
+    /// The firewall between the proxy and the Internet (first match wins,
+    /// default allow): a destination it drops or refuses gets 504 or 502
+    /// from the proxy. The perimeter rules in `firewall` are the connector
+    /// hosts'; the proxy is the host they let out.
+    #[serde(default)]
+    pub egress: Vec<Rule>,
 }
 
 fn default_proxy_port() -> u16 {
@@ -793,6 +820,9 @@ impl Scenario {
                 | TimelineEvent::StopConnector(n)
                 | TimelineEvent::StartConnector(n)
                 | TimelineEvent::RevokeConnector(n) => ("connector", n, &connectors),
+                TimelineEvent::AtProxy(_) if w.proxy.is_none() => {
+                    return Err((entry.event.span().start, "an \"at proxy\" event, but the world has no [world.proxy]".into()));
+                }
                 _ => continue,
             };
             if !known.contains(&name.as_str()) {

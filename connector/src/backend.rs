@@ -276,7 +276,8 @@ enum Connect {
 
 /// A new HTTP/1.1 connection to the backend, its driver on the local set.
 async fn connect(env: &Env, target: &Target) -> Result<SendRequest<Full<Bytes>>, Connect> {
-    let (_, stream) = crate::env::connect(env.net.as_ref(), &target.host, target.port).await.map_err(|e| {
+    let net = env.net.bypass().unwrap_or(env.net.as_ref());
+    let (_, stream) = crate::env::connect(net, &target.host, target.port).await.map_err(|e| {
         let failure = ConnectFailure::from_io(&e.error);
         Connect::Unreachable(Diagnostic::new(
             "BACKEND",

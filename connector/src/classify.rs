@@ -25,7 +25,7 @@ use std::net::IpAddr;
 
 use crate::allowlist::{self, Environment, Group};
 use crate::diag::{ConnectFailure, Diagnostic};
-use crate::proxy::ProxyError;
+use crate::proxy::{Onward, ProxyError};
 
 /// The attempt that failed, and what is known about its destination.
 #[derive(Debug, Clone)]
@@ -39,6 +39,9 @@ pub struct Failed<'a> {
     pub last_good: Option<IpAddr>,
     /// The cloud the connector is installed for.
     pub cloud: Environment,
+    /// The outbound proxy the attempt went through (then `addr` is the
+    /// proxy's, and the proxy resolved and dialled the destination).
+    pub via: Option<&'a str>,
 }
 
 /// A connection tried now to another destination, to locate the fault.
@@ -117,7 +120,7 @@ pub fn probe_plan(host: &str, port: u16, cloud: Environment, candidates: &[Strin
 /// Whether probes can tell anything about `failed`: not for a name that
 /// does not resolve or resolves to a sinkhole, nor for a proxy's answer.
 pub fn needs_probes(failed: &Failed<'_>) -> bool {
-    !matches!(failed.failure, ConnectFailure::Unresolved | ConnectFailure::Proxy(_))
+    !matches!(failed.failure.onward(), ConnectFailure::Unresolved | ConnectFailure::Proxy(_))
         && !failed.addr.is_some_and(is_sinkhole)
 }
 
@@ -158,9 +161,10 @@ pub enum Verdict {
 
 /// The cause of `failed`, given the probes made now (the rules above).
 pub fn verdict(failed: &Failed<'_>, probes: &[Probe]) -> Verdict {
-    match failed.failure {
+    match failed.failure.onward() {
         ConnectFailure::Unresolved => return Verdict::Unresolved,
-        ConnectFailure::Proxy(p) => return Verdict::Proxy(p.clone()),
+        ConnectFailure::Proxy(ProxyError::Onward { onward: Onward::Sinkhole(a), .. }) => return Verdict::Sinkhole(a),
+        ConnectFailure::Proxy(p) => return Verdict::Proxy(p),
         _ => {}
     }
     if let Some(a) = failed.addr.filter(|a| is_sinkhole(*a)) {
@@ -208,10 +212,21 @@ pub fn verdict(failed: &Failed<'_>, probes: &[Probe]) -> Verdict {
 /// The general wording of `verdict` for `failed`.
 pub fn diagnostic(failed: &Failed<'_>, verdict: &Verdict) -> Diagnostic {
     let (host, port, failure) = (failed.host, failed.port, failed.failure);
-    let at = failed.addr.map(|a| format!(" ({a})")).unwrap_or_default();
-    let before = match failed.last_good {
-        Some(a) => format!("; it worked at this address ({a}) before, so a firewall or proxy rule changed or the service's hosts there are down"),
-        None => String::new(),
+    let at = match (failed.via, failed.addr) {
+        (Some(proxy), _) => format!(" through proxy {proxy}"),
+        (None, Some(a)) => format!(" ({a})"),
+        (None, None) => String::new(),
+    };
+    let before = match (failed.via, failed.last_good) {
+        (Some(_), Some(_)) => "; it worked through the proxy before, so a rule on the proxy or beyond it changed or the service's hosts are down".to_string(),
+        (None, Some(a)) => format!("; it worked at this address ({a}) before, so a firewall or proxy rule changed or the service's hosts there are down"),
+        (_, None) => String::new(),
+    };
+    // Where a name was looked up: the proxy resolves for the connector.
+    let resolved_at = failed.via.map(|p| format!(" at the outbound proxy {p}")).unwrap_or_default();
+    let answered = match failure {
+        ConnectFailure::Proxy(ProxyError::Onward { status, .. }) => format!(" (it answered {status})"),
+        _ => String::new(),
     };
     let entry = entry_text(host, port);
     match verdict {
@@ -219,14 +234,17 @@ pub fn diagnostic(failed: &Failed<'_>, verdict: &Verdict) -> Diagnostic {
             "NET-DNS",
             "unresolved",
             Some(12020),
-            format!("{host} did not resolve"),
-            "check the connector host's DNS servers and that the name is not sinkholed",
+            format!("{host} did not resolve{resolved_at}{answered}"),
+            match failed.via {
+                Some(_) => "check the proxy's DNS servers (it resolves the service's names for the connector) and that the name is not sinkholed",
+                None => "check the connector host's DNS servers and that the name is not sinkholed",
+            },
         ),
         Verdict::Sinkhole(a) => Diagnostic::new(
             "NET-DNS",
             "sinkhole",
             Some(12020),
-            format!("{host} resolves to {a}, a sinkhole address: a DNS filter is blocking the name"),
+            format!("{host} resolves to {a}{resolved_at}{answered}, a sinkhole address: a DNS filter is blocking the name"),
             format!("allow {entry} in the DNS filter (and the firewall)"),
         ),
         Verdict::Proxy(ProxyError::AuthRequired { proxy }) => Diagnostic::new(
@@ -235,6 +253,13 @@ pub fn diagnostic(failed: &Failed<'_>, verdict: &Verdict) -> Diagnostic {
             Some(12020),
             format!("the outbound proxy {proxy} demands authentication (407) for {host}:{port}; the connector does not support proxy authentication"),
             "let the connector's traffic (Network Service) through the proxy without authentication, or bypass the proxy for the service's names",
+        ),
+        Verdict::Proxy(down @ ProxyError::Down { .. }) => Diagnostic::new(
+            "NET-PROXY",
+            "unreachable",
+            Some(12020),
+            format!("{down}, so {host}:{port} cannot be reached through it"),
+            "check that the proxy runs and that the connector host can reach it (name, address, port), or correct the proxy the connector is configured with",
         ),
         Verdict::Proxy(other) => Diagnostic::new(
             "NET-PROXY",
@@ -317,7 +342,8 @@ pub fn diagnostic(failed: &Failed<'_>, verdict: &Verdict) -> Diagnostic {
 /// on the port all fail, and the same way (dropped, or refused).
 fn port_blocked(failed: &Failed<'_>, probes: &[Probe]) -> bool {
     let own_group = allowlist::entry_for(failed.host, failed.port).map(|(g, _)| g);
-    let same_way = |f: &ConnectFailure| std::mem::discriminant(f) == std::mem::discriminant(failed.failure);
+    let own_way = std::mem::discriminant(&failed.failure.onward());
+    let same_way = |f: &ConnectFailure| std::mem::discriminant(&f.onward()) == own_way;
     let failing_groups: Vec<Group> = probes
         .iter()
         .filter(|p| p.failure.as_ref().is_some_and(same_way))
@@ -357,8 +383,13 @@ mod tests {
 
     fn code(host: &str, port: u16, failure: ConnectFailure, last_good: Option<IpAddr>, probes: &[Probe]) -> String {
         let failed =
-            Failed { host, port, addr: Some(addr(1)), failure: &failure, last_good, cloud: Environment::Public };
+            Failed { host, port, addr: Some(addr(1)), failure: &failure, last_good, cloud: Environment::Public, via: None };
         diagnostic(&failed, &verdict(&failed, probes)).code
+    }
+
+    fn onward(onward: Onward) -> ConnectFailure {
+        let (proxy, target, status) = ("p:8080".into(), format!("{RELAY}:443"), "HTTP/1.1 502 Bad Gateway".into());
+        ConnectFailure::Proxy(ProxyError::Onward { proxy, target, status, onward })
     }
 
     #[test]
@@ -451,6 +482,32 @@ mod tests {
             ),
             // A destination outside the allow-list: only the port can be named.
             ("app.example", 443, TimedOut, None, vec![], "NET-443.unreachable"),
+            // Through a proxy: what the proxy met on its way on is located
+            // as a direct failure would be.
+            (RELAY, 443, onward(Onward::Unresolved), None, vec![], "NET-DNS.unresolved"),
+            (RELAY, 443, onward(Onward::Sinkhole(IpAddr::from([0, 0, 0, 0]))), None, vec![], "NET-DNS.sinkhole"),
+            (RELAY, 443, onward(Onward::TimedOut), None, vec![ok(BOOT, 443)], "NET-SVC.unreachable"),
+            (
+                RELAY,
+                443,
+                onward(Onward::Refused),
+                None,
+                vec![bad(RELAY2, 443, onward(Onward::Refused)), bad(LOGIN, 443, Refused)],
+                "NET-443.unreachable",
+            ),
+            // The proxy's own refusal is the proxy's, whatever else answers.
+            (
+                RELAY,
+                443,
+                ConnectFailure::Proxy(ProxyError::Refused {
+                    proxy: "p:8080".into(),
+                    target: RELAY.into(),
+                    status: "403".into(),
+                }),
+                None,
+                vec![],
+                "NET-PROXY.refused",
+            ),
         ];
         for (host, port, failure, last_good, probes, want) in table {
             assert_eq!(
@@ -471,6 +528,7 @@ mod tests {
             failure: &failure,
             last_good: None,
             cloud: Environment::Public,
+            via: None,
         };
         assert_eq!(diagnostic(&failed, &verdict(&failed, &[ok(BOOT, 443)])).code, "NET-DNS.sinkhole");
     }

@@ -93,6 +93,27 @@ impl ConnectFailure {
     }
 }
 
+impl ConnectFailure {
+    /// The failure on the way to the destination, whoever made the attempt:
+    /// a proxy's report of its own failed connection counts as that
+    /// failure, so the classifier locates it as it would a direct one.
+    /// Refusals by the proxy itself, and a sinkhole seen at the proxy, stay
+    /// the proxy's.
+    pub fn onward(&self) -> ConnectFailure {
+        use crate::proxy::{Onward, ProxyError};
+        match self {
+            ConnectFailure::Proxy(ProxyError::Onward { onward, .. }) => match onward {
+                Onward::Unresolved => ConnectFailure::Unresolved,
+                Onward::Refused => ConnectFailure::Refused,
+                Onward::TimedOut => ConnectFailure::TimedOut,
+                Onward::Failed(_) => ConnectFailure::Other(self.to_string()),
+                Onward::Sinkhole(_) => self.clone(),
+            },
+            other => other.clone(),
+        }
+    }
+}
+
 impl std::fmt::Display for ConnectFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

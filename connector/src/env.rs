@@ -52,6 +52,12 @@ pub trait Net {
         Route::Direct
     }
 
+    /// The network without the outbound proxy, if this one goes through
+    /// one: what requests to backends on the private network use.
+    fn bypass(&self) -> Option<&dyn Net> {
+        None
+    }
+
     /// [`Net::connect_addr`], and one round trip to the destination itself:
     /// the TCP handshake's time when direct. A proxy overrides this with its
     /// onward leg, so that a proxy next to the connector does not make the
@@ -106,7 +112,11 @@ pub async fn connect_observed(
             Err(_) => Err((Some(addr), ConnectFailure::TimedOut)),
         },
         // No answer from DNS in time is a name that did not resolve: a
-        // finding about DNS, which probes of other names cannot refine.
+        // finding about DNS, which probes of other names cannot refine
+        // (unless it was the proxy's name: that is the proxy's failure).
+        Ok(Err(e)) if matches!(ConnectFailure::from_io(&e), ConnectFailure::Proxy(_)) => {
+            Err((None, ConnectFailure::from_io(&e)))
+        }
         Ok(Err(_)) | Err(_) => Err((None, ConnectFailure::Unresolved)),
     };
     let outcome = match &result {

@@ -27,6 +27,80 @@ pub enum ProxyError {
     Refused { proxy: String, target: String, status: String },
     #[error("proxy {proxy} answered something that is not HTTP: {what}")]
     Garbled { proxy: String, what: String },
+    /// The proxy itself did not answer: its name did not resolve, or it
+    /// refused the connection.
+    #[error("the outbound proxy {proxy} cannot be reached ({what})")]
+    Down { proxy: String, what: String },
+    /// The proxy tried the destination itself and failed: the fault lies
+    /// beyond the proxy, and is located as a direct failure would be.
+    #[error("proxy {proxy} could not reach {target}: {onward} (it answered {status})")]
+    Onward { proxy: String, target: String, status: String, onward: Onward },
+}
+
+/// How the proxy's own connection to the destination failed, from its
+/// status and RFC 9209 `Proxy-Status` header. Without the header only 504
+/// (a gateway timeout) says which; 502 and 503 say only "could not".
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Onward {
+    /// `dns_error`, `dns_timeout`, `destination_not_found`.
+    Unresolved,
+    /// The name resolved to a sinkhole address at the proxy (`next-hop` of
+    /// `destination_ip_prohibited` or `destination_ip_unroutable`).
+    Sinkhole(IpAddr),
+    /// `connection_refused`.
+    Refused,
+    /// `connection_timeout`, or a 504 without the header.
+    TimedOut,
+    /// Another error type, or none given.
+    Failed(String),
+}
+
+impl std::fmt::Display for Onward {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Onward::Unresolved => f.write_str("the name did not resolve at the proxy"),
+            Onward::Sinkhole(a) => write!(f, "the name resolved to {a} at the proxy"),
+            Onward::Refused => f.write_str("connection refused"),
+            Onward::TimedOut => f.write_str("connection timed out"),
+            Onward::Failed(e) if e.is_empty() => f.write_str("no reason given"),
+            Onward::Failed(e) => f.write_str(e),
+        }
+    }
+}
+
+/// What a proxy's answer other than 200 and 407 means.
+fn refusal(proxy: String, target: String, status_line: &str, head: &str) -> ProxyError {
+    let code = status_line.split_whitespace().nth(1).unwrap_or_default();
+    let status = status_line.split_once(' ').map_or(status_line, |(_, rest)| rest).trim().to_string();
+    let proxy_status = head
+        .lines()
+        .skip(1)
+        .find_map(|l| l.split_once(':').filter(|(n, _)| n.trim().eq_ignore_ascii_case("proxy-status")))
+        .map(|(_, v)| v.to_string());
+    let param = |name: &str| -> Option<String> {
+        let value = proxy_status.as_deref()?;
+        value.split(';').skip(1).find_map(|p| {
+            let (k, v) = p.split_once('=')?;
+            (k.trim().eq_ignore_ascii_case(name)).then(|| v.trim().trim_matches('"').to_string())
+        })
+    };
+    let onward = match (param("error").as_deref(), code) {
+        (Some("dns_error" | "dns_timeout" | "destination_not_found"), _) => Some(Onward::Unresolved),
+        (Some("destination_ip_prohibited" | "destination_ip_unroutable"), _) => {
+            let hop = param("next-hop").and_then(|h| h.parse::<IpAddr>().ok());
+            hop.filter(|a| crate::classify::is_sinkhole(*a)).map(Onward::Sinkhole)
+        }
+        (Some("connection_refused"), _) => Some(Onward::Refused),
+        (Some("connection_timeout"), _) | (None, "504") => Some(Onward::TimedOut),
+        (Some("http_request_denied"), _) => None,
+        (Some(other), _) => Some(Onward::Failed(other.to_string())),
+        (None, "502" | "503") => Some(Onward::Failed(String::new())),
+        (None, _) => None,
+    };
+    match onward {
+        Some(onward) => ProxyError::Onward { proxy, target, status, onward },
+        None => ProxyError::Refused { proxy, target, status },
+    }
 }
 
 /// `inner`, but through the proxy at `host:port`.
@@ -39,6 +113,18 @@ pub struct ProxyNet {
 impl ProxyNet {
     fn name(&self) -> String {
         format!("{}:{}", self.host, self.port)
+    }
+
+    /// A failure to resolve or reach the proxy itself, told apart from the
+    /// destination's. (A proxy that drops the connection looks like one
+    /// that is slow to reach the destination: the caller's timeout ends both.)
+    fn down(&self, e: io::Error) -> io::Error {
+        let what = match e.kind() {
+            io::ErrorKind::NotFound => "its name did not resolve".to_string(),
+            io::ErrorKind::ConnectionRefused => "connection refused".to_string(),
+            _ => e.to_string(),
+        };
+        io::Error::new(e.kind(), ProxyError::Down { proxy: self.name(), what })
     }
 
     async fn read_head(&self, stream: &mut BoxStream) -> io::Result<String> {
@@ -58,7 +144,7 @@ impl ProxyNet {
 impl Net for ProxyNet {
     /// Names are resolved by the proxy: the client only needs the proxy's.
     fn resolve<'a>(&'a self, _host: &'a str) -> LocalBoxFuture<'a, io::Result<IpAddr>> {
-        self.inner.resolve(&self.host)
+        Box::pin(async move { self.inner.resolve(&self.host).await.map_err(|e| self.down(e)) })
     }
 
     fn connect_addr<'a>(&'a self, host: &'a str, addr: IpAddr, port: u16) -> LocalBoxFuture<'a, io::Result<BoxStream>> {
@@ -67,6 +153,13 @@ impl Net for ProxyNet {
 
     fn route(&self) -> Route {
         Route::Proxy(self.name())
+    }
+
+    /// Requests to backends go direct: the outbound proxy is for the
+    /// service (the real connector sends backend requests through it only
+    /// when `UseDefaultProxyForBackendRequests` is set).
+    fn bypass(&self) -> Option<&dyn Net> {
+        Some(self.inner.as_ref())
     }
 
     /// The round trip is the proxy's onward leg: the CONNECT exchange (one
@@ -81,9 +174,9 @@ impl Net for ProxyNet {
     ) -> LocalBoxFuture<'a, io::Result<(BoxStream, Duration)>> {
         Box::pin(async move {
             // Only the TCP handshake is timed, not the lookup of the proxy's name.
-            let proxy_addr = self.inner.resolve(&self.host).await?;
+            let proxy_addr = self.inner.resolve(&self.host).await.map_err(|e| self.down(e))?;
             let started = Instant::now();
-            let mut s = self.inner.connect_addr(&self.host, proxy_addr, self.port).await?;
+            let mut s = self.inner.connect_addr(&self.host, proxy_addr, self.port).await.map_err(|e| self.down(e))?;
             let to_proxy = started.elapsed();
             let asked = Instant::now();
             let target = format!("{host}:{port}");
@@ -96,14 +189,51 @@ impl Net for ProxyNet {
                 "200" => Ok((s, onward)),
                 "407" => Err(io::Error::other(ProxyError::AuthRequired { proxy: self.name() })),
                 c if c.len() == 3 && c.chars().all(|d| d.is_ascii_digit()) => {
-                    Err(io::Error::other(ProxyError::Refused {
-                        proxy: self.name(),
-                        target,
-                        status: status_line.clone(),
-                    }))
+                    Err(io::Error::other(refusal(self.name(), target, &status_line, &head)))
                 }
                 _ => Err(io::Error::other(ProxyError::Garbled { proxy: self.name(), what: status_line })),
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(status_line: &str, headers: &str) -> ProxyError {
+        let head = format!("{status_line}\r\n{headers}\r\n");
+        refusal("p:8080".into(), "x.msappproxy.net:443".into(), status_line, &head)
+    }
+
+    fn onward(e: ProxyError) -> Option<Onward> {
+        match e {
+            ProxyError::Onward { onward, .. } => Some(onward),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn proxy_status_names_the_onward_failure() {
+        let dns = answer("HTTP/1.1 502 Bad Gateway", "Proxy-Status: p; error=dns_error; rcode=\"NXDOMAIN\"\r\n");
+        assert_eq!(onward(dns), Some(Onward::Unresolved));
+        let sink = answer("HTTP/1.1 403 Forbidden", "proxy-status: p; error=destination_ip_prohibited; next-hop=\"0.0.0.0\"\r\n");
+        assert_eq!(onward(sink), Some(Onward::Sinkhole("0.0.0.0".parse().unwrap())));
+        let refused = answer("HTTP/1.1 502 Bad Gateway", "Proxy-Status: p; error=connection_refused\r\n");
+        assert_eq!(onward(refused), Some(Onward::Refused));
+        let odd = answer("HTTP/1.1 502 Bad Gateway", "Proxy-Status: p; error=tls_protocol_error\r\n");
+        assert_eq!(onward(odd), Some(Onward::Failed("tls_protocol_error".into())));
+    }
+
+    #[test]
+    fn without_the_header_only_the_status_speaks() {
+        assert_eq!(onward(answer("HTTP/1.1 504 Gateway Timeout", "")), Some(Onward::TimedOut));
+        assert_eq!(onward(answer("HTTP/1.1 502 Bad Gateway", "")), Some(Onward::Failed(String::new())));
+        assert!(matches!(answer("HTTP/1.1 403 Forbidden", ""), ProxyError::Refused { .. }));
+        let denied = answer("HTTP/1.1 403 Forbidden", "Proxy-Status: p; error=http_request_denied\r\n");
+        assert!(matches!(denied, ProxyError::Refused { .. }));
+        // A prohibited address that is no sinkhole is the proxy's policy.
+        let policy = answer("HTTP/1.1 403 Forbidden", "Proxy-Status: p; error=destination_ip_prohibited\r\n");
+        assert!(matches!(policy, ProxyError::Refused { .. }));
     }
 }

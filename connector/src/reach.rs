@@ -39,7 +39,7 @@ pub async fn connect(env: &Env, host: &str, port: u16, timeout: Duration) -> Res
         Ok(done) => return Ok(done),
         Err(e) => e,
     };
-    let transport = matches!(failure, ConnectFailure::Refused | ConnectFailure::TimedOut);
+    let transport = matches!(failure.onward(), ConnectFailure::Refused | ConnectFailure::TimedOut);
     if transport && addr.is_some() {
         if let Ok(done) = crate::env::connect_observed(env, host, port, PROBE_TIMEOUT).await {
             return Ok(done);
@@ -61,7 +61,12 @@ pub async fn explain(
     failure: &ConnectFailure,
 ) -> (classify::Verdict, Diagnostic) {
     let last_good = env.evidence.last_good(host, port);
-    let failed = classify::Failed { host, port, addr, failure, last_good, cloud: env.evidence.cloud() };
+    let route = env.net.route();
+    let via = match &route {
+        crate::evidence::Route::Proxy(p) => Some(p.as_str()),
+        crate::evidence::Route::Direct => None,
+    };
+    let failed = classify::Failed { host, port, addr, failure, last_good, cloud: env.evidence.cloud(), via };
     let probes = if classify::needs_probes(&failed) { probe(env, host, port).await } else { Vec::new() };
     let verdict = classify::verdict(&failed, &probes);
     let diagnostic = classify::diagnostic(&failed, &verdict);

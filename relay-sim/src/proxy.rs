@@ -18,6 +18,8 @@ use crate::server::Listener;
 /// Largest CONNECT request head accepted.
 const HEAD_BYTES_MAX: usize = 8 * 1024;
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
+/// The proxy's name in `Proxy-Status`.
+const PROXY_NAME: &str = "proxy.corp.local";
 
 /// How the proxy behaves.
 #[derive(Debug, Clone, Default)]
@@ -28,7 +30,9 @@ pub struct ProxyPolicy {
     pub allow: Firewall,
 }
 
-/// Serves CONNECT on `listener`; `upstream` is the proxy's own egress.
+/// Serves CONNECT on `listener`; `upstream` is the proxy's own egress (the
+/// world's DNS, the firewall between the proxy and the Internet, and any
+/// middlebox in the path).
 pub async fn serve(cloud: Rc<Cloud>, listener: impl Listener, policy: Rc<ProxyPolicy>, upstream: Rc<dyn Net>) {
     loop {
         let Ok(stream) = listener.accept().await else {
@@ -61,8 +65,74 @@ async fn read_head(stream: &mut BoxStream) -> Result<String, String> {
     String::from_utf8(head).map_err(|_| "request head is not UTF-8".to_string())
 }
 
+/// What the proxy answers when it does not open the tunnel: the status and
+/// an RFC 9209 `Proxy-Status` error type (with its parameters), so that a
+/// client can tell a policy refusal from a destination it could not reach.
+/// Squid, Envoy and most gateways answer the same statuses; the header is
+/// what a well-behaved proxy adds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub status: u16,
+    pub reason: &'static str,
+    /// `error=...` and its parameters, as the header carries them.
+    pub error: String,
+}
+
+impl Refusal {
+    fn new(status: u16, reason: &'static str, error: impl Into<String>) -> Self {
+        Refusal { status, reason, error: error.into() }
+    }
+
+    /// Why the onward connection to `host` failed, as a proxy reports it:
+    /// NXDOMAIN 502 `dns_error`, a sinkhole answer 403
+    /// `destination_ip_prohibited` (Squid's default `to_localhost` rule
+    /// denies 0.0.0.0), refused 502 `connection_refused`, no answer 504
+    /// `connection_timeout`.
+    pub fn onward(failure: &Onward) -> Self {
+        match failure {
+            Onward::Unresolved => Refusal::new(502, "Bad Gateway", "error=dns_error; rcode=\"NXDOMAIN\""),
+            Onward::Prohibited(addr) => {
+                Refusal::new(403, "Forbidden", format!("error=destination_ip_prohibited; next-hop=\"{addr}\""))
+            }
+            Onward::Refused => Refusal::new(502, "Bad Gateway", "error=connection_refused"),
+            Onward::TimedOut => Refusal::new(504, "Gateway Timeout", "error=connection_timeout"),
+        }
+    }
+}
+
+/// How the proxy's own connection to the destination failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Onward {
+    Unresolved,
+    /// The name resolved to an address the proxy will not connect to.
+    Prohibited(std::net::IpAddr),
+    Refused,
+    TimedOut,
+}
+
 async fn reply(stream: &mut BoxStream, status: &str, extra: &str) {
     let _ = stream.write_all(format!("HTTP/1.1 {status}\r\n{extra}Content-Length: 0\r\n\r\n").as_bytes()).await;
+}
+
+async fn refuse(stream: &mut BoxStream, r: &Refusal) {
+    let status = format!("{} {}", r.status, r.reason);
+    reply(stream, &status, &format!("Proxy-Status: {PROXY_NAME}; {}\r\n", r.error)).await;
+}
+
+/// Connects to `host:port` through the proxy's egress, or says why not.
+async fn connect_onward(upstream: &dyn Net, host: &str, port: u16) -> Result<BoxStream, Onward> {
+    let addr = match connector::time::timeout(STEP_TIMEOUT, upstream.resolve(host)).await {
+        Ok(Ok(a)) => a,
+        _ => return Err(Onward::Unresolved),
+    };
+    if addr.is_unspecified() {
+        return Err(Onward::Prohibited(addr));
+    }
+    match connector::time::timeout(STEP_TIMEOUT, upstream.connect_addr(host, addr, port)).await {
+        Ok(Ok(s)) => Ok(s),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => Err(Onward::Refused),
+        Ok(Err(_)) | Err(_) => Err(Onward::TimedOut),
+    }
 }
 
 async fn handle(cloud: &Cloud, mut client: BoxStream, policy: &ProxyPolicy, upstream: &dyn Net) -> Result<(), String> {
@@ -95,15 +165,15 @@ async fn handle(cloud: &Cloud, mut client: BoxStream, policy: &ProxyPolicy, upst
     let conn = Conn { host: &host, addr: None, port, account: "proxy" };
     if policy.allow.verdict(&conn) != Action::Allow {
         emit(403);
-        reply(&mut client, "403 Forbidden", "").await;
+        refuse(&mut client, &Refusal::new(403, "Forbidden", "error=http_request_denied")).await;
         return Ok(());
     }
-    let mut origin = match connector::time::timeout(STEP_TIMEOUT, connector::env::connect(upstream, &host, port)).await
-    {
-        Ok(Ok((_, s))) => s,
-        _ => {
-            emit(502);
-            reply(&mut client, "502 Bad Gateway", "").await;
+    let mut origin = match connect_onward(upstream, &host, port).await {
+        Ok(s) => s,
+        Err(failure) => {
+            let refusal = Refusal::onward(&failure);
+            emit(refusal.status);
+            refuse(&mut client, &refusal).await;
             return Ok(());
         }
     };
