@@ -587,6 +587,8 @@ fn simulate(
                         cloud.revoke_connector(&rec.id);
                     }
                 }
+                TimelineEvent::StopProxy => sim.crash(PROXY_HOST),
+                TimelineEvent::StartProxy => sim.bounce(PROXY_HOST),
                 TimelineEvent::StopRevocationServers => sim.crash(REVOCATION_HOST),
                 TimelineEvent::StartRevocationServers => sim.bounce(REVOCATION_HOST),
                 TimelineEvent::AdvanceIpWeek => addresses.borrow_mut().week += 1,

@@ -122,6 +122,9 @@ pub enum TimelineEvent {
     RevokeRelayCertificate,
     /// Revoke a connector's client certificate.
     RevokeConnector(String),
+    /// Stop or start the explicit proxy's host (its port then refuses).
+    StopProxy,
+    StartProxy,
     /// Stop or start the CRL/OCSP servers (all six names).
     StopRevocationServers,
     StartRevocationServers,
@@ -155,7 +158,7 @@ const EVENT_FORMS: &str = "\"restart relay\", \"crash relay\", \"start relay\", 
 (each of these six with \"at proxy\" after it for the proxy's egress), \
 \"dns fail SUFFIX\", \"dns sinkhole SUFFIX\", \"dns restore SUFFIX\", \"stop backend NAME\", \"start backend NAME\", \"restart connector NAME\", \
 \"stop connector NAME\", \"start connector NAME\", \"rotate root\", \"revoke relay certificate\", \
-\"revoke connector NAME\", \"stop revocation servers\", \"start revocation servers\", \"advance ip week\", \
+\"revoke connector NAME\", \"stop proxy\", \"start proxy\", \"stop revocation servers\", \"start revocation servers\", \"advance ip week\", \
 \"stop updater NAME\", \"start updater NAME\", \"upgrade connector NAME\", \
 \"upgrade connector NAME keeping folders\"";
 
@@ -201,6 +204,8 @@ impl FromStr for TimelineEvent {
             ["rotate", "root"] => TimelineEvent::RotateRoot,
             ["revoke", "relay", "certificate"] => TimelineEvent::RevokeRelayCertificate,
             ["revoke", "connector", n] => TimelineEvent::RevokeConnector(n.to_string()),
+            ["stop", "proxy"] => TimelineEvent::StopProxy,
+            ["start", "proxy"] => TimelineEvent::StartProxy,
             ["stop", "revocation", "servers"] => TimelineEvent::StopRevocationServers,
             ["start", "revocation", "servers"] => TimelineEvent::StartRevocationServers,
             ["advance", "ip", "week"] => TimelineEvent::AdvanceIpWeek,
@@ -246,6 +251,8 @@ impl fmt::Display for TimelineEvent {
             TimelineEvent::RotateRoot => write!(f, "rotate root"),
             TimelineEvent::RevokeRelayCertificate => write!(f, "revoke relay certificate"),
             TimelineEvent::RevokeConnector(n) => write!(f, "revoke connector {n}"),
+            TimelineEvent::StopProxy => write!(f, "stop proxy"),
+            TimelineEvent::StartProxy => write!(f, "start proxy"),
             TimelineEvent::StopRevocationServers => write!(f, "stop revocation servers"),
             TimelineEvent::StartRevocationServers => write!(f, "start revocation servers"),
             TimelineEvent::AdvanceIpWeek => write!(f, "advance ip week"),
@@ -820,8 +827,13 @@ impl Scenario {
                 | TimelineEvent::StopConnector(n)
                 | TimelineEvent::StartConnector(n)
                 | TimelineEvent::RevokeConnector(n) => ("connector", n, &connectors),
-                TimelineEvent::AtProxy(_) if w.proxy.is_none() => {
-                    return Err((entry.event.span().start, "an \"at proxy\" event, but the world has no [world.proxy]".into()));
+                TimelineEvent::AtProxy(_) | TimelineEvent::StopProxy | TimelineEvent::StartProxy
+                    if w.proxy.is_none() =>
+                {
+                    return Err((
+                        entry.event.span().start,
+                        format!("event \"{}\" needs a [world.proxy]", entry.event.get_ref()),
+                    ));
                 }
                 _ => continue,
             };
@@ -886,6 +898,21 @@ mod tests {
         assert_eq!("block port 443".parse::<TimelineEvent>().unwrap(), TimelineEvent::BlockPort(443));
         assert!("block port x".parse::<TimelineEvent>().unwrap_err().contains("port number"));
         assert!("dance".parse::<TimelineEvent>().unwrap_err().contains("restart relay"));
+    }
+
+    #[test]
+    fn firewall_events_move_to_the_proxy_with_at_proxy() {
+        let e = "reject host *.servicebus.windows.net at proxy".parse::<TimelineEvent>().unwrap();
+        assert_eq!(
+            e,
+            TimelineEvent::AtProxy(Box::new(TimelineEvent::RejectHost("*.servicebus.windows.net".parse().unwrap())))
+        );
+        assert_eq!(e.to_string(), "reject host *.servicebus.windows.net at proxy");
+        let wrong = "rotate root at proxy".parse::<TimelineEvent>().unwrap_err();
+        assert!(wrong.contains("goes after a firewall event"), "{wrong}");
+        let toml = "name = \"x\"\nduration = \"1m\"\n[world]\nadmin = { user = \"a@contoso.com\", password = \"p\" }\n[[world.connectors]]\nname = \"c\"\n[[timeline]]\nat = \"10s\"\nevent = \"block port 443 at proxy\"\n[expect]\noutcome = \"serving\"\n";
+        let err = Scenario::parse(toml, Path::new("x.toml")).unwrap_err().to_string();
+        assert!(err.contains("needs a [world.proxy]"), "{err}");
     }
 
     #[test]

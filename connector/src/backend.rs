@@ -276,7 +276,7 @@ enum Connect {
 
 /// A new HTTP/1.1 connection to the backend, its driver on the local set.
 async fn connect(env: &Env, target: &Target) -> Result<SendRequest<Full<Bytes>>, Connect> {
-    let net = env.net.bypass().unwrap_or(env.net.as_ref());
+    let net = env.net.proxy().map_or(env.net.as_ref(), |hop| hop.inner);
     let (_, stream) = crate::env::connect(net, &target.host, target.port).await.map_err(|e| {
         let failure = ConnectFailure::from_io(&e.error);
         Connect::Unreachable(Diagnostic::new(

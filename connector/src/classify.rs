@@ -7,7 +7,8 @@
 //!
 //! The rules, in order:
 //! 1. the name did not resolve, or resolved to a sinkhole: DNS (NET-DNS);
-//! 2. the proxy refused or demanded authentication (NET-PROXY);
+//! 2. the proxy refused or demanded authentication, or does not answer
+//!    itself (NET-PROXY);
 //! 3. it worked before at another address, this one fails and the port
 //!    works elsewhere: the service moved out of an IP allow-list (NET-RULES);
 //! 4. another host under the *same* allow-list entry answers now: the
@@ -163,13 +164,25 @@ pub enum Verdict {
 pub fn verdict(failed: &Failed<'_>, probes: &[Probe]) -> Verdict {
     match failed.failure.onward() {
         ConnectFailure::Unresolved => return Verdict::Unresolved,
-        ConnectFailure::Proxy(ProxyError::Onward { onward: Onward::Sinkhole(a), .. }) => return Verdict::Sinkhole(a),
-        ConnectFailure::Proxy(p) => return Verdict::Proxy(p),
+        ConnectFailure::Proxy(p) => {
+            return match *p {
+                ProxyError::Onward { onward: Onward::Sinkhole(a), .. } => Verdict::Sinkhole(a),
+                p => Verdict::Proxy(p),
+            }
+        }
         _ => {}
     }
     if let Some(a) = failed.addr.filter(|a| is_sinkhole(*a)) {
         return Verdict::Sinkhole(a);
     }
+    // Through a proxy, the probes start with the proxy itself.
+    let is_proxy = |p: &Probe| failed.via.is_some_and(|v| v.eq_ignore_ascii_case(&format!("{}:{}", p.host, p.port)));
+    if let Some(f) = probes.iter().find(|p| is_proxy(p)).and_then(|p| p.failure.as_ref()) {
+        let proxy = failed.via.unwrap_or_default().to_string();
+        return Verdict::Proxy(ProxyError::Down { proxy, what: f.to_string() });
+    }
+    let probes: Vec<Probe> = probes.iter().filter(|p| !is_proxy(p)).cloned().collect();
+    let probes = probes.as_slice();
     let own = allowlist::entry_for(failed.host, failed.port);
     let other_cloud = |p: &Probe| allowlist::cloud_of(&p.host, p.port) == Some(failed.cloud.other());
     let worked: Vec<&Probe> = probes.iter().filter(|p| p.failure.is_none() && !other_cloud(p)).collect();
@@ -225,7 +238,10 @@ pub fn diagnostic(failed: &Failed<'_>, verdict: &Verdict) -> Diagnostic {
     // Where a name was looked up: the proxy resolves for the connector.
     let resolved_at = failed.via.map(|p| format!(" at the outbound proxy {p}")).unwrap_or_default();
     let answered = match failure {
-        ConnectFailure::Proxy(ProxyError::Onward { status, .. }) => format!(" (it answered {status})"),
+        ConnectFailure::Proxy(p) => match p.as_ref() {
+            ProxyError::Onward { status, .. } => format!(" (it answered {status})"),
+            _ => String::new(),
+        },
         _ => String::new(),
     };
     let entry = entry_text(host, port);
@@ -382,14 +398,21 @@ mod tests {
     }
 
     fn code(host: &str, port: u16, failure: ConnectFailure, last_good: Option<IpAddr>, probes: &[Probe]) -> String {
-        let failed =
-            Failed { host, port, addr: Some(addr(1)), failure: &failure, last_good, cloud: Environment::Public, via: None };
+        let failed = Failed {
+            host,
+            port,
+            addr: Some(addr(1)),
+            failure: &failure,
+            last_good,
+            cloud: Environment::Public,
+            via: None,
+        };
         diagnostic(&failed, &verdict(&failed, probes)).code
     }
 
     fn onward(onward: Onward) -> ConnectFailure {
         let (proxy, target, status) = ("p:8080".into(), format!("{RELAY}:443"), "HTTP/1.1 502 Bad Gateway".into());
-        ConnectFailure::Proxy(ProxyError::Onward { proxy, target, status, onward })
+        ConnectFailure::Proxy(Box::new(ProxyError::Onward { proxy, target, status, onward }))
     }
 
     #[test]
@@ -457,7 +480,7 @@ mod tests {
             (
                 RELAY,
                 443,
-                ConnectFailure::Proxy(ProxyError::AuthRequired { proxy: "p:8080".into() }),
+                ConnectFailure::Proxy(Box::new(ProxyError::AuthRequired { proxy: "p:8080".into() })),
                 None,
                 vec![],
                 "NET-PROXY.auth-unsupported",
@@ -499,11 +522,11 @@ mod tests {
             (
                 RELAY,
                 443,
-                ConnectFailure::Proxy(ProxyError::Refused {
+                ConnectFailure::Proxy(Box::new(ProxyError::Refused {
                     proxy: "p:8080".into(),
                     target: RELAY.into(),
                     status: "403".into(),
-                }),
+                })),
                 None,
                 vec![],
                 "NET-PROXY.refused",
@@ -516,6 +539,29 @@ mod tests {
                 "{host}:{port} {failure:?} {probes:?}"
             );
         }
+    }
+
+    #[test]
+    fn through_a_proxy_that_does_not_answer_the_proxy_is_named() {
+        let failure = ConnectFailure::TimedOut;
+        let failed = Failed {
+            host: RELAY,
+            port: 443,
+            addr: Some(addr(1)),
+            failure: &failure,
+            last_good: None,
+            cloud: Environment::Public,
+            via: Some("proxy.corp.local:8080"),
+        };
+        let down = [bad("proxy.corp.local", 8080, ConnectFailure::TimedOut)];
+        assert_eq!(diagnostic(&failed, &verdict(&failed, &down)).code, "NET-PROXY.unreachable");
+        // The proxy answers: what lies beyond it is located as usual.
+        let up = [
+            ok("proxy.corp.local", 8080),
+            bad(RELAY2, 443, ConnectFailure::TimedOut),
+            bad(LOGIN, 443, ConnectFailure::TimedOut),
+        ];
+        assert_eq!(diagnostic(&failed, &verdict(&failed, &up)).code, "NET-443.unreachable");
     }
 
     #[test]

@@ -74,7 +74,7 @@ pub enum ConnectFailure {
     /// The name did not resolve.
     Unresolved,
     /// An outbound proxy refused the tunnel.
-    Proxy(crate::proxy::ProxyError),
+    Proxy(Box<crate::proxy::ProxyError>),
     /// Anything else the OS reported.
     Other(String),
 }
@@ -82,7 +82,7 @@ pub enum ConnectFailure {
 impl ConnectFailure {
     pub fn from_io(e: &io::Error) -> Self {
         if let Some(p) = e.get_ref().and_then(|inner| inner.downcast_ref::<crate::proxy::ProxyError>()) {
-            return ConnectFailure::Proxy(p.clone());
+            return ConnectFailure::Proxy(Box::new(p.clone()));
         }
         match e.kind() {
             io::ErrorKind::ConnectionRefused => ConnectFailure::Refused,
@@ -101,15 +101,14 @@ impl ConnectFailure {
     /// the proxy's.
     pub fn onward(&self) -> ConnectFailure {
         use crate::proxy::{Onward, ProxyError};
-        match self {
-            ConnectFailure::Proxy(ProxyError::Onward { onward, .. }) => match onward {
-                Onward::Unresolved => ConnectFailure::Unresolved,
-                Onward::Refused => ConnectFailure::Refused,
-                Onward::TimedOut => ConnectFailure::TimedOut,
-                Onward::Failed(_) => ConnectFailure::Other(self.to_string()),
-                Onward::Sinkhole(_) => self.clone(),
-            },
-            other => other.clone(),
+        let ConnectFailure::Proxy(p) = self else { return self.clone() };
+        let ProxyError::Onward { onward, .. } = p.as_ref() else { return self.clone() };
+        match onward {
+            Onward::Unresolved => ConnectFailure::Unresolved,
+            Onward::Refused => ConnectFailure::Refused,
+            Onward::TimedOut => ConnectFailure::TimedOut,
+            Onward::Failed(_) => ConnectFailure::Other(self.to_string()),
+            Onward::Sinkhole(_) => self.clone(),
         }
     }
 }

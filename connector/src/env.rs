@@ -52,9 +52,10 @@ pub trait Net {
         Route::Direct
     }
 
-    /// The network without the outbound proxy, if this one goes through
-    /// one: what requests to backends on the private network use.
-    fn bypass(&self) -> Option<&dyn Net> {
+    /// The outbound proxy this network goes through, if any: requests to
+    /// backends on the private network go around it, and a failure is
+    /// explained by asking first whether the proxy itself answers.
+    fn proxy(&self) -> Option<ProxyHop<'_>> {
         None
     }
 
@@ -74,6 +75,14 @@ pub trait Net {
             Ok((stream, started.elapsed()))
         })
     }
+}
+
+/// An outbound proxy, and the network beneath it.
+pub struct ProxyHop<'a> {
+    /// The network without the proxy.
+    pub inner: &'a dyn Net,
+    pub host: &'a str,
+    pub port: u16,
 }
 
 /// Why [`connect`] failed: the error, and the address if the name resolved.

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::env::{BoxStream, LocalBoxFuture, Net};
+use crate::env::{BoxStream, LocalBoxFuture, Net, ProxyHop};
 use crate::evidence::Route;
 use crate::time::Instant;
 
@@ -158,8 +158,8 @@ impl Net for ProxyNet {
     /// Requests to backends go direct: the outbound proxy is for the
     /// service (the real connector sends backend requests through it only
     /// when `UseDefaultProxyForBackendRequests` is set).
-    fn bypass(&self) -> Option<&dyn Net> {
-        Some(self.inner.as_ref())
+    fn proxy(&self) -> Option<ProxyHop<'_>> {
+        Some(ProxyHop { inner: self.inner.as_ref(), host: &self.host, port: self.port })
     }
 
     /// The round trip is the proxy's onward leg: the CONNECT exchange (one
@@ -217,7 +217,10 @@ mod tests {
     fn proxy_status_names_the_onward_failure() {
         let dns = answer("HTTP/1.1 502 Bad Gateway", "Proxy-Status: p; error=dns_error; rcode=\"NXDOMAIN\"\r\n");
         assert_eq!(onward(dns), Some(Onward::Unresolved));
-        let sink = answer("HTTP/1.1 403 Forbidden", "proxy-status: p; error=destination_ip_prohibited; next-hop=\"0.0.0.0\"\r\n");
+        let sink = answer(
+            "HTTP/1.1 403 Forbidden",
+            "proxy-status: p; error=destination_ip_prohibited; next-hop=\"0.0.0.0\"\r\n",
+        );
         assert_eq!(onward(sink), Some(Onward::Sinkhole("0.0.0.0".parse().unwrap())));
         let refused = answer("HTTP/1.1 502 Bad Gateway", "Proxy-Status: p; error=connection_refused\r\n");
         assert_eq!(onward(refused), Some(Onward::Refused));

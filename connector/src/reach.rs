@@ -81,6 +81,12 @@ pub async fn explain(
 /// earlier).
 pub(crate) async fn probe(env: &Env, host: &str, port: u16) -> Vec<classify::Probe> {
     let candidates = env.evidence.candidates(port, host);
+    // Through a proxy, first the proxy itself: if it does not answer,
+    // nothing beyond it can be asked.
+    let proxy = probe_proxy(env).await;
+    if proxy.as_ref().is_some_and(|p| p.failure.is_some()) {
+        return proxy.into_iter().collect();
+    }
     let mut probes = Vec::new();
     for reference in classify::probe_plan(host, port, env.evidence.cloud(), &candidates) {
         let before = env.evidence.last_good(&reference, port);
@@ -96,5 +102,17 @@ pub(crate) async fn probe(env: &Env, host: &str, port: u16) -> Vec<classify::Pro
             break;
         }
     }
-    probes
+    proxy.into_iter().chain(probes).collect()
+}
+
+/// A TCP connect to the outbound proxy itself, if there is one.
+async fn probe_proxy(env: &Env) -> Option<classify::Probe> {
+    let hop = env.net.proxy()?;
+    let reached = crate::time::timeout(PROBE_TIMEOUT, crate::env::connect(hop.inner, hop.host, hop.port)).await;
+    let failure = match reached {
+        Ok(Ok(_)) => None,
+        Ok(Err(e)) => Some(ConnectFailure::from_io(&e.error)),
+        Err(_) => Some(ConnectFailure::TimedOut),
+    };
+    Some(classify::Probe { host: hop.host.to_string(), port: hop.port, failure, failed_where_it_worked: false })
 }
