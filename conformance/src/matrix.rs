@@ -260,8 +260,10 @@ pub fn skip_reason(c: &Cell) -> Option<&'static str> {
         (Fault::RangesMoved, Path::Proxy) => {
             "behind the proxy the connector never sees the service's addresses: an IP allow-list on the proxy's egress is not modelled"
         }
-        _ if c.dest == Dest::Renewtrust => {
-            "trust renewal happens only at a renewal point (most of the certificate's lifetime, checked every 6 h): not built yet"
+        (Fault::PortDropped | Fault::PortRejected | Fault::EntryMissing | Fault::RangesMoved, _)
+            if c.dest == Dest::Renewtrust =>
+        {
+            "same world as the service-443 cell: the port, the allow-list entry (*.msappproxy.net) and the ranges are the service group's"
         }
         (Fault::Proxy407 | Fault::ClockSkew | Fault::Revoked | Fault::Expired, _) if c.dest != Dest::Service443 => same_world,
         (Fault::TlsInspection | Fault::LegacyTls, _) if port == 80 => "port 80 carries plain HTTP: nothing to inspect",
@@ -286,6 +288,9 @@ pub fn skip_reason(c: &Cell) -> Option<&'static str> {
 /// their own. A fault on the relays alone leaves bootstrap working, so the
 /// portal shows the connector active while it cannot serve (OPS-ACTIVE).
 pub fn expected(c: &Cell) -> Expected {
+    if c.dest == Dest::Renewtrust {
+        return renewal(c);
+    }
     let port = c.dest.group().port();
     let relays_only = c.dest == Dest::Service443;
     let active_but = if relays_only { vec!["OPS-ACTIVE.no-tunnel"] } else { vec![] };
@@ -309,6 +314,34 @@ pub fn expected(c: &Cell) -> Expected {
         Fault::ClockSkew => exp(&["TLS-TIME.skew"], &[], "registration_failed"),
     }
 }
+
+/// A fault on the trust-renewal host alone: nothing uses it but renewal,
+/// so it is seen only if it covers a renewal point (certificates live
+/// [`RENEWAL_LIFETIME`], renewed past half of it, checked every 30
+/// minutes: about two hours in). Then the renewal fails with the fault's
+/// own finding, and `TLS-CLIENT.renewal-failed` says what is at stake; users
+/// are served throughout (the tunnels' certificate is still valid).
+fn renewal(c: &Cell) -> Expected {
+    let cause = match c.fault {
+        Fault::DnsNxdomain => "NET-DNS.unresolved",
+        Fault::DnsSinkhole => "NET-DNS.sinkhole",
+        Fault::TlsInspection => "NET-NOINSPECT.inspection-detected",
+        Fault::LegacyTls => "TLS-MIN12.peer-too-old",
+        Fault::ProxyRefuses => "NET-PROXY.refused",
+        // Skipped: the service group's cells (see skip_reason).
+        _ => "",
+    };
+    match c.span {
+        Span::Hours | Span::Never => exp(&[cause, "TLS-CLIENT.renewal-failed"], &[], "serving"),
+        Span::Seconds | Span::Minutes => exp(&[], &[], "serving"),
+    }
+}
+
+/// Client certificates' lifetime in the trust-renewal cells.
+const RENEWAL_LIFETIME: &str = "4h";
+/// Those cells last at least this long: past the renewal point and one
+/// more check.
+const RENEWAL_RUN_S: u64 = 2 * 3600 + 45 * 60;
 
 /// The group's allow-list entries dropped by the perimeter (every entry of
 /// the group, so for the service group registration's own host too). At
@@ -466,7 +499,12 @@ pub fn scenario(c: &Cell) -> (String, Option<u64>) {
         // Revocation data that expires inside the fault: 30 minutes.
         w.push_str("pki = { crl_validity = \"30m\", ocsp_validity = \"30m\" }\n");
     }
-    let duration = end.unwrap_or(start) + AFTER_S;
+    let mut duration = end.unwrap_or(start) + AFTER_S;
+    if c.dest == Dest::Renewtrust {
+        let _ =
+            writeln!(w, "trust_renewal_interval = \"30m\"\npki = {{ client_cert_lifetime = \"{RENEWAL_LIFETIME}\" }}");
+        duration = duration.max(RENEWAL_RUN_S);
+    }
     let mut t = format!(
         "# Diagnosis matrix cell {}.\nname = \"matrix\"\ncovers = [\"NET-443\"]\nduration = \"{duration}s\"\n\n[world]\nadmin = {{ user = \"admin@contoso.com\", password = \"correct-horse\" }}\n{w}\n{connector}\n",
         c.id()

@@ -20,7 +20,7 @@ use crate::api::{
     RenewRequest, RenewResponse, UpdatePhase, UpdateRequest, UpdateResponse,
 };
 use crate::backoff::Backoff;
-use crate::diag::Diagnostic;
+use crate::diag::{self, Diagnostic};
 use crate::env::Env;
 use crate::event::AgentEvent;
 use crate::health::Health;
@@ -347,7 +347,7 @@ impl Agent {
                 "expired",
                 Some(1000),
                 format!(
-                    "re-registration failed: trust certificate expired on {} ({ago} ago); the connector was offline past its certificate's lifetime and stops",
+                    "re-registration failed: trust certificate expired on {} ({ago} ago): it was not renewed in time (the connector was offline past its lifetime, or its renewals failed) and the connector stops",
                     httpdate::fmt_http_date(cert.not_after)
                 ),
                 "register the connector again (run the registration with a Global Administrator's sign-in)",
@@ -760,7 +760,9 @@ impl Agent {
 
     /// Renews the client certificate over mTLS once
     /// [`AgentConfig::renew_after_fraction`] of its lifetime has passed.
-    /// A failure is reported and retried at the next check.
+    /// A failure is reported and retried at the next check: the cause
+    /// (the network, TLS or service finding, as on every other path) and
+    /// what is at stake (TLS-CLIENT.renewal-failed, with the expiry).
     async fn renew_if_due(&self, identity: &Identity, tls: &ServiceTls) -> Option<Identity> {
         let cert = identity.certificate().ok()?;
         let now = self.env.clock.now();
@@ -770,18 +772,18 @@ impl Agent {
             return None;
         }
         let result = async {
-            let key = identity::generate_key(self.env.entropy.as_ref()).map_err(|e| e.to_string())?;
-            let csr_pem = identity::csr_pem(&key, &self.config.machine_name).map_err(|e| e.to_string())?;
+            let key = identity::generate_key(self.env.entropy.as_ref()).map_err(|e| (e.to_string(), None))?;
+            let csr_pem = identity::csr_pem(&key, &self.config.machine_name).map_err(|e| (e.to_string(), None))?;
             let request = RenewRequest { connector_id: identity.connector_id.clone(), csr_pem };
-            let resp: RenewResponse = self
-                .call(&self.names.renewtrust, tls)
-                .post_json("/renew", &request, None)
-                .await
-                .map_err(|e| e.diagnostic().to_string())?;
+            let resp: RenewResponse =
+                self.call(&self.names.renewtrust, tls).post_json("/renew", &request, None).await.map_err(|e| {
+                    let cause = e.diagnostic();
+                    (format!("{}: {} (reported with it)", self.names.renewtrust, cause.code), Some(cause))
+                })?;
             let renewed = identity.renewed(&key, resp.certificate_pem);
-            let info = renewed.certificate()?;
-            renewed.save(&self.config.install_dir).map_err(|e| e.to_string())?;
-            Ok::<_, String>((renewed, info))
+            let info = renewed.certificate().map_err(|e| (e, None))?;
+            renewed.save(&self.config.install_dir).map_err(|e| (e.to_string(), None))?;
+            Ok::<_, (String, Option<Diagnostic>)>((renewed, info))
         }
         .await;
         match result {
@@ -790,13 +792,17 @@ impl Agent {
                 self.env.emit(AgentEvent::CertificateRenewed { cert_serial: info.serial, valid_for_h });
                 Some(renewed)
             }
-            Err(e) => {
+            Err((why, cause)) => {
+                if let Some(cause) = cause {
+                    self.env.emit(AgentEvent::Diagnostic(cause));
+                }
+                let left = diag::human_duration(cert.not_after.duration_since(now).unwrap_or_default());
                 self.env.emit(AgentEvent::Diagnostic(Diagnostic::new(
                     "TLS-CLIENT",
                     "renewal-failed",
                     Some(12019),
-                    format!("client certificate renewal failed: {e}"),
-                    "the connector retries at the next trust-renewal check; it must succeed before the certificate expires",
+                    format!("client certificate renewal failed: {why}; the certificate expires in {left}"),
+                    "fix the cause reported with it: the connector retries at the next trust-renewal check, and must succeed before the certificate expires (or be registered again)",
                 )));
                 None
             }

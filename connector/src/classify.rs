@@ -212,7 +212,7 @@ pub fn verdict(failed: &Failed<'_>, probes: &[Probe]) -> Verdict {
             let seen = probes
                 .iter()
                 .map(|p| match &p.failure {
-                    Some(f) => format!("{}:{} ({f})", p.host, p.port),
+                    Some(f) => format!("{}:{} ({})", p.host, p.port, seen_text(f)),
                     None => format!("{}:{} (works)", p.host, p.port),
                 })
                 .collect::<Vec<_>>();
@@ -224,7 +224,8 @@ pub fn verdict(failed: &Failed<'_>, probes: &[Probe]) -> Verdict {
 
 /// The general wording of `verdict` for `failed`.
 pub fn diagnostic(failed: &Failed<'_>, verdict: &Verdict) -> Diagnostic {
-    let (host, port, failure) = (failed.host, failed.port, failed.failure);
+    let (host, port) = (failed.host, failed.port);
+    let failure = seen_text(failed.failure);
     let at = match (failed.via, failed.addr) {
         (Some(proxy), _) => format!(" through proxy {proxy}"),
         (None, Some(a)) => format!(" ({a})"),
@@ -237,7 +238,7 @@ pub fn diagnostic(failed: &Failed<'_>, verdict: &Verdict) -> Diagnostic {
     };
     // Where a name was looked up: the proxy resolves for the connector.
     let resolved_at = failed.via.map(|p| format!(" at the outbound proxy {p}")).unwrap_or_default();
-    let answered = match failure {
+    let answered = match failed.failure {
         ConnectFailure::Proxy(p) => match p.as_ref() {
             ProxyError::Onward { status, .. } => format!(" (it answered {status})"),
             _ => String::new(),
@@ -351,6 +352,18 @@ pub fn diagnostic(failed: &Failed<'_>, verdict: &Verdict) -> Diagnostic {
             format!("cannot reach {host}:{port}{at} ({failure}); other destinations on {port}: {seen}{before}"),
             format!("allow {entry} on every firewall and proxy between the connector and the service"),
         ),
+    }
+}
+
+/// A failure as the findings quote it: a proxy's report of its onward
+/// attempt without repeating the proxy and destination the finding names.
+fn seen_text(failure: &ConnectFailure) -> String {
+    match failure {
+        ConnectFailure::Proxy(p) => match p.as_ref() {
+            ProxyError::Onward { onward, status, .. } => format!("{onward}; the proxy answered {status}"),
+            other => other.to_string(),
+        },
+        other => other.to_string(),
     }
 }
 
