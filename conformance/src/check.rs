@@ -33,6 +33,8 @@ pub struct Summary {
     pub diagnostics: Vec<Diagnostic>,
     /// Request marks a backend served more than once.
     pub duplicates: Vec<(String, u32)>,
+    /// Successes whose body was wrong (mark, what).
+    pub corrupted: Vec<(String, String)>,
     pub backend_served: u64,
     /// Agent and cloud events by name (`crl_fetched`, `tls_refused`, ...).
     pub events: BTreeMap<String, u32>,
@@ -129,6 +131,11 @@ pub fn summarize(events: &[TraceEvent], logs: &ServedLog) -> Summary {
                     }
                     s.requests_failed += 1;
                 }
+                UserEvent::Corrupted { mark, what, .. } => {
+                    sent.remove(mark);
+                    s.corrupted.push((mark.clone(), what.clone()));
+                    s.requests_failed += 1;
+                }
             },
             What::World(WorldEvent::Applied { what }) => {
                 // A crashed connector host keeps no tunnel.
@@ -211,6 +218,10 @@ pub fn check(expect: &Expect, s: &Summary, duration: Duration) -> Vec<String> {
     // Invariant: at most once.
     for (mark, n) in &s.duplicates {
         failures.push(format!("invariant: user request {mark} was served {n} times by its backend"));
+    }
+    // Invariant: never a truncated or changed success.
+    for (mark, what) in &s.corrupted {
+        failures.push(format!("invariant: user request {mark} succeeded with a wrong body: {what}"));
     }
     // Invariant: no user request silently lost. A request sent in the last
     // two minutes may legitimately still be in flight.

@@ -10,14 +10,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
 use connector::diagnose::DiagnoseConfig;
 use connector::env::{Env, SeededEntropy};
 use connector::event::AgentEvent;
 use connector::install::Installation;
 use connector::service::{ServiceState, ServiceSwitch};
 use connector::{Agent, AgentConfig, Credentials};
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use relay_sim::backend::{ServedLog, REQUEST_MARK};
 use relay_sim::cloud::{Cloud, CloudConfig};
@@ -656,6 +655,8 @@ struct Planned {
     host: String,
     path: String,
     mark: String,
+    upload_bytes: usize,
+    header_bytes: usize,
 }
 
 fn user_plan(s: &Scenario) -> Vec<Planned> {
@@ -668,6 +669,8 @@ fn user_plan(s: &Scenario) -> Vec<Planned> {
                 host: format!("{app}-{}.msappproxy.net", s.world.tenant),
                 path: load.path.clone(),
                 mark: format!("{app}-{li}-{i}"),
+                upload_bytes: load.upload_bytes,
+                header_bytes: load.header_bytes,
             });
         }
     }
@@ -684,7 +687,8 @@ async fn users(plan: Vec<Planned>, ingress: String, trace: Trace) {
         let (ingress, trace) = (ingress.clone(), trace.clone());
         handles.push(tokio::task::spawn_local(async move {
             let what = match connector::time::timeout(USER_TIMEOUT, user_request(&ingress, &p)).await {
-                Ok(Ok((status, relay_error))) => UserEvent::Answered { mark: p.mark, status, relay_error },
+                Ok(Ok(Answer { status, wrong: Some(what), .. })) => UserEvent::Corrupted { mark: p.mark, status, what },
+                Ok(Ok(Answer { status, relay_error, .. })) => UserEvent::Answered { mark: p.mark, status, relay_error },
                 Ok(Err(error)) => UserEvent::Failed { mark: p.mark, error },
                 Err(_) => UserEvent::Failed { mark: p.mark, error: "no answer within 120s".into() },
             };
@@ -696,7 +700,15 @@ async fn users(plan: Vec<Planned>, ingress: String, trace: Trace) {
     }
 }
 
-async fn user_request(ingress: &str, p: &Planned) -> Result<(u16, Option<String>), String> {
+/// What a user got.
+struct Answer {
+    status: u16,
+    relay_error: Option<String>,
+    /// For a success: how its body differs from what was sent or announced.
+    wrong: Option<String>,
+}
+
+async fn user_request(ingress: &str, p: &Planned) -> Result<Answer, String> {
     let stream =
         turmoil::net::TcpStream::connect((ingress, INGRESS_PORT)).await.map_err(|e| format!("connect: {e}"))?;
     let (mut sender, conn) =
@@ -704,17 +716,32 @@ async fn user_request(ingress: &str, p: &Planned) -> Result<(u16, Option<String>
     tokio::task::spawn_local(async move {
         let _ = conn.await;
     });
-    let req = http::Request::builder()
+    let upload = relay_sim::backend::pattern(p.upload_bytes);
+    let mut req = http::Request::builder()
+        .method(if p.upload_bytes > 0 { http::Method::POST } else { http::Method::GET })
         .uri(p.path.as_str())
         .header(http::header::HOST, p.host.as_str())
-        .header(REQUEST_MARK, p.mark.as_str())
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| e.to_string())?;
+        .header(REQUEST_MARK, p.mark.as_str());
+    if p.header_bytes > 0 {
+        req = req.header(http::header::COOKIE, format!("big={}", "c".repeat(p.header_bytes)));
+    }
+    let req = req.body(Full::new(upload.clone())).map_err(|e| e.to_string())?;
     let resp = sender.send_request(req).await.map_err(|e| format!("request: {e}"))?;
     let status = resp.status().as_u16();
-    let relay_error = resp.headers().get("x-relay-error").and_then(|v| v.to_str().ok()).map(str::to_string);
-    resp.into_body().collect().await.map_err(|e| format!("body: {e}"))?;
-    Ok((status, relay_error))
+    let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let relay_error = header("x-relay-error");
+    let (sent_digest, announced) = (header("x-body-sha256"), header("x-response-sha256"));
+    let body = resp.into_body().collect().await.map_err(|e| format!("body: {e}"))?.to_bytes();
+    let mut wrong = None;
+    if (200..300).contains(&status) {
+        if sent_digest.is_some_and(|d| d != relay_sim::backend::sha256_hex(&upload)) {
+            wrong = Some(format!("the backend received other bytes than the {} sent", upload.len()));
+        }
+        if announced.is_some_and(|d| d != relay_sim::backend::sha256_hex(&body)) {
+            wrong = Some(format!("the response body ({} bytes) is not the one the backend sent", body.len()));
+        }
+    }
+    Ok(Answer { status, relay_error, wrong })
 }
 
 /// What the timeline changes in the network while a run goes: rules it

@@ -659,8 +659,17 @@ pub struct Load {
     pub requests: u32,
     pub start: SimDuration,
     pub interval: SimDuration,
+    /// Path and query asked for (`/?size=8388608` makes the echo backend
+    /// answer 8 MiB, checked against its SHA-256 header).
     #[serde(default = "default_path")]
     pub path: String,
+    /// A request body of this many bytes (POST; the echo backend answers
+    /// with its SHA-256, which the user checks).
+    #[serde(default)]
+    pub upload_bytes: usize,
+    /// A `cookie` header of this many bytes (oversized headers).
+    #[serde(default)]
+    pub header_bytes: usize,
 }
 
 /// One timeline entry.

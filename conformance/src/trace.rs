@@ -13,9 +13,25 @@ use serde::Serialize;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum UserEvent {
-    Sent { mark: String },
-    Answered { mark: String, status: u16, relay_error: Option<String> },
-    Failed { mark: String, error: String },
+    Sent {
+        mark: String,
+    },
+    Answered {
+        mark: String,
+        status: u16,
+        relay_error: Option<String>,
+    },
+    Failed {
+        mark: String,
+        error: String,
+    },
+    /// A success whose body is not what was sent or announced: an upload
+    /// that arrived changed, or a download cut short.
+    Corrupted {
+        mark: String,
+        status: u16,
+        what: String,
+    },
 }
 
 /// What the runner did to the world (timeline).

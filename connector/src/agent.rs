@@ -475,11 +475,12 @@ impl Agent {
     async fn serve(&self, identity: Identity, trust: Rc<Trust>, mtls: ServiceTls) -> Result<(), AgentError> {
         let shared = Rc::new(Shared {
             seen: RefCell::new(SeenIds::new(65_536)),
-            inflight: RefCell::new(0),
+            slots: Rc::default(),
             tls: RefCell::new(mtls),
             up: RefCell::new(0),
             backends: Rc::default(),
             network_back: tokio::sync::Notify::new(),
+            draining: tokio::sync::watch::Sender::new(false),
         });
         let tunnels = RefCell::new(BTreeMap::new());
         let updates = Updates::default();
@@ -731,13 +732,20 @@ impl Agent {
             return false;
         }
         self.env.emit(AgentEvent::UpgradeStarted { from: current.clone(), to: release.version.clone() });
+        // Drain: the relays stop sending (GoAway); what is in flight finishes.
+        shared.draining.send_replace(true);
         let deadline = crate::time::Instant::now() + self.config.backend_timeout;
-        while *shared.inflight.borrow() > 0 && crate::time::Instant::now() < deadline {
+        // At least one pause, so that the tunnels get their GoAway out.
+        loop {
             crate::time::sleep(Duration::from_millis(100)).await;
+            if shared.slots.used() == 0 || crate::time::Instant::now() >= deadline {
+                break;
+            }
         }
         for (_, handle) in std::mem::take(&mut *tunnels.borrow_mut()) {
             handle.abort();
         }
+        shared.draining.send_replace(false);
         if let Err(e) = self.installation.switch(&release.version) {
             // The old folder is still in place (or put back): keep serving.
             self.env.emit(AgentEvent::Diagnostic(e.diagnostic()));

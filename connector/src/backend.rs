@@ -27,8 +27,23 @@ use crate::proto::{Headers, RequestHead};
 /// What a request handler sends back to its tunnel.
 #[derive(Debug)]
 pub enum Outbound {
-    Head { id: u64, status: u16, headers: Headers, fin: bool },
-    Body { id: u64, data: Bytes, fin: bool },
+    Head {
+        id: u64,
+        status: u16,
+        headers: Headers,
+        fin: bool,
+    },
+    Body {
+        id: u64,
+        data: Bytes,
+        fin: bool,
+    },
+    /// The answer cannot be completed (the backend broke off mid-body):
+    /// the stream is cancelled so the relay fails it instead of passing
+    /// on a short success.
+    Reset {
+        id: u64,
+    },
 }
 
 /// Headers that describe one hop and must not be forwarded.
@@ -254,10 +269,10 @@ async fn forward(
                 }
             }
             Some(Err(e)) => {
-                // Head already sent: end the body; the user sees a short
-                // response, and the diagnostic says why.
-                let _ = out.send(Outbound::Body { id, data: Bytes::new(), fin: true });
-                let (_, diag) = broke(format!("broke off mid-body: {e}"));
+                // Head already sent: reset the stream, so that the user
+                // gets a gateway error rather than a short success.
+                let _ = out.send(Outbound::Reset { id });
+                let (status, diag) = broke(format!("broke off mid-body: {e}"));
                 env.emit(AgentEvent::Diagnostic(diag));
                 return Ok(status);
             }

@@ -26,6 +26,9 @@ pub enum AgentEvent {
     TunnelDown { endpoint: String, reason: String },
     /// A relay asked the connector to drain a tunnel.
     GoAwayReceived { endpoint: String, reason: String },
+    /// The connector told a relay to send no new requests down a tunnel
+    /// (it drains before an upgrade).
+    GoAwaySent { endpoint: String },
     /// A request was accepted (acknowledged) for serving.
     RequestAccepted { id: u64, endpoint: String },
     /// A request id seen before was refused (at-most-once delivery).

@@ -20,6 +20,7 @@ pub mod health;
 pub mod host;
 pub mod http;
 pub mod identity;
+pub mod inflight;
 pub mod install;
 pub mod pki;
 pub mod proto;

@@ -7,11 +7,11 @@
 //! (Duplicate)` instead of a second execution.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::rc::Rc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -22,6 +22,7 @@ use crate::backoff::Backoff;
 use crate::env::Env;
 use crate::event::AgentEvent;
 use crate::http::open_tls;
+use crate::inflight::{BodyStep, Requests, Slots};
 use crate::pki::ServiceTls;
 use crate::proto::{CancelReason, Event, RequestHead, Role, Session, SessionConfig, SessionError};
 use crate::tls_failure::TlsFailure;
@@ -71,13 +72,18 @@ pub struct TunnelConfig {
 /// State shared by all tunnels of one agent.
 pub struct Shared {
     pub seen: RefCell<SeenIds>,
-    pub inflight: RefCell<usize>,
+    /// Requests in flight on every tunnel (each holds a slot).
+    pub slots: Rc<Slots>,
     /// The TLS client with the current client certificate.
     pub tls: RefCell<ServiceTls>,
     /// Tunnels up right now.
     pub up: RefCell<usize>,
     /// Kept-alive backend connections.
     pub backends: Rc<backend::Pool>,
+    /// True while the agent drains (before an upgrade): every tunnel tells
+    /// its relay GoAway, so that no new request is sent down it while the
+    /// ones in flight finish.
+    pub draining: tokio::sync::watch::Sender<bool>,
     /// Woken when a tunnel is established (a relay said Hello): the network
     /// works, so a heartbeat that failed is retried at once instead of at
     /// the end of its backoff.
@@ -172,11 +178,15 @@ where
     let mut session = Session::new(Role::Connector, scfg, now());
     let (mut reader, mut writer) = tokio::io::split(stream);
     let (tx, mut rx) = mpsc::unbounded_channel::<Outbound>();
-    let mut handlers: BTreeMap<u64, JoinHandle<()>> = BTreeMap::new();
-    let mut bodies: BTreeMap<u64, (RequestHead, BytesMut)> = BTreeMap::new();
+    // Dropped at the end of this function: running handlers stop (their
+    // answers cannot be delivered, and the relay fails them to the user,
+    // never retried) and every slot goes back.
+    let mut requests: Requests<JoinHandle<()>> = Requests::default();
     let mut buf = vec![0u8; 16 * 1024];
     let mut up = false;
     let mut _up_guard: Option<UpGuard> = None;
+    let mut draining = shared.draining.subscribe();
+    let mut goaway_sent = false;
 
     let end = loop {
         // The session hands over everything queued as one buffer: one
@@ -187,7 +197,7 @@ where
                 return (End::Failed(format!("write: {e}"), Some(TlsFailure::from_io(&e))), up);
             }
         }
-        if session.peer_going_away() && handlers.is_empty() && bodies.is_empty() {
+        if session.peer_going_away() && requests.is_empty() {
             let _ = writer.shutdown().await;
             break End::Drained;
         }
@@ -205,15 +215,20 @@ where
             Some(out) = rx.recv() => {
                 // Take whatever else the handlers produced meanwhile, so it
                 // leaves in the same write.
-                let mut res = outbound(&mut session, &mut handlers, shared, out);
+                let mut res = outbound(&mut session, &mut requests, out);
                 while res.is_ok() {
                     let Ok(more) = rx.try_recv() else { break };
-                    res = outbound(&mut session, &mut handlers, shared, more);
+                    res = outbound(&mut session, &mut requests, more);
                 }
                 res.map_err(|e| (e, None))
             },
             _ = crate::time::sleep_until(origin + deadline) => {
                 session.handle_timeout(now()).map_err(|e| (e.to_string(), None))
+            },
+            Ok(_) = draining.wait_for(|d| *d), if up && !goaway_sent => {
+                goaway_sent = true;
+                env.emit(AgentEvent::GoAwaySent { endpoint: name.to_string() });
+                session.send_goaway("connector draining").map_err(|e| (e.to_string(), None))
             },
         };
         if let Err((reason, tls)) = step {
@@ -235,43 +250,26 @@ where
                         let _ = session.send_cancel(id, CancelReason::Duplicate);
                         continue;
                     }
-                    if *shared.inflight.borrow() >= cfg.max_inflight {
+                    let Some(slot) = shared.slots.try_take(cfg.max_inflight) else {
                         let _ = session.send_cancel(id, CancelReason::Overloaded);
                         continue;
-                    }
-                    *shared.inflight.borrow_mut() += 1;
+                    };
                     let _ = session.send_ack(id);
                     env.emit(AgentEvent::RequestAccepted { id, endpoint: name.to_string() });
-                    if fin {
-                        handlers.insert(id, spawn_handler(env, cfg, shared, id, head, Bytes::new(), &tx));
-                    } else {
-                        bodies.insert(id, (head, BytesMut::new()));
+                    if let Some(head) = requests.accept(id, slot, head, fin) {
+                        requests.running(id, spawn_handler(env, cfg, shared, id, head, Bytes::new(), &tx));
                     }
                 }
-                Event::Body { id, data, fin } => {
-                    let Some((_, acc)) = bodies.get_mut(&id) else { continue };
-                    if acc.len() + data.len() > cfg.request_body_bytes_max {
-                        bodies.remove(&id);
+                Event::Body { id, data, fin } => match requests.body(id, &data, fin, cfg.request_body_bytes_max) {
+                    BodyStep::Ready(head, body) => {
+                        requests.running(id, spawn_handler(env, cfg, shared, id, head, body, &tx));
+                    }
+                    BodyStep::TooLarge => {
                         let _ = session.send_response(id, 413, vec![], true);
-                        let mut n = shared.inflight.borrow_mut();
-                        *n = n.saturating_sub(1);
-                        continue;
                     }
-                    acc.extend_from_slice(&data);
-                    if fin {
-                        if let Some((head, acc)) = bodies.remove(&id) {
-                            handlers.insert(id, spawn_handler(env, cfg, shared, id, head, acc.freeze(), &tx));
-                        }
-                    }
-                }
-                Event::Cancelled { id, .. } => {
-                    bodies.remove(&id);
-                    if let Some(h) = handlers.remove(&id) {
-                        h.abort();
-                        let mut n = shared.inflight.borrow_mut();
-                        *n = n.saturating_sub(1);
-                    }
-                }
+                    BodyStep::Partial | BodyStep::Unknown => {}
+                },
+                Event::Cancelled { id, .. } => requests.cancel(id),
                 Event::GoAway { reason } => {
                     env.emit(AgentEvent::GoAwayReceived { endpoint: name.to_string(), reason });
                 }
@@ -279,32 +277,28 @@ where
             }
         }
     };
-    // Requests still running lose their tunnel: their answers cannot be
-    // delivered, and the relay fails them to the user (never retried).
-    for (_, h) in handlers {
-        h.abort();
-        let mut n = shared.inflight.borrow_mut();
-        *n = n.saturating_sub(1);
-    }
     (end, up)
 }
 
-/// Hands one piece of a handler's answer to the session.
-fn outbound(
-    session: &mut Session,
-    handlers: &mut BTreeMap<u64, JoinHandle<()>>,
-    shared: &Shared,
-    out: Outbound,
-) -> Result<(), String> {
+/// Hands one piece of a handler's answer to the session. The last frame
+/// (or a reset) ends the request and gives its slot back.
+fn outbound(session: &mut Session, requests: &mut Requests<JoinHandle<()>>, out: Outbound) -> Result<(), String> {
     let (id, res) = match out {
-        Outbound::Head { id, status, headers, fin } => (id, session.send_response(id, status, headers, fin)),
+        Outbound::Head { id, status, headers, fin } => {
+            if fin {
+                requests.finished(id);
+            }
+            (id, session.send_response(id, status, headers, fin))
+        }
         Outbound::Body { id, data, fin } => {
             if fin {
-                handlers.remove(&id);
-                let mut n = shared.inflight.borrow_mut();
-                *n = n.saturating_sub(1);
+                requests.finished(id);
             }
             (id, session.send_body(id, data, fin))
+        }
+        Outbound::Reset { id } => {
+            requests.finished(id);
+            (id, session.send_cancel(id, CancelReason::BackendBrokeOff))
         }
     };
     match res {

@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use serde::{Deserialize, Serialize};
@@ -20,13 +22,31 @@ pub const REQUEST_MARK: &str = "x-user-request";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Behaviour {
-    /// 200 with a body naming the backend, method, path and request mark.
+    /// Reads the whole request body, then answers 200 with a line naming
+    /// the backend, method, path and request mark, and the body's length
+    /// and SHA-256 (also as `x-body-bytes` / `x-body-sha256`), so that a
+    /// test can check an upload arrived intact. `?size=N` makes the
+    /// response body N bytes of a fixed pattern instead (its SHA-256 in
+    /// `x-response-sha256`), for large downloads. Each `x-echo-set-cookie`
+    /// request header comes back as a `set-cookie`.
     Echo,
     /// Like echo, after a delay.
     Slow { delay_ms: u64 },
     /// Always this status.
     Status { code: u16 },
+    /// Answers `code` at once, before reading the request body (a 401 or
+    /// 413 to an upload, as real servers do), then reads and discards the
+    /// body so the connection closes cleanly (a lingering close).
+    Early { code: u16 },
+    /// Starts a 200 that announces twice `bytes` and closes the connection
+    /// after sending `bytes`: a backend that dies mid-response.
+    CloseMidBody { bytes: usize },
 }
+
+/// Largest request body the echo backend reads.
+pub const ECHO_BODY_BYTES_MAX: usize = 64 << 20;
+/// Largest response `?size=` asks for.
+pub const ECHO_SIZE_MAX: usize = 256 << 20;
 
 /// How many times each request mark was served (BTreeMap: ordered).
 #[derive(Debug, Default, Clone)]
@@ -52,6 +72,22 @@ pub async fn serve(name: String, behaviour: Behaviour, log: ServedLog, listener:
     serve_plain(listener, move |_info: ConnInfo, req| handle(name.clone(), behaviour.clone(), log.clone(), req)).await;
 }
 
+/// Lowercase hex of the SHA-256 of `data`.
+pub fn sha256_hex(data: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, data).as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The `?size=N` response body: a fixed pattern, the same on every run.
+pub fn pattern(len: usize) -> Bytes {
+    (0..len).map(|i| (i % 251) as u8).collect::<Vec<u8>>().into()
+}
+
+fn header(resp: &mut Response<Body>, name: &'static str, value: &str) {
+    if let Ok(v) = hyper::header::HeaderValue::from_str(value) {
+        resp.headers_mut().append(name, v);
+    }
+}
+
 async fn handle(name: String, behaviour: Behaviour, log: ServedLog, req: Request<Incoming>) -> Response<Body> {
     let mark = req
         .headers()
@@ -62,11 +98,56 @@ async fn handle(name: String, behaviour: Behaviour, log: ServedLog, req: Request
     log.record(&mark);
     let text = format!("{name}: {} {} mark={mark}\n", req.method(), req.uri());
     match behaviour {
-        Behaviour::Echo => respond(200, "text/plain", text),
+        Behaviour::Echo => echo(text, req).await,
         Behaviour::Slow { delay_ms } => {
             connector::time::sleep(Duration::from_millis(delay_ms)).await;
-            respond(200, "text/plain", text)
+            echo(text, req).await
         }
         Behaviour::Status { code } => respond(code, "text/plain", format!("{name}: status {code}\n")),
+        Behaviour::Early { code } => {
+            let body = req.into_body();
+            tokio::task::spawn_local(async move {
+                let _ = Limited::new(body, ECHO_BODY_BYTES_MAX).collect().await;
+            });
+            respond(code, "text/plain", format!("{name}: status {code} before reading the body\n"))
+        }
+        Behaviour::CloseMidBody { bytes } => {
+            let mut resp = respond(200, "application/octet-stream", pattern(bytes));
+            header(&mut resp, "content-length", &(bytes * 2).to_string());
+            resp
+        }
     }
+}
+
+async fn echo(text: String, req: Request<Incoming>) -> Response<Body> {
+    let size = req
+        .uri()
+        .query()
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("size=")))
+        .and_then(|n| n.parse::<usize>().ok());
+    let cookies: Vec<String> =
+        req.headers().get_all("x-echo-set-cookie").iter().filter_map(|v| v.to_str().ok().map(str::to_string)).collect();
+    let body = match Limited::new(req.into_body(), ECHO_BODY_BYTES_MAX).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return respond(413, "text/plain", format!("request body: {e}\n")),
+    };
+    let (received, digest) = (body.len(), sha256_hex(&body));
+    let mut resp = match size {
+        Some(n) if n > ECHO_SIZE_MAX => {
+            return respond(400, "text/plain", format!("size {n} is over {ECHO_SIZE_MAX}\n"))
+        }
+        Some(n) => {
+            let out = pattern(n);
+            let mut resp = respond(200, "application/octet-stream", out.clone());
+            header(&mut resp, "x-response-sha256", &sha256_hex(&out));
+            resp
+        }
+        None => respond(200, "text/plain", format!("{text}bytes={received} sha256={digest}\n")),
+    };
+    header(&mut resp, "x-body-bytes", &received.to_string());
+    header(&mut resp, "x-body-sha256", &digest);
+    for c in &cookies {
+        header(&mut resp, "set-cookie", c);
+    }
+    resp
 }

@@ -171,6 +171,9 @@ pub enum Delivery {
         fin: bool,
     },
     Cancelled(CancelReason),
+    /// The request's head cannot be framed for this tunnel (its headers
+    /// are too large for the connector's frames): the user gets 431.
+    Unsendable(String),
     /// The tunnel ended before the answer was complete.
     Lost {
         acked: bool,

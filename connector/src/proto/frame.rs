@@ -38,6 +38,10 @@ pub enum CancelReason {
     Draining,
     /// The connector has too many requests in flight.
     Overloaded,
+    /// (Connector) the backend broke off after its response had started:
+    /// what was relayed is not the whole answer and must not reach the
+    /// user as a success.
+    BackendBrokeOff,
 }
 
 impl CancelReason {
@@ -47,6 +51,7 @@ impl CancelReason {
             CancelReason::Abandoned => 2,
             CancelReason::Draining => 3,
             CancelReason::Overloaded => 4,
+            CancelReason::BackendBrokeOff => 5,
         }
     }
     fn from_u8(v: u8) -> Option<Self> {
@@ -55,6 +60,7 @@ impl CancelReason {
             2 => CancelReason::Abandoned,
             3 => CancelReason::Draining,
             4 => CancelReason::Overloaded,
+            5 => CancelReason::BackendBrokeOff,
             _ => return None,
         })
     }

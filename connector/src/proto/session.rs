@@ -115,6 +115,12 @@ pub enum SessionError {
     IdleTimeout(Duration),
     #[error("session is closed")]
     Closed,
+    /// A request or response head that cannot be framed for this peer (a
+    /// header list or string too long for its length field, or a frame
+    /// over the peer's maximum). Only that request fails: nothing was
+    /// queued and the session stays open.
+    #[error("head of request {id} cannot be sent: {error}")]
+    HeadTooLarge { id: u64, error: FrameError },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -378,8 +384,11 @@ impl Session {
         if self.streams.contains_key(&id) {
             return Err(SessionError::StreamReused { id });
         }
+        let frame = Frame::Request { id, method: head.method, path: head.path, headers: head.headers, fin };
+        frame
+            .encode(self.peer_max_frame_bytes, &mut self.out)
+            .map_err(|error| SessionError::HeadTooLarge { id, error })?;
         self.streams.insert(id, Stream { request_fin: fin, ..Stream::default() });
-        self.queue(Frame::Request { id, method: head.method, path: head.path, headers: head.headers, fin });
         Ok(())
     }
 
@@ -433,9 +442,12 @@ impl Session {
         if st.response_started {
             return Err(SessionError::UnknownStream { frame: "Response", id });
         }
+        let frame = Frame::Response { id, status, headers, fin };
+        frame
+            .encode(self.peer_max_frame_bytes, &mut self.out)
+            .map_err(|error| SessionError::HeadTooLarge { id, error })?;
         st.response_started = true;
         st.response_fin = fin;
-        self.queue(Frame::Response { id, status, headers, fin });
         self.reap(id);
         Ok(())
     }

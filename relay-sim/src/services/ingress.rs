@@ -26,6 +26,10 @@ use crate::server::{request_host, respond, serve_plain, Body, ConnInfo, Listener
 
 /// Largest request or response body relayed.
 pub const BODY_BYTES_MAX: usize = 16 << 20;
+/// Largest request header block (names, values, and 4 bytes of separators
+/// per field), as Azure's gateways and most reverse proxies allow (32 KiB).
+/// Larger gets 431 here, before any tunnel sees it.
+pub const HEADER_BYTES_MAX: usize = 32 << 10;
 /// How many tunnels one request may be offered to.
 const MAX_ATTEMPTS: u32 = 4;
 /// How long a request waits for a tunnel of its group to be available.
@@ -41,6 +45,15 @@ async fn handle(cloud: Rc<Cloud>, req: Request<Incoming>) -> Response<Body> {
     let Some(app) = cloud.config.tenant.app_by_host(&host).cloned() else {
         return respond(404, "text/plain", format!("no application is published at {host:?}"));
     };
+    let header_bytes: usize = req.headers().iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum();
+    if header_bytes > HEADER_BYTES_MAX {
+        return gateway(
+            431,
+            "headers-too-large",
+            format!("request header fields total {header_bytes} bytes; at most {HEADER_BYTES_MAX} are accepted"),
+        )
+        .2;
+    }
     let method = req.method().to_string();
     let path_and_query = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
     let mut headers: Vec<(String, String)> = req
@@ -177,13 +190,23 @@ async fn offer(
                             hyper::header::HeaderName::from_bytes(n.as_bytes()),
                             hyper::header::HeaderValue::from_str(v),
                         ) {
-                            resp.headers_mut().insert(n, v);
+                            resp.headers_mut().append(n, v);
                         }
                     }
                     return Outcome::Answered(status, resp);
                 }
             }
+            Some(Delivery::Unsendable(why)) => {
+                return Outcome::Failed(431, "headers-too-large".into(), format!("request {id}: {why}"))
+            }
             Some(Delivery::Cancelled(CancelReason::Overloaded)) => return Outcome::Overloaded,
+            Some(Delivery::Cancelled(CancelReason::BackendBrokeOff)) => {
+                return Outcome::Failed(
+                    502,
+                    "backend-broke-off".into(),
+                    format!("the backend broke off its answer to request {id}"),
+                )
+            }
             Some(Delivery::Cancelled(reason)) => {
                 return Outcome::Failed(502, "refused".into(), format!("connector refused request {id}: {reason:?}"))
             }

@@ -7,7 +7,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use connector::env::BoxStream;
-use connector::proto::{Event, Role, Session, SessionConfig};
+use connector::proto::{Event, Role, Session, SessionConfig, SessionError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
@@ -42,7 +42,9 @@ impl Drop for Registration {
     }
 }
 
-/// Puts a user's request on the session; a refusal fails it (unacknowledged).
+/// Puts a user's request on the session. A head that cannot be framed
+/// fails that request alone; any other refusal fails it (unacknowledged)
+/// and ends the tunnel.
 fn dispatch(session: &mut Session, pending: &mut BTreeMap<u64, Pending>, d: Dispatch) -> Result<(), String> {
     let fin = d.body.is_empty();
     let mut res = session.send_request(d.id, d.head, fin);
@@ -52,6 +54,10 @@ fn dispatch(session: &mut Session, pending: &mut BTreeMap<u64, Pending>, d: Disp
     match res {
         Ok(()) => {
             pending.insert(d.id, Pending { reply: d.reply, acked: false });
+            Ok(())
+        }
+        Err(e @ SessionError::HeadTooLarge { .. }) => {
+            let _ = d.reply.send(Delivery::Unsendable(e.to_string()));
             Ok(())
         }
         Err(e) => {
@@ -157,7 +163,10 @@ async fn tunnel(cloud: Rc<Cloud>, endpoint: String, info: ConnInfo, stream: TlsS
                         let _ = p.reply.send(Delivery::Cancelled(reason));
                     }
                 }
-                Event::GoAway { .. } | Event::Request { .. } => {}
+                // The connector drains: no new request goes down this
+                // tunnel; those in flight finish.
+                Event::GoAway { .. } => drop(registration.take()),
+                Event::Request { .. } => {}
             }
         }
     };
