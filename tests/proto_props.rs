@@ -37,7 +37,8 @@ fn frame() -> impl Strategy<Value = Frame> {
                 Just(CancelReason::Duplicate),
                 Just(CancelReason::Abandoned),
                 Just(CancelReason::Draining),
-                Just(CancelReason::Overloaded)
+                Just(CancelReason::Overloaded),
+                Just(CancelReason::BackendBrokeOff)
             ]
         )
             .prop_map(|(id, reason)| Frame::Cancel { id, reason }),
