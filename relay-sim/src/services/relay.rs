@@ -46,6 +46,12 @@ impl Drop for Registration {
 /// fails that request alone; any other refusal fails it (unacknowledged)
 /// and ends the tunnel.
 fn dispatch(session: &mut Session, pending: &mut BTreeMap<u64, Pending>, d: Dispatch) -> Result<(), String> {
+    // No more open at once than a connector takes (its session would fail
+    // the whole tunnel): the ingress offers this one to another tunnel.
+    if pending.len() >= SessionConfig::new("").max_streams {
+        let _ = d.reply.send(Delivery::Cancelled(connector::proto::CancelReason::Overloaded));
+        return Ok(());
+    }
     let fin = d.body.is_empty();
     let mut res = session.send_request(d.id, d.head, fin);
     if res.is_ok() && !fin {
