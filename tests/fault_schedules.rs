@@ -3,13 +3,16 @@
 //! connector crashes, CRL/OCSP outages, at random times with random
 //! lengths. Invariants, checked by the scenario runner itself: no accepted
 //! request is served twice, every request is answered or failed to its user,
-//! and once the faults stop the connectors serve again (every request sent
-//! after a recovery margin gets a 2xx).
+//! no success carries a changed or cut body (uploads and downloads of
+//! random sizes run through the same faults), and once the faults stop the
+//! connectors serve again (every request sent after a recovery margin gets
+//! a 2xx).
 //!
 //! A schedule is rendered as a scenario file before it runs, so when one
 //! fails, proptest shrinks it and the minimal one is written to
 //! `target/fault-schedules/` as a scenario `connsim repro` replays.
-//! More cases: `PROPTEST_CASES=500 cargo test --release --test fault_schedules`.
+//! 48 schedules locally, 1,000 under CI (`CI=true`); more:
+//! `PROPTEST_CASES=5000 cargo test --release --test fault_schedules`.
 
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
@@ -109,11 +112,25 @@ fn fault() -> impl Strategy<Value = Fault> {
 struct Schedule {
     seed: u64,
     faults: Vec<(u64, Fault)>,
+    /// Bytes each upload carries and each download asks for (the data
+    /// path under the same faults: a success must carry the whole body).
+    upload_bytes: usize,
+    download_bytes: usize,
 }
 
 fn schedule() -> impl Strategy<Value = Schedule> {
-    (1u64..10_000, prop::collection::vec((FIRST_FAULT_S..=LAST_FAULT_S, fault()), 1..6))
-        .prop_map(|(seed, faults)| Schedule { seed, faults })
+    (
+        1u64..10_000,
+        prop::collection::vec((FIRST_FAULT_S..=LAST_FAULT_S, fault()), 1..6),
+        0usize..(1 << 20),
+        0usize..(2 << 20),
+    )
+        .prop_map(|(seed, faults, upload_bytes, download_bytes)| Schedule {
+            seed,
+            faults,
+            upload_bytes,
+            download_bytes,
+        })
 }
 
 /// The schedule as a scenario file (TOML).
@@ -140,6 +157,17 @@ fn render(s: &Schedule) -> String {
     );
     let requests = (duration - 60 - 30) / 30;
     let _ = writeln!(t, "[[load]]\napp = \"app1\"\nrequests = {requests}\nstart = \"60s\"\ninterval = \"30s\"\n");
+    let (uploads, downloads) = ((duration - 70 - 60) / 60, (duration - 80 - 60) / 60);
+    let _ = writeln!(
+        t,
+        "[[load]]\napp = \"app1\"\nrequests = {uploads}\nstart = \"70s\"\ninterval = \"60s\"\nupload_bytes = {}\n",
+        s.upload_bytes
+    );
+    let _ = writeln!(
+        t,
+        "[[load]]\napp = \"app1\"\nrequests = {downloads}\nstart = \"80s\"\ninterval = \"60s\"\npath = \"/?size={}\"\n",
+        s.download_bytes
+    );
     for (at, e) in &events {
         let _ = writeln!(t, "[[timeline]]\nat = \"{at}s\"\nevent = \"{e}\"\n");
     }
@@ -173,12 +201,23 @@ fn write_minimal(s: &Schedule) -> PathBuf {
     path
 }
 
-#[test]
-fn fault_schedules_keep_the_invariants() {
-    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(24);
-    // A fixed RNG seed: CI runs the same schedules every time; raise
-    // PROPTEST_CASES (and change FAULT_RNG_SEED) to explore further.
-    let rng_seed: u64 = std::env::var("FAULT_RNG_SEED").ok().and_then(|c| c.parse().ok()).unwrap_or(0x5eed);
+/// Schedules per run: `PROPTEST_CASES`, else 1,000 under CI (`CI=true`),
+/// else 48. They are split over [`PARTS`] tests, which libtest runs in
+/// parallel.
+fn cases() -> u32 {
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+    std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(if ci { 1000 } else { 48 })
+}
+
+const PARTS: u32 = 4;
+
+/// Runs part `part` of the schedules. A fixed RNG seed per part: CI runs
+/// the same schedules every time; raise PROPTEST_CASES (and change
+/// FAULT_RNG_SEED) to explore further.
+fn run_part(part: u32) {
+    let cases = cases().div_ceil(PARTS);
+    let base: u64 = std::env::var("FAULT_RNG_SEED").ok().and_then(|c| c.parse().ok()).unwrap_or(0x5eed);
+    let rng_seed = base + u64::from(part);
     let mut bytes = [0u8; 32];
     bytes[..8].copy_from_slice(&rng_seed.to_le_bytes());
     let config = Config { cases, max_shrink_iters: 200, failure_persistence: None, ..Config::default() };
@@ -202,10 +241,32 @@ fn fault_schedules_keep_the_invariants() {
 }
 
 #[test]
+fn fault_schedules_keep_the_invariants_1() {
+    run_part(0);
+}
+
+#[test]
+fn fault_schedules_keep_the_invariants_2() {
+    run_part(1);
+}
+
+#[test]
+fn fault_schedules_keep_the_invariants_3() {
+    run_part(2);
+}
+
+#[test]
+fn fault_schedules_keep_the_invariants_4() {
+    run_part(3);
+}
+
+#[test]
 fn a_rendered_schedule_is_a_valid_scenario_that_replays() {
     let s = Schedule {
         seed: 7,
         faults: vec![(300, Fault::RelayOutage { secs: 60 }), (900, Fault::ConnectorOutage { connector: 2, secs: 120 })],
+        upload_bytes: 300_000,
+        download_bytes: 500_000,
     };
     let text = render(&s);
     let scenario = Scenario::parse(&text, Path::new("x.toml")).expect("parses");
@@ -219,7 +280,12 @@ fn a_rendered_schedule_is_a_valid_scenario_that_replays() {
 fn the_recovery_check_can_fail() {
     // Connector 1 stays down and connector 2 goes down for good: nothing
     // serves after the "recovery" time, and the check says so.
-    let s = Schedule { seed: 3, faults: vec![(300, Fault::ConnectorOutage { connector: 1, secs: 60 })] };
+    let s = Schedule {
+        seed: 3,
+        faults: vec![(300, Fault::ConnectorOutage { connector: 1, secs: 60 })],
+        upload_bytes: 0,
+        download_bytes: 0,
+    };
     let mut text = render(&s);
     text = text.replace("event = \"start connector connector-1\"", "event = \"stop connector connector-2\"");
     let scenario = Scenario::parse(&text, Path::new("x.toml")).expect("parses");

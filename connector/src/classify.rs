@@ -160,6 +160,13 @@ pub enum Verdict {
     Unclear { group: Option<Group>, seen: String },
 }
 
+impl Verdict {
+    /// Whether the verdict rests on another destination answering now.
+    pub fn another_answered(&self) -> bool {
+        matches!(self, Verdict::HostUnavailable { .. } | Verdict::EntryMissing { .. } | Verdict::OtherCloud { .. })
+    }
+}
+
 /// The cause of `failed`, given the probes made now (the rules above).
 pub fn verdict(failed: &Failed<'_>, probes: &[Probe]) -> Verdict {
     match failed.failure.onward() {

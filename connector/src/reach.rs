@@ -46,6 +46,13 @@ pub async fn connect(env: &Env, host: &str, port: u16, timeout: Duration) -> Res
         }
     }
     let (verdict, diagnostic) = explain(env, host, port, addr, &failure).await;
+    // Another destination answered just now: if this one does too, the
+    // fault ended while it was being explained, and there is no finding.
+    if transport && verdict.another_answered() {
+        if let Ok(done) = crate::env::connect_observed(env, host, port, PROBE_TIMEOUT).await {
+            return Ok(done);
+        }
+    }
     Err(Unreachable { addr, failure, verdict, diagnostic })
 }
 
@@ -67,8 +74,23 @@ pub async fn explain(
         crate::evidence::Route::Direct => None,
     };
     let failed = classify::Failed { host, port, addr, failure, last_good, cloud: env.evidence.cloud(), via };
-    let probes = if classify::needs_probes(&failed) { probe(env, host, port).await } else { Vec::new() };
-    let verdict = classify::verdict(&failed, &probes);
+    let mut probes = if classify::needs_probes(&failed) { probe(env, host, port).await } else { Vec::new() };
+    let mut verdict = classify::verdict(&failed, &probes);
+    if let classify::Verdict::OtherCloud { .. } = verdict {
+        // The other cloud is asked last: before the network is called the
+        // other cloud's, the hosts of this cloud that failed are asked
+        // again (until one answers). A fault that ended while the probes
+        // ran is no such network.
+        let cloud = env.evidence.cloud();
+        let ours = |p: &classify::Probe| crate::allowlist::cloud_of(&p.host, p.port) == Some(cloud);
+        for p in probes.iter_mut().filter(|p| p.failure.is_some() && ours(p)) {
+            if crate::env::connect_observed(env, &p.host, p.port, PROBE_TIMEOUT).await.is_ok() {
+                p.failure = None;
+                break;
+            }
+        }
+        verdict = classify::verdict(&failed, &probes);
+    }
     let diagnostic = classify::diagnostic(&failed, &verdict);
     (verdict, diagnostic)
 }
