@@ -246,7 +246,8 @@ fn exchange(addr: std::net::SocketAddr, host: &str, method: &str, path: &str, ex
 }
 
 /// The data path on real sockets (DATA-INTACT): a 100 KiB header gets 431
-/// while 32 concurrent ordinary requests on the same tunnels get 200;
+/// (from the ingress, before any tunnel) while 32 concurrent ordinary
+/// requests, sent at the same moment, get 200;
 /// 5 MiB uploads arrive byte for byte (the echo backend's SHA-256); an
 /// 8 MiB download comes back whole; repeated `Set-Cookie` headers all
 /// reach the user; the OCSP responder answers RFC 6960 GET requests.

@@ -102,41 +102,7 @@ pub fn summarize(events: &[TraceEvent], logs: &ServedLog) -> Summary {
                 AgentEvent::Diagnostic(d) if seen_diag.insert(d.clone()) => s.diagnostics.push(d.clone()),
                 _ => {}
             },
-            What::User(u) => match u {
-                UserEvent::Sent { mark } => {
-                    s.requests_sent += 1;
-                    sent.insert(mark.clone(), e.t_ms);
-                }
-                UserEvent::Answered { mark, status, relay_error } => {
-                    if let (Some(t0), true) = (sent.get(mark), (200..300).contains(status)) {
-                        latencies.push(e.t_ms.saturating_sub(*t0));
-                    }
-                    if let (Some(t0), false) = (sent.get(mark), (200..300).contains(status)) {
-                        s.not_ok.push((mark.clone(), *t0));
-                    }
-                    sent.remove(mark);
-                    if let Some(code) = relay_error {
-                        *s.relay_errors.entry(code.clone()).or_default() += 1;
-                    }
-                    *s.statuses.entry(*status).or_default() += 1;
-                    if (200..300).contains(status) {
-                        s.requests_ok += 1;
-                    } else {
-                        s.requests_failed += 1;
-                    }
-                }
-                UserEvent::Failed { mark, .. } => {
-                    if let Some(t0) = sent.remove(mark) {
-                        s.not_ok.push((mark.clone(), t0));
-                    }
-                    s.requests_failed += 1;
-                }
-                UserEvent::Corrupted { mark, what, .. } => {
-                    sent.remove(mark);
-                    s.corrupted.push((mark.clone(), what.clone()));
-                    s.requests_failed += 1;
-                }
-            },
+            What::User(u) => user_event(&mut s, &mut sent, &mut latencies, u, e.t_ms),
             What::World(WorldEvent::Applied { what }) => {
                 // A crashed connector host keeps no tunnel.
                 if let Some(host) = what.parse::<TimelineEvent>().ok().as_ref().and_then(TimelineEvent::stops_host) {
@@ -163,6 +129,48 @@ pub fn summarize(events: &[TraceEvent], logs: &ServedLog) -> Summary {
         Outcome::NotServing
     });
     s
+}
+
+/// What a simulated user saw, into the summary: `sent` holds requests not
+/// answered yet (with the time sent), `latencies` successes' round trips.
+fn user_event(s: &mut Summary, sent: &mut BTreeMap<String, u64>, latencies: &mut Vec<u64>, u: &UserEvent, t_ms: u64) {
+    match u {
+        UserEvent::Sent { mark } => {
+            s.requests_sent += 1;
+            sent.insert(mark.clone(), t_ms);
+        }
+        UserEvent::Answered { mark, status, relay_error } => {
+            if let (Some(t0), true) = (sent.get(mark), (200..300).contains(status)) {
+                latencies.push(t_ms.saturating_sub(*t0));
+            }
+            if let (Some(t0), false) = (sent.get(mark), (200..300).contains(status)) {
+                s.not_ok.push((mark.clone(), *t0));
+            }
+            sent.remove(mark);
+            if let Some(code) = relay_error {
+                *s.relay_errors.entry(code.clone()).or_default() += 1;
+            }
+            *s.statuses.entry(*status).or_default() += 1;
+            if (200..300).contains(status) {
+                s.requests_ok += 1;
+            } else {
+                s.requests_failed += 1;
+            }
+        }
+        UserEvent::Failed { mark, .. } => {
+            if let Some(t0) = sent.remove(mark) {
+                s.not_ok.push((mark.clone(), t0));
+            }
+            s.requests_failed += 1;
+        }
+        UserEvent::Corrupted { mark, what, .. } => {
+            if let Some(t0) = sent.remove(mark) {
+                s.not_ok.push((mark.clone(), t0));
+            }
+            s.corrupted.push((mark.clone(), what.clone()));
+            s.requests_failed += 1;
+        }
+    }
 }
 
 fn host_down(tunnels: &mut BTreeMap<(String, String), bool>, host: &str) {

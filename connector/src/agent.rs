@@ -228,6 +228,13 @@ pub struct Agent {
     installation: Installation,
 }
 
+/// Why a renewal failed: the call (with the finding that explains it, as
+/// on every other path), or something on this host.
+enum RenewFailure {
+    Service(Diagnostic),
+    Local(String),
+}
+
 impl Agent {
     pub fn new(mut env: Env, config: AgentConfig) -> Self {
         if let Some((host, port)) = &config.proxy {
@@ -480,7 +487,8 @@ impl Agent {
             up: RefCell::new(0),
             backends: Rc::default(),
             network_back: tokio::sync::Notify::new(),
-            draining: tokio::sync::watch::Sender::new(false),
+            draining: std::cell::Cell::new(false),
+            drain_wake: tokio::sync::Notify::new(),
         });
         let tunnels = RefCell::new(BTreeMap::new());
         let updates = Updates::default();
@@ -733,7 +741,7 @@ impl Agent {
         }
         self.env.emit(AgentEvent::UpgradeStarted { from: current.clone(), to: release.version.clone() });
         // Drain: the relays stop sending (GoAway); what is in flight finishes.
-        shared.draining.send_replace(true);
+        shared.drain(true);
         let deadline = crate::time::Instant::now() + self.config.backend_timeout;
         // At least one pause, so that the tunnels get their GoAway out.
         loop {
@@ -745,7 +753,7 @@ impl Agent {
         for (_, handle) in std::mem::take(&mut *tunnels.borrow_mut()) {
             handle.abort();
         }
-        shared.draining.send_replace(false);
+        shared.drain(false);
         if let Err(e) = self.installation.switch(&release.version) {
             // The old folder is still in place (or put back): keep serving.
             self.env.emit(AgentEvent::Diagnostic(e.diagnostic()));
@@ -779,31 +787,21 @@ impl Agent {
         if age.as_secs_f64() < lifetime.as_secs_f64() * self.config.renew_after_fraction {
             return None;
         }
-        let result = async {
-            let key = identity::generate_key(self.env.entropy.as_ref()).map_err(|e| (e.to_string(), None))?;
-            let csr_pem = identity::csr_pem(&key, &self.config.machine_name).map_err(|e| (e.to_string(), None))?;
-            let request = RenewRequest { connector_id: identity.connector_id.clone(), csr_pem };
-            let resp: RenewResponse =
-                self.call(&self.names.renewtrust, tls).post_json("/renew", &request, None).await.map_err(|e| {
-                    let cause = e.diagnostic();
-                    (format!("{}: {} (reported with it)", self.names.renewtrust, cause.code), Some(cause))
-                })?;
-            let renewed = identity.renewed(&key, resp.certificate_pem);
-            let info = renewed.certificate().map_err(|e| (e, None))?;
-            renewed.save(&self.config.install_dir).map_err(|e| (e.to_string(), None))?;
-            Ok::<_, (String, Option<Diagnostic>)>((renewed, info))
-        }
-        .await;
-        match result {
+        match self.renew(identity, tls).await {
             Ok((renewed, info)) => {
                 let valid_for_h = info.not_after.duration_since(now).unwrap_or_default().as_secs() / 3600;
                 self.env.emit(AgentEvent::CertificateRenewed { cert_serial: info.serial, valid_for_h });
                 Some(renewed)
             }
-            Err((why, cause)) => {
-                if let Some(cause) = cause {
-                    self.env.emit(AgentEvent::Diagnostic(cause));
-                }
+            Err(failure) => {
+                let why = match failure {
+                    RenewFailure::Service(cause) => {
+                        let why = format!("{}: {} (reported with it)", self.names.renewtrust, cause.code);
+                        self.env.emit(AgentEvent::Diagnostic(cause));
+                        why
+                    }
+                    RenewFailure::Local(why) => why,
+                };
                 let left = diag::human_duration(cert.not_after.duration_since(now).unwrap_or_default());
                 self.env.emit(AgentEvent::Diagnostic(Diagnostic::new(
                     "TLS-CLIENT",
@@ -815,6 +813,27 @@ impl Agent {
                 None
             }
         }
+    }
+
+    /// A new key, a CSR, the renewal call, the new identity saved.
+    async fn renew(
+        &self,
+        identity: &Identity,
+        tls: &ServiceTls,
+    ) -> Result<(Identity, crate::pki::cert::CertInfo), RenewFailure> {
+        let local = |e: String| RenewFailure::Local(e);
+        let key = identity::generate_key(self.env.entropy.as_ref()).map_err(|e| local(e.to_string()))?;
+        let csr_pem = identity::csr_pem(&key, &self.config.machine_name).map_err(|e| local(e.to_string()))?;
+        let request = RenewRequest { connector_id: identity.connector_id.clone(), csr_pem };
+        let resp: RenewResponse = self
+            .call(&self.names.renewtrust, tls)
+            .post_json("/renew", &request, None)
+            .await
+            .map_err(|e| RenewFailure::Service(e.diagnostic()))?;
+        let renewed = identity.renewed(&key, resp.certificate_pem);
+        let info = renewed.certificate().map_err(local)?;
+        renewed.save(&self.config.install_dir).map_err(|e| local(e.to_string()))?;
+        Ok((renewed, info))
     }
 
     /// Starts a tunnel for every new endpoint and stops those no longer

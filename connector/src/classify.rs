@@ -119,7 +119,9 @@ pub fn probe_plan(host: &str, port: u16, cloud: Environment, candidates: &[Strin
 }
 
 /// Whether probes can tell anything about `failed`: not for a name that
-/// does not resolve or resolves to a sinkhole, nor for a proxy's answer.
+/// does not resolve or resolves to a sinkhole, nor for the proxy's own
+/// refusal; a proxy's report that it could not connect onward is probed
+/// like a direct failure.
 pub fn needs_probes(failed: &Failed<'_>) -> bool {
     !matches!(failed.failure.onward(), ConnectFailure::Unresolved | ConnectFailure::Proxy(_))
         && !failed.addr.is_some_and(is_sinkhole)
@@ -141,7 +143,8 @@ pub enum Verdict {
     Unresolved,
     /// The name resolved to a sinkhole address.
     Sinkhole(IpAddr),
-    /// The explicit proxy refused the tunnel or demanded authentication.
+    /// The explicit proxy refused the tunnel, demanded authentication, or
+    /// does not answer itself.
     Proxy(ProxyError),
     /// It worked at `before`; now it resolves to `now`, which fails.
     StaleRanges { now: IpAddr, before: IpAddr },
@@ -198,7 +201,8 @@ pub fn verdict(failed: &Failed<'_>, probes: &[Probe]) -> Verdict {
     // something fails where it worked, the port or a rule blocks old
     // addresses too, and a name that moved within its pool says nothing.)
     let blocked_in_place = probes.iter().any(|p| p.failure.is_some() && p.failed_where_it_worked);
-    if let (Some(now), Some(before), false) = (failed.addr, failed.last_good, blocked_in_place) {
+    // (Through a proxy both addresses are the proxy's: nothing to compare.)
+    if let (Some(now), Some(before), false, None) = (failed.addr, failed.last_good, blocked_in_place, failed.via) {
         if now != before {
             return Verdict::StaleRanges { now, before };
         }
@@ -243,55 +247,10 @@ pub fn diagnostic(failed: &Failed<'_>, verdict: &Verdict) -> Diagnostic {
         (None, Some(a)) => format!("; it worked at this address ({a}) before, so a firewall or proxy rule changed or the service's hosts there are down"),
         (_, None) => String::new(),
     };
-    // Where a name was looked up: the proxy resolves for the connector.
-    let resolved_at = failed.via.map(|p| format!(" at the outbound proxy {p}")).unwrap_or_default();
-    let answered = match failed.failure {
-        ConnectFailure::Proxy(p) => match p.as_ref() {
-            ProxyError::Onward { status, .. } => format!(" (it answered {status})"),
-            _ => String::new(),
-        },
-        _ => String::new(),
-    };
     let entry = entry_text(host, port);
     match verdict {
-        Verdict::Unresolved => Diagnostic::new(
-            "NET-DNS",
-            "unresolved",
-            Some(12020),
-            format!("{host} did not resolve{resolved_at}{answered}"),
-            match failed.via {
-                Some(_) => "check the proxy's DNS servers (it resolves the service's names for the connector) and that the name is not sinkholed",
-                None => "check the connector host's DNS servers and that the name is not sinkholed",
-            },
-        ),
-        Verdict::Sinkhole(a) => Diagnostic::new(
-            "NET-DNS",
-            "sinkhole",
-            Some(12020),
-            format!("{host} resolves to {a}{resolved_at}{answered}, a sinkhole address: a DNS filter is blocking the name"),
-            format!("allow {entry} in the DNS filter (and the firewall)"),
-        ),
-        Verdict::Proxy(ProxyError::AuthRequired { proxy }) => Diagnostic::new(
-            "NET-PROXY",
-            "auth-unsupported",
-            Some(12020),
-            format!("the outbound proxy {proxy} demands authentication (407) for {host}:{port}; the connector does not support proxy authentication"),
-            "let the connector's traffic (Network Service) through the proxy without authentication, or bypass the proxy for the service's names",
-        ),
-        Verdict::Proxy(down @ ProxyError::Down { .. }) => Diagnostic::new(
-            "NET-PROXY",
-            "unreachable",
-            Some(12020),
-            format!("{down}, so {host}:{port} cannot be reached through it"),
-            "check that the proxy runs and that the connector host can reach it (name, address, port), or correct the proxy the connector is configured with",
-        ),
-        Verdict::Proxy(other) => Diagnostic::new(
-            "NET-PROXY",
-            "refused",
-            Some(12020),
-            format!("{other}"),
-            format!("add {entry} to the proxy's allow-list"),
-        ),
+        Verdict::Unresolved | Verdict::Sinkhole(_) => dns_diagnostic(failed, verdict, &entry),
+        Verdict::Proxy(p) => proxy_diagnostic(host, port, p, &entry),
         Verdict::StaleRanges { now, before } => Diagnostic::new(
             "NET-RULES",
             "stale-ranges",
@@ -331,27 +290,7 @@ pub fn diagnostic(failed: &Failed<'_>, verdict: &Verdict) -> Diagnostic {
                 "outbound TCP {port} appears blocked: allow {entry} on every firewall and proxy between the connector and the service; if firewalls filter by user, allow the Network Service account (NET-USER)"
             ),
         ),
-        Verdict::OtherCloud { works } => {
-            let (this, other) = (failed.cloud.title(), failed.cloud.other().title());
-            let remedy = match failed.cloud {
-                Environment::Public => format!(
-                    "if the tenant is in the US Government cloud, install the connector with ENVIRONMENTNAME=\"{}\"; otherwise allow the public cloud's names ({entry} and the rest of its table) on the firewall",
-                    Environment::GOV_ENVIRONMENT_NAME
-                ),
-                Environment::UsGov => format!(
-                    "if the tenant is in the public cloud, install the connector without ENVIRONMENTNAME; otherwise allow the US Government cloud's names ({entry} and the rest of its table) on the firewall"
-                ),
-            };
-            Diagnostic::new(
-                "REG-GOV",
-                "network-for-other-cloud",
-                Some(12020),
-                format!(
-                    "cannot reach {host}:{port}{at} ({failure}) nor any other {this} host on {port}, while {works}:{port} of the {other} answers: this network lets the other cloud's names out"
-                ),
-                remedy,
-            )
-        }
+        Verdict::OtherCloud { works } => other_cloud_diagnostic(failed, works, &at, &failure, &entry),
         Verdict::Unclear { group, seen } => Diagnostic::new(
             group.map(Group::requirement).unwrap_or(if port == 80 { "NET-80" } else { "NET-443" }),
             "unreachable",
@@ -360,6 +299,91 @@ pub fn diagnostic(failed: &Failed<'_>, verdict: &Verdict) -> Diagnostic {
             format!("allow {entry} on every firewall and proxy between the connector and the service"),
         ),
     }
+}
+
+/// A name that did not resolve, or resolved to a sinkhole; through a
+/// proxy, at the proxy (it resolves the service's names for the connector).
+fn dns_diagnostic(failed: &Failed<'_>, verdict: &Verdict, entry: &str) -> Diagnostic {
+    let host = failed.host;
+    let resolved_at = failed.via.map(|p| format!(" at the outbound proxy {p}")).unwrap_or_default();
+    let answered = match failed.failure {
+        ConnectFailure::Proxy(p) => match p.as_ref() {
+            ProxyError::Onward { status, .. } => format!(" (it answered {status})"),
+            _ => String::new(),
+        },
+        _ => String::new(),
+    };
+    match verdict {
+        Verdict::Sinkhole(a) => Diagnostic::new(
+            "NET-DNS",
+            "sinkhole",
+            Some(12020),
+            format!("{host} resolves to {a}{resolved_at}{answered}, a sinkhole address: a DNS filter is blocking the name"),
+            format!("allow {entry} in the DNS filter (and the firewall)"),
+        ),
+        _ => Diagnostic::new(
+            "NET-DNS",
+            "unresolved",
+            Some(12020),
+            format!("{host} did not resolve{resolved_at}{answered}"),
+            match failed.via {
+                Some(_) => "check the proxy's DNS servers (it resolves the service's names for the connector) and that the name is not sinkholed",
+                None => "check the connector host's DNS servers and that the name is not sinkholed",
+            },
+        ),
+    }
+}
+
+/// The proxy's own answer: authentication demanded, a refusal, or the
+/// proxy not answering at all.
+fn proxy_diagnostic(host: &str, port: u16, p: &ProxyError, entry: &str) -> Diagnostic {
+    match p {
+        ProxyError::AuthRequired { proxy } => Diagnostic::new(
+            "NET-PROXY",
+            "auth-unsupported",
+            Some(12020),
+            format!("the outbound proxy {proxy} demands authentication (407) for {host}:{port}; the connector does not support proxy authentication"),
+            "let the connector's traffic (Network Service) through the proxy without authentication, or bypass the proxy for the service's names",
+        ),
+        ProxyError::Down { .. } => Diagnostic::new(
+            "NET-PROXY",
+            "unreachable",
+            Some(12020),
+            format!("{p}, so {host}:{port} cannot be reached through it"),
+            "check that the proxy runs and that the connector host can reach it (name, address, port), or correct the proxy the connector is configured with",
+        ),
+        other => Diagnostic::new(
+            "NET-PROXY",
+            "refused",
+            Some(12020),
+            format!("{other}"),
+            format!("add {entry} to the proxy's allow-list"),
+        ),
+    }
+}
+
+/// Nothing of the connector's cloud answers, a host of the other cloud does.
+fn other_cloud_diagnostic(failed: &Failed<'_>, works: &str, at: &str, failure: &str, entry: &str) -> Diagnostic {
+    let (host, port) = (failed.host, failed.port);
+    let (this, other) = (failed.cloud.title(), failed.cloud.other().title());
+    let remedy = match failed.cloud {
+        Environment::Public => format!(
+            "if the tenant is in the US Government cloud, install the connector with ENVIRONMENTNAME=\"{}\"; otherwise allow the public cloud's names ({entry} and the rest of its table) on the firewall",
+            Environment::GOV_ENVIRONMENT_NAME
+        ),
+        Environment::UsGov => format!(
+            "if the tenant is in the public cloud, install the connector without ENVIRONMENTNAME; otherwise allow the US Government cloud's names ({entry} and the rest of its table) on the firewall"
+        ),
+    };
+    Diagnostic::new(
+        "REG-GOV",
+        "network-for-other-cloud",
+        Some(12020),
+        format!(
+            "cannot reach {host}:{port}{at} ({failure}) nor any other {this} host on {port}, while {works}:{port} of the {other} answers: this network lets the other cloud's names out"
+        ),
+        remedy,
+    )
 }
 
 /// A failure as the findings quote it: a proxy's report of its onward

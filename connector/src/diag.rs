@@ -73,7 +73,8 @@ pub enum ConnectFailure {
     TimedOut,
     /// The name did not resolve.
     Unresolved,
-    /// An outbound proxy refused the tunnel.
+    /// Through an outbound proxy: its refusal, its report of the onward
+    /// connection's failure, or the proxy itself not answering.
     Proxy(Box<crate::proxy::ProxyError>),
     /// Anything else the OS reported.
     Other(String),

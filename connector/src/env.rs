@@ -126,6 +126,11 @@ pub async fn connect_observed(
         Ok(Err(e)) if matches!(ConnectFailure::from_io(&e), ConnectFailure::Proxy(_)) => {
             Err((None, ConnectFailure::from_io(&e)))
         }
+        Err(_) if net.proxy().is_some() => {
+            let proxy = net.proxy().map(|p| format!("{}:{}", p.host, p.port)).unwrap_or_default();
+            let what = "its name did not resolve in time".to_string();
+            Err((None, ConnectFailure::Proxy(Box::new(crate::proxy::ProxyError::Down { proxy, what }))))
+        }
         Ok(Err(_)) | Err(_) => Err((None, ConnectFailure::Unresolved)),
     };
     let outcome = match &result {

@@ -68,22 +68,48 @@ impl std::fmt::Display for Onward {
     }
 }
 
+/// `text` split at `sep` where it is not inside a quoted string.
+fn split_outside_quotes(text: &str, sep: char) -> Vec<String> {
+    let (mut parts, mut current, mut quoted) = (Vec::new(), String::new(), false);
+    for c in text.chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                current.push(c);
+            }
+            c if c == sep && !quoted => parts.push(std::mem::take(&mut current)),
+            c => current.push(c),
+        }
+    }
+    parts.push(current);
+    parts
+}
+
 /// What a proxy's answer other than 200 and 407 means.
 fn refusal(proxy: String, target: String, status_line: &str, head: &str) -> ProxyError {
     let code = status_line.split_whitespace().nth(1).unwrap_or_default();
     let status = status_line.split_once(' ').map_or(status_line, |(_, rest)| rest).trim().to_string();
-    let proxy_status = head
+    // RFC 9209: a list, one member per intermediary (`name; error=...;
+    // param="..."`); the first member that names an error is the one that
+    // failed.
+    let members: Vec<Vec<(String, String)>> = head
         .lines()
         .skip(1)
-        .find_map(|l| l.split_once(':').filter(|(n, _)| n.trim().eq_ignore_ascii_case("proxy-status")))
-        .map(|(_, v)| v.to_string());
-    let param = |name: &str| -> Option<String> {
-        let value = proxy_status.as_deref()?;
-        value.split(';').skip(1).find_map(|p| {
-            let (k, v) = p.split_once('=')?;
-            (k.trim().eq_ignore_ascii_case(name)).then(|| v.trim().trim_matches('"').to_string())
+        .filter_map(|l| l.split_once(':').filter(|(n, _)| n.trim().eq_ignore_ascii_case("proxy-status")))
+        .flat_map(|(_, v)| split_outside_quotes(v, ','))
+        .map(|member| {
+            split_outside_quotes(&member, ';')
+                .into_iter()
+                .skip(1)
+                .filter_map(|p| {
+                    let (k, v) = p.split_once('=')?;
+                    Some((k.trim().to_ascii_lowercase(), v.trim().trim_matches('"').to_string()))
+                })
+                .collect()
         })
-    };
+        .collect();
+    let failed = members.iter().find(|m| m.iter().any(|(k, _)| k == "error"));
+    let param = |name: &str| failed.and_then(|m| m.iter().find(|(k, _)| k == name)).map(|(_, v)| v.clone());
     let onward = match (param("error").as_deref(), code) {
         (Some("dns_error" | "dns_timeout" | "destination_not_found"), _) => Some(Onward::Unresolved),
         (Some("destination_ip_prohibited" | "destination_ip_unroutable"), _) => {
@@ -226,6 +252,12 @@ mod tests {
         assert_eq!(onward(refused), Some(Onward::Refused));
         let odd = answer("HTTP/1.1 502 Bad Gateway", "Proxy-Status: p; error=tls_protocol_error\r\n");
         assert_eq!(onward(odd), Some(Onward::Failed("tls_protocol_error".into())));
+        // A chain of proxies: the member that names the error counts.
+        let chain = answer(
+            "HTTP/1.1 502 Bad Gateway",
+            "Proxy-Status: edge, inner; error=dns_error; details=\"a, b; c\", outer\r\n",
+        );
+        assert_eq!(onward(chain), Some(Onward::Unresolved));
     }
 
     #[test]

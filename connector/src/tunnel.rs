@@ -82,12 +82,27 @@ pub struct Shared {
     pub backends: Rc<backend::Pool>,
     /// True while the agent drains (before an upgrade): every tunnel tells
     /// its relay GoAway, so that no new request is sent down it while the
-    /// ones in flight finish.
-    pub draining: tokio::sync::watch::Sender<bool>,
+    /// ones in flight finish. Set it with [`Shared::drain`].
+    pub draining: std::cell::Cell<bool>,
+    /// Wakes the tunnels when `draining` is set. (A `Notify` wakes its
+    /// waiters in the order they wait; a `watch` channel picks among its
+    /// waiter lists at random, which reordered the tunnels' GoAways from
+    /// one run to the next.)
+    pub drain_wake: tokio::sync::Notify,
     /// Woken when a tunnel is established (a relay said Hello): the network
     /// works, so a heartbeat that failed is retried at once instead of at
     /// the end of its backoff.
     pub network_back: tokio::sync::Notify,
+}
+
+impl Shared {
+    /// Starts (or ends) draining: see [`Shared::draining`].
+    pub fn drain(&self, on: bool) {
+        self.draining.set(on);
+        if on {
+            self.drain_wake.notify_waiters();
+        }
+    }
 }
 
 /// Counts a tunnel as up for as long as it lives (also when its task is
@@ -164,6 +179,26 @@ pub async fn run(env: Env, cfg: TunnelConfig, shared: Rc<Shared>, endpoint: Rela
     }
 }
 
+/// One live session's state, besides the transport.
+struct Link<'a> {
+    env: &'a Env,
+    cfg: &'a TunnelConfig,
+    shared: &'a Rc<Shared>,
+    name: &'a str,
+    session: Session,
+    /// Dropped with the link: running handlers stop (their answers cannot
+    /// be delivered, and the relay fails them to the user, never retried)
+    /// and every slot goes back.
+    requests: Requests<JoinHandle<()>>,
+    tx: mpsc::UnboundedSender<Outbound>,
+    up: bool,
+    _up_guard: Option<UpGuard>,
+    /// Requests whose last frame is queued but not yet written: their slots
+    /// go back once it is (a drain that waits for no slot in use then
+    /// cuts no answer short).
+    written_then_done: Vec<u64>,
+}
+
 /// Runs one session over an open stream until it ends. The flag says
 /// whether the session got as far as `Hello` (resets the backoff).
 async fn drive<S>(env: &Env, cfg: &TunnelConfig, shared: &Rc<Shared>, name: &str, stream: S) -> (End, bool)
@@ -175,38 +210,58 @@ where
     let mut scfg = SessionConfig::new(cfg.connector_id.clone());
     scfg.keepalive = cfg.keepalive;
     scfg.idle_timeout = cfg.keepalive * 3;
-    let mut session = Session::new(Role::Connector, scfg, now());
     let (mut reader, mut writer) = tokio::io::split(stream);
     let (tx, mut rx) = mpsc::unbounded_channel::<Outbound>();
-    // Dropped at the end of this function: running handlers stop (their
-    // answers cannot be delivered, and the relay fails them to the user,
-    // never retried) and every slot goes back.
-    let mut requests: Requests<JoinHandle<()>> = Requests::default();
+    let mut link = Link {
+        env,
+        cfg,
+        shared,
+        name,
+        session: Session::new(Role::Connector, scfg, now()),
+        requests: Requests::default(),
+        tx,
+        up: false,
+        _up_guard: None,
+        written_then_done: Vec::new(),
+    };
     let mut buf = vec![0u8; 16 * 1024];
-    let mut up = false;
-    let mut _up_guard: Option<UpGuard> = None;
-    let mut draining = shared.draining.subscribe();
     let mut goaway_sent = false;
 
     let end = loop {
         // The session hands over everything queued as one buffer: one
         // write, one TLS record (see the `rx` branch, which queues all
         // ready answers before coming back here).
-        if let Some(bytes) = session.poll_transmit(now()) {
-            if let Err(e) = writer.write_all(&bytes).await {
-                return (End::Failed(format!("write: {e}"), Some(TlsFailure::from_io(&e))), up);
+        if let Some(bytes) = link.session.poll_transmit(now()) {
+            let mut res = writer.write_all(&bytes).await;
+            if res.is_ok() && !link.written_then_done.is_empty() {
+                res = writer.flush().await;
+            }
+            if let Err(e) = res {
+                return (End::Failed(format!("write: {e}"), Some(TlsFailure::from_io(&e))), link.up);
+            }
+            for id in std::mem::take(&mut link.written_then_done) {
+                link.requests.finished(id);
             }
         }
-        if session.peer_going_away() && requests.is_empty() {
+        if link.session.peer_going_away() && link.requests.is_empty() {
             let _ = writer.shutdown().await;
             break End::Drained;
         }
-        let deadline = session.poll_timeout().unwrap_or(Duration::from_secs(3600));
+        // Draining began while this loop was not waiting: say GoAway now.
+        if shared.draining.get() && link.up && !goaway_sent {
+            goaway_sent = true;
+            env.emit(AgentEvent::GoAwaySent { endpoint: name.to_string() });
+            if let Err(e) = link.session.send_goaway("connector draining") {
+                break End::Failed(e.to_string(), None);
+            }
+            continue;
+        }
+        let deadline = link.session.poll_timeout().unwrap_or(Duration::from_secs(3600));
         let step: Result<(), (String, Option<TlsFailure>)> = tokio::select! {
             biased;
             read = reader.read(&mut buf) => match read {
                 Ok(0) => Err(("closed by relay".to_string(), None)),
-                Ok(n) => session.handle_input(&buf[..n], now()).map_err(|e| (e.to_string(), None)),
+                Ok(n) => link.session.handle_input(&buf[..n], now()).map_err(|e| (e.to_string(), None)),
                 Err(e) => {
                     let failure = TlsFailure::from_io(&e);
                     Err((format!("read: {failure}"), Some(failure)))
@@ -215,99 +270,119 @@ where
             Some(out) = rx.recv() => {
                 // Take whatever else the handlers produced meanwhile, so it
                 // leaves in the same write.
-                let mut res = outbound(&mut session, &mut requests, out);
+                let mut res = link.outbound(out);
                 while res.is_ok() {
                     let Ok(more) = rx.try_recv() else { break };
-                    res = outbound(&mut session, &mut requests, more);
+                    res = link.outbound(more);
                 }
                 res.map_err(|e| (e, None))
             },
             _ = crate::time::sleep_until(origin + deadline) => {
-                session.handle_timeout(now()).map_err(|e| (e.to_string(), None))
+                link.session.handle_timeout(now()).map_err(|e| (e.to_string(), None))
             },
-            Ok(_) = draining.wait_for(|d| *d), if up && !goaway_sent => {
-                goaway_sent = true;
-                env.emit(AgentEvent::GoAwaySent { endpoint: name.to_string() });
-                session.send_goaway("connector draining").map_err(|e| (e.to_string(), None))
-            },
+            // The GoAway itself goes out at the top of the loop.
+            () = shared.drain_wake.notified(), if link.up && !goaway_sent => Ok(()),
         };
         if let Err((reason, tls)) = step {
             break End::Failed(reason, tls);
         }
-        while let Some(ev) = session.poll_event() {
-            match ev {
-                Event::Established { .. } => {
-                    up = true;
-                    _up_guard = Some(UpGuard::new(shared));
-                    // A relay took the tunnel: the network works, so a
-                    // heartbeat that failed need not wait out its backoff.
-                    shared.network_back.notify_waiters();
-                    env.emit(AgentEvent::TunnelUp { endpoint: name.to_string() });
-                }
-                Event::Request { id, head, fin } => {
-                    if !shared.seen.borrow_mut().insert(id) {
-                        env.emit(AgentEvent::DuplicateRefused { id, endpoint: name.to_string() });
-                        let _ = session.send_cancel(id, CancelReason::Duplicate);
-                        continue;
-                    }
-                    let Some(slot) = shared.slots.try_take(cfg.max_inflight) else {
-                        let _ = session.send_cancel(id, CancelReason::Overloaded);
-                        continue;
-                    };
-                    let _ = session.send_ack(id);
-                    env.emit(AgentEvent::RequestAccepted { id, endpoint: name.to_string() });
-                    if let Some(head) = requests.accept(id, slot, head, fin) {
-                        requests.running(id, spawn_handler(env, cfg, shared, id, head, Bytes::new(), &tx));
-                    }
-                }
-                Event::Body { id, data, fin } => match requests.body(id, &data, fin, cfg.request_body_bytes_max) {
-                    BodyStep::Ready(head, body) => {
-                        requests.running(id, spawn_handler(env, cfg, shared, id, head, body, &tx));
-                    }
-                    BodyStep::TooLarge => {
-                        let _ = session.send_response(id, 413, vec![], true);
-                    }
-                    BodyStep::Partial | BodyStep::Unknown => {}
-                },
-                Event::Cancelled { id, .. } => requests.cancel(id),
-                Event::GoAway { reason } => {
-                    env.emit(AgentEvent::GoAwayReceived { endpoint: name.to_string(), reason });
-                }
-                Event::Response { .. } | Event::Acked { .. } => {}
-            }
+        while let Some(ev) = link.session.poll_event() {
+            link.on_event(ev);
         }
     };
-    (end, up)
+    (end, link.up)
 }
 
-/// Hands one piece of a handler's answer to the session. The last frame
-/// (or a reset) ends the request and gives its slot back.
-fn outbound(session: &mut Session, requests: &mut Requests<JoinHandle<()>>, out: Outbound) -> Result<(), String> {
-    let (id, res) = match out {
-        Outbound::Head { id, status, headers, fin } => {
-            if fin {
-                requests.finished(id);
+impl Link<'_> {
+    fn on_event(&mut self, ev: Event) {
+        let (env, cfg, shared, name) = (self.env, self.cfg, self.shared, self.name);
+        match ev {
+            Event::Established { .. } => {
+                self.up = true;
+                self._up_guard = Some(UpGuard::new(shared));
+                // A relay took the tunnel: the network works, so a
+                // heartbeat that failed need not wait out its backoff.
+                shared.network_back.notify_waiters();
+                env.emit(AgentEvent::TunnelUp { endpoint: name.to_string() });
             }
-            (id, session.send_response(id, status, headers, fin))
-        }
-        Outbound::Body { id, data, fin } => {
-            if fin {
-                requests.finished(id);
+            Event::Request { id, head, fin } => {
+                if !shared.seen.borrow_mut().insert(id) {
+                    env.emit(AgentEvent::DuplicateRefused { id, endpoint: name.to_string() });
+                    let _ = self.session.send_cancel(id, CancelReason::Duplicate);
+                    return;
+                }
+                let Some(slot) = shared.slots.try_take(cfg.max_inflight) else {
+                    let _ = self.session.send_cancel(id, CancelReason::Overloaded);
+                    return;
+                };
+                let _ = self.session.send_ack(id);
+                env.emit(AgentEvent::RequestAccepted { id, endpoint: name.to_string() });
+                if let Some(head) = self.requests.accept(id, slot, head, fin) {
+                    self.requests.running(id, spawn_handler(env, cfg, shared, id, head, Bytes::new(), &self.tx));
+                }
             }
-            (id, session.send_body(id, data, fin))
+            Event::Body { id, data, fin } => match self.requests.body(id, &data, fin, cfg.request_body_bytes_max) {
+                BodyStep::Ready(head, body) => {
+                    self.requests.running(id, spawn_handler(env, cfg, shared, id, head, body, &self.tx));
+                }
+                BodyStep::TooLarge => {
+                    let _ = self.session.send_response(id, 413, vec![], true);
+                }
+                BodyStep::Partial | BodyStep::Unknown => {}
+            },
+            Event::Cancelled { id, .. } => self.requests.cancel(id),
+            Event::GoAway { reason } => {
+                env.emit(AgentEvent::GoAwayReceived { endpoint: name.to_string(), reason });
+            }
+            Event::Response { .. } | Event::Acked { .. } => {}
         }
-        Outbound::Reset { id } => {
-            requests.finished(id);
-            (id, session.send_cancel(id, CancelReason::BackendBrokeOff))
+    }
+
+    /// Hands one piece of a handler's answer to the session. The last
+    /// frame (or a reset) ends the request: its slot goes back once the
+    /// frame is written.
+    fn outbound(&mut self, out: Outbound) -> Result<(), String> {
+        let (id, res) = match out {
+            Outbound::Head { id, status, headers, fin } => {
+                if fin {
+                    self.written_then_done.push(id);
+                }
+                (id, self.session.send_response(id, status, headers, fin))
+            }
+            Outbound::Body { id, data, fin } => {
+                if fin {
+                    self.written_then_done.push(id);
+                }
+                (id, self.session.send_body(id, data, fin))
+            }
+            Outbound::Reset { id } => {
+                self.written_then_done.push(id);
+                (id, self.session.send_cancel(id, CancelReason::BackendBrokeOff))
+            }
+        };
+        match res {
+            // The relay cancelled the stream meanwhile: drop the rest.
+            Err(SessionError::UnknownStream { .. }) => {
+                tracing::debug!("dropping output for cancelled request {id}");
+                Ok(())
+            }
+            // The backend's head does not fit a frame: that request alone
+            // fails (502), its handler stops, the tunnel carries on.
+            Err(SessionError::HeadTooLarge { id, error }) => {
+                self.requests.cancel(id);
+                let d = crate::diag::Diagnostic::new(
+                    "BACKEND",
+                    "response-head-too-large",
+                    Some(13006),
+                    format!("the backend's response head for request {id} cannot be relayed: {error}"),
+                    "make the backend send fewer or shorter response headers (each under 64 KiB, all under 256 KiB)",
+                );
+                self.env.emit(AgentEvent::Diagnostic(d.clone()));
+                let headers = vec![("x-connector-error".to_string(), d.code)];
+                self.session.send_response(id, 502, headers, true).map_err(|e| e.to_string())
+            }
+            other => other.map_err(|e| e.to_string()),
         }
-    };
-    match res {
-        // The relay cancelled the stream meanwhile: drop the rest.
-        Err(SessionError::UnknownStream { .. }) => {
-            tracing::debug!("dropping output for cancelled request {id}");
-            Ok(())
-        }
-        other => other.map_err(|e| e.to_string()),
     }
 }
 

@@ -47,6 +47,11 @@ pub struct SessionConfig {
     pub max_streams: usize,
 }
 
+/// Most requests open at once on a session, on both sides: the relay
+/// dispatches no more (a connector's session fails a tunnel that exceeds
+/// its limit).
+pub const DEFAULT_MAX_STREAMS: usize = 200;
+
 impl SessionConfig {
     pub fn new(local_name: impl Into<String>) -> Self {
         SessionConfig {
@@ -54,7 +59,7 @@ impl SessionConfig {
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             keepalive: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(30),
-            max_streams: 200,
+            max_streams: DEFAULT_MAX_STREAMS,
         }
     }
 }

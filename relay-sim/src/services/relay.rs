@@ -7,6 +7,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use connector::env::BoxStream;
+use connector::proto::session::DEFAULT_MAX_STREAMS;
 use connector::proto::{Event, Role, Session, SessionConfig, SessionError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -42,13 +43,19 @@ impl Drop for Registration {
     }
 }
 
-/// Puts a user's request on the session. A head that cannot be framed
+/// Puts a user's request on the session (`open`: the tunnel is routed,
+/// not drained). A head that cannot be framed
 /// fails that request alone; any other refusal fails it (unacknowledged)
 /// and ends the tunnel.
-fn dispatch(session: &mut Session, pending: &mut BTreeMap<u64, Pending>, d: Dispatch) -> Result<(), String> {
-    // No more open at once than a connector takes (its session would fail
-    // the whole tunnel): the ingress offers this one to another tunnel.
-    if pending.len() >= SessionConfig::new("").max_streams {
+fn dispatch(
+    session: &mut Session,
+    pending: &mut BTreeMap<u64, Pending>,
+    open: bool,
+    d: Dispatch,
+) -> Result<(), String> {
+    // Draining, or as many open at once as a connector takes (its session
+    // would fail the whole tunnel): the ingress offers it to another tunnel.
+    if !open || pending.len() >= DEFAULT_MAX_STREAMS {
         let _ = d.reply.send(Delivery::Cancelled(connector::proto::CancelReason::Overloaded));
         return Ok(());
     }
@@ -70,6 +77,41 @@ fn dispatch(session: &mut Session, pending: &mut BTreeMap<u64, Pending>, d: Disp
             let _ = d.reply.send(Delivery::Lost { acked: false, reason: e.to_string() });
             Err(e.to_string())
         }
+    }
+}
+
+/// Passes the connector's answer to a request on to the user waiting for it.
+fn deliver(pending: &mut BTreeMap<u64, Pending>, ev: Event) {
+    match ev {
+        Event::Acked { id } => {
+            if let Some(p) = pending.get_mut(&id) {
+                p.acked = true;
+                let _ = p.reply.send(Delivery::Acked);
+            }
+        }
+        Event::Response { id, status, headers, fin } => {
+            if let Some(p) = pending.get(&id) {
+                let _ = p.reply.send(Delivery::Head { status, headers });
+                if fin {
+                    let _ = p.reply.send(Delivery::Body { data: bytes::Bytes::new(), fin: true });
+                    pending.remove(&id);
+                }
+            }
+        }
+        Event::Body { id, data, fin } => {
+            if let Some(p) = pending.get(&id) {
+                let _ = p.reply.send(Delivery::Body { data, fin });
+            }
+            if fin {
+                pending.remove(&id);
+            }
+        }
+        Event::Cancelled { id, reason } => {
+            if let Some(p) = pending.remove(&id) {
+                let _ = p.reply.send(Delivery::Cancelled(reason));
+            }
+        }
+        Event::Established { .. } | Event::GoAway { .. } | Event::Request { .. } => {}
     }
 }
 
@@ -106,12 +148,15 @@ async fn tunnel(cloud: Rc<Cloud>, endpoint: String, info: ConnInfo, stream: TlsS
                 Ok(n) => session.handle_input(&buf[..n], now()).map_err(|e| e.to_string()),
                 Err(e) => Err(format!("read: {e}")),
             },
-            Some(d) = rx.recv(), if registration.is_some() => {
+            Some(d) = rx.recv() => {
                 // And every other request waiting, so they share the write.
-                let mut res = dispatch(&mut session, &mut pending, d);
+                // After the connector's GoAway (no longer routed here), what
+                // was already on its way is offered to another tunnel.
+                let open = registration.is_some();
+                let mut res = dispatch(&mut session, &mut pending, open, d);
                 while res.is_ok() {
                     let Ok(more) = rx.try_recv() else { break };
-                    res = dispatch(&mut session, &mut pending, more);
+                    res = dispatch(&mut session, &mut pending, open, more);
                 }
                 res
             },
@@ -141,38 +186,10 @@ async fn tunnel(cloud: Rc<Cloud>, endpoint: String, info: ConnInfo, stream: TlsS
                         endpoint: endpoint.clone(),
                     });
                 }
-                Event::Acked { id } => {
-                    if let Some(p) = pending.get_mut(&id) {
-                        p.acked = true;
-                        let _ = p.reply.send(Delivery::Acked);
-                    }
-                }
-                Event::Response { id, status, headers, fin } => {
-                    if let Some(p) = pending.get(&id) {
-                        let _ = p.reply.send(Delivery::Head { status, headers });
-                        if fin {
-                            let _ = p.reply.send(Delivery::Body { data: bytes::Bytes::new(), fin: true });
-                            pending.remove(&id);
-                        }
-                    }
-                }
-                Event::Body { id, data, fin } => {
-                    if let Some(p) = pending.get(&id) {
-                        let _ = p.reply.send(Delivery::Body { data, fin });
-                    }
-                    if fin {
-                        pending.remove(&id);
-                    }
-                }
-                Event::Cancelled { id, reason } => {
-                    if let Some(p) = pending.remove(&id) {
-                        let _ = p.reply.send(Delivery::Cancelled(reason));
-                    }
-                }
                 // The connector drains: no new request goes down this
                 // tunnel; those in flight finish.
                 Event::GoAway { .. } => drop(registration.take()),
-                Event::Request { .. } => {}
+                other => deliver(&mut pending, other),
             }
         }
     };

@@ -54,7 +54,9 @@ fn ocsp_get_request(path: &str) -> Result<Vec<u8>, String> {
             continue;
         }
         let hex: Vec<u8> = bytes.by_ref().take(2).collect();
-        let byte = std::str::from_utf8(&hex).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
+        let byte = (hex.len() == 2)
+            .then(|| std::str::from_utf8(&hex).ok().and_then(|h| u8::from_str_radix(h, 16).ok()))
+            .flatten();
         text.push(byte.ok_or_else(|| format!("bad percent-escape in OCSP GET path {path:?}"))?);
     }
     base64::engine::general_purpose::STANDARD
@@ -124,6 +126,7 @@ mod tests {
         // Unescaped base64 (what some clients send) decodes too.
         assert_eq!(ocsp_get_request(&format!("/{b64}")).unwrap(), request);
         assert!(ocsp_get_request("/%zz").unwrap_err().contains("percent-escape"));
+        assert!(ocsp_get_request("/QUJD%4").unwrap_err().contains("percent-escape"));
         assert!(ocsp_get_request("/not*base64").unwrap_err().contains("not base64"));
     }
 }
