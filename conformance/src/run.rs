@@ -657,12 +657,19 @@ struct Planned {
     mark: String,
     upload_bytes: usize,
     header_bytes: usize,
+    /// The app's backend echoes what it received (its SHA-256): a success
+    /// without that header did not come from it whole.
+    echoes: bool,
 }
 
 fn user_plan(s: &Scenario) -> Vec<Planned> {
     let mut plan = Vec::new();
     for (li, load) in s.load.iter().enumerate() {
         let app = load.app.get_ref();
+        let backend = s.world.apps.iter().find(|a| &a.name == app).map(|a| a.backend.get_ref().as_str());
+        let echoes = s.world.backends.iter().find(|b| Some(b.name.as_str()) == backend).is_some_and(|b| {
+            matches!(b.behaviour, relay_sim::backend::Behaviour::Echo | relay_sim::backend::Behaviour::Slow { .. })
+        });
         for i in 0..load.requests {
             plan.push(Planned {
                 at: load.start.0 + load.interval.0 * i,
@@ -671,6 +678,7 @@ fn user_plan(s: &Scenario) -> Vec<Planned> {
                 mark: format!("{app}-{li}-{i}"),
                 upload_bytes: load.upload_bytes,
                 header_bytes: load.header_bytes,
+                echoes,
             });
         }
     }
@@ -734,8 +742,12 @@ async fn user_request(ingress: &str, p: &Planned) -> Result<Answer, String> {
     let body = resp.into_body().collect().await.map_err(|e| format!("body: {e}"))?.to_bytes();
     let mut wrong = None;
     if (200..300).contains(&status) {
-        if sent_digest.is_some_and(|d| d != relay_sim::backend::sha256_hex(&upload)) {
-            wrong = Some(format!("the backend received other bytes than the {} sent", upload.len()));
+        match sent_digest {
+            Some(d) if d != relay_sim::backend::sha256_hex(&upload) => {
+                wrong = Some(format!("the backend received other bytes than the {} sent", upload.len()));
+            }
+            None if p.echoes => wrong = Some("the answer lacks the echo backend's x-body-sha256".into()),
+            _ => {}
         }
         if announced.is_some_and(|d| d != relay_sim::backend::sha256_hex(&body)) {
             wrong = Some(format!("the response body ({} bytes) is not the one the backend sent", body.len()));
