@@ -306,13 +306,8 @@ pub fn diagnostic(failed: &Failed<'_>, verdict: &Verdict) -> Diagnostic {
 fn dns_diagnostic(failed: &Failed<'_>, verdict: &Verdict, entry: &str) -> Diagnostic {
     let host = failed.host;
     let resolved_at = failed.via.map(|p| format!(" at the outbound proxy {p}")).unwrap_or_default();
-    let answered = match failed.failure {
-        ConnectFailure::Proxy(p) => match p.as_ref() {
-            ProxyError::Onward { status, .. } => format!(" (it answered {status})"),
-            _ => String::new(),
-        },
-        _ => String::new(),
-    };
+    let answered =
+        onward_report(failed.failure).map(|(_, status)| format!(" (it answered {status})")).unwrap_or_default();
     match verdict {
         Verdict::Sinkhole(a) => Diagnostic::new(
             "NET-DNS",
@@ -389,12 +384,21 @@ fn other_cloud_diagnostic(failed: &Failed<'_>, works: &str, at: &str, failure: &
 /// A failure as the findings quote it: a proxy's report of its onward
 /// attempt without repeating the proxy and destination the finding names.
 fn seen_text(failure: &ConnectFailure) -> String {
+    match onward_report(failure) {
+        Some((onward, status)) => format!("{onward}; the proxy answered {status}"),
+        None => failure.to_string(),
+    }
+}
+
+/// The proxy's report of its own failed onward connection, and the status
+/// it answered, if that is what `failure` is.
+fn onward_report(failure: &ConnectFailure) -> Option<(&Onward, &str)> {
     match failure {
         ConnectFailure::Proxy(p) => match p.as_ref() {
-            ProxyError::Onward { onward, status, .. } => format!("{onward}; the proxy answered {status}"),
-            other => other.to_string(),
+            ProxyError::Onward { onward, status, .. } => Some((onward, status.as_str())),
+            _ => None,
         },
-        other => other.to_string(),
+        _ => None,
     }
 }
 
