@@ -9,39 +9,13 @@
 //! The binaries are built first when missing (`cargo test` builds only the
 //! test targets).
 
-use std::path::PathBuf;
-use std::process::Command;
 
-use conformance::netns::{self, Binaries};
+use conformance::netns;
 use conformance::scenario::WorldKind;
 use conformance::{Scenario, Stepping};
-use connsim_tests::{scenario_files_or_exit, workspace_root};
+use connsim_tests::real_world::binaries;
+use connsim_tests::scenario_files_or_exit;
 use libtest_mimic::{Arguments, Failed, Trial};
-
-/// target/<profile>, from this test binary's place (target/<profile>/deps).
-fn bin_dir() -> Option<PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    Some(exe.parent()?.parent()?.to_path_buf())
-}
-
-fn binaries() -> Result<Binaries, String> {
-    let dir = bin_dir().ok_or("cannot tell where the test binary is")?;
-    if let Ok(b) = Binaries::in_dir(&dir) {
-        return Ok(b);
-    }
-    let release = dir.file_name().is_some_and(|n| n == "release");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.args(["build", "--workspace", "--bins", "--locked"]).current_dir(workspace_root());
-    if release {
-        cmd.arg("--release");
-    }
-    let out = cmd.output().map_err(|e| format!("building the binaries: {e}"))?;
-    if !out.status.success() {
-        return Err(format!("building the binaries failed: {}", String::from_utf8_lossy(&out.stderr)));
-    }
-    Binaries::in_dir(&dir)
-}
 
 fn main() {
     let mut args = Arguments::from_args();

@@ -5,90 +5,13 @@
 //! OCSP servers. Then a restarted connector reuses its stored identity.
 
 use std::io::{Read, Write};
-use std::rc::Rc;
 use std::sync::mpsc;
-use std::sync::Arc;
 use std::time::Duration;
 
-use connector::env::{Env, EventSink, OsEntropy, ResolveEntry, SystemClock, TokioNet};
+use connector::env::ResolveEntry;
 use connector::event::AgentEvent;
-use connector::{Agent, AgentConfig, Credentials};
-use relay_sim::serve::{Manifest, ServeOptions};
-
-struct ChannelSink(mpsc::Sender<AgentEvent>);
-
-impl EventSink for ChannelSink {
-    fn emit(&self, event: AgentEvent) {
-        let _ = self.0.send(event);
-    }
-}
-
-fn start_cloud(state_dir: std::path::PathBuf) -> Manifest {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let local = tokio::task::LocalSet::new();
-        local.block_on(&rt, async move {
-            let opts = ServeOptions::loopback(state_dir);
-            let (manifest, _cloud, _log) = relay_sim::serve::start(opts).await.unwrap();
-            tx.send(manifest).unwrap();
-            std::future::pending::<()>().await;
-        });
-    });
-    rx.recv_timeout(Duration::from_secs(30)).expect("relay-sim did not start")
-}
-
-/// Real sockets with `--resolve` overrides, events into `tx`.
-fn real_env(resolve: Vec<ResolveEntry>, tx: mpsc::Sender<AgentEvent>) -> Env {
-    Env {
-        net: Rc::new(TokioNet::new(resolve)),
-        clock: Arc::new(SystemClock),
-        entropy: Arc::new(OsEntropy),
-        events: Rc::new(ChannelSink(tx)),
-        evidence: Rc::default(),
-    }
-}
-
-fn start_connector(manifest: &Manifest, install_dir: std::path::PathBuf, register: bool) -> mpsc::Receiver<AgentEvent> {
-    let (tx, rx) = mpsc::channel();
-    let resolve: Vec<ResolveEntry> = manifest.resolve.iter().map(|r| r.parse().unwrap()).collect();
-    let root_pem = std::fs::read_to_string(&manifest.root_pem).unwrap();
-    let mut cfg = AgentConfig::new(&manifest.tenant_id, "test-host", install_dir);
-    cfg.trusted_roots = connector::identity::parse_pem_certs(&root_pem).unwrap();
-    if register {
-        cfg.credentials = Some(Credentials {
-            username: manifest.admin.clone(),
-            password: manifest.password.clone(),
-            directory: None,
-        });
-    }
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let local = tokio::task::LocalSet::new();
-        local.block_on(&rt, async move {
-            let _ = Agent::new(real_env(resolve, tx), cfg).run().await;
-        });
-    });
-    rx
-}
-
-/// Waits until `n` tunnels are up, returning every event seen.
-fn wait_tunnels(rx: &mpsc::Receiver<AgentEvent>, n: usize) -> Vec<AgentEvent> {
-    let mut seen = Vec::new();
-    let mut up = 0;
-    while up < n {
-        let ev =
-            rx.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|_| panic!("tunnels not up; events: {seen:?}"));
-        if matches!(ev, AgentEvent::TunnelUp { .. }) {
-            up += 1;
-        }
-        if let AgentEvent::Stopped { reason } = &ev {
-            panic!("connector stopped: {reason}; events: {seen:?}");
-        }
-        seen.push(ev);
-    }
-    seen
-}
+use connsim_tests::real_world::{exchange, real_env, start_cloud, start_connector, wait_tunnels};
+use relay_sim::serve::Manifest;
 
 fn get(manifest: &Manifest, path: &str) -> String {
     let mut s = std::net::TcpStream::connect(manifest.ingress).unwrap();
@@ -212,39 +135,6 @@ fn diagnose_probes_the_real_network() {
     assert_eq!(r.verdict, conformance::Verdict::Pass, "{:?}\n{}", r.failures, v.toml);
 }
 
-/// One HTTP/1.1 exchange on a fresh connection (`Connection: close`).
-struct Reply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
-    }
-}
-
-fn exchange(addr: std::net::SocketAddr, host: &str, method: &str, path: &str, extra: &str, body: &[u8]) -> Reply {
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n{extra}\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes()).unwrap();
-    s.write_all(body).unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
-    let end = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("a response head");
-    let head = String::from_utf8_lossy(&raw[..end]).into_owned();
-    let mut lines = head.lines();
-    let status = lines.next().and_then(|l| l.split_whitespace().nth(1)).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let headers =
-        lines.filter_map(|l| l.split_once(':').map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))).collect();
-    Reply { status, headers, body: raw[end + 4..].to_vec() }
-}
-
 /// The data path on real sockets (DATA-INTACT): a 100 KiB header gets 431
 /// (from the ingress, before any tunnel) while 32 concurrent ordinary
 /// requests, sent at the same moment, get 200;
@@ -304,4 +194,78 @@ fn data_path_holds_on_real_sockets() {
     let r = exchange(ocsp.parse().unwrap(), "ocsp.digicert.com", "GET", "/MAMCAQA%3D", "", b"");
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(r.header("content-type"), Some("application/ocsp-response"));
+}
+
+fn status_of(manifest: &Manifest, path: &str) -> u16 {
+    exchange(manifest.ingress, &manifest.apps[0], "GET", path, "", b"").status
+}
+
+/// The simulation's timeline stories, told on real sockets through
+/// relay-sim's control API: a relay stops (the other carries the users)
+/// and comes back; port 443 is refused (the connector says so; users get
+/// 503) and opened again; the root rotates under live tunnels; a
+/// connector moved to another group no longer serves its old group's app;
+/// a revoked connector's tunnels end.
+#[test]
+fn control_api_tells_the_sims_stories() {
+    use connsim_tests::real_world::{control, wait_for};
+    use relay_sim::control::Action;
+    use relay_sim::gate::{Block, Flow};
+    let state = tempfile::tempdir().unwrap();
+    let install = tempfile::tempdir().unwrap();
+    let manifest = start_cloud(state.path().to_path_buf());
+    let events = start_connector(&manifest, install.path().to_path_buf(), true);
+    wait_tunnels(&events, 2);
+    let status = control(&manifest, None);
+    assert_eq!(status.connectors.len(), 1, "{status:?}");
+    assert_eq!(status.tunnels.len(), 2, "{status:?}");
+    let connector = status.connectors[0].id.clone();
+    let relay1 = status.tunnels[0].1.clone();
+
+    // One relay stops: its tunnel ends, users are served by the other.
+    let after = control(&manifest, Some(Action::StopRelay { host: Some(relay1.clone()) }));
+    assert!(after.hosts.iter().any(|h| h.hosts == [relay1.clone()] && h.flow == Flow::Refusing), "{after:?}");
+    wait_for(&events, 1, Duration::from_secs(30), |e| matches!(e, AgentEvent::TunnelDown { .. }));
+    for i in 0..4 {
+        assert_eq!(status_of(&manifest, &format!("/one-relay/{i}")), 200);
+    }
+    control(&manifest, Some(Action::StartRelay { host: Some(relay1.clone()) }));
+    wait_tunnels(&events, 1);
+
+    // Port 443 refused: every tunnel ends, the connector names the port,
+    // users wait for a connector in vain (503).
+    control(&manifest, Some(Action::BlockPort { port: 443, mode: Block::Reject }));
+    let seen = wait_for(
+        &events,
+        1,
+        Duration::from_secs(60),
+        |e| matches!(e, AgentEvent::Diagnostic(d) if d.code.starts_with("NET-443") || d.code.starts_with("SVC.")),
+    );
+    assert_eq!(status_of(&manifest, "/blocked"), 503, "{seen:?}");
+    control(&manifest, Some(Action::UnblockPort { port: 443 }));
+    wait_tunnels(&events, 2);
+    assert_eq!(status_of(&manifest, "/unblocked"), 200);
+
+    // The root rotates; a relay restart makes the tunnels handshake again
+    // on the new chains, which the connector trusts.
+    control(&manifest, Some(Action::RotateRoot { to: relay_sim::pki::Generation::DigicertG2 }));
+    control(&manifest, Some(Action::RestartRelay { host: None }));
+    wait_tunnels(&events, 2);
+    assert_eq!(status_of(&manifest, "/rotated"), 200);
+
+    // Moved to another group: the echo app (default group) has no
+    // connector; moved back, it is served again.
+    control(&manifest, Some(Action::MoveConnector { connector: connector.clone(), group: "elsewhere".into() }));
+    assert_eq!(status_of(&manifest, "/moved"), 503);
+    control(&manifest, Some(Action::MoveConnector { connector: connector.clone(), group: "Default".into() }));
+    assert_eq!(status_of(&manifest, "/back"), 200);
+
+    // Revoked: the relays end its tunnels and refuse it.
+    let revoked = control(&manifest, Some(Action::RevokeConnector { connector }));
+    assert!(revoked.connectors[0].revoked, "{revoked:?}");
+    wait_for(&events, 2, Duration::from_secs(30), |e| matches!(e, AgentEvent::TunnelDown { .. }));
+    assert_eq!(status_of(&manifest, "/revoked"), 503);
+    let status = control(&manifest, None);
+    assert!(status.tunnels.is_empty(), "{status:?}");
+    assert!(status.duplicates.is_empty(), "{status:?}");
 }

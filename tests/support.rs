@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+pub mod real_world;
+
 /// The workspace root (where `scenarios/` lives).
 pub fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")

@@ -568,6 +568,34 @@ impl Cloud {
         id
     }
 
+    /// Live tunnels as (connector id, relay endpoint), in the order they
+    /// opened.
+    pub fn live_tunnels(&self) -> Vec<(String, String)> {
+        let st = self.state.borrow();
+        st.tunnels
+            .values()
+            .filter(|t| !t.tx.is_closed())
+            .map(|t| (t.connector_id.clone(), t.endpoint.clone()))
+            .collect()
+    }
+
+    /// Moves a connector to another group: requests for the apps of its
+    /// old group no longer go down its tunnels. False if there is no such
+    /// connector.
+    pub fn move_connector(&self, connector_id: &str, group: &str) -> bool {
+        let moved = match self.state.borrow_mut().connectors.get_mut(connector_id) {
+            Some(c) => {
+                c.group = group.to_string();
+                true
+            }
+            None => false,
+        };
+        if moved {
+            self.emit(CloudEvent::ConnectorMoved { connector_id: connector_id.into(), group: group.into() });
+        }
+        moved
+    }
+
     pub fn remove_tunnel(&self, id: u64) {
         self.state.borrow_mut().tunnels.remove(&id);
     }

@@ -70,6 +70,11 @@ pub enum CloudEvent {
         connector_id: String,
         certificates: usize,
     },
+    /// A connector was moved to another connector group.
+    ConnectorMoved {
+        connector_id: String,
+        group: String,
+    },
     /// A server certificate was revoked.
     ServerRevoked {
         host: String,

@@ -5,8 +5,10 @@
 
 pub mod backend;
 pub mod cloud;
+pub mod control;
 pub mod directory;
 pub mod event;
+pub mod gate;
 pub mod inspector;
 pub mod network;
 pub mod pki;

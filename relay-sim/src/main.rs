@@ -59,6 +59,19 @@ enum Command {
         #[arg(long, default_value = "echo.corp.local:8080")]
         backend: String,
     },
+    /// Act on a running `relay-sim serve` through its control API, or show
+    /// its status (connectors, tunnels, gates, what the backend served).
+    ///
+    /// The address and token come from STATE_DIR/manifest.json. Example:
+    /// `relay-sim control block-port --port 443 --mode reject`, later
+    /// `relay-sim control unblock-port --port 443`.
+    Control {
+        /// The folder `relay-sim serve` writes its manifest to.
+        #[arg(long, default_value = "relay-sim-state")]
+        state_dir: PathBuf,
+        #[command(subcommand)]
+        action: Option<relay_sim::control::Action>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -67,6 +80,27 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    match cli.command {
+        Command::Control { state_dir, action } => control(&state_dir, action.as_ref()),
+        serve @ Command::Serve { .. } => run_serve(serve),
+    }
+}
+
+/// `relay-sim control`: one request to the control API, its answer printed.
+fn control(state_dir: &std::path::Path, action: Option<&relay_sim::control::Action>) -> anyhow::Result<()> {
+    let path = state_dir.join("manifest.json");
+    let text = std::fs::read(&path)
+        .with_context(|| format!("reading {} (is relay-sim serve running with this --state-dir?)", path.display()))?;
+    let manifest: relay_sim::serve::Manifest =
+        serde_json::from_slice(&text).with_context(|| format!("{}: not a relay-sim manifest", path.display()))?;
+    let reply = relay_sim::control::call(manifest.control, &manifest.control_token, action)
+        .with_context(|| format!("control API at {}", manifest.control))?;
+    println!("{}", reply.body);
+    anyhow::ensure!(reply.status == 200, "the control API answered {}", reply.status);
+    Ok(())
+}
+
+fn run_serve(command: Command) -> anyhow::Result<()> {
     let Command::Serve {
         bind,
         tenant,
@@ -78,7 +112,10 @@ fn main() -> anyhow::Result<()> {
         state_dir,
         host_base,
         backend,
-    } = cli.command;
+    } = command
+    else {
+        anyhow::bail!("not a serve command");
+    };
     let (backend_host, backend_port) = backend
         .rsplit_once(':')
         .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
@@ -100,7 +137,8 @@ fn main() -> anyhow::Result<()> {
             backend_host,
             backend_port,
         };
-        let (manifest, _cloud, _log) = start(opts).await?;
+        let served = start(opts).await?;
+        let manifest = &served.manifest;
         let manifest_path = state_dir.join("manifest.json");
         std::fs::write(&manifest_path, serde_json::to_vec_pretty(&manifest)?)
             .with_context(|| format!("writing {}", manifest_path.display()))?;
@@ -110,6 +148,14 @@ fn main() -> anyhow::Result<()> {
             "\nThen call the published app:\n  curl -H 'Host: {}' http://{}/hello",
             manifest.apps.first().map(String::as_str).unwrap_or("?"),
             manifest.ingress
+        );
+        println!(
+            "\nAct on the cloud while it runs (stop a relay, block port 443, rotate the root, ...):\n  \
+             relay-sim control --state-dir {} --help\n  \
+             (the control API: http://{}, token {})",
+            state_dir.display(),
+            manifest.control,
+            manifest.control_token
         );
         tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
         Ok(())

@@ -54,7 +54,7 @@ impl From<der::Error> for PkiError {
 }
 
 /// A root generation of the service's certificates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Generation {
     /// Baltimore CyberTrust Root (the service's old root).

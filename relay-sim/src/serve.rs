@@ -14,8 +14,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::backend::{self, Behaviour, ServedLog};
 use crate::cloud::{Cloud, CloudConfig, CloudError};
+use crate::control::Control;
 use crate::directory::{App, Role, Tenant, User};
 use crate::event::LogSink;
+use crate::gate::{Gate, GatedListener};
 use crate::pki::{Generation, REVOCATION_HOSTS};
 use crate::services;
 use crate::services::revocation::TRUST_LIST_HOSTS;
@@ -98,6 +100,9 @@ pub struct Manifest {
     /// External host names of the published apps (send as `Host`).
     pub apps: Vec<String>,
     pub backend: SocketAddr,
+    /// The control API (loopback) and its bearer token.
+    pub control: SocketAddr,
+    pub control_token: String,
 }
 
 impl Manifest {
@@ -130,8 +135,16 @@ pub enum ServeError {
     Write { path: PathBuf, source: std::io::Error },
 }
 
+/// What `start` serves: the manifest to hand out, and the cloud with its
+/// control API for whoever runs it in process.
+pub struct Served {
+    pub manifest: Manifest,
+    pub cloud: Rc<Cloud>,
+    pub control: Rc<Control>,
+}
+
 /// Starts every service on the current `LocalSet` and returns the manifest.
-pub async fn start(opts: ServeOptions) -> Result<(Manifest, Rc<Cloud>, ServedLog), ServeError> {
+pub async fn start(opts: ServeOptions) -> Result<Served, ServeError> {
     let backend_host = opts.backend_host.clone();
     let app = App {
         name: "echo".into(),
@@ -139,6 +152,72 @@ pub async fn start(opts: ServeOptions) -> Result<(Manifest, Rc<Cloud>, ServedLog
         internal_url: format!("http://{backend_host}:{}", opts.backend_port),
         group: crate::directory::DEFAULT_GROUP.into(),
     };
+    let cloud = build_cloud(&opts, app.clone())?;
+    let root_pem = write_roots(&cloud, &opts.state_dir)?;
+
+    let mut hosts =
+        Hosts { binder: Binder { bind: opts.bind, next: opts.host_base.map(u32::from) }, gates: Vec::new() };
+    let c = &cloud.config;
+    let (l, _) = hosts.gated(&[&c.login_host], 443).await?;
+    spawn_service(services::login::serve(cloud.clone(), l));
+    let (l, _) = hosts.gated(&[&c.registration_host], 443).await?;
+    spawn_service(services::registration::serve(cloud.clone(), l));
+    let (l, _) = hosts.gated(&[&c.bootstrap_host], 443).await?;
+    spawn_service(services::bootstrap::serve(cloud.clone(), l));
+    let (l, _) = hosts.gated(&[&c.renewtrust_host], 443).await?;
+    spawn_service(services::renewtrust::serve(cloud.clone(), l));
+    // One revocation server answers for every CRL/OCSP host name.
+    let names: Vec<&str> = REVOCATION_HOSTS.iter().chain(&TRUST_LIST_HOSTS).copied().collect();
+    let (l, revocation) = hosts.gated(&names, 80).await?;
+    tokio::task::spawn_local(services::revocation::serve(cloud.clone(), l));
+    let mut relays = Vec::new();
+    for ep in &c.relay_endpoints {
+        let (l, gate) = hosts.gated(&[&ep.host], 443).await?;
+        relays.push(gate);
+        spawn_service(services::relay::serve(cloud.clone(), ep.host.clone(), l));
+    }
+    tokio::task::spawn_local(services::portal::run(cloud.clone()));
+    let (l, ingress) = hosts.binder.bind(80).await?;
+    tokio::task::spawn_local(services::ingress::serve(cloud.clone(), l));
+    let served = ServedLog::default();
+    let (l, backend) = hosts.binder.bind(opts.backend_port).await?;
+    let mut resolve: Vec<String> =
+        hosts.gates.iter().flat_map(|g| g.hosts.iter().map(|h| format!("{h}={}", g.addr))).collect();
+    resolve.push(format!("{backend_host}={backend}"));
+    tokio::task::spawn_local(backend::serve(backend_host, Behaviour::Echo, served.clone(), l));
+
+    // The control API: loopback only, whatever the services bind to.
+    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+    let l =
+        tokio::net::TcpListener::bind(loopback).await.map_err(|source| ServeError::Bind { addr: loopback, source })?;
+    let control_addr = l.local_addr().map_err(|source| ServeError::Bind { addr: loopback, source })?;
+    let control = Rc::new(Control {
+        token: cloud.random_hex(16),
+        cloud: cloud.clone(),
+        gates: hosts.gates,
+        relays,
+        revocation,
+        served,
+    });
+    tokio::task::spawn_local(crate::control::serve(control.clone(), l));
+
+    let manifest = Manifest {
+        tenant_id: opts.tenant_id,
+        admin: opts.admin,
+        password: opts.password,
+        resolve,
+        root_pem,
+        ingress,
+        apps: vec![app.external_host],
+        backend,
+        control: control_addr,
+        control_token: control.token.clone(),
+    };
+    Ok(Served { manifest, cloud, control })
+}
+
+/// The tenant and its cloud, on the machine's clock and randomness.
+fn build_cloud(opts: &ServeOptions, app: App) -> Result<Rc<Cloud>, ServeError> {
     let tenant = Tenant {
         id: opts.tenant_id.clone(),
         domains: vec![opts.domain.clone()],
@@ -150,63 +229,38 @@ pub async fn start(opts: ServeOptions) -> Result<(Manifest, Rc<Cloud>, ServedLog
             directories: Vec::new(),
         }],
         app_proxy_enabled: true,
-        apps: vec![app.clone()],
+        apps: vec![app],
         group_of_machine: BTreeMap::new(),
     };
     let mut config = CloudConfig::public(tenant, opts.relays.max(1));
     config.bootstrap_interval_s = opts.bootstrap_interval_s;
-    let cloud = Cloud::new(config, Arc::new(SystemClock), Arc::new(OsEntropy), Rc::new(LogSink))?;
+    Ok(Cloud::new(config, Arc::new(SystemClock), Arc::new(OsEntropy), Rc::new(LogSink))?)
+}
 
-    std::fs::create_dir_all(&opts.state_dir)
-        .map_err(|source| ServeError::Write { path: opts.state_dir.clone(), source })?;
-    let root_pem = opts.state_dir.join("root.pem");
-    // Both root generations: a host that trusts the service's current roots.
+/// Writes both root generations to `state_dir/root.pem`: a host that
+/// trusts the service's current roots.
+fn write_roots(cloud: &Cloud, state_dir: &std::path::Path) -> Result<PathBuf, ServeError> {
+    std::fs::create_dir_all(state_dir).map_err(|source| ServeError::Write { path: state_dir.to_path_buf(), source })?;
+    let root_pem = state_dir.join("root.pem");
     let roots = format!("{}{}", cloud.root_pem(Generation::Baltimore), cloud.root_pem(Generation::DigicertG2));
     std::fs::write(&root_pem, roots).map_err(|source| ServeError::Write { path: root_pem.clone(), source })?;
+    Ok(root_pem)
+}
 
-    let mut resolve = Vec::new();
-    let c = &cloud.config;
-    let mut binder = Binder { bind: opts.bind, next: opts.host_base.map(u32::from) };
-    let (l, a) = binder.bind(443).await?;
-    resolve.push(format!("{}={a}", c.login_host));
-    spawn_service(services::login::serve(cloud.clone(), l));
-    let (l, a) = binder.bind(443).await?;
-    resolve.push(format!("{}={a}", c.registration_host));
-    spawn_service(services::registration::serve(cloud.clone(), l));
-    let (l, a) = binder.bind(443).await?;
-    resolve.push(format!("{}={a}", c.bootstrap_host));
-    spawn_service(services::bootstrap::serve(cloud.clone(), l));
-    let (l, a) = binder.bind(443).await?;
-    resolve.push(format!("{}={a}", c.renewtrust_host));
-    spawn_service(services::renewtrust::serve(cloud.clone(), l));
-    // One revocation server answers for every CRL/OCSP host name.
-    let (l, a) = binder.bind(80).await?;
-    resolve.extend(REVOCATION_HOSTS.iter().chain(&TRUST_LIST_HOSTS).map(|h| format!("{h}={a}")));
-    tokio::task::spawn_local(services::revocation::serve(cloud.clone(), l));
-    for ep in &c.relay_endpoints {
-        let (l, a) = binder.bind(443).await?;
-        resolve.push(format!("{}={a}", ep.host));
-        spawn_service(services::relay::serve(cloud.clone(), ep.host.clone(), l));
+/// The service hosts' listeners, each behind a gate of the control API.
+struct Hosts {
+    binder: Binder,
+    gates: Vec<Rc<Gate>>,
+}
+
+impl Hosts {
+    /// Listens for the host `names` (service port `port`) behind a new gate.
+    async fn gated(&mut self, names: &[&str], port: u16) -> Result<(GatedListener, Rc<Gate>), ServeError> {
+        let (l, addr) = self.binder.bind(port).await?;
+        let gate = Gate::new(names.iter().map(|n| n.to_string()).collect(), port, addr);
+        self.gates.push(gate.clone());
+        Ok((GatedListener::new(gate.clone(), l), gate))
     }
-    tokio::task::spawn_local(services::portal::run(cloud.clone()));
-    let (l, ingress) = binder.bind(80).await?;
-    tokio::task::spawn_local(services::ingress::serve(cloud.clone(), l));
-    let log = ServedLog::default();
-    let (l, backend) = binder.bind(opts.backend_port).await?;
-    resolve.push(format!("{backend_host}={backend}"));
-    tokio::task::spawn_local(backend::serve(backend_host, Behaviour::Echo, log.clone(), l));
-
-    let manifest = Manifest {
-        tenant_id: opts.tenant_id,
-        admin: opts.admin,
-        password: opts.password,
-        resolve,
-        root_pem,
-        ingress,
-        apps: vec![app.external_host],
-        backend,
-    };
-    Ok((manifest, cloud, log))
 }
 
 fn spawn_service(fut: impl std::future::Future<Output = Result<(), CloudError>> + 'static) {
