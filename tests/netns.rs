@@ -9,7 +9,6 @@
 //! The binaries are built first when missing (`cargo test` builds only the
 //! test targets).
 
-
 use conformance::netns;
 use conformance::scenario::WorldKind;
 use conformance::{Scenario, Stepping};

@@ -15,11 +15,14 @@ fn headers() -> impl Strategy<Value = Vec<(String, String)>> {
 
 fn frame() -> impl Strategy<Value = Frame> {
     prop_oneof![
-        (any::<u16>(), any::<u32>(), "[a-z0-9-]{0,20}").prop_map(|(version, max_frame_bytes, peer)| Frame::Hello {
-            version,
-            max_frame_bytes,
-            peer
-        }),
+        (any::<u16>(), any::<u32>(), "[a-z0-9-]{0,20}", any::<u64>()).prop_map(
+            |(version, max_frame_bytes, peer, incarnation)| Frame::Hello {
+                version,
+                max_frame_bytes,
+                peer,
+                incarnation
+            }
+        ),
         (any::<u64>(), "[A-Z]{1,7}", "[ -~]{0,60}", headers(), any::<bool>())
             .prop_map(|(id, method, path, headers, fin)| Frame::Request { id, method, path, headers, fin }),
         (any::<u64>(), any::<bool>(), prop::collection::vec(any::<u8>(), 0..300))

@@ -212,3 +212,39 @@ pub fn connector_command(bin: &Path, manifest: &Manifest, install_dir: &Path) ->
     }
     cmd
 }
+
+/// A `relay-sim serve` child process, killed and reaped when dropped.
+pub struct CloudProcess(std::process::Child);
+
+impl Drop for CloudProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs `relay-sim serve` as a child process (its log in the state folder)
+/// and waits for its manifest.
+pub fn spawn_cloud(bin: &Path, state_dir: &Path) -> (CloudProcess, Manifest) {
+    let log = std::fs::File::create(state_dir.join("relay-sim.log")).unwrap();
+    let child = CloudProcess(
+        std::process::Command::new(bin)
+            .args(["serve", "--state-dir"])
+            .arg(state_dir)
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let path = state_dir.join("manifest.json");
+    let give_up = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        // Written whole once serving; a read may catch it half-written.
+        if let Some(m) = std::fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok()) {
+            return (child, m);
+        }
+        assert!(std::time::Instant::now() < give_up, "relay-sim wrote no manifest to {}", path.display());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -481,6 +481,7 @@ impl Agent {
     /// only when the client certificate has expired.
     async fn serve(&self, identity: Identity, trust: Rc<Trust>, mtls: ServiceTls) -> Result<(), AgentError> {
         let shared = Rc::new(Shared {
+            incarnation: self.env.entropy.next_u64(),
             seen: RefCell::new(SeenIds::new(65_536)),
             slots: Rc::default(),
             tls: RefCell::new(mtls),

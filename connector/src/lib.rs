@@ -22,6 +22,7 @@ pub mod http;
 pub mod identity;
 pub mod inflight;
 pub mod install;
+pub mod outbox;
 pub mod pki;
 pub mod proto;
 pub mod proxy;

@@ -23,6 +23,7 @@ use crate::env::Env;
 use crate::event::AgentEvent;
 use crate::http::open_tls;
 use crate::inflight::{BodyStep, Requests, Slots};
+use crate::outbox::Outbox;
 use crate::pki::ServiceTls;
 use crate::proto::{CancelReason, Event, RequestHead, Role, Session, SessionConfig, SessionError};
 use crate::tls_failure::TlsFailure;
@@ -71,6 +72,10 @@ pub struct TunnelConfig {
 
 /// State shared by all tunnels of one agent.
 pub struct Shared {
+    /// Drawn when the agent starts serving and sent in every tunnel's
+    /// `Hello`: `seen` lives in memory, so the relay may redeliver an
+    /// unacknowledged request only to tunnels of the same incarnation.
+    pub incarnation: u64,
     pub seen: RefCell<SeenIds>,
     /// Requests in flight on every tunnel (each holds a slot).
     pub slots: Rc<Slots>,
@@ -207,43 +212,27 @@ where
 {
     let origin = tokio::time::Instant::now();
     let now = || origin.elapsed();
-    let mut scfg = SessionConfig::new(cfg.connector_id.clone());
-    scfg.keepalive = cfg.keepalive;
-    scfg.idle_timeout = cfg.keepalive * 3;
     let (mut reader, mut writer) = tokio::io::split(stream);
     let (tx, mut rx) = mpsc::unbounded_channel::<Outbound>();
-    let mut link = Link {
-        env,
-        cfg,
-        shared,
-        name,
-        session: Session::new(Role::Connector, scfg, now()),
-        requests: Requests::default(),
-        tx,
-        up: false,
-        _up_guard: None,
-        written_then_done: Vec::new(),
-    };
+    let mut link = Link::new(env, cfg, shared, name, tx, now());
     let mut buf = vec![0u8; 16 * 1024];
     let mut goaway_sent = false;
+    // The batch going out, and the requests whose last frame is in it.
+    let mut outbox = Outbox::default();
+    let mut in_batch: Vec<u64> = Vec::new();
 
     let end = loop {
         // The session hands over everything queued as one buffer: one
         // write, one TLS record (see the `rx` branch, which queues all
-        // ready answers before coming back here).
-        if let Some(bytes) = link.session.poll_transmit(now()) {
-            let mut res = writer.write_all(&bytes).await;
-            if res.is_ok() && !link.written_then_done.is_empty() {
-                res = writer.flush().await;
-            }
-            if let Err(e) = res {
-                return (End::Failed(format!("write: {e}"), Some(TlsFailure::from_io(&e))), link.up);
-            }
-            for id in std::mem::take(&mut link.written_then_done) {
-                link.requests.finished(id);
+        // ready answers before coming back here). It goes out in steps
+        // while the loop keeps reading (see `Outbox`).
+        if outbox.is_idle() {
+            if let Some(bytes) = link.session.poll_transmit(now()) {
+                outbox.load(bytes);
+                in_batch = std::mem::take(&mut link.written_then_done);
             }
         }
-        if link.session.peer_going_away() && link.requests.is_empty() {
+        if link.session.peer_going_away() && link.requests.is_empty() && outbox.is_idle() {
             let _ = writer.shutdown().await;
             break End::Drained;
         }
@@ -259,6 +248,15 @@ where
         let deadline = link.session.poll_timeout().unwrap_or(Duration::from_secs(3600));
         let step: Result<(), (String, Option<TlsFailure>)> = tokio::select! {
             biased;
+            sent = outbox.progress(&mut writer), if !outbox.is_idle() => match sent {
+                Ok(true) => {
+                    // The batch is out: its finished requests' slots go back.
+                    in_batch.drain(..).for_each(|id| link.requests.finished(id));
+                    Ok(())
+                }
+                Ok(false) => Ok(()),
+                Err(e) => Err((format!("write: {e}"), Some(TlsFailure::from_io(&e)))),
+            },
             read = reader.read(&mut buf) => match read {
                 Ok(0) => Err(("closed by relay".to_string(), None)),
                 Ok(n) => link.session.handle_input(&buf[..n], now()).map_err(|e| (e.to_string(), None)),
@@ -267,16 +265,7 @@ where
                     Err((format!("read: {failure}"), Some(failure)))
                 }
             },
-            Some(out) = rx.recv() => {
-                // Take whatever else the handlers produced meanwhile, so it
-                // leaves in the same write.
-                let mut res = link.outbound(out);
-                while res.is_ok() {
-                    let Ok(more) = rx.try_recv() else { break };
-                    res = link.outbound(more);
-                }
-                res.map_err(|e| (e, None))
-            },
+            Some(out) = rx.recv() => link.outbound_all(out, &mut rx).map_err(|e| (e, None)),
             _ = crate::time::sleep_until(origin + deadline) => {
                 link.session.handle_timeout(now()).map_err(|e| (e.to_string(), None))
             },
@@ -293,7 +282,43 @@ where
     (end, link.up)
 }
 
-impl Link<'_> {
+impl<'a> Link<'a> {
+    fn new(
+        env: &'a Env,
+        cfg: &'a TunnelConfig,
+        shared: &'a Rc<Shared>,
+        name: &'a str,
+        tx: mpsc::UnboundedSender<Outbound>,
+        now: Duration,
+    ) -> Self {
+        let mut scfg = SessionConfig::new(cfg.connector_id.clone());
+        scfg.keepalive = cfg.keepalive;
+        scfg.idle_timeout = cfg.keepalive * 3;
+        scfg.incarnation = shared.incarnation;
+        Link {
+            env,
+            cfg,
+            shared,
+            name,
+            session: Session::new(Role::Connector, scfg, now),
+            requests: Requests::default(),
+            tx,
+            up: false,
+            _up_guard: None,
+            written_then_done: Vec::new(),
+        }
+    }
+
+    /// Hands `out` and whatever else the handlers produced meanwhile to
+    /// the session, so that it all leaves in the same write.
+    fn outbound_all(&mut self, out: Outbound, rx: &mut mpsc::UnboundedReceiver<Outbound>) -> Result<(), String> {
+        self.outbound(out)?;
+        while let Ok(more) = rx.try_recv() {
+            self.outbound(more)?;
+        }
+        Ok(())
+    }
+
     fn on_event(&mut self, ev: Event) {
         let (env, cfg, shared, name) = (self.env, self.cfg, self.shared, self.name);
         match ev {

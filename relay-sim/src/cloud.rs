@@ -185,6 +185,8 @@ pub enum Delivery {
 #[derive(Debug, Clone)]
 pub struct TunnelHandle {
     pub connector_id: String,
+    /// The connector process's incarnation (from its `Hello`).
+    pub incarnation: u64,
     pub endpoint: String,
     pub tx: mpsc::UnboundedSender<Dispatch>,
 }
@@ -608,8 +610,9 @@ impl Cloud {
     }
 
     /// Live tunnels of connectors in `group`, optionally only of one
-    /// connector, in a round-robin order that rotates on each call.
-    pub fn tunnels_for(&self, group: &str, only_connector: Option<&str>) -> Vec<TunnelHandle> {
+    /// connector process (id and incarnation), in a round-robin order that
+    /// rotates on each call.
+    pub fn tunnels_for(&self, group: &str, only_connector: Option<(&str, u64)>) -> Vec<TunnelHandle> {
         let mut st = self.state.borrow_mut();
         let connectors = &st.connectors;
         let mut list: Vec<TunnelHandle> = st
@@ -617,7 +620,7 @@ impl Cloud {
             .values()
             .filter(|t| !t.tx.is_closed())
             .filter(|t| connectors.get(&t.connector_id).is_some_and(|c| c.group == group))
-            .filter(|t| only_connector.is_none_or(|c| c == t.connector_id))
+            .filter(|t| only_connector.is_none_or(|(c, i)| c == t.connector_id && i == t.incarnation))
             .cloned()
             .collect();
         if !list.is_empty() {

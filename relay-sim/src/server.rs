@@ -50,6 +50,11 @@ pub struct ConnInfo {
 /// A response body of the services.
 pub type Body = Full<Bytes>;
 
+/// Time a client has to send a request head (headers complete) before the
+/// connection is closed without an answer: a slowloris client, or an idle
+/// keep-alive connection, holds a connection no longer than this.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Time allowed for a TLS handshake before the connection is dropped.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -150,7 +155,7 @@ where
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     // The Date header would read the machine's clock: keep it out of traces.
-    builder.auto_date_header(false).timer(connector::time::HyperTimer).header_read_timeout(Duration::from_secs(30));
+    builder.auto_date_header(false).timer(connector::time::HyperTimer).header_read_timeout(HEADER_READ_TIMEOUT);
     if let Err(e) = builder.serve_connection(TokioIo::new(stream), service).await {
         tracing::debug!("HTTP connection ended: {e}");
     }

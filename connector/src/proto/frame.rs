@@ -13,7 +13,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 /// Protocol version spoken by this build. A peer with another major version
 /// is refused at `Hello`.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 /// Magic at the start of every `Hello` payload: refuses a peer that is not
 /// speaking this protocol at all (a TLS inspection box, an HTTP server).
 pub const HELLO_MAGIC: &[u8; 4] = b"CSIM";
@@ -71,7 +71,10 @@ impl CancelReason {
 pub enum Frame {
     /// First frame in each direction: protocol version, the sender's maximum
     /// frame size and its name (connector id, or relay endpoint).
-    Hello { version: u16, max_frame_bytes: u32, peer: String },
+    /// `incarnation`: drawn at random when the sending process starts, so
+    /// that the relay can tell a connector that reconnected (it remembers
+    /// the requests it accepted) from one that restarted (it forgot them).
+    Hello { version: u16, max_frame_bytes: u32, peer: String, incarnation: u64 },
     /// Relay → connector: a user's request head. `fin` = no body follows.
     Request { id: u64, method: String, path: String, headers: Headers, fin: bool },
     /// A body chunk of the request (relay → connector) or response (back).
@@ -134,11 +137,12 @@ impl Frame {
 
     fn encode_payload(&self, out: &mut BytesMut) -> Result<(), FrameError> {
         match self {
-            Frame::Hello { version, max_frame_bytes, peer } => {
+            Frame::Hello { version, max_frame_bytes, peer, incarnation } => {
                 out.put_slice(HELLO_MAGIC);
                 out.put_u16(*version);
                 out.put_u32(*max_frame_bytes);
                 put_str(out, peer, "peer")?;
+                out.put_u64(*incarnation);
             }
             Frame::Request { id, method, path, headers, fin } => {
                 out.put_u64(*id);
@@ -290,7 +294,8 @@ fn decode_body(mut b: Bytes) -> Result<Frame, FrameError> {
             let version = r.u16("version")?;
             let max_frame_bytes = r.u32("max_frame_bytes")?;
             let peer = r.string("peer")?;
-            Frame::Hello { version, max_frame_bytes, peer }
+            let incarnation = r.u64("incarnation")?;
+            Frame::Hello { version, max_frame_bytes, peer, incarnation }
         }
         2 => {
             let id = r.u64("id")?;
@@ -410,7 +415,7 @@ mod tests {
 
     #[test]
     fn every_kind_roundtrips() {
-        roundtrip(Frame::Hello { version: 1, max_frame_bytes: 9999, peer: "c1".into() });
+        roundtrip(Frame::Hello { version: 1, max_frame_bytes: 9999, peer: "c1".into(), incarnation: 7 });
         roundtrip(Frame::Request {
             id: 7,
             method: "GET".into(),

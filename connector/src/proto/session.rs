@@ -45,6 +45,8 @@ pub struct SessionConfig {
     pub idle_timeout: Duration,
     /// Most requests open at once on this session.
     pub max_streams: usize,
+    /// Sent in `Hello`: the same for every session of one process.
+    pub incarnation: u64,
 }
 
 /// Most requests open at once on a session, on both sides: the relay
@@ -60,6 +62,7 @@ impl SessionConfig {
             keepalive: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(30),
             max_streams: DEFAULT_MAX_STREAMS,
+            incarnation: 0,
         }
     }
 }
@@ -76,7 +79,7 @@ pub struct RequestHead {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// Hello exchanged; the peer's name and version.
-    Established { peer: String, version: u16 },
+    Established { peer: String, version: u16, incarnation: u64 },
     /// (Connector) a new request arrived.
     Request { id: u64, head: RequestHead, fin: bool },
     /// A body chunk for a stream.
@@ -184,7 +187,12 @@ impl Session {
             local_goaway: false,
             peer_goaway: false,
         };
-        let hello = Frame::Hello { version: PROTOCOL_VERSION, max_frame_bytes: max, peer: s.config.local_name.clone() };
+        let hello = Frame::Hello {
+            version: PROTOCOL_VERSION,
+            max_frame_bytes: max,
+            peer: s.config.local_name.clone(),
+            incarnation: s.config.incarnation,
+        };
         // A Hello with a local name under 64 KiB always fits MIN_MAX_FRAME_BYTES
         // only if the name is short; a too-long name is a configuration error
         // surfaced at the first transmit.
@@ -244,7 +252,7 @@ impl Session {
 
     fn on_frame(&mut self, frame: Frame) -> Result<(), SessionError> {
         if self.state == State::AwaitHello {
-            let Frame::Hello { version, max_frame_bytes, peer } = frame else {
+            let Frame::Hello { version, max_frame_bytes, peer, incarnation } = frame else {
                 return Err(SessionError::BeforeHello { frame: frame.kind_name() });
             };
             if version != PROTOCOL_VERSION {
@@ -255,7 +263,7 @@ impl Session {
             }
             self.peer_max_frame_bytes = max_frame_bytes;
             self.state = State::Open;
-            self.events.push_back(Event::Established { peer, version });
+            self.events.push_back(Event::Established { peer, version, incarnation });
             return Ok(());
         }
         let from = match self.role {

@@ -4,8 +4,10 @@
 //!
 //! Delivery rules (at most once):
 //! - not yet acknowledged by the connector and the tunnel is lost → the same
-//!   request id may be redelivered, but only to the *same* connector (which
-//!   refuses ids it has already accepted);
+//!   request id may be redelivered, but only to the *same* connector process
+//!   (its id and the incarnation from its `Hello`), which refuses ids it has
+//!   already accepted. A connector that restarted forgot them: it may have
+//!   run the request before it died, so it gets no redelivery (502);
 //! - acknowledged and then lost → the user gets 502, never a retry;
 //! - refused as a duplicate → 502.
 
@@ -30,6 +32,9 @@ pub const BODY_BYTES_MAX: usize = 16 << 20;
 /// per field), as Azure's gateways and most reverse proxies allow (32 KiB).
 /// Larger gets 431 here, before any tunnel sees it.
 pub const HEADER_BYTES_MAX: usize = 32 << 10;
+/// Longest request target (path and query) relayed; longer gets 414, as
+/// from most front ends (nginx's default buffers hold 8 KiB).
+pub const URI_BYTES_MAX: usize = 16 << 10;
 /// How many tunnels one request may be offered to.
 const MAX_ATTEMPTS: u32 = 4;
 /// How long a request waits for a tunnel of its group to be available.
@@ -41,19 +46,13 @@ pub async fn serve(cloud: Rc<Cloud>, listener: impl Listener) {
 }
 
 async fn handle(cloud: Rc<Cloud>, req: Request<Incoming>) -> Response<Body> {
+    if let Some(refusal) = screen(&req) {
+        return refusal;
+    }
     let host = request_host(&req);
     let Some(app) = cloud.config.tenant.app_by_host(&host).cloned() else {
         return respond(404, "text/plain", format!("no application is published at {host:?}"));
     };
-    let header_bytes: usize = req.headers().iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum();
-    if header_bytes > HEADER_BYTES_MAX {
-        return gateway(
-            431,
-            "headers-too-large",
-            format!("request header fields total {header_bytes} bytes; at most {HEADER_BYTES_MAX} are accepted"),
-        )
-        .2;
-    }
     let method = req.method().to_string();
     let path_and_query = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
     let mut headers: Vec<(String, String)> = req
@@ -65,7 +64,10 @@ async fn handle(cloud: Rc<Cloud>, req: Request<Incoming>) -> Response<Body> {
     headers.push(("x-forwarded-host".into(), host.clone()));
     let body = match Limited::new(req.into_body(), BODY_BYTES_MAX).collect().await {
         Ok(b) => b.to_bytes(),
-        Err(e) => return respond(413, "text/plain", format!("request body: {e}")),
+        // Over the limit, or cut short (a truncated chunked body, a client
+        // gone mid-upload): either way nothing reaches a connector.
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => return body_too_large(),
+        Err(e) => return gateway(400, "bad-request-body", format!("request body: {e}")).2,
     };
     let head =
         RequestHead { method, path: format!("{}{}", app.internal_url.trim_end_matches('/'), path_and_query), headers };
@@ -73,6 +75,38 @@ async fn handle(cloud: Rc<Cloud>, req: Request<Incoming>) -> Response<Body> {
     let (status, detail, resp) = relay(&cloud, &app, id, head, body).await;
     cloud.emit(CloudEvent::UserAnswered { id, app: app.name.clone(), status, detail });
     resp
+}
+
+/// The answer to a request the ingress refuses before reading its body:
+/// no `Host` (400), a target or header block over the limits (414, 431),
+/// a declared body over the limit (413).
+fn screen(req: &Request<Incoming>) -> Option<Response<Body>> {
+    if !req.headers().contains_key(hyper::header::HOST) {
+        return Some(gateway(400, "no-host", "an HTTP/1.1 request needs a Host header".into()).2);
+    }
+    let target = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    if target > URI_BYTES_MAX {
+        let text = format!("request target of {target} bytes; at most {URI_BYTES_MAX} are accepted");
+        return Some(gateway(414, "uri-too-long", text).2);
+    }
+    let header_bytes: usize = req.headers().iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum();
+    if header_bytes > HEADER_BYTES_MAX {
+        let text = format!("request header fields total {header_bytes} bytes; at most {HEADER_BYTES_MAX} are accepted");
+        return Some(gateway(431, "headers-too-large", text).2);
+    }
+    let declared = req
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > BODY_BYTES_MAX as u64) {
+        return Some(body_too_large());
+    }
+    None
+}
+
+fn body_too_large() -> Response<Body> {
+    gateway(413, "body-too-large", format!("request body over {BODY_BYTES_MAX} bytes")).2
 }
 
 fn gateway(status: u16, code: &str, text: String) -> (u16, String, Response<Body>) {
@@ -86,16 +120,17 @@ fn gateway(status: u16, code: &str, text: String) -> (u16, String, Response<Body
 /// Offers the request to tunnels until one answers; see the module docs.
 async fn relay(cloud: &Rc<Cloud>, app: &App, id: u64, head: RequestHead, body: Bytes) -> (u16, String, Response<Body>) {
     let deadline = tokio::time::Instant::now() + cloud.config.dispatch_timeout;
-    let mut pinned: Option<String> = None;
+    let mut pinned: Option<(String, u64)> = None;
     for attempt in 0..MAX_ATTEMPTS {
-        let Some(tunnel) = wait_for_tunnel(cloud, &app.group, pinned.as_deref()).await else {
+        let only = pinned.as_ref().map(|(c, i)| (c.as_str(), *i));
+        let Some(tunnel) = wait_for_tunnel(cloud, &app.group, only).await else {
             return match pinned {
                 None => gateway(
                     503,
                     "no-active-connector",
                     format!("no active connector in group {:?} serves application {:?}", app.group, app.name),
                 ),
-                Some(c) => gateway(
+                Some((c, _)) => gateway(
                     502,
                     "connector-lost",
                     format!("lost the tunnel to connector {c} before it accepted the request"),
@@ -113,7 +148,7 @@ async fn relay(cloud: &Rc<Cloud>, app: &App, id: u64, head: RequestHead, body: B
             Outcome::Answered(status, resp) => return (status, "ok".into(), resp),
             Outcome::NotAccepted => {
                 // Unacknowledged: safe to offer again, to the same connector.
-                pinned = Some(tunnel.connector_id.clone());
+                pinned = Some((tunnel.connector_id.clone(), tunnel.incarnation));
                 connector::time::sleep(Duration::from_millis(500)).await;
             }
             Outcome::Overloaded => continue,
@@ -126,7 +161,7 @@ async fn relay(cloud: &Rc<Cloud>, app: &App, id: u64, head: RequestHead, body: B
 /// A live tunnel of the group (or of one connector), waiting up to
 /// [`TUNNEL_WAIT`] for one to (re)appear: connectors reconnect within
 /// seconds after a relay restart, and a user should not see that.
-async fn wait_for_tunnel(cloud: &Cloud, group: &str, only: Option<&str>) -> Option<TunnelHandle> {
+async fn wait_for_tunnel(cloud: &Cloud, group: &str, only: Option<(&str, u64)>) -> Option<TunnelHandle> {
     let give_up = tokio::time::Instant::now() + TUNNEL_WAIT;
     loop {
         if let Some(t) = cloud.tunnels_for(group, only).into_iter().next() {

@@ -7,9 +7,10 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use connector::env::BoxStream;
+use connector::outbox::Outbox;
 use connector::proto::session::DEFAULT_MAX_STREAMS;
 use connector::proto::{Event, Role, Session, SessionConfig, SessionError};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
 
@@ -115,6 +116,40 @@ fn deliver(pending: &mut BTreeMap<u64, Pending>, ev: Event) {
     }
 }
 
+/// The tunnel's place in the cloud.
+struct Here<'a> {
+    cloud: &'a Rc<Cloud>,
+    connector_id: &'a str,
+    endpoint: &'a str,
+    tx: &'a mpsc::UnboundedSender<Dispatch>,
+}
+
+impl Here<'_> {
+    /// Routes requests down the tunnel once the connector said Hello, stops
+    /// after its GoAway, and passes its answers on.
+    fn on_event(&self, ev: Event, registration: &mut Option<Registration>, pending: &mut BTreeMap<u64, Pending>) {
+        match ev {
+            Event::Established { incarnation, .. } => {
+                let id = self.cloud.add_tunnel(TunnelHandle {
+                    connector_id: self.connector_id.to_string(),
+                    incarnation,
+                    endpoint: self.endpoint.to_string(),
+                    tx: self.tx.clone(),
+                });
+                *registration = Some(Registration { cloud: self.cloud.clone(), id });
+                self.cloud.emit(CloudEvent::TunnelOpened {
+                    connector_id: self.connector_id.to_string(),
+                    endpoint: self.endpoint.to_string(),
+                });
+            }
+            // The connector drains: no new request goes down this tunnel;
+            // those in flight finish.
+            Event::GoAway { .. } => drop(registration.take()),
+            other => deliver(pending, other),
+        }
+    }
+}
+
 async fn tunnel(cloud: Rc<Cloud>, endpoint: String, info: ConnInfo, stream: TlsStream<BoxStream>) {
     let Some(connector_id) = info.client_certs.first().and_then(subject_cn) else { return };
     if !cloud.is_registered(&connector_id) || cloud.is_revoked(&connector_id) {
@@ -132,17 +167,21 @@ async fn tunnel(cloud: Rc<Cloud>, endpoint: String, info: ConnInfo, stream: TlsS
     let mut pending: BTreeMap<u64, Pending> = BTreeMap::new();
     let mut registration: Option<Registration> = None;
     let mut buf = vec![0u8; 16 * 1024];
+    // Written while the loop keeps reading: see `Outbox`.
+    let mut outbox = Outbox::default();
+    let here = Here { cloud: &cloud, connector_id: &connector_id, endpoint: &endpoint, tx: &tx };
 
     let reason = loop {
         // Everything queued comes as one buffer: one write, one TLS record.
-        if let Some(bytes) = session.poll_transmit(now()) {
-            if let Err(e) = writer.write_all(&bytes).await {
-                break format!("write: {e}");
+        if outbox.is_idle() {
+            if let Some(bytes) = session.poll_transmit(now()) {
+                outbox.load(bytes);
             }
         }
         let deadline = origin + session.poll_timeout().unwrap_or(Duration::from_secs(3600));
         let step: Result<(), String> = tokio::select! {
             biased;
+            sent = outbox.progress(&mut writer), if !outbox.is_idle() => sent.map(drop).map_err(|e| format!("write: {e}")),
             read = reader.read(&mut buf) => match read {
                 Ok(0) => Err("closed by connector".into()),
                 Ok(n) => session.handle_input(&buf[..n], now()).map_err(|e| e.to_string()),
@@ -173,24 +212,7 @@ async fn tunnel(cloud: Rc<Cloud>, endpoint: String, info: ConnInfo, stream: TlsS
             break r;
         }
         while let Some(ev) = session.poll_event() {
-            match ev {
-                Event::Established { .. } => {
-                    let id = cloud.add_tunnel(TunnelHandle {
-                        connector_id: connector_id.clone(),
-                        endpoint: endpoint.clone(),
-                        tx: tx.clone(),
-                    });
-                    registration = Some(Registration { cloud: cloud.clone(), id });
-                    cloud.emit(CloudEvent::TunnelOpened {
-                        connector_id: connector_id.clone(),
-                        endpoint: endpoint.clone(),
-                    });
-                }
-                // The connector drains: no new request goes down this
-                // tunnel; those in flight finish.
-                Event::GoAway { .. } => drop(registration.take()),
-                other => deliver(&mut pending, other),
-            }
+            here.on_event(ev, &mut registration, &mut pending);
         }
     };
     drop(registration);
