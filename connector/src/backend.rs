@@ -9,8 +9,9 @@
 //! profile under load), and a real connector keeps its backend connections
 //! too.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
+use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -44,6 +45,81 @@ pub enum Outbound {
     Reset {
         id: u64,
     },
+}
+
+/// How far one request's answer is behind in its tunnel. The handler
+/// reads no more of the backend's body while over [`Pace::HIGH_WATER`]
+/// bytes of it wait in the session (for the stream's window, or its turn),
+/// so a relay or user slower than the backend makes the connector hold
+/// about one window per stream, not the whole body.
+#[derive(Debug, Default)]
+pub struct Pace {
+    /// Sent by the handler, not yet taken by the tunnel.
+    in_channel: Cell<usize>,
+    /// Taken by the tunnel, waiting in the session.
+    in_session: Cell<usize>,
+    wake: tokio::sync::Notify,
+}
+
+impl Pace {
+    pub const HIGH_WATER: usize = crate::proto::session::STREAM_WINDOW as usize;
+
+    fn behind(&self) -> usize {
+        self.in_channel.get() + self.in_session.get()
+    }
+
+    /// The tunnel took `n` bytes off the channel into the session.
+    pub fn taken(&self, n: usize) {
+        self.in_channel.set(self.in_channel.get().saturating_sub(n));
+    }
+
+    /// The session's count of the stream's waiting bytes.
+    pub fn set(&self, in_session: usize) {
+        self.in_session.set(in_session);
+        if self.behind() <= Self::HIGH_WATER {
+            self.wake.notify_waiters();
+        }
+    }
+
+    fn sent(&self, n: usize) {
+        self.in_channel.set(self.in_channel.get() + n);
+    }
+
+    /// Returns once the stream is no longer too far behind.
+    async fn ready(&self) {
+        loop {
+            let woken = self.wake.notified();
+            if self.behind() <= Self::HIGH_WATER {
+                return;
+            }
+            woken.await;
+        }
+    }
+}
+
+/// Where a handler's answer goes: its tunnel, paced.
+#[derive(Debug)]
+pub struct Reply {
+    pub id: u64,
+    pub out: UnboundedSender<Outbound>,
+    pub pace: Rc<Pace>,
+}
+
+impl Reply {
+    // The tunnel may already be gone: the relay then fails the user's
+    // request, so a failed send needs no handling here.
+    fn head(&self, status: u16, headers: Headers) {
+        let _ = self.out.send(Outbound::Head { id: self.id, status, headers, fin: false });
+    }
+
+    fn body(&self, data: Bytes, fin: bool) {
+        self.pace.sent(data.len());
+        let _ = self.out.send(Outbound::Body { id: self.id, data, fin });
+    }
+
+    fn reset(&self) {
+        let _ = self.out.send(Outbound::Reset { id: self.id });
+    }
 }
 
 /// Headers that describe one hop and must not be forwarded.
@@ -147,20 +223,13 @@ impl Pool {
 /// Serves one request against its backend and streams the answer to `out`.
 /// Failures become gateway errors to the user, never a panic or a hang:
 /// 502 when the backend cannot be reached or breaks off, 504 on timeout.
-pub async fn serve(
-    env: Env,
-    pool: std::rc::Rc<Pool>,
-    id: u64,
-    head: RequestHead,
-    body: Bytes,
-    timeout: Duration,
-    out: UnboundedSender<Outbound>,
-) {
-    let status = match crate::time::timeout(timeout, forward(&env, &pool, id, &head, body, &out)).await {
+pub async fn serve(env: Env, pool: std::rc::Rc<Pool>, head: RequestHead, body: Bytes, timeout: Duration, reply: Reply) {
+    let id = reply.id;
+    let status = match crate::time::timeout(timeout, forward(&env, &pool, &head, body, &reply)).await {
         Ok(Ok(status)) => status,
         Ok(Err((status, diag))) => {
             env.emit(AgentEvent::Diagnostic(diag.clone()));
-            gateway_error(id, status, &diag, &out);
+            gateway_error(status, &diag, &reply);
             status
         }
         Err(_) => {
@@ -172,30 +241,28 @@ pub async fn serve(
                 "check the backend's health, or raise the application's backend timeout",
             );
             env.emit(AgentEvent::Diagnostic(diag.clone()));
-            gateway_error(id, 504, &diag, &out);
+            gateway_error(504, &diag, &reply);
             504
         }
     };
     env.emit(AgentEvent::RequestServed { id, status });
 }
 
-fn gateway_error(id: u64, status: u16, diag: &Diagnostic, out: &UnboundedSender<Outbound>) {
+fn gateway_error(status: u16, diag: &Diagnostic, reply: &Reply) {
     let headers = vec![
         ("content-type".to_string(), "text/plain".to_string()),
         ("x-connector-error".to_string(), diag.code.clone()),
     ];
-    // The tunnel may already be gone; the relay then fails the user's request.
-    let _ = out.send(Outbound::Head { id, status, headers, fin: false });
-    let _ = out.send(Outbound::Body { id, data: Bytes::from(diag.message.clone()), fin: true });
+    reply.head(status, headers);
+    reply.body(Bytes::from(diag.message.clone()), true);
 }
 
 async fn forward(
     env: &Env,
     pool: &Pool,
-    id: u64,
     head: &RequestHead,
     body: Bytes,
-    out: &UnboundedSender<Outbound>,
+    reply: &Reply,
 ) -> Result<u16, (u16, Diagnostic)> {
     let bad =
         |msg: String| (502, Diagnostic::new("BACKEND", "bad-target", None, msg, "fix the application's internal URL"));
@@ -258,20 +325,22 @@ async fn forward(
         .map(|(n, v)| (n.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
         .collect();
     let mut body = resp.into_body();
-    let _ = out.send(Outbound::Head { id, status, headers, fin: false });
+    reply.head(status, headers);
     loop {
+        // Read on only as fast as the tunnel takes it.
+        reply.pace.ready().await;
         match body.frame().await {
             Some(Ok(frame)) => {
                 if let Ok(data) = frame.into_data() {
                     if !data.is_empty() {
-                        let _ = out.send(Outbound::Body { id, data, fin: false });
+                        reply.body(data, false);
                     }
                 }
             }
             Some(Err(e)) => {
                 // Head already sent: reset the stream, so that the user
                 // gets a gateway error rather than a short success.
-                let _ = out.send(Outbound::Reset { id });
+                reply.reset();
                 let (status, diag) = broke(format!("broke off mid-body: {e}"));
                 env.emit(AgentEvent::Diagnostic(diag));
                 return Ok(status);
@@ -279,7 +348,7 @@ async fn forward(
             None => break,
         }
     }
-    let _ = out.send(Outbound::Body { id, data: Bytes::new(), fin: true });
+    reply.body(Bytes::new(), true);
     pool.put(&target.host, target.port, sender);
     Ok(status)
 }
@@ -313,6 +382,31 @@ async fn connect(env: &Env, target: &Target) -> Result<SendRequest<Full<Bytes>>,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A handler more than a window ahead of its tunnel waits until the
+    /// tunnel has taken the bytes and the session has sent them.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_handler_waits_for_its_tunnel() {
+        let local = tokio::task::LocalSet::new();
+        local
+            .run_until(async {
+                let pace = Rc::new(Pace::default());
+                pace.sent(Pace::HIGH_WATER + 1);
+                let waiting = {
+                    let pace = pace.clone();
+                    tokio::task::spawn_local(async move { pace.ready().await })
+                };
+                tokio::task::yield_now().await;
+                assert!(!waiting.is_finished(), "ran ahead of its tunnel");
+                pace.taken(Pace::HIGH_WATER + 1);
+                pace.set(Pace::HIGH_WATER + 1);
+                tokio::task::yield_now().await;
+                assert!(!waiting.is_finished(), "the bytes still wait in the session");
+                pace.set(0);
+                waiting.await.unwrap();
+            })
+            .await;
+    }
 
     #[test]
     fn targets_parse_and_bad_ones_are_named() {

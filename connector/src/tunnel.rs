@@ -7,7 +7,7 @@
 //! (Duplicate)` instead of a second execution.
 
 use std::cell::RefCell;
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::api::RelayEndpoint;
-use crate::backend::{self, Outbound};
+use crate::backend::{self, Outbound, Pace, Reply};
 use crate::backoff::Backoff;
 use crate::env::Env;
 use crate::event::AgentEvent;
@@ -202,6 +202,8 @@ struct Link<'a> {
     /// go back once it is (a drain that waits for no slot in use then
     /// cuts no answer short).
     written_then_done: Vec<u64>,
+    /// Running handlers' pace, by request id.
+    paces: BTreeMap<u64, Rc<Pace>>,
 }
 
 /// Runs one session over an open stream until it ends. The flag says
@@ -231,6 +233,7 @@ where
                 outbox.load(bytes);
                 in_batch = std::mem::take(&mut link.written_then_done);
             }
+            link.pace();
         }
         if link.session.peer_going_away() && link.requests.is_empty() && outbox.is_idle() {
             let _ = writer.shutdown().await;
@@ -306,7 +309,27 @@ impl<'a> Link<'a> {
             up: false,
             _up_guard: None,
             written_then_done: Vec::new(),
+            paces: BTreeMap::new(),
         }
+    }
+
+    /// Where request `id`'s handler sends its answer, paced by the session.
+    fn reply(&mut self, id: u64) -> Reply {
+        let pace = Rc::new(Pace::default());
+        self.paces.insert(id, pace.clone());
+        Reply { id, out: self.tx.clone(), pace }
+    }
+
+    /// Tells each handler how much of its answer still waits in the
+    /// session (after the session took more, or sent some); forgets the
+    /// streams that ended.
+    fn pace(&mut self) {
+        let session = &self.session;
+        self.paces.retain(|id, pace| {
+            let queued = session.queued_body_bytes(*id);
+            pace.set(queued.unwrap_or(0));
+            queued.is_some()
+        });
     }
 
     /// Hands `out` and whatever else the handlers produced meanwhile to
@@ -343,12 +366,14 @@ impl<'a> Link<'a> {
                 let _ = self.session.send_ack(id);
                 env.emit(AgentEvent::RequestAccepted { id, endpoint: name.to_string() });
                 if let Some(head) = self.requests.accept(id, slot, head, fin) {
-                    self.requests.running(id, spawn_handler(env, cfg, shared, id, head, Bytes::new(), &self.tx));
+                    let reply = self.reply(id);
+                    self.requests.running(id, spawn_handler(env, cfg, shared, head, Bytes::new(), reply));
                 }
             }
             Event::Body { id, data, fin } => match self.requests.body(id, &data, fin, cfg.request_body_bytes_max) {
                 BodyStep::Ready(head, body) => {
-                    self.requests.running(id, spawn_handler(env, cfg, shared, id, head, body, &self.tx));
+                    let reply = self.reply(id);
+                    self.requests.running(id, spawn_handler(env, cfg, shared, head, body, reply));
                 }
                 BodyStep::TooLarge => {
                     let _ = self.session.send_response(id, 413, vec![], true);
@@ -377,6 +402,9 @@ impl<'a> Link<'a> {
             Outbound::Body { id, data, fin } => {
                 if fin {
                     self.written_then_done.push(id);
+                }
+                if let Some(pace) = self.paces.get(&id) {
+                    pace.taken(data.len());
                 }
                 (id, self.session.send_body(id, data, fin))
             }
@@ -415,19 +443,17 @@ fn spawn_handler(
     env: &Env,
     cfg: &TunnelConfig,
     shared: &Shared,
-    id: u64,
     head: RequestHead,
     body: Bytes,
-    tx: &mpsc::UnboundedSender<Outbound>,
+    reply: Reply,
 ) -> JoinHandle<()> {
     tokio::task::spawn_local(backend::serve(
         env.clone(),
         shared.backends.clone(),
-        id,
         head,
         body,
         cfg.backend_timeout,
-        tx.clone(),
+        reply,
     ))
 }
 

@@ -91,6 +91,10 @@ pub enum Frame {
     Pong { nonce: u64 },
     /// The sender will accept no new requests; in-flight ones finish.
     GoAway { reason: String },
+    /// Either way: the sender took `bytes` more of stream `id`'s body, so
+    /// the peer may send that much more (per-stream flow control; see
+    /// `session::STREAM_WINDOW`).
+    WindowUpdate { id: u64, bytes: u32 },
 }
 
 impl Frame {
@@ -110,6 +114,7 @@ impl Frame {
             Frame::Ping { .. } => 7,
             Frame::Pong { .. } => 8,
             Frame::GoAway { .. } => 9,
+            Frame::WindowUpdate { .. } => 10,
         }
     }
 
@@ -169,6 +174,10 @@ impl Frame {
             }
             Frame::Ping { nonce } | Frame::Pong { nonce } => out.put_u64(*nonce),
             Frame::GoAway { reason } => put_str(out, reason, "reason")?,
+            Frame::WindowUpdate { id, bytes } => {
+                out.put_u64(*id);
+                out.put_u32(*bytes);
+            }
         }
         Ok(())
     }
@@ -185,6 +194,7 @@ fn kind_name(kind: u8) -> &'static str {
         7 => "Ping",
         8 => "Pong",
         9 => "GoAway",
+        10 => "WindowUpdate",
         _ => "unknown",
     }
 }
@@ -332,6 +342,14 @@ fn decode_body(mut b: Bytes) -> Result<Frame, FrameError> {
         7 => Frame::Ping { nonce: r.u64("nonce")? },
         8 => Frame::Pong { nonce: r.u64("nonce")? },
         9 => Frame::GoAway { reason: r.string("reason")? },
+        10 => {
+            let id = r.u64("id")?;
+            let bytes = r.u32("bytes")?;
+            if bytes == 0 {
+                return Err(FrameError::BadValue { kind, field: "bytes", value: 0 });
+            }
+            Frame::WindowUpdate { id, bytes }
+        }
         other => return Err(FrameError::UnknownKind { kind: other }),
     };
     if b.has_remaining() {
@@ -430,6 +448,7 @@ mod tests {
         roundtrip(Frame::Ping { nonce: 3 });
         roundtrip(Frame::Pong { nonce: 3 });
         roundtrip(Frame::GoAway { reason: "restart".into() });
+        roundtrip(Frame::WindowUpdate { id: 3, bytes: 65_536 });
     }
 
     #[test]

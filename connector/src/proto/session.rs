@@ -9,6 +9,16 @@
 //! States: `AwaitHello` → `Open` → (`Draining` after a GoAway either way) →
 //! `Closed`. Each request id is a stream; the state machine checks that frames
 //! about a stream arrive in a legal order and refuses the session otherwise.
+//!
+//! Flow control per stream, as HTTP/2 does it: each side may have at most
+//! [`STREAM_WINDOW`] body bytes of a stream on the wire before the receiver
+//! grants more (`WindowUpdate`, sent once half the window was taken). Bodies
+//! wait in their stream until window and turn allow, and `poll_transmit`
+//! takes them round-robin in [`BODY_QUANTUM`] frames, at most
+//! [`BATCH_BYTES`] at a time: a 16 MiB body no longer sits in front of
+//! every other stream's answer, and a sender's queue shows how far each
+//! stream is behind ([`Session::queued_body_bytes`]) so that its producer
+//! can wait.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
@@ -47,7 +57,22 @@ pub struct SessionConfig {
     pub max_streams: usize,
     /// Sent in `Hello`: the same for every session of one process.
     pub incarnation: u64,
+    /// Body chunks count as taken as soon as they are received, and grants
+    /// follow from that (true, the default: both drivers hand each chunk
+    /// at once to a whole-body buffer bounded by its own limit). False
+    /// leaves grants to [`Session::consumed`], for a consumer that reads
+    /// at its own pace.
+    pub auto_grant: bool,
 }
+
+/// Body bytes of one stream that may be on the wire, each way, before the
+/// receiver grants more.
+pub const STREAM_WINDOW: u32 = 512 << 10;
+/// Body bytes per frame: small enough for streams to interleave.
+pub const BODY_QUANTUM: usize = 32 << 10;
+/// Most bytes one `poll_transmit` hands over once bodies wait: what a
+/// control frame or a small answer may have to queue behind.
+pub const BATCH_BYTES: usize = 256 << 10;
 
 /// Most requests open at once on a session, on both sides: the relay
 /// dispatches no more (a connector's session fails a tunnel that exceeds
@@ -63,6 +88,7 @@ impl SessionConfig {
             idle_timeout: Duration::from_secs(30),
             max_streams: DEFAULT_MAX_STREAMS,
             incarnation: 0,
+            auto_grant: true,
         }
     }
 }
@@ -123,6 +149,10 @@ pub enum SessionError {
     IdleTimeout(Duration),
     #[error("session is closed")]
     Closed,
+    /// The peer sent more of a stream's body than its window allowed, or
+    /// granted a window past 4 GiB.
+    #[error("flow control of request {id}: {what}")]
+    FlowControl { id: u64, what: String },
     /// A request or response head that cannot be framed for this peer (a
     /// header list or string too long for its length field, or a frame
     /// over the peer's maximum). Only that request fails: nothing was
@@ -138,11 +168,74 @@ enum State {
     Closed,
 }
 
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 struct Stream {
     request_fin: bool,
     response_started: bool,
     response_fin: bool,
+    /// Body bytes this side may still send before the peer grants more.
+    send_window: u64,
+    /// Body waiting for window and turn, oldest first; the flag is `fin`
+    /// after that piece.
+    pending: VecDeque<(Bytes, bool)>,
+    pending_bytes: usize,
+    /// Body bytes the peer may still send.
+    recv_window: u64,
+    /// Received since the last grant.
+    recv_ungranted: u64,
+}
+
+impl Stream {
+    fn opened(request_fin: bool) -> Stream {
+        Stream {
+            request_fin,
+            response_started: false,
+            response_fin: false,
+            send_window: STREAM_WINDOW.into(),
+            pending: VecDeque::new(),
+            pending_bytes: 0,
+            recv_window: STREAM_WINDOW.into(),
+            recv_ungranted: 0,
+        }
+    }
+
+    /// A body piece can go now: window for it, or only a bare `fin`.
+    fn can_send(&self) -> bool {
+        self.pending.front().is_some_and(|(data, _)| self.send_window > 0 || data.is_empty())
+    }
+
+    /// Takes a received body chunk against the window.
+    fn receive(&mut self, id: u64, len: usize) -> Result<(), SessionError> {
+        let len = len as u64;
+        if len > self.recv_window {
+            let what = format!("{len} body bytes with {} of window left", self.recv_window);
+            return Err(SessionError::FlowControl { id, what });
+        }
+        self.recv_window -= len;
+        Ok(())
+    }
+
+    /// Counts `n` body bytes as taken by the consumer; the grant to send
+    /// back once half a window is (none after the peer's `fin`: it sends
+    /// no more).
+    fn consume(&mut self, n: usize, peer_done: bool) -> Option<u32> {
+        self.recv_ungranted += n as u64;
+        if peer_done || self.recv_ungranted < u64::from(STREAM_WINDOW / 2) {
+            return None;
+        }
+        let grant = std::mem::take(&mut self.recv_ungranted).min(u64::from(STREAM_WINDOW));
+        self.recv_window += grant;
+        // At most one window: fits a u32.
+        Some(grant as u32)
+    }
+
+    /// Whether the peer has sent its last body byte of this stream.
+    fn peer_done(&self, role: Role) -> bool {
+        match role {
+            Role::Connector => self.request_fin,
+            Role::Relay => self.response_fin,
+        }
+    }
 }
 
 /// One end of a tunnel.
@@ -165,6 +258,8 @@ pub struct Session {
     next_nonce: u64,
     local_goaway: bool,
     peer_goaway: bool,
+    /// The stream whose body went out last (round-robin).
+    last_served: u64,
 }
 
 impl Session {
@@ -186,6 +281,7 @@ impl Session {
             next_nonce: 1,
             local_goaway: false,
             peer_goaway: false,
+            last_served: 0,
         };
         let hello = Frame::Hello {
             version: PROTOCOL_VERSION,
@@ -286,23 +382,19 @@ impl Session {
                 if self.streams.len() >= self.config.max_streams {
                     return Err(SessionError::TooManyStreams { max: self.config.max_streams });
                 }
-                self.streams.insert(id, Stream { request_fin: fin, ..Stream::default() });
+                self.streams.insert(id, Stream::opened(fin));
                 self.events.push_back(Event::Request { id, head: RequestHead { method, path, headers }, fin });
             }
-            Frame::Body { id, fin, data } => {
-                let role = self.role;
-                let Some(st) = self.streams.get_mut(&id) else {
-                    return self.late_for_cancelled(id, "Body");
-                };
-                match role {
-                    // Request body from the relay.
-                    Role::Connector if !st.request_fin => st.request_fin = fin,
-                    // Response body from the connector.
-                    Role::Relay if st.response_started && !st.response_fin => st.response_fin = fin,
-                    _ => return Err(SessionError::UnknownStream { frame: "Body", id }),
+            Frame::Body { id, fin, data } => return self.on_body(id, fin, data),
+            Frame::WindowUpdate { id, bytes } => {
+                // A grant can cross the stream's end on the wire.
+                if let Some(st) = self.streams.get_mut(&id) {
+                    st.send_window += u64::from(bytes);
+                    if st.send_window > u64::from(u32::MAX) {
+                        let what = format!("window grown to {} bytes", st.send_window);
+                        return Err(SessionError::FlowControl { id, what });
+                    }
                 }
-                self.events.push_back(Event::Body { id, data, fin });
-                self.reap(id);
             }
             Frame::Response { id, status, headers, fin } => {
                 if self.role != Role::Relay {
@@ -345,6 +437,30 @@ impl Session {
         Ok(())
     }
 
+    /// A body chunk: in order for its stream and within its window.
+    fn on_body(&mut self, id: u64, fin: bool, data: Bytes) -> Result<(), SessionError> {
+        let role = self.role;
+        let Some(st) = self.streams.get_mut(&id) else {
+            return self.late_for_cancelled(id, "Body");
+        };
+        match role {
+            // Request body from the relay.
+            Role::Connector if !st.request_fin => st.request_fin = fin,
+            // Response body from the connector.
+            Role::Relay if st.response_started && !st.response_fin => st.response_fin = fin,
+            _ => return Err(SessionError::UnknownStream { frame: "Body", id }),
+        }
+        st.receive(id, data.len())?;
+        if self.config.auto_grant {
+            if let Some(bytes) = st.consume(data.len(), fin) {
+                self.queue(Frame::WindowUpdate { id, bytes });
+            }
+        }
+        self.events.push_back(Event::Body { id, data, fin });
+        self.reap(id);
+        Ok(())
+    }
+
     /// A frame for a stream this side does not have: fine if this side
     /// cancelled it (the frame crossed the Cancel on the wire), a protocol
     /// error otherwise.
@@ -356,10 +472,11 @@ impl Session {
         }
     }
 
-    /// Drops a stream once both directions are finished.
+    /// Drops a stream once both directions are finished and its body has
+    /// gone out.
     fn reap(&mut self, id: u64) {
         if let Some(st) = self.streams.get(&id) {
-            if st.request_fin && st.response_fin {
+            if st.request_fin && st.response_fin && st.pending.is_empty() {
                 self.streams.remove(&id);
             }
         }
@@ -401,11 +518,12 @@ impl Session {
         frame
             .encode(self.peer_max_frame_bytes, &mut self.out)
             .map_err(|error| SessionError::HeadTooLarge { id, error })?;
-        self.streams.insert(id, Stream { request_fin: fin, ..Stream::default() });
+        self.streams.insert(id, Stream::opened(fin));
         Ok(())
     }
 
-    /// Sends a body chunk of the stream's outgoing half, split to fit frames.
+    /// Queues a body chunk of the stream's outgoing half; it goes out in
+    /// frames as the stream's window and turn allow (see the module docs).
     pub fn send_body(&mut self, id: u64, data: Bytes, fin: bool) -> Result<(), SessionError> {
         self.check_open()?;
         let role = self.role;
@@ -417,18 +535,71 @@ impl Session {
             Role::Connector if st.response_started && !st.response_fin => st.response_fin = fin,
             _ => return Err(SessionError::UnknownStream { frame: "Body", id }),
         }
-        let chunk = self.max_body_chunk();
-        let mut rest = data;
-        loop {
-            let part = rest.split_to(rest.len().min(chunk));
-            let last = rest.is_empty();
-            self.queue(Frame::Body { id, fin: fin && last, data: part });
-            if last {
-                break;
+        if !data.is_empty() || fin {
+            st.pending_bytes += data.len();
+            st.pending.push_back((data, fin));
+        }
+        Ok(())
+    }
+
+    /// The consumer took `n` more bytes of stream `id`'s received body
+    /// (only with `auto_grant` off): the peer may send as much again.
+    pub fn consumed(&mut self, id: u64, n: usize) {
+        let role = self.role;
+        let grant = self.streams.get_mut(&id).and_then(|st| {
+            let done = st.peer_done(role);
+            st.consume(n, done)
+        });
+        if let Some(bytes) = grant {
+            self.queue(Frame::WindowUpdate { id, bytes });
+        }
+    }
+
+    /// Body bytes of stream `id` still waiting to go out (None: no such
+    /// stream). A producer that keeps this under a window's worth holds
+    /// no more than that in memory, whatever the peer's pace.
+    pub fn queued_body_bytes(&self, id: u64) -> Option<usize> {
+        self.streams.get(&id).map(|st| st.pending_bytes)
+    }
+
+    /// Moves waiting body pieces into the output, round-robin over the
+    /// streams that have window, until the batch is full.
+    fn schedule_bodies(&mut self) {
+        let quantum = self.max_body_chunk().min(BODY_QUANTUM);
+        let mut budget = BATCH_BYTES.saturating_sub(self.out.len());
+        while budget > 0 {
+            let ready: Vec<u64> = self.streams.iter().filter(|(_, st)| st.can_send()).map(|(id, _)| *id).collect();
+            if ready.is_empty() {
+                return;
+            }
+            let start = ready.partition_point(|id| *id <= self.last_served);
+            for &id in ready[start..].iter().chain(&ready[..start]) {
+                if budget == 0 {
+                    break;
+                }
+                let sent = self.send_piece(id, quantum.min(budget));
+                budget = budget.saturating_sub(sent.max(1));
+                self.last_served = id;
+                self.reap(id);
             }
         }
-        self.reap(id);
-        Ok(())
+    }
+
+    /// One frame of stream `id`'s waiting body, at most `max` bytes and
+    /// within its window; the bytes sent.
+    fn send_piece(&mut self, id: u64, max: usize) -> usize {
+        let Some(st) = self.streams.get_mut(&id) else { return 0 };
+        let Some((front, fin_after)) = st.pending.front_mut() else { return 0 };
+        let n = front.len().min(max).min(usize::try_from(st.send_window).unwrap_or(usize::MAX));
+        let data = front.split_to(n);
+        let fin = *fin_after && front.is_empty();
+        if front.is_empty() {
+            st.pending.pop_front();
+        }
+        st.send_window -= n as u64;
+        st.pending_bytes -= n;
+        self.queue(Frame::Body { id, fin, data });
+        n
     }
 
     /// (Connector) accepts a request: it will be served at most once. The
@@ -486,6 +657,7 @@ impl Session {
 
     /// Bytes to write to the transport, if any.
     pub fn poll_transmit(&mut self, now: Duration) -> Option<Bytes> {
+        self.schedule_bodies();
         if self.out.is_empty() {
             return None;
         }
@@ -639,14 +811,143 @@ mod tests {
         pump(&mut r, &mut c, t).unwrap();
         c.send_response(9, 200, vec![], false).unwrap();
         c.send_body(9, Bytes::from(vec![7u8; 1_000_000]), true).unwrap();
-        pump(&mut c, &mut r, t).unwrap();
+        both_ways(&mut c, &mut r, t);
         let mut total = 0;
         while let Some(ev) = r.poll_event() {
             if let Event::Body { data, .. } = ev {
+                assert!(data.len() <= BODY_QUANTUM);
                 total += data.len();
             }
         }
         assert_eq!(total, 1_000_000);
+        assert_eq!((c.open_streams(), r.open_streams()), (0, 0));
+    }
+
+    /// Pumps both ways until neither side has anything to send (grants
+    /// flow back while bodies flow forth).
+    fn both_ways(a: &mut Session, b: &mut Session, t: Duration) {
+        loop {
+            let (mut quiet_a, mut quiet_b) = (true, true);
+            while let Some(bytes) = a.poll_transmit(t) {
+                quiet_a = false;
+                b.handle_input(&bytes, t).unwrap();
+            }
+            while let Some(bytes) = b.poll_transmit(t) {
+                quiet_b = false;
+                a.handle_input(&bytes, t).unwrap();
+            }
+            if quiet_a && quiet_b {
+                return;
+            }
+        }
+    }
+
+    fn body_bytes(s: &mut Session) -> BTreeMap<u64, usize> {
+        let mut per_stream = BTreeMap::new();
+        while let Some(ev) = s.poll_event() {
+            if let Event::Body { id, data, .. } = ev {
+                *per_stream.entry(id).or_insert(0) += data.len();
+            }
+        }
+        per_stream
+    }
+
+    /// Without grants from the receiver, a sender stops at the window.
+    #[test]
+    fn a_sender_stops_at_the_stream_window() {
+        let (mut c, mut r) = pair();
+        let t = Duration::ZERO;
+        let head = RequestHead { method: "PUT".into(), path: "/".into(), headers: vec![] };
+        r.send_request(1, head, false).unwrap();
+        r.send_body(1, Bytes::from(vec![1u8; 4 << 20]), true).unwrap();
+        // Everything the relay will send without hearing back.
+        let mut sent = Vec::new();
+        while let Some(b) = r.poll_transmit(t) {
+            sent.push(b);
+        }
+        for b in &sent {
+            c.handle_input(b, t).unwrap();
+        }
+        assert_eq!(body_bytes(&mut c).get(&1), Some(&(STREAM_WINDOW as usize)));
+        assert_eq!(r.queued_body_bytes(1), Some((4 << 20) - STREAM_WINDOW as usize));
+        // The connector's grants let the rest through.
+        both_ways(&mut c, &mut r, t);
+        assert_eq!(body_bytes(&mut c).get(&1), Some(&((4 << 20) - STREAM_WINDOW as usize)));
+        assert_eq!(r.queued_body_bytes(1), Some(0));
+    }
+
+    /// A small answer queued after a large one leaves in the first batch:
+    /// streams take turns, so no stream waits behind another's body.
+    #[test]
+    fn streams_take_turns() {
+        let (mut c, mut r) = pair();
+        let t = Duration::ZERO;
+        for id in [1, 2] {
+            let head = RequestHead { method: "GET".into(), path: "/".into(), headers: vec![] };
+            r.send_request(id, head, true).unwrap();
+        }
+        pump(&mut r, &mut c, t).unwrap();
+        while c.poll_event().is_some() {}
+        c.send_response(1, 200, vec![], false).unwrap();
+        c.send_body(1, Bytes::from(vec![1u8; 16 << 20]), true).unwrap();
+        c.send_response(2, 200, vec![], false).unwrap();
+        c.send_body(2, Bytes::from(vec![2u8; 1000]), true).unwrap();
+        let first = c.poll_transmit(t).unwrap();
+        assert!(first.len() <= BATCH_BYTES + 1024, "batch of {} bytes", first.len());
+        r.handle_input(&first, t).unwrap();
+        let got = body_bytes(&mut r);
+        assert_eq!(got.get(&2), Some(&1000), "{got:?}");
+    }
+
+    /// A peer that ignores the window fails the session; one that waits
+    /// for the consumer's grants gets its body through.
+    #[test]
+    fn a_peer_past_its_window_is_refused() {
+        let t = Duration::ZERO;
+        let mut cfg = SessionConfig::new("c1");
+        cfg.auto_grant = false;
+        let mut c = Session::new(Role::Connector, cfg, t);
+        let mut r = Session::new(Role::Relay, SessionConfig::new("relay"), t);
+        pump(&mut c, &mut r, t).unwrap();
+        pump(&mut r, &mut c, t).unwrap();
+        let head = RequestHead { method: "PUT".into(), path: "/".into(), headers: vec![] };
+        r.send_request(1, head, false).unwrap();
+        pump(&mut r, &mut c, t).unwrap();
+        let mut wire = BytesMut::new();
+        let chunk = Bytes::from(vec![0u8; BODY_QUANTUM]);
+        for _ in 0..=(STREAM_WINDOW as usize / BODY_QUANTUM) {
+            Frame::Body { id: 1, fin: false, data: chunk.clone() }.encode(DEFAULT_MAX_FRAME_BYTES, &mut wire).unwrap();
+        }
+        let err = c.handle_input(&wire, t).unwrap_err();
+        assert!(matches!(err, SessionError::FlowControl { id: 1, .. }), "{err}");
+    }
+
+    /// With grants left to the consumer, a body moves only as fast as the
+    /// consumer takes it, and all of it arrives.
+    #[test]
+    fn grants_follow_the_consumer() {
+        let t = Duration::ZERO;
+        let mut cfg = SessionConfig::new("c1");
+        cfg.auto_grant = false;
+        let mut c = Session::new(Role::Connector, cfg, t);
+        let mut r = Session::new(Role::Relay, SessionConfig::new("relay"), t);
+        both_ways(&mut c, &mut r, t);
+        let head = RequestHead { method: "PUT".into(), path: "/".into(), headers: vec![] };
+        r.send_request(1, head, false).unwrap();
+        r.send_body(1, Bytes::from(vec![5u8; 3 << 20]), true).unwrap();
+        let mut total = 0;
+        for _ in 0..100 {
+            both_ways(&mut c, &mut r, t);
+            let got = body_bytes(&mut c).get(&1).copied().unwrap_or(0);
+            assert!(got <= STREAM_WINDOW as usize, "{got} bytes past a window without grants");
+            total += got;
+            if total == 3 << 20 {
+                break;
+            }
+            c.consumed(1, got);
+        }
+        assert_eq!(total, 3 << 20);
+        assert_eq!(r.queued_body_bytes(1), Some(0));
     }
 
     /// The connector refuses a request (overloaded) while its body is still

@@ -56,7 +56,9 @@ fn dispatch(
 ) -> Result<(), String> {
     // Draining, or as many open at once as a connector takes (its session
     // would fail the whole tunnel): the ingress offers it to another tunnel.
-    if !open || pending.len() >= DEFAULT_MAX_STREAMS {
+    // The session's count, not `pending`: a stream whose answer is done
+    // still counts on both sides until the rest of its upload has gone.
+    if !open || session.open_streams() >= DEFAULT_MAX_STREAMS {
         let _ = d.reply.send(Delivery::Cancelled(connector::proto::CancelReason::Overloaded));
         return Ok(());
     }
