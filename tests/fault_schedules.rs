@@ -4,7 +4,9 @@
 //! lengths. Invariants, checked by the scenario runner itself: no accepted
 //! request is served twice, every request is answered or failed to its user,
 //! no success carries a changed or cut body (uploads and downloads of
-//! random sizes run through the same faults), and once the faults stop the
+//! random sizes run through the same faults, beside a backend that answers
+//! uploads early with 401 and one that dies mid-body, whose users must get
+//! that 401 and a 502, never a success), and once the faults stop the
 //! connectors serve again (every request sent after a recovery margin gets
 //! a 2xx).
 //!
@@ -153,7 +155,11 @@ fn render(s: &Schedule) -> String {
     t.push_str(
         "[world]\nrelays = 2\nadmin = { user = \"admin@contoso.com\", password = \"correct-horse\" }\n\n\
          [[world.connectors]]\nname = \"connector-1\"\n\n[[world.connectors]]\nname = \"connector-2\"\n\n\
-         [[world.backends]]\nname = \"app1.corp.local\"\n\n[[world.apps]]\nname = \"app1\"\nbackend = \"app1.corp.local\"\n\n",
+         [[world.backends]]\nname = \"app1.corp.local\"\n\n[[world.apps]]\nname = \"app1\"\nbackend = \"app1.corp.local\"\n\n\
+         [[world.backends]]\nname = \"early.corp.local\"\nbehaviour = { kind = \"early\", code = 401 }\n\n\
+         [[world.apps]]\nname = \"early\"\nbackend = \"early.corp.local\"\n\n\
+         [[world.backends]]\nname = \"broken.corp.local\"\nbehaviour = { kind = \"close_mid_body\", bytes = 65536 }\n\n\
+         [[world.apps]]\nname = \"broken\"\nbackend = \"broken.corp.local\"\n\n",
     );
     let requests = (duration - 60 - 30) / 30;
     let _ = writeln!(t, "[[load]]\napp = \"app1\"\nrequests = {requests}\nstart = \"60s\"\ninterval = \"30s\"\n");
@@ -168,10 +174,26 @@ fn render(s: &Schedule) -> String {
         "[[load]]\napp = \"app1\"\nrequests = {downloads}\nstart = \"80s\"\ninterval = \"60s\"\npath = \"/?size={}\"\n",
         s.download_bytes
     );
+    // Backends that never succeed, under the same faults: an early 401 to
+    // an upload must reach its user as the backend's 401, and a backend
+    // that dies mid-body must give a 502, never a short success.
+    let rare = (duration - 90 - 60) / 240;
+    let _ = writeln!(
+        t,
+        "[[load]]\napp = \"early\"\nrequests = {rare}\nstart = \"90s\"\ninterval = \"240s\"\nupload_bytes = {}\n\
+         expect_status = 401\n",
+        s.upload_bytes
+    );
+    let _ = writeln!(
+        t,
+        "[[load]]\napp = \"broken\"\nrequests = {rare}\nstart = \"100s\"\ninterval = \"240s\"\nexpect_status = 502\n"
+    );
     for (at, e) in &events {
         let _ = writeln!(t, "[[timeline]]\nat = \"{at}s\"\nevent = \"{e}\"\n");
     }
+    // The broken backend's own finding is always there.
     let mut allowed: Vec<&str> = s.faults.iter().flat_map(|(_, f)| f.findings().iter().copied()).collect();
+    allowed.push("BACKEND.broken");
     allowed.sort();
     allowed.dedup();
     let allowed = allowed.iter().map(|c| format!("{c:?}")).collect::<Vec<_>>().join(", ");

@@ -235,7 +235,10 @@ fn slowloris_is_cut_at_the_header_timeout() {
 }
 
 /// A download the user abandons after its first bytes, and a slow reader
-/// of a large answer: the tunnel carries the others meanwhile.
+/// of a large answer: the others are served meanwhile and the slow reader
+/// gets every byte. (The ingress holds answers whole, so a slow user never
+/// pushes back into the tunnel; the tunnel's own flow control is tested
+/// on the session: `grants_follow_the_consumer`, `streams_take_turns`.)
 #[test]
 fn users_who_leave_or_read_slowly_hurt_no_one() {
     let w = World::start();
@@ -284,4 +287,23 @@ fn ten_thousand_idle_connections() {
     assert!(matches!(idle[IDLE - 1].read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock));
     drop(idle);
     w.others_unharmed(8);
+}
+
+/// Backends that never succeed, on real sockets: a 401 given before a
+/// 5 MiB upload was read reaches its user as the backend's answer; a
+/// backend that dies mid-answer gives its user a 502, never a short 200;
+/// neither touches the tunnel the others use.
+#[test]
+fn failing_backends_fail_alone() {
+    let w = World::start();
+    let (early, broken) = (w.manifest.apps[1].clone(), w.manifest.apps[2].clone());
+    assert!(early.starts_with("early-") && broken.starts_with("broken-"), "{:?}", w.manifest.apps);
+    let upload = vec![b'e'; 5 << 20];
+    for i in 0..3 {
+        let r = exchange(w.manifest.ingress, &early, "POST", &format!("/early/{i}"), "", &upload);
+        assert_eq!((r.status, r.header("x-relay-error")), (401, None), "{}", r.text());
+        let r = exchange(w.manifest.ingress, &broken, "GET", &format!("/broken/{i}"), "", b"");
+        assert_eq!((r.status, r.header("x-relay-error")), (502, Some("backend-broke-off")), "{}", r.text());
+    }
+    w.others_unharmed(16);
 }

@@ -13,6 +13,10 @@ use serde::Serialize;
 use crate::scenario::{Expect, Outcome, TimelineEvent};
 use crate::trace::{TraceEvent, UserEvent, What, WorldEvent};
 
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
 /// What a run amounted to.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Summary {
@@ -35,6 +39,13 @@ pub struct Summary {
     pub duplicates: Vec<(String, u32)>,
     /// Successes whose body was wrong (mark, what).
     pub corrupted: Vec<(String, String)>,
+    /// Answers with the status their load expects (`expect_status`).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub requests_as_expected: u32,
+    /// Successes where the load expects an error (the backend cannot
+    /// succeed): (mark, what). Other unexpected answers count as `not_ok`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unexpected: Vec<(String, String)>,
     pub backend_served: u64,
     /// Agent and cloud events by name (`crl_fetched`, `tls_refused`, ...).
     pub events: BTreeMap<String, u32>,
@@ -163,6 +174,27 @@ fn user_event(s: &mut Summary, sent: &mut BTreeMap<String, u64>, latencies: &mut
             }
             s.requests_failed += 1;
         }
+        UserEvent::Expected { mark, status, relay_error } => {
+            sent.remove(mark);
+            if let Some(code) = relay_error {
+                *s.relay_errors.entry(code.clone()).or_default() += 1;
+            }
+            *s.statuses.entry(*status).or_default() += 1;
+            s.requests_as_expected += 1;
+        }
+        UserEvent::Unexpected { mark, status, expected } => {
+            let ok = |c: &u16| (200..300).contains(c);
+            if ok(status) && !ok(expected) {
+                // A success from a backend that cannot succeed.
+                s.unexpected.push((mark.clone(), format!("got {status} where only {expected} is possible")));
+            } else if let Some(t0) = sent.get(mark) {
+                // Like any failed answer: fine during a fault, not after.
+                s.not_ok.push((mark.clone(), *t0));
+            }
+            sent.remove(mark);
+            *s.statuses.entry(*status).or_default() += 1;
+            s.requests_failed += 1;
+        }
         UserEvent::Corrupted { mark, what, .. } => {
             if let Some(t0) = sent.remove(mark) {
                 s.not_ok.push((mark.clone(), t0));
@@ -230,6 +262,9 @@ pub fn check(expect: &Expect, s: &Summary, duration: Duration) -> Vec<String> {
     // Invariant: never a truncated or changed success.
     for (mark, what) in &s.corrupted {
         failures.push(format!("invariant: user request {mark} succeeded with a wrong body: {what}"));
+    }
+    for (mark, what) in &s.unexpected {
+        failures.push(format!("invariant: user request {mark}: {what} (its load's expect_status)"));
     }
     // Invariant: no user request silently lost. A request sent in the last
     // two minutes may legitimately still be in flight.
@@ -359,4 +394,43 @@ pub fn diagnostic_failures(expect: &Expect, reported: &[Diagnostic]) -> Vec<Stri
         }
     }
     failures
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answered(events: &[UserEvent]) -> Summary {
+        let (mut s, mut sent, mut lat) = (Summary::default(), BTreeMap::new(), Vec::new());
+        for (t, u) in events.iter().enumerate() {
+            user_event(&mut s, &mut sent, &mut lat, u, t as u64 * 1000);
+        }
+        s
+    }
+
+    fn sent(mark: &str) -> UserEvent {
+        UserEvent::Sent { mark: mark.into() }
+    }
+
+    /// `expect_status`: the expected answer is no failure; another error
+    /// counts like any failed answer (against `ok_after`); a success where
+    /// only an error is possible breaks an invariant.
+    #[test]
+    fn expected_statuses() {
+        let s = answered(&[
+            sent("a"),
+            UserEvent::Expected { mark: "a".into(), status: 502, relay_error: Some("backend-broke-off".into()) },
+            sent("b"),
+            UserEvent::Unexpected { mark: "b".into(), status: 503, expected: 502 },
+            sent("c"),
+            UserEvent::Unexpected { mark: "c".into(), status: 200, expected: 502 },
+        ]);
+        assert_eq!(s.requests_as_expected, 1);
+        assert_eq!(s.not_ok, vec![("b".to_string(), 2000)]);
+        assert_eq!(s.unexpected.len(), 1, "{:?}", s.unexpected);
+        let expect: Expect = toml::from_str("outcome = \"serving\"").unwrap();
+        let failures = check(&expect, &s, Duration::from_secs(3600));
+        assert!(failures.iter().any(|f| f.contains("user request c") && f.contains("200")), "{failures:?}");
+        assert!(!failures.iter().any(|f| f.contains("user request a") || f.contains("user request b")), "{failures:?}");
+    }
 }

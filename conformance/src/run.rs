@@ -660,6 +660,8 @@ struct Planned {
     /// The app's backend echoes what it received (its SHA-256): a success
     /// without that header did not come from it whole.
     echoes: bool,
+    /// The load's `expect_status`.
+    expect_status: Option<u16>,
 }
 
 fn user_plan(s: &Scenario) -> Vec<Planned> {
@@ -679,6 +681,7 @@ fn user_plan(s: &Scenario) -> Vec<Planned> {
                 upload_bytes: load.upload_bytes,
                 header_bytes: load.header_bytes,
                 echoes,
+                expect_status: load.expect_status.as_ref().map(|c| *c.get_ref()),
             });
         }
     }
@@ -695,8 +698,7 @@ async fn users(plan: Vec<Planned>, ingress: String, trace: Trace) {
         let (ingress, trace) = (ingress.clone(), trace.clone());
         handles.push(tokio::task::spawn_local(async move {
             let what = match connector::time::timeout(USER_TIMEOUT, user_request(&ingress, &p)).await {
-                Ok(Ok(Answer { status, wrong: Some(what), .. })) => UserEvent::Corrupted { mark: p.mark, status, what },
-                Ok(Ok(Answer { status, relay_error, .. })) => UserEvent::Answered { mark: p.mark, status, relay_error },
+                Ok(Ok(answer)) => answer.judge(p.mark, p.expect_status),
                 Ok(Err(error)) => UserEvent::Failed { mark: p.mark, error },
                 Err(_) => UserEvent::Failed { mark: p.mark, error: "no answer within 120s".into() },
             };
@@ -714,6 +716,19 @@ struct Answer {
     relay_error: Option<String>,
     /// For a success: how its body differs from what was sent or announced.
     wrong: Option<String>,
+}
+
+impl Answer {
+    /// What the trace records of it, against the status expected if any.
+    fn judge(self, mark: String, expected: Option<u16>) -> UserEvent {
+        let Answer { status, relay_error, wrong } = self;
+        match (wrong, expected) {
+            (Some(what), _) => UserEvent::Corrupted { mark, status, what },
+            (None, Some(e)) if e == status => UserEvent::Expected { mark, status, relay_error },
+            (None, Some(expected)) => UserEvent::Unexpected { mark, status, expected },
+            (None, None) => UserEvent::Answered { mark, status, relay_error },
+        }
+    }
 }
 
 async fn user_request(ingress: &str, p: &Planned) -> Result<Answer, String> {

@@ -670,6 +670,13 @@ pub struct Load {
     /// A `cookie` header of this many bytes (oversized headers).
     #[serde(default)]
     pub header_bytes: usize,
+    /// The status that counts as this load's success, for an app whose
+    /// backend never succeeds (an early 401; a 502 from a backend that
+    /// breaks off): such answers do not count against `ok_after`, other
+    /// ones do (as a gateway error does for an ordinary load), and a 2xx
+    /// where an error is expected fails the run.
+    #[serde(default)]
+    pub expect_status: Option<Spanned<u16>>,
 }
 
 /// One timeline entry.
@@ -827,6 +834,9 @@ impl Scenario {
                     load.app.span().start,
                     format!("load names app {:?}, but the world has apps {apps:?}", load.app.get_ref()),
                 ));
+            }
+            if let Some(code) = load.expect_status.as_ref().filter(|c| !(100..=599).contains(c.get_ref())) {
+                return Err((code.span().start, format!("expect_status {} is not an HTTP status", code.get_ref())));
             }
         }
         for entry in &self.timeline {

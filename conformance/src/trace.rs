@@ -32,6 +32,18 @@ pub enum UserEvent {
         status: u16,
         what: String,
     },
+    /// An answer with the status its load expects (`expect_status`).
+    Expected {
+        mark: String,
+        status: u16,
+        relay_error: Option<String>,
+    },
+    /// An answer with another status than its load expects.
+    Unexpected {
+        mark: String,
+        status: u16,
+        expected: u16,
+    },
 }
 
 /// What the runner did to the world (timeline).

@@ -231,11 +231,17 @@ where
         if outbox.is_idle() {
             if let Some(bytes) = link.session.poll_transmit(now()) {
                 outbox.load(bytes);
-                in_batch = std::mem::take(&mut link.written_then_done);
+                // Requests whose last frame is in this batch; the others
+                // still have body waiting for window or turn.
+                let session = &link.session;
+                let (out, waiting) = link.written_then_done.drain(..).partition(|id| !session.unsent(*id));
+                in_batch = out;
+                link.written_then_done = waiting;
             }
             link.pace();
         }
-        if link.session.peer_going_away() && link.requests.is_empty() && outbox.is_idle() {
+        let quiet = outbox.is_idle() && !link.session.any_unsent();
+        if link.session.peer_going_away() && link.requests.is_empty() && quiet {
             let _ = writer.shutdown().await;
             break End::Drained;
         }

@@ -69,7 +69,67 @@ impl ServedLog {
 
 /// Serves a backend named `name` on `listener`.
 pub async fn serve(name: String, behaviour: Behaviour, log: ServedLog, listener: impl Listener) {
+    if let Behaviour::CloseMidBody { bytes } = behaviour {
+        return serve_dying(bytes, log, listener).await;
+    }
     serve_plain(listener, move |_info: ConnInfo, req| handle(name.clone(), behaviour.clone(), log.clone(), req)).await;
+}
+
+/// Largest request head the dying backend reads.
+const DYING_HEAD_BYTES_MAX: usize = 64 << 10;
+
+/// The `close_mid_body` backend, below HTTP: it reads a request head,
+/// starts a 200 announcing twice `bytes`, sends `bytes` and closes the
+/// connection, as a process that dies mid-answer. (An HTTP server would
+/// keep the connection open after a short body, until its idle timer.)
+async fn serve_dying(bytes: usize, log: ServedLog, listener: impl Listener) {
+    loop {
+        let mut stream = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("accept failed: {e}");
+                connector::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let log = log.clone();
+        tokio::task::spawn_local(async move {
+            use tokio::io::AsyncWriteExt;
+            let Some(mark) = read_head_mark(&mut stream).await else { return };
+            log.record(&mark);
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-length: {}\r\n\r\n",
+                bytes * 2
+            );
+            if stream.write_all(head.as_bytes()).await.is_ok() && stream.write_all(&pattern(bytes)).await.is_ok() {
+                let _ = stream.shutdown().await;
+            }
+        });
+    }
+}
+
+/// Reads a request head and returns its request mark (or its path); None
+/// if the connection ends first or the head is too large.
+async fn read_head_mark(stream: &mut connector::env::BoxStream) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut chunk).await.ok().filter(|n| *n > 0)?;
+        head.extend_from_slice(&chunk[..n]);
+        if head.len() > DYING_HEAD_BYTES_MAX {
+            return None;
+        }
+    }
+    let text = String::from_utf8_lossy(&head);
+    let mut lines = text.lines();
+    let target = lines.next()?.split_whitespace().nth(1)?;
+    let path = target.split('?').next().unwrap_or(target).to_string();
+    let mark = lines
+        .filter_map(|l| l.split_once(':'))
+        .find(|(n, _)| n.trim().eq_ignore_ascii_case(REQUEST_MARK))
+        .map(|(_, v)| v.trim().to_string());
+    Some(mark.unwrap_or(path))
 }
 
 /// Lowercase hex of the SHA-256 of `data`.
@@ -111,11 +171,8 @@ async fn handle(name: String, behaviour: Behaviour, log: ServedLog, req: Request
             });
             respond(code, "text/plain", format!("{name}: status {code} before reading the body\n"))
         }
-        Behaviour::CloseMidBody { bytes } => {
-            let mut resp = respond(200, "application/octet-stream", pattern(bytes));
-            header(&mut resp, "content-length", &(bytes * 2).to_string());
-            resp
-        }
+        // Served below HTTP by `serve_dying`; an HTTP server cannot die.
+        Behaviour::CloseMidBody { .. } => respond(500, "text/plain", format!("{name}: not served over HTTP\n")),
     }
 }
 

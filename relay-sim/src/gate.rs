@@ -10,7 +10,7 @@
 //! |---|---|---|
 //! | open | served | flow |
 //! | dropping (`block port N`) | accepted, then nothing passes | frozen: reads and writes wait |
-//! | refusing (`reject port N`, relay stopped) | refused (the socket is closed: `ECONNREFUSED`) | cut |
+//! | refusing (`reject port N`, relay stopped) | refused (the port stays bound but does not listen: `ECONNREFUSED`) | cut |
 //!
 //! A dropping firewall on a real path swallows the SYN, so the dial itself
 //! times out; on loopback the kernel completes the handshake before any
@@ -138,33 +138,75 @@ impl Gate {
     }
 }
 
-/// A listener behind a gate: closed while the gate refuses, reopened on
-/// the same address when it opens.
+/// The listener's socket: listening, or only bound while the gate
+/// refuses (the kernel answers a connect to a bound, non-listening port
+/// with a reset, and nothing else can take the port meanwhile: an
+/// outgoing connection might otherwise get it as its ephemeral port).
+enum Socket {
+    Listening(Rc<tokio::net::TcpListener>),
+    Bound(tokio::net::TcpSocket),
+    /// Between the two, or after an error.
+    None,
+}
+
+/// A listener behind a gate: refusing connections while the gate refuses,
+/// listening on the same address again when it opens.
 pub struct GatedListener {
     gate: Rc<Gate>,
-    socket: RefCell<Option<Rc<tokio::net::TcpListener>>>,
+    socket: RefCell<Socket>,
 }
+
+/// Connections a reopened listener queues before accepting them.
+const BACKLOG: u32 = 1024;
 
 impl GatedListener {
     pub fn new(gate: Rc<Gate>, listener: tokio::net::TcpListener) -> GatedListener {
-        GatedListener { gate, socket: RefCell::new(Some(Rc::new(listener))) }
+        GatedListener { gate, socket: RefCell::new(Socket::Listening(Rc::new(listener))) }
     }
 
-    /// The open socket, binding it again after a refusal.
-    async fn socket(&self) -> Rc<tokio::net::TcpListener> {
+    /// Stops listening, keeping the port.
+    fn refuse(&self) {
+        let mut socket = self.socket.borrow_mut();
+        if matches!(*socket, Socket::Bound(_)) {
+            return;
+        }
+        // Close the listener first: the new socket binds the same address.
+        *socket = Socket::None;
+        match bound(self.gate.addr) {
+            Ok(s) => *socket = Socket::Bound(s),
+            Err(e) => tracing::warn!("keeping {} while refusing: {e}", self.gate.addr),
+        }
+    }
+
+    /// The listening socket, listening again on the kept port if needed.
+    async fn listening(&self) -> Rc<tokio::net::TcpListener> {
         loop {
-            if let Some(s) = self.socket.borrow().clone() {
-                return s;
-            }
-            match tokio::net::TcpListener::bind(self.gate.addr).await {
-                Ok(s) => *self.socket.borrow_mut() = Some(Rc::new(s)),
+            let current = std::mem::replace(&mut *self.socket.borrow_mut(), Socket::None);
+            let next = match current {
+                Socket::Listening(l) => Ok(l),
+                Socket::Bound(s) => s.listen(BACKLOG).map(Rc::new),
+                Socket::None => bound(self.gate.addr).and_then(|s| s.listen(BACKLOG)).map(Rc::new),
+            };
+            match next {
+                Ok(l) => {
+                    *self.socket.borrow_mut() = Socket::Listening(l.clone());
+                    return l;
+                }
                 Err(e) => {
-                    tracing::warn!("rebinding {}: {e}", self.gate.addr);
+                    tracing::warn!("listening again on {}: {e}", self.gate.addr);
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             }
         }
     }
+}
+
+/// A socket bound to `addr` (address reuse on, as listeners have it).
+fn bound(addr: SocketAddr) -> io::Result<tokio::net::TcpSocket> {
+    let s = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    s.set_reuseaddr(true)?;
+    s.bind(addr)?;
+    Ok(s)
 }
 
 impl Listener for GatedListener {
@@ -173,11 +215,11 @@ impl Listener for GatedListener {
             loop {
                 let changed = self.gate.changed.notified();
                 if self.gate.flow() == Flow::Refusing {
-                    self.socket.borrow_mut().take();
+                    self.refuse();
                     changed.await;
                     continue;
                 }
-                let socket = self.socket().await;
+                let socket = self.listening().await;
                 let (tcp, _) = tokio::select! {
                     r = socket.accept() => r?,
                     () = changed => continue,

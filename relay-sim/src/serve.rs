@@ -97,7 +97,8 @@ pub struct Manifest {
     pub resolve: Vec<String>,
     pub root_pem: PathBuf,
     pub ingress: SocketAddr,
-    /// External host names of the published apps (send as `Host`).
+    /// External host names of the published apps (send as `Host`): the
+    /// echo first, then (on loopback) the [`FAILING_BACKENDS`].
     pub apps: Vec<String>,
     pub backend: SocketAddr,
     /// The control API (loopback) and its bearer token.
@@ -135,6 +136,12 @@ pub enum ServeError {
     Write { path: PathBuf, source: std::io::Error },
 }
 
+/// The backends besides the echo that real mode publishes on loopback, as
+/// `<name>-<tenant>.msappproxy.net`: one answers uploads with 401 before
+/// reading them, one dies 64 KiB into a 128 KiB answer.
+pub const FAILING_BACKENDS: [(&str, Behaviour); 2] =
+    [("early", Behaviour::Early { code: 401 }), ("broken", Behaviour::CloseMidBody { bytes: 64 << 10 })];
+
 /// What `start` serves: the manifest to hand out, and the cloud with its
 /// control API for whoever runs it in process.
 pub struct Served {
@@ -146,13 +153,18 @@ pub struct Served {
 /// Starts every service on the current `LocalSet` and returns the manifest.
 pub async fn start(opts: ServeOptions) -> Result<Served, ServeError> {
     let backend_host = opts.backend_host.clone();
-    let app = App {
-        name: "echo".into(),
-        external_host: format!("echo-{}.msappproxy.net", opts.tenant_id),
-        internal_url: format!("http://{backend_host}:{}", opts.backend_port),
+    let app = |name: &str, host: &str| App {
+        name: name.into(),
+        external_host: format!("{name}-{}.msappproxy.net", opts.tenant_id),
+        internal_url: format!("http://{host}:{}", opts.backend_port),
         group: crate::directory::DEFAULT_GROUP.into(),
     };
-    let cloud = build_cloud(&opts, app.clone())?;
+    let mut apps = vec![app("echo", &backend_host)];
+    // On loopback, two backends that never succeed, for the data path's
+    // failure stories (the netns world serves the scenario's backend only).
+    let failing = if opts.host_base.is_none() { FAILING_BACKENDS.as_slice() } else { &[] };
+    apps.extend(failing.iter().map(|(name, _)| app(name, &format!("{name}.corp.local"))));
+    let cloud = build_cloud(&opts, apps.clone())?;
     let root_pem = write_roots(&cloud, &opts.state_dir)?;
 
     let mut hosts =
@@ -185,6 +197,12 @@ pub async fn start(opts: ServeOptions) -> Result<Served, ServeError> {
         hosts.gates.iter().flat_map(|g| g.hosts.iter().map(|h| format!("{h}={}", g.addr))).collect();
     resolve.push(format!("{backend_host}={backend}"));
     tokio::task::spawn_local(backend::serve(backend_host, Behaviour::Echo, served.clone(), l));
+    for (name, behaviour) in failing {
+        let host = format!("{name}.corp.local");
+        let (l, addr) = hosts.binder.bind(opts.backend_port).await?;
+        resolve.push(format!("{host}={addr}"));
+        tokio::task::spawn_local(backend::serve(host, behaviour.clone(), served.clone(), l));
+    }
 
     // The control API: loopback only, whatever the services bind to.
     let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
@@ -208,7 +226,7 @@ pub async fn start(opts: ServeOptions) -> Result<Served, ServeError> {
         resolve,
         root_pem,
         ingress,
-        apps: vec![app.external_host],
+        apps: apps.into_iter().map(|a| a.external_host).collect(),
         backend,
         control: control_addr,
         control_token: control.token.clone(),
@@ -217,7 +235,7 @@ pub async fn start(opts: ServeOptions) -> Result<Served, ServeError> {
 }
 
 /// The tenant and its cloud, on the machine's clock and randomness.
-fn build_cloud(opts: &ServeOptions, app: App) -> Result<Rc<Cloud>, ServeError> {
+fn build_cloud(opts: &ServeOptions, apps: Vec<App>) -> Result<Rc<Cloud>, ServeError> {
     let tenant = Tenant {
         id: opts.tenant_id.clone(),
         domains: vec![opts.domain.clone()],
@@ -229,7 +247,7 @@ fn build_cloud(opts: &ServeOptions, app: App) -> Result<Rc<Cloud>, ServeError> {
             directories: Vec::new(),
         }],
         app_proxy_enabled: true,
-        apps: vec![app],
+        apps,
         group_of_machine: BTreeMap::new(),
     };
     let mut config = CloudConfig::public(tenant, opts.relays.max(1));

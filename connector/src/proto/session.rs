@@ -555,6 +555,17 @@ impl Session {
         }
     }
 
+    /// Whether some of stream `id`'s body (or its bare `fin`) still waits
+    /// to go out.
+    pub fn unsent(&self, id: u64) -> bool {
+        self.streams.get(&id).is_some_and(|st| !st.pending.is_empty())
+    }
+
+    /// Whether any stream's body still waits to go out.
+    pub fn any_unsent(&self) -> bool {
+        self.streams.values().any(|st| !st.pending.is_empty())
+    }
+
     /// Body bytes of stream `id` still waiting to go out (None: no such
     /// stream). A producer that keeps this under a window's worth holds
     /// no more than that in memory, whatever the peer's pace.
@@ -699,10 +710,17 @@ impl Session {
         if now >= self.last_recv + self.config.idle_timeout {
             return Err(self.fail(SessionError::IdleTimeout(self.config.idle_timeout)));
         }
-        if self.pings() && now >= self.last_send + self.config.keepalive && self.out.is_empty() {
-            let nonce = self.next_nonce;
-            self.next_nonce += 1;
-            self.queue(Frame::Ping { nonce });
+        if self.pings() && now >= self.last_send + self.config.keepalive {
+            // Output still waiting (the driver is busy writing a batch)
+            // keeps the peer's NAT state warm as well as a ping would.
+            if self.out.is_empty() {
+                let nonce = self.next_nonce;
+                self.next_nonce += 1;
+                self.queue(Frame::Ping { nonce });
+            }
+            // Either way the keepalive clock restarts: a deadline left in
+            // the past would wake the driver in a busy loop.
+            self.last_send = now;
         }
         Ok(())
     }
@@ -788,6 +806,22 @@ mod tests {
 
     /// Only the connector pings; the relay answers and, when the connector
     /// goes quiet, times the session out.
+    /// While the driver has not taken the output yet (it is still writing
+    /// the last batch), keepalive deadlines still move forward.
+    #[test]
+    fn keepalive_deadlines_move_while_output_waits() {
+        let (mut c, _r) = pair();
+        let mut now = Duration::ZERO;
+        for _ in 0..5 {
+            let deadline = c.poll_timeout().unwrap();
+            assert!(deadline > now, "deadline {deadline:?} not after {now:?}");
+            now = deadline;
+            if c.handle_timeout(now).is_err() {
+                return;
+            }
+        }
+    }
+
     #[test]
     fn only_the_connector_pings() {
         let (mut c, mut r) = pair();
@@ -899,8 +933,8 @@ mod tests {
         assert_eq!(got.get(&2), Some(&1000), "{got:?}");
     }
 
-    /// A peer that ignores the window fails the session; one that waits
-    /// for the consumer's grants gets its body through.
+    /// A peer that ignores the window fails the session (one that waits
+    /// for grants: `grants_follow_the_consumer`).
     #[test]
     fn a_peer_past_its_window_is_refused() {
         let t = Duration::ZERO;
