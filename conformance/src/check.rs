@@ -252,8 +252,8 @@ fn counts(
     }
 }
 
-/// Everything in `expect` (and the invariants) that `s` violates.
-pub fn check(expect: &Expect, s: &Summary, duration: Duration) -> Vec<String> {
+/// What breaks the invariants every scenario keeps, whatever it expects.
+fn invariant_failures(s: &Summary, duration: Duration) -> Vec<String> {
     let mut failures = Vec::new();
     // Invariant: at most once.
     for (mark, n) in &s.duplicates {
@@ -274,6 +274,12 @@ pub fn check(expect: &Expect, s: &Summary, duration: Duration) -> Vec<String> {
             failures.push(format!("invariant: user request {mark} (sent at {t} ms) was never answered"));
         }
     }
+    failures
+}
+
+/// Everything in `expect` (and the invariants) that `s` violates.
+pub fn check(expect: &Expect, s: &Summary, duration: Duration) -> Vec<String> {
+    let mut failures = invariant_failures(s, duration);
     if s.outcome != Some(expect.outcome) {
         failures
             .push(format!("outcome: expected {:?}, got {:?} (stopped: {:?})", expect.outcome, s.outcome, s.stopped));

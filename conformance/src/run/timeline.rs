@@ -1,0 +1,143 @@
+//! The timeline: the scenario's events, applied to the world at their
+//! times (hosts crashed and started, firewall rules and DNS faults added and
+//! lifted, the PKI changed, connectors upgraded).
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use connector::install::Installation;
+use connector::service::ServiceState;
+use relay_sim::pki::Generation;
+use relay_sim::world::{Action, Dns, Firewall, Rule};
+
+use super::world::World;
+use super::{PROXY_HOST, REVOCATION_HOST};
+use crate::scenario::TimelineEvent;
+
+/// Applies one timeline event to the world.
+pub(super) fn apply(event: &TimelineEvent, sim: &mut turmoil::Sim<'_>, w: &World) -> Result<(), String> {
+    match event {
+        TimelineEvent::RestartRelay => w.relay_hosts.iter().for_each(|h| sim.bounce(h.as_str())),
+        TimelineEvent::CrashRelay => w.relay_hosts.iter().for_each(|h| sim.crash(h.as_str())),
+        TimelineEvent::StartRelay => w.relay_hosts.iter().for_each(|h| sim.bounce(h.as_str())),
+        TimelineEvent::BlockPort(_)
+        | TimelineEvent::RejectPort(_)
+        | TimelineEvent::UnblockPort(_)
+        | TimelineEvent::BlockHost(_)
+        | TimelineEvent::RejectHost(_)
+        | TimelineEvent::UnblockHost(_)
+        | TimelineEvent::AtProxy(_)
+        | TimelineEvent::DnsFail(_)
+        | TimelineEvent::DnsSinkhole(_)
+        | TimelineEvent::DnsRestore(_) => w.network.apply(event),
+        TimelineEvent::StopBackend(n) | TimelineEvent::StartBackend(n) => {
+            if let Some(switch) = w.backend_switches.get(n) {
+                switch.send_replace(matches!(event, TimelineEvent::StartBackend(_)));
+            }
+        }
+        TimelineEvent::RestartConnector(n) | TimelineEvent::StartConnector(n) => sim.bounce(n.as_str()),
+        TimelineEvent::StopConnector(n) => sim.crash(n.as_str()),
+        TimelineEvent::RotateRoot => w.cloud.rotate_root(Generation::DigicertG2),
+        TimelineEvent::RevokeRelayCertificate => {
+            let now = w.cloud.now();
+            for h in &w.relay_hosts {
+                if w.cloud.with_pki(|p| p.revoke_server(h, now)) {
+                    w.cloud.emit(relay_sim::event::CloudEvent::ServerRevoked { host: h.clone() });
+                }
+            }
+        }
+        TimelineEvent::RevokeConnector(n) => {
+            for rec in w.cloud.connectors().into_iter().filter(|r| &r.machine == n) {
+                w.cloud.revoke_connector(&rec.id);
+            }
+        }
+        TimelineEvent::StopProxy => sim.crash(PROXY_HOST),
+        TimelineEvent::StartProxy => sim.bounce(PROXY_HOST),
+        TimelineEvent::StopRevocationServers => sim.crash(REVOCATION_HOST),
+        TimelineEvent::StartRevocationServers => sim.bounce(REVOCATION_HOST),
+        TimelineEvent::AdvanceIpWeek => w.addresses.borrow_mut().week += 1,
+        TimelineEvent::StopUpdater(n) | TimelineEvent::StartUpdater(n) => {
+            if let Some(switch) = w.updater_switches.get(n) {
+                let start = matches!(event, TimelineEvent::StartUpdater(_));
+                switch.send_replace(if start { ServiceState::Running } else { ServiceState::Stopped });
+            }
+        }
+        TimelineEvent::UpgradeConnector(n) | TimelineEvent::UpgradeConnectorKeepingFolders(n) => {
+            let (Some(dir), Some(next)) = (w.install_dirs.get(n), w.reinstall_versions.get(n)) else { return Ok(()) };
+            sim.crash(n.as_str());
+            let installation = Installation::at(dir.path());
+            let uninstalled = installation.uninstall().and_then(|()| {
+                if matches!(event, TimelineEvent::UpgradeConnector(_)) {
+                    installation.delete_folders()
+                } else {
+                    Ok(())
+                }
+            });
+            uninstalled.map_err(|e| format!("{event}: {e}"))?;
+            *next.borrow_mut() = Some(connector::agent::DEFAULT_VERSION.to_string());
+            sim.bounce(n.as_str());
+        }
+    }
+    Ok(())
+}
+
+/// What the timeline changes in the network while a run goes: rules it
+/// adds to and removes from the perimeter and the proxy's egress (only its
+/// own: the world file's rules stay), and the world's DNS faults (`dns
+/// restore` clears a suffix's faults, the world file's included).
+pub(super) struct NetworkEdits {
+    pub(super) perimeter: FirewallEdits,
+    pub(super) proxy_egress: FirewallEdits,
+    pub(super) dns: Rc<RefCell<Dns>>,
+}
+
+impl NetworkEdits {
+    fn apply(&self, event: &TimelineEvent) {
+        match event {
+            TimelineEvent::AtProxy(inner) => self.proxy_egress.apply(inner),
+            TimelineEvent::DnsFail(h) => self.dns.borrow_mut().fail.push(h.clone()),
+            TimelineEvent::DnsSinkhole(h) => self.dns.borrow_mut().sinkhole.push(h.clone()),
+            TimelineEvent::DnsRestore(h) => {
+                let mut d = self.dns.borrow_mut();
+                d.fail.retain(|s| s != h);
+                d.sinkhole.retain(|s| s != h);
+            }
+            other => self.perimeter.apply(other),
+        }
+    }
+}
+
+/// One firewall the timeline edits, and the rules it added there.
+pub(super) struct FirewallEdits {
+    firewall: Rc<RefCell<Firewall>>,
+    /// Rules the timeline added, so that "unblock" removes only those.
+    added: RefCell<Vec<Rule>>,
+}
+
+impl FirewallEdits {
+    pub(super) fn new(firewall: Rc<RefCell<Firewall>>) -> Self {
+        FirewallEdits { firewall, added: RefCell::default() }
+    }
+
+    fn apply(&self, event: &TimelineEvent) {
+        match event {
+            TimelineEvent::BlockPort(p) => self.add(Rule::port(Action::Drop, *p)),
+            TimelineEvent::RejectPort(p) => self.add(Rule::port(Action::Reject, *p)),
+            TimelineEvent::BlockHost(h) => self.add(Rule::host(Action::Drop, h.clone())),
+            TimelineEvent::RejectHost(h) => self.add(Rule::host(Action::Reject, h.clone())),
+            TimelineEvent::UnblockPort(p) => self.remove(|r| r.port == Some(*p)),
+            TimelineEvent::UnblockHost(h) => self.remove(|r| r.host_suffix.as_ref() == Some(h)),
+            _ => {}
+        }
+    }
+
+    fn add(&self, rule: Rule) {
+        self.added.borrow_mut().push(rule.clone());
+        self.firewall.borrow_mut().rules.insert(0, rule);
+    }
+
+    fn remove(&self, which: impl Fn(&Rule) -> bool) {
+        let added = self.added.borrow();
+        self.firewall.borrow_mut().rules.retain(|r| !(which(r) && added.contains(r)));
+    }
+}
