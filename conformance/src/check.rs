@@ -39,6 +39,9 @@ pub struct Summary {
     pub duplicates: Vec<(String, u32)>,
     /// Successes whose body was wrong (mark, what).
     pub corrupted: Vec<(String, String)>,
+    /// The codes each connector host reported.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub diagnostics_by_host: BTreeMap<String, BTreeSet<String>>,
     /// Answers with the status their load expects (`expect_status`).
     #[serde(skip_serializing_if = "is_zero")]
     pub requests_as_expected: u32,
@@ -110,7 +113,12 @@ pub fn summarize(events: &[TraceEvent], logs: &ServedLog) -> Summary {
                         *up = false;
                     }
                 }
-                AgentEvent::Diagnostic(d) if seen_diag.insert(d.clone()) => s.diagnostics.push(d.clone()),
+                AgentEvent::Diagnostic(d) => {
+                    s.diagnostics_by_host.entry(e.host.clone()).or_default().insert(d.code.clone());
+                    if seen_diag.insert(d.clone()) {
+                        s.diagnostics.push(d.clone());
+                    }
+                }
                 _ => {}
             },
             What::User(u) => user_event(&mut s, &mut sent, &mut latencies, u, e.t_ms),
@@ -357,6 +365,26 @@ pub fn check(expect: &Expect, s: &Summary, duration: Duration) -> Vec<String> {
     counts(&mut failures, "event", &expect.events_min, &s.events, Bound::AtLeast);
     counts(&mut failures, "event", &expect.events_max, &s.events, Bound::AtMost);
     failures.extend(diagnostic_failures(expect, &s.diagnostics));
+    failures.extend(host_diagnostic_failures(expect, &s.diagnostics_by_host));
+    failures
+}
+
+/// What is wrong with each listed host's own findings (`diagnostics_by_host`):
+/// a code it should report missing, or one it reports that is neither
+/// listed for it nor allowed.
+fn host_diagnostic_failures(expect: &Expect, reported: &BTreeMap<String, BTreeSet<String>>) -> Vec<String> {
+    let mut failures = Vec::new();
+    let none = BTreeSet::new();
+    for (host, codes) in &expect.diagnostics_by_host {
+        let host = host.get_ref();
+        let got = reported.get(host).unwrap_or(&none);
+        for code in codes.iter().filter(|c| !got.contains(*c)) {
+            failures.push(format!("{host}: diagnostic {code} expected, it reported {got:?}"));
+        }
+        for code in got.iter().filter(|c| !codes.contains(c) && !expect.allowed_diagnostics.contains(c)) {
+            failures.push(format!("{host}: unexpected diagnostic {code} (not listed for it nor allowed)"));
+        }
+    }
     failures
 }
 
@@ -377,7 +405,10 @@ pub fn diagnostic_failures(expect: &Expect, reported: &[Diagnostic]) -> Vec<Stri
             failures.push(format!("diagnostic {code} must not be reported, but was"));
         }
     }
-    let known = |code: &str| expect.diagnostics.iter().chain(&expect.allowed_diagnostics).any(|c| c == code);
+    let known = |code: &str| {
+        expect.diagnostics.iter().chain(&expect.allowed_diagnostics).any(|c| c == code)
+            || expect.diagnostics_by_host.values().flatten().any(|c| c == code)
+    };
     let mut unexpected: Vec<&Diagnostic> = Vec::new();
     for d in reported {
         if !known(&d.code) && !expect.no_diagnostics.contains(&d.code) && !unexpected.iter().any(|u| u.code == d.code) {
@@ -438,5 +469,27 @@ mod tests {
         let failures = check(&expect, &s, Duration::from_secs(3600));
         assert!(failures.iter().any(|f| f.contains("user request c") && f.contains("200")), "{failures:?}");
         assert!(!failures.iter().any(|f| f.contains("user request a") || f.contains("user request b")), "{failures:?}");
+    }
+
+    /// `diagnostics_by_host`: a listed host must report its codes and no
+    /// other (allowed codes aside); hosts not listed are not judged alone.
+    #[test]
+    fn findings_by_host() {
+        let expect: Expect = toml::from_str(
+            "outcome = \"serving\"\nallowed_diagnostics = [\"A\"]\n[diagnostics_by_host]\nc1 = []\nc2 = [\"X\"]",
+        )
+        .unwrap();
+        let reported = |pairs: &[(&str, &str)]| {
+            let mut m: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+            for (h, c) in pairs {
+                m.entry(h.to_string()).or_default().insert(c.to_string());
+            }
+            m
+        };
+        assert!(host_diagnostic_failures(&expect, &reported(&[("c2", "X"), ("c1", "A"), ("c3", "Y")])).is_empty());
+        let f = host_diagnostic_failures(&expect, &reported(&[("c1", "X")]));
+        assert_eq!(f.len(), 2, "{f:?}");
+        assert!(f[0].starts_with("c1: unexpected diagnostic X"), "{f:?}");
+        assert!(f[1].starts_with("c2: diagnostic X expected"), "{f:?}");
     }
 }

@@ -740,6 +740,12 @@ pub struct Expect {
     /// message or remedy (e.g. the host and port, the allow-list entry).
     #[serde(default)]
     pub diagnostic_mentions: Vec<String>,
+    /// Per connector host, the codes it must report; it may report no
+    /// other but those in `allowed_diagnostics`. `"connector-1" = []`: that
+    /// host reports nothing. (The world's union is judged as well, with
+    /// these codes counted as expected.)
+    #[serde(default)]
+    pub diagnostics_by_host: BTreeMap<Spanned<String>, Vec<String>>,
     /// Trace events (agent or cloud, by their `event` name) that must have
     /// happened at least this often: `{ crl_fetched = 2, ocsp_checked = 1 }`.
     #[serde(default)]
@@ -827,6 +833,11 @@ impl Scenario {
                     ),
                 ));
             }
+        }
+        if let Some(host) = self.expect.diagnostics_by_host.keys().find(|h| !connectors.contains(&h.get_ref().as_str()))
+        {
+            let text = format!("diagnostics_by_host names {:?}, but the connectors are {connectors:?}", host.get_ref());
+            return Err((host.span().start, text));
         }
         for load in &self.load {
             if !apps.contains(&load.app.get_ref().as_str()) {
