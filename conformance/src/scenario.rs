@@ -541,6 +541,12 @@ pub struct ConnectorSpec {
     /// The account the connector's services run as (`network-service`).
     #[serde(default)]
     pub account: Option<String>,
+    /// The Windows account of the administrator who runs setup
+    /// (`contoso\alice`; default `administrator`): registration's
+    /// connections go out as it, so host firewall rules by `user` can let
+    /// registration through and stop the services, or the reverse (NET-USER).
+    #[serde(default)]
+    pub installed_by: Option<String>,
     /// Send everything through the world's proxy (`[world.proxy]`).
     #[serde(default)]
     pub use_proxy: bool,

@@ -21,7 +21,7 @@ use crate::api::{
 };
 use crate::backoff::Backoff;
 use crate::diag::{self, Diagnostic};
-use crate::env::Env;
+use crate::env::{Account, Env};
 use crate::event::AgentEvent;
 use crate::health::Health;
 use crate::host::{preflight, HostProfile};
@@ -157,6 +157,10 @@ pub struct AgentConfig {
     pub cloud: Environment,
     /// The updater service's start/stop control (OPS-SERVICES).
     pub updater_service: ServiceSwitch,
+    /// The Windows account of the administrator who runs setup:
+    /// registration's connections go out as it, the services' as Network
+    /// Service (NET-USER). `None`: as the process's own account.
+    pub installer_account: Option<String>,
 }
 
 impl AgentConfig {
@@ -185,6 +189,7 @@ impl AgentConfig {
             host: None,
             cloud: Environment::Public,
             updater_service: ServiceSwitch::always_running(),
+            installer_account: None,
         }
     }
 }
@@ -217,6 +222,8 @@ pub enum AgentError {
 /// The connector agent.
 pub struct Agent {
     env: Env,
+    /// `env` as setup's account sees the network: registration runs there.
+    installer: Env,
     config: AgentConfig,
     names: ServiceNames,
     tls: TlsContext,
@@ -240,11 +247,17 @@ impl Agent {
         if let Some((host, port)) = &config.proxy {
             env.net = Rc::new(ProxyNet { inner: env.net.clone(), host: host.clone(), port: *port });
         }
+        let as_installer =
+            config.installer_account.as_ref().and_then(|u| env.net.as_account(&Account::User(u.clone())));
+        let installer = match as_installer {
+            Some(net) => Env { net, ..env.clone() },
+            None => env.clone(),
+        };
         let tls = TlsContext::new(env.entropy.clone(), env.clock.clone());
         let names = ServiceNames::in_cloud(config.cloud, &config.tenant_id);
         let version = RefCell::new(config.version.clone());
         let installation = Installation::at(&config.install_dir);
-        Agent { env, config, names, tls, version, refused: RefCell::default(), installation }
+        Agent { env, installer, config, names, tls, version, refused: RefCell::default(), installation }
     }
 
     fn trust(&self) -> Result<Rc<Trust>, AgentError> {
@@ -275,7 +288,12 @@ impl Agent {
     }
 
     fn call<'a>(&'a self, host: &'a str, tls: &'a ServiceTls) -> ServiceCall<'a> {
-        ServiceCall { env: &self.env, tls, host, port: self.config.service_port, timeout: self.config.request_timeout }
+        self.call_from(&self.env, host, tls)
+    }
+
+    /// A call from `env` (the services' or setup's).
+    fn call_from<'a>(&'a self, env: &'a Env, host: &'a str, tls: &'a ServiceTls) -> ServiceCall<'a> {
+        ServiceCall { env, tls, host, port: self.config.service_port, timeout: self.config.request_timeout }
     }
 
     /// Runs until registration fails or the task is dropped.
@@ -391,7 +409,7 @@ impl Agent {
     /// lists that the host lacks is reported ahead of any root change.
     async fn check_trust_list(&self, trust: &Trust) -> Result<(), Diagnostic> {
         let url = HttpUrl { host: self.names.trust_list.clone(), port: 80, path: TRUST_LIST_PATH.into() };
-        let resp = crate::http::plain_request(&self.env, &url, None, self.config.request_timeout, 64 * 1024)
+        let resp = crate::http::plain_request(&self.installer, &url, None, self.config.request_timeout, 64 * 1024)
             .await
             .map_err(|e| e.diagnostic())?;
         if resp.status != 200 {
@@ -421,7 +439,7 @@ impl Agent {
     async fn register_once(&self, creds: &Credentials, tls: &ServiceTls) -> Result<Identity, RegisterFailure> {
         self.check_trust_list(&tls.trust).await.map_err(RegisterFailure::Retry)?;
         let login: LoginResponse = self
-            .call(&self.names.login, tls)
+            .call_from(&self.installer, &self.names.login, tls)
             .post_json(
                 &format!("/{}/oauth2/token", creds.directory.as_deref().unwrap_or(&self.config.tenant_id)),
                 &LoginRequest { username: creds.username.clone(), password: creds.password.clone() },
@@ -433,7 +451,7 @@ impl Agent {
         let csr_pem = identity::csr_pem(&key, &self.config.machine_name).map_err(RegisterFailure::Identity)?;
         let version = self.version.borrow().clone();
         let reg: RegisterResponse = self
-            .call(&self.names.registration, tls)
+            .call_from(&self.installer, &self.names.registration, tls)
             .post_json(
                 "/register",
                 &RegisterRequest { csr_pem, machine_name: self.config.machine_name.clone(), version },

@@ -26,6 +26,7 @@ use std::net::IpAddr;
 
 use crate::allowlist::{self, Environment, Group};
 use crate::diag::{ConnectFailure, Diagnostic};
+use crate::env::Account;
 use crate::proxy::{Onward, ProxyError};
 
 /// The attempt that failed, and what is known about its destination.
@@ -43,6 +44,11 @@ pub struct Failed<'a> {
     /// The outbound proxy the attempt went through (then `addr` is the
     /// proxy's, and the proxy resolved and dialled the destination).
     pub via: Option<&'a str>,
+    /// The account the attempt was made as.
+    pub account: &'a Account,
+    /// When the port never worked as `account` but did as another: that
+    /// account and a host it reached.
+    pub other_account: Option<(Account, String)>,
 }
 
 /// A connection tried now to another destination, to locate the fault.
@@ -154,6 +160,10 @@ pub enum Verdict {
     EntryMissing { group: Group, works: String },
     /// Destinations of other groups on the port (`others`) fail the same way.
     PortBlocked { others: Vec<String> },
+    /// As `PortBlocked`, but the port never worked for this account while
+    /// `account` reached `works` on it from this host: a firewall filters
+    /// by originating user (NET-USER).
+    AccountBlocked { others: Vec<String>, account: Account, works: String },
     /// Nothing of the connector's cloud answers on the port, but `works`,
     /// a host of the other cloud, does: the network is set up for the other
     /// cloud (or the connector was installed for the wrong one).
@@ -217,7 +227,11 @@ pub fn verdict(failed: &Failed<'_>, probes: &[Probe]) -> Verdict {
     match (worked.first(), own) {
         (Some(other), Some((group, _))) => Verdict::EntryMissing { group, works: other.host.clone() },
         (None, Some(_)) if port_blocked(failed, probes) => {
-            Verdict::PortBlocked { others: probes.iter().map(|p| p.host.clone()).collect() }
+            let others = probes.iter().map(|p| p.host.clone()).collect();
+            match failed.other_account.clone() {
+                Some((account, works)) => Verdict::AccountBlocked { others, account, works },
+                None => Verdict::PortBlocked { others },
+            }
         }
         _ => {
             let seen = probes
@@ -274,9 +288,7 @@ pub fn diagnostic(failed: &Failed<'_>, verdict: &Verdict) -> Diagnostic {
             "unreachable",
             Some(12020),
             format!("cannot reach {host}:{port}{at} ({failure}) while {works}:{port} works{before}"),
-            format!(
-                "the allow-list misses an entry: allow {entry} on every firewall and proxy; if firewalls filter by user, allow the Network Service account (NET-USER)"
-            ),
+            format!("the allow-list misses an entry: allow {entry} on every firewall and proxy; {}", by_user(failed.account)),
         ),
         Verdict::PortBlocked { others } => Diagnostic::new(
             if port == 80 { "NET-80" } else { "NET-443" },
@@ -287,7 +299,22 @@ pub fn diagnostic(failed: &Failed<'_>, verdict: &Verdict) -> Diagnostic {
                 others.join(", ")
             ),
             format!(
-                "outbound TCP {port} appears blocked: allow {entry} on every firewall and proxy between the connector and the service; if firewalls filter by user, allow the Network Service account (NET-USER)"
+                "outbound TCP {port} appears blocked: allow {entry} on every firewall and proxy between the connector and the service; {}",
+                by_user(failed.account)
+            ),
+        ),
+        Verdict::AccountBlocked { others, account, works } => Diagnostic::new(
+            "NET-USER",
+            "account-blocked",
+            Some(12020),
+            format!(
+                "cannot reach {host}:{port}{at} as {} ({failure}), nor anything else on {port} (tried now: {}), while {account} reached {works}:{port} from this host: a firewall filters outbound traffic by originating user",
+                failed.account,
+                others.join(", ")
+            ),
+            format!(
+                "in every firewall that filters by user, allow {} on TCP 80 and 443 (the connector's services run as Network Service; registration runs as the administrator who runs setup)",
+                failed.account
             ),
         ),
         Verdict::OtherCloud { works } => other_cloud_diagnostic(failed, works, &at, &failure, &entry),
@@ -303,6 +330,19 @@ pub fn diagnostic(failed: &Failed<'_>, verdict: &Verdict) -> Diagnostic {
 
 /// A name that did not resolve, or resolved to a sinkhole; through a
 /// proxy, at the proxy (it resolves the service's names for the connector).
+/// What to allow when firewalls filter by user: the account the attempt
+/// was made as.
+fn by_user(account: &Account) -> String {
+    match account {
+        Account::NetworkService => {
+            "if firewalls filter by user, allow the Network Service account (NET-USER)".to_string()
+        }
+        Account::User(u) => format!(
+            "if firewalls filter by user, allow {u}, the account registration runs as (setup's), as well as Network Service for the services (NET-USER)"
+        ),
+    }
+}
+
 fn dns_diagnostic(failed: &Failed<'_>, verdict: &Verdict, entry: &str) -> Diagnostic {
     let host = failed.host;
     let resolved_at = failed.via.map(|p| format!(" at the outbound proxy {p}")).unwrap_or_default();
@@ -454,6 +494,8 @@ mod tests {
             last_good,
             cloud: Environment::Public,
             via: None,
+            account: &Account::NetworkService,
+            other_account: None,
         };
         diagnostic(&failed, &verdict(&failed, probes)).code
     }
@@ -590,6 +632,42 @@ mod tests {
     }
 
     #[test]
+    fn a_port_that_worked_only_for_the_installer_is_a_firewall_by_user() {
+        let failure = ConnectFailure::TimedOut;
+        let admin = Account::User("contoso\\alice".into());
+        let probes = [bad(RELAY2, 443, ConnectFailure::TimedOut), bad(LOGIN, 443, ConnectFailure::TimedOut)];
+        let mut failed = Failed {
+            host: RELAY,
+            port: 443,
+            addr: Some(addr(1)),
+            failure: &failure,
+            last_good: None,
+            cloud: Environment::Public,
+            via: None,
+            account: &Account::NetworkService,
+            other_account: Some((admin.clone(), LOGIN.into())),
+        };
+        let d = diagnostic(&failed, &verdict(&failed, &probes));
+        assert_eq!(d.code, "NET-USER.account-blocked");
+        assert!(
+            d.message.contains("as Network Service") && d.message.contains("contoso\\alice reached"),
+            "{}",
+            d.message
+        );
+        assert!(d.remedy.contains("allow Network Service on TCP 80 and 443"), "{}", d.remedy);
+        // Something answers this account on the port: not the account.
+        let answered = [bad(RELAY2, 443, ConnectFailure::TimedOut), ok(BOOT, 443)];
+        assert_eq!(diagnostic(&failed, &verdict(&failed, &answered)).code, "NET-SVC.unreachable");
+        // The installer's own failure, with nothing to compare: the port,
+        // and the advice names the installer's account.
+        failed.account = &admin;
+        failed.other_account = None;
+        let d = diagnostic(&failed, &verdict(&failed, &probes));
+        assert_eq!(d.code, "NET-443.unreachable");
+        assert!(d.remedy.contains("allow contoso\\alice, the account registration runs as"), "{}", d.remedy);
+    }
+
+    #[test]
     fn through_a_proxy_that_does_not_answer_the_proxy_is_named() {
         let failure = ConnectFailure::TimedOut;
         let failed = Failed {
@@ -600,6 +678,8 @@ mod tests {
             last_good: None,
             cloud: Environment::Public,
             via: Some("proxy.corp.local:8080"),
+            account: &Account::NetworkService,
+            other_account: None,
         };
         let down = [bad("proxy.corp.local", 8080, ConnectFailure::TimedOut)];
         assert_eq!(diagnostic(&failed, &verdict(&failed, &down)).code, "NET-PROXY.unreachable");
@@ -623,6 +703,8 @@ mod tests {
             last_good: None,
             cloud: Environment::Public,
             via: None,
+            account: &Account::NetworkService,
+            other_account: None,
         };
         assert_eq!(diagnostic(&failed, &verdict(&failed, &[ok(BOOT, 443)])).code, "NET-DNS.sinkhole");
     }

@@ -35,6 +35,46 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncStream for T {}
 /// An owned, type-erased stream.
 pub type BoxStream = Box<dyn AsyncStream>;
 
+/// The Windows account a connection originates from, as a firewall that
+/// filters by user sees it (NET-USER): registration runs in the context of
+/// the administrator who runs setup; both services run as Network Service.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Account {
+    #[default]
+    NetworkService,
+    /// A user account (`contoso\alice`).
+    User(String),
+}
+
+impl Account {
+    /// The name a firewall rule uses for it (`network-service`, or the
+    /// user's name).
+    pub fn rule_name(&self) -> &str {
+        match self {
+            Account::NetworkService => "network-service",
+            Account::User(u) => u,
+        }
+    }
+
+    /// The account a rule name stands for.
+    pub fn from_rule_name(name: &str) -> Account {
+        if name.eq_ignore_ascii_case("network-service") {
+            Account::NetworkService
+        } else {
+            Account::User(name.to_string())
+        }
+    }
+}
+
+impl std::fmt::Display for Account {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Account::NetworkService => f.write_str("Network Service"),
+            Account::User(u) => f.write_str(u),
+        }
+    }
+}
+
 /// Outbound connections. The only network capability the agent has: there is
 /// deliberately no `listen` (NET-OUTONLY).
 pub trait Net {
@@ -50,6 +90,18 @@ pub trait Net {
     /// The way connections go out (for the evidence log).
     fn route(&self) -> Route {
         Route::Direct
+    }
+
+    /// The account connections originate from (for the evidence log).
+    fn account(&self) -> Account {
+        Account::NetworkService
+    }
+
+    /// This network for connections made as `account`; `None` when the
+    /// account makes no difference to it (real sockets: the operating
+    /// system uses the account the process runs as).
+    fn as_account(&self, _account: &Account) -> Option<Rc<dyn Net>> {
+        None
     }
 
     /// The outbound proxy this network goes through, if any: requests to
@@ -137,7 +189,7 @@ pub async fn connect_observed(
         Ok((addr, _, rtt)) => Outcome::Connected { addr: *addr, rtt: *rtt },
         Err((addr, failure)) => Outcome::Failed { addr: *addr, failure: failure.clone() },
     };
-    env.evidence.record(Attempt::new(host, port, net.route(), outcome));
+    env.evidence.record(Attempt::new(host, port, net.route(), outcome).by(net.account()));
     result.map(|(addr, stream, _)| (addr, stream))
 }
 

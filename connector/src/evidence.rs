@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use crate::allowlist::{self, Environment, Group};
 use crate::diag::ConnectFailure;
+use crate::env::Account;
 use crate::time::Instant;
 
 /// How many attempts the log keeps (the newest; older ones fall off).
@@ -61,11 +62,19 @@ pub struct Attempt {
     pub port: u16,
     pub route: Route,
     pub outcome: Outcome,
+    /// The account it was made as.
+    pub account: Account,
 }
 
 impl Attempt {
     pub fn new(host: &str, port: u16, route: Route, outcome: Outcome) -> Self {
-        Attempt { at: Instant::now(), host: host.to_ascii_lowercase(), port, route, outcome }
+        let account = Account::NetworkService;
+        Attempt { at: Instant::now(), host: host.to_ascii_lowercase(), port, route, outcome, account }
+    }
+
+    /// The attempt, made as `account`.
+    pub fn by(self, account: Account) -> Self {
+        Attempt { account, ..self }
     }
 }
 
@@ -77,6 +86,10 @@ impl Attempt {
 pub struct Evidence {
     log: RefCell<VecDeque<Attempt>>,
     last_good: RefCell<BTreeMap<(String, u16), IpAddr>>,
+    /// The last host that worked on a port, per account: a port that
+    /// never worked for the services while it did for the installer's
+    /// account points at a firewall filtering by user (NET-USER).
+    worked_as: RefCell<BTreeMap<(u16, Account), String>>,
     rtts: RefCell<BTreeMap<String, VecDeque<Duration>>>,
     /// Destinations of other allow-list entries worth probing when a
     /// destination fails (the tenant's service names, the trust list, a
@@ -94,6 +107,7 @@ impl Evidence {
     pub fn record(&self, attempt: Attempt) {
         if let Outcome::Connected { addr, rtt } = attempt.outcome {
             self.last_good.borrow_mut().insert((attempt.host.clone(), attempt.port), addr);
+            self.worked_as.borrow_mut().insert((attempt.port, attempt.account.clone()), attempt.host.clone());
             let mut rtts = self.rtts.borrow_mut();
             let samples = rtts.entry(attempt.host.clone()).or_default();
             if samples.len() == RTT_SAMPLES {
@@ -111,6 +125,16 @@ impl Evidence {
     /// The address `host:port` last worked at.
     pub fn last_good(&self, host: &str, port: u16) -> Option<IpAddr> {
         self.last_good.borrow().get(&(host.to_ascii_lowercase(), port)).copied()
+    }
+
+    /// When `port` never worked as `account` but did as another: that
+    /// account, and the host it reached last.
+    pub fn worked_only_as_other(&self, port: u16, account: &Account) -> Option<(Account, String)> {
+        let worked = self.worked_as.borrow();
+        if worked.contains_key(&(port, account.clone())) {
+            return None;
+        }
+        worked.iter().find(|((p, _), _)| *p == port).map(|((_, a), h)| (a.clone(), h.clone()))
     }
 
     /// Hosts that worked on `port` at some time, other than `except`.
@@ -162,13 +186,14 @@ impl Evidence {
         out
     }
 
-    /// What happened to the last attempt at `host:port`, if it was made in
-    /// the last `within`: an answer the network gave seconds ago is
-    /// evidence enough, and asking again would only repeat the wait.
-    pub fn recent(&self, host: &str, port: u16, within: Duration) -> Option<Outcome> {
+    /// What happened to the last attempt at `host:port` as `account`, if
+    /// it was made in the last `within`: an answer the network gave seconds
+    /// ago is evidence enough, and asking again would only repeat the wait.
+    /// (Another account's answer is not: firewalls may filter by user.)
+    pub fn recent(&self, host: &str, port: u16, account: &Account, within: Duration) -> Option<Outcome> {
         let host = host.to_ascii_lowercase();
         let log = self.log.borrow();
-        let last = log.iter().rev().find(|a| a.host == host && a.port == port)?;
+        let last = log.iter().rev().find(|a| a.host == host && a.port == port && a.account == *account)?;
         (last.at.elapsed() <= within).then(|| last.outcome.clone())
     }
 }
@@ -193,14 +218,30 @@ mod tests {
     }
 
     #[test]
+    fn tells_a_port_that_worked_only_for_another_account() {
+        let e = Evidence::default();
+        let admin = Account::User("contoso\\alice".into());
+        e.record(ok("login.microsoftonline.com", 3).by(admin.clone()));
+        let ns = Account::NetworkService;
+        assert_eq!(e.worked_only_as_other(443, &ns), Some((admin.clone(), "login.microsoftonline.com".into())));
+        assert_eq!(e.worked_only_as_other(443, &admin), None, "it worked for this account");
+        assert_eq!(e.worked_only_as_other(80, &ns), None, "nothing worked on 80");
+        e.record(ok("t.bootstrap.msappproxy.net", 3));
+        assert_eq!(e.worked_only_as_other(443, &ns), None, "it worked as Network Service too");
+    }
+
+    #[test]
     fn remembers_where_a_destination_last_worked_beyond_the_window() {
         let e = Evidence::default();
         e.record(ok("T.bootstrap.msappproxy.net", 5));
         for _ in 0..LOG_MAX {
             e.record(ok("other.msappproxy.net", 5));
         }
-        assert_eq!(e.recent("t.bootstrap.msappproxy.net", 443, Duration::from_secs(60)), None, "out of the log");
-        assert!(e.recent("other.msappproxy.net", 443, Duration::from_secs(60)).is_some());
+        let ns = Account::NetworkService;
+        assert_eq!(e.recent("t.bootstrap.msappproxy.net", 443, &ns, Duration::from_secs(60)), None, "out of the log");
+        assert!(e.recent("other.msappproxy.net", 443, &ns, Duration::from_secs(60)).is_some());
+        let admin = Account::User("contoso\\alice".into());
+        assert_eq!(e.recent("other.msappproxy.net", 443, &admin, Duration::from_secs(60)), None, "another account's");
         assert_eq!(e.last_good("t.bootstrap.msappproxy.net", 443), Some(IpAddr::from([10, 0, 0, 1])));
         assert_eq!(e.worked_on(443, "other.msappproxy.net"), vec!["t.bootstrap.msappproxy.net".to_string()]);
     }

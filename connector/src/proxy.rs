@@ -181,6 +181,15 @@ impl Net for ProxyNet {
         Route::Proxy(self.name())
     }
 
+    fn account(&self) -> crate::env::Account {
+        self.inner.account()
+    }
+
+    fn as_account(&self, account: &crate::env::Account) -> Option<Rc<dyn Net>> {
+        let inner = self.inner.as_account(account)?;
+        Some(Rc::new(ProxyNet { inner, host: self.host.clone(), port: self.port }))
+    }
+
     /// Requests to backends go direct: the outbound proxy is for the
     /// service (the real connector sends backend requests through it only
     /// when `UseDefaultProxyForBackendRequests` is set).

@@ -73,7 +73,11 @@ pub async fn explain(
         crate::evidence::Route::Proxy(p) => Some(p.as_str()),
         crate::evidence::Route::Direct => None,
     };
-    let failed = classify::Failed { host, port, addr, failure, last_good, cloud: env.evidence.cloud(), via };
+    let account = env.net.account();
+    let other_account = env.evidence.worked_only_as_other(port, &account);
+    let cloud = env.evidence.cloud();
+    let failed =
+        classify::Failed { host, port, addr, failure, last_good, cloud, via, account: &account, other_account };
     let mut probes = if classify::needs_probes(&failed) { probe(env, host, port).await } else { Vec::new() };
     let mut verdict = classify::verdict(&failed, &probes);
     if let classify::Verdict::OtherCloud { .. } = verdict {
@@ -112,7 +116,7 @@ pub(crate) async fn probe(env: &Env, host: &str, port: u16) -> Vec<classify::Pro
     let mut probes = Vec::new();
     for reference in classify::probe_plan(host, port, env.evidence.cloud(), &candidates) {
         let before = env.evidence.last_good(&reference, port);
-        let failed = match env.evidence.recent(&reference, port, PROBE_FRESH) {
+        let failed = match env.evidence.recent(&reference, port, &env.net.account(), PROBE_FRESH) {
             Some(Outcome::Connected { .. }) => None,
             Some(Outcome::Failed { addr, failure }) => Some((addr, failure)),
             None => crate::env::connect_observed(env, &reference, port, PROBE_TIMEOUT).await.err(),

@@ -12,7 +12,7 @@ use std::rc::Rc;
 use std::str::FromStr;
 
 use connector::allowlist::{self, Environment, Group};
-use connector::env::{BoxStream, LocalBoxFuture, Net};
+use connector::env::{Account, BoxStream, LocalBoxFuture, Net};
 use serde::{Deserialize, Deserializer, Serialize};
 
 /// What a firewall rule does with a matching connection.
@@ -365,6 +365,14 @@ impl Default for SimNet {
 }
 
 impl Net for SimNet {
+    fn account(&self) -> Account {
+        Account::from_rule_name(&self.account)
+    }
+
+    fn as_account(&self, account: &Account) -> Option<Rc<dyn Net>> {
+        Some(Rc::new(SimNet { account: account.rule_name().to_string(), ..self.clone() }))
+    }
+
     fn resolve<'a>(&'a self, host: &'a str) -> LocalBoxFuture<'a, io::Result<IpAddr>> {
         Box::pin(async move {
             let dns = self.dns.borrow();

@@ -360,6 +360,9 @@ impl World {
 
 /// The agent's configuration from the scenario: credentials, trust,
 /// revocation policy, host profile, version, cloud, proxy.
+/// The account setup runs as when the scenario does not name one.
+pub const DEFAULT_INSTALLER: &str = "administrator";
+
 fn configure(cfg: &mut AgentConfig, cloud: &Cloud, scenario: &Scenario, spec: &ConnectorSpec) {
     let w = &scenario.world;
     cfg.credentials = Some(Credentials {
@@ -380,6 +383,7 @@ fn configure(cfg: &mut AgentConfig, cloud: &Cloud, scenario: &Scenario, spec: &C
     cfg.service_roots = cloud.service_roots();
     cfg.revocation = spec.revocation;
     cfg.host = spec.host.clone();
+    cfg.installer_account = Some(spec.installed_by.clone().unwrap_or_else(|| DEFAULT_INSTALLER.to_string()));
     if let Some(v) = &spec.version {
         cfg.version = v.clone();
     }
