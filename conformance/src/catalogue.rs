@@ -3,8 +3,10 @@
 //! it) or a failing case (the scenario shows the failure the requirement
 //! prevents, with the connector's diagnostic).
 //!
-//! A scenario is a failing case when it expects diagnostics
-//! (`expect.diagnostics`); otherwise it is a passing case. Both halves are
+//! A scenario is a failing case when it expects findings
+//! ([`crate::scenario::Expect::findings`]: diagnostics of the world or of
+//! one host, or the cloud's `x-relay-error` answers to users); otherwise
+//! it is a passing case. Both halves are
 //! needed for every requirement unless the catalogue waives one, with a
 //! reason.
 
@@ -96,7 +98,7 @@ impl Catalogue {
 pub struct Case {
     pub scenario: String,
     pub file: PathBuf,
-    /// Diagnostics the scenario expects (empty for a passing case).
+    /// Findings the scenario expects (empty for a passing case).
     pub diagnostics: Vec<String>,
 }
 
@@ -137,8 +139,8 @@ pub fn coverage(catalogue: &Catalogue, scenarios: &[(PathBuf, Scenario)]) -> (Ve
                 unknown.push((id.clone(), s.name.clone()));
                 continue;
             };
-            let case = Case { scenario: s.name.clone(), file: file.clone(), diagnostics: s.expect.diagnostics.clone() };
-            if s.expect.diagnostics.is_empty() {
+            let case = Case { scenario: s.name.clone(), file: file.clone(), diagnostics: s.expect.findings() };
+            if case.diagnostics.is_empty() {
                 c.passing.push(case);
             } else {
                 c.failing.push(case);

@@ -269,7 +269,7 @@ fn invariant_failures(s: &Summary, duration: Duration) -> Vec<String> {
     }
     // Invariant: never a truncated or changed success.
     for (mark, what) in &s.corrupted {
-        failures.push(format!("invariant: user request {mark} succeeded with a wrong body: {what}"));
+        failures.push(format!("invariant: user request {mark} succeeded with a wrong answer: {what}"));
     }
     for (mark, what) in &s.unexpected {
         failures.push(format!("invariant: user request {mark}: {what} (its load's expect_status)"));

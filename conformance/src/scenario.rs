@@ -385,6 +385,9 @@ pub struct World {
     pub backends: Vec<BackendSpec>,
     #[serde(default)]
     pub apps: Vec<AppSpec>,
+    /// The directory's users besides the administrator (OPS-IDENTITY).
+    #[serde(default)]
+    pub users: Vec<UserSpec>,
     /// Perimeter firewall rules, first match wins, default allow.
     #[serde(default)]
     pub firewall: Vec<Rule>,
@@ -655,6 +658,31 @@ pub struct AppSpec {
     pub backend: Spanned<String>,
     #[serde(default = "default_group")]
     pub group: String,
+    /// `passthrough` (default) or `entra_id`: users sign in first and only
+    /// users of the directory reach a connector (OPS-IDENTITY).
+    #[serde(default)]
+    pub pre_authentication: relay_sim::directory::PreAuthentication,
+    /// `none` (default) or `headers`: the backend receives the signed-in
+    /// user's name (and a synced user's on-premises account) in headers.
+    #[serde(default)]
+    pub sso: relay_sim::directory::SingleSignOn,
+}
+
+/// A user of the tenant's directory (besides the administrator).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserSpec {
+    pub upn: String,
+    #[serde(default = "default_user_password")]
+    pub password: String,
+    /// The on-premises account it is synchronised from (`CONTOSO\alice`);
+    /// absent: the user was created in the tenant.
+    #[serde(default)]
+    pub synced_from: Option<String>,
+}
+
+fn default_user_password() -> String {
+    "user-password".into()
 }
 
 /// Users calling an app.
@@ -683,6 +711,17 @@ pub struct Load {
     /// where an error is expected fails the run.
     #[serde(default)]
     pub expect_status: Option<Spanned<u16>>,
+    /// The user who signs in before each request (an app with `entra_id`
+    /// pre-authentication); absent: requests carry no session.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// The password typed at sign-in (default: the user's own).
+    #[serde(default)]
+    pub password: Option<String>,
+    /// A `x-ms-client-principal-name` header the user sends itself,
+    /// claiming to be someone else: it must never reach the backend.
+    #[serde(default)]
+    pub forged_principal: Option<String>,
 }
 
 /// One timeline entry.
@@ -780,6 +819,22 @@ pub struct Expect {
     /// (the connector is serving again after the timeline's faults).
     #[serde(default)]
     pub ok_after: Option<SimDuration>,
+}
+
+impl Expect {
+    /// Every finding the scenario expects: the world's diagnostics, each
+    /// host's, and the cloud's answers to users (`relay:CODE`, from
+    /// `x-relay-error`). A scenario expecting any is a failing case.
+    pub fn findings(&self) -> Vec<String> {
+        let mut all = self.diagnostics.clone();
+        for code in self.diagnostics_by_host.values().flatten() {
+            if !all.contains(code) {
+                all.push(code.clone());
+            }
+        }
+        all.extend(self.relay_errors.keys().map(|c| format!("relay:{c}")));
+        all
+    }
 }
 
 /// A scenario file that could not be used.

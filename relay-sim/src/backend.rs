@@ -43,6 +43,10 @@ pub enum Behaviour {
     CloseMidBody { bytes: usize },
 }
 
+/// The echo backend's answer header naming the user single sign-on
+/// handed it ([`crate::directory::PRINCIPAL_HEADER`]), when there was one.
+pub const SEEN_PRINCIPAL: &str = "x-seen-principal";
+
 /// Largest request body the echo backend reads.
 pub const ECHO_BODY_BYTES_MAX: usize = 64 << 20;
 /// Largest response `?size=` asks for.
@@ -184,6 +188,9 @@ async fn echo(text: String, req: Request<Incoming>) -> Response<Body> {
         .and_then(|n| n.parse::<usize>().ok());
     let cookies: Vec<String> =
         req.headers().get_all("x-echo-set-cookie").iter().filter_map(|v| v.to_str().ok().map(str::to_string)).collect();
+    // The identity single sign-on handed over, for the user to check.
+    let principal =
+        req.headers().get(crate::directory::PRINCIPAL_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
     let body = match Limited::new(req.into_body(), ECHO_BODY_BYTES_MAX).collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) => return respond(413, "text/plain", format!("request body: {e}\n")),
@@ -205,6 +212,9 @@ async fn echo(text: String, req: Request<Incoming>) -> Response<Body> {
     header(&mut resp, "x-body-sha256", &digest);
     for c in &cookies {
         header(&mut resp, "set-cookie", c);
+    }
+    if let Some(p) = principal {
+        header(&mut resp, SEEN_PRINCIPAL, &p);
     }
     resp
 }

@@ -26,7 +26,52 @@ pub struct User {
     /// it can sign in to any of them.
     #[serde(default)]
     pub directories: Vec<String>,
+    /// Where the account comes from (OPS-IDENTITY): created in the tenant,
+    /// or synchronised from an on-premises directory.
+    #[serde(default)]
+    pub source: UserSource,
 }
+
+/// Where a user account comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UserSource {
+    /// Created in the tenant (cloud-only).
+    #[default]
+    Cloud,
+    /// Synchronised from on-premises Active Directory, where its account
+    /// is `on_premises` (`CONTOSO\alice`).
+    Synced { on_premises: String },
+}
+
+/// How the service lets users through to an application.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PreAuthentication {
+    /// Anyone who reaches the external URL is forwarded.
+    #[default]
+    Passthrough,
+    /// Users sign in with Microsoft Entra ID first; only users of the
+    /// tenant's directory reach the connector (OPS-IDENTITY).
+    EntraId,
+}
+
+/// Which single sign-on the application gets from the service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SingleSignOn {
+    #[default]
+    None,
+    /// Header-based: the backend receives the signed-in user in
+    /// [`PRINCIPAL_HEADER`] (and, for a synced user, the on-premises
+    /// account in [`ON_PREMISES_HEADER`]).
+    Headers,
+}
+
+/// The header carrying the pre-authenticated user's name to the backend.
+pub const PRINCIPAL_HEADER: &str = "x-ms-client-principal-name";
+/// The header carrying a synced user's on-premises account to the backend.
+pub const ON_PREMISES_HEADER: &str = "x-ms-client-onprem-account";
 
 /// Domains of personal Microsoft accounts: they cannot sign in to a
 /// tenant (AADSTS50059).
@@ -47,6 +92,10 @@ pub struct App {
     pub internal_url: String,
     /// The connector group that serves it.
     pub group: String,
+    #[serde(default)]
+    pub pre_authentication: PreAuthentication,
+    #[serde(default)]
+    pub sso: SingleSignOn,
 }
 
 /// The tenant.

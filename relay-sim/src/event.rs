@@ -116,6 +116,21 @@ pub enum CloudEvent {
     CertificateRenewed {
         connector_id: String,
     },
+    /// A user of the tenant signed in for a pre-authenticated app.
+    UserSignedIn {
+        user: String,
+    },
+    /// A user's sign-in was refused (`error`: the AADSTS code).
+    UserSignInDenied {
+        user: String,
+        error: String,
+    },
+    /// Pre-authentication stopped a request before any connector
+    /// (`detail`: the `x-relay-error` code).
+    PreAuthRefused {
+        app: String,
+        detail: String,
+    },
     /// The ingress answered the user.
     UserAnswered {
         id: u64,

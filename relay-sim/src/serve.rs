@@ -158,6 +158,8 @@ pub async fn start(opts: ServeOptions) -> Result<Served, ServeError> {
         external_host: format!("{name}-{}.msappproxy.net", opts.tenant_id),
         internal_url: format!("http://{host}:{}", opts.backend_port),
         group: crate::directory::DEFAULT_GROUP.into(),
+        pre_authentication: Default::default(),
+        sso: Default::default(),
     };
     let mut apps = vec![app("echo", &backend_host)];
     // On loopback, two backends that never succeed, for the data path's
@@ -245,6 +247,7 @@ fn build_cloud(opts: &ServeOptions, apps: Vec<App>) -> Result<Rc<Cloud>, ServeEr
             password: opts.password.clone(),
             role: Role::GlobalAdministrator,
             directories: Vec::new(),
+            source: Default::default(),
         }],
         app_proxy_enabled: true,
         apps,

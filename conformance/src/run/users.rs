@@ -28,6 +28,13 @@ pub(super) struct Planned {
     echoes: bool,
     /// The load's `expect_status`.
     expect_status: Option<u16>,
+    /// Who signs in first, with which password.
+    sign_in: Option<(String, String)>,
+    /// The identity header the user forges, if any.
+    forged: Option<String>,
+    /// Whom the backend must be told the user is (header-based single
+    /// sign-on with a user signed in); otherwise it must be told no one.
+    principal: Option<String>,
 }
 
 pub(super) fn user_plan(s: &Scenario) -> Vec<Planned> {
@@ -38,6 +45,14 @@ pub(super) fn user_plan(s: &Scenario) -> Vec<Planned> {
         let echoes = s.world.backends.iter().find(|b| Some(b.name.as_str()) == backend).is_some_and(|b| {
             matches!(b.behaviour, relay_sim::backend::Behaviour::Echo | relay_sim::backend::Behaviour::Slow { .. })
         });
+        let app_spec = s.world.apps.iter().find(|a| &a.name == app);
+        let sso = app_spec.is_some_and(|a| a.sso == relay_sim::directory::SingleSignOn::Headers);
+        let password = |user: &String| {
+            let known = s.world.users.iter().find(|u| u.upn.eq_ignore_ascii_case(user)).map(|u| u.password.clone());
+            load.password.clone().or(known).unwrap_or_default()
+        };
+        let sign_in = load.user.as_ref().map(|u| (u.clone(), password(u)));
+        let principal = load.user.clone().filter(|_| sso);
         for i in 0..load.requests {
             plan.push(Planned {
                 at: load.start.0 + load.interval.0 * i,
@@ -48,6 +63,9 @@ pub(super) fn user_plan(s: &Scenario) -> Vec<Planned> {
                 header_bytes: load.header_bytes,
                 echoes,
                 expect_status: load.expect_status.as_ref().map(|c| *c.get_ref()),
+                sign_in: sign_in.clone(),
+                forged: load.forged_principal.clone(),
+                principal: principal.clone(),
             });
         }
     }
@@ -98,22 +116,68 @@ impl Answer {
     }
 }
 
-async fn user_request(ingress: &str, p: &Planned) -> Result<Answer, String> {
+type Sender = hyper::client::conn::http1::SendRequest<Full<bytes::Bytes>>;
+
+async fn connect(ingress: &str) -> Result<Sender, String> {
     let stream =
         turmoil::net::TcpStream::connect((ingress, INGRESS_PORT)).await.map_err(|e| format!("connect: {e}"))?;
-    let (mut sender, conn) =
+    let (sender, conn) =
         hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| format!("handshake: {e}"))?;
     tokio::task::spawn_local(async move {
         let _ = conn.await;
     });
+    Ok(sender)
+}
+
+/// Signs in at the app's host as the browser does when pre-authentication
+/// sends it to sign in: the session cookie, or the refusal the user sees.
+async fn sign_in(
+    sender: &mut Sender,
+    p: &Planned,
+    user: &str,
+    password: &str,
+) -> Result<Result<String, Answer>, String> {
+    let body = serde_json::json!({ "username": user, "password": password }).to_string();
+    let req = http::Request::builder()
+        .method(http::Method::POST)
+        .uri(relay_sim::services::preauth::SIGN_IN_PATH)
+        .header(http::header::HOST, p.host.as_str())
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(bytes::Bytes::from(body)))
+        .map_err(|e| e.to_string())?;
+    let resp = sender.send_request(req).await.map_err(|e| format!("sign-in: {e}"))?;
+    let status = resp.status().as_u16();
+    let relay_error = resp.headers().get("x-relay-error").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let cookie = resp.headers().get(http::header::SET_COOKIE).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let _ = resp.into_body().collect().await;
+    Ok(match cookie.and_then(|c| c.split(';').next().map(str::to_string)) {
+        Some(session) if status / 100 == 2 => Ok(session),
+        _ => Err(Answer { status, relay_error, wrong: None }),
+    })
+}
+
+async fn user_request(ingress: &str, p: &Planned) -> Result<Answer, String> {
+    let mut sender = connect(ingress).await?;
+    let session = match &p.sign_in {
+        Some((user, password)) => match sign_in(&mut sender, p, user, password).await? {
+            Ok(cookie) => Some(cookie),
+            Err(refused) => return Ok(refused),
+        },
+        None => None,
+    };
     let upload = relay_sim::backend::pattern(p.upload_bytes);
     let mut req = http::Request::builder()
         .method(if p.upload_bytes > 0 { http::Method::POST } else { http::Method::GET })
         .uri(p.path.as_str())
         .header(http::header::HOST, p.host.as_str())
         .header(REQUEST_MARK, p.mark.as_str());
-    if p.header_bytes > 0 {
-        req = req.header(http::header::COOKIE, format!("big={}", "c".repeat(p.header_bytes)));
+    let big = (p.header_bytes > 0).then(|| format!("big={}", "c".repeat(p.header_bytes)));
+    let cookies: Vec<&str> = big.iter().chain(session.iter()).map(String::as_str).collect();
+    if !cookies.is_empty() {
+        req = req.header(http::header::COOKIE, cookies.join("; "));
+    }
+    if let Some(f) = &p.forged {
+        req = req.header(relay_sim::directory::PRINCIPAL_HEADER, f.as_str());
     }
     let req = req.body(Full::new(upload.clone())).map_err(|e| e.to_string())?;
     let resp = sender.send_request(req).await.map_err(|e| format!("request: {e}"))?;
@@ -121,6 +185,7 @@ async fn user_request(ingress: &str, p: &Planned) -> Result<Answer, String> {
     let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
     let relay_error = header("x-relay-error");
     let (sent_digest, announced) = (header("x-body-sha256"), header("x-response-sha256"));
+    let seen = header(relay_sim::backend::SEEN_PRINCIPAL);
     let body = resp.into_body().collect().await.map_err(|e| format!("body: {e}"))?.to_bytes();
     let mut wrong = None;
     if (200..300).contains(&status) {
@@ -130,6 +195,10 @@ async fn user_request(ingress: &str, p: &Planned) -> Result<Answer, String> {
             }
             None if p.echoes => wrong = Some("the answer lacks the echo backend's x-body-sha256".into()),
             _ => {}
+        }
+        if p.echoes && seen != p.principal {
+            let told = |who: &Option<String>| who.clone().unwrap_or_else(|| "no one".into());
+            wrong = Some(format!("the backend was told the user is {}, not {}", told(&seen), told(&p.principal)));
         }
         if announced.is_some_and(|d| d != relay_sim::backend::sha256_hex(&body)) {
             wrong = Some(format!("the response body ({} bytes) is not the one the backend sent", body.len()));

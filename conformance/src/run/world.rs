@@ -18,7 +18,7 @@ use connector::service::{ServiceState, ServiceSwitch};
 use connector::{Agent, AgentConfig, Credentials};
 use relay_sim::backend::ServedLog;
 use relay_sim::cloud::{Cloud, CloudConfig};
-use relay_sim::directory::{App, Tenant, User};
+use relay_sim::directory::{App, Role, Tenant, User, UserSource};
 use relay_sim::network::NETWORK_SERVICE;
 use relay_sim::pki::{Generation, REVOCATION_HOSTS};
 use relay_sim::proxy::ProxyPolicy;
@@ -450,19 +450,33 @@ fn layout(s: &Scenario) -> Layout {
                 external_host: format!("{}-{}.msappproxy.net", a.name, w.tenant),
                 internal_url: format!("http://{backend}:{port}"),
                 group: a.group.clone(),
+                pre_authentication: a.pre_authentication,
+                sso: a.sso,
             }
         })
         .collect();
+    let admin = User {
+        upn: w.admin.user.clone(),
+        password: w.admin.password.clone(),
+        role: w.admin.role,
+        directories: w.admin.directories.clone(),
+        source: UserSource::Cloud,
+    };
+    let users = std::iter::once(admin).chain(w.users.iter().map(|u| User {
+        upn: u.upn.clone(),
+        password: u.password.clone(),
+        role: Role::User,
+        directories: Vec::new(),
+        source: match &u.synced_from {
+            Some(account) => UserSource::Synced { on_premises: account.clone() },
+            None => UserSource::Cloud,
+        },
+    }));
     let tenant = Tenant {
         id: w.tenant.clone(),
         domains: std::iter::once(w.domain.clone()).chain(w.aliases.iter().cloned()).collect(),
         region: w.region.clone(),
-        users: vec![User {
-            upn: w.admin.user.clone(),
-            password: w.admin.password.clone(),
-            role: w.admin.role,
-            directories: w.admin.directories.clone(),
-        }],
+        users: users.collect(),
         app_proxy_enabled: w.app_proxy_enabled,
         apps,
         group_of_machine: w.connectors.iter().map(|c| (c.name.clone(), c.group.clone())).collect(),

@@ -21,6 +21,7 @@ use hyper::body::Incoming;
 use hyper::{Request, Response};
 use tokio::sync::mpsc;
 
+use super::preauth;
 use crate::cloud::{Cloud, Delivery, Dispatch, TunnelHandle};
 use crate::directory::App;
 use crate::event::CloudEvent;
@@ -53,6 +54,9 @@ async fn handle(cloud: Rc<Cloud>, req: Request<Incoming>) -> Response<Body> {
     let Some(app) = cloud.config.tenant.app_by_host(&host).cloned() else {
         return respond(404, "text/plain", format!("no application is published at {host:?}"));
     };
+    if preauth::is_sign_in(&app, &req) {
+        return preauth::sign_in(&cloud, req).await.2;
+    }
     let method = req.method().to_string();
     let path_and_query = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
     let mut headers: Vec<(String, String)> = req
@@ -61,6 +65,15 @@ async fn handle(cloud: Rc<Cloud>, req: Request<Incoming>) -> Response<Body> {
         .filter(|(n, _)| *n != hyper::header::HOST && *n != hyper::header::CONNECTION)
         .map(|(n, v)| (n.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
         .collect();
+    let user = match preauth::check(&cloud, &app, &headers) {
+        Ok(user) => user,
+        Err(stopped) => {
+            let (_, detail, resp) = stopped.answer(&cloud.config.tenant.id);
+            cloud.emit(CloudEvent::PreAuthRefused { app: app.name.clone(), detail });
+            return resp;
+        }
+    };
+    preauth::forwarded_headers(&app, user.as_ref(), &mut headers);
     headers.push(("x-forwarded-host".into(), host.clone()));
     let body = match Limited::new(req.into_body(), BODY_BYTES_MAX).collect().await {
         Ok(b) => b.to_bytes(),
@@ -109,7 +122,7 @@ fn body_too_large() -> Response<Body> {
     gateway(413, "body-too-large", format!("request body over {BODY_BYTES_MAX} bytes")).2
 }
 
-fn gateway(status: u16, code: &str, text: String) -> (u16, String, Response<Body>) {
+pub(super) fn gateway(status: u16, code: &str, text: String) -> (u16, String, Response<Body>) {
     let mut resp = respond(status, "text/plain", text);
     if let Ok(v) = hyper::header::HeaderValue::from_str(code) {
         resp.headers_mut().insert("x-relay-error", v);

@@ -6,6 +6,7 @@ pub mod bootstrap;
 pub mod ingress;
 pub mod login;
 pub mod portal;
+pub mod preauth;
 pub mod registration;
 pub mod relay;
 pub mod renewtrust;
