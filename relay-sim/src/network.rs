@@ -160,17 +160,31 @@ pub struct Rule {
     /// firewalls see it, perimeter ones usually do not.
     #[serde(default)]
     pub user: Option<String>,
+    /// Who put the rule there: a timeline step removes only its own rules,
+    /// never the world file's rule that reads the same.
+    #[serde(skip)]
+    pub owner: Owner,
+}
+
+/// Who put a firewall rule in place.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Owner {
+    /// The world as the scenario describes it (or the admin who set it up).
+    #[default]
+    World,
+    /// A timeline event, which a later one may lift.
+    Timeline,
 }
 
 impl Rule {
     /// A rule matching a port only.
     pub fn port(action: Action, port: u16) -> Rule {
-        Rule { action, port: Some(port), host_suffix: None, cidr: None, user: None }
+        Rule { action, port: Some(port), host_suffix: None, cidr: None, user: None, owner: Owner::World }
     }
 
     /// A rule matching a domain suffix only (every port).
     pub fn host(action: Action, suffix: HostSuffix) -> Rule {
-        Rule { action, port: None, host_suffix: Some(suffix), cidr: None, user: None }
+        Rule { action, port: None, host_suffix: Some(suffix), cidr: None, user: None, owner: Owner::World }
     }
 
     fn matches(&self, c: &Conn<'_>) -> bool {
@@ -212,6 +226,7 @@ impl Firewall {
                     host_suffix: Some(HostSuffix::from(*e)),
                     cidr: None,
                     user: None,
+                    owner: Owner::World,
                 })
             })
             .collect()
@@ -312,6 +327,7 @@ impl AddressPlan {
                 host_suffix: None,
                 cidr: Some(t.range(week)),
                 user: None,
+                owner: Owner::World,
             })
             .collect()
     }

@@ -7,6 +7,7 @@ use std::rc::Rc;
 
 use connector::install::Installation;
 use connector::service::ServiceState;
+use relay_sim::network::Owner;
 use relay_sim::pki::Generation;
 use relay_sim::world::{Action, Dns, Firewall, Rule};
 
@@ -107,16 +108,16 @@ impl NetworkEdits {
     }
 }
 
-/// One firewall the timeline edits, and the rules it added there.
+/// One firewall the timeline edits. Its rules are marked as the
+/// timeline's, so that "unblock" lifts only those, never a rule of the
+/// world file that reads the same.
 pub(super) struct FirewallEdits {
     firewall: Rc<RefCell<Firewall>>,
-    /// Rules the timeline added, so that "unblock" removes only those.
-    added: RefCell<Vec<Rule>>,
 }
 
 impl FirewallEdits {
     pub(super) fn new(firewall: Rc<RefCell<Firewall>>) -> Self {
-        FirewallEdits { firewall, added: RefCell::default() }
+        FirewallEdits { firewall }
     }
 
     fn apply(&self, event: &TimelineEvent) {
@@ -132,12 +133,26 @@ impl FirewallEdits {
     }
 
     fn add(&self, rule: Rule) {
-        self.added.borrow_mut().push(rule.clone());
-        self.firewall.borrow_mut().rules.insert(0, rule);
+        self.firewall.borrow_mut().rules.insert(0, Rule { owner: Owner::Timeline, ..rule });
     }
 
     fn remove(&self, which: impl Fn(&Rule) -> bool) {
-        let added = self.added.borrow();
-        self.firewall.borrow_mut().rules.retain(|r| !(which(r) && added.contains(r)));
+        self.firewall.borrow_mut().rules.retain(|r| !(r.owner == Owner::Timeline && which(r)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unblock_lifts_the_timelines_rule_and_keeps_the_world_files() {
+        let world_rule = Rule::port(Action::Drop, 443);
+        let fw = Rc::new(RefCell::new(Firewall { rules: vec![world_rule.clone()] }));
+        let edits = FirewallEdits::new(fw.clone());
+        edits.apply(&TimelineEvent::BlockPort(443));
+        assert_eq!(fw.borrow().rules.len(), 2);
+        edits.apply(&TimelineEvent::UnblockPort(443));
+        assert_eq!(fw.borrow().rules, vec![world_rule], "the world file's drop stays");
     }
 }
