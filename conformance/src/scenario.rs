@@ -138,6 +138,89 @@ pub enum TimelineEvent {
     UpgradeConnector(String),
     /// The same, forgetting to delete the folders: the install finds them.
     UpgradeConnectorKeepingFolders(String),
+    /// Something changes on a connector's server while it runs.
+    Host {
+        name: String,
+        change: HostChange,
+    },
+}
+
+/// A change to a connector's server, noticed as the real connector would:
+/// products and .NET at the updater's next check, registry keys after the
+/// next restart, the clock at the next handshake.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostChange {
+    /// `install password-protection-proxy on NAME` (or `entra-connect`).
+    Install(connector::host::Product),
+    Uninstall(connector::host::Product),
+    /// `disable tls12 on NAME`: the SCHANNEL TLS 1.2 client keys turned off
+    /// (in effect after the next `reboot`).
+    DisableTls12,
+    /// `enable tls12 on NAME`: the spec's keys (in effect after a reboot).
+    EnableTls12,
+    /// `reboot NAME`: the server restarts; pending registry changes apply.
+    Reboot,
+    /// `upgrade dotnet on NAME to 4.8` (or a release number, 528040).
+    DotNet(u32),
+    /// `set clock on NAME +2d`: the server's clock jumps to this offset.
+    SetClock(Skew),
+}
+
+/// .NET Framework versions by their `Release` numbers.
+const DOTNET_RELEASES: [(&str, u32); 6] = [
+    ("4.6.2", 394_802),
+    ("4.7", 460_798),
+    ("4.7.1", 461_308),
+    ("4.7.2", 461_808),
+    ("4.8", 528_040),
+    ("4.8.1", 533_320),
+];
+
+const PRODUCTS: [(&str, connector::host::Product); 3] = [
+    ("password-protection-proxy", connector::host::Product::PasswordProtectionProxy),
+    ("entra-connect", connector::host::Product::EntraConnect),
+    ("private-network-connector", connector::host::Product::PrivateNetworkConnector),
+];
+
+impl HostChange {
+    fn parse(words: &[&str]) -> Option<Result<(String, HostChange), String>> {
+        let product = |w: &str| {
+            PRODUCTS.iter().find(|(n, _)| *n == w).map(|(_, p)| *p).ok_or_else(|| {
+                let known: Vec<&str> = PRODUCTS.iter().map(|(n, _)| *n).collect();
+                format!("unknown product {w:?}; known: {known:?}")
+            })
+        };
+        let release = |w: &str| {
+            DOTNET_RELEASES.iter().find(|(v, _)| *v == w).map(|(_, r)| *r).or_else(|| w.parse().ok()).ok_or_else(|| {
+                let known: Vec<&str> = DOTNET_RELEASES.iter().map(|(v, _)| *v).collect();
+                format!("{w:?} is neither a .NET version {known:?} nor a release number")
+            })
+        };
+        let named = |n: &str, c: Result<HostChange, String>| Some(c.map(|c| (n.to_string(), c)));
+        match words {
+            ["install", p, "on", n] => named(n, product(p).map(HostChange::Install)),
+            ["uninstall", p, "on", n] => named(n, product(p).map(HostChange::Uninstall)),
+            ["disable", "tls12", "on", n] => named(n, Ok(HostChange::DisableTls12)),
+            ["enable", "tls12", "on", n] => named(n, Ok(HostChange::EnableTls12)),
+            ["reboot", n] => named(n, Ok(HostChange::Reboot)),
+            ["upgrade", "dotnet", "on", n, "to", r] => named(n, release(r).map(HostChange::DotNet)),
+            ["set", "clock", "on", n, skew] => named(n, skew.parse().map(HostChange::SetClock)),
+            _ => None,
+        }
+    }
+
+    fn describe(&self, name: &str, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let product = |p: &connector::host::Product| PRODUCTS.iter().find(|(_, q)| q == p).map_or("?", |(n, _)| *n);
+        match self {
+            HostChange::Install(p) => write!(f, "install {} on {name}", product(p)),
+            HostChange::Uninstall(p) => write!(f, "uninstall {} on {name}", product(p)),
+            HostChange::DisableTls12 => write!(f, "disable tls12 on {name}"),
+            HostChange::EnableTls12 => write!(f, "enable tls12 on {name}"),
+            HostChange::Reboot => write!(f, "reboot {name}"),
+            HostChange::DotNet(r) => write!(f, "upgrade dotnet on {name} to {r}"),
+            HostChange::SetClock(s) => write!(f, "set clock on {name} {:+}s", s.ahead_s),
+        }
+    }
 }
 
 impl TimelineEvent {
@@ -147,7 +230,24 @@ impl TimelineEvent {
             TimelineEvent::StopConnector(n)
             | TimelineEvent::RestartConnector(n)
             | TimelineEvent::UpgradeConnector(n)
-            | TimelineEvent::UpgradeConnectorKeepingFolders(n) => Some(n),
+            | TimelineEvent::UpgradeConnectorKeepingFolders(n)
+            | TimelineEvent::Host { name: n, change: HostChange::Reboot } => Some(n),
+            _ => None,
+        }
+    }
+
+    /// The connector host this event names, if any.
+    pub fn connector(&self) -> Option<&str> {
+        match self {
+            TimelineEvent::RestartConnector(n)
+            | TimelineEvent::StopConnector(n)
+            | TimelineEvent::StartConnector(n)
+            | TimelineEvent::RevokeConnector(n)
+            | TimelineEvent::StopUpdater(n)
+            | TimelineEvent::StartUpdater(n)
+            | TimelineEvent::UpgradeConnector(n)
+            | TimelineEvent::UpgradeConnectorKeepingFolders(n)
+            | TimelineEvent::Host { name: n, .. } => Some(n),
             _ => None,
         }
     }
@@ -160,7 +260,9 @@ const EVENT_FORMS: &str = "\"restart relay\", \"crash relay\", \"start relay\", 
 \"stop connector NAME\", \"start connector NAME\", \"rotate root\", \"revoke relay certificate\", \
 \"revoke connector NAME\", \"stop proxy\", \"start proxy\", \"stop revocation servers\", \"start revocation servers\", \"advance ip week\", \
 \"stop updater NAME\", \"start updater NAME\", \"upgrade connector NAME\", \
-\"upgrade connector NAME keeping folders\"";
+\"upgrade connector NAME keeping folders\", \"install PRODUCT on NAME\", \"uninstall PRODUCT on NAME\", \
+\"disable tls12 on NAME\", \"enable tls12 on NAME\", \"reboot NAME\", \"upgrade dotnet on NAME to VERSION\", \
+\"set clock on NAME SKEW\"";
 
 impl FromStr for TimelineEvent {
     type Err = String;
@@ -182,6 +284,10 @@ impl FromStr for TimelineEvent {
                     "event {s:?}: \"at proxy\" goes after a firewall event (block, reject or unblock a port or host), not after \"{other}\""
                 )),
             };
+        }
+        if let Some(host) = HostChange::parse(&words) {
+            let (name, change) = host.map_err(|e| format!("event {s:?}: {e}"))?;
+            return Ok(TimelineEvent::Host { name, change });
         }
         Ok(match words.as_slice() {
             ["restart", "relay"] => TimelineEvent::RestartRelay,
@@ -260,6 +366,7 @@ impl fmt::Display for TimelineEvent {
             TimelineEvent::StartUpdater(n) => write!(f, "start updater {n}"),
             TimelineEvent::UpgradeConnector(n) => write!(f, "upgrade connector {n}"),
             TimelineEvent::UpgradeConnectorKeepingFolders(n) => write!(f, "upgrade connector {n} keeping folders"),
+            TimelineEvent::Host { name, change } => change.describe(name, f),
         }
     }
 }
@@ -912,13 +1019,13 @@ impl Scenario {
             }
         }
         for entry in &self.timeline {
-            let (kind, name, known) = match entry.event.get_ref() {
-                TimelineEvent::StopBackend(n) | TimelineEvent::StartBackend(n) => ("backend", n, &backends),
-                TimelineEvent::RestartConnector(n)
-                | TimelineEvent::StopConnector(n)
-                | TimelineEvent::StartConnector(n)
-                | TimelineEvent::RevokeConnector(n) => ("connector", n, &connectors),
-                TimelineEvent::AtProxy(_) | TimelineEvent::StopProxy | TimelineEvent::StartProxy
+            let event = entry.event.get_ref();
+            let (kind, name, known) = match (event, event.connector()) {
+                (TimelineEvent::StopBackend(n) | TimelineEvent::StartBackend(n), _) => {
+                    ("backend", n.as_str(), &backends)
+                }
+                (_, Some(n)) => ("connector", n, &connectors),
+                (TimelineEvent::AtProxy(_) | TimelineEvent::StopProxy | TimelineEvent::StartProxy, _)
                     if w.proxy.is_none() =>
                 {
                     return Err((
@@ -928,7 +1035,7 @@ impl Scenario {
                 }
                 _ => continue,
             };
-            if !known.contains(&name.as_str()) {
+            if !known.contains(&name) {
                 return Err((
                     entry.event.span().start,
                     format!("event names {kind} {name:?}, but the world has {known:?}"),
@@ -989,6 +1096,31 @@ mod tests {
         assert_eq!("block port 443".parse::<TimelineEvent>().unwrap(), TimelineEvent::BlockPort(443));
         assert!("block port x".parse::<TimelineEvent>().unwrap_err().contains("port number"));
         assert!("dance".parse::<TimelineEvent>().unwrap_err().contains("restart relay"));
+    }
+
+    #[test]
+    fn host_events_parse_and_print_back() {
+        for text in [
+            "install password-protection-proxy on c1",
+            "uninstall entra-connect on c1",
+            "disable tls12 on c1",
+            "enable tls12 on c1",
+            "reboot c1",
+            "upgrade dotnet on c1 to 528040",
+            "set clock on c1 -3600s",
+        ] {
+            let e = text.parse::<TimelineEvent>().unwrap();
+            assert_eq!(e.connector(), Some("c1"), "{text}");
+            assert_eq!(e.to_string().parse::<TimelineEvent>().unwrap(), e, "{text}");
+        }
+        let dotnet = "upgrade dotnet on c1 to 4.8".parse::<TimelineEvent>().unwrap();
+        assert_eq!(dotnet, TimelineEvent::Host { name: "c1".into(), change: HostChange::DotNet(528_040) });
+        assert!("reboot c1".parse::<TimelineEvent>().unwrap().stops_host().is_some());
+        let bad = "install antivirus on c1".parse::<TimelineEvent>().unwrap_err();
+        assert!(bad.contains("unknown product") && bad.contains("password-protection-proxy"), "{bad}");
+        let toml = "name = \"x\"\nduration = \"1m\"\n[world]\nadmin = { user = \"a@contoso.com\", password = \"p\" }\n[[world.connectors]]\nname = \"c\"\n[[timeline]]\nat = \"10s\"\nevent = \"reboot c9\"\n[expect]\noutcome = \"serving\"\n";
+        let err = Scenario::parse(toml, Path::new("x.toml")).unwrap_err().to_string();
+        assert!(err.contains("names connector \"c9\""), "{err}");
     }
 
     #[test]

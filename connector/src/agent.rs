@@ -24,7 +24,7 @@ use crate::diag::{self, Diagnostic};
 use crate::env::{Account, Env};
 use crate::event::AgentEvent;
 use crate::health::Health;
-use crate::host::{preflight, HostProfile};
+use crate::host::{preflight, LiveHost};
 use crate::http::{CallError, ServiceCall};
 use crate::identity::{self, Identity};
 use crate::pki::cert::{sha256_hex, HttpUrl};
@@ -151,8 +151,9 @@ pub struct AgentConfig {
     /// An explicit outbound proxy (`host`, `port`), used with CONNECT for
     /// every connection; no proxy authentication.
     pub proxy: Option<(String, u16)>,
-    /// The server, for the installer's preflight before registration.
-    pub host: Option<HostProfile>,
+    /// The server: the installer's preflight before registration, and the
+    /// checks of the running services (it may change while they run).
+    pub host: Option<LiveHost>,
     /// The cloud the installer was pointed at (`ENVIRONMENTNAME`).
     pub cloud: Environment,
     /// The updater service's start/stop control (OPS-SERVICES).
@@ -213,6 +214,9 @@ pub enum AgentError {
     Preflight(Vec<Diagnostic>),
     #[error("{0}")]
     Install(Diagnostic),
+    /// The server keeps the connector from working (TLS 1.2 disabled).
+    #[error("{0}")]
+    Host(Diagnostic),
     /// The service does not know the connector any more (removed or
     /// deleted): retrying cannot help, only a new registration.
     #[error("no longer registered: {0}")]
@@ -232,6 +236,11 @@ pub struct Agent {
     /// Releases the updater refused to install or rolled back (reported
     /// once each, not tried again).
     refused: RefCell<std::collections::BTreeSet<String>>,
+    /// Releases reported as needing a newer .NET (tried again once the
+    /// server has it).
+    dotnet_reported: RefCell<std::collections::BTreeSet<String>>,
+    /// The host findings reported and still true (each said once).
+    host_notes: RefCell<std::collections::BTreeSet<String>>,
     installation: Installation,
 }
 
@@ -257,7 +266,18 @@ impl Agent {
         let names = ServiceNames::in_cloud(config.cloud, &config.tenant_id);
         let version = RefCell::new(config.version.clone());
         let installation = Installation::at(&config.install_dir);
-        Agent { env, installer, config, names, tls, version, refused: RefCell::default(), installation }
+        Agent {
+            env,
+            installer,
+            config,
+            names,
+            tls,
+            version,
+            refused: RefCell::default(),
+            dotnet_reported: RefCell::default(),
+            host_notes: RefCell::default(),
+            installation,
+        }
     }
 
     fn trust(&self) -> Result<Rc<Trust>, AgentError> {
@@ -304,7 +324,8 @@ impl Agent {
             | AgentError::Trust(d)
             | AgentError::CertificateExpired(d)
             | AgentError::NotRegistered(d)
-            | AgentError::Install(d) = e
+            | AgentError::Install(d)
+            | AgentError::Host(d) = e
             {
                 self.env.emit(AgentEvent::Diagnostic(d.clone()));
             }
@@ -321,6 +342,7 @@ impl Agent {
     async fn run_inner(&self) -> Result<(), AgentError> {
         self.env.evidence.set_references(self.names.cloud, self.names.reference_hosts(self.config.service_port));
         self.ensure_installed()?;
+        self.check_host()?;
         let trust = self.trust()?;
         let identity = match Identity::load(&self.config.install_dir)? {
             Some(id) => {
@@ -346,7 +368,7 @@ impl Agent {
             None => {
                 if let Some(host) = &self.config.host {
                     let failed: Vec<Diagnostic> =
-                        preflight(host, &self.config.version).into_iter().filter_map(|c| c.diagnostic).collect();
+                        preflight(&host.now(), &self.config.version).into_iter().filter_map(|c| c.diagnostic).collect();
                     if !failed.is_empty() {
                         return Err(AgentError::Preflight(failed));
                     }
@@ -358,6 +380,42 @@ impl Agent {
         };
         *self.version.borrow_mut() = version;
         Ok(())
+    }
+
+    /// The server as the service finds it when it starts: what stops it
+    /// (TLS 1.2 disabled since the last restart) ends the run; other
+    /// findings are reported.
+    fn check_host(&self) -> Result<(), AgentError> {
+        let Some(host) = &self.config.host else { return Ok(()) };
+        let found = crate::host::in_service(&host.now());
+        if let Some(fatal) = found.fatal {
+            return Err(AgentError::Host(fatal));
+        }
+        self.report_host_notes(found.notes);
+        Ok(())
+    }
+
+    /// Reports each host finding once while it holds; one that went away
+    /// is reported again if it comes back.
+    fn report_host_notes(&self, notes: Vec<Diagnostic>) {
+        let mut said = self.host_notes.borrow_mut();
+        said.retain(|code| notes.iter().any(|d| &d.code == code));
+        for d in notes {
+            if said.insert(d.code.clone()) {
+                self.env.emit(AgentEvent::Diagnostic(d));
+            }
+        }
+    }
+
+    /// The updater's look at the server before each check: whether
+    /// Password Protection Proxy's updater has replaced ours (HOST-PPP),
+    /// which keeps the connector from being updated.
+    fn updater_blocked_by_host(&self) -> bool {
+        let Some(host) = &self.config.host else { return false };
+        let found = crate::host::in_service(&host.now());
+        let blocked = found.notes.iter().any(|d| d.requirement == "HOST-PPP");
+        self.report_host_notes(found.notes);
+        blocked
     }
 
     /// Stops the agent when its client certificate has expired: the service
@@ -698,7 +756,7 @@ impl Agent {
                 continue;
             };
             let tls = shared.tls.borrow().clone();
-            if self.update(connector_id, &tls, tunnels, shared, updates).await {
+            if !self.updater_blocked_by_host() && self.update(connector_id, &tls, tunnels, shared, updates).await {
                 continue;
             }
             crate::time::sleep(every).await;
@@ -733,17 +791,18 @@ impl Agent {
             let _: Result<UpdateResponse, _> =
                 self.call(&self.names.bootstrap, tls).post_json("/update", &ask(UpdatePhase::Done), None).await;
         };
-        let too_old_dotnet = self.config.host.as_ref().filter(|h| h.dotnet_release < release.min_dotnet_release);
+        let dotnet = self.config.host.as_ref().map(|h| h.now().dotnet_release);
+        let too_old_dotnet = dotnet.filter(|have| *have < release.min_dotnet_release);
         if too_old_dotnet.is_some() || self.refused.borrow().contains(&release.version) {
-            if let Some(host) = too_old_dotnet {
-                if self.refused.borrow_mut().insert(release.version.clone()) {
+            if let Some(have) = too_old_dotnet {
+                if self.dotnet_reported.borrow_mut().insert(release.version.clone()) {
                     self.env.emit(AgentEvent::Diagnostic(Diagnostic::new(
                         "VER-NET471",
                         "upgrade-refused",
                         None,
                         format!(
                             "the upgrade to {} needs .NET Framework release {} or later; this server has {}: nothing was changed, {current} keeps running",
-                            release.version, release.min_dotnet_release, host.dotnet_release
+                            release.version, release.min_dotnet_release, have
                         ),
                         "install .NET Framework 4.7.1 or later; the updater will then upgrade the connector",
                     )));

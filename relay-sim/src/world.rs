@@ -2,7 +2,7 @@
 //! [`SimClock`] over the simulated clock. Firewalls live in the world, never
 //! in the connector.
 
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicI64, AtomicU64};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -17,13 +17,19 @@ pub use crate::network::{Action, AddressPlan, Cidr, Dns, Firewall, HostSuffix, I
 #[derive(Debug, Clone)]
 pub struct SimClock {
     pub epoch: SystemTime,
-    /// Seconds this host's clock is ahead (negative: behind).
-    pub skew_s: i64,
+    /// Seconds this host's clock is ahead (negative: behind); shared, so
+    /// that the world can set the host's clock while it runs.
+    pub skew_s: Arc<AtomicI64>,
     pub outside_ms: Arc<AtomicU64>,
 }
 
 impl SimClock {
     pub fn new(epoch: SystemTime, skew_s: i64, outside_ms: Arc<AtomicU64>) -> Self {
+        SimClock::shared(epoch, Arc::new(AtomicI64::new(skew_s)), outside_ms)
+    }
+
+    /// A clock whose skew is `skew_s`, which its owner may change.
+    pub fn shared(epoch: SystemTime, skew_s: Arc<AtomicI64>, outside_ms: Arc<AtomicU64>) -> Self {
         SimClock { epoch, skew_s, outside_ms }
     }
 }
@@ -33,10 +39,11 @@ impl Clock for SimClock {
         let elapsed = turmoil::sim_elapsed()
             .unwrap_or_else(|| Duration::from_millis(self.outside_ms.load(std::sync::atomic::Ordering::Relaxed)));
         let t = self.epoch + elapsed;
-        if self.skew_s >= 0 {
-            t + Duration::from_secs(self.skew_s.unsigned_abs())
+        let skew = self.skew_s.load(std::sync::atomic::Ordering::Relaxed);
+        if skew >= 0 {
+            t + Duration::from_secs(skew.unsigned_abs())
         } else {
-            t - Duration::from_secs(self.skew_s.unsigned_abs())
+            t - Duration::from_secs(skew.unsigned_abs())
         }
     }
 }

@@ -13,7 +13,7 @@ use relay_sim::world::{Action, Dns, Firewall, Rule};
 
 use super::world::World;
 use super::{PROXY_HOST, REVOCATION_HOST};
-use crate::scenario::TimelineEvent;
+use crate::scenario::{HostChange, TimelineEvent};
 
 /// Applies one timeline event to the world.
 pub(super) fn apply(event: &TimelineEvent, sim: &mut turmoil::Sim<'_>, w: &World) -> Result<(), String> {
@@ -78,8 +78,40 @@ pub(super) fn apply(event: &TimelineEvent, sim: &mut turmoil::Sim<'_>, w: &World
             *next.borrow_mut() = Some(connector::agent::DEFAULT_VERSION.to_string());
             sim.bounce(n.as_str());
         }
+        TimelineEvent::Host { name, change } => change_host(sim, w, name, change),
     }
     Ok(())
+}
+
+/// Changes a connector's server; the connector finds out for itself.
+fn change_host(sim: &mut turmoil::Sim<'_>, w: &World, name: &str, change: &HostChange) {
+    let Some(server) = w.servers.get(name) else { return };
+    match change {
+        HostChange::Install(p) => server.change(|h| {
+            if !h.installed.contains(p) {
+                h.installed.push(*p);
+            }
+        }),
+        HostChange::Uninstall(p) => server.change(|h| h.installed.retain(|q| q != p)),
+        HostChange::DisableTls12 | HostChange::EnableTls12 => server.change(|h| {
+            let keys = match change {
+                HostChange::DisableTls12 => connector::host::TLS12_CLIENT_DISABLED_REG,
+                _ => connector::host::SPEC_TLS12_REG,
+            };
+            h.registry = Some(keys.to_string());
+            h.restart_pending = true;
+        }),
+        HostChange::Reboot => {
+            server.change(|h| h.restart_pending = false);
+            sim.bounce(name);
+        }
+        HostChange::DotNet(release) => server.change(|h| h.dotnet_release = *release),
+        HostChange::SetClock(skew) => {
+            if let Some(s) = w.clock_skews.get(name) {
+                s.store(skew.ahead_s, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    }
 }
 
 /// What the timeline changes in the network while a run goes: rules it

@@ -6,7 +6,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::rc::Rc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicI64, AtomicU64};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +14,7 @@ use connector::allowlist::{Environment, Group};
 use connector::diagnose::DiagnoseConfig;
 use connector::env::{Env, SeededEntropy};
 use connector::event::AgentEvent;
+use connector::host::LiveHost;
 use connector::service::{ServiceState, ServiceSwitch};
 use connector::{Agent, AgentConfig, Credentials};
 use relay_sim::backend::ServedLog;
@@ -49,6 +50,11 @@ pub(super) struct World {
     pub(super) reinstall_versions: BTreeMap<String, Rc<RefCell<Option<String>>>>,
     /// The simulated time, for clocks outside any host (the cloud's).
     pub(super) outside_ms: Arc<AtomicU64>,
+    /// Each connector host's server as it is now (products, registry,
+    /// .NET), which timeline events change.
+    pub(super) servers: BTreeMap<String, LiveHost>,
+    /// Each connector host's clock offset in seconds (`set clock`).
+    pub(super) clock_skews: BTreeMap<String, Arc<AtomicI64>>,
 }
 
 /// The network every host shares: the handles the timeline edits, and
@@ -96,6 +102,8 @@ impl World {
             install_dirs: BTreeMap::new(),
             reinstall_versions: BTreeMap::new(),
             outside_ms,
+            servers: BTreeMap::new(),
+            clock_skews: BTreeMap::new(),
         };
         let base = ConnectorBase { seed, trace, world_net: &net.world_net, interception: &net.interception };
         for spec in &w.connectors {
@@ -317,7 +325,11 @@ impl World {
         let reinstall: Rc<RefCell<Option<String>>> = Rc::default();
         self.reinstall_versions.insert(spec.name.clone(), reinstall.clone());
         configure(&mut cfg, &self.cloud, scenario, spec);
-        let skew_s = spec.clock_skew.map(|s| s.ahead_s).unwrap_or(0);
+        let server = LiveHost::new(spec.host.clone().unwrap_or_default());
+        self.servers.insert(spec.name.clone(), server.clone());
+        cfg.host = Some(server);
+        let skew_s = Arc::new(AtomicI64::new(spec.clock_skew.map(|s| s.ahead_s).unwrap_or(0)));
+        self.clock_skews.insert(spec.name.clone(), skew_s.clone());
         let boots = Rc::new(Cell::new(0u32));
         let (name, trace, seed) = (spec.name.clone(), base.trace.clone(), base.seed);
         let diagnose_at = spec.diagnose_at.map(|d| d.0);
@@ -334,7 +346,7 @@ impl World {
             boots.set(boot + 1);
             let env = Env {
                 net: Rc::new(net.clone()),
-                clock: Arc::new(SimClock::new(epoch(), skew_s, outside_ms.clone())),
+                clock: Arc::new(SimClock::shared(epoch(), skew_s.clone(), outside_ms.clone())),
                 entropy: Arc::new(SeededEntropy::new(seed, &format!("connector/{name}/{boot}"))),
                 events: Rc::new(AgentSink { trace: trace.clone(), host: name.clone() }),
                 evidence: Rc::default(),
@@ -382,7 +394,6 @@ fn configure(cfg: &mut AgentConfig, cloud: &Cloud, scenario: &Scenario, spec: &C
     // The product ships the service's roots; the host must trust them too.
     cfg.service_roots = cloud.service_roots();
     cfg.revocation = spec.revocation;
-    cfg.host = spec.host.clone();
     cfg.installer_account = Some(spec.installed_by.clone().unwrap_or_else(|| DEFAULT_INSTALLER.to_string()));
     if let Some(v) = &spec.version {
         cfg.version = v.clone();

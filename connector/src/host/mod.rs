@@ -26,6 +26,28 @@ pub enum Product {
     PrivateNetworkConnector,
 }
 
+/// The server as it is now: shared by the services and changed by what
+/// happens on it (another product installed, registry keys edited, .NET
+/// upgraded, a restart).
+#[derive(Debug, Clone, Default)]
+pub struct LiveHost(std::sync::Arc<std::sync::Mutex<HostProfile>>);
+
+impl LiveHost {
+    pub fn new(profile: HostProfile) -> Self {
+        LiveHost(std::sync::Arc::new(std::sync::Mutex::new(profile)))
+    }
+
+    /// The server as it is now.
+    pub fn now(&self) -> HostProfile {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// Changes the server (what an installer, an admin or a restart does).
+    pub fn change(&self, f: impl FnOnce(&mut HostProfile)) {
+        f(&mut self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+    }
+}
+
 /// What preflight needs to know about the server. Every field defaults to
 /// a compliant server ([`HostProfile::compliant`]): a profile names only
 /// what differs.
@@ -73,6 +95,21 @@ pub const SPEC_TLS12_REG: &str = r#"Windows Registry Editor Version 5.00
 [HKEY_LOCAL_MACHINE\SYSTEM\CurrentControlSet\Control\SecurityProviders\SCHANNEL\Protocols\TLS 1.2\Client]
 "DisabledByDefault"=dword:00000000
 "Enabled"=dword:00000001
+[HKEY_LOCAL_MACHINE\SYSTEM\CurrentControlSet\Control\SecurityProviders\SCHANNEL\Protocols\TLS 1.2\Server]
+"DisabledByDefault"=dword:00000000
+"Enabled"=dword:00000001
+[HKEY_LOCAL_MACHINE\SOFTWARE\Microsoft\.NETFramework\v4.0.30319]
+"SchUseStrongCrypto"=dword:00000001
+"#;
+
+/// The spec's keys with the TLS 1.2 client side turned off, as a hardening
+/// script or group policy leaves them.
+pub const TLS12_CLIENT_DISABLED_REG: &str = r#"Windows Registry Editor Version 5.00
+
+[HKEY_LOCAL_MACHINE\SYSTEM\CurrentControlSet\Control\SecurityProviders\SCHANNEL\Protocols\TLS 1.2]
+[HKEY_LOCAL_MACHINE\SYSTEM\CurrentControlSet\Control\SecurityProviders\SCHANNEL\Protocols\TLS 1.2\Client]
+"DisabledByDefault"=dword:00000001
+"Enabled"=dword:00000000
 [HKEY_LOCAL_MACHINE\SYSTEM\CurrentControlSet\Control\SecurityProviders\SCHANNEL\Protocols\TLS 1.2\Server]
 "DisabledByDefault"=dword:00000000
 "Enabled"=dword:00000001
@@ -194,14 +231,40 @@ pub fn preflight(host: &HostProfile, connector_version: &str) -> Vec<Check> {
     checks
 }
 
+const TLS12_REMEDY: &str = "import the spec's .reg file (SCHANNEL TLS 1.2 Client and Server Enabled=1, DisabledByDefault=0; .NETFramework v4.0.30319 SchUseStrongCrypto=1), then restart the server";
+
 fn tls12(host: &HostProfile) -> Check {
-    const REMEDY: &str = "import the spec's .reg file (SCHANNEL TLS 1.2 Client and Server Enabled=1, DisabledByDefault=0; .NETFramework v4.0.30319 SchUseStrongCrypto=1), then restart the server";
+    let wrong = match tls12_keys(host) {
+        Ok(w) => w,
+        Err(check) => return *check,
+    };
+    if !wrong.is_empty() {
+        return fail("HOST-TLS12", "disabled", format!("TLS 1.2 is not enabled: {}", wrong.join("; ")), TLS12_REMEDY);
+    }
+    if host.restart_pending {
+        return fail(
+            "HOST-TLS12",
+            "restart-pending",
+            "the TLS 1.2 keys are set but the server has not been restarted since: they are not in effect".into(),
+            "restart the server, then install",
+        );
+    }
+    pass("HOST-TLS12", "TLS 1.2 enabled (SCHANNEL client and server, strong crypto for .NET)")
+}
+
+/// The TLS 1.2 keys that differ from the spec's (empty: all as given), or
+/// the failed check when the export is missing or unreadable.
+fn tls12_keys(host: &HostProfile) -> Result<Vec<String>, Box<Check>> {
     let Some(text) = &host.registry else {
-        return fail("HOST-TLS12", "unknown", "no registry export was given: TLS 1.2 cannot be checked".into(), REMEDY);
+        let text = "no registry export was given: TLS 1.2 cannot be checked".into();
+        return Err(Box::new(fail("HOST-TLS12", "unknown", text, TLS12_REMEDY)));
     };
     let reg = match RegFile::parse(text) {
         Ok(r) => r,
-        Err(e) => return fail("HOST-TLS12", "unreadable", format!("the registry export cannot be read: {e}"), REMEDY),
+        Err(e) => {
+            let text = format!("the registry export cannot be read: {e}");
+            return Err(Box::new(fail("HOST-TLS12", "unreadable", text, TLS12_REMEDY)));
+        }
     };
     let shown = |v: Option<u32>| v.map_or_else(|| "missing".to_string(), |v| v.to_string());
     let mut wrong = Vec::new();
@@ -223,18 +286,58 @@ fn tls12(host: &HostProfile) -> Check {
             shown(reg.dword(NETFX, "SchUseStrongCrypto"))
         ));
     }
-    if !wrong.is_empty() {
-        return fail("HOST-TLS12", "disabled", format!("TLS 1.2 is not enabled: {}", wrong.join("; ")), REMEDY);
-    }
-    if host.restart_pending {
-        return fail(
+    Ok(wrong)
+}
+
+/// What the running connector finds on its server, at each start of its
+/// service and at each check of its updater. Registry changes to SCHANNEL
+/// take effect only when the server restarts, as on Windows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InService {
+    /// What keeps the connector from working now.
+    pub fatal: Option<Diagnostic>,
+    /// What is wrong without stopping it (yet).
+    pub notes: Vec<Diagnostic>,
+}
+
+/// The checks of a connector in service on `host` (see [`InService`]).
+pub fn in_service(host: &HostProfile) -> InService {
+    let mut out = InService::default();
+    match tls12_keys(host) {
+        Ok(wrong) if !wrong.is_empty() && !host.restart_pending => {
+            out.fatal = Some(Diagnostic::new(
+                "HOST-TLS12",
+                "disabled-in-service",
+                None,
+                format!(
+                    "TLS 1.2 is disabled on this server, in effect since its last restart ({}): the connector cannot reach the service, which accepts TLS 1.2 only",
+                    wrong.join("; ")
+                ),
+                TLS12_REMEDY,
+            ));
+        }
+        Ok(wrong) if !wrong.is_empty() => out.notes.push(Diagnostic::new(
             "HOST-TLS12",
-            "restart-pending",
-            "the TLS 1.2 keys are set but the server has not been restarted since: they are not in effect".into(),
-            "restart the server, then install",
-        );
+            "disabled-at-restart",
+            None,
+            format!(
+                "the TLS 1.2 keys were changed ({}): at the next restart of the server they take effect, and from then on the connector cannot reach the service",
+                wrong.join("; ")
+            ),
+            "set the keys back as the spec gives them before the server restarts",
+        )),
+        Ok(_) | Err(_) => {}
     }
-    pass("HOST-TLS12", "TLS 1.2 enabled (SCHANNEL client and server, strong crypto for .NET)")
+    if host.installed.contains(&Product::PasswordProtectionProxy) {
+        out.notes.push(Diagnostic::new(
+            "HOST-PPP",
+            "co-installed",
+            None,
+            "Microsoft Entra Password Protection Proxy is installed on this server: it brings its own, incompatible version of the Connect Agent Updater service, so the connector's updater cannot update the connector",
+            "uninstall Password Protection Proxy from this server, or move the connector to another server; the connector keeps serving meanwhile but gets no new versions",
+        ));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -282,6 +385,28 @@ mod tests {
         assert_eq!(failed(&with(&|h| h.ie_esc = true), "1.5.3437.0"), ["HOST-IEESC"]);
         assert!(failed(&with(&|h| h.installed = vec![Product::EntraConnect]), "1.5.3437.0").is_empty());
         assert_eq!(failed(&with(&|h| h.registry = None), "1.5.3437.0"), ["HOST-TLS12"]);
+    }
+
+    #[test]
+    fn registry_changes_stop_the_service_only_after_a_restart() {
+        let mut host = HostProfile::compliant();
+        assert_eq!(in_service(&host), InService::default());
+        host.registry = Some(TLS12_CLIENT_DISABLED_REG.into());
+        host.restart_pending = true;
+        let found = in_service(&host);
+        assert!(found.fatal.is_none(), "not in effect before the restart");
+        assert_eq!(found.notes.iter().map(|d| d.code.as_str()).collect::<Vec<_>>(), ["HOST-TLS12.disabled-at-restart"]);
+        host.restart_pending = false;
+        assert_eq!(in_service(&host).fatal.map(|d| d.code), Some("HOST-TLS12.disabled-in-service".to_string()));
+    }
+
+    #[test]
+    fn password_protection_proxy_found_in_service() {
+        let mut host = HostProfile::compliant();
+        host.installed.push(Product::PasswordProtectionProxy);
+        let found = in_service(&host);
+        assert!(found.fatal.is_none(), "the connector keeps serving");
+        assert_eq!(found.notes.iter().map(|d| d.code.as_str()).collect::<Vec<_>>(), ["HOST-PPP.co-installed"]);
     }
 
     #[test]
