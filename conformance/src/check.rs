@@ -63,6 +63,12 @@ pub struct Summary {
     /// The version each connector host runs: installed, upgraded or rolled
     /// back to (a switch not yet confirmed does not count).
     pub versions: BTreeMap<String, String>,
+    /// Every finding as reported: when, by which host (for `[[expect.window]]`).
+    #[serde(skip)]
+    pub findings: Vec<crate::window::Finding>,
+    /// Every request served: when, by which host.
+    #[serde(skip)]
+    pub served_at: Vec<(u64, String)>,
 }
 
 impl Summary {
@@ -101,7 +107,10 @@ pub fn summarize(events: &[TraceEvent], logs: &ServedLog) -> Summary {
                 | AgentEvent::RolledBack { to: version, .. } => {
                     s.versions.insert(e.host.clone(), version.clone());
                 }
-                AgentEvent::RequestServed { .. } => *s.served_by.entry(e.host.clone()).or_default() += 1,
+                AgentEvent::RequestServed { .. } => {
+                    *s.served_by.entry(e.host.clone()).or_default() += 1;
+                    s.served_at.push((e.t_ms, e.host.clone()));
+                }
                 AgentEvent::TunnelUp { endpoint } => {
                     s.tunnel_opens += 1;
                     if tunnel_state.insert((e.host.clone(), endpoint.clone()), true).is_some() {
@@ -115,6 +124,8 @@ pub fn summarize(events: &[TraceEvent], logs: &ServedLog) -> Summary {
                 }
                 AgentEvent::Diagnostic(d) => {
                     s.diagnostics_by_host.entry(e.host.clone()).or_default().insert(d.code.clone());
+                    let finding = crate::window::Finding { t_ms: e.t_ms, host: e.host.clone(), diagnostic: d.clone() };
+                    s.findings.push(finding);
                     if seen_diag.insert(d.clone()) {
                         s.diagnostics.push(d.clone());
                     }
@@ -366,6 +377,7 @@ pub fn check(expect: &Expect, s: &Summary, duration: Duration) -> Vec<String> {
     counts(&mut failures, "event", &expect.events_max, &s.events, Bound::AtMost);
     failures.extend(diagnostic_failures(expect, &s.diagnostics));
     failures.extend(host_diagnostic_failures(expect, &s.diagnostics_by_host));
+    failures.extend(crate::window::failures(&expect.window, &s.findings, &s.served_at));
     failures
 }
 
@@ -408,6 +420,7 @@ pub fn diagnostic_failures(expect: &Expect, reported: &[Diagnostic]) -> Vec<Stri
     let known = |code: &str| {
         expect.diagnostics.iter().chain(&expect.allowed_diagnostics).any(|c| c == code)
             || expect.diagnostics_by_host.values().flatten().any(|c| c == code)
+            || expect.window.iter().any(|w| w.names(code))
     };
     let mut unexpected: Vec<&Diagnostic> = Vec::new();
     for d in reported {

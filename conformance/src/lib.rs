@@ -19,6 +19,7 @@ pub mod scenario;
 pub mod stopwatch;
 pub mod trace;
 pub mod wakeups;
+pub mod window;
 
 pub use run::{run, run_with, RunResult, Stepping, Verdict};
 pub use scenario::{Scenario, ScenarioError};

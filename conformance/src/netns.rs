@@ -177,6 +177,13 @@ pub fn unsupported(s: &Scenario) -> Option<String> {
     if w.proxy.is_some() || w.inspection.is_some() || w.allow_list.is_some() {
         why.push("a proxy, TLS inspection or an allow-list".into());
     }
+    if !s.expect.window.is_empty() {
+        why.push("[[expect.window]] expectations (judged on the simulation's trace)".into());
+    }
+    let preauth = w.apps.iter().any(|a| a.pre_authentication != relay_sim::directory::PreAuthentication::Passthrough);
+    if preauth || s.load.iter().any(|l| l.user.is_some() || l.forged_principal.is_some()) {
+        why.push("pre-authenticated users".into());
+    }
     if w.dns != relay_sim::world::Dns::default() {
         why.push("DNS faults".into());
     }

@@ -103,6 +103,9 @@ pub enum TimelineEvent {
     /// proxy and the Internet instead of the perimeter the connector hosts
     /// sit behind (`block port 443 at proxy`).
     AtProxy(Box<TimelineEvent>),
+    /// The same, on one connector host's own firewall (`block port 443 on
+    /// connector-2`).
+    OnHost(String, Box<TimelineEvent>),
     /// The world's DNS stops resolving a suffix (NXDOMAIN), or a DNS filter
     /// starts answering 0.0.0.0 for it; `dns restore` ends either, also
     /// when the world file set it.
@@ -247,15 +250,30 @@ impl TimelineEvent {
             | TimelineEvent::StartUpdater(n)
             | TimelineEvent::UpgradeConnector(n)
             | TimelineEvent::UpgradeConnectorKeepingFolders(n)
-            | TimelineEvent::Host { name: n, .. } => Some(n),
+            | TimelineEvent::Host { name: n, .. }
+            | TimelineEvent::OnHost(n, _) => Some(n),
             _ => None,
         }
+    }
+
+    /// Whether this is a firewall event (block, reject or unblock a port
+    /// or host), which `at proxy` and `on NAME` may follow.
+    fn is_firewall(&self) -> bool {
+        matches!(
+            self,
+            TimelineEvent::BlockPort(_)
+                | TimelineEvent::RejectPort(_)
+                | TimelineEvent::UnblockPort(_)
+                | TimelineEvent::BlockHost(_)
+                | TimelineEvent::RejectHost(_)
+                | TimelineEvent::UnblockHost(_)
+        )
     }
 }
 
 const EVENT_FORMS: &str = "\"restart relay\", \"crash relay\", \"start relay\", \"block port N\", \
 \"reject port N\", \"unblock port N\", \"block host SUFFIX\", \"reject host SUFFIX\", \"unblock host SUFFIX\", \
-(each of these six with \"at proxy\" after it for the proxy's egress), \
+(each of these six with \"at proxy\" after it for the proxy's egress, or \"on NAME\" for a connector host's own firewall), \
 \"dns fail SUFFIX\", \"dns sinkhole SUFFIX\", \"dns restore SUFFIX\", \"stop backend NAME\", \"start backend NAME\", \"restart connector NAME\", \
 \"stop connector NAME\", \"start connector NAME\", \"rotate root\", \"revoke relay certificate\", \
 \"revoke connector NAME\", \"stop proxy\", \"start proxy\", \"stop revocation servers\", \"start revocation servers\", \"advance ip week\", \
@@ -274,16 +292,15 @@ impl FromStr for TimelineEvent {
         if let [rule @ .., "at", "proxy"] = words.as_slice() {
             let inner: TimelineEvent = rule.join(" ").parse()?;
             return match inner {
-                TimelineEvent::BlockPort(_)
-                | TimelineEvent::RejectPort(_)
-                | TimelineEvent::UnblockPort(_)
-                | TimelineEvent::BlockHost(_)
-                | TimelineEvent::RejectHost(_)
-                | TimelineEvent::UnblockHost(_) => Ok(TimelineEvent::AtProxy(Box::new(inner))),
+                e if e.is_firewall() => Ok(TimelineEvent::AtProxy(Box::new(e))),
                 other => Err(format!(
                     "event {s:?}: \"at proxy\" goes after a firewall event (block, reject or unblock a port or host), not after \"{other}\""
                 )),
             };
+        }
+        if let [verb @ ("block" | "reject" | "unblock"), what @ ("port" | "host"), x, "on", name] = words.as_slice() {
+            let inner: TimelineEvent = format!("{verb} {what} {x}").parse()?;
+            return Ok(TimelineEvent::OnHost(name.to_string(), Box::new(inner)));
         }
         if let Some(host) = HostChange::parse(&words) {
             let (name, change) = host.map_err(|e| format!("event {s:?}: {e}"))?;
@@ -346,6 +363,7 @@ impl fmt::Display for TimelineEvent {
             TimelineEvent::RejectHost(h) => write!(f, "reject host {}", h.as_str()),
             TimelineEvent::UnblockHost(h) => write!(f, "unblock host {}", h.as_str()),
             TimelineEvent::AtProxy(e) => write!(f, "{e} at proxy"),
+            TimelineEvent::OnHost(n, e) => write!(f, "{e} on {n}"),
             TimelineEvent::DnsFail(h) => write!(f, "dns fail {}", h.as_str()),
             TimelineEvent::DnsSinkhole(h) => write!(f, "dns sinkhole {}", h.as_str()),
             TimelineEvent::DnsRestore(h) => write!(f, "dns restore {}", h.as_str()),
@@ -926,6 +944,64 @@ pub struct Expect {
     /// (the connector is serving again after the timeline's faults).
     #[serde(default)]
     pub ok_after: Option<SimDuration>,
+    /// Expectations about one host and one stretch of time.
+    #[serde(default)]
+    pub window: Vec<WindowExpect>,
+}
+
+/// `[[expect.window]]`: what one connector host (or every host) reports
+/// and serves within a stretch of simulated time.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowExpect {
+    /// The connector host (default: any).
+    #[serde(default)]
+    pub host: Option<Spanned<String>>,
+    /// From and to, simulated time (default: the whole run).
+    #[serde(default)]
+    pub between: Option<(SimDuration, SimDuration)>,
+    /// Codes each reported in the window.
+    #[serde(default)]
+    pub diagnostics: Vec<String>,
+    /// Codes of which at least one is reported in the window.
+    #[serde(default)]
+    pub any_of: Vec<String>,
+    /// Codes not reported in the window.
+    #[serde(default)]
+    pub no_diagnostics: Vec<String>,
+    /// For a code, words its finding (one of them, in the window) mentions.
+    #[serde(default)]
+    pub mentions: BTreeMap<Spanned<String>, Vec<String>>,
+    /// Bounds on the requests the host served in the window.
+    #[serde(default)]
+    pub served_min: Option<u32>,
+    #[serde(default)]
+    pub served_max: Option<u32>,
+}
+
+impl WindowExpect {
+    fn validate(&self, connectors: &[&str]) -> Result<(), (usize, String)> {
+        if let Some(host) = self.host.as_ref().filter(|h| !connectors.contains(&h.get_ref().as_str())) {
+            let text = format!("expect.window names host {:?}, but the connectors are {connectors:?}", host.get_ref());
+            return Err((host.span().start, text));
+        }
+        if let Some((from, to)) = self.between.filter(|(from, to)| from > to) {
+            return Err((0, format!("expect.window between = [{from}, {to}]: it ends before it starts")));
+        }
+        if let Some(code) = self.mentions.keys().find(|c| !self.names(c.get_ref())) {
+            let text = format!(
+                "expect.window mentions {:?}, which the window does not expect (list it in diagnostics or any_of)",
+                code.get_ref()
+            );
+            return Err((code.span().start, text));
+        }
+        Ok(())
+    }
+
+    /// Whether the window expects `code` (reported or possibly reported).
+    pub fn names(&self, code: &str) -> bool {
+        self.diagnostics.iter().chain(&self.any_of).any(|c| c == code)
+    }
 }
 
 impl Expect {
@@ -935,6 +1011,11 @@ impl Expect {
     pub fn findings(&self) -> Vec<String> {
         let mut all = self.diagnostics.clone();
         for code in self.diagnostics_by_host.values().flatten() {
+            if !all.contains(code) {
+                all.push(code.clone());
+            }
+        }
+        for code in self.window.iter().flat_map(|w| w.diagnostics.iter().chain(&w.any_of)) {
             if !all.contains(code) {
                 all.push(code.clone());
             }
@@ -1006,6 +1087,9 @@ impl Scenario {
         {
             let text = format!("diagnostics_by_host names {:?}, but the connectors are {connectors:?}", host.get_ref());
             return Err((host.span().start, text));
+        }
+        for w in &self.expect.window {
+            w.validate(&connectors)?;
         }
         for load in &self.load {
             if !apps.contains(&load.app.get_ref().as_str()) {

@@ -7,11 +7,11 @@ use std::rc::Rc;
 
 use connector::install::Installation;
 use connector::service::ServiceState;
-use relay_sim::network::Owner;
+use relay_sim::network::{Conn, Owner, NETWORK_SERVICE};
 use relay_sim::pki::Generation;
 use relay_sim::world::{Action, Dns, Firewall, Rule};
 
-use super::world::World;
+use super::world::{Peer, World};
 use super::{PROXY_HOST, REVOCATION_HOST};
 use crate::scenario::{HostChange, TimelineEvent};
 
@@ -79,8 +79,42 @@ pub(super) fn apply(event: &TimelineEvent, sim: &mut turmoil::Sim<'_>, w: &World
             sim.bounce(n.as_str());
         }
         TimelineEvent::Host { name, change } => change_host(sim, w, name, change),
+        TimelineEvent::OnHost(name, inner) => {
+            if let Some(firewall) = w.host_firewalls.get(name) {
+                firewall.apply(inner);
+                cut_or_mend(sim, w, name, inner, firewall);
+            }
+        }
     }
     Ok(())
+}
+
+/// A host firewall, unlike the perimeter's, applies a rule added mid-run to
+/// connections already open as well (Windows' filtering platform checks
+/// them again when its rules change): the links to the destinations the
+/// event's rule touches are cut while the firewall refuses them now, and
+/// mended once it lets them through. (CDN names served by one host are
+/// cut together.)
+fn cut_or_mend(sim: &mut turmoil::Sim<'_>, w: &World, name: &str, rule: &TimelineEvent, firewall: &FirewallEdits) {
+    for peer in w.peers.iter().filter(|p| touches(rule, p)) {
+        let conn = Conn { host: &peer.name, addr: None, port: peer.port, account: NETWORK_SERVICE };
+        if firewall.verdict(&conn) == Action::Allow {
+            sim.repair(name, peer.host.as_str());
+        } else {
+            sim.partition(name, peer.host.as_str());
+        }
+    }
+}
+
+/// Whether a firewall event's rule is about `peer`.
+fn touches(rule: &TimelineEvent, peer: &Peer) -> bool {
+    match rule {
+        TimelineEvent::BlockPort(p) | TimelineEvent::RejectPort(p) | TimelineEvent::UnblockPort(p) => *p == peer.port,
+        TimelineEvent::BlockHost(h) | TimelineEvent::RejectHost(h) | TimelineEvent::UnblockHost(h) => {
+            h.matches(&peer.name)
+        }
+        _ => false,
+    }
 }
 
 /// Changes a connector's server; the connector finds out for itself.
@@ -162,6 +196,10 @@ impl FirewallEdits {
             TimelineEvent::UnblockHost(h) => self.remove(|r| r.host_suffix.as_ref() == Some(h)),
             _ => {}
         }
+    }
+
+    fn verdict(&self, conn: &Conn<'_>) -> Action {
+        self.firewall.borrow().verdict(conn)
     }
 
     fn add(&self, rule: Rule) {

@@ -55,6 +55,11 @@ pub(super) struct World {
     pub(super) servers: BTreeMap<String, LiveHost>,
     /// Each connector host's clock offset in seconds (`set clock`).
     pub(super) clock_skews: BTreeMap<String, Arc<AtomicI64>>,
+    /// Each connector host's own firewall (`block port N on NAME`).
+    pub(super) host_firewalls: BTreeMap<String, FirewallEdits>,
+    /// What connector hosts talk to, for cutting what a host firewall
+    /// rule added mid-run blocks.
+    pub(super) peers: Vec<Peer>,
 }
 
 /// The network every host shares: the handles the timeline edits, and
@@ -65,6 +70,7 @@ struct Network {
     world_net: SimNet,
     interception: Option<Rc<Interception>>,
     proxy_egress: Rc<RefCell<Firewall>>,
+    peers: Vec<Peer>,
 }
 
 impl World {
@@ -104,6 +110,8 @@ impl World {
             outside_ms,
             servers: BTreeMap::new(),
             clock_skews: BTreeMap::new(),
+            host_firewalls: BTreeMap::new(),
+            peers: net.peers,
         };
         let base = ConnectorBase { seed, trace, world_net: &net.world_net, interception: &net.interception };
         for spec in &w.connectors {
@@ -126,6 +134,10 @@ fn network(scenario: &Scenario, cloud: &Cloud) -> Network {
             .chain(TRUST_LIST_HOSTS.iter().map(|h| (h.to_string(), TRUST_LIST_HOST.to_string())))
             .collect(),
     );
+    let mut peers: Vec<Peer> = cloud.config.service_hosts().into_iter().map(|n| Peer::at(&n, &n, 443)).collect();
+    peers.extend(REVOCATION_HOSTS.iter().map(|n| Peer::at(n, REVOCATION_HOST, 80)));
+    peers.extend(TRUST_LIST_HOSTS.iter().map(|n| Peer::at(n, TRUST_LIST_HOST, 80)));
+    peers.extend(w.backends.iter().map(|b| Peer::at(&b.name, &b.name, b.port)));
     let mut names: Vec<String> = cloud.config.service_hosts();
     names.extend(REVOCATION_HOSTS.iter().chain(&TRUST_LIST_HOSTS).map(|h| h.to_string()));
     names.extend(w.backends.iter().map(|b| b.name.clone()));
@@ -150,7 +162,21 @@ fn network(scenario: &Scenario, cloud: &Cloud) -> Network {
         proxy_egress: FirewallEdits::new(proxy_egress.clone()),
         dns,
     };
-    Network { edits, addresses, world_net, interception, proxy_egress }
+    Network { edits, addresses, world_net, interception, proxy_egress, peers }
+}
+
+/// A destination a connector host talks to: the name it asks for, the
+/// simulation host that answers (CDN names share one), and the port.
+pub(super) struct Peer {
+    pub(super) name: String,
+    pub(super) host: String,
+    pub(super) port: u16,
+}
+
+impl Peer {
+    fn at(name: &str, host: &str, port: u16) -> Peer {
+        Peer { name: name.to_string(), host: host.to_string(), port }
+    }
 }
 
 /// A host `$host` serving `$serve(cloud, listener)` over TLS on 443; a
@@ -334,8 +360,10 @@ impl World {
         let (name, trace, seed) = (spec.name.clone(), base.trace.clone(), base.seed);
         let diagnose_at = spec.diagnose_at.map(|d| d.0);
         let relays = self.cloud.config.relay_endpoints.clone();
+        let host_firewall = Rc::new(RefCell::new(Firewall { rules: spec.host_firewall.clone() }));
+        self.host_firewalls.insert(spec.name.clone(), FirewallEdits::new(host_firewall.clone()));
         let net = SimNet {
-            host_firewall: Rc::new(RefCell::new(Firewall { rules: spec.host_firewall.clone() })),
+            host_firewall,
             interception: base.interception.clone(),
             account: spec.account.clone().unwrap_or_else(|| NETWORK_SERVICE.to_string()),
             ..base.world_net.clone()
