@@ -670,9 +670,10 @@ pub struct ConnectorSpec {
     #[serde(default)]
     pub account: Option<String>,
     /// The Windows account of the administrator who runs setup
-    /// (`contoso\alice`; default `administrator`): registration's
-    /// connections go out as it, so host firewall rules by `user` can let
-    /// registration through and stop the services, or the reverse (NET-USER).
+    /// (`contoso\alice`): registration's connections go out as it, so host
+    /// firewall rules by `user` can let registration through and stop the
+    /// services, or the reverse (NET-USER). Absent: the scenario does not
+    /// tell the accounts apart, and registration goes out as the services do.
     #[serde(default)]
     pub installed_by: Option<String>,
     /// Send everything through the world's proxy (`[world.proxy]`).

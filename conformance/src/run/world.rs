@@ -400,9 +400,6 @@ impl World {
 
 /// The agent's configuration from the scenario: credentials, trust,
 /// revocation policy, host profile, version, cloud, proxy.
-/// The account setup runs as when the scenario does not name one.
-pub const DEFAULT_INSTALLER: &str = "administrator";
-
 fn configure(cfg: &mut AgentConfig, cloud: &Cloud, scenario: &Scenario, spec: &ConnectorSpec) {
     let w = &scenario.world;
     cfg.credentials = Some(Credentials {
@@ -422,7 +419,7 @@ fn configure(cfg: &mut AgentConfig, cloud: &Cloud, scenario: &Scenario, spec: &C
     // The product ships the service's roots; the host must trust them too.
     cfg.service_roots = cloud.service_roots();
     cfg.revocation = spec.revocation;
-    cfg.installer_account = Some(spec.installed_by.clone().unwrap_or_else(|| DEFAULT_INSTALLER.to_string()));
+    cfg.installer_account = spec.installed_by.clone();
     if let Some(v) = &spec.version {
         cfg.version = v.clone();
     }
