@@ -257,8 +257,8 @@ impl TimelineEvent {
     }
 
     /// Whether this is a firewall event (block, reject or unblock a port
-    /// or host), which `at proxy` and `on NAME` may follow.
-    fn is_firewall(&self) -> bool {
+    /// or host) or a DNS event, which `at proxy` and `on NAME` may follow.
+    fn is_network(&self) -> bool {
         matches!(
             self,
             TimelineEvent::BlockPort(_)
@@ -267,6 +267,9 @@ impl TimelineEvent {
                 | TimelineEvent::BlockHost(_)
                 | TimelineEvent::RejectHost(_)
                 | TimelineEvent::UnblockHost(_)
+                | TimelineEvent::DnsFail(_)
+                | TimelineEvent::DnsSinkhole(_)
+                | TimelineEvent::DnsRestore(_)
         )
     }
 }
@@ -274,7 +277,7 @@ impl TimelineEvent {
 const EVENT_FORMS: &str = "\"restart relay\", \"crash relay\", \"start relay\", \"block port N\", \
 \"reject port N\", \"unblock port N\", \"block host SUFFIX\", \"reject host SUFFIX\", \"unblock host SUFFIX\", \
 (each of these six with \"at proxy\" after it for the proxy's egress, or \"on NAME\" for a connector host's own firewall), \
-\"dns fail SUFFIX\", \"dns sinkhole SUFFIX\", \"dns restore SUFFIX\", \"stop backend NAME\", \"start backend NAME\", \"restart connector NAME\", \
+\"dns fail SUFFIX\", \"dns sinkhole SUFFIX\", \"dns restore SUFFIX\" (also \"at proxy\": the proxy's resolver, \"on NAME\": that host's), \"stop backend NAME\", \"start backend NAME\", \"restart connector NAME\", \
 \"stop connector NAME\", \"start connector NAME\", \"rotate root\", \"revoke relay certificate\", \
 \"revoke connector NAME\", \"stop proxy\", \"start proxy\", \"stop revocation servers\", \"start revocation servers\", \"advance ip week\", \
 \"stop updater NAME\", \"start updater NAME\", \"upgrade connector NAME\", \
@@ -292,14 +295,16 @@ impl FromStr for TimelineEvent {
         if let [rule @ .., "at", "proxy"] = words.as_slice() {
             let inner: TimelineEvent = rule.join(" ").parse()?;
             return match inner {
-                e if e.is_firewall() => Ok(TimelineEvent::AtProxy(Box::new(e))),
+                e if e.is_network() => Ok(TimelineEvent::AtProxy(Box::new(e))),
                 other => Err(format!(
-                    "event {s:?}: \"at proxy\" goes after a firewall event (block, reject or unblock a port or host), not after \"{other}\""
+                    "event {s:?}: \"at proxy\" goes after a firewall or DNS event (block, reject or unblock a port or host; dns fail, sinkhole or restore), not after \"{other}\""
                 )),
             };
         }
-        if let [verb @ ("block" | "reject" | "unblock"), what @ ("port" | "host"), x, "on", name] = words.as_slice() {
-            let inner: TimelineEvent = format!("{verb} {what} {x}").parse()?;
+        let on_host = matches!(words.as_slice(), ["block" | "reject" | "unblock", "port" | "host", _, "on", _])
+            || matches!(words.as_slice(), ["dns", "fail" | "sinkhole" | "restore", _, "on", _]);
+        if let (true, [rule @ .., "on", name]) = (on_host, words.as_slice()) {
+            let inner: TimelineEvent = rule.join(" ").parse()?;
             return Ok(TimelineEvent::OnHost(name.to_string(), Box::new(inner)));
         }
         if let Some(host) = HostChange::parse(&words) {
@@ -587,6 +592,10 @@ pub struct ProxySpec {
     /// hosts'; the proxy is the host they let out.
     #[serde(default)]
     pub egress: Vec<Rule>,
+    /// The proxy's own resolver's faults, asked before the world's `dns`
+    /// (the proxy resolves the names it is asked to CONNECT to).
+    #[serde(default)]
+    pub dns: Dns,
 }
 
 fn default_proxy_port() -> u16 {
@@ -666,6 +675,9 @@ pub struct ConnectorSpec {
     /// On-host firewall rules (checked before the perimeter's).
     #[serde(default)]
     pub host_firewall: Vec<Rule>,
+    /// This host's own resolver's faults, asked before the world's `dns`.
+    #[serde(default)]
+    pub dns: Dns,
     /// The account the connector's services run as (`network-service`).
     #[serde(default)]
     pub account: Option<String>,
@@ -1198,6 +1210,10 @@ mod tests {
             assert_eq!(e.connector(), Some("c1"), "{text}");
             assert_eq!(e.to_string().parse::<TimelineEvent>().unwrap(), e, "{text}");
         }
+        for text in ["block port 443 on c1", "dns fail *.servicebus.windows.net on c1", "dns restore *.digicert.com at proxy"] {
+            let e = text.parse::<TimelineEvent>().unwrap();
+            assert_eq!(e.to_string(), text);
+        }
         let dotnet = "upgrade dotnet on c1 to 4.8".parse::<TimelineEvent>().unwrap();
         assert_eq!(dotnet, TimelineEvent::Host { name: "c1".into(), change: HostChange::DotNet(528_040) });
         assert!("reboot c1".parse::<TimelineEvent>().unwrap().stops_host().is_some());
@@ -1217,7 +1233,7 @@ mod tests {
         );
         assert_eq!(e.to_string(), "reject host *.servicebus.windows.net at proxy");
         let wrong = "rotate root at proxy".parse::<TimelineEvent>().unwrap_err();
-        assert!(wrong.contains("goes after a firewall event"), "{wrong}");
+        assert!(wrong.contains("goes after a firewall or DNS event"), "{wrong}");
         let toml = "name = \"x\"\nduration = \"1m\"\n[world]\nadmin = { user = \"a@contoso.com\", password = \"p\" }\n[[world.connectors]]\nname = \"c\"\n[[timeline]]\nat = \"10s\"\nevent = \"block port 443 at proxy\"\n[expect]\noutcome = \"serving\"\n";
         let err = Scenario::parse(toml, Path::new("x.toml")).unwrap_err().to_string();
         assert!(err.contains("needs a [world.proxy]"), "{err}");

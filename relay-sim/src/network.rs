@@ -360,6 +360,9 @@ pub struct SimNet {
     pub firewall: Rc<RefCell<Firewall>>,
     pub plan: Rc<RefCell<AddressPlan>>,
     pub dns: Rc<RefCell<Dns>>,
+    /// This host's own resolver's faults (a hosts file, a local DNS
+    /// filter, a resolver of its own), asked before the world's DNS.
+    pub host_dns: Rc<RefCell<Dns>>,
     pub aliases: Rc<BTreeMap<String, String>>,
     pub interception: Option<Rc<Interception>>,
     /// The account connections originate from.
@@ -373,6 +376,7 @@ impl Default for SimNet {
             firewall: Rc::default(),
             plan: Rc::default(),
             dns: Rc::default(),
+            host_dns: Rc::default(),
             aliases: Rc::default(),
             interception: None,
             account: NETWORK_SERVICE.to_string(),
@@ -391,14 +395,15 @@ impl Net for SimNet {
 
     fn resolve<'a>(&'a self, host: &'a str) -> LocalBoxFuture<'a, io::Result<IpAddr>> {
         Box::pin(async move {
-            let dns = self.dns.borrow();
-            if dns.fail.iter().any(|s| s.matches(host)) {
-                return Err(io::Error::new(io::ErrorKind::NotFound, format!("{host}: NXDOMAIN")));
+            for dns in [&self.host_dns, &self.dns] {
+                let dns = dns.borrow();
+                if dns.fail.iter().any(|s| s.matches(host)) {
+                    return Err(io::Error::new(io::ErrorKind::NotFound, format!("{host}: NXDOMAIN")));
+                }
+                if dns.sinkhole.iter().any(|s| s.matches(host)) {
+                    return Ok(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+                }
             }
-            if dns.sinkhole.iter().any(|s| s.matches(host)) {
-                return Ok(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-            }
-            drop(dns);
             self.plan
                 .borrow()
                 .address(host)

@@ -80,7 +80,8 @@ pub(super) fn apply(event: &TimelineEvent, sim: &mut turmoil::Sim<'_>, w: &World
         }
         TimelineEvent::Host { name, change } => change_host(sim, w, name, change),
         TimelineEvent::OnHost(name, inner) => {
-            if let Some(firewall) = w.host_firewalls.get(name) {
+            let resolver = w.host_dns.get(name).is_some_and(|dns| apply_dns(dns, inner));
+            if let (false, Some(firewall)) = (resolver, w.host_firewalls.get(name)) {
                 firewall.apply(inner);
                 cut_or_mend(sim, w, name, inner, firewall);
             }
@@ -156,22 +157,41 @@ pub(super) struct NetworkEdits {
     pub(super) perimeter: FirewallEdits,
     pub(super) proxy_egress: FirewallEdits,
     pub(super) dns: Rc<RefCell<Dns>>,
+    /// The proxy's own resolver.
+    pub(super) proxy_dns: Rc<RefCell<Dns>>,
 }
 
 impl NetworkEdits {
     fn apply(&self, event: &TimelineEvent) {
         match event {
-            TimelineEvent::AtProxy(inner) => self.proxy_egress.apply(inner),
-            TimelineEvent::DnsFail(h) => self.dns.borrow_mut().fail.push(h.clone()),
-            TimelineEvent::DnsSinkhole(h) => self.dns.borrow_mut().sinkhole.push(h.clone()),
-            TimelineEvent::DnsRestore(h) => {
-                let mut d = self.dns.borrow_mut();
-                d.fail.retain(|s| s != h);
-                d.sinkhole.retain(|s| s != h);
+            TimelineEvent::AtProxy(inner) => {
+                if !apply_dns(&self.proxy_dns, inner) {
+                    self.proxy_egress.apply(inner);
+                }
             }
-            other => self.perimeter.apply(other),
+            other => {
+                if !apply_dns(&self.dns, other) {
+                    self.perimeter.apply(other);
+                }
+            }
         }
     }
+}
+
+/// Applies a DNS event to a resolver's faults (`dns restore` clears the
+/// suffix's faults, those the world file set included); whether it was one.
+pub(super) fn apply_dns(dns: &RefCell<Dns>, event: &TimelineEvent) -> bool {
+    let mut d = dns.borrow_mut();
+    match event {
+        TimelineEvent::DnsFail(h) => d.fail.push(h.clone()),
+        TimelineEvent::DnsSinkhole(h) => d.sinkhole.push(h.clone()),
+        TimelineEvent::DnsRestore(h) => {
+            d.fail.retain(|s| s != h);
+            d.sinkhole.retain(|s| s != h);
+        }
+        _ => return false,
+    }
+    true
 }
 
 /// One firewall the timeline edits. Its rules are marked as the

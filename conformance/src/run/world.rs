@@ -57,6 +57,8 @@ pub(super) struct World {
     pub(super) clock_skews: BTreeMap<String, Arc<AtomicI64>>,
     /// Each connector host's own firewall (`block port N on NAME`).
     pub(super) host_firewalls: BTreeMap<String, FirewallEdits>,
+    /// Each connector host's own resolver (`dns fail SUFFIX on NAME`).
+    pub(super) host_dns: BTreeMap<String, Rc<RefCell<Dns>>>,
     /// What connector hosts talk to, for cutting what a host firewall
     /// rule added mid-run blocks.
     pub(super) peers: Vec<Peer>,
@@ -70,6 +72,8 @@ struct Network {
     world_net: SimNet,
     interception: Option<Rc<Interception>>,
     proxy_egress: Rc<RefCell<Firewall>>,
+    /// The proxy's own resolver.
+    proxy_dns: Rc<RefCell<Dns>>,
     peers: Vec<Peer>,
 }
 
@@ -111,6 +115,7 @@ impl World {
             servers: BTreeMap::new(),
             clock_skews: BTreeMap::new(),
             host_firewalls: BTreeMap::new(),
+            host_dns: BTreeMap::new(),
             peers: net.peers,
         };
         let base = ConnectorBase { seed, trace, world_net: &net.world_net, interception: &net.interception };
@@ -157,12 +162,14 @@ fn network(scenario: &Scenario, cloud: &Cloud) -> Network {
         .map(|i| Rc::new(Interception { inspector: INSPECTOR_HOST.to_string(), suffixes: i.hosts.clone() }));
     let proxy_egress =
         Rc::new(RefCell::new(Firewall { rules: w.proxy.as_ref().map(|p| p.egress.clone()).unwrap_or_default() }));
+    let proxy_dns = Rc::new(RefCell::new(w.proxy.as_ref().map(|p| p.dns.clone()).unwrap_or_default()));
     let edits = NetworkEdits {
         perimeter: FirewallEdits::new(firewall.clone()),
         proxy_egress: FirewallEdits::new(proxy_egress.clone()),
         dns,
+        proxy_dns: proxy_dns.clone(),
     };
-    Network { edits, addresses, world_net, interception, proxy_egress, peers }
+    Network { edits, addresses, world_net, interception, proxy_egress, proxy_dns, peers }
 }
 
 /// A destination a connector host talks to: the name it asks for, the
@@ -272,6 +279,7 @@ fn proxy_host(sim: &mut turmoil::Sim<'_>, cloud: &Rc<Cloud>, spec: &crate::scena
     let policy = Rc::new(ProxyPolicy { require_auth: spec.auth, allow: Firewall { rules: spec.allow.clone() } });
     let upstream = SimNet {
         firewall: net.proxy_egress.clone(),
+        host_dns: net.proxy_dns.clone(),
         interception: net.interception.clone(),
         account: "proxy".into(),
         ..net.world_net.clone()
@@ -362,8 +370,11 @@ impl World {
         let relays = self.cloud.config.relay_endpoints.clone();
         let host_firewall = Rc::new(RefCell::new(Firewall { rules: spec.host_firewall.clone() }));
         self.host_firewalls.insert(spec.name.clone(), FirewallEdits::new(host_firewall.clone()));
+        let host_dns = Rc::new(RefCell::new(spec.dns.clone()));
+        self.host_dns.insert(spec.name.clone(), host_dns.clone());
         let net = SimNet {
             host_firewall,
+            host_dns,
             interception: base.interception.clone(),
             account: spec.account.clone().unwrap_or_else(|| NETWORK_SERVICE.to_string()),
             ..base.world_net.clone()
