@@ -15,6 +15,7 @@ use relay_sim::backend::Behaviour;
 use relay_sim::directory::Role;
 use relay_sim::inspector::Mode as InspectionMode;
 use relay_sim::pki::RevocationFault;
+use relay_sim::services::revocation::TRUST_LIST_HOSTS;
 use relay_sim::world::{Action, Dns, HostSuffix, Rule};
 use serde::{Deserialize, Deserializer};
 use toml::Spanned;
@@ -131,6 +132,13 @@ pub enum TimelineEvent {
     /// Stop or start the CRL/OCSP servers (all six names).
     StopRevocationServers,
     StartRevocationServers,
+    /// Stop or start the server behind one CRL/OCSP or trust-list name
+    /// (`stop revocation server crl3.digicert.com`); the others answer.
+    StopRevocationServer(String),
+    StartRevocationServer(String),
+    /// Restart, crash or start one relay endpoint, by name
+    /// (`cwap-weu-1.servicebus.windows.net`) or number (`crash relay 2`).
+    OneRelay(RelayVerb, String),
     /// The cloud moves to next week's published address ranges.
     AdvanceIpWeek,
     /// Stop or start a connector host's updater service (OPS-SERVICES).
@@ -226,6 +234,24 @@ impl HostChange {
     }
 }
 
+/// What a timeline event does to a relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayVerb {
+    Restart,
+    Crash,
+    Start,
+}
+
+impl fmt::Display for RelayVerb {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RelayVerb::Restart => "restart",
+            RelayVerb::Crash => "crash",
+            RelayVerb::Start => "start",
+        })
+    }
+}
+
 impl TimelineEvent {
     /// The connector host this event takes down, if any (its tunnels end).
     pub fn stops_host(&self) -> Option<&str> {
@@ -274,7 +300,8 @@ impl TimelineEvent {
     }
 }
 
-const EVENT_FORMS: &str = "\"restart relay\", \"crash relay\", \"start relay\", \"block port N\", \
+const EVENT_FORMS: &str = "\"restart relay\", \"crash relay\", \"start relay\" (each also with a relay's name or number), \
+\"stop revocation server NAME\", \"start revocation server NAME\", \"block port N\", \
 \"reject port N\", \"unblock port N\", \"block host SUFFIX\", \"reject host SUFFIX\", \"unblock host SUFFIX\", \
 (each of these six with \"at proxy\" after it for the proxy's egress, or \"on NAME\" for a connector host's own firewall), \
 \"dns fail SUFFIX\", \"dns sinkhole SUFFIX\", \"dns restore SUFFIX\" (also \"at proxy\": the proxy's resolver, \"on NAME\": that host's), \"stop backend NAME\", \"start backend NAME\", \"restart connector NAME\", \
@@ -313,6 +340,11 @@ impl FromStr for TimelineEvent {
         }
         Ok(match words.as_slice() {
             ["restart", "relay"] => TimelineEvent::RestartRelay,
+            ["restart", "relay", r] => TimelineEvent::OneRelay(RelayVerb::Restart, r.to_string()),
+            ["crash", "relay", r] => TimelineEvent::OneRelay(RelayVerb::Crash, r.to_string()),
+            ["start", "relay", r] => TimelineEvent::OneRelay(RelayVerb::Start, r.to_string()),
+            ["stop", "revocation", "server", n] => TimelineEvent::StopRevocationServer(n.to_ascii_lowercase()),
+            ["start", "revocation", "server", n] => TimelineEvent::StartRevocationServer(n.to_ascii_lowercase()),
             ["crash", "relay"] => TimelineEvent::CrashRelay,
             ["start", "relay"] => TimelineEvent::StartRelay,
             ["block", "port", p] => TimelineEvent::BlockPort(port(p)?),
@@ -384,6 +416,9 @@ impl fmt::Display for TimelineEvent {
             TimelineEvent::StartProxy => write!(f, "start proxy"),
             TimelineEvent::StopRevocationServers => write!(f, "stop revocation servers"),
             TimelineEvent::StartRevocationServers => write!(f, "start revocation servers"),
+            TimelineEvent::StopRevocationServer(n) => write!(f, "stop revocation server {n}"),
+            TimelineEvent::StartRevocationServer(n) => write!(f, "start revocation server {n}"),
+            TimelineEvent::OneRelay(verb, r) => write!(f, "{verb} relay {r}"),
             TimelineEvent::AdvanceIpWeek => write!(f, "advance ip week"),
             TimelineEvent::StopUpdater(n) => write!(f, "stop updater {n}"),
             TimelineEvent::StartUpdater(n) => write!(f, "start updater {n}"),
@@ -1122,6 +1157,19 @@ impl Scenario {
                     ("backend", n.as_str(), &backends)
                 }
                 (_, Some(n)) => ("connector", n, &connectors),
+                (TimelineEvent::StopRevocationServer(n) | TimelineEvent::StartRevocationServer(n), _)
+                    if !relay_sim::pki::REVOCATION_HOSTS.iter().chain(&TRUST_LIST_HOSTS).any(|h| h == n) =>
+                {
+                    let known: Vec<&str> =
+                        relay_sim::pki::REVOCATION_HOSTS.iter().chain(&TRUST_LIST_HOSTS).copied().collect();
+                    return Err((entry.event.span().start, format!("no revocation server {n:?}; known: {known:?}")));
+                }
+                (TimelineEvent::OneRelay(_, r), _)
+                    if r.parse::<usize>().is_ok_and(|i| i == 0 || i > w.relays.max(1)) =>
+                {
+                    let text = format!("relay {r}: the world has relays 1 to {}", w.relays.max(1));
+                    return Err((entry.event.span().start, text));
+                }
                 (TimelineEvent::AtProxy(_) | TimelineEvent::StopProxy | TimelineEvent::StartProxy, _)
                     if w.proxy.is_none() =>
                 {
@@ -1210,7 +1258,16 @@ mod tests {
             assert_eq!(e.connector(), Some("c1"), "{text}");
             assert_eq!(e.to_string().parse::<TimelineEvent>().unwrap(), e, "{text}");
         }
-        for text in ["block port 443 on c1", "dns fail *.servicebus.windows.net on c1", "dns restore *.digicert.com at proxy"] {
+        for text in [
+            "crash relay 2",
+            "start relay cwap-weu-1.servicebus.windows.net",
+            "stop revocation server crl3.digicert.com",
+        ] {
+            assert_eq!(text.parse::<TimelineEvent>().unwrap().to_string(), text);
+        }
+        for text in
+            ["block port 443 on c1", "dns fail *.servicebus.windows.net on c1", "dns restore *.digicert.com at proxy"]
+        {
             let e = text.parse::<TimelineEvent>().unwrap();
             assert_eq!(e.to_string(), text);
         }

@@ -364,6 +364,9 @@ pub struct SimNet {
     /// filter, a resolver of its own), asked before the world's DNS.
     pub host_dns: Rc<RefCell<Dns>>,
     pub aliases: Rc<BTreeMap<String, String>>,
+    /// Names whose server is down while the host serving them (a CDN's,
+    /// shared by several names) is up: connecting to them is refused.
+    pub down: Rc<RefCell<std::collections::BTreeSet<String>>>,
     pub interception: Option<Rc<Interception>>,
     /// The account connections originate from.
     pub account: String,
@@ -378,6 +381,7 @@ impl Default for SimNet {
             dns: Rc::default(),
             host_dns: Rc::default(),
             aliases: Rc::default(),
+            down: Rc::default(),
             interception: None,
             account: NETWORK_SERVICE.to_string(),
         }
@@ -425,6 +429,9 @@ impl Net for SimNet {
                 Action::Reject => return Err(io::Error::new(io::ErrorKind::ConnectionRefused, "rejected by firewall")),
             }
             let host = host.to_ascii_lowercase();
+            if self.down.borrow().contains(&host) {
+                return Err(io::Error::new(io::ErrorKind::ConnectionRefused, format!("{host}: server down")));
+            }
             let target = match &self.interception {
                 Some(i) if i.applies(&host, port) => i.inspector.clone(),
                 _ => self.aliases.get(&host).cloned().unwrap_or(host),

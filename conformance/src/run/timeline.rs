@@ -13,7 +13,7 @@ use relay_sim::world::{Action, Dns, Firewall, Rule};
 
 use super::world::{Peer, World};
 use super::{PROXY_HOST, REVOCATION_HOST};
-use crate::scenario::{HostChange, TimelineEvent};
+use crate::scenario::{HostChange, RelayVerb, TimelineEvent};
 
 /// Applies one timeline event to the world.
 pub(super) fn apply(event: &TimelineEvent, sim: &mut turmoil::Sim<'_>, w: &World) -> Result<(), String> {
@@ -56,6 +56,19 @@ pub(super) fn apply(event: &TimelineEvent, sim: &mut turmoil::Sim<'_>, w: &World
         TimelineEvent::StartProxy => sim.bounce(PROXY_HOST),
         TimelineEvent::StopRevocationServers => sim.crash(REVOCATION_HOST),
         TimelineEvent::StartRevocationServers => sim.bounce(REVOCATION_HOST),
+        TimelineEvent::StopRevocationServer(n) => {
+            w.down_names.borrow_mut().insert(n.clone());
+        }
+        TimelineEvent::StartRevocationServer(n) => {
+            w.down_names.borrow_mut().remove(n);
+        }
+        TimelineEvent::OneRelay(verb, which) => {
+            let host = relay_named(w, which)?;
+            match verb {
+                RelayVerb::Crash => sim.crash(host),
+                RelayVerb::Restart | RelayVerb::Start => sim.bounce(host),
+            }
+        }
         TimelineEvent::AdvanceIpWeek => w.addresses.borrow_mut().week += 1,
         TimelineEvent::StopUpdater(n) | TimelineEvent::StartUpdater(n) => {
             if let Some(switch) = w.updater_switches.get(n) {
@@ -116,6 +129,14 @@ fn touches(rule: &TimelineEvent, peer: &Peer) -> bool {
         }
         _ => false,
     }
+}
+
+/// The relay host `which` names: its number (from 1) or its name.
+fn relay_named<'w>(w: &'w World, which: &str) -> Result<&'w str, String> {
+    let by_number = which.parse::<usize>().ok().and_then(|i| i.checked_sub(1)).and_then(|i| w.relay_hosts.get(i));
+    by_number.or_else(|| w.relay_hosts.iter().find(|h| h.eq_ignore_ascii_case(which))).map(String::as_str).ok_or_else(
+        || format!("no relay {which:?}: the relays are {:?} (or 1 to {})", w.relay_hosts, w.relay_hosts.len()),
+    )
 }
 
 /// Changes a connector's server; the connector finds out for itself.

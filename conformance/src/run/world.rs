@@ -62,6 +62,8 @@ pub(super) struct World {
     /// What connector hosts talk to, for cutting what a host firewall
     /// rule added mid-run blocks.
     pub(super) peers: Vec<Peer>,
+    /// Names whose server is down (`stop revocation server NAME`).
+    pub(super) down_names: Rc<RefCell<std::collections::BTreeSet<String>>>,
 }
 
 /// The network every host shares: the handles the timeline edits, and
@@ -117,6 +119,7 @@ impl World {
             host_firewalls: BTreeMap::new(),
             host_dns: BTreeMap::new(),
             peers: net.peers,
+            down_names: net.world_net.down.clone(),
         };
         let base = ConnectorBase { seed, trace, world_net: &net.world_net, interception: &net.interception };
         for spec in &w.connectors {
