@@ -154,6 +154,40 @@ pub enum TimelineEvent {
         name: String,
         change: HostChange,
     },
+    /// The release feed changes (`publish release V`, `withdraw release V`,
+    /// `offer release V to GROUP`, `offer release V to all`).
+    Feed(FeedChange),
+}
+
+/// A change to what the release feed offers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FeedChange {
+    Publish(String),
+    Withdraw(String),
+    /// Add a group to the release's staged rollout.
+    OfferTo(String, String),
+    /// End the rollout: offered to every group.
+    OfferToAll(String),
+}
+
+impl FeedChange {
+    /// The release it names.
+    pub fn release(&self) -> &str {
+        match self {
+            FeedChange::Publish(v)
+            | FeedChange::Withdraw(v)
+            | FeedChange::OfferTo(v, _)
+            | FeedChange::OfferToAll(v) => v,
+        }
+    }
+}
+
+fn release_versions() -> Vec<String> {
+    relay_sim::releases::history().into_iter().map(|r| r.version).collect()
+}
+
+fn known_release(v: &str) -> bool {
+    release_versions().iter().any(|r| r == v)
 }
 
 /// A change to a connector's server, noticed as the real connector would:
@@ -310,7 +344,8 @@ const EVENT_FORMS: &str = "\"restart relay\", \"crash relay\", \"start relay\" (
 \"stop updater NAME\", \"start updater NAME\", \"upgrade connector NAME\", \
 \"upgrade connector NAME keeping folders\", \"install PRODUCT on NAME\", \"uninstall PRODUCT on NAME\", \
 \"disable tls12 on NAME\", \"enable tls12 on NAME\", \"reboot NAME\", \"upgrade dotnet on NAME to VERSION\", \
-\"set clock on NAME SKEW\"";
+\"set clock on NAME SKEW\", \"publish release V\", \"withdraw release V\", \"offer release V to GROUP\", \
+\"offer release V to all\"";
 
 impl FromStr for TimelineEvent {
     type Err = String;
@@ -339,6 +374,10 @@ impl FromStr for TimelineEvent {
             return Ok(TimelineEvent::Host { name, change });
         }
         Ok(match words.as_slice() {
+            ["publish", "release", v] => TimelineEvent::Feed(FeedChange::Publish(v.to_string())),
+            ["withdraw", "release", v] => TimelineEvent::Feed(FeedChange::Withdraw(v.to_string())),
+            ["offer", "release", v, "to", "all"] => TimelineEvent::Feed(FeedChange::OfferToAll(v.to_string())),
+            ["offer", "release", v, "to", g] => TimelineEvent::Feed(FeedChange::OfferTo(v.to_string(), g.to_string())),
             ["restart", "relay"] => TimelineEvent::RestartRelay,
             ["restart", "relay", r] => TimelineEvent::OneRelay(RelayVerb::Restart, r.to_string()),
             ["crash", "relay", r] => TimelineEvent::OneRelay(RelayVerb::Crash, r.to_string()),
@@ -425,6 +464,10 @@ impl fmt::Display for TimelineEvent {
             TimelineEvent::UpgradeConnector(n) => write!(f, "upgrade connector {n}"),
             TimelineEvent::UpgradeConnectorKeepingFolders(n) => write!(f, "upgrade connector {n} keeping folders"),
             TimelineEvent::Host { name, change } => change.describe(name, f),
+            TimelineEvent::Feed(FeedChange::Publish(v)) => write!(f, "publish release {v}"),
+            TimelineEvent::Feed(FeedChange::Withdraw(v)) => write!(f, "withdraw release {v}"),
+            TimelineEvent::Feed(FeedChange::OfferTo(v, g)) => write!(f, "offer release {v} to {g}"),
+            TimelineEvent::Feed(FeedChange::OfferToAll(v)) => write!(f, "offer release {v} to all"),
         }
     }
 }
@@ -534,6 +577,11 @@ pub struct World {
     /// bad build): a connector the updater moved to one rolls back.
     #[serde(default)]
     pub pulled_releases: Vec<String>,
+    /// What the release feed offers at the start: `withheld` releases
+    /// (published later, or never), a staged `rollout` (release → groups),
+    /// download `faults` (release → `broken` | `tampered`).
+    #[serde(default)]
+    pub feed: relay_sim::feed::Feed,
     /// How often connectors' updaters check the release feed (60m).
     #[serde(default)]
     pub update_check_interval: Option<SimDuration>,
@@ -1164,6 +1212,10 @@ impl Scenario {
                         relay_sim::pki::REVOCATION_HOSTS.iter().chain(&TRUST_LIST_HOSTS).copied().collect();
                     return Err((entry.event.span().start, format!("no revocation server {n:?}; known: {known:?}")));
                 }
+                (TimelineEvent::Feed(change), _) if !known_release(change.release()) => {
+                    let text = format!("no release {:?}; the feed's are {:?}", change.release(), release_versions());
+                    return Err((entry.event.span().start, text));
+                }
                 (TimelineEvent::OneRelay(_, r), _)
                     if r.parse::<usize>().is_ok_and(|i| i == 0 || i > w.relays.max(1)) =>
                 {
@@ -1259,6 +1311,10 @@ mod tests {
             assert_eq!(e.to_string().parse::<TimelineEvent>().unwrap(), e, "{text}");
         }
         for text in [
+            "publish release 1.5.4522.0",
+            "withdraw release 1.5.4522.0",
+            "offer release 1.5.4522.0 to Pilot",
+            "offer release 1.5.4522.0 to all",
             "crash relay 2",
             "start relay cwap-weu-1.servicebus.windows.net",
             "stop revocation server crl3.digicert.com",

@@ -16,8 +16,8 @@ use tokio::task::JoinHandle;
 
 use crate::allowlist::{Environment, Group};
 use crate::api::{
-    BootstrapRequest, BootstrapResponse, LoginRequest, LoginResponse, RegisterRequest, RegisterResponse, RelayEndpoint,
-    RenewRequest, RenewResponse, UpdatePhase, UpdateRequest, UpdateResponse,
+    BootstrapRequest, BootstrapResponse, LoginRequest, LoginResponse, PackageRequest, PackageResponse, RegisterRequest,
+    RegisterResponse, RelayEndpoint, Release, RenewRequest, RenewResponse, UpdatePhase, UpdateRequest, UpdateResponse,
 };
 use crate::backoff::Backoff;
 use crate::diag::{self, Diagnostic};
@@ -27,6 +27,7 @@ use crate::health::Health;
 use crate::host::{preflight, LiveHost};
 use crate::http::{CallError, ServiceCall};
 use crate::identity::{self, Identity};
+use crate::package::PackageError;
 use crate::pki::cert::{sha256_hex, HttpUrl};
 use crate::pki::{RevocationPolicy, ServiceTls, Trust};
 use crate::proxy::ProxyNet;
@@ -236,9 +237,10 @@ pub struct Agent {
     /// Releases the updater refused to install or rolled back (reported
     /// once each, not tried again).
     refused: RefCell<std::collections::BTreeSet<String>>,
-    /// Releases reported as needing a newer .NET (tried again once the
-    /// server has it).
-    dotnet_reported: RefCell<std::collections::BTreeSet<String>>,
+    /// Findings about a release already reported (`code version`): a
+    /// release that needs a newer .NET, or whose download failed, is tried
+    /// again at later checks but reported once.
+    reported: RefCell<std::collections::BTreeSet<String>>,
     /// The host findings reported and still true (each said once).
     host_notes: RefCell<std::collections::BTreeSet<String>>,
     installation: Installation,
@@ -274,7 +276,7 @@ impl Agent {
             tls,
             version,
             refused: RefCell::default(),
-            dotnet_reported: RefCell::default(),
+            reported: RefCell::default(),
             host_notes: RefCell::default(),
             installation,
         }
@@ -416,6 +418,33 @@ impl Agent {
         let blocked = found.notes.iter().any(|d| d.requirement == "HOST-PPP");
         self.report_host_notes(found.notes);
         blocked
+    }
+
+    /// Downloads `release`'s package and checks it against the feed's
+    /// announcement before anything changes ([`crate::package::verify`]).
+    async fn fetch_package(&self, connector_id: &str, tls: &ServiceTls, release: &Release) -> Result<(), Diagnostic> {
+        let v = &release.version;
+        let finding = |code: &str, what: String, remedy: &str| {
+            let message = format!("the updater did not install {v}: {what}; nothing was changed");
+            Diagnostic::new("VER-UPDATER", code, None, message, remedy)
+        };
+        const RETRY: &str = "nothing to do if it passes: the updater tries again at its next check; if it lasts, look for a proxy or inspection box altering downloads from the service";
+        let ask = PackageRequest { connector_id: connector_id.to_string(), version: v.clone() };
+        let resp: PackageResponse = self
+            .call(&self.names.bootstrap, tls)
+            .post_json("/package", &ask, None)
+            .await
+            .map_err(|e| finding("download-failed", format!("its download failed ({e})"), RETRY))?;
+        let bytes = crate::package::unhex(&resp.package_hex)
+            .ok_or_else(|| finding("download-failed", "the download is not a package".into(), RETRY))?;
+        crate::package::verify(release, &bytes, &crate::package::PUBLISHER_KEY).map_err(|e| match e {
+            PackageError::Digest { .. } => finding("package-corrupt", format!("the package arrived damaged: {e}"), RETRY),
+            PackageError::Unannounced | PackageError::Signature => finding(
+                "package-untrusted",
+                format!("the package is not the publisher's: {e}"),
+                "do not install it by hand; report it: the release feed or something between it and this server serves packages the publisher did not sign",
+            ),
+        })
     }
 
     /// Stops the agent when its client certificate has expired: the service
@@ -795,7 +824,7 @@ impl Agent {
         let too_old_dotnet = dotnet.filter(|have| *have < release.min_dotnet_release);
         if too_old_dotnet.is_some() || self.refused.borrow().contains(&release.version) {
             if let Some(have) = too_old_dotnet {
-                if self.dotnet_reported.borrow_mut().insert(release.version.clone()) {
+                if self.reported.borrow_mut().insert(format!("VER-NET471 {}", release.version)) {
                     self.env.emit(AgentEvent::Diagnostic(Diagnostic::new(
                         "VER-NET471",
                         "upgrade-refused",
@@ -815,6 +844,13 @@ impl Agent {
         }
         if !resp.granted {
             self.env.emit(AgentEvent::UpgradeDeferred { to: release.version });
+            return false;
+        }
+        if let Err(d) = self.fetch_package(connector_id, tls, &release).await {
+            if self.reported.borrow_mut().insert(format!("{} {}", d.code, release.version)) {
+                self.env.emit(AgentEvent::Diagnostic(d));
+            }
+            done.await;
             return false;
         }
         self.env.emit(AgentEvent::UpgradeStarted { from: current.clone(), to: release.version.clone() });

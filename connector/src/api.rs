@@ -102,6 +102,27 @@ pub struct Release {
     pub notes: String,
     /// Least .NET Framework release number it installs on.
     pub min_dotnet_release: u32,
+    /// The package's SHA-256 (hex), and the publisher's Ed25519 signature
+    /// over it (hex): what the updater checks a download against.
+    #[serde(default)]
+    pub sha256: String,
+    #[serde(default)]
+    pub signature: String,
+}
+
+/// `POST https://{tenant}.bootstrap.msappproxy.net/package` (mTLS): the
+/// updater downloads a release's package.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PackageRequest {
+    pub connector_id: String,
+    pub version: String,
+}
+
+/// The package, hex-encoded (a model installer of tens of KiB).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PackageResponse {
+    pub version: String,
+    pub package_hex: String,
 }
 
 /// `POST https://{tenant}.bootstrap.msappproxy.net/update` (mTLS), sent by the

@@ -23,6 +23,7 @@ pub mod identity;
 pub mod inflight;
 pub mod install;
 pub mod outbox;
+pub mod package;
 pub mod pki;
 pub mod proto;
 pub mod proxy;

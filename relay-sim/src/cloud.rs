@@ -53,6 +53,8 @@ pub struct CloudConfig {
     pub update_check_interval_min: u64,
     /// The release feed.
     pub releases: Vec<connector::api::Release>,
+    /// What the feed offers at the start (see [`crate::feed::Feed`]).
+    pub feed: crate::feed::Feed,
     /// The service's TLS front ends offer TLS 1.2 only (no 1.3).
     pub tls12_only: bool,
     /// Releases the service refuses at bootstrap (shipped, then pulled).
@@ -102,6 +104,7 @@ impl CloudConfig {
             trust_renewal_interval_min: 360,
             update_check_interval_min: 60,
             releases: crate::releases::history(),
+            feed: crate::feed::Feed::default(),
             tls12_only: false,
             pulled_releases: Vec::new(),
             private_access: false,
@@ -201,6 +204,8 @@ struct State {
     tokens: BTreeMap<String, Token>,
     connectors: BTreeMap<String, ConnectorRecord>,
     tunnels: BTreeMap<u64, TunnelHandle>,
+    /// The release feed as it runs (timeline events change it).
+    feed: crate::feed::Feed,
     next_tunnel: u64,
     next_request: u64,
     round_robin: u64,
@@ -217,6 +222,8 @@ pub struct Cloud {
     state: RefCell<State>,
     /// Bumped when a connector is revoked: its live tunnels end.
     revocations: tokio::sync::watch::Sender<u64>,
+    /// Signs the packages the feed announces.
+    publisher: ring::signature::Ed25519KeyPair,
 }
 
 /// A service host's TLS configuration as the cloud holds it now (it
@@ -250,6 +257,8 @@ pub enum CloudError {
     Pki(#[from] PkiError),
     #[error("TLS configuration for {host}: {error}")]
     Tls { host: String, error: String },
+    #[error("{0}")]
+    Publisher(String),
 }
 
 impl Cloud {
@@ -268,6 +277,8 @@ impl Cloud {
             config.cloud,
         )?;
         let tls = TlsContext::new(entropy.clone(), clock.clone());
+        let publisher = crate::feed::publisher().map_err(CloudError::Publisher)?;
+        let state = State { feed: config.feed.clone(), ..State::default() };
         Ok(Rc::new(Cloud {
             config,
             clock,
@@ -275,8 +286,9 @@ impl Cloud {
             tls,
             pki: RefCell::new(pki),
             events,
-            state: RefCell::new(State::default()),
+            state: RefCell::new(state),
             revocations: tokio::sync::watch::channel(0).0,
+            publisher,
         }))
     }
 
@@ -463,6 +475,31 @@ impl Cloud {
         let pem = self.pki.borrow_mut().sign_connector_csr(csr_pem, connector_id, now)?;
         self.emit(CloudEvent::CertificateRenewed { connector_id: connector_id.to_string() });
         Ok(pem)
+    }
+
+    /// The newest release newer than `current` that the feed offers to the
+    /// connector's group now, announced (its package's digest, signed).
+    pub fn offer(&self, connector_id: &str, current: &str) -> Option<connector::api::Release> {
+        let st = self.state.borrow();
+        let group = st.connectors.get(connector_id).map(|c| c.group.clone())?;
+        let offered: Vec<connector::api::Release> =
+            self.config.releases.iter().filter(|r| st.feed.offers(&r.version, &group)).cloned().collect();
+        crate::releases::newer_than(&offered, current).map(|r| crate::feed::announce(r, &self.publisher))
+    }
+
+    /// The package of `version` as a connector's download gets it, if the
+    /// feed offers that release to its group.
+    pub fn package(&self, connector_id: &str, version: &str) -> Option<Vec<u8>> {
+        let st = self.state.borrow();
+        let group = st.connectors.get(connector_id).map(|c| c.group.clone())?;
+        let known = self.config.releases.iter().any(|r| r.version == version);
+        (known && st.feed.offers(version, &group))
+            .then(|| crate::feed::download(version, st.feed.faults.get(version).copied()))
+    }
+
+    /// Changes what the feed offers (publish, withdraw, roll out).
+    pub fn with_feed<T>(&self, f: impl FnOnce(&mut crate::feed::Feed) -> T) -> T {
+        f(&mut self.state.borrow_mut().feed)
     }
 
     /// Claims the upgrade slot of the connector's group (one upgrade at a

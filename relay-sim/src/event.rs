@@ -112,6 +112,11 @@ pub enum CloudEvent {
         connector_id: String,
         group: String,
     },
+    /// An updater downloaded a release's package.
+    PackageServed {
+        connector_id: String,
+        version: String,
+    },
     /// A connector's client certificate was renewed.
     CertificateRenewed {
         connector_id: String,

@@ -8,6 +8,7 @@ pub mod cloud;
 pub mod control;
 pub mod directory;
 pub mod event;
+pub mod feed;
 pub mod gate;
 pub mod inspector;
 pub mod network;

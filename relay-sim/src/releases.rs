@@ -13,6 +13,8 @@ pub fn history() -> Vec<Release> {
         version: version.into(),
         notes: notes.into(),
         min_dotnet_release: min,
+        sha256: String::new(),
+        signature: String::new(),
     };
     vec![
         r("1.5.1975.0", "Performance and reliability improvements.", NET462_RELEASE),

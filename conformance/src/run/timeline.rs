@@ -13,7 +13,7 @@ use relay_sim::world::{Action, Dns, Firewall, Rule};
 
 use super::world::{Peer, World};
 use super::{PROXY_HOST, REVOCATION_HOST};
-use crate::scenario::{HostChange, RelayVerb, TimelineEvent};
+use crate::scenario::{FeedChange, HostChange, RelayVerb, TimelineEvent};
 
 /// Applies one timeline event to the world.
 pub(super) fn apply(event: &TimelineEvent, sim: &mut turmoil::Sim<'_>, w: &World) -> Result<(), String> {
@@ -92,6 +92,20 @@ pub(super) fn apply(event: &TimelineEvent, sim: &mut turmoil::Sim<'_>, w: &World
             sim.bounce(n.as_str());
         }
         TimelineEvent::Host { name, change } => change_host(sim, w, name, change),
+        TimelineEvent::Feed(change) => w.cloud.with_feed(|feed| match change {
+            FeedChange::Publish(v) => {
+                feed.withheld.remove(v);
+            }
+            FeedChange::Withdraw(v) => {
+                feed.withheld.insert(v.clone());
+            }
+            FeedChange::OfferTo(v, group) => {
+                feed.rollout.entry(v.clone()).or_default().insert(group.clone());
+            }
+            FeedChange::OfferToAll(v) => {
+                feed.rollout.remove(v);
+            }
+        }),
         TimelineEvent::OnHost(name, inner) => {
             let resolver = w.host_dns.get(name).is_some_and(|dns| apply_dns(dns, inner));
             if let (false, Some(firewall)) = (resolver, w.host_firewalls.get(name)) {

@@ -537,6 +537,7 @@ fn layout(s: &Scenario) -> Layout {
     }
     config.private_access = w.private_access;
     config.pulled_releases = w.pulled_releases.clone();
+    config.feed = w.feed.clone();
     config.tls12_only = w.service_tls12_only;
     if let Some(i) = w.update_check_interval {
         config.update_check_interval_min = (i.0.as_secs() / 60).max(1);

@@ -3,7 +3,9 @@
 
 use std::rc::Rc;
 
-use connector::api::{BootstrapRequest, BootstrapResponse, UpdatePhase, UpdateRequest, UpdateResponse};
+use connector::api::{
+    BootstrapRequest, BootstrapResponse, PackageRequest, PackageResponse, UpdatePhase, UpdateRequest, UpdateResponse,
+};
 use connector::host::product_version;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response};
@@ -12,7 +14,6 @@ use super::read_json;
 use crate::cloud::{Cloud, CloudError};
 use crate::event::CloudEvent;
 use crate::pki::subject_cn;
-use crate::releases::newer_than;
 use crate::server::{error, json, serve_https, Body, ConnInfo, Listener};
 
 pub async fn serve(cloud: Rc<Cloud>, listener: impl Listener) -> Result<(), CloudError> {
@@ -32,6 +33,7 @@ async fn handle(cloud: Rc<Cloud>, info: ConnInfo, req: Request<Incoming>) -> Res
     match req.uri().path() {
         "/bootstrap" => bootstrap(cloud, connector_id, req).await,
         "/update" => update(cloud, connector_id, req).await,
+        "/package" => package(cloud, connector_id, req).await,
         _ => error(404, "not_found", "unknown endpoint"),
     }
 }
@@ -94,11 +96,31 @@ async fn update(cloud: Rc<Cloud>, connector_id: String, req: Request<Incoming>) 
             json(200, &UpdateResponse { release: None, granted: false })
         }
         UpdatePhase::Check => {
-            let release = newer_than(&cloud.config.releases, &body.version).cloned();
+            let release = cloud.offer(&connector_id, &body.version);
             let granted = release.is_some() && cloud.claim_update_slot(&connector_id);
             json(200, &UpdateResponse { release, granted })
         }
     }
+}
+
+/// A release's package, for a connector whose group the feed offers it to.
+async fn package(cloud: Rc<Cloud>, connector_id: String, req: Request<Incoming>) -> Response<Body> {
+    let body: PackageRequest = match read_json(req).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
+    if body.connector_id != connector_id || !cloud.is_registered(&connector_id) {
+        return error(403, "unknown_connector", "unknown connector");
+    }
+    let Some(bytes) = cloud.package(&connector_id, &body.version) else {
+        return error(
+            404,
+            "release_not_offered",
+            &format!("release {} is not offered to this connector", body.version),
+        );
+    };
+    cloud.emit(CloudEvent::PackageServed { connector_id, version: body.version.clone() });
+    json(200, &PackageResponse { version: body.version, package_hex: connector::package::hex(&bytes) })
 }
 
 /// Private Access needs at least this connector version (VER-PA-MIN).
