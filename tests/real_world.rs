@@ -65,6 +65,7 @@ pub fn start_connector(manifest: &Manifest, install_dir: PathBuf, register: bool
             username: manifest.admin.clone(),
             password: manifest.password.clone(),
             directory: None,
+            interactive: false,
         });
     }
     std::thread::spawn(move || {

@@ -735,6 +735,14 @@ pub struct Admin {
     /// directory's (a typo).
     #[serde(default)]
     pub signs_in_with: Option<String>,
+    /// The directory's Conditional Access demands multi-factor
+    /// authentication for this account's sign-in.
+    #[serde(default)]
+    pub mfa: bool,
+    /// Registration signs in interactively (the installer's window, which
+    /// can answer an MFA prompt) rather than with user name and password.
+    #[serde(default)]
+    pub signs_in_interactively: bool,
 }
 
 /// A connector host.

@@ -113,6 +113,10 @@ pub struct Credentials {
     /// The directory to sign in to (the account's home directory when it
     /// belongs to several); default: the tenant being registered.
     pub directory: Option<String>,
+    /// The administrator signs in interactively (the installer's sign-in
+    /// window), so a multi-factor prompt can be answered; otherwise the
+    /// sign-in is a user name and password only.
+    pub interactive: bool,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -529,7 +533,11 @@ impl Agent {
             .call_from(&self.installer, &self.names.login, tls)
             .post_json(
                 &format!("/{}/oauth2/token", creds.directory.as_deref().unwrap_or(&self.config.tenant_id)),
-                &LoginRequest { username: creds.username.clone(), password: creds.password.clone() },
+                &LoginRequest {
+                    username: creds.username.clone(),
+                    password: creds.password.clone(),
+                    mfa: creds.interactive,
+                },
                 None,
             )
             .await

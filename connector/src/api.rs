@@ -9,6 +9,10 @@ use serde::{Deserialize, Serialize};
 pub struct LoginRequest {
     pub username: String,
     pub password: String,
+    /// The user completed a multi-factor prompt (an interactive sign-in
+    /// can; a sign-in with a user name and password alone cannot).
+    #[serde(default)]
+    pub mfa: bool,
 }
 
 /// A bearer token for the registration service.

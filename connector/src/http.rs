@@ -126,6 +126,11 @@ fn service_refusal(code: &str, message: &str) -> (&'static str, String, &'static
             "not-a-member".into(),
             "sign in to the directory that uses application proxy with an account of that directory",
         ),
+        (_, "AADSTS50076" | "AADSTS50079") => (
+            "REG-ADMIN",
+            "mfa-required".into(),
+            "the administrator's sign-in needs multi-factor authentication, which a sign-in with user name and password cannot give: register interactively (the installer's sign-in window) or with a token obtained with MFA",
+        ),
         (_, "AADSTS50126") => {
             ("REG-ADMIN", "bad-credentials".into(), "check the administrator's user name and password")
         }

@@ -241,7 +241,9 @@ fn main() -> anyhow::Result<()> {
             config.proxy = proxy;
             config.cloud = environment_name.unwrap_or_default();
             config.credentials = match (user, password) {
-                (Some(username), Some(password)) => Some(Credentials { username, password, directory: None }),
+                (Some(username), Some(password)) => {
+                    Some(Credentials { username, password, directory: None, interactive: false })
+                }
                 (Some(_), None) => anyhow::bail!("--user needs --password (or CONNECTOR_PASSWORD)"),
                 _ => None,
             };

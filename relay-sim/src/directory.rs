@@ -30,6 +30,9 @@ pub struct User {
     /// or synchronised from an on-premises directory.
     #[serde(default)]
     pub source: UserSource,
+    /// Conditional Access demands multi-factor authentication to sign in.
+    #[serde(default)]
+    pub mfa: bool,
 }
 
 /// Where a user account comes from.

@@ -248,6 +248,7 @@ fn build_cloud(opts: &ServeOptions, apps: Vec<App>) -> Result<Rc<Cloud>, ServeEr
             role: Role::GlobalAdministrator,
             directories: Vec::new(),
             source: Default::default(),
+            mfa: false,
         }],
         app_proxy_enabled: true,
         apps,

@@ -420,6 +420,7 @@ fn configure(cfg: &mut AgentConfig, cloud: &Cloud, scenario: &Scenario, spec: &C
         username: w.admin.user.clone(),
         password: w.admin.signs_in_with.clone().unwrap_or_else(|| w.admin.password.clone()),
         directory: w.admin.signs_in_to.clone(),
+        interactive: w.admin.signs_in_interactively,
     });
     cfg.trusted_roots = spec
         .roots
@@ -511,12 +512,14 @@ fn layout(s: &Scenario) -> Layout {
         role: w.admin.role,
         directories: w.admin.directories.clone(),
         source: UserSource::Cloud,
+        mfa: w.admin.mfa,
     };
     let users = std::iter::once(admin).chain(w.users.iter().map(|u| User {
         upn: u.upn.clone(),
         password: u.password.clone(),
         role: Role::User,
         directories: Vec::new(),
+        mfa: false,
         source: match &u.synced_from {
             Some(account) => UserSource::Synced { on_premises: account.clone() },
             None => UserSource::Cloud,

@@ -84,6 +84,12 @@ async fn handle(cloud: Rc<Cloud>, req: Request<Incoming>) -> Response<Body> {
             ),
         );
     }
+    if user.mfa && !login.mfa {
+        return deny(
+            "AADSTS50076",
+            "AADSTS50076: Due to a configuration change made by your administrator, or because you moved to a new location, you must use multi-factor authentication to access this resource.",
+        );
+    }
     let token = cloud.random_hex(24);
     let expires = cloud.now() + cloud.config.token_lifetime;
     cloud.store_token(

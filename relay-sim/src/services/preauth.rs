@@ -191,6 +191,7 @@ mod tests {
             role: crate::directory::Role::User,
             directories: Vec::new(),
             source: UserSource::Synced { on_premises: "CONTOSO\\alice".into() },
+            mfa: false,
         }
     }
 
