@@ -73,7 +73,7 @@ fn main() {
                 continue;
             }
         };
-        let failing_case = !scenario.expect.diagnostics.is_empty();
+        let failing_case = !scenario.expect.findings().is_empty();
         let shared = std::sync::Arc::new(scenario);
         let s = shared.clone();
         let n = name.clone();

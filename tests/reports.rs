@@ -45,7 +45,7 @@ fn entry<'a>(s: &Scenario, r: &'a RunResult, status: Status) -> Entry<'a> {
     Entry {
         file: file.display().to_string(),
         covers: s.covers.clone(),
-        failing_case: !s.expect.diagnostics.is_empty(),
+        failing_case: !s.expect.findings().is_empty(),
         result: r,
         status,
         repro: report::repro_command(&file, r.seed),

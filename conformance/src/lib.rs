@@ -11,6 +11,7 @@ pub mod loadgen;
 pub mod matrix;
 pub mod netns;
 pub mod parallel;
+pub mod path;
 pub mod procs;
 pub mod realbench;
 pub mod report;

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use clap::{Parser, Subcommand, ValueEnum};
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 
 use conformance::catalogue::{self, Catalogue};
 use conformance::expected::ExpectedFailures;
@@ -433,7 +433,7 @@ fn real_main() -> Result<ExitCode, String> {
                     Entry {
                         file: file.display().to_string(),
                         covers: s.covers.clone(),
-                        failing_case: !s.expect.diagnostics.is_empty(),
+                        failing_case: !s.expect.findings().is_empty(),
                         result: r,
                         status: Status::of(r, expected.find(&s.name, r.seed)),
                         repro: report::repro_command(file, r.seed),
@@ -447,19 +447,26 @@ fn real_main() -> Result<ExitCode, String> {
         Command::Repro { file, seed, fixed_steps } => {
             let s = Scenario::load(&file).map_err(|e| e.to_string())?;
             let r = run_with(&s, seed, stepping(fixed_steps));
-            for e in &r.trace {
-                println!("{:>10} {:<40} {}", e.t_ms, e.host, serde_json::to_string(&e.what).unwrap_or_default());
-            }
+            // A reader that stops early (`| head`) ends the output, not the program.
+            let mut out = std::io::stdout().lock();
+            let lines = conformance::path::describe(&s).into_iter().map(|l| format!("# way out of {l}"));
+            let events = r.trace.iter().map(|e| {
+                format!("{:>10} {:<40} {}", e.t_ms, e.host, serde_json::to_string(&e.what).unwrap_or_default())
+            });
             let entry = Entry {
                 file: file.display().to_string(),
                 covers: s.covers.clone(),
-                failing_case: !s.expect.diagnostics.is_empty(),
+                failing_case: !s.expect.findings().is_empty(),
                 result: &r,
                 status: Status::of(&r, None),
                 repro: report::repro_command(&file, seed),
             };
-            println!();
-            print!("{}", report::text(&[entry]));
+            let report = format!("\n{}", report::text(&[entry]));
+            for line in lines.chain(events).chain(std::iter::once(report)) {
+                if writeln!(out, "{line}").is_err() {
+                    break;
+                }
+            }
             Ok(if r.verdict == Verdict::Pass { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Command::BenchReal { conns, duration, runs, rate, rate_duration, relays, rathole, bin_dir } => {
@@ -816,7 +823,7 @@ fn run_netns(
         .map(|(file, s, r)| Entry {
             file: file.display().to_string(),
             covers: s.covers.clone(),
-            failing_case: !s.expect.diagnostics.is_empty(),
+            failing_case: !s.expect.findings().is_empty(),
             result: r,
             status: Status::of(r, None),
             repro: format!("cargo run --release -p conformance --bin connsim -- run --world netns {}", file.display()),

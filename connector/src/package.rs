@@ -20,7 +20,7 @@ pub const PUBLISHER_KEY: [u8; 32] = [
 pub enum PackageError {
     #[error("the feed announced no usable SHA-256 or signature for it")]
     Unannounced,
-    #[error("its {got} bytes hash to {digest}, not to the announced {announced}")]
+    #[error("its {got} bytes have SHA-256 {digest}, not the announced SHA-256 {announced}")]
     Digest { got: usize, digest: String, announced: String },
     #[error("its signature does not verify with the publisher's key")]
     Signature,
