@@ -116,6 +116,10 @@ fn main() {
                         redact(&d.remedy)
                     ));
                 }
+                // What users were told by the service (relay-side findings).
+                for (code, n) in &r.summary.relay_errors {
+                    text.push_str(&format!("users answered {code}: {n}\n"));
+                }
                 let outcome = std::panic::catch_unwind(|| {
                     let mut settings = insta::Settings::clone_current();
                     settings.set_snapshot_path(connsim_tests::workspace_root().join("tests/snapshots"));
