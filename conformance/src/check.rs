@@ -378,6 +378,11 @@ pub fn check(expect: &Expect, s: &Summary, duration: Duration) -> Vec<String> {
     failures.extend(diagnostic_failures(expect, &s.diagnostics));
     failures.extend(host_diagnostic_failures(expect, &s.diagnostics_by_host));
     failures.extend(crate::window::failures(&expect.window, &s.findings, &s.served_at));
+    let named = |code: &str| {
+        expect.diagnostics.iter().chain(&expect.allowed_diagnostics).any(|c| c == code)
+            || expect.diagnostics_by_host.values().flatten().any(|c| c == code)
+    };
+    failures.extend(crate::window::stray_failures(&expect.window, &s.findings, named));
     failures
 }
 

@@ -177,6 +177,15 @@ pub fn unsupported(s: &Scenario) -> Option<String> {
     if w.proxy.is_some() || w.inspection.is_some() || w.allow_list.is_some() {
         why.push("a proxy, TLS inspection or an allow-list".into());
     }
+    if w.feed.withheld.len() + w.feed.rollout.len() + w.feed.faults.len() > 0 || !w.users.is_empty() {
+        why.push("a release feed under control, or directory users".into());
+    }
+    if w.admin.mfa || w.admin.signs_in_interactively {
+        why.push("an administrator's MFA or interactive sign-in".into());
+    }
+    if w.connectors.iter().any(|c| c.installed_by.is_some() || c.dns != relay_sim::world::Dns::default()) {
+        why.push("a connector's setup account or own resolver".into());
+    }
     if !s.expect.window.is_empty() {
         why.push("[[expect.window]] expectations (judged on the simulation's trace)".into());
     }

@@ -3,7 +3,7 @@
 //! events, and expectations. Unknown keys, bad durations, unknown events and
 //! dangling references are refused with file, line and column.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -12,7 +12,7 @@ use std::time::Duration;
 use connector::allowlist::Group;
 use connector::pki::RevocationPolicy;
 use relay_sim::backend::Behaviour;
-use relay_sim::directory::Role;
+use relay_sim::directory::{PreAuthentication, Role, SingleSignOn};
 use relay_sim::inspector::Mode as InspectionMode;
 use relay_sim::pki::RevocationFault;
 use relay_sim::services::revocation::TRUST_LIST_HOSTS;
@@ -236,7 +236,8 @@ impl HostChange {
             })
         };
         let release = |w: &str| {
-            DOTNET_RELEASES.iter().find(|(v, _)| *v == w).map(|(_, r)| *r).or_else(|| w.parse().ok()).ok_or_else(|| {
+            let number = w.parse::<u32>().ok().filter(|r| *r >= DOTNET_RELEASES[0].1);
+            DOTNET_RELEASES.iter().find(|(v, _)| *v == w).map(|(_, r)| *r).or(number).ok_or_else(|| {
                 let known: Vec<&str> = DOTNET_RELEASES.iter().map(|(v, _)| *v).collect();
                 format!("{w:?} is neither a .NET version {known:?} nor a release number")
             })
@@ -1168,6 +1169,60 @@ impl Scenario {
         Ok(scenario)
     }
 
+    /// Timeline events name existing hosts, releases and groups.
+    fn validate_timeline(&self, backends: &[&str], connectors: &[&str]) -> Result<(), (usize, String)> {
+        let w = &self.world;
+        for entry in &self.timeline {
+            let event = entry.event.get_ref();
+            let (kind, name, known) = match (event, event.connector()) {
+                (TimelineEvent::StopBackend(n) | TimelineEvent::StartBackend(n), _) => {
+                    ("backend", n.as_str(), backends)
+                }
+                (_, Some(n)) => ("connector", n, connectors),
+                (TimelineEvent::StopRevocationServer(n) | TimelineEvent::StartRevocationServer(n), _)
+                    if !relay_sim::pki::REVOCATION_HOSTS.iter().chain(&TRUST_LIST_HOSTS).any(|h| h == n) =>
+                {
+                    let known: Vec<&str> =
+                        relay_sim::pki::REVOCATION_HOSTS.iter().chain(&TRUST_LIST_HOSTS).copied().collect();
+                    return Err((entry.event.span().start, format!("no revocation server {n:?}; known: {known:?}")));
+                }
+                (TimelineEvent::Feed(change), _) if !known_release(change.release()) => {
+                    let text = format!("no release {:?}; the feed's are {:?}", change.release(), release_versions());
+                    return Err((entry.event.span().start, text));
+                }
+                (TimelineEvent::Feed(FeedChange::OfferTo(_, group)), _)
+                    if !w.connectors.iter().any(|c| &c.group == group) =>
+                {
+                    let groups: BTreeSet<&str> = w.connectors.iter().map(|c| c.group.as_str()).collect();
+                    let text = format!("no connector group {group:?}; the world's are {groups:?}");
+                    return Err((entry.event.span().start, text));
+                }
+                (TimelineEvent::OneRelay(_, r), _)
+                    if r.parse::<usize>().is_ok_and(|i| i == 0 || i > w.relays.max(1)) =>
+                {
+                    let text = format!("relay {r}: the world has relays 1 to {}", w.relays.max(1));
+                    return Err((entry.event.span().start, text));
+                }
+                (TimelineEvent::AtProxy(_) | TimelineEvent::StopProxy | TimelineEvent::StartProxy, _)
+                    if w.proxy.is_none() =>
+                {
+                    return Err((
+                        entry.event.span().start,
+                        format!("event \"{}\" needs a [world.proxy]", entry.event.get_ref()),
+                    ));
+                }
+                _ => continue,
+            };
+            if !known.contains(&name) {
+                return Err((
+                    entry.event.span().start,
+                    format!("event names {kind} {name:?}, but the world has {known:?}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Cross-references: apps name existing backends, loads name existing
     /// apps, timeline events name existing hosts.
     fn validate(&self) -> Result<(), (usize, String)> {
@@ -1176,6 +1231,13 @@ impl Scenario {
         let apps: Vec<&str> = w.apps.iter().map(|a| a.name.as_str()).collect();
         let connectors: Vec<&str> = w.connectors.iter().map(|c| c.name.as_str()).collect();
         for app in &w.apps {
+            if app.sso == SingleSignOn::Headers && app.pre_authentication != PreAuthentication::EntraId {
+                let text = format!(
+                    "app {:?}: sso = \"headers\" needs pre_authentication = \"entra_id\" (a signed-in user to name)",
+                    app.name
+                );
+                return Err((app.backend.span().start, text));
+            }
             if !backends.contains(&app.backend.get_ref().as_str()) {
                 return Err((
                     app.backend.span().start,
@@ -1205,48 +1267,18 @@ impl Scenario {
             if let Some(code) = load.expect_status.as_ref().filter(|c| !(100..=599).contains(c.get_ref())) {
                 return Err((code.span().start, format!("expect_status {} is not an HTTP status", code.get_ref())));
             }
-        }
-        for entry in &self.timeline {
-            let event = entry.event.get_ref();
-            let (kind, name, known) = match (event, event.connector()) {
-                (TimelineEvent::StopBackend(n) | TimelineEvent::StartBackend(n), _) => {
-                    ("backend", n.as_str(), &backends)
-                }
-                (_, Some(n)) => ("connector", n, &connectors),
-                (TimelineEvent::StopRevocationServer(n) | TimelineEvent::StartRevocationServer(n), _)
-                    if !relay_sim::pki::REVOCATION_HOSTS.iter().chain(&TRUST_LIST_HOSTS).any(|h| h == n) =>
-                {
-                    let known: Vec<&str> =
-                        relay_sim::pki::REVOCATION_HOSTS.iter().chain(&TRUST_LIST_HOSTS).copied().collect();
-                    return Err((entry.event.span().start, format!("no revocation server {n:?}; known: {known:?}")));
-                }
-                (TimelineEvent::Feed(change), _) if !known_release(change.release()) => {
-                    let text = format!("no release {:?}; the feed's are {:?}", change.release(), release_versions());
-                    return Err((entry.event.span().start, text));
-                }
-                (TimelineEvent::OneRelay(_, r), _)
-                    if r.parse::<usize>().is_ok_and(|i| i == 0 || i > w.relays.max(1)) =>
-                {
-                    let text = format!("relay {r}: the world has relays 1 to {}", w.relays.max(1));
-                    return Err((entry.event.span().start, text));
-                }
-                (TimelineEvent::AtProxy(_) | TimelineEvent::StopProxy | TimelineEvent::StartProxy, _)
-                    if w.proxy.is_none() =>
-                {
-                    return Err((
-                        entry.event.span().start,
-                        format!("event \"{}\" needs a [world.proxy]", entry.event.get_ref()),
-                    ));
-                }
-                _ => continue,
-            };
-            if !known.contains(&name) {
-                return Err((
-                    entry.event.span().start,
-                    format!("event names {kind} {name:?}, but the world has {known:?}"),
-                ));
+            let app = w.apps.iter().find(|a| &a.name == load.app.get_ref());
+            let preauth = app.is_some_and(|a| a.pre_authentication == PreAuthentication::EntraId);
+            if load.user.is_some() && !preauth {
+                let text = format!(
+                    "load signs in as {:?}, but app {:?} has no pre-authentication (set pre_authentication = \"entra_id\")",
+                    load.user.as_deref().unwrap_or_default(),
+                    load.app.get_ref()
+                );
+                return Err((load.app.span().start, text));
             }
         }
+        self.validate_timeline(&backends, &connectors)?;
         for c in &w.connectors {
             if let Some(e) = &c.environment_name {
                 if let Err(msg) = connector::allowlist::Environment::from_environment_name(Some(e.get_ref())) {
@@ -1258,6 +1290,16 @@ impl Scenario {
                     let known: Vec<&str> = REGIONS.iter().map(|(n, _)| *n).collect();
                     return Err((r.span().start, format!("unknown region {:?}; known: {known:?}", r.get_ref())));
                 }
+            }
+        }
+        let feed = &w.feed;
+        let named = feed.withheld.iter().chain(feed.rollout.keys()).chain(feed.faults.keys());
+        if let Some(v) = named.into_iter().find(|v| !known_release(v)) {
+            return Err((0, format!("[world] feed names release {v:?}; the feed's are {:?}", release_versions())));
+        }
+        for w in &self.expect.window {
+            if let Some((_, to)) = w.between.filter(|(_, to)| *to > self.duration) {
+                return Err((0, format!("expect.window ends at {to}, after the scenario ({})", self.duration)));
             }
         }
         if region_latency(&w.region, &w.region).is_none() {

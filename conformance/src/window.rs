@@ -27,12 +27,35 @@ pub fn failures(windows: &[WindowExpect], findings: &[Finding], served: &[(u64, 
     windows.iter().flat_map(|w| window_failures(w, findings, served)).collect()
 }
 
+/// Findings of a code that only windows name, reported outside every
+/// window naming it: a window allows a code where and when it says, not
+/// anywhere else. (`known` says whether the scenario's `[expect]` names
+/// the code itself.)
+pub fn stray_failures(windows: &[WindowExpect], findings: &[Finding], known: impl Fn(&str) -> bool) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for f in findings.iter().filter(|f| !known(&f.diagnostic.code)) {
+        let naming: Vec<&WindowExpect> = windows.iter().filter(|w| w.names(&f.diagnostic.code)).collect();
+        if naming.is_empty() || naming.iter().any(|w| contains(w, f.t_ms, &f.host)) {
+            continue;
+        }
+        let text =
+            format!("{} reported {} at {} ms, outside the windows that expect it", f.host, f.diagnostic.code, f.t_ms);
+        if !out.iter().any(|o| o.starts_with(&format!("{} reported {} ", f.host, f.diagnostic.code))) {
+            out.push(text);
+        }
+    }
+    out
+}
+
+/// Whether a finding or a served request at `t_ms` by `host` falls in `w`.
+fn contains(w: &WindowExpect, t_ms: u64, host: &str) -> bool {
+    let in_time = w.between.is_none_or(|(from, to)| ms(from.0) <= t_ms && t_ms <= ms(to.0));
+    in_time && w.host.as_ref().is_none_or(|h| h.get_ref() == host)
+}
+
 fn window_failures(w: &WindowExpect, findings: &[Finding], served: &[(u64, String)]) -> Vec<String> {
     let label = label(w);
-    let inside = |t_ms: u64, host: &str| {
-        let in_time = w.between.is_none_or(|(from, to)| ms(from.0) <= t_ms && t_ms <= ms(to.0));
-        in_time && w.host.as_ref().is_none_or(|h| h.get_ref() == host)
-    };
+    let inside = |t_ms: u64, host: &str| contains(w, t_ms, host);
     let seen: Vec<&Diagnostic> = findings.iter().filter(|f| inside(f.t_ms, &f.host)).map(|f| &f.diagnostic).collect();
     let reported = |code: &str| seen.iter().any(|d| d.code == code);
     let mut out = Vec::new();
@@ -45,7 +68,9 @@ fn window_failures(w: &WindowExpect, findings: &[Finding], served: &[(u64, Strin
     for code in w.no_diagnostics.iter().filter(|c| reported(c)) {
         out.push(format!("{label}: diagnostic {code} must not be reported, but was"));
     }
-    for (code, words) in &w.mentions {
+    // Words are asked of a code that was reported (one of `any_of` that
+    // was not is no failure of its words).
+    for (code, words) in w.mentions.iter().filter(|(c, _)| reported(c.get_ref())) {
         let code = code.get_ref();
         let said = |word: &str| {
             seen.iter().filter(|d| &d.code == code).any(|d| d.message.contains(word) || d.remedy.contains(word))
@@ -132,6 +157,20 @@ mod tests {
         assert!(failures(&w, &[], &[])[0].contains("one of"));
         let both = [finding(1, "c1", "NET-443.unreachable", "m"), finding(2, "c2", "TLS-ROOTS.untrusted-issuer", "m")];
         assert!(failures(&w, &both, &[])[0].contains("must not be reported"));
+    }
+
+    #[test]
+    fn a_code_only_a_window_names_is_allowed_only_there() {
+        let w = windows(
+            "[[expect.window]]\nhost = \"c2\"\nbetween = [\"10m\", \"20m\"]\nany_of = [\"SVC.host-unavailable\"]\n",
+        );
+        let inside = finding(15 * 60_000, "c2", "SVC.host-unavailable", "m");
+        let known = |_: &str| false;
+        assert!(stray_failures(&w, std::slice::from_ref(&inside), known).is_empty());
+        let later = Finding { t_ms: 30 * 60_000, ..inside.clone() };
+        let other = Finding { host: "c1".into(), ..inside.clone() };
+        assert_eq!(stray_failures(&w, &[later.clone(), other], known).len(), 2);
+        assert!(stray_failures(&w, &[later], |c| c == "SVC.host-unavailable").is_empty(), "[expect] allows it");
     }
 
     #[test]

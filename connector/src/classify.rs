@@ -328,8 +328,6 @@ pub fn diagnostic(failed: &Failed<'_>, verdict: &Verdict) -> Diagnostic {
     }
 }
 
-/// A name that did not resolve, or resolved to a sinkhole; through a
-/// proxy, at the proxy (it resolves the service's names for the connector).
 /// What to allow when firewalls filter by user: the account the attempt
 /// was made as.
 fn by_user(account: &Account) -> String {
@@ -343,6 +341,8 @@ fn by_user(account: &Account) -> String {
     }
 }
 
+/// A name that did not resolve, or resolved to a sinkhole; through a
+/// proxy, at the proxy (it resolves the service's names for the connector).
 fn dns_diagnostic(failed: &Failed<'_>, verdict: &Verdict, entry: &str) -> Diagnostic {
     let host = failed.host;
     let resolved_at = failed.via.map(|p| format!(" at the outbound proxy {p}")).unwrap_or_default();

@@ -23,6 +23,10 @@ use crate::time::Instant;
 /// How many attempts the log keeps (the newest; older ones fall off).
 pub const LOG_MAX: usize = 256;
 
+/// How long before an account's first attempt on a port another account's
+/// success there still tells about a rule by user.
+pub const ACCOUNT_GAP: Duration = Duration::from_secs(600);
+
 /// Round-trip samples kept per host.
 const RTT_SAMPLES: usize = 8;
 
@@ -86,10 +90,13 @@ impl Attempt {
 pub struct Evidence {
     log: RefCell<VecDeque<Attempt>>,
     last_good: RefCell<BTreeMap<(String, u16), IpAddr>>,
-    /// The last host that worked on a port, per account: a port that
-    /// never worked for the services while it did for the installer's
-    /// account points at a firewall filtering by user (NET-USER).
-    worked_as: RefCell<BTreeMap<(u16, Account), String>>,
+    /// The last host that worked on a port, per account, and when: a
+    /// port that never worked for the services while it did for the
+    /// installer's account just before points at a firewall filtering by
+    /// user (NET-USER).
+    worked_as: RefCell<BTreeMap<(u16, Account), (String, Instant)>>,
+    /// When each account first tried each port.
+    first_tried: RefCell<BTreeMap<(u16, Account), Instant>>,
     rtts: RefCell<BTreeMap<String, VecDeque<Duration>>>,
     /// Destinations of other allow-list entries worth probing when a
     /// destination fails (the tenant's service names, the trust list, a
@@ -107,7 +114,8 @@ impl Evidence {
     pub fn record(&self, attempt: Attempt) {
         if let Outcome::Connected { addr, rtt } = attempt.outcome {
             self.last_good.borrow_mut().insert((attempt.host.clone(), attempt.port), addr);
-            self.worked_as.borrow_mut().insert((attempt.port, attempt.account.clone()), attempt.host.clone());
+            let worked = (attempt.host.clone(), attempt.at);
+            self.worked_as.borrow_mut().insert((attempt.port, attempt.account.clone()), worked);
             let mut rtts = self.rtts.borrow_mut();
             let samples = rtts.entry(attempt.host.clone()).or_default();
             if samples.len() == RTT_SAMPLES {
@@ -115,6 +123,7 @@ impl Evidence {
             }
             samples.push_back(rtt);
         }
+        self.first_tried.borrow_mut().entry((attempt.port, attempt.account.clone())).or_insert(attempt.at);
         let mut log = self.log.borrow_mut();
         if log.len() == LOG_MAX {
             log.pop_front();
@@ -127,14 +136,23 @@ impl Evidence {
         self.last_good.borrow().get(&(host.to_ascii_lowercase(), port)).copied()
     }
 
-    /// When `port` never worked as `account` but did as another: that
-    /// account, and the host it reached last.
+    /// When `port` never worked as `account` but did as another shortly
+    /// before `account` first tried it (within [`ACCOUNT_GAP`], so that a
+    /// port closed for everyone long after registration is not read as a
+    /// rule by user): that account, and the host it reached last.
     pub fn worked_only_as_other(&self, port: u16, account: &Account) -> Option<(Account, String)> {
         let worked = self.worked_as.borrow();
         if worked.contains_key(&(port, account.clone())) {
             return None;
         }
-        worked.iter().find(|((p, _), _)| *p == port).map(|((_, a), h)| (a.clone(), h.clone()))
+        let first = *self.first_tried.borrow().get(&(port, account.clone()))?;
+        worked
+            .iter()
+            .filter(|((p, a), (_, at))| {
+                *p == port && a != account && first.saturating_duration_since(*at) <= ACCOUNT_GAP
+            })
+            .map(|((_, a), (h, _))| (a.clone(), h.clone()))
+            .next()
     }
 
     /// Hosts that worked on `port` at some time, other than `except`.
@@ -219,15 +237,27 @@ mod tests {
 
     #[test]
     fn tells_a_port_that_worked_only_for_another_account() {
+        let failure = Outcome::Failed { addr: None, failure: ConnectFailure::TimedOut };
+        let failed =
+            |at| Attempt { at, ..Attempt::new("t.bootstrap.msappproxy.net", 443, Route::Direct, failure.clone()) };
         let e = Evidence::default();
         let admin = Account::User("contoso\\alice".into());
-        e.record(ok("login.microsoftonline.com", 3).by(admin.clone()));
+        let registered = ok("login.microsoftonline.com", 3).by(admin.clone());
+        let then = registered.at;
+        e.record(registered);
         let ns = Account::NetworkService;
+        assert_eq!(e.worked_only_as_other(443, &ns), None, "Network Service has not tried 443 yet");
+        e.record(failed(then + Duration::from_secs(5)));
         assert_eq!(e.worked_only_as_other(443, &ns), Some((admin.clone(), "login.microsoftonline.com".into())));
         assert_eq!(e.worked_only_as_other(443, &admin), None, "it worked for this account");
         assert_eq!(e.worked_only_as_other(80, &ns), None, "nothing worked on 80");
         e.record(ok("t.bootstrap.msappproxy.net", 3));
         assert_eq!(e.worked_only_as_other(443, &ns), None, "it worked as Network Service too");
+        // Long after registration, a port closed for everyone is not a rule by user.
+        let late = Evidence::default();
+        late.record(ok("login.microsoftonline.com", 3).by(admin.clone()));
+        late.record(failed(then + ACCOUNT_GAP + Duration::from_secs(1)));
+        assert_eq!(late.worked_only_as_other(443, &ns), None);
     }
 
     #[test]

@@ -144,6 +144,9 @@ pub fn relay_host(cloud: Environment, region: &str, i: usize) -> String {
 /// A token issued by login.
 #[derive(Debug, Clone)]
 pub struct Token {
+    /// `None`: a bearer token for the service's APIs (registration);
+    /// `Some(app)`: a pre-authenticated browser session for that app only.
+    pub session_for: Option<String>,
     pub upn: String,
     pub role: Role,
     /// The directory the user signed in to.
@@ -484,7 +487,8 @@ impl Cloud {
         let group = st.connectors.get(connector_id).map(|c| c.group.clone())?;
         let offered: Vec<connector::api::Release> =
             self.config.releases.iter().filter(|r| st.feed.offers(&r.version, &group)).cloned().collect();
-        crate::releases::newer_than(&offered, current).map(|r| crate::feed::announce(r, &self.publisher))
+        let release = crate::releases::newer_than(&offered, current)?;
+        crate::feed::announce(release, &self.publisher, st.feed.faults.get(&release.version).copied()).ok()
     }
 
     /// The package of `version` as a connector's download gets it, if the

@@ -17,8 +17,11 @@ use serde::Deserialize;
 pub enum DownloadFault {
     /// The download breaks off half-way.
     Broken,
-    /// The bytes arrive altered (the signature no longer matches).
+    /// The bytes arrive altered (their digest no longer matches).
     Tampered,
+    /// The feed announces the package signed by someone else's key (the
+    /// bytes are intact; the signature does not verify).
+    Forged,
 }
 
 /// What the feed offers now.
@@ -49,19 +52,28 @@ pub fn publisher() -> Result<Ed25519KeyPair, String> {
 
 const PUBLISHER_SEED: [u8; 32] = *b"connsim mock release publisher!!";
 
-/// `release` as the feed announces it: its package's SHA-256, signed.
-pub fn announce(release: &Release, key: &Ed25519KeyPair) -> Release {
+/// `release` as the feed announces it: its package's SHA-256, signed (by
+/// an impostor's key when the release's fault is [`DownloadFault::Forged`]).
+pub fn announce(release: &Release, key: &Ed25519KeyPair, fault: Option<DownloadFault>) -> Result<Release, String> {
     let bytes = package::contents(&release.version);
     let digest = package::sha256(&bytes);
-    let signature = key.sign(&digest);
-    Release { sha256: package::hex(&digest), signature: package::hex(signature.as_ref()), ..release.clone() }
+    let signature = match fault {
+        Some(DownloadFault::Forged) => {
+            Ed25519KeyPair::from_seed_unchecked(&IMPOSTOR_SEED).map_err(|e| format!("impostor key: {e}"))?.sign(&digest)
+        }
+        _ => key.sign(&digest),
+    };
+    Ok(Release { sha256: package::hex(&digest), signature: package::hex(signature.as_ref()), ..release.clone() })
 }
+
+const IMPOSTOR_SEED: [u8; 32] = *b"connsim: not the release signer!";
 
 /// The package of `version` as the download delivers it.
 pub fn download(version: &str, fault: Option<DownloadFault>) -> Vec<u8> {
     let mut bytes = package::contents(version);
     match fault {
         None => {}
+        Some(DownloadFault::Forged) => {}
         Some(DownloadFault::Broken) => bytes.truncate(bytes.len() / 2),
         Some(DownloadFault::Tampered) => {
             let at = bytes.len() / 3;
@@ -85,12 +97,15 @@ mod tests {
     #[test]
     fn announced_packages_verify_and_faulty_ones_do_not() {
         let key = publisher().unwrap();
-        let release = announce(&crate::releases::history()[4], &key);
+        let release = announce(&crate::releases::history()[4], &key, None).unwrap();
         let v = &release.version;
         assert_eq!(package::verify(&release, &download(v, None), &package::PUBLISHER_KEY), Ok(()));
         for fault in [DownloadFault::Broken, DownloadFault::Tampered] {
             assert!(package::verify(&release, &download(v, Some(fault)), &package::PUBLISHER_KEY).is_err());
         }
+        let forged = announce(&crate::releases::history()[4], &key, Some(DownloadFault::Forged)).unwrap();
+        let bytes = download(v, Some(DownloadFault::Forged));
+        assert_eq!(package::verify(&forged, &bytes, &package::PUBLISHER_KEY), Err(package::PackageError::Signature));
         let forged = Release { signature: "00".repeat(64), ..release.clone() };
         assert_eq!(
             package::verify(&forged, &download(v, None), &package::PUBLISHER_KEY),

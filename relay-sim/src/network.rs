@@ -187,7 +187,8 @@ impl Rule {
         Rule { action, port: None, host_suffix: Some(suffix), cidr: None, user: None, owner: Owner::World }
     }
 
-    fn matches(&self, c: &Conn<'_>) -> bool {
+    /// Whether the rule applies to `c` (every matcher given agrees).
+    pub fn matches(&self, c: &Conn<'_>) -> bool {
         self.port.is_none_or(|p| p == c.port)
             && self.host_suffix.as_ref().is_none_or(|s| s.matches(c.host))
             && self.cidr.is_none_or(|r| c.addr.is_some_and(|a| r.contains(a)))

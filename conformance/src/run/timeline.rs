@@ -92,20 +92,7 @@ pub(super) fn apply(event: &TimelineEvent, sim: &mut turmoil::Sim<'_>, w: &World
             sim.bounce(n.as_str());
         }
         TimelineEvent::Host { name, change } => change_host(sim, w, name, change),
-        TimelineEvent::Feed(change) => w.cloud.with_feed(|feed| match change {
-            FeedChange::Publish(v) => {
-                feed.withheld.remove(v);
-            }
-            FeedChange::Withdraw(v) => {
-                feed.withheld.insert(v.clone());
-            }
-            FeedChange::OfferTo(v, group) => {
-                feed.rollout.entry(v.clone()).or_default().insert(group.clone());
-            }
-            FeedChange::OfferToAll(v) => {
-                feed.rollout.remove(v);
-            }
-        }),
+        TimelineEvent::Feed(change) => w.cloud.with_feed(|feed| change_feed(feed, change)),
         TimelineEvent::OnHost(name, inner) => {
             let resolver = w.host_dns.get(name).is_some_and(|dns| apply_dns(dns, inner));
             if let (false, Some(firewall)) = (resolver, w.host_firewalls.get(name)) {
@@ -120,13 +107,15 @@ pub(super) fn apply(event: &TimelineEvent, sim: &mut turmoil::Sim<'_>, w: &World
 /// A host firewall, unlike the perimeter's, applies a rule added mid-run to
 /// connections already open as well (Windows' filtering platform checks
 /// them again when its rules change): the links to the destinations the
-/// event's rule touches are cut while the firewall refuses them now, and
-/// mended once it lets them through. (CDN names served by one host are
-/// cut together.)
+/// event's rule touches are cut while a rule the timeline added refuses
+/// them, and mended once none does. The cut is the whole link between the
+/// two hosts, and a refusal stalls rather than resets: connections find
+/// out by their keepalives. (CDN names served by one host are cut
+/// together.)
 fn cut_or_mend(sim: &mut turmoil::Sim<'_>, w: &World, name: &str, rule: &TimelineEvent, firewall: &FirewallEdits) {
     for peer in w.peers.iter().filter(|p| touches(rule, p)) {
         let conn = Conn { host: &peer.name, addr: None, port: peer.port, account: NETWORK_SERVICE };
-        if firewall.verdict(&conn) == Action::Allow {
+        if firewall.timeline_verdict(&conn) == Action::Allow {
             sim.repair(name, peer.host.as_str());
         } else {
             sim.partition(name, peer.host.as_str());
@@ -142,6 +131,25 @@ fn touches(rule: &TimelineEvent, peer: &Peer) -> bool {
             h.matches(&peer.name)
         }
         _ => false,
+    }
+}
+
+/// Changes what the release feed offers. Offering a release to a group
+/// starts (or widens) its staged rollout: groups not listed no longer get it.
+fn change_feed(feed: &mut relay_sim::feed::Feed, change: &FeedChange) {
+    match change {
+        FeedChange::Publish(v) => {
+            feed.withheld.remove(v);
+        }
+        FeedChange::Withdraw(v) => {
+            feed.withheld.insert(v.clone());
+        }
+        FeedChange::OfferTo(v, group) => {
+            feed.rollout.entry(v.clone()).or_default().insert(group.clone());
+        }
+        FeedChange::OfferToAll(v) => {
+            feed.rollout.remove(v);
+        }
     }
 }
 
@@ -168,11 +176,18 @@ fn change_host(sim: &mut turmoil::Sim<'_>, w: &World, name: &str, change: &HostC
                 HostChange::DisableTls12 => connector::host::TLS12_CLIENT_DISABLED_REG,
                 _ => connector::host::SPEC_TLS12_REG,
             };
+            // What was in effect stays so until the server restarts.
+            if !h.restart_pending {
+                h.registry_in_effect = h.registry.clone();
+            }
             h.registry = Some(keys.to_string());
             h.restart_pending = true;
         }),
         HostChange::Reboot => {
-            server.change(|h| h.restart_pending = false);
+            server.change(|h| {
+                h.restart_pending = false;
+                h.registry_in_effect = None;
+            });
             sim.bounce(name);
         }
         HostChange::DotNet(release) => server.change(|h| h.dotnet_release = *release),
@@ -253,8 +268,16 @@ impl FirewallEdits {
         }
     }
 
-    fn verdict(&self, conn: &Conn<'_>) -> Action {
-        self.firewall.borrow().verdict(conn)
+    /// What the timeline's own rules say of `conn` (allow when none
+    /// matches): the world file's rules were there before any connection
+    /// opened, and only a rule added since can cut one.
+    fn timeline_verdict(&self, conn: &Conn<'_>) -> Action {
+        let fw = self.firewall.borrow();
+        fw.rules
+            .iter()
+            .filter(|r| r.owner == Owner::Timeline)
+            .find(|r| r.matches(conn))
+            .map_or(Action::Allow, |r| r.action)
     }
 
     fn add(&self, rule: Rule) {

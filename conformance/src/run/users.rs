@@ -52,7 +52,10 @@ pub(super) fn user_plan(s: &Scenario) -> Vec<Planned> {
             load.password.clone().or(known).unwrap_or_default()
         };
         let sign_in = load.user.as_ref().map(|u| (u.clone(), password(u)));
-        let principal = load.user.clone().filter(|_| sso);
+        // The backend is told the directory's spelling of the name.
+        let in_directory =
+            |u: &String| s.world.users.iter().find(|d| d.upn.eq_ignore_ascii_case(u)).map(|d| d.upn.clone());
+        let principal = load.user.as_ref().filter(|_| sso).map(|u| in_directory(u).unwrap_or_else(|| u.clone()));
         for i in 0..load.requests {
             plan.push(Planned {
                 at: load.start.0 + load.interval.0 * i,
@@ -152,6 +155,10 @@ async fn sign_in(
     let _ = resp.into_body().collect().await;
     Ok(match cookie.and_then(|c| c.split(';').next().map(str::to_string)) {
         Some(session) if status / 100 == 2 => Ok(session),
+        // A success that opens no session lets no one in.
+        None if status / 100 == 2 => {
+            Err(Answer { status, relay_error, wrong: Some("the sign-in succeeded without a session".into()) })
+        }
         _ => Err(Answer { status, relay_error, wrong: None }),
     })
 }

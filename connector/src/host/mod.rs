@@ -60,6 +60,11 @@ pub struct HostProfile {
     pub registry: Option<String>,
     /// The TLS keys changed and the server was not restarted since.
     pub restart_pending: bool,
+    /// The keys in effect while a change waits for the restart (`None`:
+    /// the same as `registry`, or not known). Set by changes made while
+    /// the connector runs; a restart clears it.
+    #[serde(skip)]
+    pub registry_in_effect: Option<String>,
     /// .NET Framework release number (461308 = 4.7.1).
     pub dotnet_release: u32,
     pub installed: Vec<Product>,
@@ -81,6 +86,7 @@ impl HostProfile {
             os_version: "10.0.17763".into(),
             registry: Some(SPEC_TLS12_REG.into()),
             restart_pending: false,
+            registry_in_effect: None,
             dotnet_release: 528_040,
             installed: Vec::new(),
             ie_esc: false,
@@ -303,8 +309,12 @@ pub struct InService {
 /// The checks of a connector in service on `host` (see [`InService`]).
 pub fn in_service(host: &HostProfile) -> InService {
     let mut out = InService::default();
-    match tls12_keys(host) {
-        Ok(wrong) if !wrong.is_empty() && !host.restart_pending => {
+    // The keys in effect: those before a pending change when known; when
+    // not known, a pending change is not judged as in effect.
+    let effective = HostProfile { registry: host.registry_in_effect.clone().or(host.registry.clone()), ..host.clone() };
+    let effect_known = !host.restart_pending || host.registry_in_effect.is_some();
+    if let (Ok(wrong), true) = (tls12_keys(&effective), effect_known) {
+        if !wrong.is_empty() {
             out.fatal = Some(Diagnostic::new(
                 "HOST-TLS12",
                 "disabled-in-service",
@@ -316,7 +326,9 @@ pub fn in_service(host: &HostProfile) -> InService {
                 TLS12_REMEDY,
             ));
         }
-        Ok(wrong) if !wrong.is_empty() => out.notes.push(Diagnostic::new(
+    }
+    match tls12_keys(host) {
+        Ok(wrong) if !wrong.is_empty() && host.restart_pending => out.notes.push(Diagnostic::new(
             "HOST-TLS12",
             "disabled-at-restart",
             None,
@@ -398,6 +410,13 @@ mod tests {
         assert_eq!(found.notes.iter().map(|d| d.code.as_str()).collect::<Vec<_>>(), ["HOST-TLS12.disabled-at-restart"]);
         host.restart_pending = false;
         assert_eq!(in_service(&host).fatal.map(|d| d.code), Some("HOST-TLS12.disabled-in-service".to_string()));
+        // Set right again without a restart: the disabled keys stay in effect.
+        host.registry_in_effect = host.registry.clone();
+        host.registry = Some(SPEC_TLS12_REG.into());
+        host.restart_pending = true;
+        let found = in_service(&host);
+        assert_eq!(found.fatal.map(|d| d.code), Some("HOST-TLS12.disabled-in-service".to_string()));
+        assert!(found.notes.is_empty(), "the pending keys are right: {:?}", found.notes);
     }
 
     #[test]

@@ -55,7 +55,7 @@ async fn handle(cloud: Rc<Cloud>, req: Request<Incoming>) -> Response<Body> {
         return respond(404, "text/plain", format!("no application is published at {host:?}"));
     };
     if preauth::is_sign_in(&app, &req) {
-        return preauth::sign_in(&cloud, req).await.2;
+        return preauth::sign_in(&cloud, &app, req).await.2;
     }
     let method = req.method().to_string();
     let path_and_query = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());

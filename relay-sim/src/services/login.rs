@@ -94,7 +94,13 @@ async fn handle(cloud: Rc<Cloud>, req: Request<Incoming>) -> Response<Body> {
     let expires = cloud.now() + cloud.config.token_lifetime;
     cloud.store_token(
         token.clone(),
-        Token { upn: user.upn.clone(), role: user.role, directory: directory.to_ascii_lowercase(), expires },
+        Token {
+            session_for: None,
+            upn: user.upn.clone(),
+            role: user.role,
+            directory: directory.to_ascii_lowercase(),
+            expires,
+        },
     );
     cloud.emit(CloudEvent::LoginOk { user: user.upn.clone() });
     json(

@@ -40,7 +40,7 @@ pub fn is_sign_in(app: &App, req: &Request<Incoming>) -> bool {
 /// right password; 403 for a user the directory does not hold (AADSTS50034
 /// for an account on the tenant's domains, AADSTS50020 for one from
 /// elsewhere); 401 for a wrong password.
-pub async fn sign_in(cloud: &Rc<Cloud>, req: Request<Incoming>) -> Refusal {
+pub async fn sign_in(cloud: &Rc<Cloud>, app: &App, req: Request<Incoming>) -> Refusal {
     let login: LoginRequest = match read_json(req).await {
         Ok(l) => l,
         Err(resp) => return (400, "bad-sign-in".into(), resp),
@@ -70,7 +70,13 @@ pub async fn sign_in(cloud: &Rc<Cloud>, req: Request<Incoming>) -> Refusal {
     }
     let token = cloud.random_hex(24);
     let expires = cloud.now() + cloud.config.token_lifetime;
-    let claims = Token { upn: user.upn.clone(), role: user.role, directory: tenant.id.to_ascii_lowercase(), expires };
+    let claims = Token {
+        session_for: Some(app.name.clone()),
+        upn: user.upn.clone(),
+        role: user.role,
+        directory: tenant.id.to_ascii_lowercase(),
+        expires,
+    };
     cloud.store_token(token.clone(), claims);
     cloud.emit(CloudEvent::UserSignedIn { user: user.upn.clone() });
     let mut resp = respond(204, "text/plain", "");
@@ -116,8 +122,11 @@ pub fn check(cloud: &Cloud, app: &App, headers: &[(String, String)]) -> Result<O
         return Ok(None);
     }
     let tenant = &cloud.config.tenant;
+    // Only this app's session: not another app's, nor an API bearer token.
     let session = session_token(headers).and_then(|t| cloud.token(&t));
-    let Some(session) = session.filter(|s| s.directory.eq_ignore_ascii_case(&tenant.id)) else {
+    let ours =
+        |s: &Token| s.session_for.as_deref() == Some(app.name.as_str()) && s.directory.eq_ignore_ascii_case(&tenant.id);
+    let Some(session) = session.filter(ours) else {
         let (host, id, app) = (&cloud.config.login_host, &tenant.id, &app.external_host);
         return Err(Stopped::SignInRequired {
             login: format!("https://{host}/{id}/oauth2/authorize?redirect_uri=https://{app}/"),

@@ -23,7 +23,8 @@ async fn handle(cloud: Rc<Cloud>, req: Request<Incoming>) -> Response<Body> {
     if req.method() != Method::POST || req.uri().path() != "/register" {
         return error(404, "not_found", "unknown endpoint");
     }
-    let Some(token) = bearer(&req).and_then(|t| cloud.token(&t)) else {
+    // Only a bearer token from sign-in: a browser session is not one.
+    let Some(token) = bearer(&req).and_then(|t| cloud.token(&t)).filter(|t| t.session_for.is_none()) else {
         cloud.emit(CloudEvent::RegistrationDenied { error: "invalid_token".into() });
         return error(401, "invalid_token", "The access token is missing, invalid or expired.");
     };
