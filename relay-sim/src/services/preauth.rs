@@ -5,9 +5,12 @@
 //! tenant. The session comes from signing in (`POST /.auth/login` on the
 //! app's host, standing for the sign-in page the service redirects to);
 //! a user the directory does not know is refused there and never reaches
-//! a connector. Header-based single sign-on hands the backend the signed-in
-//! user; headers of those names that a client sends itself are dropped
-//! whatever the app's settings, so that no one can claim another's name.
+//! a connector. (That page is interactive, so a user whose sign-in needs
+//! MFA answers it there.) The session is good for that app only, and is no
+//! bearer token for the service's APIs. Header-based single sign-on hands
+//! the backend the signed-in user; headers of those names that a client
+//! sends itself are dropped whatever the app's settings, so that no one can
+//! claim another's name.
 
 use std::rc::Rc;
 
