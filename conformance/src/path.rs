@@ -28,7 +28,7 @@ fn steps(s: &Scenario, c: &ConnectorSpec) -> Vec<String> {
     match (&w.proxy, c.use_proxy) {
         (Some(p), true) => {
             let auth = if p.auth { ", demands authentication" } else { "" };
-            out.push(format!("proxy proxy.corp.local:{}{auth}", p.port));
+            out.push(format!("proxy {}:{}{auth}", crate::run::PROXY_HOST, p.port));
             out.extend(rules("proxy's own list", &p.allow));
             out.extend(resolver("proxy's resolver", &p.dns));
             out.extend(rules("proxy egress firewall", &p.egress));

@@ -182,6 +182,12 @@ impl FeedChange {
     }
 }
 
+/// The names served on port 80 (CRL, OCSP, trust list) that `stop
+/// revocation server NAME` may name.
+fn port_80_names() -> impl Iterator<Item = &'static str> {
+    relay_sim::pki::REVOCATION_HOSTS.iter().chain(&TRUST_LIST_HOSTS).copied()
+}
+
 fn release_versions() -> Vec<String> {
     relay_sim::releases::history().into_iter().map(|r| r.version).collect()
 }
@@ -1114,13 +1120,10 @@ impl Expect {
     /// host's, and the cloud's answers to users (`relay:CODE`, from
     /// `x-relay-error`). A scenario expecting any is a failing case.
     pub fn findings(&self) -> Vec<String> {
-        let mut all = self.diagnostics.clone();
-        for code in self.diagnostics_by_host.values().flatten() {
-            if !all.contains(code) {
-                all.push(code.clone());
-            }
-        }
-        for code in self.window.iter().flat_map(|w| w.diagnostics.iter().chain(&w.any_of)) {
+        let mut all: Vec<String> = Vec::new();
+        let by_host = self.diagnostics_by_host.values().flatten();
+        let in_windows = self.window.iter().flat_map(|w| w.diagnostics.iter().chain(&w.any_of));
+        for code in self.diagnostics.iter().chain(by_host).chain(in_windows) {
             if !all.contains(code) {
                 all.push(code.clone());
             }
@@ -1180,10 +1183,9 @@ impl Scenario {
                 }
                 (_, Some(n)) => ("connector", n, connectors),
                 (TimelineEvent::StopRevocationServer(n) | TimelineEvent::StartRevocationServer(n), _)
-                    if !relay_sim::pki::REVOCATION_HOSTS.iter().chain(&TRUST_LIST_HOSTS).any(|h| h == n) =>
+                    if !port_80_names().any(|h| h == n) =>
                 {
-                    let known: Vec<&str> =
-                        relay_sim::pki::REVOCATION_HOSTS.iter().chain(&TRUST_LIST_HOSTS).copied().collect();
+                    let known: Vec<&str> = port_80_names().collect();
                     return Err((entry.event.span().start, format!("no revocation server {n:?}; known: {known:?}")));
                 }
                 (TimelineEvent::Feed(change), _) if !known_release(change.release()) => {

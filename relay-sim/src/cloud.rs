@@ -425,8 +425,15 @@ impl Cloud {
         b.iter().map(|x| format!("{x:02x}")).collect()
     }
 
-    pub fn store_token(&self, token: String, t: Token) {
-        self.state.borrow_mut().tokens.insert(token, t);
+    /// Issues a token for `user`, signed in to `directory`, valid for the
+    /// configured lifetime: a bearer token, or a session for one app
+    /// (`session_for`).
+    pub fn issue_token(&self, user: &crate::directory::User, directory: &str, session_for: Option<String>) -> String {
+        let token = self.random_hex(24);
+        let expires = self.now() + self.config.token_lifetime;
+        let (upn, role, directory) = (user.upn.clone(), user.role, directory.to_ascii_lowercase());
+        self.state.borrow_mut().tokens.insert(token.clone(), Token { session_for, upn, role, directory, expires });
+        token
     }
 
     /// The token's claims if it is known and not expired.

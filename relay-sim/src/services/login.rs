@@ -8,7 +8,7 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response};
 
 use super::read_json;
-use crate::cloud::{Cloud, CloudError, Token};
+use crate::cloud::{Cloud, CloudError};
 use crate::directory::{upn_domain, PERSONAL_DOMAINS};
 use crate::event::CloudEvent;
 use crate::server::{error, json, serve_https, Body, ConnInfo, Listener};
@@ -90,18 +90,7 @@ async fn handle(cloud: Rc<Cloud>, req: Request<Incoming>) -> Response<Body> {
             "AADSTS50076: Due to a configuration change made by your administrator, or because you moved to a new location, you must use multi-factor authentication to access this resource.",
         );
     }
-    let token = cloud.random_hex(24);
-    let expires = cloud.now() + cloud.config.token_lifetime;
-    cloud.store_token(
-        token.clone(),
-        Token {
-            session_for: None,
-            upn: user.upn.clone(),
-            role: user.role,
-            directory: directory.to_ascii_lowercase(),
-            expires,
-        },
-    );
+    let token = cloud.issue_token(user, &directory, None);
     cloud.emit(CloudEvent::LoginOk { user: user.upn.clone() });
     json(
         200,

@@ -71,16 +71,7 @@ pub async fn sign_in(cloud: &Rc<Cloud>, app: &App, req: Request<Incoming>) -> Re
         let text = "Error validating credentials due to invalid username or password.".to_string();
         return denied(401, "bad-credentials", "AADSTS50126", text);
     }
-    let token = cloud.random_hex(24);
-    let expires = cloud.now() + cloud.config.token_lifetime;
-    let claims = Token {
-        session_for: Some(app.name.clone()),
-        upn: user.upn.clone(),
-        role: user.role,
-        directory: tenant.id.to_ascii_lowercase(),
-        expires,
-    };
-    cloud.store_token(token.clone(), claims);
+    let token = cloud.issue_token(user, &tenant.id, Some(app.name.clone()));
     cloud.emit(CloudEvent::UserSignedIn { user: user.upn.clone() });
     let mut resp = respond(204, "text/plain", "");
     if let Ok(v) = hyper::header::HeaderValue::from_str(&format!("{SESSION_COOKIE}={token}; Path=/; HttpOnly")) {
