@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use connector::proto::frame::{Decoder, DEFAULT_MAX_FRAME_BYTES};
-use connector::proto::{CancelReason, Event, Frame, RequestHead, Role, Session, SessionConfig};
+use connector::proto::{CancelReason, Event, Frame, GoAwayCode, RequestHead, Role, Session, SessionConfig};
 use proptest::prelude::*;
 
 fn headers() -> impl Strategy<Value = Vec<(String, String)>> {
@@ -47,7 +47,8 @@ fn frame() -> impl Strategy<Value = Frame> {
             .prop_map(|(id, reason)| Frame::Cancel { id, reason }),
         any::<u64>().prop_map(|nonce| Frame::Ping { nonce }),
         any::<u64>().prop_map(|nonce| Frame::Pong { nonce }),
-        "[ -~]{0,40}".prop_map(|reason| Frame::GoAway { reason }),
+        (prop_oneof![Just(GoAwayCode::Draining), Just(GoAwayCode::Moved)], "[ -~]{0,40}")
+            .prop_map(|(code, reason)| Frame::GoAway { code, reason }),
     ]
 }
 

@@ -95,7 +95,7 @@ pub fn translate(report: &Report, name: &str) -> Translation {
         .relays
         .iter()
         .enumerate()
-        .map(|(i, r)| (r.host.as_str(), relay_sim::cloud::relay_host(ctx.cloud, &region, i + 1)))
+        .map(|(i, r)| (r.host.as_str(), relay_sim::placement::relay_host(ctx.cloud, &region, 1, i + 1)))
         .collect();
     let host_of = |c: &Check| renamed.get(c.host.as_str()).cloned().unwrap_or_else(|| c.host.to_ascii_lowercase());
 

@@ -199,6 +199,9 @@ pub fn unsupported(s: &Scenario) -> Option<String> {
     if !w.pki.faults.is_empty() {
         why.push("revocation-server faults".into());
     }
+    if w.instances != 1 || !w.pinned.is_empty() {
+        why.push("several cloud instances or pinned groups (the real relay-sim serves one instance)".into());
+    }
     if w.cloud != connector::allowlist::Environment::Public || w.relays != 2 {
         why.push("another cloud or relay count than the public cloud's two relays".into());
     }

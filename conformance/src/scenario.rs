@@ -157,6 +157,13 @@ pub enum TimelineEvent {
     /// The release feed changes (`publish release V`, `withdraw release V`,
     /// `offer release V to GROUP`, `offer release V to all`).
     Feed(FeedChange),
+    /// The service moves the tenant to another instance of its region
+    /// (`move tenant to instance N`): the old instance's relays send its
+    /// connectors away.
+    MoveTenant(u32),
+    /// A connector group is pinned to a region (`pin group G to REGION`),
+    /// in effect 30 minutes later as the service's multi-geo is.
+    PinGroup(String, String),
 }
 
 /// A change to what the release feed offers.
@@ -352,7 +359,7 @@ const EVENT_FORMS: &str = "\"restart relay\", \"crash relay\", \"start relay\" (
 \"upgrade connector NAME keeping folders\", \"install PRODUCT on NAME\", \"uninstall PRODUCT on NAME\", \
 \"disable tls12 on NAME\", \"enable tls12 on NAME\", \"reboot NAME\", \"upgrade dotnet on NAME to VERSION\", \
 \"set clock on NAME SKEW\", \"publish release V\", \"withdraw release V\", \"offer release V to GROUP\", \
-\"offer release V to all\"";
+\"offer release V to all\", \"move tenant to instance N\", \"pin group GROUP to REGION\"";
 
 impl FromStr for TimelineEvent {
     type Err = String;
@@ -385,6 +392,10 @@ impl FromStr for TimelineEvent {
             ["withdraw", "release", v] => TimelineEvent::Feed(FeedChange::Withdraw(v.to_string())),
             ["offer", "release", v, "to", "all"] => TimelineEvent::Feed(FeedChange::OfferToAll(v.to_string())),
             ["offer", "release", v, "to", g] => TimelineEvent::Feed(FeedChange::OfferTo(v.to_string(), g.to_string())),
+            ["move", "tenant", "to", "instance", n] => TimelineEvent::MoveTenant(
+                n.parse().map_err(|_| format!("event {s:?}: {n:?} is not an instance number"))?,
+            ),
+            ["pin", "group", g, "to", r] => TimelineEvent::PinGroup(g.to_string(), r.to_string()),
             ["restart", "relay"] => TimelineEvent::RestartRelay,
             ["restart", "relay", r] => TimelineEvent::OneRelay(RelayVerb::Restart, r.to_string()),
             ["crash", "relay", r] => TimelineEvent::OneRelay(RelayVerb::Crash, r.to_string()),
@@ -475,6 +486,8 @@ impl fmt::Display for TimelineEvent {
             TimelineEvent::Feed(FeedChange::Withdraw(v)) => write!(f, "withdraw release {v}"),
             TimelineEvent::Feed(FeedChange::OfferTo(v, g)) => write!(f, "offer release {v} to {g}"),
             TimelineEvent::Feed(FeedChange::OfferToAll(v)) => write!(f, "offer release {v} to all"),
+            TimelineEvent::MoveTenant(n) => write!(f, "move tenant to instance {n}"),
+            TimelineEvent::PinGroup(g, r) => write!(f, "pin group {g} to {r}"),
         }
     }
 }
@@ -487,6 +500,9 @@ fn default_domain() -> String {
 }
 fn default_region() -> String {
     "weu".into()
+}
+fn default_one() -> u32 {
+    1
 }
 fn default_relays() -> usize {
     2
@@ -571,6 +587,19 @@ pub struct World {
     /// Relay endpoints (servicebus namespaces) bootstrap hands out.
     #[serde(default = "default_relays")]
     pub relays: usize,
+    /// Cloud instances in the tenant's region, each with its own relays
+    /// (`cwap-weu-N`, `cwap-weu2-N`, ...): default 1.
+    #[serde(default = "default_one")]
+    pub instances: u32,
+    /// The instance that serves the tenant at the start (default 1);
+    /// `move tenant to instance N` changes it mid-run.
+    #[serde(default = "default_one")]
+    pub instance: u32,
+    /// Connector groups pinned to another region from the start
+    /// (application proxy's multi-geo; Private Access ignores pins):
+    /// `pinned = { "us-group" = "eus" }`.
+    #[serde(default)]
+    pub pinned: BTreeMap<String, String>,
     /// Overrides the service's 10-minute bootstrap interval.
     #[serde(default)]
     pub bootstrap_interval: Option<SimDuration>,
@@ -814,6 +843,41 @@ pub struct ConnectorSpec {
 /// (degrees) for link latency.
 pub const REGIONS: [(&str, f64); 6] =
     [("weu", 5.0), ("neu", -6.0), ("eus", -78.0), ("wus", -120.0), ("sea", 104.0), ("aue", 151.0)];
+
+impl World {
+    /// What is wrong with pinning `group` to `region`, if anything: the
+    /// group must exist and the region must be a known one other than the
+    /// tenant's (groups without a pin are served there already).
+    pub fn pin_problem(&self, group: &str, region: &str) -> Option<String> {
+        let groups: BTreeSet<&str> = self
+            .connectors
+            .iter()
+            .map(|c| c.group.as_str())
+            .chain(self.apps.iter().map(|a| a.group.as_str()))
+            .collect();
+        if !groups.contains(group) {
+            return Some(format!("no connector group {group:?}; the world's are {groups:?}"));
+        }
+        if region_latency(region, region).is_none() {
+            let known: Vec<&str> = REGIONS.iter().map(|(n, _)| *n).collect();
+            return Some(format!("unknown region {region:?}; known: {known:?}"));
+        }
+        (region == self.region).then(|| {
+            format!(
+                "group {group:?} pinned to {region:?}, the tenant's own region: groups without a pin are served there"
+            )
+        })
+    }
+
+    /// Every region a group is pinned to, at the start or by the timeline.
+    pub fn pin_regions<'a>(&'a self, timeline: &'a [TimelineEntry]) -> BTreeSet<String> {
+        let later = timeline.iter().filter_map(|e| match e.event.get_ref() {
+            TimelineEvent::PinGroup(_, r) => Some(r.clone()),
+            _ => None,
+        });
+        self.pinned.values().cloned().chain(later).collect()
+    }
+}
 
 /// One-way latency between two regions: 2 ms plus 0.45 ms per degree of
 /// longitude apart (West Europe–East US about 80 ms round trip, West
@@ -1199,6 +1263,14 @@ impl Scenario {
                     let text = format!("no connector group {group:?}; the world's are {groups:?}");
                     return Err((entry.event.span().start, text));
                 }
+                (TimelineEvent::MoveTenant(n), _) if *n == 0 || *n > w.instances => {
+                    let text = format!("no instance {n}: the tenant's region has instances 1 to {}", w.instances);
+                    return Err((entry.event.span().start, text));
+                }
+                (TimelineEvent::PinGroup(g, r), _) => match w.pin_problem(g, r) {
+                    Some(text) => return Err((entry.event.span().start, text)),
+                    None => continue,
+                },
                 (TimelineEvent::OneRelay(_, r), _)
                     if r.parse::<usize>().is_ok_and(|i| i == 0 || i > w.relays.max(1)) =>
                 {
@@ -1308,6 +1380,13 @@ impl Scenario {
             let known: Vec<&str> = REGIONS.iter().map(|(n, _)| *n).collect();
             return Err((0, format!("the tenant's region {:?} is unknown; known: {known:?}", w.region)));
         }
+        if w.instances == 0 || w.instance == 0 || w.instance > w.instances {
+            let text = format!("[world] instance = {} but the region has instances 1 to {}", w.instance, w.instances);
+            return Err((0, text));
+        }
+        if let Some(text) = w.pinned.iter().find_map(|(g, r)| w.pin_problem(g, r)) {
+            return Err((0, format!("[world] pinned: {text}")));
+        }
         if w.proxy.is_none() && w.connectors.iter().any(|c| c.use_proxy) {
             return Err((0, "a connector has use_proxy = true but the world has no [world.proxy]".into()));
         }
@@ -1387,6 +1466,29 @@ mod tests {
         let toml = "name = \"x\"\nduration = \"1m\"\n[world]\nadmin = { user = \"a@contoso.com\", password = \"p\" }\n[[world.connectors]]\nname = \"c\"\n[[timeline]]\nat = \"10s\"\nevent = \"reboot c9\"\n[expect]\noutcome = \"serving\"\n";
         let err = Scenario::parse(toml, Path::new("x.toml")).unwrap_err().to_string();
         assert!(err.contains("names connector \"c9\""), "{err}");
+    }
+
+    #[test]
+    fn placement_events_parse_and_name_what_exists() {
+        for text in ["move tenant to instance 2", "pin group us to eus"] {
+            assert_eq!(text.parse::<TimelineEvent>().unwrap().to_string(), text);
+        }
+        assert!("move tenant to instance two".parse::<TimelineEvent>().unwrap_err().contains("instance number"));
+        let world = |extra: &str, event: &str| {
+            format!("name = \"x\"\nduration = \"1h\"\n[world]\nadmin = {{ user = \"a@contoso.com\", password = \"p\" }}\n{extra}\n[[world.connectors]]\nname = \"c\"\ngroup = \"us\"\n[[timeline]]\nat = \"10m\"\nevent = \"{event}\"\n[expect]\noutcome = \"serving\"\n")
+        };
+        let err = |extra: &str, event: &str| {
+            Scenario::parse(&world(extra, event), Path::new("x.toml")).unwrap_err().to_string()
+        };
+        assert!(err("", "move tenant to instance 2").contains("instances 1 to 1"));
+        assert!(err("instances = 2\ninstance = 3", "reboot c").contains("instance = 3"));
+        assert!(err("", "pin group eu to eus").contains("no connector group \"eu\""));
+        assert!(err("", "pin group us to mars").contains("unknown region \"mars\""));
+        assert!(err("", "pin group us to weu").contains("the tenant's own region"));
+        assert!(err("pinned = { us = \"xx\" }", "reboot c").contains("[world] pinned: unknown region"));
+        let ok = world("instances = 2\npinned = { us = \"eus\" }", "move tenant to instance 2");
+        let s = Scenario::parse(&ok, Path::new("x.toml")).unwrap();
+        assert_eq!(s.world.pin_regions(&s.timeline).into_iter().collect::<Vec<_>>(), ["eus"]);
     }
 
     #[test]

@@ -86,8 +86,12 @@ pub struct Trace(Rc<RefCell<Vec<TraceEvent>>>);
 
 impl Trace {
     /// Records `what` at the current simulated time.
+    /// Records `what` at the simulation's time; outside a step (a
+    /// timeline event applied between steps), at the time of the event
+    /// recorded last, which is that timeline event's.
     pub fn record(&self, host: &str, what: What) {
-        let t_ms = turmoil::sim_elapsed().map(|d| d.as_millis() as u64).unwrap_or(0);
+        let last = || self.0.borrow().last().map_or(0, |e| e.t_ms);
+        let t_ms = turmoil::sim_elapsed().map_or_else(last, |d| d.as_millis() as u64);
         self.record_at(t_ms, host, what);
     }
 

@@ -601,6 +601,7 @@ impl Agent {
             up: RefCell::new(0),
             backends: Rc::default(),
             network_back: tokio::sync::Notify::new(),
+            relays_moved: tokio::sync::Notify::new(),
             draining: std::cell::Cell::new(false),
             drain_wake: tokio::sync::Notify::new(),
         });
@@ -709,6 +710,9 @@ impl Agent {
                 () = updates.switched.notified() => {}
                 // After failures, a tunnel that came back says the network is.
                 () = shared.network_back.notified(), if failures > 0 => {}
+                // A relay no longer serves this connector: learn where to go
+                // now (not while bootstrap fails: its backoff keeps the pace).
+                () = shared.relays_moved.notified(), if failures == 0 => {}
                 () = crate::time::sleep(delay) => {}
             }
         }

@@ -49,6 +49,9 @@ pub struct Failed<'a> {
     /// When the port never worked as `account` but did as another: that
     /// account and a host it reached.
     pub other_account: Option<(Account, String)>,
+    /// A relay that worked and that the service stopped naming when it
+    /// named this one (a tenant moved to another instance).
+    pub replaced: Option<String>,
 }
 
 /// A connection tried now to another destination, to locate the fault.
@@ -260,6 +263,12 @@ pub fn diagnostic(failed: &Failed<'_>, verdict: &Verdict) -> Diagnostic {
         (Some(_), Some(_)) => "; it worked through the proxy before, so a rule on the proxy or beyond it changed or the service's hosts are down".to_string(),
         (None, Some(a)) => format!("; it worked at this address ({a}) before, so a firewall or proxy rule changed or the service's hosts there are down"),
         (_, None) => String::new(),
+    };
+    let before = match &failed.replaced {
+        Some(old) => format!(
+            "{before}; the service named this relay in place of {old}, which worked (the tenant or its group moved): an allow-list that names relays one by one misses the new ones"
+        ),
+        None => before,
     };
     let entry = entry_text(host, port);
     match verdict {
@@ -496,6 +505,7 @@ mod tests {
             via: None,
             account: &Account::NetworkService,
             other_account: None,
+            replaced: None,
         };
         diagnostic(&failed, &verdict(&failed, probes)).code
     }
@@ -646,6 +656,7 @@ mod tests {
             via: None,
             account: &Account::NetworkService,
             other_account: Some((admin.clone(), LOGIN.into())),
+            replaced: None,
         };
         let d = diagnostic(&failed, &verdict(&failed, &probes));
         assert_eq!(d.code, "NET-USER.account-blocked");
@@ -680,6 +691,7 @@ mod tests {
             via: Some("proxy.corp.local:8080"),
             account: &Account::NetworkService,
             other_account: None,
+            replaced: None,
         };
         let down = [bad("proxy.corp.local", 8080, ConnectFailure::TimedOut)];
         assert_eq!(diagnostic(&failed, &verdict(&failed, &down)).code, "NET-PROXY.unreachable");
@@ -705,6 +717,7 @@ mod tests {
             via: None,
             account: &Account::NetworkService,
             other_account: None,
+            replaced: None,
         };
         assert_eq!(diagnostic(&failed, &verdict(&failed, &[ok(BOOT, 443)])).code, "NET-DNS.sinkhole");
     }

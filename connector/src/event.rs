@@ -24,8 +24,9 @@ pub enum AgentEvent {
     TunnelUp { endpoint: String },
     /// A tunnel closed, with why.
     TunnelDown { endpoint: String, reason: String },
-    /// A relay asked the connector to drain a tunnel.
-    GoAwayReceived { endpoint: String, reason: String },
+    /// A relay asked the connector to drain a tunnel (`Moved`: and to ask
+    /// bootstrap where to go instead).
+    GoAwayReceived { endpoint: String, code: crate::proto::GoAwayCode, reason: String },
     /// The connector told a relay to send no new requests down a tunnel
     /// (it drains before an upgrade).
     GoAwaySent { endpoint: String },

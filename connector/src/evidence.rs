@@ -106,6 +106,10 @@ pub struct Evidence {
     /// one allow-list entry); replaced at every bootstrap, so a relay the
     /// service stopped naming is not taken for a sibling.
     relays: RefCell<Vec<(String, u16)>>,
+    /// The relays a bootstrap stopped naming when it named others (the
+    /// service moved the tenant or its group): a new relay that fails
+    /// where one of these worked points at an allow-list of relay names.
+    moved_from: RefCell<Vec<(String, u16)>>,
     /// The cloud the connector is installed for.
     cloud: std::cell::Cell<Environment>,
 }
@@ -187,7 +191,22 @@ impl Evidence {
 
     /// The relays the service names now.
     pub fn set_relays(&self, relays: Vec<(String, u16)>) {
-        *self.relays.borrow_mut() = relays;
+        let mut current = self.relays.borrow_mut();
+        let gone: Vec<(String, u16)> = current.iter().filter(|r| !relays.contains(r)).cloned().collect();
+        if !gone.is_empty() {
+            *self.moved_from.borrow_mut() = gone;
+        }
+        *current = relays;
+    }
+
+    /// When `host:port` is a relay the service named in place of others,
+    /// one of those that worked.
+    pub fn replaced_relay(&self, host: &str, port: u16) -> Option<String> {
+        let named = self.relays.borrow().iter().any(|(h, p)| h.eq_ignore_ascii_case(host) && *p == port);
+        let last_good = self.last_good.borrow();
+        let moved_from = self.moved_from.borrow();
+        let worked = moved_from.iter().find(|r| last_good.contains_key(*r));
+        worked.filter(|_| named).map(|(h, _)| h.clone())
     }
 
     /// Hosts to probe on `port` when `except` fails: the current relays,
@@ -233,6 +252,22 @@ mod tests {
         assert_eq!(e.group_rtt(Group::Service443, 2), None, "one sample of the group is not enough");
         e.record(ok("cwap-weu-1.servicebus.windows.net", 55));
         assert_eq!(e.group_rtt(Group::Service443, 2), Some(Duration::from_millis(55)));
+    }
+
+    #[test]
+    fn names_the_relay_a_new_one_replaced_only_if_that_one_worked() {
+        let e = Evidence::default();
+        let relays = |hs: &[&str]| hs.iter().map(|h| (h.to_string(), 443)).collect::<Vec<_>>();
+        e.set_relays(relays(&["cwap-weu-1.servicebus.windows.net", "cwap-weu-2.servicebus.windows.net"]));
+        assert_eq!(e.replaced_relay("cwap-weu-1.servicebus.windows.net", 443), None, "nothing replaced yet");
+        e.set_relays(relays(&["cwap-weu2-1.servicebus.windows.net"]));
+        assert_eq!(e.replaced_relay("cwap-weu2-1.servicebus.windows.net", 443), None, "the old ones never worked");
+        e.record(ok("cwap-weu-2.servicebus.windows.net", 3));
+        let old = Some("cwap-weu-2.servicebus.windows.net".to_string());
+        assert_eq!(e.replaced_relay("CWAP-weu2-1.servicebus.windows.net", 443), old);
+        assert_eq!(e.replaced_relay("t.bootstrap.msappproxy.net", 443), None, "not a relay");
+        e.set_relays(relays(&["cwap-weu2-1.servicebus.windows.net"]));
+        assert_eq!(e.replaced_relay("cwap-weu2-1.servicebus.windows.net", 443), old, "the same list again");
     }
 
     #[test]

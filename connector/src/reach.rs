@@ -76,8 +76,19 @@ pub async fn explain(
     let account = env.net.account();
     let other_account = env.evidence.worked_only_as_other(port, &account);
     let cloud = env.evidence.cloud();
-    let failed =
-        classify::Failed { host, port, addr, failure, last_good, cloud, via, account: &account, other_account };
+    let replaced = env.evidence.replaced_relay(host, port);
+    let failed = classify::Failed {
+        host,
+        port,
+        addr,
+        failure,
+        last_good,
+        cloud,
+        via,
+        account: &account,
+        other_account,
+        replaced,
+    };
     let mut probes = if classify::needs_probes(&failed) { probe(env, host, port).await } else { Vec::new() };
     let mut verdict = classify::verdict(&failed, &probes);
     if let classify::Verdict::OtherCloud { .. } = verdict {

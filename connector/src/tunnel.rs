@@ -25,7 +25,7 @@ use crate::http::open_tls;
 use crate::inflight::{BodyStep, Requests, Slots};
 use crate::outbox::Outbox;
 use crate::pki::ServiceTls;
-use crate::proto::{CancelReason, Event, RequestHead, Role, Session, SessionConfig, SessionError};
+use crate::proto::{CancelReason, Event, GoAwayCode, RequestHead, Role, Session, SessionConfig, SessionError};
 use crate::tls_failure::TlsFailure;
 
 /// Request ids already accepted, bounded: the oldest are forgotten first.
@@ -94,6 +94,10 @@ pub struct Shared {
     /// waiter lists at random, which reordered the tunnels' GoAways from
     /// one run to the next.)
     pub drain_wake: tokio::sync::Notify,
+    /// Woken when a relay says it does not serve this connector (GoAway
+    /// `Moved`): the tenant or its group now lives elsewhere, and the
+    /// agent bootstraps at once to learn where.
+    pub relays_moved: tokio::sync::Notify,
     /// Woken when a tunnel is established (a relay said Hello): the network
     /// works, so a heartbeat that failed is retried at once instead of at
     /// the end of its backoff.
@@ -133,6 +137,10 @@ impl Drop for UpGuard {
 enum End {
     /// The relay drained the tunnel (GoAway) and all requests finished.
     Drained,
+    /// The relay said it does not serve this connector (any more): the
+    /// bootstrap the agent now makes names the endpoints that do, and
+    /// this one is retried only at the backoff's pace until then.
+    Moved,
     /// The transport or the protocol failed; the TLS failure, if that is
     /// what it was (a refused client certificate arrives as an alert on
     /// the first read under TLS 1.3).
@@ -153,6 +161,9 @@ pub async fn run(env: Env, cfg: TunnelConfig, shared: Rc<Shared>, endpoint: Rela
                 let end = drive(&env, &cfg, &shared, &name, stream).await;
                 let (reason, tls_failure, healthy) = match end {
                     (End::Drained, _) => ("drained after GoAway".to_string(), None, true),
+                    (End::Moved, _) => {
+                        ("this relay no longer serves the connector (GoAway: moved)".to_string(), None, false)
+                    }
                     (End::Failed(r, t), was_up) => (r, t, was_up),
                 };
                 // Refused before Hello: under TLS 1.3 a rejected client
@@ -197,6 +208,8 @@ struct Link<'a> {
     requests: Requests<JoinHandle<()>>,
     tx: mpsc::UnboundedSender<Outbound>,
     up: bool,
+    /// The relay said GoAway `Moved`: the session ends as `End::Moved`.
+    moved: bool,
     _up_guard: Option<UpGuard>,
     /// Requests whose last frame is queued but not yet written: their slots
     /// go back once it is (a drain that waits for no slot in use then
@@ -243,13 +256,13 @@ where
         let quiet = outbox.is_idle() && !link.session.any_unsent();
         if link.session.peer_going_away() && link.requests.is_empty() && quiet {
             let _ = writer.shutdown().await;
-            break End::Drained;
+            break if link.moved { End::Moved } else { End::Drained };
         }
         // Draining began while this loop was not waiting: say GoAway now.
         if shared.draining.get() && link.up && !goaway_sent {
             goaway_sent = true;
             env.emit(AgentEvent::GoAwaySent { endpoint: name.to_string() });
-            if let Err(e) = link.session.send_goaway("connector draining") {
+            if let Err(e) = link.session.send_goaway(GoAwayCode::Draining, "connector draining") {
                 break End::Failed(e.to_string(), None);
             }
             continue;
@@ -313,6 +326,7 @@ impl<'a> Link<'a> {
             requests: Requests::default(),
             tx,
             up: false,
+            moved: false,
             _up_guard: None,
             written_then_done: Vec::new(),
             paces: BTreeMap::new(),
@@ -387,8 +401,12 @@ impl<'a> Link<'a> {
                 BodyStep::Partial | BodyStep::Unknown => {}
             },
             Event::Cancelled { id, .. } => self.requests.cancel(id),
-            Event::GoAway { reason } => {
-                env.emit(AgentEvent::GoAwayReceived { endpoint: name.to_string(), reason });
+            Event::GoAway { code, reason } => {
+                env.emit(AgentEvent::GoAwayReceived { endpoint: name.to_string(), code, reason });
+                if code == GoAwayCode::Moved {
+                    self.moved = true;
+                    shared.relays_moved.notify_one();
+                }
             }
             Event::Response { .. } | Event::Acked { .. } => {}
         }

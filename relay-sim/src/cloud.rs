@@ -29,6 +29,7 @@ use connector::allowlist::Environment;
 use crate::directory::{ConnectorRecord, Role, Status, Tenant};
 use crate::event::{CloudEvent, CloudSink};
 use crate::pki::{Generation, Pki, PkiError, PkiTimers};
+use crate::placement::{Instances, Placement, PIN_DELAY};
 
 /// How the cloud is laid out and timed.
 #[derive(Debug, Clone)]
@@ -43,7 +44,13 @@ pub struct CloudConfig {
     pub bootstrap_host: String,
     pub renewtrust_host: String,
     pub ingress_host: String,
-    pub relay_endpoints: Vec<RelayEndpoint>,
+    /// The cloud instances and their relay namespaces (OPS-GEO).
+    pub instances: Instances,
+    /// The home-region instance that serves the tenant at the start.
+    pub instance: u32,
+    /// Groups pinned to another region from the start (application
+    /// proxy's multi-geo): group → region.
+    pub pins: BTreeMap<String, String>,
     pub bootstrap_interval_s: u64,
     pub keepalive_s: u64,
     pub connection_limit: u32,
@@ -86,8 +93,7 @@ impl CloudConfig {
             Environment::Public => (Environment::UsGov, "msappproxy.net"),
             Environment::UsGov => (Environment::Public, "msappproxy.us"),
         };
-        let relay_endpoints =
-            (1..=relays).map(|i| RelayEndpoint { host: relay_host(cloud, &region, i), port: 443 }).collect();
+        let instances = Instances::single(cloud, &region, relays);
         CloudConfig {
             cloud,
             login_host: names.login,
@@ -97,7 +103,9 @@ impl CloudConfig {
             renewtrust_host: names.renewtrust,
             ingress_host: format!("{}.ingress.{apps}", tenant.id),
             tenant,
-            relay_endpoints,
+            instances,
+            instance: 1,
+            pins: BTreeMap::new(),
             bootstrap_interval_s: 600,
             keepalive_s: 10,
             connection_limit: 200,
@@ -125,20 +133,11 @@ impl CloudConfig {
             self.renewtrust_host.clone(),
             self.ingress_host.clone(),
         ];
-        hosts.extend(self.relay_endpoints.iter().map(|e| e.host.clone()));
+        hosts.extend(self.instances.all_relays().into_iter().map(|e| e.host));
         hosts.sort();
         hosts.dedup();
         hosts
     }
-}
-
-/// The `i`-th relay namespace (from 1) of `region` in `cloud`.
-pub fn relay_host(cloud: Environment, region: &str, i: usize) -> String {
-    let bus = match cloud {
-        Environment::Public => "servicebus.windows.net",
-        Environment::UsGov => "servicebus.usgovcloudapi.net",
-    };
-    format!("cwap-{region}-{i}.{bus}")
 }
 
 /// A token issued by login.
@@ -209,6 +208,8 @@ struct State {
     tunnels: BTreeMap<u64, TunnelHandle>,
     /// The release feed as it runs (timeline events change it).
     feed: crate::feed::Feed,
+    /// Which instance serves the tenant and its groups.
+    placement: Placement,
     next_tunnel: u64,
     next_request: u64,
     round_robin: u64,
@@ -223,8 +224,10 @@ pub struct Cloud {
     pki: RefCell<Pki>,
     events: Rc<dyn CloudSink>,
     state: RefCell<State>,
-    /// Bumped when a connector is revoked: its live tunnels end.
-    revocations: tokio::sync::watch::Sender<u64>,
+    /// Bumped when a connector is revoked (its live tunnels end) or the
+    /// placement changes (relays that no longer serve a tunnel's connector
+    /// send it away).
+    routing: tokio::sync::watch::Sender<u64>,
     /// Signs the packages the feed announces.
     publisher: ring::signature::Ed25519KeyPair,
 }
@@ -281,7 +284,12 @@ impl Cloud {
         )?;
         let tls = TlsContext::new(entropy.clone(), clock.clone());
         let publisher = crate::feed::publisher().map_err(CloudError::Publisher)?;
-        let state = State { feed: config.feed.clone(), ..State::default() };
+        let placement = Placement {
+            instance: config.instance,
+            // In effect from the start: set long before the run.
+            pins: config.pins.iter().map(|(g, r)| (g.clone(), (r.clone(), SystemTime::UNIX_EPOCH))).collect(),
+        };
+        let state = State { feed: config.feed.clone(), placement, ..State::default() };
         Ok(Rc::new(Cloud {
             config,
             clock,
@@ -290,7 +298,7 @@ impl Cloud {
             pki: RefCell::new(pki),
             events,
             state: RefCell::new(state),
-            revocations: tokio::sync::watch::channel(0).0,
+            routing: tokio::sync::watch::channel(0).0,
             publisher,
         }))
     }
@@ -347,7 +355,7 @@ impl Cloud {
         let now = self.now();
         let n = self.with_pki(|p| p.revoke_connector(connector_id, now));
         self.state.borrow_mut().revoked_connectors.insert(connector_id.to_string());
-        self.revocations.send_modify(|v| *v += 1);
+        self.routing.send_modify(|v| *v += 1);
         self.emit(CloudEvent::ConnectorRevoked { connector_id: connector_id.to_string(), certificates: n });
     }
 
@@ -355,9 +363,43 @@ impl Cloud {
         self.state.borrow().revoked_connectors.contains(connector_id)
     }
 
-    /// Changes whenever a connector is revoked.
-    pub fn revocations(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.revocations.subscribe()
+    /// Changes whenever a connector is revoked or the placement changes:
+    /// live tunnels check again whether they may stay.
+    pub fn routing_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.routing.subscribe()
+    }
+
+    /// The relay endpoints that serve `connector_id` now: its group's
+    /// pinned region's instance, or the tenant's instance.
+    pub fn relays_for(&self, connector_id: &str) -> Vec<RelayEndpoint> {
+        let st = self.state.borrow();
+        let group = st.connectors.get(connector_id).map_or(crate::directory::DEFAULT_GROUP, |c| c.group.as_str());
+        let c = &self.config;
+        let (region, instance) = st.placement.serving(&c.instances, group, self.now(), c.private_access);
+        c.instances.relays_of(&region, instance)
+    }
+
+    /// Whether relay `host` serves `connector_id` now.
+    pub fn serves_here(&self, connector_id: &str, host: &str) -> bool {
+        self.relays_for(connector_id).iter().any(|e| e.host == host)
+    }
+
+    /// Moves the tenant to `instance` of its home region: the old
+    /// instance's relays send its connectors away.
+    pub fn move_tenant(&self, instance: u32) {
+        self.state.borrow_mut().placement.instance = instance;
+        self.routing.send_modify(|v| *v += 1);
+        self.emit(CloudEvent::TenantMoved { instance });
+    }
+
+    /// Pins `group` to `region`, in effect after [`PIN_DELAY`] (for
+    /// application proxy; Private Access ignores pins).
+    pub fn pin_group(&self, group: &str, region: &str) {
+        let from = self.now() + PIN_DELAY;
+        self.state.borrow_mut().placement.pins.insert(group.to_string(), (region.to_string(), from));
+        self.routing.send_modify(|v| *v += 1);
+        let effective_in_min = PIN_DELAY.as_secs() / 60;
+        self.emit(CloudEvent::GroupPinned { group: group.into(), region: region.into(), effective_in_min });
     }
 
     /// TLS server configuration for `host`; with `mtls`, a client

@@ -70,6 +70,22 @@ pub enum CloudEvent {
         connector_id: String,
         certificates: usize,
     },
+    /// The service moved the tenant to another instance of its region.
+    TenantMoved {
+        instance: u32,
+    },
+    /// A connector group was pinned to a region (in effect after
+    /// `effective_in_min` minutes).
+    GroupPinned {
+        group: String,
+        region: String,
+        effective_in_min: u64,
+    },
+    /// A relay told a connector it does not serve it (GoAway `Moved`).
+    TunnelMovedAway {
+        connector_id: String,
+        endpoint: String,
+    },
     /// A connector was moved to another connector group.
     ConnectorMoved {
         connector_id: String,

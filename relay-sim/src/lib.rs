@@ -13,6 +13,7 @@ pub mod gate;
 pub mod inspector;
 pub mod network;
 pub mod pki;
+pub mod placement;
 pub mod proxy;
 pub mod releases;
 pub mod serve;

@@ -185,7 +185,7 @@ pub async fn start(opts: ServeOptions) -> Result<Served, ServeError> {
     let (l, revocation) = hosts.gated(&names, 80).await?;
     tokio::task::spawn_local(services::revocation::serve(cloud.clone(), l));
     let mut relays = Vec::new();
-    for ep in &c.relay_endpoints {
+    for ep in &c.instances.all_relays() {
         let (l, gate) = hosts.gated(&[&ep.host], 443).await?;
         relays.push(gate);
         spawn_service(services::relay::serve(cloud.clone(), ep.host.clone(), l));

@@ -93,6 +93,8 @@ pub(super) fn apply(event: &TimelineEvent, sim: &mut turmoil::Sim<'_>, w: &World
         }
         TimelineEvent::Host { name, change } => change_host(sim, w, name, change),
         TimelineEvent::Feed(change) => w.cloud.with_feed(|feed| change_feed(feed, change)),
+        TimelineEvent::MoveTenant(n) => w.cloud.move_tenant(*n),
+        TimelineEvent::PinGroup(group, region) => w.cloud.pin_group(group, region),
         TimelineEvent::OnHost(name, inner) => {
             let resolver = w.host_dns.get(name).is_some_and(|dns| apply_dns(dns, inner));
             if let (false, Some(firewall)) = (resolver, w.host_firewalls.get(name)) {

@@ -105,7 +105,7 @@ impl World {
         cloud_hosts(sim, &cloud, scenario, &net);
         let backend_switches = backends(sim, scenario, logs);
         let mut world = World {
-            relay_hosts: cloud.config.relay_endpoints.iter().map(|e| e.host.clone()).collect(),
+            relay_hosts: cloud.config.instances.all_relays().into_iter().map(|e| e.host).collect(),
             cloud,
             network: net.edits,
             addresses: net.addresses,
@@ -258,7 +258,7 @@ fn cloud_hosts(sim: &mut turmoil::Sim<'_>, cloud: &Rc<Cloud>, scenario: &Scenari
             }
         });
     }
-    for ep in &c.relay_endpoints {
+    for ep in &c.instances.all_relays() {
         let host = ep.host.clone();
         let cloud = cloud.clone();
         sim.host(ep.host.as_str(), move || {
@@ -370,7 +370,7 @@ impl World {
         let boots = Rc::new(Cell::new(0u32));
         let (name, trace, seed) = (spec.name.clone(), base.trace.clone(), base.seed);
         let diagnose_at = spec.diagnose_at.map(|d| d.0);
-        let relays = self.cloud.config.relay_endpoints.clone();
+        let relays = self.cloud.relays_for("");
         let host_firewall = Rc::new(RefCell::new(Firewall { rules: spec.host_firewall.clone() }));
         self.host_firewalls.insert(spec.name.clone(), FirewallEdits::new(host_firewall.clone()));
         let host_dns = Rc::new(RefCell::new(spec.dns.clone()));
@@ -472,10 +472,19 @@ fn spawn_diagnose(env: &Env, cfg: &AgentConfig, relays: Vec<connector::api::Rela
 /// Connectors far from the tenant's region get long links to the cloud.
 pub(super) fn region_links(sim: &mut turmoil::Sim<'_>, scenario: &Scenario, cloud: &Cloud) {
     let w = &scenario.world;
+    let instances = &cloud.config.instances;
+    // The relays of the regions groups are pinned to live there; every
+    // other service host lives in the tenant's region.
+    let pinned_relays: BTreeMap<String, &str> = instances
+        .pin_regions
+        .iter()
+        .flat_map(|r| instances.relays_of(r, 1).into_iter().map(move |e| (e.host, r.as_str())))
+        .collect();
     for spec in &w.connectors {
-        let Some(region) = spec.region.as_ref().map(|r| r.get_ref()) else { continue };
-        if let Some(latency) = crate::scenario::region_latency(region, &w.region).filter(|_| region != &w.region) {
-            for host in cloud.config.service_hosts() {
+        let here = spec.region.as_ref().map_or(w.region.as_str(), |r| r.get_ref().as_str());
+        for host in cloud.config.service_hosts() {
+            let there = pinned_relays.get(&host).copied().unwrap_or(w.region.as_str());
+            if let Some(latency) = crate::scenario::region_latency(here, there).filter(|_| here != there) {
                 sim.set_link_latency(spec.name.as_str(), host.as_str(), latency);
             }
         }
@@ -535,6 +544,10 @@ fn layout(s: &Scenario) -> Layout {
         group_of_machine: w.connectors.iter().map(|c| (c.name.clone(), c.group.clone())).collect(),
     };
     let mut config = CloudConfig::in_cloud(w.cloud, tenant, w.relays.max(1));
+    config.instances.count = w.instances.max(1);
+    config.instances.pin_regions = w.pin_regions(&s.timeline);
+    config.instance = w.instance;
+    config.pins = w.pinned.clone();
     if let Some(i) = w.bootstrap_interval {
         config.bootstrap_interval_s = i.0.as_secs().max(1);
     }

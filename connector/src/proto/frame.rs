@@ -13,7 +13,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 /// Protocol version spoken by this build. A peer with another major version
 /// is refused at `Hello`.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 /// Magic at the start of every `Hello` payload: refuses a peer that is not
 /// speaking this protocol at all (a TLS inspection box, an HTTP server).
 pub const HELLO_MAGIC: &[u8; 4] = b"CSIM";
@@ -66,6 +66,35 @@ impl CancelReason {
     }
 }
 
+/// Why a side sends `GoAway`: what the peer should do next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum GoAwayCode {
+    /// The sender stops (a restart, an upgrade, a relay going down): the
+    /// requests in flight finish; come back (or go elsewhere) later.
+    Draining,
+    /// (Relay) this endpoint does not serve the connector's tenant or group
+    /// (any more): the tenant was moved to another cloud instance, or its
+    /// group to another region. The connector asks bootstrap for the
+    /// current endpoints instead of dialling this one again.
+    Moved,
+}
+
+impl GoAwayCode {
+    fn to_u8(self) -> u8 {
+        match self {
+            GoAwayCode::Draining => 1,
+            GoAwayCode::Moved => 2,
+        }
+    }
+    fn from_u8(v: u8) -> Option<Self> {
+        Some(match v {
+            1 => GoAwayCode::Draining,
+            2 => GoAwayCode::Moved,
+            _ => return None,
+        })
+    }
+}
+
 /// One protocol message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
@@ -90,7 +119,8 @@ pub enum Frame {
     /// Keepalive answer.
     Pong { nonce: u64 },
     /// The sender will accept no new requests; in-flight ones finish.
-    GoAway { reason: String },
+    /// `code` says what the peer should do; `reason` is for people.
+    GoAway { code: GoAwayCode, reason: String },
     /// Either way: the sender took `bytes` more of stream `id`'s body, so
     /// the peer may send that much more (per-stream flow control; see
     /// `session::STREAM_WINDOW`).
@@ -173,7 +203,10 @@ impl Frame {
                 out.put_u8(reason.to_u8());
             }
             Frame::Ping { nonce } | Frame::Pong { nonce } => out.put_u64(*nonce),
-            Frame::GoAway { reason } => put_str(out, reason, "reason")?,
+            Frame::GoAway { code, reason } => {
+                out.put_u8(code.to_u8());
+                put_str(out, reason, "reason")?;
+            }
             Frame::WindowUpdate { id, bytes } => {
                 out.put_u64(*id);
                 out.put_u32(*bytes);
@@ -341,7 +374,12 @@ fn decode_body(mut b: Bytes) -> Result<Frame, FrameError> {
         }
         7 => Frame::Ping { nonce: r.u64("nonce")? },
         8 => Frame::Pong { nonce: r.u64("nonce")? },
-        9 => Frame::GoAway { reason: r.string("reason")? },
+        9 => {
+            let raw = r.u8("code")?;
+            let code =
+                GoAwayCode::from_u8(raw).ok_or(FrameError::BadValue { kind, field: "code", value: raw.into() })?;
+            Frame::GoAway { code, reason: r.string("reason")? }
+        }
         10 => {
             let id = r.u64("id")?;
             let bytes = r.u32("bytes")?;
@@ -447,7 +485,8 @@ mod tests {
         roundtrip(Frame::Cancel { id: 1, reason: CancelReason::Duplicate });
         roundtrip(Frame::Ping { nonce: 3 });
         roundtrip(Frame::Pong { nonce: 3 });
-        roundtrip(Frame::GoAway { reason: "restart".into() });
+        roundtrip(Frame::GoAway { code: GoAwayCode::Draining, reason: "restart".into() });
+        roundtrip(Frame::GoAway { code: GoAwayCode::Moved, reason: "tenant moved".into() });
         roundtrip(Frame::WindowUpdate { id: 3, bytes: 65_536 });
     }
 

@@ -6,5 +6,5 @@
 pub mod frame;
 pub mod session;
 
-pub use frame::{CancelReason, Decoder, Frame, FrameError, Headers, PROTOCOL_VERSION};
+pub use frame::{CancelReason, Decoder, Frame, FrameError, GoAwayCode, Headers, PROTOCOL_VERSION};
 pub use session::{Event, RequestHead, Role, Session, SessionConfig, SessionError};

@@ -26,7 +26,8 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 
 use super::frame::{
-    CancelReason, Decoder, Frame, FrameError, Headers, DEFAULT_MAX_FRAME_BYTES, MIN_MAX_FRAME_BYTES, PROTOCOL_VERSION,
+    CancelReason, Decoder, Frame, FrameError, GoAwayCode, Headers, DEFAULT_MAX_FRAME_BYTES, MIN_MAX_FRAME_BYTES,
+    PROTOCOL_VERSION,
 };
 
 /// Which end of the tunnel this session is.
@@ -116,8 +117,8 @@ pub enum Event {
     Acked { id: u64 },
     /// The peer cancelled or refused a request.
     Cancelled { id: u64, reason: CancelReason },
-    /// The peer will take no new requests.
-    GoAway { reason: String },
+    /// The peer will take no new requests; `code` says what to do next.
+    GoAway { code: GoAwayCode, reason: String },
 }
 
 /// Why a session ended with an error.
@@ -429,9 +430,9 @@ impl Session {
             }
             Frame::Ping { nonce } => self.queue(Frame::Pong { nonce }),
             Frame::Pong { .. } => {}
-            Frame::GoAway { reason } => {
+            Frame::GoAway { code, reason } => {
                 self.peer_goaway = true;
-                self.events.push_back(Event::GoAway { reason });
+                self.events.push_back(Event::GoAway { code, reason });
             }
         }
         Ok(())
@@ -657,11 +658,11 @@ impl Session {
     }
 
     /// Announces that this side takes no new requests.
-    pub fn send_goaway(&mut self, reason: &str) -> Result<(), SessionError> {
+    pub fn send_goaway(&mut self, code: GoAwayCode, reason: &str) -> Result<(), SessionError> {
         self.check_open()?;
         if !self.local_goaway {
             self.local_goaway = true;
-            self.queue(Frame::GoAway { reason: reason.to_string() });
+            self.queue(Frame::GoAway { code, reason: reason.to_string() });
         }
         Ok(())
     }

@@ -67,11 +67,12 @@ async fn bootstrap(cloud: Rc<Cloud>, connector_id: String, req: Request<Incoming
             ),
         );
     }
+    let relay_endpoints = cloud.relays_for(&connector_id);
     cloud.emit(CloudEvent::BootstrapServed { connector_id });
     json(
         200,
         &BootstrapResponse {
-            relay_endpoints: c.relay_endpoints.clone(),
+            relay_endpoints,
             bootstrap_interval_s: c.bootstrap_interval_s,
             keepalive_s: c.keepalive_s,
             connection_limit: c.connection_limit,

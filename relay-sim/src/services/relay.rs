@@ -9,7 +9,7 @@ use std::time::Duration;
 use connector::env::BoxStream;
 use connector::outbox::Outbox;
 use connector::proto::session::DEFAULT_MAX_STREAMS;
-use connector::proto::{Event, Role, Session, SessionConfig, SessionError};
+use connector::proto::{Event, GoAwayCode, Role, Session, SessionConfig, SessionError};
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
@@ -127,10 +127,20 @@ struct Here<'a> {
 }
 
 impl Here<'_> {
-    /// Routes requests down the tunnel once the connector said Hello, stops
-    /// after its GoAway, and passes its answers on.
-    fn on_event(&self, ev: Event, registration: &mut Option<Registration>, pending: &mut BTreeMap<u64, Pending>) {
+    /// Routes requests down the tunnel once the connector said Hello (if
+    /// this relay serves it: see [`Here::send_away`]), stops after its
+    /// GoAway, and passes its answers on.
+    fn on_event(
+        &self,
+        ev: Event,
+        session: &mut Session,
+        registration: &mut Option<Registration>,
+        pending: &mut BTreeMap<u64, Pending>,
+    ) {
         match ev {
+            Event::Established { .. } if !self.cloud.serves_here(self.connector_id, self.endpoint) => {
+                self.send_away(session, registration);
+            }
             Event::Established { incarnation, .. } => {
                 let id = self.cloud.add_tunnel(TunnelHandle {
                     connector_id: self.connector_id.to_string(),
@@ -150,6 +160,21 @@ impl Here<'_> {
             other => deliver(pending, other),
         }
     }
+
+    /// This relay does not serve the connector (its tenant moved to
+    /// another instance, or its group is pinned elsewhere): no request is
+    /// routed here any more, those in flight finish, and GoAway `Moved`
+    /// tells the connector to ask bootstrap where to go.
+    fn send_away(&self, session: &mut Session, registration: &mut Option<Registration>) {
+        drop(registration.take());
+        let reason = "this relay does not serve the connector's tenant or group; bootstrap names the ones that do";
+        if session.send_goaway(GoAwayCode::Moved, reason).is_ok() {
+            self.cloud.emit(CloudEvent::TunnelMovedAway {
+                connector_id: self.connector_id.to_string(),
+                endpoint: self.endpoint.to_string(),
+            });
+        }
+    }
 }
 
 async fn tunnel(cloud: Rc<Cloud>, endpoint: String, info: ConnInfo, stream: TlsStream<BoxStream>) {
@@ -157,7 +182,7 @@ async fn tunnel(cloud: Rc<Cloud>, endpoint: String, info: ConnInfo, stream: TlsS
     if !cloud.is_registered(&connector_id) || cloud.is_revoked(&connector_id) {
         return;
     }
-    let mut revocations = cloud.revocations();
+    let mut routing = cloud.routing_changes();
     let origin = tokio::time::Instant::now();
     let now = || origin.elapsed();
     let mut cfg = SessionConfig::new(endpoint.clone());
@@ -202,10 +227,13 @@ async fn tunnel(cloud: Rc<Cloud>, endpoint: String, info: ConnInfo, stream: TlsS
                 res
             },
             _ = connector::time::sleep_until(deadline) => session.handle_timeout(now()).map_err(|e| e.to_string()),
-            Ok(()) = revocations.changed() => {
+            Ok(()) = routing.changed() => {
                 if cloud.is_revoked(&connector_id) {
                     Err("connector certificate revoked".to_string())
                 } else {
+                    if registration.is_some() && !cloud.serves_here(&connector_id, &endpoint) {
+                        here.send_away(&mut session, &mut registration);
+                    }
                     Ok(())
                 }
             },
@@ -214,7 +242,7 @@ async fn tunnel(cloud: Rc<Cloud>, endpoint: String, info: ConnInfo, stream: TlsS
             break r;
         }
         while let Some(ev) = session.poll_event() {
-            here.on_event(ev, &mut registration, &mut pending);
+            here.on_event(ev, &mut session, &mut registration, &mut pending);
         }
     };
     drop(registration);
