@@ -17,6 +17,7 @@ pub mod realbench;
 pub mod report;
 pub mod run;
 pub mod scenario;
+pub mod schema;
 pub mod stopwatch;
 pub mod trace;
 pub mod wakeups;

@@ -15,6 +15,8 @@ use conformance::report::{self, Entry, Status};
 use conformance::stopwatch::Stopwatch;
 use conformance::{collect_scenarios, run_with, RunResult, Scenario, Stepping, Verdict};
 
+mod cli;
+
 #[derive(Parser)]
 #[command(
     name = "connsim",
@@ -242,15 +244,31 @@ enum Command {
         #[arg(long)]
         scenarios: bool,
     },
-    /// Show one requirement: its source, text, and the scenarios covering
-    /// it with the diagnostics the failing cases expect.
+    /// Explain a requirement (its source, text, and the scenarios covering
+    /// it with the diagnostics the failing cases expect), a field of the
+    /// scenario format (by its path or last name), or a timeline event (by
+    /// its first words).
     ///
-    /// Example: connsim explain NET-CRL
+    /// Examples:
+    ///   connsim explain NET-CRL
+    ///   connsim explain world.instances
+    ///   connsim explain expect.window
+    ///   connsim explain move tenant
     Explain {
-        id: String,
+        /// A requirement ID, a field (`world.connectors.region`, `between`)
+        /// or the first words of a timeline event (`pin group`).
+        #[arg(required = true, num_args = 1..)]
+        topic: Vec<String>,
         #[arg(long, default_value = "scenarios")]
         scenarios: Vec<PathBuf>,
     },
+    /// Print the JSON Schema of scenario files, generated from the types
+    /// the loader reads (their doc comments are its descriptions). Point an
+    /// editor at it: with taplo / Even Better TOML, a first line
+    /// `#:schema ./scenario.schema.json` in a scenario file.
+    ///
+    /// Example: connsim schema > scenario.schema.json
+    Schema,
     /// Turn a `connector diagnose --format json` report from the field into
     /// a scenario that rebuilds that network in simulation (unresolved
     /// names, dropped or refused connections, TLS inspection), run it, and
@@ -553,48 +571,11 @@ fn real_main() -> Result<ExitCode, String> {
             println!("\n`connsim explain ID` for one requirement; `connsim coverage` checks every ID is covered.");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Explain { id, scenarios } => {
-            let catalogue = Catalogue::builtin();
-            let Some(r) = catalogue.get(&id) else {
-                let near: Vec<&str> = catalogue
-                    .requirements
-                    .iter()
-                    .map(|r| r.id.as_str())
-                    .filter(|k| k.split('-').next() == id.to_ascii_uppercase().split('-').next())
-                    .collect();
-                return Err(format!(
-                    "unknown requirement {id:?}{}; `connsim list` shows them all",
-                    if near.is_empty() { String::new() } else { format!(" (same area: {})", near.join(", ")) }
-                ));
-            };
-            let (cov, _) = catalogue::coverage(&catalogue, &load_all(&scenarios)?);
-            let c = cov.iter().find(|c| c.id == r.id);
-            println!("{} ({}, {})\n\n  {}\n", r.id, r.source.as_str(), r.area, r.text);
-            for (label, cases, waiver) in [
-                ("passing cases (the connector honours it)", c.map(|c| &c.passing), &r.waiver.passing),
-                (
-                    "failing cases (the failure it prevents, with the diagnostic)",
-                    c.map(|c| &c.failing),
-                    &r.waiver.failing,
-                ),
-            ] {
-                println!("{label}:");
-                let cases = cases.map(Vec::as_slice).unwrap_or_default();
-                for case in cases {
-                    let diags = if case.diagnostics.is_empty() {
-                        String::new()
-                    } else {
-                        format!("  → {}", case.diagnostics.join(", "))
-                    };
-                    println!("  {:<40} {}{diags}", case.scenario, case.file.display());
-                }
-                if cases.is_empty() {
-                    match waiver {
-                        Some(why) => println!("  (waived: {why})"),
-                        None => println!("  (none)"),
-                    }
-                }
-            }
+        Command::Explain { topic, scenarios } => cli::explain::run(&topic.join(" "), &scenarios, load_all),
+        Command::Schema => {
+            let schema = conformance::schema::scenario_schema();
+            let text = serde_json::to_string_pretty(&schema).map_err(|e| e.to_string())?;
+            println!("{text}");
             Ok(ExitCode::SUCCESS)
         }
         Command::BenchWorld { kind, size, groups, write, quiet } => {

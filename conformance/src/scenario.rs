@@ -17,6 +17,7 @@ use relay_sim::inspector::Mode as InspectionMode;
 use relay_sim::pki::RevocationFault;
 use relay_sim::services::revocation::TRUST_LIST_HOSTS;
 use relay_sim::world::{Action, Dns, HostSuffix, Rule};
+use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer};
 use toml::Spanned;
 
@@ -348,18 +349,59 @@ impl TimelineEvent {
     }
 }
 
-const EVENT_FORMS: &str = "\"restart relay\", \"crash relay\", \"start relay\" (each also with a relay's name or number), \
-\"stop revocation server NAME\", \"start revocation server NAME\", \"block port N\", \
-\"reject port N\", \"unblock port N\", \"block host SUFFIX\", \"reject host SUFFIX\", \"unblock host SUFFIX\", \
-(each of these six with \"at proxy\" after it for the proxy's egress, or \"on NAME\" for a connector host's own firewall), \
-\"dns fail SUFFIX\", \"dns sinkhole SUFFIX\", \"dns restore SUFFIX\" (also \"at proxy\": the proxy's resolver, \"on NAME\": that host's), \"stop backend NAME\", \"start backend NAME\", \"restart connector NAME\", \
-\"stop connector NAME\", \"start connector NAME\", \"rotate root\", \"revoke relay certificate\", \
-\"revoke connector NAME\", \"stop proxy\", \"start proxy\", \"stop revocation servers\", \"start revocation servers\", \"advance ip week\", \
-\"stop updater NAME\", \"start updater NAME\", \"upgrade connector NAME\", \
-\"upgrade connector NAME keeping folders\", \"install PRODUCT on NAME\", \"uninstall PRODUCT on NAME\", \
-\"disable tls12 on NAME\", \"enable tls12 on NAME\", \"reboot NAME\", \"upgrade dotnet on NAME to VERSION\", \
-\"set clock on NAME SKEW\", \"publish release V\", \"withdraw release V\", \"offer release V to GROUP\", \
-\"offer release V to all\", \"move tenant to instance N\", \"pin group GROUP to REGION\"";
+/// Every form a timeline event can take, with what it does: the parser's
+/// error lists the forms, `connsim explain` and `connsim schema` show both.
+pub const EVENT_FORMS: &[(&str, &str)] = &[
+    ("restart relay", "crash every relay host and start it again (also with a relay's name or number: \"restart relay 2\")"),
+    ("crash relay", "crash every relay host (or one: \"crash relay cwap-weu-1.servicebus.windows.net\")"),
+    ("start relay", "start the relay hosts again (or one)"),
+    ("block port N", "the perimeter silently drops new connections to port N (\"at proxy\": the proxy's egress; \"on NAME\": that connector host's own firewall, which also stalls open connections)"),
+    ("reject port N", "the same, refusing (RST) instead of dropping"),
+    ("unblock port N", "lift the timeline's own block or reject of port N (never a rule of the world's)"),
+    ("block host SUFFIX", "drop new connections to names under SUFFIX (\"*.servicebus.windows.net\"); also \"at proxy\" and \"on NAME\""),
+    ("reject host SUFFIX", "refuse connections to names under SUFFIX"),
+    ("unblock host SUFFIX", "lift the timeline's own rule for SUFFIX"),
+    ("dns fail SUFFIX", "names under SUFFIX stop resolving (\"at proxy\": the proxy's resolver; \"on NAME\": that host's)"),
+    ("dns sinkhole SUFFIX", "names under SUFFIX resolve to a sinkhole address"),
+    ("dns restore SUFFIX", "end a DNS fault for SUFFIX"),
+    ("stop backend NAME", "a backend stops answering"),
+    ("start backend NAME", "a backend answers again"),
+    ("restart connector NAME", "the connector host restarts its software"),
+    ("stop connector NAME", "the connector host goes down"),
+    ("start connector NAME", "the connector host comes back"),
+    ("rotate root", "the service moves its TLS certificates to the new root CA (TLS-ROOTS)"),
+    ("revoke relay certificate", "the CA revokes the relays' certificates (their CRLs and OCSP say so)"),
+    ("revoke connector NAME", "the service revokes that connector's client certificate and ends its tunnels"),
+    ("stop proxy", "the explicit proxy goes down"),
+    ("start proxy", "the explicit proxy comes back"),
+    ("stop revocation servers", "every CRL/OCSP host stops answering"),
+    ("start revocation servers", "they answer again"),
+    ("stop revocation server NAME", "one CRL/OCSP host (\"crl3.digicert.com\") stops answering"),
+    ("start revocation server NAME", "it answers again"),
+    ("advance ip week", "the cloud moves to next week's published address ranges (NET-RULES)"),
+    ("stop updater NAME", "the connector host's updater service stops (OPS-SERVICES)"),
+    ("start updater NAME", "it runs again"),
+    ("upgrade connector NAME", "the spec's manual upgrade: stop, uninstall, delete the folders, install the newest release"),
+    ("upgrade connector NAME keeping folders", "the same, forgetting to delete the folders"),
+    ("install PRODUCT on NAME", "another product is installed on the host (password-protection-proxy, entra-connect, ...)"),
+    ("uninstall PRODUCT on NAME", "it is removed"),
+    ("disable tls12 on NAME", "TLS 1.2 registry keys are turned off (in effect after \"reboot NAME\")"),
+    ("enable tls12 on NAME", "they are turned on (in effect after a reboot)"),
+    ("reboot NAME", "the host restarts: registry changes take effect"),
+    ("upgrade dotnet on NAME to VERSION", ".NET Framework is upgraded (4.8, or a release number such as 528040)"),
+    ("set clock on NAME SKEW", "the host's clock jumps (\"+2d\", \"-1h\")"),
+    ("publish release V", "the release feed publishes a withheld release"),
+    ("withdraw release V", "the feed stops offering a release"),
+    ("offer release V to GROUP", "add a connector group to a release's staged rollout"),
+    ("offer release V to all", "end the rollout: every group is offered the release"),
+    ("move tenant to instance N", "the service moves the tenant to instance N of its region: the old relays send its connectors away (GoAway moved) and bootstrap names the new ones"),
+    ("pin group GROUP to REGION", "application proxy's multi-geo: the group is served from REGION's instance, in effect 30 minutes later (Private Access ignores pins)"),
+];
+
+/// The forms of [`EVENT_FORMS`], quoted, for error messages.
+fn event_forms_text() -> String {
+    EVENT_FORMS.iter().map(|(form, _)| format!("{form:?}")).collect::<Vec<_>>().join(", ")
+}
 
 impl FromStr for TimelineEvent {
     type Err = String;
@@ -432,7 +474,7 @@ impl FromStr for TimelineEvent {
             ["upgrade", "connector", n, "keeping", "folders"] => {
                 TimelineEvent::UpgradeConnectorKeepingFolders(n.to_string())
             }
-            _ => return Err(format!("unknown event {s:?}; expected one of {EVENT_FORMS}")),
+            _ => return Err(format!("unknown event {s:?}; expected one of {}", event_forms_text())),
         })
     }
 }
@@ -524,10 +566,13 @@ fn default_role() -> Role {
 }
 
 /// A whole scenario file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Scenario {
+    /// The scenario's name: reports and `connsim repro` use it.
     pub name: String,
+    /// What the scenario shows, for reports (comments at the top of the
+    /// file say the same for readers of the file).
     #[serde(default)]
     pub description: String,
     /// Requirement IDs this scenario covers.
@@ -552,7 +597,7 @@ pub struct Scenario {
 }
 
 /// Where a scenario runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum WorldKind {
     /// turmoil: simulated time and network, deterministic.
@@ -566,11 +611,13 @@ fn default_worlds() -> Vec<WorldKind> {
 }
 
 /// The simulated world.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct World {
+    /// The tenant's id, in its service names (`contoso.bootstrap.msappproxy.net`): default `contoso`.
     #[serde(default = "default_tenant")]
     pub tenant: String,
+    /// The tenant's domain (REG-DOMAIN): default `contoso.com`.
     #[serde(default = "default_domain")]
     pub domain: String,
     /// More domains (aliases) of the tenant.
@@ -579,6 +626,7 @@ pub struct World {
     /// Whether the directory uses application proxy / Private Access.
     #[serde(default = "default_true")]
     pub app_proxy_enabled: bool,
+    /// The tenant's home region (OPS-GEO): weu (default), neu, eus, wus, sea or aue.
     #[serde(default = "default_region")]
     pub region: String,
     /// The cloud the tenant lives in: `public` (default) or `us-gov`.
@@ -659,7 +707,7 @@ pub struct World {
 }
 
 /// `[world.allow_list]`: the spec's table as perimeter rules.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AllowListSpec {
     /// Groups left out (`service-443`, `crl-80`, `registration-443`, `registration-80`).
@@ -684,7 +732,7 @@ fn default_drop() -> Action {
 }
 
 /// How an allow-list names destinations.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum AllowBy {
     #[default]
@@ -693,9 +741,10 @@ pub enum AllowBy {
 }
 
 /// `[world.proxy]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProxySpec {
+    /// The port the proxy listens on (default 8080).
     #[serde(default = "default_proxy_port")]
     pub port: u16,
     /// Demand proxy authentication (407).
@@ -722,7 +771,7 @@ fn default_proxy_port() -> u16 {
 }
 
 /// `[world.pki]`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PkiSpec {
     /// Lifetime of connector client certificates (default 180d).
@@ -740,7 +789,7 @@ pub struct PkiSpec {
 }
 
 /// `[world.inspection]`: a box that intercepts outbound TLS.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InspectionSpec {
     /// Domain suffixes it intercepts on port 443.
@@ -753,10 +802,12 @@ pub struct InspectionSpec {
 }
 
 /// The account that registers connectors.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Admin {
+    /// The administrator's sign-in name (`admin@contoso.com`).
     pub user: String,
+    /// The administrator's password in the directory.
     pub password: String,
     #[serde(default = "default_role")]
     pub role: Role,
@@ -782,10 +833,12 @@ pub struct Admin {
 }
 
 /// A connector host.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConnectorSpec {
+    /// The connector host's name (timeline events and expectations use it).
     pub name: String,
+    /// The connector group it registers into (default `Default`).
     #[serde(default = "default_group")]
     pub group: String,
     /// The roots in the host's trust store: `baltimore` (the service's old
@@ -832,10 +885,12 @@ pub struct ConnectorSpec {
     /// Where the host is (`weu`, `neu`, `eus`, `wus`, `sea`, `aue`); far
     /// from the tenant's region means long links to the cloud.
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub region: Option<Spanned<String>>,
     /// The installer's `ENVIRONMENTNAME` (`AzureUSGovernment` for the US
     /// Government cloud); absent: the public cloud.
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub environment_name: Option<Spanned<String>>,
 }
 
@@ -890,7 +945,7 @@ pub fn region_latency(a: &str, b: &str) -> Option<Duration> {
 }
 
 /// A root a connector host may trust.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum RootName {
     Baltimore,
@@ -932,10 +987,12 @@ impl<'de> Deserialize<'de> for Skew {
 }
 
 /// A private backend host.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BackendSpec {
+    /// The backend's host name on the private network (`app1.corp.local`).
     pub name: String,
+    /// The port it serves HTTP on (default 80).
     #[serde(default = "default_port")]
     pub port: u16,
     #[serde(default = "echo")]
@@ -950,12 +1007,15 @@ fn echo() -> Behaviour {
 }
 
 /// A published application.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AppSpec {
+    /// The application's name; users reach it at `NAME-TENANT.msappproxy.net`.
     pub name: String,
     /// Name of the backend it publishes.
+    #[schemars(with = "String")]
     pub backend: Spanned<String>,
+    /// The connector group that serves it (default `Default`).
     #[serde(default = "default_group")]
     pub group: String,
     /// `passthrough` (default) or `entra_id`: users sign in first and only
@@ -969,10 +1029,12 @@ pub struct AppSpec {
 }
 
 /// A user of the tenant's directory (besides the administrator).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserSpec {
+    /// The user's sign-in name in the directory (`alice@contoso.com`).
     pub upn: String,
+    /// The user's password (a load signs in with it).
     #[serde(default = "default_user_password")]
     pub password: String,
     /// The on-premises account it is synchronised from (`CONTOSO\alice`);
@@ -986,10 +1048,13 @@ fn default_user_password() -> String {
 }
 
 /// Users calling an app.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Load {
+    /// The application the users call.
+    #[schemars(with = "String")]
     pub app: Spanned<String>,
+    /// How many requests, one every `interval` from `start`.
     pub requests: u32,
     pub start: SimDuration,
     pub interval: SimDuration,
@@ -1010,6 +1075,7 @@ pub struct Load {
     /// ones do (as a gateway error does for an ordinary load), and a 2xx
     /// where an error is expected fails the run.
     #[serde(default)]
+    #[schemars(with = "Option<u16>")]
     pub expect_status: Option<Spanned<u16>>,
     /// The user who signs in before each request (an app with `entra_id`
     /// pre-authentication); absent: requests carry no session.
@@ -1025,15 +1091,16 @@ pub struct Load {
 }
 
 /// One timeline entry.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TimelineEntry {
     pub at: SimDuration,
+    #[schemars(with = "TimelineEvent")]
     pub event: Spanned<TimelineEvent>,
 }
 
 /// The end state of the connector(s).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// Registered, bootstrapped, and a tunnel was up at the end.
@@ -1048,13 +1115,14 @@ pub enum Outcome {
 }
 
 /// What must hold at the end.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Expect {
     pub outcome: Outcome,
     /// Exact number of user requests answered 2xx.
     #[serde(default)]
     pub requests_ok: Option<u32>,
+    /// User requests answered 2xx, at least.
     #[serde(default)]
     pub requests_ok_min: Option<u32>,
     /// Most user requests allowed to fail (non-2xx or no answer).
@@ -1063,6 +1131,7 @@ pub struct Expect {
     /// Exact counts of user answers by HTTP status (`"502" = 3`).
     #[serde(default)]
     pub user_statuses: BTreeMap<String, u32>,
+    /// Successful bootstraps (all connectors together), at least.
     #[serde(default)]
     pub bootstraps_min: Option<u32>,
     /// Tunnel openings beyond the first per endpoint, at least.
@@ -1090,6 +1159,7 @@ pub struct Expect {
     /// host reports nothing. (The world's union is judged as well, with
     /// these codes counted as expected.)
     #[serde(default)]
+    #[schemars(with = "BTreeMap<String, Vec<String>>")]
     pub diagnostics_by_host: BTreeMap<Spanned<String>, Vec<String>>,
     /// Trace events (agent or cloud, by their `event` name) that must have
     /// happened at least this often: `{ crl_fetched = 2, ocsp_checked = 1 }`.
@@ -1110,6 +1180,7 @@ pub struct Expect {
     /// Bounds on the mean time to a 2xx answer, in milliseconds.
     #[serde(default)]
     pub user_latency_ms_avg_min: Option<u64>,
+    /// Mean user latency of answered requests, in ms, at most.
     #[serde(default)]
     pub user_latency_ms_avg_max: Option<u64>,
     /// The version each named connector host runs at the end.
@@ -1126,11 +1197,12 @@ pub struct Expect {
 
 /// `[[expect.window]]`: what one connector host (or every host) reports
 /// and serves within a stretch of simulated time.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WindowExpect {
     /// The connector host (default: any).
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub host: Option<Spanned<String>>,
     /// From and to, simulated time (default: the whole run).
     #[serde(default)]
@@ -1146,10 +1218,12 @@ pub struct WindowExpect {
     pub no_diagnostics: Vec<String>,
     /// For a code, words its finding (one of them, in the window) mentions.
     #[serde(default)]
+    #[schemars(with = "BTreeMap<String, Vec<String>>")]
     pub mentions: BTreeMap<Spanned<String>, Vec<String>>,
     /// Bounds on the requests the host served in the window.
     #[serde(default)]
     pub served_min: Option<u32>,
+    /// Requests the host served inside the window, at most.
     #[serde(default)]
     pub served_max: Option<u32>,
 }

@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 /// Which cloud a tenant lives in (REG-GOV). The government cloud has its
 /// own host names throughout, and a connector only reaches it when
 /// installed with `ENVIRONMENTNAME="AzureUSGovernment"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub enum Environment {
     #[default]
     #[serde(rename = "public")]
@@ -47,7 +49,7 @@ impl std::fmt::Display for Environment {
 }
 
 /// A group of the spec's allow-list.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum Group {
     /// `*.msappproxy.net`, `*.servicebus.windows.net` on 443 (NET-SVC).
     #[serde(rename = "service-443")]

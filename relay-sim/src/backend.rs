@@ -19,7 +19,7 @@ use crate::server::{respond, serve_plain, Body, ConnInfo, Listener};
 pub const REQUEST_MARK: &str = "x-user-request";
 
 /// How a backend answers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Behaviour {
     /// Reads the whole request body, then answers 200 with a line naming
@@ -31,16 +31,28 @@ pub enum Behaviour {
     /// request header comes back as a `set-cookie`.
     Echo,
     /// Like echo, after a delay.
-    Slow { delay_ms: u64 },
+    Slow {
+        /// How long the backend waits before answering, in ms.
+        delay_ms: u64,
+    },
     /// Always this status.
-    Status { code: u16 },
+    Status {
+        /// The HTTP status every answer has.
+        code: u16,
+    },
     /// Answers `code` at once, before reading the request body (a 401 or
     /// 413 to an upload, as real servers do), then reads and discards the
     /// body so the connection closes cleanly (a lingering close).
-    Early { code: u16 },
+    Early {
+        /// The HTTP status answered before the body is read.
+        code: u16,
+    },
     /// Starts a 200 that announces twice `bytes` and closes the connection
     /// after sending `bytes`: a backend that dies mid-response.
-    CloseMidBody { bytes: usize },
+    CloseMidBody {
+        /// How much of the body is sent before the connection closes.
+        bytes: usize,
+    },
 }
 
 /// The echo backend's answer header naming the user single sign-on

@@ -12,7 +12,7 @@ use ring::signature::Ed25519KeyPair;
 use serde::Deserialize;
 
 /// How a release's download goes wrong.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DownloadFault {
     /// The download breaks off half-way.
@@ -25,7 +25,7 @@ pub enum DownloadFault {
 }
 
 /// What the feed offers now.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Feed {
     /// Releases of the history not offered (not yet published, or withdrawn).

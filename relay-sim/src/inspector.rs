@@ -24,7 +24,7 @@ use crate::event::CloudEvent;
 use crate::server::Listener;
 
 /// What the box does with intercepted connections.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Mode {
     /// Terminate and re-sign with the enterprise CA.

@@ -16,9 +16,10 @@ use connector::env::{Account, BoxStream, LocalBoxFuture, Net};
 use serde::{Deserialize, Deserializer, Serialize};
 
 /// What a firewall rule does with a matching connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
+    /// Let the connection through.
     Allow,
     /// Silently discard: the connect hangs until the caller's timeout.
     Drop,
@@ -65,6 +66,20 @@ impl FromStr for HostSuffix {
             }
         }
         Ok(HostSuffix(lower))
+    }
+}
+
+impl schemars::JsonSchema for HostSuffix {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "HostSuffix".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": "^(\\*\\.)?[A-Za-z0-9-]+(\\.[A-Za-z0-9-]+)*$",
+            "description": "A domain suffix: \"*.servicebus.windows.net\" (every name under it) or a single name.",
+        })
     }
 }
 
@@ -125,6 +140,20 @@ impl FromStr for Cidr {
     }
 }
 
+impl schemars::JsonSchema for Cidr {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Cidr".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": "^[0-9]{1,3}(\\.[0-9]{1,3}){3}/[0-9]{1,2}$",
+            "description": "An IPv4 address range: \"20.38.16.0/22\".",
+        })
+    }
+}
+
 impl<'de> Deserialize<'de> for Cidr {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
@@ -143,10 +172,12 @@ pub const NETWORK_SERVICE: &str = "network-service";
 
 /// One ordered rule, written the way an admin writes it. Empty matchers
 /// match everything.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Rule {
+    /// What the rule does with a matching connection.
     pub action: Action,
+    /// Destination port (any when absent).
     #[serde(default)]
     pub port: Option<u16>,
     /// Destination domain suffix (as seen in TLS SNI, HTTP Host or the
@@ -235,7 +266,7 @@ impl Firewall {
 }
 
 /// The world's DNS behaviour for some names.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Dns {
     /// Names that do not resolve (NXDOMAIN).

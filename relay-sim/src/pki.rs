@@ -64,7 +64,7 @@ pub enum Generation {
 }
 
 /// Deliberate faults of the revocation servers, for bad-input scenarios.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum RevocationFault {
     /// CRLs are random bytes.

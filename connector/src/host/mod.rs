@@ -15,7 +15,7 @@ use reg::RegFile;
 pub const NET471_RELEASE: u32 = 461_308;
 
 /// Products whose presence matters to the connector.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Product {
     /// Microsoft Entra Password Protection Proxy (HOST-PPP).
@@ -51,7 +51,7 @@ impl LiveHost {
 /// What preflight needs to know about the server. Every field defaults to
 /// a compliant server ([`HostProfile::compliant`]): a profile names only
 /// what differs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct HostProfile {
     /// Windows NT version, `major.minor[.build]` (`6.3.9600` is 2012 R2).

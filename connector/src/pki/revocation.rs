@@ -40,7 +40,7 @@ pub const FETCH_TIMEOUT: Duration = Duration::from_secs(15);
 pub const SKEW_TOLERANCE: Duration = Duration::from_secs(300);
 
 /// What to do when a revocation status cannot be learned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum RevocationPolicy {
     /// Refuse the connection (the default, as on the real host).
