@@ -87,6 +87,8 @@ pub fn translate(report: &Report, name: &str) -> Translation {
         .first()
         .and_then(|r| r.host.strip_prefix("cwap-"))
         .and_then(|rest| rest.split('-').next())
+        // A region's second instance is `cwap-weu2-N`.
+        .map(|r| r.trim_end_matches(|c: char| c.is_ascii_digit()))
         .filter(|r| region_latency(r, r).is_some())
         .unwrap_or("weu")
         .to_string();

@@ -924,6 +924,33 @@ impl World {
         })
     }
 
+    /// The cloud's side of the world: regions known, the tenant's instance
+    /// among the region's, pins to existing groups, releases the feed has.
+    fn validate_cloud(&self) -> Result<(), (usize, String)> {
+        let known = || REGIONS.iter().map(|(n, _)| *n).collect::<Vec<&str>>();
+        if region_latency(&self.region, &self.region).is_none() {
+            return Err((0, format!("the tenant's region {:?} is unknown; known: {:?}", self.region, known())));
+        }
+        for r in self.connectors.iter().filter_map(|c| c.region.as_ref()) {
+            if region_latency(r.get_ref(), r.get_ref()).is_none() {
+                return Err((r.span().start, format!("unknown region {:?}; known: {:?}", r.get_ref(), known())));
+            }
+        }
+        if self.instances == 0 || self.instance == 0 || self.instance > self.instances {
+            let (i, n) = (self.instance, self.instances);
+            return Err((0, format!("[world] instance = {i} but the region has instances 1 to {n}")));
+        }
+        if let Some(text) = self.pinned.iter().find_map(|(g, r)| self.pin_problem(g, r)) {
+            return Err((0, format!("[world] pinned: {text}")));
+        }
+        let feed = &self.feed;
+        let named = feed.withheld.iter().chain(feed.rollout.keys()).chain(feed.faults.keys());
+        if let Some(v) = named.into_iter().find(|v| !known_release(v)) {
+            return Err((0, format!("[world] feed names release {v:?}; the feed's are {:?}", release_versions())));
+        }
+        Ok(())
+    }
+
     /// Every region a group is pinned to, at the start or by the timeline.
     pub fn pin_regions<'a>(&'a self, timeline: &'a [TimelineEntry]) -> BTreeSet<String> {
         let later = timeline.iter().filter_map(|e| match e.event.get_ref() {
@@ -1433,33 +1460,12 @@ impl Scenario {
                     return Err((e.span().start, msg));
                 }
             }
-            if let Some(r) = &c.region {
-                if region_latency(r.get_ref(), r.get_ref()).is_none() {
-                    let known: Vec<&str> = REGIONS.iter().map(|(n, _)| *n).collect();
-                    return Err((r.span().start, format!("unknown region {:?}; known: {known:?}", r.get_ref())));
-                }
-            }
         }
-        let feed = &w.feed;
-        let named = feed.withheld.iter().chain(feed.rollout.keys()).chain(feed.faults.keys());
-        if let Some(v) = named.into_iter().find(|v| !known_release(v)) {
-            return Err((0, format!("[world] feed names release {v:?}; the feed's are {:?}", release_versions())));
-        }
+        w.validate_cloud()?;
         for w in &self.expect.window {
             if let Some((_, to)) = w.between.filter(|(_, to)| *to > self.duration) {
                 return Err((0, format!("expect.window ends at {to}, after the scenario ({})", self.duration)));
             }
-        }
-        if region_latency(&w.region, &w.region).is_none() {
-            let known: Vec<&str> = REGIONS.iter().map(|(n, _)| *n).collect();
-            return Err((0, format!("the tenant's region {:?} is unknown; known: {known:?}", w.region)));
-        }
-        if w.instances == 0 || w.instance == 0 || w.instance > w.instances {
-            let text = format!("[world] instance = {} but the region has instances 1 to {}", w.instance, w.instances);
-            return Err((0, text));
-        }
-        if let Some(text) = w.pinned.iter().find_map(|(g, r)| w.pin_problem(g, r)) {
-            return Err((0, format!("[world] pinned: {text}")));
         }
         if w.proxy.is_none() && w.connectors.iter().any(|c| c.use_proxy) {
             return Err((0, "a connector has use_proxy = true but the world has no [world.proxy]".into()));
