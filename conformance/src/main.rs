@@ -88,7 +88,8 @@ enum Command {
     /// Print the JSON Schema of scenario files, generated from the types
     /// the loader reads (their doc comments are its descriptions). Point an
     /// editor at it: with taplo / Even Better TOML, a first line
-    /// `#:schema ./scenario.schema.json` in a scenario file.
+    /// `#:schema PATH` in a scenario file, PATH relative to that file
+    /// (`../../scenario.schema.json` under scenarios/geo/).
     ///
     /// Example: connsim schema > scenario.schema.json
     Schema,

@@ -352,7 +352,7 @@ impl TimelineEvent {
 /// Every form a timeline event can take, with what it does: the parser's
 /// error lists the forms, `connsim explain` and `connsim schema` show both.
 pub const EVENT_FORMS: &[(&str, &str)] = &[
-    ("restart relay", "crash every relay host and start it again (also with a relay's name or number: \"restart relay 2\")"),
+    ("restart relay", "crash every relay host and start it again (also with a relay's name, or its number among the first instance's relays: \"restart relay 2\")"),
     ("crash relay", "crash every relay host (or one: \"crash relay cwap-weu-1.servicebus.windows.net\")"),
     ("start relay", "start the relay hosts again (or one)"),
     ("block port N", "the perimeter silently drops new connections to port N (\"at proxy\": the proxy's egress; \"on NAME\": that connector host's own firewall, which also stalls open connections)"),
@@ -588,11 +588,16 @@ pub struct Scenario {
     /// netns`). Scenarios that need simulated days stay `sim` only.
     #[serde(default = "default_worlds")]
     pub worlds: Vec<WorldKind>,
+    /// What exists: the tenant and its cloud, the network, the connector
+    /// hosts, the backends and the published apps.
     pub world: World,
+    /// The users' requests (`[[load]]`, one table per stream).
     #[serde(default)]
     pub load: Vec<Load>,
+    /// What happens when (`[[timeline]]`: `at` and `event`).
     #[serde(default)]
     pub timeline: Vec<TimelineEntry>,
+    /// What must be true at the end (and in `[[expect.window]]`s).
     pub expect: Expect,
 }
 
@@ -675,11 +680,15 @@ pub struct World {
     /// Simulation step (default 10ms): smaller is finer, slower.
     #[serde(default)]
     pub tick: Option<SimDuration>,
+    /// The administrator who registers the connectors (REG-ADMIN).
     pub admin: Admin,
+    /// The connector hosts (`[[world.connectors]]`).
     #[serde(default)]
     pub connectors: Vec<ConnectorSpec>,
+    /// The private network's backends (`[[world.backends]]`).
     #[serde(default)]
     pub backends: Vec<BackendSpec>,
+    /// The published applications (`[[world.apps]]`).
     #[serde(default)]
     pub apps: Vec<AppSpec>,
     /// The directory's users besides the administrator (OPS-IDENTITY).
@@ -794,6 +803,7 @@ pub struct PkiSpec {
 pub struct InspectionSpec {
     /// Domain suffixes it intercepts on port 443.
     pub hosts: Vec<String>,
+    /// How the box treats the TLS it intercepts (default: re-sign).
     #[serde(default)]
     pub mode: InspectionMode,
     /// Name of the enterprise CA it re-signs with.
@@ -809,6 +819,7 @@ pub struct Admin {
     pub user: String,
     /// The administrator's password in the directory.
     pub password: String,
+    /// The administrator's directory role (default: global administrator).
     #[serde(default = "default_role")]
     pub role: Role,
     /// Other directories the account belongs to.
@@ -899,19 +910,29 @@ pub struct ConnectorSpec {
 pub const REGIONS: [(&str, f64); 6] =
     [("weu", 5.0), ("neu", -6.0), ("eus", -78.0), ("wus", -120.0), ("sea", 104.0), ("aue", 151.0)];
 
+/// Most cloud instances a region may have in a scenario.
+pub const MAX_INSTANCES: u32 = 9;
+/// Most relay namespaces an instance may have in a scenario.
+pub const MAX_RELAYS: usize = 64;
+
 impl World {
+    /// The connector groups the world names (its connectors' and apps').
+    pub fn groups(&self) -> BTreeSet<&str> {
+        self.connectors.iter().map(|c| c.group.as_str()).chain(self.apps.iter().map(|a| a.group.as_str())).collect()
+    }
+
+    /// Why `group` is no group of the world, if it is not.
+    pub fn group_problem(&self, group: &str) -> Option<String> {
+        let groups = self.groups();
+        (!groups.contains(group)).then(|| format!("no connector group {group:?}; the world's are {groups:?}"))
+    }
+
     /// What is wrong with pinning `group` to `region`, if anything: the
     /// group must exist and the region must be a known one other than the
     /// tenant's (groups without a pin are served there already).
     pub fn pin_problem(&self, group: &str, region: &str) -> Option<String> {
-        let groups: BTreeSet<&str> = self
-            .connectors
-            .iter()
-            .map(|c| c.group.as_str())
-            .chain(self.apps.iter().map(|a| a.group.as_str()))
-            .collect();
-        if !groups.contains(group) {
-            return Some(format!("no connector group {group:?}; the world's are {groups:?}"));
+        if let Some(text) = self.group_problem(group) {
+            return Some(text);
         }
         if region_latency(region, region).is_none() {
             let known: Vec<&str> = REGIONS.iter().map(|(n, _)| *n).collect();
@@ -936,7 +957,11 @@ impl World {
                 return Err((r.span().start, format!("unknown region {:?}; known: {:?}", r.get_ref(), known())));
             }
         }
-        if self.instances == 0 || self.instance == 0 || self.instance > self.instances {
+        if !(1..=MAX_INSTANCES).contains(&self.instances) || !(1..=MAX_RELAYS).contains(&self.relays) {
+            let text = format!("[world] instances = {} and relays = {}: a region has 1 to {MAX_INSTANCES} instances, each 1 to {MAX_RELAYS} relays", self.instances, self.relays);
+            return Err((0, text));
+        }
+        if self.instance == 0 || self.instance > self.instances {
             let (i, n) = (self.instance, self.instances);
             return Err((0, format!("[world] instance = {i} but the region has instances 1 to {n}")));
         }
@@ -1022,6 +1047,7 @@ pub struct BackendSpec {
     /// The port it serves HTTP on (default 80).
     #[serde(default = "default_port")]
     pub port: u16,
+    /// How it answers (default: echo).
     #[serde(default = "echo")]
     pub behaviour: Behaviour,
     /// Not running at the start.
@@ -1083,7 +1109,9 @@ pub struct Load {
     pub app: Spanned<String>,
     /// How many requests, one every `interval` from `start`.
     pub requests: u32,
+    /// When the first request goes out.
     pub start: SimDuration,
+    /// Time between requests.
     pub interval: SimDuration,
     /// Path and query asked for (`/?size=8388608` makes the echo backend
     /// answer 8 MiB, checked against its SHA-256 header).
@@ -1121,7 +1149,9 @@ pub struct Load {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TimelineEntry {
+    /// When, from the start of the run.
     pub at: SimDuration,
+    /// What happens (`connsim explain WORDS` lists the forms).
     #[schemars(with = "TimelineEvent")]
     pub event: Spanned<TimelineEvent>,
 }
@@ -1145,6 +1175,7 @@ pub enum Outcome {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Expect {
+    /// How the run ends for the users.
     pub outcome: Outcome,
     /// Exact number of user requests answered 2xx.
     #[serde(default)]
@@ -1357,13 +1388,10 @@ impl Scenario {
                     let text = format!("no release {:?}; the feed's are {:?}", change.release(), release_versions());
                     return Err((entry.event.span().start, text));
                 }
-                (TimelineEvent::Feed(FeedChange::OfferTo(_, group)), _)
-                    if !w.connectors.iter().any(|c| &c.group == group) =>
-                {
-                    let groups: BTreeSet<&str> = w.connectors.iter().map(|c| c.group.as_str()).collect();
-                    let text = format!("no connector group {group:?}; the world's are {groups:?}");
-                    return Err((entry.event.span().start, text));
-                }
+                (TimelineEvent::Feed(FeedChange::OfferTo(_, group)), _) => match w.group_problem(group) {
+                    Some(text) => return Err((entry.event.span().start, text)),
+                    None => continue,
+                },
                 (TimelineEvent::MoveTenant(n), _) if *n == 0 || *n > w.instances => {
                     let text = format!("no instance {n}: the tenant's region has instances 1 to {}", w.instances);
                     return Err((entry.event.span().start, text));

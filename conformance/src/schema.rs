@@ -19,7 +19,7 @@ impl JsonSchema for SimDuration {
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
         json_schema!({
             "type": "string",
-            "pattern": "^([0-9]+(ms|s|m|h|d))+$",
+            "pattern": "^\\s*([0-9]+(ms|s|m|h|d))+\\s*$",
             "description": "A duration of simulated time: \"250ms\", \"90s\", \"30m\", \"1h\", \"2d\" or \"1h30m\".",
         })
     }
@@ -33,7 +33,7 @@ impl JsonSchema for Skew {
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
         json_schema!({
             "type": "string",
-            "pattern": "^[+-]?([0-9]+(ms|s|m|h|d))+$",
+            "pattern": "^\\s*[+-]?([0-9]+(ms|s|m|h|d))+\\s*$",
             "description": "A clock offset: \"+2d\" (ahead), \"-1h\" (behind).",
         })
     }
@@ -63,7 +63,10 @@ pub struct FieldDoc {
     pub path: String,
     /// The JSON type, or the named type's title.
     pub kind: String,
+    /// The field's text, then its type's.
     pub description: String,
+    /// The field's own doc comment (empty when only its type has one).
+    pub own: String,
     /// Its own fields, for a table or section.
     pub fields: Vec<String>,
     /// The values it may take, each with what it means (enums).
@@ -146,22 +149,23 @@ fn walk(s: &Value, path: &str, defs: &Map<String, Value>, out: &mut Vec<FieldDoc
     for (name, sub) in properties(resolve(s, defs), defs) {
         let child = if path.is_empty() { name.clone() } else { format!("{path}.{name}") };
         let inner = resolve(sub, defs);
-        let description = sub
-            .get("description")
-            .or_else(|| inner.get("description"))
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
+        let own = sub.get("description").and_then(Value::as_str).unwrap_or("").to_string();
         // A variant's tag (`kind = "slow"`): the parent says what each means.
-        let description = match (description.is_empty(), inner.get("const")) {
+        let own = match (own.is_empty(), inner.get("const")) {
             (true, Some(_)) => format!("Which kind it is: {} (see {path}).", enum_values_of(s, name, defs).join(", ")),
-            _ => description,
+            _ => own,
+        };
+        // The type's own text follows the field's, when it has one.
+        let of_type = inner.get("description").and_then(Value::as_str).filter(|t| !own.contains(*t));
+        let description = match of_type {
+            Some(t) if !own.is_empty() => format!("{own}\n\n{t}"),
+            _ => own.clone(),
         };
         let tag = inner.get("const").is_some();
         let kind = if tag { "string".to_string() } else { kind_of(sub, inner) };
         let fields = properties(inner, defs).into_iter().map(|(k, _)| k.clone()).collect();
         let choices = choices(inner, defs);
-        out.push(FieldDoc { path: child.clone(), kind, description, fields, choices });
+        out.push(FieldDoc { path: child.clone(), kind, description, own, fields, choices });
         walk(sub, &child, defs, out, depth + 1);
     }
 }
@@ -256,7 +260,7 @@ mod tests {
     #[test]
     fn every_field_is_described() {
         let undocumented: Vec<String> =
-            fields().into_iter().filter(|f| f.description.trim().is_empty()).map(|f| f.path).collect();
+            fields().into_iter().filter(|f| f.own.trim().is_empty()).map(|f| f.path).collect();
         assert!(undocumented.is_empty(), "fields without a doc comment: {undocumented:#?}");
     }
 
@@ -310,6 +314,32 @@ mod tests {
             }
             toml::Value::Array(items) => items.iter().for_each(|i| keys(i, path, known, missing)),
             _ => {}
+        }
+    }
+
+    /// Each form of the table, its words filled in, is an event the
+    /// parser takes.
+    #[test]
+    fn every_event_form_parses() {
+        fn fill(w: &str) -> &str {
+            match w {
+                "N" => "2",
+                "SUFFIX" => "*.servicebus.windows.net",
+                "NAME" => "c1",
+                "PRODUCT" => "entra-connect",
+                "VERSION" => "4.8",
+                "SKEW" => "+1h",
+                "V" => "1.5.4522.0",
+                "GROUP" => "us",
+                "REGION" => "eus",
+                other => other,
+            }
+        }
+        for (form, _) in EVENT_FORMS {
+            let text: Vec<&str> = form.split_whitespace().map(fill).collect();
+            let text = text.join(" ");
+            let event: Result<TimelineEvent, String> = text.parse();
+            assert!(event.is_ok(), "{form}: {event:?}");
         }
     }
 

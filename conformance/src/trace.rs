@@ -85,7 +85,6 @@ impl TraceEvent {
 pub struct Trace(Rc<RefCell<Vec<TraceEvent>>>);
 
 impl Trace {
-    /// Records `what` at the current simulated time.
     /// Records `what` at the simulation's time; outside a step (a
     /// timeline event applied between steps), at the time of the event
     /// recorded last, which is that timeline event's.

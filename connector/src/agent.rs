@@ -601,7 +601,9 @@ impl Agent {
             up: RefCell::new(0),
             backends: Rc::default(),
             network_back: tokio::sync::Notify::new(),
-            relays_moved: tokio::sync::Notify::new(),
+            moved: RefCell::default(),
+            moved_pending: std::cell::Cell::new(false),
+            moved_wake: tokio::sync::Notify::new(),
             draining: std::cell::Cell::new(false),
             drain_wake: tokio::sync::Notify::new(),
         });
@@ -646,6 +648,7 @@ impl Agent {
             let delay = match result {
                 Ok(cfg) => {
                     failures = 0;
+                    shared.moved_pending.set(false);
                     self.confirm_switch(updates);
                     let interval =
                         self.config.bootstrap_interval.unwrap_or(Duration::from_secs(cfg.bootstrap_interval_s.max(1)));
@@ -712,7 +715,9 @@ impl Agent {
                 () = shared.network_back.notified(), if failures > 0 => {}
                 // A relay no longer serves this connector: learn where to go
                 // now (not while bootstrap fails: its backoff keeps the pace).
-                () = shared.relays_moved.notified(), if failures == 0 => {}
+                () = shared.moved_wake.notified(), if failures == 0 => {}
+                // Or already said so while this loop was busy.
+                () = std::future::ready(()), if failures == 0 && shared.moved_pending.get() => {}
                 () = crate::time::sleep(delay) => {}
             }
         }
@@ -976,7 +981,8 @@ impl Agent {
         let wanted: std::collections::BTreeSet<&RelayEndpoint> = cfg.relay_endpoints.iter().collect();
         tunnels.retain(|ep, handle| {
             let keep = wanted.contains(ep) && !handle.is_finished();
-            if !keep {
+            // A tunnel sent away finishes its requests and ends by itself.
+            if !keep && !shared.is_moving(&ep.to_string()) {
                 handle.abort();
             }
             keep

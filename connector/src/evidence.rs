@@ -199,11 +199,14 @@ impl Evidence {
         *current = relays;
     }
 
-    /// When `host:port` is a relay the service named in place of others,
-    /// one of those that worked.
+    /// When `host:port` is a relay the service named in place of others
+    /// and that never worked itself, one of those that worked.
     pub fn replaced_relay(&self, host: &str, port: u16) -> Option<String> {
         let named = self.relays.borrow().iter().any(|(h, p)| h.eq_ignore_ascii_case(host) && *p == port);
         let last_good = self.last_good.borrow();
+        if last_good.contains_key(&(host.to_ascii_lowercase(), port)) {
+            return None;
+        }
         let moved_from = self.moved_from.borrow();
         let worked = moved_from.iter().find(|r| last_good.contains_key(*r));
         worked.filter(|_| named).map(|(h, _)| h.clone())
@@ -268,6 +271,8 @@ mod tests {
         assert_eq!(e.replaced_relay("t.bootstrap.msappproxy.net", 443), None, "not a relay");
         e.set_relays(relays(&["cwap-weu2-1.servicebus.windows.net"]));
         assert_eq!(e.replaced_relay("cwap-weu2-1.servicebus.windows.net", 443), old, "the same list again");
+        e.record(ok("cwap-weu2-1.servicebus.windows.net", 3));
+        assert_eq!(e.replaced_relay("cwap-weu2-1.servicebus.windows.net", 443), None, "it worked itself since");
     }
 
     #[test]

@@ -62,10 +62,10 @@ impl Health {
                 "far-from-instance",
                 None,
                 format!(
-                    "the tenant's cloud instance is about {} ms away (round trips to {bootstrap_host} and the other service hosts); connectors get the tenant's home-region instance ({relays}) wherever they are, so every request pays this distance",
+                    "the cloud instance serving this connector is about {} ms away (round trips to {bootstrap_host} and its relays {relays}): every request pays this distance",
                     rtt.as_millis()
                 ),
-                "install connectors close to the tenant's region and to the applications (HOST-NEAR)",
+                "install connectors close to the region of the instance that serves them and to the applications (HOST-NEAR); the service picks the tenant's region wherever connectors are (Private Access has no multi-geo), and only application proxy can pin a connector group to another region",
             ));
             self.geo_reported = true;
         }

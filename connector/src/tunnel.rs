@@ -94,10 +94,16 @@ pub struct Shared {
     /// waiter lists at random, which reordered the tunnels' GoAways from
     /// one run to the next.)
     pub drain_wake: tokio::sync::Notify,
-    /// Woken when a relay says it does not serve this connector (GoAway
-    /// `Moved`): the tenant or its group now lives elsewhere, and the
-    /// agent bootstraps at once to learn where.
-    pub relays_moved: tokio::sync::Notify,
+    /// Endpoints whose relay said it does not serve this connector (GoAway
+    /// `Moved`: the tenant or its group now lives elsewhere), while their
+    /// tunnels drain: the agent leaves them to finish rather than cut the
+    /// requests in flight when the next bootstrap no longer names them.
+    pub moved: RefCell<BTreeSet<String>>,
+    /// Set with `moved`; cleared by the bootstrap that learns where to go.
+    pub moved_pending: std::cell::Cell<bool>,
+    /// Wakes the agent to bootstrap at once (`notify_waiters` stores no
+    /// permit: `moved_pending` says whether a bootstrap is still owed).
+    pub moved_wake: tokio::sync::Notify,
     /// Woken when a tunnel is established (a relay said Hello): the network
     /// works, so a heartbeat that failed is retried at once instead of at
     /// the end of its backoff.
@@ -105,6 +111,18 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// The relay of `endpoint` said GoAway `Moved`.
+    fn moved_away(&self, endpoint: &str) {
+        self.moved.borrow_mut().insert(endpoint.to_string());
+        self.moved_pending.set(true);
+        self.moved_wake.notify_waiters();
+    }
+
+    /// Whether `endpoint`'s tunnel is draining after GoAway `Moved`.
+    pub fn is_moving(&self, endpoint: &str) -> bool {
+        self.moved.borrow().contains(endpoint)
+    }
+
     /// Starts (or ends) draining: see [`Shared::draining`].
     pub fn drain(&self, on: bool) {
         self.draining.set(on);
@@ -137,9 +155,9 @@ impl Drop for UpGuard {
 enum End {
     /// The relay drained the tunnel (GoAway) and all requests finished.
     Drained,
-    /// The relay said it does not serve this connector (any more): the
-    /// bootstrap the agent now makes names the endpoints that do, and
-    /// this one is retried only at the backoff's pace until then.
+    /// The relay said it does not serve this connector (any more), and all
+    /// requests finished: the bootstrap the agent makes names the
+    /// endpoints that do, and this one is not dialled again.
     Moved,
     /// The transport or the protocol failed; the TLS failure, if that is
     /// what it was (a refused client certificate arrives as an alert on
@@ -159,11 +177,20 @@ pub async fn run(env: Env, cfg: TunnelConfig, shared: Rc<Shared>, endpoint: Rela
         match open_tls(&env, &tls, &endpoint.host, endpoint.port, cfg.connect_timeout).await {
             Ok(stream) => {
                 let end = drive(&env, &cfg, &shared, &name, stream).await;
+                // Sent away (drained, or broken off while draining): the
+                // agent's bootstrap names the relays that serve it; this one
+                // is not dialled again.
+                if shared.is_moving(&name) {
+                    let reason = match end.0 {
+                        End::Failed(r, _) => format!("{r} (after GoAway: moved)"),
+                        End::Moved | End::Drained => "this relay no longer serves the connector (GoAway: moved)".into(),
+                    };
+                    env.emit(AgentEvent::TunnelDown { endpoint: name.clone(), reason });
+                    shared.moved.borrow_mut().remove(&name);
+                    return;
+                }
                 let (reason, tls_failure, healthy) = match end {
-                    (End::Drained, _) => ("drained after GoAway".to_string(), None, true),
-                    (End::Moved, _) => {
-                        ("this relay no longer serves the connector (GoAway: moved)".to_string(), None, false)
-                    }
+                    (End::Drained | End::Moved, _) => ("drained after GoAway".to_string(), None, true),
                     (End::Failed(r, t), was_up) => (r, t, was_up),
                 };
                 // Refused before Hello: under TLS 1.3 a rejected client
@@ -405,7 +432,7 @@ impl<'a> Link<'a> {
                 env.emit(AgentEvent::GoAwayReceived { endpoint: name.to_string(), code, reason });
                 if code == GoAwayCode::Moved {
                     self.moved = true;
-                    shared.relays_moved.notify_one();
+                    shared.moved_away(name);
                 }
             }
             Event::Response { .. } | Event::Acked { .. } => {}

@@ -226,8 +226,12 @@ pub struct Cloud {
     state: RefCell<State>,
     /// Bumped when a connector is revoked (its live tunnels end) or the
     /// placement changes (relays that no longer serve a tunnel's connector
-    /// send it away).
-    routing: tokio::sync::watch::Sender<u64>,
+    /// send it away); `routing_wake` wakes the tunnels to look. A `Notify`
+    /// wakes its waiters in the order they wait, where a `watch` channel
+    /// would pick among its waiter lists at random (unseeded): the trace
+    /// would change order from run to run.
+    routing: std::cell::Cell<u64>,
+    routing_wake: tokio::sync::Notify,
     /// Signs the packages the feed announces.
     publisher: ring::signature::Ed25519KeyPair,
 }
@@ -287,7 +291,7 @@ impl Cloud {
         let placement = Placement {
             instance: config.instance,
             // In effect from the start: set long before the run.
-            pins: config.pins.iter().map(|(g, r)| (g.clone(), (r.clone(), SystemTime::UNIX_EPOCH))).collect(),
+            pins: config.pins.iter().map(|(g, r)| (g.clone(), vec![(r.clone(), SystemTime::UNIX_EPOCH)])).collect(),
         };
         let state = State { feed: config.feed.clone(), placement, ..State::default() };
         Ok(Rc::new(Cloud {
@@ -298,7 +302,8 @@ impl Cloud {
             pki: RefCell::new(pki),
             events,
             state: RefCell::new(state),
-            routing: tokio::sync::watch::channel(0).0,
+            routing: std::cell::Cell::new(0),
+            routing_wake: tokio::sync::Notify::new(),
             publisher,
         }))
     }
@@ -355,7 +360,7 @@ impl Cloud {
         let now = self.now();
         let n = self.with_pki(|p| p.revoke_connector(connector_id, now));
         self.state.borrow_mut().revoked_connectors.insert(connector_id.to_string());
-        self.routing.send_modify(|v| *v += 1);
+        self.routing_changed();
         self.emit(CloudEvent::ConnectorRevoked { connector_id: connector_id.to_string(), certificates: n });
     }
 
@@ -363,19 +368,41 @@ impl Cloud {
         self.state.borrow().revoked_connectors.contains(connector_id)
     }
 
-    /// Changes whenever a connector is revoked or the placement changes:
-    /// live tunnels check again whether they may stay.
-    pub fn routing_changes(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.routing.subscribe()
+    /// How many times the routing changed (a connector revoked, the
+    /// placement changed): a tunnel that saw another number looks again.
+    pub fn routing_generation(&self) -> u64 {
+        self.routing.get()
+    }
+
+    /// Resolves when the routing changes next (see [`Cloud::routing_generation`]).
+    pub fn routing_changes(&self) -> tokio::sync::futures::Notified<'_> {
+        self.routing_wake.notified()
+    }
+
+    fn routing_changed(&self) {
+        self.routing.set(self.routing.get() + 1);
+        self.routing_wake.notify_waiters();
+    }
+
+    /// When a pin set earlier takes effect next, if one is pending: the
+    /// routing changes then, without any call.
+    pub fn next_pin_start(&self) -> Option<SystemTime> {
+        let now = self.now();
+        self.state.borrow().placement.next_start(now)
     }
 
     /// The relay endpoints that serve `connector_id` now: its group's
     /// pinned region's instance, or the tenant's instance.
     pub fn relays_for(&self, connector_id: &str) -> Vec<RelayEndpoint> {
-        let st = self.state.borrow();
-        let group = st.connectors.get(connector_id).map_or(crate::directory::DEFAULT_GROUP, |c| c.group.as_str());
+        let group = self.state.borrow().connectors.get(connector_id).map(|c| c.group.clone());
+        self.relays_for_group(group.as_deref().unwrap_or(crate::directory::DEFAULT_GROUP))
+    }
+
+    /// The relay endpoints that serve connector group `group` now.
+    pub fn relays_for_group(&self, group: &str) -> Vec<RelayEndpoint> {
         let c = &self.config;
-        let (region, instance) = st.placement.serving(&c.instances, group, self.now(), c.private_access);
+        let (region, instance) =
+            self.state.borrow().placement.serving(&c.instances, group, self.now(), c.private_access);
         c.instances.relays_of(&region, instance)
     }
 
@@ -388,16 +415,16 @@ impl Cloud {
     /// instance's relays send its connectors away.
     pub fn move_tenant(&self, instance: u32) {
         self.state.borrow_mut().placement.instance = instance;
-        self.routing.send_modify(|v| *v += 1);
+        self.routing_changed();
         self.emit(CloudEvent::TenantMoved { instance });
     }
 
     /// Pins `group` to `region`, in effect after [`PIN_DELAY`] (for
-    /// application proxy; Private Access ignores pins).
+    /// application proxy; Private Access ignores pins). A pin in effect
+    /// stays until the new one starts.
     pub fn pin_group(&self, group: &str, region: &str) {
         let from = self.now() + PIN_DELAY;
-        self.state.borrow_mut().placement.pins.insert(group.to_string(), (region.to_string(), from));
-        self.routing.send_modify(|v| *v += 1);
+        self.state.borrow_mut().placement.pin(group, region, from);
         let effective_in_min = PIN_DELAY.as_secs() / 60;
         self.emit(CloudEvent::GroupPinned { group: group.into(), region: region.into(), effective_in_min });
     }

@@ -77,8 +77,8 @@ impl schemars::JsonSchema for HostSuffix {
     fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         schemars::json_schema!({
             "type": "string",
-            "pattern": "^(\\*\\.)?[A-Za-z0-9-]+(\\.[A-Za-z0-9-]+)*$",
-            "description": "A domain suffix: \"*.servicebus.windows.net\" (every name under it) or a single name.",
+            "pattern": "^\\s*(\\*\\.|\\.)?[A-Za-z0-9-]+(\\.[A-Za-z0-9-]+)*\\s*$",
+            "description": "A domain suffix: \"*.servicebus.windows.net\" or \".servicebus.windows.net\" (every name under it), or a single name.",
         })
     }
 }
@@ -148,7 +148,7 @@ impl schemars::JsonSchema for Cidr {
     fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         schemars::json_schema!({
             "type": "string",
-            "pattern": "^[0-9]{1,3}(\\.[0-9]{1,3}){3}/[0-9]{1,2}$",
+            "pattern": "^\\s*[0-9]{1,3}(\\.[0-9]{1,3}){3}/[0-9]{1,2}\\s*$",
             "description": "An IPv4 address range: \"20.38.16.0/22\".",
         })
     }

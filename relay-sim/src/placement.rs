@@ -73,18 +73,31 @@ pub fn relay_host(cloud: Environment, region: &str, instance: u32, i: usize) -> 
 pub struct Placement {
     /// The home-region instance serving the tenant.
     pub instance: u32,
-    /// Group → (region, from when the pin is in effect).
-    pub pins: BTreeMap<String, (String, SystemTime)>,
+    /// Group → its pins (region, from when in effect), in the order set:
+    /// the last one in effect counts, so a pin in effect stays until the
+    /// one that replaces it starts.
+    pub pins: BTreeMap<String, Vec<(String, SystemTime)>>,
 }
 
 impl Placement {
     /// Which instance serves `group` at `now`: (region, instance).
     /// `private_access`: no multi-geo, pins are ignored.
     pub fn serving(&self, instances: &Instances, group: &str, now: SystemTime, private_access: bool) -> (String, u32) {
-        match self.pins.get(group) {
-            Some((region, from)) if !private_access && *from <= now => (region.clone(), 1),
+        let pinned = self.pins.get(group).and_then(|p| p.iter().rev().find(|(_, from)| *from <= now));
+        match pinned {
+            Some((region, _)) if !private_access => (region.clone(), 1),
             _ => (instances.home.clone(), self.instance.max(1)),
         }
+    }
+
+    /// Pins `group` to `region` from `from` on.
+    pub fn pin(&mut self, group: &str, region: &str, from: SystemTime) {
+        self.pins.entry(group.to_string()).or_default().push((region.to_string(), from));
+    }
+
+    /// The earliest time after `now` at which a pin takes effect.
+    pub fn next_start(&self, now: SystemTime) -> Option<SystemTime> {
+        self.pins.values().flatten().map(|(_, from)| *from).filter(|from| *from > now).min()
     }
 }
 
@@ -99,9 +112,15 @@ mod tests {
         inst.pin_regions.insert("eus".into());
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
         let mut p = Placement { instance: 2, ..Placement::default() };
-        p.pins.insert("us".into(), ("eus".into(), t0 + PIN_DELAY));
+        p.pin("us", "eus", t0 + PIN_DELAY);
+        assert_eq!(p.next_start(t0), Some(t0 + PIN_DELAY));
+        assert_eq!(p.next_start(t0 + PIN_DELAY), None);
         assert_eq!(p.serving(&inst, "us", t0, false), ("weu".into(), 2));
         assert_eq!(p.serving(&inst, "us", t0 + PIN_DELAY, false), ("eus".into(), 1));
+        // Pinned again: the pin in effect stays until the new one starts.
+        p.pin("us", "wus", t0 + 2 * PIN_DELAY);
+        assert_eq!(p.serving(&inst, "us", t0 + PIN_DELAY + PIN_DELAY / 2, false), ("eus".into(), 1));
+        assert_eq!(p.serving(&inst, "us", t0 + 2 * PIN_DELAY, false), ("wus".into(), 1));
         assert_eq!(p.serving(&inst, "us", t0 + PIN_DELAY, true), ("weu".into(), 2));
         assert_eq!(p.serving(&inst, "default", t0 + PIN_DELAY, false), ("weu".into(), 2));
         let hosts: Vec<String> = inst.all_relays().into_iter().map(|e| e.host).collect();

@@ -370,7 +370,7 @@ impl World {
         let boots = Rc::new(Cell::new(0u32));
         let (name, trace, seed) = (spec.name.clone(), base.trace.clone(), base.seed);
         let diagnose_at = spec.diagnose_at.map(|d| d.0);
-        let relays = self.cloud.relays_for("");
+        let relays = self.cloud.relays_for_group(&spec.group);
         let host_firewall = Rc::new(RefCell::new(Firewall { rules: spec.host_firewall.clone() }));
         self.host_firewalls.insert(spec.name.clone(), FirewallEdits::new(host_firewall.clone()));
         let host_dns = Rc::new(RefCell::new(spec.dns.clone()));

@@ -67,6 +67,7 @@ pub struct HostProfile {
     pub registry_in_effect: Option<String>,
     /// .NET Framework release number (461308 = 4.7.1).
     pub dotnet_release: u32,
+    /// Other products installed on the server.
     pub installed: Vec<Product>,
     /// Internet Explorer Enhanced Security Configuration is on.
     pub ie_esc: bool,

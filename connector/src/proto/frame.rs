@@ -68,6 +68,7 @@ impl CancelReason {
 
 /// Why a side sends `GoAway`: what the peer should do next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum GoAwayCode {
     /// The sender stops (a restart, an upgrade, a relay going down): the
     /// requests in flight finish; come back (or go elsewhere) later.

@@ -161,6 +161,18 @@ impl Here<'_> {
         }
     }
 
+    /// The routing changed: a revoked connector's tunnel ends; one this
+    /// relay no longer serves is sent away.
+    fn look_again(&self, session: &mut Session, registration: &mut Option<Registration>) -> Result<(), String> {
+        if self.cloud.is_revoked(self.connector_id) {
+            return Err("connector certificate revoked".to_string());
+        }
+        if registration.is_some() && !self.cloud.serves_here(self.connector_id, self.endpoint) {
+            self.send_away(session, registration);
+        }
+        Ok(())
+    }
+
     /// This relay does not serve the connector (its tenant moved to
     /// another instance, or its group is pinned elsewhere): no request is
     /// routed here any more, those in flight finish, and GoAway `Moved`
@@ -182,7 +194,7 @@ async fn tunnel(cloud: Rc<Cloud>, endpoint: String, info: ConnInfo, stream: TlsS
     if !cloud.is_registered(&connector_id) || cloud.is_revoked(&connector_id) {
         return;
     }
-    let mut routing = cloud.routing_changes();
+    let mut seen_routing = cloud.routing_generation();
     let origin = tokio::time::Instant::now();
     let now = || origin.elapsed();
     let mut cfg = SessionConfig::new(endpoint.clone());
@@ -206,6 +218,10 @@ async fn tunnel(cloud: Rc<Cloud>, endpoint: String, info: ConnInfo, stream: TlsS
             }
         }
         let deadline = origin + session.poll_timeout().unwrap_or(Duration::from_secs(3600));
+        // A pin set earlier changes the routing when its time comes.
+        let pin_starts = cloud.next_pin_start().and_then(|t| t.duration_since(cloud.now()).ok());
+        let pin_at = tokio::time::Instant::now() + pin_starts.unwrap_or(Duration::from_secs(3600));
+        let mut look_again = false;
         let step: Result<(), String> = tokio::select! {
             biased;
             sent = outbox.progress(&mut writer), if !outbox.is_idle() => sent.map(drop).map_err(|e| format!("write: {e}")),
@@ -227,19 +243,20 @@ async fn tunnel(cloud: Rc<Cloud>, endpoint: String, info: ConnInfo, stream: TlsS
                 res
             },
             _ = connector::time::sleep_until(deadline) => session.handle_timeout(now()).map_err(|e| e.to_string()),
-            Ok(()) = routing.changed() => {
-                if cloud.is_revoked(&connector_id) {
-                    Err("connector certificate revoked".to_string())
-                } else {
-                    if registration.is_some() && !cloud.serves_here(&connector_id, &endpoint) {
-                        here.send_away(&mut session, &mut registration);
-                    }
-                    Ok(())
-                }
+            () = cloud.routing_changes() => Ok(()),
+            _ = connector::time::sleep_until(pin_at), if pin_starts.is_some() => {
+                look_again = true;
+                Ok(())
             },
         };
         if let Err(r) = step {
             break r;
+        }
+        if look_again || cloud.routing_generation() != seen_routing {
+            seen_routing = cloud.routing_generation();
+            if let Err(r) = here.look_again(&mut session, &mut registration) {
+                break r;
+            }
         }
         while let Some(ev) = session.poll_event() {
             here.on_event(ev, &mut session, &mut registration, &mut pending);
