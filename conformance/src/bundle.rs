@@ -79,7 +79,6 @@ pub fn parse(json: &str) -> Result<Report, BundleError> {
 /// The scenario that rebuilds `report`'s network. `name` names it.
 pub fn translate(report: &Report, name: &str) -> Translation {
     let ctx = &report.context;
-    let mut notes = Vec::new();
     let tenant = if ctx.tenant.is_empty() { "contoso".to_string() } else { ctx.tenant.clone() };
     // Relays: the bundle's, renamed to the simulation's pattern in order.
     let region = ctx
@@ -92,7 +91,6 @@ pub fn translate(report: &Report, name: &str) -> Translation {
         .filter(|r| region_latency(r, r).is_some())
         .unwrap_or("weu")
         .to_string();
-    let relays = ctx.relays.len().max(1);
     let renamed: BTreeMap<&str, String> = ctx
         .relays
         .iter()
@@ -100,86 +98,128 @@ pub fn translate(report: &Report, name: &str) -> Translation {
         .map(|(i, r)| (r.host.as_str(), relay_sim::placement::relay_host(ctx.cloud, &region, 1, i + 1)))
         .collect();
     let host_of = |c: &Check| renamed.get(c.host.as_str()).cloned().unwrap_or_else(|| c.host.to_ascii_lowercase());
-
-    let mut dns_fail = BTreeSet::new();
-    let mut dns_sinkhole = BTreeSet::new();
-    let mut blocked: BTreeMap<u16, Vec<(String, Block)>> = BTreeMap::new();
-    let mut reached: BTreeMap<u16, usize> = BTreeMap::new();
-    let mut inspected = BTreeSet::new();
-    let mut inspection_ca: Option<String> = None;
-    let mut legacy_tls = false;
-    for c in &report.checks {
-        let host = host_of(c);
-        match &c.dns {
-            Step::Failed { .. } => {
-                dns_fail.insert(host);
-                continue;
-            }
-            Step::Ok { detail } if detail == "0.0.0.0" || detail == "::" => {
-                dns_sinkhole.insert(host);
-                continue;
-            }
-            _ => {}
-        }
-        match &c.tcp {
-            Step::Failed { error } => {
-                blocked.entry(c.port).or_default().push((host, Block::of(error)));
-                continue;
-            }
-            Step::Ok { .. } => *reached.entry(c.port).or_default() += 1,
-            Step::Skipped => {}
-        }
-        if let Step::Failed { error } = &c.protocol {
-            if c.port == 443 && (error.contains("ProtocolVersion") || error.contains("protocol_version")) {
-                legacy_tls = true;
-                inspected.insert(host);
-            } else if let Some(issuer) = c
-                .chain
-                .last()
-                .and_then(|l| l.split(" ← ").nth(1))
-                .filter(|i| !i.contains("Baltimore") && !i.contains("DigiCert"))
-            {
-                inspection_ca.get_or_insert_with(|| issuer.to_string());
-                inspected.insert(host);
-            } else {
-                notes.push(format!("{}:{}: {error} (not rebuilt)", c.host, c.port));
-            }
-        }
-    }
-
-    let mut firewall = Vec::new();
-    for (port, hosts) in &blocked {
-        let actions: BTreeSet<Block> = hosts.iter().map(|(_, b)| *b).collect();
-        let whole_port = reached.get(port).copied().unwrap_or(0) == 0 && hosts.len() >= 2 && actions.len() == 1;
-        if whole_port {
-            let action = actions.iter().next().copied().unwrap_or(Block::Drop);
-            firewall.push(format!("  {{ action = \"{}\", port = {port} }},", action.name()));
-        } else {
-            for (host, action) in hosts {
-                firewall.push(format!(
-                    "  {{ action = \"{}\", port = {port}, host_suffix = {} }},",
-                    action.name(),
-                    q(host)
-                ));
-            }
-        }
-    }
-
+    let seen = Observed::from_checks(&report.checks, host_of);
     let mut expected: Vec<String> = Vec::new();
     for d in &report.findings {
         if !expected.contains(&d.code) {
             expected.push(d.code.clone());
         }
     }
+    let place = Place { tenant, region, relays: ctx.relays.len().max(1), cloud: ctx.cloud };
+    let toml = render(report, name, &place, &seen, &expected);
+    Translation { toml, expected, notes: seen.notes }
+}
+
+/// Where the rebuilt world is.
+struct Place {
+    tenant: String,
+    region: String,
+    relays: usize,
+    cloud: Environment,
+}
+
+/// What the bundle's checks say about the network, per destination.
+#[derive(Default)]
+struct Observed {
+    dns_fail: BTreeSet<String>,
+    dns_sinkhole: BTreeSet<String>,
+    blocked: BTreeMap<u16, Vec<(String, Block)>>,
+    reached: BTreeMap<u16, usize>,
+    inspected: BTreeSet<String>,
+    inspection_ca: Option<String>,
+    legacy_tls: bool,
+    /// Failures the scenario format cannot rebuild.
+    notes: Vec<String>,
+}
+
+impl Observed {
+    /// Reads each check's steps (DNS, TCP, TLS) in order; the first that
+    /// failed says what the network did.
+    fn from_checks(checks: &[Check], host_of: impl Fn(&Check) -> String) -> Self {
+        let mut o = Observed::default();
+        for c in checks {
+            let host = host_of(c);
+            match &c.dns {
+                Step::Failed { .. } => {
+                    o.dns_fail.insert(host);
+                    continue;
+                }
+                Step::Ok { detail } if detail == "0.0.0.0" || detail == "::" => {
+                    o.dns_sinkhole.insert(host);
+                    continue;
+                }
+                _ => {}
+            }
+            match &c.tcp {
+                Step::Failed { error } => {
+                    o.blocked.entry(c.port).or_default().push((host, Block::of(error)));
+                    continue;
+                }
+                Step::Ok { .. } => *o.reached.entry(c.port).or_default() += 1,
+                Step::Skipped => {}
+            }
+            if let Step::Failed { error } = &c.protocol {
+                o.tls_failed(c, host, error);
+            }
+        }
+        o
+    }
+
+    /// A TLS failure: an old protocol or a foreign issuer is an inspection
+    /// box; anything else is noted, not rebuilt.
+    fn tls_failed(&mut self, c: &Check, host: String, error: &str) {
+        if c.port == 443 && (error.contains("ProtocolVersion") || error.contains("protocol_version")) {
+            self.legacy_tls = true;
+            self.inspected.insert(host);
+        } else if let Some(issuer) = c
+            .chain
+            .last()
+            .and_then(|l| l.split(" ← ").nth(1))
+            .filter(|i| !i.contains("Baltimore") && !i.contains("DigiCert"))
+        {
+            self.inspection_ca.get_or_insert_with(|| issuer.to_string());
+            self.inspected.insert(host);
+        } else {
+            self.notes.push(format!("{}:{}: {error} (not rebuilt)", c.host, c.port));
+        }
+    }
+
+    /// Perimeter rules: a whole port when nothing on it was reached and
+    /// every failure looked the same, else one rule a destination.
+    fn firewall(&self) -> Vec<String> {
+        let mut firewall = Vec::new();
+        for (port, hosts) in &self.blocked {
+            let actions: BTreeSet<Block> = hosts.iter().map(|(_, b)| *b).collect();
+            let whole_port =
+                self.reached.get(port).copied().unwrap_or(0) == 0 && hosts.len() >= 2 && actions.len() == 1;
+            if whole_port {
+                let action = actions.iter().next().copied().unwrap_or(Block::Drop);
+                firewall.push(format!("  {{ action = \"{}\", port = {port} }},", action.name()));
+            } else {
+                for (host, action) in hosts {
+                    firewall.push(format!(
+                        "  {{ action = \"{}\", port = {port}, host_suffix = {} }},",
+                        action.name(),
+                        q(host)
+                    ));
+                }
+            }
+        }
+        firewall
+    }
+}
+
+/// The scenario file.
+fn render(report: &Report, name: &str, place: &Place, seen: &Observed, expected: &[String]) -> String {
     let catalogue = Catalogue::builtin();
     let mut covers: Vec<String> = Vec::new();
-    for code in &expected {
+    for code in expected {
         let id = code.split('.').next().unwrap_or_default();
         if catalogue.get(id).is_some() && !covers.iter().any(|c| c == id) {
             covers.push(id.to_string());
         }
     }
-
+    let Place { tenant, region, relays, cloud } = place;
     let mut t = String::new();
     let _ = writeln!(
         t,
@@ -188,34 +228,36 @@ pub fn translate(report: &Report, name: &str) -> Translation {
         report.failed(),
         report.findings.len()
     );
-    for n in &notes {
+    for n in &seen.notes {
         let _ = writeln!(t, "# Not rebuilt: {n}");
     }
     let _ = writeln!(t, "name = {}\ncovers = [{}]\nduration = \"30m\"\n", q(name), list(&covers));
-    let _ = writeln!(t, "[world]\ntenant = {}\nregion = {}\nrelays = {relays}", q(&tenant), q(&region));
-    if ctx.cloud == Environment::UsGov {
+    let _ = writeln!(t, "[world]\ntenant = {}\nregion = {}\nrelays = {relays}", q(tenant), q(region));
+    if *cloud == Environment::UsGov {
         t.push_str("cloud = \"us-gov\"\n");
     }
     let _ = writeln!(t, "admin = {{ user = {}, password = \"correct-horse\" }}", q(&format!("admin@{tenant}.com")));
     let _ = writeln!(t, "domain = {}", q(&format!("{tenant}.com")));
+    let firewall = seen.firewall();
     if !firewall.is_empty() {
         let _ = writeln!(t, "firewall = [\n{}\n]", firewall.join("\n"));
     }
-    if !dns_fail.is_empty() || !dns_sinkhole.is_empty() {
-        let _ = writeln!(t, "dns = {{ fail = [{}], sinkhole = [{}] }}", list(&dns_fail), list(&dns_sinkhole));
+    if !seen.dns_fail.is_empty() || !seen.dns_sinkhole.is_empty() {
+        let (fail, sinkhole) = (list(&seen.dns_fail), list(&seen.dns_sinkhole));
+        let _ = writeln!(t, "dns = {{ fail = [{fail}], sinkhole = [{sinkhole}] }}");
     }
-    if !inspected.is_empty() {
-        let mode = if legacy_tls { ", mode = \"legacy-tls\"" } else { "" };
-        let ca = inspection_ca.map(|c| format!(", ca = {}", q(&c))).unwrap_or_default();
-        let _ = writeln!(t, "inspection = {{ hosts = [{}]{mode}{ca} }}", list(&inspected));
+    if !seen.inspected.is_empty() {
+        let mode = if seen.legacy_tls { ", mode = \"legacy-tls\"" } else { "" };
+        let ca = seen.inspection_ca.as_ref().map(|c| format!(", ca = {}", q(c))).unwrap_or_default();
+        let _ = writeln!(t, "inspection = {{ hosts = [{}]{mode}{ca} }}", list(&seen.inspected));
     }
     t.push_str("\n[[world.connectors]]\nname = \"connector-1\"\ndiagnose_at = \"10m\"\n");
-    if ctx.cloud == Environment::UsGov {
+    if *cloud == Environment::UsGov {
         t.push_str("environment_name = \"AzureUSGovernment\"\n");
     }
     t.push_str("\n[[world.backends]]\nname = \"app1.corp.local\"\n\n[[world.apps]]\nname = \"app1\"\nbackend = \"app1.corp.local\"\n");
-    let _ = writeln!(t, "\n[expect]\noutcome = \"serving\"\ndiagnostics = [{}]", list(&expected));
-    Translation { toml: t, expected, notes }
+    let _ = writeln!(t, "\n[expect]\noutcome = \"serving\"\ndiagnostics = [{}]", list(expected));
+    t
 }
 
 fn list<'a>(items: impl IntoIterator<Item = &'a String>) -> String {
