@@ -383,16 +383,39 @@ pub fn run(s: &Scenario, bins: &Binaries) -> Result<NetnsResult, String> {
     let scratch = tempfile::tempdir().map_err(|e| format!("scratch folder: {e}"))?;
     let ns = Namespaces::create()?;
     let mut procs = Procs::new(scratch.path());
+    let manifest = start_cloud(s, bins, &ns, &mut procs, &scratch.path().join("cloud"))?;
 
+    let rules = scratch.path().join("rules.nft");
+    std::fs::write(&rules, nft_ruleset(&s.world.firewall, &manifest.backend.ip().to_string()))
+        .map_err(|e| format!("{}: {e}", rules.display()))?;
+    sh(&["ip", "netns", "exec", &ns.connector, "nft", "-f", &rules.to_string_lossy()])?;
+    start_connector(s, bins, &ns, &mut procs, &manifest, &scratch.path().join("connector"))?;
+
+    let host = manifest.apps.first().cloned().unwrap_or_default();
+    let stage = Stage { s, bins, ns: &ns, manifest: &manifest, host: &host, scratch: scratch.path() };
+    let user_statuses =
+        if s.timeline.is_empty() { stage.settled_users(&mut procs)? } else { stage.in_real_time(&mut procs)? };
+    procs.stop("connector");
+    let evs = events(&procs.log("connector"));
+    Ok(judge(s, &evs, user_statuses, started.elapsed()))
+}
+
+/// Starts relay-sim in the cloud's namespace and reads what it serves.
+fn start_cloud(
+    s: &Scenario,
+    bins: &Binaries,
+    ns: &Namespaces,
+    procs: &mut Procs,
+    state: &Path,
+) -> Result<Manifest, String> {
     let backend = &s.world.backends[0];
-    let state = scratch.path().join("cloud");
     let mut cloud = ns_cmd(&bins.relay_sim, &ns.cloud);
     cloud
         .args(["serve", "--tenant", &s.world.tenant, "--domain", &s.world.domain])
         .args(["--admin", &s.world.admin.user, "--password", &s.world.admin.password])
         .args(["--host-base", HOST_BASE, "--backend", &format!("{}:{}", backend.name, backend.port)])
         .arg("--state-dir")
-        .arg(&state);
+        .arg(state);
     if let Some(b) = &s.world.bootstrap_interval {
         cloud.args(["--bootstrap-interval", &b.0.as_secs().max(1).to_string()]);
     }
@@ -407,19 +430,25 @@ pub fn run(s: &Scenario, bins: &Binaries) -> Result<NetnsResult, String> {
         std::thread::sleep(Duration::from_millis(50));
     }
     let text = std::fs::read_to_string(&manifest_path).map_err(|e| format!("{}: {e}", manifest_path.display()))?;
-    let manifest: Manifest = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", manifest_path.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("{}: {e}", manifest_path.display()))
+}
 
-    let rules = scratch.path().join("rules.nft");
-    std::fs::write(&rules, nft_ruleset(&s.world.firewall, &manifest.backend.ip().to_string()))
-        .map_err(|e| format!("{}: {e}", rules.display()))?;
-    sh(&["ip", "netns", "exec", &ns.connector, "nft", "-f", &rules.to_string_lossy()])?;
-
+/// Starts the connector in its namespace, registering with the manifest's
+/// administrator.
+fn start_connector(
+    s: &Scenario,
+    bins: &Binaries,
+    ns: &Namespaces,
+    procs: &mut Procs,
+    manifest: &Manifest,
+    install_dir: &Path,
+) -> Result<(), String> {
     let spec = &s.world.connectors[0];
     let mut agent = ns_cmd(&bins.connector, &ns.connector);
     agent
         .args(["run", "--tenant", &manifest.tenant_id, "--machine-name", &spec.name])
         .arg("--install-dir")
-        .arg(scratch.path().join("connector"))
+        .arg(install_dir)
         .arg("--trust-root")
         .arg(&manifest.root_pem)
         .args(["--user", &manifest.admin])
@@ -431,32 +460,48 @@ pub fn run(s: &Scenario, bins: &Binaries) -> Result<NetnsResult, String> {
     for r in &manifest.resolve {
         agent.arg("--resolve").arg(r);
     }
-    procs.spawn("connector", &mut agent)?;
-    let t0 = Instant::now();
-    let host = manifest.apps.first().cloned().unwrap_or_default();
+    procs.spawn("connector", &mut agent).map(drop)
+}
 
-    let user_statuses = if s.timeline.is_empty() {
-        settle(&mut procs, s.world.relays, SETTLE_LIMIT.min(s.duration.0))?;
+/// The world once it runs: what the users and the timeline need.
+struct Stage<'a> {
+    s: &'a Scenario,
+    bins: &'a Binaries,
+    ns: &'a Namespaces,
+    manifest: &'a Manifest,
+    host: &'a str,
+    scratch: &'a Path,
+}
+
+impl Stage<'_> {
+    /// No timeline: once the tunnels are up, every user request at once.
+    fn settled_users(&self, procs: &mut Procs) -> Result<BTreeMap<String, u32>, String> {
+        let s = self.s;
+        settle(procs, s.world.relays, SETTLE_LIMIT.min(s.duration.0))?;
         let requests: u32 = s.load.iter().map(|l| l.requests).sum();
-        if requests > 0 {
-            let out = users(bins, &ns.cloud, &manifest, &host, requests, Duration::ZERO, Duration::ZERO)
-                .output()
-                .map_err(|e| format!("sending the users' requests: {e}"))?;
-            parse_statuses(&out.stdout, &out.stderr)?
-        } else {
-            BTreeMap::new()
+        if requests == 0 {
+            return Ok(BTreeMap::new());
         }
-    } else {
-        // Real time: users on their schedule, the timeline's port rules at
-        // their times, until the scenario's end.
+        let out = users(self.bins, &self.ns.cloud, self.manifest, self.host, requests, Duration::ZERO, Duration::ZERO)
+            .output()
+            .map_err(|e| format!("sending the users' requests: {e}"))?;
+        parse_statuses(&out.stdout, &out.stderr)
+    }
+
+    /// Real time: users on their schedule, the timeline's port rules at
+    /// their times, until the scenario's end.
+    fn in_real_time(&self, procs: &mut Procs) -> Result<BTreeMap<String, u32>, String> {
+        let (s, t0) = (self.s, Instant::now());
         let mut waiting = Vec::new();
         for (i, l) in s.load.iter().enumerate() {
             let label = format!("users-{i}");
-            procs.spawn(&label, &mut users(bins, &ns.cloud, &manifest, &host, l.requests, l.start.0, l.interval.0))?;
+            let mut cmd =
+                users(self.bins, &self.ns.cloud, self.manifest, self.host, l.requests, l.start.0, l.interval.0);
+            procs.spawn(&label, &mut cmd)?;
             waiting.push(label);
         }
         let mut rules: Vec<Rule> = Vec::new();
-        let ruleset = scratch.path().join("timeline.nft");
+        let ruleset = self.scratch.join("timeline.nft");
         for t in &s.timeline {
             sleep_until(t0 + t.at.0);
             match t.event.get_ref() {
@@ -466,7 +511,7 @@ pub fn run(s: &Scenario, bins: &Binaries) -> Result<NetnsResult, String> {
                 other => return Err(format!("timeline event \"{other}\" cannot be driven in real time")),
             }
             std::fs::write(&ruleset, nft_timeline(&rules)).map_err(|e| format!("{}: {e}", ruleset.display()))?;
-            sh(&["ip", "netns", "exec", &ns.connector, "nft", "-f", &ruleset.to_string_lossy()])?;
+            sh(&["ip", "netns", "exec", &self.ns.connector, "nft", "-f", &ruleset.to_string_lossy()])?;
         }
         sleep_until(t0 + s.duration.0);
         let mut statuses = BTreeMap::new();
@@ -483,11 +528,8 @@ pub fn run(s: &Scenario, bins: &Binaries) -> Result<NetnsResult, String> {
                 *statuses.entry(k).or_insert(0) += v;
             }
         }
-        statuses
-    };
-    procs.stop("connector");
-    let evs = events(&procs.log("connector"));
-    Ok(judge(s, &evs, user_statuses, started.elapsed()))
+        Ok(statuses)
+    }
 }
 
 fn sleep_until(t: Instant) {
