@@ -173,22 +173,7 @@ pub fn measure(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Figures
     let app = manifest.apps.first().cloned().ok_or("relay-sim's manifest lists no application")?;
 
     progress("starting the connector");
-    let mut cmd = Command::new(&connector);
-    cmd.arg("run")
-        .arg("--tenant")
-        .arg(&manifest.tenant_id)
-        .arg("--install-dir")
-        .arg(dir.path().join("connector"))
-        .arg("--trust-root")
-        .arg(&manifest.root_pem)
-        .arg("--user")
-        .arg(&manifest.admin)
-        .arg("--password")
-        .arg(&manifest.password);
-    for r in &manifest.resolve {
-        cmd.arg("--resolve").arg(r);
-    }
-    let connector_pid = procs.spawn("connector", &mut cmd)?;
+    let connector_pid = start_connector(&mut procs, &connector, dir.path(), &manifest)?;
     pids.push(("connector".into(), connector_pid));
     let tunnels = opts.relays.max(1);
     let log = dir.path().join("connector.log");
@@ -249,6 +234,26 @@ pub fn measure(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Figures
         return Err("the connector stopped during the run; see its log".into());
     }
     Ok(Figures { paths: figures, connector_idle_rss_kib, tunnels })
+}
+
+/// The connector, registering with relay-sim's administrator; its pid.
+fn start_connector(procs: &mut Procs, bin: &Path, dir: &Path, manifest: &Manifest) -> Result<u32, String> {
+    let mut cmd = Command::new(bin);
+    cmd.arg("run")
+        .arg("--tenant")
+        .arg(&manifest.tenant_id)
+        .arg("--install-dir")
+        .arg(dir.join("connector"))
+        .arg("--trust-root")
+        .arg(&manifest.root_pem)
+        .arg("--user")
+        .arg(&manifest.admin)
+        // Not on the command line, where `ps` shows it.
+        .env("CONNECTOR_PASSWORD", &manifest.password);
+    for r in &manifest.resolve {
+        cmd.arg("--resolve").arg(r);
+    }
+    procs.spawn("connector", &mut cmd)
 }
 
 /// rathole (default TCP transport) forwarding a public port to `backend`.
