@@ -7,6 +7,8 @@
 //! past its time limit, none may run twice at the backend, and the
 //! restarted connector must serve again within [`RECOVERY_MAX`].
 
+#![allow(clippy::disallowed_methods, reason = "real processes on real sockets: their deadlines are wall time")]
+
 use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

@@ -2,6 +2,8 @@
 //! agent in another (or the connector binary as a child process), raw
 //! HTTP/1.1 exchanges with the ingress, and the control API.
 
+#![allow(clippy::disallowed_methods, reason = "real processes on real sockets: their deadlines are wall time")]
+
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

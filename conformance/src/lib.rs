@@ -1,6 +1,10 @@
 //! conformance: scenario files → turmoil simulations of the real connector
 //! against relay-sim → traces, checks, trace hashes and reports.
 
+// Libraries report through return values, events and `tracing`; only the
+// binaries print.
+#![deny(clippy::print_stdout)]
+
 pub mod bench;
 pub mod bundle;
 pub mod catalogue;

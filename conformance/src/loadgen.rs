@@ -7,6 +7,8 @@
 //! Real time only: this measures sockets on loopback, never a simulation, so
 //! it reads the machine's clock and sleeps on tokio's timer directly.
 
+#![allow(clippy::disallowed_methods, reason = "real sockets in real time: latencies are wall time")]
+
 use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::rc::Rc;

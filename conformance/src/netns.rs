@@ -18,6 +18,8 @@
 //! user answers). Namespaces and processes are removed when the run ends,
 //! also on an error or Ctrl-C.
 
+#![allow(clippy::disallowed_methods, reason = "the real-time world: scenarios run on the kernel's network and clock")]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -12,6 +12,8 @@
 //! and every process started is killed and reaped when the run ends, also
 //! on an error.
 
+#![allow(clippy::disallowed_methods, reason = "real sockets in real time: throughput and latency are wall time")]
+
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 pub struct Stopwatch(Instant);
 
 impl Stopwatch {
+    #[allow(clippy::disallowed_methods, reason = "wall time for reports, never for a trace")]
     pub fn start() -> Self {
         Stopwatch(Instant::now())
     }

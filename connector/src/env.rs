@@ -244,6 +244,7 @@ impl Env {
 pub struct SystemClock;
 
 impl Clock for SystemClock {
+    #[allow(clippy::disallowed_methods, reason = "the real world's clock: the one place it is read")]
     fn now(&self) -> SystemTime {
         SystemTime::now()
     }
@@ -254,6 +255,7 @@ impl Clock for SystemClock {
 pub struct OsEntropy;
 
 impl Entropy for OsEntropy {
+    #[allow(clippy::disallowed_methods, reason = "the real world's randomness: the one place it is drawn")]
     fn fill(&self, buf: &mut [u8]) {
         // getrandom only fails on platforms without an entropy source, where
         // continuing with predictable keys would be worse than stopping.

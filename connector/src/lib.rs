@@ -5,6 +5,10 @@
 //! It reaches the world only through [`env::Env`]; the same code runs on real
 //! sockets and inside the turmoil simulation.
 
+// Libraries report through return values, events and `tracing`; only the
+// binaries print.
+#![deny(clippy::print_stdout)]
+
 pub mod agent;
 pub mod allowlist;
 pub mod api;

@@ -3,6 +3,10 @@
 //! (firewalls, backends). Used by the simulator on turmoil hosts and by
 //! `relay-sim serve` on loopback; the service code is the same.
 
+// Libraries report through return values, events and `tracing`; only the
+// binaries print.
+#![deny(clippy::print_stdout)]
+
 pub mod backend;
 pub mod cloud;
 pub mod control;
