@@ -40,9 +40,8 @@ impl<'ast> Visit<'ast> for Long {
 
     /// Unit tests may be as long as their story.
     fn visit_item_mod(&mut self, m: &'ast syn::ItemMod) {
-        let test_only = m.attrs.iter().any(|a| {
-            a.path().is_ident("cfg") && a.parse_args::<syn::Ident>().is_ok_and(|i| i == "test")
-        });
+        let test_only =
+            m.attrs.iter().any(|a| a.path().is_ident("cfg") && a.parse_args::<syn::Ident>().is_ok_and(|i| i == "test"));
         if !test_only {
             syn::visit::visit_item_mod(self, m);
         }
