@@ -152,7 +152,10 @@ fn walk(s: &Value, path: &str, defs: &Map<String, Value>, out: &mut Vec<FieldDoc
         let own = sub.get("description").and_then(Value::as_str).unwrap_or("").to_string();
         // A variant's tag (`kind = "slow"`): the parent says what each means.
         let own = match (own.is_empty(), inner.get("const")) {
-            (true, Some(_)) => format!("Which kind it is: {} (see {path}).", enum_values_of(s, name, defs).join(", ")),
+            (true, Some(_)) => {
+                let tags: Vec<String> = choices(resolve(s, defs), defs).into_iter().map(|(tag, _)| tag).collect();
+                format!("Which kind it is: {} (see {path}).", tags.join(", "))
+            }
             _ => own,
         };
         // The type's own text follows the field's, when it has one.
@@ -226,16 +229,6 @@ fn choices(s: &Value, defs: &Map<String, Value>) -> Vec<(String, String)> {
         }
     }
     out
-}
-
-/// The values the tag `key` takes across the variants of `s`.
-fn enum_values_of(s: &Value, key: &str, defs: &Map<String, Value>) -> Vec<String> {
-    let target = resolve(s, defs);
-    let alternatives = ["oneOf", "anyOf"].into_iter().filter_map(|k| target.get(k).and_then(Value::as_array)).flatten();
-    alternatives
-        .filter_map(|a| resolve(a, defs).get("properties").and_then(|p| p.get(key)))
-        .filter_map(|p| p.get("const").and_then(Value::as_str).map(str::to_string))
-        .collect()
 }
 
 /// The strings an enum may be.

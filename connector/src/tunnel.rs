@@ -155,10 +155,6 @@ impl Drop for UpGuard {
 enum End {
     /// The relay drained the tunnel (GoAway) and all requests finished.
     Drained,
-    /// The relay said it does not serve this connector (any more), and all
-    /// requests finished: the bootstrap the agent makes names the
-    /// endpoints that do, and this one is not dialled again.
-    Moved,
     /// The transport or the protocol failed; the TLS failure, if that is
     /// what it was (a refused client certificate arrives as an alert on
     /// the first read under TLS 1.3).
@@ -183,14 +179,14 @@ pub async fn run(env: Env, cfg: TunnelConfig, shared: Rc<Shared>, endpoint: Rela
                 if shared.is_moving(&name) {
                     let reason = match end.0 {
                         End::Failed(r, _) => format!("{r} (after GoAway: moved)"),
-                        End::Moved | End::Drained => "this relay no longer serves the connector (GoAway: moved)".into(),
+                        End::Drained => "this relay no longer serves the connector (GoAway: moved)".into(),
                     };
                     env.emit(AgentEvent::TunnelDown { endpoint: name.clone(), reason });
                     shared.moved.borrow_mut().remove(&name);
                     return;
                 }
                 let (reason, tls_failure, healthy) = match end {
-                    (End::Drained | End::Moved, _) => ("drained after GoAway".to_string(), None, true),
+                    (End::Drained, _) => ("drained after GoAway".to_string(), None, true),
                     (End::Failed(r, t), was_up) => (r, t, was_up),
                 };
                 // Refused before Hello: under TLS 1.3 a rejected client
@@ -235,8 +231,6 @@ struct Link<'a> {
     requests: Requests<JoinHandle<()>>,
     tx: mpsc::UnboundedSender<Outbound>,
     up: bool,
-    /// The relay said GoAway `Moved`: the session ends as `End::Moved`.
-    moved: bool,
     _up_guard: Option<UpGuard>,
     /// Requests whose last frame is queued but not yet written: their slots
     /// go back once it is (a drain that waits for no slot in use then
@@ -283,7 +277,7 @@ where
         let quiet = outbox.is_idle() && !link.session.any_unsent();
         if link.session.peer_going_away() && link.requests.is_empty() && quiet {
             let _ = writer.shutdown().await;
-            break if link.moved { End::Moved } else { End::Drained };
+            break End::Drained;
         }
         // Draining began while this loop was not waiting: say GoAway now.
         if shared.draining.get() && link.up && !goaway_sent {
@@ -353,7 +347,6 @@ impl<'a> Link<'a> {
             requests: Requests::default(),
             tx,
             up: false,
-            moved: false,
             _up_guard: None,
             written_then_done: Vec::new(),
             paces: BTreeMap::new(),
@@ -431,7 +424,6 @@ impl<'a> Link<'a> {
             Event::GoAway { code, reason } => {
                 env.emit(AgentEvent::GoAwayReceived { endpoint: name.to_string(), code, reason });
                 if code == GoAwayCode::Moved {
-                    self.moved = true;
                     shared.moved_away(name);
                 }
             }

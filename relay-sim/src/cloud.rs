@@ -384,11 +384,11 @@ impl Cloud {
         self.routing_wake.notify_waiters();
     }
 
-    /// When a pin set earlier takes effect next, if one is pending: the
-    /// routing changes then, without any call.
-    pub fn next_pin_start(&self) -> Option<SystemTime> {
+    /// How long until a pin set earlier takes effect, if one is pending:
+    /// the routing changes then, without any call.
+    pub fn until_next_pin(&self) -> Option<Duration> {
         let now = self.now();
-        self.state.borrow().placement.next_start(now)
+        self.state.borrow().placement.next_start(now).and_then(|t| t.duration_since(now).ok())
     }
 
     /// The relay endpoints that serve `connector_id` now: its group's
@@ -425,6 +425,9 @@ impl Cloud {
     pub fn pin_group(&self, group: &str, region: &str) {
         let from = self.now() + PIN_DELAY;
         self.state.borrow_mut().placement.pin(group, region, from);
+        // Nothing is routed elsewhere yet: the tunnels look again to learn
+        // when to look once more.
+        self.routing_changed();
         let effective_in_min = PIN_DELAY.as_secs() / 60;
         self.emit(CloudEvent::GroupPinned { group: group.into(), region: region.into(), effective_in_min });
     }

@@ -1,7 +1,7 @@
 //! `connsim explain TOPIC`: a requirement of the catalogue, a field of the
 //! scenario format, or a timeline event.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use conformance::catalogue::{self, Catalogue, Requirement};
@@ -71,7 +71,7 @@ fn requirement(catalogue: &Catalogue, r: &Requirement, loaded: &[(PathBuf, Scena
             } else {
                 format!("  → {}", case.diagnostics.join(", "))
             };
-            println!("  {:<40} {}{diags}", case.scenario, display(&case.file));
+            println!("  {:<40} {}{diags}", case.scenario, case.file.display());
         }
         if cases.is_empty() {
             match waiver {
@@ -80,10 +80,6 @@ fn requirement(catalogue: &Catalogue, r: &Requirement, loaded: &[(PathBuf, Scena
             }
         }
     }
-}
-
-fn display(p: &Path) -> String {
-    p.display().to_string()
 }
 
 /// What to say when nothing matches: requirements of the same area, else

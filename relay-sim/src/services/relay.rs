@@ -195,6 +195,10 @@ async fn tunnel(cloud: Rc<Cloud>, endpoint: String, info: ConnInfo, stream: TlsS
         return;
     }
     let mut seen_routing = cloud.routing_generation();
+    // When a pin set earlier changes the routing: reckoned again each time
+    // the routing changes (setting a pin is such a change), not per frame.
+    let pin_at = |cloud: &Cloud| cloud.until_next_pin().map(|d| tokio::time::Instant::now() + d);
+    let mut next_pin = pin_at(&cloud);
     let origin = tokio::time::Instant::now();
     let now = || origin.elapsed();
     let mut cfg = SessionConfig::new(endpoint.clone());
@@ -218,9 +222,6 @@ async fn tunnel(cloud: Rc<Cloud>, endpoint: String, info: ConnInfo, stream: TlsS
             }
         }
         let deadline = origin + session.poll_timeout().unwrap_or(Duration::from_secs(3600));
-        // A pin set earlier changes the routing when its time comes.
-        let pin_starts = cloud.next_pin_start().and_then(|t| t.duration_since(cloud.now()).ok());
-        let pin_at = tokio::time::Instant::now() + pin_starts.unwrap_or(Duration::from_secs(3600));
         let mut look_again = false;
         let step: Result<(), String> = tokio::select! {
             biased;
@@ -244,7 +245,7 @@ async fn tunnel(cloud: Rc<Cloud>, endpoint: String, info: ConnInfo, stream: TlsS
             },
             _ = connector::time::sleep_until(deadline) => session.handle_timeout(now()).map_err(|e| e.to_string()),
             () = cloud.routing_changes() => Ok(()),
-            _ = connector::time::sleep_until(pin_at), if pin_starts.is_some() => {
+            _ = connector::time::sleep_until(next_pin.unwrap_or(deadline)), if next_pin.is_some() => {
                 look_again = true;
                 Ok(())
             },
@@ -254,6 +255,7 @@ async fn tunnel(cloud: Rc<Cloud>, endpoint: String, info: ConnInfo, stream: TlsS
         }
         if look_again || cloud.routing_generation() != seen_routing {
             seen_routing = cloud.routing_generation();
+            next_pin = pin_at(&cloud);
             if let Err(r) = here.look_again(&mut session, &mut registration) {
                 break r;
             }
