@@ -8,6 +8,7 @@
 #![deny(clippy::print_stdout)]
 
 pub mod backend;
+pub mod body;
 pub mod cloud;
 pub mod control;
 pub mod directory;

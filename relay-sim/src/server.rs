@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use connector::env::{BoxStream, LocalBoxFuture};
-use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
@@ -47,8 +46,7 @@ pub struct ConnInfo {
     pub client_certs: Vec<CertificateDer<'static>>,
 }
 
-/// A response body of the services.
-pub type Body = Full<Bytes>;
+pub use crate::body::Body;
 
 /// Time a client has to send a request head (headers complete) before the
 /// connection is closed without an answer: a slowloris client, or an idle
@@ -204,7 +202,7 @@ pub fn request_host<B>(req: &Request<B>) -> String {
 
 /// A response with a body and content type.
 pub fn respond(status: u16, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
-    let mut resp = Response::new(Full::new(body.into()));
+    let mut resp = Response::new(Body::whole(body.into()));
     *resp.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
     if let Ok(v) = hyper::header::HeaderValue::from_str(content_type) {
         resp.headers_mut().insert(hyper::header::CONTENT_TYPE, v);

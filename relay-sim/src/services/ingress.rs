@@ -27,7 +27,8 @@ use crate::directory::App;
 use crate::event::CloudEvent;
 use crate::server::{request_host, respond, serve_plain, Body, ConnInfo, Listener};
 
-/// Largest request or response body relayed.
+/// Largest request body relayed (an upload is held whole before it is
+/// offered to a tunnel; answers stream and have no limit).
 pub const BODY_BYTES_MAX: usize = 16 << 20;
 /// Largest request header block (names, values, and 4 bytes of separators
 /// per field), as Azure's gateways and most reverse proxies allow (32 KiB).
@@ -36,6 +37,11 @@ pub const HEADER_BYTES_MAX: usize = 32 << 10;
 /// Longest request target (path and query) relayed; longer gets 414, as
 /// from most front ends (nginx's default buffers hold 8 KiB).
 pub const URI_BYTES_MAX: usize = 16 << 10;
+/// How much of an answer the ingress holds before it sends the head and
+/// streams the rest. Within it, a backend or tunnel failing mid-answer
+/// still gets the user a clean gateway error (502); past it, only a cut
+/// connection (see [`crate::body`]).
+pub const STREAM_AFTER_BYTES: usize = 1 << 20;
 /// How many tunnels one request may be offered to.
 const MAX_ATTEMPTS: u32 = 4;
 /// How long a request waits for a tunnel of its group to be available.
@@ -130,6 +136,25 @@ pub(super) fn gateway(status: u16, code: &str, text: String) -> (u16, String, Re
     (status, code.to_string(), resp)
 }
 
+/// The user's answer: the connector's status and headers over `body`.
+/// A type is named only when the backend gave none.
+fn answer(status: u16, headers: &[(String, String)], body: Body) -> Response<Body> {
+    let mut resp = Response::new(body);
+    *resp.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::BAD_GATEWAY);
+    for (n, v) in headers {
+        if let (Ok(n), Ok(v)) =
+            (hyper::header::HeaderName::from_bytes(n.as_bytes()), hyper::header::HeaderValue::from_str(v))
+        {
+            resp.headers_mut().append(n, v);
+        }
+    }
+    if !resp.headers().contains_key(hyper::header::CONTENT_TYPE) {
+        let octets = hyper::header::HeaderValue::from_static("application/octet-stream");
+        resp.headers_mut().insert(hyper::header::CONTENT_TYPE, octets);
+    }
+    resp
+}
+
 /// Offers the request to tunnels until one answers; see the module docs.
 async fn relay(cloud: &Rc<Cloud>, app: &App, id: u64, head: RequestHead, body: Bytes) -> (u16, String, Response<Body>) {
     let deadline = tokio::time::Instant::now() + cloud.config.dispatch_timeout;
@@ -159,6 +184,7 @@ async fn relay(cloud: &Rc<Cloud>, app: &App, id: u64, head: RequestHead, body: B
         });
         match offer(&tunnel, id, head.clone(), body.clone(), deadline).await {
             Outcome::Answered(status, resp) => return (status, "ok".into(), resp),
+            Outcome::Streaming(status, resp) => return (status, "streaming".into(), resp),
             Outcome::NotAccepted => {
                 // Unacknowledged: safe to offer again, to the same connector.
                 pinned = Some((tunnel.connector_id.clone(), tunnel.incarnation));
@@ -189,6 +215,8 @@ async fn wait_for_tunnel(cloud: &Cloud, group: &str, only: Option<(&str, u64)>) 
 
 enum Outcome {
     Answered(u16, Response<Body>),
+    /// The head went out and the rest of the answer streams.
+    Streaming(u16, Response<Body>),
     NotAccepted,
     Overloaded,
     Failed(u16, String, String),
@@ -227,21 +255,14 @@ async fn offer(
                 headers = h;
             }
             Some(Delivery::Body { data, fin }) => {
-                if acc.len() + data.len() > BODY_BYTES_MAX {
-                    return Outcome::Failed(502, "response-too-large".into(), "response body too large".into());
-                }
                 acc.extend_from_slice(&data);
                 if fin {
-                    let mut resp = respond(status, "application/octet-stream", acc.freeze());
-                    for (n, v) in &headers {
-                        if let (Ok(n), Ok(v)) = (
-                            hyper::header::HeaderName::from_bytes(n.as_bytes()),
-                            hyper::header::HeaderValue::from_str(v),
-                        ) {
-                            resp.headers_mut().append(n, v);
-                        }
-                    }
-                    return Outcome::Answered(status, resp);
+                    return Outcome::Answered(status, answer(status, &headers, Body::whole(acc.freeze())));
+                }
+                // Long enough to be a download: the head goes out and the
+                // rest streams (see `crate::body`).
+                if acc.len() > STREAM_AFTER_BYTES {
+                    return Outcome::Streaming(status, answer(status, &headers, Body::relayed(acc.freeze(), rx)));
                 }
             }
             Some(Delivery::Unsendable(why)) => {

@@ -1,0 +1,130 @@
+//! Response bodies of the services: whole, or relayed from a tunnel piece
+//! by piece as the connector delivers them.
+//!
+//! The ingress buffers the start of an answer (see
+//! [`crate::services::ingress::STREAM_AFTER_BYTES`]) so that a backend
+//! failing early still gives the user a clean gateway error. Past that the
+//! head is committed and the rest streams: a download is never held whole
+//! in memory, and has no size limit. A failure after the head can only cut
+//! the answer short, which the body does by ending in an error: hyper then
+//! closes the user's connection without finishing the message, so that no
+//! client takes a truncated answer for a whole one.
+
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::Bytes;
+use hyper::body::{Frame, SizeHint};
+use tokio::sync::mpsc;
+
+use crate::cloud::Delivery;
+
+/// A response body; see the module docs.
+#[derive(Debug)]
+pub struct Body(Kind);
+
+#[derive(Debug)]
+enum Kind {
+    Whole(Option<Bytes>),
+    Relayed { first: Option<Bytes>, rx: mpsc::UnboundedReceiver<Delivery>, done: bool },
+}
+
+/// Why a relayed answer ended before its end.
+#[derive(Debug, thiserror::Error)]
+#[error("relayed answer cut short: {0}")]
+pub struct CutShort(String);
+
+impl Body {
+    /// A body held whole.
+    pub fn whole(bytes: Bytes) -> Self {
+        Body(Kind::Whole(Some(bytes)))
+    }
+
+    /// `first`, then what the tunnel delivers on `rx` up to its `fin`.
+    pub fn relayed(first: Bytes, rx: mpsc::UnboundedReceiver<Delivery>) -> Self {
+        Body(Kind::Relayed { first: Some(first), rx, done: false })
+    }
+}
+
+impl hyper::body::Body for Body {
+    type Data = Bytes;
+    type Error = CutShort;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, CutShort>>> {
+        let (first, rx, done) = match &mut self.get_mut().0 {
+            Kind::Whole(bytes) => {
+                return Poll::Ready(bytes.take().filter(|b| !b.is_empty()).map(|b| Ok(Frame::data(b))))
+            }
+            Kind::Relayed { first, rx, done } => (first, rx, done),
+        };
+        if let Some(bytes) = first.take().filter(|b| !b.is_empty()) {
+            return Poll::Ready(Some(Ok(Frame::data(bytes))));
+        }
+        while !*done {
+            let cut = match ready!(rx.poll_recv(cx)) {
+                Some(Delivery::Body { data, fin }) => {
+                    *done = fin;
+                    if data.is_empty() {
+                        continue;
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                // Acks and the head came before the body started.
+                Some(Delivery::Acked | Delivery::Head { .. } | Delivery::Unsendable(_)) => continue,
+                Some(Delivery::Cancelled(reason)) => format!("the connector cancelled the stream ({reason:?})"),
+                Some(Delivery::Lost { reason, .. }) => format!("tunnel lost: {reason}"),
+                None => "relay lost".to_string(),
+            };
+            *done = true;
+            return Poll::Ready(Some(Err(CutShort(cut))));
+        }
+        Poll::Ready(None)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.0 {
+            Kind::Whole(bytes) => bytes.as_ref().is_none_or(Bytes::is_empty),
+            Kind::Relayed { done, first, .. } => *done && first.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.0 {
+            Kind::Whole(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+            Kind::Relayed { .. } => SizeHint::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_relayed_body_is_its_first_part_then_the_tunnels_pieces() {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tx.send(Delivery::Body { data: Bytes::from_static(b"bc"), fin: false }).unwrap();
+        tx.send(Delivery::Body { data: Bytes::from_static(b"d"), fin: true }).unwrap();
+        let got = Body::relayed(Bytes::from_static(b"a"), rx).collect().await.unwrap().to_bytes();
+        assert_eq!(&got[..], b"abcd");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_tunnel_lost_mid_body_ends_the_body_in_an_error() {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tx.send(Delivery::Body { data: Bytes::from_static(b"bc"), fin: false }).unwrap();
+        tx.send(Delivery::Lost { acked: true, reason: "closed by connector".into() }).unwrap();
+        let err = Body::relayed(Bytes::from_static(b"a"), rx).collect().await.unwrap_err();
+        assert!(err.to_string().contains("closed by connector"), "{err}");
+        let (tx, rx) = mpsc::unbounded_channel();
+        drop(tx);
+        assert!(Body::relayed(Bytes::new(), rx).collect().await.is_err(), "a relay gone is no clean end");
+    }
+
+    #[test]
+    fn a_whole_body_says_its_length() {
+        assert_eq!(Body::whole(Bytes::from_static(b"abc")).size_hint().exact(), Some(3));
+        assert!(Body::whole(Bytes::new()).is_end_stream());
+    }
+}
