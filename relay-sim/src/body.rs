@@ -100,6 +100,7 @@ impl hyper::body::Body for Body {
 mod tests {
     use super::*;
     use http_body_util::BodyExt;
+    use hyper::body::Body as _;
 
     #[tokio::test(flavor = "current_thread")]
     async fn a_relayed_body_is_its_first_part_then_the_tunnels_pieces() {
