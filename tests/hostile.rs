@@ -12,8 +12,10 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use connector::event::AgentEvent;
-use connsim_tests::real_world::{control, exchange, parse_reply, start_cloud, start_connector, wait_tunnels, Reply};
-use relay_sim::serve::Manifest;
+use connsim_tests::real_world::{
+    control, exchange, parse_reply, start_cloud, start_cloud_with, start_connector, wait_tunnels, Reply,
+};
+use relay_sim::serve::{Manifest, ServeOptions};
 
 /// A cloud, a connector with its tunnels up, and the events since.
 struct World {
@@ -28,6 +30,15 @@ impl World {
         let install = tempfile::tempdir().unwrap();
         let manifest = start_cloud(state.path().to_path_buf());
         World::with(manifest, (state, install))
+    }
+
+    /// With the ingress refusing uploads over `limit` bytes.
+    fn with_upload_limit(limit: u64) -> World {
+        let state = tempfile::tempdir().unwrap();
+        let install = tempfile::tempdir().unwrap();
+        let mut opts = ServeOptions::loopback(state.path().to_path_buf());
+        opts.upload_bytes_max = limit;
+        World::with(start_cloud_with(opts), (state, install))
     }
 
     fn with(manifest: Manifest, dirs: (tempfile::TempDir, tempfile::TempDir)) -> World {
@@ -126,21 +137,12 @@ fn oversized_heads_are_refused_alone() {
 
 #[test]
 fn oversized_and_cut_bodies_never_reach_the_backend() {
-    let w = World::start();
+    let w = World::with_upload_limit(16 << 20);
     let before = w.served();
     // Declared over 16 MiB: 413 before a byte of it is read.
     let big = format!("POST /up HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\n\r\n", w.app(), 17 << 20);
     let r = reply(&w.raw(big.as_bytes(), false, LIMIT));
     assert_eq!((r.status, r.header("x-relay-error")), (413, Some("body-too-large")), "{}", r.text());
-    // Chunked, growing past 16 MiB: 413 once the limit is crossed.
-    let mut chunked =
-        format!("POST /up HTTP/1.1\r\nHost: {}\r\nTransfer-Encoding: chunked\r\n\r\n", w.app()).into_bytes();
-    for _ in 0..17 {
-        chunked.extend_from_slice(format!("{:x}\r\n", 1 << 20).as_bytes());
-        chunked.extend(std::iter::repeat_n(b'z', 1 << 20));
-        chunked.extend_from_slice(b"\r\n");
-    }
-    assert_eq!(reply(&w.raw(&chunked, false, LIMIT)).status, 413);
     // A truncated chunked body (the client gives up mid-chunk): 400, and
     // the backend never sees a cut request.
     let cut = format!(
@@ -159,6 +161,45 @@ fn oversized_and_cut_bodies_never_reach_the_backend() {
     drop(s);
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(w.served(), before, "a cut or refused body reached the backend");
+    // Chunked, growing past 16 MiB: 413 once the limit is crossed. Past
+    // its first MiB the upload was streaming, so the backend has its head
+    // and a part of it: that request is broken off, never completed.
+    let _ = w.events.try_iter().count();
+    let mut chunked =
+        format!("POST /up HTTP/1.1\r\nHost: {}\r\nTransfer-Encoding: chunked\r\n\r\n", w.app()).into_bytes();
+    for _ in 0..17 {
+        chunked.extend_from_slice(format!("{:x}\r\n", 1 << 20).as_bytes());
+        chunked.extend(std::iter::repeat_n(b'z', 1 << 20));
+        chunked.extend_from_slice(b"\r\n");
+    }
+    let r = reply(&w.raw(&chunked, false, LIMIT));
+    assert_eq!((r.status, r.header("x-relay-error")), (413, Some("body-too-large")), "{}", r.text());
+    std::thread::sleep(Duration::from_millis(300));
+    let served: Vec<AgentEvent> =
+        w.events.try_iter().filter(|e| matches!(e, AgentEvent::RequestServed { .. })).collect();
+    assert!(served.is_empty(), "an upload over the limit was completed: {served:?}");
+    w.others_unharmed(16);
+}
+
+/// A user gone in the middle of an upload long enough to stream (its
+/// head and first MiBs already on their way to the backend): the request
+/// is abandoned, the backend's request is broken off rather than finished
+/// short, and the connector blames no one (the backend did nothing wrong).
+#[test]
+fn a_user_gone_mid_upload_is_abandoned_without_a_finding() {
+    let w = World::start();
+    let mut s = TcpStream::connect(w.manifest.ingress).unwrap();
+    write!(s, "POST /gone HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\n\r\n", w.app(), 8 << 20).unwrap();
+    s.write_all(&vec![b'u'; 3 << 20]).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    drop(s);
+    std::thread::sleep(Duration::from_millis(500));
+    let findings: Vec<AgentEvent> = w
+        .events
+        .try_iter()
+        .filter(|e| matches!(e, AgentEvent::Diagnostic(_) | AgentEvent::TunnelDown { .. }))
+        .collect();
+    assert!(findings.is_empty(), "a user going away is no finding: {findings:?}");
     w.others_unharmed(16);
 }
 

@@ -65,7 +65,7 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 const MAX_INFLIGHT: usize = 5;
-const BODY_MAX: usize = 1000;
+const BODY_HOLD: usize = 1000;
 
 /// What the test knows of each handler it started: its stop counter and
 /// whether it may be stopped (it was running when cancelled or lost).
@@ -85,11 +85,24 @@ struct World {
 }
 
 impl World {
-    fn start(&mut self, t: usize, id: u64) {
+    /// A new handler for request `id` of tunnel `t`, known to the test.
+    fn handler(&mut self, t: usize, id: u64) -> Handler {
         let stops = Rc::new(Cell::new(0));
         let key = (t, id, self.generation[t]);
         self.handlers.insert(key, Started { stops: stops.clone(), finished: false, may_stop: false });
-        self.tunnels[t].running(id, Handler(stops));
+        Handler(stops)
+    }
+
+    fn start(&mut self, t: usize, id: u64) {
+        let h = self.handler(t, id);
+        self.tunnels[t].running(id, h);
+    }
+
+    /// Starts a handler that takes the rest of its body as it arrives.
+    fn start_fed(&mut self, t: usize, id: u64) {
+        let h = self.handler(t, id);
+        let (sink, _feed) = tokio::sync::mpsc::unbounded_channel();
+        self.tunnels[t].feeding(id, h, sink);
     }
 
     fn apply(&mut self, op: &Op) {
@@ -106,10 +119,10 @@ impl World {
                     self.start(t, id);
                 }
             }
-            Op::Body { t, id, len, fin } => match self.tunnels[t].body(id, &vec![0; len], fin, BODY_MAX) {
+            Op::Body { t, id, len, fin } => match self.tunnels[t].body(id, vec![0; len].into(), fin, BODY_HOLD) {
                 BodyStep::Ready(..) => self.start(t, id),
-                BodyStep::TooLarge => drop(self.held[t].remove(&id)),
-                BodyStep::Partial | BodyStep::Unknown => {}
+                BodyStep::Stream(..) => self.start_fed(t, id),
+                BodyStep::Partial | BodyStep::Fed | BodyStep::Unknown => {}
             },
             Op::Finish { t, id } => {
                 if let Some(h) = self.handlers.get_mut(&(t, id, self.generation[t])) {

@@ -52,6 +52,27 @@ fn connector_registers_and_serves_over_real_sockets() {
     }
 }
 
+/// Answers and uploads longer than the ingress holds (and than its old
+/// 16 MiB limit) stream through whole, byte for byte, both ways.
+#[test]
+fn large_bodies_stream_through_whole() {
+    let state = tempfile::tempdir().unwrap();
+    let install = tempfile::tempdir().unwrap();
+    let manifest = start_cloud(state.path().to_path_buf());
+    let events = start_connector(&manifest, install.path().to_path_buf(), true);
+    wait_tunnels(&events, 2);
+    let (app, size) = (&manifest.apps[0], 40 << 20);
+    let down = exchange(manifest.ingress, app, "GET", &format!("/download?size={size}"), "", b"");
+    assert_eq!(down.status, 200, "{}", down.header("x-relay-error").unwrap_or_default());
+    assert_eq!(down.body.len(), size);
+    assert_eq!(down.header("x-response-sha256"), Some(relay_sim::backend::sha256_hex(&down.body).as_str()));
+    let upload = relay_sim::backend::pattern(size);
+    let up = exchange(manifest.ingress, app, "POST", "/upload", "", &upload);
+    assert_eq!(up.status, 200, "{}", up.text());
+    assert_eq!(up.header("x-body-bytes"), Some(size.to_string().as_str()));
+    assert_eq!(up.header("x-body-sha256"), Some(relay_sim::backend::sha256_hex(&upload).as_str()));
+}
+
 #[test]
 fn wrong_password_stops_with_the_services_error() {
     let state = tempfile::tempdir().unwrap();

@@ -29,12 +29,16 @@ impl EventSink for ChannelSink {
 /// Serves relay-sim's cloud on loopback from a thread of its own; returns
 /// its manifest (ingress, `--resolve` entries, control API and token).
 pub fn start_cloud(state_dir: PathBuf) -> Manifest {
+    start_cloud_with(ServeOptions::loopback(state_dir))
+}
+
+/// relay-sim's cloud with `opts`, on a thread of its own.
+pub fn start_cloud_with(opts: ServeOptions) -> Manifest {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let local = tokio::task::LocalSet::new();
         local.block_on(&rt, async move {
-            let opts = ServeOptions::loopback(state_dir);
             let served = relay_sim::serve::start(opts).await.unwrap();
             tx.send(served.manifest).unwrap();
             std::future::pending::<()>().await;

@@ -998,7 +998,7 @@ impl Agent {
                 backend_timeout: self.config.backend_timeout,
                 max_inflight: self.config.max_inflight.min(cfg.connection_limit.max(1) as usize),
                 backoff: Backoff::TUNNEL,
-                request_body_bytes_max: 16 << 20,
+                request_body_hold_bytes: 1 << 20,
             };
             let handle = tokio::task::spawn_local(tunnel::run(self.env.clone(), tcfg, shared.clone(), ep.clone()));
             tunnels.insert(ep.clone(), handle);

@@ -9,20 +9,21 @@
 //! profile under load), and a real connector keeps its backend connections
 //! too.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
-use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::mpsc::{self, UnboundedSender};
 
 use crate::diag::{ConnectFailure, Diagnostic};
 use crate::env::Env;
 use crate::event::AgentEvent;
+use crate::pace::Pace;
 use crate::proto::{Headers, RequestHead};
 
 /// What a request handler sends back to its tunnel.
@@ -47,52 +48,72 @@ pub enum Outbound {
     },
 }
 
-/// How far one request's answer is behind in its tunnel. The handler
-/// reads no more of the backend's body while over [`Pace::HIGH_WATER`]
-/// bytes of it wait in the session (for the stream's window, or its turn),
-/// so a relay or user slower than the backend makes the connector hold
-/// about one window per stream, not the whole body.
-#[derive(Debug, Default)]
-pub struct Pace {
-    /// Sent by the handler, not yet taken by the tunnel.
-    in_channel: Cell<usize>,
-    /// Taken by the tunnel, waiting in the session.
-    in_session: Cell<usize>,
-    wake: tokio::sync::Notify,
+/// A request body for the backend: whole, or its start and then the
+/// pieces the tunnel feeds as they arrive (see [`crate::inflight`]). A
+/// feed that ends without its `fin` (the relay cancelled the request, or
+/// the tunnel went down) ends the body in an error, so that hyper breaks
+/// off the backend's request instead of finishing it short.
+#[derive(Debug)]
+pub struct RequestBody {
+    first: Option<Bytes>,
+    feed: Option<mpsc::UnboundedReceiver<(Bytes, bool)>>,
 }
 
-impl Pace {
-    pub const HIGH_WATER: usize = crate::proto::session::STREAM_WINDOW as usize;
+/// The tunnel stopped feeding a request body before its end.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body was cut short before its end")]
+pub struct BodyCut;
 
-    fn behind(&self) -> usize {
-        self.in_channel.get() + self.in_session.get()
+impl RequestBody {
+    pub fn whole(bytes: Bytes) -> Self {
+        RequestBody { first: Some(bytes), feed: None }
     }
 
-    /// The tunnel took `n` bytes off the channel into the session.
-    pub fn taken(&self, n: usize) {
-        self.in_channel.set(self.in_channel.get().saturating_sub(n));
+    pub fn fed(first: Bytes, feed: mpsc::UnboundedReceiver<(Bytes, bool)>) -> Self {
+        RequestBody { first: Some(first), feed: Some(feed) }
     }
+}
 
-    /// The session's count of the stream's waiting bytes.
-    pub fn set(&self, in_session: usize) {
-        self.in_session.set(in_session);
-        if self.behind() <= Self::HIGH_WATER {
-            self.wake.notify_waiters();
+impl hyper::body::Body for RequestBody {
+    type Data = Bytes;
+    type Error = BodyCut;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BodyCut>>> {
+        use std::task::Poll;
+        let this = self.get_mut();
+        if let Some(bytes) = this.first.take().filter(|b| !b.is_empty()) {
+            return Poll::Ready(Some(Ok(hyper::body::Frame::data(bytes))));
         }
-    }
-
-    fn sent(&self, n: usize) {
-        self.in_channel.set(self.in_channel.get() + n);
-    }
-
-    /// Returns once the stream is no longer too far behind.
-    async fn ready(&self) {
-        loop {
-            let woken = self.wake.notified();
-            if self.behind() <= Self::HIGH_WATER {
-                return;
+        while let Some(feed) = this.feed.as_mut() {
+            match std::task::ready!(feed.poll_recv(cx)) {
+                Some((data, fin)) => {
+                    if fin {
+                        this.feed = None;
+                    }
+                    if !data.is_empty() {
+                        return Poll::Ready(Some(Ok(hyper::body::Frame::data(data))));
+                    }
+                }
+                None => {
+                    this.feed = None;
+                    return Poll::Ready(Some(Err(BodyCut)));
+                }
             }
-            woken.await;
+        }
+        Poll::Ready(None)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.feed.is_none() && self.first.as_ref().is_none_or(Bytes::is_empty)
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match (&self.feed, &self.first) {
+            (None, first) => hyper::body::SizeHint::with_exact(first.as_ref().map_or(0, |b| b.len() as u64)),
+            (Some(_), _) => hyper::body::SizeHint::default(),
         }
     }
 }
@@ -171,7 +192,7 @@ pub struct Pool {
 }
 
 struct Idle {
-    sender: SendRequest<Full<Bytes>>,
+    sender: SendRequest<RequestBody>,
     since: tokio::time::Instant,
 }
 
@@ -186,7 +207,7 @@ const IDLE_PER_BACKEND_MAX: usize = 64;
 pub const IDLE_KEEP: Duration = Duration::from_secs(4);
 
 impl Pool {
-    fn take(&self, host: &str, port: u16) -> Option<SendRequest<Full<Bytes>>> {
+    fn take(&self, host: &str, port: u16) -> Option<SendRequest<RequestBody>> {
         let mut idle = self.idle.borrow_mut();
         let list = idle.get_mut(&(host.to_string(), port))?;
         let now = tokio::time::Instant::now();
@@ -203,7 +224,7 @@ impl Pool {
         None
     }
 
-    fn put(&self, host: &str, port: u16, sender: SendRequest<Full<Bytes>>) {
+    fn put(&self, host: &str, port: u16, sender: SendRequest<RequestBody>) {
         if sender.is_closed() {
             return;
         }
@@ -223,7 +244,14 @@ impl Pool {
 /// Serves one request against its backend and streams the answer to `out`.
 /// Failures become gateway errors to the user, never a panic or a hang:
 /// 502 when the backend cannot be reached or breaks off, 504 on timeout.
-pub async fn serve(env: Env, pool: std::rc::Rc<Pool>, head: RequestHead, body: Bytes, timeout: Duration, reply: Reply) {
+pub async fn serve(
+    env: Env,
+    pool: std::rc::Rc<Pool>,
+    head: RequestHead,
+    body: RequestBody,
+    timeout: Duration,
+    reply: Reply,
+) {
     let id = reply.id;
     let status = match crate::time::timeout(timeout, forward(&env, &pool, &head, body, &reply)).await {
         Ok(Ok(status)) => status,
@@ -261,7 +289,7 @@ async fn forward(
     env: &Env,
     pool: &Pool,
     head: &RequestHead,
-    body: Bytes,
+    body: RequestBody,
     reply: &Reply,
 ) -> Result<u16, (u16, Diagnostic)> {
     let bad =
@@ -290,7 +318,7 @@ async fn forward(
     if !has_host {
         req = req.header(http::header::HOST, format!("{}:{}", target.host, target.port));
     }
-    let req = req.body(Full::new(body)).map_err(|e| bad(format!("invalid request: {e}")))?;
+    let req = req.body(body).map_err(|e| bad(format!("invalid request: {e}")))?;
 
     // A kept-alive connection first. One the backend closed before the
     // request was written hands the request back; try the next, then a new
@@ -359,7 +387,7 @@ enum Connect {
 }
 
 /// A new HTTP/1.1 connection to the backend, its driver on the local set.
-async fn connect(env: &Env, target: &Target) -> Result<SendRequest<Full<Bytes>>, Connect> {
+async fn connect(env: &Env, target: &Target) -> Result<SendRequest<RequestBody>, Connect> {
     let net = env.net.proxy().map_or(env.net.as_ref(), |hop| hop.inner);
     let (_, stream) = crate::env::connect(net, &target.host, target.port).await.map_err(|e| {
         let failure = ConnectFailure::from_io(&e.error);
@@ -382,31 +410,6 @@ async fn connect(env: &Env, target: &Target) -> Result<SendRequest<Full<Bytes>>,
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A handler more than a window ahead of its tunnel waits until the
-    /// tunnel has taken the bytes and the session has sent them.
-    #[tokio::test(flavor = "current_thread")]
-    async fn a_handler_waits_for_its_tunnel() {
-        let local = tokio::task::LocalSet::new();
-        local
-            .run_until(async {
-                let pace = Rc::new(Pace::default());
-                pace.sent(Pace::HIGH_WATER + 1);
-                let waiting = {
-                    let pace = pace.clone();
-                    tokio::task::spawn_local(async move { pace.ready().await })
-                };
-                tokio::task::yield_now().await;
-                assert!(!waiting.is_finished(), "ran ahead of its tunnel");
-                pace.taken(Pace::HIGH_WATER + 1);
-                pace.set(Pace::HIGH_WATER + 1);
-                tokio::task::yield_now().await;
-                assert!(!waiting.is_finished(), "the bytes still wait in the session");
-                pace.set(0);
-                waiting.await.unwrap();
-            })
-            .await;
-    }
 
     #[test]
     fn targets_parse_and_bad_ones_are_named() {

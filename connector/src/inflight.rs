@@ -62,11 +62,18 @@ impl<T> Abort for tokio::task::JoinHandle<T> {
 enum Phase<H> {
     /// Accepted; its body is still arriving.
     Receiving { head: RequestHead, body: BytesMut },
-    /// Complete; its handler is being started.
+    /// Complete (or long enough to stream); its handler is being started.
     Starting,
+    /// Its handler runs and takes the rest of the body as it arrives.
+    Feeding { handler: H, sink: BodySink },
     /// Its handler runs.
     Running(H),
 }
+
+/// Where the rest of a streamed request body goes: pieces with their
+/// `fin`. The receiver ([`crate::backend`]) takes a channel closed without
+/// a `fin` for a body cut short.
+pub type BodySink = tokio::sync::mpsc::UnboundedSender<(Bytes, bool)>;
 
 struct Entry<H> {
     _slot: Slot,
@@ -80,8 +87,11 @@ pub enum BodyStep {
     Partial,
     /// The body is complete: start the handler with it.
     Ready(RequestHead, Bytes),
-    /// Over the limit: the request is dropped (its slot given back); answer 413.
-    TooLarge,
+    /// The body is longer than the tunnel holds: start the handler with
+    /// its start, and hand it the rest ([`Requests::feeding`]).
+    Stream(RequestHead, Bytes),
+    /// Passed on to the running handler.
+    Fed,
     /// No request receiving a body has this id (cancelled, or never accepted).
     Unknown,
 }
@@ -110,22 +120,44 @@ impl<H: Abort> Requests<H> {
         None
     }
 
-    /// A chunk of request `id`'s body; at most `max` bytes in all.
-    pub fn body(&mut self, id: u64, data: &[u8], fin: bool, max: usize) -> BodyStep {
+    /// A chunk of request `id`'s body. Up to `hold` bytes are held until the
+    /// body is complete; past that the handler starts and takes the rest as
+    /// it comes (an upload is never held whole).
+    pub fn body(&mut self, id: u64, data: Bytes, fin: bool, hold: usize) -> BodyStep {
         let Some(entry) = self.map.get_mut(&id) else { return BodyStep::Unknown };
-        let Phase::Receiving { body, .. } = &mut entry.phase else { return BodyStep::Unknown };
-        if body.len() + data.len() > max {
-            self.map.remove(&id);
-            return BodyStep::TooLarge;
-        }
-        body.extend_from_slice(data);
-        if !fin {
+        let body = match &mut entry.phase {
+            Phase::Receiving { body, .. } => body,
+            Phase::Feeding { sink, .. } => {
+                // A handler gone has stopped reading: nothing to do.
+                let _ = sink.send((data, fin));
+                if fin {
+                    if let Phase::Feeding { handler, .. } = std::mem::replace(&mut entry.phase, Phase::Starting) {
+                        entry.phase = Phase::Running(handler);
+                    }
+                }
+                return BodyStep::Fed;
+            }
+            Phase::Starting | Phase::Running(_) => return BodyStep::Unknown,
+        };
+        body.extend_from_slice(&data);
+        if !fin && body.len() <= hold {
             return BodyStep::Partial;
         }
         match std::mem::replace(&mut entry.phase, Phase::Starting) {
-            Phase::Receiving { head, body } => BodyStep::Ready(head, body.freeze()),
+            Phase::Receiving { head, body } if fin => BodyStep::Ready(head, body.freeze()),
+            Phase::Receiving { head, body } => BodyStep::Stream(head, body.freeze()),
             // Matched as Receiving just above.
             _ => BodyStep::Unknown,
+        }
+    }
+
+    /// Request `id`'s handler started with the start of a streamed body;
+    /// the rest goes to `sink`. Ignored if the request is gone (cancelled
+    /// meanwhile): the handler is stopped at once.
+    pub fn feeding(&mut self, id: u64, handler: H, sink: BodySink) {
+        match self.map.get_mut(&id) {
+            Some(entry) => entry.phase = Phase::Feeding { handler, sink },
+            None => handler.abort(),
         }
     }
 
@@ -146,7 +178,7 @@ impl<H: Abort> Requests<H> {
 
     /// Request `id` was cancelled: its handler stops and its slot goes back.
     pub fn cancel(&mut self, id: u64) {
-        if let Some(Entry { phase: Phase::Running(h), .. }) = self.map.remove(&id) {
+        if let Some(Entry { phase: Phase::Running(h) | Phase::Feeding { handler: h, .. }, .. }) = self.map.remove(&id) {
             h.abort();
         }
     }
@@ -163,7 +195,7 @@ impl<H: Abort> Requests<H> {
 impl<H: Abort> Drop for Requests<H> {
     fn drop(&mut self) {
         for (_, entry) in std::mem::take(&mut self.map) {
-            if let Phase::Running(h) = entry.phase {
+            if let Phase::Running(h) | Phase::Feeding { handler: h, .. } = entry.phase {
                 h.abort();
             }
         }

@@ -27,6 +27,7 @@ pub mod identity;
 pub mod inflight;
 pub mod install;
 pub mod outbox;
+pub mod pace;
 pub mod package;
 pub mod pki;
 pub mod proto;

@@ -17,13 +17,14 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::api::RelayEndpoint;
-use crate::backend::{self, Outbound, Pace, Reply};
+use crate::backend::{self, Outbound, Reply, RequestBody};
 use crate::backoff::Backoff;
 use crate::env::Env;
 use crate::event::AgentEvent;
 use crate::http::open_tls;
 use crate::inflight::{BodyStep, Requests, Slots};
 use crate::outbox::Outbox;
+use crate::pace::Pace;
 use crate::pki::ServiceTls;
 use crate::proto::{CancelReason, Event, GoAwayCode, RequestHead, Role, Session, SessionConfig, SessionError};
 use crate::tls_failure::TlsFailure;
@@ -66,8 +67,10 @@ pub struct TunnelConfig {
     pub backend_timeout: Duration,
     pub max_inflight: usize,
     pub backoff: Backoff,
-    /// Largest request body accepted from the relay.
-    pub request_body_bytes_max: usize,
+    /// How much of a request body is held before its handler starts and
+    /// the rest streams to the backend: a body that ends within it reaches
+    /// the backend whole or not at all.
+    pub request_body_hold_bytes: usize,
 }
 
 /// State shared by all tunnels of one agent.
@@ -407,18 +410,23 @@ impl<'a> Link<'a> {
                 env.emit(AgentEvent::RequestAccepted { id, endpoint: name.to_string() });
                 if let Some(head) = self.requests.accept(id, slot, head, fin) {
                     let reply = self.reply(id);
-                    self.requests.running(id, spawn_handler(env, cfg, shared, head, Bytes::new(), reply));
-                }
-            }
-            Event::Body { id, data, fin } => match self.requests.body(id, &data, fin, cfg.request_body_bytes_max) {
-                BodyStep::Ready(head, body) => {
-                    let reply = self.reply(id);
+                    let body = RequestBody::whole(Bytes::new());
                     self.requests.running(id, spawn_handler(env, cfg, shared, head, body, reply));
                 }
-                BodyStep::TooLarge => {
-                    let _ = self.session.send_response(id, 413, vec![], true);
+            }
+            Event::Body { id, data, fin } => match self.requests.body(id, data, fin, cfg.request_body_hold_bytes) {
+                BodyStep::Ready(head, body) => {
+                    let reply = self.reply(id);
+                    let body = RequestBody::whole(body);
+                    self.requests.running(id, spawn_handler(env, cfg, shared, head, body, reply));
                 }
-                BodyStep::Partial | BodyStep::Unknown => {}
+                BodyStep::Stream(head, first) => {
+                    let reply = self.reply(id);
+                    let (sink, feed) = mpsc::unbounded_channel();
+                    let body = RequestBody::fed(first, feed);
+                    self.requests.feeding(id, spawn_handler(env, cfg, shared, head, body, reply), sink);
+                }
+                BodyStep::Partial | BodyStep::Fed | BodyStep::Unknown => {}
             },
             Event::Cancelled { id, .. } => self.requests.cancel(id),
             Event::GoAway { code, reason } => {
@@ -487,7 +495,7 @@ fn spawn_handler(
     cfg: &TunnelConfig,
     shared: &Shared,
     head: RequestHead,
-    body: Bytes,
+    body: RequestBody,
     reply: Reply,
 ) -> JoinHandle<()> {
     tokio::task::spawn_local(backend::serve(

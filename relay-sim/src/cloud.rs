@@ -17,6 +17,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use connector::api::RelayEndpoint;
 use connector::env::{Clock, Entropy};
+use connector::pace::Pace;
 use connector::proto::{CancelReason, Headers, RequestHead};
 use connector::tls::TlsContext;
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer};
@@ -30,6 +31,9 @@ use crate::directory::{ConnectorRecord, Role, Status, Tenant};
 use crate::event::{CloudEvent, CloudSink};
 use crate::pki::{Generation, Pki, PkiError, PkiTimers};
 use crate::placement::{Instances, Placement, PIN_DELAY};
+
+/// Largest upload the ingress relays by default: 1 GiB.
+pub const UPLOAD_BYTES_MAX: u64 = 1 << 30;
 
 /// How the cloud is laid out and timed.
 #[derive(Debug, Clone)]
@@ -71,6 +75,9 @@ pub struct CloudConfig {
     /// How long the ingress waits for a connector's answer (85 s backend
     /// timeout plus margin).
     pub dispatch_timeout: Duration,
+    /// Largest request body the ingress relays (413 past it). Uploads
+    /// stream, so this is a policy, not a memory bound.
+    pub upload_bytes_max: u64,
     pub token_lifetime: Duration,
     pub pki: PkiTimers,
     /// Name of the enterprise CA an inspection box re-signs with.
@@ -117,6 +124,7 @@ impl CloudConfig {
             pulled_releases: Vec::new(),
             private_access: false,
             dispatch_timeout: Duration::from_secs(90),
+            upload_bytes_max: UPLOAD_BYTES_MAX,
             token_lifetime: Duration::from_secs(3600),
             pki: PkiTimers::default(),
             enterprise_ca: "Contoso Outbound Inspection CA".into(),
@@ -158,8 +166,25 @@ pub struct Token {
 pub struct Dispatch {
     pub id: u64,
     pub head: RequestHead,
+    /// The body, or its start when `upload` says more follows.
     pub body: Bytes,
+    /// An upload too long to hold: the rest follows as [`ToTunnel::Body`],
+    /// paced by how much of it still waits in the tunnel.
+    pub upload: Option<Rc<Pace>>,
     pub reply: mpsc::UnboundedSender<Delivery>,
+}
+
+/// What the ingress tells a tunnel.
+#[derive(Debug)]
+pub enum ToTunnel {
+    /// A new request.
+    Dispatch(Dispatch),
+    /// More of a dispatched upload.
+    Body { id: u64, data: Bytes, fin: bool },
+    /// The request is given up (the user's upload broke off, or the user
+    /// has the whole answer before the upload ended): its stream is
+    /// cancelled, so that the backend sees a cut request, never a short one.
+    Abandon { id: u64 },
 }
 
 /// What the tunnel reports back about a dispatched request.
@@ -193,7 +218,7 @@ pub struct TunnelHandle {
     /// The connector process's incarnation (from its `Hello`).
     pub incarnation: u64,
     pub endpoint: String,
-    pub tx: mpsc::UnboundedSender<Dispatch>,
+    pub tx: mpsc::UnboundedSender<ToTunnel>,
 }
 
 #[derive(Default)]

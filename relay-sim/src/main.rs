@@ -58,6 +58,10 @@ enum Command {
         /// The published app's backend, HOST:PORT (served here as an echo).
         #[arg(long, default_value = "echo.corp.local:8080")]
         backend: String,
+        /// Largest upload the ingress relays, bytes (413 past it). Uploads
+        /// and downloads stream; this is a policy, not a memory bound.
+        #[arg(long, default_value_t = relay_sim::cloud::UPLOAD_BYTES_MAX)]
+        upload_max: u64,
     },
     /// Act on a running `relay-sim serve` through its control API, or show
     /// its status (connectors, tunnels, gates, what the backend served).
@@ -112,6 +116,7 @@ fn run_serve(command: Command) -> anyhow::Result<()> {
         state_dir,
         host_base,
         backend,
+        upload_max,
     } = command
     else {
         anyhow::bail!("not a serve command");
@@ -136,6 +141,7 @@ fn run_serve(command: Command) -> anyhow::Result<()> {
             host_base,
             backend_host,
             backend_port,
+            upload_bytes_max: upload_max,
         };
         let served = start(opts).await?;
         let manifest = &served.manifest;

@@ -43,6 +43,8 @@ pub struct ServeOptions {
     /// port; 8080 with `host_base`).
     pub backend_host: String,
     pub backend_port: u16,
+    /// Largest upload the ingress relays (413 past it).
+    pub upload_bytes_max: u64,
 }
 
 impl ServeOptions {
@@ -60,6 +62,7 @@ impl ServeOptions {
             host_base: None,
             backend_host: "echo.corp.local".into(),
             backend_port: 8080,
+            upload_bytes_max: crate::cloud::UPLOAD_BYTES_MAX,
         }
     }
 }
@@ -256,6 +259,7 @@ fn build_cloud(opts: &ServeOptions, apps: Vec<App>) -> Result<Rc<Cloud>, ServeEr
     };
     let mut config = CloudConfig::public(tenant, opts.relays.max(1));
     config.bootstrap_interval_s = opts.bootstrap_interval_s;
+    config.upload_bytes_max = opts.upload_bytes_max;
     Ok(Cloud::new(config, Arc::new(SystemClock), Arc::new(OsEntropy), Rc::new(LogSink))?)
 }
 

@@ -15,21 +15,20 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use connector::pace::Pace;
 use connector::proto::{CancelReason, RequestHead};
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 use super::preauth;
-use crate::cloud::{Cloud, Delivery, Dispatch, TunnelHandle};
+use super::upload::{Refused, Upload};
+use crate::cloud::{Cloud, Delivery, Dispatch, ToTunnel, TunnelHandle};
 use crate::directory::App;
 use crate::event::CloudEvent;
 use crate::server::{request_host, respond, serve_plain, Body, ConnInfo, Listener};
 
-/// Largest request body relayed (an upload is held whole before it is
-/// offered to a tunnel; answers stream and have no limit).
-pub const BODY_BYTES_MAX: usize = 16 << 20;
 /// Largest request header block (names, values, and 4 bytes of separators
 /// per field), as Azure's gateways and most reverse proxies allow (32 KiB).
 /// Larger gets 431 here, before any tunnel sees it.
@@ -53,7 +52,7 @@ pub async fn serve(cloud: Rc<Cloud>, listener: impl Listener) {
 }
 
 async fn handle(cloud: Rc<Cloud>, req: Request<Incoming>) -> Response<Body> {
-    if let Some(refusal) = screen(&req) {
+    if let Some(refusal) = screen(&req, cloud.config.upload_bytes_max) {
         return refusal;
     }
     let host = request_host(&req);
@@ -81,17 +80,17 @@ async fn handle(cloud: Rc<Cloud>, req: Request<Incoming>) -> Response<Body> {
     };
     preauth::forwarded_headers(&app, user.as_ref(), &mut headers);
     headers.push(("x-forwarded-host".into(), host.clone()));
-    let body = match Limited::new(req.into_body(), BODY_BYTES_MAX).collect().await {
-        Ok(b) => b.to_bytes(),
+    let limit = cloud.config.upload_bytes_max;
+    let mut upload = match Upload::start(req.into_body(), STREAM_AFTER_BYTES, limit).await {
+        Ok(upload) => upload,
         // Over the limit, or cut short (a truncated chunked body, a client
         // gone mid-upload): either way nothing reaches a connector.
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => return body_too_large(),
-        Err(e) => return gateway(400, "bad-request-body", format!("request body: {e}")).2,
+        Err(refused) => return refusal(refused, limit).2,
     };
     let head =
         RequestHead { method, path: format!("{}{}", app.internal_url.trim_end_matches('/'), path_and_query), headers };
     let id = cloud.next_request_id();
-    let (status, detail, resp) = relay(&cloud, &app, id, head, body).await;
+    let (status, detail, resp) = relay(&cloud, &app, id, head, &mut upload).await;
     cloud.emit(CloudEvent::UserAnswered { id, app: app.name.clone(), status, detail });
     resp
 }
@@ -99,7 +98,7 @@ async fn handle(cloud: Rc<Cloud>, req: Request<Incoming>) -> Response<Body> {
 /// The answer to a request the ingress refuses before reading its body:
 /// no `Host` (400), a target or header block over the limits (414, 431),
 /// a declared body over the limit (413).
-fn screen(req: &Request<Incoming>) -> Option<Response<Body>> {
+fn screen(req: &Request<Incoming>, limit: u64) -> Option<Response<Body>> {
     if !req.headers().contains_key(hyper::header::HOST) {
         return Some(gateway(400, "no-host", "an HTTP/1.1 request needs a Host header".into()).2);
     }
@@ -118,14 +117,18 @@ fn screen(req: &Request<Incoming>) -> Option<Response<Body>> {
         .get(hyper::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > BODY_BYTES_MAX as u64) {
-        return Some(body_too_large());
+    if declared.is_some_and(|n| n > limit) {
+        return Some(refusal(Refused::TooLarge, limit).2);
     }
     None
 }
 
-fn body_too_large() -> Response<Body> {
-    gateway(413, "body-too-large", format!("request body over {BODY_BYTES_MAX} bytes")).2
+/// The gateway error for a request body that cannot be relayed.
+fn refusal(refused: Refused, limit: u64) -> (u16, String, Response<Body>) {
+    match refused {
+        Refused::TooLarge => gateway(413, "body-too-large", format!("request body over {limit} bytes")),
+        Refused::Broken(why) => gateway(400, "bad-request-body", why),
+    }
 }
 
 pub(super) fn gateway(status: u16, code: &str, text: String) -> (u16, String, Response<Body>) {
@@ -156,7 +159,13 @@ fn answer(status: u16, headers: &[(String, String)], body: Body) -> Response<Bod
 }
 
 /// Offers the request to tunnels until one answers; see the module docs.
-async fn relay(cloud: &Rc<Cloud>, app: &App, id: u64, head: RequestHead, body: Bytes) -> (u16, String, Response<Body>) {
+async fn relay(
+    cloud: &Rc<Cloud>,
+    app: &App,
+    id: u64,
+    head: RequestHead,
+    upload: &mut Upload,
+) -> (u16, String, Response<Body>) {
     let deadline = tokio::time::Instant::now() + cloud.config.dispatch_timeout;
     let mut pinned: Option<(String, u64)> = None;
     for attempt in 0..MAX_ATTEMPTS {
@@ -182,7 +191,7 @@ async fn relay(cloud: &Rc<Cloud>, app: &App, id: u64, head: RequestHead, body: B
             endpoint: tunnel.endpoint.clone(),
             attempt,
         });
-        match offer(&tunnel, id, head.clone(), body.clone(), deadline).await {
+        match offer(&tunnel, id, head.clone(), upload, deadline).await {
             Outcome::Answered(status, resp) => return (status, "ok".into(), resp),
             Outcome::Streaming(status, resp) => return (status, "streaming".into(), resp),
             Outcome::NotAccepted => {
@@ -226,78 +235,163 @@ async fn offer(
     tunnel: &TunnelHandle,
     id: u64,
     head: RequestHead,
-    body: Bytes,
+    upload: &mut Upload,
     deadline: tokio::time::Instant,
 ) -> Outcome {
     let (reply, mut rx) = mpsc::unbounded_channel();
-    if tunnel.tx.send(Dispatch { id, head, body, reply }).is_err() {
+    let pace = upload.streams().then(|| Rc::new(Pace::default()));
+    let dispatch = Dispatch { id, head, body: upload.first.clone(), upload: pace.clone(), reply };
+    if tunnel.tx.send(ToTunnel::Dispatch(dispatch)).is_err() {
         return Outcome::NotAccepted;
     }
-    let mut acked = false;
-    let mut status = 0u16;
-    let mut headers = Vec::new();
-    let mut acc = BytesMut::new();
-    loop {
-        let next = match connector::time::timeout_at(deadline, rx.recv()).await {
-            Ok(n) => n,
-            Err(_) => {
-                return Outcome::Failed(
-                    504,
-                    "connector-timeout".into(),
-                    format!("connector did not answer request {id} in time"),
-                )
-            }
+    let mut pump: Option<JoinHandle<Result<(), Refused>>> = None;
+    let mut answer = Answering::default();
+    let outcome = loop {
+        let next = tokio::select! {
+            biased;
+            next = connector::time::timeout_at(deadline, rx.recv()) => match next {
+                Ok(next) => next,
+                Err(_) => {
+                    let text = format!("connector did not answer request {id} in time");
+                    break Outcome::Failed(504, "connector-timeout".into(), text);
+                }
+            },
+            pumped = pumped(&mut pump) => match pumped {
+                Ok(()) => continue,
+                Err(refused) => {
+                    let (status, code, _) = refusal(refused.clone(), upload.limit());
+                    break Outcome::Failed(status, code, format!("request {id}: {refused}"));
+                }
+            },
         };
+        if let (Some(Delivery::Acked), Some(pace)) = (&next, &pace) {
+            // Accepted: it will not be offered elsewhere, so the rest of
+            // the upload can go.
+            pump = upload.pump(id, tunnel.tx.clone(), pace.clone()).map(|p| tokio::task::spawn_local(p.run()));
+        }
+        match answer.take(id, next) {
+            Step::More => {}
+            Step::Answer(status, body) => {
+                let outcome = match body {
+                    Answered::Whole(bytes) => Outcome::Answered(status, answer.respond(status, Body::whole(bytes))),
+                    Answered::Streams(first) => {
+                        // The rest of the upload may still be going: a
+                        // backend can answer while it reads.
+                        let resp = answer.respond(status, Body::relayed(first, rx));
+                        return Outcome::Streaming(status, resp);
+                    }
+                };
+                break outcome;
+            }
+            Step::Failed(outcome) => break outcome,
+        }
+    };
+    // An upload still going has no one waiting for it any more.
+    if let Some(pump) = pump.filter(|p| !p.is_finished()) {
+        pump.abort();
+        let _ = tunnel.tx.send(ToTunnel::Abandon { id });
+    }
+    outcome
+}
+
+/// Waits for the upload pump, if one runs; pending for ever otherwise.
+async fn pumped(pump: &mut Option<JoinHandle<Result<(), Refused>>>) -> Result<(), Refused> {
+    let Some(handle) = pump.as_mut() else { return std::future::pending().await };
+    let result = handle.await.unwrap_or(Ok(()));
+    *pump = None;
+    result
+}
+
+/// What has come back of an answer so far.
+#[derive(Default)]
+struct Answering {
+    acked: bool,
+    status: u16,
+    headers: Vec<(String, String)>,
+    acc: BytesMut,
+}
+
+/// Where an answer stands after a delivery.
+enum Step {
+    More,
+    Answer(u16, Answered),
+    Failed(Outcome),
+}
+
+/// An answer ready for the user.
+enum Answered {
+    Whole(Bytes),
+    /// Its start; the rest streams.
+    Streams(Bytes),
+}
+
+impl Answering {
+    fn respond(&self, status: u16, body: Body) -> Response<Body> {
+        answer(status, &self.headers, body)
+    }
+
+    /// Takes one delivery: the answer once there is one to give (whole,
+    /// or long enough to be a download: the head goes out and the rest
+    /// streams, see `crate::body`), or the outcome if the request failed.
+    fn take(&mut self, id: u64, next: Option<Delivery>) -> Step {
         match next {
-            Some(Delivery::Acked) => acked = true,
-            Some(Delivery::Head { status: s, headers: h }) => {
-                status = s;
-                headers = h;
+            Some(Delivery::Acked) => self.acked = true,
+            Some(Delivery::Head { status, headers }) => {
+                self.status = status;
+                self.headers = headers;
             }
             Some(Delivery::Body { data, fin }) => {
-                acc.extend_from_slice(&data);
+                self.acc.extend_from_slice(&data);
                 if fin {
-                    return Outcome::Answered(status, answer(status, &headers, Body::whole(acc.freeze())));
+                    return Step::Answer(self.status, Answered::Whole(std::mem::take(&mut self.acc).freeze()));
                 }
-                // Long enough to be a download: the head goes out and the
-                // rest streams (see `crate::body`).
-                if acc.len() > STREAM_AFTER_BYTES {
-                    return Outcome::Streaming(status, answer(status, &headers, Body::relayed(acc.freeze(), rx)));
+                if self.acc.len() > STREAM_AFTER_BYTES {
+                    return Step::Answer(self.status, Answered::Streams(std::mem::take(&mut self.acc).freeze()));
                 }
             }
-            Some(Delivery::Unsendable(why)) => {
-                return Outcome::Failed(431, "headers-too-large".into(), format!("request {id}: {why}"))
-            }
-            Some(Delivery::Cancelled(CancelReason::Overloaded)) => return Outcome::Overloaded,
-            Some(Delivery::Cancelled(CancelReason::BackendBrokeOff)) => {
-                return Outcome::Failed(
+            other => return Step::Failed(failed(id, self.acked, other)),
+        }
+        Step::More
+    }
+}
+
+/// The outcome of a request the tunnel reports failed (`None`: the relay
+/// task is gone).
+fn failed(id: u64, acked: bool, next: Option<Delivery>) -> Outcome {
+    let lost = |what: String| {
+        if acked {
+            Outcome::Failed(502, "lost-after-accept".into(), format!("{what} while serving request {id}"))
+        } else {
+            Outcome::NotAccepted
+        }
+    };
+    match next {
+        Some(Delivery::Unsendable(why)) => {
+            Outcome::Failed(431, "headers-too-large".into(), format!("request {id}: {why}"))
+        }
+        Some(Delivery::Cancelled(CancelReason::Overloaded)) => Outcome::Overloaded,
+        Some(Delivery::Cancelled(CancelReason::BackendBrokeOff)) => Outcome::Failed(
+            502,
+            "backend-broke-off".into(),
+            format!("the backend broke off its answer to request {id}"),
+        ),
+        Some(Delivery::Cancelled(reason)) => {
+            Outcome::Failed(502, "refused".into(), format!("connector refused request {id}: {reason:?}"))
+        }
+        Some(Delivery::Lost { acked: a, reason }) => {
+            if a {
+                Outcome::Failed(
                     502,
-                    "backend-broke-off".into(),
-                    format!("the backend broke off its answer to request {id}"),
+                    "lost-after-accept".into(),
+                    format!("tunnel lost while serving request {id}: {reason}"),
                 )
-            }
-            Some(Delivery::Cancelled(reason)) => {
-                return Outcome::Failed(502, "refused".into(), format!("connector refused request {id}: {reason:?}"))
-            }
-            Some(Delivery::Lost { acked: a, reason }) => {
-                return if a || acked {
-                    Outcome::Failed(
-                        502,
-                        "lost-after-accept".into(),
-                        format!("tunnel lost while serving request {id}: {reason}"),
-                    )
-                } else {
-                    Outcome::NotAccepted
-                };
-            }
-            // The relay task was dropped (relay host crashed).
-            None => {
-                return if acked {
-                    Outcome::Failed(502, "lost-after-accept".into(), format!("relay lost while serving request {id}"))
-                } else {
-                    Outcome::NotAccepted
-                };
+            } else {
+                lost(format!("tunnel lost: {reason}"))
             }
         }
+        // The relay task was dropped (relay host crashed).
+        None => lost("relay lost".into()),
+        // Taken by `Answering::take`.
+        Some(Delivery::Acked | Delivery::Head { .. } | Delivery::Body { .. }) => Outcome::NotAccepted,
     }
 }

@@ -11,6 +11,7 @@ pub mod registration;
 pub mod relay;
 pub mod renewtrust;
 pub mod revocation;
+pub mod upload;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};

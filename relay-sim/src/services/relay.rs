@@ -8,13 +8,14 @@ use std::time::Duration;
 
 use connector::env::BoxStream;
 use connector::outbox::Outbox;
+use connector::pace::Pace;
 use connector::proto::session::DEFAULT_MAX_STREAMS;
-use connector::proto::{Event, GoAwayCode, Role, Session, SessionConfig, SessionError};
+use connector::proto::{CancelReason, Event, GoAwayCode, Role, Session, SessionConfig, SessionError};
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
 
-use crate::cloud::{Cloud, CloudError, Delivery, Dispatch, TunnelHandle};
+use crate::cloud::{Cloud, CloudError, Delivery, Dispatch, ToTunnel, TunnelHandle};
 use crate::event::CloudEvent;
 use crate::pki::subject_cn;
 use crate::server::{accept_tls, ConnInfo, Listener};
@@ -44,42 +45,89 @@ impl Drop for Registration {
     }
 }
 
-/// Puts a user's request on the session (`open`: the tunnel is routed,
-/// not drained). A head that cannot be framed
-/// fails that request alone; any other refusal fails it (unacknowledged)
-/// and ends the tunnel.
-fn dispatch(
-    session: &mut Session,
-    pending: &mut BTreeMap<u64, Pending>,
-    open: bool,
-    d: Dispatch,
-) -> Result<(), String> {
-    // Draining, or as many open at once as a connector takes (its session
-    // would fail the whole tunnel): the ingress offers it to another tunnel.
-    // The session's count, not `pending`: a stream whose answer is done
-    // still counts on both sides until the rest of its upload has gone.
-    if !open || session.open_streams() >= DEFAULT_MAX_STREAMS {
-        let _ = d.reply.send(Delivery::Cancelled(connector::proto::CancelReason::Overloaded));
-        return Ok(());
+/// The requests a tunnel carries, besides its session.
+#[derive(Default)]
+struct Carried {
+    pending: BTreeMap<u64, Pending>,
+    /// Uploads still arriving from the ingress, by request id: their pace
+    /// is how much of them waits in the session.
+    uploads: BTreeMap<u64, Rc<Pace>>,
+}
+
+impl Carried {
+    /// Acts on one word from the ingress (`open`: the tunnel is routed,
+    /// not drained).
+    fn take(&mut self, session: &mut Session, open: bool, word: ToTunnel) -> Result<(), String> {
+        match word {
+            ToTunnel::Dispatch(d) => self.dispatch(session, open, d),
+            ToTunnel::Body { id, data, fin } => {
+                if let Some(pace) = self.uploads.get(&id) {
+                    pace.taken(data.len());
+                }
+                if fin {
+                    self.uploads.remove(&id);
+                }
+                match session.send_body(id, data, fin) {
+                    // The stream ended meanwhile (cancelled, or answered
+                    // and closed): the rest of the upload has nowhere to go.
+                    Err(SessionError::UnknownStream { .. }) => Ok(()),
+                    other => other.map_err(|e| e.to_string()),
+                }
+            }
+            ToTunnel::Abandon { id } => {
+                self.uploads.remove(&id);
+                self.pending.remove(&id);
+                // Unknown to the session when it has already ended.
+                let _ = session.send_cancel(id, CancelReason::Abandoned);
+                Ok(())
+            }
+        }
     }
-    let fin = d.body.is_empty();
-    let mut res = session.send_request(d.id, d.head, fin);
-    if res.is_ok() && !fin {
-        res = session.send_body(d.id, d.body, true);
+
+    /// Puts a user's request on the session. A head that cannot be framed
+    /// fails that request alone; any other refusal fails it (unacknowledged)
+    /// and ends the tunnel.
+    fn dispatch(&mut self, session: &mut Session, open: bool, d: Dispatch) -> Result<(), String> {
+        // Draining, or as many open at once as a connector takes (its session
+        // would fail the whole tunnel): the ingress offers it to another tunnel.
+        // The session's count, not `pending`: a stream whose answer is done
+        // still counts on both sides until the rest of its upload has gone.
+        if !open || session.open_streams() >= DEFAULT_MAX_STREAMS {
+            let _ = d.reply.send(Delivery::Cancelled(CancelReason::Overloaded));
+            return Ok(());
+        }
+        let more = d.upload.is_some();
+        let fin = d.body.is_empty() && !more;
+        let mut res = session.send_request(d.id, d.head, fin);
+        if res.is_ok() && !d.body.is_empty() {
+            res = session.send_body(d.id, d.body, !more);
+        }
+        match res {
+            Ok(()) => {
+                self.pending.insert(d.id, Pending { reply: d.reply, acked: false });
+                if let Some(pace) = d.upload {
+                    self.uploads.insert(d.id, pace);
+                }
+                Ok(())
+            }
+            Err(e @ SessionError::HeadTooLarge { .. }) => {
+                let _ = d.reply.send(Delivery::Unsendable(e.to_string()));
+                Ok(())
+            }
+            Err(e) => {
+                let _ = d.reply.send(Delivery::Lost { acked: false, reason: e.to_string() });
+                Err(e.to_string())
+            }
+        }
     }
-    match res {
-        Ok(()) => {
-            pending.insert(d.id, Pending { reply: d.reply, acked: false });
-            Ok(())
-        }
-        Err(e @ SessionError::HeadTooLarge { .. }) => {
-            let _ = d.reply.send(Delivery::Unsendable(e.to_string()));
-            Ok(())
-        }
-        Err(e) => {
-            let _ = d.reply.send(Delivery::Lost { acked: false, reason: e.to_string() });
-            Err(e.to_string())
-        }
+
+    /// Tells each upload how much of it still waits in the session.
+    fn pace(&mut self, session: &Session) {
+        self.uploads.retain(|id, pace| {
+            let queued = session.queued_body_bytes(*id);
+            pace.set(queued.unwrap_or(0));
+            queued.is_some()
+        });
     }
 }
 
@@ -123,7 +171,7 @@ struct Here<'a> {
     cloud: &'a Rc<Cloud>,
     connector_id: &'a str,
     endpoint: &'a str,
-    tx: &'a mpsc::UnboundedSender<Dispatch>,
+    tx: &'a mpsc::UnboundedSender<ToTunnel>,
 }
 
 impl Here<'_> {
@@ -206,8 +254,8 @@ async fn tunnel(cloud: Rc<Cloud>, endpoint: String, info: ConnInfo, stream: TlsS
     cfg.idle_timeout = cfg.keepalive * 3;
     let mut session = Session::new(Role::Relay, cfg, now());
     let (mut reader, mut writer) = tokio::io::split(stream);
-    let (tx, mut rx) = mpsc::unbounded_channel::<Dispatch>();
-    let mut pending: BTreeMap<u64, Pending> = BTreeMap::new();
+    let (tx, mut rx) = mpsc::unbounded_channel::<ToTunnel>();
+    let mut carried = Carried::default();
     let mut registration: Option<Registration> = None;
     let mut buf = vec![0u8; 16 * 1024];
     // Written while the loop keeps reading: see `Outbox`.
@@ -220,6 +268,7 @@ async fn tunnel(cloud: Rc<Cloud>, endpoint: String, info: ConnInfo, stream: TlsS
             if let Some(bytes) = session.poll_transmit(now()) {
                 outbox.load(bytes);
             }
+            carried.pace(&session);
         }
         let deadline = origin + session.poll_timeout().unwrap_or(Duration::from_secs(3600));
         let mut look_again = false;
@@ -236,10 +285,10 @@ async fn tunnel(cloud: Rc<Cloud>, endpoint: String, info: ConnInfo, stream: TlsS
                 // After the connector's GoAway (no longer routed here), what
                 // was already on its way is offered to another tunnel.
                 let open = registration.is_some();
-                let mut res = dispatch(&mut session, &mut pending, open, d);
+                let mut res = carried.take(&mut session, open, d);
                 while res.is_ok() {
                     let Ok(more) = rx.try_recv() else { break };
-                    res = dispatch(&mut session, &mut pending, open, more);
+                    res = carried.take(&mut session, open, more);
                 }
                 res
             },
@@ -261,11 +310,11 @@ async fn tunnel(cloud: Rc<Cloud>, endpoint: String, info: ConnInfo, stream: TlsS
             }
         }
         while let Some(ev) = session.poll_event() {
-            here.on_event(ev, &mut session, &mut registration, &mut pending);
+            here.on_event(ev, &mut session, &mut registration, &mut carried.pending);
         }
     };
     drop(registration);
-    for (_, p) in pending {
+    for (_, p) in carried.pending {
         let _ = p.reply.send(Delivery::Lost { acked: p.acked, reason: reason.clone() });
     }
     cloud.emit(CloudEvent::TunnelClosed { connector_id, endpoint, reason });
