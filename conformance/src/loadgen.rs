@@ -231,6 +231,59 @@ pub async fn each_once(target: &Target, n: usize, start: Duration, interval: Dur
     out
 }
 
+/// Which way a large body goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// `GET ?size=N`: the backend sends `N` bytes.
+    Down,
+    /// `POST` of `N` bytes: the backend reads and hashes them.
+    Up,
+}
+
+/// `times` transfers of `size` bytes one after the other on one kept-alive
+/// connection; bytes a second over all of them. A short body or a non-2xx
+/// answer is an error: a fast wrong answer must not count.
+pub async fn transfer(target: &Target, size: usize, way: Direction, times: u32) -> Result<f64, String> {
+    let addr = target.addr;
+    let stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| format!("connect {addr}: {e}"))?;
+    stream.set_nodelay(true).map_err(|e| format!("nodelay {addr}: {e}"))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("handshake {addr}: {e}"))?;
+    tokio::task::spawn_local(async move {
+        let _ = conn.await;
+    });
+    let upload = match way {
+        Direction::Up => relay_sim::backend::pattern(size),
+        Direction::Down => Bytes::new(),
+    };
+    let start = Instant::now();
+    for _ in 0..times.max(1) {
+        let req = match way {
+            Direction::Down => http::Request::get(format!("/download?size={size}")),
+            Direction::Up => http::Request::post("/upload"),
+        };
+        let req = req
+            .header(http::header::HOST, target.host.as_str())
+            .body(http_body_util::Full::new(upload.clone()))
+            .map_err(|e| format!("request: {e}"))?;
+        sender.ready().await.map_err(|e| format!("{addr}: {e}"))?;
+        let resp = sender.send_request(req).await.map_err(|e| format!("{addr}: {e}"))?;
+        let status = resp.status();
+        let mut body = resp.into_body();
+        let mut got = 0usize;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| format!("{addr}: body after {got} bytes: {e}"))?;
+            got += frame.data_ref().map_or(0, Bytes::len);
+        }
+        if !status.is_success() || (way == Direction::Down && got != size) {
+            return Err(format!("{addr}: {status} with {got} bytes of body"));
+        }
+    }
+    let moved = size as f64 * f64::from(times.max(1));
+    Ok(moved / start.elapsed().as_secs_f64().max(1e-9))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

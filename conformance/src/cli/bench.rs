@@ -56,6 +56,13 @@ pub struct BenchRealArgs {
     /// Relay endpoints, and so tunnels the connector keeps.
     #[arg(long, default_value_t = 8)]
     pub relays: usize,
+    /// MiB moved by each large-body transfer (download and upload); 0
+    /// skips them.
+    #[arg(long, default_value_t = 100)]
+    pub large_mib: usize,
+    /// Large-body transfers per run, one after the other on one connection.
+    #[arg(long, default_value_t = 3)]
+    pub transfers: u32,
     /// A rathole binary to measure on the same backend.
     #[arg(long)]
     pub rathole: Option<PathBuf>,
@@ -129,7 +136,8 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode, String> {
 
 /// The real binaries on loopback, beside direct (and rathole).
 pub fn bench_real(args: BenchRealArgs) -> Result<ExitCode, String> {
-    let BenchRealArgs { conns, duration, runs, rate, rate_duration, relays, rathole, bin_dir } = args;
+    let BenchRealArgs { conns, duration, runs, rate, rate_duration, relays, large_mib, transfers, rathole, bin_dir } =
+        args;
     let bin_dir = match bin_dir {
         Some(d) => d,
         None => exe_dir()?,
@@ -146,6 +154,8 @@ pub fn bench_real(args: BenchRealArgs) -> Result<ExitCode, String> {
         runs,
         rate: rate.max(1),
         rate_duration: std::time::Duration::from_secs(rate_duration.max(1)),
+        large_bytes: large_mib.min(relay_sim::backend::ECHO_SIZE_MAX >> 20) << 20,
+        transfers: transfers.max(1),
     };
     let figures = conformance::realbench::measure(&opts, &mut |line| eprintln!("[bench-real] {line}"))?;
     print!("{}", conformance::realbench::render(&figures, &opts));
