@@ -754,25 +754,25 @@ impl Cloud {
         st.next_request
     }
 
-    /// Live tunnels of connectors in `group`, optionally only of one
-    /// connector process (id and incarnation), in a round-robin order that
-    /// rotates on each call.
-    pub fn tunnels_for(&self, group: &str, only_connector: Option<(&str, u64)>) -> Vec<TunnelHandle> {
+    /// A live tunnel of a connector in `group`, optionally only of one
+    /// connector process (id and incarnation): each call takes the next
+    /// in a round-robin order. Only the one chosen is cloned (this runs
+    /// for every user request).
+    pub fn pick_tunnel(&self, group: &str, only_connector: Option<(&str, u64)>) -> Option<TunnelHandle> {
         let mut st = self.state.borrow_mut();
         let connectors = &st.connectors;
-        let mut list: Vec<TunnelHandle> = st
-            .tunnels
-            .values()
-            .filter(|t| !t.tx.is_closed())
-            .filter(|t| connectors.get(&t.connector_id).is_some_and(|c| c.group == group))
-            .filter(|t| only_connector.is_none_or(|(c, i)| c == t.connector_id && i == t.incarnation))
-            .cloned()
-            .collect();
-        if !list.is_empty() {
-            let k = (st.round_robin % list.len() as u64) as usize;
-            list.rotate_left(k);
-            st.round_robin += 1;
+        let live = |t: &&TunnelHandle| {
+            !t.tx.is_closed()
+                && connectors.get(&t.connector_id).is_some_and(|c| c.group == group)
+                && only_connector.is_none_or(|(c, i)| c == t.connector_id && i == t.incarnation)
+        };
+        let n = st.tunnels.values().filter(live).count();
+        if n == 0 {
+            return None;
         }
-        list
+        let k = (st.round_robin % n as u64) as usize;
+        let chosen = st.tunnels.values().filter(live).nth(k).cloned();
+        st.round_robin += 1;
+        chosen
     }
 }

@@ -212,7 +212,7 @@ async fn relay(
 async fn wait_for_tunnel(cloud: &Cloud, group: &str, only: Option<(&str, u64)>) -> Option<TunnelHandle> {
     let give_up = tokio::time::Instant::now() + TUNNEL_WAIT;
     loop {
-        if let Some(t) = cloud.tunnels_for(group, only).into_iter().next() {
+        if let Some(t) = cloud.pick_tunnel(group, only) {
             return Some(t);
         }
         if tokio::time::Instant::now() >= give_up {
