@@ -172,6 +172,8 @@ struct Here<'a> {
     connector_id: &'a str,
     endpoint: &'a str,
     tx: &'a mpsc::UnboundedSender<ToTunnel>,
+    /// The session's open requests, for the ingress's choice of tunnel.
+    open: Rc<std::cell::Cell<usize>>,
 }
 
 impl Here<'_> {
@@ -191,6 +193,7 @@ impl Here<'_> {
             }
             Event::Established { incarnation, .. } => {
                 let id = self.cloud.add_tunnel(TunnelHandle {
+                    open: self.open.clone(),
                     connector_id: self.connector_id.to_string(),
                     incarnation,
                     endpoint: self.endpoint.to_string(),
@@ -260,7 +263,8 @@ async fn tunnel(cloud: Rc<Cloud>, endpoint: String, info: ConnInfo, stream: TlsS
     let mut buf = vec![0u8; 16 * 1024];
     // Written while the loop keeps reading: see `Outbox`.
     let mut outbox = Outbox::default();
-    let here = Here { cloud: &cloud, connector_id: &connector_id, endpoint: &endpoint, tx: &tx };
+    let open = Rc::new(std::cell::Cell::new(0));
+    let here = Here { cloud: &cloud, connector_id: &connector_id, endpoint: &endpoint, tx: &tx, open: open.clone() };
 
     let reason = loop {
         // Everything queued comes as one buffer: one write, one TLS record.
@@ -312,6 +316,7 @@ async fn tunnel(cloud: Rc<Cloud>, endpoint: String, info: ConnInfo, stream: TlsS
         while let Some(ev) = session.poll_event() {
             here.on_event(ev, &mut session, &mut registration, &mut carried.pending);
         }
+        open.set(session.open_streams());
     };
     drop(registration);
     for (_, p) in carried.pending {
