@@ -95,8 +95,14 @@ fn one_request(manifest: &Manifest, user: usize, n: u64, rng: &mut Rng, tally: &
     }
 }
 
-/// A 200 must carry the whole body, byte for byte.
+/// A 200 must carry the whole body, byte for byte. One whose connection
+/// closed before the length it announced is an error any HTTP client sees
+/// (a download cut after its head went out), not a success.
 fn check_body(r: &Reply, upload: bool, sent: &[u8], size: usize) -> Result<(), Result<String, String>> {
+    let announced = r.header("content-length").and_then(|v| v.parse::<usize>().ok());
+    if announced.is_some_and(|n| r.body.len() < n) {
+        return Err(Ok("200 cut before its announced length".into()));
+    }
     let fine = if upload {
         r.header("x-body-sha256") == Some(sha256_hex(sent).as_str())
     } else {
