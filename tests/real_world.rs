@@ -180,9 +180,7 @@ pub fn try_exchange(
     match (parse_reply(&raw), sent, read) {
         (Some(reply), _, _) => Ok(reply),
         (None, Err(e), _) | (None, Ok(()), Err(e)) => Err(e),
-        (None, Ok(()), Ok(_)) => {
-            Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "no complete response head"))
-        }
+        (None, Ok(()), Ok(_)) => Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "no complete response head")),
     }
 }
 

@@ -270,14 +270,21 @@ pub async fn transfer(target: &Target, size: usize, way: Direction, times: u32) 
         sender.ready().await.map_err(|e| format!("{addr}: {e}"))?;
         let resp = sender.send_request(req).await.map_err(|e| format!("{addr}: {e}"))?;
         let status = resp.status();
+        let resp_bytes = resp.headers().get("x-body-bytes").and_then(|v| v.to_str().ok()).map(str::to_string);
         let mut body = resp.into_body();
         let mut got = 0usize;
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| format!("{addr}: body after {got} bytes: {e}"))?;
             got += frame.data_ref().map_or(0, Bytes::len);
         }
-        if !status.is_success() || (way == Direction::Down && got != size) {
-            return Err(format!("{addr}: {status} with {got} bytes of body"));
+        // The echo backend says how much of an upload it read.
+        let read = resp_bytes.and_then(|v| v.parse::<usize>().ok());
+        let whole = match way {
+            Direction::Down => got == size,
+            Direction::Up => read == Some(size),
+        };
+        if !status.is_success() || !whole {
+            return Err(format!("{addr}: {status}, {got} bytes down, backend read {read:?} of {size}"));
         }
     }
     let moved = size as f64 * f64::from(times.max(1));

@@ -9,7 +9,7 @@
 //! profile under load), and a real connector keeps its backend connections
 //! too.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::Duration;
@@ -57,7 +57,14 @@ pub enum Outbound {
 pub struct RequestBody {
     first: Option<Bytes>,
     feed: Option<mpsc::UnboundedReceiver<(Bytes, bool)>>,
+    /// Stamped with each piece fed: an upload in progress is progress.
+    progress: Option<Progress>,
 }
+
+/// When a request last made progress (a piece of its upload went to the
+/// backend, or a piece of the answer came back): the backend timeout
+/// counts from there, so a long transfer that keeps moving is never cut.
+pub type Progress = Rc<Cell<tokio::time::Instant>>;
 
 /// The tunnel stopped feeding a request body before its end.
 #[derive(Debug, thiserror::Error)]
@@ -66,11 +73,11 @@ pub struct BodyCut;
 
 impl RequestBody {
     pub fn whole(bytes: Bytes) -> Self {
-        RequestBody { first: Some(bytes), feed: None }
+        RequestBody { first: Some(bytes), feed: None, progress: None }
     }
 
     pub fn fed(first: Bytes, feed: mpsc::UnboundedReceiver<(Bytes, bool)>) -> Self {
-        RequestBody { first: Some(first), feed: Some(feed) }
+        RequestBody { first: Some(first), feed: Some(feed), progress: None }
     }
 }
 
@@ -90,6 +97,9 @@ impl hyper::body::Body for RequestBody {
         while let Some(feed) = this.feed.as_mut() {
             match std::task::ready!(feed.poll_recv(cx)) {
                 Some((data, fin)) => {
+                    if let Some(p) = &this.progress {
+                        p.set(tokio::time::Instant::now());
+                    }
                     if fin {
                         this.feed = None;
                     }
@@ -124,12 +134,15 @@ pub struct Reply {
     pub id: u64,
     pub out: UnboundedSender<Outbound>,
     pub pace: Rc<Pace>,
+    /// Whether the head has gone: after it, a failure can only reset.
+    pub head_sent: Cell<bool>,
 }
 
 impl Reply {
     // The tunnel may already be gone: the relay then fails the user's
     // request, so a failed send needs no handling here.
     fn head(&self, status: u16, headers: Headers) {
+        self.head_sent.set(true);
         let _ = self.out.send(Outbound::Head { id: self.id, status, headers, fin: false });
     }
 
@@ -243,29 +256,40 @@ impl Pool {
 
 /// Serves one request against its backend and streams the answer to `out`.
 /// Failures become gateway errors to the user, never a panic or a hang:
-/// 502 when the backend cannot be reached or breaks off, 504 on timeout.
+/// 502 when the backend cannot be reached or breaks off, 504 when it makes
+/// no progress for `timeout` (no answer, or a stalled upload or answer).
+/// Once the answer's head has gone, a failure resets the stream instead.
 pub async fn serve(
     env: Env,
     pool: std::rc::Rc<Pool>,
     head: RequestHead,
-    body: RequestBody,
+    mut body: RequestBody,
     timeout: Duration,
     reply: Reply,
 ) {
     let id = reply.id;
-    let status = match crate::time::timeout(timeout, forward(&env, &pool, &head, body, &reply)).await {
-        Ok(Ok(status)) => status,
-        Ok(Err((status, diag))) => {
+    let progress: Progress = Rc::new(Cell::new(tokio::time::Instant::now()));
+    body.progress = Some(progress.clone());
+    let work = forward(&env, &pool, &head, body, &reply, &progress);
+    let status = match until_stalled(work, &progress, timeout).await {
+        Some(Ok(status)) => status,
+        Some(Err((status, diag))) => {
             env.emit(AgentEvent::Diagnostic(diag.clone()));
             gateway_error(status, &diag, &reply);
             status
         }
-        Err(_) => {
+        None => {
+            let (path, secs) = (&head.path, timeout.as_secs());
+            let text = if reply.head_sent.get() {
+                format!("backend for {path} stalled mid-answer for {secs}s")
+            } else {
+                format!("backend for {path} did not answer within {secs}s")
+            };
             let diag = Diagnostic::new(
                 "BACKEND",
                 "timeout",
                 Some(13006),
-                format!("backend for {} did not answer within {}s", head.path, timeout.as_secs()),
+                text,
                 "check the backend's health, or raise the application's backend timeout",
             );
             env.emit(AgentEvent::Diagnostic(diag.clone()));
@@ -276,7 +300,28 @@ pub async fn serve(
     env.emit(AgentEvent::RequestServed { id, status });
 }
 
+/// Runs `work` until it ends, or until `timeout` has passed since
+/// `progress` was last stamped (None).
+async fn until_stalled<F: std::future::Future>(work: F, progress: &Progress, timeout: Duration) -> Option<F::Output> {
+    tokio::pin!(work);
+    loop {
+        let deadline = progress.get() + timeout;
+        match crate::time::timeout_at(deadline, &mut work).await {
+            Ok(out) => return Some(out),
+            // Progress since the deadline was set: wait on from there.
+            Err(_) if progress.get() + timeout > deadline => continue,
+            Err(_) => return None,
+        }
+    }
+}
+
 fn gateway_error(status: u16, diag: &Diagnostic, reply: &Reply) {
+    // The user already has a head: a second one cannot follow, and text
+    // appended to the body would pass for the end of the answer.
+    if reply.head_sent.get() {
+        reply.reset();
+        return;
+    }
     let headers = vec![
         ("content-type".to_string(), "text/plain".to_string()),
         ("x-connector-error".to_string(), diag.code.clone()),
@@ -291,6 +336,7 @@ async fn forward(
     head: &RequestHead,
     body: RequestBody,
     reply: &Reply,
+    progress: &Progress,
 ) -> Result<u16, (u16, Diagnostic)> {
     let bad =
         |msg: String| (502, Diagnostic::new("BACKEND", "bad-target", None, msg, "fix the application's internal URL"));
@@ -359,6 +405,7 @@ async fn forward(
         reply.pace.ready().await;
         match body.frame().await {
             Some(Ok(frame)) => {
+                progress.set(tokio::time::Instant::now());
                 if let Ok(data) = frame.into_data() {
                     if !data.is_empty() {
                         reply.body(data, false);
@@ -410,6 +457,21 @@ async fn connect(env: &Env, target: &Target) -> Result<SendRequest<RequestBody>,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A body fed to its end ends cleanly; one whose feed stops before its
+    /// `fin` ends in an error, so the backend's request is broken off.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_fed_body_cut_before_its_end_is_an_error() {
+        let (sink, feed) = mpsc::unbounded_channel();
+        sink.send((Bytes::from_static(b"bc"), false)).unwrap();
+        sink.send((Bytes::from_static(b"d"), true)).unwrap();
+        let whole = RequestBody::fed(Bytes::from_static(b"a"), feed).collect().await.unwrap().to_bytes();
+        assert_eq!(&whole[..], b"abcd");
+        let (sink, feed) = mpsc::unbounded_channel();
+        sink.send((Bytes::from_static(b"bc"), false)).unwrap();
+        drop(sink);
+        assert!(RequestBody::fed(Bytes::from_static(b"a"), feed).collect().await.is_err());
+    }
 
     #[test]
     fn targets_parse_and_bad_ones_are_named() {

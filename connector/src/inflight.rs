@@ -122,7 +122,7 @@ impl<H: Abort> Requests<H> {
 
     /// A chunk of request `id`'s body. Up to `hold` bytes are held until the
     /// body is complete; past that the handler starts and takes the rest as
-    /// it comes (an upload is never held whole).
+    /// it comes (the tunnel never waits for the whole of an upload).
     pub fn body(&mut self, id: u64, data: Bytes, fin: bool, hold: usize) -> BodyStep {
         let Some(entry) = self.map.get_mut(&id) else { return BodyStep::Unknown };
         let body = match &mut entry.phase {

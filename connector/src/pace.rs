@@ -14,6 +14,9 @@ pub struct Pace {
     in_channel: Cell<usize>,
     /// Taken by the tunnel, waiting in the session.
     in_session: Cell<usize>,
+    /// The stream is gone (cancelled, or its tunnel ended): the producer
+    /// stops.
+    closed: Cell<bool>,
     wake: tokio::sync::Notify,
 }
 
@@ -42,11 +45,21 @@ impl Pace {
         self.in_channel.set(self.in_channel.get() + n);
     }
 
-    /// Returns once the stream is no longer too far behind.
+    /// The stream is gone: [`Pace::ready`] returns at once from now on.
+    pub fn close(&self) {
+        self.closed.set(true);
+        self.wake.notify_waiters();
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.get()
+    }
+
+    /// Returns once the stream is no longer too far behind, or is gone.
     pub async fn ready(&self) {
         loop {
             let woken = self.wake.notified();
-            if self.behind() <= Self::HIGH_WATER {
+            if self.behind() <= Self::HIGH_WATER || self.closed.get() {
                 return;
             }
             woken.await;

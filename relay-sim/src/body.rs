@@ -4,8 +4,10 @@
 //! The ingress buffers the start of an answer (see
 //! [`crate::services::ingress::STREAM_AFTER_BYTES`]) so that a backend
 //! failing early still gives the user a clean gateway error. Past that the
-//! head is committed and the rest streams: a download is never held whole
-//! in memory, and has no size limit. A failure after the head can only cut
+//! head is committed and the rest streams: the ingress does not wait for
+//! the whole of a download, and there is no size limit. (Grants follow
+//! receipt, so what a user slower than the backend has not read yet
+//! waits in the channel; see ARCHITECTURE's data-path limits.) A failure after the head can only cut
 //! the answer short, which the body does by ending in an error: hyper then
 //! closes the user's connection without finishing the message, so that no
 //! client takes a truncated answer for a whole one.

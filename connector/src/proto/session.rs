@@ -60,9 +60,9 @@ pub struct SessionConfig {
     pub incarnation: u64,
     /// Body chunks count as taken as soon as they are received, and grants
     /// follow from that (true, the default: both drivers hand each chunk
-    /// at once to a whole-body buffer bounded by its own limit). False
-    /// leaves grants to [`Session::consumed`], for a consumer that reads
-    /// at its own pace.
+    /// at once to a channel toward its consumer, so what a slower consumer
+    /// has not read waits there). False leaves grants to
+    /// [`Session::consumed`], for a consumer that reads at its own pace.
     pub auto_grant: bool,
 }
 

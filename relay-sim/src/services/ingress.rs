@@ -191,7 +191,13 @@ async fn relay(
             endpoint: tunnel.endpoint.clone(),
             attempt,
         });
-        match offer(&tunnel, id, head.clone(), upload, deadline).await {
+        if upload.spent() {
+            // Part of its body went to a connector that has lost it since.
+            let text = format!("tunnel lost while request {id}'s upload was on its way");
+            return gateway(502, "lost-after-accept", text);
+        }
+        let patience = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match offer(&tunnel, id, head.clone(), upload, patience).await {
             Outcome::Answered(status, resp) => return (status, "ok".into(), resp),
             Outcome::Streaming(status, resp) => return (status, "streaming".into(), resp),
             Outcome::NotAccepted => {
@@ -231,25 +237,29 @@ enum Outcome {
     Failed(u16, String, String),
 }
 
-async fn offer(
-    tunnel: &TunnelHandle,
-    id: u64,
-    head: RequestHead,
-    upload: &mut Upload,
-    deadline: tokio::time::Instant,
-) -> Outcome {
+async fn offer(tunnel: &TunnelHandle, id: u64, head: RequestHead, upload: &mut Upload, patience: Duration) -> Outcome {
     let (reply, mut rx) = mpsc::unbounded_channel();
     let pace = upload.streams().then(|| Rc::new(Pace::default()));
     let dispatch = Dispatch { id, head, body: upload.first.clone(), upload: pace.clone(), reply };
     if tunnel.tx.send(ToTunnel::Dispatch(dispatch)).is_err() {
         return Outcome::NotAccepted;
     }
+    // A streamed upload not wholly sent is abandoned however this ends
+    // (also when the user goes away and this future is dropped).
+    let mut unfinished = Abandon { tx: tunnel.tx.clone(), id, armed: pace.is_some() };
     let mut pump: Option<JoinHandle<Result<(), Refused>>> = None;
     let mut answer = Answering::default();
+    // The connector's answer is awaited for `patience` from the dispatch,
+    // or from the end of an upload: a long upload that keeps moving is
+    // never timed out here (the connector times out a stalled one).
+    let mut deadline = tokio::time::Instant::now() + patience;
     let outcome = loop {
+        // While the upload goes, no deadline here: the connector answers
+        // 504 itself if it stalls.
+        let waiting = pump.is_none().then_some(deadline);
         let next = tokio::select! {
             biased;
-            next = connector::time::timeout_at(deadline, rx.recv()) => match next {
+            next = recv_until(&mut rx, waiting) => match next {
                 Ok(next) => next,
                 Err(_) => {
                     let text = format!("connector did not answer request {id} in time");
@@ -257,7 +267,11 @@ async fn offer(
                 }
             },
             pumped = pumped(&mut pump) => match pumped {
-                Ok(()) => continue,
+                Ok(()) => {
+                    unfinished.armed = false;
+                    deadline = tokio::time::Instant::now() + patience;
+                    continue;
+                }
                 Err(refused) => {
                     let (status, code, _) = refusal(refused.clone(), upload.limit());
                     break Outcome::Failed(status, code, format!("request {id}: {refused}"));
@@ -271,33 +285,57 @@ async fn offer(
         }
         match answer.take(id, next) {
             Step::More => {}
-            Step::Answer(status, body) => {
-                let outcome = match body {
-                    Answered::Whole(bytes) => Outcome::Answered(status, answer.respond(status, Body::whole(bytes))),
-                    Answered::Streams(first) => {
-                        // The rest of the upload may still be going: a
-                        // backend can answer while it reads.
-                        let resp = answer.respond(status, Body::relayed(first, rx));
-                        return Outcome::Streaming(status, resp);
-                    }
-                };
-                break outcome;
+            Step::Answer(status, Answered::Whole(bytes)) => {
+                break Outcome::Answered(status, answer.respond(status, Body::whole(bytes)));
+            }
+            Step::Answer(status, Answered::Streams(first)) => {
+                // The rest of the upload may still be going (a backend can
+                // answer while it reads): the pump goes on, and abandons
+                // the stream itself if the user's body fails.
+                if pump.is_some() {
+                    unfinished.armed = false;
+                }
+                return Outcome::Streaming(status, answer.respond(status, Body::relayed(first, rx)));
             }
             Step::Failed(outcome) => break outcome,
         }
     };
-    // An upload still going has no one waiting for it any more.
-    if let Some(pump) = pump.filter(|p| !p.is_finished()) {
+    if let Some(pump) = pump {
         pump.abort();
-        let _ = tunnel.tx.send(ToTunnel::Abandon { id });
     }
     outcome
+}
+
+/// Sends `Abandon` for request `id` when dropped armed.
+struct Abandon {
+    tx: mpsc::UnboundedSender<ToTunnel>,
+    id: u64,
+    armed: bool,
+}
+
+impl Drop for Abandon {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = self.tx.send(ToTunnel::Abandon { id: self.id });
+        }
+    }
+}
+
+/// The next delivery, or `Err` once `deadline` (if any) has passed.
+async fn recv_until(
+    rx: &mut mpsc::UnboundedReceiver<Delivery>,
+    deadline: Option<tokio::time::Instant>,
+) -> Result<Option<Delivery>, connector::time::Elapsed> {
+    match deadline {
+        Some(deadline) => connector::time::timeout_at(deadline, rx.recv()).await,
+        None => Ok(rx.recv().await),
+    }
 }
 
 /// Waits for the upload pump, if one runs; pending for ever otherwise.
 async fn pumped(pump: &mut Option<JoinHandle<Result<(), Refused>>>) -> Result<(), Refused> {
     let Some(handle) = pump.as_mut() else { return std::future::pending().await };
-    let result = handle.await.unwrap_or(Ok(()));
+    let result = handle.await.unwrap_or_else(|e| Err(Refused::Broken(format!("upload: {e}"))));
     *pump = None;
     result
 }
@@ -369,7 +407,8 @@ fn failed(id: u64, acked: bool, next: Option<Delivery>) -> Outcome {
         Some(Delivery::Unsendable(why)) => {
             Outcome::Failed(431, "headers-too-large".into(), format!("request {id}: {why}"))
         }
-        Some(Delivery::Cancelled(CancelReason::Overloaded)) => Outcome::Overloaded,
+        // (Before an Ack only: after one, no refusal may send it elsewhere.)
+        Some(Delivery::Cancelled(CancelReason::Overloaded)) if !acked => Outcome::Overloaded,
         Some(Delivery::Cancelled(CancelReason::BackendBrokeOff)) => Outcome::Failed(
             502,
             "backend-broke-off".into(),

@@ -75,7 +75,9 @@ impl Carried {
                 }
             }
             ToTunnel::Abandon { id } => {
-                self.uploads.remove(&id);
+                if let Some(pace) = self.uploads.remove(&id) {
+                    pace.close();
+                }
                 self.pending.remove(&id);
                 // Unknown to the session when it has already ended.
                 let _ = session.send_cancel(id, CancelReason::Abandoned);
@@ -121,13 +123,24 @@ impl Carried {
         }
     }
 
-    /// Tells each upload how much of it still waits in the session.
+    /// Tells each upload how much of it still waits in the session; one
+    /// whose stream is gone is told to stop.
     fn pace(&mut self, session: &Session) {
         self.uploads.retain(|id, pace| {
             let queued = session.queued_body_bytes(*id);
-            pace.set(queued.unwrap_or(0));
+            match queued {
+                Some(n) => pace.set(n),
+                None => pace.close(),
+            }
             queued.is_some()
         });
+    }
+}
+
+impl Drop for Carried {
+    /// The tunnel ended: no upload it carried can go on.
+    fn drop(&mut self) {
+        self.uploads.values().for_each(|pace| pace.close());
     }
 }
 
@@ -319,7 +332,7 @@ async fn tunnel(cloud: Rc<Cloud>, endpoint: String, info: ConnInfo, stream: TlsS
         open.set(session.open_streams());
     };
     drop(registration);
-    for (_, p) in carried.pending {
+    for (_, p) in std::mem::take(&mut carried.pending) {
         let _ = p.reply.send(Delivery::Lost { acked: p.acked, reason: reason.clone() });
     }
     cloud.emit(CloudEvent::TunnelClosed { connector_id, endpoint, reason });

@@ -34,6 +34,7 @@ pub enum Refused {
 pub struct Upload {
     pub first: Bytes,
     rest: Option<Incoming>,
+    spent: bool,
     read: u64,
     limit: u64,
 }
@@ -45,7 +46,7 @@ impl Upload {
         loop {
             if first.len() > hold {
                 let read = first.len() as u64;
-                return Ok(Upload { first: first.freeze(), rest: Some(body), read, limit });
+                return Ok(Upload { first: first.freeze(), rest: Some(body), spent: false, read, limit });
             }
             match next_chunk(&mut body).await? {
                 Some(chunk) => {
@@ -56,7 +57,7 @@ impl Upload {
                 }
                 None => {
                     let read = first.len() as u64;
-                    return Ok(Upload { first: first.freeze(), rest: None, read, limit });
+                    return Ok(Upload { first: first.freeze(), rest: None, spent: false, read, limit });
                 }
             }
         }
@@ -69,12 +70,19 @@ impl Upload {
 
     /// Whether more than [`Upload::first`] is to come.
     pub fn streams(&self) -> bool {
-        self.rest.is_some()
+        self.rest.is_some() || self.spent
+    }
+
+    /// Whether the rest has been taken out to be pumped: the request can
+    /// no longer be offered anywhere else.
+    pub fn spent(&self) -> bool {
+        self.spent
     }
 
     /// Takes the rest out, to be pumped into tunnel `tx` as request `id`.
     pub fn pump(&mut self, id: u64, tx: UnboundedSender<ToTunnel>, pace: Rc<Pace>) -> Option<Pump> {
         let body = self.rest.take()?;
+        self.spent = true;
         Some(Pump { id, body, tx, pace, read: self.read, limit: self.limit })
     }
 }
@@ -114,6 +122,11 @@ impl Pump {
     pub async fn run(mut self) -> Result<(), Refused> {
         loop {
             self.pace.ready().await;
+            // The stream is gone (cancelled, answered and closed, or its
+            // tunnel ended): the rest has nowhere to go.
+            if self.pace.is_closed() {
+                return Ok(());
+            }
             let chunk = match next_chunk(&mut self.body).await {
                 Ok(chunk) => chunk,
                 Err(refused) => return Err(self.abandon(refused)),
