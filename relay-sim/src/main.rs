@@ -1,12 +1,5 @@
 //! `relay-sim`: runs the simulated cloud on real sockets.
 
-/// mimalloc instead of the C library's allocator: on the request path
-/// every frame, header and buffer is a short-lived allocation, and glibc's
-/// `malloc`, `free` and `malloc_consolidate` took about a tenth of the
-/// process's CPU under load (see BENCHMARKS.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use std::net::IpAddr;
 use std::path::PathBuf;
 
