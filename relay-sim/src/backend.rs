@@ -147,19 +147,7 @@ async fn read_head_mark(stream: &mut connector::env::BoxStream) -> Option<String
 }
 
 /// Lowercase hex of the SHA-256 of `data`.
-pub fn sha256_hex(data: &[u8]) -> String {
-    hex(ring::digest::digest(&ring::digest::SHA256, data).as_ref())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 15)]));
-    }
-    out
-}
+pub use connector::pki::cert::sha256_hex;
 
 thread_local! {
     /// The last `?size=N` body and its digest: a benchmark downloading the
@@ -250,7 +238,7 @@ async fn echo(text: String, req: Request<Incoming>) -> Response<Body> {
             Err(e) => return respond(400, "text/plain", format!("request body: {e}\n")),
         }
     }
-    let digest = hex(hash.finish().as_ref());
+    let digest = connector::package::hex(hash.finish().as_ref());
     let mut resp = match size {
         Some(n) if n > ECHO_SIZE_MAX => {
             return respond(400, "text/plain", format!("size {n} is over {ECHO_SIZE_MAX}\n"))

@@ -525,7 +525,7 @@ impl Cloud {
     pub fn random_hex(&self, bytes: usize) -> String {
         let mut b = vec![0u8; bytes];
         self.entropy.fill(&mut b);
-        b.iter().map(|x| format!("{x:02x}")).collect()
+        connector::package::hex(&b)
     }
 
     /// Issues a token for `user`, signed in to `directory`, valid for the

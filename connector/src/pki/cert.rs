@@ -107,7 +107,7 @@ impl CertInfo {
 
 /// Lower-case hex SHA-256 of `data` (certificate fingerprints).
 pub fn sha256_hex(data: &[u8]) -> String {
-    ring::digest::digest(&ring::digest::SHA256, data).as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    crate::package::hex(ring::digest::digest(&ring::digest::SHA256, data).as_ref())
 }
 
 /// An `http://host[:port]/path` URL (revocation data travels over plain HTTP).

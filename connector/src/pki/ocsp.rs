@@ -69,10 +69,6 @@ fn sha1(data: &[u8]) -> Vec<u8> {
     ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, data).as_ref().to_vec()
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// The SHA-1 hashes of an issuer's subject name and key that CertIDs
 /// carry (what a responder matches requests on).
 pub fn issuer_hashes(issuer_der: &[u8]) -> Result<(Vec<u8>, Vec<u8>), OcspError> {
@@ -96,7 +92,7 @@ pub fn cert_id(cert_der: &[u8], issuer_der: &[u8]) -> Result<CertId, OcspError> 
 
 /// Hex serial of a CertID.
 pub fn serial_hex(id: &CertId) -> String {
-    hex(id.serial_number.as_bytes())
+    crate::package::hex(id.serial_number.as_bytes())
 }
 
 /// A DER OCSP request for one certificate.
