@@ -124,7 +124,12 @@ impl Conn {
     }
 }
 
-async fn connect(addr: SocketAddr) -> Result<SendRequest<Empty<Bytes>>, String> {
+async fn connect<B>(addr: SocketAddr) -> Result<SendRequest<B>, String>
+where
+    B: hyper::body::Body + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| format!("connect {addr}: {e}"))?;
     stream.set_nodelay(true).map_err(|e| format!("nodelay {addr}: {e}"))?;
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
@@ -245,14 +250,7 @@ pub enum Direction {
 /// answer is an error: a fast wrong answer must not count.
 pub async fn transfer(target: &Target, size: usize, way: Direction, times: u32) -> Result<f64, String> {
     let addr = target.addr;
-    let stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| format!("connect {addr}: {e}"))?;
-    stream.set_nodelay(true).map_err(|e| format!("nodelay {addr}: {e}"))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| format!("handshake {addr}: {e}"))?;
-    tokio::task::spawn_local(async move {
-        let _ = conn.await;
-    });
+    let mut sender = connect::<http_body_util::Full<Bytes>>(addr).await?;
     let upload = match way {
         Direction::Up => relay_sim::backend::pattern(size),
         Direction::Down => Bytes::new(),

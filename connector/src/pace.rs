@@ -1,6 +1,10 @@
 //! Pacing a producer by its tunnel: see [`Pace`].
 
 use std::cell::Cell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use crate::proto::Session;
 
 /// How far one stream's producer is ahead of its tunnel. The producer
 /// (the connector's handler reading a backend's answer, the ingress
@@ -67,10 +71,27 @@ impl Pace {
     }
 }
 
+/// Tells the producer of each stream in `paces` how much of it still waits
+/// in `session` (after the session took more, or sent some); one whose
+/// stream has ended is closed and forgotten. The connector's tunnel (for
+/// its handlers) and the relay (for the ingress's uploads) call it after
+/// each transmit.
+pub fn follow(paces: &mut BTreeMap<u64, Rc<Pace>>, session: &Session) {
+    paces.retain(|id, pace| match session.queued_body_bytes(*id) {
+        Some(queued) => {
+            pace.set(queued);
+            true
+        }
+        None => {
+            pace.close();
+            false
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::rc::Rc;
 
     /// A handler more than a window ahead of its tunnel waits until the
     /// tunnel has taken the bytes and the session has sent them.

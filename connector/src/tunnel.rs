@@ -364,15 +364,9 @@ impl<'a> Link<'a> {
     }
 
     /// Tells each handler how much of its answer still waits in the
-    /// session (after the session took more, or sent some); forgets the
-    /// streams that ended.
+    /// session: see [`crate::pace::follow`].
     fn pace(&mut self) {
-        let session = &self.session;
-        self.paces.retain(|id, pace| {
-            let queued = session.queued_body_bytes(*id);
-            pace.set(queued.unwrap_or(0));
-            queued.is_some()
-        });
+        crate::pace::follow(&mut self.paces, &self.session);
     }
 
     /// Hands `out` and whatever else the handlers produced meanwhile to

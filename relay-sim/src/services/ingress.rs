@@ -396,9 +396,10 @@ impl Answering {
 /// The outcome of a request the tunnel reports failed (`None`: the relay
 /// task is gone).
 fn failed(id: u64, acked: bool, next: Option<Delivery>) -> Outcome {
-    let lost = |what: String| {
-        if acked {
-            Outcome::Failed(502, "lost-after-accept".into(), format!("{what} while serving request {id}"))
+    // Lost after the connector accepted it: never offered again.
+    let lost = |accepted: bool, text: String| {
+        if accepted {
+            Outcome::Failed(502, "lost-after-accept".into(), text)
         } else {
             Outcome::NotAccepted
         }
@@ -418,18 +419,10 @@ fn failed(id: u64, acked: bool, next: Option<Delivery>) -> Outcome {
             Outcome::Failed(502, "refused".into(), format!("connector refused request {id}: {reason:?}"))
         }
         Some(Delivery::Lost { acked: a, reason }) => {
-            if a {
-                Outcome::Failed(
-                    502,
-                    "lost-after-accept".into(),
-                    format!("tunnel lost while serving request {id}: {reason}"),
-                )
-            } else {
-                lost(format!("tunnel lost: {reason}"))
-            }
+            lost(a || acked, format!("tunnel lost while serving request {id}: {reason}"))
         }
         // The relay task was dropped (relay host crashed).
-        None => lost("relay lost".into()),
+        None => lost(acked, format!("relay lost while serving request {id}")),
         // Taken by `Answering::take`.
         Some(Delivery::Acked | Delivery::Head { .. } | Delivery::Body { .. }) => Outcome::NotAccepted,
     }

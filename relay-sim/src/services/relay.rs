@@ -126,14 +126,7 @@ impl Carried {
     /// Tells each upload how much of it still waits in the session; one
     /// whose stream is gone is told to stop.
     fn pace(&mut self, session: &Session) {
-        self.uploads.retain(|id, pace| {
-            let queued = session.queued_body_bytes(*id);
-            match queued {
-                Some(n) => pace.set(n),
-                None => pace.close(),
-            }
-            queued.is_some()
-        });
+        connector::pace::follow(&mut self.uploads, session);
     }
 }
 

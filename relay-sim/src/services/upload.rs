@@ -35,7 +35,6 @@ pub struct Upload {
     pub first: Bytes,
     rest: Option<Incoming>,
     spent: bool,
-    read: u64,
     limit: u64,
 }
 
@@ -45,8 +44,7 @@ impl Upload {
         let mut first = BytesMut::new();
         loop {
             if first.len() > hold {
-                let read = first.len() as u64;
-                return Ok(Upload { first: first.freeze(), rest: Some(body), spent: false, read, limit });
+                return Ok(Upload { first: first.freeze(), rest: Some(body), spent: false, limit });
             }
             match next_chunk(&mut body).await? {
                 Some(chunk) => {
@@ -56,8 +54,7 @@ impl Upload {
                     first.extend_from_slice(&chunk);
                 }
                 None => {
-                    let read = first.len() as u64;
-                    return Ok(Upload { first: first.freeze(), rest: None, spent: false, read, limit });
+                    return Ok(Upload { first: first.freeze(), rest: None, spent: false, limit });
                 }
             }
         }
@@ -83,7 +80,7 @@ impl Upload {
     pub fn pump(&mut self, id: u64, tx: UnboundedSender<ToTunnel>, pace: Rc<Pace>) -> Option<Pump> {
         let body = self.rest.take()?;
         self.spent = true;
-        Some(Pump { id, body, tx, pace, read: self.read, limit: self.limit })
+        Some(Pump { id, body, tx, pace, read: self.first.len() as u64, limit: self.limit })
     }
 }
 
