@@ -15,8 +15,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use connsim_tests::real_world::{binaries, connector_command, control, start_cloud, try_exchange, Reply};
-use relay_sim::backend::{pattern, sha256_hex};
+use relay_sim::backend::sha256_hex;
 use relay_sim::control::Action;
+use relay_sim::pattern::pattern;
 use relay_sim::serve::Manifest;
 
 /// Users at once.

@@ -66,7 +66,7 @@ fn large_bodies_stream_through_whole() {
     assert_eq!(down.status, 200, "{}", down.header("x-relay-error").unwrap_or_default());
     assert_eq!(down.body.len(), size);
     assert_eq!(down.header("x-response-sha256"), Some(relay_sim::backend::sha256_hex(&down.body).as_str()));
-    let upload = relay_sim::backend::pattern(size);
+    let upload = relay_sim::pattern::pattern(size);
     let up = exchange(manifest.ingress, app, "POST", "/upload", "", &upload);
     assert_eq!(up.status, 200, "{}", up.text());
     assert_eq!(up.header("x-body-bytes"), Some(size.to_string().as_str()));
@@ -164,7 +164,8 @@ fn diagnose_probes_the_real_network() {
 /// reach the user; the OCSP responder answers RFC 6960 GET requests.
 #[test]
 fn data_path_holds_on_real_sockets() {
-    use relay_sim::backend::{pattern, sha256_hex};
+    use relay_sim::backend::sha256_hex;
+    use relay_sim::pattern::pattern;
     let state = tempfile::tempdir().unwrap();
     let install = tempfile::tempdir().unwrap();
     let manifest = start_cloud(state.path().to_path_buf());

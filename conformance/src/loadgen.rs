@@ -252,7 +252,7 @@ pub async fn transfer(target: &Target, size: usize, way: Direction, times: u32) 
     let addr = target.addr;
     let mut sender = connect::<http_body_util::Full<Bytes>>(addr).await?;
     let upload = match way {
-        Direction::Up => relay_sim::backend::pattern(size),
+        Direction::Up => relay_sim::pattern::pattern(size),
         Direction::Down => Bytes::new(),
     };
     let start = Instant::now();

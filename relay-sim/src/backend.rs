@@ -13,6 +13,7 @@ use hyper::body::Incoming;
 use hyper::{Request, Response};
 use serde::{Deserialize, Serialize};
 
+use crate::pattern::{pattern, pattern_digest, BodyDigest};
 use crate::server::{respond, serve_plain, Body, ConnInfo, Listener};
 
 /// Header a load generator sets to a unique id per user request.
@@ -163,17 +164,10 @@ fn download(n: usize) -> (Bytes, String) {
         if let Some((_, bytes, digest)) = last.as_ref().filter(|(len, ..)| *len == n) {
             return (bytes.clone(), digest.clone());
         }
-        let bytes = pattern(n);
-        let digest = sha256_hex(&bytes);
+        let (bytes, digest) = (pattern(n), pattern_digest(n));
         *last = Some((n, bytes.clone(), digest.clone()));
         (bytes, digest)
     })
-}
-
-/// The `?size=N` response body: a fixed pattern, the same on every run.
-pub fn pattern(len: usize) -> Bytes {
-    let period: Vec<u8> = (0..251u8).collect();
-    period.iter().copied().cycle().take(len).collect::<Vec<u8>>().into()
 }
 
 fn header(resp: &mut Response<Body>, name: &'static str, value: &str) {
@@ -225,20 +219,19 @@ async fn echo(text: String, req: Request<Incoming>) -> Response<Body> {
         req.headers().get(crate::directory::PRINCIPAL_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
     // Hashed as it arrives, never held: uploads of any size.
     let mut body = req.into_body();
-    let mut hash = ring::digest::Context::new(&ring::digest::SHA256);
-    let mut received = 0usize;
+    let mut hash = BodyDigest::new();
     while let Some(frame) = body.frame().await {
         match frame {
             Ok(frame) => {
                 if let Ok(data) = frame.into_data() {
-                    received += data.len();
                     hash.update(&data);
                 }
             }
             Err(e) => return respond(400, "text/plain", format!("request body: {e}\n")),
         }
     }
-    let digest = connector::package::hex(hash.finish().as_ref());
+    let received = hash.len();
+    let digest = hash.finish();
     let mut resp = match size {
         Some(n) if n > ECHO_SIZE_MAX => {
             return respond(400, "text/plain", format!("size {n} is over {ECHO_SIZE_MAX}\n"))

@@ -17,6 +17,7 @@ pub mod feed;
 pub mod gate;
 pub mod inspector;
 pub mod network;
+pub mod pattern;
 pub mod pki;
 pub mod placement;
 pub mod proxy;

@@ -172,7 +172,7 @@ async fn user_request(ingress: &str, p: &Planned) -> Result<Answer, String> {
         },
         None => None,
     };
-    let upload = relay_sim::backend::pattern(p.upload_bytes);
+    let upload = relay_sim::pattern::pattern(p.upload_bytes);
     let mut req = http::Request::builder()
         .method(if p.upload_bytes > 0 { http::Method::POST } else { http::Method::GET })
         .uri(p.path.as_str())
@@ -193,11 +193,19 @@ async fn user_request(ingress: &str, p: &Planned) -> Result<Answer, String> {
     let relay_error = header("x-relay-error");
     let (sent_digest, announced) = (header("x-body-sha256"), header("x-response-sha256"));
     let seen = header(relay_sim::backend::SEEN_PRINCIPAL);
-    let body = resp.into_body().collect().await.map_err(|e| format!("body: {e}"))?.to_bytes();
+    // Digested as it arrives, never held whole.
+    let mut body = resp.into_body();
+    let mut digest = relay_sim::pattern::BodyDigest::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.map_err(|e| format!("body: {e}"))?.into_data() {
+            digest.update(&data);
+        }
+    }
+    let received = digest.len();
     let mut wrong = None;
     if (200..300).contains(&status) {
         match sent_digest {
-            Some(d) if d != relay_sim::backend::sha256_hex(&upload) => {
+            Some(d) if d != relay_sim::pattern::pattern_digest(upload.len()) => {
                 wrong = Some(format!("the backend received other bytes than the {} sent", upload.len()));
             }
             None if p.echoes => wrong = Some("the answer lacks the echo backend's x-body-sha256".into()),
@@ -207,8 +215,8 @@ async fn user_request(ingress: &str, p: &Planned) -> Result<Answer, String> {
             let told = |who: &Option<String>| who.clone().unwrap_or_else(|| "no one".into());
             wrong = Some(format!("the backend was told the user is {}, not {}", told(&seen), told(&p.principal)));
         }
-        if announced.is_some_and(|d| d != relay_sim::backend::sha256_hex(&body)) {
-            wrong = Some(format!("the response body ({} bytes) is not the one the backend sent", body.len()));
+        if announced.is_some_and(|d| d != digest.finish()) {
+            wrong = Some(format!("the response body ({received} bytes) is not the one the backend sent"));
         }
     }
     Ok(Answer { status, relay_error, wrong })

@@ -1,4 +1,4 @@
-use bytes::{Buf, Bytes};
+use bytes::{Buf, Bytes, BytesMut};
 use std::future::poll_fn;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -330,7 +330,16 @@ pub(crate) struct WriteHalf {
 
 impl WriteHalf {
     fn try_write(&self, buf: &[u8]) -> Result<usize> {
-        if buf.remaining() == 0 {
+        self.try_write_vectored(&[io::IoSlice::new(buf)])
+    }
+
+    /// Sends every byte of `bufs` as one segment, as one `writev` would
+    /// hand the kernel (connsim patch: hyper and rustls write vectored,
+    /// and a TLS flight of several records or a response head with its
+    /// body was one segment each before).
+    fn try_write_vectored(&self, bufs: &[io::IoSlice<'_>]) -> Result<usize> {
+        let len: usize = bufs.iter().map(|b| b.len()).sum();
+        if len == 0 {
             return Ok(0);
         }
 
@@ -346,8 +355,9 @@ impl WriteHalf {
         }
 
         World::current(|world| {
-            let bytes = Bytes::copy_from_slice(buf);
-            let len = bytes.len();
+            let mut joined = BytesMut::with_capacity(len);
+            bufs.iter().for_each(|b| joined.extend_from_slice(b));
+            let bytes = joined.freeze();
             let seq = self.seq(world)?;
             self.send(world, Segment::Data(seq, bytes))?;
             Ok(len)
@@ -368,12 +378,12 @@ impl WriteHalf {
         Poll::Pending
     }
 
-    fn poll_write_priv(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<Result<usize>> {
+    fn poll_write_priv(&self, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<Result<usize>> {
         if self.is_shutdown {
             return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
         }
 
-        match self.try_write(buf) {
+        match self.try_write_vectored(bufs) {
             // If the socket is full, behave like non-blocking port, and register a waker
             // for the socket to become writable again.
             Err(ref e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -562,7 +572,19 @@ impl AsyncRead for TcpStream {
 
 impl AsyncWrite for WriteHalf {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<Result<usize>> {
-        self.poll_write_priv(cx, buf)
+        self.poll_write_priv(cx, &[io::IoSlice::new(buf)])
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<Result<usize>> {
+        self.poll_write_priv(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
     }
 
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Result<()>> {
@@ -581,6 +603,18 @@ impl AsyncWrite for TcpStream {
         buf: &[u8],
     ) -> Poll<Result<usize>> {
         Pin::new(&mut self.write_half).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<Result<usize>> {
+        Pin::new(&mut self.write_half).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
