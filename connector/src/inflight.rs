@@ -10,7 +10,9 @@ use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
+
+use crate::gather::Gather;
 
 use crate::proto::RequestHead;
 
@@ -61,7 +63,7 @@ impl<T> Abort for tokio::task::JoinHandle<T> {
 
 enum Phase<H> {
     /// Accepted; its body is still arriving.
-    Receiving { head: RequestHead, body: BytesMut },
+    Receiving { head: RequestHead, body: Gather },
     /// Complete (or long enough to stream); its handler is being started.
     Starting,
     /// Its handler runs and takes the rest of the body as it arrives.
@@ -116,7 +118,7 @@ impl<H: Abort> Requests<H> {
             self.map.insert(id, Entry { _slot: slot, phase: Phase::Starting });
             return Some(head);
         }
-        self.map.insert(id, Entry { _slot: slot, phase: Phase::Receiving { head, body: BytesMut::new() } });
+        self.map.insert(id, Entry { _slot: slot, phase: Phase::Receiving { head, body: Gather::default() } });
         None
     }
 
@@ -126,7 +128,12 @@ impl<H: Abort> Requests<H> {
     pub fn body(&mut self, id: u64, data: Bytes, fin: bool, hold: usize) -> BodyStep {
         let Some(entry) = self.map.get_mut(&id) else { return BodyStep::Unknown };
         let body = match &mut entry.phase {
-            Phase::Receiving { body, .. } => body,
+            Phase::Receiving { head, body } => {
+                if body.is_empty() {
+                    *body = Gather::for_headers(&head.headers, hold);
+                }
+                body
+            }
             Phase::Feeding { sink, .. } => {
                 // A handler gone has stopped reading: nothing to do.
                 let _ = sink.send((data, fin));
@@ -139,13 +146,13 @@ impl<H: Abort> Requests<H> {
             }
             Phase::Starting | Phase::Running(_) => return BodyStep::Unknown,
         };
-        body.extend_from_slice(&data);
+        body.push(data);
         if !fin && body.len() <= hold {
             return BodyStep::Partial;
         }
         match std::mem::replace(&mut entry.phase, Phase::Starting) {
-            Phase::Receiving { head, body } if fin => BodyStep::Ready(head, body.freeze()),
-            Phase::Receiving { head, body } => BodyStep::Stream(head, body.freeze()),
+            Phase::Receiving { head, mut body } if fin => BodyStep::Ready(head, body.take()),
+            Phase::Receiving { head, mut body } => BodyStep::Stream(head, body.take()),
             // Matched as Receiving just above.
             _ => BodyStep::Unknown,
         }

@@ -20,6 +20,7 @@ pub mod diagnose;
 pub mod env;
 pub mod event;
 pub mod evidence;
+pub mod gather;
 pub mod health;
 pub mod host;
 pub mod http;

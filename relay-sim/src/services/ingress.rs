@@ -14,7 +14,8 @@
 use std::rc::Rc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
+use connector::gather::Gather;
 use connector::pace::Pace;
 use connector::proto::{CancelReason, RequestHead};
 use hyper::body::Incoming;
@@ -346,7 +347,7 @@ struct Answering {
     acked: bool,
     status: u16,
     headers: Vec<(String, String)>,
-    acc: BytesMut,
+    acc: Gather,
 }
 
 /// Where an answer stands after a delivery.
@@ -376,15 +377,16 @@ impl Answering {
             Some(Delivery::Acked) => self.acked = true,
             Some(Delivery::Head { status, headers }) => {
                 self.status = status;
+                self.acc = Gather::for_headers(&headers, STREAM_AFTER_BYTES);
                 self.headers = headers;
             }
             Some(Delivery::Body { data, fin }) => {
-                self.acc.extend_from_slice(&data);
+                self.acc.push(data);
                 if fin {
-                    return Step::Answer(self.status, Answered::Whole(std::mem::take(&mut self.acc).freeze()));
+                    return Step::Answer(self.status, Answered::Whole(self.acc.take()));
                 }
                 if self.acc.len() > STREAM_AFTER_BYTES {
-                    return Step::Answer(self.status, Answered::Streams(std::mem::take(&mut self.acc).freeze()));
+                    return Step::Answer(self.status, Answered::Streams(self.acc.take()));
                 }
             }
             other => return Step::Failed(failed(id, self.acked, other)),

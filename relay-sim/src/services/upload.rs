@@ -10,7 +10,8 @@
 
 use std::rc::Rc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
+use connector::gather::Gather;
 use connector::pace::Pace;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -41,20 +42,20 @@ pub struct Upload {
 impl Upload {
     /// Reads the body up to `hold` bytes (or its end), refusing it past `limit`.
     pub async fn start(mut body: Incoming, hold: usize, limit: u64) -> Result<Upload, Refused> {
-        let mut first = BytesMut::new();
+        let mut first = Gather::new(hyper::body::Body::size_hint(&body).exact(), hold);
         loop {
             if first.len() > hold {
-                return Ok(Upload { first: first.freeze(), rest: Some(body), spent: false, limit });
+                return Ok(Upload { first: first.take(), rest: Some(body), spent: false, limit });
             }
             match next_chunk(&mut body).await? {
                 Some(chunk) => {
                     if (first.len() + chunk.len()) as u64 > limit {
                         return Err(Refused::TooLarge);
                     }
-                    first.extend_from_slice(&chunk);
+                    first.push(chunk);
                 }
                 None => {
-                    return Ok(Upload { first: first.freeze(), rest: None, spent: false, limit });
+                    return Ok(Upload { first: first.take(), rest: None, spent: false, limit });
                 }
             }
         }
