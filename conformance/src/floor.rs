@@ -29,6 +29,21 @@ const PING: [u8; 16] = [0x50; 16];
 /// Tunnels of a connector in a default world: one per relay, two relays.
 pub const TUNNELS: usize = 2;
 
+/// When the floor's tunnels ping, relative to each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// All at the same instants: one step serves every tunnel. The
+    /// cheapest world there is, but not the traffic of a connector that
+    /// has run a while.
+    Together,
+    /// Spread evenly over the interval. A connector's tunnels open
+    /// together, but each pings 10 s after its own last send, so the first
+    /// request one of them carries, or its first reconnect, puts it out of
+    /// phase for good (in 30 simulated days every tunnel has both): each
+    /// tunnel's keepalive is then a step of its own, as here.
+    Spread,
+}
+
 /// What the floor world cost.
 #[derive(Debug, Clone, Copy)]
 pub struct Floor {
@@ -40,7 +55,7 @@ pub struct Floor {
 }
 
 /// Runs `duration` of simulated time of `tunnels` keepalive loops.
-pub fn keepalive(duration: Duration, tunnels: usize, seed: u64) -> Result<Floor, String> {
+pub fn keepalive(duration: Duration, tunnels: usize, phase: Phase, seed: u64) -> Result<Floor, String> {
     let mut sim = crate::run::new_sim(seed, duration, DEFAULT_TICK);
     let relays: Vec<String> = (0..tunnels.max(1)).map(|i| format!("relay-{i}")).collect();
     for relay in &relays {
@@ -65,9 +80,13 @@ pub fn keepalive(duration: Duration, tunnels: usize, seed: u64) -> Result<Floor,
         let (relays, counted) = (relays.clone(), counted.clone());
         async move {
             let mut loops = Vec::new();
-            for relay in relays {
+            let spread = KEEPALIVE / u32::try_from(relays.len()).unwrap_or(1);
+            for (i, relay) in relays.into_iter().enumerate() {
                 let counted = counted.clone();
+                let delay =
+                    if phase == Phase::Spread { spread * u32::try_from(i).unwrap_or(0) } else { Duration::ZERO };
                 loops.push(tokio::task::spawn_local(async move {
+                    connector::time::sleep(delay).await;
                     let mut stream = turmoil::net::TcpStream::connect((relay.as_str(), 443)).await?;
                     let mut buf = [0u8; PING.len()];
                     // Like the connector: the next ping is due 10 s after
@@ -105,7 +124,7 @@ mod tests {
 
     #[test]
     fn every_tunnel_pings_every_interval() {
-        let f = keepalive(Duration::from_secs(86_400), 2, 7).unwrap();
+        let f = keepalive(Duration::from_secs(86_400), 2, Phase::Together, 7).unwrap();
         // 8,640 intervals a day per tunnel; the first ping goes 10 s
         // after connecting, the last echo may be cut off by the end.
         assert!((17_270..=17_280).contains(&f.exchanges), "{f:?}");
@@ -119,8 +138,19 @@ mod tests {
         // One tunnel: the connector sends (its timer is due on the tick
         // grid), the relay echoes, the connector reads. A timer due exactly
         // at a step's end must not run its host in that step as well.
-        let f = keepalive(Duration::from_secs(3600), 1, 3).unwrap();
+        let f = keepalive(Duration::from_secs(3600), 1, Phase::Together, 3).unwrap();
         assert_eq!(f.exchanges, 359, "{f:?}");
         assert!(f.host_runs <= 3 * f.exchanges + 10, "{f:?}");
+    }
+
+    #[test]
+    fn spread_tunnels_take_a_step_each() {
+        let hour = Duration::from_secs(3600);
+        let together = keepalive(hour, 2, Phase::Together, 3).unwrap();
+        let spread = keepalive(hour, 2, Phase::Spread, 3).unwrap();
+        // The second tunnel starts 5 s late: at most one exchange fewer.
+        assert!(together.exchanges - spread.exchanges <= 1, "{together:?} {spread:?}");
+        // Nearly twice the steps (the start's steps are shared either way).
+        assert!(spread.steps * 10 >= together.steps * 19, "{together:?} {spread:?}");
     }
 }

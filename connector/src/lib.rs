@@ -35,6 +35,7 @@ pub mod proto;
 pub mod proxy;
 pub mod reach;
 pub mod service;
+pub mod signatures;
 pub mod time;
 pub mod tls;
 pub mod tls_failure;

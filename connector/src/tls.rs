@@ -99,8 +99,12 @@ impl TlsContext {
     pub fn new(entropy: Arc<dyn Entropy>, clock: Arc<dyn Clock>) -> Self {
         let random: &'static EntropyRandom = Box::leak(Box::new(EntropyRandom(entropy.clone())));
         let kx: &'static EntropyX25519 = Box::leak(Box::new(EntropyX25519(entropy)));
-        let provider =
-            CryptoProvider { kx_groups: vec![kx], secure_random: random, ..rustls::crypto::ring::default_provider() };
+        let provider = CryptoProvider {
+            kx_groups: vec![kx],
+            secure_random: random,
+            signature_verification_algorithms: crate::signatures::algorithms(),
+            ..rustls::crypto::ring::default_provider()
+        };
         TlsContext { provider: Arc::new(provider), time: Arc::new(ClockTime(clock)) }
     }
 

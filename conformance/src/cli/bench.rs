@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::ValueEnum;
+use conformance::floor::Phase;
 use conformance::stopwatch::Stopwatch;
 use conformance::{run_with, Scenario, Stepping, Verdict};
 
@@ -15,8 +16,11 @@ pub enum BenchKind {
     Long,
     Scale,
     /// The simulator's floor for `long`: its keepalive traffic over bare
-    /// TCP (see `conformance::floor`).
+    /// TCP, the tunnels pinging together (see `conformance::floor`).
     Floor,
+    /// The same, the tunnels out of phase, as a connector's are once they
+    /// have carried a request or reconnected.
+    FloorSpread,
 }
 
 /// What `connsim bench` measures.
@@ -168,15 +172,20 @@ pub fn bench_world(args: BenchWorldArgs) -> Result<ExitCode, String> {
     let text = match kind {
         BenchKind::Long => conformance::bench::long_run(u32::try_from(size).unwrap_or(30)),
         BenchKind::Scale => conformance::bench::scaled(size, groups),
-        BenchKind::Floor => {
+        BenchKind::Floor | BenchKind::FloorSpread => {
             let days = u32::try_from(size).unwrap_or(30);
+            let (phase, name) = match kind {
+                BenchKind::Floor => (Phase::Together, "floor"),
+                _ => (Phase::Spread, "floor-spread"),
+            };
             let f = conformance::floor::keepalive(
                 std::time::Duration::from_secs(u64::from(days) * 86_400),
                 conformance::floor::TUNNELS,
+                phase,
                 1,
             )?;
             let line = serde_json::json!({
-                "world": format!("floor-{days}-days"), "wall_ms": f.wall.as_secs_f64() * 1000.0,
+                "world": format!("{name}-{days}-days"), "wall_ms": f.wall.as_secs_f64() * 1000.0,
                 "sim_s": u64::from(days) * 86_400, "peak_rss_kib": conformance::bench::peak_rss_kib(),
                 "steps": f.steps, "host_runs": f.host_runs, "exchanges": f.exchanges, "pass": true,
             });
@@ -260,14 +269,17 @@ fn bench_all(happy: &std::path::Path, runs: u32) -> Result<ExitCode, String> {
     row("  the same sweep on 1 thread", format!("{one:.1} runs/s"), String::new(), "");
     // The simulator's floor for the sweep: the same hour's keepalives over
     // bare TCP, same seeds, same threads.
-    let floor_rate =
-        rate(jobs, &|seed| conformance::floor::keepalive(s.duration.0, conformance::floor::TUNNELS, seed).map(|_| ()))?;
-    row(
-        "  floor: its keepalives alone, bare TCP",
-        format!("{floor_rate:.1} runs/s"),
-        format!("the sweep is {:.1}x the floor's time", floor_rate / main.max(1e-9)),
-        "",
-    );
+    for (phase, what) in [(Phase::Together, "in phase"), (Phase::Spread, "out of phase")] {
+        let floor_rate = rate(jobs, &|seed| {
+            conformance::floor::keepalive(s.duration.0, conformance::floor::TUNNELS, phase, seed).map(|_| ())
+        })?;
+        row(
+            &format!("  floor: its keepalives alone, bare TCP, {what}"),
+            format!("{floor_rate:.1} runs/s"),
+            format!("the sweep is {:.1}x the floor's time", floor_rate / main.max(1e-9)),
+            "",
+        );
+    }
     // Thirty days.
     let (long, rss, ok) = bench_child(&["long".into(), "--size".into(), "30".into()])?;
     let (long_q, _, _) = bench_child(&["long".into(), "--size".into(), "30".into(), "--quiet".into()])?;
@@ -277,13 +289,15 @@ fn bench_all(happy: &std::path::Path, runs: u32) -> Result<ExitCode, String> {
         format!("{:.2} s quiet ({:.1}x)", long_q / 1000.0, long / long_q.max(1e-9)),
         "< 3 s",
     );
-    let (floor, _, _) = bench_child(&["floor".into(), "--size".into(), "30".into()])?;
-    row(
-        "  floor: its keepalives alone, bare TCP",
-        format!("{:.2} s", floor / 1000.0),
-        format!("30 days are {:.1}x the floor", long / floor.max(1e-9)),
-        "",
-    );
+    for (kind, what) in [("floor", "in phase"), ("floor-spread", "out of phase")] {
+        let (floor, _, _) = bench_child(&[kind.into(), "--size".into(), "30".into()])?;
+        row(
+            &format!("  floor: its keepalives alone, bare TCP, {what}"),
+            format!("{:.2} s", floor / 1000.0),
+            format!("30 days are {:.1}x the floor", long / floor.max(1e-9)),
+            "",
+        );
+    }
     // Scale.
     let mut first: Option<(f64, usize)> = None;
     for n in [10usize, 100, 1000] {

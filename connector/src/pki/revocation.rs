@@ -354,7 +354,7 @@ impl Revocation {
         let ee = webpki::EndEntityCert::try_from(&chain[0]).map_err(|e| {
             RevocationFailure::BadCertificate(CertError { what: "leaf".into(), reason: format!("{e:?}") })
         })?;
-        let algs = rustls::crypto::ring::default_provider().signature_verification_algorithms.all;
+        let algs = crate::signatures::algorithms().all;
         let since = now.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
         let result = ee.verify_for_usage(
             algs,
