@@ -88,6 +88,11 @@ impl World {
     fn served(&self) -> u64 {
         control(&self.manifest, None).served
     }
+
+    /// Request bodies the backend has read to their end so far.
+    fn completed(&self) -> u64 {
+        control(&self.manifest, None).completed
+    }
 }
 
 /// Reads until the peer closes, a timeout, or an error (a reset after an
@@ -165,6 +170,7 @@ fn oversized_and_cut_bodies_never_reach_the_backend() {
     // its first MiB the upload was streaming, so the backend has its head
     // and a part of it: that request is broken off, never completed.
     let _ = w.events.try_iter().count();
+    let (served_before, completed) = (w.served(), w.completed());
     let mut chunked =
         format!("POST /up HTTP/1.1\r\nHost: {}\r\nTransfer-Encoding: chunked\r\n\r\n", w.app()).into_bytes();
     for _ in 0..17 {
@@ -178,6 +184,10 @@ fn oversized_and_cut_bodies_never_reach_the_backend() {
     let served: Vec<AgentEvent> =
         w.events.try_iter().filter(|e| matches!(e, AgentEvent::RequestServed { .. })).collect();
     assert!(served.is_empty(), "an upload over the limit was completed: {served:?}");
+    // The backend got the head (the upload streamed), and its body was
+    // broken off, never ended short.
+    assert_eq!(w.served(), served_before + 1, "the streaming upload never reached the backend");
+    assert_eq!(w.completed(), completed, "the backend read a cut upload to a clean end");
     w.others_unharmed(16);
 }
 
@@ -188,12 +198,15 @@ fn oversized_and_cut_bodies_never_reach_the_backend() {
 #[test]
 fn a_user_gone_mid_upload_is_abandoned_without_a_finding() {
     let w = World::start();
+    let (served, completed) = (w.served(), w.completed());
     let mut s = TcpStream::connect(w.manifest.ingress).unwrap();
     write!(s, "POST /gone HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\n\r\n", w.app(), 8 << 20).unwrap();
     s.write_all(&vec![b'u'; 3 << 20]).unwrap();
     std::thread::sleep(Duration::from_millis(300));
     drop(s);
     std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(w.served(), served + 1, "the upload should have been streaming to the backend");
+    assert_eq!(w.completed(), completed, "the backend read a cut upload to a clean end");
     let findings: Vec<AgentEvent> = w
         .events
         .try_iter()
@@ -201,6 +214,28 @@ fn a_user_gone_mid_upload_is_abandoned_without_a_finding() {
         .collect();
     assert!(findings.is_empty(), "a user going away is no finding: {findings:?}");
     w.others_unharmed(16);
+}
+
+/// The tunnel carrying a chunked upload is cut while the upload streams:
+/// the backend's request is broken off, never ended as if the body were
+/// whole (a backend would take the short upload for the real one).
+#[test]
+fn a_tunnel_cut_mid_upload_breaks_the_backends_request_off() {
+    let w = World::start();
+    let (served, completed) = (w.served(), w.completed());
+    let mut s = TcpStream::connect(w.manifest.ingress).unwrap();
+    write!(s, "POST /cut-tunnel HTTP/1.1\r\nHost: {}\r\nTransfer-Encoding: chunked\r\n\r\n", w.app()).unwrap();
+    for _ in 0..3 {
+        write!(s, "{:x}\r\n", 1 << 20).unwrap();
+        s.write_all(&vec![b'c'; 1 << 20]).unwrap();
+        s.write_all(b"\r\n").unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(w.served(), served + 1, "the upload should have been streaming to the backend");
+    control(&w.manifest, Some(relay_sim::control::Action::RestartRelay { host: None }));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(w.completed(), completed, "the backend read a cut upload to a clean end");
+    drop(s);
 }
 
 #[test]

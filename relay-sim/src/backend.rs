@@ -2,7 +2,7 @@
 //! behaviour (echo, slow, failing) and a log of every request they served,
 //! which is how scenarios prove that no request ran twice.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::Duration;
@@ -63,22 +63,39 @@ pub const SEEN_PRINCIPAL: &str = "x-seen-principal";
 /// Largest response `?size=` asks for.
 pub const ECHO_SIZE_MAX: usize = 256 << 20;
 
-/// How many times each request mark was served (BTreeMap: ordered).
+/// How many times each request mark was served (BTreeMap: ordered), and
+/// how many request bodies an echoing backend read to their end.
 #[derive(Debug, Default, Clone)]
-pub struct ServedLog(Rc<RefCell<BTreeMap<String, u32>>>);
+pub struct ServedLog {
+    marks: Rc<RefCell<BTreeMap<String, u32>>>,
+    /// A body cut short by the connector's side but ended cleanly would
+    /// count here: how a test tells a request broken off from one
+    /// finished short.
+    completed: Rc<Cell<u64>>,
+}
 
 impl ServedLog {
     pub fn record(&self, mark: &str) {
-        *self.0.borrow_mut().entry(mark.to_string()).or_default() += 1;
+        *self.marks.borrow_mut().entry(mark.to_string()).or_default() += 1;
     }
 
     /// Marks served more than once, with their counts.
     pub fn duplicates(&self) -> Vec<(String, u32)> {
-        self.0.borrow().iter().filter(|(_, n)| **n > 1).map(|(k, n)| (k.clone(), *n)).collect()
+        self.marks.borrow().iter().filter(|(_, n)| **n > 1).map(|(k, n)| (k.clone(), *n)).collect()
     }
 
     pub fn total(&self) -> u64 {
-        self.0.borrow().values().map(|n| u64::from(*n)).sum()
+        self.marks.borrow().values().map(|n| u64::from(*n)).sum()
+    }
+
+    /// A request body was read to its end.
+    pub fn complete(&self) {
+        self.completed.set(self.completed.get() + 1);
+    }
+
+    /// Request bodies read to their end.
+    pub fn completed(&self) -> u64 {
+        self.completed.get()
     }
 }
 
@@ -186,10 +203,10 @@ async fn handle(name: String, behaviour: Behaviour, log: ServedLog, req: Request
     log.record(&mark);
     let text = format!("{name}: {} {} mark={mark}\n", req.method(), req.uri());
     match behaviour {
-        Behaviour::Echo => echo(text, req).await,
+        Behaviour::Echo => echo(text, req, &log).await,
         Behaviour::Slow { delay_ms } => {
             connector::time::sleep(Duration::from_millis(delay_ms)).await;
-            echo(text, req).await
+            echo(text, req, &log).await
         }
         Behaviour::Status { code } => respond(code, "text/plain", format!("{name}: status {code}\n")),
         Behaviour::Early { code } => {
@@ -206,7 +223,7 @@ async fn handle(name: String, behaviour: Behaviour, log: ServedLog, req: Request
     }
 }
 
-async fn echo(text: String, req: Request<Incoming>) -> Response<Body> {
+async fn echo(text: String, req: Request<Incoming>, log: &ServedLog) -> Response<Body> {
     let size = req
         .uri()
         .query()
@@ -230,6 +247,7 @@ async fn echo(text: String, req: Request<Incoming>) -> Response<Body> {
             Err(e) => return respond(400, "text/plain", format!("request body: {e}\n")),
         }
     }
+    log.complete();
     let received = hash.len();
     let digest = hash.finish();
     let mut resp = match size {

@@ -134,6 +134,9 @@ pub struct Status {
     pub hosts: Vec<HostStatus>,
     /// Requests the backend served.
     pub served: u64,
+    /// Request bodies the backend read to their end.
+    #[serde(default)]
+    pub completed: u64,
     /// Request marks the backend served more than once.
     pub duplicates: Vec<(String, u32)>,
 }
@@ -177,6 +180,7 @@ impl Control {
                 .map(|g| HostStatus { hosts: g.hosts.clone(), port: g.port, addr: g.addr, flow: g.flow() })
                 .collect(),
             served: self.served.total(),
+            completed: self.served.completed(),
             duplicates: self.served.duplicates(),
         }
     }
