@@ -2,12 +2,19 @@
 //! connector (a request's first MiB) and by the relay's ingress (an
 //! upload's and an answer's first MiB).
 //!
-//! Appending each chunk to a growing buffer copied a large start once per
-//! doubling and a one-chunk body once for nothing. A [`Gather`] keeps a
-//! lone chunk as it came, and sizes its buffer once from the length the
-//! body announced, up to what it will hold.
+//! Appending each chunk to a growing buffer copied a one-chunk body once
+//! for nothing and a large start once per doubling from a small size. A
+//! [`Gather`] keeps a lone chunk as it came, and sizes its buffer from the
+//! length the body announced, up to what it will hold; but never more
+//! than a few times what has arrived, so a peer that announces a large
+//! body and sends two bytes of it does not make this reserve the rest.
 
 use bytes::{Bytes, BytesMut};
+
+/// The first reserve is at most this many times what has arrived...
+const AHEAD: usize = 4;
+/// ...or this much, whichever is more.
+const AHEAD_MIN: usize = 64 << 10;
 
 /// A body's start, gathered.
 #[derive(Debug, Default)]
@@ -41,7 +48,9 @@ impl Gather {
             return;
         }
         if let Some(lone) = self.lone.take() {
-            self.joined.reserve(self.expect.max(lone.len() + data.len()));
+            let arrived = lone.len() + data.len();
+            let ahead = arrived.saturating_mul(AHEAD).max(AHEAD_MIN);
+            self.joined.reserve(self.expect.min(ahead).max(arrived));
             self.joined.extend_from_slice(&lone);
         }
         self.joined.extend_from_slice(&data);
@@ -95,6 +104,15 @@ mod tests {
         let mut g = Gather::new(Some(1000), 1 << 20);
         g.push(chunk.clone());
         assert_eq!(g.take().as_ptr(), chunk.as_ptr());
+    }
+
+    #[test]
+    fn an_announced_length_is_not_taken_on_trust() {
+        let mut g = Gather::new(Some(1 << 30), 1 << 20);
+        g.push(Bytes::from_static(b"a"));
+        g.push(Bytes::from_static(b"b"));
+        assert!(g.joined.capacity() <= AHEAD_MIN, "{}", g.joined.capacity());
+        assert_eq!(g.take(), Bytes::from_static(b"ab"));
     }
 
     #[test]

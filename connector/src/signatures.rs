@@ -8,28 +8,40 @@
 //! connector's client certificate at each tunnel, and each revocation check
 //! verifies the chain once more. Ed25519 verification costs about 50 µs;
 //! in the simulator it was a third of a 400-connector world's time. Each
-//! thread therefore remembers the verdicts it reached, keyed by the whole
-//! input (compared byte for byte, never by a digest alone), so the answer
-//! is exactly the one the algorithm would give. Windows' chain engine keeps
-//! a cache for the same reason.
+//! thread therefore remembers the inputs it found valid, whole (compared
+//! byte for byte, never by a digest alone), so the answer is exactly the
+//! one the algorithm would give. Windows' chain engine keeps a cache for
+//! the same reason.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::sync::OnceLock;
 
 use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::pki_types::{AlgorithmIdentifier, InvalidSignature, SignatureVerificationAlgorithm};
 use rustls::SignatureScheme;
 
-/// Verdicts a thread keeps; past this it forgets them all and starts again
-/// (the signatures that recur are back after one check each).
-const REMEMBERED_MAX: usize = 4096;
+/// Bytes of inputs a thread keeps; past this it forgets them all and
+/// starts again (the signatures that recur are back after one check each).
+const REMEMBERED_BYTES_MAX: usize = 4 << 20;
+/// Longer messages are checked every time: the ones that recur (a
+/// certificate's to-be-signed part, a CRL of a few entries) are far
+/// shorter, and a peer sending large signed blobs must not fill memory.
+const MESSAGE_BYTES_MAX: usize = 16 << 10;
+
+/// Inputs whose signature was valid, each (algorithm, key, message,
+/// signature) length-prefixed, and their bytes in all. Only valid ones are
+/// kept: a forged signature is rare and proves nothing once seen. A
+/// `HashSet` is fine here: it is only looked up, never iterated, so its
+/// order reaches nothing.
+#[derive(Default)]
+struct Valid {
+    inputs: HashSet<Vec<u8>>,
+    bytes: usize,
+}
 
 thread_local! {
-    /// Verdicts by input: (algorithm, key, message, signature), each
-    /// length-prefixed. A `HashMap` is fine here: it is only looked up,
-    /// never iterated, so its order reaches nothing.
-    static VERDICTS: RefCell<HashMap<Vec<u8>, bool>> = RefCell::new(HashMap::new());
+    static VALID: RefCell<Valid> = RefCell::new(Valid::default());
 }
 
 /// One of ring's algorithms, remembering its verdicts.
@@ -42,24 +54,28 @@ struct Remembering {
 
 impl SignatureVerificationAlgorithm for Remembering {
     fn verify_signature(&self, public_key: &[u8], message: &[u8], signature: &[u8]) -> Result<(), InvalidSignature> {
-        let mut key = Vec::with_capacity(1 + 12 + public_key.len() + message.len() + signature.len());
+        if message.len() > MESSAGE_BYTES_MAX {
+            return self.inner.verify_signature(public_key, message, signature);
+        }
+        let mut key = Vec::with_capacity(1 + 24 + public_key.len() + message.len() + signature.len());
         key.push(self.index);
         for part in [public_key, message, signature] {
-            key.extend_from_slice(&(part.len() as u32).to_le_bytes());
+            key.extend_from_slice(&(part.len() as u64).to_le_bytes());
             key.extend_from_slice(part);
         }
-        if let Some(valid) = VERDICTS.with(|v| v.borrow().get(&key).copied()) {
-            return if valid { Ok(()) } else { Err(InvalidSignature) };
+        if VALID.with(|v| v.borrow().inputs.contains(&key)) {
+            return Ok(());
         }
-        let verdict = self.inner.verify_signature(public_key, message, signature);
-        VERDICTS.with(|v| {
+        self.inner.verify_signature(public_key, message, signature)?;
+        VALID.with(|v| {
             let mut v = v.borrow_mut();
-            if v.len() >= REMEMBERED_MAX {
-                v.clear();
+            if v.bytes + key.len() > REMEMBERED_BYTES_MAX {
+                *v = Valid::default();
             }
-            v.insert(key, verdict.is_ok());
+            v.bytes += key.len();
+            v.inputs.insert(key);
         });
-        verdict
+        Ok(())
     }
 
     fn public_key_alg_id(&self) -> AlgorithmIdentifier {
@@ -144,6 +160,13 @@ mod tests {
             // The same bytes cut elsewhere are another input.
             assert!(alg.verify_signature(&pk[..31], &[&pk[31..], &b"to be signed"[..]].concat(), &sig).is_err());
         }
+        // Long messages are checked each time, with the same verdicts.
+        let long = vec![7u8; MESSAGE_BYTES_MAX + 1];
+        let (pk, sig) = signed(&long);
+        for _ in 0..2 {
+            assert!(alg.verify_signature(&pk, &long, &sig).is_ok());
+            assert!(alg.verify_signature(&pk, &long[1..], &sig).is_err());
+        }
     }
 
     #[test]
@@ -156,6 +179,12 @@ mod tests {
         for (m, r) in mine.all.iter().zip(ring.all) {
             assert_eq!(m.signature_alg_id(), r.signature_alg_id());
             assert!(!same(*m, *r), "not wrapped");
+        }
+        for ((_, m), (_, r)) in mine.mapping.iter().zip(ring.mapping) {
+            for (m, r) in m.iter().zip(r.iter()) {
+                assert_eq!(m.signature_alg_id(), r.signature_alg_id());
+                assert!(!same(*m, *r), "not wrapped in the mapping");
+            }
         }
     }
 }

@@ -72,6 +72,10 @@ pub struct ServedLog {
     /// count here: how a test tells a request broken off from one
     /// finished short.
     completed: Rc<Cell<u64>>,
+    /// Request bodies that ended in an error (the connection went before
+    /// their end): how a test tells a request broken off from one left
+    /// hanging.
+    broken: Rc<Cell<u64>>,
 }
 
 impl ServedLog {
@@ -96,6 +100,16 @@ impl ServedLog {
     /// Request bodies read to their end.
     pub fn completed(&self) -> u64 {
         self.completed.get()
+    }
+
+    /// A request body ended in an error.
+    pub fn break_off(&self) {
+        self.broken.set(self.broken.get() + 1);
+    }
+
+    /// Request bodies that ended in an error.
+    pub fn broken(&self) -> u64 {
+        self.broken.get()
     }
 }
 
@@ -244,7 +258,10 @@ async fn echo(text: String, req: Request<Incoming>, log: &ServedLog) -> Response
                     hash.update(&data);
                 }
             }
-            Err(e) => return respond(400, "text/plain", format!("request body: {e}\n")),
+            Err(e) => {
+                log.break_off();
+                return respond(400, "text/plain", format!("request body: {e}\n"));
+            }
         }
     }
     log.complete();

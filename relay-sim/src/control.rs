@@ -137,6 +137,9 @@ pub struct Status {
     /// Request bodies the backend read to their end.
     #[serde(default)]
     pub completed: u64,
+    /// Request bodies that ended in an error at the backend.
+    #[serde(default)]
+    pub broken: u64,
     /// Request marks the backend served more than once.
     pub duplicates: Vec<(String, u32)>,
 }
@@ -181,6 +184,7 @@ impl Control {
                 .collect(),
             served: self.served.total(),
             completed: self.served.completed(),
+            broken: self.served.broken(),
             duplicates: self.served.duplicates(),
         }
     }

@@ -7,8 +7,8 @@
 //! spent making the pattern a byte at a time). A [`BodyDigest`] therefore
 //! compares what arrives with the pattern first, which is a `memcmp`, and
 //! takes the digest of a body that *is* the pattern from a cache; any other
-//! body is hashed from the first byte that differs, after the pattern
-//! prefix it had. The digest is the same either way.
+//! body is hashed from the first piece that differs on, after the pattern
+//! it had up to that piece. The digest is the same either way.
 
 use std::cell::RefCell;
 

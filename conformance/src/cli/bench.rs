@@ -280,24 +280,7 @@ fn bench_all(happy: &std::path::Path, runs: u32) -> Result<ExitCode, String> {
             "",
         );
     }
-    // Thirty days.
-    let (long, rss, ok) = bench_child(&["long".into(), "--size".into(), "30".into()])?;
-    let (long_q, _, _) = bench_child(&["long".into(), "--size".into(), "30".into(), "--quiet".into()])?;
-    row(
-        &format!("30 simulated days, 1 connector{}", if ok { "" } else { " (FAILED)" }),
-        format!("{:.2} s, {} MiB", long / 1000.0, rss / 1024),
-        format!("{:.2} s quiet ({:.1}x)", long_q / 1000.0, long / long_q.max(1e-9)),
-        "< 3 s",
-    );
-    for (kind, what) in [("floor", "in phase"), ("floor-spread", "out of phase")] {
-        let (floor, _, _) = bench_child(&[kind.into(), "--size".into(), "30".into()])?;
-        row(
-            &format!("  floor: its keepalives alone, bare TCP, {what}"),
-            format!("{:.2} s", floor / 1000.0),
-            format!("30 days are {:.1}x the floor", long / floor.max(1e-9)),
-            "",
-        );
-    }
+    thirty_days(&row)?;
     // Scale.
     let mut first: Option<(f64, usize)> = None;
     for n in [10usize, 100, 1000] {
@@ -317,6 +300,29 @@ fn bench_all(happy: &std::path::Path, runs: u32) -> Result<ExitCode, String> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The 30-day world, beside its quiet world and the floors of its
+/// keepalives (rows printed with `row`).
+fn thirty_days(row: &dyn Fn(&str, String, String, &str)) -> Result<(), String> {
+    let (long, rss, ok) = bench_child(&["long".into(), "--size".into(), "30".into()])?;
+    let (long_q, _, _) = bench_child(&["long".into(), "--size".into(), "30".into(), "--quiet".into()])?;
+    row(
+        &format!("30 simulated days, 1 connector{}", if ok { "" } else { " (FAILED)" }),
+        format!("{:.2} s, {} MiB", long / 1000.0, rss / 1024),
+        format!("{:.2} s quiet ({:.1}x)", long_q / 1000.0, long / long_q.max(1e-9)),
+        "< 3 s",
+    );
+    for (kind, what) in [("floor", "in phase"), ("floor-spread", "out of phase")] {
+        let (floor, _, _) = bench_child(&[kind.into(), "--size".into(), "30".into()])?;
+        row(
+            &format!("  floor: its keepalives alone, bare TCP, {what}"),
+            format!("{:.2} s", floor / 1000.0),
+            format!("30 days are {:.1}x the floor", long / floor.max(1e-9)),
+            "",
+        );
+    }
+    Ok(())
 }
 
 /// One generated world in a child process: (wall ms, peak RSS KiB, pass).

@@ -377,7 +377,9 @@ impl Answering {
             Some(Delivery::Acked) => self.acked = true,
             Some(Delivery::Head { status, headers }) => {
                 self.status = status;
-                self.acc = Gather::for_headers(&headers, STREAM_AFTER_BYTES);
+                if self.acc.is_empty() {
+                    self.acc = Gather::for_headers(&headers, STREAM_AFTER_BYTES);
+                }
                 self.headers = headers;
             }
             Some(Delivery::Body { data, fin }) => {
