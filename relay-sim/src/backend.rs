@@ -53,6 +53,11 @@ pub enum Behaviour {
     CloseMidBody {
         /// How much of the body is sent before the connection closes.
         bytes: usize,
+        /// Send the body chunked (one chunk announced as twice `bytes`)
+        /// instead of with a Content-Length: the answer has no length to
+        /// fall short of, only a last chunk that never comes.
+        #[serde(default)]
+        chunked: bool,
     },
 }
 
@@ -115,8 +120,8 @@ impl ServedLog {
 
 /// Serves a backend named `name` on `listener`.
 pub async fn serve(name: String, behaviour: Behaviour, log: ServedLog, listener: impl Listener) {
-    if let Behaviour::CloseMidBody { bytes } = behaviour {
-        return serve_dying(bytes, log, listener).await;
+    if let Behaviour::CloseMidBody { bytes, chunked } = behaviour {
+        return serve_dying(bytes, chunked, log, listener).await;
     }
     serve_plain(listener, move |_info: ConnInfo, req| handle(name.clone(), behaviour.clone(), log.clone(), req)).await;
 }
@@ -125,10 +130,11 @@ pub async fn serve(name: String, behaviour: Behaviour, log: ServedLog, listener:
 const DYING_HEAD_BYTES_MAX: usize = 64 << 10;
 
 /// The `close_mid_body` backend, below HTTP: it reads a request head,
-/// starts a 200 announcing twice `bytes`, sends `bytes` and closes the
-/// connection, as a process that dies mid-answer. (An HTTP server would
-/// keep the connection open after a short body, until its idle timer.)
-async fn serve_dying(bytes: usize, log: ServedLog, listener: impl Listener) {
+/// starts a 200 announcing twice `bytes` (as its Content-Length, or as the
+/// size of its one chunk), sends `bytes` and closes the connection, as a
+/// process that dies mid-answer. (An HTTP server would keep the connection
+/// open after a short body, until its idle timer.)
+async fn serve_dying(bytes: usize, chunked: bool, log: ServedLog, listener: impl Listener) {
     loop {
         let mut stream = match listener.accept().await {
             Ok(s) => s,
@@ -143,10 +149,11 @@ async fn serve_dying(bytes: usize, log: ServedLog, listener: impl Listener) {
             use tokio::io::AsyncWriteExt;
             let Some(mark) = read_head_mark(&mut stream).await else { return };
             log.record(&mark);
-            let head = format!(
-                "HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-length: {}\r\n\r\n",
-                bytes * 2
-            );
+            let framing = match chunked {
+                true => format!("transfer-encoding: chunked\r\n\r\n{:x}\r\n", bytes.saturating_mul(2)),
+                false => format!("content-length: {}\r\n\r\n", bytes.saturating_mul(2)),
+            };
+            let head = format!("HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\n{framing}");
             if stream.write_all(head.as_bytes()).await.is_ok() && stream.write_all(&pattern(bytes)).await.is_ok() {
                 let _ = stream.shutdown().await;
             }

@@ -142,8 +142,10 @@ pub enum ServeError {
 /// The backends besides the echo that real mode publishes on loopback, as
 /// `<name>-<tenant>.msappproxy.net`: one answers uploads with 401 before
 /// reading them, one dies 64 KiB into a 128 KiB answer.
-pub const FAILING_BACKENDS: [(&str, Behaviour); 2] =
-    [("early", Behaviour::Early { code: 401 }), ("broken", Behaviour::CloseMidBody { bytes: 64 << 10 })];
+pub const FAILING_BACKENDS: [(&str, Behaviour); 2] = [
+    ("early", Behaviour::Early { code: 401 }),
+    ("broken", Behaviour::CloseMidBody { bytes: 64 << 10, chunked: false }),
+];
 
 /// What `start` serves: the manifest to hand out, and the cloud with its
 /// control API for whoever runs it in process.
