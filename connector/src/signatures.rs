@@ -14,7 +14,7 @@
 //! the same reason.
 
 use std::cell::RefCell;
-use std::collections::HashSet;
+use std::collections::BTreeSet;
 use std::sync::OnceLock;
 
 use rustls::crypto::WebPkiSupportedAlgorithms;
@@ -31,12 +31,12 @@ const MESSAGE_BYTES_MAX: usize = 16 << 10;
 
 /// Inputs whose signature was valid, each (algorithm, key, message,
 /// signature) length-prefixed, and their bytes in all. Only valid ones are
-/// kept: a forged signature is rare and proves nothing once seen. A
-/// `HashSet` is fine here: it is only looked up, never iterated, so its
-/// order reaches nothing.
+/// kept: a forged signature is rare and proves nothing once seen. (A
+/// lookup compares keys from their first byte, where the algorithm, the
+/// key's length and the key itself soon tell them apart.)
 #[derive(Default)]
 struct Valid {
-    inputs: HashSet<Vec<u8>>,
+    inputs: BTreeSet<Vec<u8>>,
     bytes: usize,
 }
 
