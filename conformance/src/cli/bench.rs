@@ -274,7 +274,7 @@ fn bench_all(happy: &std::path::Path, runs: u32) -> Result<ExitCode, String> {
             conformance::floor::keepalive(s.duration.0, conformance::floor::TUNNELS, phase, seed).map(|_| ())
         })?;
         row(
-            &format!("  floor: its keepalives alone, bare TCP, {what}"),
+            &format!("  floor, bare TCP keepalives, {what}"),
             format!("{floor_rate:.1} runs/s"),
             format!("the sweep is {:.1}x the floor's time", floor_rate / main.max(1e-9)),
             "",
@@ -316,7 +316,7 @@ fn thirty_days(row: &dyn Fn(&str, String, String, &str)) -> Result<(), String> {
     for (kind, what) in [("floor", "in phase"), ("floor-spread", "out of phase")] {
         let (floor, _, _) = bench_child(&[kind.into(), "--size".into(), "30".into()])?;
         row(
-            &format!("  floor: its keepalives alone, bare TCP, {what}"),
+            &format!("  floor, bare TCP keepalives, {what}"),
             format!("{:.2} s", floor / 1000.0),
             format!("30 days are {:.1}x the floor", long / floor.max(1e-9)),
             "",
