@@ -69,7 +69,8 @@ pub const SEEN_PRINCIPAL: &str = "x-seen-principal";
 pub const ECHO_SIZE_MAX: usize = 256 << 20;
 
 /// How many times each request mark was served (BTreeMap: ordered), and
-/// how many request bodies an echoing backend read to their end.
+/// how many request bodies an echoing backend read to their end or lost
+/// midway.
 #[derive(Debug, Default, Clone)]
 pub struct ServedLog {
     marks: Rc<RefCell<BTreeMap<String, u32>>>,
