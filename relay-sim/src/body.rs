@@ -25,10 +25,23 @@ use crate::cloud::Delivery;
 #[derive(Debug)]
 pub struct Body(Kind);
 
-#[derive(Debug)]
 enum Kind {
     Whole(Option<Bytes>),
-    Relayed { first: Option<Bytes>, rx: mpsc::UnboundedReceiver<Delivery>, done: bool },
+    Relayed { first: Option<Bytes>, rx: mpsc::UnboundedReceiver<Delivery>, done: bool, on_cut: Option<OnCut> },
+}
+
+/// Told why, when a relayed answer is cut short (the ingress reports it).
+pub type OnCut = Box<dyn FnOnce(&str)>;
+
+impl std::fmt::Debug for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Kind::Whole(b) => f.debug_tuple("Whole").field(b).finish(),
+            Kind::Relayed { first, done, .. } => {
+                f.debug_struct("Relayed").field("first", first).field("done", done).finish_non_exhaustive()
+            }
+        }
+    }
 }
 
 /// Why a relayed answer ended before its end.
@@ -44,7 +57,16 @@ impl Body {
 
     /// `first`, then what the tunnel delivers on `rx` up to its `fin`.
     pub fn relayed(first: Bytes, rx: mpsc::UnboundedReceiver<Delivery>) -> Self {
-        Body(Kind::Relayed { first: Some(first), rx, done: false })
+        Body(Kind::Relayed { first: Some(first), rx, done: false, on_cut: None })
+    }
+
+    /// Calls `f` with the reason if this body is cut short (a whole body
+    /// never is).
+    pub fn on_cut(mut self, f: impl FnOnce(&str) + 'static) -> Self {
+        if let Kind::Relayed { on_cut, .. } = &mut self.0 {
+            *on_cut = Some(Box::new(f));
+        }
+        self
     }
 }
 
@@ -53,11 +75,11 @@ impl hyper::body::Body for Body {
     type Error = CutShort;
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, CutShort>>> {
-        let (first, rx, done) = match &mut self.get_mut().0 {
+        let (first, rx, done, on_cut) = match &mut self.get_mut().0 {
             Kind::Whole(bytes) => {
                 return Poll::Ready(bytes.take().filter(|b| !b.is_empty()).map(|b| Ok(Frame::data(b))))
             }
-            Kind::Relayed { first, rx, done } => (first, rx, done),
+            Kind::Relayed { first, rx, done, on_cut } => (first, rx, done, on_cut),
         };
         if let Some(bytes) = first.take().filter(|b| !b.is_empty()) {
             return Poll::Ready(Some(Ok(Frame::data(bytes))));
@@ -78,6 +100,9 @@ impl hyper::body::Body for Body {
                 None => "relay lost".to_string(),
             };
             *done = true;
+            if let Some(f) = on_cut.take() {
+                f(&cut);
+            }
             return Poll::Ready(Some(Err(CutShort(cut))));
         }
         Poll::Ready(None)
@@ -118,7 +143,14 @@ mod tests {
         let (tx, rx) = mpsc::unbounded_channel();
         tx.send(Delivery::Body { data: Bytes::from_static(b"bc"), fin: false }).unwrap();
         tx.send(Delivery::Lost { acked: true, reason: "closed by connector".into() }).unwrap();
-        let err = Body::relayed(Bytes::from_static(b"a"), rx).collect().await.unwrap_err();
+        let told = std::rc::Rc::new(std::cell::RefCell::new(String::new()));
+        let heard = told.clone();
+        let err = Body::relayed(Bytes::from_static(b"a"), rx)
+            .on_cut(move |why| *heard.borrow_mut() = why.to_string())
+            .collect()
+            .await
+            .unwrap_err();
+        assert!(told.borrow().contains("tunnel lost"), "{}", told.borrow());
         assert!(err.to_string().contains("closed by connector"), "{err}");
         let (tx, rx) = mpsc::unbounded_channel();
         drop(tx);

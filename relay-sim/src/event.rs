@@ -159,6 +159,14 @@ pub enum CloudEvent {
         status: u16,
         detail: String,
     },
+    /// A streamed answer (`UserAnswered` with detail "streaming") was cut
+    /// short after its head: the user's connection was closed before the
+    /// answer's end.
+    UserAnswerCut {
+        id: u64,
+        app: String,
+        reason: String,
+    },
 }
 
 /// Where the cloud reports events.
@@ -174,7 +182,10 @@ pub struct LogSink;
 /// connector's `LogSink`).
 impl CloudSink for LogSink {
     fn emit(&self, event: CloudEvent) {
-        let per_request = matches!(event, CloudEvent::RequestDispatched { .. } | CloudEvent::UserAnswered { .. });
+        let per_request = matches!(
+            event,
+            CloudEvent::RequestDispatched { .. } | CloudEvent::UserAnswered { .. } | CloudEvent::UserAnswerCut { .. }
+        );
         if per_request && !tracing::enabled!(target: "relay_sim::event", tracing::Level::DEBUG) {
             return;
         }

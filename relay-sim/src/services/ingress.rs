@@ -200,7 +200,13 @@ async fn relay(
         let patience = deadline.saturating_duration_since(tokio::time::Instant::now());
         match offer(&tunnel, id, head.clone(), upload, patience).await {
             Outcome::Answered(status, resp) => return (status, "ok".into(), resp),
-            Outcome::Streaming(status, resp) => return (status, "streaming".into(), resp),
+            Outcome::Streaming(status, resp) => {
+                let (cloud, app) = (cloud.clone(), app.name.clone());
+                let resp = resp.map(|body| {
+                    body.on_cut(move |why| cloud.emit(CloudEvent::UserAnswerCut { id, app, reason: why.to_string() }))
+                });
+                return (status, "streaming".into(), resp);
+            }
             Outcome::NotAccepted => {
                 // Unacknowledged: safe to offer again, to the same connector.
                 pinned = Some((tunnel.connector_id.clone(), tunnel.incarnation));
