@@ -15,6 +15,7 @@ use connector::event::AgentEvent;
 use connsim_tests::real_world::{
     control, exchange, parse_reply, start_cloud, start_cloud_with, start_connector, wait_tunnels, Reply,
 };
+use relay_sim::control::Status;
 use relay_sim::serve::{Manifest, ServeOptions};
 
 /// A cloud, a connector with its tunnels up, and the events since.
@@ -89,9 +90,10 @@ impl World {
         control(&self.manifest, None).served
     }
 
-    /// Request bodies the backend has read to their end so far.
-    fn completed(&self) -> u64 {
-        control(&self.manifest, None).completed
+    /// The backend's counts so far (served, bodies read to their end,
+    /// bodies broken off), from one status call.
+    fn backend(&self) -> Status {
+        control(&self.manifest, None)
     }
 
     /// Waits until the backend has seen `n` request bodies end in an error
@@ -108,10 +110,6 @@ impl World {
             assert!(Instant::now() < deadline, "the backend's request was left hanging: {status:?}");
             std::thread::sleep(Duration::from_millis(50));
         }
-    }
-
-    fn broken(&self) -> u64 {
-        control(&self.manifest, None).broken
     }
 }
 
@@ -190,7 +188,7 @@ fn oversized_and_cut_bodies_never_reach_the_backend() {
     // its first MiB the upload was streaming, so the backend has its head
     // and a part of it: that request is broken off, never completed.
     let _ = w.events.try_iter().count();
-    let (served_before, completed, broken) = (w.served(), w.completed(), w.broken());
+    let before = w.backend();
     let mut chunked =
         format!("POST /up HTTP/1.1\r\nHost: {}\r\nTransfer-Encoding: chunked\r\n\r\n", w.app()).into_bytes();
     for _ in 0..17 {
@@ -206,8 +204,8 @@ fn oversized_and_cut_bodies_never_reach_the_backend() {
     assert!(served.is_empty(), "an upload over the limit was completed: {served:?}");
     // The backend got the head (the upload streamed), and its body was
     // broken off, never ended short.
-    assert_eq!(w.served(), served_before + 1, "the streaming upload never reached the backend");
-    w.broken_off(broken + 1, completed);
+    assert_eq!(w.served(), before.served + 1, "the streaming upload never reached the backend");
+    w.broken_off(before.broken + 1, before.completed);
     w.others_unharmed(16);
 }
 
@@ -218,15 +216,15 @@ fn oversized_and_cut_bodies_never_reach_the_backend() {
 #[test]
 fn a_user_gone_mid_upload_is_abandoned_without_a_finding() {
     let w = World::start();
-    let (served, completed, broken) = (w.served(), w.completed(), w.broken());
+    let before = w.backend();
     let mut s = TcpStream::connect(w.manifest.ingress).unwrap();
     write!(s, "POST /gone HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\n\r\n", w.app(), 8 << 20).unwrap();
     s.write_all(&vec![b'u'; 3 << 20]).unwrap();
     std::thread::sleep(Duration::from_millis(300));
     drop(s);
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(w.served(), served + 1, "the upload should have been streaming to the backend");
-    w.broken_off(broken + 1, completed);
+    assert_eq!(w.served(), before.served + 1, "the upload should have been streaming to the backend");
+    w.broken_off(before.broken + 1, before.completed);
     let findings: Vec<AgentEvent> = w
         .events
         .try_iter()
@@ -242,7 +240,7 @@ fn a_user_gone_mid_upload_is_abandoned_without_a_finding() {
 #[test]
 fn a_tunnel_cut_mid_upload_breaks_the_backends_request_off() {
     let w = World::start();
-    let (served, completed, broken) = (w.served(), w.completed(), w.broken());
+    let before = w.backend();
     let mut s = TcpStream::connect(w.manifest.ingress).unwrap();
     write!(s, "POST /cut-tunnel HTTP/1.1\r\nHost: {}\r\nTransfer-Encoding: chunked\r\n\r\n", w.app()).unwrap();
     for _ in 0..3 {
@@ -251,9 +249,9 @@ fn a_tunnel_cut_mid_upload_breaks_the_backends_request_off() {
         s.write_all(b"\r\n").unwrap();
     }
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(w.served(), served + 1, "the upload should have been streaming to the backend");
+    assert_eq!(w.served(), before.served + 1, "the upload should have been streaming to the backend");
     control(&w.manifest, Some(relay_sim::control::Action::RestartRelay { host: None }));
-    w.broken_off(broken + 1, completed);
+    w.broken_off(before.broken + 1, before.completed);
     drop(s);
 }
 
