@@ -7,7 +7,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use connector::env::SeededEntropy;
-use connector::pki::cert::{CertInfo, HttpUrl};
+use connector::http::HttpUrl;
+use connector::pki::cert::CertInfo;
 use connector::pki::ocsp;
 use connector::pki::revocation::der_shortfall;
 use proptest::prelude::*;

@@ -8,8 +8,8 @@ use std::io::{Read, Write};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use connector::env::ResolveEntry;
 use connector::event::AgentEvent;
+use connector::net::ResolveEntry;
 use connsim_tests::real_world::{exchange, real_env, start_cloud, start_connector, wait_tunnels};
 use relay_sim::serve::Manifest;
 

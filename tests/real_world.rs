@@ -12,8 +12,9 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use connector::env::{Env, EventSink, OsEntropy, ResolveEntry, SystemClock, TokioNet};
+use connector::env::{Env, EventSink, OsEntropy, SystemClock};
 use connector::event::AgentEvent;
+use connector::net::{ResolveEntry, TokioNet};
 use connector::{Agent, AgentConfig, Credentials};
 use relay_sim::control::{Action, Status};
 use relay_sim::serve::{Manifest, ServeOptions};

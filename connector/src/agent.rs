@@ -21,14 +21,17 @@ use crate::api::{
 };
 use crate::backoff::Backoff;
 use crate::diag::{self, Diagnostic};
-use crate::env::{Account, Env};
+use crate::env::Env;
 use crate::event::AgentEvent;
 use crate::health::Health;
 use crate::host::{preflight, LiveHost};
-use crate::http::{CallError, ServiceCall};
+use crate::http::CallError;
+use crate::http::HttpUrl;
+use crate::https::ServiceCall;
 use crate::identity::{self, Identity};
+use crate::net::Account;
 use crate::package::PackageError;
-use crate::pki::cert::{sha256_hex, HttpUrl};
+use crate::pki::cert::sha256_hex;
 use crate::pki::{RevocationPolicy, ServiceTls, Trust};
 use crate::proxy::ProxyNet;
 

@@ -20,9 +20,10 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::sync::mpsc::{self, UnboundedSender};
 
-use crate::diag::{ConnectFailure, Diagnostic};
+use crate::diag::Diagnostic;
 use crate::env::Env;
 use crate::event::AgentEvent;
+use crate::net::ConnectFailure;
 use crate::pace::Pace;
 use crate::proto::{Headers, RequestHead};
 
@@ -436,7 +437,7 @@ enum Connect {
 /// A new HTTP/1.1 connection to the backend, its driver on the local set.
 async fn connect(env: &Env, target: &Target) -> Result<SendRequest<RequestBody>, Connect> {
     let net = env.net.proxy().map_or(env.net.as_ref(), |hop| hop.inner);
-    let (_, stream) = crate::env::connect(net, &target.host, target.port).await.map_err(|e| {
+    let (_, stream) = crate::net::connect(net, &target.host, target.port).await.map_err(|e| {
         let failure = ConnectFailure::from_io(&e.error);
         Connect::Unreachable(Diagnostic::new(
             "BACKEND",

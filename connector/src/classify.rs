@@ -25,9 +25,8 @@
 use std::net::IpAddr;
 
 use crate::allowlist::{self, Environment, Group};
-use crate::diag::{ConnectFailure, Diagnostic};
-use crate::env::Account;
-use crate::proxy::{Onward, ProxyError};
+use crate::diag::Diagnostic;
+use crate::net::{is_sinkhole, Account, ConnectFailure, Onward, ProxyError};
 
 /// The attempt that failed, and what is known about its destination.
 #[derive(Debug, Clone)]
@@ -70,13 +69,6 @@ impl Probe {
     fn entry(&self) -> Option<(Group, &'static str)> {
         allowlist::entry_for(&self.host, self.port)
     }
-}
-
-/// Whether `addr` is a sinkhole answer (what DNS filters return for names
-/// they block). Loopback is not counted: `--resolve` to 127.0.0.1 is how
-/// tests and local setups point names at a local server.
-pub fn is_sinkhole(addr: IpAddr) -> bool {
-    addr.is_unspecified()
 }
 
 /// "entry on TCP port (requirement, group)", or the bare destination.

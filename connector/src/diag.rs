@@ -3,11 +3,10 @@
 //! `TLS-ROOTS.untrusted-issuer`, ...) that scenario expectations and snapshots
 //! match on, and where the real product logs one, its Windows event ID.
 
-use std::io;
-
 use rustls::AlertDescription;
 use serde::{Deserialize, Serialize};
 
+use crate::net::ConnectFailure;
 use crate::tls_failure::TlsFailure;
 
 /// One diagnostic finding.
@@ -61,68 +60,6 @@ pub fn human_duration(d: std::time::Duration) -> String {
         s if s >= 3600 => format!("{:.1} hours", s as f64 / 3600.0),
         s if s >= 60 => format!("{} minutes", s / 60),
         s => format!("{s} seconds"),
-    }
-}
-
-/// How an outbound connection attempt failed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ConnectFailure {
-    /// Refused at once (a reject rule, or nothing listening).
-    Refused,
-    /// No answer within the connect timeout (a drop rule, a blackhole).
-    TimedOut,
-    /// The name did not resolve.
-    Unresolved,
-    /// Through an outbound proxy: its refusal, its report of the onward
-    /// connection's failure, or the proxy itself not answering.
-    Proxy(Box<crate::proxy::ProxyError>),
-    /// Anything else the OS reported.
-    Other(String),
-}
-
-impl ConnectFailure {
-    pub fn from_io(e: &io::Error) -> Self {
-        if let Some(p) = e.get_ref().and_then(|inner| inner.downcast_ref::<crate::proxy::ProxyError>()) {
-            return ConnectFailure::Proxy(Box::new(p.clone()));
-        }
-        match e.kind() {
-            io::ErrorKind::ConnectionRefused => ConnectFailure::Refused,
-            io::ErrorKind::TimedOut => ConnectFailure::TimedOut,
-            io::ErrorKind::NotFound => ConnectFailure::Unresolved,
-            _ => ConnectFailure::Other(e.to_string()),
-        }
-    }
-}
-
-impl ConnectFailure {
-    /// The failure on the way to the destination, whoever made the attempt:
-    /// a proxy's report of its own failed connection counts as that
-    /// failure, so the classifier locates it as it would a direct one.
-    /// Refusals by the proxy itself, and a sinkhole seen at the proxy, stay
-    /// the proxy's.
-    pub fn onward(&self) -> ConnectFailure {
-        use crate::proxy::{Onward, ProxyError};
-        let ConnectFailure::Proxy(p) = self else { return self.clone() };
-        let ProxyError::Onward { onward, .. } = p.as_ref() else { return self.clone() };
-        match onward {
-            Onward::Unresolved => ConnectFailure::Unresolved,
-            Onward::Refused => ConnectFailure::Refused,
-            Onward::TimedOut => ConnectFailure::TimedOut,
-            Onward::Failed(_) => ConnectFailure::Other(self.to_string()),
-            Onward::Sinkhole(_) => self.clone(),
-        }
-    }
-}
-
-impl std::fmt::Display for ConnectFailure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ConnectFailure::Refused => f.write_str("connection refused"),
-            ConnectFailure::TimedOut => f.write_str("connection timed out (packets dropped?)"),
-            ConnectFailure::Unresolved => f.write_str("name did not resolve"),
-            ConnectFailure::Proxy(p) => write!(f, "{p}"),
-            ConnectFailure::Other(s) => f.write_str(s),
-        }
     }
 }
 

@@ -18,7 +18,8 @@ use crate::allowlist;
 use crate::api::RelayEndpoint;
 use crate::diag::Diagnostic;
 use crate::env::Env;
-use crate::pki::cert::{CertInfo, HttpUrl};
+use crate::http::HttpUrl;
+use crate::pki::cert::CertInfo;
 use crate::pki::{RevocationPolicy, Trust};
 use crate::tls::TlsContext;
 

@@ -16,8 +16,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::allowlist::{self, Environment, Group};
-use crate::diag::ConnectFailure;
-use crate::env::Account;
+use crate::net::{Account, ConnectFailure, Route};
 use crate::time::Instant;
 
 /// How many attempts the log keeps (the newest; older ones fall off).
@@ -29,23 +28,6 @@ pub const ACCOUNT_GAP: Duration = Duration::from_secs(600);
 
 /// Round-trip samples kept per host.
 const RTT_SAMPLES: usize = 8;
-
-/// The way a connection went out.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Route {
-    Direct,
-    /// Through the explicit proxy at `host:port`.
-    Proxy(String),
-}
-
-impl std::fmt::Display for Route {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Route::Direct => f.write_str("direct"),
-            Route::Proxy(p) => write!(f, "through proxy {p}"),
-        }
-    }
-}
 
 /// What one attempt came to.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,24 +1,20 @@
-//! HTTPS calls to the cloud's services (login, registration, bootstrap) and
-//! TLS connection set-up shared with the tunnels. Every step is bounded by a
-//! timeout and every failure is classified, so the agent can say which host,
-//! port and phase broke.
+//! HTTP to the cloud, below the TLS layer: the one error type of a call to
+//! a service ([`CallError`]), the TCP step shared by every call, and plain
+//! HTTP for revocation data ([`plain_request`] on port 80). Every step is
+//! bounded by a timeout and every failure is classified, so the agent can say
+//! which host, port and phase broke. HTTPS calls build on this in
+//! [`crate::https`].
 
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::rt::TokioIo;
-use rustls::pki_types::{CertificateDer, ServerName};
-use serde::de::DeserializeOwned;
-use serde::Serialize;
-use tokio_rustls::client::TlsStream;
 
-use crate::api::ErrorBody;
 use crate::classify::Verdict;
-use crate::diag::{self, ConnectFailure, Diagnostic};
-use crate::env::{BoxStream, Env};
-use crate::pki::cert::HttpUrl;
-use crate::pki::ServiceTls;
+use crate::diag::{self, Diagnostic};
+use crate::env::Env;
+use crate::net::{BoxStream, ConnectFailure};
 use crate::tls_failure::TlsFailure;
 
 /// Largest response body accepted from a service.
@@ -94,7 +90,7 @@ impl CallError {
     }
 }
 
-async fn connect_tcp(env: &Env, host: &str, port: u16, timeout: Duration) -> Result<BoxStream, CallError> {
+pub(crate) async fn connect_tcp(env: &Env, host: &str, port: u16, timeout: Duration) -> Result<BoxStream, CallError> {
     match crate::reach::connect(env, host, port, timeout).await {
         Ok((_, stream)) => Ok(stream),
         Err(u) => Err(CallError::Connect {
@@ -173,49 +169,6 @@ fn service_refusal(code: &str, message: &str) -> (&'static str, String, &'static
     }
 }
 
-/// Opens TCP then TLS to `host:port` through the environment's network,
-/// then checks the revocation status of the chain the server presented
-/// (before any byte is sent over it).
-pub async fn open_tls(
-    env: &Env,
-    tls: &ServiceTls,
-    host: &str,
-    port: u16,
-    timeout: Duration,
-) -> Result<TlsStream<BoxStream>, CallError> {
-    let tcp = connect_tcp(env, host, port, timeout).await?;
-    let name = ServerName::try_from(host.to_string()).map_err(|e| {
-        let error = TlsFailure::Setup(format!("invalid server name: {e}"));
-        CallError::Tls { host: host.into(), port, diagnostic: Box::new(diag::tls_failure(host, port, &error)), error }
-    })?;
-    let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
-    let stream = match crate::time::timeout(timeout, connector.connect(name, tcp)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            let error = TlsFailure::from_io(&e);
-            if error.is_validity() && tls.trust.revocation.observed_skew().is_none() {
-                // A certificate not valid "now": ask a server for its time
-                // to tell a wrong host clock from a wrong certificate.
-                let chain = tls.trust.seen_chain(host).unwrap_or_default();
-                tls.trust.revocation.probe_time(env, &chain).await;
-            }
-            let diagnostic = Box::new(tls.trust.explain(host, port, &error, env.clock.now()));
-            return Err(CallError::Tls { host: host.into(), port, error, diagnostic });
-        }
-        Err(_) => return Err(CallError::Timeout { host: host.into(), port, timeout }),
-    };
-    let chain: Vec<CertificateDer<'static>> = stream
-        .get_ref()
-        .1
-        .peer_certificates()
-        .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
-        .unwrap_or_default();
-    if let Err(failure) = tls.trust.revocation.check(env, &tls.trust.anchors, host, &chain).await {
-        return Err(CallError::Revocation { host: host.into(), port, diagnostic: Box::new(failure.diagnostic(host)) });
-    }
-    Ok(stream)
-}
-
 /// A plain HTTP answer (revocation data).
 #[derive(Debug, Clone)]
 pub struct PlainResponse {
@@ -276,72 +229,45 @@ pub async fn plain_request(
 }
 
 /// A failed HTTP exchange, with the TLS failure under it kept as a value.
-fn exchange_error(host: &str, port: u16, e: &hyper::Error) -> CallError {
+pub(crate) fn exchange_error(host: &str, port: u16, e: &hyper::Error) -> CallError {
     CallError::Http { host: host.into(), port, error: hyper_error_text(e), tls: TlsFailure::from_hyper(e) }
 }
 
-/// One JSON request/response exchange over HTTPS.
-pub struct ServiceCall<'a> {
-    pub env: &'a Env,
-    pub tls: &'a ServiceTls,
-    pub host: &'a str,
+/// An `http://host[:port]/path` URL (revocation data travels over plain HTTP).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct HttpUrl {
+    pub host: String,
     pub port: u16,
-    pub timeout: Duration,
+    pub path: String,
 }
 
-impl ServiceCall<'_> {
-    /// POSTs `body` as JSON to `path`, with an optional bearer token, and
-    /// decodes the JSON answer.
-    pub async fn post_json<Req: Serialize, Resp: DeserializeOwned>(
-        &self,
-        path: &str,
-        body: &Req,
-        bearer: Option<&str>,
-    ) -> Result<Resp, CallError> {
-        let (host, port) = (self.host, self.port);
-        let stream = open_tls(self.env, self.tls, host, port, self.timeout).await?;
-        let http_err = |e: String| CallError::Http { host: host.into(), port, error: e, tls: None };
-        let hyper_err = |e: hyper::Error| exchange_error(host, port, &e);
-        let exchange = async {
-            let (mut sender, conn) =
-                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(hyper_err)?;
-            tokio::task::spawn_local(async move {
-                let _ = conn.await;
-            });
-            let json = serde_json::to_vec(body).map_err(|e| http_err(format!("encode: {e}")))?;
-            let mut req = http::Request::builder()
-                .method(http::Method::POST)
-                .uri(path)
-                .header(http::header::HOST, host)
-                .header(http::header::CONTENT_TYPE, "application/json");
-            if let Some(token) = bearer {
-                req = req.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
-            }
-            let req = req.body(Full::new(Bytes::from(json))).map_err(|e| http_err(e.to_string()))?;
-            let resp = sender.send_request(req).await.map_err(hyper_err)?;
-            let status = resp.status().as_u16();
-            let bytes = Limited::new(resp.into_body(), SERVICE_BODY_BYTES_MAX)
-                .collect()
-                .await
-                .map_err(|e| match e.downcast::<hyper::Error>() {
-                    Ok(h) => hyper_err(*h),
-                    Err(other) => http_err(other.to_string()),
-                })?
-                .to_bytes();
-            Ok::<_, CallError>((status, bytes))
+impl std::str::FromStr for HttpUrl {
+    type Err = String;
+
+    fn from_str(url: &str) -> Result<Self, Self::Err> {
+        let rest = url.strip_prefix("http://").ok_or_else(|| format!("{url:?} is not an http:// URL"))?;
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
         };
-        let (status, bytes) = match crate::time::timeout(self.timeout, exchange).await {
-            Ok(r) => r?,
-            Err(_) => return Err(CallError::Timeout { host: host.into(), port, timeout: self.timeout }),
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((h, p)) => (h, p.parse::<u16>().map_err(|_| format!("{url:?}: bad port {p:?}"))?),
+            None => (authority, 80),
         };
-        if !(200..300).contains(&status) {
-            let (code, message) = match serde_json::from_slice::<ErrorBody>(&bytes) {
-                Ok(e) => (e.error, e.error_description),
-                Err(_) => (format!("http-{status}"), String::from_utf8_lossy(&bytes).into_owned()),
-            };
-            return Err(CallError::Status { host: host.into(), status, code, message });
+        if host.is_empty() || !host.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-') {
+            return Err(format!("{url:?}: bad host name {host:?}"));
         }
-        serde_json::from_slice(&bytes).map_err(|e| CallError::Decode { host: host.into(), error: e.to_string() })
+        Ok(HttpUrl { host: host.to_ascii_lowercase(), port, path: path.to_string() })
+    }
+}
+
+impl std::fmt::Display for HttpUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.port == 80 {
+            write!(f, "http://{}{}", self.host, self.path)
+        } else {
+            write!(f, "http://{}:{}{}", self.host, self.port, self.path)
+        }
     }
 }
 
@@ -359,4 +285,20 @@ pub fn hyper_error_text(e: &hyper::Error) -> String {
         source = s.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_parse_with_default_port() {
+        let u: HttpUrl = "http://crl3.digicert.com/Omniroot2025.crl".parse().unwrap();
+        assert_eq!((u.host.as_str(), u.port, u.path.as_str()), ("crl3.digicert.com", 80, "/Omniroot2025.crl"));
+        let u: HttpUrl = "http://ocsp.digicert.com".parse().unwrap();
+        assert_eq!(u.path, "/");
+        assert!("https://x/".parse::<HttpUrl>().is_err());
+        assert!("http://a b/".parse::<HttpUrl>().is_err());
+        assert!("http://x:99999/".parse::<HttpUrl>().is_err());
+    }
 }

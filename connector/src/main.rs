@@ -10,10 +10,11 @@ use clap::{Parser, Subcommand};
 use connector::allowlist::Environment;
 use connector::api::RelayEndpoint;
 use connector::diagnose::DiagnoseConfig;
-use connector::env::{Env, LogSink, OsEntropy, ResolveEntry, SystemClock, TokioNet};
+use connector::env::{Env, LogSink, OsEntropy, SystemClock};
 use connector::host::HostProfile;
 use connector::identity::parse_pem_certs;
 use connector::install::Installation;
+use connector::net::{ResolveEntry, TokioNet};
 use connector::pki::RevocationPolicy;
 use connector::{Agent, AgentConfig, Credentials};
 
@@ -392,7 +393,7 @@ fn diagnose(args: DiagnoseArgs) -> anyhow::Result<()> {
 }
 
 fn real_env(resolve: Vec<ResolveEntry>, proxy: Option<(String, u16)>) -> Env {
-    let mut net: Rc<dyn connector::env::Net> = Rc::new(TokioNet::new(resolve));
+    let mut net: Rc<dyn connector::net::Net> = Rc::new(TokioNet::new(resolve));
     if let Some((host, port)) = proxy {
         net = Rc::new(connector::proxy::ProxyNet { inner: net, host, port });
     }

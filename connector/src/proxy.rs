@@ -11,62 +11,11 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::env::{BoxStream, LocalBoxFuture, Net, ProxyHop};
-use crate::evidence::Route;
+use crate::net::{is_sinkhole, BoxStream, LocalBoxFuture, Net, Onward, ProxyError, ProxyHop, Route};
 use crate::time::Instant;
 
 /// Largest proxy response head accepted.
 const HEAD_BYTES_MAX: usize = 8 * 1024;
-
-/// What a proxy answered instead of opening the tunnel.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
-pub enum ProxyError {
-    #[error("proxy {proxy} requires authentication (407), which the connector does not support")]
-    AuthRequired { proxy: String },
-    #[error("proxy {proxy} refused CONNECT {target} with {status}")]
-    Refused { proxy: String, target: String, status: String },
-    #[error("proxy {proxy} answered something that is not HTTP: {what}")]
-    Garbled { proxy: String, what: String },
-    /// The proxy itself did not answer: its name did not resolve, or it
-    /// refused the connection.
-    #[error("the outbound proxy {proxy} cannot be reached ({what})")]
-    Down { proxy: String, what: String },
-    /// The proxy tried the destination itself and failed: the fault lies
-    /// beyond the proxy, and is located as a direct failure would be.
-    #[error("proxy {proxy} could not reach {target}: {onward} (it answered {status})")]
-    Onward { proxy: String, target: String, status: String, onward: Onward },
-}
-
-/// How the proxy's own connection to the destination failed, from its
-/// status and RFC 9209 `Proxy-Status` header. Without the header only 504
-/// (a gateway timeout) says which; 502 and 503 say only "could not".
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum Onward {
-    /// `dns_error`, `dns_timeout`, `destination_not_found`.
-    Unresolved,
-    /// The name resolved to a sinkhole address at the proxy (`next-hop` of
-    /// `destination_ip_prohibited` or `destination_ip_unroutable`).
-    Sinkhole(IpAddr),
-    /// `connection_refused`.
-    Refused,
-    /// `connection_timeout`, or a 504 without the header.
-    TimedOut,
-    /// Another error type, or none given.
-    Failed(String),
-}
-
-impl std::fmt::Display for Onward {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Onward::Unresolved => f.write_str("the name did not resolve at the proxy"),
-            Onward::Sinkhole(a) => write!(f, "the name resolved to {a} at the proxy"),
-            Onward::Refused => f.write_str("connection refused"),
-            Onward::TimedOut => f.write_str("connection timed out"),
-            Onward::Failed(e) if e.is_empty() => f.write_str("no reason given"),
-            Onward::Failed(e) => f.write_str(e),
-        }
-    }
-}
 
 /// `text` split at `sep` where it is not inside a quoted string.
 fn split_outside_quotes(text: &str, sep: char) -> Vec<String> {
@@ -114,7 +63,7 @@ fn refusal(proxy: String, target: String, status_line: &str, head: &str) -> Prox
         (Some("dns_error" | "dns_timeout" | "destination_not_found"), _) => Some(Onward::Unresolved),
         (Some("destination_ip_prohibited" | "destination_ip_unroutable"), _) => {
             let hop = param("next-hop").and_then(|h| h.parse::<IpAddr>().ok());
-            hop.filter(|a| crate::classify::is_sinkhole(*a)).map(Onward::Sinkhole)
+            hop.filter(|a| is_sinkhole(*a)).map(Onward::Sinkhole)
         }
         (Some("connection_refused"), _) => Some(Onward::Refused),
         (Some("connection_timeout"), _) | (None, "504") => Some(Onward::TimedOut),
@@ -181,11 +130,11 @@ impl Net for ProxyNet {
         Route::Proxy(self.name())
     }
 
-    fn account(&self) -> crate::env::Account {
+    fn account(&self) -> crate::net::Account {
         self.inner.account()
     }
 
-    fn as_account(&self, account: &crate::env::Account) -> Option<Rc<dyn Net>> {
+    fn as_account(&self, account: &crate::net::Account) -> Option<Rc<dyn Net>> {
         let inner = self.inner.as_account(account)?;
         Some(Rc::new(ProxyNet { inner, host: self.host.clone(), port: self.port }))
     }

@@ -10,9 +10,10 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::classify;
-use crate::diag::{ConnectFailure, Diagnostic};
-use crate::env::{BoxStream, Env};
+use crate::diag::Diagnostic;
+use crate::env::Env;
 use crate::evidence::Outcome;
+use crate::net::{BoxStream, ConnectFailure};
 
 /// How long a reference probe may take.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -70,8 +71,8 @@ pub async fn explain(
     let last_good = env.evidence.last_good(host, port);
     let route = env.net.route();
     let via = match &route {
-        crate::evidence::Route::Proxy(p) => Some(p.as_str()),
-        crate::evidence::Route::Direct => None,
+        crate::net::Route::Proxy(p) => Some(p.as_str()),
+        crate::net::Route::Direct => None,
     };
     let account = env.net.account();
     let other_account = env.evidence.worked_only_as_other(port, &account);
@@ -145,7 +146,7 @@ pub(crate) async fn probe(env: &Env, host: &str, port: u16) -> Vec<classify::Pro
 /// A TCP connect to the outbound proxy itself, if there is one.
 async fn probe_proxy(env: &Env) -> Option<classify::Probe> {
     let hop = env.net.proxy()?;
-    let reached = crate::time::timeout(PROBE_TIMEOUT, crate::env::connect(hop.inner, hop.host, hop.port)).await;
+    let reached = crate::time::timeout(PROBE_TIMEOUT, crate::net::connect(hop.inner, hop.host, hop.port)).await;
     let failure = match reached {
         Ok(Ok(_)) => None,
         Ok(Err(e)) => Some(ConnectFailure::from_io(&e.error)),

@@ -21,7 +21,7 @@ use crate::backend::{self, Outbound, Reply, RequestBody};
 use crate::backoff::Backoff;
 use crate::env::Env;
 use crate::event::AgentEvent;
-use crate::http::open_tls;
+use crate::https::open_tls;
 use crate::inflight::{BodyStep, Requests, Slots};
 use crate::outbox::Outbox;
 use crate::pace::Pace;

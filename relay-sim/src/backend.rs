@@ -164,7 +164,7 @@ async fn serve_dying(bytes: usize, chunked: bool, log: ServedLog, listener: impl
 
 /// Reads a request head and returns its request mark (or its path); None
 /// if the connection ends first or the head is too large.
-async fn read_head_mark(stream: &mut connector::env::BoxStream) -> Option<String> {
+async fn read_head_mark(stream: &mut connector::net::BoxStream) -> Option<String> {
     use tokio::io::AsyncReadExt;
     let mut head = Vec::new();
     let mut chunk = [0u8; 4096];

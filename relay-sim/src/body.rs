@@ -19,7 +19,7 @@ use bytes::Bytes;
 use hyper::body::{Frame, SizeHint};
 use tokio::sync::mpsc;
 
-use crate::cloud::Delivery;
+use connector::proto::{CancelReason, Headers};
 
 /// A response body; see the module docs.
 #[derive(Debug)]
@@ -121,6 +121,30 @@ impl hyper::body::Body for Body {
             Kind::Relayed { .. } => SizeHint::default(),
         }
     }
+}
+
+/// What the tunnel reports back about a dispatched request.
+#[derive(Debug)]
+pub enum Delivery {
+    /// The connector accepted it: it must not be sent anywhere else.
+    Acked,
+    Head {
+        status: u16,
+        headers: Headers,
+    },
+    Body {
+        data: Bytes,
+        fin: bool,
+    },
+    Cancelled(CancelReason),
+    /// The request's head cannot be framed for this tunnel (its headers
+    /// are too large for the connector's frames): the user gets 431.
+    Unsendable(String),
+    /// The tunnel ended before the answer was complete.
+    Lost {
+        acked: bool,
+        reason: String,
+    },
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use bytes::Bytes;
 use connector::api::RelayEndpoint;
 use connector::env::{Clock, Entropy};
 use connector::pace::Pace;
-use connector::proto::{CancelReason, Headers, RequestHead};
+use connector::proto::RequestHead;
 use connector::tls::TlsContext;
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer};
 use rustls::server::WebPkiClientVerifier;
@@ -27,6 +27,7 @@ use tokio::sync::mpsc;
 
 use connector::allowlist::Environment;
 
+use crate::body::Delivery;
 use crate::directory::{ConnectorRecord, Role, Status, Tenant};
 use crate::event::{CloudEvent, CloudSink};
 use crate::pki::{Generation, Pki, PkiError, PkiTimers};
@@ -185,30 +186,6 @@ pub enum ToTunnel {
     /// has the whole answer before the upload ended): its stream is
     /// cancelled, so that the backend sees a cut request, never a short one.
     Abandon { id: u64 },
-}
-
-/// What the tunnel reports back about a dispatched request.
-#[derive(Debug)]
-pub enum Delivery {
-    /// The connector accepted it: it must not be sent anywhere else.
-    Acked,
-    Head {
-        status: u16,
-        headers: Headers,
-    },
-    Body {
-        data: Bytes,
-        fin: bool,
-    },
-    Cancelled(CancelReason),
-    /// The request's head cannot be framed for this tunnel (its headers
-    /// are too large for the connector's frames): the user gets 431.
-    Unsendable(String),
-    /// The tunnel ended before the answer was complete.
-    Lost {
-        acked: bool,
-        reason: String,
-    },
 }
 
 /// A live tunnel as the cloud's routing table holds it.

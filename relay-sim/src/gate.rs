@@ -25,7 +25,7 @@ use std::rc::{Rc, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use connector::env::{BoxStream, LocalBoxFuture};
+use connector::net::{BoxStream, LocalBoxFuture};
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 

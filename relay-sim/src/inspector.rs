@@ -13,7 +13,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use connector::env::Net;
+use connector::net::Net;
 use rustls::pki_types::ServerName;
 use rustls::RootCertStore;
 use serde::{Deserialize, Serialize};
@@ -61,7 +61,7 @@ pub async fn serve(cloud: Rc<Cloud>, listener: impl Listener, mode: Mode, upstre
     }
 }
 
-async fn legacy(mut stream: connector::env::BoxStream) {
+async fn legacy(mut stream: connector::net::BoxStream) {
     let mut hello = [0u8; 512];
     if let Ok(Ok(n)) = connector::time::timeout(STEP_TIMEOUT, stream.read(&mut hello)).await {
         if n > 0 {
@@ -71,7 +71,7 @@ async fn legacy(mut stream: connector::env::BoxStream) {
     let _ = stream.shutdown().await;
 }
 
-async fn resign(cloud: &Rc<Cloud>, client: connector::env::BoxStream, upstream: &dyn Net) -> Result<(), String> {
+async fn resign(cloud: &Rc<Cloud>, client: connector::net::BoxStream, upstream: &dyn Net) -> Result<(), String> {
     let acceptor = tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), client);
     let start = connector::time::timeout(STEP_TIMEOUT, acceptor)
         .await
@@ -89,7 +89,7 @@ async fn resign(cloud: &Rc<Cloud>, client: connector::env::BoxStream, upstream: 
             .build()
             .map_err(|e| e.to_string())?;
     let config = cloud.tls.client_config(verifier, None).map_err(|e| e.to_string())?;
-    let (_, tcp) = connector::time::timeout(STEP_TIMEOUT, connector::env::connect(upstream, &sni, 443))
+    let (_, tcp) = connector::time::timeout(STEP_TIMEOUT, connector::net::connect(upstream, &sni, 443))
         .await
         .map_err(|_| format!("{sni}: connect timed out"))?
         .map_err(|e| format!("{sni}: {}", e.error))?;

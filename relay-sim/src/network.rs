@@ -12,7 +12,7 @@ use std::rc::Rc;
 use std::str::FromStr;
 
 use connector::allowlist::{self, Environment, Group};
-use connector::env::{Account, BoxStream, LocalBoxFuture, Net};
+use connector::net::{Account, BoxStream, LocalBoxFuture, Net};
 use serde::{Deserialize, Deserializer, Serialize};
 
 /// What a firewall rule does with a matching connection.

@@ -7,7 +7,7 @@
 use std::rc::Rc;
 use std::time::Duration;
 
-use connector::env::{BoxStream, Net};
+use connector::net::{BoxStream, Net};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::cloud::Cloud;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use connector::env::{BoxStream, LocalBoxFuture};
+use connector::net::{BoxStream, LocalBoxFuture};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;

@@ -110,58 +110,9 @@ pub fn sha256_hex(data: &[u8]) -> String {
     crate::package::hex(ring::digest::digest(&ring::digest::SHA256, data).as_ref())
 }
 
-/// An `http://host[:port]/path` URL (revocation data travels over plain HTTP).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct HttpUrl {
-    pub host: String,
-    pub port: u16,
-    pub path: String,
-}
-
-impl std::str::FromStr for HttpUrl {
-    type Err = String;
-
-    fn from_str(url: &str) -> Result<Self, Self::Err> {
-        let rest = url.strip_prefix("http://").ok_or_else(|| format!("{url:?} is not an http:// URL"))?;
-        let (authority, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, "/"),
-        };
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((h, p)) => (h, p.parse::<u16>().map_err(|_| format!("{url:?}: bad port {p:?}"))?),
-            None => (authority, 80),
-        };
-        if host.is_empty() || !host.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-') {
-            return Err(format!("{url:?}: bad host name {host:?}"));
-        }
-        Ok(HttpUrl { host: host.to_ascii_lowercase(), port, path: path.to_string() })
-    }
-}
-
-impl std::fmt::Display for HttpUrl {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.port == 80 {
-            write!(f, "http://{}{}", self.host, self.path)
-        } else {
-            write!(f, "http://{}:{}{}", self.host, self.port, self.path)
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn urls_parse_with_default_port() {
-        let u: HttpUrl = "http://crl3.digicert.com/Omniroot2025.crl".parse().unwrap();
-        assert_eq!((u.host.as_str(), u.port, u.path.as_str()), ("crl3.digicert.com", 80, "/Omniroot2025.crl"));
-        let u: HttpUrl = "http://ocsp.digicert.com".parse().unwrap();
-        assert_eq!(u.path, "/");
-        assert!("https://x/".parse::<HttpUrl>().is_err());
-        assert!("http://a b/".parse::<HttpUrl>().is_err());
-        assert!("http://x:99999/".parse::<HttpUrl>().is_err());
-    }
 
     #[test]
     fn garbage_is_a_typed_error() {

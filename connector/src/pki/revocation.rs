@@ -23,13 +23,14 @@ use rustls::RootCertStore;
 use webpki::{CertRevocationList, OwnedCertRevocationList};
 use x509_parser::prelude::FromDer;
 
-use super::cert::{CertError, CertInfo, HttpUrl};
+use super::cert::{CertError, CertInfo};
 use super::ocsp::{self, OcspStatus};
 use crate::classify::Verdict;
-use crate::diag::{ConnectFailure, Diagnostic};
+use crate::diag::Diagnostic;
 use crate::env::Env;
 use crate::event::AgentEvent;
-use crate::http::{self, CallError};
+use crate::http::{self, CallError, HttpUrl};
+use crate::net::ConnectFailure;
 
 /// Largest CRL or OCSP answer accepted.
 pub const REVOCATION_BODY_BYTES_MAX: usize = 1 << 20;

@@ -25,7 +25,8 @@ use tokio::task::JoinHandle;
 
 use super::preauth;
 use super::upload::{Refused, Upload};
-use crate::cloud::{Cloud, Delivery, Dispatch, ToTunnel, TunnelHandle};
+use crate::body::Delivery;
+use crate::cloud::{Cloud, Dispatch, ToTunnel, TunnelHandle};
 use crate::directory::App;
 use crate::event::CloudEvent;
 use crate::server::{request_host, respond, serve_plain, Body, ConnInfo, Listener};

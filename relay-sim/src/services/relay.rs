@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::Duration;
 
-use connector::env::BoxStream;
+use connector::net::BoxStream;
 use connector::outbox::Outbox;
 use connector::pace::Pace;
 use connector::proto::session::DEFAULT_MAX_STREAMS;
@@ -15,7 +15,8 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
 
-use crate::cloud::{Cloud, CloudError, Delivery, Dispatch, ToTunnel, TunnelHandle};
+use crate::body::Delivery;
+use crate::cloud::{Cloud, CloudError, Dispatch, ToTunnel, TunnelHandle};
 use crate::event::CloudEvent;
 use crate::pki::subject_cn;
 use crate::server::{accept_tls, ConnInfo, Listener};
