@@ -3,7 +3,7 @@
 
 // Libraries report through return values, events and `tracing`; only the
 // binaries print.
-#![deny(clippy::print_stdout)]
+#![deny(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod bench;
 pub mod bundle;

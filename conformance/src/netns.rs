@@ -279,7 +279,10 @@ pub fn clean_up_on_interrupt() {
             for n in names {
                 let _ = Command::new("ip").args(["netns", "del", &n]).output();
             }
-            eprintln!("interrupted: removed this run's network namespaces");
+            #[allow(clippy::print_stderr, reason = "the process ends here, with no caller left to report to")]
+            {
+                eprintln!("interrupted: removed this run's network namespaces");
+            }
             std::process::exit(130);
         }
     });

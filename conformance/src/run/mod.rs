@@ -7,6 +7,7 @@
 //! - [`users`] sends the load and judges each answer;
 //! - `simulate` here drives the simulation and the timeline together.
 
+mod edits;
 mod timeline;
 mod users;
 mod world;

@@ -27,7 +27,7 @@ use relay_sim::services;
 use relay_sim::services::revocation::TRUST_LIST_HOSTS;
 use relay_sim::world::{AddressPlan, Dns, Firewall, Interception, Rule, SimClock, SimNet};
 
-use super::timeline::{FirewallEdits, NetworkEdits};
+use super::edits::{FirewallEdits, NetworkEdits};
 use super::{
     epoch, HostResult, INGRESS_PORT, INSPECTOR_HOST, PORTAL_HOST, PROXY_HOST, REVOCATION_HOST, TRUST_LIST_HOST,
 };

@@ -23,8 +23,8 @@ use hyper::{Request, Response};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::preauth;
 use super::upload::{Refused, Upload};
+use super::{gateway, preauth};
 use crate::body::Delivery;
 use crate::cloud::{Cloud, Dispatch, ToTunnel, TunnelHandle};
 use crate::directory::App;
@@ -131,14 +131,6 @@ fn refusal(refused: Refused, limit: u64) -> (u16, String, Response<Body>) {
         Refused::TooLarge => gateway(413, "body-too-large", format!("request body over {limit} bytes")),
         Refused::Broken(why) => gateway(400, "bad-request-body", why),
     }
-}
-
-pub(super) fn gateway(status: u16, code: &str, text: String) -> (u16, String, Response<Body>) {
-    let mut resp = respond(status, "text/plain", text);
-    if let Ok(v) = hyper::header::HeaderValue::from_str(code) {
-        resp.headers_mut().insert("x-relay-error", v);
-    }
-    (status, code.to_string(), resp)
 }
 
 /// The user's answer: the connector's status and headers over `body`.

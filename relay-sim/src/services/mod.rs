@@ -16,10 +16,10 @@ pub mod upload;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use hyper::Request;
+use hyper::{Request, Response};
 use serde::de::DeserializeOwned;
 
-use crate::server::{error, Body};
+use crate::server::{error, respond, Body};
 
 /// Largest JSON request body a service accepts.
 const JSON_BODY_BYTES_MAX: usize = 64 * 1024;
@@ -36,4 +36,14 @@ async fn read_json<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, hyp
 /// The bearer token of a request, if any.
 fn bearer(req: &Request<Incoming>) -> Option<String> {
     req.headers().get(hyper::header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ").map(str::to_string)
+}
+
+/// The relay's own answer to a user (a gateway error, a sign-in
+/// redirect): `status`, its reason as `x-relay-error: code`, and `text`.
+fn gateway(status: u16, code: &str, text: String) -> (u16, String, Response<Body>) {
+    let mut resp = respond(status, "text/plain", text);
+    if let Ok(v) = hyper::header::HeaderValue::from_str(code) {
+        resp.headers_mut().insert("x-relay-error", v);
+    }
+    (status, code.to_string(), resp)
 }

@@ -51,7 +51,7 @@ pub async fn sign_in(cloud: &Rc<Cloud>, app: &App, req: Request<Incoming>) -> Re
     let tenant = &cloud.config.tenant;
     let denied = |status: u16, code: &str, aadsts: &str, text: String| {
         cloud.emit(CloudEvent::UserSignInDenied { user: login.username.clone(), error: aadsts.into() });
-        super::ingress::gateway(status, code, format!("{aadsts}: {text}"))
+        super::gateway(status, code, format!("{aadsts}: {text}"))
     };
     let Some(user) = tenant.user(&login.username) else {
         let (aadsts, text) = if tenant.owns_domain_of(&login.username) {
@@ -94,13 +94,13 @@ impl Stopped {
     pub fn answer(&self, tenant: &str) -> Refusal {
         match self {
             Stopped::SignInRequired { login } => {
-                let mut refusal = super::ingress::gateway(302, "sign-in-required", format!("sign in first: {login}"));
+                let mut refusal = super::gateway(302, "sign-in-required", format!("sign in first: {login}"));
                 if let Ok(v) = hyper::header::HeaderValue::from_str(login) {
                     refusal.2.headers_mut().insert(hyper::header::LOCATION, v);
                 }
                 refusal
             }
-            Stopped::NotInDirectory { upn } => super::ingress::gateway(
+            Stopped::NotInDirectory { upn } => super::gateway(
                 403,
                 "user-not-in-directory",
                 format!("the account {upn} is no longer in the {tenant} directory"),
