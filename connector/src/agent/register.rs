@@ -1,0 +1,244 @@
+//! The connector's identity: registration with an administrator's
+//! sign-in (with retries, and the root-trust check before it), the
+//! certificate's expiry, and its renewal before it runs out.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use super::{Agent, AgentError, Credentials, TRUST_LIST_PATH};
+use crate::allowlist::Environment;
+use crate::api::{LoginRequest, LoginResponse, RegisterRequest, RegisterResponse, RenewRequest, RenewResponse};
+use crate::backoff::Backoff;
+use crate::diag::{self, Diagnostic};
+use crate::event::AgentEvent;
+use crate::http::{CallError, HttpUrl};
+use crate::identity::{self, Identity};
+use crate::pki::cert::sha256_hex;
+use crate::pki::{ServiceTls, Trust};
+
+/// Why a renewal failed: the call (with the finding that explains it, as
+/// on every other path), or something on this host.
+enum RenewFailure {
+    Service(Diagnostic),
+    Local(String),
+}
+
+enum RegisterFailure {
+    /// Worth another attempt (network trouble).
+    Retry(Diagnostic),
+    /// The service said no: retrying will not help.
+    Final(Diagnostic),
+    Identity(identity::IdentityError),
+}
+
+impl RegisterFailure {
+    fn from_call(e: CallError) -> Self {
+        match &e {
+            CallError::Status { .. } => RegisterFailure::Final(e.diagnostic()),
+            _ => RegisterFailure::Retry(e.diagnostic()),
+        }
+    }
+}
+
+impl Agent {
+    pub(super) async fn register_with_retries(&self, trust: &Rc<Trust>) -> Result<Identity, AgentError> {
+        let creds = self.config.credentials.clone().ok_or(AgentError::NoCredentials)?;
+        let tls = self.service_tls(trust, None)?;
+        let backoff =
+            Backoff { initial: Duration::from_secs(3), max: Duration::from_secs(60), multiplier: 2.0, jitter: 0.2 };
+        let mut attempt = 0;
+        loop {
+            self.env.emit(AgentEvent::RegistrationStarted { tenant: self.config.tenant_id.clone() });
+            match self.register_once(&creds, &tls).await {
+                Ok(id) => return Ok(id),
+                Err(RegisterFailure::Final(d)) => return Err(AgentError::Registration(d)),
+                Err(RegisterFailure::Identity(e)) => return Err(e.into()),
+                Err(RegisterFailure::Retry(d)) => {
+                    attempt += 1;
+                    if attempt >= self.config.registration_attempts {
+                        return Err(AgentError::Registration(d));
+                    }
+                    crate::time::sleep(backoff.delay(attempt - 1, self.env.entropy.unit_f64())).await;
+                }
+            }
+        }
+    }
+
+    /// Registration reads the certificate trust list over port 80 (NET-REG;
+    /// Windows' root update). Unreachable: registration fails. A root it
+    /// lists that the host lacks is reported ahead of any root change.
+    async fn check_trust_list(&self, trust: &Trust) -> Result<(), Diagnostic> {
+        let url = HttpUrl { host: self.names.trust_list.clone(), port: 80, path: TRUST_LIST_PATH.into() };
+        let resp = crate::http::plain_request(&self.installer, &url, None, self.config.request_timeout, 64 * 1024)
+            .await
+            .map_err(|e| e.diagnostic())?;
+        if resp.status != 200 {
+            return Err(Diagnostic::new(
+                "NET-REG",
+                "trust-list",
+                Some(12020),
+                format!("the certificate trust list at {url} answered HTTP {}", resp.status),
+                format!("allow {} on TCP 80 without a proxy answering in its place", self.names.trust_list),
+            ));
+        }
+        let have: Vec<String> = trust.host_roots.iter().map(|r| sha256_hex(r.as_ref())).collect();
+        for line in String::from_utf8_lossy(&resp.body).lines().map(str::trim).filter(|l| !l.is_empty()) {
+            if !have.iter().any(|h| h == line) {
+                self.env.emit(AgentEvent::Diagnostic(Diagnostic::new(
+                    "TLS-ROOTS",
+                    "missing-root",
+                    None,
+                    format!("the certificate trust list names a root the service uses that this host does not trust (SHA-256 {line})"),
+                    "install the service's current roots before the service moves to them",
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    async fn register_once(&self, creds: &Credentials, tls: &ServiceTls) -> Result<Identity, RegisterFailure> {
+        self.check_trust_list(&tls.trust).await.map_err(RegisterFailure::Retry)?;
+        let login: LoginResponse = self
+            .call_from(&self.installer, &self.names.login, tls)
+            .post_json(
+                &format!("/{}/oauth2/token", creds.directory.as_deref().unwrap_or(&self.config.tenant_id)),
+                &LoginRequest {
+                    username: creds.username.clone(),
+                    password: creds.password.clone(),
+                    mfa: creds.interactive,
+                },
+                None,
+            )
+            .await
+            .map_err(|e| self.in_this_cloud(RegisterFailure::from_call(e)))?;
+        let key = identity::generate_key(self.env.entropy.as_ref()).map_err(RegisterFailure::Identity)?;
+        let csr_pem = identity::csr_pem(&key, &self.config.machine_name).map_err(RegisterFailure::Identity)?;
+        let version = self.version.borrow().clone();
+        let reg: RegisterResponse = self
+            .call_from(&self.installer, &self.names.registration, tls)
+            .post_json(
+                "/register",
+                &RegisterRequest { csr_pem, machine_name: self.config.machine_name.clone(), version },
+                Some(&login.access_token),
+            )
+            .await
+            .map_err(RegisterFailure::from_call)?;
+        let identity = Identity::new(reg.connector_id, login.tenant_id, &key, reg.certificate_pem);
+        identity.client_auth().map_err(|e| {
+            RegisterFailure::Final(Diagnostic::new(
+                "REG",
+                "bad-certificate",
+                Some(12019),
+                format!("the registration service returned an unusable certificate: {e}"),
+                "retry registration; report the service response if it persists",
+            ))
+        })?;
+        identity.save(&self.config.install_dir).map_err(RegisterFailure::Identity)?;
+        // The serial as the certificate carries it (hex), as renewal reports it.
+        let serial = identity.certificate().map(|c| c.serial).unwrap_or_default();
+        self.env.emit(AgentEvent::Registered { connector_id: identity.connector_id.clone(), cert_serial: serial });
+        Ok(identity)
+    }
+
+    /// A sign-in that does not know the tenant (REG-GOV) means the tenant
+    /// lives in the other cloud. The service's wording suggests the
+    /// government install parameter; installed with it already, the advice
+    /// is the reverse.
+    fn in_this_cloud(&self, failure: RegisterFailure) -> RegisterFailure {
+        match failure {
+            RegisterFailure::Final(d) if d.requirement == "REG-GOV" && self.names.cloud == Environment::UsGov => {
+                RegisterFailure::Final(Diagnostic::new(
+                    "REG-GOV",
+                    "tenant-not-in-gov-cloud",
+                    d.event_id,
+                    format!("{} (installed with ENVIRONMENTNAME=\"{}\")", d.message, Environment::GOV_ENVIRONMENT_NAME),
+                    "the tenant is not in the US Government cloud: install without ENVIRONMENTNAME, or check the tenant ID",
+                ))
+            }
+            other => other,
+        }
+    }
+
+    /// Stops the agent when its client certificate has expired: the service
+    /// will not take it, and only a new registration helps.
+    pub(super) fn check_not_expired(&self, identity: &Identity) -> Result<(), AgentError> {
+        let cert = identity.certificate().map_err(AgentError::Tls)?;
+        let now = self.env.clock.now();
+        if now >= cert.not_after {
+            let ago = crate::diag::human_duration(now.duration_since(cert.not_after).unwrap_or_default());
+            return Err(AgentError::CertificateExpired(Diagnostic::new(
+                "TLS-CLIENT",
+                "expired",
+                Some(1000),
+                format!(
+                    "re-registration failed: trust certificate expired on {} ({ago} ago): it was not renewed in time (the connector was offline past its lifetime, or its renewals failed) and the connector stops",
+                    httpdate::fmt_http_date(cert.not_after)
+                ),
+                "register the connector again (run the registration with a Global Administrator's sign-in)",
+            )));
+        }
+        Ok(())
+    }
+
+    /// Renews the client certificate over mTLS once
+    /// [`AgentConfig::renew_after_fraction`] of its lifetime has passed.
+    /// A failure is reported and retried at the next check: the cause
+    /// (the network, TLS or service finding, as on every other path) and
+    /// what is at stake (TLS-CLIENT.renewal-failed, with the expiry).
+    pub(super) async fn renew_if_due(&self, identity: &Identity, tls: &ServiceTls) -> Option<Identity> {
+        let cert = identity.certificate().ok()?;
+        let now = self.env.clock.now();
+        let lifetime = cert.not_after.duration_since(cert.not_before).ok()?;
+        let age = now.duration_since(cert.not_before).unwrap_or_default();
+        if age.as_secs_f64() < lifetime.as_secs_f64() * self.config.renew_after_fraction {
+            return None;
+        }
+        match self.renew(identity, tls).await {
+            Ok((renewed, info)) => {
+                let valid_for_h = info.not_after.duration_since(now).unwrap_or_default().as_secs() / 3600;
+                self.env.emit(AgentEvent::CertificateRenewed { cert_serial: info.serial, valid_for_h });
+                Some(renewed)
+            }
+            Err(failure) => {
+                let why = match failure {
+                    RenewFailure::Service(cause) => {
+                        let why = format!("{}: {} (reported with it)", self.names.renewtrust, cause.code);
+                        self.env.emit(AgentEvent::Diagnostic(cause));
+                        why
+                    }
+                    RenewFailure::Local(why) => why,
+                };
+                let left = diag::human_duration(cert.not_after.duration_since(now).unwrap_or_default());
+                self.env.emit(AgentEvent::Diagnostic(Diagnostic::new(
+                    "TLS-CLIENT",
+                    "renewal-failed",
+                    Some(12019),
+                    format!("client certificate renewal failed: {why}; the certificate expires in {left}"),
+                    "fix the cause reported with it: the connector retries at the next trust-renewal check, and must succeed before the certificate expires (or be registered again)",
+                )));
+                None
+            }
+        }
+    }
+
+    /// A new key, a CSR, the renewal call, the new identity saved.
+    async fn renew(
+        &self,
+        identity: &Identity,
+        tls: &ServiceTls,
+    ) -> Result<(Identity, crate::pki::cert::CertInfo), RenewFailure> {
+        let local = |e: String| RenewFailure::Local(e);
+        let key = identity::generate_key(self.env.entropy.as_ref()).map_err(|e| local(e.to_string()))?;
+        let csr_pem = identity::csr_pem(&key, &self.config.machine_name).map_err(|e| local(e.to_string()))?;
+        let request = RenewRequest { connector_id: identity.connector_id.clone(), csr_pem };
+        let resp: RenewResponse = self
+            .call(&self.names.renewtrust, tls)
+            .post_json("/renew", &request, None)
+            .await
+            .map_err(|e| RenewFailure::Service(e.diagnostic()))?;
+        let renewed = identity.renewed(&key, resp.certificate_pem);
+        let info = renewed.certificate().map_err(local)?;
+        renewed.save(&self.config.install_dir).map_err(|e| local(e.to_string()))?;
+        Ok((renewed, info))
+    }
+}
