@@ -143,6 +143,10 @@ struct Graph {
     modules: BTreeSet<ModPath>,
     /// (from, to) → where: the first reference seen, as `file:line`.
     refs: BTreeMap<(ModPath, ModPath), String>,
+    /// Names a module brings in with `use` (and `pub use`): (module, name)
+    /// → the path it stands for, so that `crate::Name`, re-exported at the
+    /// root from a module, counts as a reference to that module.
+    aliases: BTreeMap<(ModPath, String), Vec<String>>,
 }
 
 /// Walks one file's items, knowing which module it is in.
@@ -167,18 +171,20 @@ impl Refs<'_> {
                 self.use_tree(prefix, &p.tree);
                 prefix.pop();
             }
-            syn::UseTree::Name(n) => self.leaf(prefix, &n.ident),
-            syn::UseTree::Rename(r) => self.leaf(prefix, &r.ident),
+            syn::UseTree::Name(n) => self.leaf(prefix, &n.ident, &n.ident),
+            syn::UseTree::Rename(r) => self.leaf(prefix, &r.ident, &r.rename),
             syn::UseTree::Glob(g) => self.note(prefix.clone(), g.star_token.span().start().line),
             syn::UseTree::Group(g) => g.items.iter().for_each(|t| self.use_tree(prefix, t)),
         }
     }
 
-    fn leaf(&mut self, prefix: &[String], ident: &syn::Ident) {
+    fn leaf(&mut self, prefix: &[String], ident: &syn::Ident, local: &syn::Ident) {
         let mut path = prefix.to_vec();
         if ident != "self" {
             path.push(ident.to_string());
         }
+        let name = if local == "self" { prefix.last().cloned().unwrap_or_default() } else { local.to_string() };
+        self.graph.aliases.entry((self.module.clone(), name)).or_insert_with(|| path.clone());
         self.note(path, ident.span().start().line);
     }
 
@@ -274,36 +280,51 @@ fn read_crate(graph: &mut Graph, workspace: &Path, dir: &Path, root: &Path) {
         }
     }
     for (from, segments, at) in raw {
-        if let Some(to) = resolve(&graph.modules, &from, &segments) {
+        if let Some(to) = resolve(graph, &from, &segments) {
             graph.refs.entry((from, to)).or_insert(at);
         }
     }
 }
 
 /// The module a path written in `from` lands in: the longest known module
-/// along it.
-fn resolve(modules: &BTreeSet<ModPath>, from: &[String], segments: &[String]) -> Option<ModPath> {
-    let mut base: ModPath = from.to_vec();
+/// along it, or, where the path goes on from a module by a name that
+/// module brings in with `use`, where that name leads.
+fn resolve(graph: &Graph, from: &[String], segments: &[String]) -> Option<ModPath> {
+    resolve_within(graph, from, segments, 8)
+}
+
+fn resolve_within(graph: &Graph, from: &[String], segments: &[String], depth: usize) -> Option<ModPath> {
+    let mut target: ModPath = from.to_vec();
     let mut rest = segments;
     match rest.first().map(String::as_str) {
         Some("crate") => {
-            base.clear();
+            target.clear();
             rest = &rest[1..];
         }
         Some("self") => rest = &rest[1..],
         _ => {
             while rest.first().is_some_and(|s| s == "super") {
-                base.pop()?;
+                target.pop()?;
                 rest = &rest[1..];
             }
         }
     }
-    let mut target = base.clone();
-    for s in rest {
-        target.push(s.clone());
-        if !modules.contains(&target) {
-            target.pop();
+    while let Some(next) = rest.first() {
+        let mut deeper = target.clone();
+        deeper.push(next.clone());
+        if !graph.modules.contains(&deeper) {
             break;
+        }
+        target = deeper;
+        rest = &rest[1..];
+    }
+    if let (Some(name), Some(depth)) = (rest.first(), depth.checked_sub(1)) {
+        if let Some(alias) = graph.aliases.get(&(target.clone(), name.clone())) {
+            let mut via = alias.clone();
+            via.extend(rest[1..].iter().cloned());
+            if let Some(found) = resolve_within(graph, &target, &via, depth) {
+                return Some(found);
+            }
         }
     }
     Some(target)
@@ -406,18 +427,28 @@ fn no_crate_has_a_module_cycle() {
     assert!(report.is_empty(), "module cycles (one reference shown per edge):\n{}", report.join("\n"));
 }
 
-/// The check itself: a cycle through a `use` tree, a plain path and a macro
-/// argument is found, at the top level and between nested siblings; a
-/// child using its parent, a test module and a doc link are not.
+/// The check itself. Each edge comes from one kind of reference: a `use`
+/// tree (`a -> b`), a macro argument (`b -> c`), a plain path in code
+/// (`c -> a`), a name re-exported by the parent (`f -> g` through
+/// `crate::G`), `super::` between nested siblings, a rename and a glob. A
+/// doc link, a child using its parent and a test module each would close a
+/// cycle if they counted, and must not.
 #[test]
 fn the_cycle_check_sees_uses_paths_and_macros() {
     let text = r#"
-        mod a { use crate::{b::{self}, c}; fn f() { let _ = super::b::X; } }
+        pub use g::G;
+        mod a { use crate::b::{self as bee}; }
         mod b { fn g() { format!("{}", crate::c::Y); } }
-        mod c { /// [`crate::a`]
-                fn h() { } mod d { use super::e::Z; } mod e { fn i() { let _ = super::d::W; } use super::super::a; } }
-        mod f { use super::a; #[cfg(test)] mod tests { use crate::g; } }
-        mod g { use crate::f; }
+        mod c { fn h() { let _ = crate::a::X; }
+                mod d { use super::e::Z; } mod e { fn i() { let _ = super::d::W; } } }
+        mod f { fn j() { let _ = crate::G; } }
+        mod g { pub struct G; use crate::h::*; }
+        mod h { fn k() { let _ = super::f::F; } }
+        mod p { /// [`crate::q`]
+                fn l() {} mod child { fn n() { let _ = super::P; } } }
+        mod q { fn m() { let _ = crate::p::P; } }
+        mod r { #[cfg(test)] mod tests { use crate::s; } }
+        mod s { use crate::r; }
     "#;
     let mut graph = Graph::default();
     let ast = syn::parse_file(text).expect("parses");
@@ -425,7 +456,7 @@ fn the_cycle_check_sees_uses_paths_and_macros() {
     refs.visit_file(&ast);
     let raw = std::mem::take(&mut refs.raw);
     for (from, segments, line) in raw {
-        if let Some(to) = resolve(&graph.modules, &from, &segments) {
+        if let Some(to) = resolve(&graph, &from, &segments) {
             graph.refs.entry((from, to)).or_insert(format!("t.rs:{line}"));
         }
     }
@@ -434,7 +465,7 @@ fn the_cycle_check_sees_uses_paths_and_macros() {
         found.iter().map(|c| c.lines().map(|l| l.trim().split(" (").next().unwrap_or("")).collect()).collect();
     assert_eq!(
         edges,
-        [vec!["a -> b", "a -> c", "b -> c", "c -> a"], vec!["c::d -> c::e", "c::e -> c::d"]],
+        [vec!["a -> b", "b -> c", "c -> a"], vec!["c::d -> c::e", "c::e -> c::d"], vec!["f -> g", "g -> h", "h -> f"],],
         "{found:#?}"
     );
 }

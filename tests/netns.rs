@@ -22,11 +22,20 @@ fn main() {
     if let Some(why) = &unavailable {
         eprintln!("netns world unavailable, its tests are ignored: {why}");
     }
-    let marked: Vec<Scenario> = scenario_files_or_exit()
-        .into_iter()
-        .filter_map(|f| Scenario::load(&f).ok())
-        .filter(|s| s.worlds.contains(&WorldKind::Netns))
-        .collect();
+    // A file that does not load is a failing test of its own: dropping it
+    // would drop its netns run without a word.
+    let mut marked: Vec<Scenario> = Vec::new();
+    let mut unloadable: Vec<(String, String)> = Vec::new();
+    for f in scenario_files_or_exit() {
+        match Scenario::load(&f) {
+            Ok(s) if s.worlds.contains(&WorldKind::Netns) => marked.push(s),
+            Ok(_) => {}
+            Err(e) => {
+                let name = f.strip_prefix(connsim_tests::scenario_dir()).unwrap_or(&f).display().to_string();
+                unloadable.push((name, e.to_string()));
+            }
+        }
+    }
     // The runs mostly wait (real timeouts), each in its own namespaces: run
     // them all at once unless told otherwise.
     if args.test_threads.is_none() {
@@ -47,6 +56,9 @@ fn main() {
         let n = marked.len();
         move || if n >= 3 { Ok(()) } else { Err(Failed::from(format!("only {n} scenarios marked for netns"))) }
     })];
+    for (file, error) in unloadable {
+        trials.push(Trial::test(format!("netns::load::{file}"), move || Err(Failed::from(error))));
+    }
     for s in marked {
         let bins = bins.clone();
         let name = format!("netns::{}", s.name);

@@ -1,8 +1,9 @@
 //! The seam between the agent and the world: network, clock, randomness and
 //! the event sink. The agent never calls `tokio::net`, `SystemTime::now()` or
 //! an OS RNG itself; it receives an [`Env`]. Real mode uses
-//! [`crate::net::TokioNet`], [`SystemClock`] and [`OsEntropy`]; the simulator
-//! supplies its own [`Net`] and `Clock` over turmoil and a [`SeededEntropy`]. Timers use tokio's clock in
+//! [`crate::net::TokioNet`], [`SystemClock`] and [`OsEntropy`]; the
+//! simulator supplies its own [`Net`] and `Clock` over turmoil and a
+//! [`SeededEntropy`]. Timers use tokio's clock in
 //! both worlds: turmoil pauses and drives it, so `tokio::time` *is* simulated
 //! time inside a simulation.
 

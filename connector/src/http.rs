@@ -17,9 +17,6 @@ use crate::env::Env;
 use crate::net::{BoxStream, ConnectFailure};
 use crate::tls_failure::TlsFailure;
 
-/// Largest response body accepted from a service.
-pub const SERVICE_BODY_BYTES_MAX: usize = 1 << 20;
-
 /// Why a call to a service failed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum CallError {

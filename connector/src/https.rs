@@ -16,10 +16,13 @@ use tokio_rustls::client::TlsStream;
 use crate::api::ErrorBody;
 use crate::diag;
 use crate::env::Env;
-use crate::http::{connect_tcp, exchange_error, CallError, SERVICE_BODY_BYTES_MAX};
+use crate::http::{connect_tcp, exchange_error, CallError};
 use crate::net::BoxStream;
 use crate::pki::ServiceTls;
 use crate::tls_failure::TlsFailure;
+
+/// Largest response body accepted from a service.
+pub const SERVICE_BODY_BYTES_MAX: usize = 1 << 20;
 
 /// Opens TCP then TLS to `host:port` through the environment's network,
 /// then checks the revocation status of the chain the server presented

@@ -11,15 +11,17 @@
 //! the answer short, which the body does by ending in an error: hyper then
 //! closes the user's connection without finishing the message, so that no
 //! client takes a truncated answer for a whole one.
+//!
+//! [`Delivery`] is what a tunnel reports back to the ingress about a
+//! request it was given: acknowledged, the head, body pieces, or why not.
 
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
+use connector::proto::{CancelReason, Headers};
 use hyper::body::{Frame, SizeHint};
 use tokio::sync::mpsc;
-
-use connector::proto::{CancelReason, Headers};
 
 /// A response body; see the module docs.
 #[derive(Debug)]

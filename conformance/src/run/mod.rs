@@ -3,7 +3,8 @@
 //! simulated one; the same inputs give the same trace hash.
 //!
 //! - [`world`] builds what the scenario describes on the simulation;
-//! - [`timeline`] applies the scenario's events to it at their times;
+//! - [`timeline`] applies the scenario's events to it at their times,
+//!   through the firewall and resolver handles in [`edits`];
 //! - [`users`] sends the load and judges each answer;
 //! - `simulate` here drives the simulation and the timeline together.
 

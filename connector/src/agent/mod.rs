@@ -3,6 +3,11 @@
 //! relay endpoint bootstrap returns → serve. After one successful bootstrap
 //! the agent keeps serving from the cached configuration when later
 //! bootstraps fail, as the real connector does.
+//!
+//! One file a part: [`names`] (the services' names per cloud), [`register`]
+//! (identity: registration, expiry, renewal), [`bootstrap`] (the connector
+//! service's loop), [`tunnels`] (one tunnel per relay endpoint) and
+//! [`updater`] (the updater service); this file holds the lifecycle.
 
 mod bootstrap;
 mod names;

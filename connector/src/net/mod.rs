@@ -1,11 +1,11 @@
 //! The transport seam: how the agent opens outbound connections, and the
-//! one error type for a connection that failed ([`failure`]). The bottom
+//! one error type for a connection that failed ([`ConnectFailure`]). The bottom
 //! layer of the crate: it knows nothing of diagnostics, events or the
 //! evidence log, so everything above can depend on it. Real mode uses
 //! [`TokioNet`]; the simulator supplies its own [`Net`] over turmoil, and
 //! [`crate::proxy::ProxyNet`] layers an outbound proxy over either.
 
-pub mod failure;
+mod failure;
 
 use std::collections::BTreeMap;
 use std::future::Future;
