@@ -10,6 +10,8 @@
 //!   in code, `use` trees and macro arguments; doc links do not count, and
 //!   neither do unit-test modules (a test may use what sits above it, as a
 //!   dev-dependency may).
+//! - **Thin entry points**: every module of a binary's `cli/` folder (one a
+//!   subcommand) is at most 150 lines.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -468,4 +470,29 @@ fn the_cycle_check_sees_uses_paths_and_macros() {
         [vec!["a -> b", "b -> c", "c -> a"], vec!["c::d -> c::e", "c::e -> c::d"], vec!["f -> g", "g -> h", "h -> f"],],
         "{found:#?}"
     );
+}
+
+// ---- entry points ---------------------------------------------------------
+
+/// The binaries stay thin: each subcommand is a module of its `cli/`
+/// folder of at most 150 lines (arguments, loading, printing), so that a
+/// newcomer finds a subcommand in one short file; `main` only parses,
+/// dispatches and sets the exit code.
+#[test]
+fn subcommand_modules_stay_small() {
+    const CLI_LIMIT: usize = 150;
+    let root = connsim_tests::workspace_root();
+    let mut files = Vec::new();
+    for dir in ["connector/src/cli", "conformance/src/cli"] {
+        rust_files(&root.join(dir), &mut files);
+    }
+    assert!(files.len() >= 10, "found only {} subcommand modules", files.len());
+    let report: Vec<String> = files
+        .iter()
+        .filter_map(|f| {
+            let lines = std::fs::read_to_string(f).unwrap_or_else(|e| panic!("{}: {e}", f.display())).lines().count();
+            (lines > CLI_LIMIT).then(|| format!("{}: {lines} lines", f.strip_prefix(&root).unwrap_or(f).display()))
+        })
+        .collect();
+    assert!(report.is_empty(), "subcommand modules over {CLI_LIMIT} lines (split them):\n{}", report.join("\n"));
 }

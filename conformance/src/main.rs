@@ -6,8 +6,6 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use conformance::{collect_scenarios, Scenario, Stepping};
-
 mod cli;
 
 #[derive(Parser)]
@@ -58,12 +56,12 @@ enum Command {
     /// (build them with `cargo build --release --workspace`), on 127.0.0.1
     /// only, and stops them when done. rathole: `cargo install rathole`,
     /// then `--rathole ~/.cargo/bin/rathole`.
-    BenchReal(cli::bench::BenchRealArgs),
+    BenchReal(cli::bench::real::BenchRealArgs),
     /// Run one generated bench world and print a JSON line with its wall
     /// time, peak memory and verdict (`connsim bench --all` runs each in a
     /// child process so memory is measured per world).
     #[command(hide = true)]
-    BenchWorld(cli::bench::BenchWorldArgs),
+    BenchWorld(cli::bench::world::BenchWorldArgs),
     /// List the requirement catalogue with how many scenarios cover each
     /// ID (passing and failing cases); --scenarios lists scenario files.
     List(cli::catalogue::ListArgs),
@@ -119,34 +117,6 @@ enum Command {
     Coverage(cli::catalogue::CoverageArgs),
 }
 
-fn load_all(paths: &[PathBuf]) -> Result<Vec<(PathBuf, Scenario)>, String> {
-    let files = collect_scenarios(paths)?;
-    if files.is_empty() {
-        return Err("no scenario files (*.toml) found".into());
-    }
-    let mut errors = Vec::new();
-    let mut out = Vec::new();
-    for f in files {
-        match Scenario::load(&f) {
-            Ok(s) => out.push((f, s)),
-            Err(e) => errors.push(e.to_string()),
-        }
-    }
-    if errors.is_empty() {
-        Ok(out)
-    } else {
-        Err(errors.join("\n"))
-    }
-}
-
-fn stepping(fixed_steps: bool) -> Stepping {
-    if fixed_steps {
-        Stepping::Fixed
-    } else {
-        Stepping::SkipIdle
-    }
-}
-
 fn main() -> ExitCode {
     // Like any Unix filter: `connsim list | head` ends quietly when the
     // reader goes away, instead of panicking in `println!` (Rust ignores
@@ -173,11 +143,11 @@ fn real_main() -> Result<ExitCode, String> {
         Command::Users(args) => cli::users::users(args),
         Command::Repro(args) => cli::repro::repro(args),
         Command::Bench(args) => cli::bench::bench(args),
-        Command::BenchReal(args) => cli::bench::bench_real(args),
-        Command::BenchWorld(args) => cli::bench::bench_world(args),
+        Command::BenchReal(args) => cli::bench::real::bench_real(args),
+        Command::BenchWorld(args) => cli::bench::world::bench_world(args),
         Command::List(args) => cli::catalogue::list(args),
         Command::Coverage(args) => cli::catalogue::coverage(args),
-        Command::Explain { topic, scenarios } => cli::explain::run(&topic.join(" "), &scenarios, load_all),
+        Command::Explain { topic, scenarios } => cli::explain::run(&topic.join(" "), &scenarios),
         Command::Schema => {
             let schema = conformance::schema::scenario_schema();
             let text = serde_json::to_string_pretty(&schema).map_err(|e| e.to_string())?;
@@ -187,13 +157,4 @@ fn real_main() -> Result<ExitCode, String> {
         Command::FromBundle(args) => cli::bundle::from_bundle(args),
         Command::Matrix(args) => cli::matrix::matrix(args),
     }
-}
-
-/// The folder connsim runs from, where `cargo build` puts the workspace's
-/// other binaries too.
-pub(crate) fn exe_dir() -> Result<PathBuf, String> {
-    std::env::current_exe()
-        .ok()
-        .and_then(|p| p.parent().map(std::path::Path::to_path_buf))
-        .ok_or_else(|| "cannot tell where connsim is (pass --bin-dir to bench-real)".to_string())
 }

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::ValueEnum;
 use conformance::catalogue::{self, Catalogue};
 
-use crate::load_all;
+use super::load_all;
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ListFormat {

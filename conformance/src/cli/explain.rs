@@ -8,13 +8,13 @@ use conformance::catalogue::{self, Catalogue, Requirement};
 use conformance::schema::{self, FieldDoc};
 use conformance::Scenario;
 
-type Loader = fn(&[PathBuf]) -> Result<Vec<(PathBuf, Scenario)>, String>;
+use super::load_all;
 
 /// Explains `topic`: a requirement ID first, then a field, then an event.
-pub fn run(topic: &str, scenarios: &[PathBuf], load: Loader) -> Result<ExitCode, String> {
+pub fn run(topic: &str, scenarios: &[PathBuf]) -> Result<ExitCode, String> {
     let catalogue = Catalogue::builtin();
     if let Some(r) = catalogue.get(topic) {
-        requirement(&catalogue, r, &load(scenarios)?);
+        requirement(&catalogue, r, &load_all(scenarios)?);
         return Ok(ExitCode::SUCCESS);
     }
     let fields = schema::lookup(topic);

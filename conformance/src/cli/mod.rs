@@ -1,5 +1,6 @@
 //! The `connsim` subcommands, one module each (with its arguments):
-//! `main` parses and dispatches.
+//! `main` parses and dispatches. What several share is here: the one
+//! scenario loader, the stepping flag, where the other binaries are.
 
 pub mod bench;
 pub mod bundle;
@@ -9,3 +10,46 @@ pub mod matrix;
 pub mod repro;
 pub mod run;
 pub mod users;
+
+use std::path::PathBuf;
+
+use conformance::{collect_scenarios, Scenario, Stepping};
+
+/// Every scenario under `paths`, loaded; all load errors at once.
+pub fn load_all(paths: &[PathBuf]) -> Result<Vec<(PathBuf, Scenario)>, String> {
+    let files = collect_scenarios(paths)?;
+    if files.is_empty() {
+        return Err("no scenario files (*.toml) found".into());
+    }
+    let mut errors = Vec::new();
+    let mut out = Vec::new();
+    for f in files {
+        match Scenario::load(&f) {
+            Ok(s) => out.push((f, s)),
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors.join("\n"))
+    }
+}
+
+/// `--fixed-steps` as a stepping mode.
+pub fn stepping(fixed_steps: bool) -> Stepping {
+    if fixed_steps {
+        Stepping::Fixed
+    } else {
+        Stepping::SkipIdle
+    }
+}
+
+/// The folder connsim runs from, where `cargo build` puts the workspace's
+/// other binaries too.
+pub fn exe_dir() -> Result<PathBuf, String> {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(std::path::Path::to_path_buf))
+        .ok_or_else(|| "cannot tell where connsim is (pass --bin-dir to bench-real)".to_string())
+}

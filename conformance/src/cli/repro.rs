@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use conformance::report::{self, Entry, Status};
 use conformance::{run_with, Scenario, Verdict};
 
-use crate::stepping;
+use super::stepping;
 
 /// Which run to replay.
 #[derive(clap::Args)]

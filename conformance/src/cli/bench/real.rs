@@ -1,0 +1,70 @@
+//! `connsim bench-real`: the real data path on loopback, beside direct
+//! and rathole in the same run.
+
+use crate::cli::exe_dir;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// The loads `connsim bench-real` puts on the real data path.
+#[derive(clap::Args)]
+pub struct BenchRealArgs {
+    /// Closed-loop connection counts, comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "32,1")]
+    pub conns: Vec<usize>,
+    /// Seconds per closed-loop run.
+    #[arg(long, default_value_t = 5)]
+    pub duration: u64,
+    /// Closed-loop runs per point (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    pub runs: u32,
+    /// Open-loop rate, requests a second.
+    #[arg(long, default_value_t = 1000)]
+    pub rate: u32,
+    /// Seconds of open-loop load.
+    #[arg(long, default_value_t = 10)]
+    pub rate_duration: u64,
+    /// Relay endpoints, and so tunnels the connector keeps.
+    #[arg(long, default_value_t = 8)]
+    pub relays: usize,
+    /// MiB moved by each large-body transfer (download and upload); 0
+    /// skips them.
+    #[arg(long, default_value_t = 100)]
+    pub large_mib: usize,
+    /// Large-body transfers per run, one after the other on one connection.
+    #[arg(long, default_value_t = 3)]
+    pub transfers: u32,
+    /// A rathole binary to measure on the same backend.
+    #[arg(long)]
+    pub rathole: Option<PathBuf>,
+    /// Where relay-sim and connector are (default: next to connsim).
+    #[arg(long)]
+    pub bin_dir: Option<PathBuf>,
+}
+
+/// The real binaries on loopback, beside direct (and rathole).
+pub fn bench_real(args: BenchRealArgs) -> Result<ExitCode, String> {
+    let BenchRealArgs { conns, duration, runs, rate, rate_duration, relays, large_mib, transfers, rathole, bin_dir } =
+        args;
+    let bin_dir = match bin_dir {
+        Some(d) => d,
+        None => exe_dir()?,
+    };
+    if conns.is_empty() || conns.contains(&0) {
+        return Err("--conns: give one or more counts above zero, e.g. 32,1".into());
+    }
+    let opts = conformance::realbench::Options {
+        bin_dir,
+        rathole,
+        relays: relays.clamp(1, 64),
+        conns,
+        duration: std::time::Duration::from_secs(duration.max(1)),
+        runs,
+        rate: rate.max(1),
+        rate_duration: std::time::Duration::from_secs(rate_duration.max(1)),
+        large_bytes: large_mib.min(relay_sim::backend::ECHO_SIZE_MAX >> 20) << 20,
+        transfers: transfers.max(1),
+    };
+    let figures = conformance::realbench::measure(&opts, &mut |line| eprintln!("[bench-real] {line}"))?;
+    print!("{}", conformance::realbench::render(&figures, &opts));
+    Ok(ExitCode::SUCCESS)
+}

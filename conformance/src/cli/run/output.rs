@@ -1,0 +1,46 @@
+//! The report of a run, in the format asked for, to a file or standard
+//! output.
+
+use std::io::IsTerminal;
+
+use conformance::catalogue::Catalogue;
+use conformance::report::{self, Entry};
+
+use super::Format;
+
+/// Writes a report of `entries` in `format` to `out` (or standard output).
+pub(super) fn write_report(
+    entries: &[Entry<'_>],
+    format: Format,
+    out: Option<&std::path::Path>,
+    catalogue: &Catalogue,
+) -> Result<(), String> {
+    let text = match format {
+        Format::Text => {
+            let color = out.is_none()
+                && std::io::stdout().is_terminal()
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+            format!("{}\n{}", report::matrix(entries, catalogue, color), report::text(entries))
+        }
+        Format::Json => report::json(entries) + "\n",
+        Format::Junit => report::junit(entries),
+        Format::Markdown => report::markdown(entries, catalogue),
+        Format::Html => report::html(entries, catalogue),
+    };
+    match out {
+        Some(path) => {
+            std::fs::write(path, text).map_err(|e| format!("writing {}: {e}", path.display()))?;
+            let c = report::counts(entries);
+            eprintln!(
+                "{} passed, {} failed, {} expected failures, {} unexpected passes; report in {}",
+                c.passed,
+                c.failed,
+                c.expected_failures,
+                c.unexpected_passes,
+                path.display()
+            );
+        }
+        None => print!("{text}"),
+    }
+    Ok(())
+}
