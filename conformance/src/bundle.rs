@@ -340,7 +340,7 @@ mod tests {
                     &["fabrikam.bootstrap.msappproxy.net ← Fabrikam Inspection CA"],
                 ),
             ],
-            findings: vec![Diagnostic::new("NET-80", "unreachable", None, "m", "r")],
+            findings: vec![Diagnostic::new(connector::code::NET_80_UNREACHABLE, None, "m", "r")],
         };
         let tr = translate(&report, "x");
         let t = &tr.toml;

@@ -91,6 +91,31 @@ impl Catalogue {
     pub fn get(&self, id: &str) -> Option<&Requirement> {
         self.requirements.iter().find(|r| r.id.eq_ignore_ascii_case(id))
     }
+
+    /// What `connsim explain` says of a diagnostic code: what it means and
+    /// the requirement it is about. `None` for a code the connector never
+    /// reports (see [`connector::code::known`]).
+    pub fn explain_code(&self, text: &str) -> Option<String> {
+        use connector::code::{self, Known};
+        let (requirement, meaning) = match code::known(text)? {
+            Known::Listed(c) => (c.requirement, c.meaning.to_string()),
+            Known::SoftFail => {
+                let requirement = text.split_once('.').map_or(text, |(r, _)| r);
+                let requirement = code::ALL.iter().find(|c| c.requirement == requirement)?.requirement;
+                (
+                    requirement,
+                    "a revocation failure the soft-fail policy let through: the connection went on, unchecked".into(),
+                )
+            }
+            Known::Service => (code::SERVICE_REQUIREMENT, "a refusal the service names with a code of its own".into()),
+        };
+        let about = match (self.get(requirement), code::GENERAL.iter().find(|(p, _)| *p == requirement)) {
+            (Some(r), _) => format!("{} ({}, {}): {}", r.id, r.source.as_str(), r.area, r.text),
+            (None, Some((p, what))) => format!("{p}: no requirement of the catalogue, but {what}"),
+            (None, None) => return None,
+        };
+        Some(format!("{text}\n\n  {meaning}\n\n  about {about}"))
+    }
 }
 
 /// One scenario's part in a requirement's coverage.

@@ -65,19 +65,22 @@ enum Command {
     /// List the requirement catalogue with how many scenarios cover each
     /// ID (passing and failing cases); --scenarios lists scenario files.
     List(cli::catalogue::ListArgs),
-    /// Explain a requirement (its source, text, and the scenarios covering
+    /// Explain a diagnostic code (what it means, the requirement it is
+    /// about), a requirement (its source, text, and the scenarios covering
     /// it with the diagnostics the failing cases expect), a field of the
     /// scenario format (by its path or last name), or a timeline event (by
     /// its first words).
     ///
     /// Examples:
+    ///   connsim explain NET-CRL.stale
     ///   connsim explain NET-CRL
     ///   connsim explain world.instances
     ///   connsim explain expect.window
     ///   connsim explain move tenant
     Explain {
-        /// A requirement ID, a field (`world.connectors.region`, `between`)
-        /// or the first words of a timeline event (`pin group`).
+        /// A diagnostic code (`NET-443.unreachable`), a requirement ID, a
+        /// field (`world.connectors.region`, `between`) or the first words
+        /// of a timeline event (`pin group`).
         #[arg(required = true, num_args = 1..)]
         topic: Vec<String>,
         #[arg(long, default_value = "scenarios")]

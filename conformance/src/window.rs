@@ -115,8 +115,8 @@ mod tests {
     use crate::scenario::Scenario;
 
     fn finding(t_ms: u64, host: &str, code: &str, message: &str) -> Finding {
-        let (requirement, finding) = code.split_once('.').unwrap();
-        let diagnostic = Diagnostic::new(requirement, finding, None, message, "remedy");
+        let Some(connector::code::Known::Listed(code)) = connector::code::known(code) else { panic!("{code}") };
+        let diagnostic = Diagnostic::new(code, None, message, "remedy");
         Finding { t_ms, host: host.into(), diagnostic }
     }
 

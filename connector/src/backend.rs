@@ -20,6 +20,7 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::sync::mpsc::{self, UnboundedSender};
 
+use crate::code::{self, EventId};
 use crate::diag::Diagnostic;
 use crate::env::Env;
 use crate::event::AgentEvent;
@@ -287,9 +288,8 @@ pub async fn serve(
                 format!("backend for {path} did not answer within {secs}s")
             };
             let diag = Diagnostic::new(
-                "BACKEND",
-                "timeout",
-                Some(13006),
+                code::BACKEND_TIMEOUT,
+                Some(EventId::Backend),
                 text,
                 "check the backend's health, or raise the application's backend timeout",
             );
@@ -340,15 +340,14 @@ async fn forward(
     progress: &Progress,
 ) -> Result<u16, (u16, Diagnostic)> {
     let bad =
-        |msg: String| (502, Diagnostic::new("BACKEND", "bad-target", None, msg, "fix the application's internal URL"));
+        |msg: String| (502, Diagnostic::new(code::BACKEND_BAD_TARGET, None, msg, "fix the application's internal URL"));
     let target = parse_target(&head.path).map_err(bad)?;
     let broke = |what: String| {
         (
             502,
             Diagnostic::new(
-                "BACKEND",
-                "broken",
-                Some(13006),
+                code::BACKEND_BROKEN,
+                Some(EventId::Backend),
                 format!("backend {}:{} {what}", target.host, target.port),
                 "check the backend's logs",
             ),
@@ -440,9 +439,8 @@ async fn connect(env: &Env, target: &Target) -> Result<SendRequest<RequestBody>,
     let (_, stream) = crate::net::connect(net, &target.host, target.port).await.map_err(|e| {
         let failure = ConnectFailure::from_io(&e.error);
         Connect::Unreachable(Diagnostic::new(
-            "BACKEND",
-            "unreachable",
-            Some(13006),
+            code::BACKEND_UNREACHABLE,
+            Some(EventId::Backend),
             format!("cannot reach backend {}:{} ({failure})", target.host, target.port),
             "check that the backend runs and that the connector host can reach it",
         ))

@@ -25,6 +25,7 @@
 use std::net::IpAddr;
 
 use crate::allowlist::{self, Environment, Group};
+use crate::code::{self, Code, EventId};
 use crate::diag::Diagnostic;
 use crate::net::{is_sinkhole, Account, ConnectFailure, Onward, ProxyError};
 
@@ -266,35 +267,27 @@ pub fn diagnostic(failed: &Failed<'_>, verdict: &Verdict) -> Diagnostic {
     match verdict {
         Verdict::Unresolved | Verdict::Sinkhole(_) => dns_diagnostic(failed, verdict, &entry),
         Verdict::Proxy(p) => proxy_diagnostic(host, port, p, &entry),
-        Verdict::StaleRanges { now, before } => Diagnostic::new(
-            "NET-RULES",
-            "stale-ranges",
-            Some(12020),
+        Verdict::StaleRanges { now, before } => Diagnostic::new(code::NET_RULES_STALE_RANGES, Some(EventId::Networking),
             format!(
                 "cannot reach {host}:{port} at {now} ({failure}); it worked at {before} before: the service moved to addresses outside the allowed ranges"
             ),
             "the service's IP ranges change every week: allow by domain suffix where possible, else update the allow-list to this week's published ranges (service tags)",
         ),
-        Verdict::HostUnavailable { sibling } => Diagnostic::new(
-            "SVC",
-            "host-unavailable",
-            Some(12015),
+        Verdict::HostUnavailable { sibling } => Diagnostic::new(code::SVC_HOST_UNAVAILABLE, Some(EventId::CannotConnect),
             format!(
                 "cannot reach {host}:{port}{at} ({failure}) while {sibling}:{port}, under the same allow-list entry, works: this service host is down or unreachable by itself"
             ),
             "nothing to change on the network for this: the connector keeps retrying and uses the service's other hosts; if it lasts, check the service's health",
         ),
         Verdict::EntryMissing { group, works } => Diagnostic::new(
-            group.requirement(),
-            "unreachable",
-            Some(12020),
+            unreachable_code(Some(*group), port),
+            Some(EventId::Networking),
             format!("cannot reach {host}:{port}{at} ({failure}) while {works}:{port} works{before}"),
             format!("the allow-list misses an entry: allow {entry} on every firewall and proxy; {}", by_user(failed.account)),
         ),
         Verdict::PortBlocked { others } => Diagnostic::new(
-            if port == 80 { "NET-80" } else { "NET-443" },
-            "unreachable",
-            Some(12020),
+            unreachable_code(None, port),
+            Some(EventId::Networking),
             format!(
                 "cannot reach {host}:{port}{at} ({failure}), and nothing else answers on {port} either (tried now: {})",
                 others.join(", ")
@@ -304,10 +297,7 @@ pub fn diagnostic(failed: &Failed<'_>, verdict: &Verdict) -> Diagnostic {
                 by_user(failed.account)
             ),
         ),
-        Verdict::AccountBlocked { others, account, works } => Diagnostic::new(
-            "NET-USER",
-            "account-blocked",
-            Some(12020),
+        Verdict::AccountBlocked { others, account, works } => Diagnostic::new(code::NET_USER_ACCOUNT_BLOCKED, Some(EventId::Networking),
             format!(
                 "cannot reach {host}:{port}{at} as {} ({failure}), nor anything else on {port} (tried now: {}), while {account} reached {works}:{port} from this host: a firewall filters outbound traffic by originating user",
                 failed.account,
@@ -320,12 +310,23 @@ pub fn diagnostic(failed: &Failed<'_>, verdict: &Verdict) -> Diagnostic {
         ),
         Verdict::OtherCloud { works } => other_cloud_diagnostic(failed, works, &at, &failure, &entry),
         Verdict::Unclear { group, seen } => Diagnostic::new(
-            group.map(Group::requirement).unwrap_or(if port == 80 { "NET-80" } else { "NET-443" }),
-            "unreachable",
-            Some(12020),
+            unreachable_code(*group, port),
+            Some(EventId::Networking),
             format!("cannot reach {host}:{port}{at} ({failure}); other destinations on {port}: {seen}{before}"),
             format!("allow {entry} on every firewall and proxy between the connector and the service"),
         ),
+    }
+}
+
+/// The code of a destination that cannot be reached: its allow-list
+/// group's, else the port's (a blocked port).
+fn unreachable_code(group: Option<Group>, port: u16) -> Code {
+    match group {
+        Some(Group::Service443) => code::NET_SVC_UNREACHABLE,
+        Some(Group::Crl80) => code::NET_CRL_UNREACHABLE,
+        Some(Group::Registration443 | Group::Registration80) => code::NET_REG_UNREACHABLE,
+        None if port == 80 => code::NET_80_UNREACHABLE,
+        None => code::NET_443_UNREACHABLE,
     }
 }
 
@@ -350,17 +351,11 @@ fn dns_diagnostic(failed: &Failed<'_>, verdict: &Verdict, entry: &str) -> Diagno
     let answered =
         onward_report(failed.failure).map(|(_, status)| format!(" (it answered {status})")).unwrap_or_default();
     match verdict {
-        Verdict::Sinkhole(a) => Diagnostic::new(
-            "NET-DNS",
-            "sinkhole",
-            Some(12020),
+        Verdict::Sinkhole(a) => Diagnostic::new(code::NET_DNS_SINKHOLE, Some(EventId::Networking),
             format!("{host} resolves to {a}{resolved_at}{answered}, a sinkhole address: a DNS filter is blocking the name"),
             format!("allow {entry} in the DNS filter (and the firewall)"),
         ),
-        _ => Diagnostic::new(
-            "NET-DNS",
-            "unresolved",
-            Some(12020),
+        _ => Diagnostic::new(code::NET_DNS_UNRESOLVED, Some(EventId::Networking),
             format!("{host} did not resolve{resolved_at}{answered}"),
             match failed.via {
                 Some(_) => "check the proxy's DNS servers (it resolves the service's names for the connector) and that the name is not sinkholed",
@@ -374,24 +369,15 @@ fn dns_diagnostic(failed: &Failed<'_>, verdict: &Verdict, entry: &str) -> Diagno
 /// proxy not answering at all.
 fn proxy_diagnostic(host: &str, port: u16, p: &ProxyError, entry: &str) -> Diagnostic {
     match p {
-        ProxyError::AuthRequired { proxy } => Diagnostic::new(
-            "NET-PROXY",
-            "auth-unsupported",
-            Some(12020),
+        ProxyError::AuthRequired { proxy } => Diagnostic::new(code::NET_PROXY_AUTH_UNSUPPORTED, Some(EventId::Networking),
             format!("the outbound proxy {proxy} demands authentication (407) for {host}:{port}; the connector does not support proxy authentication"),
             "let the connector's traffic (Network Service) through the proxy without authentication, or bypass the proxy for the service's names",
         ),
-        ProxyError::Down { .. } => Diagnostic::new(
-            "NET-PROXY",
-            "unreachable",
-            Some(12020),
+        ProxyError::Down { .. } => Diagnostic::new(code::NET_PROXY_UNREACHABLE, Some(EventId::Networking),
             format!("{p}, so {host}:{port} cannot be reached through it"),
             "check that the proxy runs and that the connector host can reach it (name, address, port), or correct the proxy the connector is configured with",
         ),
-        other => Diagnostic::new(
-            "NET-PROXY",
-            "refused",
-            Some(12020),
+        other => Diagnostic::new(code::NET_PROXY_REFUSED, Some(EventId::Networking),
             format!("{other}"),
             format!("add {entry} to the proxy's allow-list"),
         ),
@@ -411,10 +397,7 @@ fn other_cloud_diagnostic(failed: &Failed<'_>, works: &str, at: &str, failure: &
             "if the tenant is in the public cloud, install the connector without ENVIRONMENTNAME; otherwise allow the US Government cloud's names ({entry} and the rest of its table) on the firewall"
         ),
     };
-    Diagnostic::new(
-        "REG-GOV",
-        "network-for-other-cloud",
-        Some(12020),
+    Diagnostic::new(code::REG_GOV_NETWORK_FOR_OTHER_CLOUD, Some(EventId::Networking),
         format!(
             "cannot reach {host}:{port}{at} ({failure}) nor any other {this} host on {port}, while {works}:{port} of the {other} answers: this network lets the other cloud's names out"
         ),

@@ -6,6 +6,7 @@
 use rustls::AlertDescription;
 use serde::{Deserialize, Serialize};
 
+use crate::code::{self, Code, EventId};
 use crate::net::ConnectFailure;
 use crate::tls_failure::TlsFailure;
 
@@ -26,19 +27,38 @@ pub struct Diagnostic {
 }
 
 impl Diagnostic {
-    pub fn new(
-        requirement: &str,
-        finding: &str,
-        event_id: Option<u32>,
-        message: impl Into<String>,
-        remedy: impl Into<String>,
-    ) -> Self {
+    /// A finding of kind `code` (see [`crate::code`]), with the real
+    /// connector's event ID where it logs one.
+    pub fn new(code: Code, event_id: Option<EventId>, message: impl Into<String>, remedy: impl Into<String>) -> Self {
         Diagnostic {
-            code: format!("{requirement}.{finding}"),
-            requirement: requirement.to_string(),
-            event_id,
+            code: code.to_string(),
+            requirement: code.requirement.to_string(),
+            event_id: event_id.map(u32::from),
             message: message.into(),
             remedy: remedy.into(),
+        }
+    }
+
+    /// A refusal the service names with a code of its own
+    /// (`SVC.<its code>`): the one finding not in the code table.
+    pub fn service_refusal(service_code: &str, message: impl Into<String>, remedy: impl Into<String>) -> Self {
+        Diagnostic {
+            code: format!("{}.{service_code}", code::SERVICE_REQUIREMENT),
+            requirement: code::SERVICE_REQUIREMENT.to_string(),
+            event_id: Some(EventId::CannotConnect.number()),
+            message: message.into(),
+            remedy: remedy.into(),
+        }
+    }
+
+    /// This revocation failure as the soft-fail policy reports it: the
+    /// same requirement, finding `soft-fail`, and a remedy that says the
+    /// connection was allowed.
+    pub fn soft_failed(self) -> Self {
+        Diagnostic {
+            code: code::soft_fail(&self.requirement),
+            remedy: format!("allowed by the soft-fail revocation policy; {}", self.remedy),
+            ..self
         }
     }
 }
@@ -67,24 +87,15 @@ pub fn human_duration(d: std::time::Duration) -> String {
 /// Port 80 is the CRL/OCSP port (NET-80); anything else is the service port.
 pub fn unreachable(host: &str, port: u16, failure: &ConnectFailure) -> Diagnostic {
     match (failure, port) {
-        (ConnectFailure::Unresolved, _) => Diagnostic::new(
-            "NET-DNS",
-            "unresolved",
-            Some(12020),
+        (ConnectFailure::Unresolved, _) => Diagnostic::new(code::NET_DNS_UNRESOLVED, Some(EventId::Networking),
             format!("{host} did not resolve"),
             "check the connector host's DNS servers and that the name is not sinkholed",
         ),
-        (_, 80) => Diagnostic::new(
-            "NET-80",
-            "unreachable",
-            Some(12020),
+        (_, 80) => Diagnostic::new(code::NET_80_UNREACHABLE, Some(EventId::Networking),
             format!("cannot reach {host}:80 ({failure})"),
             "allow outbound TCP 80 to the certificate revocation hosts",
         ),
-        _ => Diagnostic::new(
-            "NET-443",
-            "unreachable",
-            Some(12020),
+        _ => Diagnostic::new(code::NET_443_UNREACHABLE, Some(EventId::Networking),
             format!("cannot reach {host}:{port} ({failure})"),
             format!(
                 "allow outbound TCP {port} to {host} (and its domain suffix) on every firewall and proxy between the connector and the service"
@@ -101,34 +112,26 @@ pub fn tls_failure(host: &str, port: u16, error: &TlsFailure) -> Diagnostic {
         return d;
     }
     if error.is_old_peer() {
-        Diagnostic::new(
-            "TLS-MIN12",
-            "peer-too-old",
-            Some(12015),
+        Diagnostic::new(code::TLS_MIN12_PEER_TOO_OLD, Some(EventId::CannotConnect),
             format!("{host}:{port} does not speak TLS 1.2 or 1.3, the only versions the connector offers ({error})"),
             "TLS 1.2 is the minimum: if a proxy or firewall terminates TLS with an older version, exempt the service or upgrade it",
         )
     } else if error.is_unknown_issuer() {
-        Diagnostic::new(
-            "TLS-ROOTS",
-            "untrusted-issuer",
-            Some(12019),
+        Diagnostic::new(code::TLS_ROOTS_UNTRUSTED_ISSUER, Some(EventId::Certificate),
             format!("the certificate of {host}:{port} chains to an issuer this host does not trust ({error})"),
             "install the service's current root CAs on the connector host; if a proxy re-signs TLS, exempt the service from inspection",
         )
     } else if error.is_validity() {
         Diagnostic::new(
-            "TLS-TIME",
-            "validity",
-            Some(12019),
+            code::TLS_TIME_VALIDITY,
+            Some(EventId::Certificate),
             format!("certificate of {host}:{port} is not valid at the host's current time ({error})"),
             "check the connector host's clock",
         )
     } else {
         Diagnostic::new(
-            "TLS-MIN12",
-            "handshake-failed",
-            Some(12015),
+            code::TLS_MIN12_HANDSHAKE_FAILED,
+            Some(EventId::CannotConnect),
             format!("TLS handshake with {host}:{port} failed: {error}"),
             "make sure TLS 1.2 or later is enabled and nothing between connector and service terminates TLS",
         )
@@ -139,25 +142,26 @@ pub fn tls_failure(host: &str, port: u16, error: &TlsFailure) -> Diagnostic {
 /// sent, as a diagnostic. Under TLS 1.3 this arrives on the first read.
 pub fn client_cert_alert(host: &str, port: u16, error: &TlsFailure) -> Option<Diagnostic> {
     let (finding, what, remedy) = match error.alert()? {
-        AlertDescription::CertificateRevoked => {
-            ("revoked", "is revoked", "the connector was deleted or its certificate revoked: register it again")
-        }
+        AlertDescription::CertificateRevoked => (
+            code::TLS_CLIENT_REVOKED,
+            "is revoked",
+            "the connector was deleted or its certificate revoked: register it again",
+        ),
         AlertDescription::CertificateExpired => (
-            "expired",
+            code::TLS_CLIENT_EXPIRED,
             "has expired",
             "re-registration failed: trust certificate expired; register the connector again",
         ),
         AlertDescription::CertificateRequired | AlertDescription::BadCertificate | AlertDescription::UnknownCA => (
-            "refused",
+            code::TLS_CLIENT_REFUSED,
             "was not accepted",
             "if a proxy inspects TLS it cannot forward the certificate: exempt the service; else register again",
         ),
         _ => return None,
     };
     Some(Diagnostic::new(
-        "TLS-CLIENT",
         finding,
-        Some(12019),
+        Some(EventId::Certificate),
         format!("{host}:{port} refused the connector's client certificate: it {what} ({error})"),
         remedy,
     ))

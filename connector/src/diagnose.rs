@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::agent::{ServiceNames, TRUST_LIST_PATH};
 use crate::allowlist;
 use crate::api::RelayEndpoint;
+use crate::code::{self, EventId};
 use crate::diag::Diagnostic;
 use crate::env::Env;
 use crate::http::HttpUrl;
@@ -149,9 +150,8 @@ pub async fn run(env: &Env, cfg: &DiagnoseConfig) -> Report {
         Ok(t) => Rc::new(t),
         Err(e) => {
             let d = Diagnostic::new(
-                "TLS-ROOTS",
-                "no-common-root",
-                Some(12019),
+                code::TLS_ROOTS_NO_COMMON_ROOT,
+                Some(EventId::Certificate),
                 e.to_string(),
                 "install the service's roots",
             );

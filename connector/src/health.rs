@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use crate::api::BootstrapResponse;
+use crate::code::{self, EventId};
 use crate::diag::Diagnostic;
 use crate::time::Instant;
 
@@ -57,10 +58,7 @@ impl Health {
         // the connector is; say when it is far.
         if let (false, Some(rtt)) = (self.geo_reported, rtt.filter(|r| *r >= FAR_RTT)) {
             let relays = cfg.relay_endpoints.iter().map(|e| e.host.as_str()).collect::<Vec<_>>().join(", ");
-            found.push(Diagnostic::new(
-                "OPS-GEO",
-                "far-from-instance",
-                None,
+            found.push(Diagnostic::new(code::OPS_GEO_FAR_FROM_INSTANCE, None,
                 format!(
                     "the cloud instance serving this connector is about {} ms away (round trips to {bootstrap_host} and its relays {relays}): every request pays this distance",
                     rtt.as_millis()
@@ -76,10 +74,7 @@ impl Health {
         let given_time = self.tunnels_since.elapsed() >= TUNNEL_GRACE;
         if no_tunnel && self.bootstraps_ok >= 2 && given_time && !self.inactive_reported {
             let endpoints = cfg.relay_endpoints.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(", ");
-            found.push(Diagnostic::new(
-                "OPS-ACTIVE",
-                "no-tunnel",
-                Some(12020),
+            found.push(Diagnostic::new(code::OPS_ACTIVE_NO_TUNNEL, Some(EventId::Networking),
                 format!(
                     "the connector is active (bootstrap to {bootstrap_host} works) but none of its tunnels is up ({endpoints}): it cannot receive user requests"
                 ),

@@ -12,6 +12,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::rt::TokioIo;
 
 use crate::classify::Verdict;
+use crate::code::{self, Code, EventId};
 use crate::diag::{self, Diagnostic};
 use crate::env::Env;
 use crate::net::{BoxStream, ConnectFailure};
@@ -53,28 +54,26 @@ impl CallError {
                 // first read, as an HTTP-level failure carrying the alert.
                 tls.as_ref().and_then(|t| diag::client_cert_alert(host, *port, t)).unwrap_or_else(|| {
                     Diagnostic::new(
-                        "NET-443",
-                        "broken-exchange",
-                        Some(12020),
+                        code::NET_443_BROKEN_EXCHANGE,
+                        Some(EventId::Networking),
                         format!("exchange with {host}:{port} broke off: {error}"),
                         "check for proxies or firewalls that cut long or TLS connections",
                     )
                 })
             }
             CallError::Status { host, status, code, message } => {
-                let (requirement, finding, remedy) = service_refusal(code, message);
-                Diagnostic::new(
-                    requirement,
-                    &finding,
-                    Some(12015),
-                    format!("{host} refused the request (HTTP {status}): {message}"),
-                    remedy,
-                )
+                let found = service_refusal(code, message);
+                let message = format!("{host} refused the request (HTTP {status}): {message}");
+                match found {
+                    Some((found, remedy)) => Diagnostic::new(found, Some(EventId::CannotConnect), message, remedy),
+                    None => {
+                        Diagnostic::service_refusal(code, message, "see the message; the service refused the request")
+                    }
+                }
             }
             CallError::Decode { host, error } => Diagnostic::new(
-                "NET-NOINSPECT",
-                "unexpected-response",
-                Some(12020),
+                code::NET_NOINSPECT_UNEXPECTED_RESPONSE,
+                Some(EventId::Networking),
                 format!("{host} answered something that is not the service's protocol: {error}"),
                 "a proxy or inspection device may be answering in the service's place",
             ),
@@ -100,69 +99,26 @@ pub(crate) async fn connect_tcp(env: &Env, host: &str, port: u16, timeout: Durat
     }
 }
 
-/// The requirement a service's refusal is about, its finding, and the fix.
-fn service_refusal(code: &str, message: &str) -> (&'static str, String, &'static str) {
+/// The code of a service's refusal and its fix; `None` for a refusal code
+/// the table does not know (it is reported as the service named it).
+fn service_refusal(code: &str, message: &str) -> Option<(Code, &'static str)> {
     let aadsts = message.split(':').next().filter(|c| c.starts_with("AADSTS")).unwrap_or("");
     match (code, aadsts) {
-        (_, "AADSTS50059") => (
-            "REG-DOMAIN",
-            "personal-account".into(),
-            "sign in with a work account on the tenant's domain (admin@contoso.com), not a personal Microsoft account",
-        ),
-        (_, "AADSTS90002") => (
-            "REG-GOV",
-            "tenant-not-in-cloud".into(),
-            "if the tenant is in Azure Government, install with ENVIRONMENTNAME=\"AzureUSGovernment\" (PowerShell registration: -EnvironmentName \"AzureUSGovernment\"); otherwise check the tenant ID",
-        ),
-        (_, "AADSTS50020") => (
-            "REG-DIR",
-            "not-a-member".into(),
-            "sign in to the directory that uses application proxy with an account of that directory",
-        ),
-        (_, "AADSTS50076" | "AADSTS50079") => (
-            "REG-ADMIN",
-            "mfa-required".into(),
-            "the administrator's sign-in needs multi-factor authentication, which a sign-in with user name and password cannot give: register interactively (the installer's sign-in window) or with a token obtained with MFA",
-        ),
+        (_, "AADSTS50059") => Some((code::REG_DOMAIN_PERSONAL_ACCOUNT, "sign in with a work account on the tenant's domain (admin@contoso.com), not a personal Microsoft account")),
+        (_, "AADSTS90002") => Some((code::REG_GOV_TENANT_NOT_IN_CLOUD, "if the tenant is in Azure Government, install with ENVIRONMENTNAME=\"AzureUSGovernment\" (PowerShell registration: -EnvironmentName \"AzureUSGovernment\"); otherwise check the tenant ID")),
+        (_, "AADSTS50020") => Some((code::REG_DIR_NOT_A_MEMBER, "sign in to the directory that uses application proxy with an account of that directory")),
+        (_, "AADSTS50076" | "AADSTS50079") => Some((code::REG_ADMIN_MFA_REQUIRED, "the administrator's sign-in needs multi-factor authentication, which a sign-in with user name and password cannot give: register interactively (the installer's sign-in window) or with a token obtained with MFA")),
         (_, "AADSTS50126") => {
-            ("REG-ADMIN", "bad-credentials".into(), "check the administrator's user name and password")
+            Some((code::REG_ADMIN_BAD_CREDENTIALS, "check the administrator's user name and password"))
         }
-        ("wrong_directory", _) => (
-            "REG-DIR",
-            "wrong-directory".into(),
-            "switch to the directory that uses application proxy (the account belongs to several), then register again",
-        ),
-        ("not_tenant_domain", _) => (
-            "REG-DOMAIN",
-            "not-tenant-domain".into(),
-            "register with an administrator on the tenant's domain (or one of its aliases)",
-        ),
-        ("registration_denied", _) => (
-            "REG-ADMIN",
-            "not-global-admin".into(),
-            "register with a Global Administrator of the directory that uses application proxy",
-        ),
-        ("version_unsupported", _) => (
-            "VER-PA-MIN",
-            "too-old".into(),
-            "upgrade the connector to 1.5.3417.0 or later (uninstall, delete its folders, install the latest)",
-        ),
-        ("release_pulled", _) => (
-            "VER-UPDATER",
-            "release-pulled".into(),
-            "the updater rolls back to the previous version; after a manual install, install another release",
-        ),
-        ("unknown_connector", _) => (
-            "REG-VISIBLE",
-            "not-registered".into(),
-            "this connector is no longer registered (the service removes connectors unseen for 10 days, and an administrator may delete one): register it again with an administrator's sign-in",
-        ),
-        ("app_proxy_disabled", _) => (
-            "REG-ADMIN",
-            "app-proxy-disabled".into(),
-            "enable application proxy (or Private Access) in the directory, then register",
-        ),
-        _ => ("SVC", code.to_string(), "see the message; the service refused the request"),
+        ("wrong_directory", _) => Some((code::REG_DIR_WRONG_DIRECTORY, "switch to the directory that uses application proxy (the account belongs to several), then register again")),
+        ("not_tenant_domain", _) => Some((code::REG_DOMAIN_NOT_TENANT_DOMAIN, "register with an administrator on the tenant's domain (or one of its aliases)")),
+        ("registration_denied", _) => Some((code::REG_ADMIN_NOT_GLOBAL_ADMIN, "register with a Global Administrator of the directory that uses application proxy")),
+        ("version_unsupported", _) => Some((code::VER_PA_MIN_TOO_OLD, "upgrade the connector to 1.5.3417.0 or later (uninstall, delete its folders, install the latest)")),
+        ("release_pulled", _) => Some((code::VER_UPDATER_RELEASE_PULLED, "the updater rolls back to the previous version; after a manual install, install another release")),
+        ("unknown_connector", _) => Some((code::REG_VISIBLE_NOT_REGISTERED, "this connector is no longer registered (the service removes connectors unseen for 10 days, and an administrator may delete one): register it again with an administrator's sign-in")),
+        ("app_proxy_disabled", _) => Some((code::REG_ADMIN_APP_PROXY_DISABLED, "enable application proxy (or Private Access) in the directory, then register")),
+        _ => None,
     }
 }
 

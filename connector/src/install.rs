@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::code::{self};
 use crate::diag::Diagnostic;
 
 /// The program folders, in the order they are written.
@@ -58,20 +59,14 @@ impl InstallError {
         match self {
             // Folder names relative to the install folder: the same on
             // every machine (and in every simulation trace).
-            InstallError::Leftover { folders, .. } => Diagnostic::new(
-                "VER-UPGRADE",
-                "leftover-folders",
-                None,
+            InstallError::Leftover { folders, .. } => Diagnostic::new(code::VER_UPGRADE_LEFTOVER_FOLDERS, None,
                 format!(
                     "the install stopped: folders of an earlier installation are left over in the install folder: {}",
                     folders.join(", ")
                 ),
                 "an upgrade is: uninstall the connector, delete its folders, then install the latest version; delete the folders named and install again",
             ),
-            _ => Diagnostic::new(
-                "VER-UPGRADE",
-                "install-failed",
-                None,
+            _ => Diagnostic::new(code::VER_UPGRADE_INSTALL_FAILED, None,
                 format!("the install failed: {self}"),
                 "check the install folder's permissions and free space, then install again",
             ),

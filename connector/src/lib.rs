@@ -15,6 +15,7 @@ pub mod api;
 pub mod backend;
 pub mod backoff;
 pub mod classify;
+pub mod code;
 pub mod diag;
 pub mod diagnose;
 pub mod env;

@@ -19,6 +19,7 @@ use tokio::task::JoinHandle;
 use crate::api::RelayEndpoint;
 use crate::backend::{self, Outbound, Reply, RequestBody};
 use crate::backoff::Backoff;
+use crate::code::{self, EventId};
 use crate::env::Env;
 use crate::event::AgentEvent;
 use crate::https::open_tls;
@@ -469,9 +470,8 @@ impl<'a> Link<'a> {
             Err(SessionError::HeadTooLarge { id, error }) => {
                 self.requests.cancel(id);
                 let d = crate::diag::Diagnostic::new(
-                    "BACKEND",
-                    "response-head-too-large",
-                    Some(13006),
+                    code::BACKEND_RESPONSE_HEAD_TOO_LARGE,
+                    Some(EventId::Backend),
                     format!("the backend's response head for request {id} cannot be relayed: {error}"),
                     "make the backend send fewer or shorter response headers (each under 64 KiB, all under 256 KiB)",
                 );

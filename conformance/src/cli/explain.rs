@@ -13,6 +13,10 @@ use super::load_all;
 /// Explains `topic`: a requirement ID first, then a field, then an event.
 pub fn run(topic: &str, scenarios: &[PathBuf]) -> Result<ExitCode, String> {
     let catalogue = Catalogue::builtin();
+    if let Some(text) = catalogue.explain_code(topic) {
+        println!("{text}");
+        return Ok(ExitCode::SUCCESS);
+    }
     if let Some(r) = catalogue.get(topic) {
         requirement(&catalogue, r, &load_all(scenarios)?);
         return Ok(ExitCode::SUCCESS);

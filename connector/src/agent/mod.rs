@@ -24,6 +24,7 @@ use std::time::Duration;
 use rustls::pki_types::CertificateDer;
 
 use crate::allowlist::Environment;
+use crate::code::{self, EventId};
 use crate::diag::Diagnostic;
 use crate::env::Env;
 use crate::event::AgentEvent;
@@ -231,9 +232,8 @@ impl Agent {
         .map(Rc::new)
         .map_err(|e| {
             AgentError::Trust(Diagnostic::new(
-                "TLS-ROOTS",
-                "no-common-root",
-                Some(12019),
+                code::TLS_ROOTS_NO_COMMON_ROOT,
+                Some(EventId::Certificate),
                 e.to_string(),
                 "install the service's root CAs in the host's trusted root store",
             ))

@@ -9,6 +9,7 @@ use super::{Agent, AgentError, Credentials, TRUST_LIST_PATH};
 use crate::allowlist::Environment;
 use crate::api::{LoginRequest, LoginResponse, RegisterRequest, RegisterResponse, RenewRequest, RenewResponse};
 use crate::backoff::Backoff;
+use crate::code::{self, EventId};
 use crate::diag::{self, Diagnostic};
 use crate::event::AgentEvent;
 use crate::http::{CallError, HttpUrl};
@@ -74,9 +75,8 @@ impl Agent {
             .map_err(|e| e.diagnostic())?;
         if resp.status != 200 {
             return Err(Diagnostic::new(
-                "NET-REG",
-                "trust-list",
-                Some(12020),
+                code::NET_REG_TRUST_LIST,
+                Some(EventId::Networking),
                 format!("the certificate trust list at {url} answered HTTP {}", resp.status),
                 format!("allow {} on TCP 80 without a proxy answering in its place", self.names.trust_list),
             ));
@@ -84,10 +84,7 @@ impl Agent {
         let have: Vec<String> = trust.host_roots.iter().map(|r| sha256_hex(r.as_ref())).collect();
         for line in String::from_utf8_lossy(&resp.body).lines().map(str::trim).filter(|l| !l.is_empty()) {
             if !have.iter().any(|h| h == line) {
-                self.env.emit(AgentEvent::Diagnostic(Diagnostic::new(
-                    "TLS-ROOTS",
-                    "missing-root",
-                    None,
+                self.env.emit(AgentEvent::Diagnostic(Diagnostic::new(code::TLS_ROOTS_MISSING_ROOT, None,
                     format!("the certificate trust list names a root the service uses that this host does not trust (SHA-256 {line})"),
                     "install the service's current roots before the service moves to them",
                 )));
@@ -126,9 +123,8 @@ impl Agent {
         let identity = Identity::new(reg.connector_id, login.tenant_id, &key, reg.certificate_pem);
         identity.client_auth().map_err(|e| {
             RegisterFailure::Final(Diagnostic::new(
-                "REG",
-                "bad-certificate",
-                Some(12019),
+                code::REG_BAD_CERTIFICATE,
+                Some(EventId::Certificate),
                 format!("the registration service returned an unusable certificate: {e}"),
                 "retry registration; report the service response if it persists",
             ))
@@ -146,14 +142,18 @@ impl Agent {
     /// is the reverse.
     fn in_this_cloud(&self, failure: RegisterFailure) -> RegisterFailure {
         match failure {
-            RegisterFailure::Final(d) if d.requirement == "REG-GOV" && self.names.cloud == Environment::UsGov => {
-                RegisterFailure::Final(Diagnostic::new(
-                    "REG-GOV",
-                    "tenant-not-in-gov-cloud",
-                    d.event_id,
+            RegisterFailure::Final(d)
+                if d.requirement == code::REG_GOV_TENANT_NOT_IN_CLOUD.requirement
+                    && self.names.cloud == Environment::UsGov =>
+            {
+                let found = Diagnostic::new(
+                    code::REG_GOV_TENANT_NOT_IN_GOV_CLOUD,
+                    None,
                     format!("{} (installed with ENVIRONMENTNAME=\"{}\")", d.message, Environment::GOV_ENVIRONMENT_NAME),
                     "the tenant is not in the US Government cloud: install without ENVIRONMENTNAME, or check the tenant ID",
-                ))
+                );
+                // The service's event ID stays, whatever it was.
+                RegisterFailure::Final(Diagnostic { event_id: d.event_id, ..found })
             }
             other => other,
         }
@@ -166,10 +166,7 @@ impl Agent {
         let now = self.env.clock.now();
         if now >= cert.not_after {
             let ago = crate::diag::human_duration(now.duration_since(cert.not_after).unwrap_or_default());
-            return Err(AgentError::CertificateExpired(Diagnostic::new(
-                "TLS-CLIENT",
-                "expired",
-                Some(1000),
+            return Err(AgentError::CertificateExpired(Diagnostic::new(code::TLS_CLIENT_EXPIRED, Some(EventId::TrustExpired),
                 format!(
                     "re-registration failed: trust certificate expired on {} ({ago} ago): it was not renewed in time (the connector was offline past its lifetime, or its renewals failed) and the connector stops",
                     httpdate::fmt_http_date(cert.not_after)
@@ -209,10 +206,7 @@ impl Agent {
                     RenewFailure::Local(why) => why,
                 };
                 let left = diag::human_duration(cert.not_after.duration_since(now).unwrap_or_default());
-                self.env.emit(AgentEvent::Diagnostic(Diagnostic::new(
-                    "TLS-CLIENT",
-                    "renewal-failed",
-                    Some(12019),
+                self.env.emit(AgentEvent::Diagnostic(Diagnostic::new(code::TLS_CLIENT_RENEWAL_FAILED, Some(EventId::Certificate),
                     format!("client certificate renewal failed: {why}; the certificate expires in {left}"),
                     "fix the cause reported with it: the connector retries at the next trust-renewal check, and must succeed before the certificate expires (or be registered again)",
                 )));

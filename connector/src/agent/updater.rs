@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 
 use crate::api::{PackageRequest, PackageResponse, RelayEndpoint, Release, UpdatePhase, UpdateRequest, UpdateResponse};
+use crate::code::{self, Code};
 use crate::diag::Diagnostic;
 use crate::event::AgentEvent;
 use crate::http::CallError;
@@ -42,7 +43,7 @@ impl Agent {
     fn updater_blocked_by_host(&self) -> bool {
         let Some(host) = &self.config.host else { return false };
         let found = crate::host::in_service(&host.now());
-        let blocked = found.notes.iter().any(|d| d.requirement == "HOST-PPP");
+        let blocked = found.notes.iter().any(|d| d.requirement == code::HOST_PPP_CONFLICT.requirement);
         self.report_host_notes(found.notes);
         blocked
     }
@@ -51,9 +52,9 @@ impl Agent {
     /// announcement before anything changes ([`crate::package::verify`]).
     async fn fetch_package(&self, connector_id: &str, tls: &ServiceTls, release: &Release) -> Result<(), Diagnostic> {
         let v = &release.version;
-        let finding = |code: &str, what: String, remedy: &str| {
+        let finding = |code: Code, what: String, remedy: &str| {
             let message = format!("the updater did not install {v}: {what}; nothing was changed");
-            Diagnostic::new("VER-UPDATER", code, None, message, remedy)
+            Diagnostic::new(code, None, message, remedy)
         };
         const RETRY: &str = "nothing to do if it passes: the updater tries again at its next check; if it lasts, look for a proxy or inspection box altering downloads from the service";
         let ask = PackageRequest { connector_id: connector_id.to_string(), version: v.clone() };
@@ -61,13 +62,13 @@ impl Agent {
             .call(&self.names.bootstrap, tls)
             .post_json("/package", &ask, None)
             .await
-            .map_err(|e| finding("download-failed", format!("its download failed ({e})"), RETRY))?;
+            .map_err(|e| finding(code::VER_UPDATER_DOWNLOAD_FAILED, format!("its download failed ({e})"), RETRY))?;
         let bytes = crate::package::unhex(&resp.package_hex)
-            .ok_or_else(|| finding("download-failed", "the download is not a package".into(), RETRY))?;
+            .ok_or_else(|| finding(code::VER_UPDATER_DOWNLOAD_FAILED, "the download is not a package".into(), RETRY))?;
         crate::package::verify(release, &bytes, &crate::package::PUBLISHER_KEY).map_err(|e| match e {
-            PackageError::Digest { .. } => finding("package-corrupt", format!("the package arrived damaged: {e}"), RETRY),
+            PackageError::Digest { .. } => finding(code::VER_UPDATER_PACKAGE_CORRUPT, format!("the package arrived damaged: {e}"), RETRY),
             PackageError::Unannounced | PackageError::Signature => finding(
-                "package-untrusted",
+                code::VER_UPDATER_PACKAGE_UNTRUSTED,
                 format!("the package is not the publisher's: {e}"),
                 "do not install it by hand; report it: the release feed or something between it and this server serves packages the publisher did not sign",
             ),
@@ -99,10 +100,7 @@ impl Agent {
                 self.refused.borrow_mut().insert(failed.clone());
                 *self.version.borrow_mut() = previous.clone();
                 self.env.emit(AgentEvent::RolledBack { from: failed.clone(), to: previous.clone() });
-                self.env.emit(AgentEvent::Diagnostic(Diagnostic::new(
-                    "VER-UPDATER",
-                    "rolled-back",
-                    None,
+                self.env.emit(AgentEvent::Diagnostic(Diagnostic::new(code::VER_UPDATER_ROLLED_BACK, None,
                     format!(
                         "version {failed} failed after the update ({}); the updater put {previous} back and will not install {failed} again",
                         error.diagnostic().message
@@ -133,10 +131,7 @@ impl Agent {
             if was != Some(state) {
                 self.env.emit(AgentEvent::ServiceState { service: "updater".into(), state });
                 if state == ServiceState::Stopped {
-                    self.env.emit(AgentEvent::Diagnostic(Diagnostic::new(
-                        "OPS-SERVICES",
-                        "updater-stopped",
-                        None,
+                    self.env.emit(AgentEvent::Diagnostic(Diagnostic::new(code::OPS_SERVICES_UPDATER_STOPPED, None,
                         "the connector updater service is Stopped: this connector gets no new versions",
                         "start the \"Microsoft Entra private network connector updater\" service; both services must be Running",
                     )));
@@ -193,10 +188,7 @@ impl Agent {
         if too_old_dotnet.is_some() || self.refused.borrow().contains(&release.version) {
             if let Some(have) = too_old_dotnet {
                 if self.reported.borrow_mut().insert(format!("VER-NET471 {}", release.version)) {
-                    self.env.emit(AgentEvent::Diagnostic(Diagnostic::new(
-                        "VER-NET471",
-                        "upgrade-refused",
-                        None,
+                    self.env.emit(AgentEvent::Diagnostic(Diagnostic::new(code::VER_NET471_UPGRADE_REFUSED, None,
                         format!(
                             "the upgrade to {} needs .NET Framework release {} or later; this server has {}: nothing was changed, {current} keeps running",
                             release.version, release.min_dotnet_release, have

@@ -7,6 +7,7 @@ pub mod reg;
 
 use serde::{Deserialize, Serialize};
 
+use crate::code::{self, Code};
 use crate::diag::Diagnostic;
 use reg::RegFile;
 
@@ -142,12 +143,12 @@ fn pass(requirement: &'static str, detail: impl Into<String>) -> Check {
     Check { requirement, passed: true, detail: detail.into(), diagnostic: None }
 }
 
-fn fail(requirement: &'static str, finding: &str, message: String, remedy: &str) -> Check {
+fn fail(code: Code, message: String, remedy: &str) -> Check {
     Check {
-        requirement,
+        requirement: code.requirement,
         passed: false,
         detail: message.clone(),
-        diagnostic: Some(Diagnostic::new(requirement, finding, None, message, remedy)),
+        diagnostic: Some(Diagnostic::new(code, None, message, remedy)),
     }
 }
 
@@ -169,23 +170,19 @@ pub fn preflight(host: &HostProfile, connector_version: &str) -> Vec<Check> {
     checks.push(match nt_version(&host.os_version) {
         Some(v) if v >= (6, 3) => pass("HOST-OS", format!("Windows NT {}", host.os_version)),
         Some(_) => fail(
-            "HOST-OS",
-            "unsupported",
+            code::HOST_OS_UNSUPPORTED,
             format!("Windows NT {} is older than Windows Server 2012 R2 (NT 6.3)", host.os_version),
             "install the connector on Windows Server 2012 R2 or later",
         ),
         None => fail(
-            "HOST-OS",
-            "unknown",
+            code::HOST_OS_UNKNOWN,
             format!("the OS version {:?} cannot be read (expected major.minor[.build])", host.os_version),
             "check the host profile",
         ),
     });
     checks.push(tls12(host));
     checks.push(if host.installed.contains(&Product::PasswordProtectionProxy) {
-        fail(
-            "HOST-PPP",
-            "conflict",
+        fail(code::HOST_PPP_CONFLICT,
             "Microsoft Entra Password Protection Proxy is installed on this server: the two install incompatible versions of the Connect Agent Updater service".into(),
             "install the connector on another server",
         )
@@ -194,9 +191,7 @@ pub fn preflight(host: &HostProfile, connector_version: &str) -> Vec<Check> {
     });
     let needs_471 = product_version(connector_version).is_some_and(|v| v >= [1, 5, 3437, 0]);
     checks.push(if needs_471 && host.dotnet_release < NET471_RELEASE {
-        fail(
-            "HOST-NET471",
-            "too-old",
+        fail(code::HOST_NET471_TOO_OLD,
             format!(
                 "connector {connector_version} needs .NET Framework 4.7.1 (release {NET471_RELEASE}) or later; this server has release {}",
                 host.dotnet_release
@@ -208,8 +203,7 @@ pub fn preflight(host: &HostProfile, connector_version: &str) -> Vec<Check> {
     });
     checks.push(if host.installed.contains(&Product::PrivateNetworkConnector) {
         fail(
-            "HOST-ONE",
-            "already-installed",
+            code::HOST_ONE_ALREADY_INSTALLED,
             "a private network connector is already installed on this server: one connector per server".into(),
             "install and register the additional connector on another server",
         )
@@ -218,8 +212,7 @@ pub fn preflight(host: &HostProfile, connector_version: &str) -> Vec<Check> {
     });
     checks.push(if host.ie_esc {
         fail(
-            "HOST-IEESC",
-            "on",
+            code::HOST_IEESC_ON,
             "Internet Explorer Enhanced Security Configuration is On: the registration sign-in screen may not show"
                 .into(),
             "turn IE Enhanced Security Configuration Off in Server Manager, then register",
@@ -246,12 +239,11 @@ fn tls12(host: &HostProfile) -> Check {
         Err(check) => return *check,
     };
     if !wrong.is_empty() {
-        return fail("HOST-TLS12", "disabled", format!("TLS 1.2 is not enabled: {}", wrong.join("; ")), TLS12_REMEDY);
+        return fail(code::HOST_TLS12_DISABLED, format!("TLS 1.2 is not enabled: {}", wrong.join("; ")), TLS12_REMEDY);
     }
     if host.restart_pending {
         return fail(
-            "HOST-TLS12",
-            "restart-pending",
+            code::HOST_TLS12_RESTART_PENDING,
             "the TLS 1.2 keys are set but the server has not been restarted since: they are not in effect".into(),
             "restart the server, then install",
         );
@@ -264,13 +256,13 @@ fn tls12(host: &HostProfile) -> Check {
 fn tls12_keys(host: &HostProfile) -> Result<Vec<String>, Box<Check>> {
     let Some(text) = &host.registry else {
         let text = "no registry export was given: TLS 1.2 cannot be checked".into();
-        return Err(Box::new(fail("HOST-TLS12", "unknown", text, TLS12_REMEDY)));
+        return Err(Box::new(fail(code::HOST_TLS12_UNKNOWN, text, TLS12_REMEDY)));
     };
     let reg = match RegFile::parse(text) {
         Ok(r) => r,
         Err(e) => {
             let text = format!("the registry export cannot be read: {e}");
-            return Err(Box::new(fail("HOST-TLS12", "unreadable", text, TLS12_REMEDY)));
+            return Err(Box::new(fail(code::HOST_TLS12_UNREADABLE, text, TLS12_REMEDY)));
         }
     };
     let shown = |v: Option<u32>| v.map_or_else(|| "missing".to_string(), |v| v.to_string());
@@ -316,10 +308,7 @@ pub fn in_service(host: &HostProfile) -> InService {
     let effect_known = !host.restart_pending || host.registry_in_effect.is_some();
     if let (Ok(wrong), true) = (tls12_keys(&effective), effect_known) {
         if !wrong.is_empty() {
-            out.fatal = Some(Diagnostic::new(
-                "HOST-TLS12",
-                "disabled-in-service",
-                None,
+            out.fatal = Some(Diagnostic::new(code::HOST_TLS12_DISABLED_IN_SERVICE, None,
                 format!(
                     "TLS 1.2 is disabled on this server, in effect since its last restart ({}): the connector cannot reach the service, which accepts TLS 1.2 only",
                     wrong.join("; ")
@@ -329,10 +318,7 @@ pub fn in_service(host: &HostProfile) -> InService {
         }
     }
     match tls12_keys(host) {
-        Ok(wrong) if !wrong.is_empty() && host.restart_pending => out.notes.push(Diagnostic::new(
-            "HOST-TLS12",
-            "disabled-at-restart",
-            None,
+        Ok(wrong) if !wrong.is_empty() && host.restart_pending => out.notes.push(Diagnostic::new(code::HOST_TLS12_DISABLED_AT_RESTART, None,
             format!(
                 "the TLS 1.2 keys were changed ({}): at the next restart of the server they take effect, and from then on the connector cannot reach the service",
                 wrong.join("; ")
@@ -342,10 +328,7 @@ pub fn in_service(host: &HostProfile) -> InService {
         Ok(_) | Err(_) => {}
     }
     if host.installed.contains(&Product::PasswordProtectionProxy) {
-        out.notes.push(Diagnostic::new(
-            "HOST-PPP",
-            "co-installed",
-            None,
+        out.notes.push(Diagnostic::new(code::HOST_PPP_CO_INSTALLED, None,
             "Microsoft Entra Password Protection Proxy is installed on this server: it brings its own, incompatible version of the Connect Agent Updater service, so the connector's updater cannot update the connector",
             "uninstall Password Protection Proxy from this server, or move the connector to another server; the connector keeps serving meanwhile but gets no new versions",
         ));

@@ -26,6 +26,7 @@ use x509_parser::prelude::FromDer;
 use super::cert::{CertError, CertInfo};
 use super::ocsp::{self, OcspStatus};
 use crate::classify::Verdict;
+use crate::code::{self, EventId};
 use crate::diag::Diagnostic;
 use crate::env::Env;
 use crate::event::AgentEvent;
@@ -78,17 +79,11 @@ impl RevocationFailure {
     /// The diagnostic for a connection to `host` refused for this reason.
     pub fn diagnostic(&self, host: &str) -> Diagnostic {
         match self {
-            RevocationFailure::BadCertificate(e) => Diagnostic::new(
-                "TLS-REVOKE",
-                "bad-certificate",
-                Some(12019),
+            RevocationFailure::BadCertificate(e) => Diagnostic::new(code::TLS_REVOKE_BAD_CERTIFICATE, Some(EventId::Certificate),
                 format!("the certificate chain of {host} cannot be read: {e}"),
                 "a device between the connector and the service may be altering TLS",
             ),
-            RevocationFailure::NoDistributionPoint { subject } => Diagnostic::new(
-                "TLS-REVOKE",
-                "no-distribution-point",
-                Some(12019),
+            RevocationFailure::NoDistributionPoint { subject } => Diagnostic::new(code::TLS_REVOKE_NO_DISTRIBUTION_POINT, Some(EventId::Certificate),
                 format!("certificate {subject:?} presented by {host} names no CRL distribution point: its revocation status cannot be learned"),
                 "the service's certificates always name one: check for TLS inspection",
             ),
@@ -100,10 +95,7 @@ impl RevocationFailure {
                 match &cause.verdict {
                     // The CRL server itself (or its entry): the list is stale.
                     Some(Verdict::EntryMissing { .. } | Verdict::HostUnavailable { .. } | Verdict::Unclear { .. })
-                    | None => Diagnostic::new(
-                        "NET-CRL",
-                        "stale",
-                        Some(12020),
+                    | None => Diagnostic::new(code::NET_CRL_STALE, Some(EventId::Networking),
                         format!("{stale}: {}", cause.diagnostic.message),
                         "make sure the CRL hosts are reachable on port 80",
                     ),
@@ -114,17 +106,11 @@ impl RevocationFailure {
                     },
                 }
             }
-            RevocationFailure::Revoked { subject, serial, source } => Diagnostic::new(
-                "TLS-REVOKE",
-                "revoked",
-                Some(12019),
+            RevocationFailure::Revoked { subject, serial, source } => Diagnostic::new(code::TLS_REVOKE_REVOKED, Some(EventId::Certificate),
                 format!("certificate {subject:?} (serial {serial}) presented by {host} is revoked according to {source}"),
                 "the connection is refused; if the service's certificate is revoked, wait for the service to replace it",
             ),
-            RevocationFailure::BadResponse { url, what } => Diagnostic::new(
-                "TLS-REVOKE",
-                "bad-response",
-                Some(12019),
+            RevocationFailure::BadResponse { url, what } => Diagnostic::new(code::TLS_REVOKE_BAD_RESPONSE, Some(EventId::Certificate),
                 format!("revocation answer from {url} for {host} is not acceptable: {what}"),
                 "the connection is refused; a proxy may be answering in the revocation server's place",
             ),
@@ -151,16 +137,14 @@ fn unreachable_diagnostic(host: &str, failed: &[(String, ConnectFailure)], cause
     let learned = format!("revocation status of {host}'s certificates cannot be learned");
     match &cause.verdict {
         Some(Verdict::EntryMissing { works, .. }) => Diagnostic::new(
-            "NET-CRL",
-            "unreachable",
-            Some(12020),
+            code::NET_CRL_UNREACHABLE,
+            Some(EventId::Networking),
             format!("{learned}: {list} could not be reached while {works}:80 answered"),
             format!("add {hosts} (port 80) to the allow-list"),
         ),
         Some(Verdict::PortBlocked { others }) => Diagnostic::new(
-            "NET-80",
-            "unreachable",
-            Some(12020),
+            code::NET_80_UNREACHABLE,
+            Some(EventId::Networking),
             format!(
                 "{learned}: no revocation server answered on port 80: {list}; nor did anything else tried now ({})",
                 if others.is_empty() { "nothing to try".to_string() } else { others.join(", ") }
@@ -175,10 +159,7 @@ fn unreachable_diagnostic(host: &str, failed: &[(String, ConnectFailure)], cause
 pub fn skew_diagnostic(ahead_s: i64, via: &str, host: &str) -> Diagnostic {
     let amount = crate::diag::human_duration(Duration::from_secs(ahead_s.unsigned_abs()));
     let dir = if ahead_s > 0 { "ahead of" } else { "behind" };
-    Diagnostic::new(
-        "TLS-TIME",
-        "skew",
-        Some(12019),
+    Diagnostic::new(code::TLS_TIME_SKEW, Some(EventId::Certificate),
         format!(
             "the host clock is {amount} {dir} the service's (Date of {via}); certificates and revocation lists of {host} look expired or not yet valid"
         ),
@@ -308,10 +289,7 @@ impl Revocation {
             match self.policy {
                 RevocationPolicy::HardFail => return Err(failure),
                 RevocationPolicy::SoftFail => {
-                    let mut d = failure.diagnostic(host);
-                    d.code = format!("{}.soft-fail", d.requirement);
-                    d.remedy = format!("allowed by the soft-fail revocation policy; {}", d.remedy);
-                    self.warn(env, d);
+                    self.warn(env, failure.diagnostic(host).soft_failed());
                 }
             }
         }
@@ -636,16 +614,14 @@ fn ocsp_unreachable(responder: &str, failure: &ConnectFailure, cause: Cause) -> 
         format!("OCSP responder {responder}:80 cannot be reached ({failure}); revocation was checked by CRL only");
     match cause.verdict {
         Some(Verdict::EntryMissing { works, .. }) => Diagnostic::new(
-            "NET-CRL",
-            "ocsp-unreachable",
-            Some(12020),
+            code::NET_CRL_OCSP_UNREACHABLE,
+            Some(EventId::Networking),
             format!("{said}; {works}:80 answered"),
             format!("add {responder} (port 80) to the allow-list"),
         ),
         Some(Verdict::PortBlocked { .. }) => Diagnostic::new(
-            "NET-80",
-            "ocsp-unreachable",
-            Some(12020),
+            code::NET_80_OCSP_UNREACHABLE,
+            Some(EventId::Networking),
             format!("{said}; nothing else answers on port 80 either"),
             format!("allow outbound TCP 80 to the CRL/OCSP hosts ({responder} among them) on every firewall and proxy"),
         ),

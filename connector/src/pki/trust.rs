@@ -21,6 +21,7 @@ use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 
 use super::cert::{display_name, CertInfo};
 use super::revocation::{skew_diagnostic, Revocation, RevocationPolicy};
+use crate::code::{self, EventId};
 use crate::diag::Diagnostic;
 use crate::tls_failure::TlsFailure;
 use x509_parser::prelude::{FromDer, X509Certificate};
@@ -116,9 +117,8 @@ impl Trust {
                 })
                 .unwrap_or_default();
             return Diagnostic::new(
-                "TLS-TIME",
-                "validity",
-                Some(12019),
+                code::TLS_TIME_VALIDITY,
+                Some(EventId::Certificate),
                 format!("the certificate of {host}:{port} is not valid at the host's time ({error}){window}"),
                 "check the connector host's clock",
             );
@@ -140,10 +140,7 @@ impl Trust {
         let host_trusts = self.host_roots.iter().any(|r| subject(r) == issuer);
         let service_uses = self.service_roots.iter().any(|r| subject(r) == issuer);
         if host_trusts && !service_uses && !self.service_roots.is_empty() {
-            return Diagnostic::new(
-                "NET-NOINSPECT",
-                "inspection-detected",
-                Some(12019),
+            return Diagnostic::new(code::NET_NOINSPECT_INSPECTION_DETECTED, Some(EventId::Certificate),
                 format!(
                     "TLS inspection detected: the certificate presented for {host}:{port} was issued by {issuer:?}, a CA this host trusts but the service never uses; the connection is refused"
                 ),
@@ -151,20 +148,14 @@ impl Trust {
             );
         }
         if service_uses {
-            return Diagnostic::new(
-                "TLS-ROOTS",
-                "untrusted-issuer",
-                Some(12019),
+            return Diagnostic::new(code::TLS_ROOTS_UNTRUSTED_ISSUER, Some(EventId::Certificate),
                 format!(
                     "the certificate of {host}:{port} chains to {issuer:?}, a root the service now uses that this host does not trust ({error})"
                 ),
                 format!("install {issuer:?} in the connector host's trusted root store"),
             );
         }
-        Diagnostic::new(
-            "TLS-ROOTS",
-            "untrusted-issuer",
-            Some(12019),
+        Diagnostic::new(code::TLS_ROOTS_UNTRUSTED_ISSUER, Some(EventId::Certificate),
             format!(
                 "the certificate of {host}:{port} was issued by {issuer:?}, which is neither a root of the service nor trusted by this host ({error})"
             ),
