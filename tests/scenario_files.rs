@@ -125,8 +125,18 @@ proptest! {
 
     /// Arbitrary text never panics the loader.
     #[test]
-    fn garbage_never_panics(text in ".{0,400}") {
-        let _ = Scenario::parse(&text, Path::new("fuzz.toml"));
+    fn garbage_is_refused_at_a_place_in_it(text in "(\\[[a-z.]{0,12}\\]\n|[a-z_]{1,10} = [^\n]{0,20}\n|.{0,40}){0,12}") {
+        // Whatever the text, the error names this file and a line and
+        // column inside it (or one past its end, for what is missing).
+        match Scenario::parse(&text, Path::new("fuzz.toml")) {
+            Ok(_) => {}
+            Err(ScenarioError::Invalid { path, line, column, message }) => {
+                prop_assert_eq!(path, Path::new("fuzz.toml"));
+                prop_assert!(line >= 1 && line <= text.lines().count() + 1, "line {} of {}", line, text.lines().count());
+                prop_assert!(column >= 1 && !message.is_empty());
+            }
+            Err(e) => prop_assert!(false, "not a located error: {}", e),
+        }
     }
 
     /// Cutting a valid file anywhere gives a result or a located error.

@@ -1362,7 +1362,13 @@ impl Scenario {
         };
         let scenario: Scenario = toml::from_str(text).map_err(|e| {
             let offset = e.span().map(|s| s.start).unwrap_or(0);
-            invalid(offset, e.message().trim().to_string())
+            // The TOML parser says nothing for some input (a lone carriage
+            // return): an error must still say what is wrong.
+            let message = match e.message().trim() {
+                "" => "not valid TOML here (a lone carriage return, or a character TOML does not allow)".to_string(),
+                m => m.to_string(),
+            };
+            invalid(offset, message)
         })?;
         scenario.validate().map_err(|(offset, msg)| invalid(offset, msg))?;
         Ok(scenario)

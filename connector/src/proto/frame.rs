@@ -309,8 +309,10 @@ impl Decoder {
         let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]);
         let total = len as usize + 4;
         if total > self.max_frame_bytes as usize {
-            let kind = self.buf.get(4).copied().map(kind_name).unwrap_or("unknown");
-            return Err(FrameError::TooLarge { kind, bytes: total, max_bytes: self.max_frame_bytes });
+            // The error names the frame's kind, so it waits for that one
+            // byte: what it says must not depend on where a read ended.
+            let Some(&kind) = self.buf.get(4) else { return Ok(None) };
+            return Err(FrameError::TooLarge { kind: kind_name(kind), bytes: total, max_bytes: self.max_frame_bytes });
         }
         if len == 0 {
             return Err(FrameError::Empty);
