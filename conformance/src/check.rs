@@ -149,16 +149,23 @@ pub fn summarize(events: &[TraceEvent], logs: &ServedLog) -> Summary {
     s.unanswered = sent.into_iter().collect();
     s.duplicates = logs.duplicates();
     s.backend_served = logs.total();
-    s.outcome = Some(if s.registered == 0 {
+    s.outcome = Some(outcome(s.registered > 0, s.tunnels_up_at_end > 0, !s.stopped.is_empty()));
+    s
+}
+
+/// A run's outcome from what its connectors reported: whether one
+/// registered (or loaded its identity), holds a tunnel at the end, or
+/// stopped. Both worlds judge with it.
+pub fn outcome(registered: bool, tunnel_up_at_end: bool, stopped: bool) -> Outcome {
+    if !registered {
         Outcome::RegistrationFailed
-    } else if s.tunnels_up_at_end > 0 {
+    } else if tunnel_up_at_end {
         Outcome::Serving
-    } else if !s.stopped.is_empty() {
+    } else if stopped {
         Outcome::Stopped
     } else {
         Outcome::NotServing
-    });
-    s
+    }
 }
 
 /// What a simulated user saw, into the summary: `sent` holds requests not
@@ -303,6 +310,16 @@ pub fn check(expect: &Expect, s: &Summary, duration: Duration) -> Vec<String> {
         failures
             .push(format!("outcome: expected {:?}, got {:?} (stopped: {:?})", expect.outcome, s.outcome, s.stopped));
     }
+    failures.extend(request_failures(expect, s));
+    failures.extend(agent_failures(expect, s));
+    failures
+}
+
+/// The expectations on users' answers (`requests_ok`, `requests_ok_min`,
+/// `requests_failed_max`, `user_statuses`) that `s` violates. Both worlds
+/// judge with it.
+pub fn request_failures(expect: &Expect, s: &Summary) -> Vec<String> {
+    let mut failures = Vec::new();
     if let Some(n) = expect.requests_ok {
         if s.requests_ok != n {
             failures.push(format!("requests_ok: expected {n}, got {} (statuses {:?})", s.requests_ok, s.statuses));
@@ -327,6 +344,12 @@ pub fn check(expect: &Expect, s: &Summary, duration: Duration) -> Vec<String> {
             failures.push(format!("user_statuses: expected {n} answers with {status}, got {got}"));
         }
     }
+    failures
+}
+
+/// The rest of `expect` that only the simulation's trace can show.
+fn agent_failures(expect: &Expect, s: &Summary) -> Vec<String> {
+    let mut failures = Vec::new();
     if let Some(n) = expect.bootstraps_min {
         if s.bootstraps < n {
             failures.push(format!("bootstraps: expected at least {n}, got {}", s.bootstraps));

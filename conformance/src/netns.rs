@@ -64,13 +64,12 @@ impl NetnsResult {
         self.failures.is_empty()
     }
 
-    /// In the simulation's result shape, so every report format serves
-    /// both worlds. "sim time" is the real time the run took; there is no
-    /// trace hash (real time is not reproducible bit for bit).
-    pub fn as_run_result(&self, s: &Scenario) -> crate::RunResult {
+    /// What real time showed, in the simulation's summary: the outcome,
+    /// users' answers and the findings (the rest needs a trace).
+    fn summary(&self) -> crate::check::Summary {
         let ok: u32 = self.user_statuses.iter().filter(|(k, _)| k.starts_with('2')).map(|(_, v)| *v).sum();
         let sent: u32 = self.user_statuses.values().sum();
-        let summary = crate::check::Summary {
+        crate::check::Summary {
             outcome: Some(self.outcome),
             requests_sent: sent,
             requests_ok: ok,
@@ -78,7 +77,14 @@ impl NetnsResult {
             statuses: self.user_statuses.iter().filter_map(|(k, v)| Some((k.parse().ok()?, *v))).collect(),
             diagnostics: self.findings.clone(),
             ..crate::check::Summary::default()
-        };
+        }
+    }
+
+    /// In the simulation's result shape, so every report format serves
+    /// both worlds. "sim time" is the real time the run took; there is no
+    /// trace hash (real time is not reproducible bit for bit).
+    pub fn as_run_result(&self, s: &Scenario) -> crate::RunResult {
+        let summary = self.summary();
         crate::RunResult {
             name: s.name.clone(),
             seed: 0,
@@ -582,7 +588,9 @@ fn parse_statuses(stdout: &[u8], stderr: &[u8]) -> Result<BTreeMap<String, u32>,
         .map_err(|e| format!("users: {e}; printed {text:?}, stderr {:?}", String::from_utf8_lossy(stderr)))
 }
 
-/// The outcome and the expectations real time can show.
+/// The outcome and the expectations real time can show, judged by the same
+/// functions as a simulated run (`check::outcome`, `check::request_failures`,
+/// `check::diagnostic_failures`).
 fn judge(s: &Scenario, evs: &[serde_json::Value], user_statuses: BTreeMap<String, u32>, wall: Duration) -> NetnsResult {
     let registered = evs.iter().any(|e| e["event"] == "registered" || e["event"] == "identity_loaded");
     let mut tunnels: BTreeMap<String, bool> = BTreeMap::new();
@@ -595,15 +603,7 @@ fn judge(s: &Scenario, evs: &[serde_json::Value], user_statuses: BTreeMap<String
         }
     }
     let stopped = evs.iter().any(|e| e["event"] == "stopped");
-    let outcome = if !registered {
-        Outcome::RegistrationFailed
-    } else if tunnels.values().any(|up| *up) {
-        Outcome::Serving
-    } else if stopped {
-        Outcome::Stopped
-    } else {
-        Outcome::NotServing
-    };
+    let outcome = crate::check::outcome(registered, tunnels.values().any(|up| *up), stopped);
     let diags: Vec<&serde_json::Value> = evs.iter().filter(|e| e["event"] == "diagnostic").collect();
     let diagnostics: BTreeSet<String> = diags.iter().filter_map(|d| d["code"].as_str().map(String::from)).collect();
     let reported: Vec<connector::diag::Diagnostic> =
@@ -614,37 +614,14 @@ fn judge(s: &Scenario, evs: &[serde_json::Value], user_statuses: BTreeMap<String
             findings.push(f.clone());
         }
     }
-
+    let mut result = NetnsResult { outcome, diagnostics, findings, failures: Vec::new(), user_statuses, wall };
     let x = &s.expect;
-    let mut failures = Vec::new();
     if outcome != x.outcome {
-        failures.push(format!("outcome: expected {:?}, got {outcome:?}", x.outcome));
+        result.failures.push(format!("outcome: expected {:?}, got {outcome:?}", x.outcome));
     }
-    failures.extend(crate::check::diagnostic_failures(x, &reported));
-    let ok: u32 = user_statuses.iter().filter(|(k, _)| k.starts_with('2')).map(|(_, v)| *v).sum();
-    let sent: u32 = user_statuses.values().sum();
-    if let Some(n) = x.requests_ok {
-        if ok != n {
-            failures.push(format!("requests_ok: expected {n}, got {ok} (statuses {user_statuses:?})"));
-        }
-    }
-    if let Some(n) = x.requests_ok_min {
-        if ok < n {
-            failures.push(format!("requests_ok_min: expected at least {n}, got {ok}"));
-        }
-    }
-    if let Some(n) = x.requests_failed_max {
-        if sent - ok > n {
-            failures.push(format!("requests_failed_max: expected at most {n}, got {}", sent - ok));
-        }
-    }
-    for (status, n) in &x.user_statuses {
-        let got = user_statuses.get(status).copied().unwrap_or(0);
-        if got != *n {
-            failures.push(format!("user_statuses[{status}]: expected {n}, got {got}"));
-        }
-    }
-    NetnsResult { outcome, diagnostics, findings, failures, user_statuses, wall }
+    result.failures.extend(crate::check::diagnostic_failures(x, &reported));
+    result.failures.extend(crate::check::request_failures(x, &result.summary()));
+    result
 }
 
 #[cfg(test)]
