@@ -1,30 +1,28 @@
 //! Diagnostic codes are a table (`connector::code`), not text: every code
 //! the connector can report is explained by `connsim explain`, and every
 //! code an expectation names (scenario files, the diagnosis matrix's
-//! table, the expected-failures list) is one the connector can report. A
+//! table) is one the connector can report. A
 //! misspelt expectation would otherwise wait for a finding that never
 //! comes, or allow one that cannot happen.
 
-use std::collections::BTreeSet;
-
 use conformance::catalogue::Catalogue;
+use conformance::Scenario;
 use connector::code::{self, Known};
 use connsim_tests::{scenario_files_or_exit, workspace_root};
 
-/// Code-shaped strings in a text: `"NET-443.unreachable"`.
-fn codes_in(text: &str) -> BTreeSet<String> {
-    let mut found = BTreeSet::new();
-    for quoted in text.split('"').skip(1).step_by(2) {
-        let Some((requirement, finding)) = quoted.split_once('.') else { continue };
-        let requirement_like = requirement.starts_with(|c: char| c.is_ascii_uppercase())
-            && requirement.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '-');
-        let finding_like =
-            !finding.is_empty() && finding.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-        if requirement_like && finding_like {
-            found.insert(quoted.to_string());
-        }
+/// Every code a scenario's expectations name: required, allowed, ruled
+/// out, per host and per window (read from the parsed file, so a comment
+/// cannot hide one).
+fn codes_named(s: &Scenario) -> Vec<String> {
+    let x = &s.expect;
+    let mut codes: Vec<String> =
+        x.diagnostics.iter().chain(&x.allowed_diagnostics).chain(&x.no_diagnostics).cloned().collect();
+    codes.extend(x.diagnostics_by_host.values().flatten().cloned());
+    for w in &x.window {
+        codes.extend(w.diagnostics.iter().chain(&w.any_of).chain(&w.no_diagnostics).cloned());
+        codes.extend(w.mentions.keys().map(|k| k.get_ref().clone()));
     }
-    found
+    codes
 }
 
 #[test]
@@ -45,12 +43,10 @@ fn every_code_is_explained() {
 fn every_code_an_expectation_names_is_one_the_connector_reports() {
     let root = workspace_root();
     let mut unknown = Vec::new();
-    let mut files = scenario_files_or_exit();
-    files.push(root.join("conformance/expected-failures.toml"));
     let mut named = 0;
-    for f in files {
-        let text = std::fs::read_to_string(&f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
-        for c in codes_in(&text) {
+    for f in scenario_files_or_exit() {
+        let s = Scenario::load(&f).unwrap_or_else(|e| panic!("{e}"));
+        for c in codes_named(&s) {
             named += 1;
             if code::known(&c).is_none() {
                 unknown.push(format!("{}: {c}", f.strip_prefix(&root).unwrap_or(&f).display()));
@@ -71,10 +67,4 @@ fn every_code_an_expectation_names_is_one_the_connector_reports() {
     unknown.sort();
     unknown.dedup();
     assert!(unknown.is_empty(), "codes the connector never reports:\n{}", unknown.join("\n"));
-}
-
-#[test]
-fn the_search_finds_codes_and_only_codes() {
-    let text = r#"diagnostics = ["NET-443.unreachable", "TLS-CLIENT.expired"] version = "4.7" name = "a.b""#;
-    assert_eq!(codes_in(text), BTreeSet::from(["NET-443.unreachable".to_string(), "TLS-CLIENT.expired".to_string()]));
 }

@@ -123,7 +123,8 @@ fn missing_file_is_an_io_error_with_the_path() {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
-    /// Arbitrary text never panics the loader.
+    /// Arbitrary text (some of it TOML-shaped) is refused with a located
+    /// error, never a panic or an empty message.
     #[test]
     fn garbage_is_refused_at_a_place_in_it(text in "(\\[[a-z.]{0,12}\\]\n|[a-z_]{1,10} = [^\n]{0,20}\n|.{0,40}){0,12}") {
         // Whatever the text, the error names this file and a line and

@@ -347,7 +347,8 @@ pub fn request_failures(expect: &Expect, s: &Summary) -> Vec<String> {
     failures
 }
 
-/// The rest of `expect` that only the simulation's trace can show.
+/// The rest of `expect`: what the connectors did and reported (the netns
+/// world judges its findings with [`diagnostic_failures`] alone).
 fn agent_failures(expect: &Expect, s: &Summary) -> Vec<String> {
     let mut failures = Vec::new();
     if let Some(n) = expect.bootstraps_min {

@@ -620,7 +620,10 @@ fn judge(s: &Scenario, evs: &[serde_json::Value], user_statuses: BTreeMap<String
         result.failures.push(format!("outcome: expected {:?}, got {outcome:?}", x.outcome));
     }
     result.failures.extend(crate::check::diagnostic_failures(x, &reported));
-    result.failures.extend(crate::check::request_failures(x, &result.summary()));
+    // Each with the users' answers as they came ("none": no answer).
+    let answers = format!("{:?}", result.user_statuses);
+    let requests = crate::check::request_failures(x, &result.summary());
+    result.failures.extend(requests.into_iter().map(|f| format!("{f} (answers: {answers})")));
     result
 }
 

@@ -1435,6 +1435,11 @@ impl Scenario {
     /// Cross-references: apps name existing backends, loads name existing
     /// apps, timeline events name existing hosts.
     fn validate(&self) -> Result<(), (usize, String)> {
+        if let Some(key) =
+            self.expect.user_statuses.keys().find(|k| !k.parse::<u16>().is_ok_and(|s| (100..600).contains(&s)))
+        {
+            return Err((0, format!("expect.user_statuses: {key:?} is not an HTTP status (100 to 599)")));
+        }
         let w = &self.world;
         let backends: Vec<&str> = w.backends.iter().map(|b| b.name.as_str()).collect();
         let apps: Vec<&str> = w.apps.iter().map(|a| a.name.as_str()).collect();

@@ -85,8 +85,9 @@ pub const SERVICE_REQUIREMENT: &str = "SVC";
 /// The finding of a revocation failure the soft-fail policy allowed.
 pub const SOFT_FAIL: &str = "soft-fail";
 
-/// `<requirement>.soft-fail`: the code of `code`'s failure when the
-/// soft-fail revocation policy let the connection through.
+/// `<requirement>.soft-fail`: the code of a revocation failure about
+/// `requirement` when the soft-fail revocation policy let the connection
+/// through.
 pub fn soft_fail(requirement: &str) -> String {
     format!("{requirement}.{SOFT_FAIL}")
 }
@@ -99,10 +100,16 @@ pub fn known(text: &str) -> Option<Known> {
         return Some(Known::Listed(*code));
     }
     let (requirement, finding) = text.split_once('.')?;
-    if finding == SOFT_FAIL && ALL.iter().any(|c| c.requirement == requirement) {
+    // A revocation failure is a network finding (the revocation hosts could
+    // not be reached, and why).
+    if finding == SOFT_FAIL && requirement.starts_with("NET-") && ALL.iter().any(|c| c.requirement == requirement) {
         return Some(Known::SoftFail);
     }
-    (requirement == SERVICE_REQUIREMENT && !finding.is_empty()).then_some(Known::Service)
+    // The service's own codes are snake_case (`quota_exceeded`), ours
+    // kebab-case: a misspelt `SVC.host-unavailable` is not a service code.
+    let service_code =
+        !finding.is_empty() && finding.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    (requirement == SERVICE_REQUIREMENT && service_code).then_some(Known::Service)
 }
 
 /// What [`known`] found a code to be.
@@ -228,6 +235,8 @@ mod tests {
         assert_eq!(known("NET-443.unreachable"), Some(Known::Listed(NET_443_UNREACHABLE)));
         assert_eq!(known("NET-CRL.soft-fail"), Some(Known::SoftFail));
         assert_eq!(known("SVC.quota_exceeded"), Some(Known::Service));
+        assert_eq!(known("SVC.host-unavilable"), None);
+        assert_eq!(known("TLS-TIME.soft-fail"), None);
         assert_eq!(known("NET-443.unreachabel"), None);
         assert_eq!(known("NOPE.soft-fail"), None);
         assert_eq!(known("SVC."), None);

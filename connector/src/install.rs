@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::code::{self};
+use crate::code;
 use crate::diag::Diagnostic;
 
 /// The program folders, in the order they are written.

@@ -1,5 +1,5 @@
-//! `connsim explain TOPIC`: a requirement of the catalogue, a field of the
-//! scenario format, or a timeline event.
+//! `connsim explain TOPIC`: a diagnostic code, a requirement of the
+//! catalogue, a field of the scenario format, or a timeline event.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,7 +10,8 @@ use conformance::Scenario;
 
 use super::load_all;
 
-/// Explains `topic`: a requirement ID first, then a field, then an event.
+/// Explains `topic`: a diagnostic code first, then a requirement ID, a
+/// field, an event.
 pub fn run(topic: &str, scenarios: &[PathBuf]) -> Result<ExitCode, String> {
     let catalogue = Catalogue::builtin();
     if let Some(text) = catalogue.explain_code(topic) {
@@ -89,6 +90,9 @@ fn requirement(catalogue: &Catalogue, r: &Requirement, loaded: &[(PathBuf, Scena
 /// What to say when nothing matches: requirements of the same area, else
 /// where to look.
 fn not_found(catalogue: &Catalogue, topic: &str) -> String {
+    if topic.contains('.') && topic.starts_with(|c: char| c.is_ascii_uppercase()) {
+        return format!("{topic:?} is no diagnostic code the connector reports (codes are case-sensitive); `connsim list` shows the requirements");
+    }
     let area = topic.to_ascii_uppercase();
     let area = area.split('-').next().unwrap_or_default();
     let near: Vec<&str> =

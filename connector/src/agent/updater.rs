@@ -43,7 +43,7 @@ impl Agent {
     fn updater_blocked_by_host(&self) -> bool {
         let Some(host) = &self.config.host else { return false };
         let found = crate::host::in_service(&host.now());
-        let blocked = found.notes.iter().any(|d| d.requirement == code::HOST_PPP_CONFLICT.requirement);
+        let blocked = found.notes.iter().any(|d| d.requirement == code::HOST_PPP_CO_INSTALLED.requirement);
         self.report_host_notes(found.notes);
         blocked
     }

@@ -8,7 +8,7 @@ use clap::ValueEnum;
 use conformance::stopwatch::Stopwatch;
 use conformance::{run_with, Scenario, Stepping};
 
-pub mod all;
+mod all;
 pub mod real;
 pub mod world;
 
