@@ -500,6 +500,18 @@ mod tests {
         assert!(matches!(d.next_frame(), Err(FrameError::TooLarge { kind: "Body", .. })));
     }
 
+    /// The refusal names the frame's kind however the bytes were cut: with
+    /// only the length arrived it waits for one more byte (no more is ever
+    /// buffered; a peer that stops there meets the session's idle timeout).
+    #[test]
+    fn an_oversized_length_waits_for_its_kind_byte() {
+        let mut d = Decoder::new(MIN_MAX_FRAME_BYTES);
+        d.extend(&[0xff, 0xff, 0xff, 0xff]);
+        assert!(matches!(d.next_frame(), Ok(None)));
+        d.extend(&[1]);
+        assert!(matches!(d.next_frame(), Err(FrameError::TooLarge { kind: "Hello", .. })));
+    }
+
     #[test]
     fn truncated_payload_names_the_field() {
         let mut d = Decoder::new(DEFAULT_MAX_FRAME_BYTES);
