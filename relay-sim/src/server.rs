@@ -1,10 +1,14 @@
 //! Accept loops shared by every service: TCP (turmoil or tokio) → optional
 //! TLS → hyper HTTP/1.1. Connections are served on the current `LocalSet`.
 
+use std::cell::RefCell;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
+use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -14,6 +18,7 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::CertificateDer;
 use rustls::ServerConfig;
+use tokio::io::ReadBuf;
 
 /// A source of accepted connections.
 pub trait Listener {
@@ -83,7 +88,7 @@ where
     F: Fn(ConnInfo, tokio_rustls::server::TlsStream<BoxStream>) -> Fut + Clone + 'static,
     Fut: Future<Output = ()> + 'static,
 {
-    let tls = std::rc::Rc::new(tls);
+    let tls = Rc::new(tls);
     loop {
         let tcp = match listener.accept().await {
             Ok(s) => s,
@@ -123,13 +128,14 @@ where
 /// How long a refused connection is drained before it is dropped.
 pub const LINGER: Duration = Duration::from_secs(2);
 
-/// Closes a connection whose handshake was refused the way servers do
-/// (nginx's lingering close): the alert is out, so send FIN, then read and
-/// discard what the client still sends until it closes or [`LINGER`]
-/// passes. Dropping it at once would answer the client's data with a
-/// reset, which can reach the client before the alert and hide it (a TLS
-/// 1.3 client sends its first request right after its Finished).
-async fn lingering_close(mut tcp: BoxStream) {
+/// Closes a connection whose handshake or request was refused the way
+/// servers do (nginx's lingering close): the alert or the 400 is out, so
+/// send FIN, then read and discard what the client still sends until it
+/// closes or [`LINGER`] passes. Dropping it at once would answer the
+/// client's unread data with a reset, which can reach the client before
+/// the refusal and hide it (a TLS 1.3 client sends its first request right
+/// after its Finished; a client sending garbage is still sending it).
+async fn lingering_close<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(mut tcp: S) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let _ = tcp.shutdown().await;
     let drain = async {
@@ -154,8 +160,56 @@ where
     let mut builder = hyper::server::conn::http1::Builder::new();
     // The Date header would read the machine's clock: keep it out of traces.
     builder.auto_date_header(false).timer(connector::time::HyperTimer).header_read_timeout(HEADER_READ_TIMEOUT);
-    if let Err(e) = builder.serve_connection(TokioIo::new(stream), service).await {
+    // No `half_close`: the end of a user's input while its request is in
+    // flight means the user is gone (as nginx reads it, answering 499), and
+    // dropping the handler is what cancels the request at the connector.
+    let stream = Rc::new(RefCell::new(stream));
+    let served = builder.serve_connection(TokioIo::new(Shared(stream.clone())), service).await;
+    if let Err(e) = served {
         tracing::debug!("HTTP connection ended: {e}");
+        // hyper answered 400 (or 431, 414) and let go of the stream with
+        // the client's bytes unread: close it without a reset.
+        if e.is_parse() {
+            if let Ok(stream) = Rc::try_unwrap(stream) {
+                lingering_close(stream.into_inner()).await;
+            }
+        }
+    }
+}
+
+/// A stream hyper serves while [`serve_http_conn`] keeps a handle to it,
+/// so that a connection hyper gives up on can still be closed gently.
+struct Shared<S>(Rc<RefCell<S>>);
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Shared<S> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_read(cx, buf)
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Shared<S> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.borrow().is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_shutdown(cx)
     }
 }
 
