@@ -3,7 +3,7 @@
 //! certificate's expiry, and its renewal before it runs out.
 
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use super::{Agent, AgentError, Credentials, TRUST_LIST_PATH};
 use crate::allowlist::Environment;
@@ -41,26 +41,59 @@ impl RegisterFailure {
     }
 }
 
+/// Registration's retries: network trouble is tried again with a backoff,
+/// up to a number of attempts in all (the installer's patience); a
+/// refusal by the service is final and never reaches here.
+pub(super) struct Retries {
+    attempts: u32,
+    failed: u32,
+}
+
+impl Retries {
+    const BACKOFF: Backoff =
+        Backoff { initial: Duration::from_secs(3), max: Duration::from_secs(60), multiplier: 2.0, jitter: 0.2 };
+
+    pub(super) fn new(attempts: u32) -> Self {
+        Retries { attempts, failed: 0 }
+    }
+
+    /// After a failure worth retrying: the wait before the next attempt,
+    /// or `None` when every attempt is spent. `jitter` (a unit random
+    /// number) is drawn only for a wait.
+    pub(super) fn after_failure(&mut self, jitter: impl FnOnce() -> f64) -> Option<Duration> {
+        self.failed += 1;
+        if self.failed >= self.attempts {
+            return None;
+        }
+        Some(Self::BACKOFF.delay(self.failed - 1, jitter()))
+    }
+}
+
+/// Whether a certificate valid from `not_before` to `not_after` is due for
+/// renewal at `now`: once `fraction` of its lifetime has passed. A clock
+/// behind the start counts as no time passed; dates the wrong way round
+/// are never due (the certificate is unusable anyway).
+pub(super) fn renewal_due(not_before: SystemTime, not_after: SystemTime, now: SystemTime, fraction: f64) -> bool {
+    let Ok(lifetime) = not_after.duration_since(not_before) else { return false };
+    let age = now.duration_since(not_before).unwrap_or_default();
+    age.as_secs_f64() >= lifetime.as_secs_f64() * fraction
+}
+
 impl Agent {
     pub(super) async fn register_with_retries(&self, trust: &Rc<Trust>) -> Result<Identity, AgentError> {
         let creds = self.config.credentials.clone().ok_or(AgentError::NoCredentials)?;
         let tls = self.service_tls(trust, None)?;
-        let backoff =
-            Backoff { initial: Duration::from_secs(3), max: Duration::from_secs(60), multiplier: 2.0, jitter: 0.2 };
-        let mut attempt = 0;
+        let mut retries = Retries::new(self.config.registration_attempts);
         loop {
             self.env.emit(AgentEvent::RegistrationStarted { tenant: self.config.tenant_id.clone() });
             match self.register_once(&creds, &tls).await {
                 Ok(id) => return Ok(id),
                 Err(RegisterFailure::Final(d)) => return Err(AgentError::Registration(d)),
                 Err(RegisterFailure::Identity(e)) => return Err(e.into()),
-                Err(RegisterFailure::Retry(d)) => {
-                    attempt += 1;
-                    if attempt >= self.config.registration_attempts {
-                        return Err(AgentError::Registration(d));
-                    }
-                    crate::time::sleep(backoff.delay(attempt - 1, self.env.entropy.unit_f64())).await;
-                }
+                Err(RegisterFailure::Retry(d)) => match retries.after_failure(|| self.env.entropy.unit_f64()) {
+                    Some(wait) => crate::time::sleep(wait).await,
+                    None => return Err(AgentError::Registration(d)),
+                },
             }
         }
     }
@@ -185,9 +218,7 @@ impl Agent {
     pub(super) async fn renew_if_due(&self, identity: &Identity, tls: &ServiceTls) -> Option<Identity> {
         let cert = identity.certificate().ok()?;
         let now = self.env.clock.now();
-        let lifetime = cert.not_after.duration_since(cert.not_before).ok()?;
-        let age = now.duration_since(cert.not_before).unwrap_or_default();
-        if age.as_secs_f64() < lifetime.as_secs_f64() * self.config.renew_after_fraction {
+        if !renewal_due(cert.not_before, cert.not_after, now, self.config.renew_after_fraction) {
             return None;
         }
         match self.renew(identity, tls).await {
@@ -234,5 +265,47 @@ impl Agent {
         let info = renewed.certificate().map_err(local)?;
         renewed.save(&self.config.install_dir).map_err(|e| local(e.to_string()))?;
         Ok((renewed, info))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registration_retries_network_trouble_with_a_growing_wait_then_gives_up() {
+        let mut retries = Retries::new(4);
+        let waits: Vec<Option<Duration>> = (0..4).map(|_| retries.after_failure(|| 0.5)).collect();
+        let s = Duration::from_secs;
+        assert_eq!(waits, [Some(s(3)), Some(s(6)), Some(s(12)), None]);
+        // One attempt in all: no retry, and no random number drawn.
+        let mut once = Retries::new(1);
+        assert_eq!(once.after_failure(|| panic!("no wait, no jitter")), None);
+    }
+
+    #[test]
+    fn only_a_services_answer_is_final() {
+        let refused = CallError::Status {
+            host: "login.microsoftonline.com".into(),
+            status: 400,
+            code: "invalid_grant".into(),
+            message: "bad password".into(),
+        };
+        assert!(matches!(RegisterFailure::from_call(refused), RegisterFailure::Final(_)));
+        let slow =
+            CallError::Timeout { host: "login.microsoftonline.com".into(), port: 443, timeout: Duration::from_secs(5) };
+        assert!(matches!(RegisterFailure::from_call(slow), RegisterFailure::Retry(_)));
+    }
+
+    #[test]
+    fn renewal_is_due_once_the_fraction_of_the_lifetime_has_passed() {
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let day = Duration::from_secs(86_400);
+        let end = start + 100 * day;
+        assert!(!renewal_due(start, end, start + 79 * day, 0.8));
+        assert!(renewal_due(start, end, start + 80 * day, 0.8));
+        assert!(renewal_due(start, end, end + day, 0.8), "past expiry is due (the expiry check stops it)");
+        assert!(!renewal_due(start, end, start - day, 0.8), "a clock behind the start is no age");
+        assert!(!renewal_due(end, start, end, 0.8), "dates the wrong way round are never due");
     }
 }

@@ -3,7 +3,7 @@
 //! release the service refuses.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -34,6 +34,40 @@ pub(super) struct Updates {
     pub(super) pending: RefCell<Option<String>>,
     /// A pending switch was confirmed or rolled back.
     pub(super) settled: tokio::sync::Notify,
+}
+
+/// What one answer of the release feed leads to, decided before anything
+/// is fetched or changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Plan {
+    /// Nothing newer is published.
+    Stay,
+    /// A release this connector does not install: this server's .NET
+    /// Framework release is older than it needs (VER-NET471, `have`), or
+    /// the version was rolled back here before. Checked before the slot,
+    /// so the finding comes whether or not it is this connector's turn; a
+    /// slot granted is given back at once, for the group's next connector.
+    Refuse { too_old_dotnet: Option<u32>, give_back_slot: bool },
+    /// Another connector of the group is upgrading: ask again later.
+    Defer,
+    /// Fetch, check and switch.
+    Install,
+}
+
+/// Decides what to do with the feed's answer, given this server's .NET
+/// Framework release (`None`: not known, never refused for it) and the
+/// versions refused before.
+pub(super) fn plan(resp: &UpdateResponse, dotnet: Option<u32>, refused: &BTreeSet<String>) -> Plan {
+    let Some(release) = &resp.release else { return Plan::Stay };
+    let too_old_dotnet = dotnet.filter(|have| *have < release.min_dotnet_release);
+    if too_old_dotnet.is_some() || refused.contains(&release.version) {
+        return Plan::Refuse { too_old_dotnet, give_back_slot: resp.granted };
+    }
+    if resp.granted {
+        Plan::Install
+    } else {
+        Plan::Defer
+    }
 }
 
 impl Agent {
@@ -75,6 +109,20 @@ impl Agent {
         })
     }
 
+    /// VER-NET471, once per release: the upgrade needs a newer .NET
+    /// Framework than this server's (`have`).
+    fn report_dotnet_too_old(&self, current: &str, release: &Release, have: u32) {
+        if self.reported.borrow_mut().insert(format!("VER-NET471 {}", release.version)) {
+            self.env.emit(AgentEvent::Diagnostic(Diagnostic::new(code::VER_NET471_UPGRADE_REFUSED, None,
+                format!(
+                    "the upgrade to {} needs .NET Framework release {} or later; this server has {}: nothing was changed, {current} keeps running",
+                    release.version, release.min_dotnet_release, have
+                ),
+                "install .NET Framework 4.7.1 or later; the updater will then upgrade the connector",
+            )));
+        }
+    }
+
     /// The first bootstrap of a new version keeps it.
     pub(super) fn confirm_switch(&self, updates: &Updates) {
         if updates.pending.borrow_mut().take().is_some() {
@@ -86,13 +134,9 @@ impl Agent {
         }
     }
 
-    /// A new version the service refuses is rolled back (VER-UPDATER);
-    /// network trouble is not the version's fault and changes nothing.
-    /// Says whether it rolled back.
-    pub(super) fn roll_back_if_refused(&self, error: &CallError, updates: &Updates) -> bool {
-        if !matches!(error, CallError::Status { .. }) || updates.pending.borrow().is_none() {
-            return false;
-        }
+    /// Rolls back the new version the service refuses (VER-UPDATER; the
+    /// decision is [`super::bootstrap::Pace::failed`]'s).
+    pub(super) fn roll_back(&self, error: &CallError, updates: &Updates) {
         updates.pending.borrow_mut().take();
         let failed = self.version.borrow().clone();
         match self.installation.rollback() {
@@ -111,7 +155,6 @@ impl Agent {
             Err(e) => self.env.emit(AgentEvent::Diagnostic(e.diagnostic())),
         }
         updates.settled.notify_one();
-        true
     }
 
     /// The updater service (VER-UPDATER, OPS-SERVICES): every check
@@ -178,33 +221,29 @@ impl Agent {
                 Ok(r) => r,
                 Err(_) => return false,
             };
+        let dotnet = self.config.host.as_ref().map(|h| h.now().dotnet_release);
+        let decided = plan(&resp, dotnet, &self.refused.borrow());
         let Some(release) = resp.release else { return false };
         let done = async {
             let _: Result<UpdateResponse, _> =
                 self.call(&self.names.bootstrap, tls).post_json("/update", &ask(UpdatePhase::Done), None).await;
         };
-        let dotnet = self.config.host.as_ref().map(|h| h.now().dotnet_release);
-        let too_old_dotnet = dotnet.filter(|have| *have < release.min_dotnet_release);
-        if too_old_dotnet.is_some() || self.refused.borrow().contains(&release.version) {
-            if let Some(have) = too_old_dotnet {
-                if self.reported.borrow_mut().insert(format!("VER-NET471 {}", release.version)) {
-                    self.env.emit(AgentEvent::Diagnostic(Diagnostic::new(code::VER_NET471_UPGRADE_REFUSED, None,
-                        format!(
-                            "the upgrade to {} needs .NET Framework release {} or later; this server has {}: nothing was changed, {current} keeps running",
-                            release.version, release.min_dotnet_release, have
-                        ),
-                        "install .NET Framework 4.7.1 or later; the updater will then upgrade the connector",
-                    )));
+        match decided {
+            Plan::Stay => return false,
+            Plan::Refuse { too_old_dotnet, give_back_slot } => {
+                if let Some(have) = too_old_dotnet {
+                    self.report_dotnet_too_old(&current, &release, have);
                 }
+                if give_back_slot {
+                    done.await;
+                }
+                return false;
             }
-            if resp.granted {
-                done.await;
+            Plan::Defer => {
+                self.env.emit(AgentEvent::UpgradeDeferred { to: release.version });
+                return false;
             }
-            return false;
-        }
-        if !resp.granted {
-            self.env.emit(AgentEvent::UpgradeDeferred { to: release.version });
-            return false;
+            Plan::Install => {}
         }
         if let Err(d) = self.fetch_package(connector_id, tls, &release).await {
             if self.reported.borrow_mut().insert(format!("{} {}", d.code, release.version)) {
@@ -246,5 +285,62 @@ impl Agent {
         }
         done.await;
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// .NET Framework 4.7.1's release number, what releases ask for.
+    const NET471: u32 = 461_308;
+
+    fn answer(version: Option<&str>, granted: bool) -> UpdateResponse {
+        let release = version.map(|v| Release {
+            version: v.into(),
+            notes: String::new(),
+            min_dotnet_release: NET471,
+            sha256: String::new(),
+            signature: String::new(),
+        });
+        UpdateResponse { release, granted }
+    }
+
+    fn none_refused() -> BTreeSet<String> {
+        BTreeSet::new()
+    }
+
+    #[test]
+    fn nothing_published_changes_nothing() {
+        assert_eq!(plan(&answer(None, true), Some(NET471), &none_refused()), Plan::Stay);
+    }
+
+    #[test]
+    fn a_release_is_installed_only_with_the_groups_slot() {
+        let v = Some("1.5.4000.0");
+        assert_eq!(plan(&answer(v, true), Some(NET471), &none_refused()), Plan::Install);
+        assert_eq!(plan(&answer(v, false), Some(NET471), &none_refused()), Plan::Defer);
+        // A host whose .NET is not known is not refused for it.
+        assert_eq!(plan(&answer(v, true), None, &none_refused()), Plan::Install);
+    }
+
+    #[test]
+    fn old_dotnet_is_refused_with_or_without_the_slot_and_the_slot_goes_back() {
+        let v = Some("1.5.4000.0");
+        let old = NET471 - 1;
+        let refuse = |give_back_slot| Plan::Refuse { too_old_dotnet: Some(old), give_back_slot };
+        assert_eq!(plan(&answer(v, true), Some(old), &none_refused()), refuse(true));
+        // Not this connector's turn: still refused (and said), nothing to give back.
+        assert_eq!(plan(&answer(v, false), Some(old), &none_refused()), refuse(false));
+    }
+
+    #[test]
+    fn a_version_rolled_back_here_is_not_installed_again() {
+        let refused = BTreeSet::from(["1.5.4000.0".to_string()]);
+        let plan_for = |v, granted| plan(&answer(Some(v), granted), Some(NET471), &refused);
+        assert_eq!(plan_for("1.5.4000.0", true), Plan::Refuse { too_old_dotnet: None, give_back_slot: true });
+        assert_eq!(plan_for("1.5.4000.0", false), Plan::Refuse { too_old_dotnet: None, give_back_slot: false });
+        // A later release is.
+        assert_eq!(plan_for("1.5.4001.0", true), Plan::Install);
     }
 }
