@@ -99,14 +99,10 @@ impl Catalogue {
         use connector::code::{self, Known};
         let (requirement, meaning) = match code::known(text)? {
             Known::Listed(c) => (c.requirement, c.meaning.to_string()),
-            Known::SoftFail => {
-                let requirement = text.split_once('.').map_or(text, |(r, _)| r);
-                let requirement = code::ALL.iter().find(|c| c.requirement == requirement)?.requirement;
-                (
-                    requirement,
-                    "a revocation failure the soft-fail policy let through: the connection went on, unchecked".into(),
-                )
-            }
+            Known::SoftFail { requirement } => (
+                requirement,
+                "a revocation failure the soft-fail policy let through: the connection went on, unchecked".into(),
+            ),
             Known::Service => (code::SERVICE_REQUIREMENT, "a refusal the service names with a code of its own".into()),
         };
         let about = match (self.get(requirement), code::GENERAL.iter().find(|(p, _)| *p == requirement)) {

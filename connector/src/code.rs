@@ -96,14 +96,16 @@ pub fn soft_fail(requirement: &str) -> String {
 /// requirements, or a service's own refusal code (`SVC.…`). `None` for
 /// anything else: a code the connector never reports.
 pub fn known(text: &str) -> Option<Known> {
-    if let Some(code) = ALL.iter().find(|c| c.to_string() == text) {
+    let (requirement, finding) = text.split_once('.')?;
+    if let Some(code) = ALL.iter().find(|c| c.requirement == requirement && c.finding == finding) {
         return Some(Known::Listed(*code));
     }
-    let (requirement, finding) = text.split_once('.')?;
     // A revocation failure is a network finding (the revocation hosts could
     // not be reached, and why).
-    if finding == SOFT_FAIL && requirement.starts_with("NET-") && ALL.iter().any(|c| c.requirement == requirement) {
-        return Some(Known::SoftFail);
+    if finding == SOFT_FAIL && requirement.starts_with("NET-") {
+        if let Some(code) = ALL.iter().find(|c| c.requirement == requirement) {
+            return Some(Known::SoftFail { requirement: code.requirement });
+        }
     }
     // The service's own codes are snake_case (`quota_exceeded`), ours
     // kebab-case: a misspelt `SVC.host-unavailable` is not a service code.
@@ -116,8 +118,10 @@ pub fn known(text: &str) -> Option<Known> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Known {
     Listed(Code),
-    /// `<requirement>.soft-fail`.
-    SoftFail,
+    /// `<requirement>.soft-fail`, for a network requirement.
+    SoftFail {
+        requirement: &'static str,
+    },
     /// `SVC.<the service's code>`.
     Service,
 }
@@ -233,7 +237,7 @@ mod tests {
     #[test]
     fn known_codes_and_their_forms() {
         assert_eq!(known("NET-443.unreachable"), Some(Known::Listed(NET_443_UNREACHABLE)));
-        assert_eq!(known("NET-CRL.soft-fail"), Some(Known::SoftFail));
+        assert_eq!(known("NET-CRL.soft-fail"), Some(Known::SoftFail { requirement: "NET-CRL" }));
         assert_eq!(known("SVC.quota_exceeded"), Some(Known::Service));
         assert_eq!(known("SVC.host-unavilable"), None);
         assert_eq!(known("TLS-TIME.soft-fail"), None);
