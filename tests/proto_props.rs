@@ -173,8 +173,11 @@ enum Op {
     DeliverToRelay,
 }
 
+/// Few ids, so that calls often meet a stream in the state they need.
+const IDS: std::ops::Range<u64> = 1..4;
+
 fn op() -> impl Strategy<Value = Op> {
-    let id = 1u64..4;
+    let id = IDS;
     prop_oneof![
         (id.clone(), any::<bool>()).prop_map(|(id, fin)| Op::Request { id, fin }),
         (id.clone(), any::<bool>()).prop_map(|(id, fin)| Op::RequestBody { id, fin }),
@@ -191,11 +194,13 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 /// A frame on the wire, as the model sees it: which stream, which kind,
-/// whether it ends its half. Events are compared in the same terms.
+/// whether it ends its half, and for a body which piece it carries (each
+/// piece sent is numbered, and carries its number). Events are compared in
+/// the same terms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Wire {
     Request { id: u64, fin: bool },
-    Body { id: u64, fin: bool },
+    Body { id: u64, fin: bool, piece: u32 },
     Ack { id: u64 },
     Response { id: u64, fin: bool },
     Cancel { id: u64 },
@@ -217,7 +222,10 @@ impl Wire {
     fn reported(ev: &Event) -> Option<Wire> {
         Some(match *ev {
             Event::Request { id, fin, .. } => Wire::Request { id, fin },
-            Event::Body { id, fin, .. } => Wire::Body { id, fin },
+            Event::Body { id, fin, ref data } => {
+                let piece = std::str::from_utf8(data).ok().and_then(|t| t.parse().ok()).unwrap_or(u32::MAX);
+                Wire::Body { id, fin, piece }
+            }
             Event::Acked { id } => Wire::Ack { id },
             Event::Response { id, fin, .. } => Wire::Response { id, fin },
             Event::Cancelled { id, .. } => Wire::Cancel { id },
@@ -231,6 +239,7 @@ impl Wire {
 /// it receives.
 #[derive(Debug, Clone, Copy, Default)]
 struct ModelStream {
+    in_started: bool,
     out_started: bool,
     /// The API was told this half is complete.
     out_fin_given: bool,
@@ -243,8 +252,9 @@ struct ModelStream {
 /// from the rules rather than from `Session`, and fed only with what the
 /// test did: the calls it made and the frames it carried. It predicts the
 /// API's answers, the frames each side puts on the wire (heads at once,
-/// bodies when the side next transmits), the events the receiver reports
-/// and the streams each side still holds.
+/// bodies when the side next transmits: true of the one-byte pieces this
+/// test sends, far within a stream's window and a transmit's batch), the
+/// events the receiver reports and the streams each side still holds.
 #[derive(Debug, Default)]
 struct SideModel {
     streams: std::collections::BTreeMap<u64, ModelStream>,
@@ -272,7 +282,7 @@ impl SideModel {
 
     /// (Relay) a request head; it is on the wire at once.
     fn open(&mut self, id: u64, fin: bool) {
-        let s = ModelStream { out_started: true, out_fin_given: fin, out_fin_sent: fin, in_fin: false };
+        let s = ModelStream { out_started: true, out_fin_given: fin, out_fin_sent: fin, ..ModelStream::default() };
         self.streams.insert(id, s);
         self.outbox.push(Wire::Request { id, fin });
     }
@@ -283,11 +293,11 @@ impl SideModel {
         self.stream(id).is_some_and(|s| s.out_started && !s.out_fin_given)
     }
 
-    fn body(&mut self, id: u64, fin: bool) {
+    fn body(&mut self, id: u64, fin: bool, piece: u32) {
         if let Some(s) = self.streams.get_mut(&id) {
             s.out_fin_given |= fin;
         }
-        self.waiting.push(Wire::Body { id, fin });
+        self.waiting.push(Wire::Body { id, fin, piece });
     }
 
     /// (Connector) an ack or a response head is legal before the response
@@ -320,7 +330,7 @@ impl SideModel {
     fn transmit(&mut self) -> Vec<Wire> {
         let mut out = std::mem::take(&mut self.outbox);
         for w in std::mem::take(&mut self.waiting) {
-            if let Wire::Body { id, fin: true } = w {
+            if let Wire::Body { id, fin: true, .. } = w {
                 if let Some(s) = self.streams.get_mut(&id) {
                     s.out_fin_sent = true;
                 }
@@ -340,7 +350,7 @@ impl SideModel {
             if self.streams.contains_key(&id) {
                 return Err(format!("{w:?}: stream {id} is open"));
             }
-            self.streams.insert(id, ModelStream { in_fin: fin, ..ModelStream::default() });
+            self.streams.insert(id, ModelStream { in_started: true, in_fin: fin, ..ModelStream::default() });
             return Ok(Some(w));
         }
         let Some(s) = self.streams.get_mut(&id) else {
@@ -356,8 +366,12 @@ impl SideModel {
             Wire::Cancel { .. } => {
                 self.streams.remove(&id);
             }
-            Wire::Body { fin, .. } | Wire::Response { fin, .. } if !s.in_fin => s.in_fin = fin,
-            Wire::Ack { .. } => {}
+            Wire::Response { fin, .. } if !s.in_started => {
+                s.in_started = true;
+                s.in_fin = fin;
+            }
+            Wire::Body { fin, .. } if s.in_started && !s.in_fin => s.in_fin = fin,
+            Wire::Ack { .. } if !s.in_started => {}
             _ => return Err(format!("{w:?}: stream {id}'s incoming half is complete")),
         }
         self.reap(id);
@@ -398,6 +412,12 @@ fn deliver(
         prop_assert!(w.is_some(), "unexpected event {:?}", ev);
         reported.extend(w);
     }
+    // Heads, acks and cancels go out in the order they were made, across
+    // streams too (the order requests reach the connector is the order it
+    // counts and serves them); bodies interleave by turn.
+    let heads =
+        |events: &[Wire]| events.iter().filter(|w| !matches!(w, Wire::Body { .. })).copied().collect::<Vec<_>>();
+    prop_assert_eq!(heads(&reported), heads(&expected), "{:?}'s heads, acks and cancels", to.role());
     prop_assert_eq!(per_stream(reported), per_stream(expected), "{:?}'s events", to.role());
     Ok(())
 }
@@ -440,6 +460,11 @@ proptest! {
         let (mut r, mut c) = established_pair();
         let (mut rm, mut cm) = (SideModel::default(), SideModel::default());
         let mut used_ids = std::collections::BTreeSet::new();
+        let mut pieces = 0u32;
+        let mut piece = || {
+            pieces += 1;
+            (pieces, Bytes::from(pieces.to_string()))
+        };
         let head = || RequestHead { method: "GET".into(), path: "/".into(), headers: vec![] };
         for op in ops {
             match op {
@@ -453,8 +478,9 @@ proptest! {
                 }
                 Op::RequestBody { id, fin } => {
                     let legal = rm.body_legal(id);
-                    prop_assert_eq!(r.send_body(id, Bytes::from_static(b"q"), fin).is_ok(), legal, "{:?}", op);
-                    if legal { rm.body(id, fin); }
+                    let (n, data) = piece();
+                    prop_assert_eq!(r.send_body(id, data, fin).is_ok(), legal, "{:?}", op);
+                    if legal { rm.body(id, fin, n); }
                 }
                 Op::Ack { id } => {
                     let legal = cm.head_legal(id);
@@ -468,8 +494,9 @@ proptest! {
                 }
                 Op::ResponseBody { id, fin } => {
                     let legal = cm.body_legal(id);
-                    prop_assert_eq!(c.send_body(id, Bytes::from_static(b"a"), fin).is_ok(), legal, "{:?}", op);
-                    if legal { cm.body(id, fin); }
+                    let (n, data) = piece();
+                    prop_assert_eq!(c.send_body(id, data, fin).is_ok(), legal, "{:?}", op);
+                    if legal { cm.body(id, fin, n); }
                 }
                 // Each side cancels only streams it has (the relay when the
                 // user gives up, the connector when it refuses work).
@@ -490,6 +517,10 @@ proptest! {
             }
             prop_assert_eq!(r.open_streams(), rm.streams.len(), "relay streams after {:?}", op);
             prop_assert_eq!(c.open_streams(), cm.streams.len(), "connector streams after {:?}", op);
+            for id in IDS {
+                prop_assert_eq!(r.queued_body_bytes(id).is_some(), rm.streams.contains_key(&id), "relay stream {} after {:?}", id, op);
+                prop_assert_eq!(c.queued_body_bytes(id).is_some(), cm.streams.contains_key(&id), "connector stream {} after {:?}", id, op);
+            }
         }
     }
 }

@@ -1,14 +1,11 @@
 //! Accept loops shared by every service: TCP (turmoil or tokio) → optional
 //! TLS → hyper HTTP/1.1. Connections are served on the current `LocalSet`.
 
-use std::cell::RefCell;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
-use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -18,7 +15,6 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::CertificateDer;
 use rustls::ServerConfig;
-use tokio::io::ReadBuf;
 
 /// A source of accepted connections.
 pub trait Listener {
@@ -146,7 +142,7 @@ async fn lingering_close<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin
 }
 
 /// Serves HTTP/1.1 on one stream with `handler`.
-pub async fn serve_http_conn<S, H, Fut>(stream: S, info: ConnInfo, handler: H)
+pub async fn serve_http_conn<S, H, Fut>(mut stream: S, info: ConnInfo, handler: H)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + 'static,
     H: Fn(ConnInfo, Request<Incoming>) -> Fut + Clone + 'static,
@@ -163,53 +159,15 @@ where
     // No `half_close`: the end of a user's input while its request is in
     // flight means the user is gone (as nginx reads it, answering 499), and
     // dropping the handler is what cancels the request at the connector.
-    let stream = Rc::new(RefCell::new(stream));
-    let served = builder.serve_connection(TokioIo::new(Shared(stream.clone())), service).await;
+    let served = builder.serve_connection(TokioIo::new(&mut stream), service).await;
     if let Err(e) = served {
         tracing::debug!("HTTP connection ended: {e}");
-        // hyper answered 400 (or 431, 414) and let go of the stream with
-        // the client's bytes unread: close it without a reset.
+        // Input hyper could not parse (it may have answered 400, 431 or
+        // 414), with the client's bytes maybe still unread: close without
+        // a reset.
         if e.is_parse() {
-            if let Ok(stream) = Rc::try_unwrap(stream) {
-                lingering_close(stream.into_inner()).await;
-            }
+            lingering_close(stream).await;
         }
-    }
-}
-
-/// A stream hyper serves while [`serve_http_conn`] keeps a handle to it,
-/// so that a connection hyper gives up on can still be closed gently.
-struct Shared<S>(Rc<RefCell<S>>);
-
-impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Shared<S> {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut *self.0.borrow_mut()).poll_read(cx, buf)
-    }
-}
-
-impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Shared<S> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut *self.0.borrow_mut()).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut *self.0.borrow_mut()).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.0.borrow().is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut *self.0.borrow_mut()).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut *self.0.borrow_mut()).poll_shutdown(cx)
     }
 }
 

@@ -184,34 +184,7 @@ impl Agent {
                     }
                     interval
                 }
-                Err(e) => {
-                    let d = e.diagnostic();
-                    self.env.emit(AgentEvent::BootstrapFailed { code: d.code.clone() });
-                    let failure = Failure {
-                        unknown_connector: e.is_unknown_connector(),
-                        refused: matches!(e, CallError::Status { .. }),
-                        switch_pending: updates.pending.borrow().is_some(),
-                    };
-                    match pace.failed(failure, || self.env.entropy.unit_f64()) {
-                        AfterFailure::Stop => {
-                            let message = format!(
-                                "connector {} is no longer registered with the service, and stops: {}",
-                                identity.connector_id, d.message
-                            );
-                            return Err(AgentError::NotRegistered(Diagnostic { message, ..d }));
-                        }
-                        AfterFailure::RollBack { delay } => {
-                            self.roll_back(&e, updates);
-                            delay
-                        }
-                        AfterFailure::Retry { delay, report } => {
-                            if report {
-                                self.env.emit(AgentEvent::Diagnostic(d));
-                            }
-                            delay
-                        }
-                    }
-                }
+                Err(e) => self.after_failure(&e, &mut pace, &identity, updates)?,
             };
             tokio::select! {
                 biased;
@@ -225,6 +198,44 @@ impl Agent {
                 // Or already said so while this loop was busy.
                 () = std::future::ready(()), if !pace.failing() && shared.moved_pending.get() => {}
                 () = crate::time::sleep(delay) => {}
+            }
+        }
+    }
+
+    /// A failed bootstrap: reported, then what [`Pace::failed`] decides,
+    /// done. The delay before the next bootstrap, or the end of the
+    /// connector when the service no longer knows it.
+    fn after_failure(
+        &self,
+        e: &CallError,
+        pace: &mut Pace,
+        identity: &Identity,
+        updates: &Updates,
+    ) -> Result<Duration, AgentError> {
+        let d = e.diagnostic();
+        self.env.emit(AgentEvent::BootstrapFailed { code: d.code.clone() });
+        let failure = Failure {
+            unknown_connector: e.is_unknown_connector(),
+            refused: matches!(e, CallError::Status { .. }),
+            switch_pending: updates.pending.borrow().is_some(),
+        };
+        match pace.failed(failure, || self.env.entropy.unit_f64()) {
+            AfterFailure::Stop => {
+                let message = format!(
+                    "connector {} is no longer registered with the service, and stops: {}",
+                    identity.connector_id, d.message
+                );
+                Err(AgentError::NotRegistered(Diagnostic { message, ..d }))
+            }
+            AfterFailure::RollBack { delay } => {
+                self.roll_back(e, updates);
+                Ok(delay)
+            }
+            AfterFailure::Retry { delay, report } => {
+                if report {
+                    self.env.emit(AgentEvent::Diagnostic(d));
+                }
+                Ok(delay)
             }
         }
     }
@@ -278,6 +289,18 @@ mod tests {
         assert!(!pace.failing(), "the previous version starts with a clean slate");
         // With no switch pending, a refusal is a failure like another.
         assert_eq!(retry(&mut pace, Failure { refused: true, ..NETWORK }), (Duration::from_secs(3), true));
+    }
+
+    #[test]
+    fn a_backoff_draws_one_jitter_and_uses_it() {
+        let mut drawn = 0;
+        let failed = Pace::default().failed(NETWORK, || {
+            drawn += 1;
+            0.0
+        });
+        // The least jitter: 20 % under the first delay of 3 s.
+        assert_eq!(failed, AfterFailure::Retry { delay: Duration::from_millis(2400), report: true });
+        assert_eq!(drawn, 1, "one draw per backoff, or every later random number of the run shifts");
     }
 
     #[test]

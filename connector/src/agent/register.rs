@@ -44,6 +44,7 @@ impl RegisterFailure {
 /// Registration's retries: network trouble is tried again with a backoff,
 /// up to a number of attempts in all (the installer's patience); a
 /// refusal by the service is final and never reaches here.
+#[derive(Debug)]
 pub(super) struct Retries {
     attempts: u32,
     failed: u32,
@@ -278,6 +279,13 @@ mod tests {
         let waits: Vec<Option<Duration>> = (0..4).map(|_| retries.after_failure(|| 0.5)).collect();
         let s = Duration::from_secs;
         assert_eq!(waits, [Some(s(3)), Some(s(6)), Some(s(12)), None]);
+        // The jitter drawn is the one used: the most is 20 % over.
+        let mut drawn = 0;
+        let wait = Retries::new(2).after_failure(|| {
+            drawn += 1;
+            1.0
+        });
+        assert_eq!((wait, drawn), (Some(Duration::from_millis(3600)), 1));
         // One attempt in all: no retry, and no random number drawn.
         let mut once = Retries::new(1);
         assert_eq!(once.after_failure(|| panic!("no wait, no jitter")), None);

@@ -113,9 +113,9 @@ mod tests {
     }
 
     #[test]
-    fn an_ended_tunnel_is_replaced_if_still_listed() {
-        // Forgotten (cutting an ended task changes nothing), so the
-        // endpoint, still listed, gets a new tunnel.
+    fn an_ended_tunnel_is_not_kept_even_if_listed() {
+        // Forgotten (cutting an ended task changes nothing), so that
+        // `reconcile` starts a new one for the endpoint still listed.
         let ended = Running { listed: true, finished: true };
         assert_ne!(ended.fate(|| false), Fate::Keep);
         assert_ne!(ended.fate(|| true), Fate::Keep);

@@ -36,14 +36,13 @@ pub(super) struct Updates {
     pub(super) settled: tokio::sync::Notify,
 }
 
-/// What one answer of the release feed leads to, decided before anything
-/// is fetched or changed.
+/// What a release the feed offers leads to, decided before anything is
+/// fetched or changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Plan {
-    /// Nothing newer is published.
-    Stay,
     /// A release this connector does not install: this server's .NET
-    /// Framework release is older than it needs (VER-NET471, `have`), or
+    /// Framework release (`too_old_dotnet`) is older than it needs
+    /// (VER-NET471), or
     /// the version was rolled back here before. Checked before the slot,
     /// so the finding comes whether or not it is this connector's turn; a
     /// slot granted is given back at once, for the group's next connector.
@@ -54,16 +53,16 @@ pub(super) enum Plan {
     Install,
 }
 
-/// Decides what to do with the feed's answer, given this server's .NET
-/// Framework release (`None`: not known, never refused for it) and the
-/// versions refused before.
-pub(super) fn plan(resp: &UpdateResponse, dotnet: Option<u32>, refused: &BTreeSet<String>) -> Plan {
-    let Some(release) = &resp.release else { return Plan::Stay };
+/// Decides what to do with the `release` the feed offers, `granted` the
+/// group's upgrade slot or not, given this server's .NET Framework release
+/// (`None`: not known, never refused for it) and the versions refused
+/// before.
+pub(super) fn plan(release: &Release, granted: bool, dotnet: Option<u32>, refused: &BTreeSet<String>) -> Plan {
     let too_old_dotnet = dotnet.filter(|have| *have < release.min_dotnet_release);
     if too_old_dotnet.is_some() || refused.contains(&release.version) {
-        return Plan::Refuse { too_old_dotnet, give_back_slot: resp.granted };
+        return Plan::Refuse { too_old_dotnet, give_back_slot: granted };
     }
-    if resp.granted {
+    if granted {
         Plan::Install
     } else {
         Plan::Defer
@@ -221,15 +220,14 @@ impl Agent {
                 Ok(r) => r,
                 Err(_) => return false,
             };
-        let dotnet = self.config.host.as_ref().map(|h| h.now().dotnet_release);
-        let decided = plan(&resp, dotnet, &self.refused.borrow());
         let Some(release) = resp.release else { return false };
+        let dotnet = self.config.host.as_ref().map(|h| h.now().dotnet_release);
+        let decided = plan(&release, resp.granted, dotnet, &self.refused.borrow());
         let done = async {
             let _: Result<UpdateResponse, _> =
                 self.call(&self.names.bootstrap, tls).post_json("/update", &ask(UpdatePhase::Done), None).await;
         };
         match decided {
-            Plan::Stay => return false,
             Plan::Refuse { too_old_dotnet, give_back_slot } => {
                 if let Some(have) = too_old_dotnet {
                     self.report_dotnet_too_old(&current, &release, have);
@@ -295,15 +293,14 @@ mod tests {
     /// .NET Framework 4.7.1's release number, what releases ask for.
     const NET471: u32 = 461_308;
 
-    fn answer(version: Option<&str>, granted: bool) -> UpdateResponse {
-        let release = version.map(|v| Release {
-            version: v.into(),
+    fn release(version: &str) -> Release {
+        Release {
+            version: version.into(),
             notes: String::new(),
             min_dotnet_release: NET471,
             sha256: String::new(),
             signature: String::new(),
-        });
-        UpdateResponse { release, granted }
+        }
     }
 
     fn none_refused() -> BTreeSet<String> {
@@ -311,33 +308,28 @@ mod tests {
     }
 
     #[test]
-    fn nothing_published_changes_nothing() {
-        assert_eq!(plan(&answer(None, true), Some(NET471), &none_refused()), Plan::Stay);
-    }
-
-    #[test]
     fn a_release_is_installed_only_with_the_groups_slot() {
-        let v = Some("1.5.4000.0");
-        assert_eq!(plan(&answer(v, true), Some(NET471), &none_refused()), Plan::Install);
-        assert_eq!(plan(&answer(v, false), Some(NET471), &none_refused()), Plan::Defer);
+        let v = release("1.5.4000.0");
+        assert_eq!(plan(&v, true, Some(NET471), &none_refused()), Plan::Install);
+        assert_eq!(plan(&v, false, Some(NET471), &none_refused()), Plan::Defer);
         // A host whose .NET is not known is not refused for it.
-        assert_eq!(plan(&answer(v, true), None, &none_refused()), Plan::Install);
+        assert_eq!(plan(&v, true, None, &none_refused()), Plan::Install);
     }
 
     #[test]
     fn old_dotnet_is_refused_with_or_without_the_slot_and_the_slot_goes_back() {
-        let v = Some("1.5.4000.0");
+        let v = release("1.5.4000.0");
         let old = NET471 - 1;
         let refuse = |give_back_slot| Plan::Refuse { too_old_dotnet: Some(old), give_back_slot };
-        assert_eq!(plan(&answer(v, true), Some(old), &none_refused()), refuse(true));
+        assert_eq!(plan(&v, true, Some(old), &none_refused()), refuse(true));
         // Not this connector's turn: still refused (and said), nothing to give back.
-        assert_eq!(plan(&answer(v, false), Some(old), &none_refused()), refuse(false));
+        assert_eq!(plan(&v, false, Some(old), &none_refused()), refuse(false));
     }
 
     #[test]
     fn a_version_rolled_back_here_is_not_installed_again() {
         let refused = BTreeSet::from(["1.5.4000.0".to_string()]);
-        let plan_for = |v, granted| plan(&answer(Some(v), granted), Some(NET471), &refused);
+        let plan_for = |v, granted| plan(&release(v), granted, Some(NET471), &refused);
         assert_eq!(plan_for("1.5.4000.0", true), Plan::Refuse { too_old_dotnet: None, give_back_slot: true });
         assert_eq!(plan_for("1.5.4000.0", false), Plan::Refuse { too_old_dotnet: None, give_back_slot: false });
         // A later release is.

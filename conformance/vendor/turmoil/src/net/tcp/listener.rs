@@ -106,8 +106,9 @@ impl TcpListener {
             // connsim patch: the SYN-ACK travels back (a connect is a round
             // trip, as on a real network; turmoil completed it at once).
             let syn_ack = Protocol::Tcp(Segment::SynAck(syn));
-            // A SYN-ACK the network loses leaves the client to time out, as
-            // a lost one does; accepting never fails for it.
+            // Accepting never fails for a SYN-ACK the network loses (a
+            // partition: the client's connect then fails at once, see
+            // PATCH.md).
             if is_same(pair.local, origin) {
                 send_loopback(pair.local, origin, syn_ack);
             } else {
