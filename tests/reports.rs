@@ -42,14 +42,7 @@ fn small(name: &str, requests_ok: u32) -> Scenario {
 
 fn entry<'a>(s: &Scenario, r: &'a RunResult, status: Status) -> Entry<'a> {
     let file = PathBuf::from(format!("scenarios/test/{}.toml", s.name));
-    Entry {
-        file: file.display().to_string(),
-        covers: s.covers.clone(),
-        failing_case: !s.expect.findings().is_empty(),
-        result: r,
-        status,
-        repro: report::repro_command(&file, r.seed),
-    }
+    Entry::new(&file, s, r, status, report::repro_command(&file, r.seed))
 }
 
 #[test]

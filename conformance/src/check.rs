@@ -8,7 +8,7 @@ use std::time::Duration;
 use connector::diag::Diagnostic;
 use connector::event::AgentEvent;
 use relay_sim::backend::ServedLog;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::scenario::{Expect, Outcome, TimelineEvent};
 use crate::trace::{TraceEvent, UserEvent, What, WorldEvent};
@@ -17,8 +17,19 @@ fn is_zero(n: &u32) -> bool {
     *n == 0
 }
 
+/// Reads [`Summary::statuses`] back from a JSON report, whose map keys are
+/// text (serde reads a flattened struct's number keys only as numbers).
+fn statuses_from_json<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<u16, u32>, D::Error> {
+    use serde::de::Error;
+    BTreeMap::<String, u32>::deserialize(d)?
+        .into_iter()
+        .map(|(k, v)| k.parse().map(|k| (k, v)).map_err(|_| D::Error::custom(format!("{k:?} is not an HTTP status"))))
+        .collect()
+}
+
 /// What a run amounted to.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Summary {
     pub outcome: Option<Outcome>,
     pub registered: u32,
@@ -31,6 +42,7 @@ pub struct Summary {
     pub requests_ok: u32,
     pub requests_failed: u32,
     /// Answers by HTTP status.
+    #[serde(deserialize_with = "statuses_from_json")]
     pub statuses: BTreeMap<u16, u32>,
     /// User requests sent but never answered nor failed, with the time sent.
     pub unanswered: Vec<(String, u64)>,

@@ -37,6 +37,13 @@ enum Command {
   connsim run scenarios/ --check-determinism
   connsim run scenarios/core --check-stepping")]
     Run(cli::run::RunArgs),
+    /// Merge the JSON reports of a run split with --partition into one
+    /// report and one verdict (exit 1 if any run failed).
+    #[command(after_help = "Example (two machines, then one):
+  connsim run scenarios/ --seeds 1..500 --partition 1/2 --format json --out part1.json
+  connsim run scenarios/ --seeds 1..500 --partition 2/2 --format json --out part2.json
+  connsim merge part1.json part2.json --format html --out report.html")]
+    Merge(cli::merge::MergeArgs),
     /// Send N user requests at once to an ingress and print the answers'
     /// statuses as JSON (the netns world runs it inside the cloud's
     /// namespace).
@@ -143,6 +150,7 @@ fn main() -> ExitCode {
 fn real_main() -> Result<ExitCode, String> {
     match Cli::parse().command {
         Command::Run(args) => cli::run::run(args),
+        Command::Merge(args) => cli::merge::merge(args),
         Command::Users(args) => cli::users::users(args),
         Command::Repro(args) => cli::repro::repro(args),
         Command::Bench(args) => cli::bench::bench(args),

@@ -5,14 +5,15 @@
 use std::fmt::Write;
 use std::path::Path;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::catalogue::Catalogue;
 use crate::expected::ExpectedFailure;
 use crate::run::{RunResult, Verdict};
+use crate::Scenario;
 
 /// A run's verdict once the expected-failures list is applied.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum Status {
     Pass,
@@ -82,6 +83,64 @@ pub struct Entry<'a> {
     #[serde(flatten)]
     pub status: Status,
     pub repro: String,
+    /// The last trace events of a run that did not pass, as the reports
+    /// show them: kept in the JSON report (the trace itself is not), so
+    /// that reports merged from JSON show them too.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_tail: Option<String>,
+}
+
+/// Trace events a report shows of a run that did not pass.
+pub const TRACE_TAIL_EVENTS: usize = 30;
+
+impl<'a> Entry<'a> {
+    /// The line of `result`, a run of `scenario` from `file`, replayed by
+    /// `repro`.
+    pub fn new(file: &Path, scenario: &Scenario, result: &'a RunResult, status: Status, repro: String) -> Entry<'a> {
+        let trace_tail = (status != Status::Pass).then(|| trace_excerpt(result, TRACE_TAIL_EVENTS));
+        Entry {
+            file: file.display().to_string(),
+            covers: scenario.covers.clone(),
+            failing_case: !scenario.expect.findings().is_empty(),
+            result,
+            status,
+            repro,
+            trace_tail,
+        }
+    }
+
+    fn tail(&self) -> &str {
+        self.trace_tail.as_deref().unwrap_or_default()
+    }
+}
+
+/// An [`Entry`] read back from a JSON report (`connsim merge`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct OwnedEntry {
+    pub file: String,
+    pub covers: Vec<String>,
+    pub failing_case: bool,
+    #[serde(flatten)]
+    pub result: RunResult,
+    #[serde(flatten)]
+    pub status: Status,
+    pub repro: String,
+    #[serde(default)]
+    pub trace_tail: Option<String>,
+}
+
+impl OwnedEntry {
+    pub fn entry(&self) -> Entry<'_> {
+        Entry {
+            file: self.file.clone(),
+            covers: self.covers.clone(),
+            failing_case: self.failing_case,
+            result: &self.result,
+            status: self.status.clone(),
+            repro: self.repro.clone(),
+            trace_tail: self.trace_tail.clone(),
+        }
+    }
 }
 
 /// The command that replays `result` from `file`.
@@ -290,6 +349,16 @@ pub fn json(entries: &[Entry<'_>]) -> String {
     serde_json::to_string_pretty(&doc).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
 }
 
+/// The runs of a JSON report ([`json`]'s document) read back; the error
+/// names the line and column.
+pub fn parse_json(text: &str) -> Result<Vec<OwnedEntry>, serde_json::Error> {
+    #[derive(Deserialize)]
+    struct Doc {
+        scenarios: Vec<OwnedEntry>,
+    }
+    Ok(serde_json::from_str::<Doc>(text)?.scenarios)
+}
+
 fn xml_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
@@ -358,7 +427,7 @@ pub fn junit(entries: &[Entry<'_>]) -> String {
                     xml_escape(r.failures.first().map(String::as_str).unwrap_or("failed")),
                     xml_escape(&r.failures.join("\n")),
                     xml_escape(&e.repro),
-                    xml_escape(&trace_excerpt(r, 30))
+                    xml_escape(e.tail())
                 );
             }
         }
@@ -419,7 +488,7 @@ pub fn markdown(entries: &[Entry<'_>], catalogue: &Catalogue) -> String {
             if let Status::UnexpectedPass { requirement, reason } = &e.status {
                 let _ = writeln!(out, "- passed, but listed as failing ({requirement}: {})", md_cell(reason));
             }
-            let _ = writeln!(out, "\nrepro: `{}`\n\n```text\n{}```", e.repro, trace_excerpt(e.result, 30));
+            let _ = writeln!(out, "\nrepro: `{}`\n\n```text\n{}```", e.repro, e.tail());
         }
     }
     out
@@ -503,7 +572,7 @@ pre{background:#f6f6f6;padding:.5em;overflow:auto;font-size:12px}code{font-size:
                 out,
                 "</ul><p>repro: <code>{}</code></p><pre>{}</pre></section>",
                 html_escape(&e.repro),
-                html_escape(&trace_excerpt(e.result, 30))
+                html_escape(e.tail())
             );
         }
     }

@@ -1,4 +1,5 @@
-//! The `connsim` binary as a user runs it: `explain` and `schema`.
+//! The `connsim` binary as a user runs it: `explain`, `schema`, and a
+//! run split with `--partition` and joined with `merge`.
 
 use std::process::Command;
 
@@ -34,4 +35,50 @@ fn schema_is_json_with_every_section() {
     for section in ["world", "load", "timeline", "expect"] {
         assert!(v["properties"].get(section).is_some(), "no {section} in {}", v["properties"]);
     }
+}
+
+/// A report's runs without what varies between two runs of the same
+/// simulations (the wall-clock time each took).
+fn runs_of(json: &str) -> Vec<serde_json::Value> {
+    let doc: serde_json::Value = serde_json::from_str(json).expect("a JSON report");
+    let mut runs = doc["scenarios"].as_array().expect("scenarios").clone();
+    for r in &mut runs {
+        r.as_object_mut().expect("a run").remove("wall_ms");
+    }
+    runs
+}
+
+#[test]
+fn a_run_split_in_three_and_merged_is_the_whole_run() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    let run = |extra: &[&str], out: &str| {
+        let mut args = vec!["run", "scenarios/core", "--seeds", "1..2", "--format", "json", "--out", out];
+        args.extend_from_slice(extra);
+        let (ok, _, err) = connsim(&args);
+        assert!(ok, "{args:?}: {err}");
+    };
+    run(&[], &path("whole.json"));
+    let parts: Vec<String> = (1..=3).map(|k| path(&format!("part{k}.json"))).collect();
+    let mut sizes = Vec::new();
+    for (k, part) in parts.iter().enumerate() {
+        run(&["--partition", &format!("{}/3", k + 1)], part);
+        sizes.push(runs_of(&std::fs::read_to_string(part).expect("part")).len());
+    }
+    let whole = runs_of(&std::fs::read_to_string(path("whole.json")).expect("whole"));
+    assert!(sizes.iter().all(|n| n.abs_diff(whole.len() / 3) <= 1), "parts of {sizes:?} for {}", whole.len());
+    // Given in any order, the parts make the whole run: every verdict,
+    // trace hash and summary, in the whole run's order.
+    let (ok, merged, err) = connsim(&["merge", &parts[2], &parts[0], &parts[1], "--format", "json"]);
+    assert!(ok, "{err}");
+    assert_eq!(runs_of(&merged), whole);
+    let (ok, html, _) = connsim(&["merge", &parts[0], &parts[1], &parts[2], "--format", "html"]);
+    assert!(ok && html.contains("<html") && html.contains("happy-path"), "{html:.300}");
+    // A part given twice, or a file that is not a report, is refused.
+    let (ok, _, err) = connsim(&["merge", &parts[0], &parts[0]]);
+    assert!(!ok && err.contains("is in both"), "{err}");
+    let (ok, _, err) = connsim(&["merge", "Cargo.toml"]);
+    assert!(!ok && err.contains("Cargo.toml: not a JSON report"), "{err}");
+    let (ok, _, err) = connsim(&["run", "--partition", "4/3"]);
+    assert!(!ok && err.contains("not a partition"), "{err}");
 }

@@ -7,6 +7,7 @@ pub mod bundle;
 pub mod catalogue;
 pub mod explain;
 pub mod matrix;
+pub mod merge;
 pub mod repro;
 pub mod run;
 pub mod users;

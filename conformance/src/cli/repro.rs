@@ -32,14 +32,7 @@ pub fn repro(args: ReproArgs) -> Result<ExitCode, String> {
         .trace
         .iter()
         .map(|e| format!("{:>10} {:<40} {}", e.t_ms, e.host, serde_json::to_string(&e.what).unwrap_or_default()));
-    let entry = Entry {
-        file: file.display().to_string(),
-        covers: s.covers.clone(),
-        failing_case: !s.expect.findings().is_empty(),
-        result: &r,
-        status: Status::of(&r, None),
-        repro: report::repro_command(&file, seed),
-    };
+    let entry = Entry::new(&file, &s, &r, Status::of(&r, None), report::repro_command(&file, seed));
     let report = format!("\n{}", report::text(&[entry]));
     for line in lines.chain(events).chain(std::iter::once(report)) {
         if writeln!(out, "{line}").is_err() {

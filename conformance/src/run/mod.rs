@@ -18,7 +18,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use relay_sim::backend::ServedLog;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::check::{self, Summary};
 use crate::scenario::{Scenario, TimelineEvent};
@@ -47,15 +47,16 @@ pub(crate) const INSPECTOR_HOST: &str = "inspection.corp.local";
 pub(crate) const DEFAULT_TICK: Duration = Duration::from_millis(10);
 
 /// Pass or fail.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
     Pass,
     Fail,
 }
 
-/// Everything one run produced.
-#[derive(Debug, Clone, Serialize)]
+/// Everything one run produced. Read back from a JSON report, it has no
+/// trace (reports keep only a failure's last events, in `trace_tail`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunResult {
     pub name: String,
     pub seed: u64,
@@ -148,7 +149,7 @@ pub fn run_with(scenario: &Scenario, seed: u64, stepping: Stepping) -> RunResult
 type HostResult = Result<(), Box<dyn std::error::Error>>;
 
 /// How the simulation was stepped.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 pub struct Steps {
     /// Steps taken.
     pub steps: u64,

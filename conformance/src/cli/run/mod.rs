@@ -11,11 +11,13 @@ use crate::cli::load_all;
 
 mod netns;
 mod output;
+mod selection;
 mod sim;
 mod workers;
 
 use netns::run_netns;
-use output::write_report;
+pub(crate) use output::write_report;
+pub use selection::{parse_partition, parse_seeds, Partition, Seeds};
 use sim::sim;
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -28,25 +30,6 @@ pub enum Format {
     Markdown,
     /// One self-contained HTML file.
     Html,
-}
-
-/// A seed range: `7`, `1..1000` (inclusive) or `1..=1000`.
-#[derive(Clone, Copy, Debug)]
-pub struct Seeds {
-    pub first: u64,
-    pub last: u64,
-}
-
-pub fn parse_seeds(s: &str) -> Result<Seeds, String> {
-    let num = |t: &str| t.trim().parse::<u64>().map_err(|_| format!("{t:?} is not a seed (a whole number)"));
-    let (first, last) = match s.split_once("..") {
-        Some((a, b)) => (num(a)?, num(b.trim_start_matches('='))?),
-        None => (num(s)?, num(s)?),
-    };
-    if last < first {
-        return Err(format!("empty seed range {s:?}: the end is below the start"));
-    }
-    Ok(Seeds { first, last })
 }
 
 /// Where `connsim run` runs scenarios.
@@ -94,6 +77,11 @@ pub struct RunArgs {
     /// Only scenarios whose name contains this text.
     #[arg(long)]
     pub filter: Option<String>,
+    /// Run only part k of n of the scenario x seed runs (simulation), to
+    /// spread a sweep over machines; `connsim merge` joins the parts'
+    /// JSON reports into one report and one verdict.
+    #[arg(long, value_parser = parse_partition, value_name = "K/N")]
+    pub partition: Option<Partition>,
     /// Step every tick instead of skipping idle time (slow; the
     /// reference the skipping must match hash for hash).
     #[arg(long)]
@@ -111,6 +99,9 @@ pub struct RunArgs {
 pub fn run(args: RunArgs) -> Result<ExitCode, String> {
     match args.world {
         WorldArg::Netns => {
+            if args.partition.is_some() {
+                return Err("--partition splits simulation runs; the netns world runs its few scenarios whole".into());
+            }
             let RunArgs { paths, filter, format, out, .. } = args;
             let scenarios: Vec<(PathBuf, Scenario)> = load_all(&paths)?
                 .into_iter()

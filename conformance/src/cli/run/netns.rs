@@ -50,13 +50,10 @@ pub(super) fn run_netns(
     }
     let entries: Vec<Entry<'_>> = results
         .iter()
-        .map(|(file, s, r)| Entry {
-            file: file.display().to_string(),
-            covers: s.covers.clone(),
-            failing_case: !s.expect.findings().is_empty(),
-            result: r,
-            status: Status::of(r, None),
-            repro: format!("cargo run --release -p conformance --bin connsim -- run --world netns {}", file.display()),
+        .map(|(file, s, r)| {
+            let repro =
+                format!("cargo run --release -p conformance --bin connsim -- run --world netns {}", file.display());
+            Entry::new(file, s, r, Status::of(r, None), repro)
         })
         .collect();
     write_report(&entries, format, out, &Catalogue::builtin())?;

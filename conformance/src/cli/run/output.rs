@@ -9,7 +9,7 @@ use conformance::report::{self, Entry};
 use super::Format;
 
 /// Writes a report of `entries` in `format` to `out` (or standard output).
-pub(super) fn write_report(
+pub(crate) fn write_report(
     entries: &[Entry<'_>],
     format: Format,
     out: Option<&std::path::Path>,

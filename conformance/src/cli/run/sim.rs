@@ -27,6 +27,7 @@ pub(super) fn sim(args: RunArgs) -> Result<ExitCode, String> {
         jobs,
         filter,
         fixed_steps,
+        partition,
         world: _,
     } = args;
     let catalogue = Catalogue::builtin();
@@ -59,6 +60,9 @@ pub(super) fn sim(args: RunArgs) -> Result<ExitCode, String> {
             };
             range.map(move |seed| (i, seed))
         })
+        .enumerate()
+        .filter(|(index, _)| partition.is_none_or(|p| p.takes(*index)))
+        .map(|(_, run)| run)
         .collect();
     let checks = Checks { determinism: check_determinism, stepping: check_stepping };
     let jobs = jobs.map_or_else(conformance::parallel::default_jobs, usize::from);
@@ -67,14 +71,8 @@ pub(super) fn sim(args: RunArgs) -> Result<ExitCode, String> {
         .iter()
         .map(|(i, r)| {
             let (file, s) = &scenarios[*i];
-            Entry {
-                file: file.display().to_string(),
-                covers: s.covers.clone(),
-                failing_case: !s.expect.findings().is_empty(),
-                result: r,
-                status: Status::of(r, expected.find(&s.name, r.seed)),
-                repro: report::repro_command(file, r.seed),
-            }
+            let status = Status::of(r, expected.find(&s.name, r.seed));
+            Entry::new(file, s, r, status, report::repro_command(file, r.seed))
         })
         .collect();
     write_report(&entries, format, out.as_deref(), &catalogue)?;
