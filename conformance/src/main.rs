@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 mod cli;
 
@@ -15,11 +15,26 @@ mod cli;
     about = "Deterministic conformance runs of the connector against a simulated cloud",
     long_about = "Runs scenario files (TOML) in a turmoil simulation: the real connector code against \
 relay-sim, with simulated time, network and seeded randomness. The same scenario and seed always give \
-the same trace hash. A failing run prints the one command that replays it."
+the same trace hash. A failing run prints the one command that replays it.",
+    after_long_help = "Environment:
+  NO_COLOR            no color in the terminal report (unless --color always)
+  RUST_LOG            log filter of the connector and relay-sim binaries (e.g. info,
+                      connector::event=debug); connsim keeps the connector's events in
+                      each run's trace instead (connsim repro prints it)
+  PROPTEST_CASES, PROPTEST_RNG_SEED
+                      cases and seed of the property tests (cargo test)
+  CI=true             the HTML report's rendering test fails without Chromium
+                      instead of skipping
+
+Start with: connsim run scenarios/   (then connsim help run)"
 )]
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// When to color the terminal report: auto (on a terminal, unless
+    /// NO_COLOR is set), always or never.
+    #[arg(long, global = true, value_enum, default_value_t = cli::ColorChoice::Auto)]
+    color: cli::ColorChoice,
 }
 
 #[derive(Subcommand)]
@@ -125,6 +140,15 @@ enum Command {
     /// exit 1 when an ID lacks either half (unless the catalogue waives it,
     /// with a reason) or a scenario names an unknown ID.
     Coverage(cli::catalogue::CoverageArgs),
+    /// Print a completion script for a shell (subcommands, flags, values).
+    #[command(after_help = "Examples:
+  connsim completions bash > ~/.local/share/bash-completion/completions/connsim
+  connsim completions zsh > ~/.zfunc/_connsim      # with fpath+=(~/.zfunc) in .zshrc
+  connsim completions fish > ~/.config/fish/completions/connsim.fish")]
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 fn main() -> ExitCode {
@@ -148,7 +172,9 @@ fn main() -> ExitCode {
 
 /// Parses the command line and hands it to the subcommand's module.
 fn real_main() -> Result<ExitCode, String> {
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    cli::set_color(cli.color);
+    match cli.command {
         Command::Run(args) => cli::run::run(args),
         Command::Merge(args) => cli::merge::merge(args),
         Command::Users(args) => cli::users::users(args),
@@ -167,5 +193,9 @@ fn real_main() -> Result<ExitCode, String> {
         }
         Command::FromBundle(args) => cli::bundle::from_bundle(args),
         Command::Matrix(args) => cli::matrix::matrix(args),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "connsim", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }

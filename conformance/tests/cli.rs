@@ -82,3 +82,30 @@ fn a_run_split_in_three_and_merged_is_the_whole_run() {
     let (ok, _, err) = connsim(&["run", "--partition", "4/3"]);
     assert!(!ok && err.contains("not a partition"), "{err}");
 }
+
+#[test]
+fn completions_know_every_subcommand_and_flag() {
+    for shell in ["bash", "zsh", "fish"] {
+        let (ok, out, err) = connsim(&["completions", shell]);
+        assert!(ok, "{shell}: {err}");
+        for word in ["merge", "explain", "partition", "check-determinism"] {
+            assert!(out.contains(word), "{shell} completion without {word}");
+        }
+    }
+    let (ok, _, err) = connsim(&["completions", "tcsh"]);
+    assert!(!ok && err.contains("invalid value"), "{err}");
+}
+
+#[test]
+fn color_is_asked_for_or_left_to_the_terminal() {
+    let scenario = "scenarios/core/happy-path.toml";
+    let escape = |args: &[&str]| {
+        let (ok, out, err) = connsim(args);
+        assert!(ok, "{args:?}: {err}");
+        out.contains('\u{1b}')
+    };
+    assert!(escape(&["run", scenario, "--color", "always"]));
+    // Not a terminal here: auto is plain, and so is never.
+    assert!(!escape(&["run", scenario]));
+    assert!(!escape(&["--color", "never", "run", scenario]));
+}

@@ -12,7 +12,9 @@ pub mod repro;
 pub mod run;
 pub mod users;
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::sync::OnceLock;
 
 use conformance::{collect_scenarios, Scenario, Stepping};
 
@@ -53,4 +55,35 @@ pub fn exe_dir() -> Result<PathBuf, String> {
         .ok()
         .and_then(|p| p.parent().map(std::path::Path::to_path_buf))
         .ok_or_else(|| "cannot tell where connsim is (pass --bin-dir to bench-real)".to_string())
+}
+
+/// `--color`: when the terminal report is colored.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ColorChoice {
+    /// On a terminal, unless NO_COLOR is set (and not empty).
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
+/// The `--color` of this process, set once by `main`.
+static COLOR: OnceLock<ColorChoice> = OnceLock::new();
+
+pub fn set_color(choice: ColorChoice) {
+    // Set once, before any output; a second call changes nothing.
+    let _ = COLOR.set(choice);
+}
+
+/// Whether a report goes out in color: `--color always` or `never` decide;
+/// `auto` colors only standard output on a terminal (`to_stdout` false: a
+/// file), and not when NO_COLOR is set (<https://no-color.org>).
+pub fn colored(to_stdout: bool) -> bool {
+    match COLOR.get().copied().unwrap_or_default() {
+        ColorChoice::Always => true,
+        ColorChoice::Never => false,
+        ColorChoice::Auto => {
+            to_stdout && std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+        }
+    }
 }

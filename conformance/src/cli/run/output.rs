@@ -1,14 +1,13 @@
 //! The report of a run, in the format asked for, to a file or standard
 //! output.
 
-use std::io::IsTerminal;
-
 use conformance::catalogue::Catalogue;
 use conformance::report::{self, Entry};
 
 use super::Format;
 
-/// Writes a report of `entries` in `format` to `out` (or standard output).
+/// Writes a report of `entries` in `format` to `out` (or standard output);
+/// only the text format has color (see [`crate::cli::colored`]).
 pub(crate) fn write_report(
     entries: &[Entry<'_>],
     format: Format,
@@ -17,9 +16,7 @@ pub(crate) fn write_report(
 ) -> Result<(), String> {
     let text = match format {
         Format::Text => {
-            let color = out.is_none()
-                && std::io::stdout().is_terminal()
-                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+            let color = crate::cli::colored(out.is_none());
             format!("{}\n{}", report::matrix(entries, catalogue, color), report::text(entries))
         }
         Format::Json => report::json(entries) + "\n",
