@@ -187,3 +187,42 @@ fn html_report_renders_in_headless_chromium() {
         &dom[..dom.len().min(600)]
     );
 }
+
+/// What `connsim merge` reads back from a JSON report gives every format
+/// the same report as the runs themselves: failures with their trace's
+/// last events, expected failures and unexpected passes with their reasons,
+/// answers by status.
+#[test]
+fn a_json_report_read_back_makes_the_same_reports() {
+    let p = pair();
+    let known = Status::ExpectedFail { requirement: "NET-443".into(), reason: "known".into() };
+    let stale = Status::UnexpectedPass { requirement: "NET-443".into(), reason: "stale".into() };
+    let entries = vec![
+        entry(&p.pass.0, &p.pass.1, Status::Pass),
+        entry(&p.fail.0, &p.fail.1, Status::Fail),
+        entry(&p.fail.0, &p.fail.1, known),
+        entry(&p.pass.0, &p.pass.1, stale),
+    ];
+    assert!(entries[1].trace_tail.as_deref().is_some_and(|t| t.lines().count() > 5), "a failure keeps its last events");
+    assert!(!p.pass.1.summary.statuses.is_empty(), "answers by status to carry");
+    let json = report::json(&entries);
+    let (part, back) = report::parse_json(&json).expect("read back");
+    assert_eq!(part, None);
+    let back: Vec<Entry<'_>> = back.iter().map(report::OwnedEntry::entry).collect();
+    let catalogue = Catalogue::builtin();
+    // Wall times too: serde_json parses floats exactly (`float_roundtrip`).
+    same_lines("json", &report::json(&back), &json);
+    same_lines("junit", &report::junit(&back), &report::junit(&entries));
+    same_lines("markdown", &report::markdown(&back, &catalogue), &report::markdown(&entries, &catalogue));
+    same_lines("html", &report::html(&back, &catalogue), &report::html(&entries, &catalogue));
+    same_lines("text", &report::text(&back), &report::text(&entries));
+}
+
+/// Fails naming the first line where two reports differ.
+fn same_lines(what: &str, got: &str, want: &str) {
+    let first = got.lines().zip(want.lines()).position(|(a, b)| a != b);
+    if let Some(i) = first {
+        panic!("{what} line {}: {:?}, want {:?}", i + 1, got.lines().nth(i), want.lines().nth(i));
+    }
+    assert_eq!(got.lines().count(), want.lines().count(), "{what}: line counts");
+}

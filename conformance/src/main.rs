@@ -17,22 +17,25 @@ mod cli;
 relay-sim, with simulated time, network and seeded randomness. The same scenario and seed always give \
 the same trace hash. A failing run prints the one command that replays it.",
     after_long_help = "Environment:
-  NO_COLOR            no color in the terminal report (unless --color always)
+  NO_COLOR            no color when --color is auto (the default)
   RUST_LOG            log filter of the connector and relay-sim binaries (e.g. info,
-                      connector::event=debug); connsim keeps the connector's events in
-                      each run's trace instead (connsim repro prints it)
+                      connector::event=debug; the netns world sets info); connsim
+                      keeps the connector's events in each run's trace instead
+                      (connsim repro prints it)
   PROPTEST_CASES, PROPTEST_RNG_SEED
-                      cases and seed of the property tests (cargo test)
-  CI=true             the HTML report's rendering test fails without Chromium
-                      instead of skipping
+                      cases and seed of the property tests that take them (cargo test:
+                      fault_schedules, proto_props' model test)
+  CI                  set: the HTML report's rendering test fails without Chromium
+                      instead of skipping; CI=true: fault_schedules runs 1,000 cases
 
 Start with: connsim run scenarios/   (then connsim help run)"
 )]
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// When to color the terminal report: auto (on a terminal, unless
-    /// NO_COLOR is set), always or never.
+    /// When to color the text report: auto (standard output on a terminal,
+    /// unless NO_COLOR is set), always (files given with --out too) or
+    /// never. clap's own help and errors follow NO_COLOR, not this flag.
     #[arg(long, global = true, value_enum, default_value_t = cli::ColorChoice::Auto)]
     color: cli::ColorChoice,
 }

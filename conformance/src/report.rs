@@ -339,24 +339,45 @@ fn format_sim(ms: u64) -> String {
 
 /// The JSON document: `{"scenarios": [...], "passed": n, "failed": n, ...}`.
 pub fn json(entries: &[Entry<'_>]) -> String {
+    json_part(entries, None)
+}
+
+/// Which part of a split run a report holds (`connsim run --partition`),
+/// so that `connsim merge` can tell a sweep with a part missing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Part {
+    pub k: usize,
+    pub n: usize,
+    /// Runs of the whole sweep, before the split.
+    pub runs_in_sweep: usize,
+}
+
+/// [`json`]'s document, with the part of a split run it holds.
+pub fn json_part(entries: &[Entry<'_>], part: Option<Part>) -> String {
     #[derive(Serialize)]
     struct Doc<'a> {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        part: Option<Part>,
         scenarios: &'a [Entry<'a>],
         #[serde(flatten)]
         counts: Counts,
     }
-    let doc = Doc { scenarios: entries, counts: counts(entries) };
+    let doc = Doc { part, scenarios: entries, counts: counts(entries) };
     serde_json::to_string_pretty(&doc).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
 }
 
-/// The runs of a JSON report ([`json`]'s document) read back; the error
-/// names the line and column.
-pub fn parse_json(text: &str) -> Result<Vec<OwnedEntry>, serde_json::Error> {
+/// A JSON report read back ([`json_part`]'s document): the part of a split
+/// run it holds, if it is one, and its runs. The error names the line and
+/// column.
+pub fn parse_json(text: &str) -> Result<(Option<Part>, Vec<OwnedEntry>), serde_json::Error> {
     #[derive(Deserialize)]
     struct Doc {
+        #[serde(default)]
+        part: Option<Part>,
         scenarios: Vec<OwnedEntry>,
     }
-    Ok(serde_json::from_str::<Doc>(text)?.scenarios)
+    let doc = serde_json::from_str::<Doc>(text)?;
+    Ok((doc.part, doc.scenarios))
 }
 
 fn xml_escape(s: &str) -> String {

@@ -74,9 +74,12 @@ fn a_run_split_in_three_and_merged_is_the_whole_run() {
     assert_eq!(runs_of(&merged), whole);
     let (ok, html, _) = connsim(&["merge", &parts[0], &parts[1], &parts[2], "--format", "html"]);
     assert!(ok && html.contains("<html") && html.contains("happy-path"), "{html:.300}");
-    // A part given twice, or a file that is not a report, is refused.
+    // A part given twice, a part missing, or a file that is not a report
+    // is refused.
     let (ok, _, err) = connsim(&["merge", &parts[0], &parts[0]]);
     assert!(!ok && err.contains("is in both"), "{err}");
+    let (ok, _, err) = connsim(&["merge", &parts[0], &parts[2]]);
+    assert!(!ok && err.contains("part 2/3 missing"), "{err}");
     let (ok, _, err) = connsim(&["merge", "Cargo.toml"]);
     assert!(!ok && err.contains("Cargo.toml: not a JSON report"), "{err}");
     let (ok, _, err) = connsim(&["run", "--partition", "4/3"]);
@@ -88,8 +91,10 @@ fn completions_know_every_subcommand_and_flag() {
     for shell in ["bash", "zsh", "fish"] {
         let (ok, out, err) = connsim(&["completions", shell]);
         assert!(ok, "{shell}: {err}");
-        for word in ["merge", "explain", "partition", "check-determinism"] {
-            assert!(out.contains(word), "{shell} completion without {word}");
+        // Flags as each shell's script names them (not in a description).
+        let flag = |name: &str| if shell == "fish" { format!("-l {name}") } else { format!("--{name}") };
+        for word in ["merge".into(), "explain".into(), flag("partition"), flag("check-determinism")] {
+            assert!(out.contains(&word), "{shell} completion without {word}");
         }
     }
     let (ok, _, err) = connsim(&["completions", "tcsh"]);
@@ -104,8 +109,10 @@ fn color_is_asked_for_or_left_to_the_terminal() {
         assert!(ok, "{args:?}: {err}");
         out.contains('\u{1b}')
     };
+    // The flag reaches the report, before or after the subcommand (the
+    // rules themselves: `cli::color_for`'s unit test).
     assert!(escape(&["run", scenario, "--color", "always"]));
-    // Not a terminal here: auto is plain, and so is never.
+    assert!(escape(&["--color", "always", "run", scenario]));
+    // Not a terminal here: auto is plain.
     assert!(!escape(&["run", scenario]));
-    assert!(!escape(&["--color", "never", "run", scenario]));
 }

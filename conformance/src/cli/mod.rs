@@ -71,19 +71,39 @@ pub enum ColorChoice {
 static COLOR: OnceLock<ColorChoice> = OnceLock::new();
 
 pub fn set_color(choice: ColorChoice) {
-    // Set once, before any output; a second call changes nothing.
+    // `main` calls this once, before any output.
     let _ = COLOR.set(choice);
 }
 
-/// Whether a report goes out in color: `--color always` or `never` decide;
-/// `auto` colors only standard output on a terminal (`to_stdout` false: a
-/// file), and not when NO_COLOR is set (<https://no-color.org>).
+/// Whether a report goes out in color (see [`color_for`]).
 pub fn colored(to_stdout: bool) -> bool {
-    match COLOR.get().copied().unwrap_or_default() {
+    let choice = COLOR.get().copied().unwrap_or_default();
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    color_for(choice, to_stdout && std::io::stdout().is_terminal(), no_color)
+}
+
+/// `--color always` or `never` decide; `auto` colors only a terminal
+/// (`to_terminal`), and not when NO_COLOR is set (<https://no-color.org>:
+/// a flag given on the command line wins over it).
+pub fn color_for(choice: ColorChoice, to_terminal: bool, no_color: bool) -> bool {
+    match choice {
         ColorChoice::Always => true,
         ColorChoice::Never => false,
-        ColorChoice::Auto => {
-            to_stdout && std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+        ColorChoice::Auto => to_terminal && !no_color,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn color_follows_the_flag_then_the_terminal_and_no_color() {
+        use ColorChoice::{Always, Auto, Never};
+        for (to_terminal, no_color) in [(false, false), (false, true), (true, false), (true, true)] {
+            assert!(color_for(Always, to_terminal, no_color));
+            assert!(!color_for(Never, to_terminal, no_color));
+            assert_eq!(color_for(Auto, to_terminal, no_color), to_terminal && !no_color);
         }
     }
 }

@@ -6,10 +6,12 @@ use conformance::report::{self, Entry};
 
 use super::Format;
 
-/// Writes a report of `entries` in `format` to `out` (or standard output);
+/// Writes a report of `entries` (`part` of a split run, which only JSON
+/// records) in `format` to `out` (or standard output);
 /// only the text format has color (see [`crate::cli::colored`]).
 pub(crate) fn write_report(
     entries: &[Entry<'_>],
+    part: Option<report::Part>,
     format: Format,
     out: Option<&std::path::Path>,
     catalogue: &Catalogue,
@@ -19,7 +21,7 @@ pub(crate) fn write_report(
             let color = crate::cli::colored(out.is_none());
             format!("{}\n{}", report::matrix(entries, catalogue, color), report::text(entries))
         }
-        Format::Json => report::json(entries) + "\n",
+        Format::Json => report::json_part(entries, part) + "\n",
         Format::Junit => report::junit(entries),
         Format::Markdown => report::markdown(entries, catalogue),
         Format::Html => report::html(entries, catalogue),

@@ -60,10 +60,16 @@ pub(super) fn sim(args: RunArgs) -> Result<ExitCode, String> {
             };
             range.map(move |seed| (i, seed))
         })
-        .enumerate()
-        .filter(|(index, _)| partition.is_none_or(|p| p.takes(*index)))
-        .map(|(_, run)| run)
         .collect();
+    let runs_in_sweep = runs.len();
+    let runs: Vec<(usize, u64)> =
+        runs.into_iter().enumerate().filter(|(i, _)| partition.is_none_or(|p| p.takes(*i))).map(|(_, r)| r).collect();
+    let part = partition.map(|p| report::Part { k: p.k, n: p.n, runs_in_sweep });
+    if let Some(p) = part {
+        // Said, so that an empty part (a split finer than the sweep) is not
+        // a silent pass.
+        eprintln!("part {}/{}: {} of the sweep's {} runs", p.k, p.n, runs.len(), p.runs_in_sweep);
+    }
     let checks = Checks { determinism: check_determinism, stepping: check_stepping };
     let jobs = jobs.map_or_else(conformance::parallel::default_jobs, usize::from);
     let results = run_all(&scenarios, &runs, stepping(fixed_steps), checks, jobs);
@@ -75,7 +81,7 @@ pub(super) fn sim(args: RunArgs) -> Result<ExitCode, String> {
             Entry::new(file, s, r, status, report::repro_command(file, r.seed))
         })
         .collect();
-    write_report(&entries, format, out.as_deref(), &catalogue)?;
+    write_report(&entries, part, format, out.as_deref(), &catalogue)?;
     let bad = entries.iter().any(|e| e.status.is_bad());
     Ok(if bad { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
