@@ -146,6 +146,42 @@ fn chromium() -> Option<PathBuf> {
     })
 }
 
+/// Headless Chromium on `file` with a 1280×800 window, its profile in
+/// `dir`, with `args` (what to dump).
+fn chromium_on(browser: &Path, dir: &Path, file: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            "--hide-scrollbars",
+            "--window-size=1280,800",
+            // No network here: keep Chromium from trying (and waiting).
+            "--disable-quic",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+        ])
+        .arg(format!("--user-data-dir={}", dir.join("profile").display()))
+        .args(args)
+        .arg(format!("file://{}", file.display()))
+        .output()
+        .expect("chromium runs")
+}
+
+/// What the report's script measured (`#counts`' attribute `name`).
+fn measured<'a>(dom: &'a str, name: &str) -> &'a str {
+    let key = format!("{name}=\"");
+    let start = dom
+        .find(&key)
+        .map(|i| i + key.len())
+        .unwrap_or_else(|| panic!("no {name} in the DOM: {}", &dom[..dom.len().min(600)]));
+    let len = dom[start..].find('"').expect("closing quote");
+    &dom[start..start + len]
+}
+
 /// Loads the HTML report in headless Chromium and reads, from the DOM, the
 /// verdict counts its script computed from the rendered table.
 #[test]
@@ -156,29 +192,17 @@ fn html_report_renders_in_headless_chromium() {
         return;
     };
     let p = pair();
-    let html = report::html(&entries(&p), &Catalogue::builtin());
+    let mut entries = entries(&p);
+    report::draw_timelines(&mut entries);
+    let html = report::html(&entries, &Catalogue::builtin());
+    assert_eq!(html.matches("<svg class=\"timeline\"").count(), 2, "a timeline a scenario");
+    // small-bad fails on a count: no event of its trace is a failure, so
+    // it has no failing exchange to draw.
+    assert_eq!(html.matches("<svg class=\"sequence\"").count(), 0);
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("report.html");
     std::fs::write(&file, html).expect("write");
-    let profile = dir.path().join("profile");
-    let out = Command::new(browser)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--no-first-run",
-            // No network here: keep Chromium from trying (and waiting).
-            "--disable-quic",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .arg("--dump-dom")
-        .arg(format!("file://{}", file.display()))
-        .output()
-        .expect("chromium runs");
+    let out = chromium_on(&browser, dir.path(), &file, &["--dump-dom"]);
     let dom = String::from_utf8_lossy(&out.stdout);
     assert!(
         dom.contains("data-rendered=\"pass=1 fail=1 xfail=0 xpass=0\""),
@@ -186,6 +210,49 @@ fn html_report_renders_in_headless_chromium() {
         String::from_utf8_lossy(&out.stderr),
         &dom[..dom.len().min(600)]
     );
+}
+
+/// The whole suite's HTML report, as `connsim run scenarios/ --format html`
+/// writes it: a timeline for every scenario, and at 1280×800 in headless
+/// Chromium the summary above the fold and nothing wider than the window.
+#[test]
+fn the_suites_html_report_fits_a_laptop_screen() {
+    let Some(browser) = chromium() else {
+        assert!(std::env::var_os("CI").is_none(), "CI must have Chromium (`.ci/run` installs Debian's chromium)");
+        eprintln!("skipped: no Chromium on this machine (apt-get install chromium)");
+        return;
+    };
+    let bins = connsim_tests::real_world::binaries().expect("the workspace's binaries");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("report.html");
+    let run = Command::new(&bins.connsim)
+        .args(["run", "scenarios/", "--format", "html", "--out"])
+        .arg(&file)
+        .current_dir(connsim_tests::workspace_root())
+        .output()
+        .expect("connsim runs");
+    assert!(run.status.success(), "the suite fails: {}", String::from_utf8_lossy(&run.stderr));
+    let html = std::fs::read_to_string(&file).expect("report");
+    let scenarios = collect_scenarios(&[scenario_dir()]).expect("scenarios").len();
+    assert_eq!(html.matches("<section class=\"scenario\"").count(), scenarios);
+    assert_eq!(html.matches("<svg class=\"timeline\"").count(), scenarios, "a timeline a scenario");
+
+    let out = chromium_on(&browser, dir.path(), &file, &["--dump-dom"]);
+    let dom = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(measured(&dom, "data-rendered"), format!("pass={scenarios} fail=0 xfail=0 xpass=0"));
+    let width: u32 = measured(&dom, "data-scroll-width").parse().expect("a width");
+    assert!(width <= 1280, "the page is {width} px wide at a 1280 px window: it scrolls sideways");
+    let bottom: u32 = measured(&dom, "data-summary-bottom").parse().expect("a position");
+    assert!(bottom <= 800, "the summary ends at {bottom} px, below the fold of an 800 px window");
+
+    let shot = dir.path().join("report.png");
+    let out = chromium_on(&browser, dir.path(), &file, &[&format!("--screenshot={}", shot.display())]);
+    let png = std::fs::read(&shot)
+        .unwrap_or_else(|e| panic!("no screenshot ({e}): {}", String::from_utf8_lossy(&out.stderr)));
+    // The PNG's IHDR: width and height, big-endian, after the signature.
+    assert!(png.len() > 24 && png.starts_with(b"\x89PNG"), "not a PNG");
+    let size = |at: usize| u32::from_be_bytes([png[at], png[at + 1], png[at + 2], png[at + 3]]);
+    assert_eq!((size(16), size(20)), (1280, 800));
 }
 
 /// What `connsim merge` reads back from a JSON report gives every format
@@ -205,6 +272,10 @@ fn a_json_report_read_back_makes_the_same_reports() {
     ];
     assert!(entries[1].trace_tail.as_deref().is_some_and(|t| t.lines().count() > 5), "a failure keeps its last events");
     assert!(!p.pass.1.summary.statuses.is_empty(), "answers by status to carry");
+    let mut entries = entries;
+    report::draw_timelines(&mut entries);
+    let drawn: Vec<bool> = entries.iter().map(|e| e.timeline.is_some()).collect();
+    assert_eq!(drawn, [true, true, false, true], "each scenario's first run and the runs that did not pass");
     let json = report::json(&entries);
     let (part, back) = report::parse_json(&json).expect("read back");
     assert_eq!(part, None);

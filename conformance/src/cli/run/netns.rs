@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use conformance::catalogue::Catalogue;
-use conformance::report::{Entry, Status};
+use conformance::report::{self, Entry, Status};
 use conformance::{run_with, Scenario, Stepping, Verdict};
 
 use super::{write_report, Format};
@@ -48,7 +48,7 @@ pub(super) fn run_netns(
         };
         results.push((path.clone(), s, result));
     }
-    let entries: Vec<Entry<'_>> = results
+    let mut entries: Vec<Entry<'_>> = results
         .iter()
         .map(|(file, s, r)| {
             let repro =
@@ -56,6 +56,7 @@ pub(super) fn run_netns(
             Entry::new(file, s, r, Status::of(r, None), repro)
         })
         .collect();
+    report::draw_timelines(&mut entries);
     write_report(&entries, None, format, out, &Catalogue::builtin())?;
     let bad = entries.iter().any(|e| e.status.is_bad());
     Ok(if bad { ExitCode::FAILURE } else { ExitCode::SUCCESS })

@@ -73,7 +73,7 @@ pub(super) fn sim(args: RunArgs) -> Result<ExitCode, String> {
     let checks = Checks { determinism: check_determinism, stepping: check_stepping };
     let jobs = jobs.map_or_else(conformance::parallel::default_jobs, usize::from);
     let results = run_all(&scenarios, &runs, stepping(fixed_steps), checks, jobs);
-    let entries: Vec<Entry<'_>> = results
+    let mut entries: Vec<Entry<'_>> = results
         .iter()
         .map(|(i, r)| {
             let (file, s) = &scenarios[*i];
@@ -81,6 +81,7 @@ pub(super) fn sim(args: RunArgs) -> Result<ExitCode, String> {
             Entry::new(file, s, r, status, report::repro_command(file, r.seed))
         })
         .collect();
+    report::draw_timelines(&mut entries);
     write_report(&entries, part, format, out.as_deref(), &catalogue)?;
     let bad = entries.iter().any(|e| e.status.is_bad());
     Ok(if bad { ExitCode::FAILURE } else { ExitCode::SUCCESS })

@@ -2,6 +2,7 @@
 //! then the verdict table), JSON, JUnit XML, Markdown and one self-contained
 //! HTML file. Every failure carries its repro command and a trace excerpt.
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::path::Path;
 
@@ -11,6 +12,13 @@ use crate::catalogue::Catalogue;
 use crate::expected::ExpectedFailure;
 use crate::run::{RunResult, Verdict};
 use crate::Scenario;
+
+mod html;
+mod svg;
+pub mod timeline;
+
+pub use html::html;
+use timeline::Timeline;
 
 /// A run's verdict once the expected-failures list is applied.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,6 +96,10 @@ pub struct Entry<'a> {
     /// that reports merged from JSON show them too.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trace_tail: Option<String>,
+    /// The run drawn small, for the HTML report: kept for the runs
+    /// [`draw_timelines`] picks, in the JSON report too.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<Timeline>,
 }
 
 /// Trace events a report shows of a run that did not pass.
@@ -106,6 +118,7 @@ impl<'a> Entry<'a> {
             status,
             repro,
             trace_tail,
+            timeline: None,
         }
     }
 
@@ -127,6 +140,8 @@ pub struct OwnedEntry {
     pub repro: String,
     #[serde(default)]
     pub trace_tail: Option<String>,
+    #[serde(default)]
+    pub timeline: Option<Timeline>,
 }
 
 impl OwnedEntry {
@@ -139,6 +154,28 @@ impl OwnedEntry {
             status: self.status.clone(),
             repro: self.repro.clone(),
             trace_tail: self.trace_tail.clone(),
+            timeline: self.timeline.clone(),
+        }
+    }
+}
+
+/// Runs of one scenario that get a timeline besides its first: the first
+/// few that did not pass (a sweep of thousands of seeds keeps its JSON
+/// report small).
+pub const TIMELINES_OF_FAILURES: usize = 5;
+
+/// Draws the timelines the HTML report shows: each scenario's first run
+/// and its first [`TIMELINES_OF_FAILURES`] runs that did not pass. Needs
+/// the runs' traces (a report read back from JSON keeps its timelines).
+pub fn draw_timelines(entries: &mut [Entry<'_>]) {
+    let mut drawn: BTreeMap<String, usize> = BTreeMap::new();
+    for e in entries.iter_mut() {
+        let n = drawn.entry(e.result.name.clone()).or_default();
+        let first = *n == 0;
+        let bad_wanted = e.status.is_bad() && *n <= TIMELINES_OF_FAILURES;
+        if (first || bad_wanted) && !e.result.trace.is_empty() {
+            e.timeline = Some(Timeline::of(&e.result.trace, e.result.sim_time_ms));
+            *n += 1;
         }
     }
 }
@@ -326,7 +363,7 @@ pub fn matrix(entries: &[Entry<'_>], catalogue: &Catalogue, color: bool) -> Stri
     out
 }
 
-fn format_sim(ms: u64) -> String {
+pub(crate) fn format_sim(ms: u64) -> String {
     let s = ms / 1000;
     if s >= 3600 {
         format!("{}h{:02}m{:02}s", s / 3600, (s % 3600) / 60, s % 60)
@@ -512,95 +549,5 @@ pub fn markdown(entries: &[Entry<'_>], catalogue: &Catalogue) -> String {
             let _ = writeln!(out, "\nrepro: `{}`\n\n```text\n{}```", e.repro, e.tail());
         }
     }
-    out
-}
-
-fn html_escape(s: &str) -> String {
-    xml_escape(s)
-}
-
-/// One self-contained HTML file (no network): counts, the requirements ×
-/// scenarios matrix, the verdict table, and each failure's details. A small
-/// script recounts the verdicts from the table into `#counts`, so a browser
-/// test can tell the page was laid out and run.
-pub fn html(entries: &[Entry<'_>], catalogue: &Catalogue) -> String {
-    let c = counts(entries);
-    let names = scenario_names(entries);
-    let mut out = String::new();
-    out.push_str(
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>connsim report</title>\n<style>\n\
-body{font:14px/1.4 system-ui,sans-serif;margin:2em;color:#222}\n\
-table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:2px 6px;text-align:left}\n\
-.matrix td{text-align:center;width:1.2em;padding:0}.matrix th.v{writing-mode:vertical-rl;font-weight:normal;font-size:11px}\n\
-.pass{background:#d6f5d6}.fail{background:#f7c6c6}.xfail{background:#fbe9b7}.xpass{background:#e6c6f7}\n\
-pre{background:#f6f6f6;padding:.5em;overflow:auto;font-size:12px}code{font-size:12px}\n\
-</style></head><body>\n<h1>connsim report</h1>\n",
-    );
-    let _ = writeln!(
-        out,
-        "<p id=\"counts\" data-passed=\"{}\" data-failed=\"{}\" data-expected-failures=\"{}\" data-unexpected-passes=\"{}\">{}</p>",
-        c.passed,
-        c.failed,
-        c.expected_failures,
-        c.unexpected_passes,
-        html_escape(&counts_line(c))
-    );
-    out.push_str("<h2>Requirements × scenarios</h2>\n<table class=\"matrix\"><tr><th>requirement</th>");
-    for name in &names {
-        let _ = write!(out, "<th class=\"v\">{}</th>", html_escape(name));
-    }
-    out.push_str("</tr>\n");
-    for r in &catalogue.requirements {
-        let _ = write!(out, "<tr><th title=\"{}\">{}</th>", html_escape(&r.text), html_escape(&r.id));
-        for name in &names {
-            let of_scenario: Vec<&Entry<'_>> = entries.iter().filter(|e| e.result.name == *name).collect();
-            match cell(&of_scenario, &r.id) {
-                Some((ch, class)) => {
-                    let _ = write!(out, "<td class=\"{class}\" title=\"{}\">{ch}</td>", html_escape(name));
-                }
-                None => out.push_str("<td></td>"),
-            }
-        }
-        out.push_str("</tr>\n");
-    }
-    out.push_str(
-        "</table>\n<p>+ passing case, - failing case shown, X failed, x expected failure, ! unexpected pass</p>\n",
-    );
-    out.push_str("<h2>Scenarios</h2>\n<table id=\"verdicts\"><tr><th>scenario</th><th>seed</th><th>verdict</th><th>sim time</th><th>wall</th><th>trace hash</th></tr>\n");
-    for e in entries {
-        let [name, seed, verdict, sim, wall, hash] = cells(e).map(|c| html_escape(&c));
-        let _ = writeln!(
-            out,
-            "<tr class=\"{cls}\" data-status=\"{cls}\"><td>{name}</td><td>{seed}</td><td>{verdict}</td><td>{sim}</td><td>{wall}</td><td><code>{hash}</code></td></tr>",
-            cls = e.status.class()
-        );
-    }
-    out.push_str("</table>\n");
-    let bad: Vec<&Entry<'_>> = entries.iter().filter(|e| e.status.is_bad()).collect();
-    if !bad.is_empty() {
-        out.push_str("<h2>Failures</h2>\n");
-        for e in bad {
-            let _ = writeln!(
-                out,
-                "<section class=\"failure\"><h3>{} (seed {})</h3><ul>",
-                html_escape(&e.result.name),
-                e.result.seed
-            );
-            for f in &e.result.failures {
-                let _ = writeln!(out, "<li>{}</li>", html_escape(f));
-            }
-            let _ = writeln!(
-                out,
-                "</ul><p>repro: <code>{}</code></p><pre>{}</pre></section>",
-                html_escape(&e.repro),
-                html_escape(e.tail())
-            );
-        }
-    }
-    out.push_str(
-        "<script>\n(function(){var rows=document.querySelectorAll('#verdicts tr[data-status]');var n={pass:0,fail:0,xfail:0,xpass:0};\
-rows.forEach(function(r){n[r.dataset.status]++;});var p=document.getElementById('counts');\
-p.setAttribute('data-rendered','pass='+n.pass+' fail='+n.fail+' xfail='+n.xfail+' xpass='+n.xpass);})();\n</script>\n</body></html>\n",
-    );
     out
 }
