@@ -83,6 +83,62 @@ fn unknown_key_is_named() {
     assert!(msg.contains("requests_okay") && msg.contains("requests_ok"), "{msg}");
 }
 
+/// An unknown key in any section is refused at its own line and column,
+/// naming the key; the shipped scenarios' sections, each in turn.
+#[test]
+fn an_unknown_key_is_refused_in_every_section() {
+    let full = format!(
+        "{MINIMAL}[[load]]\napp = \"app\"\nrequests = 1\nstart = \"30s\"\ninterval = \"1s\"\n[[timeline]]\nat = \"1m\"\nevent = \"reboot c1\"\n\
+         [[world.users]]\nupn = \"alice@b.c\"\n[[expect.window]]\nbetween = [\"10s\", \"20s\"]\nany_of = [\"NET-443.unreachable\"]\n"
+    );
+    Scenario::parse(&full, Path::new("ok.toml")).expect("the sections without a stray key parse");
+    let headers = [
+        "name = \"t\"",
+        "[world]",
+        "[[world.connectors]]",
+        "[[world.backends]]",
+        "[[world.apps]]",
+        "[expect]",
+        "[[load]]",
+        "[[timeline]]",
+    ];
+    for header in headers {
+        let at = full.lines().position(|l| l == header).unwrap_or_else(|| panic!("{header} in the text")) + 1;
+        let text = full.replacen(&format!("{header}\n"), &format!("{header}\nfrobnicate = 1\n"), 1);
+        let (line, column, msg) = refuse(&text);
+        assert_eq!((line, column), (at + 1, 1), "{header}: {msg}");
+        assert!(msg.contains("frobnicate"), "{header}: {msg}");
+    }
+}
+
+/// Every shipped scenario file validates against the JSON Schema that
+/// `connsim schema` prints (the one editors are pointed at), and the schema
+/// refuses what the parser refuses: a stray key, a value of the wrong type.
+#[test]
+fn every_scenario_file_validates_against_connsim_schema() {
+    let bins = connsim_tests::real_world::binaries().expect("the workspace's binaries");
+    let out = std::process::Command::new(&bins.connsim).arg("schema").output().expect("connsim schema runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let schema: serde_json::Value = serde_json::from_slice(&out.stdout).expect("the schema is JSON");
+    let validator = jsonschema::validator_for(&schema).expect("a valid JSON Schema");
+    let as_json = |text: &str| -> serde_json::Value {
+        let doc: toml::Value = toml::from_str(text).expect("TOML");
+        serde_json::to_value(doc).expect("TOML as JSON")
+    };
+    let files = collect_scenarios(&[scenario_dir()]).expect("scenarios");
+    assert!(files.len() > 100);
+    for f in &files {
+        let doc = as_json(&std::fs::read_to_string(f).expect("read"));
+        let errors: Vec<String> =
+            validator.iter_errors(&doc).map(|e| format!("{} at {}", e, e.instance_path())).collect();
+        assert!(errors.is_empty(), "{}: {errors:?}", f.display());
+    }
+    assert!(validator.is_valid(&as_json(MINIMAL)));
+    assert!(!validator.is_valid(&as_json(&MINIMAL.replace("[expect]", "[expect]\nfrobnicate = 1"))), "a stray key");
+    assert!(!validator.is_valid(&as_json(&MINIMAL.replace("\"1m\"", "60"))), "a number for a duration");
+    assert!(!validator.is_valid(&as_json(&MINIMAL.replace("\"1m\"", "\"1 fortnight\""))), "a duration's pattern");
+}
+
 #[test]
 fn unknown_event_lists_the_accepted_forms() {
     let text = format!("{MINIMAL}\n[[timeline]]\nat = \"1m\"\nevent = \"reboot the internet\"\n");
