@@ -85,5 +85,114 @@ fn main() {
             Ok(())
         }));
     }
+    trials.extend(nextest_trials(&trials));
     libtest_mimic::run(&args, trials).exit();
+}
+
+/// The trial that checks this binary speaks the protocol cargo-nextest
+/// drives test binaries with, and the one that splits it with nextest
+/// itself (ignored, with why, where `cargo nextest` is not installed).
+fn nextest_trials(before: &[Trial]) -> Vec<Trial> {
+    const LISTING: &str = "nextest::answers_the_listing_and_exact_runs";
+    const SPLIT: &str = "nextest::count_partitions_split_the_scenarios";
+    let mut names: Vec<String> = before.iter().map(|t| t.name().to_string()).collect();
+    names.extend([LISTING.to_string(), SPLIT.to_string()]);
+    let nextest = cargo(&["nextest", "--version"]).is_ok_and(|o| o.status.success());
+    if !nextest {
+        eprintln!("{SPLIT} is ignored: no cargo-nextest here (cargo install cargo-nextest --locked)");
+    }
+    let scenarios = names.iter().filter(|n| n.starts_with("scenario::")).count();
+    vec![
+        Trial::test(LISTING, move || listing(&names)),
+        Trial::test(SPLIT, move || split_by_nextest(scenarios)).with_ignored_flag(!nextest),
+    ]
+}
+
+/// Cargo as a user runs it at the top of the checkout: without the
+/// package's variables `cargo test` gave this process (build scripts that
+/// read them would be rebuilt, here and again in the next `cargo test`).
+fn cargo(args: &[&str]) -> std::io::Result<std::process::Output> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = std::process::Command::new(cargo);
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        let keep = matches!(name.as_ref(), "CARGO_HOME" | "CARGO_TARGET_DIR" | "CARGO_TERM_COLOR");
+        if (name.starts_with("CARGO_") && !keep) || name == "LD_LIBRARY_PATH" || name == "OUT_DIR" {
+            cmd.env_remove(name.as_ref());
+        }
+    }
+    cmd.args(args).current_dir(connsim_tests::workspace_root()).output()
+}
+
+/// What nextest asks of a test binary: `--list --format terse` names every
+/// test (`NAME: test`) and `--ignored` the ignored ones; `--exact NAME`
+/// runs that test alone.
+fn listing(names: &[String]) -> Result<(), Failed> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let run = |args: &[&str]| -> Result<String, Failed> {
+        let out = std::process::Command::new(&exe).args(args).output().map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(format!("{args:?} failed: {}", String::from_utf8_lossy(&out.stderr)).into());
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let listed = |text: String| -> Vec<String> {
+        text.lines().filter_map(|l| l.strip_suffix(": test")).map(str::to_string).collect()
+    };
+    let all = listed(run(&["--list", "--format", "terse"])?);
+    if all != names {
+        return Err(format!("listed {} tests, want {}: {all:?}", all.len(), names.len()).into());
+    }
+    let ignored = listed(run(&["--list", "--format", "terse", "--ignored"])?);
+    if ignored.iter().any(|n| !n.starts_with("nextest::")) {
+        return Err(format!("listed as ignored: {ignored:?}").into());
+    }
+    let one = run(&["--exact", "determinism::seeds_change_the_trace", "--test-threads", "1"])?;
+    if !one.contains("1 passed") || !one.contains(&format!("{} filtered out", names.len() - 1)) {
+        return Err(format!("--exact did not run that test alone:\n{one}").into());
+    }
+    Ok(())
+}
+
+/// `cargo nextest list --partition count:K/2` for K = 1, 2: every scenario
+/// in exactly one part, the parts within one of each other.
+fn split_by_nextest(scenarios: usize) -> Result<(), Failed> {
+    let mut parts: Vec<Vec<String>> = Vec::new();
+    for k in 1..=2 {
+        let partition = format!("count:{k}/2");
+        let out = cargo(&[
+            "nextest",
+            "list",
+            "--release",
+            "--locked",
+            // The workspace's features, as `cargo test --workspace` builds
+            // them: else nextest rebuilds the binary with the package's own.
+            "--workspace",
+            "--test",
+            "scenarios",
+            "--partition",
+            &partition,
+            "--message-format",
+            "oneline",
+        ])
+        .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(format!("nextest list {partition}: {}", String::from_utf8_lossy(&out.stderr)).into());
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        parts.push(text.lines().filter_map(|l| l.split_once("scenario::").map(|(_, n)| n.to_string())).collect());
+    }
+    let mut joined: Vec<String> = parts.concat();
+    let total = joined.len();
+    joined.sort();
+    joined.dedup();
+    let (a, b) = (parts[0].len(), parts[1].len());
+    if total != scenarios || joined.len() != total || a.abs_diff(b) > 1 {
+        return Err(format!(
+            "parts of {a} and {b} scenarios ({} distinct), want {scenarios} in all, split evenly",
+            joined.len()
+        )
+        .into());
+    }
+    Ok(())
 }

@@ -16,6 +16,7 @@ pub mod matrix;
 pub mod netns;
 pub mod parallel;
 pub mod path;
+pub mod plot;
 pub mod procs;
 pub mod realbench;
 pub mod report;

@@ -68,9 +68,15 @@ enum Command {
     #[command(hide = true)]
     Users(cli::users::UsersArgs),
     /// Replay one scenario with one seed and print its full trace.
+    #[command(after_help = "Examples (a failing run prints its own repro line):
+  connsim repro scenarios/core/outbound-443-blocked.toml --seed 7
+  connsim repro scenarios/core/happy-path.toml | grep tunnel_")]
     Repro(cli::repro::ReproArgs),
     /// Measure runs per second and simulated-to-wall ratio of a scenario,
     /// against a baseline (the same world with no connector traffic).
+    #[command(after_help = "Examples:
+  connsim bench scenarios/core/happy-path.toml --runs 10
+  connsim bench --all --runs 20      # every bench world: sweep, 30 days, scale")]
     Bench(cli::bench::BenchArgs),
     /// Measure the connector's real data path on loopback: requests/s and
     /// p50/p99 through relay-sim's ingress, a TLS tunnel and the connector
@@ -81,6 +87,10 @@ enum Command {
     /// (build them with `cargo build --release --workspace`), on 127.0.0.1
     /// only, and stops them when done. rathole: `cargo install rathole`,
     /// then `--rathole ~/.cargo/bin/rathole`.
+    #[command(after_help = "Examples:
+  cargo build --release --workspace && target/release/connsim bench-real
+  connsim bench-real --rathole ~/.cargo/bin/rathole --runs 3
+  connsim bench-real --conns 64 --duration 10")]
     BenchReal(cli::bench::real::BenchRealArgs),
     /// Run one generated bench world and print a JSON line with its wall
     /// time, peak memory and verdict (`connsim bench --all` runs each in a
@@ -89,6 +99,9 @@ enum Command {
     BenchWorld(cli::bench::world::BenchWorldArgs),
     /// List the requirement catalogue with how many scenarios cover each
     /// ID (passing and failing cases); --scenarios lists scenario files.
+    #[command(after_help = "Examples:
+  connsim list
+  connsim list --scenarios scenarios/pki")]
     List(cli::catalogue::ListArgs),
     /// Explain a diagnostic code (what it means, the requirement it is
     /// about), a requirement (its source, text, and the scenarios covering
@@ -142,6 +155,9 @@ enum Command {
     /// Per requirement, the passing and failing-case scenarios covering it;
     /// exit 1 when an ID lacks either half (unless the catalogue waives it,
     /// with a reason) or a scenario names an unknown ID.
+    #[command(after_help = "Examples:
+  connsim coverage
+  connsim coverage scenarios/ --format json")]
     Coverage(cli::catalogue::CoverageArgs),
     /// Print a completion script for a shell (subcommands, flags, values).
     #[command(after_help = "Examples:
@@ -151,6 +167,14 @@ enum Command {
     Completions {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
+    },
+    /// Print connsim's manual page (roff), or a subcommand's.
+    #[command(after_help = "Examples:
+  connsim man | man -l -
+  connsim man run > connsim-run.1")]
+    Man {
+        /// A subcommand (`run`, `merge`, ...); none: connsim itself.
+        subcommand: Option<String>,
     },
 }
 
@@ -196,9 +220,28 @@ fn real_main() -> Result<ExitCode, String> {
         }
         Command::FromBundle(args) => cli::bundle::from_bundle(args),
         Command::Matrix(args) => cli::matrix::matrix(args),
+        Command::Man { subcommand } => man(subcommand.as_deref()),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "connsim", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `connsim man`: the manual page of connsim or of one of its subcommands.
+fn man(subcommand: Option<&str>) -> Result<ExitCode, String> {
+    let connsim = Cli::command();
+    let page = match subcommand {
+        None => connsim,
+        Some(name) => {
+            let sub = connsim
+                .find_subcommand(name)
+                .ok_or_else(|| format!("no subcommand {name:?} (connsim --help lists them)"))?;
+            sub.clone().name(format!("connsim-{name}"))
+        }
+    };
+    let mut out = Vec::new();
+    clap_mangen::Man::new(page).render(&mut out).map_err(|e| e.to_string())?;
+    std::io::Write::write_all(&mut std::io::stdout(), &out).map_err(|e| e.to_string())?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use relay_sim::serve::Manifest;
 
 use crate::loadgen::{self, Stats, Target};
+use crate::plot::{Bar, Panel};
 use crate::procs::{binary, Procs};
 
 /// What to measure.
@@ -332,6 +333,57 @@ fn ms(us: u32) -> String {
 }
 
 /// The table, each figure beside its baseline and target.
+/// The figures as chart panels ([`crate::plot`]): closed-loop requests/s
+/// per path and connection count, open-loop p50 and p99 per path, and
+/// large bodies' MB/s; the tunnel's bars dark, the others light.
+pub fn panels(f: &Figures, opts: &Options) -> Vec<Panel> {
+    let bar = |p: &PathFigures, label: String, value: f64| {
+        if p.name == "tunnel" {
+            Bar::measured(label, value)
+        } else {
+            Bar::baseline(label, value)
+        }
+    };
+    let mut closed = Vec::new();
+    for (ci, c) in opts.conns.iter().enumerate() {
+        for p in &f.paths {
+            if let Some((_, s, _)) = p.closed.get(ci) {
+                closed.push(bar(p, format!("{}, {c} connections", p.name), s.per_second()));
+            }
+        }
+    }
+    let mut open = Vec::new();
+    for (q, name) in [(0.5, "p50"), (0.99, "p99")] {
+        for p in &f.paths {
+            open.push(bar(p, format!("{}, {name}", p.name), f64::from(p.open.percentile_us(q)) / 1000.0));
+        }
+    }
+    let mut panels = vec![
+        Panel {
+            title: "Closed loop: requests per second".into(),
+            unit: "requests/s (more is better)".into(),
+            bars: closed,
+        },
+        Panel {
+            title: format!("Open loop, {} requests/s: latency", opts.rate),
+            unit: "milliseconds (less is better)".into(),
+            bars: open,
+        },
+    ];
+    let mut large = Vec::new();
+    for p in &f.paths {
+        if let Some((down, up)) = p.large {
+            large.push(bar(p, format!("{}, download", p.name), down / 1e6));
+            large.push(bar(p, format!("{}, upload", p.name), up / 1e6));
+        }
+    }
+    if !large.is_empty() {
+        let title = format!("Large bodies, {} MiB each", opts.large_bytes >> 20);
+        panels.push(Panel { title, unit: "MB/s (more is better)".into(), bars: large });
+    }
+    panels
+}
+
 pub fn render(f: &Figures, opts: &Options) -> String {
     let mut out = String::new();
     let direct = f.paths.iter().find(|p| p.name == "direct");

@@ -116,3 +116,39 @@ fn color_is_asked_for_or_left_to_the_terminal() {
     // Not a terminal here: auto is plain.
     assert!(!escape(&["run", scenario]));
 }
+
+/// The subcommands `connsim --help` lists (its "Commands:" section).
+fn subcommands() -> Vec<String> {
+    let (ok, out, _) = connsim(&["--help"]);
+    assert!(ok);
+    let commands = out.split("Commands:").nth(1).expect("a Commands section");
+    commands
+        .lines()
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|name| *name != "help")
+        .map(str::to_string)
+        .collect()
+}
+
+/// Every subcommand's help ends with an example to copy, and has a manual
+/// page (`connsim man NAME`), as connsim itself has.
+#[test]
+fn every_subcommand_has_an_example_and_a_manual_page() {
+    let names = subcommands();
+    assert!(names.len() >= 12 && names.contains(&"bench-real".to_string()), "{names:?}");
+    for name in &names {
+        let (ok, out, err) = connsim(&[name, "--help"]);
+        assert!(ok, "{name} --help: {err}");
+        assert!(out.contains("Example"), "connsim {name} --help has no example:\n{out}");
+        assert!(out.contains(&format!("connsim {name}")), "{name}'s example does not use it:\n{out}");
+        let (ok, page, err) = connsim(&["man", name]);
+        assert!(ok, "connsim man {name}: {err}");
+        assert!(page.contains(&format!(".TH connsim-{name} 1")), "the page is named after {name}");
+    }
+    let (ok, page, _) = connsim(&["man"]);
+    assert!(ok && page.contains(".TH connsim") && page.contains("Environment"), "{page}");
+    let (ok, _, err) = connsim(&["man", "no-such-command"]);
+    assert!(!ok && err.contains("no subcommand \"no-such-command\""), "{err}");
+}

@@ -54,7 +54,8 @@ pub fn merge(args: MergeArgs) -> Result<ExitCode, String> {
     }
     check_complete(&parts, runs.len())?;
     runs.sort_by(|(a, ra), (b, rb)| a.cmp(b).then(ra.result.seed.cmp(&rb.result.seed)));
-    let entries: Vec<Entry<'_>> = runs.iter().map(|(_, run)| run.entry()).collect();
+    let mut entries: Vec<Entry<'_>> = runs.iter().map(|(_, run)| run.entry()).collect();
+    report::keep_timelines(&mut entries);
     write_report(&entries, None, args.format, args.out.as_deref(), &Catalogue::builtin())?;
     let bad = entries.iter().any(|e| e.status.is_bad());
     Ok(if bad { ExitCode::FAILURE } else { ExitCode::SUCCESS })

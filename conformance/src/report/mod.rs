@@ -164,18 +164,51 @@ impl OwnedEntry {
 /// report small).
 pub const TIMELINES_OF_FAILURES: usize = 5;
 
-/// Draws the timelines the HTML report shows: each scenario's first run
-/// and its first [`TIMELINES_OF_FAILURES`] runs that did not pass. Needs
-/// the runs' traces (a report read back from JSON keeps its timelines).
-pub fn draw_timelines(entries: &mut [Entry<'_>]) {
-    let mut drawn: BTreeMap<String, usize> = BTreeMap::new();
-    for e in entries.iter_mut() {
-        let n = drawn.entry(e.result.name.clone()).or_default();
-        let first = *n == 0;
-        let bad_wanted = e.status.is_bad() && *n <= TIMELINES_OF_FAILURES;
-        if (first || bad_wanted) && !e.result.trace.is_empty() {
-            e.timeline = Some(Timeline::of(&e.result.trace, e.result.sim_time_ms));
-            *n += 1;
+/// Which runs the HTML report draws: each scenario's run with the sweep's
+/// first seed (`first_seed`, else the lowest among `entries`), and its
+/// first [`TIMELINES_OF_FAILURES`] runs that did not pass. The same runs
+/// whether the sweep ran whole or in parts merged back.
+fn wanted(entries: &[Entry<'_>], first_seed: Option<u64>) -> Vec<bool> {
+    let mut lowest: BTreeMap<&str, u64> = BTreeMap::new();
+    for e in entries {
+        let seed = lowest.entry(&e.result.name).or_insert(e.result.seed);
+        *seed = (*seed).min(e.result.seed);
+    }
+    let mut failures: BTreeMap<&str, usize> = BTreeMap::new();
+    entries
+        .iter()
+        .map(|e| {
+            let first = e.result.seed == first_seed.unwrap_or_else(|| lowest[e.result.name.as_str()]);
+            let failure = e.status.is_bad() && {
+                let n = failures.entry(&e.result.name).or_default();
+                *n += 1;
+                *n <= TIMELINES_OF_FAILURES
+            };
+            first || failure
+        })
+        .collect()
+}
+
+/// Draws the timelines of the runs the HTML report shows (see [`wanted`];
+/// `first_seed`: the first of `--seeds`, if given) from their traces, and
+/// drops any other.
+pub fn draw_timelines(entries: &mut [Entry<'_>], first_seed: Option<u64>) {
+    let wanted = wanted(entries, first_seed);
+    for (e, wanted) in entries.iter_mut().zip(wanted) {
+        e.timeline = match wanted && !e.result.trace.is_empty() {
+            true => Some(Timeline::of(&e.result.trace, e.result.sim_time_ms)),
+            false => None,
+        };
+    }
+}
+
+/// Drops the timelines of a merged sweep's runs that the whole sweep would
+/// not have drawn (each part kept its own first failures).
+pub fn keep_timelines(entries: &mut [Entry<'_>]) {
+    let wanted = wanted(entries, None);
+    for (e, wanted) in entries.iter_mut().zip(wanted) {
+        if !wanted {
+            e.timeline = None;
         }
     }
 }
@@ -550,4 +583,69 @@ pub fn markdown(entries: &[Entry<'_>], catalogue: &Catalogue) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::Steps;
+
+    fn result(name: &str, seed: u64, verdict: Verdict) -> RunResult {
+        RunResult {
+            name: name.into(),
+            seed,
+            verdict,
+            failures: Vec::new(),
+            sim_time_ms: 0,
+            wall_ms: 0.0,
+            trace_hash: String::new(),
+            steps: Steps::default(),
+            summary: Default::default(),
+            trace: Vec::new(),
+        }
+    }
+
+    fn entry(r: &RunResult) -> Entry<'_> {
+        let status = if r.verdict == Verdict::Pass { Status::Pass } else { Status::Fail };
+        Entry {
+            file: String::new(),
+            covers: Vec::new(),
+            failing_case: false,
+            result: r,
+            status,
+            repro: String::new(),
+            trace_tail: None,
+            timeline: None,
+        }
+    }
+
+    /// Seeds 3..=14 of one scenario, every seed from 6 on failing.
+    fn sweep() -> Vec<RunResult> {
+        (3..=14).map(|seed| result("s", seed, if seed >= 6 { Verdict::Fail } else { Verdict::Pass })).collect()
+    }
+
+    fn drawn(wanted: &[bool], runs: &[RunResult]) -> Vec<u64> {
+        runs.iter().zip(wanted).filter(|(_, w)| **w).map(|(r, _)| r.seed).collect()
+    }
+
+    #[test]
+    fn the_first_seed_and_the_first_failures_are_drawn_whole_or_in_parts() {
+        let runs = sweep();
+        let whole: Vec<Entry<'_>> = runs.iter().map(entry).collect();
+        let want = vec![3, 6, 7, 8, 9, 10];
+        assert_eq!(drawn(&wanted(&whole, Some(3)), &runs), want);
+        assert_eq!(drawn(&wanted(&whole, None), &runs), want, "the lowest seed when no sweep is given");
+        // A part (every other run) does not know the sweep's first failures:
+        // it keeps its own, and merging drops what the whole would not draw.
+        let part: Vec<RunResult> = runs.iter().skip(1).step_by(2).cloned().collect();
+        let part_entries: Vec<Entry<'_>> = part.iter().map(entry).collect();
+        assert_eq!(drawn(&wanted(&part_entries, Some(3)), &part), [6, 8, 10, 12, 14]);
+        let mut merged: Vec<Entry<'_>> = runs.iter().map(entry).collect();
+        for e in merged.iter_mut() {
+            e.timeline = Some(Timeline { duration_ms: 1, lanes: Vec::new(), exchange: Vec::new() });
+        }
+        keep_timelines(&mut merged);
+        let kept: Vec<u64> = merged.iter().filter(|e| e.timeline.is_some()).map(|e| e.result.seed).collect();
+        assert_eq!(kept, want);
+    }
 }

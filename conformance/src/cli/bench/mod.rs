@@ -9,6 +9,7 @@ use conformance::stopwatch::Stopwatch;
 use conformance::{run_with, Scenario, Stepping};
 
 mod all;
+mod children;
 pub mod real;
 pub mod world;
 
@@ -40,13 +41,31 @@ pub struct BenchArgs {
     /// Takes a few minutes.
     #[arg(long)]
     pub all: bool,
+    /// Where --all draws its figures as an SVG chart (plotters).
+    #[arg(long, default_value = "bench-all.svg")]
+    pub plot: PathBuf,
+}
+
+/// A printed row of `bench --all`'s table: figure, measured value,
+/// baseline, target.
+type Row<'a> = &'a dyn Fn(&str, String, String, &str);
+
+/// Refuses a chart path whose folder does not exist before the minutes of
+/// measuring, not after.
+pub(crate) fn check_plot_path(plot: &std::path::Path) -> Result<(), String> {
+    match plot.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() && !dir.is_dir() => {
+            Err(format!("--plot {}: no folder {}", plot.display(), dir.display()))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// One scenario's runs per second, against its quiet world and fixed steps.
 pub fn bench(args: BenchArgs) -> Result<ExitCode, String> {
-    let BenchArgs { file, runs, all } = args;
+    let BenchArgs { file, runs, all, plot } = args;
     if all {
-        return bench_all(&file, runs);
+        return bench_all(&file, runs, &plot);
     }
     let s = Scenario::load(&file).map_err(|e| e.to_string())?;
     let baseline = conformance::bench::quiet(&s);

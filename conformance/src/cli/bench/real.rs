@@ -39,12 +39,28 @@ pub struct BenchRealArgs {
     /// Where relay-sim and connector are (default: next to connsim).
     #[arg(long)]
     pub bin_dir: Option<PathBuf>,
+    /// Where to draw the figures as an SVG chart (plotters): requests/s and
+    /// latency percentiles per path, and large bodies' MB/s.
+    #[arg(long, default_value = "bench-real.svg")]
+    pub plot: PathBuf,
 }
 
 /// The real binaries on loopback, beside direct (and rathole).
 pub fn bench_real(args: BenchRealArgs) -> Result<ExitCode, String> {
-    let BenchRealArgs { conns, duration, runs, rate, rate_duration, relays, large_mib, transfers, rathole, bin_dir } =
-        args;
+    let BenchRealArgs {
+        conns,
+        duration,
+        runs,
+        rate,
+        rate_duration,
+        relays,
+        large_mib,
+        transfers,
+        rathole,
+        bin_dir,
+        plot,
+    } = args;
+    super::check_plot_path(&plot)?;
     let bin_dir = match bin_dir {
         Some(d) => d,
         None => exe_dir()?,
@@ -66,5 +82,7 @@ pub fn bench_real(args: BenchRealArgs) -> Result<ExitCode, String> {
     };
     let figures = conformance::realbench::measure(&opts, &mut |line| eprintln!("[bench-real] {line}"))?;
     print!("{}", conformance::realbench::render(&figures, &opts));
+    conformance::plot::write_svg(&plot, &conformance::realbench::panels(&figures, &opts))?;
+    println!("chart: {}", plot.display());
     Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,57 @@
+//! The worlds `connsim bench --all` runs in child processes (`connsim
+//! bench-world`), so that each one's peak memory is its own: 30 simulated
+//! days and 10/100/1,000 connectors, beside their baselines and floors.
+
+use super::world::bench_child;
+use super::Row;
+use conformance::plot::{Bar, Panel};
+
+/// 10, 100 and 1,000 connectors for a simulated hour, each world in a
+/// child process (its peak memory its own).
+pub(super) fn scale(row: Row<'_>) -> Result<Panel, String> {
+    let mut bars = Vec::new();
+    let mut first: Option<(f64, usize)> = None;
+    for n in [10usize, 100, 1000] {
+        let groups = 50.min(n);
+        let (wall, rss, ok) =
+            bench_child(&["scale".into(), "--size".into(), n.to_string(), "--groups".into(), groups.to_string()])?;
+        let baseline = match first {
+            None => "(the baseline)".to_string(),
+            Some((w, m)) => format!("{:.1}x the time of {m} for {:.0}x the connectors", wall / w, n as f64 / m as f64),
+        };
+        first.get_or_insert((wall, n));
+        row(
+            &format!("{n} connectors, {groups} groups, 1 h{}", if ok { "" } else { " (FAILED)" }),
+            format!("{:.2} s, {} MiB", wall / 1000.0, rss / 1024),
+            baseline,
+            if n == 1000 { "< 30 s, < 4096 MiB" } else { "" },
+        );
+        bars.push(Bar::measured(format!("{n} connectors, {groups} groups"), wall / 1000.0));
+    }
+    Ok(Panel { title: "Scale: one simulated hour".into(), unit: "seconds (less is better)".into(), bars })
+}
+
+/// The 30-day world, beside its quiet world and the floors of its
+/// keepalives (rows printed with `row`).
+pub(super) fn thirty_days(row: Row<'_>) -> Result<Panel, String> {
+    let (long, rss, ok) = bench_child(&["long".into(), "--size".into(), "30".into()])?;
+    let (long_q, _, _) = bench_child(&["long".into(), "--size".into(), "30".into(), "--quiet".into()])?;
+    row(
+        &format!("30 simulated days, 1 connector{}", if ok { "" } else { " (FAILED)" }),
+        format!("{:.2} s, {} MiB", long / 1000.0, rss / 1024),
+        format!("{:.2} s quiet ({:.1}x)", long_q / 1000.0, long / long_q.max(1e-9)),
+        "< 3 s",
+    );
+    let mut bars = vec![Bar::measured("30 days", long / 1000.0), Bar::baseline("quiet world", long_q / 1000.0)];
+    for (kind, what) in [("floor", "in phase"), ("floor-spread", "out of phase")] {
+        let (floor, _, _) = bench_child(&[kind.into(), "--size".into(), "30".into()])?;
+        row(
+            &format!("  floor, bare TCP keepalives, {what}"),
+            format!("{:.2} s", floor / 1000.0),
+            format!("30 days are {:.1}x the floor", long / floor.max(1e-9)),
+            "",
+        );
+        bars.push(Bar::baseline(format!("floor: bare TCP keepalives, {what}"), floor / 1000.0));
+    }
+    Ok(Panel { title: "30 simulated days, 1 connector".into(), unit: "seconds (less is better)".into(), bars })
+}
