@@ -1,6 +1,9 @@
 //! Child processes of real-world runs (`bench-real`, the netns world):
 //! each logs to a file in a scratch folder, and all are killed and reaped
-//! when the owner drops them, also on an error.
+//! when the owner drops them, also on an error. On Linux the kernel also
+//! kills them when the thread that started them dies: a `connsim` stopped
+//! with Ctrl-C or `kill` runs no destructor, and would leave a relay-sim
+//! and a connector serving on loopback behind.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -35,6 +38,7 @@ impl Procs {
         let log = self.logs.join(format!("{label}.log"));
         let out = File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
         let err = out.try_clone().map_err(|e| format!("{}: {e}", log.display()))?;
+        die_with_parent(cmd);
         let child = cmd
             .stdin(Stdio::null())
             .stdout(out)
@@ -90,3 +94,24 @@ pub fn binary(dir: &Path, name: &str) -> Result<PathBuf, String> {
         ))
     }
 }
+
+/// Asks the kernel to kill the child when its parent thread dies
+/// (`PR_SET_PDEATHSIG`; it survives `exec`, so a child started through
+/// `ip netns exec` keeps it).
+#[cfg(target_os = "linux")]
+fn die_with_parent(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: runs in the child between fork and exec, and only calls
+    // prctl, which is async-signal-safe and allocates nothing.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn die_with_parent(_: &mut Command) {}

@@ -48,6 +48,9 @@ pub struct Options {
     pub transfers: u32,
 }
 
+/// The path through our tunnel (the others: `direct`, `rathole`).
+pub const TUNNEL: &str = "connsim tunnel";
+
 /// One path's figures.
 #[derive(Debug, Clone)]
 pub struct PathFigures {
@@ -197,7 +200,7 @@ pub fn measure(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Figures
     std::thread::sleep(Duration::from_secs(2));
     let connector_idle_rss_kib = rss_kib(connector_pid);
 
-    let mut paths: Vec<(&'static str, Target)> = vec![("direct", direct.clone()), ("connsim tunnel", tunnel)];
+    let mut paths: Vec<(&'static str, Target)> = vec![("direct", direct.clone()), (TUNNEL, tunnel)];
     if let Some(rathole) = &opts.rathole {
         progress("starting rathole");
         let target = start_rathole(&mut procs, &mut pids, rathole, dir.path(), manifest.backend)?;
@@ -338,7 +341,7 @@ fn ms(us: u32) -> String {
 /// large bodies' MB/s; the tunnel's bars dark, the others light.
 pub fn panels(f: &Figures, opts: &Options) -> Vec<Panel> {
     let bar = |p: &PathFigures, label: String, value: f64| {
-        if p.name == "tunnel" {
+        if p.name == TUNNEL {
             Bar::measured(label, value)
         } else {
             Bar::baseline(label, value)
@@ -348,7 +351,8 @@ pub fn panels(f: &Figures, opts: &Options) -> Vec<Panel> {
     for (ci, c) in opts.conns.iter().enumerate() {
         for p in &f.paths {
             if let Some((_, s, _)) = p.closed.get(ci) {
-                closed.push(bar(p, format!("{}, {c} connections", p.name), s.per_second()));
+                let conns = if *c == 1 { "1 connection".to_string() } else { format!("{c} connections") };
+                closed.push(bar(p, format!("{}, {conns}", p.name), s.per_second()));
             }
         }
     }
@@ -521,7 +525,7 @@ fn targets(f: &Figures, opts: &Options) -> Vec<Judged> {
     let mut row = |what: String, value: f64, target: &'static str, met: bool| {
         rows.push(Judged { what, value: format!("{value:.2}"), target, met });
     };
-    if let (Some(t), Some(r)) = (path("connsim tunnel"), path("rathole")) {
+    if let (Some(t), Some(r)) = (path(TUNNEL), path("rathole")) {
         for (tc, rc) in t.closed.iter().zip(&r.closed) {
             let ratio = tc.1.per_second() / rc.1.per_second().max(1e-9);
             row(format!("tunnel / rathole requests/s, {} connections", tc.0), ratio, ">= 1.00", ratio >= 1.0);
@@ -550,7 +554,7 @@ fn targets(f: &Figures, opts: &Options) -> Vec<Judged> {
             row(format!("tunnel / rathole MB/s, {} MiB upload", opts.large_bytes >> 20), up, ">= 1.00", up >= 1.0);
         }
     }
-    if let (Some(d), Some(t)) = (path("direct"), path("connsim tunnel")) {
+    if let (Some(d), Some(t)) = (path("direct"), path(TUNNEL)) {
         let added = t.open.percentile_us(0.99).saturating_sub(d.open.percentile_us(0.99));
         let what = format!("p99 added at {} requests/s (median of {} runs)", opts.rate, opts.runs.max(1));
         rows.push(Judged { what, value: ms(added), target: "<= 0.5 ms", met: added <= 500 });
