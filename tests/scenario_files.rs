@@ -101,6 +101,8 @@ fn an_unknown_key_is_refused_in_every_section() {
         "[expect]",
         "[[load]]",
         "[[timeline]]",
+        "[[world.users]]",
+        "[[expect.window]]",
     ];
     for header in headers {
         let at = full.lines().position(|l| l == header).unwrap_or_else(|| panic!("{header} in the text")) + 1;

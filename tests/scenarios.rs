@@ -97,7 +97,7 @@ fn nextest_trials(before: &[Trial]) -> Vec<Trial> {
     const SPLIT: &str = "nextest::count_partitions_split_the_scenarios";
     let mut names: Vec<String> = before.iter().map(|t| t.name().to_string()).collect();
     names.extend([LISTING.to_string(), SPLIT.to_string()]);
-    let nextest = cargo(&["nextest", "--version"]).is_ok_and(|o| o.status.success());
+    let nextest = nextest_installed();
     if !nextest {
         eprintln!("{SPLIT} is ignored: no cargo-nextest here (cargo install cargo-nextest --locked)");
     }
@@ -106,6 +106,18 @@ fn nextest_trials(before: &[Trial]) -> Vec<Trial> {
         Trial::test(LISTING, move || listing(&names)),
         Trial::test(SPLIT, move || split_by_nextest(scenarios)).with_ignored_flag(!nextest),
     ]
+}
+
+/// Whether `cargo nextest` would run: its binary on PATH or in Cargo's
+/// own folder. Looked up, not spawned: this runs in every process nextest
+/// starts, one per test.
+fn nextest_installed() -> bool {
+    let cargo_bin = std::env::var_os("CARGO_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cargo")))
+        .map(|home| home.join("bin"));
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path).chain(cargo_bin).any(|dir| dir.join("cargo-nextest").is_file())
 }
 
 /// Cargo as a user runs it at the top of the checkout: without the
@@ -157,25 +169,20 @@ fn listing(names: &[String]) -> Result<(), Failed> {
 /// `cargo nextest list --partition count:K/2` for K = 1, 2: every scenario
 /// in exactly one part, the parts within one of each other.
 fn split_by_nextest(scenarios: usize) -> Result<(), Failed> {
+    // The profile this binary was built with: nextest lists what it builds.
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let release = exe.parent().and_then(|deps| deps.parent()).is_some_and(|dir| dir.ends_with("release"));
     let mut parts: Vec<Vec<String>> = Vec::new();
     for k in 1..=2 {
         let partition = format!("count:{k}/2");
-        let out = cargo(&[
-            "nextest",
-            "list",
-            "--release",
-            "--locked",
-            // The workspace's features, as `cargo test --workspace` builds
-            // them: else nextest rebuilds the binary with the package's own.
-            "--workspace",
-            "--test",
-            "scenarios",
-            "--partition",
-            &partition,
-            "--message-format",
-            "oneline",
-        ])
-        .map_err(|e| e.to_string())?;
+        let mut args = vec!["nextest", "list", "--locked"];
+        if release {
+            args.push("--release");
+        }
+        // The workspace's features, as `cargo test --workspace` builds them:
+        // else nextest rebuilds the binary with the package's own.
+        args.extend(["--workspace", "--test", "scenarios", "--partition", &partition, "--message-format", "oneline"]);
+        let out = cargo(&args).map_err(|e| e.to_string())?;
         if !out.status.success() {
             return Err(format!("nextest list {partition}: {}", String::from_utf8_lossy(&out.stderr)).into());
         }

@@ -237,7 +237,9 @@ fn man(subcommand: Option<&str>) -> Result<ExitCode, String> {
             let sub = connsim
                 .find_subcommand(name)
                 .ok_or_else(|| format!("no subcommand {name:?} (connsim --help lists them)"))?;
-            sub.clone().name(format!("connsim-{name}"))
+            // Named as man pages of subcommands are (git-commit(1)); the
+            // synopsis says how to run it.
+            sub.clone().name(format!("connsim-{name}")).bin_name(format!("connsim {name}"))
         }
     };
     let mut out = Vec::new();

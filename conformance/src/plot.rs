@@ -37,12 +37,20 @@ const WIDTH: u32 = 900;
 const BAR_H: u32 = 26;
 const PANEL_EXTRA: u32 = 70;
 
+/// A chart that could not be drawn or written.
+#[derive(Debug, thiserror::Error)]
+#[error("drawing the chart {path}: {message}")]
+pub struct PlotError {
+    pub path: std::path::PathBuf,
+    pub message: String,
+}
+
 /// Writes `panels` as one SVG chart to `path`.
-pub fn write_svg(path: &Path, panels: &[Panel]) -> Result<(), String> {
+pub fn write_svg(path: &Path, panels: &[Panel]) -> Result<(), PlotError> {
     let heights: Vec<u32> = panels.iter().map(|p| p.bars.len() as u32 * BAR_H + PANEL_EXTRA).collect();
     let total: u32 = heights.iter().sum::<u32>().max(1);
     let root = SVGBackend::new(path, (WIDTH, total)).into_drawing_area();
-    let fail = |e: &dyn std::fmt::Display| format!("drawing {}: {e}", path.display());
+    let fail = |e: &dyn std::fmt::Display| PlotError { path: path.to_path_buf(), message: e.to_string() };
     root.fill(&WHITE).map_err(|e| fail(&e))?;
     let mut rest = root;
     for (panel, h) in panels.iter().zip(&heights) {
@@ -53,6 +61,7 @@ pub fn write_svg(path: &Path, panels: &[Panel]) -> Result<(), String> {
     rest.present().map_err(|e| fail(&e))
 }
 
+/// What plotters reports: its error type depends on the backend.
 type Failure = Box<dyn std::error::Error>;
 
 /// One panel: horizontal bars, labels on the left, each bar's value at its

@@ -335,7 +335,6 @@ fn ms(us: u32) -> String {
     }
 }
 
-/// The table, each figure beside its baseline and target.
 /// The figures as chart panels ([`crate::plot`]): closed-loop requests/s
 /// per path and connection count, open-loop p50 and p99 per path, and
 /// large bodies' MB/s; the tunnel's bars dark, the others light.
@@ -388,6 +387,7 @@ pub fn panels(f: &Figures, opts: &Options) -> Vec<Panel> {
     panels
 }
 
+/// The table, each figure beside its baseline and target.
 pub fn render(f: &Figures, opts: &Options) -> String {
     let mut out = String::new();
     let direct = f.paths.iter().find(|p| p.name == "direct");

@@ -6,15 +6,17 @@
 //! small script recounts the verdicts and measures the layout into
 //! `#counts`, so a browser test can tell the page was laid out and run.
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use super::svg;
 use super::timeline::Timeline;
 use super::{cell, cells, counts, counts_line, scenario_names, xml_escape, Entry, Status};
 use crate::catalogue::{Catalogue, Requirement};
+use crate::run::Verdict;
 
 const STYLE: &str = "\
-*{box-sizing:border-box}body{font:14px/1.45 system-ui,sans-serif;margin:0 auto;padding:1em 1.5em;max-width:1200px;color:#222}\n\
+*{box-sizing:border-box}body{font:14px/1.45 system-ui,sans-serif;margin:0 auto;padding:1em 1.5em;max-width:1200px;color:#222;overflow-wrap:anywhere}\n\
 h1{margin:.2em 0}h2{margin-top:1.5em;border-bottom:1px solid #ddd}h3{margin:.2em 0}\n\
 table{border-collapse:collapse;margin:.5em 0;width:100%;table-layout:fixed}td,th{border:1px solid #ddd;padding:2px 6px;text-align:left;vertical-align:top;overflow-wrap:anywhere}\n\
 .pass{background:#d6f5d6}.fail{background:#f7c6c6}.xfail{background:#fbe9b7}.xpass{background:#e6c6f7}\n\
@@ -24,26 +26,37 @@ pre{background:#f6f6f6;padding:.5em;overflow:auto;font-size:12px;max-height:24em
 #filter{width:100%;font-size:15px;padding:.4em;margin:.8em 0}\n\
 .reqs th.id{width:12em}.reqs td.text{width:45%}.chip{display:inline-block;margin:1px 3px 1px 0;padding:0 5px;border-radius:8px;font-size:12px;text-decoration:none;color:#222}\n\
 .scenario{border:1px solid #ddd;border-radius:6px;padding:.5em 1em;margin:1em 0}.scenario h3 .chip{font-weight:normal}\n\
-.muted{color:#666;font-size:12px}.runs td:nth-child(1){width:6em}.runs td:nth-child(6){width:11em}\n\
+.muted{color:#666;font-size:12px}.runs th:nth-child(1){width:6em}.runs th:nth-child(6){width:11em}\n\
 details summary{cursor:pointer}svg{display:block;max-width:100%}\n";
 
 /// The counting and filtering script; it writes what it saw into
 /// `#counts`: the verdicts it counted, the page's scroll width and where
-/// the summary ends.
+/// the summary ends. A link to `report.html#filter=WORDS` opens the page
+/// filtered.
 const SCRIPT: &str = "(function(){\
 var n={pass:0,fail:0,xfail:0,xpass:0};document.querySelectorAll('.runs tr[data-status]').forEach(function(r){n[r.dataset.status]++;});\
 var p=document.getElementById('counts');p.setAttribute('data-rendered','pass='+n.pass+' fail='+n.fail+' xfail='+n.xfail+' xpass='+n.xpass);\
 p.setAttribute('data-scroll-width',document.documentElement.scrollWidth);\
 p.setAttribute('data-summary-bottom',Math.ceil(document.getElementById('summary').getBoundingClientRect().bottom));\
 var f=document.getElementById('filter');f.addEventListener('input',function(){var q=f.value.toLowerCase();\
-document.querySelectorAll('[data-text]').forEach(function(e){e.style.display=e.dataset.text.indexOf(q)<0?'none':'';});});\
+document.querySelectorAll('[data-text]').forEach(function(e){e.style.display=e.dataset.text.indexOf(q)<0?'none':'';});\
+document.querySelectorAll('.area').forEach(function(a){var shown=[].some.call(a.querySelectorAll('tr[data-text]'),function(r){return r.style.display!=='none';});\
+a.style.display=q&&!shown?'none':'';});});\
+var h=decodeURIComponent(location.hash);if(h.indexOf('#filter=')===0){f.value=h.slice(8);f.dispatchEvent(new Event('input'));}\
 })();";
 
-/// An id for a name in a URL fragment: letters, digits, `-` and `_`.
+/// An id for a name in a URL fragment: letters, digits, `-` and `_`
+/// (requirement IDs are made of these; scenarios get [`scenario_ids`]).
 fn anchor(prefix: &str, name: &str) -> String {
     let safe: String =
         name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
     format!("{prefix}-{safe}")
+}
+
+/// Each scenario's id: its place in the report and its name, so that two
+/// names that read alike in a URL (`a.b`, `a b`) stay two ids.
+fn scenario_ids<'a>(entries: &'a [Entry<'a>]) -> BTreeMap<&'a str, String> {
+    scenario_names(entries).into_iter().enumerate().map(|(i, name)| (name, anchor(&format!("sc-{i}"), name))).collect()
 }
 
 /// One self-contained HTML file: see the module's documentation.
@@ -90,6 +103,7 @@ fn summary(out: &mut String, entries: &[Entry<'_>]) {
 
 /// Requirements grouped by area, each with its scenarios as links.
 fn requirements(out: &mut String, entries: &[Entry<'_>], catalogue: &Catalogue) {
+    let ids = scenario_ids(entries);
     let names = scenario_names(entries);
     let mut areas: Vec<&str> = Vec::new();
     for r in &catalogue.requirements {
@@ -109,14 +123,14 @@ fn requirements(out: &mut String, entries: &[Entry<'_>], catalogue: &Catalogue) 
         let uncovered = rows.iter().filter(|(_, c)| c.is_empty()).count();
         let _ = writeln!(
             out,
-            "<h3>{}: {} requirements, {} holding, {failing} failing, {uncovered} not covered here</h3><table class=\"reqs\">",
+            "<section class=\"area\"><h3>{}: {} requirements, {} holding, {failing} failing, {uncovered} not covered here</h3><table class=\"reqs\">",
             xml_escape(area),
             rows.len(),
             rows.len() - failing - uncovered
         );
         let (run, not_run): (Vec<_>, Vec<_>) = rows.into_iter().partition(|(_, chips)| !chips.is_empty());
         for (r, chips) in run {
-            requirement_row(out, r, &chips);
+            requirement_row(out, r, &chips, &ids);
         }
         out.push_str("</table>\n");
         if !not_run.is_empty() {
@@ -124,6 +138,7 @@ fn requirements(out: &mut String, entries: &[Entry<'_>], catalogue: &Catalogue) 
             let _ =
                 writeln!(out, "<p class=\"muted\">Not covered by the scenarios of this run: {}</p>", ids.join(", "));
         }
+        out.push_str("</section>\n");
     }
 }
 
@@ -151,7 +166,7 @@ fn chips<'a>(entries: &[Entry<'_>], names: &[&'a str], id: &str) -> Vec<Chip<'a>
         .collect()
 }
 
-fn requirement_row(out: &mut String, r: &Requirement, chips: &[Chip<'_>]) {
+fn requirement_row(out: &mut String, r: &Requirement, chips: &[Chip<'_>], ids: &BTreeMap<&str, String>) {
     let words = format!("{} {} {}", r.id, r.text, chips.iter().map(|c| c.scenario).collect::<Vec<_>>().join(" "));
     let _ = write!(
         out,
@@ -162,7 +177,7 @@ fn requirement_row(out: &mut String, r: &Requirement, chips: &[Chip<'_>]) {
         xml_escape(&r.text)
     );
     for Chip { scenario, mark, class } in chips {
-        let (href, name) = (anchor("sc", scenario), xml_escape(scenario));
+        let (href, name) = (ids.get(scenario).map_or("", String::as_str), xml_escape(scenario));
         let _ = write!(out, "<a class=\"chip {class}\" href=\"#{href}\">{mark} {name}</a>");
     }
     out.push_str("</td></tr>\n");
@@ -171,34 +186,31 @@ fn requirement_row(out: &mut String, r: &Requirement, chips: &[Chip<'_>]) {
 /// Each scenario in run order, with all its runs.
 fn scenarios(out: &mut String, entries: &[Entry<'_>]) {
     let _ = writeln!(out, "<h2 id=\"scenarios\">Scenarios</h2>\n{}", svg::legend());
+    let ids = scenario_ids(entries);
     let mut first_failure = true;
     for name in scenario_names(entries) {
         let runs: Vec<&Entry<'_>> = entries.iter().filter(|e| e.result.name == name).collect();
-        let bad = runs.iter().any(|e| e.status.is_bad());
-        let id = if bad && first_failure {
-            first_failure = false;
-            "first-failure".to_string()
-        } else {
-            anchor("sc", name)
-        };
-        scenario(out, &id, &runs);
+        let first = runs.iter().any(|e| e.status.is_bad()) && std::mem::take(&mut first_failure);
+        scenario(out, ids.get(name).map_or("", String::as_str), first, &runs);
     }
 }
 
-fn scenario(out: &mut String, id: &str, runs: &[&Entry<'_>]) {
+/// A scenario's section (`first_failure`: the first that did not pass,
+/// which the summary links to).
+fn scenario(out: &mut String, id: &str, first_failure: bool, runs: &[&Entry<'_>]) {
     let Some(first) = runs.first() else { return };
     let name = &first.result.name;
     let words = format!("{name} {} {}", first.covers.join(" "), first.file).to_lowercase();
-    // The first failing run's timeline if one was drawn, else the first's.
+    // The first failed run's timeline if one was drawn, else the first's.
     let shown = runs
         .iter()
-        .find(|e| e.status.is_bad() && e.timeline.is_some())
-        .or_else(|| runs.iter().find(|e| e.timeline.is_some()));
+        .position(|e| e.result.verdict == Verdict::Fail && e.timeline.is_some())
+        .or_else(|| runs.iter().position(|e| e.timeline.is_some()));
     let _ = write!(
         out,
         "<section class=\"scenario\" id=\"{id}\" data-text=\"{}\">{}<h3>{}</h3><p>covers ",
         xml_escape(&words),
-        if id == "first-failure" { format!("<a id=\"{}\"></a>", anchor("sc", name)) } else { String::new() },
+        if first_failure { "<a id=\"first-failure\"></a>" } else { "" },
         xml_escape(name),
     );
     for req in &first.covers {
@@ -210,16 +222,23 @@ fn scenario(out: &mut String, id: &str, runs: &[&Entry<'_>]) {
         if first.failing_case { " <span class=\"muted\">(shows a failure and its diagnostic)</span>" } else { "" },
         xml_escape(&first.file)
     );
-    if let Some(e) = shown {
-        if let Some(t) = &e.timeline {
-            drawing(out, e, t);
-        }
+    if let Some((e, t)) = shown.and_then(|i| runs[i].timeline.as_ref().map(|t| (runs[i], t))) {
+        drawing(out, e, t);
     }
     if runs.len() > 1 {
         let _ = writeln!(out, "<h4>Outcomes over {} seeds</h4>{}", runs.len(), svg::histogram(&outcomes(runs)));
     }
     runs_table(out, runs);
     failures(out, runs);
+    // The other failures' timelines the report kept, folded.
+    for (i, e) in runs.iter().enumerate() {
+        if let (Some(t), false) = (&e.timeline, Some(i) == shown) {
+            let _ =
+                write!(out, "<details><summary>Timeline of seed {} ({})</summary>", e.result.seed, e.status.label());
+            drawing(out, e, t);
+            out.push_str("</details>\n");
+        }
+    }
     out.push_str("</section>\n");
 }
 

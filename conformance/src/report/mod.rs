@@ -160,15 +160,16 @@ impl OwnedEntry {
 }
 
 /// Runs of one scenario that get a timeline besides its first: the first
-/// few that did not pass (a sweep of thousands of seeds keeps its JSON
-/// report small).
+/// few that failed (a sweep of thousands of seeds keeps its JSON report
+/// small).
 pub const TIMELINES_OF_FAILURES: usize = 5;
 
-/// Which runs the HTML report draws: each scenario's run with the sweep's
-/// first seed (`first_seed`, else the lowest among `entries`), and its
-/// first [`TIMELINES_OF_FAILURES`] runs that did not pass. The same runs
-/// whether the sweep ran whole or in parts merged back.
-fn wanted(entries: &[Entry<'_>], first_seed: Option<u64>) -> Vec<bool> {
+/// Which runs the HTML report draws: each scenario's run with its lowest
+/// seed (the first of a sweep: `--seeds` ranges go up), and its first
+/// [`TIMELINES_OF_FAILURES`] runs that failed (expected failures too). The
+/// same runs whether the sweep ran whole or in parts merged back: a part's
+/// first failures include every one of the whole's that it holds.
+fn wanted(entries: &[Entry<'_>]) -> Vec<bool> {
     let mut lowest: BTreeMap<&str, u64> = BTreeMap::new();
     for e in entries {
         let seed = lowest.entry(&e.result.name).or_insert(e.result.seed);
@@ -178,8 +179,8 @@ fn wanted(entries: &[Entry<'_>], first_seed: Option<u64>) -> Vec<bool> {
     entries
         .iter()
         .map(|e| {
-            let first = e.result.seed == first_seed.unwrap_or_else(|| lowest[e.result.name.as_str()]);
-            let failure = e.status.is_bad() && {
+            let first = lowest.get(e.result.name.as_str()) == Some(&e.result.seed);
+            let failure = e.result.verdict == Verdict::Fail && {
                 let n = failures.entry(&e.result.name).or_default();
                 *n += 1;
                 *n <= TIMELINES_OF_FAILURES
@@ -189,11 +190,10 @@ fn wanted(entries: &[Entry<'_>], first_seed: Option<u64>) -> Vec<bool> {
         .collect()
 }
 
-/// Draws the timelines of the runs the HTML report shows (see [`wanted`];
-/// `first_seed`: the first of `--seeds`, if given) from their traces, and
-/// drops any other.
-pub fn draw_timelines(entries: &mut [Entry<'_>], first_seed: Option<u64>) {
-    let wanted = wanted(entries, first_seed);
+/// Draws the timelines of the runs the HTML report shows (see [`wanted`])
+/// from their traces, and drops any other.
+pub fn draw_timelines(entries: &mut [Entry<'_>]) {
+    let wanted = wanted(entries);
     for (e, wanted) in entries.iter_mut().zip(wanted) {
         e.timeline = match wanted && !e.result.trace.is_empty() {
             true => Some(Timeline::of(&e.result.trace, e.result.sim_time_ms)),
@@ -205,7 +205,7 @@ pub fn draw_timelines(entries: &mut [Entry<'_>], first_seed: Option<u64>) {
 /// Drops the timelines of a merged sweep's runs that the whole sweep would
 /// not have drawn (each part kept its own first failures).
 pub fn keep_timelines(entries: &mut [Entry<'_>]) {
-    let wanted = wanted(entries, None);
+    let wanted = wanted(entries);
     for (e, wanted) in entries.iter_mut().zip(wanted) {
         if !wanted {
             e.timeline = None;
@@ -633,17 +633,22 @@ mod tests {
         let runs = sweep();
         let whole: Vec<Entry<'_>> = runs.iter().map(entry).collect();
         let want = vec![3, 6, 7, 8, 9, 10];
-        assert_eq!(drawn(&wanted(&whole, Some(3)), &runs), want);
-        assert_eq!(drawn(&wanted(&whole, None), &runs), want, "the lowest seed when no sweep is given");
-        // A part (every other run) does not know the sweep's first failures:
-        // it keeps its own, and merging drops what the whole would not draw.
-        let part: Vec<RunResult> = runs.iter().skip(1).step_by(2).cloned().collect();
-        let part_entries: Vec<Entry<'_>> = part.iter().map(entry).collect();
-        assert_eq!(drawn(&wanted(&part_entries, Some(3)), &part), [6, 8, 10, 12, 14]);
+        assert_eq!(drawn(&wanted(&whole), &runs), want);
+        // Split in three as --partition does (every third run), each part
+        // drawing its own first failures; merged, what the whole would not
+        // draw is dropped, and nothing the whole draws is missing.
         let mut merged: Vec<Entry<'_>> = runs.iter().map(entry).collect();
-        for e in merged.iter_mut() {
-            e.timeline = Some(Timeline { duration_ms: 1, lanes: Vec::new(), exchange: Vec::new() });
+        for k in 0..3 {
+            let part: Vec<usize> = (k..runs.len()).step_by(3).collect();
+            let entries: Vec<Entry<'_>> = part.iter().map(|&i| entry(&runs[i])).collect();
+            for (&i, w) in part.iter().zip(wanted(&entries)) {
+                if w {
+                    merged[i].timeline = Some(Timeline { duration_ms: 1, lanes: Vec::new(), exchange: Vec::new() });
+                }
+            }
         }
+        let drawn_by_parts = merged.iter().filter(|e| e.timeline.is_some()).count();
+        assert!(drawn_by_parts > want.len(), "the parts drew more than the whole: {drawn_by_parts}");
         keep_timelines(&mut merged);
         let kept: Vec<u64> = merged.iter().filter(|e| e.timeline.is_some()).map(|e| e.result.seed).collect();
         assert_eq!(kept, want);

@@ -48,7 +48,8 @@ fn shape(kind: Kind, x: u32, y: u32) -> String {
 /// The x of simulated time `t_ms` on a plot `duration_ms` wide.
 fn x_of(t_ms: u64, duration_ms: u64) -> u32 {
     let span = u64::from(WIDTH - PLOT_X - 10);
-    PLOT_X + (t_ms.min(duration_ms) * span / duration_ms.max(1)) as u32
+    // In u128: a crafted report's times cannot overflow the product.
+    PLOT_X + (u128::from(t_ms.min(duration_ms)) * u128::from(span) / u128::from(duration_ms.max(1))) as u32
 }
 
 /// A run's timeline: one lane per host, its events as marks (hover for
@@ -172,11 +173,11 @@ pub fn sequence(steps: &[Step], hosts: &[String]) -> String {
         let (from, at) = (column(s.from), column(s.at));
         if from == at {
             // Right of the lifeline, or left of it in the page's right half.
-            let (x, anchor) = if at > WIDTH / 2 { (at - 9, "end") } else { (at + 9, "start") };
+            let (x, anchor) = if at > WIDTH / 2 { (at.saturating_sub(9), "end") } else { (at + 9, "start") };
             let _ = write!(
                 out,
                 "<rect class=\"note\" x=\"{}\" y=\"{}\" width=\"10\" height=\"14\"/><text x=\"{x}\" y=\"{y}\" text-anchor=\"{anchor}\" class=\"{bad}\">{}<title>{}</title></text>",
-                at - 5,
+                at.saturating_sub(5),
                 y - 11,
                 xml_escape(&text),
                 xml_escape(&s.label)

@@ -4,8 +4,8 @@
 //!
 //! A timeline is kept in the JSON report, so that reports merged from parts
 //! draw it too. Marks of one kind that fall in one column of a lane become
-//! one mark with a count, so a simulated month of requests stays a few
-//! kilobytes.
+//! one mark with a count: however long the run and however many requests,
+//! a lane has at most [`COLUMNS`] marks of each kind.
 
 use std::collections::BTreeMap;
 
@@ -189,8 +189,8 @@ fn cloud(c: &CloudEvent) -> (Kind, bool, Flow<'_>) {
     }
 }
 
-/// An event in words: its name and its fields' values, as the trace has
-/// them (`tunnel up: cwap-weu-1.servicebus.windows.net:443`).
+/// An event in words: its name and its fields
+/// (`tunnel up: endpoint=cwap-weu-1.servicebus.windows.net:443`).
 fn label(what: &What) -> String {
     let value = serde_json::to_value(what).unwrap_or_default();
     let Some((_, inner)) = value.as_object().and_then(|o| o.iter().next()) else { return String::new() };
@@ -199,7 +199,7 @@ fn label(what: &What) -> String {
     let values: Vec<String> = fields
         .iter()
         .filter(|(k, v)| *k != "event" && !v.is_null())
-        .map(|(_, v)| v.as_str().map_or_else(|| v.to_string(), str::to_string))
+        .map(|(k, v)| format!("{k}={}", v.as_str().map_or_else(|| v.to_string(), str::to_string)))
         .collect();
     let text = if values.is_empty() { name } else { format!("{name}: {}", values.join(", ")) };
     match text.char_indices().nth(LABEL_CHARS) {
@@ -216,7 +216,8 @@ impl Timeline {
         let mut marks: BTreeMap<(usize, u64, Kind, bool), Mark> = BTreeMap::new();
         for e in trace {
             let (kind, bad, _) = classify(&e.what);
-            let column = e.t_ms.min(duration_ms) * (COLUMNS - 1) / duration_ms;
+            let column =
+                (u128::from(e.t_ms.min(duration_ms)) * u128::from(COLUMNS - 1) / u128::from(duration_ms)) as u64;
             marks.entry((lanes.index(&e.host), column, kind, bad)).and_modify(|m| m.n += 1).or_insert_with(|| Mark {
                 t_ms: e.t_ms,
                 kind,
@@ -363,7 +364,7 @@ mod tests {
         let users = &t.lanes[1].marks;
         assert_eq!(users.iter().map(|m| m.n).sum::<u32>(), 50, "every request counted");
         assert_eq!(users.len(), 1, "requests in one column share a mark");
-        assert_eq!(users[0].label, "sent: m0");
+        assert_eq!(users[0].label, "sent: mark=m0");
         assert!(t.has_failure());
     }
 
@@ -371,7 +372,7 @@ mod tests {
     fn the_exchange_draws_arrows_between_machines_and_ends_after_the_failure() {
         let t = Timeline::of(&sample(), 100);
         let last = t.exchange.last().expect("steps");
-        assert!(last.bad && last.from == last.at && last.label == "bootstrap failed: NET-443");
+        assert!(last.bad && last.from == last.at && last.label == "bootstrap failed: code=NET-443");
         let dispatched = &t.exchange[t.exchange.len() - 2];
         assert_eq!((dispatched.from, dispatched.at), (2, 3), "cloud to connector-1, found by its id");
         assert_eq!(t.exchange.len(), BEFORE + 1);

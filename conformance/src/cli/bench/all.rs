@@ -21,7 +21,7 @@ pub(super) fn bench_all(happy: &Path, runs: u32, plot: &Path) -> Result<ExitCode
     super::check_plot_path(plot)?;
     println!("{:<44} {:>18}  {:>44}  target", "figure", "measured", "baseline (same run)");
     let panels = vec![suite(&row)?, sweep(happy, runs, &row)?, thirty_days(&row)?, scale(&row)?];
-    conformance::plot::write_svg(plot, &panels)?;
+    conformance::plot::write_svg(plot, &panels).map_err(|e| e.to_string())?;
     println!("chart: {}", plot.display());
     Ok(ExitCode::SUCCESS)
 }

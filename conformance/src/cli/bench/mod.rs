@@ -42,7 +42,7 @@ pub struct BenchArgs {
     #[arg(long)]
     pub all: bool,
     /// Where --all draws its figures as an SVG chart (plotters).
-    #[arg(long, default_value = "bench-all.svg")]
+    #[arg(long, default_value = "bench-all.svg", requires = "all")]
     pub plot: PathBuf,
 }
 
@@ -53,6 +53,9 @@ type Row<'a> = &'a dyn Fn(&str, String, String, &str);
 /// Refuses a chart path whose folder does not exist before the minutes of
 /// measuring, not after.
 pub(crate) fn check_plot_path(plot: &std::path::Path) -> Result<(), String> {
+    if plot.is_dir() {
+        return Err(format!("--plot {}: a folder; give the chart's file name", plot.display()));
+    }
     match plot.parent() {
         Some(dir) if !dir.as_os_str().is_empty() && !dir.is_dir() => {
             Err(format!("--plot {}: no folder {}", plot.display(), dir.display()))

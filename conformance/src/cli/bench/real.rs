@@ -82,7 +82,7 @@ pub fn bench_real(args: BenchRealArgs) -> Result<ExitCode, String> {
     };
     let figures = conformance::realbench::measure(&opts, &mut |line| eprintln!("[bench-real] {line}"))?;
     print!("{}", conformance::realbench::render(&figures, &opts));
-    conformance::plot::write_svg(&plot, &conformance::realbench::panels(&figures, &opts))?;
+    conformance::plot::write_svg(&plot, &conformance::realbench::panels(&figures, &opts)).map_err(|e| e.to_string())?;
     println!("chart: {}", plot.display());
     Ok(ExitCode::SUCCESS)
 }

@@ -56,7 +56,7 @@ pub(super) fn run_netns(
             Entry::new(file, s, r, Status::of(r, None), repro)
         })
         .collect();
-    report::draw_timelines(&mut entries, None);
+    report::draw_timelines(&mut entries);
     write_report(&entries, None, format, out, &Catalogue::builtin())?;
     let bad = entries.iter().any(|e| e.status.is_bad());
     Ok(if bad { ExitCode::FAILURE } else { ExitCode::SUCCESS })

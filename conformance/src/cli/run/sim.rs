@@ -81,7 +81,7 @@ pub(super) fn sim(args: RunArgs) -> Result<ExitCode, String> {
             Entry::new(file, s, r, status, report::repro_command(file, r.seed))
         })
         .collect();
-    report::draw_timelines(&mut entries, seeds.map(|r| r.first));
+    report::draw_timelines(&mut entries);
     write_report(&entries, part, format, out.as_deref(), &catalogue)?;
     let bad = entries.iter().any(|e| e.status.is_bad());
     Ok(if bad { ExitCode::FAILURE } else { ExitCode::SUCCESS })
