@@ -146,6 +146,17 @@ fn chromium() -> Option<PathBuf> {
     })
 }
 
+/// Chromium, or `None` with a word why the test is skipped (CI must have
+/// it: there a missing browser fails the test).
+fn chromium_or_skip() -> Option<PathBuf> {
+    let browser = chromium();
+    if browser.is_none() {
+        assert!(std::env::var_os("CI").is_none(), "CI must have Chromium (`.ci/run` installs Debian's chromium)");
+        eprintln!("skipped: no Chromium on this machine (apt-get install chromium)");
+    }
+    browser
+}
+
 /// Headless Chromium on `file` with a 1280×800 window, its profile in
 /// `dir`, with `args` (what to dump).
 fn chromium_on(browser: &Path, dir: &Path, file: &Path, args: &[&str]) -> std::process::Output {
@@ -183,11 +194,7 @@ fn measured<'a>(dom: &'a str, name: &str) -> &'a str {
 /// verdict counts its script computed from the rendered table.
 #[test]
 fn html_report_renders_in_headless_chromium() {
-    let Some(browser) = chromium() else {
-        assert!(std::env::var_os("CI").is_none(), "CI must have Chromium (`.ci/run` installs Debian's chromium)");
-        eprintln!("skipped: no Chromium on this machine (apt-get install chromium)");
-        return;
-    };
+    let Some(browser) = chromium_or_skip() else { return };
     let mut p = pair();
     // A failure with one long unbroken word must wrap, not widen the page.
     p.fail.1.failures.push(format!("{}: a word longer than the window", "x".repeat(400)));
@@ -223,11 +230,7 @@ fn head(dom: &str) -> &str {
 /// Chromium the summary above the fold and nothing wider than the window.
 #[test]
 fn the_suites_html_report_fits_a_laptop_screen() {
-    let Some(browser) = chromium() else {
-        assert!(std::env::var_os("CI").is_none(), "CI must have Chromium (`.ci/run` installs Debian's chromium)");
-        eprintln!("skipped: no Chromium on this machine (apt-get install chromium)");
-        return;
-    };
+    let Some(browser) = chromium_or_skip() else { return };
     let bins = connsim_tests::real_world::binaries().expect("the workspace's binaries");
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("report.html");
