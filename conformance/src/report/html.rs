@@ -104,7 +104,11 @@ fn summary(out: &mut String, entries: &[Entry<'_>]) {
 /// Requirements grouped by area, each with its scenarios as links.
 fn requirements(out: &mut String, entries: &[Entry<'_>], catalogue: &Catalogue) {
     let ids = scenario_ids(entries);
-    let names = scenario_names(entries);
+    // Each scenario's runs, found once (a sweep has thousands).
+    let by_scenario: Vec<(&str, Vec<&Entry<'_>>)> = scenario_names(entries)
+        .into_iter()
+        .map(|name| (name, entries.iter().filter(|e| e.result.name == name).collect()))
+        .collect();
     let mut areas: Vec<&str> = Vec::new();
     for r in &catalogue.requirements {
         if !areas.contains(&r.area.as_str()) {
@@ -113,12 +117,8 @@ fn requirements(out: &mut String, entries: &[Entry<'_>], catalogue: &Catalogue) 
     }
     out.push_str("<h2 id=\"requirements\">Requirements by area</h2>\n<p class=\"muted\">A scenario's chip: + passing case, − failing case shown (with its diagnostic), X failed, x expected failure, ! unexpected pass.</p>\n");
     for area in areas {
-        let rows: Vec<(&Requirement, Vec<Chip<'_>>)> = catalogue
-            .requirements
-            .iter()
-            .filter(|r| r.area == area)
-            .map(|r| (r, chips(entries, &names, &r.id)))
-            .collect();
+        let rows: Vec<(&Requirement, Vec<Chip<'_>>)> =
+            catalogue.requirements.iter().filter(|r| r.area == area).map(|r| (r, chips(&by_scenario, &r.id))).collect();
         let failing = rows.iter().filter(|(_, c)| c.iter().any(|chip| matches!(chip.class, "fail" | "xpass"))).count();
         let uncovered = rows.iter().filter(|(_, c)| c.is_empty()).count();
         let _ = writeln!(
@@ -152,16 +152,11 @@ struct Chip<'a> {
 
 /// A requirement's chips: one for each scenario of the report that covers
 /// it.
-fn chips<'a>(entries: &[Entry<'_>], names: &[&'a str], id: &str) -> Vec<Chip<'a>> {
-    names
+fn chips<'a>(by_scenario: &[(&'a str, Vec<&Entry<'_>>)], id: &str) -> Vec<Chip<'a>> {
+    by_scenario
         .iter()
-        .filter_map(|name| {
-            let of_scenario: Vec<&Entry<'_>> = entries.iter().filter(|e| e.result.name == *name).collect();
-            cell(&of_scenario, id).map(|(c, class)| Chip {
-                scenario: name,
-                mark: if c == '-' { '−' } else { c },
-                class,
-            })
+        .filter_map(|(name, runs)| {
+            cell(runs, id).map(|(c, class)| Chip { scenario: name, mark: if c == '-' { '−' } else { c }, class })
         })
         .collect()
 }
