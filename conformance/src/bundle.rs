@@ -281,12 +281,7 @@ pub fn verify(tr: &Translation) -> Result<Verification, String> {
     let codes = r.summary.diagnostic_codes();
     let (reproduced, missing): (Vec<String>, Vec<String>) =
         tr.expected.iter().cloned().partition(|c| codes.contains(c.as_str()));
-    let outcome = match r.summary.outcome {
-        Some(Outcome::Serving) | None => "serving",
-        Some(Outcome::RegistrationFailed) => "registration_failed",
-        Some(Outcome::NotServing) => "not_serving",
-        Some(Outcome::Stopped) => "stopped",
-    };
+    let outcome = r.summary.outcome.unwrap_or(Outcome::Serving).name();
     let toml = tr.toml.replace("[expect]\noutcome = \"serving\"", &format!("[expect]\noutcome = \"{outcome}\""));
     Ok(Verification { toml, reproduced, missing })
 }

@@ -1171,6 +1171,18 @@ pub enum Outcome {
     Stopped,
 }
 
+impl Outcome {
+    /// The outcome as scenario files spell it (`registration_failed`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Outcome::Serving => "serving",
+            Outcome::RegistrationFailed => "registration_failed",
+            Outcome::NotServing => "not_serving",
+            Outcome::Stopped => "stopped",
+        }
+    }
+}
+
 /// What must hold at the end.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

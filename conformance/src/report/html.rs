@@ -6,7 +6,6 @@
 //! small script recounts the verdicts and measures the layout into
 //! `#counts`, so a browser test can tell the page was laid out and run.
 
-use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use super::svg;
@@ -14,6 +13,7 @@ use super::timeline::Timeline;
 use super::{cell, cells, counts, counts_line, scenario_names, xml_escape, Entry, Status};
 use crate::catalogue::{Catalogue, Requirement};
 use crate::run::Verdict;
+use crate::scenario::Outcome;
 
 const STYLE: &str = "\
 *{box-sizing:border-box}body{font:14px/1.45 system-ui,sans-serif;margin:0 auto;padding:1em 1.5em;max-width:1200px;color:#222;overflow-wrap:anywhere}\n\
@@ -46,17 +46,34 @@ var h=decodeURIComponent(location.hash);if(h.indexOf('#filter=')===0){f.value=h.
 })();";
 
 /// An id for a name in a URL fragment: letters, digits, `-` and `_`
-/// (requirement IDs are made of these; scenarios get [`scenario_ids`]).
+/// (requirement IDs are made of these; scenarios get [`ScenarioRuns::id`]).
 fn anchor(prefix: &str, name: &str) -> String {
     let safe: String =
         name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
     format!("{prefix}-{safe}")
 }
 
-/// Each scenario's id: its place in the report and its name, so that two
-/// names that read alike in a URL (`a.b`, `a b`) stay two ids.
-fn scenario_ids<'a>(entries: &'a [Entry<'a>]) -> BTreeMap<&'a str, String> {
-    scenario_names(entries).into_iter().enumerate().map(|(i, name)| (name, anchor(&format!("sc-{i}"), name))).collect()
+/// One scenario of the report and its runs, found once for the whole page
+/// (a sweep has thousands of runs).
+struct ScenarioRuns<'e, 'a> {
+    name: &'e str,
+    /// Its place in the report and its name, so that two names that read
+    /// alike in a URL (`a.b`, `a b`) stay two ids.
+    id: String,
+    runs: Vec<&'e Entry<'a>>,
+}
+
+/// The report's scenarios in run order, each with its runs.
+fn by_scenario<'e, 'a>(entries: &'e [Entry<'a>]) -> Vec<ScenarioRuns<'e, 'a>> {
+    scenario_names(entries)
+        .into_iter()
+        .enumerate()
+        .map(|(i, name)| ScenarioRuns {
+            name,
+            id: anchor(&format!("sc-{i}"), name),
+            runs: entries.iter().filter(|e| e.result.name == name).collect(),
+        })
+        .collect()
 }
 
 /// One self-contained HTML file: see the module's documentation.
@@ -67,22 +84,22 @@ pub fn html(entries: &[Entry<'_>], catalogue: &Catalogue) -> String {
         svg::STYLE,
         svg::DEFS
     );
-    summary(&mut out, entries);
+    let scenarios = by_scenario(entries);
+    summary(&mut out, entries, scenarios.len());
     out.push_str(
         "<input id=\"filter\" type=\"search\" placeholder=\"Filter requirements and scenarios (id, name, words)\">\n",
     );
-    requirements(&mut out, entries, catalogue);
-    scenarios(&mut out, entries);
+    requirements(&mut out, &scenarios, catalogue);
+    scenario_sections(&mut out, &scenarios);
     let _ = write!(out, "<script>\n{SCRIPT}\n</script>\n</body></html>\n");
     out
 }
 
 /// The verdict, the counts and the way to the rest: what a reader must
 /// see without scrolling.
-fn summary(out: &mut String, entries: &[Entry<'_>]) {
+fn summary(out: &mut String, entries: &[Entry<'_>], scenarios: usize) {
     let c = counts(entries);
     let bad = c.failed + c.unexpected_passes > 0;
-    let names = scenario_names(entries);
     let _ = writeln!(
         out,
         "<header id=\"summary\" class=\"{}\"><h1>connsim report</h1><span class=\"verdict\">{}</span>\
@@ -96,19 +113,13 @@ fn summary(out: &mut String, entries: &[Entry<'_>]) {
         c.unexpected_passes,
         xml_escape(&counts_line(c)),
         entries.len(),
-        names.len(),
+        scenarios,
         if bad { "<a href=\"#first-failure\">First failure</a>" } else { "" }
     );
 }
 
 /// Requirements grouped by area, each with its scenarios as links.
-fn requirements(out: &mut String, entries: &[Entry<'_>], catalogue: &Catalogue) {
-    let ids = scenario_ids(entries);
-    // Each scenario's runs, found once (a sweep has thousands).
-    let by_scenario: Vec<(&str, Vec<&Entry<'_>>)> = scenario_names(entries)
-        .into_iter()
-        .map(|name| (name, entries.iter().filter(|e| e.result.name == name).collect()))
-        .collect();
+fn requirements(out: &mut String, scenarios: &[ScenarioRuns<'_, '_>], catalogue: &Catalogue) {
     let mut areas: Vec<&str> = Vec::new();
     for r in &catalogue.requirements {
         if !areas.contains(&r.area.as_str()) {
@@ -118,7 +129,7 @@ fn requirements(out: &mut String, entries: &[Entry<'_>], catalogue: &Catalogue) 
     out.push_str("<h2 id=\"requirements\">Requirements by area</h2>\n<p class=\"muted\">A scenario's chip: + passing case, − failing case shown (with its diagnostic), X failed, x expected failure, ! unexpected pass.</p>\n");
     for area in areas {
         let rows: Vec<(&Requirement, Vec<Chip<'_>>)> =
-            catalogue.requirements.iter().filter(|r| r.area == area).map(|r| (r, chips(&by_scenario, &r.id))).collect();
+            catalogue.requirements.iter().filter(|r| r.area == area).map(|r| (r, chips(scenarios, &r.id))).collect();
         let failing = rows.iter().filter(|(_, c)| c.iter().any(|chip| matches!(chip.class, "fail" | "xpass"))).count();
         let uncovered = rows.iter().filter(|(_, c)| c.is_empty()).count();
         let _ = writeln!(
@@ -130,7 +141,7 @@ fn requirements(out: &mut String, entries: &[Entry<'_>], catalogue: &Catalogue) 
         );
         let (run, not_run): (Vec<_>, Vec<_>) = rows.into_iter().partition(|(_, chips)| !chips.is_empty());
         for (r, chips) in run {
-            requirement_row(out, r, &chips, &ids);
+            requirement_row(out, r, &chips);
         }
         out.push_str("</table>\n");
         if !not_run.is_empty() {
@@ -146,22 +157,29 @@ fn requirements(out: &mut String, entries: &[Entry<'_>], catalogue: &Catalogue) 
 /// the class of its worst status.
 struct Chip<'a> {
     scenario: &'a str,
+    /// The scenario's section.
+    id: &'a str,
     mark: char,
     class: &'static str,
 }
 
 /// A requirement's chips: one for each scenario of the report that covers
 /// it.
-fn chips<'a>(by_scenario: &[(&'a str, Vec<&Entry<'_>>)], id: &str) -> Vec<Chip<'a>> {
-    by_scenario
+fn chips<'a>(scenarios: &'a [ScenarioRuns<'_, '_>], id: &str) -> Vec<Chip<'a>> {
+    scenarios
         .iter()
-        .filter_map(|(name, runs)| {
-            cell(runs, id).map(|(c, class)| Chip { scenario: name, mark: if c == '-' { '−' } else { c }, class })
+        .filter_map(|sc| {
+            cell(&sc.runs, id).map(|(c, class)| Chip {
+                scenario: sc.name,
+                id: &sc.id,
+                mark: if c == '-' { '−' } else { c },
+                class,
+            })
         })
         .collect()
 }
 
-fn requirement_row(out: &mut String, r: &Requirement, chips: &[Chip<'_>], ids: &BTreeMap<&str, String>) {
+fn requirement_row(out: &mut String, r: &Requirement, chips: &[Chip<'_>]) {
     let words = format!("{} {} {}", r.id, r.text, chips.iter().map(|c| c.scenario).collect::<Vec<_>>().join(" "));
     let _ = write!(
         out,
@@ -171,22 +189,20 @@ fn requirement_row(out: &mut String, r: &Requirement, chips: &[Chip<'_>], ids: &
         xml_escape(&r.id),
         xml_escape(&r.text)
     );
-    for Chip { scenario, mark, class } in chips {
-        let (href, name) = (ids.get(scenario).map_or("", String::as_str), xml_escape(scenario));
+    for Chip { scenario, id: href, mark, class } in chips {
+        let name = xml_escape(scenario);
         let _ = write!(out, "<a class=\"chip {class}\" href=\"#{href}\">{mark} {name}</a>");
     }
     out.push_str("</td></tr>\n");
 }
 
 /// Each scenario in run order, with all its runs.
-fn scenarios(out: &mut String, entries: &[Entry<'_>]) {
+fn scenario_sections(out: &mut String, scenarios: &[ScenarioRuns<'_, '_>]) {
     let _ = writeln!(out, "<h2 id=\"scenarios\">Scenarios</h2>\n{}", svg::legend());
-    let ids = scenario_ids(entries);
     let mut first_failure = true;
-    for name in scenario_names(entries) {
-        let runs: Vec<&Entry<'_>> = entries.iter().filter(|e| e.result.name == name).collect();
-        let first = runs.iter().any(|e| e.status.is_bad()) && std::mem::take(&mut first_failure);
-        scenario(out, ids.get(name).map_or("", String::as_str), first, &runs);
+    for sc in scenarios {
+        let first = sc.runs.iter().any(|e| e.status.is_bad()) && std::mem::take(&mut first_failure);
+        scenario(out, &sc.id, first, &sc.runs);
     }
 }
 
@@ -262,7 +278,7 @@ fn outcomes(runs: &[&Entry<'_>]) -> Vec<(String, &'static str, usize)> {
     let mut rows: Vec<(String, &'static str, usize)> = Vec::new();
     for e in runs {
         let outcome = outcome_of(e);
-        let label = format!("{} · {}", e.status.label(), if outcome.is_empty() { "no outcome" } else { &outcome });
+        let label = format!("{} · {}", e.status.label(), if outcome.is_empty() { "no outcome" } else { outcome });
         match rows.iter_mut().find(|r| r.0 == label) {
             Some(row) => row.2 += 1,
             None => rows.push((label, e.status.class(), 1)),
@@ -274,9 +290,8 @@ fn outcomes(runs: &[&Entry<'_>]) -> Vec<(String, &'static str, usize)> {
 
 /// The outcome a run ended in, as scenario files spell it
 /// (`registration_failed`), or nothing.
-fn outcome_of(e: &Entry<'_>) -> String {
-    let value = e.result.summary.outcome.as_ref().and_then(|o| serde_json::to_value(o).ok());
-    value.and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+fn outcome_of(e: &Entry<'_>) -> &'static str {
+    e.result.summary.outcome.map_or("", Outcome::name)
 }
 
 /// Rows a runs table shows before it folds.
@@ -290,7 +305,7 @@ fn runs_table(out: &mut String, runs: &[&Entry<'_>]) {
     out.push_str("<table class=\"runs\"><tr><th>seed</th><th>verdict</th><th>sim time</th><th>wall</th><th>outcome</th><th>trace hash</th></tr>\n");
     for e in runs {
         let [_, seed, verdict, sim, wall, hash] = cells(e).map(|c| xml_escape(&c));
-        let outcome = xml_escape(&outcome_of(e));
+        let outcome = outcome_of(e);
         let _ = writeln!(
             out,
             "<tr class=\"{cls}\" data-status=\"{cls}\"><td>{seed}</td><td>{verdict}</td><td>{sim}</td><td>{wall}</td><td>{outcome}</td><td><code>{hash}</code></td></tr>",

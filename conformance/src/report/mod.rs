@@ -159,6 +159,15 @@ impl OwnedEntry {
     }
 }
 
+/// `text` cut to `n` characters, with an ellipsis when cut (labels of the
+/// timeline and its drawings).
+fn ellipsis(text: &str, n: usize) -> String {
+    match text.char_indices().nth(n) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_string(),
+    }
+}
+
 /// Runs of one scenario that get a timeline besides its first: the first
 /// few that failed (a sweep of thousands of seeds keeps its JSON report
 /// small).

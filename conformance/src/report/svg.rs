@@ -9,7 +9,7 @@
 use std::fmt::Write;
 
 use super::timeline::{Kind, Step, Timeline};
-use super::{format_sim, xml_escape};
+use super::{ellipsis, format_sim, xml_escape};
 
 /// The classes the pictures use; the page includes it once.
 pub const STYLE: &str = "\
@@ -219,14 +219,6 @@ pub fn histogram(rows: &[(String, &'static str, usize)]) -> String {
     }
     out.push_str("</svg>");
     out
-}
-
-/// `text` cut to `n` characters, with an ellipsis when cut.
-fn ellipsis(text: &str, n: usize) -> String {
-    match text.char_indices().nth(n) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-        None => text.to_string(),
-    }
 }
 
 #[cfg(test)]

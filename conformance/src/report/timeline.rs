@@ -202,10 +202,7 @@ fn label(what: &What) -> String {
         .map(|(k, v)| format!("{k}={}", v.as_str().map_or_else(|| v.to_string(), str::to_string)))
         .collect();
     let text = if values.is_empty() { name } else { format!("{name}: {}", values.join(", ")) };
-    match text.char_indices().nth(LABEL_CHARS) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-        None => text,
-    }
+    super::ellipsis(&text, LABEL_CHARS)
 }
 
 impl Timeline {
