@@ -361,7 +361,13 @@ impl<'a> Link<'a> {
     fn reply(&mut self, id: u64) -> Reply {
         let pace = Rc::new(Pace::default());
         self.paces.insert(id, pace.clone());
-        Reply { id, out: self.tx.clone(), pace, head_sent: std::cell::Cell::new(false) }
+        Reply {
+            id,
+            out: self.tx.clone(),
+            pace,
+            head_sent: std::cell::Cell::new(false),
+            ended: std::cell::Cell::new(false),
+        }
     }
 
     /// Tells each handler how much of its answer still waits in the

@@ -1,0 +1,520 @@
+//! HTTP/1.1 to a backend as bytes in and bytes out, with no I/O: the
+//! request head and body framing the connector writes, the response head it
+//! parses ([`httparse`]) and the response body's decoder. The driver in
+//! [`super`] moves the bytes.
+//!
+//! The connector used hyper's client here. Its connection task and the
+//! channel to it were two task wake-ups per request and the largest
+//! user-space share of the connector's profile under load; the connector
+//! needs only this much of HTTP/1.1: one request at a time per connection,
+//! no upgrades, bodies streamed.
+
+use bytes::{Buf, Bytes, BytesMut};
+
+use crate::proto::Headers;
+
+/// A request head or response that cannot go on, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum H1Error {
+    #[error("invalid method {0:?}")]
+    Method(String),
+    #[error("invalid header {0:?}")]
+    HeaderName(String),
+    #[error("invalid value of header {0}")]
+    HeaderValue(String),
+    #[error("invalid content-length {0:?}")]
+    ContentLength(String),
+    #[error("content-length says {said} bytes but the body has {has}")]
+    LengthMismatch { said: u64, has: u64 },
+    #[error("the request body is longer than its content-length ({0} bytes)")]
+    BodyTooLong(u64),
+    #[error("sent an invalid response head: {0}")]
+    ResponseHead(String),
+    #[error("sent a response head over {0} bytes")]
+    HeadTooLarge(usize),
+    #[error("switched protocols (101), which the connector does not forward")]
+    Switched,
+    #[error("sent an invalid chunk size line")]
+    ChunkSize,
+    #[error("sent a chunk not followed by CRLF")]
+    ChunkEnd,
+    #[error("sent a trailer section over {0} bytes")]
+    TrailerTooLarge(usize),
+}
+
+/// The longest response head (and trailer section) accepted.
+pub const HEAD_MAX: usize = 64 * 1024;
+/// The most response headers accepted.
+const HEADERS_MAX: usize = 128;
+
+/// How long the request body is, as far as the connector knows when it
+/// writes the head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyLen {
+    /// Held whole: this many bytes.
+    Whole(u64),
+    /// Still arriving from the relay.
+    Streamed,
+}
+
+/// How the request body is framed on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// Exactly this many bytes.
+    Length(u64),
+    /// `transfer-encoding: chunked` (a streamed body of unknown length).
+    Chunked,
+}
+
+/// Methods whose empty request body goes without a `content-length: 0`,
+/// as clients commonly send them.
+const BODILESS: [&str; 6] = ["GET", "HEAD", "DELETE", "OPTIONS", "TRACE", "CONNECT"];
+
+/// Encodes the request head for `method path_and_query`: the forwardable
+/// `headers` (validated: a name or value that would break the head is an
+/// error, never passed on), a `host` if they have none, and the body's
+/// framing. A `content-length` from the user frames the body (checked
+/// against a whole one); without one a streamed body goes chunked.
+pub fn encode_head(
+    method: &str,
+    path_and_query: &str,
+    headers: &Headers,
+    default_host: &str,
+    body: BodyLen,
+) -> Result<(Vec<u8>, Framing), H1Error> {
+    if http::Method::from_bytes(method.as_bytes()).is_err() {
+        return Err(H1Error::Method(method.to_string()));
+    }
+    let mut out = Vec::with_capacity(128 + headers.iter().map(|(n, v)| n.len() + v.len() + 4).sum::<usize>());
+    put(&mut out, &[method, " ", path_and_query, " HTTP/1.1\r\n"]);
+    let mut has_host = false;
+    let mut said: Option<u64> = None;
+    for (name, value) in headers.iter().filter(|(n, _)| super::forwardable(n)) {
+        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            return Err(H1Error::HeaderName(name.clone()));
+        }
+        if http::HeaderValue::from_str(value).is_err() {
+            return Err(H1Error::HeaderValue(name.clone()));
+        }
+        if name.eq_ignore_ascii_case("content-length") {
+            let n = value.trim().parse::<u64>().map_err(|_| H1Error::ContentLength(value.clone()))?;
+            if said.is_some_and(|s| s != n) {
+                return Err(H1Error::ContentLength(value.clone()));
+            }
+            said = Some(n);
+            continue;
+        }
+        has_host |= name.eq_ignore_ascii_case("host");
+        put(&mut out, &[name, ": ", value, "\r\n"]);
+    }
+    if !has_host {
+        put(&mut out, &["host: ", default_host, "\r\n"]);
+    }
+    let framing = match (body, said) {
+        (BodyLen::Whole(has), Some(said)) if has != said => return Err(H1Error::LengthMismatch { said, has }),
+        (BodyLen::Whole(0), None) if BODILESS.contains(&method) => Framing::Length(0),
+        (BodyLen::Whole(n), _) | (BodyLen::Streamed, Some(n)) => {
+            put(&mut out, &["content-length: ", &n.to_string(), "\r\n"]);
+            Framing::Length(n)
+        }
+        (BodyLen::Streamed, None) => {
+            put(&mut out, &["transfer-encoding: chunked\r\n"]);
+            Framing::Chunked
+        }
+    };
+    out.extend_from_slice(b"\r\n");
+    Ok((out, framing))
+}
+
+fn put(out: &mut Vec<u8>, parts: &[&str]) {
+    for p in parts {
+        out.extend_from_slice(p.as_bytes());
+    }
+}
+
+/// Frames request body pieces as `framing` says, counting what a
+/// `content-length` allows.
+#[derive(Debug)]
+pub struct BodyEncoder {
+    framing: Framing,
+    sent: u64,
+}
+
+impl BodyEncoder {
+    pub fn new(framing: Framing) -> Self {
+        BodyEncoder { framing, sent: 0 }
+    }
+
+    /// The bytes that go before and after `len` bytes of body.
+    pub fn piece(&mut self, len: usize) -> Result<(Vec<u8>, &'static [u8]), H1Error> {
+        self.sent += len as u64;
+        match self.framing {
+            Framing::Length(n) if self.sent > n => Err(H1Error::BodyTooLong(n)),
+            Framing::Length(_) => Ok((Vec::new(), b"")),
+            Framing::Chunked if len == 0 => Ok((Vec::new(), b"")),
+            Framing::Chunked => Ok((format!("{len:x}\r\n").into_bytes(), b"\r\n")),
+        }
+    }
+
+    /// The bytes that end the body.
+    pub fn finish(&self) -> Result<&'static [u8], H1Error> {
+        match self.framing {
+            Framing::Length(n) if self.sent != n => Err(H1Error::LengthMismatch { said: n, has: self.sent }),
+            Framing::Length(_) => Ok(b""),
+            Framing::Chunked => Ok(b"0\r\n\r\n"),
+        }
+    }
+}
+
+/// A response head, its hop-by-hop headers removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResponseHead {
+    pub status: u16,
+    pub headers: Headers,
+    pub body: BodyKind,
+    /// Whether the connection may carry another request after this answer.
+    pub keep_alive: bool,
+}
+
+/// How the response body ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyKind {
+    /// No body (HEAD, 1xx, 204, 304).
+    Empty,
+    Length(u64),
+    Chunked,
+    /// Everything until the backend closes the connection.
+    UntilClose,
+}
+
+/// Parses a response head from the start of `buf`: `Ok(None)` if more
+/// bytes are needed, else the head and its length. `to_head` says the
+/// request was a HEAD (whose answer has no body whatever it announces).
+pub fn parse_response(buf: &[u8], to_head: bool) -> Result<Option<(usize, ResponseHead)>, H1Error> {
+    let mut slots = [httparse::EMPTY_HEADER; HEADERS_MAX];
+    let mut resp = httparse::Response::new(&mut slots);
+    let len = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buf.len() > HEAD_MAX => return Err(H1Error::HeadTooLarge(HEAD_MAX)),
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(H1Error::ResponseHead(e.to_string())),
+    };
+    let status = resp.code.unwrap_or(0);
+    if status == 101 {
+        return Err(H1Error::Switched);
+    }
+    let (mut close, mut keep, mut chunked, mut encoded) = (false, false, false, false);
+    let mut length: Option<u64> = None;
+    let mut headers = Headers::with_capacity(resp.headers.len());
+    for h in resp.headers.iter() {
+        let value = String::from_utf8_lossy(h.value);
+        if h.name.eq_ignore_ascii_case("connection") {
+            close |= has_token(&value, "close");
+            keep |= has_token(&value, "keep-alive");
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            encoded = true;
+            chunked = value.rsplit(',').next().is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
+        } else if h.name.eq_ignore_ascii_case("content-length") {
+            let n = value.trim().parse::<u64>().map_err(|_| H1Error::ContentLength(value.to_string()))?;
+            if length.is_some_and(|l| l != n) {
+                return Err(H1Error::ContentLength(value.to_string()));
+            }
+            length = Some(n);
+        }
+        if super::forwardable(h.name) {
+            headers.push((h.name.to_ascii_lowercase(), value.into_owned()));
+        }
+    }
+    let body = match () {
+        () if to_head || (100..200).contains(&status) || status == 204 || status == 304 => BodyKind::Empty,
+        // RFC 9112 6.3: a transfer coding wins over a length; a final coding
+        // other than chunked runs to the close.
+        () if chunked => BodyKind::Chunked,
+        () if encoded => BodyKind::UntilClose,
+        () => length.map_or(BodyKind::UntilClose, BodyKind::Length),
+    };
+    let persistent = if resp.version == Some(1) { !close } else { keep && !close };
+    let keep_alive = persistent && body != BodyKind::UntilClose;
+    Ok(Some((len, ResponseHead { status, headers, body, keep_alive })))
+}
+
+fn has_token(value: &str, token: &str) -> bool {
+    value.split(',').any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// What the body decoder found in the buffer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Piece {
+    Data(Bytes),
+    /// The buffer holds no more of the body: read more.
+    NeedMore,
+    /// The body is complete.
+    Done,
+}
+
+/// Takes a response body out of the read buffer as `BodyKind` frames it.
+#[derive(Debug)]
+pub struct BodyDecoder {
+    state: State,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Length(u64),
+    UntilClose,
+    /// Reading a chunk-size line; `ext` once past the size (an extension).
+    Size {
+        size: u64,
+        digits: u8,
+        ext: bool,
+    },
+    Data(u64),
+    /// The CRLF after a chunk's data.
+    DataEnd,
+    /// The trailer section, `bytes` of it so far; `line` says whether the
+    /// current line has anything on it.
+    Trailers {
+        bytes: usize,
+        line: bool,
+    },
+    Done,
+}
+
+impl BodyDecoder {
+    pub fn new(kind: BodyKind) -> Self {
+        let state = match kind {
+            BodyKind::Empty | BodyKind::Length(0) => State::Done,
+            BodyKind::Length(n) => State::Length(n),
+            BodyKind::Chunked => State::Size { size: 0, digits: 0, ext: false },
+            BodyKind::UntilClose => State::UntilClose,
+        };
+        BodyDecoder { state }
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.state == State::Done
+    }
+
+    /// The next piece of body in `buf`, taken out of it without copying.
+    pub fn next(&mut self, buf: &mut BytesMut) -> Result<Piece, H1Error> {
+        loop {
+            match self.state {
+                State::Done => return Ok(Piece::Done),
+                _ if buf.is_empty() => return Ok(Piece::NeedMore),
+                State::UntilClose => return Ok(Piece::Data(buf.split().freeze())),
+                State::Length(left) | State::Data(left) => {
+                    let n = left.min(buf.len() as u64);
+                    let rest = left - n;
+                    self.state = match (self.state, rest) {
+                        (State::Length(_), 0) => State::Done,
+                        (State::Length(_), r) => State::Length(r),
+                        (_, 0) => State::DataEnd,
+                        (_, r) => State::Data(r),
+                    };
+                    return Ok(Piece::Data(buf.split_to(n as usize).freeze()));
+                }
+                State::Size { .. } | State::DataEnd | State::Trailers { .. } => self.framing_byte(buf)?,
+            }
+        }
+    }
+
+    /// Consumes one byte of chunk framing (sizes, CRLFs, trailers).
+    fn framing_byte(&mut self, buf: &mut BytesMut) -> Result<(), H1Error> {
+        let b = buf.get_u8();
+        self.state = match (self.state, b) {
+            (State::Size { digits: 0, .. }, b) if !b.is_ascii_hexdigit() => return Err(H1Error::ChunkSize),
+            (State::Size { size, digits, ext: false }, b) if b.is_ascii_hexdigit() => {
+                if digits >= 16 {
+                    return Err(H1Error::ChunkSize);
+                }
+                let d = u64::from((b as char).to_digit(16).unwrap_or(0));
+                State::Size { size: size << 4 | d, digits: digits + 1, ext: false }
+            }
+            (State::Size { size, digits, .. }, b';' | b' ' | b'\t') => State::Size { size, digits, ext: true },
+            (s @ State::Size { ext: true, .. }, b) if b != b'\r' && b != b'\n' => s,
+            (s @ State::Size { .. }, b'\r') => s,
+            (State::Size { size: 0, .. }, b'\n') => State::Trailers { bytes: 0, line: false },
+            (State::Size { size, .. }, b'\n') => State::Data(size),
+            (State::Size { .. }, _) => return Err(H1Error::ChunkSize),
+            (State::DataEnd, b'\r') => State::DataEnd,
+            (State::DataEnd, b'\n') => State::Size { size: 0, digits: 0, ext: false },
+            (State::DataEnd, _) => return Err(H1Error::ChunkEnd),
+            (State::Trailers { bytes, .. }, _) if bytes >= HEAD_MAX => return Err(H1Error::TrailerTooLarge(HEAD_MAX)),
+            (State::Trailers { line: false, .. }, b'\n') => State::Done,
+            (State::Trailers { bytes, .. }, b'\n') => State::Trailers { bytes: bytes + 1, line: false },
+            (State::Trailers { bytes, line }, b'\r') => State::Trailers { bytes: bytes + 1, line },
+            (State::Trailers { bytes, .. }, _) => State::Trailers { bytes: bytes + 1, line: true },
+            (s, _) => s,
+        };
+        Ok(())
+    }
+
+    /// The backend closed the connection: fine only for a body that runs
+    /// until the close. Otherwise how much was missing.
+    pub fn at_eof(&mut self) -> Result<(), String> {
+        match self.state {
+            State::Done => Ok(()),
+            State::UntilClose => {
+                self.state = State::Done;
+                Ok(())
+            }
+            State::Length(left) => Err(format!("closed the connection with {left} bytes of the body still to come")),
+            _ => Err("closed the connection before the last chunk".to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn decode_all(kind: BodyKind, wire: &[u8], cuts: &[usize]) -> Result<(Vec<u8>, bool), H1Error> {
+        let mut dec = BodyDecoder::new(kind);
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        let mut at = 0;
+        let mut points: Vec<usize> = cuts.iter().map(|c| c % (wire.len() + 1)).collect();
+        points.push(wire.len());
+        points.sort_unstable();
+        for p in points {
+            buf.extend_from_slice(&wire[at..p]);
+            at = p;
+            loop {
+                match dec.next(&mut buf)? {
+                    Piece::Data(d) => out.extend_from_slice(&d),
+                    Piece::NeedMore => break,
+                    Piece::Done => return Ok((out, true)),
+                }
+            }
+        }
+        Ok((out, false))
+    }
+
+    fn chunk(pieces: &[Vec<u8>]) -> Vec<u8> {
+        let mut wire = Vec::new();
+        let mut enc = BodyEncoder::new(Framing::Chunked);
+        for p in pieces {
+            let (before, after) = enc.piece(p.len()).unwrap();
+            wire.extend_from_slice(&before);
+            wire.extend_from_slice(p);
+            wire.extend_from_slice(after);
+        }
+        wire.extend_from_slice(enc.finish().unwrap());
+        wire
+    }
+
+    proptest! {
+        /// Whatever the pieces and however the wire is cut into reads, a
+        /// chunked body decodes to its bytes and ends exactly at its end.
+        #[test]
+        fn chunked_bodies_round_trip(
+            pieces in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 0..8),
+            cuts in proptest::collection::vec(any::<usize>(), 0..6),
+        ) {
+            let wire = chunk(&pieces);
+            let (out, done) = decode_all(BodyKind::Chunked, &wire, &cuts).unwrap();
+            prop_assert!(done);
+            prop_assert_eq!(out, pieces.concat());
+        }
+
+        /// Garbage never panics the decoder.
+        #[test]
+        fn garbage_is_an_error_or_a_body(wire in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = decode_all(BodyKind::Chunked, &wire, &[]);
+            let _ = parse_response(&wire, false);
+        }
+    }
+
+    #[test]
+    fn chunks_with_extensions_and_trailers_decode() {
+        let wire = b"5;name=val\r\nhello\r\n6\r\n world\r\n0\r\nx-trailer: 1\r\n\r\nNEXT";
+        let mut dec = BodyDecoder::new(BodyKind::Chunked);
+        let mut buf = BytesMut::from(&wire[..]);
+        let mut out = Vec::new();
+        while let Piece::Data(d) = dec.next(&mut buf).unwrap() {
+            out.extend_from_slice(&d);
+        }
+        assert_eq!(out, b"hello world");
+        assert!(dec.is_done());
+        assert_eq!(&buf[..], b"NEXT", "the next response's bytes stay in the buffer");
+    }
+
+    #[test]
+    fn bad_chunk_framing_is_named() {
+        assert_eq!(decode_all(BodyKind::Chunked, b"zz\r\n", &[]), Err(H1Error::ChunkSize));
+        assert_eq!(decode_all(BodyKind::Chunked, b"2\r\nabX", &[]), Err(H1Error::ChunkEnd));
+        assert_eq!(decode_all(BodyKind::Chunked, b"11111111111111111\r\n", &[]), Err(H1Error::ChunkSize));
+    }
+
+    #[test]
+    fn lengths_end_where_they_say_and_eof_says_what_is_missing() {
+        let (out, done) = decode_all(BodyKind::Length(3), b"abcdef", &[1]).unwrap();
+        assert_eq!((out.as_slice(), done), (&b"abc"[..], true));
+        let mut dec = BodyDecoder::new(BodyKind::Length(10));
+        let mut buf = BytesMut::from(&b"abcd"[..]);
+        assert_eq!(dec.next(&mut buf).unwrap(), Piece::Data(Bytes::from_static(b"abcd")));
+        assert!(dec.at_eof().unwrap_err().contains("6 bytes"));
+        assert!(BodyDecoder::new(BodyKind::UntilClose).at_eof().is_ok());
+    }
+
+    #[test]
+    fn response_heads_say_how_the_body_ends() {
+        let parse = |s: &str, head| parse_response(s.as_bytes(), head).unwrap().unwrap().1;
+        let r = parse("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: keep-alive\r\nX-A: b\r\n\r\n", false);
+        assert_eq!((r.status, r.body, r.keep_alive), (200, BodyKind::Length(5), true));
+        assert_eq!(r.headers, vec![("content-length".into(), "5".into()), ("x-a".into(), "b".into())]);
+        let r = parse("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nContent-Length: 5\r\n\r\n", false);
+        assert_eq!((r.body, r.keep_alive), (BodyKind::Chunked, true));
+        assert!(r.headers.iter().all(|(n, _)| n != "transfer-encoding"));
+        let r = parse("HTTP/1.1 200 OK\r\n\r\n", false);
+        assert_eq!((r.body, r.keep_alive), (BodyKind::UntilClose, false));
+        let r = parse("HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n", false);
+        assert!(!r.keep_alive, "HTTP/1.0 closes unless it says keep-alive");
+        let r = parse("HTTP/1.1 200 OK\r\nContent-Length: 9\r\nConnection: close\r\n\r\n", true);
+        assert_eq!((r.body, r.keep_alive), (BodyKind::Empty, false));
+        assert_eq!(parse("HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n", false).body, BodyKind::Empty);
+        assert_eq!(parse_response(b"HTTP/1.1 200 OK\r\nContent-Le", false), Ok(None));
+        assert!(matches!(
+            parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", false),
+            Err(H1Error::ContentLength(_))
+        ));
+        assert!(matches!(parse_response(b"HTTP/1.1 101 Switching\r\n\r\n", false), Err(H1Error::Switched)));
+        assert!(matches!(parse_response(b"NOT HTTP\r\n\r\n", false), Err(H1Error::ResponseHead(_))));
+    }
+
+    #[test]
+    fn request_heads_are_framed_and_checked() {
+        let h = |v: &[(&str, &str)]| v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect::<Headers>();
+        let (head, framing) = encode_head("GET", "/a?b", &h(&[("x-a", "1")]), "app:80", BodyLen::Whole(0)).unwrap();
+        assert_eq!(String::from_utf8(head).unwrap(), "GET /a?b HTTP/1.1\r\nx-a: 1\r\nhost: app:80\r\n\r\n");
+        assert_eq!(framing, Framing::Length(0));
+        let (head, _) =
+            encode_head("POST", "/", &h(&[("Host", "h"), ("Connection", "x")]), "d", BodyLen::Whole(0)).unwrap();
+        assert_eq!(String::from_utf8(head).unwrap(), "POST / HTTP/1.1\r\nHost: h\r\ncontent-length: 0\r\n\r\n");
+        let (head, framing) = encode_head("PUT", "/", &h(&[]), "d", BodyLen::Streamed).unwrap();
+        assert!(String::from_utf8(head).unwrap().contains("transfer-encoding: chunked\r\n"));
+        assert_eq!(framing, Framing::Chunked);
+        let streamed = encode_head("PUT", "/", &h(&[("content-length", "7")]), "d", BodyLen::Streamed).unwrap();
+        assert_eq!(streamed.1, Framing::Length(7));
+        assert_eq!(
+            encode_head("PUT", "/", &h(&[("content-length", "7")]), "d", BodyLen::Whole(3)).unwrap_err(),
+            H1Error::LengthMismatch { said: 7, has: 3 }
+        );
+        assert!(matches!(encode_head("GE T", "/", &h(&[]), "d", BodyLen::Whole(0)), Err(H1Error::Method(_))));
+        let smuggle = h(&[("x-a", "1\r\nx-b: 2")]);
+        assert!(matches!(encode_head("GET", "/", &smuggle, "d", BodyLen::Whole(0)), Err(H1Error::HeaderValue(_))));
+        assert!(matches!(
+            encode_head("GET", "/", &h(&[("a b", "1")]), "d", BodyLen::Whole(0)),
+            Err(H1Error::HeaderName(_))
+        ));
+    }
+
+    #[test]
+    fn a_length_framed_body_is_held_to_its_length() {
+        let mut enc = BodyEncoder::new(Framing::Length(3));
+        assert!(enc.piece(2).is_ok());
+        assert_eq!(enc.finish(), Err(H1Error::LengthMismatch { said: 3, has: 2 }));
+        assert_eq!(enc.piece(2), Err(H1Error::BodyTooLong(3)));
+    }
+}

@@ -1,0 +1,551 @@
+//! Calls a private backend for a request the relay pushed, streaming the
+//! response back as it arrives. The relay sends the internal URL of the
+//! published application in absolute form (`http://app.corp:8080/path`); the
+//! connector only dials what the cloud's application table maps to.
+//!
+//! Backend connections are kept alive and reused ([`Pool`]): opening a TCP
+//! connection per request cost more than everything else on the data path
+//! together (measured: connect and TIME_WAIT bookkeeping led the connector's
+//! profile under load), and a real connector keeps its backend connections
+//! too.
+//!
+//! The HTTP/1.1 is the connector's own ([`h1`], sans-I/O), driven here in
+//! the request's task: it writes the request, streams the rest of an upload
+//! and reads the answer in one task, with no connection task beside it.
+
+mod h1;
+mod pool;
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc::{self, UnboundedSender};
+
+use crate::code::{self, EventId};
+use crate::diag::Diagnostic;
+use crate::env::Env;
+use crate::event::AgentEvent;
+use crate::net::ConnectFailure;
+use crate::pace::Pace;
+use crate::proto::{Headers, RequestHead};
+
+pub use h1::H1Error;
+pub use pool::{Conn, Pool};
+
+/// What a request handler sends back to its tunnel.
+#[derive(Debug)]
+pub enum Outbound {
+    Head {
+        id: u64,
+        status: u16,
+        headers: Headers,
+        fin: bool,
+    },
+    Body {
+        id: u64,
+        data: Bytes,
+        fin: bool,
+    },
+    /// The answer cannot be completed (the backend broke off mid-body):
+    /// the stream is cancelled so the relay fails it instead of passing
+    /// on a short success.
+    Reset {
+        id: u64,
+    },
+}
+
+/// A request body for the backend: whole, or its start and then the
+/// pieces the tunnel feeds as they arrive (see [`crate::inflight`]). A
+/// feed that ends without its `fin` (the relay cancelled the request, or
+/// the tunnel went down) ends the body in an error ([`BodyCut`]), so that
+/// the backend's request is broken off instead of finished short.
+#[derive(Debug)]
+pub struct RequestBody {
+    first: Bytes,
+    feed: Option<mpsc::UnboundedReceiver<(Bytes, bool)>>,
+    /// Stamped with each piece fed: an upload in progress is progress.
+    progress: Option<Progress>,
+}
+
+/// When a request last made progress (a piece of its upload went to the
+/// backend, or a piece of the answer came back): the backend timeout
+/// counts from there, so a long transfer that keeps moving is never cut.
+pub type Progress = Rc<Cell<tokio::time::Instant>>;
+
+/// The tunnel stopped feeding a request body before its end.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body was cut short before its end")]
+pub struct BodyCut;
+
+impl RequestBody {
+    pub fn whole(bytes: Bytes) -> Self {
+        RequestBody { first: bytes, feed: None, progress: None }
+    }
+
+    pub fn fed(first: Bytes, feed: mpsc::UnboundedReceiver<(Bytes, bool)>) -> Self {
+        RequestBody { first, feed: Some(feed), progress: None }
+    }
+
+    fn len(&self) -> h1::BodyLen {
+        match self.feed {
+            None => h1::BodyLen::Whole(self.first.len() as u64),
+            Some(_) => h1::BodyLen::Streamed,
+        }
+    }
+
+    /// The next piece fed after the start (never an empty one); `None` at
+    /// the body's end.
+    pub async fn next(&mut self) -> Option<Result<Bytes, BodyCut>> {
+        while let Some(feed) = self.feed.as_mut() {
+            let Some((data, fin)) = feed.recv().await else {
+                self.feed = None;
+                return Some(Err(BodyCut));
+            };
+            if let Some(p) = &self.progress {
+                p.set(tokio::time::Instant::now());
+            }
+            if fin {
+                self.feed = None;
+            }
+            if !data.is_empty() {
+                return Some(Ok(data));
+            }
+        }
+        None
+    }
+}
+
+/// Where a handler's answer goes: its tunnel, paced.
+#[derive(Debug)]
+pub struct Reply {
+    pub id: u64,
+    pub out: UnboundedSender<Outbound>,
+    pub pace: Rc<Pace>,
+    /// Whether the head has gone: after it, a failure can only reset.
+    pub head_sent: Cell<bool>,
+    /// Whether the answer's last frame has gone.
+    pub ended: Cell<bool>,
+}
+
+impl Reply {
+    // The tunnel may already be gone: the relay then fails the user's
+    // request, so a failed send needs no handling here.
+    fn head(&self, status: u16, headers: Headers, fin: bool) {
+        self.head_sent.set(true);
+        self.ended.set(fin);
+        let _ = self.out.send(Outbound::Head { id: self.id, status, headers, fin });
+    }
+
+    fn body(&self, data: Bytes, fin: bool) {
+        self.ended.set(fin);
+        self.pace.sent(data.len());
+        let _ = self.out.send(Outbound::Body { id: self.id, data, fin });
+    }
+
+    fn reset(&self) {
+        let _ = self.out.send(Outbound::Reset { id: self.id });
+    }
+}
+
+/// Headers that describe one hop and must not be forwarded.
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+fn forwardable(name: &str) -> bool {
+    !HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+}
+
+/// Where a backend lives, parsed from the absolute request target.
+#[derive(Debug, PartialEq, Eq)]
+struct Target {
+    host: String,
+    port: u16,
+    path_and_query: String,
+}
+
+fn parse_target(raw: &str) -> Result<Target, String> {
+    let uri: http::Uri = raw.parse().map_err(|e| format!("request target {raw:?}: {e}"))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some(other) => return Err(format!("request target {raw:?}: scheme {other} not supported")),
+        None => return Err(format!("request target {raw:?} is not an absolute http:// URL")),
+    }
+    let host = uri.host().ok_or_else(|| format!("request target {raw:?} has no host"))?;
+    Ok(Target {
+        host: host.to_string(),
+        port: uri.port_u16().unwrap_or(80),
+        path_and_query: uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into()),
+    })
+}
+
+/// Serves one request against its backend and streams the answer to `out`.
+/// Failures become gateway errors to the user, never a panic or a hang:
+/// 502 when the backend cannot be reached or breaks off, 504 when it makes
+/// no progress for `timeout` (no answer, or a stalled upload or answer).
+/// Once the answer's head has gone, a failure resets the stream instead.
+pub async fn serve(
+    env: Env,
+    pool: std::rc::Rc<Pool>,
+    head: RequestHead,
+    mut body: RequestBody,
+    timeout: Duration,
+    reply: Reply,
+) {
+    let id = reply.id;
+    let progress: Progress = Rc::new(Cell::new(tokio::time::Instant::now()));
+    body.progress = Some(progress.clone());
+    let work = forward(&env, &pool, &head, body, &reply, &progress);
+    let status = match until_stalled(work, &progress, timeout).await {
+        Some(Ok(status)) => status,
+        Some(Err((status, diag))) => {
+            env.emit(AgentEvent::Diagnostic(diag.clone()));
+            gateway_error(status, &diag, &reply);
+            status
+        }
+        None => {
+            let (path, secs) = (&head.path, timeout.as_secs());
+            let text = if reply.head_sent.get() {
+                format!("backend for {path} stalled mid-answer for {secs}s")
+            } else {
+                format!("backend for {path} did not answer within {secs}s")
+            };
+            let diag = Diagnostic::new(
+                code::BACKEND_TIMEOUT,
+                Some(EventId::Backend),
+                text,
+                "check the backend's health, or raise the application's backend timeout",
+            );
+            env.emit(AgentEvent::Diagnostic(diag.clone()));
+            gateway_error(504, &diag, &reply);
+            504
+        }
+    };
+    env.emit(AgentEvent::RequestServed { id, status });
+}
+
+/// Runs `work` until it ends, or until `timeout` has passed since
+/// `progress` was last stamped (None).
+async fn until_stalled<F: std::future::Future>(work: F, progress: &Progress, timeout: Duration) -> Option<F::Output> {
+    tokio::pin!(work);
+    loop {
+        let deadline = progress.get() + timeout;
+        match crate::time::timeout_at(deadline, &mut work).await {
+            Ok(out) => return Some(out),
+            // Progress since the deadline was set: wait on from there.
+            Err(_) if progress.get() + timeout > deadline => continue,
+            Err(_) => return None,
+        }
+    }
+}
+
+fn gateway_error(status: u16, diag: &Diagnostic, reply: &Reply) {
+    // The user already has a head: a second one cannot follow, and text
+    // appended to the body would pass for the end of the answer.
+    if reply.head_sent.get() {
+        reply.reset();
+        return;
+    }
+    let headers = vec![
+        ("content-type".to_string(), "text/plain".to_string()),
+        ("x-connector-error".to_string(), diag.code.clone()),
+    ];
+    reply.head(status, headers, false);
+    reply.body(Bytes::from(diag.message.clone()), true);
+}
+
+async fn forward(
+    env: &Env,
+    pool: &Pool,
+    head: &RequestHead,
+    mut body: RequestBody,
+    reply: &Reply,
+    progress: &Progress,
+) -> Result<u16, (u16, Diagnostic)> {
+    let bad =
+        |msg: String| (502, Diagnostic::new(code::BACKEND_BAD_TARGET, None, msg, "fix the application's internal URL"));
+    let target = parse_target(&head.path).map_err(bad)?;
+    let broke = |what: String| {
+        (
+            502,
+            Diagnostic::new(
+                code::BACKEND_BROKEN,
+                Some(EventId::Backend),
+                format!("backend {}:{} {what}", target.host, target.port),
+                "check the backend's logs",
+            ),
+        )
+    };
+    let authority = format!("{}:{}", target.host, target.port);
+    let (opening, framing) =
+        h1::encode_head(&head.method, &target.path_and_query, &head.headers, &authority, body.len())
+            .map_err(|e| bad(format!("invalid request: {e}")))?;
+    let mut encoder = h1::BodyEncoder::new(framing);
+    let first = std::mem::take(&mut body.first);
+    let (before, after) = encoder.piece(first.len()).map_err(|e| bad(format!("invalid request: {e}")))?;
+    let mut opening = opening;
+    opening.extend_from_slice(&before);
+    let mut out = Bytes::from(opening).chain(first).chain(Bytes::from_static(after));
+
+    // A kept-alive connection first. One whose first write fails took none
+    // of the request: try the next, then a new connection. Once a byte is
+    // written, a failure is final: the request may have been served, and
+    // at-most-once forbids sending it again.
+    let mut conn = loop {
+        match pool.take(&target.host, target.port) {
+            Some(mut conn) => match conn.stream.write_buf(&mut out).await {
+                Ok(n) if n > 0 => break conn,
+                _ => continue,
+            },
+            None => {
+                let mut conn = connect(env, &target).await.map_err(|diag| (502, diag))?;
+                conn.stream.write_buf(&mut out).await.map_err(|e| broke(format!("failed: {e}")))?;
+                break conn;
+            }
+        }
+    };
+    let to_head = head.method.eq_ignore_ascii_case("HEAD");
+    let (outcome, sent) = exchange(&mut conn, out, body, encoder, to_head, reply, progress).await;
+    match outcome {
+        Ok(Received { status, keep_alive }) => {
+            if keep_alive && sent {
+                pool.put(&target.host, target.port, conn);
+            }
+            Ok(status)
+        }
+        Err(Failure::Request(e)) => Err(bad(format!("invalid request: {e}"))),
+        Err(Failure::BeforeHead(what)) => Err(broke(what)),
+        Err(Failure::MidBody { status, why }) => {
+            // Head already sent: reset the stream, so that the user gets a
+            // gateway error rather than a short success.
+            reply.reset();
+            let (_, diag) = broke(format!("broke off mid-body: {why}"));
+            env.emit(AgentEvent::Diagnostic(diag));
+            Ok(status)
+        }
+    }
+}
+
+/// How an exchange with the backend went wrong.
+enum Failure {
+    /// The request cannot be framed as its head said (a body longer or
+    /// shorter than its content-length).
+    Request(H1Error),
+    /// Before the answer's head: the user gets a 502.
+    BeforeHead(String),
+    /// After the head went to the user: the stream is reset.
+    MidBody { status: u16, why: String },
+}
+
+/// An answer forwarded to its end.
+struct Received {
+    status: u16,
+    keep_alive: bool,
+}
+
+/// Sends the rest of the request while the answer is read and forwarded,
+/// both in this task: a backend may answer before it has read the whole
+/// body (a 401 or 413 to an upload). An answer that ends before the
+/// request was sent whole stops the upload. Also says whether the request
+/// went out whole (else the connection cannot be reused).
+async fn exchange(
+    conn: &mut Conn,
+    rest: impl Buf,
+    body: RequestBody,
+    encoder: h1::BodyEncoder,
+    to_head: bool,
+    reply: &Reply,
+    progress: &Progress,
+) -> (Result<Received, Failure>, bool) {
+    let (mut rd, mut wr) = tokio::io::split(&mut conn.stream);
+    let send = send_rest(&mut wr, rest, body, encoder);
+    let recv = receive(&mut rd, &mut conn.buf, to_head, reply, progress);
+    tokio::pin!(send, recv);
+    let (mut sent, mut sending, mut send_failed) = (false, true, None);
+    let outcome = loop {
+        tokio::select! {
+            biased;
+            r = &mut recv => break r,
+            s = &mut send, if sending => {
+                sending = false;
+                match s {
+                    Ok(()) => sent = true,
+                    Err(Send::Cut(e)) => break Err(Failure::BeforeHead(format!("failed: {e}"))),
+                    Err(Send::Framing(e)) => break Err(Failure::Request(e)),
+                    // The backend may have answered before it stopped
+                    // reading: the answer decides.
+                    Err(Send::Io(e)) => send_failed = Some(e),
+                }
+            }
+        }
+    };
+    let outcome = match (outcome, send_failed) {
+        (Err(Failure::BeforeHead(what)), Some(e)) => Err(Failure::BeforeHead(format!("{what} (sending: {e})"))),
+        (outcome, _) => outcome,
+    };
+    (outcome, sent)
+}
+
+enum Send {
+    Io(std::io::Error),
+    Cut(BodyCut),
+    Framing(H1Error),
+}
+
+async fn send_rest<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    mut rest: impl Buf,
+    mut body: RequestBody,
+    mut encoder: h1::BodyEncoder,
+) -> Result<(), Send> {
+    wr.write_all_buf(&mut rest).await.map_err(Send::Io)?;
+    while let Some(piece) = body.next().await {
+        let data = piece.map_err(Send::Cut)?;
+        let (before, after) = encoder.piece(data.len()).map_err(Send::Framing)?;
+        let mut out = Bytes::from(before).chain(data).chain(Bytes::from_static(after));
+        wr.write_all_buf(&mut out).await.map_err(Send::Io)?;
+    }
+    let end = encoder.finish().map_err(Send::Framing)?;
+    wr.write_all(end).await.map_err(Send::Io)?;
+    wr.flush().await.map_err(Send::Io)
+}
+
+/// Reads the answer's head (past any 1xx) and forwards it, then its body
+/// as it arrives, never faster than the tunnel takes it.
+async fn receive<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    buf: &mut BytesMut,
+    to_head: bool,
+    reply: &Reply,
+    progress: &Progress,
+) -> Result<Received, Failure> {
+    let mut reads = Reads::default();
+    let head = loop {
+        match h1::parse_response(buf, to_head) {
+            Err(e) => return Err(Failure::BeforeHead(e.to_string())),
+            Ok(Some((n, head))) => {
+                buf.advance(n);
+                if !(100..200).contains(&head.status) {
+                    break head;
+                }
+            }
+            Ok(None) => match reads.more(rd, buf).await {
+                Ok(0) => return Err(Failure::BeforeHead("closed the connection before answering".into())),
+                Ok(_) => {}
+                Err(e) => return Err(Failure::BeforeHead(format!("failed: {e}"))),
+            },
+        }
+    };
+    let status = head.status;
+    let mid = |why: String| Failure::MidBody { status, why };
+    let mut decoder = h1::BodyDecoder::new(head.body);
+    // The last frame carries the end: a head alone for an empty body, the
+    // last data when the body's end is in the buffer with it.
+    reply.head(status, head.headers, decoder.is_done());
+    loop {
+        match decoder.next(buf).map_err(|e| mid(e.to_string()))? {
+            h1::Piece::Data(data) => reply.body(data, decoder.is_done()),
+            h1::Piece::Done if reply.ended.get() => break,
+            h1::Piece::Done => {
+                reply.body(Bytes::new(), true);
+                break;
+            }
+            h1::Piece::NeedMore => {
+                // Read on only as fast as the tunnel takes it.
+                reply.pace.ready().await;
+                match reads.more(rd, buf).await {
+                    Ok(0) => decoder.at_eof().map_err(mid)?,
+                    Ok(_) => progress.set(tokio::time::Instant::now()),
+                    Err(e) => return Err(mid(format!("read failed: {e}"))),
+                }
+            }
+        }
+    }
+    Ok(Received { status, keep_alive: head.keep_alive })
+}
+
+/// Read sizes that grow while reads fill them: small answers take one
+/// small buffer, large downloads come in pieces of up to [`Reads::MAX`].
+struct Reads {
+    size: usize,
+}
+
+impl Default for Reads {
+    fn default() -> Self {
+        Reads { size: 16 * 1024 }
+    }
+}
+
+impl Reads {
+    const MAX: usize = 256 * 1024;
+
+    async fn more<R: AsyncRead + Unpin>(&mut self, rd: &mut R, buf: &mut BytesMut) -> std::io::Result<usize> {
+        buf.reserve(self.size);
+        let room = buf.capacity() - buf.len();
+        let n = rd.read_buf(buf).await?;
+        if n == room {
+            self.size = (self.size * 2).min(Self::MAX);
+        }
+        Ok(n)
+    }
+}
+
+/// A new connection to the backend.
+async fn connect(env: &Env, target: &Target) -> Result<Conn, Diagnostic> {
+    let net = env.net.proxy().map_or(env.net.as_ref(), |hop| hop.inner);
+    let (_, stream) = crate::net::connect(net, &target.host, target.port).await.map_err(|e| {
+        let failure = ConnectFailure::from_io(&e.error);
+        Diagnostic::new(
+            code::BACKEND_UNREACHABLE,
+            Some(EventId::Backend),
+            format!("cannot reach backend {}:{} ({failure})", target.host, target.port),
+            "check that the backend runs and that the connector host can reach it",
+        )
+    })?;
+    Ok(Conn::new(stream))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A body fed to its end ends cleanly; one whose feed stops before its
+    /// `fin` ends in an error, so the backend's request is broken off.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_fed_body_cut_before_its_end_is_an_error() {
+        let (sink, feed) = mpsc::unbounded_channel();
+        sink.send((Bytes::from_static(b"bc"), false)).unwrap();
+        sink.send((Bytes::from_static(b"d"), true)).unwrap();
+        let mut body = RequestBody::fed(Bytes::from_static(b"a"), feed);
+        let mut whole = body.first.to_vec();
+        while let Some(piece) = body.next().await {
+            whole.extend_from_slice(&piece.unwrap());
+        }
+        assert_eq!(&whole[..], b"abcd");
+        let (sink, feed) = mpsc::unbounded_channel();
+        sink.send((Bytes::from_static(b"bc"), false)).unwrap();
+        drop(sink);
+        let mut body = RequestBody::fed(Bytes::from_static(b"a"), feed);
+        assert!(body.next().await.unwrap().is_ok());
+        assert!(body.next().await.unwrap().is_err());
+    }
+
+    #[test]
+    fn targets_parse_and_bad_ones_are_named() {
+        let t = parse_target("http://app.corp:8080/a?b=1").unwrap();
+        assert_eq!((t.host.as_str(), t.port, t.path_and_query.as_str()), ("app.corp", 8080, "/a?b=1"));
+        assert_eq!(parse_target("http://app.corp").unwrap().port, 80);
+        assert!(parse_target("/relative").unwrap_err().contains("absolute"));
+        assert!(parse_target("ftp://x/").unwrap_err().contains("ftp"));
+    }
+}
