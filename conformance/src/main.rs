@@ -90,6 +90,7 @@ enum Command {
     #[command(after_help = "Examples:
   cargo build --release --workspace && target/release/connsim bench-real
   connsim bench-real --rathole ~/.cargo/bin/rathole --runs 3
+  connsim bench-real --rathole ~/.cargo/bin/rathole --rathole-tls /opt/rathole-tls/bin/rathole
   connsim bench-real --conns 64 --duration 10")]
     BenchReal(cli::bench::real::BenchRealArgs),
     /// Run one generated bench world and print a JSON line with its wall

@@ -6,7 +6,10 @@
 //! - direct: load generator → backend;
 //! - tunnel: load generator → relay-sim ingress → relay → TLS tunnel →
 //!   connector → backend;
-//! - rathole: load generator → rathole server → rathole client → backend.
+//! - rathole: load generator → rathole server → rathole client → backend;
+//! - rathole (TLS): the same with rathole's TLS transport, a byte forwarder
+//!   that encrypts its tunnel leg as the connector must (the spec's
+//!   tunnels are TLS on 443).
 //!
 //! Everything listens on 127.0.0.1 only, every load run is bounded in time,
 //! and every process started is killed and reaped when the run ends, also
@@ -32,6 +35,8 @@ pub struct Options {
     pub bin_dir: PathBuf,
     /// A rathole binary to compare with, if any.
     pub rathole: Option<PathBuf>,
+    /// A rathole built with its `tls` feature, measured over TLS, if any.
+    pub rathole_tls: Option<PathBuf>,
     /// Relay endpoints served, and so tunnels the connector keeps.
     pub relays: usize,
     /// Closed-loop connection counts.
@@ -48,8 +53,13 @@ pub struct Options {
     pub transfers: u32,
 }
 
-/// The path through our tunnel (the others: `direct`, `rathole`).
+/// The path through our tunnel (the others: `direct`, [`RATHOLE`],
+/// [`RATHOLE_TLS`]).
 pub const TUNNEL: &str = "connsim tunnel";
+/// rathole over its default TCP transport.
+pub const RATHOLE: &str = "rathole";
+/// rathole over its TLS transport.
+pub const RATHOLE_TLS: &str = "rathole (TLS)";
 
 /// One path's figures.
 #[derive(Debug, Clone)]
@@ -201,11 +211,12 @@ pub fn measure(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Figures
     let connector_idle_rss_kib = rss_kib(connector_pid);
 
     let mut paths: Vec<(&'static str, Target)> = vec![("direct", direct.clone()), (TUNNEL, tunnel)];
-    if let Some(rathole) = &opts.rathole {
-        progress("starting rathole");
-        let target = start_rathole(&mut procs, &mut pids, rathole, dir.path(), manifest.backend)?;
-        wait_for(&mut procs, "rathole path", Duration::from_secs(30), || answers(&target))?;
-        paths.push(("rathole", target));
+    for (name, bin, tls) in [(RATHOLE, &opts.rathole, false), (RATHOLE_TLS, &opts.rathole_tls, true)] {
+        let Some(bin) = bin else { continue };
+        progress(&format!("starting {name}"));
+        let target = start_rathole(&mut procs, &mut pids, bin, dir.path(), manifest.backend, tls)?;
+        wait_for(&mut procs, &format!("{name} path"), Duration::from_secs(30), || answers(&target))?;
+        paths.push((name, target));
     }
 
     progress("warming up");
@@ -299,32 +310,97 @@ fn start_connector(procs: &mut Procs, bin: &Path, dir: &Path, manifest: &Manifes
     procs.spawn("connector", &mut cmd)
 }
 
-/// rathole (default TCP transport) forwarding a public port to `backend`.
+/// rathole forwarding a public port to `backend`, over its default TCP
+/// transport or (`tls`) its TLS transport. Its processes are labelled
+/// `rathole-server` and `rathole-client`, or `rathole-tls-…`.
 fn start_rathole(
     procs: &mut Procs,
     pids: &mut Vec<(String, u32)>,
     bin: &Path,
     dir: &Path,
     backend: SocketAddr,
+    tls: bool,
 ) -> Result<Target, String> {
     let control = free_port()?;
     let public = free_port()?;
+    let label = if tls { "rathole-tls" } else { "rathole" };
+    let (server_transport, client_transport) = if tls { rathole_tls_identity(dir)? } else { Default::default() };
     let server = format!(
-        "[server]\nbind_addr = \"127.0.0.1:{control}\"\n\n[server.services.echo]\ntoken = \"connsim-bench\"\nbind_addr = \"127.0.0.1:{public}\"\n"
+        "[server]\nbind_addr = \"127.0.0.1:{control}\"\n{server_transport}\n[server.services.echo]\ntoken = \"connsim-bench\"\nbind_addr = \"127.0.0.1:{public}\"\n"
     );
     let client = format!(
-        "[client]\nremote_addr = \"127.0.0.1:{control}\"\n\n[client.services.echo]\ntoken = \"connsim-bench\"\nlocal_addr = \"{backend}\"\n"
+        "[client]\nremote_addr = \"127.0.0.1:{control}\"\n{client_transport}\n[client.services.echo]\ntoken = \"connsim-bench\"\nlocal_addr = \"{backend}\"\n"
     );
-    let (sp, cp) = (dir.join("rathole-server.toml"), dir.join("rathole-client.toml"));
+    let (sp, cp) = (dir.join(format!("{label}-server.toml")), dir.join(format!("{label}-client.toml")));
     std::fs::write(&sp, server).map_err(|e| format!("{}: {e}", sp.display()))?;
     std::fs::write(&cp, client).map_err(|e| format!("{}: {e}", cp.display()))?;
-    pids.push(("rathole-server".into(), procs.spawn("rathole-server", Command::new(bin).arg("--server").arg(&sp))?));
-    pids.push(("rathole-client".into(), procs.spawn("rathole-client", Command::new(bin).arg("--client").arg(&cp))?));
+    for (role, flag, config) in [("server", "--server", &sp), ("client", "--client", &cp)] {
+        let name = format!("{label}-{role}");
+        pids.push((name.clone(), procs.spawn(&name, Command::new(bin).arg(flag).arg(config))?));
+    }
     Ok(Target {
         addr: SocketAddr::from(([127, 0, 0, 1], public)),
         host: "echo.corp.local".into(),
         path: "/bench".into(),
     })
+}
+
+/// A self-signed identity for rathole's TLS transport (a PKCS#12 file, as
+/// its native-tls backend takes), made with the `openssl` command; the
+/// server's and client's transport sections.
+fn rathole_tls_identity(dir: &Path) -> Result<(String, String), String> {
+    let (key, cert, p12) = (dir.join("rathole-key.pem"), dir.join("rathole-cert.pem"), dir.join("rathole-id.p12"));
+    let openssl = |args: &[&std::ffi::OsStr]| -> Result<(), String> {
+        let out = Command::new("openssl")
+            .args(args)
+            .output()
+            .map_err(|e| format!("openssl (needed for rathole's TLS identity): {e}"))?;
+        if out.status.success() {
+            return Ok(());
+        }
+        Err(format!("openssl {:?}: {}", args.first(), String::from_utf8_lossy(&out.stderr).trim()))
+    };
+    let os = |s: &'static str| std::ffi::OsStr::new(s);
+    openssl(&[
+        os("req"),
+        os("-x509"),
+        os("-newkey"),
+        os("ec"),
+        os("-pkeyopt"),
+        os("ec_paramgen_curve:prime256v1"),
+        os("-nodes"),
+        os("-days"),
+        os("2"),
+        os("-subj"),
+        os("/CN=localhost"),
+        os("-addext"),
+        os("subjectAltName=DNS:localhost"),
+        os("-keyout"),
+        key.as_os_str(),
+        os("-out"),
+        cert.as_os_str(),
+    ])?;
+    openssl(&[
+        os("pkcs12"),
+        os("-export"),
+        os("-inkey"),
+        key.as_os_str(),
+        os("-in"),
+        cert.as_os_str(),
+        os("-out"),
+        p12.as_os_str(),
+        os("-passout"),
+        os("pass:connsim-bench"),
+    ])?;
+    let server = format!(
+        "\n[server.transport]\ntype = \"tls\"\n[server.transport.tls]\npkcs12 = {:?}\npkcs12_password = \"connsim-bench\"\n",
+        p12.display().to_string()
+    );
+    let client = format!(
+        "\n[client.transport]\ntype = \"tls\"\n[client.transport.tls]\ntrusted_root = {:?}\nhostname = \"localhost\"\n",
+        cert.display().to_string()
+    );
+    Ok((server, client))
 }
 
 fn ms(us: u32) -> String {
@@ -418,18 +494,21 @@ pub fn render(f: &Figures, opts: &Options) -> String {
             ));
         }
     }
-    // Whose CPU each path's requests cost, at the first connection count:
-    // with every core busy, requests/s is cores over CPU per request.
-    out.push_str("\nCPU per request by process, first connection count (us):\n");
-    for p in &f.paths {
-        let Some((c, s, cpu)) = p.closed.first() else { continue };
-        let parts: Vec<String> = cpu
-            .0
-            .iter()
-            .filter(|(_, ns)| *ns as f64 / 1000.0 / (s.ok.max(1) as f64) >= 0.05)
-            .map(|(label, ns)| format!("{label} {:.1}", *ns as f64 / 1000.0 / (s.ok.max(1) as f64)))
-            .collect();
-        out.push_str(&format!("  {:<16} c{c}: {}\n", p.name, parts.join(", ")));
+    // Whose CPU each path's requests cost: with every core busy,
+    // requests/s is cores over CPU per request; with one connection, the
+    // CPU on the request's way is its latency.
+    out.push_str("\nCPU per request by process (us):\n");
+    for ci in 0..opts.conns.len() {
+        for p in &f.paths {
+            let Some((c, s, cpu)) = p.closed.get(ci) else { continue };
+            let parts: Vec<String> = cpu
+                .0
+                .iter()
+                .filter(|(_, ns)| *ns as f64 / 1000.0 / (s.ok.max(1) as f64) >= 0.05)
+                .map(|(label, ns)| format!("{label} {:.1}", *ns as f64 / 1000.0 / (s.ok.max(1) as f64)))
+                .collect();
+            out.push_str(&format!("  {:<16} c{c}: {}\n", p.name, parts.join(", ")));
+        }
     }
     out.push_str(&format!(
         "\nopen loop: {} requests/s for {}s (latency from when each request was due)\n\n",
@@ -515,6 +594,41 @@ fn cpu_of(run: &(usize, Stats, Cpu), label: &str) -> Option<f64> {
     Some(ns as f64 / 1000.0 / (stats.ok.max(1) as f64))
 }
 
+/// The tunnel's rows against one peer `r` whose processes are labelled
+/// `label-server` and `label-client`.
+fn against_peer(
+    t: &PathFigures,
+    r: &PathFigures,
+    label: &str,
+    opts: &Options,
+    row: &mut dyn FnMut(String, f64, &'static str, bool),
+) {
+    let peer = r.name;
+    for (tc, rc) in t.closed.iter().zip(&r.closed) {
+        let ratio = tc.1.per_second() / rc.1.per_second().max(1e-9);
+        row(format!("tunnel / {peer} requests/s, {} connections", tc.0), ratio, ">= 1.00", ratio >= 1.0);
+    }
+    if let (Some(tc), Some(rc)) = (t.closed.first(), r.closed.first()) {
+        if let (Some(conn), Some(client)) = (cpu_of(tc, "connector"), cpu_of(rc, &format!("{label}-client"))) {
+            let ratio = conn / client.max(1e-9);
+            row(format!("connector / {peer} client CPU per request, c{}", tc.0), ratio, "<= 1.00", ratio <= 1.0);
+        }
+        if let (Some(rs), Some(backend), Some(server)) =
+            (cpu_of(tc, "relay-sim"), cpu_of(rc, "relay-sim"), cpu_of(rc, &format!("{label}-server")))
+        {
+            let ratio = (rs - backend).max(0.0) / server.max(1e-9);
+            let what = format!("relay-sim less backend / {peer} server CPU per request, c{}", tc.0);
+            row(what, ratio, "<= 1.50", ratio <= 1.5);
+        }
+    }
+    if let (Some((td, tu)), Some((rd, ru))) = (t.large, r.large) {
+        let mib = opts.large_bytes >> 20;
+        let (down, up) = (td / rd.max(1e-9), tu / ru.max(1e-9));
+        row(format!("tunnel / {peer} MB/s, {mib} MiB download"), down, ">= 1.00", down >= 1.0);
+        row(format!("tunnel / {peer} MB/s, {mib} MiB upload"), up, ">= 1.00", up >= 1.0);
+    }
+}
+
 /// Every figure with a target, judged. Against rathole when it ran: its
 /// requests/s at each connection count, each end's CPU per request
 /// (relay-sim's less what its backend costs, read from the rathole run,
@@ -525,33 +639,9 @@ fn targets(f: &Figures, opts: &Options) -> Vec<Judged> {
     let mut row = |what: String, value: f64, target: &'static str, met: bool| {
         rows.push(Judged { what, value: format!("{value:.2}"), target, met });
     };
-    if let (Some(t), Some(r)) = (path(TUNNEL), path("rathole")) {
-        for (tc, rc) in t.closed.iter().zip(&r.closed) {
-            let ratio = tc.1.per_second() / rc.1.per_second().max(1e-9);
-            row(format!("tunnel / rathole requests/s, {} connections", tc.0), ratio, ">= 1.00", ratio >= 1.0);
-        }
-        if let (Some(tc), Some(rc)) = (t.closed.first(), r.closed.first()) {
-            if let (Some(conn), Some(client)) = (cpu_of(tc, "connector"), cpu_of(rc, "rathole-client")) {
-                let ratio = conn / client.max(1e-9);
-                row(format!("connector / rathole client CPU per request, c{}", tc.0), ratio, "<= 1.00", ratio <= 1.0);
-            }
-            if let (Some(rs), Some(backend), Some(server)) =
-                (cpu_of(tc, "relay-sim"), cpu_of(rc, "relay-sim"), cpu_of(rc, "rathole-server"))
-            {
-                let ratio = (rs - backend).max(0.0) / server.max(1e-9);
-                let what = format!("relay-sim less backend / rathole server CPU per request, c{}", tc.0);
-                row(what, ratio, "<= 1.50", ratio <= 1.5);
-            }
-        }
-        if let (Some((td, tu)), Some((rd, ru))) = (t.large, r.large) {
-            let (down, up) = (td / rd.max(1e-9), tu / ru.max(1e-9));
-            row(
-                format!("tunnel / rathole MB/s, {} MiB download", opts.large_bytes >> 20),
-                down,
-                ">= 1.00",
-                down >= 1.0,
-            );
-            row(format!("tunnel / rathole MB/s, {} MiB upload", opts.large_bytes >> 20), up, ">= 1.00", up >= 1.0);
+    for (peer, label) in [(RATHOLE, "rathole"), (RATHOLE_TLS, "rathole-tls")] {
+        if let (Some(t), Some(r)) = (path(TUNNEL), path(peer)) {
+            against_peer(t, r, label, opts, &mut row);
         }
     }
     if let (Some(d), Some(t)) = (path("direct"), path(TUNNEL)) {

@@ -36,6 +36,13 @@ pub struct BenchRealArgs {
     /// A rathole binary to measure on the same backend.
     #[arg(long)]
     pub rathole: Option<PathBuf>,
+    /// A rathole built with its `tls` feature (`cargo install rathole
+    /// --no-default-features --features server,client,tls`), measured over
+    /// its TLS transport too: a byte forwarder that encrypts its tunnel, as
+    /// the connector must. Needs the `openssl` command (for rathole's
+    /// PKCS#12 identity).
+    #[arg(long)]
+    pub rathole_tls: Option<PathBuf>,
     /// Where relay-sim and connector are (default: next to connsim).
     #[arg(long)]
     pub bin_dir: Option<PathBuf>,
@@ -57,6 +64,7 @@ pub fn bench_real(args: BenchRealArgs) -> Result<ExitCode, String> {
         large_mib,
         transfers,
         rathole,
+        rathole_tls,
         bin_dir,
         plot,
     } = args;
@@ -71,6 +79,7 @@ pub fn bench_real(args: BenchRealArgs) -> Result<ExitCode, String> {
     let opts = conformance::realbench::Options {
         bin_dir,
         rathole,
+        rathole_tls,
         relays: relays.clamp(1, 64),
         conns,
         duration: std::time::Duration::from_secs(duration.max(1)),
