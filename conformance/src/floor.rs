@@ -58,22 +58,7 @@ pub struct Floor {
 pub fn keepalive(duration: Duration, tunnels: usize, phase: Phase, seed: u64) -> Result<Floor, String> {
     let mut sim = crate::run::new_sim(seed, duration, DEFAULT_TICK);
     let relays: Vec<String> = (0..tunnels.max(1)).map(|i| format!("relay-{i}")).collect();
-    for relay in &relays {
-        sim.host(relay.as_str(), || async {
-            let listener = turmoil::net::TcpListener::bind((Ipv4Addr::UNSPECIFIED, 443)).await?;
-            loop {
-                let (mut stream, _) = listener.accept().await?;
-                tokio::task::spawn_local(async move {
-                    let mut buf = [0u8; PING.len()];
-                    while stream.read_exact(&mut buf).await.is_ok() {
-                        if stream.write_all(&buf).await.is_err() {
-                            break;
-                        }
-                    }
-                });
-            }
-        });
-    }
+    relays.iter().for_each(|relay| relay_host(&mut sim, relay));
     let exchanges = Arc::new(AtomicU64::new(0));
     let counted = exchanges.clone();
     sim.host("connector", move || {
@@ -82,28 +67,9 @@ pub fn keepalive(duration: Duration, tunnels: usize, phase: Phase, seed: u64) ->
             let mut loops = Vec::new();
             let spread = KEEPALIVE / u32::try_from(relays.len()).unwrap_or(1);
             for (i, relay) in relays.into_iter().enumerate() {
-                let counted = counted.clone();
                 let delay =
                     if phase == Phase::Spread { spread * u32::try_from(i).unwrap_or(0) } else { Duration::ZERO };
-                loops.push(tokio::task::spawn_local(async move {
-                    if !delay.is_zero() {
-                        connector::time::sleep(delay).await;
-                    }
-                    let mut stream = turmoil::net::TcpStream::connect((relay.as_str(), 443)).await?;
-                    let mut buf = [0u8; PING.len()];
-                    // Like the connector: the next ping is due 10 s after
-                    // the last send, whenever the echo comes.
-                    let mut due = connector::time::Instant::now() + KEEPALIVE;
-                    loop {
-                        connector::time::sleep_until(due).await;
-                        stream.write_all(&PING).await?;
-                        due = connector::time::Instant::now() + KEEPALIVE;
-                        stream.read_exact(&mut buf).await?;
-                        counted.fetch_add(1, Ordering::Relaxed);
-                    }
-                    #[allow(unreachable_code)]
-                    turmoil::Result::Ok(())
-                }));
+                loops.push(tokio::task::spawn_local(ping_loop(relay, delay, counted.clone())));
             }
             for l in loops {
                 l.await??;
@@ -111,6 +77,66 @@ pub fn keepalive(duration: Duration, tunnels: usize, phase: Phase, seed: u64) ->
             turmoil::Result::Ok(())
         }
     });
+    step_through(sim, duration, exchanges)
+}
+
+/// The floor of the scale worlds (`connsim bench-world scale`): as many
+/// connector hosts, each with the one tunnel a one-relay world gives it,
+/// pinging one relay host out of phase, over bare TCP. What the simulator
+/// itself costs for a fleet of that size, so that 1,000 connectors against
+/// 100 can be read against the same ratio of its floors.
+pub fn fleet(duration: Duration, connectors: usize, seed: u64) -> Result<Floor, String> {
+    let mut sim = crate::run::new_sim(seed, duration, DEFAULT_TICK);
+    relay_host(&mut sim, "relay-0");
+    let exchanges = Arc::new(AtomicU64::new(0));
+    let n = connectors.max(1);
+    for i in 0..n {
+        let counted = exchanges.clone();
+        let delay = KEEPALIVE.mul_f64(i as f64 / n as f64);
+        sim.host(format!("connector-{i}").as_str(), move || ping_loop("relay-0".to_string(), delay, counted.clone()));
+    }
+    step_through(sim, duration, exchanges)
+}
+
+/// A relay host that echoes every ping on port 443.
+fn relay_host(sim: &mut turmoil::Sim<'_>, name: &str) {
+    sim.host(name, || async {
+        let listener = turmoil::net::TcpListener::bind((Ipv4Addr::UNSPECIFIED, 443)).await?;
+        loop {
+            let (mut stream, _) = listener.accept().await?;
+            tokio::task::spawn_local(async move {
+                let mut buf = [0u8; PING.len()];
+                while stream.read_exact(&mut buf).await.is_ok() {
+                    if stream.write_all(&buf).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+}
+
+/// One tunnel's keepalives to `relay`, starting after `delay`: like the
+/// connector, the next ping is due 10 s after the last send, whenever the
+/// echo comes.
+async fn ping_loop(relay: String, delay: Duration, counted: Arc<AtomicU64>) -> turmoil::Result {
+    if !delay.is_zero() {
+        connector::time::sleep(delay).await;
+    }
+    let mut stream = turmoil::net::TcpStream::connect((relay.as_str(), 443)).await?;
+    let mut buf = [0u8; PING.len()];
+    let mut due = connector::time::Instant::now() + KEEPALIVE;
+    loop {
+        connector::time::sleep_until(due).await;
+        stream.write_all(&PING).await?;
+        due = connector::time::Instant::now() + KEEPALIVE;
+        stream.read_exact(&mut buf).await?;
+        counted.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Steps `sim` through `duration` the way scenario runs are stepped.
+fn step_through(mut sim: turmoil::Sim<'_>, duration: Duration, exchanges: Arc<AtomicU64>) -> Result<Floor, String> {
     let mut stepper = Stepper::attach(&mut sim, DEFAULT_TICK, true);
     let watch = Stopwatch::start();
     while sim.elapsed() < duration {
@@ -143,6 +169,15 @@ mod tests {
         let f = keepalive(Duration::from_secs(3600), 1, Phase::Together, 3).unwrap();
         assert_eq!(f.exchanges, 359, "{f:?}");
         assert!(f.host_runs <= 3 * f.exchanges + 10, "{f:?}");
+    }
+
+    #[test]
+    fn a_fleet_pings_from_every_connector() {
+        let f = fleet(Duration::from_secs(600), 10, 3).unwrap();
+        // 60 intervals in 10 minutes, each connector's first ping 10 s
+        // after it connects, the starts spread over one interval.
+        assert!((10 * 58..=10 * 60).contains(&f.exchanges), "{f:?}");
+        assert!(f.host_runs >= 2 * f.exchanges, "{f:?}");
     }
 
     #[test]

@@ -28,7 +28,31 @@ pub(super) fn scale(row: Row<'_>) -> Result<Panel, String> {
         );
         bars.push(Bar::measured(format!("{n} connectors, {groups} groups"), wall / 1000.0));
     }
+    fleet_floors(row, &mut bars)?;
     Ok(Panel { title: "Scale: one simulated hour".into(), unit: "seconds (less is better)".into(), bars })
+}
+
+/// The simulator's floor for 100 and 1,000 connectors (keepalives over
+/// bare TCP, `floor::fleet`), and the ratio of the two: what the scale
+/// rows' ratio is to be read against.
+fn fleet_floors(row: Row<'_>, bars: &mut Vec<Bar>) -> Result<(), String> {
+    let mut walls = Vec::new();
+    for n in [100usize, 1000] {
+        let (wall, rss, _) = bench_child(&["floor-fleet".into(), "--size".into(), n.to_string()])?;
+        let baseline = match walls.first() {
+            Some(w100) => format!("{:.1}x the floor of 100", wall / f64::max(*w100, 1e-9)),
+            None => String::new(),
+        };
+        row(
+            &format!("  floor, bare TCP keepalives, {n} connectors"),
+            format!("{:.2} s, {} MiB", wall / 1000.0, rss / 1024),
+            baseline,
+            "",
+        );
+        bars.push(Bar::baseline(format!("floor: {n} connectors, bare TCP keepalives"), wall / 1000.0));
+        walls.push(wall);
+    }
+    Ok(())
 }
 
 /// The 30-day world, beside its quiet world and the floors of its

@@ -25,6 +25,9 @@ pub enum BenchKind {
     /// The same, the tunnels out of phase, as a connector's are once they
     /// have carried a request or reconnected.
     FloorSpread,
+    /// The simulator's floor for `scale`: `--size` connector hosts, one
+    /// tunnel each, keepalives out of phase over bare TCP, one hour.
+    FloorFleet,
 }
 
 /// What `connsim bench` measures.

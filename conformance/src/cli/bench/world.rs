@@ -13,7 +13,8 @@ use std::process::ExitCode;
 pub struct BenchWorldArgs {
     #[arg(value_enum)]
     pub kind: BenchKind,
-    /// Connectors (scale) or simulated days (long, floor).
+    /// Connectors (scale, floor-fleet) or simulated days (long, floor,
+    /// floor-spread).
     #[arg(long, default_value_t = 10)]
     pub size: usize,
     #[arg(long, default_value_t = 50)]
@@ -32,6 +33,12 @@ pub fn bench_world(args: BenchWorldArgs) -> Result<ExitCode, String> {
     let text = match kind {
         BenchKind::Long => conformance::bench::long_run(u32::try_from(size).unwrap_or(30)),
         BenchKind::Scale => conformance::bench::scaled(size, groups),
+        BenchKind::FloorFleet => {
+            let hour = std::time::Duration::from_secs(3600);
+            let f = conformance::floor::fleet(hour, size, 1)?;
+            print_floor(&format!("floor-fleet-{size}-connectors"), hour.as_secs(), &f);
+            return Ok(ExitCode::SUCCESS);
+        }
         BenchKind::Floor | BenchKind::FloorSpread => {
             let days = u32::try_from(size).unwrap_or(30);
             let (phase, name) = match kind {
@@ -44,12 +51,7 @@ pub fn bench_world(args: BenchWorldArgs) -> Result<ExitCode, String> {
                 phase,
                 1,
             )?;
-            let line = serde_json::json!({
-                "world": format!("{name}-{days}-days"), "wall_ms": f.wall.as_secs_f64() * 1000.0,
-                "sim_s": u64::from(days) * 86_400, "peak_rss_kib": conformance::bench::peak_rss_kib(),
-                "steps": f.steps, "host_runs": f.host_runs, "exchanges": f.exchanges, "pass": true,
-            });
-            println!("{line}");
+            print_floor(&format!("{name}-{days}-days"), u64::from(days) * 86_400, &f);
             return Ok(ExitCode::SUCCESS);
         }
     };
@@ -70,6 +72,16 @@ pub fn bench_world(args: BenchWorldArgs) -> Result<ExitCode, String> {
     });
     println!("{line}");
     Ok(if r.verdict == Verdict::Pass { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// A floor world's JSON line.
+fn print_floor(world: &str, sim_s: u64, f: &conformance::floor::Floor) {
+    let line = serde_json::json!({
+        "world": world, "wall_ms": f.wall.as_secs_f64() * 1000.0,
+        "sim_s": sim_s, "peak_rss_kib": conformance::bench::peak_rss_kib(),
+        "steps": f.steps, "host_runs": f.host_runs, "exchanges": f.exchanges, "pass": true,
+    });
+    println!("{line}");
 }
 
 /// One generated world in a child process: (wall ms, peak RSS KiB, pass).
