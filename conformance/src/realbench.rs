@@ -346,8 +346,8 @@ fn start_rathole(
 }
 
 /// A self-signed identity for rathole's TLS transport (a PKCS#12 file, as
-/// its native-tls backend takes), made with the `openssl` command; the
-/// server's and client's transport sections.
+/// its native-tls backend takes: rathole 0.5.0's `tls` feature), made with
+/// the `openssl` command; the server's and client's transport sections.
 fn rathole_tls_identity(dir: &Path) -> Result<(String, String), String> {
     let (key, cert, p12) = (dir.join("rathole-key.pem"), dir.join("rathole-cert.pem"), dir.join("rathole-id.p12"));
     let openssl = |args: &[&std::ffi::OsStr]| -> Result<(), String> {
@@ -358,7 +358,8 @@ fn rathole_tls_identity(dir: &Path) -> Result<(String, String), String> {
         if out.status.success() {
             return Ok(());
         }
-        Err(format!("openssl {:?}: {}", args.first(), String::from_utf8_lossy(&out.stderr).trim()))
+        let what = args.first().map(|a| a.to_string_lossy()).unwrap_or_default();
+        Err(format!("openssl {what}: {}", String::from_utf8_lossy(&out.stderr).trim()))
     };
     let os = |s: &'static str| std::ffi::OsStr::new(s);
     openssl(&[
@@ -392,13 +393,15 @@ fn rathole_tls_identity(dir: &Path) -> Result<(String, String), String> {
         os("-passout"),
         os("pass:connsim-bench"),
     ])?;
+    // Paths as TOML strings, quoted and escaped by the toml crate.
+    let quoted = |p: &Path| toml::Value::String(p.display().to_string()).to_string();
     let server = format!(
-        "\n[server.transport]\ntype = \"tls\"\n[server.transport.tls]\npkcs12 = {:?}\npkcs12_password = \"connsim-bench\"\n",
-        p12.display().to_string()
+        "\n[server.transport]\ntype = \"tls\"\n[server.transport.tls]\npkcs12 = {}\npkcs12_password = \"connsim-bench\"\n",
+        quoted(&p12)
     );
     let client = format!(
-        "\n[client.transport]\ntype = \"tls\"\n[client.transport.tls]\ntrusted_root = {:?}\nhostname = \"localhost\"\n",
-        cert.display().to_string()
+        "\n[client.transport]\ntype = \"tls\"\n[client.transport.tls]\ntrusted_root = {}\nhostname = \"localhost\"\n",
+        quoted(&cert)
     );
     Ok((server, client))
 }
@@ -548,10 +551,10 @@ pub fn render(f: &Figures, opts: &Options) -> String {
     }
     let rows = targets(f, opts);
     if !rows.is_empty() {
-        out.push_str(&format!("\n{:<62} {:>9} {:>9}  verdict\n", "target (same run)", "measured", "target"));
+        out.push_str(&format!("\n{:<68} {:>9} {:>9}  verdict\n", "target (same run)", "measured", "target"));
         for r in rows {
             let verdict = if r.met { "met" } else { "NOT met" };
-            out.push_str(&format!("{:<62} {:>9} {:>9}  {verdict}\n", r.what, r.value, r.target));
+            out.push_str(&format!("{:<68} {:>9} {:>9}  {verdict}\n", r.what, r.value, r.target));
         }
     }
     out

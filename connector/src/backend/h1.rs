@@ -34,6 +34,8 @@ pub enum H1Error {
     HeadTooLarge(usize),
     #[error("switched protocols (101), which the connector does not forward")]
     Switched,
+    #[error("sent transfer-encoding {0:?}; the connector undoes only chunked")]
+    TransferCoding(String),
     #[error("sent an invalid chunk size line")]
     ChunkSize,
     #[error("sent a chunk not followed by CRLF")]
@@ -70,6 +72,13 @@ pub enum Framing {
 /// as clients commonly send them.
 const BODILESS: [&str; 6] = ["GET", "HEAD", "DELETE", "OPTIONS", "TRACE", "CONNECT"];
 
+/// Whether requests with `method` usually have no body: one that has a
+/// body anyway may be read by the backend as the next request on the
+/// connection, so that connection is not reused.
+pub fn is_bodiless(method: &str) -> bool {
+    BODILESS.contains(&method)
+}
+
 /// Encodes the request head for `method path_and_query`: the forwardable
 /// `headers` (validated: a name or value that would break the head is an
 /// error, never passed on), a `host` if they have none, and the body's
@@ -97,7 +106,7 @@ pub fn encode_head(
             return Err(H1Error::HeaderValue(name.clone()));
         }
         if name.eq_ignore_ascii_case("content-length") {
-            let n = value.trim().parse::<u64>().map_err(|_| H1Error::ContentLength(value.clone()))?;
+            let n = digits(value).ok_or_else(|| H1Error::ContentLength(value.clone()))?;
             if said.is_some_and(|s| s != n) {
                 return Err(H1Error::ContentLength(value.clone()));
             }
@@ -203,7 +212,10 @@ pub fn parse_response(buf: &[u8], to_head: bool) -> Result<Option<(usize, Respon
     if status == 101 {
         return Err(H1Error::Switched);
     }
-    let (mut close, mut keep, mut chunked, mut encoded) = (false, false, false, false);
+    if status < 100 {
+        return Err(H1Error::ResponseHead(format!("status {status}")));
+    }
+    let (mut close, mut keep, mut encoded) = (false, false, false);
     let mut length: Option<u64> = None;
     let mut headers = Headers::with_capacity(resp.headers.len());
     for h in resp.headers.iter() {
@@ -212,14 +224,19 @@ pub fn parse_response(buf: &[u8], to_head: bool) -> Result<Option<(usize, Respon
             close |= has_token(&value, "close");
             keep |= has_token(&value, "keep-alive");
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            // Only chunked is undone here; another coding would reach the
+            // user undeclared once this hop-by-hop header is dropped.
+            if !value.trim().eq_ignore_ascii_case("chunked") {
+                return Err(H1Error::TransferCoding(value.into_owned()));
+            }
             encoded = true;
-            chunked = value.rsplit(',').next().is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
         } else if h.name.eq_ignore_ascii_case("content-length") {
-            let n = value.trim().parse::<u64>().map_err(|_| H1Error::ContentLength(value.to_string()))?;
+            let n = digits(&value).ok_or_else(|| H1Error::ContentLength(value.to_string()))?;
             if length.is_some_and(|l| l != n) {
                 return Err(H1Error::ContentLength(value.to_string()));
             }
             length = Some(n);
+            continue;
         }
         if super::forwardable(h.name) {
             headers.push((h.name.to_ascii_lowercase(), value.into_owned()));
@@ -227,15 +244,27 @@ pub fn parse_response(buf: &[u8], to_head: bool) -> Result<Option<(usize, Respon
     }
     let body = match () {
         () if to_head || (100..200).contains(&status) || status == 204 || status == 304 => BodyKind::Empty,
-        // RFC 9112 6.3: a transfer coding wins over a length; a final coding
-        // other than chunked runs to the close.
-        () if chunked => BodyKind::Chunked,
-        () if encoded => BodyKind::UntilClose,
+        // RFC 9112 6.3: chunked wins over a length.
+        () if encoded => BodyKind::Chunked,
         () => length.map_or(BodyKind::UntilClose, BodyKind::Length),
     };
+    // One length, as the backend gave it (a HEAD's or a 304's included),
+    // unless chunked framing made it meaningless (RFC 9112 6.3).
+    if let (Some(n), false) = (length, encoded) {
+        headers.push(("content-length".to_string(), n.to_string()));
+    }
     let persistent = if resp.version == Some(1) { !close } else { keep && !close };
     let keep_alive = persistent && body != BodyKind::UntilClose;
     Ok(Some((len, ResponseHead { status, headers, body, keep_alive })))
+}
+
+/// A content-length: digits only (no sign, no spaces inside).
+fn digits(value: &str) -> Option<u64> {
+    let v = value.trim();
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    v.parse().ok()
 }
 
 fn has_token(value: &str, token: &str) -> bool {
@@ -258,19 +287,30 @@ pub struct BodyDecoder {
     state: State,
 }
 
+/// The longest chunk-size line accepted (size and extensions).
+const SIZE_LINE_MAX: usize = 4096;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Length(u64),
     UntilClose,
-    /// Reading a chunk-size line; `ext` once past the size (an extension).
+    /// Reading a chunk-size line, `line` bytes of it so far; `ext` once
+    /// past the size (an extension).
     Size {
         size: u64,
         digits: u8,
+        line: usize,
         ext: bool,
+    },
+    /// The LF that ends a chunk-size line.
+    SizeLf {
+        size: u64,
     },
     Data(u64),
     /// The CRLF after a chunk's data.
     DataEnd,
+    /// Its LF.
+    DataEndLf,
     /// The trailer section, `bytes` of it so far; `line` says whether the
     /// current line has anything on it.
     Trailers {
@@ -280,12 +320,16 @@ enum State {
     Done,
 }
 
+impl State {
+    const SIZE: State = State::Size { size: 0, digits: 0, line: 0, ext: false };
+}
+
 impl BodyDecoder {
     pub fn new(kind: BodyKind) -> Self {
         let state = match kind {
             BodyKind::Empty | BodyKind::Length(0) => State::Done,
             BodyKind::Length(n) => State::Length(n),
-            BodyKind::Chunked => State::Size { size: 0, digits: 0, ext: false },
+            BodyKind::Chunked => State::SIZE,
             BodyKind::UntilClose => State::UntilClose,
         };
         BodyDecoder { state }
@@ -313,7 +357,11 @@ impl BodyDecoder {
                     };
                     return Ok(Piece::Data(buf.split_to(n as usize).freeze()));
                 }
-                State::Size { .. } | State::DataEnd | State::Trailers { .. } => self.framing_byte(buf)?,
+                State::Size { .. }
+                | State::SizeLf { .. }
+                | State::DataEnd
+                | State::DataEndLf
+                | State::Trailers { .. } => self.framing_byte(buf)?,
             }
         }
     }
@@ -321,24 +369,32 @@ impl BodyDecoder {
     /// Consumes one byte of chunk framing (sizes, CRLFs, trailers).
     fn framing_byte(&mut self, buf: &mut BytesMut) -> Result<(), H1Error> {
         let b = buf.get_u8();
+        let after_size =
+            |size: u64| if size == 0 { State::Trailers { bytes: 0, line: false } } else { State::Data(size) };
         self.state = match (self.state, b) {
+            (State::Size { line, .. }, _) if line >= SIZE_LINE_MAX => return Err(H1Error::ChunkSize),
             (State::Size { digits: 0, .. }, b) if !b.is_ascii_hexdigit() => return Err(H1Error::ChunkSize),
-            (State::Size { size, digits, ext: false }, b) if b.is_ascii_hexdigit() => {
+            (State::Size { size, digits, line, ext: false }, b) if b.is_ascii_hexdigit() => {
                 if digits >= 16 {
                     return Err(H1Error::ChunkSize);
                 }
                 let d = u64::from((b as char).to_digit(16).unwrap_or(0));
-                State::Size { size: size << 4 | d, digits: digits + 1, ext: false }
+                State::Size { size: size << 4 | d, digits: digits + 1, line: line + 1, ext: false }
             }
-            (State::Size { size, digits, .. }, b';' | b' ' | b'\t') => State::Size { size, digits, ext: true },
-            (s @ State::Size { ext: true, .. }, b) if b != b'\r' && b != b'\n' => s,
-            (s @ State::Size { .. }, b'\r') => s,
-            (State::Size { size: 0, .. }, b'\n') => State::Trailers { bytes: 0, line: false },
-            (State::Size { size, .. }, b'\n') => State::Data(size),
+            (State::Size { size, .. }, b'\r') => State::SizeLf { size },
+            (State::Size { size, .. }, b'\n') => after_size(size),
+            (State::Size { size, digits, line, .. }, b';' | b' ' | b'\t') => {
+                State::Size { size, digits, line: line + 1, ext: true }
+            }
+            (State::Size { size, digits, line, ext: true }, _) => {
+                State::Size { size, digits, line: line + 1, ext: true }
+            }
             (State::Size { .. }, _) => return Err(H1Error::ChunkSize),
-            (State::DataEnd, b'\r') => State::DataEnd,
-            (State::DataEnd, b'\n') => State::Size { size: 0, digits: 0, ext: false },
-            (State::DataEnd, _) => return Err(H1Error::ChunkEnd),
+            (State::SizeLf { size }, b'\n') => after_size(size),
+            (State::SizeLf { .. }, _) => return Err(H1Error::ChunkSize),
+            (State::DataEnd, b'\r') => State::DataEndLf,
+            (State::DataEnd | State::DataEndLf, b'\n') => State::SIZE,
+            (State::DataEnd | State::DataEndLf, _) => return Err(H1Error::ChunkEnd),
             (State::Trailers { bytes, .. }, _) if bytes >= HEAD_MAX => return Err(H1Error::TrailerTooLarge(HEAD_MAX)),
             (State::Trailers { line: false, .. }, b'\n') => State::Done,
             (State::Trailers { bytes, .. }, b'\n') => State::Trailers { bytes: bytes + 1, line: false },
@@ -441,6 +497,14 @@ mod tests {
     }
 
     #[test]
+    fn a_cr_in_a_size_line_must_end_it() {
+        assert_eq!(decode_all(BodyKind::Chunked, b"1\r0\r\n", &[]), Err(H1Error::ChunkSize));
+        assert_eq!(decode_all(BodyKind::Chunked, b"1\r\na\r\r\n", &[]), Err(H1Error::ChunkEnd));
+        let long = [b"1;".as_slice(), &[b'x'; SIZE_LINE_MAX]].concat();
+        assert_eq!(decode_all(BodyKind::Chunked, &long, &[]), Err(H1Error::ChunkSize));
+    }
+
+    #[test]
     fn bad_chunk_framing_is_named() {
         assert_eq!(decode_all(BodyKind::Chunked, b"zz\r\n", &[]), Err(H1Error::ChunkSize));
         assert_eq!(decode_all(BodyKind::Chunked, b"2\r\nabX", &[]), Err(H1Error::ChunkEnd));
@@ -463,10 +527,17 @@ mod tests {
         let parse = |s: &str, head| parse_response(s.as_bytes(), head).unwrap().unwrap().1;
         let r = parse("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: keep-alive\r\nX-A: b\r\n\r\n", false);
         assert_eq!((r.status, r.body, r.keep_alive), (200, BodyKind::Length(5), true));
-        assert_eq!(r.headers, vec![("content-length".into(), "5".into()), ("x-a".into(), "b".into())]);
-        let r = parse("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nContent-Length: 5\r\n\r\n", false);
+        assert_eq!(r.headers, vec![("x-a".into(), "b".into()), ("content-length".into(), "5".into())]);
+        let r = parse("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n", false);
         assert_eq!((r.body, r.keep_alive), (BodyKind::Chunked, true));
-        assert!(r.headers.iter().all(|(n, _)| n != "transfer-encoding"));
+        assert!(r.headers.is_empty(), "neither framing header goes on: {:?}", r.headers);
+        let gzip = parse_response(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", false);
+        assert!(matches!(gzip, Err(H1Error::TransferCoding(_))));
+        assert!(matches!(parse_response(b"HTTP/1.1 099 X\r\n\r\n", false), Err(H1Error::ResponseHead(_))));
+        assert!(matches!(
+            parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\n", false),
+            Err(H1Error::ContentLength(_))
+        ));
         let r = parse("HTTP/1.1 200 OK\r\n\r\n", false);
         assert_eq!((r.body, r.keep_alive), (BodyKind::UntilClose, false));
         let r = parse("HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n", false);

@@ -252,6 +252,9 @@ async fn until_stalled<F: std::future::Future>(work: F, progress: &Progress, tim
 fn gateway_error(status: u16, diag: &Diagnostic, reply: &Reply) {
     // The user already has a head: a second one cannot follow, and text
     // appended to the body would pass for the end of the answer.
+    if reply.ended.get() {
+        return;
+    }
     if reply.head_sent.get() {
         reply.reset();
         return;
@@ -291,6 +294,8 @@ async fn forward(
         h1::encode_head(&head.method, &target.path_and_query, &head.headers, &authority, body.len())
             .map_err(|e| bad(format!("invalid request: {e}")))?;
     let mut encoder = h1::BodyEncoder::new(framing);
+    // A body on a GET may be read by the backend as the next request.
+    let reusable = !(h1::is_bodiless(&head.method) && body.len() != h1::BodyLen::Whole(0));
     let first = std::mem::take(&mut body.first);
     let (before, after) = encoder.piece(first.len()).map_err(|e| bad(format!("invalid request: {e}")))?;
     let mut opening = opening;
@@ -314,11 +319,12 @@ async fn forward(
             }
         }
     };
-    let to_head = head.method.eq_ignore_ascii_case("HEAD");
+    // Methods are case-sensitive: only "HEAD" is a HEAD to the backend.
+    let to_head = head.method == "HEAD";
     let (outcome, sent) = exchange(&mut conn, out, body, encoder, to_head, reply, progress).await;
     match outcome {
         Ok(Received { status, keep_alive }) => {
-            if keep_alive && sent {
+            if keep_alive && sent && reusable {
                 pool.put(&target.host, target.port, conn);
             }
             Ok(status)
@@ -368,7 +374,7 @@ async fn exchange(
     progress: &Progress,
 ) -> (Result<Received, Failure>, bool) {
     let (mut rd, mut wr) = tokio::io::split(&mut conn.stream);
-    let send = send_rest(&mut wr, rest, body, encoder);
+    let send = send_rest(&mut wr, rest, body, encoder, progress);
     let recv = receive(&mut rd, &mut conn.buf, to_head, reply, progress);
     tokio::pin!(send, recv);
     let (mut sent, mut sending, mut send_failed) = (false, true, None);
@@ -380,7 +386,7 @@ async fn exchange(
                 sending = false;
                 match s {
                     Ok(()) => sent = true,
-                    Err(Send::Cut(e)) => break Err(Failure::BeforeHead(format!("failed: {e}"))),
+                    Err(Send::Cut(e)) => break Err(Failure::BeforeHead(format!("was sent a request cut short: {e} (cancelled by the relay, or its tunnel ended)"))),
                     Err(Send::Framing(e)) => break Err(Failure::Request(e)),
                     // The backend may have answered before it stopped
                     // reading: the answer decides.
@@ -407,6 +413,7 @@ async fn send_rest<W: AsyncWrite + Unpin>(
     mut rest: impl Buf,
     mut body: RequestBody,
     mut encoder: h1::BodyEncoder,
+    progress: &Progress,
 ) -> Result<(), Send> {
     wr.write_all_buf(&mut rest).await.map_err(Send::Io)?;
     while let Some(piece) = body.next().await {
@@ -414,6 +421,8 @@ async fn send_rest<W: AsyncWrite + Unpin>(
         let (before, after) = encoder.piece(data.len()).map_err(Send::Framing)?;
         let mut out = Bytes::from(before).chain(data).chain(Bytes::from_static(after));
         wr.write_all_buf(&mut out).await.map_err(Send::Io)?;
+        // The backend took it: an upload it keeps reading is progress.
+        progress.set(tokio::time::Instant::now());
     }
     let end = encoder.finish().map_err(Send::Framing)?;
     wr.write_all(end).await.map_err(Send::Io)?;
@@ -435,6 +444,7 @@ async fn receive<R: AsyncRead + Unpin>(
             Err(e) => return Err(Failure::BeforeHead(e.to_string())),
             Ok(Some((n, head))) => {
                 buf.advance(n);
+                progress.set(tokio::time::Instant::now());
                 if !(100..200).contains(&head.status) {
                     break head;
                 }
@@ -518,6 +528,109 @@ async fn connect(env: &Env, target: &Target) -> Result<Conn, Diagnostic> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Runs one exchange against a scripted backend that answers `wire`
+    /// (then closes when `close`), and returns what went to the tunnel.
+    async fn exchange_with(
+        request: &'static [u8],
+        wire: &'static [u8],
+        close: bool,
+        to_head: bool,
+    ) -> (Vec<Outbound>, bool, bool) {
+        let (ours, mut theirs) = tokio::io::duplex(64 * 1024);
+        let backend = tokio::spawn(async move {
+            let mut got = vec![0u8; request.len()];
+            theirs.read_exact(&mut got).await.unwrap();
+            assert_eq!(got, request);
+            theirs.write_all(wire).await.unwrap();
+            if !close {
+                // Keep the connection open until the exchange is over.
+                let _ = theirs.read(&mut [0u8; 1]).await;
+            }
+        });
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let reply = Reply {
+            id: 7,
+            out: tx,
+            pace: Rc::new(Pace::default()),
+            head_sent: Cell::new(false),
+            ended: Cell::new(false),
+        };
+        let progress: Progress = Rc::new(Cell::new(tokio::time::Instant::now()));
+        let mut conn = Conn::new(Box::new(ours));
+        let (outcome, sent) = exchange(
+            &mut conn,
+            Bytes::from_static(request),
+            RequestBody::whole(Bytes::new()),
+            h1::BodyEncoder::new(h1::Framing::Length(0)),
+            to_head,
+            &reply,
+            &progress,
+        )
+        .await;
+        let keep = outcome.as_ref().is_ok_and(|r| r.keep_alive);
+        assert!(outcome.is_ok() || !close, "exchange failed");
+        drop(conn);
+        backend.await.unwrap();
+        let mut frames = Vec::new();
+        while let Ok(f) = rx.try_recv() {
+            frames.push(f);
+        }
+        (frames, sent, keep)
+    }
+
+    fn body_of(frames: &[Outbound]) -> (u16, Vec<u8>, usize) {
+        let mut status = 0;
+        let mut body = Vec::new();
+        let mut fins = 0;
+        for f in frames {
+            match f {
+                Outbound::Head { status: s, fin, .. } => {
+                    status = *s;
+                    fins += usize::from(*fin);
+                }
+                Outbound::Body { data, fin, .. } => {
+                    body.extend_from_slice(data);
+                    fins += usize::from(*fin);
+                }
+                Outbound::Reset { .. } => panic!("reset"),
+            }
+        }
+        (status, body, fins)
+    }
+
+    /// A 100 Continue is skipped, a chunked answer with trailers arrives
+    /// whole with exactly one end, and the connection may be reused.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_continue_then_a_chunked_answer_ends_once() {
+        let wire = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\nx-t: 1\r\n\r\n";
+        let (frames, sent, keep) = exchange_with(b"GET / HTTP/1.1\r\n\r\n", wire, false, false).await;
+        assert_eq!(body_of(&frames), (200, b"abcde".to_vec(), 1));
+        assert!(sent && keep);
+    }
+
+    /// An HTTP/1.0 answer with no length runs to the close and is complete
+    /// there; the connection is not reused.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_close_delimited_answer_ends_at_the_close() {
+        let wire = b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nall of it";
+        let (frames, _, keep) = exchange_with(b"GET / HTTP/1.1\r\n\r\n", wire, true, false).await;
+        assert_eq!(body_of(&frames), (200, b"all of it".to_vec(), 1));
+        assert!(!keep);
+    }
+
+    /// A HEAD's answer has no body whatever its length says: the head
+    /// alone ends it, with its content-length passed on.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_head_answer_is_its_head() {
+        let wire = b"HTTP/1.1 200 OK\r\nContent-Length: 42\r\n\r\n";
+        let (frames, _, keep) = exchange_with(b"HEAD / HTTP/1.1\r\n\r\n", wire, false, true).await;
+        assert_eq!(body_of(&frames), (200, Vec::new(), 1));
+        assert!(
+            matches!(&frames[0], Outbound::Head { headers, fin: true, .. } if headers.contains(&("content-length".into(), "42".into())))
+        );
+        assert!(keep);
+    }
 
     /// A body fed to its end ends cleanly; one whose feed stops before its
     /// `fin` ends in an error, so the backend's request is broken off.
