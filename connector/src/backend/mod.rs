@@ -32,8 +32,9 @@ use crate::net::ConnectFailure;
 use crate::pace::Pace;
 use crate::proto::{Headers, RequestHead};
 
-pub use h1::H1Error;
-pub use pool::{Conn, Pool};
+use h1::H1Error;
+use pool::Conn;
+pub use pool::Pool;
 
 /// What a request handler sends back to its tunnel.
 #[derive(Debug)]
