@@ -65,10 +65,9 @@ pub fn keepalive(duration: Duration, tunnels: usize, phase: Phase, seed: u64) ->
         let (relays, counted) = (relays.clone(), counted.clone());
         async move {
             let mut loops = Vec::new();
-            let spread = KEEPALIVE / u32::try_from(relays.len()).unwrap_or(1);
+            let n = relays.len();
             for (i, relay) in relays.into_iter().enumerate() {
-                let delay =
-                    if phase == Phase::Spread { spread * u32::try_from(i).unwrap_or(0) } else { Duration::ZERO };
+                let delay = if phase == Phase::Spread { spread(i, n) } else { Duration::ZERO };
                 loops.push(tokio::task::spawn_local(ping_loop(relay, delay, counted.clone())));
             }
             for l in loops {
@@ -92,10 +91,16 @@ pub fn fleet(duration: Duration, connectors: usize, seed: u64) -> Result<Floor, 
     let n = connectors.max(1);
     for i in 0..n {
         let counted = exchanges.clone();
-        let delay = KEEPALIVE.mul_f64(i as f64 / n as f64);
+        let delay = spread(i, n);
         sim.host(format!("connector-{i}").as_str(), move || ping_loop("relay-0".to_string(), delay, counted.clone()));
     }
     step_through(sim, duration, exchanges)
+}
+
+/// When the `i`th of `n` keepalive loops starts, so that the `n` are
+/// spread evenly over one interval.
+fn spread(i: usize, n: usize) -> Duration {
+    KEEPALIVE / u32::try_from(n.max(1)).unwrap_or(u32::MAX) * u32::try_from(i).unwrap_or(0)
 }
 
 /// A relay host that echoes every ping on port 443.

@@ -323,7 +323,7 @@ fn start_rathole(
 ) -> Result<Target, String> {
     let control = free_port()?;
     let public = free_port()?;
-    let label = if tls { "rathole-tls" } else { "rathole" };
+    let label = rathole_label(tls);
     let (server_transport, client_transport) = if tls { rathole_tls_identity(dir)? } else { Default::default() };
     let server = format!(
         "[server]\nbind_addr = \"127.0.0.1:{control}\"\n{server_transport}\n[server.services.echo]\ntoken = \"connsim-bench\"\nbind_addr = \"127.0.0.1:{public}\"\n"
@@ -345,54 +345,47 @@ fn start_rathole(
     })
 }
 
+/// How a rathole path's processes are labelled (`LABEL-server`,
+/// `LABEL-client`) in the CPU figures.
+fn rathole_label(tls: bool) -> &'static str {
+    if tls {
+        "rathole-tls"
+    } else {
+        "rathole"
+    }
+}
+
 /// A self-signed identity for rathole's TLS transport (a PKCS#12 file, as
 /// its native-tls backend takes: rathole 0.5.0's `tls` feature), made with
 /// the `openssl` command; the server's and client's transport sections.
 fn rathole_tls_identity(dir: &Path) -> Result<(String, String), String> {
     let (key, cert, p12) = (dir.join("rathole-key.pem"), dir.join("rathole-cert.pem"), dir.join("rathole-id.p12"));
-    let openssl = |args: &[&std::ffi::OsStr]| -> Result<(), String> {
-        let out = Command::new("openssl")
-            .args(args)
-            .output()
-            .map_err(|e| format!("openssl (needed for rathole's TLS identity): {e}"))?;
+    let openssl = |cmd: &mut Command| -> Result<(), String> {
+        let out = cmd.output().map_err(|e| format!("openssl (needed for rathole's TLS identity): {e}"))?;
         if out.status.success() {
             return Ok(());
         }
-        let what = args.first().map(|a| a.to_string_lossy()).unwrap_or_default();
-        Err(format!("openssl {what}: {}", String::from_utf8_lossy(&out.stderr).trim()))
+        Err(format!("{cmd:?}: {}", String::from_utf8_lossy(&out.stderr).trim()))
     };
-    let os = |s: &'static str| std::ffi::OsStr::new(s);
-    openssl(&[
-        os("req"),
-        os("-x509"),
-        os("-newkey"),
-        os("ec"),
-        os("-pkeyopt"),
-        os("ec_paramgen_curve:prime256v1"),
-        os("-nodes"),
-        os("-days"),
-        os("2"),
-        os("-subj"),
-        os("/CN=localhost"),
-        os("-addext"),
-        os("subjectAltName=DNS:localhost"),
-        os("-keyout"),
-        key.as_os_str(),
-        os("-out"),
-        cert.as_os_str(),
-    ])?;
-    openssl(&[
-        os("pkcs12"),
-        os("-export"),
-        os("-inkey"),
-        key.as_os_str(),
-        os("-in"),
-        cert.as_os_str(),
-        os("-out"),
-        p12.as_os_str(),
-        os("-passout"),
-        os("pass:connsim-bench"),
-    ])?;
+    openssl(
+        Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"])
+            .args(["-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert),
+    )?;
+    openssl(
+        Command::new("openssl")
+            .args(["pkcs12", "-export", "-passout", "pass:connsim-bench"])
+            .arg("-inkey")
+            .arg(&key)
+            .arg("-in")
+            .arg(&cert)
+            .arg("-out")
+            .arg(&p12),
+    )?;
     // Paths as TOML strings, quoted and escaped by the toml crate.
     let quoted = |p: &Path| toml::Value::String(p.display().to_string()).to_string();
     let server = format!(
@@ -642,9 +635,9 @@ fn targets(f: &Figures, opts: &Options) -> Vec<Judged> {
     let mut row = |what: String, value: f64, target: &'static str, met: bool| {
         rows.push(Judged { what, value: format!("{value:.2}"), target, met });
     };
-    for (peer, label) in [(RATHOLE, "rathole"), (RATHOLE_TLS, "rathole-tls")] {
+    for (peer, tls) in [(RATHOLE, false), (RATHOLE_TLS, true)] {
         if let (Some(t), Some(r)) = (path(TUNNEL), path(peer)) {
-            against_peer(t, r, label, opts, &mut row);
+            against_peer(t, r, rathole_label(tls), opts, &mut row);
         }
     }
     if let (Some(d), Some(t)) = (path("direct"), path(TUNNEL)) {

@@ -81,14 +81,14 @@ pub fn is_bodiless(method: &str) -> bool {
 
 /// Encodes the request head for `method path_and_query`: the forwardable
 /// `headers` (validated: a name or value that would break the head is an
-/// error, never passed on), a `host` if they have none, and the body's
+/// error, never passed on), `host:port` if they name no host, and the body's
 /// framing. A `content-length` from the user frames the body (checked
 /// against a whole one); without one a streamed body goes chunked.
 pub fn encode_head(
     method: &str,
     path_and_query: &str,
     headers: &Headers,
-    default_host: &str,
+    (host, port): (&str, u16),
     body: BodyLen,
 ) -> Result<(Vec<u8>, Framing), H1Error> {
     if http::Method::from_bytes(method.as_bytes()).is_err() {
@@ -117,7 +117,7 @@ pub fn encode_head(
         put(&mut out, &[name, ": ", value, "\r\n"]);
     }
     if !has_host {
-        put(&mut out, &["host: ", default_host, "\r\n"]);
+        put(&mut out, &["host: ", host, ":", &port.to_string(), "\r\n"]);
     }
     let framing = match (body, said) {
         (BodyLen::Whole(has), Some(said)) if has != said => return Err(H1Error::LengthMismatch { said, has }),
@@ -557,26 +557,29 @@ mod tests {
     #[test]
     fn request_heads_are_framed_and_checked() {
         let h = |v: &[(&str, &str)]| v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect::<Headers>();
-        let (head, framing) = encode_head("GET", "/a?b", &h(&[("x-a", "1")]), "app:80", BodyLen::Whole(0)).unwrap();
+        let (head, framing) = encode_head("GET", "/a?b", &h(&[("x-a", "1")]), ("app", 80), BodyLen::Whole(0)).unwrap();
         assert_eq!(String::from_utf8(head).unwrap(), "GET /a?b HTTP/1.1\r\nx-a: 1\r\nhost: app:80\r\n\r\n");
         assert_eq!(framing, Framing::Length(0));
         let (head, _) =
-            encode_head("POST", "/", &h(&[("Host", "h"), ("Connection", "x")]), "d", BodyLen::Whole(0)).unwrap();
+            encode_head("POST", "/", &h(&[("Host", "h"), ("Connection", "x")]), ("d", 80), BodyLen::Whole(0)).unwrap();
         assert_eq!(String::from_utf8(head).unwrap(), "POST / HTTP/1.1\r\nHost: h\r\ncontent-length: 0\r\n\r\n");
-        let (head, framing) = encode_head("PUT", "/", &h(&[]), "d", BodyLen::Streamed).unwrap();
+        let (head, framing) = encode_head("PUT", "/", &h(&[]), ("d", 80), BodyLen::Streamed).unwrap();
         assert!(String::from_utf8(head).unwrap().contains("transfer-encoding: chunked\r\n"));
         assert_eq!(framing, Framing::Chunked);
-        let streamed = encode_head("PUT", "/", &h(&[("content-length", "7")]), "d", BodyLen::Streamed).unwrap();
+        let streamed = encode_head("PUT", "/", &h(&[("content-length", "7")]), ("d", 80), BodyLen::Streamed).unwrap();
         assert_eq!(streamed.1, Framing::Length(7));
         assert_eq!(
-            encode_head("PUT", "/", &h(&[("content-length", "7")]), "d", BodyLen::Whole(3)).unwrap_err(),
+            encode_head("PUT", "/", &h(&[("content-length", "7")]), ("d", 80), BodyLen::Whole(3)).unwrap_err(),
             H1Error::LengthMismatch { said: 7, has: 3 }
         );
-        assert!(matches!(encode_head("GE T", "/", &h(&[]), "d", BodyLen::Whole(0)), Err(H1Error::Method(_))));
+        assert!(matches!(encode_head("GE T", "/", &h(&[]), ("d", 80), BodyLen::Whole(0)), Err(H1Error::Method(_))));
         let smuggle = h(&[("x-a", "1\r\nx-b: 2")]);
-        assert!(matches!(encode_head("GET", "/", &smuggle, "d", BodyLen::Whole(0)), Err(H1Error::HeaderValue(_))));
         assert!(matches!(
-            encode_head("GET", "/", &h(&[("a b", "1")]), "d", BodyLen::Whole(0)),
+            encode_head("GET", "/", &smuggle, ("d", 80), BodyLen::Whole(0)),
+            Err(H1Error::HeaderValue(_))
+        ));
+        assert!(matches!(
+            encode_head("GET", "/", &h(&[("a b", "1")]), ("d", 80), BodyLen::Whole(0)),
             Err(H1Error::HeaderName(_))
         ));
     }

@@ -290,9 +290,8 @@ async fn forward(
             ),
         )
     };
-    let authority = format!("{}:{}", target.host, target.port);
     let (opening, framing) =
-        h1::encode_head(&head.method, &target.path_and_query, &head.headers, &authority, body.len())
+        h1::encode_head(&head.method, &target.path_and_query, &head.headers, (&target.host, target.port), body.len())
             .map_err(|e| bad(format!("invalid request: {e}")))?;
     let mut encoder = h1::BodyEncoder::new(framing);
     // A body on a GET may be read by the backend as the next request.
