@@ -59,6 +59,14 @@ impl SeenIds {
     }
 }
 
+/// How long the Ack of a request that arrived whole waits for its answer
+/// to share a write (see [`SessionConfig::ack_hold`]). A backend on the
+/// same network answers within it; one that takes longer gets its Ack
+/// this late, which only delays the relay's verdict if the tunnel breaks
+/// in between (it offers the request again to this connector, which
+/// refuses it as a duplicate: still never served twice).
+pub const ACK_HOLD: Duration = Duration::from_millis(2);
+
 /// Settings of the tunnels.
 #[derive(Debug, Clone)]
 pub struct TunnelConfig {
@@ -342,6 +350,7 @@ impl<'a> Link<'a> {
         scfg.keepalive = cfg.keepalive;
         scfg.idle_timeout = cfg.keepalive * 3;
         scfg.incarnation = shared.incarnation;
+        scfg.ack_hold = ACK_HOLD;
         Link {
             env,
             cfg,

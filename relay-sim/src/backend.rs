@@ -2,9 +2,9 @@
 //! behaviour (echo, slow, failing) and a log of every request they served,
 //! which is how scenarios prove that no request ran twice.
 
-use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
-use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -70,52 +70,60 @@ pub const ECHO_SIZE_MAX: usize = 256 << 20;
 
 /// How many times each request mark was served (BTreeMap: ordered), and
 /// how many request bodies an echoing backend read to their end or lost
-/// midway.
+/// midway. Shared across threads: in real mode the backends run on a
+/// thread of their own (see [`crate::serve`]) and the control API reads
+/// this from the cloud's.
 #[derive(Debug, Default, Clone)]
 pub struct ServedLog {
-    marks: Rc<RefCell<BTreeMap<String, u32>>>,
+    marks: Arc<Mutex<BTreeMap<String, u32>>>,
     /// A body cut short by the connector's side but ended cleanly would
     /// count here: how a test tells a request broken off from one
     /// finished short.
-    completed: Rc<Cell<u64>>,
+    completed: Arc<AtomicU64>,
     /// Request bodies that ended in an error (the connection went before
     /// their end): how a test tells a request broken off from one left
     /// hanging.
-    broken: Rc<Cell<u64>>,
+    broken: Arc<AtomicU64>,
 }
 
 impl ServedLog {
+    /// The marks; a thread that panicked holding them left whole counts
+    /// (each update is one insert or increment).
+    fn marks(&self) -> MutexGuard<'_, BTreeMap<String, u32>> {
+        self.marks.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     pub fn record(&self, mark: &str) {
-        *self.marks.borrow_mut().entry(mark.to_string()).or_default() += 1;
+        *self.marks().entry(mark.to_string()).or_default() += 1;
     }
 
     /// Marks served more than once, with their counts.
     pub fn duplicates(&self) -> Vec<(String, u32)> {
-        self.marks.borrow().iter().filter(|(_, n)| **n > 1).map(|(k, n)| (k.clone(), *n)).collect()
+        self.marks().iter().filter(|(_, n)| **n > 1).map(|(k, n)| (k.clone(), *n)).collect()
     }
 
     pub fn total(&self) -> u64 {
-        self.marks.borrow().values().map(|n| u64::from(*n)).sum()
+        self.marks().values().map(|n| u64::from(*n)).sum()
     }
 
     /// A request body was read to its end.
     pub fn complete(&self) {
-        self.completed.set(self.completed.get() + 1);
+        self.completed.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Request bodies read to their end.
     pub fn completed(&self) -> u64 {
-        self.completed.get()
+        self.completed.load(Ordering::Relaxed)
     }
 
     /// A request body ended in an error.
     pub fn break_off(&self) {
-        self.broken.set(self.broken.get() + 1);
+        self.broken.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Request bodies that ended in an error.
     pub fn broken(&self) -> u64 {
-        self.broken.get()
+        self.broken.load(Ordering::Relaxed)
     }
 }
 
@@ -193,7 +201,7 @@ thread_local! {
     /// The last `?size=N` body: a benchmark downloading the same 100 MiB
     /// again and again measures the path, not the backend making it each
     /// time. (Its digest is remembered by `pattern_digest`.)
-    static LAST_DOWNLOAD: RefCell<Option<Bytes>> = const { RefCell::new(None) };
+    static LAST_DOWNLOAD: std::cell::RefCell<Option<Bytes>> = const { std::cell::RefCell::new(None) };
 }
 
 /// The `?size=n` body and its SHA-256.

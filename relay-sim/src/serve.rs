@@ -137,6 +137,8 @@ pub enum ServeError {
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("{path}: {source}")]
     Write { path: PathBuf, source: std::io::Error },
+    #[error("starting the backends' thread: {0}")]
+    Thread(std::io::Error),
 }
 
 /// The backends besides the echo that real mode publishes on loopback, as
@@ -203,13 +205,14 @@ pub async fn start(opts: ServeOptions) -> Result<Served, ServeError> {
     let mut resolve: Vec<String> =
         hosts.gates.iter().flat_map(|g| g.hosts.iter().map(|h| format!("{h}={}", g.addr))).collect();
     resolve.push(format!("{backend_host}={backend}"));
-    tokio::task::spawn_local(backend::serve(backend_host, Behaviour::Echo, served.clone(), l));
+    let mut backends = vec![(backend_host, Behaviour::Echo, l)];
     for (name, behaviour) in failing {
         let host = format!("{name}.corp.local");
         let (l, addr) = hosts.binder.bind(opts.backend_port).await?;
         resolve.push(format!("{host}={addr}"));
-        tokio::task::spawn_local(backend::serve(host, behaviour.clone(), served.clone(), l));
+        backends.push((host, behaviour.clone(), l));
     }
+    spawn_backends(backends, served.clone())?;
 
     // The control API: loopback only, whatever the services bind to.
     let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
@@ -289,6 +292,41 @@ impl Hosts {
         self.gates.push(gate.clone());
         Ok((GatedListener::new(gate.clone(), l), gate))
     }
+}
+
+/// Serves the backends from a thread of their own, with a runtime of its
+/// own, for as long as the process lives. In the field they are other
+/// machines. On the cloud's thread, a request through the tunnel would
+/// cross between that thread and the connector four times instead of
+/// two (ingress to connector, connector to backend and back, connector to
+/// relay), and each crossing between cores is a wake-up of a sleeping
+/// core: see BENCHMARKS.md, round five.
+fn spawn_backends(
+    backends: Vec<(String, Behaviour, tokio::net::TcpListener)>,
+    served: ServedLog,
+) -> Result<(), ServeError> {
+    let listeners = backends
+        .into_iter()
+        .map(|(host, behaviour, l)| l.into_std().map(|l| (host, behaviour, l)))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(ServeError::Thread)?;
+    let run = move || {
+        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => rt,
+            Err(e) => return tracing::error!("backends: tokio runtime: {e}"),
+        };
+        let local = tokio::task::LocalSet::new();
+        local.block_on(&rt, async move {
+            for (host, behaviour, l) in listeners {
+                match tokio::net::TcpListener::from_std(l) {
+                    Ok(l) => drop(tokio::task::spawn_local(backend::serve(host, behaviour, served.clone(), l))),
+                    Err(e) => tracing::error!("backend {host}: {e}"),
+                }
+            }
+            std::future::pending::<()>().await
+        });
+    };
+    std::thread::Builder::new().name("backends".into()).spawn(run).map(drop).map_err(ServeError::Thread)
 }
 
 fn spawn_service(fut: impl std::future::Future<Output = Result<(), CloudError>> + 'static) {

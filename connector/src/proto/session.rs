@@ -64,6 +64,14 @@ pub struct SessionConfig {
     /// has not read waits there). False leaves grants to
     /// [`Session::consumed`], for a consumer that reads at its own pace.
     pub auto_grant: bool,
+    /// (Connector) How long an `Ack` for a request that arrived whole may
+    /// wait for the answer's head, so that both leave in one write: one
+    /// write, one TLS record and one wake-up of the relay fewer a request,
+    /// as TCP's delayed ACK saves a segment. Zero sends every `Ack` at
+    /// once. Acks of requests whose body is still coming are never held
+    /// (the relay sends the rest of an upload once it is accepted), and
+    /// nothing else ever waits behind a held `Ack`.
+    pub ack_hold: Duration,
 }
 
 /// Body bytes of one stream that may be on the wire, each way, before the
@@ -90,6 +98,7 @@ impl SessionConfig {
             max_streams: DEFAULT_MAX_STREAMS,
             incarnation: 0,
             auto_grant: true,
+            ack_hold: Duration::ZERO,
         }
     }
 }
@@ -261,6 +270,13 @@ pub struct Session {
     peer_goaway: bool,
     /// The stream whose body went out last (round-robin).
     last_served: u64,
+    /// Length of `out` while it holds only `Ack`s that may wait (see
+    /// [`SessionConfig::ack_hold`]); anything queued after them makes
+    /// `out` longer and releases them.
+    held_acks: usize,
+    /// When the held `Ack`s go anyway (set by the first `poll_transmit`
+    /// that holds them).
+    hold_until: Option<Duration>,
 }
 
 impl Session {
@@ -283,6 +299,8 @@ impl Session {
             local_goaway: false,
             peer_goaway: false,
             last_served: 0,
+            held_acks: 0,
+            hold_until: None,
         };
         let hello = Frame::Hello {
             version: PROTOCOL_VERSION,
@@ -620,12 +638,16 @@ impl Session {
     /// longer knows.
     pub fn send_ack(&mut self, id: u64) -> Result<(), SessionError> {
         self.check_open()?;
-        match self.streams.get(&id) {
+        let whole = match self.streams.get(&id) {
             None => return Err(SessionError::UnknownStream { frame: "Ack", id }),
             Some(st) if st.response_started => return Err(SessionError::AckAfterResponse { id }),
-            Some(_) => {}
-        }
+            Some(st) => st.request_fin,
+        };
+        let only_acks = self.out.len() == self.held_acks;
         self.queue(Frame::Ack { id });
+        if whole && only_acks && !self.config.ack_hold.is_zero() {
+            self.held_acks = self.out.len();
+        }
         Ok(())
     }
 
@@ -673,6 +695,14 @@ impl Session {
         if self.out.is_empty() {
             return None;
         }
+        if self.out.len() == self.held_acks {
+            let until = *self.hold_until.get_or_insert(now + self.config.ack_hold);
+            if now < until {
+                return None;
+            }
+        }
+        self.held_acks = 0;
+        self.hold_until = None;
         self.last_send = now;
         Some(self.out.split().freeze())
     }
@@ -688,6 +718,7 @@ impl Session {
             return None;
         }
         let idle_at = self.last_recv + self.config.idle_timeout;
+        let idle_at = self.hold_until.map_or(idle_at, |held| held.min(idle_at));
         if !self.pings() {
             return Some(idle_at);
         }
@@ -710,6 +741,13 @@ impl Session {
         }
         if now >= self.last_recv + self.config.idle_timeout {
             return Err(self.fail(SessionError::IdleTimeout(self.config.idle_timeout)));
+        }
+        // Held Acks past their time go with the next transmit, whenever
+        // the driver next asks (it may be busy writing): the deadline is
+        // spent, and one left in the past would wake it in a busy loop.
+        if self.hold_until.is_some_and(|until| now >= until) {
+            self.held_acks = 0;
+            self.hold_until = None;
         }
         if self.pings() && now >= self.last_send + self.config.keepalive {
             // Output still waiting (the driver is busy writing a batch)
@@ -782,6 +820,85 @@ mod tests {
         assert!(matches!(r.poll_event(), Some(Event::Body { id: 1, fin: true, .. })));
         assert_eq!(c.open_streams(), 0);
         assert_eq!(r.open_streams(), 0);
+    }
+
+    /// A connector that holds Acks for `hold`, with requests 1 (whole)
+    /// and 2 (its body still to come) open.
+    fn holding(hold: Duration) -> (Session, Session) {
+        let t = Duration::ZERO;
+        let mut cfg = SessionConfig::new("c1");
+        cfg.ack_hold = hold;
+        let mut c = Session::new(Role::Connector, cfg, t);
+        let mut r = Session::new(Role::Relay, SessionConfig::new("relay"), t);
+        pump(&mut c, &mut r, t).unwrap();
+        pump(&mut r, &mut c, t).unwrap();
+        let head = RequestHead { method: "GET".into(), path: "/".into(), headers: vec![] };
+        r.send_request(1, head.clone(), true).unwrap();
+        r.send_request(2, head, false).unwrap();
+        pump(&mut r, &mut c, t).unwrap();
+        while c.poll_event().is_some() {}
+        while r.poll_event().is_some() {}
+        (c, r)
+    }
+
+    #[test]
+    fn a_held_ack_leaves_with_the_answer_in_one_write() {
+        let ms = Duration::from_millis;
+        let (mut c, mut r) = holding(ms(2));
+        c.send_ack(1).unwrap();
+        assert_eq!(c.poll_transmit(ms(0)), None, "held");
+        assert_eq!(c.poll_timeout(), Some(ms(2)), "the driver wakes when the hold ends");
+        c.send_response(1, 200, vec![], true).unwrap();
+        let write = c.poll_transmit(ms(1)).expect("the answer releases the Ack");
+        r.handle_input(&write, ms(1)).unwrap();
+        assert_eq!(r.poll_event(), Some(Event::Acked { id: 1 }), "the Ack still comes first");
+        assert!(matches!(r.poll_event(), Some(Event::Response { id: 1, status: 200, fin: true, .. })));
+        assert_eq!(c.poll_transmit(ms(1)), None);
+        assert!(c.poll_timeout().is_some_and(|d| d > ms(2)), "no hold left");
+    }
+
+    #[test]
+    fn a_held_ack_goes_alone_when_its_time_is_up() {
+        let ms = Duration::from_millis;
+        let (mut c, mut r) = holding(ms(2));
+        c.send_ack(1).unwrap();
+        assert_eq!(c.poll_transmit(ms(1)), None);
+        assert_eq!(c.poll_timeout(), Some(ms(3)), "the hold starts when the driver first asks");
+        assert_eq!(c.poll_transmit(ms(2)), None);
+        pump(&mut c, &mut r, ms(3)).unwrap();
+        assert_eq!(r.poll_event(), Some(Event::Acked { id: 1 }));
+        // A driver busy writing may miss the moment: the timeout releases
+        // the hold, and no deadline stays in the past.
+        let (mut c, mut r) = holding(ms(2));
+        c.send_ack(1).unwrap();
+        assert_eq!(c.poll_transmit(ms(0)), None);
+        c.handle_timeout(ms(5)).unwrap();
+        assert!(c.poll_timeout().is_some_and(|d| d > ms(5)));
+        pump(&mut c, &mut r, ms(6)).unwrap();
+        assert_eq!(r.poll_event(), Some(Event::Acked { id: 1 }));
+    }
+
+    #[test]
+    fn only_acks_of_whole_requests_wait_and_nothing_waits_behind_them() {
+        let ms = Duration::from_millis;
+        // Request 2's body is still coming: the relay sends it once
+        // accepted, so its Ack goes at once.
+        let (mut c, mut r) = holding(ms(2));
+        c.send_ack(2).unwrap();
+        pump(&mut c, &mut r, ms(0)).unwrap();
+        assert_eq!(r.poll_event(), Some(Event::Acked { id: 2 }));
+        // A held Ack followed by anything else: all of it goes now.
+        let (mut c, mut r) = holding(ms(2));
+        c.send_ack(1).unwrap();
+        c.send_cancel(2, CancelReason::Overloaded).unwrap();
+        pump(&mut c, &mut r, ms(0)).unwrap();
+        assert_eq!(r.poll_event(), Some(Event::Acked { id: 1 }));
+        assert!(matches!(r.poll_event(), Some(Event::Cancelled { id: 2, .. })));
+        // Without a hold, every Ack goes at once.
+        let (mut c, mut r) = holding(Duration::ZERO);
+        c.send_ack(1).unwrap();
+        pump(&mut c, &mut r, ms(0)).unwrap();
+        assert_eq!(r.poll_event(), Some(Event::Acked { id: 1 }));
     }
 
     #[test]
