@@ -157,7 +157,8 @@ pub struct Served {
     pub control: Rc<Control>,
 }
 
-/// Starts every service on the current `LocalSet` and returns the manifest.
+/// Starts every service on the current `LocalSet`, and the backends on a
+/// thread of their own (see `spawn_backends`), and returns the manifest.
 pub async fn start(opts: ServeOptions) -> Result<Served, ServeError> {
     let backend_host = opts.backend_host.clone();
     let app = |name: &str, host: &str| App {
