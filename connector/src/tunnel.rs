@@ -62,9 +62,12 @@ impl SeenIds {
 /// How long the Ack of a request that arrived whole waits for its answer
 /// to share a write (see [`SessionConfig::ack_hold`]). A backend on the
 /// same network answers within it; one that takes longer gets its Ack
-/// this late, which only delays the relay's verdict if the tunnel breaks
-/// in between (it offers the request again to this connector, which
-/// refuses it as a duplicate: still never served twice).
+/// this late. The cost is in one race only: if the tunnel breaks during
+/// the hold, the relay does not know the request was accepted, offers it
+/// again to this connector (after a pause, waiting up to seconds for its
+/// tunnel), which refuses it as a duplicate, and the user gets a 502 for
+/// the refusal (or for the lost connector) instead of an immediate 502
+/// "lost after accept". Never served twice either way.
 pub const ACK_HOLD: Duration = Duration::from_millis(2);
 
 /// Settings of the tunnels.

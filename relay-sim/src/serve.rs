@@ -137,8 +137,8 @@ pub enum ServeError {
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("{path}: {source}")]
     Write { path: PathBuf, source: std::io::Error },
-    #[error("starting the backends' thread: {0}")]
-    Thread(std::io::Error),
+    #[error("starting the backends (their runtime, listeners or thread): {0}")]
+    Backends(std::io::Error),
 }
 
 /// The backends besides the echo that real mode publishes on loopback, as
@@ -213,7 +213,6 @@ pub async fn start(opts: ServeOptions) -> Result<Served, ServeError> {
         resolve.push(format!("{host}={addr}"));
         backends.push((host, behaviour.clone(), l));
     }
-    spawn_backends(backends, served.clone())?;
 
     // The control API: loopback only, whatever the services bind to.
     let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
@@ -229,6 +228,8 @@ pub async fn start(opts: ServeOptions) -> Result<Served, ServeError> {
         served,
     });
     tokio::task::spawn_local(crate::control::serve(control.clone(), l));
+    // Last: nothing after it can fail and leave them serving.
+    spawn_backends(backends, control.served.clone())?;
 
     let manifest = Manifest {
         tenant_id: opts.tenant_id,
@@ -296,38 +297,40 @@ impl Hosts {
 }
 
 /// Serves the backends from a thread of their own, with a runtime of its
-/// own, for as long as the process lives. In the field they are other
-/// machines. On the cloud's thread, a request through the tunnel would
-/// cross between that thread and the connector four times instead of
-/// two (ingress to connector, connector to backend and back, connector to
-/// relay), and each crossing between cores is a wake-up of a sleeping
-/// core: see BENCHMARKS.md, round five.
+/// own, for as long as the process lives (also past the `LocalSet` that
+/// runs the cloud). In the field they are other machines. On the cloud's
+/// thread, a request through the tunnel would cross between that thread
+/// and the connector four times instead of two (ingress to connector,
+/// connector to backend and back, connector to relay), and each crossing
+/// between cores wakes a sleeping core: see BENCHMARKS.md, round five.
 fn spawn_backends(
     backends: Vec<(String, Behaviour, tokio::net::TcpListener)>,
     served: ServedLog,
 ) -> Result<(), ServeError> {
-    let listeners = backends
-        .into_iter()
-        .map(|(host, behaviour, l)| l.into_std().map(|l| (host, behaviour, l)))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(ServeError::Thread)?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(ServeError::Backends)?;
+    // The listeners move to the new runtime's I/O driver here, so that a
+    // failure is the caller's error rather than a backend that never answers.
+    let listeners = {
+        let _in_backends_runtime = rt.enter();
+        backends
+            .into_iter()
+            .map(|(host, behaviour, l)| {
+                let l = tokio::net::TcpListener::from_std(l.into_std()?)?;
+                Ok((host, behaviour, l))
+            })
+            .collect::<Result<Vec<_>, std::io::Error>>()
+            .map_err(ServeError::Backends)?
+    };
     let run = move || {
-        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-            Ok(rt) => rt,
-            Err(e) => return tracing::error!("backends: tokio runtime: {e}"),
-        };
         let local = tokio::task::LocalSet::new();
         local.block_on(&rt, async move {
             for (host, behaviour, l) in listeners {
-                match tokio::net::TcpListener::from_std(l) {
-                    Ok(l) => drop(tokio::task::spawn_local(backend::serve(host, behaviour, served.clone(), l))),
-                    Err(e) => tracing::error!("backend {host}: {e}"),
-                }
+                tokio::task::spawn_local(backend::serve(host, behaviour, served.clone(), l));
             }
             std::future::pending::<()>().await
         });
     };
-    std::thread::Builder::new().name("backends".into()).spawn(run).map(drop).map_err(ServeError::Thread)
+    std::thread::Builder::new().name("backends".into()).spawn(run).map(drop).map_err(ServeError::Backends)
 }
 
 fn spawn_service(fut: impl std::future::Future<Output = Result<(), CloudError>> + 'static) {

@@ -67,8 +67,9 @@ pub struct SessionConfig {
     /// (Connector) How long an `Ack` for a request that arrived whole may
     /// wait for the answer's head, so that both leave in one write: one
     /// write, one TLS record and one wake-up of the relay fewer a request,
-    /// as TCP's delayed ACK saves a segment. Zero sends every `Ack` at
-    /// once. Acks of requests whose body is still coming are never held
+    /// as TCP's delayed ACK saves a segment. Counted from the first
+    /// `poll_transmit` that holds it (a driver still writing an earlier
+    /// batch asks later). Zero sends every `Ack` at once. Acks of requests whose body is still coming are never held
     /// (the relay sends the rest of an upload once it is accepted), and
     /// nothing else ever waits behind a held `Ack`.
     pub ack_hold: Duration,
