@@ -11,6 +11,11 @@
 //!   that encrypts its tunnel leg as the connector must (the spec's
 //!   tunnels are TLS on 443).
 //!
+//! The backend is relay-sim's echo, which runs on a thread of its own: in
+//! every path it is apart from the forwarder, as another machine would be
+//! (on relay-sim's main thread it would share wake-ups with the tunnel's
+//! relay and with no rathole process: BENCHMARKS.md, round five).
+//!
 //! Everything listens on 127.0.0.1 only, every load run is bounded in time,
 //! and every process started is killed and reaped when the run ends, also
 //! on an error.

@@ -69,9 +69,10 @@ pub struct SessionConfig {
     /// write, one TLS record and one wake-up of the relay fewer a request,
     /// as TCP's delayed ACK saves a segment. Counted from the first
     /// `poll_transmit` that holds it (a driver still writing an earlier
-    /// batch asks later). Zero sends every `Ack` at once. Acks of requests whose body is still coming are never held
-    /// (the relay sends the rest of an upload once it is accepted), and
-    /// nothing else ever waits behind a held `Ack`.
+    /// batch asks later). Zero sends every `Ack` at once. Acks of requests
+    /// whose body is still coming are never held (the relay sends the rest
+    /// of an upload once it is accepted), and nothing else ever waits
+    /// behind a held `Ack`.
     pub ack_hold: Duration,
 }
 
@@ -794,8 +795,13 @@ mod tests {
     }
 
     fn pair() -> (Session, Session) {
+        pair_with(SessionConfig::new("c1"))
+    }
+
+    /// A connector with `cfg` and a relay, past their Hellos.
+    fn pair_with(cfg: SessionConfig) -> (Session, Session) {
         let t = Duration::ZERO;
-        let mut c = Session::new(Role::Connector, SessionConfig::new("c1"), t);
+        let mut c = Session::new(Role::Connector, cfg, t);
         let mut r = Session::new(Role::Relay, SessionConfig::new("relay"), t);
         pump(&mut c, &mut r, t).unwrap();
         pump(&mut r, &mut c, t).unwrap();
@@ -829,10 +835,7 @@ mod tests {
         let t = Duration::ZERO;
         let mut cfg = SessionConfig::new("c1");
         cfg.ack_hold = hold;
-        let mut c = Session::new(Role::Connector, cfg, t);
-        let mut r = Session::new(Role::Relay, SessionConfig::new("relay"), t);
-        pump(&mut c, &mut r, t).unwrap();
-        pump(&mut r, &mut c, t).unwrap();
+        let (mut c, mut r) = pair_with(cfg);
         let head = RequestHead { method: "GET".into(), path: "/".into(), headers: vec![] };
         r.send_request(1, head.clone(), true).unwrap();
         r.send_request(2, head, false).unwrap();
@@ -1059,10 +1062,7 @@ mod tests {
         let t = Duration::ZERO;
         let mut cfg = SessionConfig::new("c1");
         cfg.auto_grant = false;
-        let mut c = Session::new(Role::Connector, cfg, t);
-        let mut r = Session::new(Role::Relay, SessionConfig::new("relay"), t);
-        pump(&mut c, &mut r, t).unwrap();
-        pump(&mut r, &mut c, t).unwrap();
+        let (mut c, mut r) = pair_with(cfg);
         let head = RequestHead { method: "PUT".into(), path: "/".into(), headers: vec![] };
         r.send_request(1, head, false).unwrap();
         pump(&mut r, &mut c, t).unwrap();
