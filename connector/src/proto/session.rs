@@ -703,8 +703,7 @@ impl Session {
                 return None;
             }
         }
-        self.held_acks = 0;
-        self.hold_until = None;
+        self.release_acks();
         self.last_send = now;
         Some(self.out.split().freeze())
     }
@@ -720,12 +719,19 @@ impl Session {
             return None;
         }
         let idle_at = self.last_recv + self.config.idle_timeout;
-        let idle_at = self.hold_until.map_or(idle_at, |held| held.min(idle_at));
+        // The idle deadline, or the held Acks' if sooner.
+        let next = self.hold_until.map_or(idle_at, |held| held.min(idle_at));
         if !self.pings() {
-            return Some(idle_at);
+            return Some(next);
         }
         let ping_at = self.last_send + self.config.keepalive;
-        Some(ping_at.min(idle_at))
+        Some(ping_at.min(next))
+    }
+
+    /// Held Acks go with the next transmit: nothing is held any more.
+    fn release_acks(&mut self) {
+        self.held_acks = 0;
+        self.hold_until = None;
     }
 
     /// Whether this side sends keepalive pings now: only the connector
@@ -748,8 +754,7 @@ impl Session {
         // the driver next asks (it may be busy writing): the deadline is
         // spent, and one left in the past would wake it in a busy loop.
         if self.hold_until.is_some_and(|until| now >= until) {
-            self.held_acks = 0;
-            self.hold_until = None;
+            self.release_acks();
         }
         if self.pings() && now >= self.last_send + self.config.keepalive {
             // Output still waiting (the driver is busy writing a batch)
