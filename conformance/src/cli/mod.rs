@@ -33,9 +33,25 @@ pub fn load_all(paths: &[PathBuf]) -> Result<Vec<(PathBuf, Scenario)>, String> {
         }
     }
     if errors.is_empty() {
+        warn_shared_names(&out);
         Ok(out)
     } else {
         Err(errors.join("\n"))
+    }
+}
+
+/// Two files with one name are two scenarios (reports tell them apart by
+/// file), but most likely a copy that was not renamed: say so.
+fn warn_shared_names(loaded: &[(PathBuf, Scenario)]) {
+    for (i, (file, s)) in loaded.iter().enumerate() {
+        if let Some((first, _)) = loaded[..i].iter().find(|(_, t)| t.name == s.name) {
+            eprintln!(
+                "warning: {} has the same name as {} ({:?}); reports tell them apart by file",
+                file.display(),
+                first.display(),
+                s.name
+            );
+        }
     }
 }
 

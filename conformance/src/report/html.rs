@@ -10,7 +10,7 @@ use std::fmt::Write;
 
 use super::svg;
 use super::timeline::Timeline;
-use super::{cell, cells, counts, counts_line, scenario_names, xml_escape, Entry, Status};
+use super::{cell, cells, counts, counts_line, scenarios, xml_escape, Entry, Status};
 use crate::catalogue::{Catalogue, Requirement};
 use crate::run::Verdict;
 use crate::scenario::Outcome;
@@ -56,7 +56,8 @@ fn anchor(prefix: &str, name: &str) -> String {
 /// One scenario of the report and its runs, found once for the whole page
 /// (a sweep has thousands of runs).
 struct ScenarioRuns<'e, 'a> {
-    name: &'e str,
+    /// Its name, with its file when another scenario has the same name.
+    label: String,
     /// Its place in the report and its name, so that two names that read
     /// alike in a URL (`a.b`, `a b`) stay two ids.
     id: String,
@@ -65,13 +66,13 @@ struct ScenarioRuns<'e, 'a> {
 
 /// The report's scenarios in run order, each with its runs.
 fn by_scenario<'e, 'a>(entries: &'e [Entry<'a>]) -> Vec<ScenarioRuns<'e, 'a>> {
-    scenario_names(entries)
+    scenarios(entries)
         .into_iter()
         .enumerate()
-        .map(|(i, name)| ScenarioRuns {
-            name,
-            id: anchor(&format!("sc-{i}"), name),
-            runs: entries.iter().filter(|e| e.result.name == name).collect(),
+        .map(|(i, sc)| ScenarioRuns {
+            id: anchor(&format!("sc-{i}"), &sc.runs[0].result.name),
+            label: sc.label,
+            runs: sc.runs,
         })
         .collect()
 }
@@ -170,7 +171,7 @@ fn chips<'a>(scenarios: &'a [ScenarioRuns<'_, '_>], id: &str) -> Vec<Chip<'a>> {
         .iter()
         .filter_map(|sc| {
             cell(&sc.runs, id).map(|(c, class)| Chip {
-                scenario: sc.name,
+                scenario: &sc.label,
                 id: &sc.id,
                 mark: if c == '-' { '−' } else { c },
                 class,
@@ -202,15 +203,15 @@ fn scenario_sections(out: &mut String, scenarios: &[ScenarioRuns<'_, '_>]) {
     let mut first_failure = true;
     for sc in scenarios {
         let first = sc.runs.iter().any(|e| e.status.is_bad()) && std::mem::take(&mut first_failure);
-        scenario(out, &sc.id, first, &sc.runs);
+        scenario(out, sc, first);
     }
 }
 
 /// A scenario's section (`first_failure`: the first that did not pass,
 /// which the summary links to).
-fn scenario(out: &mut String, id: &str, first_failure: bool, runs: &[&Entry<'_>]) {
+fn scenario(out: &mut String, sc: &ScenarioRuns<'_, '_>, first_failure: bool) {
+    let (id, name, runs) = (&sc.id, &sc.label, &sc.runs);
     let Some(first) = runs.first() else { return };
-    let name = &first.result.name;
     let words = format!("{name} {} {}", first.covers.join(" "), first.file).to_lowercase();
     // The first failed run's timeline if one was drawn, else the first's.
     let shown = runs

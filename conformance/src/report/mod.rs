@@ -340,15 +340,33 @@ fn cell(entries: &[&Entry<'_>], id: &str) -> Option<(char, &'static str)> {
     })
 }
 
-/// Scenario names in run order, each once.
-fn scenario_names<'a>(entries: &'a [Entry<'a>]) -> Vec<&'a str> {
-    let mut names: Vec<&str> = Vec::new();
+/// One scenario of a report: its label and its runs.
+pub(crate) struct Scenarios<'e, 'a> {
+    /// The scenario's name, and its file after it when another file of the
+    /// report has the same name.
+    pub label: String,
+    pub runs: Vec<&'e Entry<'a>>,
+}
+
+/// The report's scenarios in run order, each with its runs. A scenario is
+/// its file: two files that share a name (a copy not yet renamed) stay two
+/// scenarios, each with its own runs.
+pub(crate) fn scenarios<'e, 'a>(entries: &'e [Entry<'a>]) -> Vec<Scenarios<'e, 'a>> {
+    let mut out: Vec<Scenarios<'e, 'a>> = Vec::new();
     for e in entries {
-        if !names.contains(&e.result.name.as_str()) {
-            names.push(&e.result.name);
+        match out.iter_mut().find(|s| s.runs[0].file == e.file) {
+            Some(s) => s.runs.push(e),
+            None => out.push(Scenarios { label: e.result.name.clone(), runs: vec![e] }),
         }
     }
-    names
+    let names: Vec<&str> = out.iter().map(|s| s.runs[0].result.name.as_str()).collect();
+    let shared: Vec<bool> = names.iter().map(|n| names.iter().filter(|m| *m == n).count() > 1).collect();
+    for (s, shared) in out.iter_mut().zip(shared) {
+        if shared {
+            s.label = format!("{} ({})", s.label, s.runs[0].file);
+        }
+    }
+    out
 }
 
 /// The terminal's requirements × scenarios matrix: one row per requirement,
@@ -356,7 +374,7 @@ fn scenario_names<'a>(entries: &'a [Entry<'a>]) -> Vec<&'a str> {
 /// `-` failing case (the failure shown, with the right diagnostic), `X`
 /// failed, `x` expected failure, `!` unexpected pass.
 pub fn matrix(entries: &[Entry<'_>], catalogue: &Catalogue, color: bool) -> String {
-    let names = scenario_names(entries);
+    let scenarios = scenarios(entries);
     let paint = |c: char, class: &str| -> String {
         if !color {
             return c.to_string();
@@ -374,7 +392,7 @@ pub fn matrix(entries: &[Entry<'_>], catalogue: &Catalogue, color: bool) -> Stri
     // Column numbers, written vertically (tens over units).
     for row in [10usize, 1] {
         let _ = write!(out, "{:id_w$}  ", "");
-        for i in 1..=names.len() {
+        for i in 1..=scenarios.len() {
             let digit = if row == 10 && i < 10 { ' ' } else { char::from(b'0' + ((i / row) % 10) as u8) };
             out.push(digit);
         }
@@ -383,9 +401,8 @@ pub fn matrix(entries: &[Entry<'_>], catalogue: &Catalogue, color: bool) -> Stri
     for r in &catalogue.requirements {
         let _ = write!(out, "{:<id_w$}  ", r.id);
         let mut covered = false;
-        for name in &names {
-            let of_scenario: Vec<&Entry<'_>> = entries.iter().filter(|e| e.result.name == *name).collect();
-            match cell(&of_scenario, &r.id) {
+        for sc in &scenarios {
+            match cell(&sc.runs, &r.id) {
                 Some((c, class)) => {
                     covered = true;
                     out.push_str(&paint(c, class));
@@ -399,8 +416,8 @@ pub fn matrix(entries: &[Entry<'_>], catalogue: &Catalogue, color: bool) -> Stri
         out.push('\n');
     }
     let _ = writeln!(out, "\n+ passing case  - failing case shown  X failed  x expected failure  ! unexpected pass");
-    for (i, name) in names.iter().enumerate() {
-        let _ = writeln!(out, "{:>4} {name}", i + 1);
+    for (i, sc) in scenarios.iter().enumerate() {
+        let _ = writeln!(out, "{:>4} {}", i + 1, sc.label);
     }
     out
 }
@@ -661,5 +678,22 @@ mod tests {
         keep_timelines(&mut merged);
         let kept: Vec<u64> = merged.iter().filter(|e| e.timeline.is_some()).map(|e| e.result.seed).collect();
         assert_eq!(kept, want);
+    }
+
+    #[test]
+    fn two_files_with_one_name_are_two_scenarios() {
+        let runs =
+            [result("same", 1, Verdict::Pass), result("same", 1, Verdict::Fail), result("same", 2, Verdict::Pass)];
+        let mut entries: Vec<Entry<'_>> = runs.iter().map(entry).collect();
+        for (e, file) in entries.iter_mut().zip(["a.toml", "b.toml", "a.toml"]) {
+            e.file = file.into();
+        }
+        let found = scenarios(&entries);
+        let seen: Vec<(&str, Vec<u64>)> =
+            found.iter().map(|s| (s.label.as_str(), s.runs.iter().map(|e| e.result.seed).collect())).collect();
+        assert_eq!(seen, [("same (a.toml)", vec![1, 2]), ("same (b.toml)", vec![1])]);
+        entries[1].result = &runs[0];
+        entries[1].file = "a.toml".into();
+        assert_eq!(scenarios(&entries)[0].label, "same", "one file: its name alone");
     }
 }
