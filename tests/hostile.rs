@@ -278,6 +278,10 @@ fn garbage_and_tls_to_the_plain_port_get_400() {
     // input while its request is in flight means the user gave up.
     let r = reply(&w.raw(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n", false, LIMIT));
     assert_eq!((r.status, r.header("x-relay-error")), (400, Some("no-host")), "{}", r.text());
+    // Two Hosts (RFC 9112 §3.2): 400, whichever app either names.
+    let two = format!("GET / HTTP/1.1\r\nHost: {}\r\nHost: other.example\r\nConnection: close\r\n\r\n", w.app());
+    let r = reply(&w.raw(two.as_bytes(), false, LIMIT));
+    assert_eq!((r.status, r.header("x-relay-error")), (400, Some("many-hosts")), "{}", r.text());
     // A bare newline storm, then closed: no answer owed, nothing breaks.
     w.raw(&[b'\n'; 10_000], true, Duration::from_secs(5));
     w.others_unharmed(16);

@@ -102,7 +102,13 @@ impl Cpu {
 
     /// Microseconds of CPU, all processes, per answered request.
     pub fn per_request_us(&self, stats: &Stats) -> f64 {
-        self.0.iter().map(|(_, ns)| *ns as f64).sum::<f64>() / 1000.0 / (stats.ok.max(1) as f64)
+        self.by_process_us(stats).map(|(_, us)| us).sum()
+    }
+
+    /// Microseconds of CPU per answered request, process by process.
+    pub fn by_process_us<'a>(&'a self, stats: &Stats) -> impl Iterator<Item = (&'a str, f64)> + 'a {
+        let answered = stats.ok.max(1) as f64;
+        self.0.iter().map(move |(label, ns)| (label.as_str(), *ns as f64 / 1000.0 / answered))
     }
 }
 
@@ -503,10 +509,9 @@ pub fn render(f: &Figures, opts: &Options) -> String {
         for p in &f.paths {
             let Some((c, s, cpu)) = p.closed.get(ci) else { continue };
             let parts: Vec<String> = cpu
-                .0
-                .iter()
-                .filter(|(_, ns)| *ns as f64 / 1000.0 / (s.ok.max(1) as f64) >= 0.05)
-                .map(|(label, ns)| format!("{label} {:.1}", *ns as f64 / 1000.0 / (s.ok.max(1) as f64)))
+                .by_process_us(s)
+                .filter(|(_, us)| *us >= 0.05)
+                .map(|(label, us)| format!("{label} {us:.1}"))
                 .collect();
             out.push_str(&format!("  {:<16} c{c}: {}\n", p.name, parts.join(", ")));
         }
@@ -591,8 +596,7 @@ struct Judged {
 /// Microseconds of CPU per answered request spent by process `label`.
 fn cpu_of(run: &(usize, Stats, Cpu), label: &str) -> Option<f64> {
     let (_, stats, cpu) = run;
-    let ns = cpu.0.iter().find(|(l, _)| l == label)?.1;
-    Some(ns as f64 / 1000.0 / (stats.ok.max(1) as f64))
+    cpu.by_process_us(stats).find(|(l, _)| *l == label).map(|(_, us)| us)
 }
 
 /// The tunnel's rows against one peer `r` whose processes are labelled

@@ -111,14 +111,21 @@ impl Agent {
     /// VER-NET471, once per release: the upgrade needs a newer .NET
     /// Framework than this server's (`have`).
     fn report_dotnet_too_old(&self, current: &str, release: &Release, have: u32) {
-        if self.reported.borrow_mut().insert(format!("VER-NET471 {}", release.version)) {
-            self.env.emit(AgentEvent::Diagnostic(Diagnostic::new(code::VER_NET471_UPGRADE_REFUSED, None,
-                format!(
-                    "the upgrade to {} needs .NET Framework release {} or later; this server has {}: nothing was changed, {current} keeps running",
-                    release.version, release.min_dotnet_release, have
-                ),
-                "install .NET Framework 4.7.1 or later; the updater will then upgrade the connector",
-            )));
+        let d = Diagnostic::new(code::VER_NET471_UPGRADE_REFUSED, None,
+            format!(
+                "the upgrade to {} needs .NET Framework release {} or later; this server has {}: nothing was changed, {current} keeps running",
+                release.version, release.min_dotnet_release, have
+            ),
+            "install .NET Framework 4.7.1 or later; the updater will then upgrade the connector",
+        );
+        self.report_once(d, release);
+    }
+
+    /// Emits `d` once per code and release: the updater looks again at
+    /// every bootstrap, and the same finding each time would bury the rest.
+    fn report_once(&self, d: Diagnostic, release: &Release) {
+        if self.reported.borrow_mut().insert(format!("{} {}", d.code, release.version)) {
+            self.env.emit(AgentEvent::Diagnostic(d));
         }
     }
 
@@ -244,9 +251,7 @@ impl Agent {
             Plan::Install => {}
         }
         if let Err(d) = self.fetch_package(connector_id, tls, &release).await {
-            if self.reported.borrow_mut().insert(format!("{} {}", d.code, release.version)) {
-                self.env.emit(AgentEvent::Diagnostic(d));
-            }
+            self.report_once(d, &release);
             done.await;
             return false;
         }

@@ -38,7 +38,9 @@ impl Conn {
 /// than [`IDLE_KEEP`], is dropped when taken.
 #[derive(Default)]
 pub struct Pool {
-    idle: RefCell<BTreeMap<(String, u16), Vec<Idle>>>,
+    /// By port, then host: found from a `&str` host, with no key to
+    /// allocate on every request.
+    idle: RefCell<BTreeMap<u16, BTreeMap<String, Vec<Idle>>>>,
 }
 
 struct Idle {
@@ -59,7 +61,7 @@ pub const IDLE_KEEP: Duration = Duration::from_secs(4);
 impl Pool {
     pub(super) fn take(&self, host: &str, port: u16) -> Option<Conn> {
         let mut idle = self.idle.borrow_mut();
-        let list = idle.get_mut(&(host.to_string(), port))?;
+        let list = idle.get_mut(&port)?.get_mut(host)?;
         let now = tokio::time::Instant::now();
         // Newest last: once one is too old, all before it are too.
         while let Some(Idle { mut conn, since }) = list.pop() {
@@ -81,7 +83,11 @@ impl Pool {
         // An idle connection holds no read buffer.
         conn.buf = BytesMut::new();
         let mut idle = self.idle.borrow_mut();
-        let list = idle.entry((host.to_string(), port)).or_default();
+        let by_host = idle.entry(port).or_default();
+        if !by_host.contains_key(host) {
+            by_host.insert(host.to_string(), Vec::new());
+        }
+        let Some(list) = by_host.get_mut(host) else { return };
         if list.len() < IDLE_PER_BACKEND_MAX {
             list.push(Idle { conn, since: tokio::time::Instant::now() });
         }
@@ -89,6 +95,6 @@ impl Pool {
 
     /// Idle connections held right now (all backends).
     pub fn idle(&self) -> usize {
-        self.idle.borrow().values().map(Vec::len).sum()
+        self.idle.borrow().values().flat_map(BTreeMap::values).map(Vec::len).sum()
     }
 }

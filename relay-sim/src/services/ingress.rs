@@ -98,11 +98,16 @@ async fn handle(cloud: Rc<Cloud>, req: Request<Incoming>) -> Response<Body> {
 }
 
 /// The answer to a request the ingress refuses before reading its body:
-/// no `Host` (400), a target or header block over the limits (414, 431),
-/// a declared body over the limit (413).
+/// no `Host` or more than one (400), a target or header block over the
+/// limits (414, 431), a declared body over the limit (413).
 fn screen(req: &Request<Incoming>, limit: u64) -> Option<Response<Body>> {
-    if !req.headers().contains_key(hyper::header::HOST) {
-        return Some(gateway(400, "no-host", "an HTTP/1.1 request needs a Host header".into()).2);
+    // RFC 9112 §3.2: no Host, or more than one, is a 400. Two could name
+    // two applications, and the ingress and the backend must not pick
+    // differently.
+    match req.headers().get_all(hyper::header::HOST).iter().count() {
+        0 => return Some(gateway(400, "no-host", "an HTTP/1.1 request needs a Host header".into()).2),
+        1 => {}
+        n => return Some(gateway(400, "many-hosts", format!("{n} Host headers; a request has exactly one")).2),
     }
     let target = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
     if target > URI_BYTES_MAX {
