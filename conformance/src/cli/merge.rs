@@ -37,7 +37,7 @@ pub fn merge(args: MergeArgs) -> Result<ExitCode, String> {
         let (part, part_runs) = report::parse_json(&text)
             .map_err(|e| format!("{}: not a JSON report of connsim run ({e})", path.display()))?;
         parts.push((path, part));
-        for run in part_runs {
+        for mut run in part_runs {
             // `./scenarios/a.toml` on one machine is `scenarios/a.toml` on another.
             let file: PathBuf = Path::new(&run.file).components().filter(|c| *c != Component::CurDir).collect();
             if let Some(other) = found_in.insert((file.clone(), run.result.seed), path) {
@@ -49,6 +49,8 @@ pub fn merge(args: MergeArgs) -> Result<ExitCode, String> {
                     path.display()
                 ));
             }
+            // One form for the reports too, which tell scenarios apart by file.
+            run.file = file.to_string_lossy().into_owned();
             runs.push((file, run));
         }
     }

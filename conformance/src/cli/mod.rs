@@ -44,7 +44,9 @@ pub fn load_all(paths: &[PathBuf]) -> Result<Vec<(PathBuf, Scenario)>, String> {
 /// file), but most likely a copy that was not renamed: say so.
 fn warn_shared_names(loaded: &[(PathBuf, Scenario)]) {
     for (i, (file, s)) in loaded.iter().enumerate() {
-        if let Some((first, _)) = loaded[..i].iter().find(|(_, t)| t.name == s.name) {
+        // The same file named twice (`scenarios ./scenarios`) is no copy.
+        let same_file = |other: &PathBuf| std::fs::canonicalize(other).ok() == std::fs::canonicalize(file).ok();
+        if let Some((first, _)) = loaded[..i].iter().find(|(f, t)| t.name == s.name && !same_file(f)) {
             eprintln!(
                 "warning: {} has the same name as {} ({:?}); reports tell them apart by file",
                 file.display(),

@@ -179,18 +179,19 @@ pub const TIMELINES_OF_FAILURES: usize = 5;
 /// same runs whether the sweep ran whole or in parts merged back: a part's
 /// first failures include every one of the whole's that it holds.
 fn wanted(entries: &[Entry<'_>]) -> Vec<bool> {
+    // By file, as the reports tell scenarios apart (see [`scenarios`]).
     let mut lowest: BTreeMap<&str, u64> = BTreeMap::new();
     for e in entries {
-        let seed = lowest.entry(&e.result.name).or_insert(e.result.seed);
+        let seed = lowest.entry(&e.file).or_insert(e.result.seed);
         *seed = (*seed).min(e.result.seed);
     }
     let mut failures: BTreeMap<&str, usize> = BTreeMap::new();
     entries
         .iter()
         .map(|e| {
-            let first = lowest.get(e.result.name.as_str()) == Some(&e.result.seed);
+            let first = lowest.get(e.file.as_str()) == Some(&e.result.seed);
             let failure = e.result.verdict == Verdict::Fail && {
-                let n = failures.entry(&e.result.name).or_default();
+                let n = failures.entry(&e.file).or_default();
                 *n += 1;
                 *n <= TIMELINES_OF_FAILURES
             };

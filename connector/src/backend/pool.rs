@@ -84,12 +84,13 @@ impl Pool {
         conn.buf = BytesMut::new();
         let mut idle = self.idle.borrow_mut();
         let by_host = idle.entry(port).or_default();
-        if !by_host.contains_key(host) {
-            by_host.insert(host.to_string(), Vec::new());
-        }
-        let Some(list) = by_host.get_mut(host) else { return };
-        if list.len() < IDLE_PER_BACKEND_MAX {
-            list.push(Idle { conn, since: tokio::time::Instant::now() });
+        let fresh = Idle { conn, since: tokio::time::Instant::now() };
+        match by_host.get_mut(host) {
+            Some(list) if list.len() < IDLE_PER_BACKEND_MAX => list.push(fresh),
+            Some(_) => {}
+            None => {
+                by_host.insert(host.to_string(), vec![fresh]);
+            }
         }
     }
 
