@@ -354,10 +354,15 @@ pub(crate) struct Scenarios<'e, 'a> {
 /// scenarios, each with its own runs.
 pub(crate) fn scenarios<'e, 'a>(entries: &'e [Entry<'a>]) -> Vec<Scenarios<'e, 'a>> {
     let mut out: Vec<Scenarios<'e, 'a>> = Vec::new();
+    // Each file's place in `out`: a sweep of many scenarios has many runs.
+    let mut place: BTreeMap<&str, usize> = BTreeMap::new();
     for e in entries {
-        match out.iter_mut().find(|s| s.runs[0].file == e.file) {
-            Some(s) => s.runs.push(e),
-            None => out.push(Scenarios { label: e.result.name.clone(), runs: vec![e] }),
+        match place.get(e.file.as_str()) {
+            Some(&i) => out[i].runs.push(e),
+            None => {
+                place.insert(&e.file, out.len());
+                out.push(Scenarios { label: e.result.name.clone(), runs: vec![e] });
+            }
         }
     }
     let names: Vec<&str> = out.iter().map(|s| s.runs[0].result.name.as_str()).collect();
