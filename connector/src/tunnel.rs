@@ -510,14 +510,17 @@ fn spawn_handler(
     body: RequestBody,
     reply: Reply,
 ) -> JoinHandle<()> {
-    tokio::task::spawn_local(backend::serve(
+    // Boxed: tokio moves a task's future into its cell and writes the
+    // cell's stage whole when the task ends, so a future of kilobytes
+    // stored inline was copied several times a request.
+    tokio::task::spawn_local(Box::pin(backend::serve(
         env.clone(),
         shared.backends.clone(),
         head,
         body,
         cfg.backend_timeout,
         reply,
-    ))
+    )))
 }
 
 #[cfg(test)]

@@ -207,6 +207,10 @@ pub async fn serve(
     let progress: Progress = Rc::new(Cell::new(tokio::time::Instant::now()));
     body.progress = Some(progress.clone());
     let work = forward(&env, &pool, &head, body, &reply, &progress);
+    // Pinned here, not moved into `until_stalled`: an async fn keeps what
+    // it was given and what it pinned apart, and this future is the bulk
+    // of the task's (memory copied at every spawn, per request).
+    tokio::pin!(work);
     let status = match until_stalled(work, &progress, timeout).await {
         Some(Ok(status)) => status,
         Some(Err((status, diag))) => {
@@ -237,11 +241,14 @@ pub async fn serve(
 
 /// Runs `work` until it ends, or until `timeout` has passed since
 /// `progress` was last stamped (None).
-async fn until_stalled<F: std::future::Future>(work: F, progress: &Progress, timeout: Duration) -> Option<F::Output> {
-    tokio::pin!(work);
+async fn until_stalled<F: std::future::Future>(
+    mut work: std::pin::Pin<&mut F>,
+    progress: &Progress,
+    timeout: Duration,
+) -> Option<F::Output> {
     loop {
         let deadline = progress.get() + timeout;
-        match crate::time::timeout_at(deadline, &mut work).await {
+        match crate::time::timeout_at(deadline, work.as_mut()).await {
             Ok(out) => return Some(out),
             // Progress since the deadline was set: wait on from there.
             Err(_) if progress.get() + timeout > deadline => continue,
