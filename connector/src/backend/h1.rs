@@ -219,12 +219,7 @@ pub fn parse_response(buf: &[u8], to_head: bool) -> Result<Option<(usize, Respon
     let mut length: Option<u64> = None;
     let mut headers = Headers::with_capacity(resp.headers.len());
     for h in resp.headers.iter() {
-        // Checked first: the lossy conversion walks every value in chunks
-        // even when it is valid, as it nearly always is.
-        let value = match std::str::from_utf8(h.value) {
-            Ok(v) => std::borrow::Cow::Borrowed(v),
-            Err(_) => String::from_utf8_lossy(h.value),
-        };
+        let value = String::from_utf8_lossy(h.value);
         if h.name.eq_ignore_ascii_case("connection") {
             close |= has_token(&value, "close");
             keep |= has_token(&value, "keep-alive");
