@@ -68,10 +68,22 @@ pub fn real_env(resolve: Vec<ResolveEntry>, proxy: Option<(String, u16)>) -> Env
     }
 }
 
-pub fn block_on<T>(fut: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+/// Runs `fut` as a task of a `LocalSet` on a current-thread runtime.
+///
+/// As a task, not as the future the set is blocked on: tokio polls that
+/// future at every wake-up of any task of the set, and the agent's
+/// supervision loop (a select over several notifications and a timer)
+/// would then be polled once or twice for every request a tunnel serves.
+/// A panic in `fut` is resumed here, as if it had been polled in place.
+pub fn block_on<T: 'static>(fut: impl std::future::Future<Output = anyhow::Result<T>> + 'static) -> anyhow::Result<T> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("tokio runtime")?;
     let local = tokio::task::LocalSet::new();
-    local.block_on(&rt, fut)
+    let task = local.spawn_local(fut);
+    match local.block_on(&rt, task) {
+        Ok(result) => result,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => Err(anyhow::anyhow!("the connector's main task ended early: {e}")),
+    }
 }
 
 /// How `preflight` and `diagnose` print their reports.
