@@ -4,6 +4,13 @@ use clap::{Parser, Subcommand};
 
 mod cli;
 
+/// mimalloc, not the C library's allocator: a request through the tunnel
+/// makes a few dozen small allocations, and glibc's `free` and
+/// `malloc_consolidate` were a sixth of the connector's instructions
+/// (callgrind; BENCHMARKS.md, round eight).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use cli::diagnose::{diagnose, DiagnoseArgs};
 use cli::host::{install, preflight, uninstall, InstallArgs, PreflightArgs, UninstallArgs};
 use cli::run::{run, RunArgs};

@@ -7,6 +7,13 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use relay_sim::serve::{start, ServeOptions};
 
+/// mimalloc, not the C library's allocator: a request through the tunnel
+/// makes a few dozen small allocations, and glibc's `free` and
+/// `malloc_consolidate` were a sixth of the connector's instructions
+/// (callgrind; BENCHMARKS.md, round eight).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "relay-sim", version, about = "The simulated connector cloud, on real sockets")]
 struct Cli {
