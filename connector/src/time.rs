@@ -99,6 +99,63 @@ pub async fn timeout_at<F: Future>(deadline: Instant, future: F) -> Result<F::Ou
     tokio::time::timeout_at(deadline, future).await
 }
 
+/// A deadline a loop waits for turn after turn: one tokio `Sleep`, kept,
+/// and reset only when the deadline moves; announced like the others.
+///
+/// Why: a select loop that builds `sleep_until(deadline)` at every turn
+/// registers a timer entry with tokio's wheel and removes it again each
+/// time, though the deadline (a session's next keepalive, say) seldom
+/// moves. A tunnel's loop turns several times per request.
+pub struct Timer {
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    announced: Announced,
+    deadline: Instant,
+    fired: bool,
+}
+
+impl Timer {
+    pub fn new(deadline: Instant) -> Self {
+        Timer {
+            sleep: Box::pin(tokio::time::sleep_until(deadline)),
+            announced: Announced::new(deadline),
+            deadline,
+            fired: false,
+        }
+    }
+
+    /// Aims the timer at `deadline`. A timer that has fired fires again
+    /// (at once, if `deadline` has passed), as a new sleep would.
+    pub fn set(&mut self, deadline: Instant) {
+        if deadline == self.deadline && !self.fired {
+            return;
+        }
+        self.announced = Announced(None);
+        self.sleep.as_mut().reset(deadline);
+        self.announced = Announced::new(deadline);
+        self.deadline = deadline;
+        self.fired = false;
+    }
+
+    /// Completes at the deadline; the announcement ends with it.
+    pub fn wait(&mut self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            if self.fired {
+                // Fired before and not set since: as a completed sleep,
+                // nothing more to wait for.
+                return Poll::Ready(());
+            }
+            match self.sleep.as_mut().poll(cx) {
+                Poll::Ready(()) => {
+                    self.fired = true;
+                    self.announced = Announced(None);
+                    Poll::Ready(())
+                }
+                Poll::Pending => Poll::Pending,
+            }
+        })
+    }
+}
+
 /// hyper's timer over announced tokio sleeps (for servers' header timeouts).
 #[derive(Clone, Debug, Default)]
 pub struct HyperTimer;
@@ -167,6 +224,32 @@ mod tests {
         let r = timeout(Duration::from_secs(1), std::future::pending::<()>()).await;
         assert!(r.is_err());
         assert_eq!(*log.0.lock().unwrap(), vec![(0, true), (0, false), (1, true), (1, false)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_kept_timer_fires_at_each_deadline_it_is_set_to() {
+        let log = Arc::new(Log::default());
+        let _installed = install(log.clone());
+        let start = Instant::now();
+        let mut timer = Timer::new(start + Duration::from_secs(5));
+        // The same deadline again: nothing is registered anew.
+        timer.set(start + Duration::from_secs(5));
+        timer.wait().await;
+        assert_eq!(Instant::now() - start, Duration::from_secs(5));
+        // Fired and set to the same (past) deadline: fires at once.
+        timer.set(start + Duration::from_secs(5));
+        timer.wait().await;
+        assert_eq!(Instant::now() - start, Duration::from_secs(5));
+        // Moved later, then earlier before it fires.
+        timer.set(start + Duration::from_secs(9));
+        timer.set(start + Duration::from_secs(7));
+        timer.wait().await;
+        assert_eq!(Instant::now() - start, Duration::from_secs(7));
+        let log = log.0.lock().unwrap().clone();
+        assert_eq!(
+            log,
+            vec![(0, true), (0, false), (1, true), (1, false), (2, true), (2, false), (3, true), (3, false)]
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -271,6 +271,9 @@ where
     // The batch going out, and the requests whose last frame is in it.
     let mut outbox = Outbox::default();
     let mut in_batch: Vec<u64> = Vec::new();
+    // The session's next deadline (set at each turn; an hour when none).
+    let no_deadline = Duration::from_secs(3600);
+    let mut timer = crate::time::Timer::new(origin + no_deadline);
 
     let end = loop {
         // The session hands over everything queued as one buffer: one
@@ -303,7 +306,7 @@ where
             }
             continue;
         }
-        let deadline = link.session.poll_timeout().unwrap_or(Duration::from_secs(3600));
+        timer.set(origin + link.session.poll_timeout().unwrap_or(no_deadline));
         let step: Result<(), (String, Option<TlsFailure>)> = tokio::select! {
             biased;
             sent = outbox.progress(&mut writer), if !outbox.is_idle() => match sent {
@@ -324,7 +327,7 @@ where
                 }
             },
             Some(out) = rx.recv() => link.outbound_all(out, &mut rx).map_err(|e| (e, None)),
-            _ = crate::time::sleep_until(origin + deadline) => {
+            () = timer.wait() => {
                 link.session.handle_timeout(now()).map_err(|e| (e.to_string(), None))
             },
             // The GoAway itself goes out at the top of the loop.

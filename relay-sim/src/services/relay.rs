@@ -271,6 +271,8 @@ async fn tunnel(cloud: Rc<Cloud>, endpoint: String, info: ConnInfo, stream: TlsS
     // Written while the loop keeps reading: see `Outbox`.
     let mut outbox = Outbox::default();
     let open = Rc::new(std::cell::Cell::new(0));
+    // The session's next deadline, kept across turns (see `Timer`).
+    let mut timer = connector::time::Timer::new(origin + Duration::from_secs(3600));
     let here = Here { cloud: &cloud, connector_id: &connector_id, endpoint: &endpoint, tx: &tx, open: open.clone() };
 
     let reason = loop {
@@ -282,6 +284,7 @@ async fn tunnel(cloud: Rc<Cloud>, endpoint: String, info: ConnInfo, stream: TlsS
             carried.pace(&session);
         }
         let deadline = origin + session.poll_timeout().unwrap_or(Duration::from_secs(3600));
+        timer.set(deadline);
         let mut look_again = false;
         let step: Result<(), String> = tokio::select! {
             biased;
@@ -303,7 +306,7 @@ async fn tunnel(cloud: Rc<Cloud>, endpoint: String, info: ConnInfo, stream: TlsS
                 }
                 res
             },
-            _ = connector::time::sleep_until(deadline) => session.handle_timeout(now()).map_err(|e| e.to_string()),
+            () = timer.wait() => session.handle_timeout(now()).map_err(|e| e.to_string()),
             () = cloud.routing_changes() => Ok(()),
             _ = connector::time::sleep_until(next_pin.unwrap_or(deadline)), if next_pin.is_some() => {
                 look_again = true;
