@@ -320,6 +320,11 @@ impl Cloud {
         self.events.emit(event);
     }
 
+    /// See [`CloudSink::wants_request_events`].
+    pub fn wants_request_events(&self) -> bool {
+        self.events.wants_request_events()
+    }
+
     pub fn now(&self) -> SystemTime {
         self.clock.now()
     }
@@ -750,13 +755,24 @@ impl Cloud {
     pub fn pick_tunnel(&self, group: &str, only_connector: Option<(&str, u64)>) -> Option<TunnelHandle> {
         let mut st = self.state.borrow_mut();
         let connectors = &st.connectors;
-        let live: Vec<&TunnelHandle> = st
-            .tunnels
-            .values()
-            .filter(|t| !t.tx.is_closed())
-            .filter(|t| connectors.get(&t.connector_id).is_some_and(|c| c.group == group))
-            .filter(|t| only_connector.is_none_or(|(c, i)| c == t.connector_id && i == t.incarnation))
-            .collect();
+        // A connector's tunnels mostly sit side by side in the map: its
+        // group is looked up once for each run of them.
+        let mut live: Vec<&TunnelHandle> = Vec::new();
+        let mut last: Option<(&str, bool)> = None;
+        for t in st.tunnels.values() {
+            let other = only_connector.is_some_and(|(c, i)| c != t.connector_id || i != t.incarnation);
+            if t.tx.is_closed() || other {
+                continue;
+            }
+            let serves = match last {
+                Some((seen, serves)) if seen == t.connector_id => serves,
+                _ => connectors.get(&t.connector_id).is_some_and(|c| c.group == group),
+            };
+            last = Some((&t.connector_id, serves));
+            if serves {
+                live.push(t);
+            }
+        }
         let mut ids: Vec<&str> = live.iter().map(|t| t.connector_id.as_str()).collect();
         ids.sort_unstable();
         ids.dedup();

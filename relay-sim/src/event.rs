@@ -172,6 +172,13 @@ pub enum CloudEvent {
 /// Where the cloud reports events.
 pub trait CloudSink {
     fn emit(&self, event: CloudEvent);
+
+    /// Whether events of single requests (`RequestDispatched`,
+    /// `UserAnswered`, `UserAnswerCut`) are kept. The ingress builds them
+    /// only if so: each copies a few strings, on every request.
+    fn wants_request_events(&self) -> bool {
+        true
+    }
 }
 
 /// Logs events through `tracing` (real mode).
@@ -186,7 +193,7 @@ impl CloudSink for LogSink {
             event,
             CloudEvent::RequestDispatched { .. } | CloudEvent::UserAnswered { .. } | CloudEvent::UserAnswerCut { .. }
         );
-        if per_request && !tracing::enabled!(target: "relay_sim::event", tracing::Level::DEBUG) {
+        if per_request && !self.wants_request_events() {
             return;
         }
         match serde_json::to_string(&event) {
@@ -194,5 +201,9 @@ impl CloudSink for LogSink {
             Ok(line) => tracing::info!(target: "relay_sim::event", "{line}"),
             Err(e) => tracing::warn!("unserializable event: {e}"),
         }
+    }
+
+    fn wants_request_events(&self) -> bool {
+        tracing::enabled!(target: "relay_sim::event", tracing::Level::DEBUG)
     }
 }

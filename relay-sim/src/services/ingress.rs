@@ -58,11 +58,11 @@ async fn handle(cloud: Rc<Cloud>, req: Request<Incoming>) -> Response<Body> {
         return refusal;
     }
     let host = request_host(&req);
-    let Some(app) = cloud.config.tenant.app_by_host(&host).cloned() else {
+    let Some(app) = cloud.config.tenant.app_by_host(&host) else {
         return respond(404, "text/plain", format!("no application is published at {host:?}"));
     };
-    if preauth::is_sign_in(&app, &req) {
-        return preauth::sign_in(&cloud, &app, req).await.2;
+    if preauth::is_sign_in(app, &req) {
+        return preauth::sign_in(&cloud, app, req).await.2;
     }
     let method = req.method().to_string();
     let path_and_query = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
@@ -72,7 +72,7 @@ async fn handle(cloud: Rc<Cloud>, req: Request<Incoming>) -> Response<Body> {
         .filter(|(n, _)| *n != hyper::header::HOST && *n != hyper::header::CONNECTION)
         .map(|(n, v)| (n.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
         .collect();
-    let user = match preauth::check(&cloud, &app, &headers) {
+    let user = match preauth::check(&cloud, app, &headers) {
         Ok(user) => user,
         Err(stopped) => {
             let (_, detail, resp) = stopped.answer(&cloud.config.tenant.id);
@@ -80,7 +80,7 @@ async fn handle(cloud: Rc<Cloud>, req: Request<Incoming>) -> Response<Body> {
             return resp;
         }
     };
-    preauth::forwarded_headers(&app, user.as_ref(), &mut headers);
+    preauth::forwarded_headers(app, user.as_ref(), &mut headers);
     headers.push(("x-forwarded-host".into(), host.clone()));
     let limit = cloud.config.upload_bytes_max;
     let mut upload = match Upload::start(req.into_body(), STREAM_AFTER_BYTES, limit).await {
@@ -92,8 +92,10 @@ async fn handle(cloud: Rc<Cloud>, req: Request<Incoming>) -> Response<Body> {
     let head =
         RequestHead { method, path: format!("{}{}", app.internal_url.trim_end_matches('/'), path_and_query), headers };
     let id = cloud.next_request_id();
-    let (status, detail, resp) = relay(&cloud, &app, id, head, &mut upload).await;
-    cloud.emit(CloudEvent::UserAnswered { id, app: app.name.clone(), status, detail });
+    let (status, detail, resp) = relay(&cloud, app, id, head, &mut upload).await;
+    if cloud.wants_request_events() {
+        cloud.emit(CloudEvent::UserAnswered { id, app: app.name.clone(), status, detail });
+    }
     resp
 }
 
@@ -183,13 +185,15 @@ async fn relay(
                 ),
             };
         };
-        cloud.emit(CloudEvent::RequestDispatched {
-            id,
-            app: app.name.clone(),
-            connector_id: tunnel.connector_id.clone(),
-            endpoint: tunnel.endpoint.clone(),
-            attempt,
-        });
+        if cloud.wants_request_events() {
+            cloud.emit(CloudEvent::RequestDispatched {
+                id,
+                app: app.name.clone(),
+                connector_id: tunnel.connector_id.clone(),
+                endpoint: tunnel.endpoint.clone(),
+                attempt,
+            });
+        }
         if upload.spent() {
             // Part of its body went to a connector that has lost it since.
             let text = format!("tunnel lost while request {id}'s upload was on its way");
