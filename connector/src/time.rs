@@ -114,6 +114,7 @@ pub struct Timer {
 }
 
 impl Timer {
+    /// A timer for `deadline`, announced from now on.
     pub fn new(deadline: Instant) -> Self {
         Timer {
             sleep: Box::pin(tokio::time::sleep_until(deadline)),
@@ -136,7 +137,9 @@ impl Timer {
         self.fired = false;
     }
 
-    /// Completes at the deadline; the announcement ends with it.
+    /// Completes at the deadline; the announcement ends with it. Once
+    /// fired it stays complete until [`Timer::set`] aims it again, so a
+    /// loop sets it at every turn, as it would build a new sleep.
     pub fn wait(&mut self) -> impl Future<Output = ()> + '_ {
         std::future::poll_fn(move |cx| {
             if self.fired {

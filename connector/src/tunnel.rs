@@ -294,6 +294,8 @@ where
         }
         let quiet = outbox.is_idle() && !link.session.any_unsent();
         if link.session.peer_going_away() && link.requests.is_empty() && quiet {
+            // No deadline to announce while the close goes out.
+            drop(timer);
             let _ = writer.shutdown().await;
             break End::Drained;
         }

@@ -28,27 +28,31 @@ pub(super) fn parse_target(raw: &str) -> Result<Target, String> {
         Some(other) => return Err(format!("request target {raw:?}: scheme {other} not supported")),
         None => return Err(format!("request target {raw:?} is not an absolute http:// URL")),
     }
-    let host = uri.host().ok_or_else(|| format!("request target {raw:?} has no host"))?;
-    // `http::Uri` takes any digits after the colon and has no port for
-    // those beyond a u16; that is not port 80.
+    let host = uri.host().filter(|h| !h.is_empty()).ok_or_else(|| format!("request target {raw:?} has no host"))?;
+    let port = port_of(raw, &uri, host)?;
+    // `http://app.corp?x` asks for `/?x`: a request line needs the slash.
+    let asked = uri.path_and_query().map_or("", |p| p.as_str());
+    let path_and_query = if asked.starts_with('/') { asked.to_string() } else { format!("/{asked}") };
+    Ok(Target { host: host.to_string(), port, path_and_query })
+}
+
+/// The port a target names, 80 if none. `http::Uri` does not judge the
+/// text after the host's colon: `:abc`, `:+80` and `:99999` parse, the
+/// last with no port at all. None of them is port 80.
+fn port_of(raw: &str, uri: &http::Uri, host: &str) -> Result<u16, String> {
     let host_port = uri.authority().and_then(|a| a.as_str().rsplit('@').next());
-    let named = host_port.and_then(|h| h.rsplit_once(':')).map(|(_, p)| p);
-    let port = match (uri.port_u16(), named) {
-        (Some(port), _) => port,
-        (None, Some(p)) if !p.is_empty() && !p.contains(']') => {
-            return Err(format!("request target {raw:?}: port {p} is not a number from 0 to 65535"))
-        }
-        (None, _) => 80,
-    };
-    Ok(Target {
-        host: host.to_string(),
-        port,
-        path_and_query: uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into()),
-    })
+    match host_port.and_then(|hp| hp.strip_prefix(host)).and_then(|rest| rest.strip_prefix(':')) {
+        None | Some("") => Ok(80),
+        Some(p) => p
+            .parse()
+            .ok()
+            .filter(|_| p.bytes().all(|b| b.is_ascii_digit()))
+            .ok_or_else(|| format!("request target {raw:?}: port {p:?} is not a number from 0 to 65535")),
+    }
 }
 
 /// `http://name[:port]/path?query` with a host name of letters, digits,
-/// dots and dashes, a port of up to five digits, and nothing in the path
+/// dots and dashes, a port of up to five digits (65535 at most), and nothing in the path
 /// and query but RFC 3986's unreserved and sub-delimiter characters, `:`,
 /// `@`, `/`, `?` and `%`. `None` for anything else: user info, an IP
 /// literal in brackets, a fragment, an empty path, another scheme or a
@@ -95,7 +99,25 @@ mod tests {
         assert_eq!(parse_target("http://app.corp").unwrap().port, 80);
         assert!(parse_target("/relative").unwrap_err().contains("absolute"));
         assert!(parse_target("ftp://x/").unwrap_err().contains("ftp"));
-        assert!(parse_target("http://app.corp:99999/").unwrap_err().contains("port"));
+        for bad_port in [
+            "http://app.corp:99999/",
+            "http://app.corp:abc/",
+            "http://app.corp:+80/",
+            "http://[::1]:99999/x",
+            "http://u:p@app.corp:99999/",
+        ] {
+            assert!(parse_target(bad_port).unwrap_err().contains("port"), "{bad_port}");
+        }
+        assert!(parse_target("http://:80/").unwrap_err().contains("no host"));
+        assert_eq!(parse_target("http://app.corp?x=1").unwrap().path_and_query, "/?x=1");
+        assert_eq!(parse_target("http://[::1]:/x").unwrap().port, 80);
+    }
+
+    #[test]
+    fn a_target_past_http_uris_limit_is_refused_by_it() {
+        let long = format!("http://app.corp/{}", "a".repeat(usize::from(u16::MAX)));
+        assert_eq!(simple(&long), None);
+        assert!(parse_target(&long).unwrap_err().contains("too long"));
     }
 
     #[test]
@@ -121,7 +143,7 @@ mod tests {
 
     fn target_like() -> impl Strategy<Value = String> {
         // Half in the hand parser's shape, half anything near it.
-        let host = prop_oneof!["[a-zA-Z0-9.-]{1,12}", "[a-zA-Z0-9.@\\[\\]:_-]{0,12}"];
+        let host = prop_oneof!["[a-zA-Z0-9.-]{1,12}", "[a-zA-Z0-9.@%\\[\\]:_-]{0,12}"];
         let port = prop_oneof![Just(String::new()), "[0-9]{0,6}".prop_map(|p| format!(":{p}"))];
         let path = prop_oneof![
             "/[a-zA-Z0-9%?&=:@!$'()*+,;~._/-]{0,24}",

@@ -82,7 +82,7 @@ pub fn block_on<T: 'static>(fut: impl std::future::Future<Output = anyhow::Resul
     match local.block_on(&rt, task) {
         Ok(result) => result,
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-        Err(e) => Err(anyhow::anyhow!("the connector's main task ended early: {e}")),
+        Err(e) => Err(anyhow::anyhow!("the main task was cancelled: {e}")),
     }
 }
 

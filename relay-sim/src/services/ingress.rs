@@ -203,6 +203,9 @@ async fn relay(
         match offer(&tunnel, id, head.clone(), upload, patience).await {
             Outcome::Answered(status, resp) => return (status, "ok".into(), resp),
             Outcome::Streaming(status, resp) => {
+                if !cloud.wants_request_events() {
+                    return (status, "streaming".into(), resp);
+                }
                 let (cloud, app) = (cloud.clone(), app.name.clone());
                 let resp = resp.map(|body| {
                     body.on_cut(move |why| cloud.emit(CloudEvent::UserAnswerCut { id, app, reason: why.to_string() }))
