@@ -5,7 +5,7 @@ use clap::{Parser, Subcommand};
 mod cli;
 
 /// mimalloc, not the C library's allocator: a request through the tunnel
-/// makes a few dozen small allocations, and glibc's `free` and
+/// makes about 35 small allocations, and glibc's `malloc`, `free` and
 /// `malloc_consolidate` were a sixth of the connector's instructions
 /// (callgrind; BENCHMARKS.md, round eight).
 #[global_allocator]
