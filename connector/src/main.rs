@@ -4,13 +4,6 @@ use clap::{Parser, Subcommand};
 
 mod cli;
 
-/// mimalloc, not the C library's allocator: a request through the tunnel
-/// makes about 35 small allocations, and glibc's `malloc`, `free` and
-/// `malloc_consolidate` were a sixth of the connector's instructions
-/// (callgrind; BENCHMARKS.md, round eight).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use cli::diagnose::{diagnose, DiagnoseArgs};
 use cli::host::{install, preflight, uninstall, InstallArgs, PreflightArgs, UninstallArgs};
 use cli::run::{run, RunArgs};

@@ -7,13 +7,6 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use relay_sim::serve::{start, ServeOptions};
 
-/// mimalloc, not the C library's allocator, as in the connector: the
-/// relay's side of a tunnel is the same code (sessions, frames, TLS) with
-/// the same few dozen small allocations a request, and the ingress adds
-/// hyper's. Measured there (BENCHMARKS.md, round eight), not apart here.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(name = "relay-sim", version, about = "The simulated connector cloud, on real sockets")]
 struct Cli {
