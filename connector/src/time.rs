@@ -107,34 +107,26 @@ pub async fn timeout_at<F: Future>(deadline: Instant, future: F) -> Result<F::Ou
 /// time, though the deadline (a session's next keepalive, say) seldom
 /// moves. A tunnel's loop turns several times per request.
 pub struct Timer {
+    /// Its deadline and whether it has passed are the sleep's own.
     sleep: Pin<Box<tokio::time::Sleep>>,
     announced: Announced,
-    deadline: Instant,
-    fired: bool,
 }
 
 impl Timer {
     /// A timer for `deadline`, announced from now on.
     pub fn new(deadline: Instant) -> Self {
-        Timer {
-            sleep: Box::pin(tokio::time::sleep_until(deadline)),
-            announced: Announced::new(deadline),
-            deadline,
-            fired: false,
-        }
+        Timer { sleep: Box::pin(tokio::time::sleep_until(deadline)), announced: Announced::new(deadline) }
     }
 
     /// Aims the timer at `deadline`. A timer that has fired fires again
     /// (at once, if `deadline` has passed), as a new sleep would.
     pub fn set(&mut self, deadline: Instant) {
-        if deadline == self.deadline && !self.fired {
+        if deadline == self.sleep.deadline() && !self.sleep.is_elapsed() {
             return;
         }
         self.announced = Announced(None);
         self.sleep.as_mut().reset(deadline);
         self.announced = Announced::new(deadline);
-        self.deadline = deadline;
-        self.fired = false;
     }
 
     /// Completes at the deadline; the announcement ends with it. Once
@@ -142,19 +134,9 @@ impl Timer {
     /// loop sets it at every turn, as it would build a new sleep.
     pub fn wait(&mut self) -> impl Future<Output = ()> + '_ {
         std::future::poll_fn(move |cx| {
-            if self.fired {
-                // Fired before and not set since: as a completed sleep,
-                // nothing more to wait for.
-                return Poll::Ready(());
-            }
-            match self.sleep.as_mut().poll(cx) {
-                Poll::Ready(()) => {
-                    self.fired = true;
-                    self.announced = Announced(None);
-                    Poll::Ready(())
-                }
-                Poll::Pending => Poll::Pending,
-            }
+            std::task::ready!(self.sleep.as_mut().poll(cx));
+            self.announced = Announced(None);
+            Poll::Ready(())
         })
     }
 }
