@@ -11,6 +11,7 @@ pub mod catalogue;
 pub mod check;
 pub mod expected;
 pub mod floor;
+pub mod held;
 pub mod loadgen;
 pub mod matrix;
 pub mod netns;

@@ -56,6 +56,9 @@ pub struct Options {
     /// Bytes of each large-body transfer (0: none), and transfers per run.
     pub large_bytes: usize,
     pub transfers: u32,
+    /// Streams held open at once to weigh the connector's memory per open
+    /// stream ([`crate::held`]); 0 skips it.
+    pub open_streams: usize,
 }
 
 /// The path through our tunnel (the others: `direct`, [`RATHOLE`],
@@ -130,6 +133,8 @@ pub struct Figures {
     pub paths: Vec<PathFigures>,
     /// The connector's resident memory with its tunnels up and idle, KiB.
     pub connector_idle_rss_kib: Option<u64>,
+    /// The connector's memory with `open_streams` streams held open.
+    pub held: Option<crate::held::Held>,
     pub tunnels: usize,
 }
 
@@ -171,12 +176,6 @@ fn answers(target: &Target) -> Result<bool, String> {
     Ok(answers.iter().any(|a| matches!(a, Ok(s) if (200..300).contains(s))))
 }
 
-fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
 /// Runs the whole measurement; `progress` gets a line per step.
 pub fn measure(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Figures, String> {
     let relay_sim = binary(&opts.bin_dir, "relay-sim")?;
@@ -188,25 +187,12 @@ pub fn measure(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Figures
     let mut pids: Vec<(String, u32)> = vec![("connsim".into(), std::process::id())];
 
     progress("starting relay-sim");
-    let state = dir.path().join("state");
-    let relay_sim_pid = procs.spawn(
-        "relay-sim",
-        Command::new(&relay_sim)
-            .arg("serve")
-            .arg("--state-dir")
-            .arg(&state)
-            .arg("--relays")
-            .arg(opts.relays.to_string()),
-    )?;
+    let (relay_sim_pid, manifest) = start_relay_sim(&mut procs, &relay_sim, dir.path(), opts)?;
     pids.push(("relay-sim".into(), relay_sim_pid));
-    let manifest_path = state.join("manifest.json");
-    wait_for(&mut procs, "relay-sim", Duration::from_secs(20), || Ok(manifest_path.is_file()))?;
-    let text = std::fs::read_to_string(&manifest_path).map_err(|e| format!("{}: {e}", manifest_path.display()))?;
-    let manifest: Manifest = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", manifest_path.display()))?;
     let app = manifest.apps.first().cloned().ok_or("relay-sim's manifest lists no application")?;
 
     progress("starting the connector");
-    let connector_pid = start_connector(&mut procs, &connector, dir.path(), &manifest)?;
+    let connector_pid = start_connector(&mut procs, &connector, dir.path(), &manifest, concurrency(opts))?;
     pids.push(("connector".into(), connector_pid));
     let tunnels = opts.relays.max(1);
     let log = dir.path().join("connector.log");
@@ -219,7 +205,14 @@ pub fn measure(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Figures
     wait_for(&mut procs, "tunnel path", Duration::from_secs(30), || answers(&tunnel))?;
     // Idle memory: tunnels up, nothing in flight, after the start-up burst.
     std::thread::sleep(Duration::from_secs(2));
-    let connector_idle_rss_kib = rss_kib(connector_pid);
+    let connector_idle_rss_kib = crate::held::rss_kib(connector_pid);
+    let held = match opts.open_streams {
+        0 => None,
+        n => {
+            progress(&format!("holding {n} streams open through the tunnel, twice"));
+            Some(block_on(crate::held::measure(&tunnel, connector_pid, n))??)
+        }
+    };
 
     let mut paths: Vec<(&'static str, Target)> = vec![("direct", direct.clone()), (TUNNEL, tunnel)];
     for (name, bin, tls) in [(RATHOLE, &opts.rathole, false), (RATHOLE_TLS, &opts.rathole_tls, true)] {
@@ -267,7 +260,7 @@ pub fn measure(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Figures
     if crate::netns::events(&procs.log("connector")).iter().any(|e| e["event"] == "stopped") {
         return Err("the connector stopped during the run; see its log".into());
     }
-    Ok(Figures { paths: figures, connector_idle_rss_kib, tunnels })
+    Ok(Figures { paths: figures, connector_idle_rss_kib, held, tunnels })
 }
 
 /// The open loop, `opts.runs` times; the run with the median p99.
@@ -301,10 +294,47 @@ fn transfers(target: &Target, opts: &Options, progress: &mut dyn FnMut(&str)) ->
     Ok(Some((median(down), median(up))))
 }
 
-/// The connector, registering with relay-sim's administrator; its pid.
-fn start_connector(procs: &mut Procs, bin: &Path, dir: &Path, manifest: &Manifest) -> Result<u32, String> {
+/// relay-sim serving the tunnel's cloud and the backend; its pid and
+/// manifest, once written.
+fn start_relay_sim(procs: &mut Procs, bin: &Path, dir: &Path, opts: &Options) -> Result<(u32, Manifest), String> {
+    let state = dir.join("state");
+    let pid = procs.spawn(
+        "relay-sim",
+        Command::new(bin)
+            .arg("serve")
+            .arg("--state-dir")
+            .arg(&state)
+            .arg("--relays")
+            .arg(opts.relays.to_string())
+            .arg("--connection-limit")
+            .arg(concurrency(opts).to_string()),
+    )?;
+    let path = state.join("manifest.json");
+    wait_for(procs, "relay-sim", Duration::from_secs(20), || Ok(path.is_file()))?;
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let manifest = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok((pid, manifest))
+}
+
+/// Requests the connector serves at once: its default, or more for the
+/// held streams.
+fn concurrency(opts: &Options) -> usize {
+    opts.open_streams.max(connector::agent::MAX_INFLIGHT)
+}
+
+/// The connector, registering with relay-sim's administrator and serving
+/// up to `max_inflight` requests at once; its pid.
+fn start_connector(
+    procs: &mut Procs,
+    bin: &Path,
+    dir: &Path,
+    manifest: &Manifest,
+    max_inflight: usize,
+) -> Result<u32, String> {
     let mut cmd = Command::new(bin);
     cmd.arg("run")
+        .arg("--max-inflight")
+        .arg(max_inflight.to_string())
         .arg("--tenant")
         .arg(&manifest.tenant_id)
         .arg("--install-dir")
@@ -545,6 +575,21 @@ pub fn render(f: &Figures, opts: &Options) -> String {
         }
     }
     out.push_str(&large_table(f, opts));
+    out.push_str(&memory_lines(f));
+    let rows = targets(f, opts);
+    if !rows.is_empty() {
+        out.push_str(&format!("\n{:<68} {:>9} {:>9}  verdict\n", "target (same run)", "measured", "target"));
+        for r in rows {
+            let verdict = if r.met { "met" } else { "NOT met" };
+            out.push_str(&format!("{:<68} {:>9} {:>9}  {verdict}\n", r.what, r.value, r.target));
+        }
+    }
+    out
+}
+
+/// The connector's resident memory: idle, and with streams held open.
+fn memory_lines(f: &Figures) -> String {
+    let mut out = String::new();
     if let Some(kib) = f.connector_idle_rss_kib {
         out.push_str(&format!(
             "\nconnector resident memory, {} tunnels idle: {:.1} MiB\n",
@@ -552,12 +597,15 @@ pub fn render(f: &Figures, opts: &Options) -> String {
             kib as f64 / 1024.0
         ));
     }
-    let rows = targets(f, opts);
-    if !rows.is_empty() {
-        out.push_str(&format!("\n{:<68} {:>9} {:>9}  verdict\n", "target (same run)", "measured", "target"));
-        for r in rows {
-            let verdict = if r.met { "met" } else { "NOT met" };
-            out.push_str(&format!("{:<68} {:>9} {:>9}  {verdict}\n", r.what, r.value, r.target));
+    if let Some(h) = &f.held {
+        for (shape, w) in held_shapes(h) {
+            out.push_str(&format!(
+                "connector resident memory, {} {shape}: peak {:.1} MiB ({:.1} MiB before, {:.0} KiB a stream)\n",
+                h.streams,
+                w.peak_kib as f64 / 1024.0,
+                w.before_kib as f64 / 1024.0,
+                w.per_stream_kib(h.streams)
+            ));
         }
     }
     out
@@ -659,7 +707,19 @@ fn targets(f: &Figures, opts: &Options) -> Vec<Judged> {
         let value = format!("{:.1} MiB", kib as f64 / 1024.0);
         rows.push(Judged { what, value, target: "<= 10 MiB", met: kib <= 10 * 1024 });
     }
+    if let Some(h) = &f.held {
+        for (shape, w) in held_shapes(h) {
+            let what = format!("connector resident memory, {} {shape} (peak)", h.streams);
+            let value = format!("{:.1} MiB", w.peak_kib as f64 / 1024.0);
+            rows.push(Judged { what, value, target: "<= 64 MiB", met: w.peak_kib <= 64 * 1024 });
+        }
+    }
     rows
+}
+
+/// The held streams' two shapes, named for the tables.
+fn held_shapes(h: &crate::held::Held) -> [(&'static str, crate::held::Weighed); 2] {
+    [("requests waiting on the backend", h.waiting), ("uploads paused midway", h.uploading)]
 }
 
 #[cfg(test)]

@@ -28,8 +28,10 @@ pub enum Behaviour {
     /// and SHA-256 (also as `x-body-bytes` / `x-body-sha256`), so that a
     /// test can check an upload arrived intact. `?size=N` makes the
     /// response body N bytes of a fixed pattern instead (its SHA-256 in
-    /// `x-response-sha256`), for large downloads. Each `x-echo-set-cookie`
-    /// request header comes back as a `set-cookie`.
+    /// `x-response-sha256`), for large downloads. `?delay_ms=N` (at most
+    /// ten minutes) holds the answer that long once the body is read: a
+    /// request kept open. Each `x-echo-set-cookie` request header comes
+    /// back as a `set-cookie`.
     Echo,
     /// Like echo, after a delay.
     Slow {
@@ -67,6 +69,14 @@ pub const SEEN_PRINCIPAL: &str = "x-seen-principal";
 
 /// Largest response `?size=` asks for.
 pub const ECHO_SIZE_MAX: usize = 256 << 20;
+
+/// Longest hold `?delay_ms=` asks for: ten minutes.
+pub const ECHO_DELAY_MAX_MS: u64 = 600_000;
+
+/// The value of `name=` in a request's query, if there is one.
+fn query_value<'a>(req: &'a Request<Incoming>, name: &str) -> Option<&'a str> {
+    req.uri().query()?.split('&').find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+}
 
 /// How many times each request mark was served (BTreeMap: ordered), and
 /// how many request bodies an echoing backend read to their end or lost
@@ -253,11 +263,8 @@ async fn handle(name: String, behaviour: Behaviour, log: ServedLog, req: Request
 }
 
 async fn echo(text: String, req: Request<Incoming>, log: &ServedLog) -> Response<Body> {
-    let size = req
-        .uri()
-        .query()
-        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("size=")))
-        .and_then(|n| n.parse::<usize>().ok());
+    let size = query_value(&req, "size").and_then(|n| n.parse::<usize>().ok());
+    let delay = query_value(&req, "delay_ms").and_then(|n| n.parse::<u64>().ok());
     let cookies: Vec<String> =
         req.headers().get_all("x-echo-set-cookie").iter().filter_map(|v| v.to_str().ok().map(str::to_string)).collect();
     // The identity single sign-on handed over, for the user to check.
@@ -280,6 +287,9 @@ async fn echo(text: String, req: Request<Incoming>, log: &ServedLog) -> Response
         }
     }
     log.complete();
+    if let Some(ms) = delay {
+        connector::time::sleep(Duration::from_millis(ms.min(ECHO_DELAY_MAX_MS))).await;
+    }
     let received = hash.len();
     let digest = hash.finish();
     let mut resp = match size {

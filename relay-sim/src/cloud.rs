@@ -36,6 +36,10 @@ use crate::placement::{Instances, Placement, PIN_DELAY};
 /// Largest upload the ingress relays by default: 1 GiB.
 pub const UPLOAD_BYTES_MAX: u64 = 1 << 30;
 
+/// Requests a connector may serve at once, as the real service's bootstrap
+/// says (an unofficial capture: 200).
+pub const CONNECTION_LIMIT: u32 = 200;
+
 /// How the cloud is laid out and timed.
 #[derive(Debug, Clone)]
 pub struct CloudConfig {
@@ -116,7 +120,7 @@ impl CloudConfig {
             pins: BTreeMap::new(),
             bootstrap_interval_s: 600,
             keepalive_s: 10,
-            connection_limit: 200,
+            connection_limit: CONNECTION_LIMIT,
             trust_renewal_interval_min: 360,
             update_check_interval_min: 60,
             releases: crate::releases::history(),

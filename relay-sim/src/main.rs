@@ -62,6 +62,11 @@ enum Command {
         /// and downloads stream; this is a policy, not a memory bound.
         #[arg(long, default_value_t = relay_sim::cloud::UPLOAD_BYTES_MAX)]
         upload_max: u64,
+        /// Requests each connector may serve at once, handed out in
+        /// bootstrap (the real service's is 200). A connector also applies
+        /// its own --max-inflight.
+        #[arg(long, default_value_t = relay_sim::cloud::CONNECTION_LIMIT)]
+        connection_limit: u32,
     },
     /// Act on a running `relay-sim serve` through its control API, or show
     /// its status (connectors, tunnels, gates, what the backend served).
@@ -117,6 +122,7 @@ fn run_serve(command: Command) -> anyhow::Result<()> {
         host_base,
         backend,
         upload_max,
+        connection_limit,
     } = command
     else {
         anyhow::bail!("not a serve command");
@@ -142,6 +148,7 @@ fn run_serve(command: Command) -> anyhow::Result<()> {
             backend_host,
             backend_port,
             upload_bytes_max: upload_max,
+            connection_limit: connection_limit.max(1),
         };
         let served = start(opts).await?;
         let manifest = &served.manifest;

@@ -45,6 +45,8 @@ pub struct ServeOptions {
     pub backend_port: u16,
     /// Largest upload the ingress relays (413 past it).
     pub upload_bytes_max: u64,
+    /// Requests a connector may serve at once, handed out in bootstrap.
+    pub connection_limit: u32,
 }
 
 impl ServeOptions {
@@ -63,6 +65,7 @@ impl ServeOptions {
             backend_host: "echo.corp.local".into(),
             backend_port: 8080,
             upload_bytes_max: crate::cloud::UPLOAD_BYTES_MAX,
+            connection_limit: crate::cloud::CONNECTION_LIMIT,
         }
     }
 }
@@ -267,6 +270,7 @@ fn build_cloud(opts: &ServeOptions, apps: Vec<App>) -> Result<Rc<Cloud>, ServeEr
     let mut config = CloudConfig::public(tenant, opts.relays.max(1));
     config.bootstrap_interval_s = opts.bootstrap_interval_s;
     config.upload_bytes_max = opts.upload_bytes_max;
+    config.connection_limit = opts.connection_limit;
     Ok(Cloud::new(config, Arc::new(SystemClock), Arc::new(OsEntropy), Rc::new(LogSink))?)
 }
 

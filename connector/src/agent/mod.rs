@@ -43,6 +43,10 @@ pub use names::ServiceNames;
 /// The version this build of the connector is (the newest release).
 pub const DEFAULT_VERSION: &str = "1.5.4522.0";
 
+/// Requests served at once unless told otherwise: the real product's
+/// connection limit.
+pub const MAX_INFLIGHT: usize = 200;
+
 /// Where registration reads the certificate trust list (port 80), in the
 /// public cloud; see [`ServiceNames::trust_list`].
 pub const TRUST_LIST_HOST: &str = "ctldl.windowsupdate.com";
@@ -132,7 +136,7 @@ impl AgentConfig {
             request_timeout: Duration::from_secs(30),
             backend_timeout: Duration::from_secs(85),
             registration_attempts: 3,
-            max_inflight: 200,
+            max_inflight: MAX_INFLIGHT,
             service_port: 443,
             proxy: None,
             host: None,

@@ -52,6 +52,11 @@ pub struct RunArgs {
     /// `.us`); leave out for the public cloud.
     #[arg(long, value_name = "NAME", value_parser = parse_environment_name)]
     environment_name: Option<Environment>,
+    /// Most requests served at once, on all tunnels together; the
+    /// service's connection limit (bootstrap) caps it too. Past it a
+    /// request is refused as overloaded and the relay tries elsewhere.
+    #[arg(long, default_value_t = connector::agent::MAX_INFLIGHT)]
+    max_inflight: usize,
 }
 
 /// Runs the agent until it stops or Ctrl-C.
@@ -69,6 +74,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         bootstrap_interval,
         proxy,
         environment_name,
+        max_inflight,
     } = args;
     let roots = read_roots(&trust_root)?;
     anyhow::ensure!(!roots.is_empty(), "no trusted root: pass --trust-root FILE");
@@ -83,6 +89,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     config.bootstrap_interval = bootstrap_interval.map(Duration::from_secs);
     config.proxy = proxy;
     config.cloud = environment_name.unwrap_or_default();
+    config.max_inflight = max_inflight.max(1);
     config.credentials = match (user, password) {
         (Some(username), Some(password)) => {
             Some(Credentials { username, password, directory: None, interactive: false })

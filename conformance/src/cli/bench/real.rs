@@ -33,6 +33,10 @@ pub struct BenchRealArgs {
     /// Large-body transfers per run, one after the other on one connection.
     #[arg(long, default_value_t = 3)]
     pub transfers: u32,
+    /// Streams held open at once to weigh the connector's memory per open
+    /// stream (requests the backend holds, then paused uploads); 0 skips.
+    #[arg(long, default_value_t = 1000)]
+    pub open_streams: usize,
     /// A rathole binary to measure on the same backend.
     #[arg(long)]
     pub rathole: Option<PathBuf>,
@@ -52,6 +56,10 @@ pub struct BenchRealArgs {
     pub plot: PathBuf,
 }
 
+/// Most held streams: each takes three sockets in relay-sim and two in the
+/// connector.
+const MAX_OPEN_STREAMS: usize = 5_000;
+
 /// The real binaries on loopback, beside direct (and rathole).
 pub fn bench_real(args: BenchRealArgs) -> Result<ExitCode, String> {
     let BenchRealArgs {
@@ -63,6 +71,7 @@ pub fn bench_real(args: BenchRealArgs) -> Result<ExitCode, String> {
         relays,
         large_mib,
         transfers,
+        open_streams,
         rathole,
         rathole_tls,
         bin_dir,
@@ -88,6 +97,7 @@ pub fn bench_real(args: BenchRealArgs) -> Result<ExitCode, String> {
         rate_duration: std::time::Duration::from_secs(rate_duration.max(1)),
         large_bytes: large_mib.min(relay_sim::backend::ECHO_SIZE_MAX >> 20) << 20,
         transfers: transfers.max(1),
+        open_streams: open_streams.min(MAX_OPEN_STREAMS),
     };
     let figures = conformance::realbench::measure(&opts, &mut |line| eprintln!("[bench-real] {line}"))?;
     print!("{}", conformance::realbench::render(&figures, &opts));
