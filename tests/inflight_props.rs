@@ -4,7 +4,8 @@
 //! always equal the requests held, never exceed the limit, never go below
 //! zero, and come back to zero when the tunnels end; a handler is stopped
 //! only if it was cancelled or lost its tunnel while running, and at most
-//! once.
+//! once. The body bytes held are those of the requests still gathering
+//! theirs (their buffers' capacity), never more than the agent's budget.
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
@@ -66,6 +67,8 @@ fn op() -> impl Strategy<Value = Op> {
 
 const MAX_INFLIGHT: usize = 5;
 const BODY_HOLD: usize = 1000;
+/// Small enough for a few gathering bodies to fill it.
+const HELD_MAX: usize = 700;
 
 /// What the test knows of each handler it started: its stop counter and
 /// whether it may be stopped (it was running when cancelled or lost).
@@ -79,6 +82,8 @@ struct World {
     slots: Rc<Slots>,
     /// The model: which requests each tunnel must hold.
     held: Vec<std::collections::BTreeSet<u64>>,
+    /// The model: body bytes gathered by each request still gathering.
+    gathering: Vec<BTreeMap<u64, usize>>,
     tunnels: Vec<Requests<Handler>>,
     handlers: BTreeMap<(usize, u64, u32), Started>,
     generation: Vec<u32>,
@@ -114,15 +119,27 @@ impl World {
                 }
                 let Some(slot) = self.slots.try_take(MAX_INFLIGHT) else { return };
                 self.held[t].insert(id);
+                // A request still gathering its body under this id is replaced.
+                self.gathering[t].remove(&id);
+                if !fin {
+                    self.gathering[t].insert(id, 0);
+                }
                 let head = RequestHead { method: "GET".into(), path: "/".into(), headers: vec![] };
                 if self.tunnels[t].accept(id, slot, head, fin).is_some() {
                     self.start(t, id);
                 }
             }
             Op::Body { t, id, len, fin } => match self.tunnels[t].body(id, vec![0; len].into(), fin, BODY_HOLD) {
-                BodyStep::Ready(..) => self.start(t, id),
-                BodyStep::Stream(..) => self.start_fed(t, id),
-                BodyStep::Partial | BodyStep::Fed | BodyStep::Unknown => {}
+                BodyStep::Ready(..) => {
+                    self.gathering[t].remove(&id);
+                    self.start(t, id);
+                }
+                BodyStep::Stream(..) => {
+                    self.gathering[t].remove(&id);
+                    self.start_fed(t, id);
+                }
+                BodyStep::Partial => *self.gathering[t].entry(id).or_default() += len,
+                BodyStep::Fed | BodyStep::Unknown => {}
             },
             Op::Finish { t, id } => {
                 if let Some(h) = self.handlers.get_mut(&(t, id, self.generation[t])) {
@@ -130,6 +147,7 @@ impl World {
                 }
                 self.tunnels[t].finished(id);
                 self.held[t].remove(&id);
+                self.gathering[t].remove(&id);
             }
             Op::Cancel { t, id } => {
                 if let Some(h) = self.handlers.get_mut(&(t, id, self.generation[t])) {
@@ -137,6 +155,7 @@ impl World {
                 }
                 self.tunnels[t].cancel(id);
                 self.held[t].remove(&id);
+                self.gathering[t].remove(&id);
             }
             Op::Lost { t } => {
                 for ((ht, _, g), h) in self.handlers.iter_mut() {
@@ -146,6 +165,7 @@ impl World {
                 }
                 self.tunnels[t] = Requests::default();
                 self.held[t].clear();
+                self.gathering[t].clear();
                 self.generation[t] += 1;
             }
         }
@@ -155,10 +175,11 @@ impl World {
 proptest! {
     #[test]
     fn slots_follow_the_requests_held(ops in prop::collection::vec(op(), 0..120)) {
-        let slots = Rc::new(Slots::default());
+        let slots = Rc::new(Slots::with_held_max(HELD_MAX));
         let mut w = World {
             slots: slots.clone(),
             held: vec![Default::default(), Default::default()],
+            gathering: vec![Default::default(), Default::default()],
             tunnels: vec![Requests::default(), Requests::default()],
             handlers: BTreeMap::new(),
             generation: vec![0, 0],
@@ -171,10 +192,16 @@ proptest! {
             let held: usize = w.held.iter().map(|h| h.len()).sum();
             prop_assert_eq!(slots.used(), held, "after {:?}", op);
             prop_assert!(slots.used() <= MAX_INFLIGHT);
+            let gathered: usize = w.gathering.iter().flat_map(|g| g.values()).sum();
+            // Held counts buffers' capacity, at least what they hold.
+            prop_assert!(slots.held() >= gathered, "{} held, {} gathered, after {:?}", slots.held(), gathered, op);
+            prop_assert_eq!(slots.held() == 0, gathered == 0, "after {:?}", op);
+            prop_assert!(slots.held() <= HELD_MAX, "{} bytes held after {:?}", slots.held(), op);
         }
         w.apply(&Op::Lost { t: 0 });
         w.apply(&Op::Lost { t: 1 });
         prop_assert_eq!(slots.used(), 0, "every slot comes back when the tunnels end");
+        prop_assert_eq!(slots.held(), 0, "every held byte is given back when the tunnels end");
         for ((t, id, g), h) in &w.handlers {
             let stops = h.stops.get();
             prop_assert!(stops <= 1, "handler {t}/{id}/{g} stopped {stops} times");

@@ -64,6 +64,12 @@ impl Gather {
         self.len() == 0
     }
 
+    /// Memory this holds: its buffer's capacity, which may run ahead of
+    /// what has arrived (see the module docs), or the lone chunk.
+    pub fn footprint(&self) -> usize {
+        self.lone.as_ref().map_or(self.joined.capacity(), Bytes::len)
+    }
+
     /// Everything gathered, leaving this empty.
     pub fn take(&mut self) -> Bytes {
         match self.lone.take() {

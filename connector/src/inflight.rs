@@ -16,13 +16,35 @@ use crate::gather::Gather;
 
 use crate::proto::RequestHead;
 
-/// Requests in flight on all tunnels of one agent.
-#[derive(Debug, Default)]
+/// Request body bytes all requests of an agent may hold at once while
+/// they wait to be whole ([`Requests::body`]) or for their backend to take
+/// that start. A burst of uploads would otherwise hold each one's start (a
+/// MiB) at once: 1,000 uploads arriving together, a GiB. Past this, an
+/// upload's handler starts with what came and the rest streams, under the
+/// tunnel's flow control (`proto::session::SESSION_WINDOW`).
+pub const HELD_BYTES_MAX: usize = 8 << 20;
+
+/// Requests in flight on all tunnels of one agent, and the body bytes they
+/// hold.
+#[derive(Debug)]
 pub struct Slots {
     used: Cell<usize>,
+    held: Cell<usize>,
+    held_max: usize,
+}
+
+impl Default for Slots {
+    fn default() -> Self {
+        Slots::with_held_max(HELD_BYTES_MAX)
+    }
 }
 
 impl Slots {
+    /// Slots whose requests may hold `held_max` body bytes together.
+    pub fn with_held_max(held_max: usize) -> Self {
+        Slots { used: Cell::new(0), held: Cell::new(0), held_max }
+    }
+
     /// A slot, if fewer than `max` are in use.
     pub fn try_take(self: &Rc<Self>, max: usize) -> Option<Slot> {
         let used = self.used.get();
@@ -37,17 +59,70 @@ impl Slots {
     pub fn used(&self) -> usize {
         self.used.get()
     }
+
+    /// Body bytes held now, all requests together.
+    pub fn held(&self) -> usize {
+        self.held.get()
+    }
+
+    fn room_to_hold(&self) -> bool {
+        self.held.get() <= self.held_max
+    }
 }
 
 /// One request's share of the agent's capacity; given back when dropped.
 #[derive(Debug)]
 pub struct Slot(Rc<Slots>);
 
+impl Slot {
+    fn held(&self) -> Held {
+        Held { slots: self.0.clone(), bytes: 0 }
+    }
+}
+
 impl Drop for Slot {
     fn drop(&mut self) {
         // Each Slot added one when it was made: this cannot underflow.
         self.0.used.set(self.0.used.get() - 1);
     }
+}
+
+/// The body bytes one request holds, counted against the agent's
+/// [`HELD_BYTES_MAX`]; given back when dropped.
+#[derive(Debug)]
+pub struct Held {
+    slots: Rc<Slots>,
+    bytes: usize,
+}
+
+impl Held {
+    /// The request holds `n` body bytes now.
+    fn set(&mut self, n: usize) {
+        // `bytes` is part of the total: this cannot underflow.
+        let others = self.slots.held.get() - self.bytes;
+        self.bytes = n;
+        self.slots.held.set(others + n);
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.set(0);
+    }
+}
+
+/// The start of a request's body, for its handler to send the backend
+/// first.
+#[derive(Debug)]
+pub struct Start {
+    pub bytes: Bytes,
+    /// Counts `bytes` against the agent's budget until the backend has
+    /// them.
+    pub held: Held,
+    /// Bytes at the end of `bytes` that the tunnel has not counted as
+    /// taken: the handler says when the backend has them (the rest were
+    /// taken as they were held).
+    pub untaken: usize,
 }
 
 /// A running request handler that can be stopped.
@@ -63,7 +138,7 @@ impl<T> Abort for tokio::task::JoinHandle<T> {
 
 enum Phase<H> {
     /// Accepted; its body is still arriving.
-    Receiving { head: RequestHead, body: Gather },
+    Receiving { head: RequestHead, body: Gather, held: Held },
     /// Complete (or long enough to stream); its handler is being started.
     Starting,
     /// Its handler runs and takes the rest of the body as it arrives.
@@ -78,23 +153,27 @@ enum Phase<H> {
 pub type BodySink = tokio::sync::mpsc::UnboundedSender<(Bytes, bool)>;
 
 struct Entry<H> {
-    _slot: Slot,
+    slot: Slot,
     phase: Phase<H>,
 }
 
-/// What a body chunk did.
-#[derive(Debug, PartialEq, Eq)]
+/// What a body chunk did. The tunnel counts the chunk as taken at once
+/// after `Partial` (it is held, within the budget) and `Unknown` (dropped);
+/// after the others the handler says when its backend took it.
+#[derive(Debug)]
 pub enum BodyStep {
     /// More is expected.
     Partial,
     /// The body is complete: start the handler with it.
-    Ready(RequestHead, Bytes),
+    Ready(RequestHead, Start),
     /// The body is longer than the tunnel holds: start the handler with
     /// its start, and hand it the rest ([`Requests::feeding`]).
-    Stream(RequestHead, Bytes),
-    /// Passed on to the running handler.
+    Stream(RequestHead, Start),
+    /// Passed on to the running handler, which says when its backend took
+    /// it.
     Fed,
-    /// No request receiving a body has this id (cancelled, or never accepted).
+    /// No request receiving a body has this id (cancelled, or never
+    /// accepted), or its handler stopped reading: the piece is dropped.
     Unknown,
 }
 
@@ -115,44 +194,55 @@ impl<H: Abort> Requests<H> {
     /// its head comes back, to start the handler at once ([`Self::running`]).
     pub fn accept(&mut self, id: u64, slot: Slot, head: RequestHead, fin: bool) -> Option<RequestHead> {
         if fin {
-            self.map.insert(id, Entry { _slot: slot, phase: Phase::Starting });
+            self.map.insert(id, Entry { slot, phase: Phase::Starting });
             return Some(head);
         }
-        self.map.insert(id, Entry { _slot: slot, phase: Phase::Receiving { head, body: Gather::default() } });
+        let held = slot.held();
+        self.map.insert(id, Entry { slot, phase: Phase::Receiving { head, body: Gather::default(), held } });
         None
     }
 
     /// A chunk of request `id`'s body. Up to `hold` bytes are held until the
-    /// body is complete; past that the handler starts and takes the rest as
-    /// it comes (the tunnel never waits for the whole of an upload).
+    /// body is complete; past that, or once the agent's requests hold
+    /// their budget together ([`HELD_BYTES_MAX`]), the handler starts and
+    /// takes the rest as it comes (the tunnel never waits for the whole of
+    /// an upload).
     pub fn body(&mut self, id: u64, data: Bytes, fin: bool, hold: usize) -> BodyStep {
         let Some(entry) = self.map.get_mut(&id) else { return BodyStep::Unknown };
-        let body = match &mut entry.phase {
-            Phase::Receiving { head, body } => {
+        let (body, held) = match &mut entry.phase {
+            Phase::Receiving { head, body, held } => {
                 if body.is_empty() {
                     *body = Gather::for_headers(&head.headers, hold);
                 }
-                body
+                (body, held)
             }
             Phase::Feeding { sink, .. } => {
-                // A handler gone has stopped reading: nothing to do.
-                let _ = sink.send((data, fin));
+                // A handler gone has stopped reading: the piece is dropped.
+                let fed = sink.send((data, fin)).is_ok();
                 if fin {
                     if let Phase::Feeding { handler, .. } = std::mem::replace(&mut entry.phase, Phase::Starting) {
                         entry.phase = Phase::Running(handler);
                     }
                 }
-                return BodyStep::Fed;
+                return if fed { BodyStep::Fed } else { BodyStep::Unknown };
             }
             Phase::Starting | Phase::Running(_) => return BodyStep::Unknown,
         };
+        let untaken = data.len();
         body.push(data);
-        if !fin && body.len() <= hold {
+        held.set(body.footprint());
+        if !fin && body.len() <= hold && entry.slot.0.room_to_hold() {
             return BodyStep::Partial;
         }
         match std::mem::replace(&mut entry.phase, Phase::Starting) {
-            Phase::Receiving { head, mut body } if fin => BodyStep::Ready(head, body.take()),
-            Phase::Receiving { head, mut body } => BodyStep::Stream(head, body.take()),
+            Phase::Receiving { head, mut body, held } => {
+                let start = Start { bytes: body.take(), held, untaken };
+                if fin {
+                    BodyStep::Ready(head, start)
+                } else {
+                    BodyStep::Stream(head, start)
+                }
+            }
             // Matched as Receiving just above.
             _ => BodyStep::Unknown,
         }

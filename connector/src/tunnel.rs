@@ -359,6 +359,8 @@ impl<'a> Link<'a> {
         scfg.idle_timeout = cfg.keepalive * 3;
         scfg.incarnation = shared.incarnation;
         scfg.ack_hold = ACK_HOLD;
+        // Grants follow what the backends take (`Outbound::Consumed`).
+        scfg.auto_grant = false;
         Link {
             env,
             cfg,
@@ -432,20 +434,7 @@ impl<'a> Link<'a> {
                     self.requests.running(id, spawn_handler(env, cfg, shared, head, body, reply));
                 }
             }
-            Event::Body { id, data, fin } => match self.requests.body(id, data, fin, cfg.request_body_hold_bytes) {
-                BodyStep::Ready(head, body) => {
-                    let reply = self.reply(id);
-                    let body = RequestBody::whole(body);
-                    self.requests.running(id, spawn_handler(env, cfg, shared, head, body, reply));
-                }
-                BodyStep::Stream(head, first) => {
-                    let reply = self.reply(id);
-                    let (sink, feed) = mpsc::unbounded_channel();
-                    let body = RequestBody::fed(first, feed);
-                    self.requests.feeding(id, spawn_handler(env, cfg, shared, head, body, reply), sink);
-                }
-                BodyStep::Partial | BodyStep::Fed | BodyStep::Unknown => {}
-            },
+            Event::Body { id, data, fin } => self.on_body(id, data, fin),
             Event::Cancelled { id, .. } => self.requests.cancel(id),
             Event::GoAway { code, reason } => {
                 env.emit(AgentEvent::GoAwayReceived { endpoint: name.to_string(), code, reason });
@@ -457,6 +446,30 @@ impl<'a> Link<'a> {
         }
     }
 
+    /// A piece of a request's body. What the agent holds (bounded by
+    /// `inflight::HELD_BYTES_MAX`) or drops is taken at once; a piece
+    /// that starts a handler or is fed to one is taken when its backend
+    /// has it.
+    fn on_body(&mut self, id: u64, data: Bytes, fin: bool) {
+        let (env, cfg, shared) = (self.env, self.cfg, self.shared);
+        let len = data.len();
+        match self.requests.body(id, data, fin, cfg.request_body_hold_bytes) {
+            BodyStep::Ready(head, start) => {
+                let reply = self.reply(id);
+                let body = RequestBody::started(start, None);
+                self.requests.running(id, spawn_handler(env, cfg, shared, head, body, reply));
+            }
+            BodyStep::Stream(head, start) => {
+                let reply = self.reply(id);
+                let (sink, feed) = mpsc::unbounded_channel();
+                let body = RequestBody::started(start, Some(feed));
+                self.requests.feeding(id, spawn_handler(env, cfg, shared, head, body, reply), sink);
+            }
+            BodyStep::Fed => {}
+            BodyStep::Partial | BodyStep::Unknown => self.session.consumed(id, len),
+        }
+    }
+
     /// Hands one piece of a handler's answer to the session. The last
     /// frame (or a reset) ends the request: its slot goes back once the
     /// frame is written.
@@ -465,12 +478,15 @@ impl<'a> Link<'a> {
             Outbound::Head { id, status, headers, fin } => {
                 if fin {
                     self.written_then_done.push(id);
+                    // The handler reads no more of the request's body.
+                    self.session.discard_body(id);
                 }
                 (id, self.session.send_response(id, status, headers, fin))
             }
             Outbound::Body { id, data, fin } => {
                 if fin {
                     self.written_then_done.push(id);
+                    self.session.discard_body(id);
                 }
                 if let Some(pace) = self.paces.get(&id) {
                     pace.taken(data.len());
@@ -480,6 +496,10 @@ impl<'a> Link<'a> {
             Outbound::Reset { id } => {
                 self.written_then_done.push(id);
                 (id, self.session.send_cancel(id, CancelReason::BackendBrokeOff))
+            }
+            Outbound::Consumed { id, bytes } => {
+                self.session.consumed(id, bytes);
+                return Ok(());
             }
         };
         match res {

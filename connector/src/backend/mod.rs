@@ -29,6 +29,7 @@ use crate::code::{self, EventId};
 use crate::diag::Diagnostic;
 use crate::env::Env;
 use crate::event::AgentEvent;
+use crate::inflight::{Held, Start};
 use crate::net::ConnectFailure;
 use crate::pace::Pace;
 use crate::proto::{Headers, RequestHead};
@@ -58,6 +59,14 @@ pub enum Outbound {
     Reset {
         id: u64,
     },
+    /// The backend took `bytes` more of a streamed request body: the
+    /// relay may send as much again (`Session::consumed`). Grants follow
+    /// the backend's pace, so a backend that stops reading holds up its
+    /// upload in the relay, not in the connector's memory.
+    Consumed {
+        id: u64,
+        bytes: usize,
+    },
 }
 
 /// A request body for the backend: whole, or its start and then the
@@ -68,6 +77,10 @@ pub enum Outbound {
 #[derive(Debug)]
 pub struct RequestBody {
     first: Bytes,
+    /// Counts `first` against the agent's budget until the backend has it.
+    first_held: Option<Held>,
+    /// Bytes at the end of `first` the tunnel waits to hear were taken.
+    first_untaken: usize,
     feed: Option<mpsc::UnboundedReceiver<(Bytes, bool)>>,
     /// Stamped with each piece fed: an upload in progress is progress.
     progress: Option<Progress>,
@@ -85,11 +98,28 @@ pub struct BodyCut;
 
 impl RequestBody {
     pub fn whole(bytes: Bytes) -> Self {
-        RequestBody { first: bytes, feed: None, progress: None }
+        RequestBody { first: bytes, first_held: None, first_untaken: 0, feed: None, progress: None }
     }
 
-    pub fn fed(first: Bytes, feed: mpsc::UnboundedReceiver<(Bytes, bool)>) -> Self {
-        RequestBody { first, feed: Some(feed), progress: None }
+    #[cfg(test)]
+    fn fed(first: Bytes, feed: mpsc::UnboundedReceiver<(Bytes, bool)>) -> Self {
+        RequestBody { feed: Some(feed), ..RequestBody::whole(first) }
+    }
+
+    /// A body that starts with what the tunnel held (`feed`: and goes on
+    /// with what it feeds).
+    pub fn started(start: Start, feed: Option<mpsc::UnboundedReceiver<(Bytes, bool)>>) -> Self {
+        let Start { bytes, held, untaken } = start;
+        RequestBody { first: bytes, first_held: Some(held), first_untaken: untaken, feed, progress: None }
+    }
+
+    /// The backend has the start: it leaves the budget, and the tunnel
+    /// hears of what it has not counted as taken yet.
+    fn first_sent(&mut self, reply: &Reply) {
+        self.first_held = None;
+        if self.first_untaken > 0 {
+            reply.consumed(std::mem::take(&mut self.first_untaken));
+        }
     }
 
     fn len(&self) -> h1::BodyLen {
@@ -150,6 +180,10 @@ impl Reply {
 
     fn reset(&self) {
         let _ = self.out.send(Outbound::Reset { id: self.id });
+    }
+
+    fn consumed(&self, bytes: usize) {
+        let _ = self.out.send(Outbound::Consumed { id: self.id, bytes });
     }
 }
 
@@ -360,7 +394,7 @@ async fn exchange(
     progress: &Progress,
 ) -> (Result<Received, Failure>, bool) {
     let (mut rd, mut wr) = tokio::io::split(&mut conn.stream);
-    let send = send_rest(&mut wr, rest, body, encoder, progress);
+    let send = send_rest(&mut wr, rest, body, encoder, progress, reply);
     let recv = receive(&mut rd, &mut conn.buf, to_head, reply, progress);
     tokio::pin!(send, recv);
     let (mut sent, mut sending, mut send_failed) = (false, true, None);
@@ -400,15 +434,23 @@ async fn send_rest<W: AsyncWrite + Unpin>(
     mut body: RequestBody,
     mut encoder: h1::BodyEncoder,
     progress: &Progress,
+    reply: &Reply,
 ) -> Result<(), Send> {
     wr.write_all_buf(&mut rest).await.map_err(Send::Io)?;
+    // Emptied, it would still keep the start's buffer alive for as long
+    // as the upload lasts.
+    drop(rest);
+    body.first_sent(reply);
     while let Some(piece) = body.next().await {
         let data = piece.map_err(Send::Cut)?;
-        let (before, after) = encoder.piece(data.len()).map_err(Send::Framing)?;
+        let len = data.len();
+        let (before, after) = encoder.piece(len).map_err(Send::Framing)?;
         let mut out = Bytes::from(before).chain(data).chain(Bytes::from_static(after));
         wr.write_all_buf(&mut out).await.map_err(Send::Io)?;
-        // The backend took it: an upload it keeps reading is progress.
+        // The backend took it: an upload it keeps reading is progress,
+        // and the relay may send as much again.
         progress.set(tokio::time::Instant::now());
+        reply.consumed(len);
     }
     let end = encoder.finish().map_err(Send::Framing)?;
     wr.write_all(end).await.map_err(Send::Io)?;
@@ -582,6 +624,7 @@ mod tests {
                     fins += usize::from(*fin);
                 }
                 Outbound::Reset { .. } => panic!("reset"),
+                Outbound::Consumed { .. } => {}
             }
         }
         (status, body, fins)

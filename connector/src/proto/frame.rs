@@ -13,7 +13,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 /// Protocol version spoken by this build. A peer with another major version
 /// is refused at `Hello`.
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
 /// Magic at the start of every `Hello` payload: refuses a peer that is not
 /// speaking this protocol at all (a TLS inspection box, an HTTP server).
 pub const HELLO_MAGIC: &[u8; 4] = b"CSIM";

@@ -19,6 +19,12 @@
 //! every other stream's answer, and a sender's queue shows how far each
 //! stream is behind ([`Session::queued_body_bytes`]) so that its producer
 //! can wait.
+//!
+//! The session as a whole has a window too ([`SESSION_WINDOW`], granted
+//! with a `WindowUpdate` for [`SESSION_ID`]), as HTTP/2's connection
+//! window: a consumer that reads at its own pace (`auto_grant` off) holds
+//! at most that much of all its streams' bodies, however many are open.
+//! Bytes of a stream that goes away unread are taken back at once.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
@@ -79,6 +85,14 @@ pub struct SessionConfig {
 /// Body bytes of one stream that may be on the wire, each way, before the
 /// receiver grants more.
 pub const STREAM_WINDOW: u32 = 512 << 10;
+/// Body bytes of all streams of a session that may be on the wire, each
+/// way, before the receiver grants more: what a receiver whose consumers
+/// stall holds at most (a tunnel with 200 stalled uploads would hold 100
+/// MiB with stream windows alone). Eight streams at full window.
+pub const SESSION_WINDOW: u32 = 4 << 20;
+/// The id a `WindowUpdate` for the session as a whole names; no stream
+/// has it (the relay numbers requests up from 1).
+pub const SESSION_ID: u64 = u64::MAX;
 /// Body bytes per frame: small enough for streams to interleave.
 pub const BODY_QUANTUM: usize = 32 << 10;
 /// Most bytes one `poll_transmit` hands over once bodies wait: what a
@@ -195,6 +209,12 @@ struct Stream {
     recv_window: u64,
     /// Received since the last grant.
     recv_ungranted: u64,
+    /// Received and not yet taken by the consumer: given back to the
+    /// session's window when the stream goes.
+    recv_unconsumed: u64,
+    /// The consumer is gone ([`Session::discard_body`]): what arrives is
+    /// taken at once.
+    discarding: bool,
 }
 
 impl Stream {
@@ -208,12 +228,15 @@ impl Stream {
             pending_bytes: 0,
             recv_window: STREAM_WINDOW.into(),
             recv_ungranted: 0,
+            recv_unconsumed: 0,
+            discarding: false,
         }
     }
 
-    /// A body piece can go now: window for it, or only a bare `fin`.
-    fn can_send(&self) -> bool {
-        self.pending.front().is_some_and(|(data, _)| self.send_window > 0 || data.is_empty())
+    /// A body piece can go now: window for it in the stream and in the
+    /// session (`session_window`), or only a bare `fin`.
+    fn can_send(&self, session_window: u64) -> bool {
+        self.pending.front().is_some_and(|(data, _)| data.is_empty() || (self.send_window > 0 && session_window > 0))
     }
 
     /// Takes a received body chunk against the window.
@@ -224,6 +247,7 @@ impl Stream {
             return Err(SessionError::FlowControl { id, what });
         }
         self.recv_window -= len;
+        self.recv_unconsumed += len;
         Ok(())
     }
 
@@ -231,6 +255,7 @@ impl Stream {
     /// back once half a window is (none after the peer's `fin`: it sends
     /// no more).
     fn consume(&mut self, n: usize, peer_done: bool) -> Option<u32> {
+        self.recv_unconsumed = self.recv_unconsumed.saturating_sub(n as u64);
         self.recv_ungranted += n as u64;
         if peer_done || self.recv_ungranted < u64::from(STREAM_WINDOW / 2) {
             return None;
@@ -247,6 +272,47 @@ impl Stream {
             Role::Connector => self.request_fin,
             Role::Relay => self.response_fin,
         }
+    }
+}
+
+/// The session's own window, each way (see the module docs).
+#[derive(Debug)]
+struct SessionWindow {
+    /// Body bytes this side may still send, all streams together.
+    send: u64,
+    /// Body bytes the peer may still send, all streams together.
+    recv: u64,
+    /// Taken by consumers (or dropped) since the last grant.
+    ungranted: u64,
+}
+
+impl SessionWindow {
+    fn new() -> Self {
+        SessionWindow { send: SESSION_WINDOW.into(), recv: SESSION_WINDOW.into(), ungranted: 0 }
+    }
+
+    /// Takes `n` received body bytes against the window.
+    fn receive(&mut self, id: u64, n: usize) -> Result<(), SessionError> {
+        let n = n as u64;
+        if n > self.recv {
+            let what = format!("{n} body bytes with {} of the session's window left", self.recv);
+            return Err(SessionError::FlowControl { id, what });
+        }
+        self.recv -= n;
+        Ok(())
+    }
+
+    /// `n` received bytes are taken; the grant to send back once half a
+    /// window is.
+    fn consume(&mut self, n: u64) -> Option<u32> {
+        self.ungranted += n;
+        if self.ungranted < u64::from(SESSION_WINDOW / 2) {
+            return None;
+        }
+        // Never more than was received: at most one window, fits a u32.
+        let grant = std::mem::take(&mut self.ungranted).min(u64::from(SESSION_WINDOW));
+        self.recv += grant;
+        Some(grant as u32)
     }
 }
 
@@ -279,6 +345,7 @@ pub struct Session {
     /// When the held `Ack`s go anyway (set by the first `poll_transmit`
     /// that holds them).
     hold_until: Option<Duration>,
+    window: SessionWindow,
 }
 
 impl Session {
@@ -303,6 +370,7 @@ impl Session {
             last_served: 0,
             held_acks: 0,
             hold_until: None,
+            window: SessionWindow::new(),
         };
         let hello = Frame::Hello {
             version: PROTOCOL_VERSION,
@@ -397,7 +465,7 @@ impl Session {
                 if self.peer_goaway {
                     return Err(SessionError::RequestAfterGoAway { id });
                 }
-                if self.streams.contains_key(&id) {
+                if self.streams.contains_key(&id) || id == SESSION_ID {
                     return Err(SessionError::StreamReused { id });
                 }
                 if self.streams.len() >= self.config.max_streams {
@@ -407,6 +475,13 @@ impl Session {
                 self.events.push_back(Event::Request { id, head: RequestHead { method, path, headers }, fin });
             }
             Frame::Body { id, fin, data } => return self.on_body(id, fin, data),
+            Frame::WindowUpdate { id: SESSION_ID, bytes } => {
+                self.window.send += u64::from(bytes);
+                if self.window.send > u64::from(u32::MAX) {
+                    let what = format!("the session's window grown to {} bytes", self.window.send);
+                    return Err(SessionError::FlowControl { id: SESSION_ID, what });
+                }
+            }
             Frame::WindowUpdate { id, bytes } => {
                 // A grant can cross the stream's end on the wire.
                 if let Some(st) = self.streams.get_mut(&id) {
@@ -444,7 +519,7 @@ impl Session {
             Frame::Cancel { id, reason } => {
                 // A cancel can cross a finished response on the wire: ignore
                 // it for streams already gone rather than failing the tunnel.
-                if self.streams.remove(&id).is_some() {
+                if self.forget(id) {
                     self.events.push_back(Event::Cancelled { id, reason });
                 }
             }
@@ -460,8 +535,12 @@ impl Session {
 
     /// A body chunk: in order for its stream and within its window.
     fn on_body(&mut self, id: u64, fin: bool, data: Bytes) -> Result<(), SessionError> {
+        // The sender counted it against the session, whatever its stream.
+        self.window.receive(id, data.len())?;
         let role = self.role;
         let Some(st) = self.streams.get_mut(&id) else {
+            // Dropped unread: the session's window has it back at once.
+            self.session_consumed(data.len() as u64);
             return self.late_for_cancelled(id, "Body");
         };
         match role {
@@ -472,10 +551,11 @@ impl Session {
             _ => return Err(SessionError::UnknownStream { frame: "Body", id }),
         }
         st.receive(id, data.len())?;
-        if self.config.auto_grant {
+        if self.config.auto_grant || st.discarding {
             if let Some(bytes) = st.consume(data.len(), fin) {
                 self.queue(Frame::WindowUpdate { id, bytes });
             }
+            self.session_consumed(data.len() as u64);
         }
         self.events.push_back(Event::Body { id, data, fin });
         self.reap(id);
@@ -498,8 +578,28 @@ impl Session {
     fn reap(&mut self, id: u64) {
         if let Some(st) = self.streams.get(&id) {
             if st.request_fin && st.response_fin && st.pending.is_empty() {
-                self.streams.remove(&id);
+                self.forget(id);
             }
+        }
+    }
+
+    /// Drops a stream; what it received and its consumer never took goes
+    /// back to the session's window (the stream's consumer is done with
+    /// it). False if there was no such stream.
+    fn forget(&mut self, id: u64) -> bool {
+        let Some(st) = self.streams.remove(&id) else { return false };
+        self.session_consumed(st.recv_unconsumed);
+        true
+    }
+
+    /// `n` received body bytes are taken or dropped: the session's window
+    /// grows back, granted once half of it is.
+    fn session_consumed(&mut self, n: u64) {
+        if n == 0 {
+            return;
+        }
+        if let Some(bytes) = self.window.consume(n) {
+            self.queue(Frame::WindowUpdate { id: SESSION_ID, bytes });
         }
     }
 
@@ -532,7 +632,7 @@ impl Session {
         if self.role != Role::Relay {
             return Err(SessionError::WrongDirection { frame: "Request", from: self.role });
         }
-        if self.streams.contains_key(&id) {
+        if self.streams.contains_key(&id) || id == SESSION_ID {
             return Err(SessionError::StreamReused { id });
         }
         let frame = Frame::Request { id, method: head.method, path: head.path, headers: head.headers, fin };
@@ -565,15 +665,36 @@ impl Session {
 
     /// The consumer took `n` more bytes of stream `id`'s received body
     /// (only with `auto_grant` off): the peer may send as much again.
+    /// Nothing happens for a stream already gone: its bytes went back to
+    /// the session's window when it went.
     pub fn consumed(&mut self, id: u64, n: usize) {
         let role = self.role;
-        let grant = self.streams.get_mut(&id).and_then(|st| {
-            let done = st.peer_done(role);
-            st.consume(n, done)
-        });
-        if let Some(bytes) = grant {
+        let Some(st) = self.streams.get_mut(&id) else { return };
+        // Never more than it was handed (a discarded stream's were all
+        // taken already).
+        let taken = st.recv_unconsumed.min(n as u64);
+        let done = st.peer_done(role);
+        if let Some(bytes) = st.consume(taken as usize, done) {
             self.queue(Frame::WindowUpdate { id, bytes });
         }
+        self.session_consumed(taken);
+    }
+
+    /// Stream `id`'s consumer is gone (its answer has ended, so it reads
+    /// no more of the body): what it was handed and did not take, and all
+    /// that arrives from now on, counts as taken at once. Otherwise the
+    /// peer could run out of window before its `fin`, which is what ends
+    /// the stream, and the session's window would stay short.
+    pub fn discard_body(&mut self, id: u64) {
+        let role = self.role;
+        let Some(st) = self.streams.get_mut(&id) else { return };
+        st.discarding = true;
+        let n = st.recv_unconsumed;
+        let done = st.peer_done(role);
+        if let Some(bytes) = st.consume(n as usize, done) {
+            self.queue(Frame::WindowUpdate { id, bytes });
+        }
+        self.session_consumed(n);
     }
 
     /// Whether some of stream `id`'s body (or its bare `fin`) still waits
@@ -600,7 +721,9 @@ impl Session {
         let quantum = self.max_body_chunk().min(BODY_QUANTUM);
         let mut budget = BATCH_BYTES.saturating_sub(self.out.len());
         while budget > 0 {
-            let ready: Vec<u64> = self.streams.iter().filter(|(_, st)| st.can_send()).map(|(id, _)| *id).collect();
+            let window = self.window.send;
+            let ready: Vec<u64> =
+                self.streams.iter().filter(|(_, st)| st.can_send(window)).map(|(id, _)| *id).collect();
             if ready.is_empty() {
                 return;
             }
@@ -622,13 +745,15 @@ impl Session {
     fn send_piece(&mut self, id: u64, max: usize) -> usize {
         let Some(st) = self.streams.get_mut(&id) else { return 0 };
         let Some((front, fin_after)) = st.pending.front_mut() else { return 0 };
-        let n = front.len().min(max).min(usize::try_from(st.send_window).unwrap_or(usize::MAX));
+        let window = st.send_window.min(self.window.send);
+        let n = front.len().min(max).min(usize::try_from(window).unwrap_or(usize::MAX));
         let data = front.split_to(n);
         let fin = *fin_after && front.is_empty();
         if front.is_empty() {
             st.pending.pop_front();
         }
         st.send_window -= n as u64;
+        self.window.send -= n as u64;
         st.pending_bytes -= n;
         self.queue(Frame::Body { id, fin, data });
         n
@@ -675,7 +800,7 @@ impl Session {
     /// Cancels or refuses a request; the stream is forgotten on this side.
     pub fn send_cancel(&mut self, id: u64, reason: CancelReason) -> Result<(), SessionError> {
         self.check_open()?;
-        self.streams.remove(&id);
+        self.forget(id);
         self.cancelled.insert(id);
         self.queue(Frame::Cancel { id, reason });
         Ok(())
@@ -1106,6 +1231,135 @@ mod tests {
         }
         assert_eq!(total, 3 << 20);
         assert_eq!(r.queued_body_bytes(1), Some(0));
+    }
+
+    /// A connector whose consumers take nothing holds at most one session
+    /// window of all its streams' bodies, however many streams are open;
+    /// what it takes (or drops with a stream) is granted back, and every
+    /// body arrives whole in the end.
+    #[test]
+    fn the_session_window_bounds_all_streams_together() {
+        let t = Duration::ZERO;
+        let mut cfg = SessionConfig::new("c1");
+        cfg.auto_grant = false;
+        let (mut c, mut r) = pair_with(cfg);
+        let streams = 2 * (SESSION_WINDOW / STREAM_WINDOW) as u64;
+        for id in 1..=streams {
+            let head = RequestHead { method: "PUT".into(), path: "/".into(), headers: vec![] };
+            r.send_request(id, head, false).unwrap();
+            r.send_body(id, Bytes::from(vec![1u8; STREAM_WINDOW as usize]), true).unwrap();
+        }
+        both_ways(&mut c, &mut r, t);
+        let got = body_bytes(&mut c);
+        assert_eq!(got.values().sum::<usize>(), SESSION_WINDOW as usize, "{got:?}");
+        // One stream goes away unread, the others are taken as they
+        // come: the rest moves, never more than a window at a time.
+        let (&dropped, &dropped_got) = got.iter().next().unwrap();
+        c.send_cancel(dropped, CancelReason::Overloaded).unwrap();
+        let mut got = got;
+        got.remove(&dropped);
+        let mut total: usize = got.values().sum();
+        for _ in 0..100 {
+            for (&id, &n) in &got {
+                c.consumed(id, n);
+            }
+            both_ways(&mut c, &mut r, t);
+            got = body_bytes(&mut c);
+            assert!(got.values().sum::<usize>() <= SESSION_WINDOW as usize);
+            total += got.values().sum::<usize>();
+            if got.is_empty() {
+                break;
+            }
+        }
+        assert_eq!(total, (streams as usize - 1) * STREAM_WINDOW as usize);
+        assert!(dropped_got > 0);
+        for id in 1..=streams {
+            assert_eq!(r.queued_body_bytes(id).unwrap_or(0), 0, "stream {id} still waits");
+        }
+    }
+
+    /// A connector that answers an upload before reading it (a 401) and
+    /// discards the body lets the relay send the rest, which ends the
+    /// stream on both sides, and gets its session's window back: without
+    /// that the relay would wait for grants that never come.
+    #[test]
+    fn a_discarded_body_flows_to_its_end() {
+        let t = Duration::ZERO;
+        let mut cfg = SessionConfig::new("c1");
+        cfg.auto_grant = false;
+        let (mut c, mut r) = pair_with(cfg);
+        let total = 2 * SESSION_WINDOW as usize;
+        let head = RequestHead { method: "PUT".into(), path: "/".into(), headers: vec![] };
+        r.send_request(1, head, false).unwrap();
+        r.send_body(1, Bytes::from(vec![3u8; total]), true).unwrap();
+        both_ways(&mut c, &mut r, t);
+        let first = body_bytes(&mut c).values().sum::<usize>();
+        assert_eq!(first, STREAM_WINDOW as usize, "a stream's window, then nothing without grants");
+        c.send_ack(1).unwrap();
+        c.send_response(1, 401, vec![], true).unwrap();
+        c.discard_body(1);
+        // A late report from the consumer changes nothing.
+        c.consumed(1, first);
+        both_ways(&mut c, &mut r, t);
+        assert_eq!(first + body_bytes(&mut c).values().sum::<usize>(), total);
+        assert_eq!(c.open_streams(), 0);
+        assert_eq!(r.open_streams(), 0);
+        // The whole session window is there for the next upload.
+        let head = RequestHead { method: "PUT".into(), path: "/".into(), headers: vec![] };
+        for id in 2..=(SESSION_WINDOW / STREAM_WINDOW + 1) as u64 {
+            r.send_request(id, head.clone(), false).unwrap();
+            r.send_body(id, Bytes::from(vec![4u8; STREAM_WINDOW as usize]), false).unwrap();
+        }
+        both_ways(&mut c, &mut r, t);
+        assert_eq!(body_bytes(&mut c).values().sum::<usize>(), SESSION_WINDOW as usize);
+    }
+
+    /// Body frames for a stream this side cancelled still count against
+    /// the session, and are granted back: a relay that keeps sending
+    /// into cancelled streams never runs the session's window dry.
+    #[test]
+    fn bytes_for_a_cancelled_stream_are_given_back() {
+        let t = Duration::ZERO;
+        let mut cfg = SessionConfig::new("c1");
+        cfg.auto_grant = false;
+        let (mut c, mut r) = pair_with(cfg);
+        let quarter = STREAM_WINDOW as usize / 2;
+        for id in 1..=(2 * SESSION_WINDOW as u64 / quarter as u64) {
+            let head = RequestHead { method: "PUT".into(), path: "/".into(), headers: vec![] };
+            r.send_request(id, head, false).unwrap();
+            pump(&mut r, &mut c, t).unwrap();
+            c.send_cancel(id, CancelReason::Overloaded).unwrap();
+            // The body was on its way before the cancel arrived.
+            r.send_body(id, Bytes::from(vec![2u8; quarter]), true).unwrap();
+            pump(&mut r, &mut c, t).unwrap();
+            pump(&mut c, &mut r, t).unwrap();
+            assert!(c.is_open() && r.is_open());
+            assert_eq!(r.queued_body_bytes(id), None, "stream {id}'s body did not go");
+        }
+    }
+
+    /// A relay past the session's window fails the session, as one past
+    /// a stream's does.
+    #[test]
+    fn a_peer_past_the_session_window_is_refused() {
+        let t = Duration::ZERO;
+        let mut cfg = SessionConfig::new("c1");
+        cfg.auto_grant = false;
+        let (mut c, mut r) = pair_with(cfg);
+        let mut wire = BytesMut::new();
+        let chunk = Bytes::from(vec![0u8; BODY_QUANTUM]);
+        let per_stream = STREAM_WINDOW as usize / BODY_QUANTUM;
+        for id in 1..=(SESSION_WINDOW / STREAM_WINDOW + 1) as u64 {
+            let head = RequestHead { method: "PUT".into(), path: "/".into(), headers: vec![] };
+            r.send_request(id, head, false).unwrap();
+            for _ in 0..per_stream {
+                Frame::Body { id, fin: false, data: chunk.clone() }.encode(DEFAULT_MAX_FRAME_BYTES, &mut wire).unwrap();
+            }
+        }
+        pump(&mut r, &mut c, t).unwrap();
+        let err = c.handle_input(&wire, t).unwrap_err();
+        assert!(matches!(err, SessionError::FlowControl { .. }), "{err}");
+        assert!(err.to_string().contains("session"), "{err}");
     }
 
     /// The connector refuses a request (overloaded) while its body is still
