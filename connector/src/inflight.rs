@@ -22,7 +22,7 @@ use crate::proto::RequestHead;
 /// MiB) at once: 1,000 uploads arriving together, a GiB. Past this, an
 /// upload's handler starts with what came and the rest streams, under the
 /// tunnel's flow control (`proto::session::SESSION_WINDOW`).
-pub const HELD_BYTES_MAX: usize = 8 << 20;
+pub const HELD_BYTES_MAX: usize = 4 << 20;
 
 /// Requests in flight on all tunnels of one agent, and the body bytes they
 /// hold.
