@@ -24,6 +24,10 @@ use crate::loadgen::{self, Target};
 /// How long each stream stays open.
 pub const HOLD: Duration = Duration::from_secs(3);
 
+/// How long a shape may take in all before the run fails (a stream the
+/// tunnel lost would otherwise wait out the connector's backend timeout).
+const SHAPE_LIMIT: Duration = Duration::from_secs(60);
+
 /// What one shape measured.
 #[derive(Debug, Clone, Copy)]
 pub struct Weighed {
@@ -97,8 +101,9 @@ async fn weigh(
             }
         })
     };
-    let answers = streams.await;
+    let answers = tokio::time::timeout(SHAPE_LIMIT, streams).await;
     sampler.abort();
+    let answers = answers.map_err(|_| format!("held streams not all answered within {}s", SHAPE_LIMIT.as_secs()))?;
     let failed: Vec<&String> = answers.iter().filter_map(|a| a.as_ref().err()).collect();
     let not_2xx = answers.iter().filter(|a| matches!(a, Ok(s) if !(200..300).contains(s))).count();
     if let Some(e) = failed.first() {

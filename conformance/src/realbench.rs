@@ -709,7 +709,7 @@ fn targets(f: &Figures, opts: &Options) -> Vec<Judged> {
     }
     if let Some(h) = &f.held {
         for (shape, w) in held_shapes(h) {
-            let what = format!("connector resident memory, {} {shape} (peak)", h.streams);
+            let what = format!("connector resident memory, {} {shape}, peak", h.streams);
             let value = format!("{:.1} MiB", w.peak_kib as f64 / 1024.0);
             rows.push(Judged { what, value, target: "<= 64 MiB", met: w.peak_kib <= 64 * 1024 });
         }
@@ -719,7 +719,7 @@ fn targets(f: &Figures, opts: &Options) -> Vec<Judged> {
 
 /// The held streams' two shapes, named for the tables.
 fn held_shapes(h: &crate::held::Held) -> [(&'static str, crate::held::Weighed); 2] {
-    [("requests waiting on the backend", h.waiting), ("uploads paused midway", h.uploading)]
+    [("requests waiting", h.waiting), ("uploads paused", h.uploading)]
 }
 
 #[cfg(test)]

@@ -5,6 +5,12 @@
 //! places once leaked slots (a request cancelled while its body was still
 //! arriving) and gave some back twice (a cancel racing the last frame), so
 //! the count is now a consequence of ownership, not of bookkeeping.
+//!
+//! Body bytes held are counted the same way: a [`Held`] per request, from
+//! its first chunk until its backend has the start of its body, against
+//! one budget for the agent ([`HELD_BYTES_MAX`]). Past the budget a
+//! request's handler starts with what came, so a burst of uploads cannot
+//! make the agent hold each one's start at once.
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
@@ -22,7 +28,7 @@ use crate::proto::RequestHead;
 /// MiB) at once: 1,000 uploads arriving together, a GiB. Past this, an
 /// upload's handler starts with what came and the rest streams, under the
 /// tunnel's flow control (`proto::session::SESSION_WINDOW`).
-pub const HELD_BYTES_MAX: usize = 4 << 20;
+pub const HELD_BYTES_MAX: usize = 2 << 20;
 
 /// Requests in flight on all tunnels of one agent, and the body bytes they
 /// hold.

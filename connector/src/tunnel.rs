@@ -512,6 +512,8 @@ impl<'a> Link<'a> {
             // fails (502), its handler stops, the tunnel carries on.
             Err(SessionError::HeadTooLarge { id, error }) => {
                 self.requests.cancel(id);
+                // Its handler is stopped: what it was fed is dropped.
+                self.session.discard_body(id);
                 let d = crate::diag::Diagnostic::new(
                     code::BACKEND_RESPONSE_HEAD_TOO_LARGE,
                     Some(EventId::Backend),

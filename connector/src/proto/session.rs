@@ -65,10 +65,10 @@ pub struct SessionConfig {
     /// Sent in `Hello`: the same for every session of one process.
     pub incarnation: u64,
     /// Body chunks count as taken as soon as they are received, and grants
-    /// follow from that (true, the default: both drivers hand each chunk
-    /// at once to a channel toward its consumer, so what a slower consumer
-    /// has not read waits there). False leaves grants to
-    /// [`Session::consumed`], for a consumer that reads at its own pace.
+    /// follow from that (true, the default: the relay hands each chunk at
+    /// once to a channel toward its user, so what a slower user has not
+    /// read waits there). False leaves grants to [`Session::consumed`], for
+    /// a consumer that reads at its own pace: the connector's backends.
     pub auto_grant: bool,
     /// (Connector) How long an `Ack` for a request that arrived whole may
     /// wait for the answer's head, so that both leave in one write: one
@@ -87,8 +87,11 @@ pub struct SessionConfig {
 pub const STREAM_WINDOW: u32 = 512 << 10;
 /// Body bytes of all streams of a session that may be on the wire, each
 /// way, before the receiver grants more: what a receiver whose consumers
-/// stall holds at most (a tunnel with 200 stalled uploads would hold 100
-/// MiB with stream windows alone). Eight streams at full window.
+/// stall holds of their bodies at most (a tunnel with 200 stalled uploads
+/// would hold 100 MiB with stream windows alone). Eight streams at full
+/// window: as in HTTP/2, that many stalled consumers stop the session's
+/// other bodies until one reads again (requests without bodies still go).
+/// Twice this took the connector past 64 MiB with 1,000 paused uploads.
 pub const SESSION_WINDOW: u32 = 4 << 20;
 /// The id a `WindowUpdate` for the session as a whole names; no stream
 /// has it (the relay numbers requests up from 1).
@@ -303,10 +306,13 @@ impl SessionWindow {
     }
 
     /// `n` received bytes are taken; the grant to send back once half a
-    /// window is.
+    /// window is, or at once while the peer has less than an eighth left:
+    /// bytes its consumers keep unread (a stalled backend's) must not hold
+    /// back what others took.
     fn consume(&mut self, n: u64) -> Option<u32> {
         self.ungranted += n;
-        if self.ungranted < u64::from(SESSION_WINDOW / 2) {
+        let low = self.recv < u64::from(SESSION_WINDOW / 8);
+        if self.ungranted == 0 || (self.ungranted < u64::from(SESSION_WINDOW / 2) && !low) {
             return None;
         }
         // Never more than was received: at most one window, fits a u32.
@@ -747,6 +753,10 @@ impl Session {
         let Some((front, fin_after)) = st.pending.front_mut() else { return 0 };
         let window = st.send_window.min(self.window.send);
         let n = front.len().min(max).min(usize::try_from(window).unwrap_or(usize::MAX));
+        if n == 0 && !front.is_empty() {
+            // The session's window ran out during this round.
+            return 0;
+        }
         let data = front.split_to(n);
         let fin = *fin_after && front.is_empty();
         if front.is_empty() {
@@ -1312,6 +1322,40 @@ mod tests {
         }
         both_ways(&mut c, &mut r, t);
         assert_eq!(body_bytes(&mut c).values().sum::<usize>(), SESSION_WINDOW as usize);
+    }
+
+    /// Stalled consumers that keep most of the session's window unread do
+    /// not stop a stream whose consumer reads: what it takes is granted
+    /// back at once while the window is low.
+    #[test]
+    fn stalled_streams_leave_the_rest_of_the_window_moving() {
+        let t = Duration::ZERO;
+        let mut cfg = SessionConfig::new("c1");
+        cfg.auto_grant = false;
+        let (mut c, mut r) = pair_with(cfg);
+        let head = RequestHead { method: "PUT".into(), path: "/".into(), headers: vec![] };
+        let stalled = u64::from(SESSION_WINDOW / STREAM_WINDOW - 2);
+        for id in 1..=stalled {
+            r.send_request(id, head.clone(), false).unwrap();
+            r.send_body(id, Bytes::from(vec![5u8; STREAM_WINDOW as usize]), false).unwrap();
+        }
+        both_ways(&mut c, &mut r, t);
+        let _ = body_bytes(&mut c);
+        let reader = 1_000;
+        let total = 2 * SESSION_WINDOW as usize;
+        r.send_request(reader, head, false).unwrap();
+        r.send_body(reader, Bytes::from(vec![6u8; total]), true).unwrap();
+        let mut got = 0;
+        for _ in 0..1_000 {
+            both_ways(&mut c, &mut r, t);
+            let n = body_bytes(&mut c).get(&reader).copied().unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            got += n;
+            c.consumed(reader, n);
+        }
+        assert_eq!(got, total, "the reading stream stopped with {got} of {total} bytes");
     }
 
     /// Body frames for a stream this side cancelled still count against

@@ -35,6 +35,7 @@ pub struct BenchRealArgs {
     pub transfers: u32,
     /// Streams held open at once to weigh the connector's memory per open
     /// stream (requests the backend holds, then paused uploads); 0 skips.
+    /// At most 200 a relay endpoint (what the relay opens on a tunnel).
     #[arg(long, default_value_t = 1000)]
     pub open_streams: usize,
     /// A rathole binary to measure on the same backend.
@@ -56,9 +57,11 @@ pub struct BenchRealArgs {
     pub plot: PathBuf,
 }
 
-/// Most held streams: each takes three sockets in relay-sim and two in the
-/// connector.
-const MAX_OPEN_STREAMS: usize = 5_000;
+/// Most held streams: what the relay may open on `relays` tunnels (each
+/// takes three sockets in relay-sim and two in the connector).
+fn max_open_streams(relays: usize) -> usize {
+    relays * connector::proto::session::DEFAULT_MAX_STREAMS
+}
 
 /// The real binaries on loopback, beside direct (and rathole).
 pub fn bench_real(args: BenchRealArgs) -> Result<ExitCode, String> {
@@ -97,7 +100,7 @@ pub fn bench_real(args: BenchRealArgs) -> Result<ExitCode, String> {
         rate_duration: std::time::Duration::from_secs(rate_duration.max(1)),
         large_bytes: large_mib.min(relay_sim::backend::ECHO_SIZE_MAX >> 20) << 20,
         transfers: transfers.max(1),
-        open_streams: open_streams.min(MAX_OPEN_STREAMS),
+        open_streams: open_streams.min(max_open_streams(relays.clamp(1, 64))),
     };
     let figures = conformance::realbench::measure(&opts, &mut |line| eprintln!("[bench-real] {line}"))?;
     print!("{}", conformance::realbench::render(&figures, &opts));
