@@ -244,13 +244,8 @@ impl Stream {
 
     /// Takes a received body chunk against the window.
     fn receive(&mut self, id: u64, len: usize) -> Result<(), SessionError> {
-        let len = len as u64;
-        if len > self.recv_window {
-            let what = format!("{len} body bytes with {} of window left", self.recv_window);
-            return Err(SessionError::FlowControl { id, what });
-        }
-        self.recv_window -= len;
-        self.recv_unconsumed += len;
+        take_window(&mut self.recv_window, len, id, "its stream's")?;
+        self.recv_unconsumed += len as u64;
         Ok(())
     }
 
@@ -278,6 +273,18 @@ impl Stream {
     }
 }
 
+/// Takes `n` body bytes of stream `id` from a receive `window` (`whose`,
+/// for the error); a peer past it breaks the protocol.
+fn take_window(window: &mut u64, n: usize, id: u64, whose: &str) -> Result<(), SessionError> {
+    let n = n as u64;
+    if n > *window {
+        let what = format!("{n} body bytes with {} of {whose} window left", *window);
+        return Err(SessionError::FlowControl { id, what });
+    }
+    *window -= n;
+    Ok(())
+}
+
 /// The session's own window, each way (see the module docs).
 #[derive(Debug)]
 struct SessionWindow {
@@ -296,13 +303,7 @@ impl SessionWindow {
 
     /// Takes `n` received body bytes against the window.
     fn receive(&mut self, id: u64, n: usize) -> Result<(), SessionError> {
-        let n = n as u64;
-        if n > self.recv {
-            let what = format!("{n} body bytes with {} of the session's window left", self.recv);
-            return Err(SessionError::FlowControl { id, what });
-        }
-        self.recv -= n;
-        Ok(())
+        take_window(&mut self.recv, n, id, "the session's")
     }
 
     /// `n` received bytes are taken; the grant to send back once half a
