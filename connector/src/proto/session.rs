@@ -600,7 +600,7 @@ impl Session {
     }
 
     /// `n` received body bytes are taken or dropped: the session's window
-    /// grows back, granted once half of it is.
+    /// grows back, granted as `SessionWindow::consume` decides.
     fn session_consumed(&mut self, n: u64) {
         if n == 0 {
             return;
