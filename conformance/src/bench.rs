@@ -92,10 +92,17 @@ pub fn parse(text: &str, name: &str) -> Result<Scenario, String> {
 
 /// This process's peak resident memory, in KiB (Linux; `None` elsewhere).
 pub fn peak_rss_kib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status_kib("self", "VmHWM")
+}
+
+/// A memory field (`VmRSS`, `VmHWM`, ...) of process `pid` (or `self`),
+/// in KiB, from `/proc/PID/status` (Linux; `None` elsewhere or once the
+/// process is gone).
+pub fn status_kib(pid: &str, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
@@ -109,5 +116,15 @@ mod tests {
         let s = parse(&scaled(100, 50), "scale").unwrap();
         assert_eq!(s.world.connectors.len(), 100);
         assert_eq!(s.world.apps.len(), 50);
+    }
+
+    #[test]
+    fn memory_fields_are_read_by_exact_name() {
+        if cfg!(target_os = "linux") {
+            let rss = status_kib("self", "VmRSS").unwrap();
+            assert!(rss > 0 && peak_rss_kib().unwrap() >= rss);
+            assert_eq!(status_kib("self", "VmRS"), None, "a prefix of a name is not the name");
+            assert_eq!(status_kib(&u32::MAX.to_string(), "VmRSS"), None);
+        }
     }
 }

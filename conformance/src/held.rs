@@ -54,9 +54,7 @@ pub struct Held {
 
 /// Resident memory of `pid` now, KiB (`None` once it is gone).
 pub fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
+    crate::bench::status_kib(&pid.to_string(), "VmRSS")
 }
 
 /// Both shapes, `n` streams each, one after the other. Runs on the
@@ -70,15 +68,7 @@ pub async fn measure(target: &Target, pid: u32, n: usize) -> Result<Held, String
         let target = target.clone();
         tokio::task::spawn_local(async move { paused_upload(&target, first, 2 * first).await })
     });
-    let uploads: Vec<_> = uploads.collect();
-    let uploading = weigh(pid, async move {
-        let mut out = Vec::with_capacity(uploads.len());
-        for t in uploads {
-            out.push(t.await.unwrap_or_else(|e| Err(format!("upload task: {e}"))));
-        }
-        out
-    })
-    .await?;
+    let uploading = weigh(pid, loadgen::answers(uploads.collect())).await?;
     Ok(Held { streams: n, waiting, uploading })
 }
 

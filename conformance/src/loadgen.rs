@@ -229,7 +229,12 @@ pub async fn each_once(target: &Target, n: usize, start: Duration, interval: Dur
         let target = target.clone();
         tasks.push(tokio::task::spawn_local(async move { Conn { sender: None }.request(&target).await }));
     }
-    let mut out = Vec::with_capacity(n);
+    answers(tasks).await
+}
+
+/// What each of `tasks` answered (a status, or why none), in their order.
+pub async fn answers(tasks: Vec<tokio::task::JoinHandle<Result<u16, String>>>) -> Vec<Result<u16, String>> {
+    let mut out = Vec::with_capacity(tasks.len());
     for t in tasks {
         out.push(t.await.unwrap_or_else(|e| Err(format!("request task: {e}"))));
     }

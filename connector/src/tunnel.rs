@@ -477,16 +477,13 @@ impl<'a> Link<'a> {
         let (id, res) = match out {
             Outbound::Head { id, status, headers, fin } => {
                 if fin {
-                    self.written_then_done.push(id);
-                    // The handler reads no more of the request's body.
-                    self.session.discard_body(id);
+                    self.answer_ended(id);
                 }
                 (id, self.session.send_response(id, status, headers, fin))
             }
             Outbound::Body { id, data, fin } => {
                 if fin {
-                    self.written_then_done.push(id);
-                    self.session.discard_body(id);
+                    self.answer_ended(id);
                 }
                 if let Some(pace) = self.paces.get(&id) {
                     pace.taken(data.len());
@@ -526,6 +523,13 @@ impl<'a> Link<'a> {
             }
             other => other.map_err(|e| e.to_string()),
         }
+    }
+
+    /// Request `id`'s last answer frame is handed over: its slot goes back
+    /// once that is written, and its handler reads no more of the body.
+    fn answer_ended(&mut self, id: u64) {
+        self.written_then_done.push(id);
+        self.session.discard_body(id);
     }
 }
 

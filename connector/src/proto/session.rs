@@ -306,14 +306,14 @@ impl SessionWindow {
         take_window(&mut self.recv, n, id, "the session's")
     }
 
-    /// `n` received bytes are taken; the grant to send back once half a
-    /// window is, or at once while the peer has less than an eighth left:
+    /// `n` (> 0) received bytes are taken; the grant to send back once half
+    /// a window is, or at once while the peer has less than an eighth left:
     /// bytes its consumers keep unread (a stalled backend's) must not hold
     /// back what others took.
     fn consume(&mut self, n: u64) -> Option<u32> {
         self.ungranted += n;
         let low = self.recv < u64::from(SESSION_WINDOW / 8);
-        if self.ungranted == 0 || (self.ungranted < u64::from(SESSION_WINDOW / 2) && !low) {
+        if self.ungranted < u64::from(SESSION_WINDOW / 2) && !low {
             return None;
         }
         // Never more than was received: at most one window, fits a u32.
@@ -559,10 +559,7 @@ impl Session {
         }
         st.receive(id, data.len())?;
         if self.config.auto_grant || st.discarding {
-            if let Some(bytes) = st.consume(data.len(), fin) {
-                self.queue(Frame::WindowUpdate { id, bytes });
-            }
-            self.session_consumed(data.len() as u64);
+            self.take_body(id, data.len() as u64);
         }
         self.events.push_back(Event::Body { id, data, fin });
         self.reap(id);
@@ -675,16 +672,7 @@ impl Session {
     /// Nothing happens for a stream already gone: its bytes went back to
     /// the session's window when it went.
     pub fn consumed(&mut self, id: u64, n: usize) {
-        let role = self.role;
-        let Some(st) = self.streams.get_mut(&id) else { return };
-        // Never more than it was handed (a discarded stream's were all
-        // taken already).
-        let taken = st.recv_unconsumed.min(n as u64);
-        let done = st.peer_done(role);
-        if let Some(bytes) = st.consume(taken as usize, done) {
-            self.queue(Frame::WindowUpdate { id, bytes });
-        }
-        self.session_consumed(taken);
+        self.take_body(id, n as u64);
     }
 
     /// Stream `id`'s consumer is gone (its answer has ended, so it reads
@@ -693,15 +681,24 @@ impl Session {
     /// peer could run out of window before its `fin`, which is what ends
     /// the stream, and the session's window would stay short.
     pub fn discard_body(&mut self, id: u64) {
-        let role = self.role;
         let Some(st) = self.streams.get_mut(&id) else { return };
         st.discarding = true;
-        let n = st.recv_unconsumed;
+        let unread = st.recv_unconsumed;
+        self.take_body(id, unread);
+    }
+
+    /// `n` of stream `id`'s received body bytes are taken, never more than
+    /// it holds unread (a discarded stream's were all taken already): the
+    /// stream's and the session's grants, as they fall due.
+    fn take_body(&mut self, id: u64, n: u64) {
+        let role = self.role;
+        let Some(st) = self.streams.get_mut(&id) else { return };
+        let taken = st.recv_unconsumed.min(n);
         let done = st.peer_done(role);
-        if let Some(bytes) = st.consume(n as usize, done) {
+        if let Some(bytes) = st.consume(taken as usize, done) {
             self.queue(Frame::WindowUpdate { id, bytes });
         }
-        self.session_consumed(n);
+        self.session_consumed(taken);
     }
 
     /// Whether some of stream `id`'s body (or its bare `fin`) still waits
@@ -937,6 +934,14 @@ mod tests {
 
     fn pair() -> (Session, Session) {
         pair_with(SessionConfig::new("c1"))
+    }
+
+    /// A connector whose consumer says what it took (`auto_grant` off)
+    /// and a relay, past their Hellos.
+    fn paced_pair() -> (Session, Session) {
+        let mut cfg = SessionConfig::new("c1");
+        cfg.auto_grant = false;
+        pair_with(cfg)
     }
 
     /// A connector with `cfg` and a relay, past their Hellos.
@@ -1201,9 +1206,7 @@ mod tests {
     #[test]
     fn a_peer_past_its_window_is_refused() {
         let t = Duration::ZERO;
-        let mut cfg = SessionConfig::new("c1");
-        cfg.auto_grant = false;
-        let (mut c, mut r) = pair_with(cfg);
+        let (mut c, mut r) = paced_pair();
         let head = RequestHead { method: "PUT".into(), path: "/".into(), headers: vec![] };
         r.send_request(1, head, false).unwrap();
         pump(&mut r, &mut c, t).unwrap();
@@ -1251,9 +1254,7 @@ mod tests {
     #[test]
     fn the_session_window_bounds_all_streams_together() {
         let t = Duration::ZERO;
-        let mut cfg = SessionConfig::new("c1");
-        cfg.auto_grant = false;
-        let (mut c, mut r) = pair_with(cfg);
+        let (mut c, mut r) = paced_pair();
         let streams = 2 * (SESSION_WINDOW / STREAM_WINDOW) as u64;
         for id in 1..=streams {
             let head = RequestHead { method: "PUT".into(), path: "/".into(), headers: vec![] };
@@ -1296,9 +1297,7 @@ mod tests {
     #[test]
     fn a_discarded_body_flows_to_its_end() {
         let t = Duration::ZERO;
-        let mut cfg = SessionConfig::new("c1");
-        cfg.auto_grant = false;
-        let (mut c, mut r) = pair_with(cfg);
+        let (mut c, mut r) = paced_pair();
         let total = 2 * SESSION_WINDOW as usize;
         let head = RequestHead { method: "PUT".into(), path: "/".into(), headers: vec![] };
         r.send_request(1, head, false).unwrap();
@@ -1331,9 +1330,7 @@ mod tests {
     #[test]
     fn stalled_streams_leave_the_rest_of_the_window_moving() {
         let t = Duration::ZERO;
-        let mut cfg = SessionConfig::new("c1");
-        cfg.auto_grant = false;
-        let (mut c, mut r) = pair_with(cfg);
+        let (mut c, mut r) = paced_pair();
         let head = RequestHead { method: "PUT".into(), path: "/".into(), headers: vec![] };
         let stalled = u64::from(SESSION_WINDOW / STREAM_WINDOW - 2);
         for id in 1..=stalled {
@@ -1365,9 +1362,7 @@ mod tests {
     #[test]
     fn bytes_for_a_cancelled_stream_are_given_back() {
         let t = Duration::ZERO;
-        let mut cfg = SessionConfig::new("c1");
-        cfg.auto_grant = false;
-        let (mut c, mut r) = pair_with(cfg);
+        let (mut c, mut r) = paced_pair();
         let quarter = STREAM_WINDOW as usize / 2;
         for id in 1..=(2 * SESSION_WINDOW as u64 / quarter as u64) {
             let head = RequestHead { method: "PUT".into(), path: "/".into(), headers: vec![] };
@@ -1388,9 +1383,7 @@ mod tests {
     #[test]
     fn a_peer_past_the_session_window_is_refused() {
         let t = Duration::ZERO;
-        let mut cfg = SessionConfig::new("c1");
-        cfg.auto_grant = false;
-        let (mut c, mut r) = pair_with(cfg);
+        let (mut c, mut r) = paced_pair();
         let mut wire = BytesMut::new();
         let chunk = Bytes::from(vec![0u8; BODY_QUANTUM]);
         let per_stream = STREAM_WINDOW as usize / BODY_QUANTUM;
