@@ -6,7 +6,7 @@ use crate::{config, TRACING_TARGET};
 use indexmap::IndexMap;
 use rand::{Rng, RngCore};
 use rand_distr::{Distribution, Exp};
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io::{Error, ErrorKind, Result};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -16,16 +16,25 @@ use tokio::time::Instant;
 pub(crate) struct Topology {
     config: config::Link,
 
-    /// Specific configuration overrides between specific hosts.
-    links: IndexMap<Pair, Link>,
+    /// Hosts in the order they were registered (connsim patch).
+    hosts: BTreeMap<IpAddr, u64>,
 
-    /// Indexes (into `links`) of the links holding messages (connsim patch:
-    /// ticking and delivering visit only these, not every pair of hosts).
-    active: std::collections::BTreeSet<usize>,
+    /// The links between hosts that have met, by [`Topology::key`]
+    /// (connsim patch: turmoil made a link for every pair of hosts when a
+    /// host was registered, n²/2 of them: 560,000 links and 250 MB for a
+    /// thousand hosts, every message's lookup a cache miss in them. A link
+    /// is now made when first used, and keyed by the index turmoil's eager
+    /// registration gave it, so every walk over links meets them in the
+    /// same order as before and the simulation is unchanged).
+    links: BTreeMap<u64, (Pair, Link)>,
 
-    /// Per destination host, the links (indexes) holding messages ready for
+    /// Keys of the links holding messages (connsim patch: ticking and
+    /// delivering visit only these, not every pair of hosts).
+    active: BTreeSet<u64>,
+
+    /// Per destination host, the links (keys) holding messages ready for
     /// it (connsim patch: delivering to a host visits only these).
-    ready: std::collections::BTreeMap<IpAddr, std::collections::BTreeSet<usize>>,
+    ready: BTreeMap<IpAddr, BTreeSet<u64>>,
 
     /// The network's clock (connsim patch: turmoil ticks a runtime of its
     /// own for this every step, a `block_on` per step; steps are whole
@@ -54,7 +63,7 @@ impl Pair {
 /// An iterator for the network topology, providing access to all active links
 /// in the simulated network.
 pub struct LinksIter<'a> {
-    iter: indexmap::map::IterMut<'a, Pair, Link>,
+    iter: std::collections::btree_map::ValuesMut<'a, u64, (Pair, Link)>,
 }
 
 /// An iterator for the link, providing access to sent messages that have not
@@ -114,6 +123,7 @@ impl<'a> Iterator for LinksIter<'a> {
 
     fn next(&mut self) -> Option<Self::Item> {
         let (pair, link) = self.iter.next()?;
+        let (pair, link) = (&*pair, link);
 
         Some(LinkIter {
             a: pair.0,
@@ -184,41 +194,36 @@ impl Topology {
     pub(crate) fn new(config: config::Link) -> Topology {
         Topology {
             config,
-            links: IndexMap::new(),
-            active: std::collections::BTreeSet::new(),
-            ready: std::collections::BTreeMap::new(),
+            hosts: BTreeMap::new(),
+            links: BTreeMap::new(),
+            active: BTreeSet::new(),
+            ready: BTreeMap::new(),
             now: Rt::no_software().now(),
         }
     }
 
-    /// Register a link between two hosts
-    pub(crate) fn register(&mut self, a: IpAddr, b: IpAddr) {
-        let pair = Pair::new(a, b);
-        assert!(self.links.insert(pair, Link::new(self.now)).is_none());
+    /// Registers a host: it has a link to every host registered before it
+    /// (connsim patch: made when first used, see [`Topology::links`]).
+    pub(crate) fn register(&mut self, addr: IpAddr) {
+        let next = self.hosts.len() as u64;
+        assert!(self.hosts.insert(addr, next).is_none());
     }
+
 
     pub(crate) fn set_max_message_latency(&mut self, value: Duration) {
         self.config.latency_mut().max_message_latency = value;
     }
 
     pub(crate) fn set_link_message_latency(&mut self, a: IpAddr, b: IpAddr, value: Duration) {
-        let pair = Pair::new(a, b);
-        let latency = self
-            .links
-            .get_mut(&pair)
-            .unwrap_or_else(|| panic!("unable to find link between {pair:?}"))
-            .latency(self.config.latency());
+        let Topology { config, hosts, links, now, .. } = self;
+        let latency = link_mut(hosts, links, *now, Pair::new(a, b)).latency(config.latency());
         latency.min_message_latency = value;
         latency.max_message_latency = value;
     }
 
     pub(crate) fn set_link_max_message_latency(&mut self, a: IpAddr, b: IpAddr, value: Duration) {
-        let pair = Pair::new(a, b);
-        self.links
-            .get_mut(&pair)
-            .unwrap_or_else(|| panic!("unable to find link between {pair:?}"))
-            .latency(self.config.latency())
-            .max_message_latency = value;
+        let Topology { config, hosts, links, now, .. } = self;
+        link_mut(hosts, links, *now, Pair::new(a, b)).latency(config.latency()).max_message_latency = value;
     }
 
     pub(crate) fn set_message_latency_curve(&mut self, value: f64) {
@@ -230,12 +235,8 @@ impl Topology {
     }
 
     pub(crate) fn set_link_fail_rate(&mut self, a: IpAddr, b: IpAddr, value: f64) {
-        let pair = Pair::new(a, b);
-        self.links
-            .get_mut(&pair)
-            .unwrap_or_else(|| panic!("unable to find link between {pair:?}"))
-            .message_loss(self.config.message_loss())
-            .fail_rate = value;
+        let Topology { config, hosts, links, now, .. } = self;
+        link_mut(hosts, links, *now, Pair::new(a, b)).message_loss(config.message_loss()).fail_rate = value;
     }
 
     // Send a `message` from `src` to `dst`. This method returns immediately,
@@ -248,14 +249,13 @@ impl Topology {
         dst: SocketAddr,
         message: Protocol,
     ) -> Result<()> {
-        if let Some((index, _, link)) = self.links.get_full_mut(&Pair::new(src.ip(), dst.ip())) {
-            // An idle link is not ticked: bring its clock up to date first.
-            link.now = self.now;
-            let result = link.enqueue_message(&self.config, rand, src, dst, message);
+        let Topology { config, hosts, links, active, ready, now } = self;
+        if let Some((index, link)) = link_entry(hosts, links, *now, Pair::new(src.ip(), dst.ip())) {
+            let result = link.enqueue_message(config, rand, src, dst, message);
             if link.has_messages() {
-                self.active.insert(index);
+                active.insert(index);
             }
-            note_ready(&mut self.ready, index, link);
+            note_ready(ready, index, link);
             result
         } else {
             Err(Error::new(
@@ -271,7 +271,7 @@ impl Topology {
     pub(crate) fn messages_in_flight(&self, live: impl Fn(IpAddr) -> bool) -> usize {
         self.active
             .iter()
-            .filter_map(|i| self.links.get_index(*i).map(|(_, l)| l))
+            .filter_map(|i| self.links.get(i).map(|(_, l)| l))
             .map(|l| {
                 let sent = l.sent.iter().filter(|m| live(m.dst.ip())).count();
                 let ready: usize = l.deliverable.iter().filter(|(dst, _)| live(**dst)).map(|(_, q)| q.len()).sum();
@@ -292,7 +292,7 @@ impl Topology {
         let Topology { config, links, active, ready, .. } = self;
         let Some(indexes) = ready.remove(&dst.addr) else { return };
         for index in indexes {
-            let Some((_, link)) = links.get_index_mut(index) else { continue };
+            let Some((_, link)) = links.get_mut(&index) else { continue };
             link.deliver_messages(config, rand, dst);
             // A refused message goes back on the link (a reset to its sender).
             note_ready(ready, index, link);
@@ -332,7 +332,7 @@ impl Topology {
         self.now += duration;
         let now = self.now;
         for index in &self.active {
-            if let Some((_, link)) = self.links.get_index_mut(*index) {
+            if let Some((_, link)) = self.links.get_mut(index) {
                 link.tick(now);
                 note_ready(&mut self.ready, *index, link);
             }
@@ -341,25 +341,51 @@ impl Topology {
 
     pub(crate) fn iter_mut(&mut self) -> LinksIter<'_> {
         LinksIter {
-            iter: self.links.iter_mut(),
+            iter: self.links.values_mut(),
         }
     }
 
     #[inline]
     fn get_link_mut(&mut self, pair: &Pair) -> &mut Link {
-        let now = self.now;
-        let link = self
-            .links
-            .get_mut(pair)
-            .unwrap_or_else(|| panic!("unable to find link between {pair:?}"));
-        // Idle links are not ticked (connsim patch): catch the clock up.
-        link.now = now;
-        link
+        link_mut(&self.hosts, &mut self.links, self.now, pair.clone())
     }
 }
 
+/// The link between two registered hosts, made now if they have not met
+/// yet: its key (the index turmoil gave it when it made a link for every
+/// pair as hosts registered: the hosts before host k had k(k-1)/2 links,
+/// then come k's links to each of them in their order) and the link, its
+/// clock caught up (idle links are not ticked). `None` when either host is
+/// unknown (connsim patch).
+fn link_entry<'a>(
+    hosts: &BTreeMap<IpAddr, u64>,
+    links: &'a mut BTreeMap<u64, (Pair, Link)>,
+    now: Instant,
+    pair: Pair,
+) -> Option<(u64, &'a mut Link)> {
+    let (a, b) = (*hosts.get(&pair.0)?, *hosts.get(&pair.1)?);
+    let (early, late) = (a.min(b), a.max(b));
+    let key = late * (late - 1) / 2 + early;
+    let (_, link) = links.entry(key).or_insert_with(|| (pair, Link::new(now)));
+    link.now = now;
+    Some((key, link))
+}
+
+/// [`link_entry`] for two hosts that must both be registered.
+fn link_mut<'a>(
+    hosts: &BTreeMap<IpAddr, u64>,
+    links: &'a mut BTreeMap<u64, (Pair, Link)>,
+    now: Instant,
+    pair: Pair,
+) -> &'a mut Link {
+    let shown = pair.clone();
+    link_entry(hosts, links, now, pair)
+        .map(|(_, link)| link)
+        .unwrap_or_else(|| panic!("unable to find link between {shown:?}"))
+}
+
 /// Records the destinations `link` (at `index`) has messages ready for.
-fn note_ready(ready: &mut std::collections::BTreeMap<IpAddr, std::collections::BTreeSet<usize>>, index: usize, link: &Link) {
+fn note_ready(ready: &mut BTreeMap<IpAddr, BTreeSet<u64>>, index: u64, link: &Link) {
     for (dst, queue) in &link.deliverable {
         if !queue.is_empty() {
             ready.entry(*dst).or_default().insert(index);
@@ -644,5 +670,42 @@ mod tests {
     fn link_access_gives_useful_panic_message() {
         let mut topo = Topology::new(Link::default());
         topo.hold("10.0.0.1".parse().unwrap(), "192.168.0.1".parse().unwrap());
+    }
+}
+
+#[cfg(test)]
+mod lazy_links {
+    use super::*;
+
+    /// connsim patch: links made on first use are keyed as turmoil's eager
+    /// registration indexed them (host k's links to hosts 0..k, in order,
+    /// after every earlier host's), so walks over links keep their order.
+    #[test]
+    fn keys_are_the_eager_registration_order() {
+        let mut top = Topology::new(config::Link::default());
+        let hosts: Vec<IpAddr> = (1..=6).map(|i| IpAddr::from([10, 0, 0, i])).collect();
+        let mut eager = Vec::new();
+        for (k, host) in hosts.iter().enumerate() {
+            top.register(*host);
+            eager.extend(hosts[..k].iter().map(|earlier| Pair::new(*earlier, *host)));
+        }
+        // Used in reverse order, keyed in registration order.
+        for pair in eager.iter().rev() {
+            top.get_link_mut(pair);
+        }
+        let walked: Vec<(u64, Pair)> = top.links.iter().map(|(key, (pair, _))| (*key, pair.clone())).collect();
+        let expected: Vec<(u64, Pair)> = eager.into_iter().enumerate().map(|(i, p)| (i as u64, p)).collect();
+        assert_eq!(walked, expected);
+    }
+
+    #[test]
+    fn a_link_to_an_unknown_host_is_refused() {
+        let mut top = Topology::new(config::Link::default());
+        top.register(IpAddr::from([10, 0, 0, 1]));
+        let (a, b): (SocketAddr, SocketAddr) = ("10.0.0.1:1".parse().unwrap(), "10.0.0.2:1".parse().unwrap());
+        let mut rng = <rand::rngs::SmallRng as rand::SeedableRng>::seed_from_u64(1);
+        let sent = top.enqueue_message(&mut rng, a, b, Protocol::Udp(crate::envelope::Datagram(Default::default())));
+        assert_eq!(sent.map_err(|e| e.kind()), Err(ErrorKind::ConnectionRefused));
+        assert!(top.links.is_empty());
     }
 }

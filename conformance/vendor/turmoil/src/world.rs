@@ -225,10 +225,9 @@ impl World {
 
         tracing::info!(target: TRACING_TARGET, nodename, ?addr, "New");
 
-        // Register links between the new host and all existing hosts
-        for existing in self.hosts.keys() {
-            self.topology.register(*existing, addr);
-        }
+        // Links between the new host and all existing hosts are made when
+        // first used (connsim patch).
+        self.topology.register(addr);
 
         // Initialize host state
         #[cfg(feature = "unstable-fs")]
