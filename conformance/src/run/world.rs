@@ -339,20 +339,51 @@ struct ConnectorBase<'a> {
 }
 
 /// A simulated connector's install folder: real files, as the agent
-/// writes them, in memory where the system offers a memory file system.
-/// On a disk, creating and removing a thousand folders a world took a
-/// tenth of a 1,000-connector run (ext4's inode search), and none of it is
-/// the simulation's. `TMPDIR`, when set, is obeyed.
+/// writes them, in memory where the system offers a memory file system
+/// with room to spare. On a disk, creating and removing a thousand
+/// folders a world took a tenth of a 1,000-connector run (ext4's inode
+/// search), and none of it is the simulation's. A folder takes about
+/// 20 KiB; a small `/dev/shm` (a container's default is 64 MiB) is left
+/// alone, since running out of room mid-run would fail the agent's writes.
+/// `TMPDIR`, when set, is obeyed.
 fn install_folder() -> std::io::Result<tempfile::TempDir> {
     let mut builder = tempfile::Builder::new();
     builder.prefix("connsim-install-");
     let shm = std::path::Path::new("/dev/shm");
-    if std::env::var_os("TMPDIR").is_none() && shm.is_dir() {
+    let roomy = || free_bytes(shm).is_some_and(|free| free >= SHM_FREE_MIN);
+    if std::env::var_os("TMPDIR").is_none() && shm.is_dir() && roomy() {
         if let Ok(dir) = builder.tempdir_in(shm) {
             return Ok(dir);
         }
     }
     builder.tempdir()
+}
+
+/// Free room `/dev/shm` must have to take install folders: fifty worlds
+/// of a thousand connectors at once.
+const SHM_FREE_MIN: u64 = 1 << 30;
+
+/// Bytes free to unprivileged users on the file system holding `path`.
+#[cfg(target_os = "linux")]
+#[allow(clippy::unnecessary_cast)] // the field types differ between targets
+fn free_bytes(path: &std::path::Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `c_path` is NUL-terminated and `stat` is a buffer of the
+    // type statvfs fills; it is read only when the call succeeded.
+    let stat = unsafe {
+        if libc::statvfs(c_path.as_ptr(), stat.as_mut_ptr()) != 0 {
+            return None;
+        }
+        stat.assume_init()
+    };
+    (stat.f_bavail as u64).checked_mul(stat.f_frsize as u64)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn free_bytes(_: &std::path::Path) -> Option<u64> {
+    None
 }
 
 impl World {
