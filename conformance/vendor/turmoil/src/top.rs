@@ -124,7 +124,6 @@ impl<'a> Iterator for LinksIter<'a> {
 
     fn next(&mut self) -> Option<Self::Item> {
         let (pair, link) = self.iter.next()?;
-        let (pair, link) = (&*pair, link);
 
         Some(LinkIter {
             a: pair.0,
