@@ -121,8 +121,11 @@ mod tests {
     #[test]
     fn memory_fields_are_read_by_exact_name() {
         if cfg!(target_os = "linux") {
-            let rss = status_kib("self", "VmRSS").unwrap();
-            assert!(rss > 0 && peak_rss_kib().unwrap() >= rss);
+            // Each field on its own: the kernel's counters are per thread and
+            // synced lazily, so a peak read after the resident size can be
+            // below it while other test threads allocate.
+            assert!(status_kib("self", "VmRSS").unwrap() > 0);
+            assert!(peak_rss_kib().unwrap() > 0);
             assert_eq!(status_kib("self", "VmRS"), None, "a prefix of a name is not the name");
             assert_eq!(status_kib(&u32::MAX.to_string(), "VmRSS"), None);
         }

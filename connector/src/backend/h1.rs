@@ -99,10 +99,10 @@ pub fn encode_head(
     let mut has_host = false;
     let mut said: Option<u64> = None;
     for (name, value) in headers.iter().filter(|(n, _)| super::forwardable(n)) {
-        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+        if !valid_name(name) {
             return Err(H1Error::HeaderName(name.clone()));
         }
-        if http::HeaderValue::from_str(value).is_err() {
+        if !valid_value(value) {
             return Err(H1Error::HeaderValue(name.clone()));
         }
         if name.eq_ignore_ascii_case("content-length") {
@@ -117,13 +117,17 @@ pub fn encode_head(
         put(&mut out, &[name, ": ", value, "\r\n"]);
     }
     if !has_host {
-        put(&mut out, &["host: ", host, ":", &port.to_string(), "\r\n"]);
+        put(&mut out, &["host: ", host, ":"]);
+        put_number(&mut out, u64::from(port));
+        out.extend_from_slice(b"\r\n");
     }
     let framing = match (body, said) {
         (BodyLen::Whole(has), Some(said)) if has != said => return Err(H1Error::LengthMismatch { said, has }),
         (BodyLen::Whole(0), None) if BODILESS.contains(&method) => Framing::Length(0),
         (BodyLen::Whole(n), _) | (BodyLen::Streamed, Some(n)) => {
-            put(&mut out, &["content-length: ", &n.to_string(), "\r\n"]);
+            put(&mut out, &["content-length: "]);
+            put_number(&mut out, n);
+            out.extend_from_slice(b"\r\n");
             Framing::Length(n)
         }
         (BodyLen::Streamed, None) => {
@@ -139,6 +143,32 @@ fn put(out: &mut Vec<u8>, parts: &[&str]) {
     for p in parts {
         out.extend_from_slice(p.as_bytes());
     }
+}
+
+/// Writes `n` in decimal, without the `String` `to_string` makes.
+fn put_number(out: &mut Vec<u8>, n: u64) {
+    use std::io::Write;
+    // Writing to a `Vec` cannot fail.
+    let _ = write!(out, "{n}");
+}
+
+/// Whether `http::HeaderName::from_bytes` takes `name`: 1 to 65,535 token
+/// characters (RFC 9110 5.6.2). Checked here because that call copies
+/// every name it does not know into a new buffer, two or three a request
+/// (a property test holds the two equal).
+fn valid_name(name: &str) -> bool {
+    (1..=NAME_LEN_MAX).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// `http::HeaderName`'s longest name.
+const NAME_LEN_MAX: usize = (1 << 16) - 1;
+
+/// Whether `http::HeaderValue::from_str` takes `value`: no control
+/// character but tab (that call copies the value; a property test holds
+/// the two equal).
+fn valid_value(value: &str) -> bool {
+    value.bytes().all(|b| (b >= 32 && b != 127) || b == b'\t')
 }
 
 /// Frames request body pieces as `framing` says, counting what a
@@ -462,6 +492,9 @@ mod tests {
         wire
     }
 
+    /// Token characters, separators, controls and a non-ASCII letter.
+    const HEADER_TEXT: &str = "aZ09!#$%&'*+.^_`|~-: \"(),;<=>?@[]{}\\/\t\r\n\x00\x01\x1f\x7f\u{e9}";
+
     proptest! {
         /// Whatever the pieces and however the wire is cut into reads, a
         /// chunked body decodes to its bytes and ends exactly at its end.
@@ -474,6 +507,16 @@ mod tests {
             let (out, done) = decode_all(BodyKind::Chunked, &wire, &cuts).unwrap();
             prop_assert!(done);
             prop_assert_eq!(out, pieces.concat());
+        }
+
+        /// Header names and values are judged as `http` judges them.
+        #[test]
+        fn names_and_values_are_judged_as_http_does(
+            text in proptest::collection::vec(proptest::sample::select(HEADER_TEXT.chars().collect::<Vec<_>>()), 0..12)
+                .prop_map(|chars| chars.into_iter().collect::<String>()),
+        ) {
+            prop_assert_eq!(valid_name(&text), http::HeaderName::from_bytes(text.as_bytes()).is_ok());
+            prop_assert_eq!(valid_value(&text), http::HeaderValue::from_str(&text).is_ok());
         }
 
         /// Garbage never panics the decoder.

@@ -311,7 +311,7 @@ async fn forward(
         )
     };
     let (opening, framing) =
-        h1::encode_head(&head.method, &target.path_and_query, &head.headers, (&target.host, target.port), body.len())
+        h1::encode_head(&head.method, &target.path_and_query, &head.headers, (&*target.host, target.port), body.len())
             .map_err(|e| bad(format!("invalid request: {e}")))?;
     let mut encoder = h1::BodyEncoder::new(framing);
     // A body on a GET may be read by the backend as the next request.
@@ -541,7 +541,7 @@ impl Reads {
 }
 
 /// A new connection to the backend.
-async fn connect(env: &Env, target: &Target) -> Result<Conn, Diagnostic> {
+async fn connect(env: &Env, target: &Target<'_>) -> Result<Conn, Diagnostic> {
     let net = env.net.proxy().map_or(env.net.as_ref(), |hop| hop.inner);
     let (_, stream) = crate::net::connect(net, &target.host, target.port).await.map_err(|e| {
         let failure = ConnectFailure::from_io(&e.error);
