@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use connector::inflight::{Abort, BodyStep, Requests, Slots};
-use connector::proto::RequestHead;
+use connector::proto::{Headers, RequestHead};
 use proptest::prelude::*;
 
 /// A handler that counts how often it was stopped.
@@ -124,7 +124,7 @@ impl World {
                 if !fin {
                     self.gathering[t].insert(id, 0);
                 }
-                let head = RequestHead { method: "GET".into(), path: "/".into(), headers: vec![] };
+                let head = RequestHead { method: "GET".into(), path: "/".into(), headers: Headers::new() };
                 if self.tunnels[t].accept(id, slot, head, fin).is_some() {
                     self.start(t, id);
                 }

@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use connector::proto::frame::{Decoder, DEFAULT_MAX_FRAME_BYTES};
-use connector::proto::{CancelReason, Event, Frame, GoAwayCode, RequestHead, Role, Session, SessionConfig};
+use connector::proto::{CancelReason, Event, Frame, GoAwayCode, Headers, RequestHead, Role, Session, SessionConfig};
 use proptest::prelude::*;
 
-fn headers() -> impl Strategy<Value = Vec<(String, String)>> {
-    prop::collection::vec(("[a-z-]{1,12}", "[ -~]{0,24}"), 0..6)
+fn headers() -> impl Strategy<Value = Headers> {
+    prop::collection::vec(("[a-z-]{1,12}", "[ -~]{0,24}"), 0..12).prop_map(|pairs| pairs.into_iter().collect())
 }
 
 fn frame() -> impl Strategy<Value = Frame> {
@@ -23,8 +23,14 @@ fn frame() -> impl Strategy<Value = Frame> {
                 incarnation
             }
         ),
-        (any::<u64>(), "[A-Z]{1,7}", "[ -~]{0,60}", headers(), any::<bool>())
-            .prop_map(|(id, method, path, headers, fin)| Frame::Request { id, method, path, headers, fin }),
+        (any::<u64>(), prop_oneof!["[A-Z]{1,7}", Just("GET".to_string())], "[ -~]{0,60}", headers(), any::<bool>())
+            .prop_map(|(id, method, path, headers, fin)| Frame::Request {
+                id,
+                method: method.into(),
+                path,
+                headers,
+                fin
+            }),
         (any::<u64>(), any::<bool>(), prop::collection::vec(any::<u8>(), 0..300))
             .prop_map(|(id, fin, d)| Frame::Body { id, fin, data: Bytes::from(d) }),
         (any::<u64>(), 100u16..1000, headers(), any::<bool>()).prop_map(|(id, status, headers, fin)| Frame::Response {
@@ -125,7 +131,7 @@ proptest! {
         pump(&mut c, &mut r);
         pump(&mut r, &mut c);
         for id in 1..=n {
-            let head = RequestHead { method: "POST".into(), path: format!("/{id}"), headers: vec![] };
+            let head = RequestHead { method: "POST".into(), path: format!("/{id}"), headers: Headers::new() };
             r.send_request(id, head, false).unwrap();
             r.send_body(id, Bytes::from(vec![id as u8; body_len]), true).unwrap();
         }
@@ -135,7 +141,7 @@ proptest! {
             if let Event::Request { id, .. } = ev {
                 got_requests += 1;
                 c.send_ack(id).unwrap();
-                c.send_response(id, 200, vec![], false).unwrap();
+                c.send_response(id, 200, Headers::new(), false).unwrap();
                 c.send_body(id, Bytes::from(vec![1u8; body_len]), true).unwrap();
             }
         }
@@ -465,7 +471,7 @@ proptest! {
             pieces += 1;
             (pieces, Bytes::from(pieces.to_string()))
         };
-        let head = || RequestHead { method: "GET".into(), path: "/".into(), headers: vec![] };
+        let head = || RequestHead { method: "GET".into(), path: "/".into(), headers: Headers::new() };
         for op in ops {
             match op {
                 Op::Request { id, fin } => {
@@ -489,7 +495,7 @@ proptest! {
                 }
                 Op::Response { id, fin } => {
                     let legal = cm.head_legal(id);
-                    prop_assert_eq!(c.send_response(id, 200, vec![], fin).is_ok(), legal, "{:?}", op);
+                    prop_assert_eq!(c.send_response(id, 200, Headers::new(), fin).is_ok(), legal, "{:?}", op);
                     if legal { cm.respond(id, fin); }
                 }
                 Op::ResponseBody { id, fin } => {

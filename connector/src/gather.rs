@@ -11,6 +11,8 @@
 
 use bytes::{Bytes, BytesMut};
 
+use crate::proto::Headers;
+
 /// The first reserve is at most this many times what has arrived...
 const AHEAD: usize = 4;
 /// ...or this much, whichever is more.
@@ -35,7 +37,7 @@ impl Gather {
     }
 
     /// A body whose head carries `headers`: its `content-length`, if any.
-    pub fn for_headers(headers: &[(String, String)], hold: usize) -> Self {
+    pub fn for_headers(headers: &Headers, hold: usize) -> Self {
         Self::new(content_length(headers), hold)
     }
 
@@ -80,8 +82,8 @@ impl Gather {
 }
 
 /// The `content-length` among `headers`, if one parses.
-pub fn content_length(headers: &[(String, String)]) -> Option<u64> {
-    headers.iter().find(|(n, _)| n.eq_ignore_ascii_case("content-length")).and_then(|(_, v)| v.trim().parse().ok())
+pub fn content_length(headers: &Headers) -> Option<u64> {
+    headers.get("content-length").and_then(|v| v.trim().parse().ok())
 }
 
 #[cfg(test)]
@@ -123,10 +125,10 @@ mod tests {
 
     #[test]
     fn the_length_comes_from_the_headers() {
-        let h = |v: &str| vec![("Host".to_string(), "a".to_string()), ("Content-Length".to_string(), v.to_string())];
+        let h = |v: &str| [("Host", "a"), ("Content-Length", v)].into_iter().collect::<Headers>();
         assert_eq!(content_length(&h("42")), Some(42));
         assert_eq!(content_length(&h(" 7 ")), Some(7));
         assert_eq!(content_length(&h("x")), None);
-        assert_eq!(content_length(&[]), None);
+        assert_eq!(content_length(&Headers::new()), None);
     }
 }

@@ -143,8 +143,9 @@ impl<T> Abort for tokio::task::JoinHandle<T> {
 }
 
 enum Phase<H> {
-    /// Accepted; its body is still arriving.
-    Receiving { head: RequestHead, body: Gather, held: Held },
+    /// Accepted; its body is still arriving. (The head is boxed: every
+    /// request in flight has an entry, and few are in this phase.)
+    Receiving { head: Box<RequestHead>, body: Gather, held: Held },
     /// Complete (or long enough to stream); its handler is being started.
     Starting,
     /// Its handler runs and takes the rest of the body as it arrives.
@@ -204,7 +205,10 @@ impl<H: Abort> Requests<H> {
             return Some(head);
         }
         let held = slot.held();
-        self.map.insert(id, Entry { slot, phase: Phase::Receiving { head, body: Gather::default(), held } });
+        self.map.insert(
+            id,
+            Entry { slot, phase: Phase::Receiving { head: Box::new(head), body: Gather::default(), held } },
+        );
         None
     }
 
@@ -244,9 +248,9 @@ impl<H: Abort> Requests<H> {
             Phase::Receiving { head, mut body, held } => {
                 let start = Start { bytes: body.take(), held, untaken };
                 if fin {
-                    BodyStep::Ready(head, start)
+                    BodyStep::Ready(*head, start)
                 } else {
-                    BodyStep::Stream(head, start)
+                    BodyStep::Stream(*head, start)
                 }
             }
             // Matched as Receiving just above.

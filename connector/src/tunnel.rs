@@ -518,7 +518,7 @@ impl<'a> Link<'a> {
                     "make the backend send fewer or shorter response headers (each under 64 KiB, all under 256 KiB)",
                 );
                 self.env.emit(AgentEvent::Diagnostic(d.clone()));
-                let headers = vec![("x-connector-error".to_string(), d.code)];
+                let headers = [("x-connector-error", d.code)].into_iter().collect();
                 self.session.send_response(id, 502, headers, true).map_err(|e| e.to_string())
             }
             other => other.map_err(|e| e.to_string()),

@@ -100,15 +100,15 @@ pub fn encode_head(
     let mut said: Option<u64> = None;
     for (name, value) in headers.iter().filter(|(n, _)| super::forwardable(n)) {
         if !valid_name(name) {
-            return Err(H1Error::HeaderName(name.clone()));
+            return Err(H1Error::HeaderName(name.to_owned()));
         }
         if !valid_value(value) {
-            return Err(H1Error::HeaderValue(name.clone()));
+            return Err(H1Error::HeaderValue(name.to_owned()));
         }
         if name.eq_ignore_ascii_case("content-length") {
-            let n = digits(value).ok_or_else(|| H1Error::ContentLength(value.clone()))?;
+            let n = digits(value).ok_or_else(|| H1Error::ContentLength(value.to_owned()))?;
             if said.is_some_and(|s| s != n) {
-                return Err(H1Error::ContentLength(value.clone()));
+                return Err(H1Error::ContentLength(value.to_owned()));
             }
             said = Some(n);
             continue;
@@ -145,11 +145,24 @@ fn put(out: &mut Vec<u8>, parts: &[&str]) {
     }
 }
 
-/// Writes `n` in decimal, without the `String` `to_string` makes.
+/// `n` in decimal, written into `buf`: no `String` as `to_string` makes.
+fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &str {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    // Only ASCII digits were written.
+    std::str::from_utf8(&buf[at..]).unwrap_or("0")
+}
+
+/// Writes `n` in decimal.
 fn put_number(out: &mut Vec<u8>, n: u64) {
-    use std::io::Write;
-    // Writing to a `Vec` cannot fail.
-    let _ = write!(out, "{n}");
+    out.extend_from_slice(decimal(n, &mut [0; 20]).as_bytes());
 }
 
 /// Whether `http::HeaderName::from_bytes` takes `name`: 1 to 65,535 token
@@ -249,7 +262,9 @@ pub fn parse_response(buf: &[u8], to_head: bool) -> Result<Option<(usize, Respon
     }
     let (mut close, mut keep, mut encoded) = (false, false, false);
     let mut length: Option<u64> = None;
-    let mut headers = Headers::with_capacity(resp.headers.len());
+    // Room for every header and the length as we write it: one allocation.
+    let text = resp.headers.iter().map(|h| h.name.len() + h.value.len()).sum::<usize>();
+    let mut headers = Headers::with_capacity(resp.headers.len() + 1, text + "content-length".len() + 20);
     for h in resp.headers.iter() {
         let value = String::from_utf8_lossy(h.value);
         if h.name.eq_ignore_ascii_case("connection") {
@@ -271,7 +286,7 @@ pub fn parse_response(buf: &[u8], to_head: bool) -> Result<Option<(usize, Respon
             continue;
         }
         if super::forwardable(h.name) {
-            headers.push((h.name.to_ascii_lowercase(), value.into_owned()));
+            headers.push_lowercased(h.name, &value);
         }
     }
     let body = match () {
@@ -283,7 +298,7 @@ pub fn parse_response(buf: &[u8], to_head: bool) -> Result<Option<(usize, Respon
     // One length, as the backend gave it (a HEAD's or a 304's included),
     // unless chunked framing made it meaningless (RFC 9112 6.3).
     if let (Some(n), false) = (length, encoded) {
-        headers.push(("content-length".to_string(), n.to_string()));
+        headers.push("content-length", decimal(n, &mut [0; 20]));
     }
     let persistent = if resp.version == Some(1) { !close } else { keep && !close };
     let keep_alive = persistent && body != BodyKind::UntilClose;
@@ -542,6 +557,13 @@ mod tests {
     }
 
     #[test]
+    fn decimals_read_as_display_writes_them() {
+        for n in [0, 7, 10, 99, 4_294_967_296, u64::MAX] {
+            assert_eq!(decimal(n, &mut [0; 20]), n.to_string());
+        }
+    }
+
+    #[test]
     fn a_cr_in_a_size_line_must_end_it() {
         assert_eq!(decode_all(BodyKind::Chunked, b"1\r0\r\n", &[]), Err(H1Error::ChunkSize));
         assert_eq!(decode_all(BodyKind::Chunked, b"1\r\na\r\r\n", &[]), Err(H1Error::ChunkEnd));
@@ -572,7 +594,7 @@ mod tests {
         let parse = |s: &str, head| parse_response(s.as_bytes(), head).unwrap().unwrap().1;
         let r = parse("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: keep-alive\r\nX-A: b\r\n\r\n", false);
         assert_eq!((r.status, r.body, r.keep_alive), (200, BodyKind::Length(5), true));
-        assert_eq!(r.headers, vec![("x-a".into(), "b".into()), ("content-length".into(), "5".into())]);
+        assert_eq!(r.headers.iter().collect::<Vec<_>>(), [("x-a", "b"), ("content-length", "5")]);
         let r = parse("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n", false);
         assert_eq!((r.body, r.keep_alive), (BodyKind::Chunked, true));
         assert!(r.headers.is_empty(), "neither framing header goes on: {:?}", r.headers);
@@ -601,7 +623,7 @@ mod tests {
 
     #[test]
     fn request_heads_are_framed_and_checked() {
-        let h = |v: &[(&str, &str)]| v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect::<Headers>();
+        let h = |v: &[(&str, &str)]| v.iter().copied().collect::<Headers>();
         let (head, framing) = encode_head("GET", "/a?b", &h(&[("x-a", "1")]), ("app", 80), BodyLen::Whole(0)).unwrap();
         assert_eq!(String::from_utf8(head).unwrap(), "GET /a?b HTTP/1.1\r\nx-a: 1\r\nhost: app:80\r\n\r\n");
         assert_eq!(framing, Framing::Length(0));

@@ -9,7 +9,11 @@
 //! buffered, so a hostile peer cannot make us allocate more than
 //! `max_frame_bytes`. Every decoding error names the frame kind and the field.
 
+use std::borrow::Cow;
+
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+use super::headers::Headers;
 
 /// Protocol version spoken by this build. A peer with another major version
 /// is refused at `Hello`.
@@ -24,8 +28,19 @@ pub const MIN_MAX_FRAME_BYTES: u32 = 4 * 1024;
 /// Bytes of the frame header (length + kind).
 pub const HEADER_BYTES: usize = 5;
 
-/// Request and response metadata carried by `Request` and `Response`.
-pub type Headers = Vec<(String, String)>;
+/// The methods of RFC 9110 and RFC 5789 (PATCH): a request's method is
+/// one of these nearly always, and then costs no allocation.
+const METHODS: [&str; 9] = ["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"];
+
+/// A request method as a frame carries it: borrowed when it is one of the
+/// standard methods (compared case-sensitively, as methods are), owned
+/// otherwise.
+pub fn method(name: &str) -> Cow<'static, str> {
+    match METHODS.iter().find(|m| **m == name) {
+        Some(m) => Cow::Borrowed(m),
+        None => Cow::Owned(name.to_owned()),
+    }
+}
 
 /// Why a request was cancelled or refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -106,7 +121,7 @@ pub enum Frame {
     /// the requests it accepted) from one that restarted (it forgot them).
     Hello { version: u16, max_frame_bytes: u32, peer: String, incarnation: u64 },
     /// Relay → connector: a user's request head. `fin` = no body follows.
-    Request { id: u64, method: String, path: String, headers: Headers, fin: bool },
+    Request { id: u64, method: Cow<'static, str>, path: String, headers: Headers, fin: bool },
     /// A body chunk of the request (relay → connector) or response (back).
     Body { id: u64, fin: bool, data: Bytes },
     /// Connector → relay: the backend's response head.
@@ -243,7 +258,7 @@ fn put_str(out: &mut BytesMut, s: &str, field: &'static str) -> Result<(), Frame
 fn put_headers(out: &mut BytesMut, headers: &Headers) -> Result<(), FrameError> {
     let count = u16::try_from(headers.len()).map_err(|_| FrameError::FieldTooLong { field: "headers" })?;
     out.put_u16(count);
-    for (name, value) in headers {
+    for (name, value) in headers.iter() {
         put_str(out, name, "header name")?;
         put_str(out, value, "header value")?;
     }
@@ -346,7 +361,7 @@ fn decode_body(mut b: Bytes) -> Result<Frame, FrameError> {
         2 => {
             let id = r.u64("id")?;
             let fin = r.flag("fin")?;
-            let method = r.string("method")?;
+            let method = r.method()?;
             let path = r.string("path")?;
             let headers = r.headers()?;
             Frame::Request { id, method, path, headers, fin }
@@ -438,18 +453,42 @@ impl Reader<'_> {
         self.need(n, field)?;
         Ok(self.b.split_to(n))
     }
+    /// The string `at` bytes into what is left, read in place, and where
+    /// it ends: decoding it costs no copy until the caller keeps it.
+    fn str_at(&self, at: usize, field: &'static str) -> Result<(&str, usize), FrameError> {
+        let truncated = FrameError::Truncated { kind: self.kind, field };
+        let b = self.b.get(at..).unwrap_or_default();
+        let len = match b {
+            [hi, lo, ..] => usize::from(u16::from_be_bytes([*hi, *lo])),
+            _ => return Err(truncated),
+        };
+        let raw = b.get(2..2 + len).ok_or(truncated)?;
+        let s = std::str::from_utf8(raw).map_err(|_| FrameError::BadUtf8 { kind: self.kind, field })?;
+        Ok((s, at + 2 + len))
+    }
     fn string(&mut self, field: &'static str) -> Result<String, FrameError> {
-        let len = self.u16(field)? as usize;
-        let raw = self.take(len, field)?;
-        String::from_utf8(raw.to_vec()).map_err(|_| FrameError::BadUtf8 { kind: self.kind, field })
+        let (s, end) = self.str_at(0, field)?;
+        let s = s.to_owned();
+        self.b.advance(end);
+        Ok(s)
+    }
+    fn method(&mut self) -> Result<Cow<'static, str>, FrameError> {
+        let (s, end) = self.str_at(0, "method")?;
+        let m = method(s);
+        self.b.advance(end);
+        Ok(m)
     }
     fn headers(&mut self) -> Result<Headers, FrameError> {
-        let count = self.u16("headers")?;
-        let mut out = Vec::with_capacity(usize::from(count).min(64));
+        let count = usize::from(self.u16("headers")?);
+        // Each header takes at least its two length fields: a count the
+        // payload cannot hold reserves no more than the payload does.
+        let left = self.b.remaining();
+        let mut out = Headers::with_capacity(count.min(left / 4), left.saturating_sub(4 * count));
         for _ in 0..count {
-            let name = self.string("header name")?;
-            let value = self.string("header value")?;
-            out.push((name, value));
+            let (name, name_end) = self.str_at(0, "header name")?;
+            let (value, end) = self.str_at(name_end, "header value")?;
+            out.push(name, value);
+            self.b.advance(end);
         }
         Ok(out)
     }
@@ -479,11 +518,11 @@ mod tests {
             id: 7,
             method: "GET".into(),
             path: "/x".into(),
-            headers: vec![("host".into(), "a".into())],
+            headers: [("host", "a")].into_iter().collect(),
             fin: true,
         });
         roundtrip(Frame::Body { id: 7, fin: false, data: Bytes::from_static(b"abc") });
-        roundtrip(Frame::Response { id: 7, status: 200, headers: vec![], fin: false });
+        roundtrip(Frame::Response { id: 7, status: 200, headers: Headers::new(), fin: false });
         roundtrip(Frame::Ack { id: 1 });
         roundtrip(Frame::Cancel { id: 1, reason: CancelReason::Duplicate });
         roundtrip(Frame::Ping { nonce: 3 });

@@ -4,7 +4,9 @@
 //! the simulated and the real world.
 
 pub mod frame;
+pub mod headers;
 pub mod session;
 
-pub use frame::{CancelReason, Decoder, Frame, FrameError, GoAwayCode, Headers, PROTOCOL_VERSION};
+pub use frame::{method, CancelReason, Decoder, Frame, FrameError, GoAwayCode, PROTOCOL_VERSION};
+pub use headers::Headers;
 pub use session::{Event, RequestHead, Role, Session, SessionConfig, SessionError};

@@ -29,12 +29,15 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
+use std::borrow::Cow;
+
 use bytes::{Bytes, BytesMut};
 
 use super::frame::{
-    CancelReason, Decoder, Frame, FrameError, GoAwayCode, Headers, DEFAULT_MAX_FRAME_BYTES, MIN_MAX_FRAME_BYTES,
+    CancelReason, Decoder, Frame, FrameError, GoAwayCode, DEFAULT_MAX_FRAME_BYTES, MIN_MAX_FRAME_BYTES,
     PROTOCOL_VERSION,
 };
+use super::headers::Headers;
 
 /// Which end of the tunnel this session is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,7 +128,8 @@ impl SessionConfig {
 /// The request half of a stream as seen by the session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestHead {
-    pub method: String,
+    /// Borrowed for the standard methods ([`super::frame::method`]).
+    pub method: Cow<'static, str>,
     pub path: String,
     pub headers: Headers,
 }
@@ -960,12 +964,12 @@ mod tests {
         let t = Duration::ZERO;
         assert!(matches!(c.poll_event(), Some(Event::Established { .. })));
         assert!(matches!(r.poll_event(), Some(Event::Established { .. })));
-        let head = RequestHead { method: "GET".into(), path: "/".into(), headers: vec![] };
+        let head = RequestHead { method: "GET".into(), path: "/".into(), headers: Headers::new() };
         r.send_request(1, head.clone(), true).unwrap();
         pump(&mut r, &mut c, t).unwrap();
         assert_eq!(c.poll_event(), Some(Event::Request { id: 1, head, fin: true }));
         c.send_ack(1).unwrap();
-        c.send_response(1, 200, vec![], false).unwrap();
+        c.send_response(1, 200, Headers::new(), false).unwrap();
         c.send_body(1, Bytes::from_static(b"hi"), true).unwrap();
         pump(&mut c, &mut r, t).unwrap();
         assert_eq!(r.poll_event(), Some(Event::Acked { id: 1 }));
@@ -982,7 +986,7 @@ mod tests {
         let mut cfg = SessionConfig::new("c1");
         cfg.ack_hold = hold;
         let (mut c, mut r) = pair_with(cfg);
-        let head = RequestHead { method: "GET".into(), path: "/".into(), headers: vec![] };
+        let head = RequestHead { method: "GET".into(), path: "/".into(), headers: Headers::new() };
         r.send_request(1, head.clone(), true).unwrap();
         r.send_request(2, head, false).unwrap();
         pump(&mut r, &mut c, t).unwrap();
@@ -998,7 +1002,7 @@ mod tests {
         c.send_ack(1).unwrap();
         assert_eq!(c.poll_transmit(ms(0)), None, "held");
         assert_eq!(c.poll_timeout(), Some(ms(2)), "the driver wakes when the hold ends");
-        c.send_response(1, 200, vec![], true).unwrap();
+        c.send_response(1, 200, Headers::new(), true).unwrap();
         let write = c.poll_transmit(ms(1)).expect("the answer releases the Ack");
         r.handle_input(&write, ms(1)).unwrap();
         assert_eq!(r.poll_event(), Some(Event::Acked { id: 1 }), "the Ack still comes first");
@@ -1108,10 +1112,10 @@ mod tests {
     fn large_body_is_chunked_to_peer_limit() {
         let (mut c, mut r) = pair();
         let t = Duration::ZERO;
-        let head = RequestHead { method: "GET".into(), path: "/".into(), headers: vec![] };
+        let head = RequestHead { method: "GET".into(), path: "/".into(), headers: Headers::new() };
         r.send_request(9, head, true).unwrap();
         pump(&mut r, &mut c, t).unwrap();
-        c.send_response(9, 200, vec![], false).unwrap();
+        c.send_response(9, 200, Headers::new(), false).unwrap();
         c.send_body(9, Bytes::from(vec![7u8; 1_000_000]), true).unwrap();
         both_ways(&mut c, &mut r, t);
         let mut total = 0;
@@ -1159,7 +1163,7 @@ mod tests {
     fn a_sender_stops_at_the_stream_window() {
         let (mut c, mut r) = pair();
         let t = Duration::ZERO;
-        let head = RequestHead { method: "PUT".into(), path: "/".into(), headers: vec![] };
+        let head = RequestHead { method: "PUT".into(), path: "/".into(), headers: Headers::new() };
         r.send_request(1, head, false).unwrap();
         r.send_body(1, Bytes::from(vec![1u8; 4 << 20]), true).unwrap();
         // Everything the relay will send without hearing back.
@@ -1185,14 +1189,14 @@ mod tests {
         let (mut c, mut r) = pair();
         let t = Duration::ZERO;
         for id in [1, 2] {
-            let head = RequestHead { method: "GET".into(), path: "/".into(), headers: vec![] };
+            let head = RequestHead { method: "GET".into(), path: "/".into(), headers: Headers::new() };
             r.send_request(id, head, true).unwrap();
         }
         pump(&mut r, &mut c, t).unwrap();
         while c.poll_event().is_some() {}
-        c.send_response(1, 200, vec![], false).unwrap();
+        c.send_response(1, 200, Headers::new(), false).unwrap();
         c.send_body(1, Bytes::from(vec![1u8; 16 << 20]), true).unwrap();
-        c.send_response(2, 200, vec![], false).unwrap();
+        c.send_response(2, 200, Headers::new(), false).unwrap();
         c.send_body(2, Bytes::from(vec![2u8; 1000]), true).unwrap();
         let first = c.poll_transmit(t).unwrap();
         assert!(first.len() <= BATCH_BYTES + 1024, "batch of {} bytes", first.len());
@@ -1207,7 +1211,7 @@ mod tests {
     fn a_peer_past_its_window_is_refused() {
         let t = Duration::ZERO;
         let (mut c, mut r) = paced_pair();
-        let head = RequestHead { method: "PUT".into(), path: "/".into(), headers: vec![] };
+        let head = RequestHead { method: "PUT".into(), path: "/".into(), headers: Headers::new() };
         r.send_request(1, head, false).unwrap();
         pump(&mut r, &mut c, t).unwrap();
         let mut wire = BytesMut::new();
@@ -1229,7 +1233,7 @@ mod tests {
         let mut c = Session::new(Role::Connector, cfg, t);
         let mut r = Session::new(Role::Relay, SessionConfig::new("relay"), t);
         both_ways(&mut c, &mut r, t);
-        let head = RequestHead { method: "PUT".into(), path: "/".into(), headers: vec![] };
+        let head = RequestHead { method: "PUT".into(), path: "/".into(), headers: Headers::new() };
         r.send_request(1, head, false).unwrap();
         r.send_body(1, Bytes::from(vec![5u8; 3 << 20]), true).unwrap();
         let mut total = 0;
@@ -1257,7 +1261,7 @@ mod tests {
         let (mut c, mut r) = paced_pair();
         let streams = 2 * (SESSION_WINDOW / STREAM_WINDOW) as u64;
         for id in 1..=streams {
-            let head = RequestHead { method: "PUT".into(), path: "/".into(), headers: vec![] };
+            let head = RequestHead { method: "PUT".into(), path: "/".into(), headers: Headers::new() };
             r.send_request(id, head, false).unwrap();
             r.send_body(id, Bytes::from(vec![1u8; STREAM_WINDOW as usize]), true).unwrap();
         }
@@ -1299,14 +1303,14 @@ mod tests {
         let t = Duration::ZERO;
         let (mut c, mut r) = paced_pair();
         let total = 2 * SESSION_WINDOW as usize;
-        let head = RequestHead { method: "PUT".into(), path: "/".into(), headers: vec![] };
+        let head = RequestHead { method: "PUT".into(), path: "/".into(), headers: Headers::new() };
         r.send_request(1, head, false).unwrap();
         r.send_body(1, Bytes::from(vec![3u8; total]), true).unwrap();
         both_ways(&mut c, &mut r, t);
         let first = body_bytes(&mut c).values().sum::<usize>();
         assert_eq!(first, STREAM_WINDOW as usize, "a stream's window, then nothing without grants");
         c.send_ack(1).unwrap();
-        c.send_response(1, 401, vec![], true).unwrap();
+        c.send_response(1, 401, Headers::new(), true).unwrap();
         c.discard_body(1);
         // A late report from the consumer changes nothing.
         c.consumed(1, first);
@@ -1315,7 +1319,7 @@ mod tests {
         assert_eq!(c.open_streams(), 0);
         assert_eq!(r.open_streams(), 0);
         // The whole session window is there for the next upload.
-        let head = RequestHead { method: "PUT".into(), path: "/".into(), headers: vec![] };
+        let head = RequestHead { method: "PUT".into(), path: "/".into(), headers: Headers::new() };
         for id in 2..=(SESSION_WINDOW / STREAM_WINDOW + 1) as u64 {
             r.send_request(id, head.clone(), false).unwrap();
             r.send_body(id, Bytes::from(vec![4u8; STREAM_WINDOW as usize]), false).unwrap();
@@ -1331,7 +1335,7 @@ mod tests {
     fn stalled_streams_leave_the_rest_of_the_window_moving() {
         let t = Duration::ZERO;
         let (mut c, mut r) = paced_pair();
-        let head = RequestHead { method: "PUT".into(), path: "/".into(), headers: vec![] };
+        let head = RequestHead { method: "PUT".into(), path: "/".into(), headers: Headers::new() };
         let stalled = u64::from(SESSION_WINDOW / STREAM_WINDOW - 2);
         for id in 1..=stalled {
             r.send_request(id, head.clone(), false).unwrap();
@@ -1365,7 +1369,7 @@ mod tests {
         let (mut c, mut r) = paced_pair();
         let quarter = STREAM_WINDOW as usize / 2;
         for id in 1..=(2 * SESSION_WINDOW as u64 / quarter as u64) {
-            let head = RequestHead { method: "PUT".into(), path: "/".into(), headers: vec![] };
+            let head = RequestHead { method: "PUT".into(), path: "/".into(), headers: Headers::new() };
             r.send_request(id, head, false).unwrap();
             pump(&mut r, &mut c, t).unwrap();
             c.send_cancel(id, CancelReason::Overloaded).unwrap();
@@ -1388,7 +1392,7 @@ mod tests {
         let chunk = Bytes::from(vec![0u8; BODY_QUANTUM]);
         let per_stream = STREAM_WINDOW as usize / BODY_QUANTUM;
         for id in 1..=(SESSION_WINDOW / STREAM_WINDOW + 1) as u64 {
-            let head = RequestHead { method: "PUT".into(), path: "/".into(), headers: vec![] };
+            let head = RequestHead { method: "PUT".into(), path: "/".into(), headers: Headers::new() };
             r.send_request(id, head, false).unwrap();
             for _ in 0..per_stream {
                 Frame::Body { id, fin: false, data: chunk.clone() }.encode(DEFAULT_MAX_FRAME_BYTES, &mut wire).unwrap();
@@ -1408,7 +1412,7 @@ mod tests {
     fn frames_crossing_a_cancel_do_not_kill_the_tunnel() {
         let (mut c, mut r) = pair();
         let t = Duration::ZERO;
-        let head = RequestHead { method: "POST".into(), path: "/".into(), headers: vec![] };
+        let head = RequestHead { method: "POST".into(), path: "/".into(), headers: Headers::new() };
         while c.poll_event().is_some() {}
         while r.poll_event().is_some() {}
         r.send_request(1, head.clone(), false).unwrap();
@@ -1425,7 +1429,7 @@ mod tests {
         r.send_request(2, head, true).unwrap();
         pump(&mut r, &mut c, t).unwrap();
         c.send_ack(2).unwrap();
-        c.send_response(2, 200, vec![], true).unwrap();
+        c.send_response(2, 200, Headers::new(), true).unwrap();
         r.send_cancel(2, CancelReason::Abandoned).unwrap();
         pump(&mut c, &mut r, t).expect("an ack and response crossing the relay's cancel are dropped");
         assert!(r.is_open());

@@ -17,7 +17,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use connector::gather::Gather;
 use connector::pace::Pace;
-use connector::proto::{CancelReason, RequestHead};
+use connector::proto::{self, CancelReason, Headers, RequestHead};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use tokio::sync::mpsc;
@@ -64,15 +64,15 @@ async fn handle(cloud: Rc<Cloud>, req: Request<Incoming>) -> Response<Body> {
     if preauth::is_sign_in(app, &req) {
         return preauth::sign_in(&cloud, app, req).await.2;
     }
-    let method = req.method().to_string();
+    let method = proto::method(req.method().as_str());
     let path_and_query = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
-    let mut headers: Vec<(String, String)> = req
+    let from_user: Headers = req
         .headers()
         .iter()
         .filter(|(n, _)| *n != hyper::header::HOST && *n != hyper::header::CONNECTION)
-        .map(|(n, v)| (n.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .map(|(n, v)| (n.as_str(), String::from_utf8_lossy(v.as_bytes())))
         .collect();
-    let user = match preauth::check(&cloud, app, &headers) {
+    let user = match preauth::check(&cloud, app, &from_user) {
         Ok(user) => user,
         Err(stopped) => {
             let (_, detail, resp) = stopped.answer(&cloud.config.tenant.id);
@@ -80,8 +80,8 @@ async fn handle(cloud: Rc<Cloud>, req: Request<Incoming>) -> Response<Body> {
             return resp;
         }
     };
-    preauth::forwarded_headers(app, user.as_ref(), &mut headers);
-    headers.push(("x-forwarded-host".into(), host.clone()));
+    let mut headers = preauth::forwarded_headers(app, user.as_ref(), &from_user);
+    headers.push("x-forwarded-host", &host);
     let limit = cloud.config.upload_bytes_max;
     let mut upload = match Upload::start(req.into_body(), STREAM_AFTER_BYTES, limit).await {
         Ok(upload) => upload,
@@ -142,7 +142,7 @@ fn refusal(refused: Refused, limit: u64) -> (u16, String, Response<Body>) {
 
 /// The user's answer: the connector's status and headers over `body`.
 /// A type is named only when the backend gave none.
-fn answer(status: u16, headers: &[(String, String)], body: Body) -> Response<Body> {
+fn answer(status: u16, headers: &Headers, body: Body) -> Response<Body> {
     let mut resp = Response::new(body);
     *resp.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::BAD_GATEWAY);
     for (n, v) in headers {
@@ -357,7 +357,7 @@ async fn pumped(pump: &mut Option<JoinHandle<Result<(), Refused>>>) -> Result<()
 struct Answering {
     acked: bool,
     status: u16,
-    headers: Vec<(String, String)>,
+    headers: Headers,
     acc: Gather,
 }
 

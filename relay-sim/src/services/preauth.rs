@@ -15,6 +15,7 @@
 use std::rc::Rc;
 
 use connector::api::LoginRequest;
+use connector::proto::Headers;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response};
 
@@ -111,7 +112,7 @@ impl Stopped {
 
 /// The user a request to `app` is let through as (`None` for a
 /// passthrough app), or why it is stopped.
-pub fn check(cloud: &Cloud, app: &App, headers: &[(String, String)]) -> Result<Option<User>, Stopped> {
+pub fn check(cloud: &Cloud, app: &App, headers: &Headers) -> Result<Option<User>, Stopped> {
     if app.pre_authentication == PreAuthentication::Passthrough {
         return Ok(None);
     }
@@ -135,24 +136,32 @@ pub fn check(cloud: &Cloud, app: &App, headers: &[(String, String)]) -> Result<O
 /// The headers as the connector gets them: the session cookie and any
 /// identity headers the client sent are removed; with header-based single
 /// sign-on, the signed-in user's are added.
-pub fn forwarded_headers(app: &App, user: Option<&User>, headers: &mut Vec<(String, String)>) {
-    headers.retain(|(n, _)| !n.eq_ignore_ascii_case(PRINCIPAL_HEADER) && !n.eq_ignore_ascii_case(ON_PREMISES_HEADER));
-    for (name, value) in headers.iter_mut() {
-        if name.eq_ignore_ascii_case("cookie") {
-            *value = without_session(value);
+pub fn forwarded_headers(app: &App, user: Option<&User>, headers: &Headers) -> Headers {
+    let mut out = Headers::with_capacity(headers.len() + 3, 0);
+    for (name, value) in headers {
+        if name.eq_ignore_ascii_case(PRINCIPAL_HEADER) || name.eq_ignore_ascii_case(ON_PREMISES_HEADER) {
+            continue;
+        }
+        if !name.eq_ignore_ascii_case("cookie") {
+            out.push(name, value);
+            continue;
+        }
+        let kept = without_session(value);
+        if !kept.is_empty() {
+            out.push(name, &kept);
         }
     }
-    headers.retain(|(n, v)| !(n.eq_ignore_ascii_case("cookie") && v.is_empty()));
     if let (SingleSignOn::Headers, Some(user)) = (app.sso, user) {
-        headers.push((PRINCIPAL_HEADER.into(), user.upn.clone()));
+        out.push(PRINCIPAL_HEADER, &user.upn);
         if let UserSource::Synced { on_premises } = &user.source {
-            headers.push((ON_PREMISES_HEADER.into(), on_premises.clone()));
+            out.push(ON_PREMISES_HEADER, on_premises);
         }
     }
+    out
 }
 
 /// The session token among a request's cookies.
-fn session_token(headers: &[(String, String)]) -> Option<String> {
+fn session_token(headers: &Headers) -> Option<String> {
     headers
         .iter()
         .filter(|(n, _)| n.eq_ignore_ascii_case("cookie"))
@@ -198,29 +207,33 @@ mod tests {
         }
     }
 
-    fn h(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect()
+    fn h(pairs: &[(&str, &str)]) -> Headers {
+        pairs.iter().copied().collect()
     }
 
     #[test]
     fn the_session_cookie_is_found_and_never_forwarded() {
         let headers = h(&[("cookie", "a=1; AzureAppProxyAccessCookie=tok; b=2")]);
         assert_eq!(session_token(&headers).as_deref(), Some("tok"));
-        let mut fwd = headers.clone();
-        forwarded_headers(&app(SingleSignOn::None), None, &mut fwd);
+        let fwd = forwarded_headers(&app(SingleSignOn::None), None, &headers);
         assert_eq!(fwd, h(&[("cookie", "a=1; b=2")]));
-        let mut only = h(&[("cookie", "AzureAppProxyAccessCookie=tok")]);
-        forwarded_headers(&app(SingleSignOn::None), None, &mut only);
+        let only =
+            forwarded_headers(&app(SingleSignOn::None), None, &h(&[("cookie", "AzureAppProxyAccessCookie=tok")]));
         assert!(only.is_empty(), "{only:?}");
+        let kept = forwarded_headers(&app(SingleSignOn::None), None, &h(&[("a", "1"), ("Cookie", ""), ("b", "2")]));
+        assert_eq!(kept, h(&[("a", "1"), ("b", "2")]), "an empty cookie header goes too; the rest keep their order");
     }
 
     #[test]
     fn a_client_cannot_name_itself_to_the_backend() {
-        let mut fwd = h(&[(PRINCIPAL_HEADER, "admin@contoso.com"), ("X-MS-CLIENT-ONPREM-ACCOUNT", "CONTOSO\\admin")]);
-        forwarded_headers(&app(SingleSignOn::None), Some(&synced()), &mut fwd);
+        let claims = h(&[(PRINCIPAL_HEADER, "admin@contoso.com"), ("X-MS-CLIENT-ONPREM-ACCOUNT", "CONTOSO\\admin")]);
+        let fwd = forwarded_headers(&app(SingleSignOn::None), Some(&synced()), &claims);
         assert!(fwd.is_empty(), "without single sign-on the backend gets no identity: {fwd:?}");
-        let mut fwd = h(&[(PRINCIPAL_HEADER, "admin@contoso.com")]);
-        forwarded_headers(&app(SingleSignOn::Headers), Some(&synced()), &mut fwd);
+        let fwd = forwarded_headers(
+            &app(SingleSignOn::Headers),
+            Some(&synced()),
+            &h(&[(PRINCIPAL_HEADER, "admin@contoso.com")]),
+        );
         assert_eq!(fwd, h(&[(PRINCIPAL_HEADER, "alice@contoso.com"), (ON_PREMISES_HEADER, "CONTOSO\\alice")]));
     }
 }
