@@ -89,6 +89,13 @@ pub trait Entropy: Send + Sync + Debug {
 /// simulated time into its trace; real mode logs them.
 pub trait EventSink {
     fn emit(&self, event: AgentEvent);
+
+    /// Whether events of single requests ([`AgentEvent::is_per_request`])
+    /// are kept. When not, the agent does not build them: each names its
+    /// tunnel in a new `String`, many times a second under load.
+    fn wants_per_request(&self) -> bool {
+        true
+    }
 }
 
 /// Everything the agent may use from the outside world.
@@ -105,6 +112,14 @@ pub struct Env {
 impl Env {
     pub fn emit(&self, event: AgentEvent) {
         self.events.emit(event);
+    }
+
+    /// Emits the event of a single request that `make` builds, if the
+    /// sink keeps such events.
+    pub fn emit_per_request(&self, make: impl FnOnce() -> AgentEvent) {
+        if self.events.wants_per_request() {
+            self.events.emit(make());
+        }
     }
 }
 
@@ -170,7 +185,7 @@ pub struct LogSink;
 impl EventSink for LogSink {
     fn emit(&self, event: AgentEvent) {
         let per_request = event.is_per_request();
-        if per_request && !tracing::enabled!(target: "connector::event", tracing::Level::DEBUG) {
+        if per_request && !self.wants_per_request() {
             return;
         }
         match serde_json::to_string(&event) {
@@ -178,6 +193,10 @@ impl EventSink for LogSink {
             Ok(line) => tracing::info!(target: "connector::event", "{line}"),
             Err(e) => tracing::warn!("unserializable event: {e}"),
         }
+    }
+
+    fn wants_per_request(&self) -> bool {
+        tracing::enabled!(target: "connector::event", tracing::Level::DEBUG)
     }
 }
 

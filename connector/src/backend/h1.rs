@@ -170,8 +170,28 @@ fn put_number(out: &mut Vec<u8>, n: u64) {
 /// every name it does not know into a new buffer, two or three a request
 /// (a property test holds the two equal).
 fn valid_name(name: &str) -> bool {
-    (1..=NAME_LEN_MAX).contains(&name.len())
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    (1..=NAME_LEN_MAX).contains(&name.len()) && name.bytes().all(|b| TOKEN[usize::from(b)])
+}
+
+/// Which bytes are token characters (RFC 9110 5.6.2), looked up: testing
+/// each byte against the list of symbols cost more than the rest of the
+/// head's writing.
+const TOKEN: [bool; 256] = alphanumerics_and(b"!#$%&'*+-.^_`|~");
+
+/// A table of the bytes that are ASCII letters, digits or in `symbols`.
+pub(super) const fn alphanumerics_and(symbols: &[u8]) -> [bool; 256] {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = (b as u8).is_ascii_alphanumeric();
+        b += 1;
+    }
+    let mut i = 0;
+    while i < symbols.len() {
+        table[symbols[i] as usize] = true;
+        i += 1;
+    }
+    table
 }
 
 /// `http::HeaderName`'s longest name.
@@ -266,7 +286,12 @@ pub fn parse_response(buf: &[u8], to_head: bool) -> Result<Option<(usize, Respon
     let text = resp.headers.iter().map(|h| h.name.len() + h.value.len()).sum::<usize>();
     let mut headers = Headers::with_capacity(resp.headers.len() + 1, text + "content-length".len() + 20);
     for h in resp.headers.iter() {
-        let value = String::from_utf8_lossy(h.value);
+        // Checked as UTF-8 first: `from_utf8_lossy` walks even a valid
+        // value chunk by chunk, without `from_utf8`'s fast path for ASCII.
+        let value = match std::str::from_utf8(h.value) {
+            Ok(v) => std::borrow::Cow::Borrowed(v),
+            Err(_) => String::from_utf8_lossy(h.value),
+        };
         if h.name.eq_ignore_ascii_case("connection") {
             close |= has_token(&value, "close");
             keep |= has_token(&value, "keep-alive");
