@@ -66,12 +66,7 @@ async fn handle(cloud: Rc<Cloud>, req: Request<Incoming>) -> Response<Body> {
     }
     let method = proto::method(req.method().as_str());
     let path_and_query = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
-    let from_user: Headers = req
-        .headers()
-        .iter()
-        .filter(|(n, _)| *n != hyper::header::HOST && *n != hyper::header::CONNECTION)
-        .map(|(n, v)| (n.as_str(), String::from_utf8_lossy(v.as_bytes())))
-        .collect();
+    let from_user = user_headers(req.headers());
     let user = match preauth::check(&cloud, app, &from_user) {
         Ok(user) => user,
         Err(stopped) => {
@@ -140,6 +135,19 @@ fn refusal(refused: Refused, limit: u64) -> (u16, String, Response<Body>) {
     }
 }
 
+/// The user's headers but those of this hop (`Host` goes as
+/// `x-forwarded-host`), in one allocation.
+fn user_headers(from: &hyper::HeaderMap) -> Headers {
+    let text = from.iter().map(|(n, v)| n.as_str().len() + v.len()).sum();
+    let mut headers = Headers::with_capacity(from.len(), text);
+    for (n, v) in from {
+        if n != hyper::header::HOST && n != hyper::header::CONNECTION {
+            headers.push(n.as_str(), &String::from_utf8_lossy(v.as_bytes()));
+        }
+    }
+    headers
+}
+
 /// The user's answer: the connector's status and headers over `body`.
 /// A type is named only when the backend gave none.
 fn answer(status: u16, headers: &Headers, body: Body) -> Response<Body> {
@@ -168,9 +176,9 @@ async fn relay(
     upload: &mut Upload,
 ) -> (u16, String, Response<Body>) {
     let deadline = tokio::time::Instant::now() + cloud.config.dispatch_timeout;
-    let mut pinned: Option<(String, u64)> = None;
+    let mut pinned: Option<(Rc<str>, u64)> = None;
     for attempt in 0..MAX_ATTEMPTS {
-        let only = pinned.as_ref().map(|(c, i)| (c.as_str(), *i));
+        let only = pinned.as_ref().map(|(c, i)| (&**c, *i));
         let Some(tunnel) = wait_for_tunnel(cloud, &app.group, only).await else {
             return match pinned {
                 None => gateway(
@@ -189,8 +197,8 @@ async fn relay(
             cloud.emit(CloudEvent::RequestDispatched {
                 id,
                 app: app.name.clone(),
-                connector_id: tunnel.connector_id.clone(),
-                endpoint: tunnel.endpoint.clone(),
+                connector_id: tunnel.connector_id.to_string(),
+                endpoint: tunnel.endpoint.to_string(),
                 attempt,
             });
         }

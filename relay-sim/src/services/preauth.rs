@@ -137,7 +137,9 @@ pub fn check(cloud: &Cloud, app: &App, headers: &Headers) -> Result<Option<User>
 /// identity headers the client sent are removed; with header-based single
 /// sign-on, the signed-in user's are added.
 pub fn forwarded_headers(app: &App, user: Option<&User>, headers: &Headers) -> Headers {
-    let mut out = Headers::with_capacity(headers.len() + 3, 0);
+    // Room for the identity headers and `x-forwarded-host` too.
+    let text = headers.iter().map(|(n, v)| n.len() + v.len()).sum::<usize>() + 256;
+    let mut out = Headers::with_capacity(headers.len() + 3, text);
     for (name, value) in headers {
         if name.eq_ignore_ascii_case(PRINCIPAL_HEADER) || name.eq_ignore_ascii_case(ON_PREMISES_HEADER) {
             continue;

@@ -201,9 +201,9 @@ impl Here<'_> {
             Event::Established { incarnation, .. } => {
                 let id = self.cloud.add_tunnel(TunnelHandle {
                     open: self.open.clone(),
-                    connector_id: self.connector_id.to_string(),
+                    connector_id: self.connector_id.into(),
                     incarnation,
-                    endpoint: self.endpoint.to_string(),
+                    endpoint: self.endpoint.into(),
                     tx: self.tx.clone(),
                 });
                 *registration = Some(Registration { cloud: self.cloud.clone(), id });
