@@ -319,8 +319,9 @@ async fn forward(
     let (before, after) = encoder.piece(first.len()).map_err(|e| bad(format!("invalid request: {e}")))?;
     let mut opening = opening;
     opening.extend_from_slice(&before);
-    // The head borrowed, not made a `Bytes` (an allocation of its own).
-    let mut out = Buf::chain(opening.as_slice(), first).chain(after);
+    // The head kept in its `Vec` (a `Bytes` made of it is an allocation
+    // of its own), and owned, so that it goes once sent (see `send_rest`).
+    let mut out = Buf::chain(std::io::Cursor::new(opening), first).chain(after);
 
     // A kept-alive connection first. One whose first write fails took none
     // of the request: try the next, then a new connection. Once a byte is
@@ -393,6 +394,57 @@ async fn exchange(
     reply: &Reply,
     progress: &Progress,
 ) -> (Result<Received, Failure>, bool) {
+    let (outcome, sent, send_failed) = if !rest.has_remaining() && body.feed.is_none() {
+        in_turn(conn, rest, body, encoder, to_head, reply, progress).await
+    } else {
+        together(conn, rest, body, encoder, to_head, reply, progress).await
+    };
+    let outcome = match (outcome, send_failed) {
+        (Err(Failure::BeforeHead(what)), Some(e)) => Err(Failure::BeforeHead(format!("{what} (sending: {e})"))),
+        (outcome, _) => outcome,
+    };
+    (outcome, sent)
+}
+
+/// What [`exchange`] learnt: the answer, whether the request went out
+/// whole, and why sending failed if it did (the answer may still decide).
+type Exchanged = (Result<Received, Failure>, bool, Option<std::io::Error>);
+
+/// The usual request: its first write took it whole and no body streams.
+/// What is left to send (the body's end, a flush) goes first, then the
+/// answer is read, on the connection itself: splitting it for
+/// [`together`] cost an allocation and a lock on every read and write.
+async fn in_turn(
+    conn: &mut Conn,
+    rest: impl Buf,
+    body: RequestBody,
+    encoder: h1::BodyEncoder,
+    to_head: bool,
+    reply: &Reply,
+    progress: &Progress,
+) -> Exchanged {
+    let (sent, send_failed) = match send_rest(&mut conn.stream, rest, body, encoder, progress, reply).await {
+        Ok(()) => (true, None),
+        Err(e) => match sent_whole_or(e) {
+            Ok(e) => (false, Some(e)),
+            Err(failure) => return (Err(failure), false, None),
+        },
+    };
+    let outcome = receive(&mut conn.stream, &mut conn.buf, to_head, reply, progress).await;
+    (outcome, sent, send_failed)
+}
+
+/// A request whose body is still to be sent: sending and reading the
+/// answer run side by side.
+async fn together(
+    conn: &mut Conn,
+    rest: impl Buf,
+    body: RequestBody,
+    encoder: h1::BodyEncoder,
+    to_head: bool,
+    reply: &Reply,
+    progress: &Progress,
+) -> Exchanged {
     let (mut rd, mut wr) = tokio::io::split(&mut conn.stream);
     let send = send_rest(&mut wr, rest, body, encoder, progress, reply);
     let recv = receive(&mut rd, &mut conn.buf, to_head, reply, progress);
@@ -406,20 +458,28 @@ async fn exchange(
                 sending = false;
                 match s {
                     Ok(()) => sent = true,
-                    Err(Send::Cut(e)) => break Err(Failure::BeforeHead(format!("was sent a request cut short: {e} (cancelled by the relay, or its tunnel ended)"))),
-                    Err(Send::Framing(e)) => break Err(Failure::Request(e)),
-                    // The backend may have answered before it stopped
-                    // reading: the answer decides.
-                    Err(Send::Io(e)) => send_failed = Some(e),
+                    Err(e) => match sent_whole_or(e) {
+                        Ok(e) => send_failed = Some(e),
+                        Err(failure) => break Err(failure),
+                    },
                 }
             }
         }
     };
-    let outcome = match (outcome, send_failed) {
-        (Err(Failure::BeforeHead(what)), Some(e)) => Err(Failure::BeforeHead(format!("{what} (sending: {e})"))),
-        (outcome, _) => outcome,
-    };
-    (outcome, sent)
+    (outcome, sent, send_failed)
+}
+
+/// How a failure to send ends the exchange: an I/O error leaves it to the
+/// answer (the backend may have answered before it stopped reading);
+/// a body cut short or framed wrong ends it at once.
+fn sent_whole_or(e: Send) -> Result<std::io::Error, Failure> {
+    match e {
+        Send::Io(e) => Ok(e),
+        Send::Cut(e) => Err(Failure::BeforeHead(format!(
+            "was sent a request cut short: {e} (cancelled by the relay, or its tunnel ended)"
+        ))),
+        Send::Framing(e) => Err(Failure::Request(e)),
+    }
 }
 
 enum Send {
@@ -707,6 +767,47 @@ mod tests {
             matches!(&frames[0], Outbound::Head { headers, fin: true, .. } if headers.iter().any(|h| h == ("content-length", "42")))
         );
         assert!(keep);
+    }
+
+    /// An answer's first read goes through the scratch buffer: what came
+    /// is appended to what the buffer held, a full scratch buffer doubles
+    /// the next read, later reads go to the buffer itself, and the end of
+    /// the stream reads as 0.
+    #[tokio::test(flavor = "current_thread")]
+    async fn first_reads_keep_what_came() {
+        let (mut ours, mut theirs) = tokio::io::duplex(64 * 1024);
+        let mut buf = BytesMut::from(&b"ab"[..]);
+        let mut reads = Reads::default();
+        theirs.write_all(b"cd").await.unwrap();
+        assert_eq!(reads.more(&mut ours, &mut buf).await.unwrap(), 2);
+        assert_eq!((&buf[..], reads.size), (&b"abcd"[..], Reads::FIRST));
+
+        let (mut ours, mut theirs) = tokio::io::duplex(64 * 1024);
+        let (mut buf, mut reads) = (BytesMut::new(), Reads::default());
+        let sent: Vec<u8> = (0..Reads::FIRST + 4096).map(|i| i as u8).collect();
+        theirs.write_all(&sent).await.unwrap();
+        drop(theirs);
+        assert_eq!(reads.more(&mut ours, &mut buf).await.unwrap(), Reads::FIRST);
+        assert_eq!(reads.size, 2 * Reads::FIRST, "a full first read doubles the next");
+        assert_eq!(reads.more(&mut ours, &mut buf).await.unwrap(), 4096);
+        assert_eq!(reads.more(&mut ours, &mut buf).await.unwrap(), 0);
+        assert_eq!(buf, sent);
+    }
+
+    /// With the scratch buffer taken (never so across a read; the check is
+    /// what keeps a re-entered read from panicking), the read is left to
+    /// the caller and nothing is consumed.
+    #[test]
+    fn a_taken_scratch_buffer_leaves_the_read_to_the_caller() {
+        let (mut ours, _theirs) = tokio::io::duplex(64);
+        let mut buf = BytesMut::new();
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let polled = SCRATCH.with(|s| {
+            let _held = s.borrow_mut();
+            poll_scratch(Pin::new(&mut ours), &mut cx, &mut buf)
+        });
+        assert!(matches!(polled, Poll::Ready(None)));
+        assert!(buf.is_empty());
     }
 
     /// A body fed to its end ends cleanly; one whose feed stops before its

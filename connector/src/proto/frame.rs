@@ -6,8 +6,10 @@
 //! headers := count:u16be (string string)*
 //! ```
 //! A frame longer than the negotiated maximum is refused before its payload is
-//! buffered, so a hostile peer cannot make us allocate more than
-//! `max_frame_bytes`. Every decoding error names the frame kind and the field.
+//! buffered, so a hostile peer cannot make us buffer more than
+//! `max_frame_bytes`; what a frame decodes to is at most a small multiple of
+//! it (a list of empty headers keeps 8 bytes of offsets for each 4 bytes of
+//! frame). Every decoding error names the frame kind and the field.
 
 use std::borrow::Cow;
 
@@ -556,6 +558,28 @@ mod tests {
         let mut d = Decoder::new(DEFAULT_MAX_FRAME_BYTES);
         d.extend(&[0, 0, 0, 3, 5, 0, 0]);
         assert_eq!(d.next_frame(), Err(FrameError::Truncated { kind: "Ack", field: "id" }));
+    }
+
+    /// A header count the payload cannot hold is an error naming the field
+    /// where the bytes ran out, not a reservation of 65,535 headers; a
+    /// value cut short is named as the value.
+    #[test]
+    fn header_lists_cut_short_name_where() {
+        let frame = |payload: &[u8]| {
+            let mut d = Decoder::new(DEFAULT_MAX_FRAME_BYTES);
+            d.extend(&(payload.len() as u32 + 1).to_be_bytes());
+            d.extend(&[4]);
+            d.extend(payload);
+            d.next_frame()
+        };
+        let head = [&7u64.to_be_bytes()[..], &[0], &200u16.to_be_bytes()].concat();
+        let many = [&head[..], &[0xff, 0xff], &[0, 1, b'a', 0, 0]].concat();
+        assert_eq!(frame(&many), Err(FrameError::Truncated { kind: "Response", field: "header name" }));
+        let cut_value = [&head[..], &[0, 1], &[0, 1, b'a', 0, 5, b'x']].concat();
+        assert_eq!(frame(&cut_value), Err(FrameError::Truncated { kind: "Response", field: "header value" }));
+        let whole = [&head[..], &[0, 1], &[0, 1, b'a', 0, 1, b'x']].concat();
+        let Ok(Some(Frame::Response { headers, .. })) = frame(&whole) else { panic!("{:?}", frame(&whole)) };
+        assert_eq!(headers.iter().collect::<Vec<_>>(), [("a", "x")]);
     }
 
     #[test]

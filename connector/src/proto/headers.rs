@@ -62,7 +62,10 @@ impl Headers {
     pub fn push_lowercased(&mut self, name: &str, value: &str) {
         let start = self.text.len();
         self.push(name, value);
-        self.text[start..start + name.len()].make_ascii_lowercase();
+        // Absent if `push` did not keep the header.
+        if let Some(pushed) = self.text.get_mut(start..start + name.len()) {
+            pushed.make_ascii_lowercase();
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -167,6 +170,16 @@ mod tests {
         assert_eq!(h.iter().last(), Some(("content-type", "Text/Plain")));
     }
 
+    /// One string holds every name and value: lists that differ only in
+    /// where a name ends and its value starts are different lists.
+    #[test]
+    fn where_a_name_ends_tells_lists_apart() {
+        let a: Headers = [("ab", "")].into_iter().collect();
+        let b: Headers = [("a", "b")].into_iter().collect();
+        assert_ne!(a, b);
+        assert_ne!([("a", ""), ("", "b")].into_iter().collect::<Headers>(), b);
+    }
+
     #[test]
     fn shows_as_a_list_of_pairs() {
         let h: Headers = [("host", "a"), ("x-b", "c\"d")].into_iter().collect();
@@ -190,6 +203,8 @@ mod tests {
             prop_assert_eq!(h.len(), pairs.len());
             let o: Headers = other.iter().map(|(n, v)| (n, v)).collect();
             prop_assert_eq!(h == o, pairs == other);
+            let same: Headers = pairs.iter().map(|(n, v)| (n, v)).collect();
+            prop_assert_eq!(h, same);
         }
     }
 }
