@@ -145,8 +145,9 @@ fn put(out: &mut Vec<u8>, parts: &[&str]) {
     }
 }
 
-/// `n` in decimal, written into `buf`: no `String` as `to_string` makes.
-fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &str {
+/// `n` in decimal ASCII digits, written into `buf`: no `String` as
+/// `to_string` makes.
+fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
     let mut at = buf.len();
     loop {
         at -= 1;
@@ -156,13 +157,12 @@ fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &str {
             break;
         }
     }
-    // Only ASCII digits were written.
-    std::str::from_utf8(&buf[at..]).unwrap_or("0")
+    &buf[at..]
 }
 
 /// Writes `n` in decimal.
 fn put_number(out: &mut Vec<u8>, n: u64) {
-    out.extend_from_slice(decimal(n, &mut [0; 20]).as_bytes());
+    out.extend_from_slice(decimal(n, &mut [0; 20]));
 }
 
 /// Whether `http::HeaderName::from_bytes` takes `name`: 1 to 65,535 token
@@ -281,7 +281,8 @@ pub fn parse_response(buf: &[u8], to_head: bool) -> Result<Option<(usize, Respon
         return Err(H1Error::ResponseHead(format!("status {status}")));
     }
     let (mut close, mut keep, mut encoded) = (false, false, false);
-    let mut length: Option<u64> = None;
+    // The length, and its text as the backend wrote it.
+    let mut length: Option<(u64, &str)> = None;
     // Room for every header and the length as we write it: one allocation.
     let text = resp.headers.iter().map(|h| h.name.len() + h.value.len()).sum::<usize>();
     let mut headers = Headers::with_capacity(resp.headers.len() + 1, text + "content-length".len() + 20);
@@ -304,10 +305,15 @@ pub fn parse_response(buf: &[u8], to_head: bool) -> Result<Option<(usize, Respon
             encoded = true;
         } else if h.name.eq_ignore_ascii_case("content-length") {
             let n = digits(&value).ok_or_else(|| H1Error::ContentLength(value.to_string()))?;
-            if length.is_some_and(|l| l != n) {
+            if length.is_some_and(|(l, _)| l != n) {
                 return Err(H1Error::ContentLength(value.to_string()));
             }
-            length = Some(n);
+            // Digits only: valid UTF-8, so borrowed from the head.
+            let text = match value {
+                std::borrow::Cow::Borrowed(v) => v,
+                std::borrow::Cow::Owned(_) => "",
+            };
+            length = Some((n, text));
             continue;
         }
         if super::forwardable(h.name) {
@@ -318,16 +324,26 @@ pub fn parse_response(buf: &[u8], to_head: bool) -> Result<Option<(usize, Respon
         () if to_head || (100..200).contains(&status) || status == 204 || status == 304 => BodyKind::Empty,
         // RFC 9112 6.3: chunked wins over a length.
         () if encoded => BodyKind::Chunked,
-        () => length.map_or(BodyKind::UntilClose, BodyKind::Length),
+        () => length.map_or(BodyKind::UntilClose, |(n, _)| BodyKind::Length(n)),
     };
     // One length, as the backend gave it (a HEAD's or a 304's included),
     // unless chunked framing made it meaningless (RFC 9112 6.3).
-    if let (Some(n), false) = (length, encoded) {
-        headers.push("content-length", decimal(n, &mut [0; 20]));
+    if let (Some((n, text)), false) = (length, encoded) {
+        headers.push("content-length", &canonical(text, n, &mut [0; 20]));
     }
     let persistent = if resp.version == Some(1) { !close } else { keep && !close };
     let keep_alive = persistent && body != BodyKind::UntilClose;
     Ok(Some((len, ResponseHead { status, headers, body, keep_alive })))
+}
+
+/// `n` as `value` wrote it when that is how `n` is written (digits with
+/// no leading zero: the usual case, with no conversion), else written anew.
+fn canonical<'a>(value: &'a str, n: u64, buf: &'a mut [u8; 20]) -> std::borrow::Cow<'a, str> {
+    let v = value.trim();
+    if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) && (v == "0" || !v.starts_with('0')) {
+        return v.into();
+    }
+    String::from_utf8_lossy(decimal(n, buf))
 }
 
 /// A content-length: digits only (no sign, no spaces inside).
@@ -584,8 +600,12 @@ mod tests {
     #[test]
     fn decimals_read_as_display_writes_them() {
         for n in [0, 7, 10, 99, 4_294_967_296, u64::MAX] {
-            assert_eq!(decimal(n, &mut [0; 20]), n.to_string());
+            assert_eq!(decimal(n, &mut [0; 20]), n.to_string().as_bytes());
+            assert_eq!(canonical(&n.to_string(), n, &mut [0; 20]), n.to_string());
+            assert_eq!(canonical(&format!(" 0{n} "), n, &mut [0; 20]), n.to_string());
         }
+        let r = parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 007\r\n\r\n", false).unwrap().unwrap().1;
+        assert_eq!(r.headers.get("content-length"), Some("7"), "a length goes on as a number");
     }
 
     #[test]

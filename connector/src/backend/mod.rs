@@ -397,7 +397,9 @@ async fn exchange(
     let (outcome, sent, send_failed) = if !rest.has_remaining() && body.feed.is_none() {
         in_turn(conn, rest, body, encoder, to_head, reply, progress).await
     } else {
-        together(conn, rest, body, encoder, to_head, reply, progress).await
+        // Boxed: its state would otherwise be part of every request's
+        // task, which is copied into place at each spawn.
+        Box::pin(together(conn, rest, body, encoder, to_head, reply, progress)).await
     };
     let outcome = match (outcome, send_failed) {
         (Err(Failure::BeforeHead(what)), Some(e)) => Err(Failure::BeforeHead(format!("{what} (sending: {e})"))),
