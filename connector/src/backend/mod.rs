@@ -380,11 +380,12 @@ struct Received {
     keep_alive: bool,
 }
 
-/// Sends the rest of the request while the answer is read and forwarded,
-/// both in this task: a backend may answer before it has read the whole
-/// body (a 401 or 413 to an upload). An answer that ends before the
-/// request was sent whole stops the upload. Also says whether the request
-/// went out whole (else the connection cannot be reused).
+/// Sends the rest of the request and reads and forwards the answer, in
+/// this task: in turn when nothing is left to stream ([`in_turn`]), else
+/// side by side ([`together`]), since a backend may answer before it has
+/// read the whole body (a 401 or 413 to an upload); an answer that ends
+/// before the request was sent whole stops the upload. Also says whether
+/// the request went out whole (else the connection cannot be reused).
 async fn exchange(
     conn: &mut Conn,
     rest: impl Buf,
@@ -416,6 +417,9 @@ type Exchanged = (Result<Received, Failure>, bool, Option<std::io::Error>);
 /// What is left to send (the body's end, a flush) goes first, then the
 /// answer is read, on the connection itself: splitting it for
 /// [`together`] cost an allocation and a lock on every read and write.
+/// This relies on a flush that does not wait for the backend to read, as
+/// a TCP stream's does not; a stream that buffers writes (TLS to a
+/// backend) would need the answer read while flushing.
 async fn in_turn(
     conn: &mut Conn,
     rest: impl Buf,
@@ -669,11 +673,27 @@ mod tests {
 
     /// Runs one exchange against a scripted backend that answers `wire`
     /// (then closes when `close`), and returns what went to the tunnel.
+    /// Runs the exchange both ways a request may take it: sent whole by
+    /// its first write (`in_turn`), or with the request still to send
+    /// (`together`). Both must give the same frames and verdicts.
     async fn exchange_with(
         request: &'static [u8],
         wire: &'static [u8],
         close: bool,
         to_head: bool,
+    ) -> (Vec<Outbound>, bool, bool) {
+        let (frames, sent, keep) = exchange_via(request, wire, close, to_head, true).await;
+        let other = exchange_via(request, wire, close, to_head, false).await;
+        assert_eq!(format!("{:?}", (&frames, sent, keep)), format!("{other:?}"), "in turn, then together");
+        (frames, sent, keep)
+    }
+
+    async fn exchange_via(
+        request: &'static [u8],
+        wire: &'static [u8],
+        close: bool,
+        to_head: bool,
+        written_first: bool,
     ) -> (Vec<Outbound>, bool, bool) {
         let (ours, mut theirs) = tokio::io::duplex(64 * 1024);
         let backend = tokio::spawn(async move {
@@ -696,9 +716,13 @@ mod tests {
         };
         let progress: Progress = Rc::new(Cell::new(tokio::time::Instant::now()));
         let mut conn = Conn::new(Box::new(ours));
+        let mut rest = Bytes::from_static(request);
+        if written_first {
+            conn.stream.write_all_buf(&mut rest).await.unwrap();
+        }
         let (outcome, sent) = exchange(
             &mut conn,
-            Bytes::from_static(request),
+            rest,
             RequestBody::whole(Bytes::new()),
             h1::BodyEncoder::new(h1::Framing::Length(0)),
             to_head,
@@ -783,6 +807,7 @@ mod tests {
         theirs.write_all(b"cd").await.unwrap();
         assert_eq!(reads.more(&mut ours, &mut buf).await.unwrap(), 2);
         assert_eq!((&buf[..], reads.size), (&b"abcd"[..], Reads::FIRST));
+        assert!(buf.capacity() < Reads::FIRST, "what came was copied out, not read into a 16 KiB buffer");
 
         let (mut ours, mut theirs) = tokio::io::duplex(64 * 1024);
         let (mut buf, mut reads) = (BytesMut::new(), Reads::default());
@@ -801,15 +826,20 @@ mod tests {
     /// the caller and nothing is consumed.
     #[test]
     fn a_taken_scratch_buffer_leaves_the_read_to_the_caller() {
-        let (mut ours, _theirs) = tokio::io::duplex(64);
-        let mut buf = BytesMut::new();
+        let (mut ours, mut theirs) = tokio::io::duplex(64);
         let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(Pin::new(&mut theirs).poll_write(&mut cx, b"x").is_ready());
+        let mut buf = BytesMut::new();
         let polled = SCRATCH.with(|s| {
             let _held = s.borrow_mut();
             poll_scratch(Pin::new(&mut ours), &mut cx, &mut buf)
         });
         assert!(matches!(polled, Poll::Ready(None)));
         assert!(buf.is_empty());
+        let mut byte = [0u8; 1];
+        let mut read = ReadBuf::new(&mut byte);
+        assert!(Pin::new(&mut ours).poll_read(&mut cx, &mut read).is_ready());
+        assert_eq!(read.filled(), b"x", "the byte is still there for the caller");
     }
 
     /// A body fed to its end ends cleanly; one whose feed stops before its
