@@ -342,7 +342,8 @@ async fn forward(
     };
     // Methods are case-sensitive: only "HEAD" is a HEAD to the backend.
     let to_head = head.method == "HEAD";
-    let (outcome, sent) = exchange(&mut conn, out, body, encoder, to_head, reply, progress).await;
+    let unsent = Unsent { rest: out, body, encoder, to_head };
+    let (outcome, sent) = exchange(&mut conn, unsent, reply, progress).await;
     match outcome {
         Ok(Received { status, keep_alive }) => {
             if keep_alive && sent && reusable {
@@ -388,25 +389,32 @@ struct Received {
 /// the request went out whole (else the connection cannot be reused).
 async fn exchange(
     conn: &mut Conn,
-    rest: impl Buf,
-    body: RequestBody,
-    encoder: h1::BodyEncoder,
-    to_head: bool,
+    unsent: Unsent<impl Buf>,
     reply: &Reply,
     progress: &Progress,
 ) -> (Result<Received, Failure>, bool) {
-    let (outcome, sent, send_failed) = if !rest.has_remaining() && body.feed.is_none() {
-        in_turn(conn, rest, body, encoder, to_head, reply, progress).await
+    let (outcome, sent, send_failed) = if !unsent.rest.has_remaining() && unsent.body.feed.is_none() {
+        in_turn(conn, unsent, reply, progress).await
     } else {
         // Boxed: its state would otherwise be part of every request's
         // task, which is copied into place at each spawn.
-        Box::pin(together(conn, rest, body, encoder, to_head, reply, progress)).await
+        Box::pin(together(conn, unsent, reply, progress)).await
     };
     let outcome = match (outcome, send_failed) {
         (Err(Failure::BeforeHead(what)), Some(e)) => Err(Failure::BeforeHead(format!("{what} (sending: {e})"))),
         (outcome, _) => outcome,
     };
     (outcome, sent)
+}
+
+/// What is left of a request to send once its first write is done: the
+/// rest of what was framed, the body still to be fed, its framing; and
+/// whether it is a HEAD (whose answer has no body).
+struct Unsent<B> {
+    rest: B,
+    body: RequestBody,
+    encoder: h1::BodyEncoder,
+    to_head: bool,
 }
 
 /// What [`exchange`] learnt: the answer, whether the request went out
@@ -420,15 +428,8 @@ type Exchanged = (Result<Received, Failure>, bool, Option<std::io::Error>);
 /// This relies on a flush that does not wait for the backend to read, as
 /// a TCP stream's does not; a stream that buffers writes (TLS to a
 /// backend) would need the answer read while flushing.
-async fn in_turn(
-    conn: &mut Conn,
-    rest: impl Buf,
-    body: RequestBody,
-    encoder: h1::BodyEncoder,
-    to_head: bool,
-    reply: &Reply,
-    progress: &Progress,
-) -> Exchanged {
+async fn in_turn(conn: &mut Conn, unsent: Unsent<impl Buf>, reply: &Reply, progress: &Progress) -> Exchanged {
+    let Unsent { rest, body, encoder, to_head } = unsent;
     let (sent, send_failed) = match send_rest(&mut conn.stream, rest, body, encoder, progress, reply).await {
         Ok(()) => (true, None),
         Err(e) => match sent_whole_or(e) {
@@ -442,15 +443,8 @@ async fn in_turn(
 
 /// A request whose body is still to be sent: sending and reading the
 /// answer run side by side.
-async fn together(
-    conn: &mut Conn,
-    rest: impl Buf,
-    body: RequestBody,
-    encoder: h1::BodyEncoder,
-    to_head: bool,
-    reply: &Reply,
-    progress: &Progress,
-) -> Exchanged {
+async fn together(conn: &mut Conn, unsent: Unsent<impl Buf>, reply: &Reply, progress: &Progress) -> Exchanged {
+    let Unsent { rest, body, encoder, to_head } = unsent;
     let (mut rd, mut wr) = tokio::io::split(&mut conn.stream);
     let send = send_rest(&mut wr, rest, body, encoder, progress, reply);
     let recv = receive(&mut rd, &mut conn.buf, to_head, reply, progress);
@@ -720,16 +714,13 @@ mod tests {
         if written_first {
             conn.stream.write_all_buf(&mut rest).await.unwrap();
         }
-        let (outcome, sent) = exchange(
-            &mut conn,
+        let unsent = Unsent {
             rest,
-            RequestBody::whole(Bytes::new()),
-            h1::BodyEncoder::new(h1::Framing::Length(0)),
+            body: RequestBody::whole(Bytes::new()),
+            encoder: h1::BodyEncoder::new(h1::Framing::Length(0)),
             to_head,
-            &reply,
-            &progress,
-        )
-        .await;
+        };
+        let (outcome, sent) = exchange(&mut conn, unsent, &reply, &progress).await;
         let keep = outcome.as_ref().is_ok_and(|r| r.keep_alive);
         assert!(outcome.is_ok() || !close, "exchange failed");
         drop(conn);
