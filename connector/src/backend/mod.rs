@@ -578,11 +578,11 @@ async fn receive<R: AsyncRead + Unpin>(
 /// small buffer, large downloads come in pieces of up to [`Reads::MAX`].
 ///
 /// The first read of an answer goes to the thread's scratch buffer, and
-/// only what came is copied out: a 16 KiB buffer made for every request
-/// was the connector's costliest allocation (glibc serves blocks that
-/// large outside its thread cache, and merges its free lists for each:
-/// ~700 instructions a request, callgrind). A pooled connection keeps no
-/// buffer while idle (see [`Pool`]), so every answer starts with none.
+/// only what came is copied out. A pooled connection keeps no buffer
+/// while idle (see [`Pool`]), so every answer made a 16 KiB one: the
+/// connector's largest allocation (glibc serves blocks that large outside
+/// its thread cache, merging its free lists for them), held for as long
+/// as the answer was awaited (1,000 paused uploads: 57.8 -> 44.6 MiB).
 #[derive(Default)]
 struct Reads {
     size: usize,

@@ -153,6 +153,8 @@ fn user_headers(from: &hyper::HeaderMap) -> Headers {
 fn answer(status: u16, headers: &Headers, body: Body) -> Response<Body> {
     let mut resp = Response::new(body);
     *resp.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::BAD_GATEWAY);
+    // Sized once (with room for a content type), not grown header by header.
+    resp.headers_mut().reserve(headers.len() + 1);
     for (n, v) in headers {
         if let (Ok(n), Ok(v)) =
             (hyper::header::HeaderName::from_bytes(n.as_bytes()), hyper::header::HeaderValue::from_str(v))
