@@ -3,7 +3,7 @@
 //! Every request crosses the connector as two header lists (the user's
 //! request head, the backend's response head). Held as a `Vec` of
 //! `(String, String)` pairs they cost two allocations a header and one
-//! for the list: 14 of the 31 allocations a request made (valgrind dhat,
+//! for the list: 14 of the 26 allocations a request made (valgrind dhat,
 //! `wrk -c32` through the tunnel), and allocation was a sixth of the
 //! connector's time. Here the names and values follow one another in one
 //! `String`, and where each ends is kept inline for the usual number of
