@@ -287,12 +287,7 @@ pub fn parse_response(buf: &[u8], to_head: bool) -> Result<Option<(usize, Respon
     let text = resp.headers.iter().map(|h| h.name.len() + h.value.len()).sum::<usize>();
     let mut headers = Headers::with_capacity(resp.headers.len() + 1, text + "content-length".len() + 20);
     for h in resp.headers.iter() {
-        // Checked as UTF-8 first: `from_utf8_lossy` walks even a valid
-        // value chunk by chunk, without `from_utf8`'s fast path for ASCII.
-        let value = match std::str::from_utf8(h.value) {
-            Ok(v) => std::borrow::Cow::Borrowed(v),
-            Err(_) => String::from_utf8_lossy(h.value),
-        };
+        let value = crate::proto::headers::text(h.value);
         if h.name.eq_ignore_ascii_case("connection") {
             close |= has_token(&value, "close");
             keep |= has_token(&value, "keep-alive");

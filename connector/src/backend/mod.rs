@@ -585,6 +585,8 @@ async fn receive<R: AsyncRead + Unpin>(
 /// as the answer was awaited (1,000 paused uploads: 57.8 -> 44.6 MiB).
 #[derive(Default)]
 struct Reads {
+    /// Bytes the next read may bring; 0 until the first read (the one
+    /// into the scratch buffer) is done.
     size: usize,
 }
 

@@ -99,6 +99,17 @@ impl Headers {
     }
 }
 
+/// A header value's bytes as text: borrowed when they are UTF-8, else
+/// with U+FFFD for what is not. Checked with `from_utf8` first:
+/// `from_utf8_lossy` walks even valid text chunk by chunk, without its
+/// fast path for ASCII (the larger cost of a response head's parse).
+pub fn text(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
+    match std::str::from_utf8(bytes) {
+        Ok(v) => std::borrow::Cow::Borrowed(v),
+        Err(_) => String::from_utf8_lossy(bytes),
+    }
+}
+
 /// The headers of a [`Headers`] in order, as (name, value).
 #[derive(Clone)]
 pub struct Iter<'a> {
@@ -168,6 +179,12 @@ mod tests {
         assert_eq!(h.iter().len(), 3);
         h.push_lowercased("Content-TYPE", "Text/Plain");
         assert_eq!(h.iter().last(), Some(("content-type", "Text/Plain")));
+    }
+
+    #[test]
+    fn value_bytes_read_as_text_lossily() {
+        assert!(matches!(text(b"caf\xc3\xa9"), std::borrow::Cow::Borrowed("caf\u{e9}")));
+        assert_eq!(text(b"a\xffb"), "a\u{fffd}b");
     }
 
     /// One string holds every name and value: lists that differ only in

@@ -142,7 +142,7 @@ fn user_headers(from: &hyper::HeaderMap) -> Headers {
     let mut headers = Headers::with_capacity(from.len(), text);
     for (n, v) in from {
         if n != hyper::header::HOST && n != hyper::header::CONNECTION {
-            headers.push(n.as_str(), &String::from_utf8_lossy(v.as_bytes()));
+            headers.push(n.as_str(), &proto::headers::text(v.as_bytes()));
         }
     }
     headers
