@@ -82,25 +82,40 @@ pub struct PathFigures {
 }
 
 /// CPU time each process of the bench spent during one run, nanoseconds,
-/// by label (`connsim` is the load generator). On 2 cores a closed loop
-/// measures CPU per request: this says whose.
+/// by label (`connsim` is the load generator), and the machine's own
+/// count. On 2 cores a closed loop measures CPU per request: this says
+/// whose, and how much of the cores nobody used.
 #[derive(Debug, Clone, Default)]
-pub struct Cpu(pub Vec<(String, u64)>);
+pub struct Cpu {
+    pub by_process: Vec<(String, u64)>,
+    /// The whole machine's CPU time, when `/proc/stat` can be read.
+    pub machine: Option<Jiffies>,
+}
 
 impl Cpu {
     /// Every process's CPU time so far.
     fn sample(pids: &[(String, u32)]) -> Cpu {
-        Cpu(pids.iter().map(|(label, pid)| (label.clone(), cpu_ns(*pid).unwrap_or(0))).collect())
+        Cpu {
+            by_process: pids.iter().map(|(label, pid)| (label.clone(), cpu_ns(*pid).unwrap_or(0))).collect(),
+            machine: Jiffies::read(),
+        }
     }
 
     /// What each process spent between `before` and `self`.
     fn since(&self, before: &Cpu) -> Cpu {
-        Cpu(self
-            .0
+        let by_process = self
+            .by_process
             .iter()
-            .zip(&before.0)
+            .zip(&before.by_process)
             .map(|((label, after), (_, before))| (label.clone(), after.saturating_sub(*before)))
-            .collect())
+            .collect();
+        let machine = match (self.machine, before.machine) {
+            (Some(a), Some(b)) => {
+                Some(Jiffies { idle: a.idle.saturating_sub(b.idle), all: a.all.saturating_sub(b.all) })
+            }
+            _ => None,
+        };
+        Cpu { by_process, machine }
     }
 
     /// Microseconds of CPU, all processes, per answered request.
@@ -111,7 +126,41 @@ impl Cpu {
     /// Microseconds of CPU per answered request, process by process.
     pub fn by_process_us<'a>(&'a self, stats: &Stats) -> impl Iterator<Item = (&'a str, f64)> + 'a {
         let answered = stats.ok.max(1) as f64;
-        self.0.iter().map(move |(label, ns)| (label.as_str(), *ns as f64 / 1000.0 / answered))
+        self.by_process.iter().map(move |(label, ns)| (label.as_str(), *ns as f64 / 1000.0 / answered))
+    }
+
+    /// The share of the machine's cores left idle (a difference of two
+    /// samples). A closed loop whose processes wait on each other leaves
+    /// cores idle that no CPU-per-request figure shows: requests/s is then
+    /// less than cores over CPU per request (BENCHMARKS.md, round twelve).
+    pub fn idle_share(&self) -> Option<f64> {
+        self.machine.filter(|m| m.all > 0).map(|m| m.idle as f64 / m.all as f64)
+    }
+}
+
+/// The machine's CPU time from the first line of `/proc/stat`, in clock
+/// ticks: idle (idle and I/O wait) and all (its first eight fields; guest
+/// time is counted in user time already).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Jiffies {
+    pub idle: u64,
+    pub all: u64,
+}
+
+impl Jiffies {
+    fn read() -> Option<Jiffies> {
+        Jiffies::parse(&std::fs::read_to_string("/proc/stat").ok()?)
+    }
+
+    fn parse(stat: &str) -> Option<Jiffies> {
+        let mut fields = stat.lines().next()?.split_whitespace();
+        if fields.next()? != "cpu" {
+            return None;
+        }
+        let ticks: Vec<u64> = fields.take(8).map(|f| f.parse().ok()).collect::<Option<_>>()?;
+        // user nice system idle iowait: older kernels stop there.
+        let (idle, iowait) = (*ticks.get(3)?, *ticks.get(4)?);
+        Some(Jiffies { idle: idle + iowait, all: ticks.iter().sum() })
     }
 }
 
@@ -534,7 +583,9 @@ pub fn render(f: &Figures, opts: &Options) -> String {
     // Whose CPU each path's requests cost: with every core busy,
     // requests/s is cores over CPU per request; with one connection, the
     // CPU on the request's way is its latency.
-    out.push_str("\nCPU per request by process (us):\n");
+    // Cores idle: what the CPU figures leave out when the processes of a
+    // path wait on each other.
+    out.push_str("\nCPU per request by process (us), and the machine's cores left idle:\n");
     for ci in 0..opts.conns.len() {
         for p in &f.paths {
             let Some((c, s, cpu)) = p.closed.get(ci) else { continue };
@@ -543,7 +594,8 @@ pub fn render(f: &Figures, opts: &Options) -> String {
                 .filter(|(_, us)| *us >= 0.05)
                 .map(|(label, us)| format!("{label} {us:.1}"))
                 .collect();
-            out.push_str(&format!("  {:<16} c{c}: {}\n", p.name, parts.join(", ")));
+            let idle = cpu.idle_share().map(|i| format!("; cores idle {:.0} %", i * 100.0)).unwrap_or_default();
+            out.push_str(&format!("  {:<16} c{c}: {}{idle}\n", p.name, parts.join(", ")));
         }
     }
     out.push_str(&format!(
@@ -728,15 +780,37 @@ mod tests {
 
     #[test]
     fn cpu_per_request_is_the_spend_between_samples_over_answers() {
-        let before = Cpu(vec![("connsim".into(), 1_000), ("relay-sim".into(), 5_000)]);
-        let after = Cpu(vec![("connsim".into(), 41_000), ("relay-sim".into(), 65_000)]);
+        let cpu = |a: u64, b: u64, machine| Cpu {
+            by_process: vec![("connsim".into(), a), ("relay-sim".into(), b)],
+            machine: Some(machine),
+        };
+        let before = cpu(1_000, 5_000, Jiffies { idle: 100, all: 1_000 });
+        let after = cpu(41_000, 65_000, Jiffies { idle: 150, all: 1_200 });
         let spent = after.since(&before);
-        assert_eq!(spent.0, vec![("connsim".to_string(), 40_000), ("relay-sim".to_string(), 60_000)]);
+        assert_eq!(spent.by_process, vec![("connsim".to_string(), 40_000), ("relay-sim".to_string(), 60_000)]);
         let mut stats = Stats::default();
         stats.ok = 10;
         assert!((spent.per_request_us(&stats) - 10.0).abs() < 1e-9);
+        assert_eq!(spent.idle_share(), Some(0.25));
         // A process gone between samples reads 0, which never goes negative.
-        assert_eq!(before.since(&after).0[0].1, 0);
+        assert_eq!(before.since(&after).by_process[0].1, 0);
+        // No machine count on either side, or no time between: no share.
+        assert_eq!(Cpu { machine: None, ..after.clone() }.since(&before).idle_share(), None);
+        assert_eq!(after.since(&after).idle_share(), None);
+    }
+
+    #[test]
+    fn machine_time_is_read_from_proc_stat() {
+        let stat = "cpu  100 5 50 800 20 3 2 10 7 0\ncpu0 50 2 25 400 10 1 1 5 3 0\n";
+        assert_eq!(Jiffies::parse(stat), Some(Jiffies { idle: 820, all: 990 }));
+        // Old kernels: five fields.
+        assert_eq!(Jiffies::parse("cpu 1 2 3 4 5\n"), Some(Jiffies { idle: 9, all: 15 }));
+        for bad in ["", "cpu0 1 2 3 4 5", "cpu 1 2 3", "cpu 1 2 x 4 5", "intr 1 2 3 4 5"] {
+            assert_eq!(Jiffies::parse(bad), None, "{bad:?}");
+        }
+        if cfg!(target_os = "linux") {
+            assert!(Jiffies::read().is_some_and(|j| j.all > 0));
+        }
     }
 
     #[test]
