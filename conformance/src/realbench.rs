@@ -87,8 +87,11 @@ pub struct PathFigures {
 /// whose, and how much of the cores nobody used.
 #[derive(Debug, Clone, Default)]
 pub struct Cpu {
+    /// Nanoseconds on a CPU, every thread of each process, by label.
     pub by_process: Vec<(String, u64)>,
-    /// The whole machine's CPU time, when `/proc/stat` can be read.
+    /// The whole machine's CPU time, when `/proc/stat` can be read (off
+    /// Linux it cannot, and the idle share is left out). Whole machine:
+    /// anything else running during the bench hides idle cores.
     pub machine: Option<Jiffies>,
 }
 
@@ -143,15 +146,20 @@ impl Cpu {
 /// time is counted in user time already).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Jiffies {
+    /// Ticks no task used (idle and I/O wait), all cores.
     pub idle: u64,
+    /// Every tick counted, all cores.
     pub all: u64,
 }
 
 impl Jiffies {
+    /// The machine's count so far; `None` where there is no `/proc/stat`.
     fn read() -> Option<Jiffies> {
         Jiffies::parse(&std::fs::read_to_string("/proc/stat").ok()?)
     }
 
+    /// The first (all-cores) line of a `/proc/stat` text; `None` if it is
+    /// not one, rather than a wrong figure.
     fn parse(stat: &str) -> Option<Jiffies> {
         let mut fields = stat.lines().next()?.split_whitespace();
         if fields.next()? != "cpu" {

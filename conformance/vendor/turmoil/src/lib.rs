@@ -223,10 +223,12 @@ mod world;
 use world::World;
 
 // connsim patch: a fixed, fast hasher for the maps looked up every step.
-/// The map behind every per-step lookup (hosts and runtimes by address,
-/// sockets by address pair, segments by sequence number). Its order is
-/// insertion order whatever the hasher, so a fixed, fast hasher changes no
-/// run: std's SipHash with random keys was 3-5 % of a simulation's samples.
+/// The map behind the lookups made at every step: hosts and runtimes by
+/// address, a link's messages ready by destination, stream sockets by
+/// address pair, listeners by port, a stream's segments by sequence number.
+/// Its order is insertion order whatever the hasher, so a fixed, fast hasher
+/// changes no run: std's SipHash with random keys was 3-5 % of a
+/// simulation's samples.
 pub(crate) type FastMap<K, V> = indexmap::IndexMap<K, V, foldhash::fast::FixedState>;
 
 const TRACING_TARGET: &str = "turmoil";
