@@ -65,7 +65,13 @@ async fn handle(cloud: Rc<Cloud>, req: Request<Incoming>) -> Response<Body> {
         return preauth::sign_in(&cloud, app, req).await.2;
     }
     let method = proto::method(req.method().as_str());
-    let path_and_query = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
+    // The backend's target: the application's internal URL, then the
+    // user's path and query, built in one allocation (no `format!`).
+    let base = app.internal_url.trim_end_matches('/');
+    let path_and_query = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let mut path = String::with_capacity(base.len() + path_and_query.len());
+    path.push_str(base);
+    path.push_str(path_and_query);
     let from_user = user_headers(req.headers());
     let user = match preauth::check(&cloud, app, &from_user) {
         Ok(user) => user,
@@ -84,8 +90,7 @@ async fn handle(cloud: Rc<Cloud>, req: Request<Incoming>) -> Response<Body> {
         // gone mid-upload): either way nothing reaches a connector.
         Err(refused) => return refusal(refused, limit).2,
     };
-    let head =
-        RequestHead { method, path: format!("{}{}", app.internal_url.trim_end_matches('/'), path_and_query), headers };
+    let head = RequestHead { method, path, headers };
     let id = cloud.next_request_id();
     let (status, detail, resp) = relay(&cloud, app, id, head, &mut upload).await;
     if cloud.wants_request_events() {
