@@ -792,6 +792,9 @@ impl Cloud {
             None => mine.min_by_key(|t| t.open.get())?,
         };
         let chosen = (*chosen).clone();
+        // The lists borrow the state, and a `SmallVec` has a destructor, so
+        // its borrow would last to the end of the scope: end it before the
+        // turn moves on.
         drop((live, ids));
         st.round_robin += 1;
         Some(chosen)
