@@ -17,6 +17,7 @@ pub mod matrix;
 pub mod netns;
 pub mod parallel;
 pub mod path;
+pub mod pgo;
 pub mod plot;
 pub mod procs;
 pub mod realbench;

@@ -93,6 +93,20 @@ enum Command {
   connsim bench-real --rathole ~/.cargo/bin/rathole --rathole-tls /opt/rathole-tls/bin/rathole
   connsim bench-real --conns 64 --duration 10")]
     BenchReal(cli::bench::real::BenchRealArgs),
+    /// Build connector and relay-sim optimised with a profile of their own
+    /// hot paths (profile-guided optimisation): an instrumented build runs
+    /// bench-real's loads, its profile is merged, and the dist build is made
+    /// again with it. Needs `rustup component add llvm-tools`; takes two
+    /// release builds and about a minute of load.
+    ///
+    /// Run it inside the workspace (it calls `cargo build`), then measure
+    /// the result with `connsim bench-real --bin-dir target/pgo/optimised/dist`.
+    #[command(after_help = "Examples:
+  rustup component add llvm-tools
+  target/dist/connsim pgo
+  target/dist/connsim bench-real --bin-dir target/pgo/optimised/dist --rathole ~/.cargo/bin/rathole
+  connsim pgo --out /tmp/pgo --duration 5")]
+    Pgo(cli::pgo::PgoArgs),
     /// Run one generated bench world and print a JSON line with its wall
     /// time, peak memory and verdict (`connsim bench --all` runs each in a
     /// child process so memory is measured per world).
@@ -209,6 +223,7 @@ fn real_main() -> Result<ExitCode, String> {
         Command::Repro(args) => cli::repro::repro(args),
         Command::Bench(args) => cli::bench::bench(args),
         Command::BenchReal(args) => cli::bench::real::bench_real(args),
+        Command::Pgo(args) => cli::pgo::pgo(args),
         Command::BenchWorld(args) => cli::bench::world::bench_world(args),
         Command::List(args) => cli::catalogue::list(args),
         Command::Coverage(args) => cli::catalogue::coverage(args),

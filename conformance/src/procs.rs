@@ -8,6 +8,9 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::stopwatch::Stopwatch;
 
 /// Child processes, killed and reaped on drop.
 pub struct Procs {
@@ -24,6 +27,27 @@ impl Procs {
     /// Kills and reaps one child now (e.g. to read its final log).
     pub fn stop(&mut self, label: &str) {
         if let Some((_, child)) = self.children.iter_mut().find(|(l, _)| l == label) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops every child the way Ctrl-C would, the last started first, and
+    /// kills one that is still running `grace` after it was asked. A child
+    /// that exits by itself runs its exit handlers: an instrumented build
+    /// writes its profile then (`connsim pgo`), and a log ends with the
+    /// process's own last words.
+    pub fn interrupt(&mut self, grace: Duration) {
+        for (_, child) in self.children.iter_mut().rev() {
+            if !matches!(child.try_wait(), Ok(None)) {
+                continue;
+            }
+            if ask_to_stop(child.id()) {
+                let asked = Stopwatch::start();
+                while matches!(child.try_wait(), Ok(None)) && asked.elapsed() < grace {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -95,6 +119,20 @@ pub fn binary(dir: &Path, name: &str) -> Result<PathBuf, String> {
     }
 }
 
+/// Sends `SIGINT` to `pid`; false if it could not be sent.
+#[cfg(unix)]
+fn ask_to_stop(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else { return false };
+    // SAFETY: kill(2) takes plain integers; the pid is our unreaped child's,
+    // so it names no other process.
+    unsafe { libc::kill(pid, libc::SIGINT) == 0 }
+}
+
+#[cfg(not(unix))]
+fn ask_to_stop(_: u32) -> bool {
+    false
+}
+
 /// Asks the kernel to kill the child when its parent thread dies
 /// (`PR_SET_PDEATHSIG`; it survives `exec`, so a child started through
 /// `ip netns exec` keeps it).
@@ -115,3 +153,32 @@ fn die_with_parent(cmd: &mut Command) {
 
 #[cfg(not(target_os = "linux"))]
 fn die_with_parent(_: &mut Command) {}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interrupt_lets_a_child_run_its_exit_handler() {
+        let dir = tempfile::tempdir().unwrap();
+        let said = dir.path().join("said");
+        let mut procs = Procs::new(dir.path());
+        let script = format!("trap 'echo bye > {}; exit 0' INT; while :; do sleep 0.05; done", said.display());
+        procs.spawn("trapper", Command::new("sh").arg("-c").arg(script)).unwrap();
+        // The shell must have set its trap before the signal comes.
+        std::thread::sleep(Duration::from_millis(300));
+        procs.interrupt(Duration::from_secs(10));
+        assert!(procs.exited("trapper"));
+        assert_eq!(std::fs::read_to_string(&said).unwrap().trim(), "bye");
+    }
+
+    #[test]
+    fn interrupt_kills_a_child_that_ignores_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut procs = Procs::new(dir.path());
+        procs.spawn("stubborn", Command::new("sh").arg("-c").arg("trap '' INT; while :; do sleep 0.05; done")).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        procs.interrupt(Duration::from_millis(200));
+        assert!(procs.exited("stubborn"));
+    }
+}

@@ -233,6 +233,10 @@ fn answers(target: &Target) -> Result<bool, String> {
     Ok(answers.iter().any(|a| matches!(a, Ok(s) if (200..300).contains(s))))
 }
 
+/// How long a started process has to stop after Ctrl-C before it is
+/// killed.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
 /// Runs the whole measurement; `progress` gets a line per step.
 pub fn measure(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Figures, String> {
     let relay_sim = binary(&opts.bin_dir, "relay-sim")?;
@@ -317,6 +321,9 @@ pub fn measure(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Figures
     if crate::netns::events(&procs.log("connector")).iter().any(|e| e["event"] == "stopped") {
         return Err("the connector stopped during the run; see its log".into());
     }
+    // Stopped as by Ctrl-C, not killed: an instrumented build writes its
+    // profile on the way out (`connsim pgo` trains on this run).
+    procs.interrupt(STOP_GRACE);
     Ok(Figures { paths: figures, connector_idle_rss_kib, held, tunnels })
 }
 

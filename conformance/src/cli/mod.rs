@@ -8,6 +8,7 @@ pub mod catalogue;
 pub mod explain;
 pub mod matrix;
 pub mod merge;
+pub mod pgo;
 pub mod repro;
 pub mod run;
 pub mod users;

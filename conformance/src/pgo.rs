@@ -1,0 +1,255 @@
+//! Profile-guided builds of the real binaries (`connsim pgo`): connector
+//! and relay-sim built instrumented, run under `bench-real`'s loads, then
+//! built again with the profile of where they spent their time.
+//!
+//! Why: on the request path the connector's user time is mostly code
+//! that runs once per request with cold caches (TLS records, frames, HTTP
+//! heads, the runtime's wake-ups); a byte forwarder such as rathole has
+//! little of it. A profile lets LLVM keep hot code together and inline
+//! along the paths actually taken. The gain is measured, beside rathole
+//! built the same way, in BENCHMARKS.md (round thirteen).
+//!
+//! The steps, all under one output folder:
+//! 1. `instrumented/`: `cargo build --profile dist` with
+//!    `-Cprofile-generate`, so each process counts its branches and writes
+//!    them to `raw/` when it exits;
+//! 2. `bench-real`'s loads (both closed loops, the open loop, large bodies,
+//!    held streams) on those binaries, which are then stopped as by
+//!    Ctrl-C so that they write their counts;
+//! 3. `merged.profdata`: the counts merged by the toolchain's
+//!    `llvm-profdata` (its LLVM must be rustc's: `rustup component add
+//!    llvm-tools`);
+//! 4. `optimised/dist/`: the build again with `-Cprofile-use`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus};
+use std::time::Duration;
+
+use crate::realbench;
+
+/// What `connsim pgo` builds and how long it trains.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The folder every step writes under.
+    pub out: PathBuf,
+    /// Length of each training load.
+    pub duration: Duration,
+    /// The `llvm-profdata` to merge with (default: the active toolchain's).
+    pub llvm_profdata: Option<PathBuf>,
+}
+
+/// Why a profile-guided build stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum PgoError {
+    #[error(
+        "llvm-profdata not found at {0}: install the toolchain's with `rustup component add llvm-tools`, or pass --llvm-profdata"
+    )]
+    NoProfdata(PathBuf),
+    #[error("running {what}: {source}")]
+    Spawn { what: String, source: std::io::Error },
+    #[error("{what} failed ({status})")]
+    Failed { what: String, status: ExitStatus },
+    #[error("{what}: unexpected output {output:?}")]
+    Output { what: String, output: String },
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("training on the instrumented build: {0}")]
+    Training(String),
+    #[error("the instrumented binaries wrote no profile to {0} (were they stopped by a signal they do not handle?)")]
+    NoProfile(PathBuf),
+}
+
+/// Runs every step; returns the folder of the optimised binaries.
+pub fn run(plan: &Plan, progress: &mut dyn FnMut(&str)) -> Result<PathBuf, PgoError> {
+    let profdata = match &plan.llvm_profdata {
+        Some(p) => p.clone(),
+        None => toolchain_profdata()?,
+    };
+    if !profdata.is_file() {
+        return Err(PgoError::NoProfdata(profdata));
+    }
+    std::fs::create_dir_all(&plan.out).map_err(|source| PgoError::Io { path: plan.out.clone(), source })?;
+    // Absolute: each instrumented process writes relative to its own
+    // working folder otherwise, and rustc reads the profile from each
+    // crate's.
+    let out = std::fs::canonicalize(&plan.out).map_err(|source| PgoError::Io { path: plan.out.clone(), source })?;
+    let raw = out.join("raw");
+
+    progress("building the instrumented binaries");
+    let instrumented = build(&out.join("instrumented"), &format!("-Cprofile-generate={}", raw.display()))?;
+    // Build scripts ran instrumented too: only the connector's and
+    // relay-sim's counts are wanted.
+    fresh_dir(&raw)?;
+    progress("training: bench-real's loads on the instrumented binaries");
+    let opts = training(&instrumented, plan.duration);
+    realbench::measure(&opts, &mut |line| progress(&format!("training: {line}"))).map_err(PgoError::Training)?;
+    let raws = profiles(&raw)?;
+    if raws.is_empty() {
+        return Err(PgoError::NoProfile(raw));
+    }
+
+    progress(&format!("merging {} profiles", raws.len()));
+    let merged = out.join("merged.profdata");
+    let mut merge = Command::new(&profdata);
+    merge.arg("merge").arg("-o").arg(&merged).args(&raws);
+    exec(&mut merge, "llvm-profdata merge")?;
+
+    progress("building with the profile");
+    build(&out.join("optimised"), &format!("-Cprofile-use={}", merged.display()))
+}
+
+/// The loads the instrumented binaries run: bench-real's, once each, with
+/// smaller large bodies and fewer held streams than a measurement takes.
+fn training(bin_dir: &Path, duration: Duration) -> realbench::Options {
+    realbench::Options {
+        bin_dir: bin_dir.to_path_buf(),
+        rathole: None,
+        rathole_tls: None,
+        relays: 8,
+        conns: vec![32, 1],
+        duration,
+        runs: 1,
+        rate: 1000,
+        rate_duration: duration,
+        large_bytes: 16 << 20,
+        transfers: 1,
+        open_streams: 200,
+    }
+}
+
+/// `cargo build --locked --profile dist -p connector -p relay-sim` into
+/// `target_dir`, with `flag` added to the compiler's flags; the folder of
+/// the binaries.
+fn build(target_dir: &Path, flag: &str) -> Result<PathBuf, PgoError> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let flags = encoded_rustflags(
+        std::env::var("CARGO_ENCODED_RUSTFLAGS").ok().as_deref(),
+        std::env::var("RUSTFLAGS").ok().as_deref(),
+        flag,
+    );
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "--locked", "--profile", "dist", "-p", "connector", "-p", "relay-sim", "--target-dir"])
+        .arg(target_dir)
+        .env("CARGO_ENCODED_RUSTFLAGS", flags)
+        .env_remove("RUSTFLAGS");
+    exec(&mut cmd, "cargo build")?;
+    Ok(target_dir.join("dist"))
+}
+
+/// The compiler flags to build with: the caller's own (cargo reads
+/// `CARGO_ENCODED_RUSTFLAGS` before `RUSTFLAGS`), then `extra`. Encoded
+/// (separated by 0x1f), so that a path with a space stays one flag.
+pub fn encoded_rustflags(encoded: Option<&str>, plain: Option<&str>, extra: &str) -> String {
+    let mut flags: Vec<&str> = match (encoded, plain) {
+        (Some(e), _) if !e.is_empty() => e.split('\x1f').collect(),
+        (_, Some(p)) => p.split_whitespace().collect(),
+        _ => Vec::new(),
+    };
+    flags.push(extra);
+    flags.join("\x1f")
+}
+
+/// The active toolchain's `llvm-profdata` (from its `llvm-tools`
+/// component), found from `rustc`'s sysroot and host.
+fn toolchain_profdata() -> Result<PathBuf, PgoError> {
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let sysroot = output(Command::new(&rustc).args(["--print", "sysroot"]), "rustc --print sysroot")?;
+    let version = output(Command::new(&rustc).arg("-vV"), "rustc -vV")?;
+    let host =
+        host_of(&version).ok_or_else(|| PgoError::Output { what: "rustc -vV".into(), output: version.clone() })?;
+    Ok(profdata_path(Path::new(sysroot.trim()), host))
+}
+
+/// The `host:` line of `rustc -vV`.
+pub fn host_of(version: &str) -> Option<&str> {
+    version.lines().find_map(|l| l.strip_prefix("host:")).map(str::trim).filter(|h| !h.is_empty())
+}
+
+/// Where the `llvm-tools` component puts `llvm-profdata`.
+pub fn profdata_path(sysroot: &Path, host: &str) -> PathBuf {
+    sysroot.join("lib").join("rustlib").join(host).join("bin").join("llvm-profdata")
+}
+
+/// The `.profraw` files in `dir`, by name.
+fn profiles(dir: &Path) -> Result<Vec<PathBuf>, PgoError> {
+    let entries = std::fs::read_dir(dir).map_err(|source| PgoError::Io { path: dir.to_path_buf(), source })?;
+    let mut raws: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "profraw"))
+        .collect();
+    raws.sort();
+    Ok(raws)
+}
+
+/// `dir`, emptied (or made).
+fn fresh_dir(dir: &Path) -> Result<(), PgoError> {
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(PgoError::Io { path: dir.to_path_buf(), source: e });
+        }
+        _ => {}
+    }
+    std::fs::create_dir_all(dir).map_err(|source| PgoError::Io { path: dir.to_path_buf(), source })
+}
+
+/// Runs `cmd` with this terminal for its output; fails if it fails.
+fn exec(cmd: &mut Command, what: &str) -> Result<(), PgoError> {
+    let status = cmd.status().map_err(|source| PgoError::Spawn { what: what.into(), source })?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(PgoError::Failed { what: what.into(), status })
+    }
+}
+
+/// What `cmd` prints, if it succeeds.
+fn output(cmd: &mut Command, what: &str) -> Result<String, PgoError> {
+    let out = cmd.output().map_err(|source| PgoError::Spawn { what: what.into(), source })?;
+    if !out.status.success() {
+        return Err(PgoError::Failed { what: what.into(), status: out.status });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_callers_flags_come_first_and_paths_keep_their_spaces() {
+        let extra = "-Cprofile-generate=/a b/raw";
+        assert_eq!(encoded_rustflags(None, None, extra), extra);
+        assert_eq!(
+            encoded_rustflags(None, Some("  --cfg x  -Ctarget-cpu=native "), extra),
+            format!("--cfg\x1fx\x1f-Ctarget-cpu=native\x1f{extra}")
+        );
+        // cargo prefers the encoded form, and so do we.
+        assert_eq!(encoded_rustflags(Some("--cfg\x1fy z"), Some("--cfg x"), extra), format!("--cfg\x1fy z\x1f{extra}"));
+        assert_eq!(encoded_rustflags(Some(""), Some("--cfg x"), extra), format!("--cfg\x1fx\x1f{extra}"));
+    }
+
+    #[test]
+    fn the_host_is_read_from_rustc_version_output() {
+        let v = "rustc 1.95.0 (59807616e 2026-04-14)\nbinary: rustc\nhost: x86_64-unknown-linux-gnu\nrelease: 1.95.0\n";
+        assert_eq!(host_of(v), Some("x86_64-unknown-linux-gnu"));
+        assert_eq!(host_of("rustc 1.95.0\nhost: \n"), None);
+        assert_eq!(host_of(""), None);
+        assert_eq!(
+            profdata_path(Path::new("/opt/rust"), "x86_64-unknown-linux-gnu"),
+            Path::new("/opt/rust/lib/rustlib/x86_64-unknown-linux-gnu/bin/llvm-profdata")
+        );
+    }
+
+    #[test]
+    fn only_raw_profiles_are_merged() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["b.profraw", "a.profraw", "notes.txt", "c.profdata"] {
+            std::fs::write(dir.path().join(name), b"").unwrap();
+        }
+        let names: Vec<_> = profiles(dir.path()).unwrap().iter().map(|p| p.file_name().unwrap().to_owned()).collect();
+        assert_eq!(names, ["a.profraw", "b.profraw"]);
+        fresh_dir(dir.path()).unwrap();
+        assert!(profiles(dir.path()).unwrap().is_empty());
+    }
+}
