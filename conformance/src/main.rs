@@ -97,7 +97,7 @@ enum Command {
     /// hot paths (profile-guided optimisation): an instrumented build runs
     /// bench-real's loads, its profile is merged, and the dist build is made
     /// again with it. Needs `rustup component add llvm-tools`; takes two
-    /// release builds and about a minute of load.
+    /// dist builds (fat LTO) and about a minute of load.
     ///
     /// Run it inside the workspace (it calls `cargo build`), then measure
     /// the result with `connsim bench-real --bin-dir target/pgo/optimised/dist`.

@@ -2,12 +2,18 @@
 //! and relay-sim built instrumented, run under `bench-real`'s loads, then
 //! built again with the profile of where they spent their time.
 //!
-//! Why: on the request path the connector's user time is mostly code
-//! that runs once per request with cold caches (TLS records, frames, HTTP
-//! heads, the runtime's wake-ups); a byte forwarder such as rathole has
-//! little of it. A profile lets LLVM keep hot code together and inline
-//! along the paths actually taken. The gain is measured, beside rathole
-//! built the same way, in BENCHMARKS.md (round thirteen).
+//! Why: on the request path the connector's user time is code that runs
+//! once a request (TLS records, frames, HTTP heads, the runtime's
+//! wake-ups), probably with caches gone cold in between; a byte forwarder
+//! such as rathole has little of it. A profile lets LLVM keep hot code
+//! together and inline along the paths actually taken. The gain is
+//! measured, beside rathole built the same way, in BENCHMARKS.md (round
+//! thirteen).
+//!
+//! The flags go to cargo as `CARGO_ENCODED_RUSTFLAGS` (the caller's own
+//! first), which makes cargo ignore `rustflags` set in a `.cargo/config`:
+//! to compare with a build that used such flags, give them in the
+//! environment instead.
 //!
 //! The steps, all under one output folder:
 //! 1. `instrumented/`: `cargo build --profile dist` with
@@ -55,17 +61,32 @@ pub enum PgoError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("training on the instrumented build: {0}")]
     Training(String),
-    #[error("the instrumented binaries wrote no profile to {0} (were they stopped by a signal they do not handle?)")]
-    NoProfile(PathBuf),
+    #[error(
+        "found {found} profile(s) in {dir}, not one from each of connector and relay-sim (was one killed rather than stopped?)"
+    )]
+    TooFewProfiles { found: usize, dir: PathBuf },
+    #[error("LLVM_PROFILE_FILE is set, which would send the instrumented binaries' counts elsewhere: unset it")]
+    ProfileFileSet,
+    #[error("{0} is not UTF-8, so it cannot be passed to rustc as a flag")]
+    NotUtf8(String),
 }
+
+/// Profiles the training must leave: one from each binary (the
+/// instrumented processes of one binary share a file).
+const PROFILES_EXPECTED: usize = 2;
 
 /// Runs every step; returns the folder of the optimised binaries.
 pub fn run(plan: &Plan, progress: &mut dyn FnMut(&str)) -> Result<PathBuf, PgoError> {
+    if std::env::var_os("LLVM_PROFILE_FILE").is_some() {
+        return Err(PgoError::ProfileFileSet);
+    }
     let profdata = match &plan.llvm_profdata {
         Some(p) => p.clone(),
         None => toolchain_profdata()?,
     };
-    if !profdata.is_file() {
+    // A bare name is looked up on PATH when it is run.
+    let bare = profdata.components().count() == 1;
+    if !bare && !profdata.is_file() {
         return Err(PgoError::NoProfdata(profdata));
     }
     std::fs::create_dir_all(&plan.out).map_err(|source| PgoError::Io { path: plan.out.clone(), source })?;
@@ -73,10 +94,11 @@ pub fn run(plan: &Plan, progress: &mut dyn FnMut(&str)) -> Result<PathBuf, PgoEr
     // working folder otherwise, and rustc reads the profile from each
     // crate's.
     let out = std::fs::canonicalize(&plan.out).map_err(|source| PgoError::Io { path: plan.out.clone(), source })?;
+    let Some(out_text) = out.to_str() else { return Err(PgoError::NotUtf8(format!("{}", out.display()))) };
     let raw = out.join("raw");
 
     progress("building the instrumented binaries");
-    let instrumented = build(&out.join("instrumented"), &format!("-Cprofile-generate={}", raw.display()))?;
+    let instrumented = build(&out.join("instrumented"), &format!("-Cprofile-generate={out_text}/raw"))?;
     // Build scripts ran instrumented too: only the connector's and
     // relay-sim's counts are wanted.
     fresh_dir(&raw)?;
@@ -84,8 +106,8 @@ pub fn run(plan: &Plan, progress: &mut dyn FnMut(&str)) -> Result<PathBuf, PgoEr
     let opts = training(&instrumented, plan.duration);
     realbench::measure(&opts, &mut |line| progress(&format!("training: {line}"))).map_err(PgoError::Training)?;
     let raws = profiles(&raw)?;
-    if raws.is_empty() {
-        return Err(PgoError::NoProfile(raw));
+    if raws.len() < PROFILES_EXPECTED {
+        return Err(PgoError::TooFewProfiles { found: raws.len(), dir: raw });
     }
 
     progress(&format!("merging {} profiles", raws.len()));
@@ -95,7 +117,7 @@ pub fn run(plan: &Plan, progress: &mut dyn FnMut(&str)) -> Result<PathBuf, PgoEr
     exec(&mut merge, "llvm-profdata merge")?;
 
     progress("building with the profile");
-    build(&out.join("optimised"), &format!("-Cprofile-use={}", merged.display()))
+    build(&out.join("optimised"), &format!("-Cprofile-use={out_text}/merged.profdata"))
 }
 
 /// The loads the instrumented binaries run: bench-real's, once each, with
@@ -122,11 +144,8 @@ fn training(bin_dir: &Path, duration: Duration) -> realbench::Options {
 /// the binaries.
 fn build(target_dir: &Path, flag: &str) -> Result<PathBuf, PgoError> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let flags = encoded_rustflags(
-        std::env::var("CARGO_ENCODED_RUSTFLAGS").ok().as_deref(),
-        std::env::var("RUSTFLAGS").ok().as_deref(),
-        flag,
-    );
+    let flags =
+        encoded_rustflags(env_text("CARGO_ENCODED_RUSTFLAGS")?.as_deref(), env_text("RUSTFLAGS")?.as_deref(), flag);
     let mut cmd = Command::new(cargo);
     cmd.args(["build", "--locked", "--profile", "dist", "-p", "connector", "-p", "relay-sim", "--target-dir"])
         .arg(target_dir)
@@ -136,14 +155,24 @@ fn build(target_dir: &Path, flag: &str) -> Result<PathBuf, PgoError> {
     Ok(target_dir.join("dist"))
 }
 
-/// The compiler flags to build with: the caller's own (cargo reads
-/// `CARGO_ENCODED_RUSTFLAGS` before `RUSTFLAGS`), then `extra`. Encoded
-/// (separated by 0x1f), so that a path with a space stays one flag.
+/// An environment variable's text, if it is set.
+fn env_text(name: &str) -> Result<Option<String>, PgoError> {
+    match std::env::var(name) {
+        Ok(v) => Ok(Some(v)),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => Err(PgoError::NotUtf8(name.into())),
+    }
+}
+
+/// The compiler flags to build with: the caller's own, as cargo would
+/// take them (`CARGO_ENCODED_RUSTFLAGS` if set, even empty, else
+/// `RUSTFLAGS`), then `extra`. Encoded (separated by 0x1f), so that a path
+/// with a space stays one flag.
 pub fn encoded_rustflags(encoded: Option<&str>, plain: Option<&str>, extra: &str) -> String {
     let mut flags: Vec<&str> = match (encoded, plain) {
-        (Some(e), _) if !e.is_empty() => e.split('\x1f').collect(),
-        (_, Some(p)) => p.split_whitespace().collect(),
-        _ => Vec::new(),
+        (Some(e), _) => e.split('\x1f').filter(|f| !f.is_empty()).collect(),
+        (None, Some(p)) => p.split_whitespace().collect(),
+        (None, None) => Vec::new(),
     };
     flags.push(extra);
     flags.join("\x1f")
@@ -226,7 +255,8 @@ mod tests {
         );
         // cargo prefers the encoded form, and so do we.
         assert_eq!(encoded_rustflags(Some("--cfg\x1fy z"), Some("--cfg x"), extra), format!("--cfg\x1fy z\x1f{extra}"));
-        assert_eq!(encoded_rustflags(Some(""), Some("--cfg x"), extra), format!("--cfg\x1fx\x1f{extra}"));
+        // Set but empty: no flags of the caller's, as cargo reads it.
+        assert_eq!(encoded_rustflags(Some(""), Some("--cfg x"), extra), extra);
     }
 
     #[test]

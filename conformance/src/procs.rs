@@ -32,25 +32,32 @@ impl Procs {
         }
     }
 
-    /// Stops every child the way Ctrl-C would, the last started first, and
-    /// kills one that is still running `grace` after it was asked. A child
-    /// that exits by itself runs its exit handlers: an instrumented build
-    /// writes its profile then (`connsim pgo`), and a log ends with the
-    /// process's own last words.
-    pub fn interrupt(&mut self, grace: Duration) {
+    /// Stops every child the way Ctrl-C would and kills those still
+    /// running `grace` later; returns the labels of those it had to kill.
+    /// A child that exits by itself runs its exit handlers: an instrumented
+    /// build writes its profile then (`connsim pgo`), and a log ends with
+    /// the process's own last words.
+    pub fn interrupt(&mut self, grace: Duration) -> Vec<String> {
+        let running = |child: &mut Child| matches!(child.try_wait(), Ok(None));
+        let mut asked = false;
         for (_, child) in self.children.iter_mut().rev() {
-            if !matches!(child.try_wait(), Ok(None)) {
-                continue;
+            if running(child) {
+                asked |= ask_to_stop(child.id());
             }
-            if ask_to_stop(child.id()) {
-                let asked = Stopwatch::start();
-                while matches!(child.try_wait(), Ok(None)) && asked.elapsed() < grace {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
+        }
+        let since = Stopwatch::start();
+        while asked && self.children.iter_mut().any(|(_, c)| running(c)) && since.elapsed() < grace {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let mut killed = Vec::new();
+        for (label, child) in self.children.iter_mut().rev() {
+            if running(child) {
+                killed.push(label.clone());
+                let _ = child.kill();
             }
-            let _ = child.kill();
             let _ = child.wait();
         }
+        killed
     }
 
     /// Whether a child has exited by itself.
@@ -163,11 +170,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let said = dir.path().join("said");
         let mut procs = Procs::new(dir.path());
-        let script = format!("trap 'echo bye > {}; exit 0' INT; while :; do sleep 0.05; done", said.display());
+        let ready = dir.path().join("ready");
+        let script = format!(
+            "trap 'echo bye > {}; exit 0' INT; touch {}; while :; do sleep 0.05; done",
+            said.display(),
+            ready.display()
+        );
         procs.spawn("trapper", Command::new("sh").arg("-c").arg(script)).unwrap();
-        // The shell must have set its trap before the signal comes.
-        std::thread::sleep(Duration::from_millis(300));
-        procs.interrupt(Duration::from_secs(10));
+        wait_for_file(&ready);
+        assert!(procs.interrupt(Duration::from_secs(10)).is_empty(), "it stopped by itself");
         assert!(procs.exited("trapper"));
         assert_eq!(std::fs::read_to_string(&said).unwrap().trim(), "bye");
     }
@@ -176,9 +187,20 @@ mod tests {
     fn interrupt_kills_a_child_that_ignores_it() {
         let dir = tempfile::tempdir().unwrap();
         let mut procs = Procs::new(dir.path());
-        procs.spawn("stubborn", Command::new("sh").arg("-c").arg("trap '' INT; while :; do sleep 0.05; done")).unwrap();
-        std::thread::sleep(Duration::from_millis(300));
-        procs.interrupt(Duration::from_millis(200));
+        let ready = dir.path().join("ready");
+        let script = format!("trap '' INT; touch {}; while :; do sleep 0.05; done", ready.display());
+        procs.spawn("stubborn", Command::new("sh").arg("-c").arg(script)).unwrap();
+        wait_for_file(&ready);
+        assert_eq!(procs.interrupt(Duration::from_millis(200)), ["stubborn"]);
         assert!(procs.exited("stubborn"));
+    }
+
+    /// Waits until the child's script has set its trap (it then touches `path`).
+    fn wait_for_file(path: &Path) {
+        let since = Stopwatch::start();
+        while !path.exists() {
+            assert!(since.elapsed() < Duration::from_secs(30), "the child never got ready");
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }

@@ -323,7 +323,10 @@ pub fn measure(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Figures
     }
     // Stopped as by Ctrl-C, not killed: an instrumented build writes its
     // profile on the way out (`connsim pgo` trains on this run).
-    procs.interrupt(STOP_GRACE);
+    let killed = procs.interrupt(STOP_GRACE);
+    if !killed.is_empty() {
+        progress(&format!("killed after {}s without stopping: {}", STOP_GRACE.as_secs(), killed.join(", ")));
+    }
     Ok(Figures { paths: figures, connector_idle_rss_kib, held, tunnels })
 }
 

@@ -8,11 +8,13 @@ use std::time::Duration;
 /// Where the profile-guided build goes and how long it trains.
 #[derive(clap::Args)]
 pub struct PgoArgs {
-    /// The folder for both builds, the raw profiles and the merged one;
+    /// The folder for both builds, the raw profiles and the merged one
+    /// (relative to the current folder: run from the workspace's root);
     /// the optimised binaries end up in `<out>/optimised/dist`.
     #[arg(long, default_value = "target/pgo")]
     pub out: PathBuf,
-    /// Seconds of each training load (bench-real's loads, one run each).
+    /// Seconds of each training load (bench-real's loads, one run each;
+    /// 1 to 600).
     #[arg(long, default_value_t = 3)]
     pub duration: u64,
     /// The llvm-profdata to merge the profiles with; its LLVM must be
