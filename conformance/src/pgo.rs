@@ -84,9 +84,8 @@ pub fn run(plan: &Plan, progress: &mut dyn FnMut(&str)) -> Result<PathBuf, PgoEr
         Some(p) => p.clone(),
         None => toolchain_profdata()?,
     };
-    // A bare name is looked up on PATH when it is run.
-    let bare = profdata.components().count() == 1;
-    if !bare && !profdata.is_file() {
+    // Tried before the builds, not after: a path or a name on PATH.
+    if output(Command::new(&profdata).arg("--version"), "llvm-profdata --version").is_err() {
         return Err(PgoError::NoProfdata(profdata));
     }
     std::fs::create_dir_all(&plan.out).map_err(|source| PgoError::Io { path: plan.out.clone(), source })?;
