@@ -93,11 +93,11 @@ pub fn run(plan: &Plan, progress: &mut dyn FnMut(&str)) -> Result<PathBuf, PgoEr
     // working folder otherwise, and rustc reads the profile from each
     // crate's.
     let out = std::fs::canonicalize(&plan.out).map_err(|source| PgoError::Io { path: plan.out.clone(), source })?;
-    let Some(out_text) = out.to_str() else { return Err(PgoError::NotUtf8(format!("{}", out.display()))) };
     let raw = out.join("raw");
+    let merged = out.join("merged.profdata");
 
     progress("building the instrumented binaries");
-    let instrumented = build(&out.join("instrumented"), &format!("-Cprofile-generate={out_text}/raw"))?;
+    let instrumented = build(&out.join("instrumented"), &path_flag("-Cprofile-generate", &raw)?)?;
     // Build scripts ran instrumented too: only the connector's and
     // relay-sim's counts are wanted.
     fresh_dir(&raw)?;
@@ -110,13 +110,19 @@ pub fn run(plan: &Plan, progress: &mut dyn FnMut(&str)) -> Result<PathBuf, PgoEr
     }
 
     progress(&format!("merging {} profiles", raws.len()));
-    let merged = out.join("merged.profdata");
     let mut merge = Command::new(&profdata);
     merge.arg("merge").arg("-o").arg(&merged).args(&raws);
     exec(&mut merge, "llvm-profdata merge")?;
 
     progress("building with the profile");
-    build(&out.join("optimised"), &format!("-Cprofile-use={out_text}/merged.profdata"))
+    build(&out.join("optimised"), &path_flag("-Cprofile-use", &merged)?)
+}
+
+/// `name=path` as a compiler flag: the path as it is, or an error if it
+/// is not UTF-8 (flags are text; a lossy one would name another file).
+fn path_flag(name: &str, path: &Path) -> Result<String, PgoError> {
+    let text = path.to_str().ok_or_else(|| PgoError::NotUtf8(path.display().to_string()))?;
+    Ok(format!("{name}={text}"))
 }
 
 /// The loads the instrumented binaries run: bench-real's, once each, with
@@ -256,6 +262,20 @@ mod tests {
         assert_eq!(encoded_rustflags(Some("--cfg\x1fy z"), Some("--cfg x"), extra), format!("--cfg\x1fy z\x1f{extra}"));
         // Set but empty: no flags of the caller's, as cargo reads it.
         assert_eq!(encoded_rustflags(Some(""), Some("--cfg x"), extra), extra);
+    }
+
+    #[test]
+    fn a_path_flag_names_the_path_as_it_is() {
+        assert_eq!(
+            path_flag("-Cprofile-use", Path::new("/a b/merged.profdata")).unwrap(),
+            "-Cprofile-use=/a b/merged.profdata"
+        );
+        #[cfg(unix)]
+        {
+            use std::os::unix::ffi::OsStrExt;
+            let odd = Path::new(std::ffi::OsStr::from_bytes(b"/a/\xff/raw"));
+            assert!(matches!(path_flag("-Cprofile-generate", odd), Err(PgoError::NotUtf8(_))));
+        }
     }
 
     #[test]
