@@ -33,6 +33,7 @@ use crate::directory::{ConnectorRecord, Role, Status, Tenant};
 use crate::event::{CloudEvent, CloudSink};
 use crate::pki::{Generation, Pki, PkiError, PkiTimers};
 use crate::placement::{Instances, Placement, PIN_DELAY};
+use crate::sessions::Sessions;
 
 /// Largest upload the ingress relays by default: 1 GiB.
 pub const UPLOAD_BYTES_MAX: u64 = 1 << 30;
@@ -475,7 +476,11 @@ impl Cloud {
             self.server_builder(host)?.with_no_client_auth()
         };
         drop(pki);
-        let cfg = Arc::new(cfg.with_single_cert(id.chain.clone(), id.key()).map_err(|e| err(e.to_string()))?);
+        let mut cfg = cfg.with_single_cert(id.chain.clone(), id.key()).map_err(|e| err(e.to_string()))?;
+        // Resumes every connector of a fleet, as the service does (rustls'
+        // own store keeps 256 sessions: see `sessions`).
+        cfg.session_storage = Arc::new(Sessions::default());
+        let cfg = Arc::new(cfg);
         self.state.borrow_mut().configs.insert(key, cfg.clone());
         Ok(cfg)
     }

@@ -25,6 +25,7 @@ pub mod releases;
 pub mod serve;
 pub mod server;
 pub mod services;
+pub mod sessions;
 pub mod world;
 
 pub use cloud::{Cloud, CloudConfig};
