@@ -11,13 +11,21 @@
 //! [`connector::time::sleep_until`]) and a 16-byte echo. Whatever a
 //! scenario costs above this world is ours to cut; what this world costs is
 //! turmoil's and tokio's, per step and per host run.
+//!
+//! With [`Wire::Tls`] the same world speaks the TLS the spec asks of a
+//! connector (see [`tls`]): each tunnel is TLS 1.3, and a bootstrap
+//! connection every 10 minutes makes a resumed handshake, sends one ping
+//! and closes. That is the floor under any connector that follows the spec
+//! on this simulator with this cryptography.
+
+mod tls;
 
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::run::DEFAULT_TICK;
 use crate::stopwatch::Stopwatch;
@@ -25,6 +33,8 @@ use crate::wakeups::Stepper;
 
 /// The keepalive interval of the real connector (CONNECTOR-FACTS).
 const KEEPALIVE: Duration = Duration::from_secs(10);
+/// The real connector's bootstrap interval (CONNECTOR-FACTS).
+const BOOTSTRAP: Duration = Duration::from_secs(600);
 const PING: [u8; 16] = [0x50; 16];
 /// Tunnels of a connector in a default world: one per relay, two relays.
 pub const TUNNELS: usize = 2;
@@ -44,6 +54,16 @@ pub enum Phase {
     Spread,
 }
 
+/// What the floor's connections carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wire {
+    /// Bare TCP: the simulator alone.
+    Tcp,
+    /// TLS 1.3 tunnels, and a resumed TLS handshake every 10 minutes as a
+    /// bootstrap: the simulator and the cryptography the spec asks for.
+    Tls,
+}
+
 /// What the floor world cost.
 #[derive(Debug, Clone, Copy)]
 pub struct Floor {
@@ -52,23 +72,43 @@ pub struct Floor {
     pub host_runs: u64,
     /// Ping-echo exchanges completed, over all tunnels.
     pub exchanges: u64,
+    /// Bootstraps completed (each a TLS handshake; none over bare TCP),
+    /// and how many of them resumed a session.
+    pub bootstraps: u64,
+    pub resumed: u64,
 }
 
-/// Runs `duration` of simulated time of `tunnels` keepalive loops.
-pub fn keepalive(duration: Duration, tunnels: usize, phase: Phase, seed: u64) -> Result<Floor, String> {
+/// The floor's counters, shared by its hosts.
+#[derive(Clone, Default)]
+struct Counts {
+    exchanges: Arc<AtomicU64>,
+    bootstraps: Arc<AtomicU64>,
+    resumed: Arc<AtomicU64>,
+}
+
+/// Runs `duration` of simulated time of `tunnels` keepalive loops over
+/// `wire` (with TLS, bootstraps too).
+pub fn keepalive(duration: Duration, tunnels: usize, phase: Phase, wire: Wire, seed: u64) -> Result<Floor, String> {
     let mut sim = crate::run::new_sim(seed, duration, DEFAULT_TICK);
     let relays: Vec<String> = (0..tunnels.max(1)).map(|i| format!("relay-{i}")).collect();
-    relays.iter().for_each(|relay| relay_host(&mut sim, relay));
-    let exchanges = Arc::new(AtomicU64::new(0));
-    let counted = exchanges.clone();
+    let tls = match wire {
+        Wire::Tcp => None,
+        Wire::Tls => Some(tls::Tls::new(seed, &relays)?),
+    };
+    relays.iter().for_each(|relay| relay_host(&mut sim, relay, tls.clone()));
+    let counts = Counts::default();
+    let counted = counts.clone();
     sim.host("connector", move || {
-        let (relays, counted) = (relays.clone(), counted.clone());
+        let (relays, counted, tls) = (relays.clone(), counted.clone(), tls.clone());
         async move {
             let mut loops = Vec::new();
+            if let Some(tls) = &tls {
+                loops.push(tokio::task::spawn_local(bootstraps(relays[0].clone(), tls.clone(), counted.clone())));
+            }
             let n = relays.len();
             for (i, relay) in relays.into_iter().enumerate() {
                 let delay = if phase == Phase::Spread { spread(i, n) } else { Duration::ZERO };
-                loops.push(tokio::task::spawn_local(ping_loop(relay, delay, counted.clone())));
+                loops.push(tokio::task::spawn_local(ping_loop(relay, delay, tls.clone(), counted.clone())));
             }
             for l in loops {
                 l.await??;
@@ -76,7 +116,7 @@ pub fn keepalive(duration: Duration, tunnels: usize, phase: Phase, seed: u64) ->
             turmoil::Result::Ok(())
         }
     });
-    step_through(sim, duration, exchanges)
+    step_through(sim, duration, counts)
 }
 
 /// The floor of the scale worlds (`connsim bench-world scale`): as many
@@ -86,15 +126,17 @@ pub fn keepalive(duration: Duration, tunnels: usize, phase: Phase, seed: u64) ->
 /// 100 can be read against the same ratio of its floors.
 pub fn fleet(duration: Duration, connectors: usize, seed: u64) -> Result<Floor, String> {
     let mut sim = crate::run::new_sim(seed, duration, DEFAULT_TICK);
-    relay_host(&mut sim, "relay-0");
-    let exchanges = Arc::new(AtomicU64::new(0));
+    relay_host(&mut sim, "relay-0", None);
+    let counts = Counts::default();
     let n = connectors.max(1);
     for i in 0..n {
-        let counted = exchanges.clone();
+        let counted = counts.clone();
         let delay = spread(i, n);
-        sim.host(format!("connector-{i}").as_str(), move || ping_loop("relay-0".to_string(), delay, counted.clone()));
+        sim.host(format!("connector-{i}").as_str(), move || {
+            ping_loop("relay-0".to_string(), delay, None, counted.clone())
+        });
     }
-    step_through(sim, duration, exchanges)
+    step_through(sim, duration, counts)
 }
 
 /// When the `i`th of `n` keepalive loops starts, so that the `n` are
@@ -103,52 +145,103 @@ fn spread(i: usize, n: usize) -> Duration {
     KEEPALIVE / u32::try_from(n.max(1)).unwrap_or(u32::MAX) * u32::try_from(i).unwrap_or(0)
 }
 
-/// A relay host that echoes every ping on port 443.
-fn relay_host(sim: &mut turmoil::Sim<'_>, name: &str) {
-    sim.host(name, || async {
-        let listener = turmoil::net::TcpListener::bind((Ipv4Addr::UNSPECIFIED, 443)).await?;
-        loop {
-            let (mut stream, _) = listener.accept().await?;
-            tokio::task::spawn_local(async move {
-                let mut buf = [0u8; PING.len()];
-                while stream.read_exact(&mut buf).await.is_ok() {
-                    if stream.write_all(&buf).await.is_err() {
-                        break;
+/// A relay host that echoes every ping on port 443, over TLS when given.
+fn relay_host(sim: &mut turmoil::Sim<'_>, name: &str, tls: Option<tls::Tls>) {
+    sim.host(name, move || {
+        let tls = tls.clone();
+        async move {
+            let listener = turmoil::net::TcpListener::bind((Ipv4Addr::UNSPECIFIED, 443)).await?;
+            loop {
+                let (stream, _) = listener.accept().await?;
+                let tls = tls.clone();
+                tokio::task::spawn_local(async move {
+                    match tls {
+                        None => echo(stream).await,
+                        Some(tls) => {
+                            if let Ok(stream) = tokio_rustls::TlsAcceptor::from(tls.server).accept(stream).await {
+                                echo(stream).await;
+                            }
+                        }
                     }
-                }
-            });
+                });
+            }
         }
     });
+}
+
+/// Answers each ping with itself until the peer goes.
+async fn echo(mut stream: impl AsyncRead + AsyncWrite + Unpin) {
+    let mut buf = [0u8; PING.len()];
+    while stream.read_exact(&mut buf).await.is_ok() {
+        if stream.write_all(&buf).await.is_err() || stream.flush().await.is_err() {
+            break;
+        }
+    }
 }
 
 /// One tunnel's keepalives to `relay`, starting after `delay`: like the
 /// connector, the next ping is due 10 s after the last send, whenever the
 /// echo comes.
-async fn ping_loop(relay: String, delay: Duration, counted: Arc<AtomicU64>) -> turmoil::Result {
+async fn ping_loop(relay: String, delay: Duration, tls: Option<tls::Tls>, counted: Counts) -> turmoil::Result {
     if !delay.is_zero() {
         connector::time::sleep(delay).await;
     }
-    let mut stream = turmoil::net::TcpStream::connect((relay.as_str(), 443)).await?;
+    let tcp = turmoil::net::TcpStream::connect((relay.as_str(), 443)).await?;
+    match tls {
+        None => pings(tcp, &counted.exchanges).await,
+        Some(tls) => pings(tls.connect(&relay, tcp).await?, &counted.exchanges).await,
+    }
+}
+
+/// A ping 10 s after the last send, and its echo, for ever.
+async fn pings(mut stream: impl AsyncRead + AsyncWrite + Unpin, counted: &AtomicU64) -> turmoil::Result {
     let mut buf = [0u8; PING.len()];
     let mut due = connector::time::Instant::now() + KEEPALIVE;
     loop {
         connector::time::sleep_until(due).await;
         stream.write_all(&PING).await?;
+        stream.flush().await?;
         due = connector::time::Instant::now() + KEEPALIVE;
         stream.read_exact(&mut buf).await?;
         counted.fetch_add(1, Ordering::Relaxed);
     }
 }
 
+/// A bootstrap every 10 minutes, from the start: a TLS connection to
+/// `relay` (resumed after the first), one ping and its echo, a clean close.
+async fn bootstraps(relay: String, tls: tls::Tls, counted: Counts) -> turmoil::Result {
+    let mut buf = [0u8; PING.len()];
+    loop {
+        let tcp = turmoil::net::TcpStream::connect((relay.as_str(), 443)).await?;
+        let mut stream = tls.connect(&relay, tcp).await?;
+        stream.write_all(&PING).await?;
+        stream.flush().await?;
+        stream.read_exact(&mut buf).await?;
+        stream.shutdown().await?;
+        counted.bootstraps.fetch_add(1, Ordering::Relaxed);
+        if stream.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+            counted.resumed.fetch_add(1, Ordering::Relaxed);
+        }
+        connector::time::sleep(BOOTSTRAP).await;
+    }
+}
+
 /// Steps `sim` through `duration` the way scenario runs are stepped.
-fn step_through(mut sim: turmoil::Sim<'_>, duration: Duration, exchanges: Arc<AtomicU64>) -> Result<Floor, String> {
+fn step_through(mut sim: turmoil::Sim<'_>, duration: Duration, counts: Counts) -> Result<Floor, String> {
     let mut stepper = Stepper::attach(&mut sim, DEFAULT_TICK, true);
     let watch = Stopwatch::start();
     while sim.elapsed() < duration {
         stepper.step(&mut sim, duration).map_err(|e| format!("floor world: {e}"))?;
     }
     let wall = watch.elapsed();
-    Ok(Floor { wall, steps: stepper.steps, host_runs: sim.host_runs(), exchanges: exchanges.load(Ordering::Relaxed) })
+    Ok(Floor {
+        wall,
+        steps: stepper.steps,
+        host_runs: sim.host_runs(),
+        exchanges: counts.exchanges.load(Ordering::Relaxed),
+        bootstraps: counts.bootstraps.load(Ordering::Relaxed),
+        resumed: counts.resumed.load(Ordering::Relaxed),
+    })
 }
 
 #[cfg(test)]
@@ -157,7 +250,7 @@ mod tests {
 
     #[test]
     fn every_tunnel_pings_every_interval() {
-        let f = keepalive(Duration::from_secs(86_400), 2, Phase::Together, 7).unwrap();
+        let f = keepalive(Duration::from_secs(86_400), 2, Phase::Together, Wire::Tcp, 7).unwrap();
         // 8,640 intervals a day per tunnel; the first ping goes 10 s
         // after connecting, the last echo may be cut off by the end.
         assert!((17_270..=17_280).contains(&f.exchanges), "{f:?}");
@@ -171,7 +264,7 @@ mod tests {
         // One tunnel: the connector sends (its timer is due on the tick
         // grid), the relay echoes, the connector reads. A timer due exactly
         // at a step's end must not run its host in that step as well.
-        let f = keepalive(Duration::from_secs(3600), 1, Phase::Together, 3).unwrap();
+        let f = keepalive(Duration::from_secs(3600), 1, Phase::Together, Wire::Tcp, 3).unwrap();
         assert_eq!(f.exchanges, 359, "{f:?}");
         assert!(f.host_runs <= 3 * f.exchanges + 10, "{f:?}");
     }
@@ -186,10 +279,23 @@ mod tests {
     }
 
     #[test]
+    fn the_tls_floor_pings_as_often_and_bootstraps_resumed() {
+        let hour = Duration::from_secs(3600);
+        let tcp = keepalive(hour, 2, Phase::Spread, Wire::Tcp, 3).unwrap();
+        let tls = keepalive(hour, 2, Phase::Spread, Wire::Tls, 3).unwrap();
+        // A handshake's round trips may cost a tunnel its last exchange.
+        assert!(tcp.exchanges.abs_diff(tls.exchanges) <= 2, "{tcp:?} {tls:?}");
+        assert_eq!((tcp.bootstraps, tcp.resumed), (0, 0));
+        // At 0, 10, ..., 50 minutes; only the first is a full handshake.
+        assert_eq!((tls.bootstraps, tls.resumed), (6, 5), "{tls:?}");
+        assert!(tls.host_runs > tcp.host_runs, "{tcp:?} {tls:?}");
+    }
+
+    #[test]
     fn spread_tunnels_take_a_step_each() {
         let hour = Duration::from_secs(3600);
-        let together = keepalive(hour, 2, Phase::Together, 3).unwrap();
-        let spread = keepalive(hour, 2, Phase::Spread, 3).unwrap();
+        let together = keepalive(hour, 2, Phase::Together, Wire::Tcp, 3).unwrap();
+        let spread = keepalive(hour, 2, Phase::Spread, Wire::Tcp, 3).unwrap();
         // The second tunnel starts 5 s late: at most one exchange fewer.
         assert!(together.exchanges.abs_diff(spread.exchanges) <= 1, "{together:?} {spread:?}");
         // Nearly twice the steps (the start's steps are shared either way).

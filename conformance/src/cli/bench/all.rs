@@ -4,7 +4,7 @@
 use super::children::{scale, thirty_days};
 use super::Row;
 use crate::cli::load_all;
-use conformance::floor::Phase;
+use conformance::floor::{Phase, Wire};
 use conformance::plot::{Bar, Panel};
 use conformance::stopwatch::Stopwatch;
 use conformance::{run_with, Scenario, Stepping, Verdict};
@@ -89,18 +89,23 @@ fn sweep(happy: &Path, runs: u32, row: Row<'_>) -> Result<Panel, String> {
         Bar::baseline("quiet world", base),
     ];
     // The simulator's floor for the sweep: the same hour's keepalives over
-    // bare TCP, same seeds, same threads.
-    for (phase, what) in [(Phase::Together, "in phase"), (Phase::Spread, "out of phase")] {
+    // bare TCP, same seeds, same threads; then over TLS with bootstraps.
+    let floors = [
+        (Phase::Together, Wire::Tcp, "bare TCP keepalives, in phase"),
+        (Phase::Spread, Wire::Tcp, "bare TCP keepalives, out of phase"),
+        (Phase::Spread, Wire::Tls, "TLS keepalives + bootstraps"),
+    ];
+    for (phase, wire, what) in floors {
         let floor_rate = rate(jobs, &|seed| {
-            conformance::floor::keepalive(s.duration.0, conformance::floor::TUNNELS, phase, seed).map(|_| ())
+            conformance::floor::keepalive(s.duration.0, conformance::floor::TUNNELS, phase, wire, seed).map(|_| ())
         })?;
         row(
-            &format!("  floor, bare TCP keepalives, {what}"),
+            &format!("  floor, {what}"),
             format!("{floor_rate:.1} runs/s"),
             format!("the sweep is {:.1}x the floor's time", floor_rate / main.max(1e-9)),
             "",
         );
-        bars.push(Bar::baseline(format!("floor: bare TCP keepalives, {what}"), floor_rate));
+        bars.push(Bar::baseline(format!("floor: {what}"), floor_rate));
     }
     let title = format!("Seed sweep of the happy path, {} seeds", seeds.len());
     Ok(Panel { title, unit: "runs per second (more is better)".into(), bars })

@@ -25,6 +25,10 @@ pub enum BenchKind {
     /// The same, the tunnels out of phase, as a connector's are once they
     /// have carried a request or reconnected.
     FloorSpread,
+    /// The same out of phase over TLS 1.3, with a resumed TLS handshake
+    /// every 10 minutes as a bootstrap: the simulator and the cryptography
+    /// the spec asks of a connector.
+    FloorTls,
     /// The simulator's floor for `scale`: `--size` connector hosts, one
     /// tunnel each, keepalives out of phase over bare TCP, one hour.
     FloorFleet,

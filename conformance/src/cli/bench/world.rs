@@ -2,7 +2,7 @@
 //! process, so that its peak memory is its own.
 
 use super::BenchKind;
-use conformance::floor::Phase;
+use conformance::floor::{Phase, Wire};
 use conformance::stopwatch::Stopwatch;
 use conformance::{run_with, Stepping, Verdict};
 use std::path::PathBuf;
@@ -39,16 +39,18 @@ pub fn bench_world(args: BenchWorldArgs) -> Result<ExitCode, String> {
             print_floor(&format!("floor-fleet-{size}-connectors"), hour.as_secs(), &f);
             return Ok(ExitCode::SUCCESS);
         }
-        BenchKind::Floor | BenchKind::FloorSpread => {
+        BenchKind::Floor | BenchKind::FloorSpread | BenchKind::FloorTls => {
             let days = u32::try_from(size).unwrap_or(30);
-            let (phase, name) = match kind {
-                BenchKind::Floor => (Phase::Together, "floor"),
-                _ => (Phase::Spread, "floor-spread"),
+            let (phase, wire, name) = match kind {
+                BenchKind::Floor => (Phase::Together, Wire::Tcp, "floor"),
+                BenchKind::FloorSpread => (Phase::Spread, Wire::Tcp, "floor-spread"),
+                _ => (Phase::Spread, Wire::Tls, "floor-tls"),
             };
             let f = conformance::floor::keepalive(
                 std::time::Duration::from_secs(u64::from(days) * 86_400),
                 conformance::floor::TUNNELS,
                 phase,
+                wire,
                 1,
             )?;
             print_floor(&format!("{name}-{days}-days"), u64::from(days) * 86_400, &f);
@@ -79,7 +81,8 @@ fn print_floor(world: &str, sim_s: u64, f: &conformance::floor::Floor) {
     let line = serde_json::json!({
         "world": world, "wall_ms": f.wall.as_secs_f64() * 1000.0,
         "sim_s": sim_s, "peak_rss_kib": conformance::bench::peak_rss_kib(),
-        "steps": f.steps, "host_runs": f.host_runs, "exchanges": f.exchanges, "pass": true,
+        "steps": f.steps, "host_runs": f.host_runs, "exchanges": f.exchanges,
+        "bootstraps": f.bootstraps, "resumed": f.resumed, "pass": true,
     });
     println!("{line}");
 }
