@@ -44,8 +44,11 @@ pub struct BenchArgs {
     pub runs: u32,
     /// The whole table: suite, seed sweep, 30 simulated days, and
     /// 10/100/1,000 connectors (each world in a child process, so its
-    /// peak memory is its own), each beside its baseline and target.
-    /// Takes a few minutes.
+    /// peak memory is its own; the scale worlds and their floors the
+    /// median of 3 runs), each beside its baseline, its floors (the
+    /// simulator alone over bare TCP; and with the spec's TLS: keepalives
+    /// over TLS 1.3 and a resumed handshake every 10 minutes) and its
+    /// target. Takes about two minutes.
     #[arg(long)]
     pub all: bool,
     /// Where --all draws its figures as an SVG chart (plotters).
