@@ -18,7 +18,10 @@
 //! and closes. That is the floor under any connector that follows the spec
 //! on this simulator with this cryptography.
 
+mod requests;
 mod tls;
+
+pub use requests::Requests;
 
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,10 +35,10 @@ use crate::stopwatch::Stopwatch;
 use crate::wakeups::Stepper;
 
 /// The keepalive interval of the real connector (CONNECTOR-FACTS).
-const KEEPALIVE: Duration = Duration::from_secs(10);
+pub(crate) const KEEPALIVE: Duration = Duration::from_secs(10);
 /// The real connector's bootstrap interval (CONNECTOR-FACTS).
 const BOOTSTRAP: Duration = Duration::from_secs(600);
-const PING: [u8; 16] = [0x50; 16];
+pub(crate) const PING: [u8; 16] = [0x50; 16];
 /// Tunnels of a connector in a default world: one per relay, two relays.
 pub const TUNNELS: usize = 2;
 
@@ -76,6 +79,8 @@ pub struct Floor {
     /// and how many of them resumed a session.
     pub bootstraps: u64,
     pub resumed: u64,
+    /// Users' requests answered.
+    pub answered: u64,
 }
 
 /// The floor's counters, shared by its hosts.
@@ -84,20 +89,50 @@ struct Counts {
     exchanges: Arc<AtomicU64>,
     bootstraps: Arc<AtomicU64>,
     resumed: Arc<AtomicU64>,
+    answered: Arc<AtomicU64>,
 }
 
-/// Runs `duration` of simulated time of `tunnels` keepalive loops over
-/// `wire` (with TLS, bootstraps too).
-pub fn keepalive(duration: Duration, tunnels: usize, phase: Phase, wire: Wire, seed: u64) -> Result<Floor, String> {
+/// What a floor world carries besides its keepalives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shape {
+    /// Tunnels of the one connector, one relay host each.
+    pub tunnels: usize,
+    pub phase: Phase,
+    pub wire: Wire,
+    /// Users' requests, through the first relay and its tunnel to a
+    /// backend ([`requests`]); none when `None`.
+    pub requests: Option<Requests>,
+}
+
+impl Shape {
+    /// Keepalives alone, over `wire`.
+    pub fn keepalives(phase: Phase, wire: Wire) -> Self {
+        Shape { tunnels: TUNNELS, phase, wire, requests: None }
+    }
+}
+
+/// Runs `duration` of simulated time of one connector's keepalive loops
+/// (and, as `shape` says, bootstraps and users' requests).
+pub fn keepalive(duration: Duration, shape: Shape, seed: u64) -> Result<Floor, String> {
     let mut sim = crate::run::new_sim(seed, duration, DEFAULT_TICK);
-    let relays: Vec<String> = (0..tunnels.max(1)).map(|i| format!("relay-{i}")).collect();
-    let tls = match wire {
+    let relays: Vec<String> = (0..shape.tunnels.max(1)).map(|i| format!("relay-{i}")).collect();
+    let tls = match shape.wire {
         Wire::Tcp => None,
         Wire::Tls => Some(tls::Tls::new(seed, &relays)?),
     };
-    relays.iter().for_each(|relay| relay_host(&mut sim, relay, tls.clone()));
     let counts = Counts::default();
+    for (i, relay) in relays.iter().enumerate() {
+        match shape.requests {
+            Some(_) if i == 0 => requests::relay_host(&mut sim, relay, tls.clone()),
+            _ => relay_host(&mut sim, relay, tls.clone()),
+        }
+    }
+    if let Some(r) = shape.requests {
+        requests::backend_host(&mut sim);
+        requests::users_host(&mut sim, relays[0].clone(), r, &counts.answered);
+    }
     let counted = counts.clone();
+    let serves = shape.requests.is_some();
     sim.host("connector", move || {
         let (relays, counted, tls) = (relays.clone(), counted.clone(), tls.clone());
         async move {
@@ -107,8 +142,9 @@ pub fn keepalive(duration: Duration, tunnels: usize, phase: Phase, wire: Wire, s
             }
             let n = relays.len();
             for (i, relay) in relays.into_iter().enumerate() {
-                let delay = if phase == Phase::Spread { spread(i, n) } else { Duration::ZERO };
-                loops.push(tokio::task::spawn_local(ping_loop(relay, delay, tls.clone(), counted.clone())));
+                let delay = if shape.phase == Phase::Spread { spread(i, n) } else { Duration::ZERO };
+                let serving = serves && i == 0;
+                loops.push(tokio::task::spawn_local(ping_loop(relay, delay, tls.clone(), serving, counted.clone())));
             }
             for l in loops {
                 l.await??;
@@ -133,7 +169,7 @@ pub fn fleet(duration: Duration, connectors: usize, seed: u64) -> Result<Floor, 
         let counted = counts.clone();
         let delay = spread(i, n);
         sim.host(format!("connector-{i}").as_str(), move || {
-            ping_loop("relay-0".to_string(), delay, None, counted.clone())
+            ping_loop("relay-0".to_string(), delay, None, false, counted.clone())
         });
     }
     step_through(sim, duration, counts)
@@ -170,7 +206,7 @@ fn relay_host(sim: &mut turmoil::Sim<'_>, name: &str, tls: Option<tls::Tls>) {
 }
 
 /// Answers each ping with itself until the peer goes.
-async fn echo(mut stream: impl AsyncRead + AsyncWrite + Unpin) {
+pub(crate) async fn echo(mut stream: impl AsyncRead + AsyncWrite + Unpin) {
     let mut buf = [0u8; PING.len()];
     while stream.read_exact(&mut buf).await.is_ok() {
         if stream.write_all(&buf).await.is_err() || stream.flush().await.is_err() {
@@ -181,15 +217,23 @@ async fn echo(mut stream: impl AsyncRead + AsyncWrite + Unpin) {
 
 /// One tunnel's keepalives to `relay`, starting after `delay`: like the
 /// connector, the next ping is due 10 s after the last send, whenever the
-/// echo comes.
-async fn ping_loop(relay: String, delay: Duration, tls: Option<tls::Tls>, counted: Counts) -> turmoil::Result {
+/// echo comes. A `serving` tunnel answers requests too ([`requests`]).
+async fn ping_loop(
+    relay: String,
+    delay: Duration,
+    tls: Option<tls::Tls>,
+    serving: bool,
+    counted: Counts,
+) -> turmoil::Result {
     if !delay.is_zero() {
         connector::time::sleep(delay).await;
     }
     let tcp = turmoil::net::TcpStream::connect((relay.as_str(), 443)).await?;
-    match tls {
-        None => pings(tcp, &counted.exchanges).await,
-        Some(tls) => pings(tls.connect(&relay, tcp).await?, &counted.exchanges).await,
+    match (tls, serving) {
+        (None, false) => pings(tcp, &counted.exchanges).await,
+        (None, true) => requests::tunnel(tcp, counted).await,
+        (Some(tls), false) => pings(tls.connect(&relay, tcp).await?, &counted.exchanges).await,
+        (Some(tls), true) => requests::tunnel(tls.connect(&relay, tcp).await?, counted).await,
     }
 }
 
@@ -241,6 +285,7 @@ fn step_through(mut sim: turmoil::Sim<'_>, duration: Duration, counts: Counts) -
         exchanges: counts.exchanges.load(Ordering::Relaxed),
         bootstraps: counts.bootstraps.load(Ordering::Relaxed),
         resumed: counts.resumed.load(Ordering::Relaxed),
+        answered: counts.answered.load(Ordering::Relaxed),
     })
 }
 
@@ -250,7 +295,7 @@ mod tests {
 
     #[test]
     fn every_tunnel_pings_every_interval() {
-        let f = keepalive(Duration::from_secs(86_400), 2, Phase::Together, Wire::Tcp, 7).unwrap();
+        let f = keepalive(Duration::from_secs(86_400), Shape::keepalives(Phase::Together, Wire::Tcp), 7).unwrap();
         // 8,640 intervals a day per tunnel; the first ping goes 10 s
         // after connecting, the last echo may be cut off by the end.
         assert!((17_270..=17_280).contains(&f.exchanges), "{f:?}");
@@ -264,7 +309,12 @@ mod tests {
         // One tunnel: the connector sends (its timer is due on the tick
         // grid), the relay echoes, the connector reads. A timer due exactly
         // at a step's end must not run its host in that step as well.
-        let f = keepalive(Duration::from_secs(3600), 1, Phase::Together, Wire::Tcp, 3).unwrap();
+        let f = keepalive(
+            Duration::from_secs(3600),
+            Shape { tunnels: 1, ..Shape::keepalives(Phase::Together, Wire::Tcp) },
+            3,
+        )
+        .unwrap();
         assert_eq!(f.exchanges, 359, "{f:?}");
         assert!(f.host_runs <= 3 * f.exchanges + 10, "{f:?}");
     }
@@ -281,8 +331,8 @@ mod tests {
     #[test]
     fn the_tls_floor_pings_as_often_and_bootstraps_resumed() {
         let hour = Duration::from_secs(3600);
-        let tcp = keepalive(hour, 2, Phase::Spread, Wire::Tcp, 3).unwrap();
-        let tls = keepalive(hour, 2, Phase::Spread, Wire::Tls, 3).unwrap();
+        let tcp = keepalive(hour, Shape::keepalives(Phase::Spread, Wire::Tcp), 3).unwrap();
+        let tls = keepalive(hour, Shape::keepalives(Phase::Spread, Wire::Tls), 3).unwrap();
         // A handshake's round trips may cost a tunnel its last exchange.
         assert!(tcp.exchanges.abs_diff(tls.exchanges) <= 2, "{tcp:?} {tls:?}");
         assert_eq!((tcp.bootstraps, tcp.resumed), (0, 0));
@@ -292,10 +342,26 @@ mod tests {
     }
 
     #[test]
+    fn every_request_of_the_users_is_answered_through_the_tunnel() {
+        let hour = Duration::from_secs(3600);
+        let requests =
+            Some(Requests { start: Duration::from_secs(120), interval: Duration::from_secs(30), count: 100 });
+        for wire in [Wire::Tcp, Wire::Tls] {
+            let plain = keepalive(hour, Shape::keepalives(Phase::Spread, wire), 3).unwrap();
+            let users = keepalive(hour, Shape { requests, ..Shape::keepalives(Phase::Spread, wire) }, 3).unwrap();
+            assert_eq!(users.answered, 100, "{wire:?}: {users:?}");
+            assert_eq!(plain.answered, 0);
+            // Answers are sends: the serving tunnel pings less while busy.
+            assert!(users.exchanges < plain.exchanges && users.exchanges > plain.exchanges / 2, "{users:?}");
+            assert!(users.host_runs > plain.host_runs, "{plain:?} {users:?}");
+        }
+    }
+
+    #[test]
     fn spread_tunnels_take_a_step_each() {
         let hour = Duration::from_secs(3600);
-        let together = keepalive(hour, 2, Phase::Together, Wire::Tcp, 3).unwrap();
-        let spread = keepalive(hour, 2, Phase::Spread, Wire::Tcp, 3).unwrap();
+        let together = keepalive(hour, Shape::keepalives(Phase::Together, Wire::Tcp), 3).unwrap();
+        let spread = keepalive(hour, Shape::keepalives(Phase::Spread, Wire::Tcp), 3).unwrap();
         // The second tunnel starts 5 s late: at most one exchange fewer.
         assert!(together.exchanges.abs_diff(spread.exchanges) <= 1, "{together:?} {spread:?}");
         // Nearly twice the steps (the start's steps are shared either way).

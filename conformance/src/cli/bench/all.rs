@@ -4,7 +4,7 @@
 use super::children::{scale, thirty_days};
 use super::Row;
 use crate::cli::load_all;
-use conformance::floor::{Phase, Wire};
+use conformance::floor::{Phase, Requests, Shape, Wire};
 use conformance::plot::{Bar, Panel};
 use conformance::stopwatch::Stopwatch;
 use conformance::{run_with, Scenario, Stepping, Verdict};
@@ -62,13 +62,17 @@ fn sweep(happy: &Path, runs: u32, row: Row<'_>) -> Result<Panel, String> {
     let s = Scenario::load(happy).map_err(|e| e.to_string())?;
     let q = conformance::bench::quiet(&s);
     let seeds: Vec<u64> = (1..=u64::from(runs.max(1))).collect();
-    // Runs/s of `run` over the seeds on `jobs` threads (an error fails the bench).
-    let rate = |jobs: usize, run: &(dyn Fn(u64) -> Result<(), String> + Sync)| {
+    // The floors run five times the seeds: a floor's run takes a few
+    // milliseconds, and twenty of them are too short a time to rate.
+    let floor_seeds: Vec<u64> = (1..=5 * u64::from(runs.max(1))).collect();
+    // Runs/s of `run` over `seeds` on `jobs` threads (an error fails the bench).
+    let rate_over = |seeds: &[u64], jobs: usize, run: &(dyn Fn(u64) -> Result<(), String> + Sync)| {
         let watch = Stopwatch::start();
-        let results = conformance::parallel::map(&seeds, jobs, |seed| run(*seed), |_| {});
+        let results = conformance::parallel::map(seeds, jobs, |seed| run(*seed), |_| {});
         let per_second = seeds.len() as f64 / watch.elapsed().as_secs_f64();
         results.into_iter().collect::<Result<(), String>>().map(|()| per_second)
     };
+    let rate = |jobs: usize, run: &(dyn Fn(u64) -> Result<(), String> + Sync)| rate_over(&seeds, jobs, run);
     let sweep = |sc: &Scenario, seed: u64| {
         run_with(sc, seed, Stepping::SkipIdle);
         Ok(())
@@ -89,15 +93,18 @@ fn sweep(happy: &Path, runs: u32, row: Row<'_>) -> Result<Panel, String> {
         Bar::baseline("quiet world", base),
     ];
     // The simulator's floor for the sweep: the same hour's keepalives over
-    // bare TCP, same seeds, same threads; then over TLS with bootstraps.
+    // bare TCP, same seeds, same threads; then over TLS with bootstraps;
+    // then with the scenario's first load of users too.
+    let users = s.load.first().map(|l| Requests { start: l.start.0, interval: l.interval.0, count: l.requests });
     let floors = [
-        (Phase::Together, Wire::Tcp, "bare TCP keepalives, in phase"),
-        (Phase::Spread, Wire::Tcp, "bare TCP keepalives, out of phase"),
-        (Phase::Spread, Wire::Tls, "TLS keepalives + bootstraps"),
+        (Shape::keepalives(Phase::Together, Wire::Tcp), "bare TCP keepalives, in phase"),
+        (Shape::keepalives(Phase::Spread, Wire::Tcp), "bare TCP keepalives, out of phase"),
+        (Shape::keepalives(Phase::Spread, Wire::Tls), "TLS keepalives + bootstraps"),
+        (Shape { requests: users, ..Shape::keepalives(Phase::Spread, Wire::Tls) }, "TLS, bootstraps + the requests"),
     ];
-    for (phase, wire, what) in floors {
-        let floor_rate = rate(jobs, &|seed| {
-            conformance::floor::keepalive(s.duration.0, conformance::floor::TUNNELS, phase, wire, seed).map(|_| ())
+    for (shape, what) in floors {
+        let floor_rate = rate_over(&floor_seeds, jobs, &|seed| {
+            conformance::floor::keepalive(s.duration.0, shape, seed).map(|_| ())
         })?;
         row(
             &format!("  floor, {what}"),

@@ -48,9 +48,7 @@ pub fn bench_world(args: BenchWorldArgs) -> Result<ExitCode, String> {
             };
             let f = conformance::floor::keepalive(
                 std::time::Duration::from_secs(u64::from(days) * 86_400),
-                conformance::floor::TUNNELS,
-                phase,
-                wire,
+                conformance::floor::Shape::keepalives(phase, wire),
                 1,
             )?;
             print_floor(&format!("{name}-{days}-days"), u64::from(days) * 86_400, &f);
