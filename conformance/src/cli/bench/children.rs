@@ -30,16 +30,18 @@ fn median_child(args: &[String], runs: usize) -> Result<(f64, u64, bool), String
 /// child process (its peak memory its own), median of [`SCALE_RUNS`].
 pub(super) fn scale(row: Row<'_>) -> Result<Panel, String> {
     let mut bars = Vec::new();
-    let mut first: Option<(f64, usize)> = None;
+    // Each world against the one before it: 1,000 against 100 is the
+    // target's ratio.
+    let mut previous: Option<(f64, usize)> = None;
     for n in [10usize, 100, 1000] {
         let groups = 50.min(n);
         let args = ["scale".into(), "--size".into(), n.to_string(), "--groups".into(), groups.to_string()];
         let (wall, rss, ok) = median_child(&args, SCALE_RUNS)?;
-        let baseline = match first {
+        let baseline = match previous {
             None => "(the baseline)".to_string(),
             Some((w, m)) => format!("{:.1}x the time of {m} for {:.0}x the connectors", wall / w, n as f64 / m as f64),
         };
-        first.get_or_insert((wall, n));
+        previous = Some((wall, n));
         row(
             &format!("{n} connectors, {groups} groups, 1 h{}", if ok { "" } else { " (FAILED)" }),
             format!("{:.2} s, {} MiB", wall / 1000.0, rss / 1024),
