@@ -59,13 +59,14 @@ fn cloud_with_connector() -> (Rc<Cloud>, Arc<ManualClock>, String, String, Vec<u
 }
 
 /// A connector's TLS client configuration (its own resumption store, as
-/// each connector has), presenting its certificate to the cloud.
-fn connector_client(cloud: &Cloud, clock: &Arc<ManualClock>, pem: &str, key: &[u8]) -> Arc<ClientConfig> {
+/// each connector has; randomness labelled `tls`), presenting its
+/// certificate to the cloud.
+fn connector_client(cloud: &Cloud, clock: &Arc<ManualClock>, tls: &str, pem: &str, key: &[u8]) -> Arc<ClientConfig> {
     let mut roots = RootCertStore::empty();
     for r in cloud.service_roots() {
         roots.add(r).unwrap();
     }
-    let tls = TlsContext::new(Arc::new(SeededEntropy::new(9, "tls")), clock.clone());
+    let tls = TlsContext::new(Arc::new(SeededEntropy::new(9, tls)), clock.clone());
     let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), tls.provider.clone())
         .build()
         .unwrap();
@@ -81,7 +82,7 @@ fn handshake_after(before: impl FnOnce(&Cloud, &ManualClock, &str)) -> Result<St
     before(&cloud, &clock, &id);
     let host = cloud.config.bootstrap_host.clone();
     let server = cloud.server_config(&host, true).unwrap();
-    let client = connector_client(&cloud, &clock, &pem, &key);
+    let client = connector_client(&cloud, &clock, "tls", &pem, &key);
 
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async move {
@@ -162,17 +163,20 @@ fn pump(from: &mut Connection, to: &mut Connection) {
     }
 }
 
-/// Every connector of a fleet resumes its next handshake with the cloud, as
+/// Every client of a fleet resumes its next handshake with the cloud, as
 /// the service's front ends let them: with rustls' own store of 256
-/// sessions, the first connectors' sessions were pushed out by the others'
+/// sessions, the first clients' sessions were pushed out by the others'
 /// (each handshake leaves two tickets) and their next bootstrap was a full
-/// handshake again.
+/// handshake again. 400 clients, each with its own session cache and
+/// randomness as each connector has (one registered certificate serves
+/// them all: the cloud's store keys sessions by ticket, not by client).
 #[test]
-fn a_fleet_of_connectors_all_resume_with_the_cloud() {
+fn a_fleet_of_clients_all_resume_with_the_cloud() {
     let (cloud, clock, _, pem, key) = cloud_with_connector();
     let host = cloud.config.bootstrap_host.clone();
     let server = cloud.server_config(&host, true).unwrap();
-    let fleet: Vec<Arc<ClientConfig>> = (0..400).map(|_| connector_client(&cloud, &clock, &pem, &key)).collect();
+    let fleet: Vec<Arc<ClientConfig>> =
+        (0..400).map(|i| connector_client(&cloud, &clock, &format!("tls-{i}"), &pem, &key)).collect();
     for client in &fleet {
         assert_eq!(handshake_kind(client, &server, &host), HandshakeKind::Full);
     }

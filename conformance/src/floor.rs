@@ -5,7 +5,8 @@
 //! A connector that is up spends its simulated days on keepalives: every
 //! tunnel sends a ping 10 s after its last send and the relay answers. This
 //! world has the same hosts, links, latencies, stepping and timer
-//! announcements as a scenario run, but no TLS, no protocol and no agent:
+//! announcements as a scenario run, but (over [`Wire::Tcp`]) no TLS, no
+//! protocol and no agent:
 //! `tunnels` plain TCP connections from one host to one relay host each, a
 //! 16-byte ping 10 s after the last (an announced
 //! [`connector::time::sleep_until`]) and a 16-byte echo. Whatever a
@@ -75,9 +76,10 @@ pub struct Floor {
     pub host_runs: u64,
     /// Ping-echo exchanges completed, over all tunnels.
     pub exchanges: u64,
-    /// Bootstraps completed (each a TLS handshake; none over bare TCP),
-    /// and how many of them resumed a session.
+    /// Bootstraps completed (each a TLS handshake; none over bare TCP).
     pub bootstraps: u64,
+    /// Bootstraps that resumed a session (all but the first, or the floor
+    /// would be a full handshake dearer than a connector's).
     pub resumed: u64,
     /// Users' requests answered.
     pub answered: u64,
@@ -152,7 +154,26 @@ pub fn keepalive(duration: Duration, shape: Shape, seed: u64) -> Result<Floor, S
             turmoil::Result::Ok(())
         }
     });
-    step_through(sim, duration, counts)
+    let floor = step_through(sim, duration, counts)?;
+    check(&floor, duration, shape)?;
+    Ok(floor)
+}
+
+/// A floor that did less than it claims (a request lost) or more (a
+/// bootstrap not resumed) would measure the wrong thing: an error, not a
+/// row.
+fn check(floor: &Floor, duration: Duration, shape: Shape) -> Result<(), String> {
+    if floor.resumed + 1 < floor.bootstraps {
+        return Err(format!("floor world: {} of {} bootstraps resumed", floor.resumed, floor.bootstraps));
+    }
+    if let Some(r) = shape.requests {
+        // Every request sent a minute before the end has had time to be answered.
+        let due = (0..r.count).filter(|i| r.start + r.interval * *i + Duration::from_secs(60) <= duration).count();
+        if floor.answered < due as u64 {
+            return Err(format!("floor world: {} of {due} requests answered", floor.answered));
+        }
+    }
+    Ok(())
 }
 
 /// The floor of the scale worlds (`connsim bench-world scale`): as many
@@ -355,6 +376,16 @@ mod tests {
             assert!(users.exchanges < plain.exchanges && users.exchanges > plain.exchanges / 2, "{users:?}");
             assert!(users.host_runs > plain.host_runs, "{plain:?} {users:?}");
         }
+    }
+
+    #[test]
+    fn a_floor_that_lost_a_request_is_an_error_not_a_figure() {
+        // A user at the very start reaches the relay before the tunnel's TLS
+        // handshake is done: its request has no tunnel to go down.
+        let early = Some(Requests { start: Duration::ZERO, interval: Duration::from_secs(30), count: 5 });
+        let shape = Shape { requests: early, ..Shape::keepalives(Phase::Spread, Wire::Tls) };
+        let e = keepalive(Duration::from_secs(600), shape, 3).unwrap_err();
+        assert!(e.contains("4 of 5 requests answered"), "{e}");
     }
 
     #[test]

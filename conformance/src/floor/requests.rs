@@ -63,8 +63,7 @@ pub(super) fn relay_host(sim: &mut turmoil::Sim<'_>, name: &str, tls: Option<Tls
             let to_tunnel = tunnel.clone();
             tokio::task::spawn_local(async move {
                 while let Ok((stream, _)) = users.accept().await {
-                    let to_tunnel = to_tunnel.borrow().clone();
-                    tokio::task::spawn_local(user_at_relay(stream, to_tunnel));
+                    tokio::task::spawn_local(user_at_relay(stream, to_tunnel.clone()));
                 }
             });
             let listener = turmoil::net::TcpListener::bind((Ipv4Addr::UNSPECIFIED, 443)).await?;
@@ -86,14 +85,19 @@ pub(super) fn relay_host(sim: &mut turmoil::Sim<'_>, name: &str, tls: Option<Tls
     });
 }
 
-/// One user's request at the relay: read, sent down the tunnel, answered.
-async fn user_at_relay(mut stream: turmoil::net::TcpStream, tunnel: Option<mpsc::UnboundedSender<Pending>>) {
+/// One user's request at the relay: read, sent down the tunnel open then,
+/// answered. (Without a tunnel it is dropped, and the floor reports it
+/// unanswered.)
+async fn user_at_relay(
+    mut stream: turmoil::net::TcpStream,
+    tunnel: Rc<RefCell<Option<mpsc::UnboundedSender<Pending>>>>,
+) {
     let mut request: Message = [0; 16];
     if stream.read_exact(&mut request).await.is_err() {
         return;
     }
     let (back, answer) = oneshot::channel();
-    let Some(tunnel) = tunnel else { return };
+    let Some(tunnel) = tunnel.borrow().clone() else { return };
     if tunnel.send((request, back)).is_err() {
         return;
     }
@@ -125,7 +129,10 @@ async fn relay_connection(
     let mut waiting: BTreeMap<[u8; 4], oneshot::Sender<Message>> = BTreeMap::new();
     let mut next_id = 0u32;
     loop {
+        // In a fixed order: tokio's own pick among ready branches is not
+        // drawn from the scenario's seed.
         let out = tokio::select! {
+            biased;
             Some(m) = incoming.recv() => match m[0] {
                 ANSWER => {
                     if let Some(back) = waiting.remove(&id(&m)) {
@@ -166,7 +173,7 @@ pub(super) async fn tunnel(
     let mut due = connector::time::Instant::now() + KEEPALIVE;
     loop {
         let out = tokio::select! {
-            () = connector::time::sleep_until(due) => PING,
+            biased;
             Some(m) = incoming.recv() => {
                 match m[0] {
                     REQUEST => { let _ = to_backend.send(m); }
@@ -178,6 +185,7 @@ pub(super) async fn tunnel(
                 m[0] = ANSWER;
                 m
             }
+            () = connector::time::sleep_until(due) => PING,
             else => return Ok(()),
         };
         write.write_all(&out).await?;

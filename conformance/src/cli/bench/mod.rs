@@ -46,9 +46,10 @@ pub struct BenchArgs {
     /// 10/100/1,000 connectors (each world in a child process, so its
     /// peak memory is its own; the scale worlds and their floors the
     /// median of 3 runs), each beside its baseline, its floors (the
-    /// simulator alone over bare TCP; and with the spec's TLS: keepalives
-    /// over TLS 1.3 and a resumed handshake every 10 minutes) and its
-    /// target. Takes about two minutes.
+    /// simulator alone over bare TCP; with the spec's TLS: keepalives over
+    /// TLS 1.3 and a resumed handshake every 10 minutes; and for the sweep,
+    /// with the scenario's requests through the tunnel too) and its target.
+    /// Takes about two minutes.
     #[arg(long)]
     pub all: bool,
     /// Where --all draws its figures as an SVG chart (plotters).
