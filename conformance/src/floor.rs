@@ -168,7 +168,7 @@ fn check(floor: &Floor, duration: Duration, shape: Shape) -> Result<(), String> 
     }
     if let Some(r) = shape.requests {
         // Every request sent a minute before the end has had time to be answered.
-        let due = (0..r.count).filter(|i| r.start + r.interval * *i + Duration::from_secs(60) <= duration).count();
+        let due = (0..r.count).filter(|i| r.at(*i).saturating_add(Duration::from_secs(60)) <= duration).count();
         if floor.answered < due as u64 {
             return Err(format!("floor world: {} of {due} requests answered", floor.answered));
         }

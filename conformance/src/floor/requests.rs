@@ -48,6 +48,14 @@ pub struct Requests {
     pub count: u32,
 }
 
+impl Requests {
+    /// When the `i`th request is sent, from the start (saturating: a
+    /// scenario's durations are bounded, but a sum of them need not be).
+    pub fn at(&self, i: u32) -> Duration {
+        self.start.saturating_add(self.interval.saturating_mul(i))
+    }
+}
+
 /// A request on its way to the tunnel, and where its answer goes.
 type Pending = (Message, oneshot::Sender<Message>);
 
@@ -252,7 +260,8 @@ pub(super) fn users_host(sim: &mut turmoil::Sim<'_>, relay: String, requests: Re
         async move {
             let start = connector::time::Instant::now();
             for i in 0..requests.count {
-                connector::time::sleep_until(start + requests.start + requests.interval * i).await;
+                let Some(when) = start.checked_add(requests.at(i)) else { break };
+                connector::time::sleep_until(when).await;
                 let (relay, answered) = (relay.clone(), answered.clone());
                 tokio::task::spawn_local(async move {
                     let mut stream = turmoil::net::TcpStream::connect((relay.as_str(), USERS_PORT)).await?;
