@@ -8,8 +8,8 @@
 //! configuration, and every connector of a world shares the cloud's few
 //! service hosts, so past about a hundred connectors (each handshake issues
 //! two tickets and uses one) the oldest, still-wanted sessions were pushed
-//! out and every bootstrap paid a full handshake: a world of 1,000
-//! connectors verified twice the signatures a connector of a world of 100
+//! out and every bootstrap paid a full handshake: each connector of a
+//! world of 1,000 verified twice the signatures each of a world of 100
 //! did. Its removal also searches a list of all keys, so a larger rustls
 //! store costs each resumption a walk over every session held.
 //!
