@@ -98,7 +98,10 @@ where
         let acceptor = tokio_rustls::TlsAcceptor::from(config);
         let on_conn = on_conn.clone();
         let tls = tls.clone();
-        tokio::task::spawn_local(async move {
+        // Boxed, as every connection's task below: the future is ~20 KB
+        // (rustls' connection and hyper's inline), and tokio copies a task's
+        // future into its cell and writes the cell whole when it ends.
+        tokio::task::spawn_local(Box::pin(async move {
             let stream = match connector::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp).into_fallible()).await {
                 Ok(Ok(s)) => s,
                 Ok(Err((e, tcp))) => {
@@ -117,7 +120,7 @@ where
                     .unwrap_or_default(),
             };
             on_conn(info, stream).await;
-        });
+        }));
     }
 }
 
@@ -192,7 +195,8 @@ where
     loop {
         match listener.accept().await {
             Ok(s) => {
-                tokio::task::spawn_local(serve_http_conn(s, ConnInfo::default(), handler.clone()));
+                // Boxed: ~13 KB (hyper's connection inline); see `accept_tls`.
+                tokio::task::spawn_local(Box::pin(serve_http_conn(s, ConnInfo::default(), handler.clone())));
             }
             Err(e) => {
                 tracing::warn!("accept failed: {e}");
