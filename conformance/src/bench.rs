@@ -90,6 +90,14 @@ pub fn parse(text: &str, name: &str) -> Result<Scenario, String> {
     Scenario::parse(text, Path::new(name)).map_err(|e| format!("generated bench world {name} is invalid: {e}"))
 }
 
+/// The median of a bench's runs (the upper middle for an even count),
+/// `None` for no runs: taken between medians, ratios shrug off one run
+/// that a busy VM slowed.
+pub fn median(mut values: Vec<f64>) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied()
+}
+
 /// This process's peak resident memory, in KiB (Linux; `None` elsewhere).
 pub fn peak_rss_kib() -> Option<u64> {
     status_kib("self", "VmHWM")
@@ -116,6 +124,14 @@ mod tests {
         let s = parse(&scaled(100, 50), "scale").unwrap();
         assert_eq!(s.world.connectors.len(), 100);
         assert_eq!(s.world.apps.len(), 50);
+    }
+
+    #[test]
+    fn the_median_is_the_middle_run() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), Some(3.0));
+        assert_eq!(median(vec![5.0]), Some(5.0));
+        assert_eq!(median(Vec::new()), None);
     }
 
     #[test]

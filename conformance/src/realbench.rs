@@ -353,12 +353,9 @@ fn transfers(target: &Target, opts: &Options, progress: &mut dyn FnMut(&str)) ->
             rates[i].push(block_on(loadgen::transfer(target, opts.large_bytes, way, opts.transfers))??);
         }
     }
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    let [down, up] = rates;
-    Ok(Some((median(down), median(up))))
+    let [down, up] = rates.map(crate::bench::median);
+    // At least one run each way (`runs.max(1)` above).
+    down.zip(up).map(Some).ok_or_else(|| "no transfer was measured".to_string())
 }
 
 /// relay-sim serving the tunnel's cloud and the backend; its pid and

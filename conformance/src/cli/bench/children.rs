@@ -22,8 +22,8 @@ fn median_child(args: &[String], runs: usize) -> Result<(f64, u64, bool), String
         rss = rss.max(peak);
         ok &= pass;
     }
-    walls.sort_by(f64::total_cmp);
-    Ok((walls[walls.len() / 2], rss, ok))
+    let wall = conformance::bench::median(walls).ok_or_else(|| format!("bench-world {args:?}: no run"))?;
+    Ok((wall, rss, ok))
 }
 
 /// 10, 100 and 1,000 connectors for a simulated hour, each world in a
