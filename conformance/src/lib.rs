@@ -21,6 +21,7 @@ pub mod pgo;
 pub mod plot;
 pub mod procs;
 pub mod realbench;
+pub mod realfloor;
 pub mod report;
 pub mod run;
 pub mod scenario;

@@ -94,6 +94,9 @@ impl Stats {
 
 struct Conn {
     sender: Option<SendRequest<Empty<Bytes>>>,
+    /// How long a request may wait for its answer (none: as long as it
+    /// takes, for users who wait on a slow backend on purpose).
+    limit: Option<Duration>,
 }
 
 impl Conn {
@@ -114,15 +117,28 @@ impl Conn {
             resp.into_body().collect().await?;
             Ok::<u16, hyper::Error>(status)
         };
-        match sent.await {
-            Ok(status) => Ok(status),
-            Err(e) => {
+        let answer = match self.limit {
+            Some(limit) => tokio::time::timeout(limit, sent).await.map_err(|_| limit),
+            None => Ok(sent.await),
+        };
+        match answer {
+            Ok(Ok(status)) => Ok(status),
+            Ok(Err(e)) => {
                 self.sender = None;
                 Err(format!("{}: {e}", target.addr))
+            }
+            Err(limit) => {
+                self.sender = None;
+                Err(format!("{}: no answer within {}s", target.addr, limit.as_secs()))
             }
         }
     }
 }
+
+/// How long a load's request may wait for its answer before it counts as
+/// an error and its connection is dropped: a lost answer must show as an
+/// error, not stop the run.
+const ANSWER_LIMIT: Duration = Duration::from_secs(10);
 
 async fn connect<B>(addr: SocketAddr) -> Result<SendRequest<B>, String>
 where
@@ -153,7 +169,7 @@ pub async fn closed_loop(target: &Target, conns: usize, duration: Duration) -> S
         let parts = parts.clone();
         tasks.push(tokio::task::spawn_local(async move {
             let mut stats = Stats::default();
-            let mut conn = Conn { sender: None };
+            let mut conn = Conn { sender: None, limit: Some(ANSWER_LIMIT) };
             while Instant::now() < end {
                 let t = Instant::now();
                 let r = conn.request(&target).await;
@@ -191,7 +207,7 @@ pub async fn open_loop(target: &Target, rate: u32, conns: usize, duration: Durat
         let parts = parts.clone();
         tasks.push(tokio::task::spawn_local(async move {
             let mut stats = Stats::default();
-            let mut conn = Conn { sender: None };
+            let mut conn = Conn { sender: None, limit: Some(ANSWER_LIMIT) };
             let mut i = j;
             while i < total {
                 let due = start + Duration::from_secs_f64(i as f64 / f64::from(rate));
@@ -227,7 +243,7 @@ pub async fn each_once(target: &Target, n: usize, start: Duration, interval: Dur
             tokio::time::sleep_until(due.into()).await;
         }
         let target = target.clone();
-        tasks.push(tokio::task::spawn_local(async move { Conn { sender: None }.request(&target).await }));
+        tasks.push(tokio::task::spawn_local(async move { Conn { sender: None, limit: None }.request(&target).await }));
     }
     answers(tasks).await
 }

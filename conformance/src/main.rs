@@ -93,6 +93,10 @@ enum Command {
   connsim bench-real --rathole ~/.cargo/bin/rathole --rathole-tls /opt/rathole-tls/bin/rathole
   connsim bench-real --conns 64 --duration 10")]
     BenchReal(cli::bench::real::BenchRealArgs),
+    /// One end of bench-real's TLS floor (the least a TLS tunnel can do),
+    /// started by bench-real.
+    #[command(hide = true, subcommand)]
+    FloorEnd(cli::bench::floor_end::FloorEndArgs),
     /// Build connector and relay-sim optimised with a profile of their own
     /// hot paths (profile-guided optimisation): an instrumented build runs
     /// bench-real's loads, its profile is merged, and the dist build is made
@@ -223,6 +227,7 @@ fn real_main() -> Result<ExitCode, String> {
         Command::Repro(args) => cli::repro::repro(args),
         Command::Bench(args) => cli::bench::bench(args),
         Command::BenchReal(args) => cli::bench::real::bench_real(args),
+        Command::FloorEnd(args) => cli::bench::floor_end::floor_end(args),
         Command::Pgo(args) => cli::pgo::pgo(args),
         Command::BenchWorld(args) => cli::bench::world::bench_world(args),
         Command::List(args) => cli::catalogue::list(args),

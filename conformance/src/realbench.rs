@@ -59,6 +59,9 @@ pub struct Options {
     /// Streams held open at once to weigh the connector's memory per open
     /// stream ([`crate::held`]); 0 skips it.
     pub open_streams: usize,
+    /// The `connsim` binary whose `floor-end` runs the TLS floor
+    /// ([`crate::realfloor`]) as its own path; `None` skips it.
+    pub floor: Option<PathBuf>,
 }
 
 /// The path through our tunnel (the others: `direct`, [`RATHOLE`],
@@ -68,6 +71,8 @@ pub const TUNNEL: &str = "connsim tunnel";
 pub const RATHOLE: &str = "rathole";
 /// rathole over its TLS transport.
 pub const RATHOLE_TLS: &str = "rathole (TLS)";
+/// The least a TLS tunnel can do ([`crate::realfloor`]); closed loops only.
+pub const FLOOR: &str = "TLS floor";
 
 /// One path's figures.
 #[derive(Debug, Clone)]
@@ -75,8 +80,9 @@ pub struct PathFigures {
     pub name: &'static str,
     /// (connections, median run, CPU time of that run).
     pub closed: Vec<(usize, Stats, Cpu)>,
-    /// The open-loop run with the median p99.
-    pub open: Stats,
+    /// The open-loop run with the median p99 (none for [`FLOOR`], which
+    /// is a floor for closed loops).
+    pub open: Option<Stats>,
     /// Large bodies, bytes a second (median run): download, upload.
     pub large: Option<(f64, f64)>,
 }
@@ -195,10 +201,19 @@ pub struct Figures {
     pub tunnels: usize,
 }
 
-/// A port free on 127.0.0.1 right now (for rathole's listeners).
-fn free_port() -> Result<u16, String> {
-    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("finding a free port: {e}"))?;
-    l.local_addr().map(|a| a.port()).map_err(|e| format!("finding a free port: {e}"))
+/// `N` distinct ports free on 127.0.0.1 right now, for rathole's and the
+/// floor's listeners (each probe is held until all are found, so no port
+/// is given twice).
+fn free_ports<const N: usize>() -> Result<[u16; N], String> {
+    let fail = |e: std::io::Error| format!("finding a free port: {e}");
+    let mut held = Vec::with_capacity(N);
+    let mut ports = [0; N];
+    for port in &mut ports {
+        let l = TcpListener::bind("127.0.0.1:0").map_err(fail)?;
+        *port = l.local_addr().map_err(fail)?.port();
+        held.push(l);
+    }
+    Ok(ports)
 }
 
 /// Polls `ready` every 100 ms until it says yes, the processes die, or
@@ -283,6 +298,12 @@ pub fn measure(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Figures
         wait_for(&mut procs, &format!("{name} path"), Duration::from_secs(30), || answers(&target))?;
         paths.push((name, target));
     }
+    if let Some(exe) = &opts.floor {
+        progress("starting the TLS floor");
+        let target = start_floor(&mut procs, &mut pids, exe, dir.path(), manifest.backend)?;
+        wait_for(&mut procs, "TLS floor path", Duration::from_secs(30), || answers(&target))?;
+        paths.push((FLOOR, target));
+    }
 
     progress("warming up");
     for (_, target) in &paths {
@@ -303,8 +324,12 @@ pub fn measure(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Figures
     }
     let mut figures = Vec::new();
     for (pi, (name, target)) in paths.iter().enumerate() {
-        let open = open_loops(target, opts, &mut |line| progress(&format!("{name}: {line}")))?;
-        let large = transfers(target, opts, &mut |line| progress(&format!("{name}: {line}")))?;
+        let (open, large) = if *name == FLOOR {
+            (None, None)
+        } else {
+            let open = open_loops(target, opts, &mut |line| progress(&format!("{name}: {line}")))?;
+            (Some(open), transfers(target, opts, &mut |line| progress(&format!("{name}: {line}")))?)
+        };
         let closed = opts
             .conns
             .iter()
@@ -426,8 +451,7 @@ fn start_rathole(
     backend: SocketAddr,
     tls: bool,
 ) -> Result<Target, String> {
-    let control = free_port()?;
-    let public = free_port()?;
+    let [control, public] = free_ports()?;
     let label = rathole_label(tls);
     let (server_transport, client_transport) = if tls { rathole_tls_identity(dir)? } else { Default::default() };
     let server = format!(
@@ -448,6 +472,35 @@ fn start_rathole(
         host: "echo.corp.local".into(),
         path: "/bench".into(),
     })
+}
+
+/// The TLS floor's two ends (`floor-relay`, `floor-connector`), started
+/// from `exe` (connsim) with a fresh self-signed identity.
+fn start_floor(
+    procs: &mut Procs,
+    pids: &mut Vec<(String, u32)>,
+    exe: &Path,
+    dir: &Path,
+    backend: SocketAddr,
+) -> Result<Target, String> {
+    let (cert, key) = crate::realfloor::identity().map_err(|e| e.to_string())?;
+    let (cert_path, key_path) = (dir.join("floor-cert.der"), dir.join("floor-key.der"));
+    std::fs::write(&cert_path, cert).map_err(|e| format!("{}: {e}", cert_path.display()))?;
+    std::fs::write(&key_path, key).map_err(|e| format!("{}: {e}", key_path.display()))?;
+    let addr = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+    let [ingress, tunnel] = free_ports()?.map(addr);
+    let mut relay = Command::new(exe);
+    relay.args(["floor-end", "relay", "--ingress", &ingress.to_string(), "--tunnel", &tunnel.to_string()]);
+    relay.arg("--cert").arg(&cert_path).arg("--key").arg(&key_path);
+    pids.push(("floor-relay".into(), procs.spawn("floor-relay", &mut relay)?));
+    wait_for(procs, "the floor's relay end", Duration::from_secs(20), || {
+        Ok(std::net::TcpStream::connect(ingress).is_ok())
+    })?;
+    let mut connector = Command::new(exe);
+    connector.args(["floor-end", "connector", "--tunnel", &tunnel.to_string(), "--backend", &backend.to_string()]);
+    connector.arg("--cert").arg(&cert_path);
+    pids.push(("floor-connector".into(), procs.spawn("floor-connector", &mut connector)?));
+    Ok(Target { addr: ingress, host: "echo.corp.local".into(), path: "/bench".into() })
 }
 
 /// How a rathole path's processes are labelled (`LABEL-server`,
@@ -535,7 +588,9 @@ pub fn panels(f: &Figures, opts: &Options) -> Vec<Panel> {
     let mut open = Vec::new();
     for (q, name) in [(0.5, "p50"), (0.99, "p99")] {
         for p in &f.paths {
-            open.push(bar(p, format!("{}, {name}", p.name), f64::from(p.open.percentile_us(q)) / 1000.0));
+            if let Some(o) = &p.open {
+                open.push(bar(p, format!("{}, {name}", p.name), f64::from(o.percentile_us(q)) / 1000.0));
+            }
         }
     }
     let mut panels = vec![
@@ -619,30 +674,35 @@ pub fn render(f: &Figures, opts: &Options) -> String {
         opts.rate_duration.as_secs()
     ));
     out.push_str(&format!("{:<16} {:>10} {:>10} {:>14} {:>7}\n", "path", "p50", "p99", "p99 added", "errors"));
-    let direct_p99 = direct.map(|d| d.open.percentile_us(0.99));
+    let direct_p99 = direct.and_then(|d| d.open.as_ref()).map(|o| o.percentile_us(0.99));
     for p in &f.paths {
+        let Some(open) = &p.open else { continue };
         let added = match direct_p99 {
-            Some(d) if p.name != "direct" => ms(p.open.percentile_us(0.99).saturating_sub(d)),
+            Some(d) if p.name != "direct" => ms(open.percentile_us(0.99).saturating_sub(d)),
             _ => String::new(),
         };
         out.push_str(&format!(
             "{:<16} {:>10} {:>10} {:>14} {:>7}\n",
             p.name,
-            ms(p.open.percentile_us(0.5)),
-            ms(p.open.percentile_us(0.99)),
+            ms(open.percentile_us(0.5)),
+            ms(open.percentile_us(0.99)),
             added,
-            p.open.errors
+            open.errors
         ));
     }
     for p in &f.paths {
-        let first =
-            p.open.first_error.as_ref().or_else(|| p.closed.iter().find_map(|(_, s, _)| s.first_error.as_ref()));
+        let first = p
+            .open
+            .as_ref()
+            .and_then(|o| o.first_error.as_ref())
+            .or_else(|| p.closed.iter().find_map(|(_, s, _)| s.first_error.as_ref()));
         if let Some(e) = first {
             out.push_str(&format!("{}: first error: {e}\n", p.name));
         }
     }
     out.push_str(&large_table(f, opts));
     out.push_str(&memory_lines(f));
+    out.push_str(&floor_lines(f));
     let rows = targets(f, opts);
     if !rows.is_empty() {
         out.push_str(&format!("\n{:<68} {:>9} {:>9}  verdict\n", "target (same run)", "measured", "target"));
@@ -674,6 +734,29 @@ fn memory_lines(f: &Figures) -> String {
                 w.per_stream_kib(h.streams)
             ));
         }
+    }
+    out
+}
+
+/// The TLS floor against rathole and the tunnel against the floor, at
+/// each connection count: where a tunnel ÷ rathole target stands against
+/// the least a TLS tunnel does (not targets themselves).
+fn floor_lines(f: &Figures) -> String {
+    let path = |name: &str| f.paths.iter().find(|p| p.name == name);
+    let Some(floor) = path(FLOOR) else { return String::new() };
+    let mut out = String::from("\nagainst the TLS floor (requests/s, same run):\n");
+    for (i, (c, s, _)) in floor.closed.iter().enumerate() {
+        let rate = s.per_second().max(1e-9);
+        let mut parts = Vec::new();
+        for peer in [RATHOLE, RATHOLE_TLS] {
+            if let Some((_, r, _)) = path(peer).and_then(|p| p.closed.get(i)) {
+                parts.push(format!("floor / {peer} {:.2}", rate / r.per_second().max(1e-9)));
+            }
+        }
+        if let Some((_, t, _)) = path(TUNNEL).and_then(|p| p.closed.get(i)) {
+            parts.push(format!("tunnel / floor {:.2}", t.per_second() / rate));
+        }
+        out.push_str(&format!("  c{c}: {}\n", parts.join(", ")));
     }
     out
 }
@@ -764,8 +847,10 @@ fn targets(f: &Figures, opts: &Options) -> Vec<Judged> {
             against_peer(t, r, rathole_label(tls), opts, &mut row);
         }
     }
-    if let (Some(d), Some(t)) = (path("direct"), path(TUNNEL)) {
-        let added = t.open.percentile_us(0.99).saturating_sub(d.open.percentile_us(0.99));
+    if let (Some(d), Some(t)) =
+        (path("direct").and_then(|p| p.open.as_ref()), path(TUNNEL).and_then(|p| p.open.as_ref()))
+    {
+        let added = t.percentile_us(0.99).saturating_sub(d.percentile_us(0.99));
         let what = format!("p99 added at {} requests/s (median of {} runs)", opts.rate, opts.runs.max(1));
         rows.push(Judged { what, value: ms(added), target: "<= 0.5 ms", met: added <= 500 });
     }

@@ -10,6 +10,7 @@ use conformance::{run_with, Scenario, Stepping};
 
 mod all;
 mod children;
+pub mod floor_end;
 pub mod real;
 pub mod world;
 

@@ -48,6 +48,13 @@ pub struct BenchRealArgs {
     /// PKCS#12 identity).
     #[arg(long)]
     pub rathole_tls: Option<PathBuf>,
+    /// Leave out the TLS floor: the least a TLS tunnel can do (two
+    /// one-thread processes of this binary framing bytes through TLS 1.3,
+    /// nothing else), measured in closed loops beside the tunnel and
+    /// rathole, so that a tunnel ÷ rathole ratio can be read against what
+    /// TLS alone costs.
+    #[arg(long)]
+    pub no_floor: bool,
     /// Where relay-sim and connector are (default: next to connsim).
     #[arg(long)]
     pub bin_dir: Option<PathBuf>,
@@ -77,6 +84,7 @@ pub fn bench_real(args: BenchRealArgs) -> Result<ExitCode, String> {
         open_streams,
         rathole,
         rathole_tls,
+        no_floor,
         bin_dir,
         plot,
     } = args;
@@ -101,6 +109,14 @@ pub fn bench_real(args: BenchRealArgs) -> Result<ExitCode, String> {
         large_bytes: large_mib.min(relay_sim::backend::ECHO_SIZE_MAX >> 20) << 20,
         transfers: transfers.max(1),
         open_streams: open_streams.min(max_open_streams(relays.clamp(1, 64))),
+        floor: if no_floor {
+            None
+        } else {
+            Some(
+                std::env::current_exe()
+                    .map_err(|e| format!("cannot tell where connsim is (for the TLS floor): {e}"))?,
+            )
+        },
     };
     let figures = conformance::realbench::measure(&opts, &mut |line| eprintln!("[bench-real] {line}"))?;
     print!("{}", conformance::realbench::render(&figures, &opts));
