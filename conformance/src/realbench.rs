@@ -899,6 +899,58 @@ mod tests {
         assert_eq!(after.since(&after).idle_share(), None);
     }
 
+    /// A path answering `ok` requests in one second at each of c32 and c1.
+    fn path(name: &'static str, ok: [u64; 2], open: bool) -> PathFigures {
+        let stats = |ok| {
+            let mut s = Stats::default();
+            (s.ok, s.elapsed) = (ok, Duration::from_secs(1));
+            s
+        };
+        PathFigures {
+            name,
+            closed: ok.iter().zip([32, 1]).map(|(&n, c)| (c, stats(n), Cpu::default())).collect(),
+            open: open.then(|| stats(1_000)),
+            large: None,
+        }
+    }
+
+    #[test]
+    fn the_floor_is_read_against_rathole_and_the_tunnel_against_the_floor() {
+        let opts = Options {
+            bin_dir: PathBuf::new(),
+            rathole: None,
+            rathole_tls: None,
+            relays: 8,
+            conns: vec![32, 1],
+            duration: Duration::from_secs(1),
+            runs: 1,
+            rate: 1_000,
+            rate_duration: Duration::from_secs(1),
+            large_bytes: 0,
+            transfers: 1,
+            open_streams: 0,
+            floor: None,
+        };
+        let figures = |paths| Figures { paths, connector_idle_rss_kib: None, held: None, tunnels: 8 };
+        let f = figures(vec![
+            path("direct", [100_000, 10_000], true),
+            path(TUNNEL, [30_000, 4_500], true),
+            path(RATHOLE, [36_000, 6_000], true),
+            path(FLOOR, [45_000, 5_700], false),
+        ]);
+        let text = render(&f, &opts);
+        assert!(text.contains("  c32: floor / rathole 1.25, tunnel / floor 0.67\n"), "{text}");
+        assert!(text.contains("  c1: floor / rathole 0.95, tunnel / floor 0.79\n"), "{text}");
+        // Closed loops only: no open-loop row, no latency bar for the floor.
+        let open_table = text.split("open loop:").nth(1).unwrap_or_default();
+        assert!(!open_table.split("against the TLS floor").next().unwrap_or_default().contains(FLOOR), "{text}");
+        assert!(panels(&f, &opts)[1].bars.iter().all(|b| !b.label.starts_with(FLOOR)));
+        // The floor is no target, and without it there is no floor block.
+        assert!(targets(&f, &opts).iter().all(|r| !r.what.contains("floor")));
+        let without = figures(f.paths.iter().filter(|p| p.name != FLOOR).cloned().collect());
+        assert!(!render(&without, &opts).contains("TLS floor"));
+    }
+
     #[test]
     fn machine_time_is_read_from_proc_stat() {
         let stat = "cpu  100 5 50 800 20 3 2 10 7 0\ncpu0 50 2 25 400 10 1 1 5 3 0\n";

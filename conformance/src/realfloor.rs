@@ -36,6 +36,7 @@ use std::task::{Context, Poll};
 use connector::env::{OsEntropy, SystemClock};
 use connector::tls::TlsContext;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 
 /// The name the floor's certificate carries and the connector end checks.
@@ -161,29 +162,27 @@ struct Stream {
     pending: Vec<u8>,
 }
 
-/// What woke the loop.
-#[derive(Default)]
-struct Ready {
-    accepted: Option<TcpStream>,
-    tunnel: bool,
-    readable: Vec<u32>,
-    writable: Vec<u32>,
-}
-
 /// One end of the floor's tunnel: the TLS connection, its streams, and the
 /// plaintext going each way.
+///
+/// Every source is polled in one place ([`Mux::poll_turn`]), reads
+/// through tokio's `poll_read`, which takes a short read as the socket
+/// drained (as rathole's copies do) instead of reading again to see
+/// `EAGAIN`.
 struct Mux {
     tcp: TcpStream,
     tls: rustls::Connection,
     ends: Ends,
     streams: BTreeMap<u32, Stream>,
     next_id: u32,
+    /// Backend connections to dial, with what their streams sent first.
+    dials: BTreeMap<u32, Vec<u8>>,
     /// Frames made this turn, sealed as one record at its end.
     out: Vec<u8>,
     /// Plaintext from the tunnel not yet a whole frame.
     inbound: Vec<u8>,
     buf: Vec<u8>,
-    ready: Ready,
+    ids: Vec<u32>,
 }
 
 impl Mux {
@@ -196,81 +195,70 @@ impl Mux {
             ends,
             streams: BTreeMap::new(),
             next_id: 1,
+            dials: BTreeMap::new(),
             out: Vec::new(),
             inbound: Vec::new(),
             buf: vec![0; READ],
-            ready: Ready::default(),
+            ids: Vec::new(),
         }
     }
 
     async fn run(mut self) -> Result<(), FloorError> {
-        // The handshake may have left records to send (none in TLS 1.3's
-        // client flight, tickets at the server).
-        self.flush_tunnel()?;
         loop {
-            let mut ready = std::mem::take(&mut self.ready);
-            std::future::poll_fn(|cx| self.poll_ready(&mut ready, cx)).await?;
-            if let Some(tcp) = ready.accepted.take() {
-                self.open(tcp)?;
-            }
-            if ready.tunnel {
-                self.read_tunnel().await?;
-            }
-            for id in ready.readable.drain(..) {
-                self.read_stream(id);
-            }
-            for id in ready.writable.drain(..) {
-                self.flush_stream(id);
-            }
+            // Whatever this turn framed, as one record (the handshake may
+            // also have left records to send before the first turn).
             self.flush_tunnel()?;
-            self.ready = ready;
+            std::future::poll_fn(|cx| self.poll_turn(cx)).await?;
+            while let Some((id, first)) = self.dials.pop_first() {
+                self.dial(id, first).await?;
+            }
         }
     }
 
-    /// Registers interest in every source and says which are ready.
-    fn poll_ready(&self, ready: &mut Ready, cx: &mut Context<'_>) -> Poll<Result<(), FloorError>> {
+    /// One pass over every source: accepts, the tunnel's records, one
+    /// read from each stream, what a stream or the tunnel could not take
+    /// before. Ready when anything moved; pending (every source's interest
+    /// registered) when nothing did.
+    fn poll_turn(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), FloorError>> {
+        let mut moved = false;
         if let Ends::Users(listener) = &self.ends {
-            match listener.poll_accept(cx) {
-                Poll::Ready(Ok((tcp, _))) => ready.accepted = Some(tcp),
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(FloorError::Io { what: "accepting a user", source: e })),
-                Poll::Pending => {}
+            while let Poll::Ready(accepted) = listener.poll_accept(cx) {
+                let (tcp, _) = accepted.map_err(io_err("accepting a user"))?;
+                tcp.set_nodelay(true).map_err(io_err("user nodelay"))?;
+                // Ids in order, as the connector end expects.
+                self.streams.insert(self.next_id, Stream { tcp, pending: Vec::new() });
+                self.next_id = self.next_id.wrapping_add(1);
+                moved = true;
             }
         }
-        ready.tunnel = self.tcp.poll_read_ready(cx).is_ready();
-        if self.tls.wants_write() && self.tcp.poll_write_ready(cx).is_ready() {
-            // Nothing to do but flush, which every turn ends with.
-            return Poll::Ready(Ok(()));
+        moved |= self.poll_tunnel(cx)?;
+        self.ids.clear();
+        self.ids.extend(self.streams.keys());
+        for i in 0..self.ids.len() {
+            moved |= self.poll_stream(self.ids[i], cx);
         }
-        for (&id, s) in &self.streams {
-            if s.tcp.poll_read_ready(cx).is_ready() {
-                ready.readable.push(id);
-            }
-            if !s.pending.is_empty() && s.tcp.poll_write_ready(cx).is_ready() {
-                ready.writable.push(id);
+        if self.tls.wants_write() {
+            match self.tls.write_tls(&mut Polled(&mut self.tcp, cx)) {
+                Ok(_) => moved = true,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Poll::Ready(Err(FloorError::Io { what: "writing the tunnel", source: e })),
             }
         }
-        if ready.accepted.is_some() || ready.tunnel || !ready.readable.is_empty() || !ready.writable.is_empty() {
+        if moved || !self.dials.is_empty() {
             Poll::Ready(Ok(()))
         } else {
             Poll::Pending
         }
     }
 
-    /// A new user: the next id.
-    fn open(&mut self, tcp: TcpStream) -> Result<(), FloorError> {
-        tcp.set_nodelay(true).map_err(io_err("user nodelay"))?;
-        let id = self.next_id;
-        self.next_id = self.next_id.wrapping_add(1);
-        self.streams.insert(id, Stream { tcp, pending: Vec::new() });
-        Ok(())
-    }
-
-    /// Everything the tunnel's socket holds, decrypted and dispatched.
-    async fn read_tunnel(&mut self) -> Result<(), FloorError> {
+    /// Everything the tunnel's socket holds, decrypted and dispatched;
+    /// whether anything came.
+    fn poll_tunnel(&mut self, cx: &mut Context<'_>) -> Result<bool, FloorError> {
+        let mut came = false;
         loop {
-            match self.tls.read_tls(&mut Try(&self.tcp)) {
+            match self.tls.read_tls(&mut Polled(&mut self.tcp, cx)) {
                 Ok(0) => return Err(FloorError::TunnelClosed),
-                Ok(_) => {}
+                Ok(_) => came = true,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => return Err(FloorError::Io { what: "reading the tunnel", source: e }),
             }
@@ -285,45 +273,44 @@ impl Mux {
                 return Err(FloorError::TunnelClosed);
             }
         }
+        let inbound = std::mem::take(&mut self.inbound);
         let mut at = 0;
-        while let Some(header) = self.inbound.get(at..at + HEADER) {
+        while let Some(header) = inbound.get(at..at + HEADER) {
             let id = u32::from_be_bytes([header[0], header[1], header[2], header[3]]);
             let len = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
             if len as usize > READ {
                 return Err(FloorError::Frame(len));
             }
-            let end = at + HEADER + len as usize;
-            if self.inbound.len() < end {
-                break;
-            }
-            let payload = std::mem::take(&mut self.inbound);
-            self.deliver(id, &payload[at + HEADER..end]).await?;
-            self.inbound = payload;
-            at = end;
+            let Some(payload) = inbound.get(at + HEADER..at + HEADER + len as usize) else { break };
+            self.deliver(id, payload);
+            at += HEADER + len as usize;
         }
+        self.inbound = inbound;
         self.inbound.drain(..at);
-        Ok(())
+        Ok(came)
     }
 
     /// One frame from the tunnel: bytes for stream `id`, or its close.
-    async fn deliver(&mut self, id: u32, payload: &[u8]) -> Result<(), FloorError> {
+    fn deliver(&mut self, id: u32, payload: &[u8]) {
         if payload.is_empty() {
             self.streams.remove(&id);
-            return Ok(());
+            self.dials.remove(&id);
+            return;
         }
-        if !self.streams.contains_key(&id) {
-            let Ends::Backend { addr, highest } = &mut self.ends else {
-                return Ok(()); // a user who has left
-            };
-            if id <= *highest {
-                return Ok(()); // a backend connection already closed
+        if let Some(first) = self.dials.get_mut(&id) {
+            first.extend_from_slice(payload);
+            return;
+        }
+        let Some(s) = self.streams.get_mut(&id) else {
+            if let Ends::Backend { highest, .. } = &mut self.ends {
+                // A new stream, unless one already closed.
+                if id > *highest {
+                    *highest = id;
+                    self.dials.insert(id, payload.to_vec());
+                }
             }
-            *highest = id;
-            let tcp = TcpStream::connect(*addr).await.map_err(io_err("dialling the backend"))?;
-            tcp.set_nodelay(true).map_err(io_err("backend nodelay"))?;
-            self.streams.insert(id, Stream { tcp, pending: Vec::new() });
-        }
-        let Some(s) = self.streams.get_mut(&id) else { return Ok(()) };
+            return;
+        };
         if s.pending.is_empty() {
             match s.tcp.try_write(payload) {
                 Ok(n) => s.pending.extend_from_slice(&payload[n..]),
@@ -333,34 +320,48 @@ impl Mux {
         } else {
             s.pending.extend_from_slice(payload);
         }
+    }
+
+    /// A backend connection for stream `id`, given what it sent first.
+    async fn dial(&mut self, id: u32, first: Vec<u8>) -> Result<(), FloorError> {
+        let Ends::Backend { addr, .. } = &self.ends else { return Ok(()) };
+        let tcp = TcpStream::connect(*addr).await.map_err(io_err("dialling the backend"))?;
+        tcp.set_nodelay(true).map_err(io_err("backend nodelay"))?;
+        self.streams.insert(id, Stream { tcp, pending: first });
         Ok(())
     }
 
-    /// One read from stream `id`, framed for the tunnel; its end closes it.
-    fn read_stream(&mut self, id: u32) {
-        let Some(s) = self.streams.get(&id) else { return };
-        match s.tcp.try_read(&mut self.buf) {
-            Ok(0) => self.close(id),
-            Ok(n) => {
+    /// One read from stream `id`, framed for the tunnel (its end closes
+    /// it), and what it could not take before; whether anything moved.
+    fn poll_stream(&mut self, id: u32, cx: &mut Context<'_>) -> bool {
+        let Some(s) = self.streams.get_mut(&id) else { return false };
+        let mut moved = false;
+        if !s.pending.is_empty() {
+            match std::pin::Pin::new(&mut s.tcp).poll_write(cx, &s.pending) {
+                Poll::Ready(Ok(n)) => {
+                    s.pending.drain(..n);
+                    moved = true;
+                }
+                Poll::Ready(Err(_)) => {
+                    self.close(id);
+                    return true;
+                }
+                Poll::Pending => {}
+            }
+        }
+        let mut buf = tokio::io::ReadBuf::new(&mut self.buf);
+        match std::pin::Pin::new(&mut s.tcp).poll_read(cx, &mut buf) {
+            Poll::Ready(Ok(())) if buf.filled().is_empty() => self.close(id),
+            Poll::Ready(Ok(())) => {
+                let n = buf.filled().len();
                 self.out.extend_from_slice(&id.to_be_bytes());
                 self.out.extend_from_slice(&(n as u32).to_be_bytes());
                 self.out.extend_from_slice(&self.buf[..n]);
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(_) => self.close(id),
+            Poll::Ready(Err(_)) => self.close(id),
+            Poll::Pending => return moved,
         }
-    }
-
-    /// What stream `id` could not take before.
-    fn flush_stream(&mut self, id: u32) {
-        let Some(s) = self.streams.get_mut(&id) else { return };
-        match s.tcp.try_write(&s.pending) {
-            Ok(n) => {
-                s.pending.drain(..n);
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(_) => self.close(id),
-        }
+        true
     }
 
     /// Stream `id` is gone at this end: the other end is told.
@@ -388,15 +389,10 @@ impl Mux {
     }
 }
 
-/// A tokio socket as a non-blocking `Read` and `Write` for rustls: a
-/// `WouldBlock` clears tokio's readiness, so the next poll waits.
+/// A tokio socket as a non-blocking `Write` for rustls outside a poll: a
+/// `WouldBlock` clears tokio's readiness, and the next turn's
+/// [`Polled`] write registers for it.
 struct Try<'a>(&'a TcpStream);
-
-impl Read for Try<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.0.try_read(buf)
-    }
-}
 
 impl Write for Try<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
@@ -405,6 +401,41 @@ impl Write for Try<'_> {
 
     fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
         self.0.try_write_vectored(bufs)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A tokio socket as `Read` and `Write` for rustls inside a poll:
+/// `Pending` is `WouldBlock`, with the task's interest registered.
+struct Polled<'a, 'b>(&'a mut TcpStream, &'a mut Context<'b>);
+
+impl Read for Polled<'_, '_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut buf = tokio::io::ReadBuf::new(buf);
+        match std::pin::Pin::new(&mut *self.0).poll_read(self.1, &mut buf) {
+            Poll::Ready(Ok(())) => Ok(buf.filled().len()),
+            Poll::Ready(Err(e)) => Err(e),
+            Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
+        }
+    }
+}
+
+impl Write for Polled<'_, '_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match std::pin::Pin::new(&mut *self.0).poll_write(self.1, buf) {
+            Poll::Ready(r) => r,
+            Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
+        }
+    }
+
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        match std::pin::Pin::new(&mut *self.0).poll_write_vectored(self.1, bufs) {
+            Poll::Ready(r) => r,
+            Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
+        }
     }
 
     fn flush(&mut self) -> io::Result<()> {
