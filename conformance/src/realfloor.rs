@@ -148,7 +148,10 @@ pub async fn connector(tunnel: SocketAddr, backend: SocketAddr, cert: &Path) -> 
 
 /// Where a tunnel's streams come from.
 enum Ends {
-    /// The relay end: users connect here; ids are given in order.
+    /// The relay end: users connect here. A user gets its id when it
+    /// first sends, so ids reach the tunnel in order (given at accept, a
+    /// user who connected first and spoke second would arrive below a
+    /// later one's id, and be taken for closed).
     Users(TcpListener),
     /// The connector end: a stream's first frame dials `addr`. Ids come
     /// in order, so an unknown id at or below `highest` is one already
@@ -174,6 +177,8 @@ struct Mux {
     tls: rustls::Connection,
     ends: Ends,
     streams: BTreeMap<u32, Stream>,
+    /// Users accepted who have sent nothing yet (so have no id).
+    silent: Vec<TcpStream>,
     next_id: u32,
     /// Backend connections to dial, with what their streams sent first.
     dials: BTreeMap<u32, Vec<u8>>,
@@ -194,6 +199,7 @@ impl Mux {
             tls,
             ends,
             streams: BTreeMap::new(),
+            silent: Vec::new(),
             next_id: 1,
             dials: BTreeMap::new(),
             out: Vec::new(),
@@ -225,12 +231,10 @@ impl Mux {
             while let Poll::Ready(accepted) = listener.poll_accept(cx) {
                 let (tcp, _) = accepted.map_err(io_err("accepting a user"))?;
                 tcp.set_nodelay(true).map_err(io_err("user nodelay"))?;
-                // Ids in order, as the connector end expects.
-                self.streams.insert(self.next_id, Stream { tcp, pending: Vec::new() });
-                self.next_id = self.next_id.wrapping_add(1);
-                moved = true;
+                self.silent.push(tcp);
             }
         }
+        moved |= self.poll_silent(cx);
         moved |= self.poll_tunnel(cx)?;
         self.ids.clear();
         self.ids.extend(self.streams.keys());
@@ -249,6 +253,40 @@ impl Mux {
         } else {
             Poll::Pending
         }
+    }
+
+    /// A first read from each user who has not spoken: one who does gets
+    /// the next id and its bytes are framed; one who leaves is dropped
+    /// unannounced. Whether anything moved.
+    fn poll_silent(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut moved = false;
+        let mut i = 0;
+        while i < self.silent.len() {
+            let mut buf = tokio::io::ReadBuf::new(&mut self.buf);
+            match std::pin::Pin::new(&mut self.silent[i]).poll_read(cx, &mut buf) {
+                Poll::Pending => {
+                    i += 1;
+                    continue;
+                }
+                Poll::Ready(Ok(())) if !buf.filled().is_empty() => {
+                    let n = buf.filled().len();
+                    let (id, tcp) = (self.next_id, self.silent.swap_remove(i));
+                    self.next_id = self.next_id.wrapping_add(1);
+                    self.frame(id, n);
+                    self.streams.insert(id, Stream { tcp, pending: Vec::new() });
+                }
+                Poll::Ready(_) => drop(self.silent.swap_remove(i)),
+            }
+            moved = true;
+        }
+        moved
+    }
+
+    /// The first `n` bytes of the read buffer as a frame of stream `id`.
+    fn frame(&mut self, id: u32, n: usize) {
+        self.out.extend_from_slice(&id.to_be_bytes());
+        self.out.extend_from_slice(&(n as u32).to_be_bytes());
+        self.out.extend_from_slice(&self.buf[..n]);
     }
 
     /// Everything the tunnel's socket holds, decrypted and dispatched;
@@ -354,9 +392,7 @@ impl Mux {
             Poll::Ready(Ok(())) if buf.filled().is_empty() => self.close(id),
             Poll::Ready(Ok(())) => {
                 let n = buf.filled().len();
-                self.out.extend_from_slice(&id.to_be_bytes());
-                self.out.extend_from_slice(&(n as u32).to_be_bytes());
-                self.out.extend_from_slice(&self.buf[..n]);
+                self.frame(id, n);
             }
             Poll::Ready(Err(_)) => self.close(id),
             Poll::Pending => return moved,
@@ -515,6 +551,31 @@ mod tests {
         for t in tasks {
             t.await.unwrap();
         }
+    }
+
+    #[test]
+    fn a_user_who_connected_first_and_speaks_last_is_still_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let ingress = floor(echo(), dir.path());
+        runtime().block_on(async {
+            tokio::time::timeout(Duration::from_secs(30), async {
+                let mut users = Vec::new();
+                for _ in 0..8 {
+                    users.push(tokio::net::TcpStream::connect(ingress).await.unwrap());
+                    // Accepted in this order.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                for (i, user) in users.iter_mut().enumerate().rev() {
+                    let msg = [i as u8; 16];
+                    user.write_all(&msg).await.unwrap();
+                    let mut back = [0; 16];
+                    user.read_exact(&mut back).await.unwrap();
+                    assert_eq!(back, msg);
+                }
+            })
+            .await
+            .expect("a user's bytes were dropped");
+        });
     }
 
     #[test]
