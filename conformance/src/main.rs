@@ -93,8 +93,8 @@ enum Command {
   connsim bench-real --rathole ~/.cargo/bin/rathole --rathole-tls /opt/rathole-tls/bin/rathole
   connsim bench-real --conns 64 --duration 10")]
     BenchReal(cli::bench::real::BenchRealArgs),
-    /// One end of bench-real's TLS floor (the least a TLS tunnel can do),
-    /// started by bench-real.
+    /// One end of bench-real's TLS tunnel floor (a TLS tunnel that does
+    /// nothing else), started by bench-real.
     #[command(hide = true, subcommand)]
     FloorEnd(cli::bench::floor_end::FloorEndArgs),
     /// Build connector and relay-sim optimised with a profile of their own

@@ -71,8 +71,9 @@ pub const TUNNEL: &str = "connsim tunnel";
 pub const RATHOLE: &str = "rathole";
 /// rathole over its TLS transport.
 pub const RATHOLE_TLS: &str = "rathole (TLS)";
-/// The least a TLS tunnel can do ([`crate::realfloor`]); closed loops only.
-pub const FLOOR: &str = "TLS floor";
+/// A TLS tunnel that does nothing else ([`crate::realfloor`]); closed
+/// loops only. (Not `bench --all`'s simulated TLS floor.)
+pub const FLOOR: &str = "TLS tunnel floor";
 
 /// One path's figures.
 #[derive(Debug, Clone)]
@@ -244,9 +245,15 @@ fn block_on<F: std::future::Future>(fut: F) -> Result<F::Output, String> {
 
 /// One request; true on a 2xx.
 fn answers(target: &Target) -> Result<bool, String> {
-    let answers = block_on(loadgen::each_once(target, 1, Duration::ZERO, Duration::ZERO))?;
+    // A lost answer is a no, asked again by `wait_for` (which gives up in
+    // time), never a wait without end.
+    let one = tokio::time::timeout(PROBE_LIMIT, loadgen::each_once(target, 1, Duration::ZERO, Duration::ZERO));
+    let Ok(answers) = block_on(one)? else { return Ok(false) };
     Ok(answers.iter().any(|a| matches!(a, Ok(s) if (200..300).contains(s))))
 }
+
+/// How long a readiness probe waits for its answer.
+const PROBE_LIMIT: Duration = Duration::from_secs(5);
 
 /// How long a started process has to stop after Ctrl-C before it is
 /// killed.
@@ -291,19 +298,7 @@ pub fn measure(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Figures
     };
 
     let mut paths: Vec<(&'static str, Target)> = vec![("direct", direct.clone()), (TUNNEL, tunnel)];
-    for (name, bin, tls) in [(RATHOLE, &opts.rathole, false), (RATHOLE_TLS, &opts.rathole_tls, true)] {
-        let Some(bin) = bin else { continue };
-        progress(&format!("starting {name}"));
-        let target = start_rathole(&mut procs, &mut pids, bin, dir.path(), manifest.backend, tls)?;
-        wait_for(&mut procs, &format!("{name} path"), Duration::from_secs(30), || answers(&target))?;
-        paths.push((name, target));
-    }
-    if let Some(exe) = &opts.floor {
-        progress("starting the TLS floor");
-        let target = start_floor(&mut procs, &mut pids, exe, dir.path(), manifest.backend)?;
-        wait_for(&mut procs, "TLS floor path", Duration::from_secs(30), || answers(&target))?;
-        paths.push((FLOOR, target));
-    }
+    paths.extend(start_peers(&mut procs, &mut pids, dir.path(), manifest.backend, opts, progress)?);
 
     progress("warming up");
     for (_, target) in &paths {
@@ -353,6 +348,34 @@ pub fn measure(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Figures
         progress(&format!("killed after {}s without stopping: {}", STOP_GRACE.as_secs(), killed.join(", ")));
     }
     Ok(Figures { paths: figures, connector_idle_rss_kib, held, tunnels })
+}
+
+/// The paths measured beside the tunnel on the same backend, started and
+/// answering: rathole (over TCP, over TLS) and the TLS tunnel floor, as
+/// asked for.
+fn start_peers(
+    procs: &mut Procs,
+    pids: &mut Vec<(String, u32)>,
+    dir: &Path,
+    backend: SocketAddr,
+    opts: &Options,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Vec<(&'static str, Target)>, String> {
+    let mut paths = Vec::new();
+    for (name, bin, tls) in [(RATHOLE, &opts.rathole, false), (RATHOLE_TLS, &opts.rathole_tls, true)] {
+        let Some(bin) = bin else { continue };
+        progress(&format!("starting {name}"));
+        let target = start_rathole(procs, pids, bin, dir, backend, tls)?;
+        wait_for(procs, &format!("{name} path"), Duration::from_secs(30), || answers(&target))?;
+        paths.push((name, target));
+    }
+    if let Some(exe) = &opts.floor {
+        progress(&format!("starting the {FLOOR} ({})", exe.display()));
+        let target = start_floor(procs, pids, exe, dir, backend)?;
+        wait_for(procs, &format!("{FLOOR} path"), Duration::from_secs(30), || answers(&target))?;
+        paths.push((FLOOR, target));
+    }
+    Ok(paths)
 }
 
 /// The open loop, `opts.runs` times; the run with the median p99.
@@ -744,17 +767,21 @@ fn memory_lines(f: &Figures) -> String {
 fn floor_lines(f: &Figures) -> String {
     let path = |name: &str| f.paths.iter().find(|p| p.name == name);
     let Some(floor) = path(FLOOR) else { return String::new() };
-    let mut out = String::from("\nagainst the TLS floor (requests/s, same run):\n");
+    let mut out = format!("\nagainst the {FLOOR} (requests/s, same run):\n");
+    // "n/a" where either side answered nothing.
+    let ratio = |a: &Stats, b: &Stats| match (a.ok, b.ok) {
+        (0, _) | (_, 0) => "n/a".to_string(),
+        _ => format!("{:.2}", a.per_second() / b.per_second()),
+    };
     for (i, (c, s, _)) in floor.closed.iter().enumerate() {
-        let rate = s.per_second().max(1e-9);
         let mut parts = Vec::new();
         for peer in [RATHOLE, RATHOLE_TLS] {
             if let Some((_, r, _)) = path(peer).and_then(|p| p.closed.get(i)) {
-                parts.push(format!("floor / {peer} {:.2}", rate / r.per_second().max(1e-9)));
+                parts.push(format!("floor / {peer} {}", ratio(s, r)));
             }
         }
         if let Some((_, t, _)) = path(TUNNEL).and_then(|p| p.closed.get(i)) {
-            parts.push(format!("tunnel / floor {:.2}", t.per_second() / rate));
+            parts.push(format!("tunnel / floor {}", ratio(t, s)));
         }
         out.push_str(&format!("  c{c}: {}\n", parts.join(", ")));
     }
@@ -943,12 +970,15 @@ mod tests {
         assert!(text.contains("  c1: floor / rathole 0.95, tunnel / floor 0.79\n"), "{text}");
         // Closed loops only: no open-loop row, no latency bar for the floor.
         let open_table = text.split("open loop:").nth(1).unwrap_or_default();
-        assert!(!open_table.split("against the TLS floor").next().unwrap_or_default().contains(FLOOR), "{text}");
+        assert!(!open_table.split("against the").next().unwrap_or_default().contains(FLOOR), "{text}");
         assert!(panels(&f, &opts)[1].bars.iter().all(|b| !b.label.starts_with(FLOOR)));
         // The floor is no target, and without it there is no floor block.
         assert!(targets(&f, &opts).iter().all(|r| !r.what.contains("floor")));
         let without = figures(f.paths.iter().filter(|p| p.name != FLOOR).cloned().collect());
-        assert!(!render(&without, &opts).contains("TLS floor"));
+        assert!(!render(&without, &opts).contains(FLOOR));
+        // Nothing answered: no ratio to print.
+        let silent = figures(vec![path(TUNNEL, [30_000, 4_500], true), path(FLOOR, [0, 5_700], false)]);
+        assert!(render(&silent, &opts).contains("  c32: tunnel / floor n/a\n"));
     }
 
     #[test]

@@ -48,11 +48,11 @@ pub struct BenchRealArgs {
     /// PKCS#12 identity).
     #[arg(long)]
     pub rathole_tls: Option<PathBuf>,
-    /// Leave out the TLS floor: the least a TLS tunnel can do (two
-    /// one-thread processes of this binary framing bytes through TLS 1.3,
-    /// nothing else), measured in closed loops beside the tunnel and
-    /// rathole, so that a tunnel ÷ rathole ratio can be read against what
-    /// TLS alone costs.
+    /// Leave out the TLS tunnel floor: a TLS tunnel that does nothing
+    /// else (two one-thread processes of connsim, from --bin-dir when it
+    /// holds one, framing bytes through TLS 1.3), measured in closed loops
+    /// beside the tunnel and rathole, so that a tunnel ÷ rathole ratio can
+    /// be read against what a bare TLS tunnel reaches.
     #[arg(long)]
     pub no_floor: bool,
     /// Where relay-sim and connector are (default: next to connsim).
@@ -68,6 +68,17 @@ pub struct BenchRealArgs {
 /// takes three sockets in relay-sim and two in the connector).
 fn max_open_streams(relays: usize) -> usize {
     relays * connector::proto::session::DEFAULT_MAX_STREAMS
+}
+
+/// The connsim whose `floor-end` runs the TLS tunnel floor: the one in
+/// `bin_dir` when there is one, so that the floor is the same build as
+/// the tunnel it is read against; else this one.
+fn floor_binary(bin_dir: &std::path::Path) -> Result<PathBuf, String> {
+    let beside = bin_dir.join(format!("connsim{}", std::env::consts::EXE_SUFFIX));
+    if beside.is_file() {
+        return Ok(beside);
+    }
+    std::env::current_exe().map_err(|e| format!("cannot tell where connsim is (for the TLS tunnel floor): {e}"))
 }
 
 /// The real binaries on loopback, beside direct (and rathole).
@@ -96,6 +107,7 @@ pub fn bench_real(args: BenchRealArgs) -> Result<ExitCode, String> {
     if conns.is_empty() || conns.contains(&0) {
         return Err("--conns: give one or more counts above zero, e.g. 32,1".into());
     }
+    let floor = if no_floor { None } else { Some(floor_binary(&bin_dir)?) };
     let opts = conformance::realbench::Options {
         bin_dir,
         rathole,
@@ -109,14 +121,7 @@ pub fn bench_real(args: BenchRealArgs) -> Result<ExitCode, String> {
         large_bytes: large_mib.min(relay_sim::backend::ECHO_SIZE_MAX >> 20) << 20,
         transfers: transfers.max(1),
         open_streams: open_streams.min(max_open_streams(relays.clamp(1, 64))),
-        floor: if no_floor {
-            None
-        } else {
-            Some(
-                std::env::current_exe()
-                    .map_err(|e| format!("cannot tell where connsim is (for the TLS floor): {e}"))?,
-            )
-        },
+        floor,
     };
     let figures = conformance::realbench::measure(&opts, &mut |line| eprintln!("[bench-real] {line}"))?;
     print!("{}", conformance::realbench::render(&figures, &opts));
