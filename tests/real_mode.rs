@@ -291,3 +291,31 @@ fn control_api_tells_the_sims_stories() {
     assert!(status.tunnels.is_empty(), "{status:?}");
     assert!(status.duplicates.is_empty(), "{status:?}");
 }
+
+/// `connsim bench-real` end to end, briefly, with its TLS tunnel floor:
+/// every path answers, nothing errs, and the floor's lines are printed.
+#[test]
+fn bench_real_measures_the_tunnel_beside_its_floor() {
+    let bins = connsim_tests::real_world::binaries().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let bin_dir = bins.connsim.parent().unwrap();
+    let out = std::process::Command::new(&bins.connsim)
+        .args(["bench-real", "--conns", "2,1", "--duration", "1", "--runs", "1", "--rate", "50"])
+        .args(["--rate-duration", "1", "--large-mib", "1", "--transfers", "1", "--open-streams", "0"])
+        .arg("--bin-dir")
+        .arg(bin_dir)
+        .arg("--plot")
+        .arg(dir.path().join("bench-real.svg"))
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    for path in ["direct", "connsim tunnel", "TLS tunnel floor"] {
+        let row = stdout.lines().find(|l| l.starts_with(path)).unwrap_or_default();
+        // ... errors, CPU/request ("159.2 us").
+        let errors = row.split_whitespace().rev().nth(2);
+        assert_eq!(errors, Some("0"), "{path}: {row}\n{stdout}");
+    }
+    assert!(stdout.contains("against the TLS tunnel floor"), "{stdout}");
+    assert!(stdout.contains("  c2: tunnel / floor "), "{stdout}");
+}

@@ -247,7 +247,10 @@ fn block_on<F: std::future::Future>(fut: F) -> Result<F::Output, String> {
 fn answers(target: &Target) -> Result<bool, String> {
     // A lost answer is a no, asked again by `wait_for` (which gives up in
     // time), never a wait without end.
-    let one = tokio::time::timeout(PROBE_LIMIT, loadgen::each_once(target, 1, Duration::ZERO, Duration::ZERO));
+    // (The timer is made inside the runtime `block_on` starts.)
+    let one = async {
+        tokio::time::timeout(PROBE_LIMIT, loadgen::each_once(target, 1, Duration::ZERO, Duration::ZERO)).await
+    };
     let Ok(answers) = block_on(one)? else { return Ok(false) };
     Ok(answers.iter().any(|a| matches!(a, Ok(s) if (200..300).contains(s))))
 }
@@ -979,6 +982,16 @@ mod tests {
         // Nothing answered: no ratio to print.
         let silent = figures(vec![path(TUNNEL, [30_000, 4_500], true), path(FLOOR, [0, 5_700], false)]);
         assert!(render(&silent, &opts).contains("  c32: tunnel / floor n/a\n"));
+    }
+
+    #[test]
+    fn a_probe_with_nobody_answering_is_a_no_not_a_wait() {
+        // A listener that accepts (the kernel's backlog) and never answers.
+        let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+        let target = Target { addr: silent.local_addr().unwrap(), host: "x".into(), path: "/".into() };
+        assert_eq!(answers(&target), Ok(false));
+        drop(silent);
+        assert_eq!(answers(&target), Ok(false), "refused");
     }
 
     #[test]
