@@ -12,23 +12,23 @@
 //! Two processes (`connsim floor-end relay` and `connsim floor-end
 //! connector`), each one thread running one task, like relay-sim's ingress
 //! and the connector. The relay end accepts users and one TLS 1.3 tunnel
-//! from the connector end; every read from a user becomes one frame (stream
-//! id, length, bytes) in the tunnel, and every turn of the loop seals what
-//! it framed as one TLS record (several past 16 KiB). The connector end opens a backend
-//! connection at a stream's first frame and frames the backend's answers
-//! back. A zero-length frame closes a stream. The TLS is the connector's own
-//! provider (ring, the same suites and key exchange).
+//! from the connector end; every read from a user becomes one frame
+//! (stream id, length, bytes) in the tunnel, and every turn of the loop
+//! seals what it framed as one TLS record (several past 16 KiB). The
+//! connector end opens a backend connection at a stream's first frame and
+//! frames the backend's answers back. A zero-length frame closes a stream.
+//! The TLS is the connector's own provider (ring, the same suites and key
+//! exchange).
 //!
 //! What it leaves out, which is why it is a floor: HTTP (bytes pass as
 //! read), half-closes (a stream's end either way closes it whole, after
 //! what is already on its way), registration and client certificates,
-//! keepalives, flow control
-//! (what a socket cannot take yet is kept without limit, so it is a floor
-//! for request and answer loads, not for large bodies), and a second
-//! thread. One thread at each end is also the tunnel's shape today; a
-//! design with threads at both ends is not bounded by this floor at many
-//! connections, only at one, where every hop runs once a request whatever
-//! the threads.
+//! keepalives, flow control (what a socket cannot take yet is kept without
+//! limit, so it is a floor for request and answer loads, not for large
+//! bodies), and a second thread. One thread at each end is also the
+//! tunnel's shape today; a design with threads at both ends is not bounded
+//! by this floor at many connections, only at one, where every hop runs
+//! once a request whatever the threads.
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
