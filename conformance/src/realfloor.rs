@@ -228,9 +228,9 @@ impl Mux {
         self.take_plaintext()?;
         self.dispatch()?;
         loop {
-            // Whatever this turn framed, as one record (the handshake may
-            // also have left records to send before the first turn).
-            self.flush_tunnel()?;
+            // Whatever the last turn framed, as one record; the turn
+            // below writes it (and what the handshake left to send).
+            self.seal()?;
             std::future::poll_fn(|cx| self.poll_turn(cx)).await?;
             while let Some((id, first)) = self.dials.pop_first() {
                 self.dial(id, first).await;
@@ -239,8 +239,9 @@ impl Mux {
     }
 
     /// One pass over every source: accepts, the tunnel's records, one
-    /// read from each stream, what a stream or the tunnel could not take
-    /// before. Ready when anything moved; pending (every source's interest
+    /// read from each stream, what a stream could not take before, and
+    /// last every sealed record the tunnel's socket takes. Ready when
+    /// anything came or was framed; pending (every source's interest
     /// registered) when nothing did.
     fn poll_turn(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), FloorError>> {
         let mut moved = false;
@@ -263,10 +264,12 @@ impl Mux {
         for i in 0..self.ids.len() {
             moved |= self.poll_stream(self.ids[i], cx);
         }
-        if self.tls.wants_write() {
+        // Last, so that records this pass made (rustls' own answers to
+        // what it read) leave too. A write gives `run` nothing to do.
+        while self.tls.wants_write() {
             match self.tls.write_tls(&mut Polled(&mut self.tcp, cx)) {
-                Ok(_) => moved = true,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => return Poll::Ready(Err(FloorError::Io { what: "writing the tunnel", source: e })),
             }
         }
@@ -467,38 +470,12 @@ impl Mux {
         self.out.extend_from_slice(&0u32.to_be_bytes());
     }
 
-    /// This turn's frames as one record, and every record the socket takes.
-    fn flush_tunnel(&mut self) -> Result<(), FloorError> {
+    /// The last turn's frames, sealed as one record (several past 16 KiB).
+    fn seal(&mut self) -> Result<(), FloorError> {
         if !self.out.is_empty() {
             self.tls.writer().write_all(&self.out).map_err(io_err("sealing the tunnel's frames"))?;
             self.out.clear();
         }
-        while self.tls.wants_write() {
-            match self.tls.write_tls(&mut Try(&self.tcp)) {
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => return Err(FloorError::Io { what: "writing the tunnel", source: e }),
-            }
-        }
-        Ok(())
-    }
-}
-
-/// A tokio socket as a non-blocking `Write` for rustls outside a poll: a
-/// `WouldBlock` clears tokio's readiness, and the next turn's
-/// [`Polled`] write registers for it.
-struct Try<'a>(&'a TcpStream);
-
-impl Write for Try<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.try_write(buf)
-    }
-
-    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        self.0.try_write_vectored(bufs)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
 }
