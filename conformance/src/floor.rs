@@ -20,7 +20,7 @@
 //! on this simulator with this cryptography.
 
 mod requests;
-mod tls;
+pub(crate) mod tls;
 
 pub use requests::Requests;
 

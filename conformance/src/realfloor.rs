@@ -37,6 +37,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use crate::floor::tls::{connector_config, relay_config};
 use connector::env::{OsEntropy, SystemClock};
 use connector::tls::TlsContext;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
@@ -108,14 +109,8 @@ pub async fn relay_on(
     cert: &Path,
     key: &Path,
 ) -> Result<(), FloorError> {
-    let tls = context();
-    let config = rustls::ServerConfig::builder_with_details(tls.provider.clone(), tls.time.clone())
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![CertificateDer::from(read_file(cert)?)],
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(read_file(key)?)),
-        )?;
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(read_file(key)?));
+    let config = relay_config(&context(), CertificateDer::from(read_file(cert)?), key)?;
     let listen = |l: std::net::TcpListener| l.set_nonblocking(true).and_then(|()| TcpListener::from_std(l));
     let users = listen(users).map_err(io_err("the ingress"))?;
     let relays = listen(relays).map_err(io_err("the tunnel port"))?;
@@ -132,13 +127,7 @@ pub async fn relay_on(
 /// The connector end: dials the relay end's `tunnel` (trusting `cert`) and
 /// opens a connection to `backend` for each stream.
 pub async fn connector(tunnel: SocketAddr, backend: SocketAddr, cert: &Path) -> Result<(), FloorError> {
-    let tls = context();
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(CertificateDer::from(read_file(cert)?))?;
-    let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), tls.provider.clone())
-        .build()
-        .map_err(|e| FloorError::Setup(format!("verifier: {e}")))?;
-    let config = tls.client_config(verifier, None)?;
+    let config = connector_config(&context(), CertificateDer::from(read_file(cert)?)).map_err(FloorError::Setup)?;
     let tcp = TcpStream::connect(tunnel).await.map_err(io_err("dialling the tunnel"))?;
     tcp.set_nodelay(true).map_err(io_err("tunnel nodelay"))?;
     let name = ServerName::try_from(NAME).map_err(|e| FloorError::Setup(e.to_string()))?;

@@ -18,13 +18,38 @@ use std::time::{Duration, SystemTime};
 
 use connector::env::{Clock, SeededEntropy};
 use connector::tls::TlsContext;
-use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
 /// The simulated wall clock's start: 2026-01-01, inside the certificate's
 /// validity (rcgen's default spans centuries).
 fn epoch() -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_225_600)
+}
+
+/// A floor relay's configuration, in the simulation and on real sockets
+/// ([`crate::realfloor`]): TLS 1.3 only, one certificate, no client
+/// certificate.
+pub(crate) fn relay_config(
+    ctx: &TlsContext,
+    cert: CertificateDer<'static>,
+    key: PrivateKeyDer<'static>,
+) -> Result<ServerConfig, rustls::Error> {
+    ServerConfig::builder_with_details(ctx.provider.clone(), ctx.time.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key)
+}
+
+/// A floor connector's configuration, in both worlds: the connector's
+/// own ([`TlsContext::client_config`]), trusting `anchor` alone.
+pub(crate) fn connector_config(ctx: &TlsContext, anchor: CertificateDer<'static>) -> Result<ClientConfig, String> {
+    let mut roots = RootCertStore::empty();
+    roots.add(anchor).map_err(|e| format!("anchor: {e}"))?;
+    let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), ctx.provider.clone())
+        .build()
+        .map_err(|e| format!("verifier: {e}"))?;
+    ctx.client_config(verifier, None).map_err(|e| e.to_string())
 }
 
 /// Both ends' TLS configurations for one floor world.
@@ -46,24 +71,11 @@ impl Tls {
             .and_then(|p| p.self_signed(&key))
             .map_err(|e| fail("relay certificate", &e))?;
         let server_tls = TlsContext::new(Arc::new(SeededEntropy::new(seed, "floor-relay")), clock.clone());
-        let mut server = ServerConfig::builder_with_details(server_tls.provider.clone(), server_tls.time.clone())
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .map_err(|e| fail("server versions", &e))?
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![cert.der().clone()],
-                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-            )
-            .map_err(|e| fail("server certificate", &e))?;
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+        let mut server = relay_config(&server_tls, cert.der().clone(), key).map_err(|e| fail("server", &e))?;
         server.session_storage = Arc::new(relay_sim::sessions::Sessions::default());
-        let mut roots = RootCertStore::empty();
-        roots.add(cert.der().clone()).map_err(|e| fail("anchor", &e))?;
         let client_tls = TlsContext::new(Arc::new(SeededEntropy::new(seed, "floor-connector")), clock);
-        let verifier =
-            rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), client_tls.provider.clone())
-                .build()
-                .map_err(|e| fail("verifier", &e))?;
-        let client = client_tls.client_config(verifier, None).map_err(|e| fail("client", &e))?;
+        let client = connector_config(&client_tls, cert.der().clone()).map_err(|e| fail("client", &e))?;
         Ok(Tls { server: Arc::new(server), client: Arc::new(client) })
     }
 
