@@ -28,7 +28,6 @@ use tokio::sync::mpsc;
 
 use connector::allowlist::Environment;
 
-use crate::body::Delivery;
 use crate::directory::{ConnectorRecord, Role, Status, Tenant};
 use crate::event::{CloudEvent, CloudSink};
 use crate::pki::{Generation, Pki, PkiError, PkiTimers};
@@ -178,7 +177,7 @@ pub struct Dispatch {
     /// An upload too long to hold: the rest follows as [`ToTunnel::Body`],
     /// paced by how much of it still waits in the tunnel.
     pub upload: Option<Rc<Pace>>,
-    pub reply: mpsc::UnboundedSender<Delivery>,
+    pub reply: crate::body::Reply,
 }
 
 /// What the ingress tells a tunnel.

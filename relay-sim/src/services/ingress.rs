@@ -18,6 +18,7 @@ use bytes::Bytes;
 use connector::gather::Gather;
 use connector::pace::Pace;
 use connector::proto::{self, CancelReason, Headers, RequestHead};
+use connector::time::Timer;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use tokio::sync::mpsc;
@@ -265,7 +266,7 @@ enum Outcome {
 }
 
 async fn offer(tunnel: &TunnelHandle, id: u64, head: RequestHead, upload: &mut Upload, patience: Duration) -> Outcome {
-    let (reply, mut rx) = mpsc::unbounded_channel();
+    let (reply, mut rx) = crate::body::replies();
     let pace = upload.streams().then(|| Rc::new(Pace::default()));
     let dispatch = Dispatch { id, head, body: upload.first.clone(), upload: pace.clone(), reply };
     if tunnel.tx.send(ToTunnel::Dispatch(dispatch)).is_err() {
@@ -279,24 +280,24 @@ async fn offer(tunnel: &TunnelHandle, id: u64, head: RequestHead, upload: &mut U
     // The connector's answer is awaited for `patience` from the dispatch,
     // or from the end of an upload: a long upload that keeps moving is
     // never timed out here (the connector times out a stalled one).
-    let mut deadline = tokio::time::Instant::now() + patience;
+    // One timer for the whole wait, not one per delivery: an answer
+    // comes as three (Ack, head, body), and a timeout built around each
+    // receive registered and removed a timer entry three times a request.
+    let mut deadline = Timer::new(tokio::time::Instant::now() + patience);
     let outcome = loop {
-        // While the upload goes, no deadline here: the connector answers
-        // 504 itself if it stalls.
-        let waiting = pump.is_none().then_some(deadline);
         let next = tokio::select! {
             biased;
-            next = recv_until(&mut rx, waiting) => match next {
-                Ok(next) => next,
-                Err(_) => {
-                    let text = format!("connector did not answer request {id} in time");
-                    break Outcome::Failed(504, "connector-timeout".into(), text);
-                }
+            next = rx.recv() => next,
+            // While the upload goes, no deadline here: the connector
+            // answers 504 itself if it stalls.
+            () = deadline.wait(), if pump.is_none() => {
+                let text = format!("connector did not answer request {id} in time");
+                break Outcome::Failed(504, "connector-timeout".into(), text);
             },
             pumped = pumped(&mut pump) => match pumped {
                 Ok(()) => {
                     unfinished.armed = false;
-                    deadline = tokio::time::Instant::now() + patience;
+                    deadline.set(tokio::time::Instant::now() + patience);
                     continue;
                 }
                 Err(refused) => {
@@ -345,17 +346,6 @@ impl Drop for Abandon {
         if self.armed {
             let _ = self.tx.send(ToTunnel::Abandon { id: self.id });
         }
-    }
-}
-
-/// The next delivery, or `Err` once `deadline` (if any) has passed.
-async fn recv_until(
-    rx: &mut mpsc::UnboundedReceiver<Delivery>,
-    deadline: Option<tokio::time::Instant>,
-) -> Result<Option<Delivery>, connector::time::Elapsed> {
-    match deadline {
-        Some(deadline) => connector::time::timeout_at(deadline, rx.recv()).await,
-        None => Ok(rx.recv().await),
     }
 }
 

@@ -29,7 +29,7 @@ pub async fn serve(cloud: Rc<Cloud>, host: String, listener: impl Listener) -> R
 }
 
 struct Pending {
-    reply: mpsc::UnboundedSender<Delivery>,
+    reply: crate::body::Reply,
     acked: bool,
 }
 
