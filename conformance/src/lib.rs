@@ -9,6 +9,7 @@ pub mod bench;
 pub mod bundle;
 pub mod catalogue;
 pub mod check;
+pub mod cores;
 pub mod expected;
 pub mod floor;
 pub mod held;

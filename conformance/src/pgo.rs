@@ -143,6 +143,7 @@ fn training(bin_dir: &Path, duration: Duration) -> realbench::Options {
         open_streams: 200,
         // connsim is not trained: the floor would only lengthen the run.
         floor: None,
+        split_cores: false,
     }
 }
 

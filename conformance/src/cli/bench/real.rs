@@ -55,6 +55,16 @@ pub struct BenchRealArgs {
     /// be read against what a bare TLS tunnel reaches.
     #[arg(long)]
     pub no_floor: bool,
+    /// Pin every path's processes the same way: the load generator and the
+    /// end that dials the backend (connector, rathole's client, the floor's
+    /// connector end) on one core, the end the users reach and the backend
+    /// (relay-sim, rathole's server, the floor's relay end) on another.
+    /// Left to the scheduler, two single-threaded ends that wake each other
+    /// tend to share a core; this shows how much of a ratio is that
+    /// placement rather than cost. Linux, two cores or more; targets are
+    /// not judged in such a run.
+    #[arg(long)]
+    pub split_cores: bool,
     /// Where relay-sim and connector are (default: next to connsim).
     #[arg(long)]
     pub bin_dir: Option<PathBuf>,
@@ -96,6 +106,7 @@ pub fn bench_real(args: BenchRealArgs) -> Result<ExitCode, String> {
         rathole,
         rathole_tls,
         no_floor,
+        split_cores,
         bin_dir,
         plot,
     } = args;
@@ -122,6 +133,7 @@ pub fn bench_real(args: BenchRealArgs) -> Result<ExitCode, String> {
         transfers: transfers.max(1),
         open_streams: open_streams.min(max_open_streams(relays.clamp(1, 64))),
         floor,
+        split_cores,
     };
     let figures = conformance::realbench::measure(&opts, &mut |line| eprintln!("[bench-real] {line}"))?;
     print!("{}", conformance::realbench::render(&figures, &opts));

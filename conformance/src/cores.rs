@@ -1,0 +1,153 @@
+//! Which cores a measured process may run on (`connsim bench-real
+//! --split-cores`).
+//!
+//! Why: on a two-core machine the scheduler places the processes of a
+//! path by its own rules, and those rules favour keeping a process that
+//! wakes another over a loopback socket on the waker's core. Two
+//! single-threaded ends that wake each other (the connector and relay-sim's
+//! thread) then share one core while the other core waits on them, and a
+//! multi-threaded peer (rathole) is not held back the same way. Pinning
+//! every path's sides the same way takes the scheduler's placement out of
+//! a comparison, so that a ratio can be read as cost, not as placement.
+//! It is a diagnosis, not the setting targets are judged in.
+
+use std::io;
+
+/// Where a process of a measured path goes under `--split-cores`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The load generator, and the end that dials the backend (connsim;
+    /// the connector, rathole's client, the floor's connector end).
+    Client,
+    /// The end the users' traffic reaches, and the backend (relay-sim, which
+    /// serves both; rathole's server; the floor's relay end).
+    Server,
+}
+
+impl Side {
+    /// The side of the process labelled `label` in bench-real's CPU
+    /// figures.
+    pub fn of(label: &str) -> Side {
+        if label == "relay-sim" || label.ends_with("-server") || label == "floor-relay" {
+            Side::Server
+        } else {
+            Side::Client
+        }
+    }
+}
+
+/// The first two cores this process may run on: the client side's and the
+/// server side's.
+pub fn two() -> Result<[usize; 2], String> {
+    let allowed = allowed().map_err(|e| format!("cannot read which cores this process may use: {e}"))?;
+    match allowed[..] {
+        [a, b, ..] => Ok([a, b]),
+        _ => Err(format!("--split-cores needs two cores; this process may use {}", allowed.len())),
+    }
+}
+
+/// Pins every thread of process `pid` to `core` (threads it starts later
+/// inherit it); how many threads were pinned.
+pub fn pin(pid: u32, core: usize) -> Result<usize, String> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).map_err(|e| format!("threads of process {pid}: {e}"))?;
+    let mut pinned = 0;
+    for task in tasks {
+        let task = task.map_err(|e| format!("threads of process {pid}: {e}"))?;
+        let Some(tid) = task.file_name().to_str().and_then(|t| t.parse::<u32>().ok()) else { continue };
+        match set(tid, core) {
+            Ok(()) => pinned += 1,
+            // A thread that ended since the folder was read.
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
+            Err(e) => return Err(format!("pinning thread {tid} of process {pid} to core {core}: {e}")),
+        }
+    }
+    Ok(pinned)
+}
+
+/// The cores this process may run on, lowest first.
+#[cfg(target_os = "linux")]
+fn allowed() -> io::Result<Vec<usize>> {
+    // SAFETY: `cpu_set_t` is plain bits (all zero is an empty set);
+    // sched_getaffinity writes at most `size_of::<cpu_set_t>()` bytes into
+    // it, and CPU_ISSET reads within it for every index below
+    // CPU_SETSIZE.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let size = usize::try_from(libc::CPU_SETSIZE).unwrap_or(0);
+        Ok((0..size).filter(|&c| libc::CPU_ISSET(c, &set)).collect())
+    }
+}
+
+/// Lets thread `tid` run on `core` only.
+#[cfg(target_os = "linux")]
+fn set(tid: u32, core: usize) -> io::Result<()> {
+    let tid = libc::pid_t::try_from(tid).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    if core >= usize::try_from(libc::CPU_SETSIZE).unwrap_or(0) {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    // SAFETY: as in `allowed`; CPU_SET writes the bit of `core`, checked
+    // above to lie within the set, and sched_setaffinity reads the set and
+    // takes plain integers.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(core, &mut set);
+        if libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn allowed() -> io::Result<Vec<usize>> {
+    Err(io::Error::new(io::ErrorKind::Unsupported, "pinning to cores is done on Linux only"))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn set(_: u32, _: usize) -> io::Result<()> {
+    Err(io::Error::new(io::ErrorKind::Unsupported, "pinning to cores is done on Linux only"))
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    /// The cores the kernel lets process `pid` run on, as
+    /// `/proc/PID/status` lists them.
+    fn allowed_list(pid: u32) -> String {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        status.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:")).unwrap().trim().to_string()
+    }
+
+    #[test]
+    fn a_pinned_process_runs_on_its_core_only() {
+        let core = allowed().unwrap()[0];
+        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let pinned = pin(child.id(), core);
+        let list = allowed_list(child.id());
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(pinned, Ok(1), "sleep has one thread");
+        assert_eq!(list, core.to_string());
+    }
+
+    #[test]
+    fn no_process_no_pinning() {
+        // Past the largest pid the kernel hands out (2^22).
+        let err = pin(1 << 23, 0).unwrap_err();
+        assert!(err.contains("threads of process"), "{err}");
+    }
+
+    #[test]
+    fn each_label_has_its_side() {
+        for server in ["relay-sim", "rathole-server", "rathole-tls-server", "floor-relay"] {
+            assert_eq!(Side::of(server), Side::Server, "{server}");
+        }
+        for client in ["connsim", "connector", "rathole-client", "rathole-tls-client", "floor-connector"] {
+            assert_eq!(Side::of(client), Side::Client, "{client}");
+        }
+    }
+}
