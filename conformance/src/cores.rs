@@ -26,12 +26,16 @@ pub enum Side {
 
 impl Side {
     /// The side of the process labelled `label` in bench-real's CPU
-    /// figures.
-    pub fn of(label: &str) -> Side {
-        if label == "relay-sim" || label.ends_with("-server") || label == "floor-relay" {
-            Side::Server
-        } else {
-            Side::Client
+    /// figures; `None` for a label of neither (a process added to
+    /// bench-real without a side here, which is to fail loudly rather than
+    /// be placed by a guess).
+    pub fn of(label: &str) -> Option<Side> {
+        match label {
+            "relay-sim" | "floor-relay" => Some(Side::Server),
+            "connsim" | "connector" | "floor-connector" => Some(Side::Client),
+            _ if label.starts_with("rathole") && label.ends_with("-server") => Some(Side::Server),
+            _ if label.starts_with("rathole") && label.ends_with("-client") => Some(Side::Client),
+            _ => None,
         }
     }
 }
@@ -46,22 +50,49 @@ pub fn two() -> Result<[usize; 2], String> {
     }
 }
 
-/// Pins every thread of process `pid` to `core` (threads it starts later
-/// inherit it); how many threads were pinned.
+/// Pins every thread of process `pid` to `core`; how many threads were
+/// pinned. Threads started later inherit the mask of the thread that
+/// starts them, so the threads are listed again until a pass finds none
+/// new (one started by a thread not yet pinned would keep the old mask).
 pub fn pin(pid: u32, core: usize) -> Result<usize, String> {
-    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).map_err(|e| format!("threads of process {pid}: {e}"))?;
-    let mut pinned = 0;
-    for task in tasks {
-        let task = task.map_err(|e| format!("threads of process {pid}: {e}"))?;
-        let Some(tid) = task.file_name().to_str().and_then(|t| t.parse::<u32>().ok()) else { continue };
-        match set(tid, core) {
-            Ok(()) => pinned += 1,
-            // A thread that ended since the folder was read.
-            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
-            Err(e) => return Err(format!("pinning thread {tid} of process {pid} to core {core}: {e}")),
+    let mut pinned = std::collections::BTreeSet::new();
+    loop {
+        let mut new = 0;
+        for tid in threads(pid)? {
+            if pinned.contains(&tid) {
+                continue;
+            }
+            match set(tid, core) {
+                Ok(()) => {
+                    pinned.insert(tid);
+                    new += 1;
+                }
+                // A thread that ended since the folder was read.
+                Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
+                Err(e) => return Err(format!("pinning thread {tid} of process {pid} to core {core}: {e}")),
+            }
+        }
+        if new == 0 {
+            break;
         }
     }
-    Ok(pinned)
+    if pinned.is_empty() {
+        return Err(format!("process {pid} has no thread left to pin (it ended)"));
+    }
+    Ok(pinned.len())
+}
+
+/// The thread ids of process `pid`.
+fn threads(pid: u32) -> Result<Vec<u32>, String> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).map_err(|e| format!("threads of process {pid}: {e}"))?;
+    let mut tids = Vec::new();
+    for task in tasks {
+        let task = task.map_err(|e| format!("threads of process {pid}: {e}"))?;
+        if let Some(tid) = task.file_name().to_str().and_then(|t| t.parse::<u32>().ok()) {
+            tids.push(tid);
+        }
+    }
+    Ok(tids)
 }
 
 /// The cores this process may run on, lowest first.
@@ -122,16 +153,29 @@ mod tests {
         status.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:")).unwrap().trim().to_string()
     }
 
+    /// Kills its child when dropped, also when an assertion fails first.
+    struct Child(std::process::Child);
+
+    impl Drop for Child {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
     #[test]
     fn a_pinned_process_runs_on_its_core_only() {
-        let core = allowed().unwrap()[0];
-        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
-        let pinned = pin(child.id(), core);
-        let list = allowed_list(child.id());
-        child.kill().unwrap();
-        child.wait().unwrap();
-        assert_eq!(pinned, Ok(1), "sleep has one thread");
-        assert_eq!(list, core.to_string());
+        let allowed = allowed().unwrap();
+        let child = Child(std::process::Command::new("sleep").arg("30").spawn().unwrap());
+        let pid = child.0.id();
+        // The last core: with more than one allowed, the child's list
+        // differs from it until pinned.
+        let core = *allowed.last().unwrap();
+        if allowed.len() > 1 {
+            assert_ne!(allowed_list(pid), core.to_string());
+        }
+        assert_eq!(pin(pid, core), Ok(1), "sleep has one thread");
+        assert_eq!(allowed_list(pid), core.to_string());
     }
 
     #[test]
@@ -144,10 +188,11 @@ mod tests {
     #[test]
     fn each_label_has_its_side() {
         for server in ["relay-sim", "rathole-server", "rathole-tls-server", "floor-relay"] {
-            assert_eq!(Side::of(server), Side::Server, "{server}");
+            assert_eq!(Side::of(server), Some(Side::Server), "{server}");
         }
         for client in ["connsim", "connector", "rathole-client", "rathole-tls-client", "floor-connector"] {
-            assert_eq!(Side::of(client), Side::Client, "{client}");
+            assert_eq!(Side::of(client), Some(Side::Client), "{client}");
         }
+        assert_eq!(Side::of("backend"), None, "a process of no known side");
     }
 }

@@ -283,21 +283,21 @@ async fn offer(tunnel: &TunnelHandle, id: u64, head: RequestHead, upload: &mut U
     // One timer for the whole wait, not one per delivery: an answer
     // comes as three (Ack, head, body), and a timeout built around each
     // receive registered and removed a timer entry three times a request.
-    let mut deadline = Timer::new(tokio::time::Instant::now() + patience);
+    // None while the upload goes: the connector answers 504 itself if it
+    // stalls (and a simulation skips idle time past no deadline of it).
+    let mut deadline = Some(Timer::new(tokio::time::Instant::now() + patience));
     let outcome = loop {
         let next = tokio::select! {
             biased;
             next = rx.recv() => next,
-            // While the upload goes, no deadline here: the connector
-            // answers 504 itself if it stalls.
-            () = deadline.wait(), if pump.is_none() => {
+            () = expiry(&mut deadline) => {
                 let text = format!("connector did not answer request {id} in time");
                 break Outcome::Failed(504, "connector-timeout".into(), text);
             },
             pumped = pumped(&mut pump) => match pumped {
                 Ok(()) => {
                     unfinished.armed = false;
-                    deadline.set(tokio::time::Instant::now() + patience);
+                    deadline = Some(Timer::new(tokio::time::Instant::now() + patience));
                     continue;
                 }
                 Err(refused) => {
@@ -310,6 +310,9 @@ async fn offer(tunnel: &TunnelHandle, id: u64, head: RequestHead, upload: &mut U
             // Accepted: it will not be offered elsewhere, so the rest of
             // the upload can go.
             pump = upload.pump(id, tunnel.tx.clone(), pace.clone()).map(|p| tokio::task::spawn_local(p.run()));
+            if pump.is_some() {
+                deadline = None;
+            }
         }
         match answer.take(id, next) {
             Step::More => {}
@@ -346,6 +349,14 @@ impl Drop for Abandon {
         if self.armed {
             let _ = self.tx.send(ToTunnel::Abandon { id: self.id });
         }
+    }
+}
+
+/// Completes when `deadline` passes; pending for ever without one.
+async fn expiry(deadline: &mut Option<Timer>) {
+    match deadline {
+        Some(timer) => timer.wait().await,
+        None => std::future::pending().await,
     }
 }
 
