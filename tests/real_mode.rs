@@ -319,3 +319,32 @@ fn bench_real_measures_the_tunnel_beside_its_floor() {
     assert!(stdout.contains("against the TLS tunnel floor"), "{stdout}");
     assert!(stdout.contains("  c2: tunnel / floor "), "{stdout}");
 }
+
+/// `connsim bench-real --split-cores` end to end, briefly: every process
+/// is pinned to its side's core (the run says so) and every path answers.
+#[test]
+fn bench_real_on_split_cores_pins_and_measures() {
+    if std::thread::available_parallelism().map_or(0, |n| n.get()) < 2 {
+        eprintln!("skipped: --split-cores needs two cores");
+        return;
+    }
+    let bins = connsim_tests::real_world::binaries().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(&bins.connsim)
+        .args(["bench-real", "--split-cores", "--no-floor", "--conns", "2", "--duration", "1", "--runs", "1"])
+        .args(["--rate", "50", "--rate-duration", "1", "--large-mib", "0", "--open-streams", "0"])
+        .arg("--bin-dir")
+        .arg(bins.connsim.parent().unwrap())
+        .arg("--plot")
+        .arg(dir.path().join("bench-real.svg"))
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.starts_with("cores split:"), "{stdout}");
+    assert!(stderr.contains("split cores: the load generator and the client ends on core"), "{stderr}");
+    for path in ["direct", "connsim tunnel"] {
+        let row = stdout.lines().find(|l| l.starts_with(path)).unwrap_or_default();
+        assert_eq!(row.split_whitespace().rev().nth(2), Some("0"), "{path}: {row}\n{stdout}");
+    }
+}
