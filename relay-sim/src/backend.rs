@@ -14,7 +14,7 @@ use hyper::{Request, Response};
 use serde::{Deserialize, Serialize};
 
 use crate::pattern::{pattern, pattern_digest, BodyDigest};
-use crate::server::{respond, serve_plain, Body, ConnInfo, Listener};
+use crate::server::{respond, serve_plain, Body, ConnInfo, Listener, Writes};
 
 /// Header a load generator sets to a unique id per user request.
 pub const REQUEST_MARK: &str = "x-user-request";
@@ -142,7 +142,9 @@ pub async fn serve(name: String, behaviour: Behaviour, log: ServedLog, listener:
     if let Behaviour::CloseMidBody { bytes, chunked } = behaviour {
         return serve_dying(bytes, chunked, log, listener).await;
     }
-    serve_plain(listener, move |_info: ConnInfo, req| handle(name.clone(), behaviour.clone(), log.clone(), req)).await;
+    // Vectored: large downloads come from here (see `Writes`).
+    let serve = move |_info: ConnInfo, req| handle(name.clone(), behaviour.clone(), log.clone(), req);
+    serve_plain(listener, Writes::Vectored, serve).await;
 }
 
 /// Largest request head the dying backend reads.
