@@ -2,11 +2,12 @@
 //! --split-cores`).
 //!
 //! Why: on a two-core machine the scheduler places the processes of a
-//! path by its own rules, and those rules favour keeping a process that
-//! wakes another over a loopback socket on the waker's core. Two
-//! single-threaded ends that wake each other (the connector and relay-sim's
-//! thread) then share one core while the other core waits on them, and a
-//! multi-threaded peer (rathole) is not held back the same way. Pinning
+//! path by its own rules, and a process woken through a loopback socket
+//! tends to run on the core of the one that woke it. Two single-threaded
+//! ends that wake each other (the connector and relay-sim's thread) were
+//! measured sharing one core while the other core waited on them
+//! (BENCHMARKS, rounds twelve and sixteen); a multi-threaded peer
+//! (rathole) is not held back the same way. Pinning
 //! every path's sides the same way takes the scheduler's placement out of
 //! a comparison, so that a ratio can be read as cost, not as placement.
 //! It is a diagnosis, not the setting targets are judged in.

@@ -64,7 +64,7 @@ pub struct Options {
     pub floor: Option<PathBuf>,
     /// Pins every path's sides the same way ([`crate::cores`]): the load
     /// generator and the client ends on one core, the server ends and the
-    /// backend on another. Targets are not judged then.
+    /// backend on another. Targets measured under load are not judged then.
     pub split_cores: bool,
 }
 

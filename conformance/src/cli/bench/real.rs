@@ -61,8 +61,8 @@ pub struct BenchRealArgs {
     /// (relay-sim, rathole's server, the floor's relay end) on another.
     /// Left to the scheduler, two single-threaded ends that wake each other
     /// tend to share a core; this shows how much of a ratio is that
-    /// placement rather than cost. Linux, two cores or more; targets are
-    /// not judged in such a run.
+    /// placement rather than cost. Linux, two cores or more; targets
+    /// measured under load are not judged in such a run (memory is).
     #[arg(long)]
     pub split_cores: bool,
     /// Where relay-sim and connector are (default: next to connsim).
