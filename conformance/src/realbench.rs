@@ -787,7 +787,7 @@ fn verdicts(f: &Figures, opts: &Options) -> String {
 
 /// Heads a run with `--split-cores`.
 const SPLIT_CORES_NOTE: &str = "cores split: every path's load generator and client end on one core, its \
-server end and the backend on another (a diagnosis of placement; targets are judged without it)\n\n";
+server end and the backend on another (a diagnosis of placement; load targets are judged without it)\n\n";
 
 /// The connector's resident memory: idle, and with streams held open.
 fn memory_lines(f: &Figures) -> String {
