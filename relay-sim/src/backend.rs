@@ -14,7 +14,7 @@ use hyper::{Request, Response};
 use serde::{Deserialize, Serialize};
 
 use crate::pattern::{pattern, pattern_digest, BodyDigest};
-use crate::server::{respond, serve_plain, Body, ConnInfo, Listener, Writes};
+use crate::server::{respond, serve_plain, Body, ConnInfo, Listener};
 
 /// Header a load generator sets to a unique id per user request.
 pub const REQUEST_MARK: &str = "x-user-request";
@@ -142,9 +142,7 @@ pub async fn serve(name: String, behaviour: Behaviour, log: ServedLog, listener:
     if let Behaviour::CloseMidBody { bytes, chunked } = behaviour {
         return serve_dying(bytes, chunked, log, listener).await;
     }
-    // Vectored: large downloads come from here (see `Writes`).
-    let serve = move |_info: ConnInfo, req| handle(name.clone(), behaviour.clone(), log.clone(), req);
-    serve_plain(listener, Writes::Vectored, serve).await;
+    serve_plain(listener, move |_info: ConnInfo, req| handle(name.clone(), behaviour.clone(), log.clone(), req)).await;
 }
 
 /// Largest request head the dying backend reads.

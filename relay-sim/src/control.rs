@@ -26,7 +26,7 @@ use crate::cloud::Cloud;
 use crate::event::CloudEvent;
 use crate::gate::{Block, Flow, Gate};
 use crate::pki::Generation;
-use crate::server::{error, json, serve_plain, Body, ConnInfo, Listener, Writes};
+use crate::server::{error, json, serve_plain, Body, ConnInfo, Listener};
 
 /// One thing to do to the served cloud. The names follow the scenarios'
 /// timeline (`stop relay`, `block port 443`, `rotate root`, …).
@@ -249,7 +249,7 @@ impl Control {
 
 /// Serves the control API on `listener` (bind it to loopback).
 pub async fn serve(control: Rc<Control>, listener: impl Listener) {
-    serve_plain(listener, Writes::Vectored, move |_info: ConnInfo, req| handle(control.clone(), req)).await;
+    serve_plain(listener, move |_info: ConnInfo, req| handle(control.clone(), req)).await;
 }
 
 /// Largest action accepted.

@@ -144,25 +144,8 @@ async fn lingering_close<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin
     let _ = connector::time::timeout(LINGER, drain).await;
 }
 
-/// How hyper hands a response to the socket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Writes {
-    /// The head and each piece of the body as buffers of their own, in one
-    /// vectored write: a large body is never copied on its way out.
-    Vectored,
-    /// Head and body copied into one buffer first. Cheaper for small
-    /// answers: on the ingress, ~650 fewer instructions a request on
-    /// relay-sim's thread at one connection (callgrind, three runs each:
-    /// 47,367–47,384 against 47,948–48,079; at 32 connections within the
-    /// runs' spread), with downloads through the tunnel unchanged (944
-    /// against 956 MB/s, everything flattened). Dear for fast large
-    /// bodies: the backend flattened served direct downloads at 2,207
-    /// MB/s against 4,603, so it keeps vectored writes.
-    Flattened,
-}
-
 /// Serves HTTP/1.1 on one stream with `handler`.
-pub async fn serve_http_conn<S, H, Fut>(mut stream: S, info: ConnInfo, writes: Writes, handler: H)
+pub async fn serve_http_conn<S, H, Fut>(mut stream: S, info: ConnInfo, handler: H)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + 'static,
     H: Fn(ConnInfo, Request<Incoming>) -> Fut + Clone + 'static,
@@ -176,7 +159,6 @@ where
     let mut builder = hyper::server::conn::http1::Builder::new();
     // The Date header would read the machine's clock: keep it out of traces.
     builder.auto_date_header(false).timer(connector::time::HyperTimer).header_read_timeout(HEADER_READ_TIMEOUT);
-    builder.writev(writes == Writes::Vectored);
     // No `half_close`: the end of a user's input while its request is in
     // flight means the user is gone (as nginx reads it, answering 499), and
     // dropping the handler is what cancels the request at the connector.
@@ -200,12 +182,11 @@ where
     H: Fn(ConnInfo, Request<Incoming>) -> Fut + Clone + 'static,
     Fut: Future<Output = Response<Body>> + 'static,
 {
-    accept_tls(listener, tls, move |info, stream| serve_http_conn(stream, info, Writes::Vectored, handler.clone()))
-        .await;
+    accept_tls(listener, tls, move |info, stream| serve_http_conn(stream, info, handler.clone())).await;
 }
 
-/// Serves plain HTTP on `listener`, writing answers as `writes` says.
-pub async fn serve_plain<L, H, Fut>(listener: L, writes: Writes, handler: H)
+/// Serves plain HTTP on `listener`.
+pub async fn serve_plain<L, H, Fut>(listener: L, handler: H)
 where
     L: Listener,
     H: Fn(ConnInfo, Request<Incoming>) -> Fut + Clone + 'static,
@@ -215,7 +196,7 @@ where
         match listener.accept().await {
             Ok(s) => {
                 // Boxed: ~13 KB (hyper's connection inline); see `accept_tls`.
-                tokio::task::spawn_local(Box::pin(serve_http_conn(s, ConnInfo::default(), writes, handler.clone())));
+                tokio::task::spawn_local(Box::pin(serve_http_conn(s, ConnInfo::default(), handler.clone())));
             }
             Err(e) => {
                 tracing::warn!("accept failed: {e}");

@@ -30,7 +30,7 @@ use crate::body::Delivery;
 use crate::cloud::{Cloud, Dispatch, ToTunnel, TunnelHandle};
 use crate::directory::App;
 use crate::event::CloudEvent;
-use crate::server::{request_host, respond, serve_plain, Body, ConnInfo, Listener, Writes};
+use crate::server::{request_host, respond, serve_plain, Body, ConnInfo, Listener};
 
 /// Largest request header block (names, values, and 4 bytes of separators
 /// per field), as Azure's gateways and most reverse proxies allow (32 KiB).
@@ -51,8 +51,7 @@ pub const TUNNEL_WAIT: Duration = Duration::from_secs(5);
 
 /// Serves the ingress (plain HTTP; the user side is not under test).
 pub async fn serve(cloud: Rc<Cloud>, listener: impl Listener) {
-    // Its answers are mostly small: see `Writes::Flattened`.
-    serve_plain(listener, Writes::Flattened, move |_info: ConnInfo, req| handle(cloud.clone(), req)).await;
+    serve_plain(listener, move |_info: ConnInfo, req| handle(cloud.clone(), req)).await;
 }
 
 async fn handle(cloud: Rc<Cloud>, req: Request<Incoming>) -> Response<Body> {

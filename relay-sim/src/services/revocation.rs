@@ -18,7 +18,7 @@ use hyper::{Method, Request, Response};
 
 use crate::cloud::Cloud;
 use crate::event::CloudEvent;
-use crate::server::{request_host, respond, serve_plain, Body, ConnInfo, Listener, Writes};
+use crate::server::{request_host, respond, serve_plain, Body, ConnInfo, Listener};
 
 /// Hosts of Windows' certificate trust list (NET-REG on port 80).
 pub const TRUST_LIST_HOSTS: [&str; 4] =
@@ -35,7 +35,7 @@ fn trust_list(cloud: &Cloud) -> String {
 const OCSP_REQUEST_BYTES_MAX: usize = 16 * 1024;
 
 pub async fn serve(cloud: Rc<Cloud>, listener: impl Listener) {
-    serve_plain(listener, Writes::Vectored, move |_info: ConnInfo, req| handle(cloud.clone(), req)).await;
+    serve_plain(listener, move |_info: ConnInfo, req| handle(cloud.clone(), req)).await;
 }
 
 /// The OCSP responders' names.
