@@ -292,30 +292,46 @@ fn control_api_tells_the_sims_stories() {
     assert!(status.duplicates.is_empty(), "{status:?}");
 }
 
-/// `connsim bench-real` end to end, briefly, with its TLS tunnel floor:
-/// every path answers, nothing errs, and the floor's lines are printed.
-#[test]
-fn bench_real_measures_the_tunnel_beside_its_floor() {
+/// Loads short enough for a test: one run of a second per point.
+const BRIEF: [&str; 10] =
+    ["--duration", "1", "--runs", "1", "--rate", "50", "--rate-duration", "1", "--open-streams", "0"];
+
+/// `connsim bench-real` with [`BRIEF`] loads and `args`, this build's
+/// binaries and a scratch chart; its output, once it succeeded.
+fn bench_real(args: &[&str]) -> (String, String) {
     let bins = connsim_tests::real_world::binaries().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let bin_dir = bins.connsim.parent().unwrap();
     let out = std::process::Command::new(&bins.connsim)
-        .args(["bench-real", "--conns", "2,1", "--duration", "1", "--runs", "1", "--rate", "50"])
-        .args(["--rate-duration", "1", "--large-mib", "1", "--transfers", "1", "--open-streams", "0"])
+        .arg("bench-real")
+        .args(BRIEF)
+        .args(args)
         .arg("--bin-dir")
-        .arg(bin_dir)
+        .arg(bins.connsim.parent().unwrap())
         .arg("--plot")
         .arg(dir.path().join("bench-real.svg"))
         .output()
         .unwrap();
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "{stdout}\n{stderr}");
-    for path in ["direct", "connsim tunnel", "TLS tunnel floor"] {
+    (stdout.into_owned(), stderr.into_owned())
+}
+
+/// Each of `paths` has a closed-loop row with no errors.
+fn answered_without_errors(stdout: &str, paths: &[&str]) {
+    for path in paths {
         let row = stdout.lines().find(|l| l.starts_with(path)).unwrap_or_default();
         // ... errors, CPU/request ("159.2 us").
         let errors = row.split_whitespace().rev().nth(2);
         assert_eq!(errors, Some("0"), "{path}: {row}\n{stdout}");
     }
+}
+
+/// `connsim bench-real` end to end, briefly, with its TLS tunnel floor:
+/// every path answers, nothing errs, and the floor's lines are printed.
+#[test]
+fn bench_real_measures_the_tunnel_beside_its_floor() {
+    let (stdout, _) = bench_real(&["--conns", "2,1", "--large-mib", "1", "--transfers", "1"]);
+    answered_without_errors(&stdout, &["direct", "connsim tunnel", "TLS tunnel floor"]);
     assert!(stdout.contains("against the TLS tunnel floor"), "{stdout}");
     assert!(stdout.contains("  c2: tunnel / floor "), "{stdout}");
 }
@@ -329,25 +345,10 @@ fn bench_real_on_split_cores_pins_and_measures() {
         eprintln!("skipped: {why}");
         return;
     }
-    let bins = connsim_tests::real_world::binaries().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(&bins.connsim)
-        .args(["bench-real", "--split-cores", "--no-floor", "--conns", "2", "--duration", "1", "--runs", "1"])
-        .args(["--rate", "50", "--rate-duration", "1", "--large-mib", "0", "--open-streams", "0"])
-        .arg("--bin-dir")
-        .arg(bins.connsim.parent().unwrap())
-        .arg("--plot")
-        .arg(dir.path().join("bench-real.svg"))
-        .output()
-        .unwrap();
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let (stdout, stderr) = bench_real(&["--split-cores", "--no-floor", "--conns", "2", "--large-mib", "0"]);
     assert!(stdout.starts_with("cores split:"), "{stdout}");
     assert!(stderr.contains("split cores: the load generator and the client ends on core"), "{stderr}");
-    for path in ["direct", "connsim tunnel"] {
-        let row = stdout.lines().find(|l| l.starts_with(path)).unwrap_or_default();
-        assert_eq!(row.split_whitespace().rev().nth(2), Some("0"), "{path}: {row}\n{stdout}");
-    }
+    answered_without_errors(&stdout, &["direct", "connsim tunnel"]);
     // The open loop's added p99 is a load target: not judged on split cores.
     let p99 = stdout.lines().find(|l| l.starts_with("p99 added")).unwrap_or_default();
     assert!(p99.ends_with("not judged (split cores)"), "{p99}\n{stdout}");
