@@ -14,33 +14,6 @@
 
 use std::io;
 
-/// Where a process of a measured path goes under `--split-cores`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Side {
-    /// The load generator, and the end that dials the backend (connsim;
-    /// the connector, rathole's client, the floor's connector end).
-    Client,
-    /// The end the users' traffic reaches, and the backend (relay-sim, which
-    /// serves both; rathole's server; the floor's relay end).
-    Server,
-}
-
-impl Side {
-    /// The side of the process labelled `label` in bench-real's CPU
-    /// figures; `None` for a label of neither (a process added to
-    /// bench-real without a side here, which is to fail loudly rather than
-    /// be placed by a guess).
-    pub fn of(label: &str) -> Option<Side> {
-        match label {
-            "relay-sim" | "floor-relay" => Some(Side::Server),
-            "connsim" | "connector" | "floor-connector" => Some(Side::Client),
-            _ if label.starts_with("rathole") && label.ends_with("-server") => Some(Side::Server),
-            _ if label.starts_with("rathole") && label.ends_with("-client") => Some(Side::Client),
-            _ => None,
-        }
-    }
-}
-
 /// The first two cores this process may run on: the client side's and the
 /// server side's.
 pub fn two() -> Result<[usize; 2], String> {
@@ -184,16 +157,5 @@ mod tests {
         // Past the largest pid the kernel hands out (2^22).
         let err = pin(1 << 23, 0).unwrap_err();
         assert!(err.contains("threads of process"), "{err}");
-    }
-
-    #[test]
-    fn each_label_has_its_side() {
-        for server in ["relay-sim", "rathole-server", "rathole-tls-server", "floor-relay"] {
-            assert_eq!(Side::of(server), Some(Side::Server), "{server}");
-        }
-        for client in ["connsim", "connector", "rathole-client", "rathole-tls-client", "floor-connector"] {
-            assert_eq!(Side::of(client), Some(Side::Client), "{client}");
-        }
-        assert_eq!(Side::of("backend"), None, "a process of no known side");
     }
 }

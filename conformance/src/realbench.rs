@@ -367,9 +367,9 @@ pub fn measure(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Figures
 fn split_cores(pids: &[(String, u32)], cores: [usize; 2], progress: &mut dyn FnMut(&str)) -> Result<(), String> {
     let [client, server] = cores;
     for (label, pid) in pids {
-        let core = match crate::cores::Side::of(label) {
-            Some(crate::cores::Side::Client) => client,
-            Some(crate::cores::Side::Server) => server,
+        let core = match Side::of(label) {
+            Some(Side::Client) => client,
+            Some(Side::Server) => server,
             None => return Err(format!("--split-cores: no side known for process {label:?}")),
         };
         crate::cores::pin(*pid, core)?;
@@ -554,6 +554,34 @@ fn start_floor(
     connector.arg("--cert").arg(&cert_path);
     pids.push(("floor-connector".into(), procs.spawn("floor-connector", &mut connector)?));
     Ok(Target { addr: ingress, host: "echo.corp.local".into(), path: "/bench".into() })
+}
+
+/// Where a measured process goes under `--split-cores`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    /// The load generator, and the end that dials the backend (connsim;
+    /// the connector, rathole's client, the floor's connector end).
+    Client,
+    /// The end the users' traffic reaches, and the backend (relay-sim, which
+    /// serves both; rathole's server; the floor's relay end).
+    Server,
+}
+
+impl Side {
+    /// The side of the process labelled `label` (as [`measure`],
+    /// [`start_rathole`] and [`start_floor`] label them); `None` for a
+    /// label of neither, which is to fail loudly rather than be placed by
+    /// a guess.
+    fn of(label: &str) -> Option<Side> {
+        let rathole = |role: &str| [false, true].iter().any(|&tls| label == format!("{}-{role}", rathole_label(tls)));
+        match label {
+            "relay-sim" | "floor-relay" => Some(Side::Server),
+            "connsim" | "connector" | "floor-connector" => Some(Side::Client),
+            _ if rathole("server") => Some(Side::Server),
+            _ if rathole("client") => Some(Side::Client),
+            _ => None,
+        }
+    }
 }
 
 /// How a rathole path's processes are labelled (`LABEL-server`,
@@ -1065,6 +1093,18 @@ mod tests {
         assert!(memory.ends_with("NOT met"), "memory is judged on split cores too: {split}");
         assert!(!split.lines().any(|l| l.contains("requests/s") && l.ends_with("NOT met")), "{split}");
         assert!(panels(&f, &opts).iter().all(|p| p.title.ends_with("(split cores)")));
+    }
+
+    #[test]
+    fn each_label_has_its_side() {
+        for server in ["relay-sim", "rathole-server", "rathole-tls-server", "floor-relay"] {
+            assert_eq!(Side::of(server), Some(Side::Server), "{server}");
+        }
+        for client in ["connsim", "connector", "rathole-client", "rathole-tls-client", "floor-connector"] {
+            assert_eq!(Side::of(client), Some(Side::Client), "{client}");
+        }
+        assert_eq!(Side::of("backend"), None, "a process of no known side");
+        assert_eq!(Side::of("rathole-sidecar-server"), None, "only the labels start_rathole gives");
     }
 
     #[test]
