@@ -132,7 +132,7 @@ proptest! {
         pump(&mut r, &mut c);
         for id in 1..=n {
             let head = RequestHead { method: "POST".into(), path: format!("/{id}"), headers: Headers::new() };
-            r.send_request(id, head, false).unwrap();
+            r.send_request(id, &head, false).unwrap();
             r.send_body(id, Bytes::from(vec![id as u8; body_len]), true).unwrap();
         }
         pump(&mut r, &mut c);
@@ -478,7 +478,7 @@ proptest! {
                     // The relay never reuses an id (the ingress counts up);
                     // reuse is the connector's SeenIds' business, not the session's.
                     if used_ids.insert(id) {
-                        prop_assert!(r.send_request(id, head(), fin).is_ok(), "{:?}", op);
+                        prop_assert!(r.send_request(id, &head(), fin).is_ok(), "{:?}", op);
                         rm.open(id, fin);
                     }
                 }

@@ -171,7 +171,9 @@ pub struct Token {
 #[derive(Debug)]
 pub struct Dispatch {
     pub id: u64,
-    pub head: RequestHead,
+    /// Shared with the ingress, which keeps it to offer the request again
+    /// if this tunnel does not take it.
+    pub head: Rc<RequestHead>,
     /// The body, or its start when `upload` says more follows.
     pub body: Bytes,
     /// An upload too long to hold: the rest follows as [`ToTunnel::Body`],

@@ -207,13 +207,16 @@ where
 }
 
 /// The host a request was sent to (its `Host` header without the port),
-/// lowercased; empty when there is none.
-pub fn request_host<B>(req: &Request<B>) -> String {
-    req.headers()
-        .get(hyper::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(|h| h.split(':').next().unwrap_or(h).to_ascii_lowercase())
-        .unwrap_or_default()
+/// lowercased; empty when there is none. Borrowed unless it had capitals
+/// (a copy a request was ~1 % of the ingress's allocations).
+pub fn request_host<B>(req: &Request<B>) -> std::borrow::Cow<'_, str> {
+    let host = req.headers().get(hyper::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default();
+    let host = host.split(':').next().unwrap_or(host);
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(host)
+    }
 }
 
 /// A response with a body and content type.

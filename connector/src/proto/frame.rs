@@ -15,7 +15,7 @@ use std::borrow::Cow;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use super::headers::Headers;
+use super::headers::{Headers, RawHeaders};
 
 /// Protocol version spoken by this build. A peer with another major version
 /// is refused at `Hello`.
@@ -170,22 +170,20 @@ impl Frame {
     /// larger than `max_frame_bytes`, or a string or header list is too long
     /// for its length field.
     pub fn encode(&self, max_frame_bytes: u32, out: &mut BytesMut) -> Result<(), FrameError> {
-        let start = out.len();
-        out.put_u32(0);
-        out.put_u8(self.kind());
-        let res = self.encode_payload(out);
-        if let Err(e) = res {
-            out.truncate(start);
-            return Err(e);
-        }
-        let len = out.len() - start - 4;
-        if len + 4 > max_frame_bytes as usize {
-            out.truncate(start);
-            return Err(FrameError::TooLarge { kind: self.kind_name(), bytes: len + 4, max_bytes: max_frame_bytes });
-        }
-        // Length fits: max_frame_bytes is a u32.
-        out[start..start + 4].copy_from_slice(&(len as u32).to_be_bytes());
-        Ok(())
+        encode_framed(self.kind(), max_frame_bytes, out, |out| self.encode_payload(out))
+    }
+
+    /// Appends a Request frame encoded from borrowed parts, as
+    /// [`Frame::encode`] would the frame they make: the relay keeps a
+    /// request's head to offer it again, and this spares it a copy.
+    pub fn encode_request(
+        id: u64,
+        (method, path, headers): (&str, &str, &Headers),
+        fin: bool,
+        max_frame_bytes: u32,
+        out: &mut BytesMut,
+    ) -> Result<(), FrameError> {
+        encode_framed(2, max_frame_bytes, out, |out| put_request(out, id, fin, method, path, headers))
     }
 
     fn encode_payload(&self, out: &mut BytesMut) -> Result<(), FrameError> {
@@ -197,13 +195,7 @@ impl Frame {
                 put_str(out, peer, "peer")?;
                 out.put_u64(*incarnation);
             }
-            Frame::Request { id, method, path, headers, fin } => {
-                out.put_u64(*id);
-                out.put_u8(u8::from(*fin));
-                put_str(out, method, "method")?;
-                put_str(out, path, "path")?;
-                put_headers(out, headers)?;
-            }
+            Frame::Request { id, method, path, headers, fin } => put_request(out, *id, *fin, method, path, headers)?,
             Frame::Body { id, fin, data } => {
                 out.put_u64(*id);
                 out.put_u8(u8::from(*fin));
@@ -248,6 +240,46 @@ fn kind_name(kind: u8) -> &'static str {
         10 => "WindowUpdate",
         _ => "unknown",
     }
+}
+
+/// The frame of `kind` whose payload `payload` appends, with its length
+/// in front; nothing appended if it fails or is over `max_frame_bytes`.
+fn encode_framed(
+    kind: u8,
+    max_frame_bytes: u32,
+    out: &mut BytesMut,
+    payload: impl FnOnce(&mut BytesMut) -> Result<(), FrameError>,
+) -> Result<(), FrameError> {
+    let start = out.len();
+    out.put_u32(0);
+    out.put_u8(kind);
+    if let Err(e) = payload(out) {
+        out.truncate(start);
+        return Err(e);
+    }
+    let len = out.len() - start - 4;
+    if len + 4 > max_frame_bytes as usize {
+        out.truncate(start);
+        return Err(FrameError::TooLarge { kind: kind_name(kind), bytes: len + 4, max_bytes: max_frame_bytes });
+    }
+    // Length fits: max_frame_bytes is a u32.
+    out[start..start + 4].copy_from_slice(&(len as u32).to_be_bytes());
+    Ok(())
+}
+
+fn put_request(
+    out: &mut BytesMut,
+    id: u64,
+    fin: bool,
+    method: &str,
+    path: &str,
+    headers: &Headers,
+) -> Result<(), FrameError> {
+    out.put_u64(id);
+    out.put_u8(u8::from(fin));
+    put_str(out, method, "method")?;
+    put_str(out, path, "path")?;
+    put_headers(out, headers)
 }
 
 fn put_str(out: &mut BytesMut, s: &str, field: &'static str) -> Result<(), FrameError> {
@@ -458,6 +490,12 @@ impl Reader<'_> {
     /// The string `at` bytes into what is left, read in place, and where
     /// it ends: decoding it costs no copy until the caller keeps it.
     fn str_at(&self, at: usize, field: &'static str) -> Result<(&str, usize), FrameError> {
+        let (raw, end) = self.bytes_at(at, field)?;
+        let s = std::str::from_utf8(raw).map_err(|_| FrameError::BadUtf8 { kind: self.kind, field })?;
+        Ok((s, end))
+    }
+    /// [`Reader::str_at`]'s bytes, not yet checked as UTF-8.
+    fn bytes_at(&self, at: usize, field: &'static str) -> Result<(&[u8], usize), FrameError> {
         let truncated = FrameError::Truncated { kind: self.kind, field };
         let b = self.b.get(at..).unwrap_or_default();
         let len = match b {
@@ -465,8 +503,7 @@ impl Reader<'_> {
             _ => return Err(truncated),
         };
         let raw = b.get(2..2 + len).ok_or(truncated)?;
-        let s = std::str::from_utf8(raw).map_err(|_| FrameError::BadUtf8 { kind: self.kind, field })?;
-        Ok((s, at + 2 + len))
+        Ok((raw, at + 2 + len))
     }
     fn string(&mut self, field: &'static str) -> Result<String, FrameError> {
         let (s, end) = self.str_at(0, field)?;
@@ -485,7 +522,29 @@ impl Reader<'_> {
         // Each header takes at least its two length fields: a count the
         // payload cannot hold reserves no more than the payload does.
         let left = self.b.remaining();
-        let mut out = Headers::with_capacity(count.min(left / 4), left.saturating_sub(4 * count));
+        let mut raw = RawHeaders::with_capacity(count.min(left / 4), left.saturating_sub(4 * count));
+        let mut at = 0;
+        for _ in 0..count {
+            let Ok((name, name_end)) = self.bytes_at(at, "header name") else { break };
+            let Ok((value, end)) = self.bytes_at(name_end, "header value") else { break };
+            if !raw.push(name, value) {
+                break;
+            }
+            at = end;
+        }
+        match raw.into_headers().filter(|h| h.len() == count) {
+            Some(headers) => {
+                self.b.advance(at);
+                Ok(headers)
+            }
+            // Cut short or not UTF-8 somewhere: the error names the first
+            // field that is wrong, found field by field.
+            None => self.headers_checked(count),
+        }
+    }
+    /// [`Reader::headers`] one field at a time, checking each as it goes.
+    fn headers_checked(&mut self, count: usize) -> Result<Headers, FrameError> {
+        let mut out = Headers::new();
         for _ in 0..count {
             let (name, name_end) = self.str_at(0, "header name")?;
             let (value, end) = self.str_at(name_end, "header value")?;
@@ -580,6 +639,37 @@ mod tests {
         let whole = [&head[..], &[0, 1], &[0, 1, b'a', 0, 1, b'x']].concat();
         let Ok(Some(Frame::Response { headers, .. })) = frame(&whole) else { panic!("{:?}", frame(&whole)) };
         assert_eq!(headers.iter().collect::<Vec<_>>(), [("a", "x")]);
+    }
+
+    /// Names and values are checked as one text, yet an error still names
+    /// the first field that is not UTF-8, also when the text as a whole is
+    /// (a character split between a name and its value), and a list both
+    /// cut short and not UTF-8 is named where its first fault lies.
+    #[test]
+    fn header_lists_not_utf8_name_the_field() {
+        let listed = |count: u16, headers: &[&[u8]]| {
+            let head = [&7u64.to_be_bytes()[..], &[0], &200u16.to_be_bytes()].concat();
+            let mut payload = [&head[..], &count.to_be_bytes()].concat();
+            for field in headers {
+                payload.extend_from_slice(&(field.len() as u16).to_be_bytes());
+                payload.extend_from_slice(field);
+            }
+            let mut d = Decoder::new(DEFAULT_MAX_FRAME_BYTES);
+            d.extend(&(payload.len() as u32 + 1).to_be_bytes());
+            d.extend(&[4]);
+            d.extend(&payload);
+            d.next_frame()
+        };
+        let frame = |headers: &[&[u8]]| listed(headers.len() as u16 / 2, headers);
+        let bad = |field| Err(FrameError::BadUtf8 { kind: "Response", field });
+        assert_eq!(listed(3, &[b"a", b"\xff", b"b", b"y"]), bad("header value"));
+        let cut = Err(FrameError::Truncated { kind: "Response", field: "header name" });
+        assert_eq!(listed(3, &[b"a", b"x", b"b", b"y"]), cut);
+        assert_eq!(frame(&[b"a", b"x", b"b", b"\xff"]), bad("header value"));
+        assert_eq!(frame(&[b"a", b"x", b"\xffb", b"y"]), bad("header name"));
+        assert_eq!(frame(&[b"caf\xc3", b"\xa9"]), bad("header name"));
+        let Ok(Some(Frame::Response { headers, .. })) = frame(&[b"caf\xc3\xa9", b"\xc3\xa9"]) else { panic!() };
+        assert_eq!(headers.iter().collect::<Vec<_>>(), [("caf\u{e9}", "\u{e9}")]);
     }
 
     #[test]

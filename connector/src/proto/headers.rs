@@ -12,6 +12,8 @@
 
 use std::fmt;
 
+use bytes::Bytes;
+
 use smallvec::SmallVec;
 
 /// Headers whose ends are kept inline before they spill to the heap: a
@@ -96,6 +98,84 @@ impl Headers {
         };
         let (start, name_end, value_end) = (start as usize, name_end as usize, value_end as usize);
         Some((self.text.get(start..name_end)?, self.text.get(name_end..value_end)?))
+    }
+}
+
+/// A header list as one shared buffer, for a consumer that wants values
+/// as [`Bytes`] (hyper's `HeaderValue::from_maybe_shared`): each is a
+/// slice of the buffer, not a copy. relay-sim's ingress copied every value
+/// of every answer into a buffer of its own (four a typical answer).
+pub struct SharedHeaders {
+    text: Bytes,
+    ends: SmallVec<[(u32, u32); INLINE]>,
+}
+
+impl SharedHeaders {
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// The headers in order, as (name's bytes, value).
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], Bytes)> + '_ {
+        let starts = std::iter::once(0).chain(self.ends.iter().map(|&(_, value_end)| value_end));
+        starts.zip(self.ends.iter()).map(|(start, &(name_end, value_end))| {
+            let (start, name_end, value_end) = (start as usize, name_end as usize, value_end as usize);
+            (&self.text[start..name_end], self.text.slice(name_end..value_end))
+        })
+    }
+}
+
+impl From<Headers> for SharedHeaders {
+    fn from(headers: Headers) -> Self {
+        SharedHeaders { text: Bytes::from(headers.text), ends: headers.ends }
+    }
+}
+
+/// A header list gathered from bytes not yet known to be UTF-8 (a
+/// frame's), checked once as a whole when done: one `from_utf8` over a
+/// head's names and values instead of one a name and one a value (eight
+/// calls for a typical answer's head, ~850 instructions of relay-sim's
+/// ~39,000 a request at 32 connections, callgrind).
+#[derive(Default)]
+pub struct RawHeaders {
+    text: Vec<u8>,
+    ends: SmallVec<[(u32, u32); INLINE]>,
+}
+
+impl RawHeaders {
+    /// Room for `count` headers of `text_bytes` bytes in all.
+    pub fn with_capacity(count: usize, text_bytes: usize) -> Self {
+        RawHeaders { text: Vec::with_capacity(text_bytes), ends: SmallVec::with_capacity(count) }
+    }
+
+    /// Appends `name: value`; `false` (and nothing kept) past the 4 GiB a
+    /// list holds, as [`Headers::push`].
+    pub fn push(&mut self, name: &[u8], value: &[u8]) -> bool {
+        let (Ok(name_end), Ok(value_end)) =
+            (u32::try_from(self.text.len() + name.len()), u32::try_from(self.text.len() + name.len() + value.len()))
+        else {
+            return false;
+        };
+        self.text.extend_from_slice(name);
+        self.text.extend_from_slice(value);
+        self.ends.push((name_end, value_end));
+        true
+    }
+
+    /// The list, if every name and value is UTF-8: the whole text is, and
+    /// each of them starts and ends on a character boundary (a character
+    /// split between a name and its value would make the whole valid and
+    /// neither part). `None` says only that some part is not; the caller
+    /// finds which.
+    pub fn into_headers(self) -> Option<Headers> {
+        let text = String::from_utf8(self.text).ok()?;
+        let whole =
+            self.ends.iter().all(|&(n, v)| text.is_char_boundary(n as usize) && text.is_char_boundary(v as usize));
+        whole.then_some(Headers { text, ends: self.ends })
     }
 }
 
@@ -203,6 +283,36 @@ mod tests {
         let v: Vec<(String, String)> = h.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
         assert_eq!(format!("{h:?}"), format!("{v:?}"));
         assert_eq!(format!("{:?}", Headers::new()), "[]");
+    }
+
+    #[test]
+    fn raw_headers_are_checked_as_a_whole_and_part_by_part() {
+        let mut raw = RawHeaders::with_capacity(2, 16);
+        assert!(raw.push(b"host", b"caf\xc3\xa9"));
+        assert!(raw.push(b"x", b""));
+        let h = raw.into_headers().expect("valid UTF-8");
+        assert_eq!(h.iter().collect::<Vec<_>>(), [("host", "caf\u{e9}"), ("x", "")]);
+        // Invalid bytes anywhere: no list.
+        let mut raw = RawHeaders::default();
+        raw.push(b"a\xff", b"b");
+        assert!(raw.into_headers().is_none());
+        // "é" split between a name and its value: the whole text is UTF-8,
+        // neither part is.
+        let mut raw = RawHeaders::default();
+        raw.push(b"caf\xc3", b"\xa9");
+        assert!(raw.into_headers().is_none());
+    }
+
+    #[test]
+    fn shared_headers_are_the_list_in_order() {
+        let h: Headers = [("content-type", "text/plain"), ("", ""), ("x-a", "caf\u{e9}")].into_iter().collect();
+        let shared = SharedHeaders::from(h.clone());
+        assert_eq!(shared.len(), 3);
+        let back: Vec<(Vec<u8>, Bytes)> = shared.iter().map(|(n, v)| (n.to_vec(), v)).collect();
+        let want: Vec<(Vec<u8>, Bytes)> =
+            h.iter().map(|(n, v)| (n.as_bytes().to_vec(), Bytes::copy_from_slice(v.as_bytes()))).collect();
+        assert_eq!(back, want);
+        assert!(SharedHeaders::from(Headers::new()).is_empty());
     }
 
     proptest! {

@@ -634,8 +634,9 @@ impl Session {
         }
     }
 
-    /// (Relay) sends a request head.
-    pub fn send_request(&mut self, id: u64, head: RequestHead, fin: bool) -> Result<(), SessionError> {
+    /// (Relay) sends a request head (borrowed: the relay keeps it to offer
+    /// the request elsewhere if this tunnel does not take it).
+    pub fn send_request(&mut self, id: u64, head: &RequestHead, fin: bool) -> Result<(), SessionError> {
         self.check_open()?;
         if self.role != Role::Relay {
             return Err(SessionError::WrongDirection { frame: "Request", from: self.role });
@@ -643,9 +644,8 @@ impl Session {
         if self.streams.contains_key(&id) || id == SESSION_ID {
             return Err(SessionError::StreamReused { id });
         }
-        let frame = Frame::Request { id, method: head.method, path: head.path, headers: head.headers, fin };
-        frame
-            .encode(self.peer_max_frame_bytes, &mut self.out)
+        let parts = (&*head.method, &*head.path, &head.headers);
+        Frame::encode_request(id, parts, fin, self.peer_max_frame_bytes, &mut self.out)
             .map_err(|error| SessionError::HeadTooLarge { id, error })?;
         self.streams.insert(id, Stream::opened(fin));
         Ok(())
@@ -965,7 +965,7 @@ mod tests {
         assert!(matches!(c.poll_event(), Some(Event::Established { .. })));
         assert!(matches!(r.poll_event(), Some(Event::Established { .. })));
         let head = RequestHead { method: "GET".into(), path: "/".into(), headers: Headers::new() };
-        r.send_request(1, head.clone(), true).unwrap();
+        r.send_request(1, &head, true).unwrap();
         pump(&mut r, &mut c, t).unwrap();
         assert_eq!(c.poll_event(), Some(Event::Request { id: 1, head, fin: true }));
         c.send_ack(1).unwrap();
@@ -987,8 +987,8 @@ mod tests {
         cfg.ack_hold = hold;
         let (mut c, mut r) = pair_with(cfg);
         let head = RequestHead { method: "GET".into(), path: "/".into(), headers: Headers::new() };
-        r.send_request(1, head.clone(), true).unwrap();
-        r.send_request(2, head, false).unwrap();
+        r.send_request(1, &head, true).unwrap();
+        r.send_request(2, &head, false).unwrap();
         pump(&mut r, &mut c, t).unwrap();
         while c.poll_event().is_some() {}
         while r.poll_event().is_some() {}
@@ -1113,7 +1113,7 @@ mod tests {
         let (mut c, mut r) = pair();
         let t = Duration::ZERO;
         let head = RequestHead { method: "GET".into(), path: "/".into(), headers: Headers::new() };
-        r.send_request(9, head, true).unwrap();
+        r.send_request(9, &head, true).unwrap();
         pump(&mut r, &mut c, t).unwrap();
         c.send_response(9, 200, Headers::new(), false).unwrap();
         c.send_body(9, Bytes::from(vec![7u8; 1_000_000]), true).unwrap();
@@ -1164,7 +1164,7 @@ mod tests {
         let (mut c, mut r) = pair();
         let t = Duration::ZERO;
         let head = RequestHead { method: "PUT".into(), path: "/".into(), headers: Headers::new() };
-        r.send_request(1, head, false).unwrap();
+        r.send_request(1, &head, false).unwrap();
         r.send_body(1, Bytes::from(vec![1u8; 4 << 20]), true).unwrap();
         // Everything the relay will send without hearing back.
         let mut sent = Vec::new();
@@ -1190,7 +1190,7 @@ mod tests {
         let t = Duration::ZERO;
         for id in [1, 2] {
             let head = RequestHead { method: "GET".into(), path: "/".into(), headers: Headers::new() };
-            r.send_request(id, head, true).unwrap();
+            r.send_request(id, &head, true).unwrap();
         }
         pump(&mut r, &mut c, t).unwrap();
         while c.poll_event().is_some() {}
@@ -1212,7 +1212,7 @@ mod tests {
         let t = Duration::ZERO;
         let (mut c, mut r) = paced_pair();
         let head = RequestHead { method: "PUT".into(), path: "/".into(), headers: Headers::new() };
-        r.send_request(1, head, false).unwrap();
+        r.send_request(1, &head, false).unwrap();
         pump(&mut r, &mut c, t).unwrap();
         let mut wire = BytesMut::new();
         let chunk = Bytes::from(vec![0u8; BODY_QUANTUM]);
@@ -1234,7 +1234,7 @@ mod tests {
         let mut r = Session::new(Role::Relay, SessionConfig::new("relay"), t);
         both_ways(&mut c, &mut r, t);
         let head = RequestHead { method: "PUT".into(), path: "/".into(), headers: Headers::new() };
-        r.send_request(1, head, false).unwrap();
+        r.send_request(1, &head, false).unwrap();
         r.send_body(1, Bytes::from(vec![5u8; 3 << 20]), true).unwrap();
         let mut total = 0;
         for _ in 0..100 {
@@ -1262,7 +1262,7 @@ mod tests {
         let streams = 2 * (SESSION_WINDOW / STREAM_WINDOW) as u64;
         for id in 1..=streams {
             let head = RequestHead { method: "PUT".into(), path: "/".into(), headers: Headers::new() };
-            r.send_request(id, head, false).unwrap();
+            r.send_request(id, &head, false).unwrap();
             r.send_body(id, Bytes::from(vec![1u8; STREAM_WINDOW as usize]), true).unwrap();
         }
         both_ways(&mut c, &mut r, t);
@@ -1304,7 +1304,7 @@ mod tests {
         let (mut c, mut r) = paced_pair();
         let total = 2 * SESSION_WINDOW as usize;
         let head = RequestHead { method: "PUT".into(), path: "/".into(), headers: Headers::new() };
-        r.send_request(1, head, false).unwrap();
+        r.send_request(1, &head, false).unwrap();
         r.send_body(1, Bytes::from(vec![3u8; total]), true).unwrap();
         both_ways(&mut c, &mut r, t);
         let first = body_bytes(&mut c).values().sum::<usize>();
@@ -1321,7 +1321,7 @@ mod tests {
         // The whole session window is there for the next upload.
         let head = RequestHead { method: "PUT".into(), path: "/".into(), headers: Headers::new() };
         for id in 2..=(SESSION_WINDOW / STREAM_WINDOW + 1) as u64 {
-            r.send_request(id, head.clone(), false).unwrap();
+            r.send_request(id, &head, false).unwrap();
             r.send_body(id, Bytes::from(vec![4u8; STREAM_WINDOW as usize]), false).unwrap();
         }
         both_ways(&mut c, &mut r, t);
@@ -1338,14 +1338,14 @@ mod tests {
         let head = RequestHead { method: "PUT".into(), path: "/".into(), headers: Headers::new() };
         let stalled = u64::from(SESSION_WINDOW / STREAM_WINDOW - 2);
         for id in 1..=stalled {
-            r.send_request(id, head.clone(), false).unwrap();
+            r.send_request(id, &head, false).unwrap();
             r.send_body(id, Bytes::from(vec![5u8; STREAM_WINDOW as usize]), false).unwrap();
         }
         both_ways(&mut c, &mut r, t);
         let _ = body_bytes(&mut c);
         let reader = 1_000;
         let total = 2 * SESSION_WINDOW as usize;
-        r.send_request(reader, head, false).unwrap();
+        r.send_request(reader, &head, false).unwrap();
         r.send_body(reader, Bytes::from(vec![6u8; total]), true).unwrap();
         let mut got = 0;
         for _ in 0..1_000 {
@@ -1370,7 +1370,7 @@ mod tests {
         let quarter = STREAM_WINDOW as usize / 2;
         for id in 1..=(2 * SESSION_WINDOW as u64 / quarter as u64) {
             let head = RequestHead { method: "PUT".into(), path: "/".into(), headers: Headers::new() };
-            r.send_request(id, head, false).unwrap();
+            r.send_request(id, &head, false).unwrap();
             pump(&mut r, &mut c, t).unwrap();
             c.send_cancel(id, CancelReason::Overloaded).unwrap();
             // The body was on its way before the cancel arrived.
@@ -1393,7 +1393,7 @@ mod tests {
         let per_stream = STREAM_WINDOW as usize / BODY_QUANTUM;
         for id in 1..=(SESSION_WINDOW / STREAM_WINDOW + 1) as u64 {
             let head = RequestHead { method: "PUT".into(), path: "/".into(), headers: Headers::new() };
-            r.send_request(id, head, false).unwrap();
+            r.send_request(id, &head, false).unwrap();
             for _ in 0..per_stream {
                 Frame::Body { id, fin: false, data: chunk.clone() }.encode(DEFAULT_MAX_FRAME_BYTES, &mut wire).unwrap();
             }
@@ -1415,7 +1415,7 @@ mod tests {
         let head = RequestHead { method: "POST".into(), path: "/".into(), headers: Headers::new() };
         while c.poll_event().is_some() {}
         while r.poll_event().is_some() {}
-        r.send_request(1, head.clone(), false).unwrap();
+        r.send_request(1, &head, false).unwrap();
         let first = r.poll_transmit(t).unwrap();
         r.send_body(1, Bytes::from_static(b"part"), true).unwrap();
         let rest = r.poll_transmit(t).unwrap();
@@ -1426,7 +1426,7 @@ mod tests {
         c.handle_input(&rest, t).expect("a body crossing the refusal is dropped");
         assert_eq!(c.open_streams(), 0);
 
-        r.send_request(2, head, true).unwrap();
+        r.send_request(2, &head, true).unwrap();
         pump(&mut r, &mut c, t).unwrap();
         c.send_ack(2).unwrap();
         c.send_response(2, 200, Headers::new(), true).unwrap();

@@ -17,6 +17,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use connector::gather::Gather;
 use connector::pace::Pace;
+use connector::proto::headers::SharedHeaders;
 use connector::proto::{self, CancelReason, Headers, RequestHead};
 use connector::time::Timer;
 use hyper::body::Incoming;
@@ -91,7 +92,7 @@ async fn handle(cloud: Rc<Cloud>, req: Request<Incoming>) -> Response<Body> {
         // gone mid-upload): either way nothing reaches a connector.
         Err(refused) => return refusal(refused, limit).2,
     };
-    let head = RequestHead { method, path, headers };
+    let head = Rc::new(RequestHead { method, path, headers });
     let id = cloud.next_request_id();
     let (status, detail, resp) = relay(&cloud, app, id, head, &mut upload).await;
     if cloud.wants_request_events() {
@@ -155,15 +156,22 @@ fn user_headers(from: &hyper::HeaderMap) -> Headers {
 }
 
 /// The user's answer: the connector's status and headers over `body`.
-/// A type is named only when the backend gave none.
-fn answer(status: u16, headers: &Headers, body: Body) -> Response<Body> {
+/// A type is named only when the backend gave none. Values are slices of
+/// the connector's list, not copies; as before they were, only visible
+/// ASCII passes (`HeaderValue::from_str`'s rule: the slices' own check
+/// would also let other bytes through).
+fn answer(status: u16, headers: Headers, body: Body) -> Response<Body> {
     let mut resp = Response::new(body);
     *resp.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::BAD_GATEWAY);
+    let headers = SharedHeaders::from(headers);
     // Sized once (with room for a content type), not grown header by header.
     resp.headers_mut().reserve(headers.len() + 1);
-    for (n, v) in headers {
+    for (n, v) in headers.iter() {
+        if !v.is_ascii() {
+            continue;
+        }
         if let (Ok(n), Ok(v)) =
-            (hyper::header::HeaderName::from_bytes(n.as_bytes()), hyper::header::HeaderValue::from_str(v))
+            (hyper::header::HeaderName::from_bytes(n), hyper::header::HeaderValue::from_maybe_shared(v))
         {
             resp.headers_mut().append(n, v);
         }
@@ -180,7 +188,7 @@ async fn relay(
     cloud: &Rc<Cloud>,
     app: &App,
     id: u64,
-    head: RequestHead,
+    head: Rc<RequestHead>,
     upload: &mut Upload,
 ) -> (u16, String, Response<Body>) {
     let deadline = tokio::time::Instant::now() + cloud.config.dispatch_timeout;
@@ -265,7 +273,13 @@ enum Outcome {
     Failed(u16, String, String),
 }
 
-async fn offer(tunnel: &TunnelHandle, id: u64, head: RequestHead, upload: &mut Upload, patience: Duration) -> Outcome {
+async fn offer(
+    tunnel: &TunnelHandle,
+    id: u64,
+    head: Rc<RequestHead>,
+    upload: &mut Upload,
+    patience: Duration,
+) -> Outcome {
     let (reply, mut rx) = crate::body::replies();
     let pace = upload.streams().then(|| Rc::new(Pace::default()));
     let dispatch = Dispatch { id, head, body: upload.first.clone(), upload: pace.clone(), reply };
@@ -392,8 +406,8 @@ enum Answered {
 }
 
 impl Answering {
-    fn respond(&self, status: u16, body: Body) -> Response<Body> {
-        answer(status, &self.headers, body)
+    fn respond(&mut self, status: u16, body: Body) -> Response<Body> {
+        answer(status, std::mem::take(&mut self.headers), body)
     }
 
     /// Takes one delivery: the answer once there is one to give (whole,

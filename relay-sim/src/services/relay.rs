@@ -101,7 +101,7 @@ impl Carried {
         }
         let more = d.upload.is_some();
         let fin = d.body.is_empty() && !more;
-        let mut res = session.send_request(d.id, d.head, fin);
+        let mut res = session.send_request(d.id, &d.head, fin);
         if res.is_ok() && !d.body.is_empty() {
             res = session.send_body(d.id, d.body, !more);
         }

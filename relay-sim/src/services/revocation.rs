@@ -85,13 +85,13 @@ async fn handle(cloud: Rc<Cloud>, req: Request<Incoming>) -> Response<Body> {
             Err(e) => return respond(400, "text/plain", format!("request body: {e}")),
         };
         ocsp(&cloud, &body, now)
-    } else if OCSP_HOSTS.contains(&host.as_str()) && req.uri().path().len() > 1 {
+    } else if OCSP_HOSTS.contains(&&*host) && req.uri().path().len() > 1 {
         match ocsp_get_request(req.uri().path()) {
             Ok(der) => ocsp(&cloud, &der, now),
             Err(e) => respond(400, "text/plain", e),
         }
-    } else if TRUST_LIST_HOSTS.contains(&host.as_str()) {
-        cloud.emit(CloudEvent::TrustListServed { host: host.clone() });
+    } else if TRUST_LIST_HOSTS.contains(&&*host) {
+        cloud.emit(CloudEvent::TrustListServed { host: host.to_string() });
         respond(200, "text/plain", trust_list(&cloud))
     } else {
         let url = format!("http://{host}{}", req.uri().path());
