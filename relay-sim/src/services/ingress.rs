@@ -45,6 +45,8 @@ pub const URI_BYTES_MAX: usize = 16 << 10;
 /// still gets the user a clean gateway error (502); past it, only a cut
 /// connection (see [`crate::body`]).
 pub const STREAM_AFTER_BYTES: usize = 1 << 20;
+/// The header that tells a backend the host the user asked for.
+const FORWARDED_HOST: &str = "x-forwarded-host";
 /// How many tunnels one request may be offered to.
 const MAX_ATTEMPTS: u32 = 4;
 /// How long a request waits for a tunnel of its group to be available.
@@ -74,7 +76,7 @@ async fn handle(cloud: Rc<Cloud>, req: Request<Incoming>) -> Response<Body> {
     let mut path = String::with_capacity(base.len() + path_and_query.len());
     path.push_str(base);
     path.push_str(path_and_query);
-    let from_user = user_headers(req.headers());
+    let from_user = user_headers(req.headers(), host.len());
     let user = match preauth::check(&cloud, app, &from_user) {
         Ok(user) => user,
         Err(stopped) => {
@@ -83,8 +85,8 @@ async fn handle(cloud: Rc<Cloud>, req: Request<Incoming>) -> Response<Body> {
             return resp;
         }
     };
-    let mut headers = preauth::forwarded_headers(app, user.as_ref(), &from_user);
-    headers.push("x-forwarded-host", &host);
+    let mut headers = preauth::forwarded_headers(app, user.as_ref(), from_user);
+    headers.push(FORWARDED_HOST, &host);
     let limit = cloud.config.upload_bytes_max;
     let mut upload = match Upload::start(req.into_body(), STREAM_AFTER_BYTES, limit).await {
         Ok(upload) => upload,
@@ -142,11 +144,12 @@ fn refusal(refused: Refused, limit: u64) -> (u16, String, Response<Body>) {
     }
 }
 
-/// The user's headers but those of this hop (`Host` goes as
-/// `x-forwarded-host`), in one allocation.
-fn user_headers(from: &hyper::HeaderMap) -> Headers {
-    let text = from.iter().map(|(n, v)| n.as_str().len() + v.len()).sum();
-    let mut headers = Headers::with_capacity(from.len(), text);
+/// The user's headers but those of this hop, in one allocation with room
+/// for `x-forwarded-host` (a `Host` of `host_bytes`), which takes `Host`'s
+/// place at the end.
+fn user_headers(from: &hyper::HeaderMap, host_bytes: usize) -> Headers {
+    let text = from.iter().map(|(n, v)| n.as_str().len() + v.len()).sum::<usize>() + FORWARDED_HOST.len() + host_bytes;
+    let mut headers = Headers::with_capacity(from.len() + 1, text);
     for (n, v) in from {
         if n != hyper::header::HOST && n != hyper::header::CONNECTION {
             headers.push(n.as_str(), &proto::headers::text(v.as_bytes()));

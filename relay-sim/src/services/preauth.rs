@@ -135,8 +135,23 @@ pub fn check(cloud: &Cloud, app: &App, headers: &Headers) -> Result<Option<User>
 
 /// The headers as the connector gets them: the session cookie and any
 /// identity headers the client sent are removed; with header-based single
-/// sign-on, the signed-in user's are added.
-pub fn forwarded_headers(app: &App, user: Option<&User>, headers: &Headers) -> Headers {
+/// sign-on, the signed-in user's are added. A list with nothing to remove
+/// goes on as it came, not copied (most requests: no cookie).
+pub fn forwarded_headers(app: &App, user: Option<&User>, headers: Headers) -> Headers {
+    let screened =
+        |name: &str| [PRINCIPAL_HEADER, ON_PREMISES_HEADER, "cookie"].iter().any(|h| name.eq_ignore_ascii_case(h));
+    let mut out = if headers.iter().any(|(name, _)| screened(name)) { screen(&headers) } else { headers };
+    if let (SingleSignOn::Headers, Some(user)) = (app.sso, user) {
+        out.push(PRINCIPAL_HEADER, &user.upn);
+        if let UserSource::Synced { on_premises } = &user.source {
+            out.push(ON_PREMISES_HEADER, on_premises);
+        }
+    }
+    out
+}
+
+/// `headers` without identity headers and the session cookie.
+fn screen(headers: &Headers) -> Headers {
     // Room for the identity headers and `x-forwarded-host` too.
     let text = headers.iter().map(|(n, v)| n.len() + v.len()).sum::<usize>() + 256;
     let mut out = Headers::with_capacity(headers.len() + 3, text);
@@ -151,12 +166,6 @@ pub fn forwarded_headers(app: &App, user: Option<&User>, headers: &Headers) -> H
         let kept = without_session(value);
         if !kept.is_empty() {
             out.push(name, &kept);
-        }
-    }
-    if let (SingleSignOn::Headers, Some(user)) = (app.sso, user) {
-        out.push(PRINCIPAL_HEADER, &user.upn);
-        if let UserSource::Synced { on_premises } = &user.source {
-            out.push(ON_PREMISES_HEADER, on_premises);
         }
     }
     out
@@ -217,24 +226,32 @@ mod tests {
     fn the_session_cookie_is_found_and_never_forwarded() {
         let headers = h(&[("cookie", "a=1; AzureAppProxyAccessCookie=tok; b=2")]);
         assert_eq!(session_token(&headers).as_deref(), Some("tok"));
-        let fwd = forwarded_headers(&app(SingleSignOn::None), None, &headers);
+        let fwd = forwarded_headers(&app(SingleSignOn::None), None, headers.clone());
         assert_eq!(fwd, h(&[("cookie", "a=1; b=2")]));
-        let only =
-            forwarded_headers(&app(SingleSignOn::None), None, &h(&[("cookie", "AzureAppProxyAccessCookie=tok")]));
+        let only = forwarded_headers(&app(SingleSignOn::None), None, h(&[("cookie", "AzureAppProxyAccessCookie=tok")]));
         assert!(only.is_empty(), "{only:?}");
-        let kept = forwarded_headers(&app(SingleSignOn::None), None, &h(&[("a", "1"), ("Cookie", ""), ("b", "2")]));
+        let kept = forwarded_headers(&app(SingleSignOn::None), None, h(&[("a", "1"), ("Cookie", ""), ("b", "2")]));
         assert_eq!(kept, h(&[("a", "1"), ("b", "2")]), "an empty cookie header goes too; the rest keep their order");
+    }
+
+    #[test]
+    fn a_list_with_nothing_to_remove_goes_on_as_it_came() {
+        let plain = h(&[("a", "1"), ("accept", "*/*")]);
+        assert_eq!(forwarded_headers(&app(SingleSignOn::None), Some(&synced()), plain.clone()), plain);
+        let fwd = forwarded_headers(&app(SingleSignOn::Headers), Some(&synced()), plain);
+        let want = [("a", "1"), ("accept", "*/*"), (PRINCIPAL_HEADER, "alice@contoso.com")];
+        assert_eq!(fwd, h(&[want[0], want[1], want[2], (ON_PREMISES_HEADER, "CONTOSO\\alice")]));
     }
 
     #[test]
     fn a_client_cannot_name_itself_to_the_backend() {
         let claims = h(&[(PRINCIPAL_HEADER, "admin@contoso.com"), ("X-MS-CLIENT-ONPREM-ACCOUNT", "CONTOSO\\admin")]);
-        let fwd = forwarded_headers(&app(SingleSignOn::None), Some(&synced()), &claims);
+        let fwd = forwarded_headers(&app(SingleSignOn::None), Some(&synced()), claims);
         assert!(fwd.is_empty(), "without single sign-on the backend gets no identity: {fwd:?}");
         let fwd = forwarded_headers(
             &app(SingleSignOn::Headers),
             Some(&synced()),
-            &h(&[(PRINCIPAL_HEADER, "admin@contoso.com")]),
+            h(&[(PRINCIPAL_HEADER, "admin@contoso.com")]),
         );
         assert_eq!(fwd, h(&[(PRINCIPAL_HEADER, "alice@contoso.com"), (ON_PREMISES_HEADER, "CONTOSO\\alice")]));
     }
