@@ -19,6 +19,7 @@ pub mod netns;
 pub mod parallel;
 pub mod path;
 pub mod pgo;
+pub mod placement;
 pub mod plot;
 pub mod procs;
 pub mod realbench;

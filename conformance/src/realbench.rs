@@ -104,6 +104,8 @@ pub struct Cpu {
     /// Linux it cannot, and the idle share is left out). Whole machine:
     /// anything else running during the bench hides idle cores.
     pub machine: Option<Jiffies>,
+    /// Where the processes' threads ran during the run, core by core.
+    pub placement: crate::placement::Placement,
 }
 
 impl Cpu {
@@ -112,6 +114,7 @@ impl Cpu {
         Cpu {
             by_process: pids.iter().map(|(label, pid)| (label.clone(), cpu_ns(*pid).unwrap_or(0))).collect(),
             machine: Jiffies::read(),
+            placement: Default::default(),
         }
     }
 
@@ -129,7 +132,7 @@ impl Cpu {
             }
             _ => None,
         };
-        Cpu { by_process, machine }
+        Cpu { by_process, machine, placement: Default::default() }
     }
 
     /// Microseconds of CPU, all processes, per answered request.
@@ -322,8 +325,10 @@ pub fn measure(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Figures
             for (pi, (name, target)) in paths.iter().enumerate() {
                 progress(&format!("run {}/{}: {name}, {c} connections", run + 1, opts.runs.max(1)));
                 let before = Cpu::sample(&pids);
+                let sampler = crate::placement::Sampler::start(&pids)?;
                 let s = block_on(loadgen::closed_loop(target, c, opts.duration))?;
-                let cpu = Cpu::sample(&pids).since(&before);
+                let placement = sampler.stop();
+                let cpu = Cpu { placement, ..Cpu::sample(&pids).since(&before) };
                 procs.check_alive()?;
                 runs[pi][ci].push((s, cpu));
             }
@@ -755,6 +760,7 @@ pub fn render(f: &Figures, opts: &Options) -> String {
             out.push_str(&format!("  {:<16} c{c}: {}{idle}\n", p.name, parts.join(", ")));
         }
     }
+    out.push_str(&placement_lines(f, opts));
     out.push_str(&format!(
         "\nopen loop: {} requests/s for {}s (latency from when each request was due)\n\n",
         opts.rate,
@@ -791,6 +797,20 @@ pub fn render(f: &Figures, opts: &Options) -> String {
     out.push_str(&memory_lines(f));
     out.push_str(&floor_lines(f));
     out.push_str(&verdicts(f, opts));
+    out
+}
+
+/// Where each path's threads ran in its median run: two single-threaded
+/// forwarders kept on one core run at that core's pace, which neither
+/// the CPU figures nor the idle share show (see [`crate::placement`]).
+fn placement_lines(f: &Figures, opts: &Options) -> String {
+    let mut out = String::from("\nwhere the threads ran (share of samples running or waiting to run on each core):\n");
+    for ci in 0..opts.conns.len() {
+        for p in &f.paths {
+            let Some((c, _, cpu)) = p.closed.get(ci) else { continue };
+            out.push_str(&format!("  {:<16} c{c}: {}\n", p.name, cpu.placement.render()));
+        }
+    }
     out
 }
 
@@ -994,6 +1014,7 @@ mod tests {
         let cpu = |a: u64, b: u64, machine| Cpu {
             by_process: vec![("connsim".into(), a), ("relay-sim".into(), b)],
             machine: Some(machine),
+            placement: Default::default(),
         };
         let before = cpu(1_000, 5_000, Jiffies { idle: 100, all: 1_000 });
         let after = cpu(41_000, 65_000, Jiffies { idle: 150, all: 1_200 });
@@ -1069,6 +1090,22 @@ mod tests {
         // Nothing answered: no ratio to print.
         let silent = figures(vec![path(TUNNEL, [30_000, 4_500], true), path(FLOOR, [0, 5_700], false)]);
         assert!(render(&silent, &opts).contains("  c32: tunnel / floor n/a\n"));
+    }
+
+    #[test]
+    fn each_run_says_where_its_threads_ran() {
+        let mut tunnel = path(TUNNEL, [30_000, 4_500], true);
+        let on_core_0 = [("connector".to_string(), 9), ("relay-sim".to_string(), 8)].into_iter().collect();
+        tunnel.closed[0].2.placement = crate::placement::Placement {
+            samples: 10,
+            running: [(0, on_core_0)].into_iter().collect(),
+            together: Default::default(),
+        };
+        let f = Figures { paths: vec![tunnel], connector_idle_rss_kib: None, held: None, tunnels: 8 };
+        let text = render(&f, &options());
+        let lines = text.split("where the threads ran").nth(1).unwrap_or_default();
+        assert!(lines.contains("\n  connsim tunnel   c32: core 0: connector 90 %, relay-sim 80 %\n"), "{text}");
+        assert!(lines.contains("\n  connsim tunnel   c1: no samples\n"), "{text}");
     }
 
     #[test]
