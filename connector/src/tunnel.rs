@@ -346,7 +346,7 @@ where
                     Err((format!("read: {failure}"), Some(failure)))
                 }
             },
-            Some(out) = rx.recv() => link.outbound_all(out, &mut rx).map_err(|e| (e, None)),
+            Some(out) = rx.recv() => link.outbound_turn(out, &mut rx).await.map_err(|e| (e, None)),
             () = timer.wait() => {
                 link.session.handle_timeout(now()).map_err(|e| (e.to_string(), None))
             },
@@ -413,10 +413,18 @@ impl<'a> Link<'a> {
         crate::pace::follow(&mut self.paces, &self.session);
     }
 
-    /// Hands `out` and whatever else the handlers produced meanwhile to
-    /// the session, so that it all leaves in the same write.
-    fn outbound_all(&mut self, out: Outbound, rx: &mut mpsc::UnboundedReceiver<Outbound>) -> Result<(), String> {
+    /// Hands `out` and whatever else the handlers produce this turn to the
+    /// session, so that it all leaves in the same write, at the end of the
+    /// turn (see [`crate::outbox::end_of_turn`]).
+    async fn outbound_turn(&mut self, out: Outbound, rx: &mut mpsc::UnboundedReceiver<Outbound>) -> Result<(), String> {
         self.outbound(out)?;
+        self.outbound_ready(rx)?;
+        crate::outbox::end_of_turn().await;
+        self.outbound_ready(rx)
+    }
+
+    /// Hands the session what the handlers have produced so far.
+    fn outbound_ready(&mut self, rx: &mut mpsc::UnboundedReceiver<Outbound>) -> Result<(), String> {
         while let Ok(more) = rx.try_recv() {
             self.outbound(more)?;
         }

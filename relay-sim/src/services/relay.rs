@@ -87,6 +87,19 @@ impl Carried {
         }
     }
 
+    /// Acts on every word from the ingress waiting now.
+    fn take_ready(
+        &mut self,
+        session: &mut Session,
+        open: bool,
+        rx: &mut mpsc::UnboundedReceiver<ToTunnel>,
+    ) -> Result<(), String> {
+        while let Ok(word) = rx.try_recv() {
+            self.take(session, open, word)?;
+        }
+        Ok(())
+    }
+
     /// Puts a user's request on the session. A head that cannot be framed
     /// fails that request alone; any other refusal fails it (unacknowledged)
     /// and ends the tunnel.
@@ -295,16 +308,14 @@ async fn tunnel(cloud: Rc<Cloud>, endpoint: String, info: ConnInfo, stream: TlsS
                 Err(e) => Err(format!("read: {e}")),
             },
             Some(d) = rx.recv() => {
-                // And every other request waiting, so they share the write.
+                // And every other request of this turn, so they share the
+                // write, which goes last in the turn (see `end_of_turn`).
                 // After the connector's GoAway (no longer routed here), what
                 // was already on its way is offered to another tunnel.
                 let open = registration.is_some();
-                let mut res = carried.take(&mut session, open, d);
-                while res.is_ok() {
-                    let Ok(more) = rx.try_recv() else { break };
-                    res = carried.take(&mut session, open, more);
-                }
-                res
+                let res = carried.take(&mut session, open, d).and_then(|()| carried.take_ready(&mut session, open, &mut rx));
+                connector::outbox::end_of_turn().await;
+                res.and_then(|()| carried.take_ready(&mut session, open, &mut rx))
             },
             () = timer.wait() => session.handle_timeout(now()).map_err(|e| e.to_string()),
             () = cloud.routing_changes() => Ok(()),
