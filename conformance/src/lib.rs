@@ -19,7 +19,6 @@ pub mod netns;
 pub mod parallel;
 pub mod path;
 pub mod pgo;
-pub mod placement;
 pub mod plot;
 pub mod procs;
 pub mod realbench;

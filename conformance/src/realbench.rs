@@ -104,35 +104,39 @@ pub struct Cpu {
     /// Linux it cannot, and the idle share is left out). Whole machine:
     /// anything else running during the bench hides idle cores.
     pub machine: Option<Jiffies>,
-    /// Where the processes' threads ran during the run, core by core.
-    pub placement: crate::placement::Placement,
+    /// Nanoseconds each process's threads were ready to run but waited
+    /// for a core (the kernel's run delay), by label as `by_process`.
+    /// Two single-threaded forwarders kept on one core wait for each
+    /// other while the other core idles: neither the CPU figures nor the
+    /// idle share show whose wait it was.
+    pub waiting: Vec<(String, u64)>,
 }
 
 impl Cpu {
     /// Every process's CPU time so far.
     fn sample(pids: &[(String, u32)]) -> Cpu {
+        let spent: Vec<(&String, Schedstat)> =
+            pids.iter().map(|(label, pid)| (label, schedstat(*pid).unwrap_or_default())).collect();
         Cpu {
-            by_process: pids.iter().map(|(label, pid)| (label.clone(), cpu_ns(*pid).unwrap_or(0))).collect(),
+            by_process: spent.iter().map(|(label, s)| ((*label).clone(), s.on_cpu_ns)).collect(),
             machine: Jiffies::read(),
-            placement: Default::default(),
+            waiting: spent.iter().map(|(label, s)| ((*label).clone(), s.waiting_ns)).collect(),
         }
     }
 
     /// What each process spent between `before` and `self`.
     fn since(&self, before: &Cpu) -> Cpu {
-        let by_process = self
-            .by_process
-            .iter()
-            .zip(&before.by_process)
-            .map(|((label, after), (_, before))| (label.clone(), after.saturating_sub(*before)))
-            .collect();
+        let between = |after: &[(String, u64)], before: &[(String, u64)]| -> Vec<(String, u64)> {
+            after.iter().zip(before).map(|((label, a), (_, b))| (label.clone(), a.saturating_sub(*b))).collect()
+        };
+        let by_process = between(&self.by_process, &before.by_process);
         let machine = match (self.machine, before.machine) {
             (Some(a), Some(b)) => {
                 Some(Jiffies { idle: a.idle.saturating_sub(b.idle), all: a.all.saturating_sub(b.all) })
             }
             _ => None,
         };
-        Cpu { by_process, machine, placement: Default::default() }
+        Cpu { by_process, machine, waiting: between(&self.waiting, &before.waiting) }
     }
 
     /// Microseconds of CPU, all processes, per answered request.
@@ -142,8 +146,13 @@ impl Cpu {
 
     /// Microseconds of CPU per answered request, process by process.
     pub fn by_process_us<'a>(&'a self, stats: &Stats) -> impl Iterator<Item = (&'a str, f64)> + 'a {
-        let answered = stats.ok.max(1) as f64;
-        self.by_process.iter().map(move |(label, ns)| (label.as_str(), *ns as f64 / 1000.0 / answered))
+        per_request_us(&self.by_process, stats)
+    }
+
+    /// Microseconds a process waited for a core per answered request,
+    /// process by process.
+    pub fn waiting_us<'a>(&'a self, stats: &Stats) -> impl Iterator<Item = (&'a str, f64)> + 'a {
+        per_request_us(&self.waiting, stats)
     }
 
     /// The share of the machine's cores left idle (a difference of two
@@ -186,14 +195,40 @@ impl Jiffies {
     }
 }
 
-/// CPU time of every thread of `pid` so far (`/proc/PID/task/*/schedstat`,
-/// nanoseconds on the CPU); `None` off Linux or once the process is gone.
-fn cpu_ns(pid: u32) -> Option<u64> {
+/// Nanoseconds per answered request, as microseconds, by label.
+fn per_request_us<'a>(ns: &'a [(String, u64)], stats: &Stats) -> impl Iterator<Item = (&'a str, f64)> + 'a {
+    let answered = stats.ok.max(1) as f64;
+    ns.iter().map(move |(label, ns)| (label.as_str(), *ns as f64 / 1000.0 / answered))
+}
+
+/// What the kernel counted for a process's threads so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Schedstat {
+    /// On a CPU.
+    on_cpu_ns: u64,
+    /// Ready to run, waiting for a CPU.
+    waiting_ns: u64,
+}
+
+impl Schedstat {
+    /// A thread's `schedstat` line: time on a CPU, time waiting for one
+    /// (nanoseconds), and how many times it ran.
+    fn parse(line: &str) -> Option<Schedstat> {
+        let mut fields = line.split_whitespace().map(|v| v.parse::<u64>().ok());
+        Some(Schedstat { on_cpu_ns: fields.next()??, waiting_ns: fields.next()?? })
+    }
+}
+
+/// Every thread of `pid` so far (`/proc/PID/task/*/schedstat`); `None`
+/// off Linux or once the process is gone.
+fn schedstat(pid: u32) -> Option<Schedstat> {
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
-    let mut total = 0u64;
+    let mut total = Schedstat::default();
     for task in tasks.flatten() {
         let Ok(text) = std::fs::read_to_string(task.path().join("schedstat")) else { continue };
-        total += text.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        let thread = Schedstat::parse(&text).unwrap_or_default();
+        total.on_cpu_ns += thread.on_cpu_ns;
+        total.waiting_ns += thread.waiting_ns;
     }
     Some(total)
 }
@@ -325,10 +360,8 @@ pub fn measure(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Figures
             for (pi, (name, target)) in paths.iter().enumerate() {
                 progress(&format!("run {}/{}: {name}, {c} connections", run + 1, opts.runs.max(1)));
                 let before = Cpu::sample(&pids);
-                let sampler = crate::placement::Sampler::start(&pids)?;
                 let s = block_on(loadgen::closed_loop(target, c, opts.duration))?;
-                let placement = sampler.stop();
-                let cpu = Cpu { placement, ..Cpu::sample(&pids).since(&before) };
+                let cpu = Cpu::sample(&pids).since(&before);
                 procs.check_alive()?;
                 runs[pi][ci].push((s, cpu));
             }
@@ -760,7 +793,7 @@ pub fn render(f: &Figures, opts: &Options) -> String {
             out.push_str(&format!("  {:<16} c{c}: {}{idle}\n", p.name, parts.join(", ")));
         }
     }
-    out.push_str(&placement_lines(f, opts));
+    out.push_str(&waiting_lines(f, opts));
     out.push_str(&format!(
         "\nopen loop: {} requests/s for {}s (latency from when each request was due)\n\n",
         opts.rate,
@@ -800,15 +833,17 @@ pub fn render(f: &Figures, opts: &Options) -> String {
     out
 }
 
-/// Where each path's threads ran in its median run: two single-threaded
-/// forwarders kept on one core run at that core's pace, which neither
-/// the CPU figures nor the idle share show (see [`crate::placement`]).
-fn placement_lines(f: &Figures, opts: &Options) -> String {
-    let mut out = String::from("\nwhere the threads ran (share of samples running or waiting to run on each core):\n");
+/// How long each process was ready to run but waited for a core, per
+/// request: with a core idle beside it, the wait is where the scheduler
+/// put the process, not what the machine could do.
+fn waiting_lines(f: &Figures, opts: &Options) -> String {
+    let mut out = String::from("\nwaiting for a core per request (us), ready to run but not running:\n");
     for ci in 0..opts.conns.len() {
         for p in &f.paths {
-            let Some((c, _, cpu)) = p.closed.get(ci) else { continue };
-            out.push_str(&format!("  {:<16} c{c}: {}\n", p.name, cpu.placement.render()));
+            let Some((c, s, cpu)) = p.closed.get(ci) else { continue };
+            let parts: Vec<String> =
+                cpu.waiting_us(s).filter(|(_, us)| *us >= 0.05).map(|(label, us)| format!("{label} {us:.1}")).collect();
+            out.push_str(&format!("  {:<16} c{c}: {}\n", p.name, parts.join(", ")));
         }
     }
     out
@@ -1014,7 +1049,7 @@ mod tests {
         let cpu = |a: u64, b: u64, machine| Cpu {
             by_process: vec![("connsim".into(), a), ("relay-sim".into(), b)],
             machine: Some(machine),
-            placement: Default::default(),
+            waiting: vec![("connsim".into(), a / 10), ("relay-sim".into(), b / 10)],
         };
         let before = cpu(1_000, 5_000, Jiffies { idle: 100, all: 1_000 });
         let after = cpu(41_000, 65_000, Jiffies { idle: 150, all: 1_200 });
@@ -1093,19 +1128,23 @@ mod tests {
     }
 
     #[test]
-    fn each_run_says_where_its_threads_ran() {
+    fn each_run_says_who_waited_for_a_core() {
         let mut tunnel = path(TUNNEL, [30_000, 4_500], true);
-        let on_core_0 = [("connector".to_string(), 9), ("relay-sim".to_string(), 8)].into_iter().collect();
-        tunnel.closed[0].2.placement = crate::placement::Placement {
-            samples: 10,
-            running: [(0, on_core_0)].into_iter().collect(),
-            together: Default::default(),
-        };
+        // 30,000 answers; the connector waited 90 ms in all, 3 us each.
+        tunnel.closed[0].2.waiting = vec![("connector".into(), 90_000_000), ("relay-sim".into(), 0)];
         let f = Figures { paths: vec![tunnel], connector_idle_rss_kib: None, held: None, tunnels: 8 };
         let text = render(&f, &options());
-        let lines = text.split("where the threads ran").nth(1).unwrap_or_default();
-        assert!(lines.contains("\n  connsim tunnel   c32: core 0: connector 90 %, relay-sim 80 %\n"), "{text}");
-        assert!(lines.contains("\n  connsim tunnel   c1: no samples\n"), "{text}");
+        let lines = text.split("waiting for a core").nth(1).unwrap_or_default();
+        assert!(lines.contains("\n  connsim tunnel   c32: connector 3.0\n"), "{text}");
+        assert!(lines.contains("\n  connsim tunnel   c1: \n"), "{text}");
+    }
+
+    #[test]
+    fn a_schedstat_line_is_time_on_a_cpu_then_waiting() {
+        let line = "1234567 890 42\n";
+        assert_eq!(Schedstat::parse(line), Some(Schedstat { on_cpu_ns: 1_234_567, waiting_ns: 890 }));
+        assert_eq!(Schedstat::parse("12"), None);
+        assert_eq!(Schedstat::parse("x 1 2"), None);
     }
 
     #[test]
@@ -1176,8 +1215,8 @@ mod tests {
                 x = x.wrapping_mul(31).wrapping_add(i);
             }
             assert!(std::hint::black_box(x) != 1);
-            assert!(cpu_ns(std::process::id()).is_some_and(|ns| ns > 0));
-            assert_eq!(cpu_ns(u32::MAX), None);
+            assert!(schedstat(std::process::id()).is_some_and(|s| s.on_cpu_ns > 0));
+            assert_eq!(schedstat(u32::MAX), None);
         }
     }
 }
