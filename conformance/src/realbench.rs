@@ -843,7 +843,8 @@ fn waiting_lines(f: &Figures, opts: &Options) -> String {
             let Some((c, s, cpu)) = p.closed.get(ci) else { continue };
             let parts: Vec<String> =
                 cpu.waiting_us(s).filter(|(_, us)| *us >= 0.05).map(|(label, us)| format!("{label} {us:.1}")).collect();
-            out.push_str(&format!("  {:<16} c{c}: {}\n", p.name, parts.join(", ")));
+            let parts = if parts.is_empty() { "none".to_string() } else { parts.join(", ") };
+            out.push_str(&format!("  {:<16} c{c}: {parts}\n", p.name));
         }
     }
     out
@@ -1136,7 +1137,7 @@ mod tests {
         let text = render(&f, &options());
         let lines = text.split("waiting for a core").nth(1).unwrap_or_default();
         assert!(lines.contains("\n  connsim tunnel   c32: connector 3.0\n"), "{text}");
-        assert!(lines.contains("\n  connsim tunnel   c1: \n"), "{text}");
+        assert!(lines.contains("\n  connsim tunnel   c1: none\n"), "{text}");
     }
 
     #[test]

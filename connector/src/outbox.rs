@@ -65,9 +65,10 @@ impl Outbox {
 /// one core for much of a closed loop at 32 connections while the other
 /// core idled (BENCHMARKS, round seventeen: with this wait at both ends,
 /// `wrk -c32` through the tunnel 32,677 / 34,693 / 30,663 / 31,587 →
-/// 39,250 / 34,182 / 37,271 / 38,691 requests/s, alternating rounds). At
-/// one connection there is nothing else to run: the wait costs a look at
-/// the sockets (one `epoll_wait` without a timeout).
+/// 39,250 / 34,182 / 37,271 / 38,691 requests/s, alternating rounds).
+/// The wait costs a look at the sockets (a zero-timeout `epoll_wait`) and
+/// a turn of the scheduler, about 2,000 instructions: a driver that took
+/// one request's output alone (one connection's load) writes at once.
 pub async fn end_of_turn() {
     tokio::task::yield_now().await;
 }

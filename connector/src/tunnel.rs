@@ -417,18 +417,25 @@ impl<'a> Link<'a> {
     /// session, so that it all leaves in the same write, at the end of the
     /// turn (see [`crate::outbox::end_of_turn`]).
     async fn outbound_turn(&mut self, out: Outbound, rx: &mut mpsc::UnboundedReceiver<Outbound>) -> Result<(), String> {
+        let first = out.id();
         self.outbound(out)?;
-        self.outbound_ready(rx)?;
-        crate::outbox::end_of_turn().await;
-        self.outbound_ready(rx)
+        // One request's answer alone (one connection's load): nothing to
+        // gather, and the wait would cost a look at the sockets.
+        if self.outbound_ready(rx, first)? {
+            crate::outbox::end_of_turn().await;
+        }
+        self.outbound_ready(rx, first).map(drop)
     }
 
-    /// Hands the session what the handlers have produced so far.
-    fn outbound_ready(&mut self, rx: &mut mpsc::UnboundedReceiver<Outbound>) -> Result<(), String> {
+    /// Hands the session what the handlers have produced so far; whether
+    /// any of it was for another request than `first`.
+    fn outbound_ready(&mut self, rx: &mut mpsc::UnboundedReceiver<Outbound>, first: u64) -> Result<bool, String> {
+        let mut others = false;
         while let Ok(more) = rx.try_recv() {
+            others |= more.id() != first;
             self.outbound(more)?;
         }
-        Ok(())
+        Ok(others)
     }
 
     fn on_event(&mut self, ev: Event) {

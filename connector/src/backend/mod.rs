@@ -71,6 +71,18 @@ pub enum Outbound {
     },
 }
 
+impl Outbound {
+    /// The request it belongs to.
+    pub fn id(&self) -> u64 {
+        match self {
+            Outbound::Head { id, .. }
+            | Outbound::Body { id, .. }
+            | Outbound::Reset { id }
+            | Outbound::Consumed { id, .. } => *id,
+        }
+    }
+}
+
 /// A request body for the backend: whole, or its start and then the
 /// pieces the tunnel feeds as they arrive (see [`crate::inflight`]). A
 /// feed that ends without its `fin` (the relay cancelled the request, or

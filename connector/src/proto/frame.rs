@@ -154,7 +154,7 @@ impl Frame {
     fn kind(&self) -> u8 {
         match self {
             Frame::Hello { .. } => 1,
-            Frame::Request { .. } => 2,
+            Frame::Request { .. } => REQUEST,
             Frame::Body { .. } => 3,
             Frame::Response { .. } => 4,
             Frame::Ack { .. } => 5,
@@ -183,7 +183,7 @@ impl Frame {
         max_frame_bytes: u32,
         out: &mut BytesMut,
     ) -> Result<(), FrameError> {
-        encode_framed(2, max_frame_bytes, out, |out| put_request(out, id, fin, method, path, headers))
+        encode_framed(REQUEST, max_frame_bytes, out, |out| put_request(out, id, fin, method, path, headers))
     }
 
     fn encode_payload(&self, out: &mut BytesMut) -> Result<(), FrameError> {
@@ -241,6 +241,10 @@ fn kind_name(kind: u8) -> &'static str {
         _ => "unknown",
     }
 }
+
+/// A Request frame's kind byte ([`Frame::encode_request`] writes one
+/// without a [`Frame`]).
+const REQUEST: u8 = 2;
 
 /// The frame of `kind` whose payload `payload` appends, with its length
 /// in front; nothing appended if it fails or is over `max_frame_bytes`.
@@ -639,6 +643,23 @@ mod tests {
         let whole = [&head[..], &[0, 1], &[0, 1, b'a', 0, 1, b'x']].concat();
         let Ok(Some(Frame::Response { headers, .. })) = frame(&whole) else { panic!("{:?}", frame(&whole)) };
         assert_eq!(headers.iter().collect::<Vec<_>>(), [("a", "x")]);
+    }
+
+    /// A request encoded from borrowed parts is the frame encoded whole,
+    /// byte for byte, and fails the same way when too large.
+    #[test]
+    fn a_request_from_parts_is_the_request_frame() {
+        let headers: Headers = [("host", "a"), ("x-b", "c\u{e9}")].into_iter().collect();
+        let frame =
+            Frame::Request { id: 9, method: "POST".into(), path: "/p?q".into(), headers: headers.clone(), fin: true };
+        let (mut whole, mut parts) = (BytesMut::new(), BytesMut::new());
+        frame.encode(DEFAULT_MAX_FRAME_BYTES, &mut whole).unwrap();
+        Frame::encode_request(9, ("POST", "/p?q", &headers), true, DEFAULT_MAX_FRAME_BYTES, &mut parts).unwrap();
+        assert_eq!(whole, parts);
+        let small = 20;
+        let err = frame.encode(small, &mut whole).unwrap_err();
+        assert_eq!(Frame::encode_request(9, ("POST", "/p?q", &headers), true, small, &mut parts), Err(err));
+        assert_eq!(whole, parts, "nothing appended by a failed encode");
     }
 
     /// Names and values are checked as one text, yet an error still names

@@ -160,9 +160,9 @@ fn user_headers(from: &hyper::HeaderMap, host_bytes: usize) -> Headers {
 
 /// The user's answer: the connector's status and headers over `body`.
 /// A type is named only when the backend gave none. Values are slices of
-/// the connector's list, not copies; as before they were, only visible
-/// ASCII passes (`HeaderValue::from_str`'s rule: the slices' own check
-/// would also let other bytes through).
+/// the connector's list, not copies, checked as `HeaderValue::from_str`
+/// checked them before: no control characters but tab, no DEL; other
+/// bytes (UTF-8 text from the backend) pass.
 fn answer(status: u16, headers: Headers, body: Body) -> Response<Body> {
     let mut resp = Response::new(body);
     *resp.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::BAD_GATEWAY);
@@ -170,9 +170,6 @@ fn answer(status: u16, headers: Headers, body: Body) -> Response<Body> {
     // Sized once (with room for a content type), not grown header by header.
     resp.headers_mut().reserve(headers.len() + 1);
     for (n, v) in headers.iter() {
-        if !v.is_ascii() {
-            continue;
-        }
         if let (Ok(n), Ok(v)) =
             (hyper::header::HeaderName::from_bytes(n), hyper::header::HeaderValue::from_maybe_shared(v))
         {
@@ -473,5 +470,35 @@ fn failed(id: u64, acked: bool, next: Option<Delivery>) -> Outcome {
         None => lost(acked, format!("relay lost while serving request {id}")),
         // Taken by `Answering::take`.
         Some(Delivery::Acked | Delivery::Head { .. } | Delivery::Body { .. }) => Outcome::NotAccepted,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every header the connector relays reaches the user exactly when
+    /// `HeaderValue::from_str`, which copied each value before, takes it.
+    #[test]
+    fn answer_headers_pass_as_their_copies_did() {
+        let pairs = [
+            ("content-length", "5"),
+            ("x-name", "caf\u{e9}"),
+            ("x-tab", "a\tb"),
+            ("x-empty", ""),
+            ("x-del", "a\u{7f}"),
+            ("x-ctl", "a\u{1}"),
+            ("bad name", "v"),
+        ];
+        let resp = answer(201, pairs.iter().copied().collect(), Body::whole(Bytes::from_static(b"hello")));
+        assert_eq!(resp.status(), 201);
+        let h = resp.headers();
+        for (name, value) in pairs {
+            let before = hyper::header::HeaderName::from_bytes(name.as_bytes()).is_ok()
+                && hyper::header::HeaderValue::from_str(value).is_ok();
+            assert_eq!(h.get(name).map(|v| v.as_bytes()), before.then_some(value.as_bytes()), "{name}");
+        }
+        assert!(h.contains_key("x-name"), "UTF-8 text from a backend passes");
+        assert_eq!(h[hyper::header::CONTENT_TYPE], "application/octet-stream");
     }
 }

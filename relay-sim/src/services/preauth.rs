@@ -138,8 +138,6 @@ pub fn check(cloud: &Cloud, app: &App, headers: &Headers) -> Result<Option<User>
 /// sign-on, the signed-in user's are added. A list with nothing to remove
 /// goes on as it came, not copied (most requests: no cookie).
 pub fn forwarded_headers(app: &App, user: Option<&User>, headers: Headers) -> Headers {
-    let screened =
-        |name: &str| [PRINCIPAL_HEADER, ON_PREMISES_HEADER, "cookie"].iter().any(|h| name.eq_ignore_ascii_case(h));
     let mut out = if headers.iter().any(|(name, _)| screened(name)) { screen(&headers) } else { headers };
     if let (SingleSignOn::Headers, Some(user)) = (app.sso, user) {
         out.push(PRINCIPAL_HEADER, &user.upn);
@@ -150,17 +148,27 @@ pub fn forwarded_headers(app: &App, user: Option<&User>, headers: Headers) -> He
     out
 }
 
+/// Identity headers a client may not send for itself (the ingress sets
+/// them from the session, or nothing).
+const IDENTITY_HEADERS: [&str; 2] = [PRINCIPAL_HEADER, ON_PREMISES_HEADER];
+
+/// Whether [`screen`] takes out or changes a header of this name: the one
+/// list both decide by.
+fn screened(name: &str) -> bool {
+    name.eq_ignore_ascii_case("cookie") || IDENTITY_HEADERS.iter().any(|h| name.eq_ignore_ascii_case(h))
+}
+
 /// `headers` without identity headers and the session cookie.
 fn screen(headers: &Headers) -> Headers {
     // Room for the identity headers and `x-forwarded-host` too.
     let text = headers.iter().map(|(n, v)| n.len() + v.len()).sum::<usize>() + 256;
     let mut out = Headers::with_capacity(headers.len() + 3, text);
     for (name, value) in headers {
-        if name.eq_ignore_ascii_case(PRINCIPAL_HEADER) || name.eq_ignore_ascii_case(ON_PREMISES_HEADER) {
+        if !screened(name) {
+            out.push(name, value);
             continue;
         }
         if !name.eq_ignore_ascii_case("cookie") {
-            out.push(name, value);
             continue;
         }
         let kept = without_session(value);

@@ -313,8 +313,13 @@ async fn tunnel(cloud: Rc<Cloud>, endpoint: String, info: ConnInfo, stream: TlsS
                 // After the connector's GoAway (no longer routed here), what
                 // was already on its way is offered to another tunnel.
                 let open = registration.is_some();
+                // One word alone (one connection's load): nothing to
+                // gather, and the wait would cost a look at the sockets.
+                let more = !rx.is_empty();
                 let res = carried.take(&mut session, open, d).and_then(|()| carried.take_ready(&mut session, open, &mut rx));
-                connector::outbox::end_of_turn().await;
+                if more && res.is_ok() {
+                    connector::outbox::end_of_turn().await;
+                }
                 res.and_then(|()| carried.take_ready(&mut session, open, &mut rx))
             },
             () = timer.wait() => session.handle_timeout(now()).map_err(|e| e.to_string()),
