@@ -82,6 +82,9 @@ enum Command {
     /// p50/p99 through relay-sim's ingress, a TLS tunnel and the connector
     /// to a backend, beside the same backend hit directly (and through
     /// rathole with --rathole), in one run; and the connector's idle memory.
+    /// For each closed loop it also prints each process's CPU a request,
+    /// how long each waited for a core a request (ready to run, not
+    /// running), and the share of the cores left idle.
     ///
     /// Starts the relay-sim and connector binaries found next to connsim
     /// (build them with `cargo build --release --workspace`), on 127.0.0.1
