@@ -208,7 +208,7 @@ where
 
 /// The host a request was sent to (its `Host` header without the port),
 /// lowercased; empty when there is none. Borrowed unless it had capitals
-/// (a copy a request was ~1 % of the ingress's allocations).
+/// (a copy was one of the ingress's ~24 allocations a request).
 pub fn request_host<B>(req: &Request<B>) -> std::borrow::Cow<'_, str> {
     let host = req.headers().get(hyper::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default();
     let host = host.split(':').next().unwrap_or(host);
