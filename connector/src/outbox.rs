@@ -72,7 +72,7 @@ impl Outbox {
 /// `wrk -c32` through the tunnel 32,677 / 34,693 / 30,663 / 31,587 →
 /// 39,250 / 34,182 / 37,271 / 38,691 requests/s, alternating rounds; the
 /// connector's wait for a core fell from ~6.3 to ~2.9 µs a request, and
-/// the batches grew by a quarter to a third).
+/// the batches grew by a quarter to a half).
 /// The wait costs a look at the sockets (a zero-timeout `epoll_wait`) and
 /// a turn of the scheduler, about 2,000 instructions: a driver that took
 /// one request's output alone (one connection's load) writes at once.
