@@ -49,11 +49,7 @@ impl Headers {
     /// frame by its 256 KiB maximum, a backend's head by 64 KiB, a user's
     /// by the ingress).
     pub fn push(&mut self, name: &str, value: &str) {
-        let (Ok(name_end), Ok(value_end)) =
-            (u32::try_from(self.text.len() + name.len()), u32::try_from(self.text.len() + name.len() + value.len()))
-        else {
-            return;
-        };
+        let Some((name_end, value_end)) = ends_after(self.text.len(), name.len(), value.len()) else { return };
         self.text.push_str(name);
         self.text.push_str(value);
         self.ends.push((name_end, value_end));
@@ -91,14 +87,27 @@ impl Headers {
 
     /// Header `i` as (name, value).
     fn at(&self, i: usize) -> Option<(&str, &str)> {
-        let &(name_end, value_end) = self.ends.get(i)?;
-        let start = match i.checked_sub(1) {
-            Some(before) => self.ends.get(before)?.1,
-            None => 0,
-        };
-        let (start, name_end, value_end) = (start as usize, name_end as usize, value_end as usize);
-        Some((self.text.get(start..name_end)?, self.text.get(name_end..value_end)?))
+        let (name, value) = span(&self.ends, i)?;
+        Some((self.text.get(name)?, self.text.get(value)?))
     }
+}
+
+/// Where a header's name and value end in a list's text of `len` bytes
+/// once they are appended; `None` past the 4 GiB a list holds.
+fn ends_after(len: usize, name: usize, value: usize) -> Option<(u32, u32)> {
+    Some((u32::try_from(len + name).ok()?, u32::try_from(len + name + value).ok()?))
+}
+
+/// Where header `i`'s name and value lie in its list's text: each header
+/// starts where the one before it ends.
+fn span(ends: &[(u32, u32)], i: usize) -> Option<(std::ops::Range<usize>, std::ops::Range<usize>)> {
+    let &(name_end, value_end) = ends.get(i)?;
+    let start = match i.checked_sub(1) {
+        Some(before) => ends.get(before)?.1,
+        None => 0,
+    };
+    let (start, name_end, value_end) = (start as usize, name_end as usize, value_end as usize);
+    Some((start..name_end, name_end..value_end))
 }
 
 /// A header list as one shared buffer, for a consumer that wants values
@@ -121,10 +130,11 @@ impl SharedHeaders {
 
     /// The headers in order, as (name's bytes, value).
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], Bytes)> + '_ {
-        let starts = std::iter::once(0).chain(self.ends.iter().map(|&(_, value_end)| value_end));
-        starts.zip(self.ends.iter()).map(|(start, &(name_end, value_end))| {
-            let (start, name_end, value_end) = (start as usize, name_end as usize, value_end as usize);
-            (&self.text[start..name_end], self.text.slice(name_end..value_end))
+        (0..self.len()).filter_map(|i| {
+            let (name, value) = span(&self.ends, i)?;
+            // Checked before slicing: `Bytes::slice` panics out of range.
+            self.text.get(value.clone())?;
+            Some((self.text.get(name)?, self.text.slice(value)))
         })
     }
 }
@@ -155,11 +165,7 @@ impl RawHeaders {
     /// Appends `name: value`; `false` (and nothing kept) past the 4 GiB a
     /// list holds, as [`Headers::push`].
     pub fn push(&mut self, name: &[u8], value: &[u8]) -> bool {
-        let (Ok(name_end), Ok(value_end)) =
-            (u32::try_from(self.text.len() + name.len()), u32::try_from(self.text.len() + name.len() + value.len()))
-        else {
-            return false;
-        };
+        let Some((name_end, value_end)) = ends_after(self.text.len(), name.len(), value.len()) else { return false };
         self.text.extend_from_slice(name);
         self.text.extend_from_slice(value);
         self.ends.push((name_end, value_end));
