@@ -6,12 +6,14 @@
 //! the connector pushes a large download up; both sockets' buffers fill,
 //! each side waits in its write for the other to read, and every request on
 //! the tunnel hangs until the user's time limit. With an outbox the write is
-//! one branch of the driver's `select!` beside the read.
+//! one of the sources the driver polls beside the read.
 
 use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWrite;
 
 /// One batch of a session's output on its way into the transport.
 #[derive(Debug, Default)]
@@ -38,22 +40,29 @@ impl Outbox {
     /// pushes it out of the transport's buffers. True once the batch is
     /// gone. Cancel-safe: a step dropped before it completes is repeated.
     pub async fn progress<W: AsyncWrite + Unpin>(&mut self, w: &mut W) -> io::Result<bool> {
+        std::future::poll_fn(|cx| self.poll_progress(cx, w)).await
+    }
+
+    /// [`Outbox::progress`] as a poll, for a loop that polls its sources
+    /// itself ([`crate::wakes`]). Only a completed write or flush changes
+    /// the outbox, so a `Pending` step is repeated whole.
+    pub fn poll_progress<W: AsyncWrite + Unpin>(&mut self, cx: &mut Context<'_>, w: &mut W) -> Poll<io::Result<bool>> {
         if self.written < self.batch.len() {
-            let n = w.write(&self.batch[self.written..]).await?;
+            let n = ready!(Pin::new(&mut *w).poll_write(cx, &self.batch[self.written..]))?;
             if n == 0 {
-                return Err(io::Error::new(io::ErrorKind::WriteZero, "transport took no bytes"));
+                return Poll::Ready(Err(io::Error::new(io::ErrorKind::WriteZero, "transport took no bytes")));
             }
             self.written += n;
             if self.written < self.batch.len() {
-                return Ok(false);
+                return Poll::Ready(Ok(false));
             }
             // All written: the flush follows in the same step (usually at
             // once), not in another turn of the driver's loop, which the
             // peer just woken on this core would wait for.
         }
-        w.flush().await?;
+        ready!(Pin::new(w).poll_flush(cx))?;
         *self = Outbox::default();
-        Ok(true)
+        Poll::Ready(Ok(true))
     }
 }
 

@@ -119,25 +119,30 @@ impl Timer {
     }
 
     /// Aims the timer at `deadline`. A timer that has fired fires again
-    /// (at once, if `deadline` has passed), as a new sleep would.
-    pub fn set(&mut self, deadline: Instant) {
+    /// (at once, if `deadline` has passed), as a new sleep would. True if
+    /// it was aimed anew (false: it already waited for `deadline`).
+    pub fn set(&mut self, deadline: Instant) -> bool {
         if deadline == self.sleep.deadline() && !self.sleep.is_elapsed() {
-            return;
+            return false;
         }
         self.announced = Announced(None);
         self.sleep.as_mut().reset(deadline);
         self.announced = Announced::new(deadline);
+        true
     }
 
     /// Completes at the deadline; the announcement ends with it. Once
     /// fired it stays complete until [`Timer::set`] aims it again, so a
     /// loop sets it at every turn, as it would build a new sleep.
     pub fn wait(&mut self) -> impl Future<Output = ()> + '_ {
-        std::future::poll_fn(move |cx| {
-            std::task::ready!(self.sleep.as_mut().poll(cx));
-            self.announced = Announced(None);
-            Poll::Ready(())
-        })
+        std::future::poll_fn(move |cx| self.poll_wait(cx))
+    }
+
+    /// [`Timer::wait`] as a poll, for a loop that polls its sources itself.
+    pub fn poll_wait(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        std::task::ready!(self.sleep.as_mut().poll(cx));
+        self.announced = Announced(None);
+        Poll::Ready(())
     }
 }
 

@@ -8,11 +8,15 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::sync::futures::Notified;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -28,7 +32,9 @@ use crate::outbox::Outbox;
 use crate::pace::Pace;
 use crate::pki::ServiceTls;
 use crate::proto::{CancelReason, Event, GoAwayCode, RequestHead, Role, Session, SessionConfig, SessionError};
+use crate::time::Timer;
 use crate::tls_failure::TlsFailure;
+use crate::wakes::Wakes;
 
 /// Request ids already accepted, bounded: the oldest are forgotten first.
 /// Relay ids grow monotonically, so a redelivery is always recent.
@@ -291,7 +297,9 @@ where
     let mut in_batch: Vec<u64> = Vec::new();
     // The session's next deadline (set at each turn; an hour when none).
     let no_deadline = Duration::from_secs(3600);
-    let mut timer = crate::time::Timer::new(origin + no_deadline);
+    let mut timer = Timer::new(origin + no_deadline);
+    // Which sources woke the loop: only those are polled (see `poll_turn`).
+    let wakes = Wakes::<{ Source::COUNT }>::new();
 
     let end = loop {
         // The session hands over everything queued as one buffer: one
@@ -301,6 +309,7 @@ where
         if outbox.is_idle() {
             if let Some(bytes) = link.session.poll_transmit(now()) {
                 outbox.load(bytes);
+                wakes.mark(Source::Outbox as usize);
                 // Requests whose last frame is in this batch; the others
                 // still have body waiting for window or turn.
                 let session = &link.session;
@@ -326,10 +335,25 @@ where
             }
             continue;
         }
-        timer.set(origin + link.session.poll_timeout().unwrap_or(no_deadline));
-        let step: Result<(), (String, Option<TlsFailure>)> = tokio::select! {
-            biased;
-            sent = outbox.progress(&mut writer), if !outbox.is_idle() => match sent {
+        if timer.set(origin + link.session.poll_timeout().unwrap_or(no_deadline)) {
+            wakes.mark(Source::Timer as usize);
+        }
+        let drain_on = link.up && !goaway_sent;
+        wakes.mark(Source::Drain as usize);
+        let turn = {
+            // A new wait each turn, dropped once it is taken, as `select!`
+            // made it: the tunnels then stand in the signal's list in the
+            // order they last turned, which is the order it wakes them in
+            // (and they say GoAway).
+            let mut drain = std::pin::pin!(shared.drain_wake.notified());
+            std::future::poll_fn(|cx| {
+                let mut io = TurnIo { outbox: &mut outbox, writer: &mut writer, reader: &mut reader, buf: &mut buf };
+                poll_turn(cx, &wakes, &mut io, &mut rx, &mut timer, drain.as_mut(), drain_on)
+            })
+            .await
+        };
+        let step: Result<(), (String, Option<TlsFailure>)> = match turn {
+            Turn::Sent(sent) => match sent {
                 Ok(true) => {
                     // The batch is out: its finished requests' slots go back.
                     in_batch.drain(..).for_each(|id| link.requests.finished(id));
@@ -338,7 +362,7 @@ where
                 Ok(false) => Ok(()),
                 Err(e) => Err((format!("write: {e}"), Some(TlsFailure::from_io(&e)))),
             },
-            read = reader.read(&mut buf) => match read {
+            Turn::Read(read) => match read {
                 Ok(0) => Err(("closed by relay".to_string(), None)),
                 Ok(n) => link.session.handle_input(&buf[..n], now()).map_err(|e| (e.to_string(), None)),
                 Err(e) => {
@@ -346,12 +370,10 @@ where
                     Err((format!("read: {failure}"), Some(failure)))
                 }
             },
-            Some(out) = rx.recv() => link.outbound_turn(out, &mut rx).await.map_err(|e| (e, None)),
-            () = timer.wait() => {
-                link.session.handle_timeout(now()).map_err(|e| (e.to_string(), None))
-            },
+            Turn::Outbound(out) => link.outbound_turn(out, &mut rx).await.map_err(|e| (e, None)),
+            Turn::Timeout => link.session.handle_timeout(now()).map_err(|e| (e.to_string(), None)),
             // The GoAway itself goes out at the top of the loop.
-            () = shared.drain_wake.notified(), if link.up && !goaway_sent => Ok(()),
+            Turn::Drain => Ok(()),
         };
         if let Err((reason, tls)) = step {
             break End::Failed(reason, tls);
@@ -361,6 +383,90 @@ where
         }
     };
     (end, link.up)
+}
+
+/// What the tunnel's loop waits on, in the order it takes them when several
+/// are ready: the batch going out, what the relay sent, the handlers'
+/// answers, the session's deadline, the drain signal.
+#[derive(Clone, Copy)]
+enum Source {
+    Outbox,
+    Read,
+    Outbound,
+    Timer,
+    Drain,
+}
+
+impl Source {
+    const COUNT: usize = 5;
+}
+
+/// The source taken in one turn of the loop, with what it gave.
+enum Turn {
+    Sent(std::io::Result<bool>),
+    Read(std::io::Result<usize>),
+    Outbound(Outbound),
+    Timeout,
+    Drain,
+}
+
+/// The stream's two halves and what goes through them.
+struct TurnIo<'a, R, W> {
+    outbox: &'a mut Outbox,
+    writer: &'a mut W,
+    reader: &'a mut R,
+    buf: &'a mut [u8],
+}
+
+/// Takes the first ready source among those woken (or marked) since they
+/// were last polled, in [`Source`] order; the others are still pending
+/// (see [`crate::wakes`]). A source that was ready is marked again: it
+/// may hold more (the TLS stream more records, the channel more answers).
+fn poll_turn<R, W>(
+    cx: &mut Context<'_>,
+    wakes: &Wakes<{ Source::COUNT }>,
+    io: &mut TurnIo<'_, R, W>,
+    rx: &mut mpsc::UnboundedReceiver<Outbound>,
+    timer: &mut Timer,
+    drain: Pin<&mut Notified<'_>>,
+    drain_on: bool,
+) -> Poll<Turn>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    wakes.register(cx);
+    let polled = |source: Source| wakes.take(source as usize);
+    let taken = |source: Source, turn: Turn| {
+        wakes.mark(source as usize);
+        Poll::Ready(turn)
+    };
+    if !io.outbox.is_idle() && polled(Source::Outbox) {
+        if let Poll::Ready(sent) = io.outbox.poll_progress(&mut wakes.context(Source::Outbox as usize), io.writer) {
+            return taken(Source::Outbox, Turn::Sent(sent));
+        }
+    }
+    if polled(Source::Read) {
+        let mut read = ReadBuf::new(io.buf);
+        if let Poll::Ready(r) =
+            Pin::new(&mut *io.reader).poll_read(&mut wakes.context(Source::Read as usize), &mut read)
+        {
+            return taken(Source::Read, Turn::Read(r.map(|()| read.filled().len())));
+        }
+    }
+    // The link keeps a sender: the channel never closes under the loop.
+    if polled(Source::Outbound) {
+        if let Poll::Ready(Some(out)) = rx.poll_recv(&mut wakes.context(Source::Outbound as usize)) {
+            return taken(Source::Outbound, Turn::Outbound(out));
+        }
+    }
+    if polled(Source::Timer) && timer.poll_wait(&mut wakes.context(Source::Timer as usize)).is_ready() {
+        return taken(Source::Timer, Turn::Timeout);
+    }
+    if drain_on && polled(Source::Drain) && drain.poll(&mut wakes.context(Source::Drain as usize)).is_ready() {
+        return taken(Source::Drain, Turn::Drain);
+    }
+    Poll::Pending
 }
 
 impl<'a> Link<'a> {

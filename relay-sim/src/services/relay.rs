@@ -3,7 +3,10 @@
 //! dispatched requests down them and the answers back.
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use connector::net::BoxStream;
@@ -11,7 +14,9 @@ use connector::outbox::Outbox;
 use connector::pace::Pace;
 use connector::proto::session::DEFAULT_MAX_STREAMS;
 use connector::proto::{CancelReason, Event, GoAwayCode, Role, Session, SessionConfig, SessionError};
-use tokio::io::AsyncReadExt;
+use connector::time::Timer;
+use connector::wakes::Wakes;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
 
@@ -285,29 +290,51 @@ async fn tunnel(cloud: Rc<Cloud>, endpoint: String, info: ConnInfo, stream: TlsS
     let mut outbox = Outbox::default();
     let open = Rc::new(std::cell::Cell::new(0));
     // The session's next deadline, kept across turns (see `Timer`).
-    let mut timer = connector::time::Timer::new(origin + Duration::from_secs(3600));
+    let mut timer = Timer::new(origin + Duration::from_secs(3600));
     let here = Here { cloud: &cloud, connector_id: &connector_id, endpoint: &endpoint, tx: &tx, open: open.clone() };
+    // Which sources woke the loop: only those are polled (see `poll_turn`).
+    let wakes = Wakes::<{ Source::COUNT }>::new();
 
     let reason = loop {
         // Everything queued comes as one buffer: one write, one TLS record.
         if outbox.is_idle() {
             if let Some(bytes) = session.poll_transmit(now()) {
                 outbox.load(bytes);
+                wakes.mark(Source::Outbox as usize);
             }
             carried.pace(&session);
         }
         let deadline = origin + session.poll_timeout().unwrap_or(Duration::from_secs(3600));
-        timer.set(deadline);
+        if timer.set(deadline) {
+            wakes.mark(Source::Timer as usize);
+        }
+        wakes.mark(Source::Routing as usize);
+        wakes.mark(Source::Pin as usize);
+        let turn = {
+            // New waits each turn, dropped once it is taken, as `select!`
+            // made them: the tunnels then stand in the routing signal's
+            // list in the order they last turned.
+            let mut routing = std::pin::pin!(cloud.routing_changes());
+            let pin_due = next_pin;
+            let mut pin = std::pin::pin!(async move {
+                match pin_due {
+                    Some(at) => connector::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            });
+            std::future::poll_fn(|cx| {
+                let mut io = TurnIo { outbox: &mut outbox, writer: &mut writer, reader: &mut reader, buf: &mut buf };
+                poll_turn(cx, &wakes, &mut io, &mut rx, &mut timer, [routing.as_mut(), pin.as_mut()])
+            })
+            .await
+        };
         let mut look_again = false;
-        let step: Result<(), String> = tokio::select! {
-            biased;
-            sent = outbox.progress(&mut writer), if !outbox.is_idle() => sent.map(drop).map_err(|e| format!("write: {e}")),
-            read = reader.read(&mut buf) => match read {
-                Ok(0) => Err("closed by connector".into()),
-                Ok(n) => session.handle_input(&buf[..n], now()).map_err(|e| e.to_string()),
-                Err(e) => Err(format!("read: {e}")),
-            },
-            Some(d) = rx.recv() => {
+        let step: Result<(), String> = match turn {
+            Turn::Sent(sent) => sent.map(drop).map_err(|e| format!("write: {e}")),
+            Turn::Read(Ok(0)) => Err("closed by connector".into()),
+            Turn::Read(Ok(n)) => session.handle_input(&buf[..n], now()).map_err(|e| e.to_string()),
+            Turn::Read(Err(e)) => Err(format!("read: {e}")),
+            Turn::Word(d) => {
                 // And every other request of this turn, so they share the
                 // write, which goes last in the turn (see `end_of_turn`).
                 // After the connector's GoAway (no longer routed here), what
@@ -316,18 +343,19 @@ async fn tunnel(cloud: Rc<Cloud>, endpoint: String, info: ConnInfo, stream: TlsS
                 // One word alone (one connection's load): nothing to
                 // gather, and the wait would cost a look at the sockets.
                 let more = !rx.is_empty();
-                let res = carried.take(&mut session, open, d).and_then(|()| carried.take_ready(&mut session, open, &mut rx));
+                let res =
+                    carried.take(&mut session, open, d).and_then(|()| carried.take_ready(&mut session, open, &mut rx));
                 if more && res.is_ok() {
                     connector::outbox::end_of_turn().await;
                 }
                 res.and_then(|()| carried.take_ready(&mut session, open, &mut rx))
-            },
-            () = timer.wait() => session.handle_timeout(now()).map_err(|e| e.to_string()),
-            () = cloud.routing_changes() => Ok(()),
-            _ = connector::time::sleep_until(next_pin.unwrap_or(deadline)), if next_pin.is_some() => {
+            }
+            Turn::Timeout => session.handle_timeout(now()).map_err(|e| e.to_string()),
+            Turn::Routing => Ok(()),
+            Turn::Pin => {
                 look_again = true;
                 Ok(())
-            },
+            }
         };
         if let Err(r) = step {
             break r;
@@ -349,4 +377,94 @@ async fn tunnel(cloud: Rc<Cloud>, endpoint: String, info: ConnInfo, stream: TlsS
         let _ = p.reply.send(Delivery::Lost { acked: p.acked, reason: reason.clone() });
     }
     cloud.emit(CloudEvent::TunnelClosed { connector_id, endpoint, reason });
+}
+
+/// What a tunnel's loop waits on, in the order it takes them when several
+/// are ready: the batch going out, what the connector sent, the ingress's
+/// words for the tunnel, the session's deadline, a change of routing, the
+/// next pin's end.
+#[derive(Clone, Copy)]
+enum Source {
+    Outbox,
+    Read,
+    Words,
+    Timer,
+    Routing,
+    Pin,
+}
+
+impl Source {
+    const COUNT: usize = 6;
+}
+
+/// The source taken in one turn of the loop, with what it gave.
+enum Turn {
+    Sent(std::io::Result<bool>),
+    Read(std::io::Result<usize>),
+    Word(ToTunnel),
+    Timeout,
+    Routing,
+    Pin,
+}
+
+/// The stream's two halves and what goes through them.
+struct TurnIo<'a, R, W> {
+    outbox: &'a mut Outbox,
+    writer: &'a mut W,
+    reader: &'a mut R,
+    buf: &'a mut [u8],
+}
+
+/// Takes the first ready source among those woken (or marked) since they
+/// were last polled, in [`Source`] order; the others are still pending
+/// (see [`connector::wakes`]). A source that was ready is marked again.
+/// `signals` are the routing change and the pin's end, made anew each turn.
+fn poll_turn<R, W>(
+    cx: &mut Context<'_>,
+    wakes: &Wakes<{ Source::COUNT }>,
+    io: &mut TurnIo<'_, R, W>,
+    rx: &mut mpsc::UnboundedReceiver<ToTunnel>,
+    timer: &mut Timer,
+    signals: [Pin<&mut dyn Future<Output = ()>>; 2],
+) -> Poll<Turn>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    wakes.register(cx);
+    let polled = |source: Source| wakes.take(source as usize);
+    let taken = |source: Source, turn: Turn| {
+        wakes.mark(source as usize);
+        Poll::Ready(turn)
+    };
+    if !io.outbox.is_idle() && polled(Source::Outbox) {
+        if let Poll::Ready(sent) = io.outbox.poll_progress(&mut wakes.context(Source::Outbox as usize), io.writer) {
+            return taken(Source::Outbox, Turn::Sent(sent));
+        }
+    }
+    if polled(Source::Read) {
+        let mut read = ReadBuf::new(io.buf);
+        if let Poll::Ready(r) =
+            Pin::new(&mut *io.reader).poll_read(&mut wakes.context(Source::Read as usize), &mut read)
+        {
+            return taken(Source::Read, Turn::Read(r.map(|()| read.filled().len())));
+        }
+    }
+    // The loop keeps a sender: the channel never closes under it.
+    if polled(Source::Words) {
+        if let Poll::Ready(Some(word)) = rx.poll_recv(&mut wakes.context(Source::Words as usize)) {
+            return taken(Source::Words, Turn::Word(word));
+        }
+    }
+    if polled(Source::Timer) && timer.poll_wait(&mut wakes.context(Source::Timer as usize)).is_ready() {
+        return taken(Source::Timer, Turn::Timeout);
+    }
+    let [routing, pin] = signals;
+    if polled(Source::Routing) && routing.poll(&mut wakes.context(Source::Routing as usize)).is_ready() {
+        return taken(Source::Routing, Turn::Routing);
+    }
+    if polled(Source::Pin) && pin.poll(&mut wakes.context(Source::Pin as usize)).is_ready() {
+        return taken(Source::Pin, Turn::Pin);
+    }
+    Poll::Pending
 }
