@@ -165,10 +165,19 @@ impl std::fmt::Display for Group {
 
 /// Whether `host` matches an allow-list `entry` (`*.suffix` or an exact name).
 pub fn entry_matches(entry: &str, host: &str) -> bool {
-    let host = host.to_ascii_lowercase();
+    // `host` read as lower case, byte by byte: no copy of it, nor of the
+    // suffix (a lower-cased copy of each were most of a match's cost, and
+    // every bootstrap matches its hosts against the table).
+    let lower_is = |host: &[u8], entry: &[u8]| {
+        host.len() == entry.len() && host.iter().zip(entry).all(|(h, e)| h.to_ascii_lowercase() == *e)
+    };
+    let host = host.as_bytes();
     match entry.strip_prefix("*.") {
-        Some(suffix) => host.ends_with(&format!(".{suffix}")),
-        None => host == entry,
+        Some(suffix) => {
+            let Some(dot) = host.len().checked_sub(suffix.len() + 1) else { return false };
+            host[dot] == b'.' && lower_is(&host[dot + 1..], suffix.as_bytes())
+        }
+        None => lower_is(host, entry.as_bytes()),
     }
 }
 
@@ -219,6 +228,39 @@ impl Environment {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// The match as first written: the host lower-cased, then compared.
+    fn matches_by_copy(entry: &str, host: &str) -> bool {
+        let host = host.to_ascii_lowercase();
+        match entry.strip_prefix("*.") {
+            Some(suffix) => host.ends_with(&format!(".{suffix}")),
+            None => host == entry,
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn a_match_reads_the_host_as_a_lower_cased_copy_would(
+            entry in "(\\*\\.)?[a-zA-Z.ü-]{0,12}",
+            host in "[a-zA-Z.ü-]{0,16}",
+            suffix_of_entry in any::<bool>(),
+        ) {
+            // Hosts that do end in the entry's name, in any case, as well.
+            let host = if suffix_of_entry { format!("{host}{}", entry.trim_start_matches('*').to_uppercase()) } else { host };
+            prop_assert_eq!(entry_matches(&entry, &host), matches_by_copy(&entry, &host));
+        }
+    }
+
+    #[test]
+    fn a_wildcard_needs_a_label_before_its_suffix() {
+        assert!(entry_matches("*.msappproxy.net", "a.msappproxy.net"));
+        assert!(entry_matches("*.msappproxy.net", "A.MsAppProxy.NET"));
+        assert!(!entry_matches("*.msappproxy.net", "msappproxy.net"));
+        assert!(!entry_matches("*.msappproxy.net", "xmsappproxy.net"));
+        assert!(!entry_matches("login.microsoftonline.com", "login.microsoftonline.co"));
+        assert!(entry_matches("login.microsoftonline.com", "LOGIN.microsoftonline.com"));
+    }
 
     #[test]
     fn hosts_map_to_their_entries() {
