@@ -352,29 +352,7 @@ where
             })
             .await
         };
-        let step: Result<(), (String, Option<TlsFailure>)> = match turn {
-            Turn::Sent(sent) => match sent {
-                Ok(true) => {
-                    // The batch is out: its finished requests' slots go back.
-                    in_batch.drain(..).for_each(|id| link.requests.finished(id));
-                    Ok(())
-                }
-                Ok(false) => Ok(()),
-                Err(e) => Err((format!("write: {e}"), Some(TlsFailure::from_io(&e)))),
-            },
-            Turn::Read(read) => match read {
-                Ok(0) => Err(("closed by relay".to_string(), None)),
-                Ok(n) => link.session.handle_input(&buf[..n], now()).map_err(|e| (e.to_string(), None)),
-                Err(e) => {
-                    let failure = TlsFailure::from_io(&e);
-                    Err((format!("read: {failure}"), Some(failure)))
-                }
-            },
-            Turn::Outbound(out) => link.outbound_turn(out, &mut rx).await.map_err(|e| (e, None)),
-            Turn::Timeout => link.session.handle_timeout(now()).map_err(|e| (e.to_string(), None)),
-            // The GoAway itself goes out at the top of the loop.
-            Turn::Drain => Ok(()),
-        };
+        let step = link.take_turn(turn, &buf, &mut in_batch, &mut rx, now).await;
         if let Err((reason, tls)) = step {
             break End::Failed(reason, tls);
         }
@@ -517,6 +495,38 @@ impl<'a> Link<'a> {
     /// session: see [`crate::pace::follow`].
     fn pace(&mut self) {
         crate::pace::follow(&mut self.paces, &self.session);
+    }
+
+    /// Acts on what one turn of the loop took (see `poll_turn`); `buf`
+    /// holds what a read brought, `in_batch` the requests whose last frame
+    /// the batch going out carries.
+    async fn take_turn(
+        &mut self,
+        turn: Turn,
+        buf: &[u8],
+        in_batch: &mut Vec<u64>,
+        rx: &mut mpsc::UnboundedReceiver<Outbound>,
+        now: impl Fn() -> Duration,
+    ) -> Result<(), (String, Option<TlsFailure>)> {
+        match turn {
+            Turn::Sent(Ok(true)) => {
+                // The batch is out: its finished requests' slots go back.
+                in_batch.drain(..).for_each(|id| self.requests.finished(id));
+                Ok(())
+            }
+            Turn::Sent(Ok(false)) => Ok(()),
+            Turn::Sent(Err(e)) => Err((format!("write: {e}"), Some(TlsFailure::from_io(&e)))),
+            Turn::Read(Ok(0)) => Err(("closed by relay".to_string(), None)),
+            Turn::Read(Ok(n)) => self.session.handle_input(&buf[..n], now()).map_err(|e| (e.to_string(), None)),
+            Turn::Read(Err(e)) => {
+                let failure = TlsFailure::from_io(&e);
+                Err((format!("read: {failure}"), Some(failure)))
+            }
+            Turn::Outbound(out) => self.outbound_turn(out, rx).await.map_err(|e| (e, None)),
+            Turn::Timeout => self.session.handle_timeout(now()).map_err(|e| (e.to_string(), None)),
+            // The GoAway itself goes out at the top of the loop.
+            Turn::Drain => Ok(()),
+        }
     }
 
     /// Hands `out` and whatever else the handlers produce this turn to the

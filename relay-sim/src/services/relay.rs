@@ -308,55 +308,10 @@ async fn tunnel(cloud: Rc<Cloud>, endpoint: String, info: ConnInfo, stream: TlsS
         if timer.set(deadline) {
             wakes.mark(Source::Timer as usize);
         }
-        wakes.mark(Source::Routing as usize);
-        wakes.mark(Source::Pin as usize);
-        let turn = {
-            // New waits each turn, dropped once it is taken, as `select!`
-            // made them: the tunnels then stand in the routing signal's
-            // list in the order they last turned.
-            let mut routing = std::pin::pin!(cloud.routing_changes());
-            let pin_due = next_pin;
-            let mut pin = std::pin::pin!(async move {
-                match pin_due {
-                    Some(at) => connector::time::sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            });
-            std::future::poll_fn(|cx| {
-                let mut io = TurnIo { outbox: &mut outbox, writer: &mut writer, reader: &mut reader, buf: &mut buf };
-                poll_turn(cx, &wakes, &mut io, &mut rx, &mut timer, [routing.as_mut(), pin.as_mut()])
-            })
-            .await
-        };
-        let mut look_again = false;
-        let step: Result<(), String> = match turn {
-            Turn::Sent(sent) => sent.map(drop).map_err(|e| format!("write: {e}")),
-            Turn::Read(Ok(0)) => Err("closed by connector".into()),
-            Turn::Read(Ok(n)) => session.handle_input(&buf[..n], now()).map_err(|e| e.to_string()),
-            Turn::Read(Err(e)) => Err(format!("read: {e}")),
-            Turn::Word(d) => {
-                // And every other request of this turn, so they share the
-                // write, which goes last in the turn (see `end_of_turn`).
-                // After the connector's GoAway (no longer routed here), what
-                // was already on its way is offered to another tunnel.
-                let open = registration.is_some();
-                // One word alone (one connection's load): nothing to
-                // gather, and the wait would cost a look at the sockets.
-                let more = !rx.is_empty();
-                let res =
-                    carried.take(&mut session, open, d).and_then(|()| carried.take_ready(&mut session, open, &mut rx));
-                if more && res.is_ok() {
-                    connector::outbox::end_of_turn().await;
-                }
-                res.and_then(|()| carried.take_ready(&mut session, open, &mut rx))
-            }
-            Turn::Timeout => session.handle_timeout(now()).map_err(|e| e.to_string()),
-            Turn::Routing => Ok(()),
-            Turn::Pin => {
-                look_again = true;
-                Ok(())
-            }
-        };
+        let mut io = TurnIo { outbox: &mut outbox, writer: &mut writer, reader: &mut reader, buf: &mut buf };
+        let turn = next_turn(&cloud, next_pin, &wakes, &mut io, &mut rx, &mut timer).await;
+        let look_again = matches!(turn, Turn::Pin);
+        let step = take_turn(turn, &mut session, &mut carried, registration.is_some(), &mut rx, &buf, now).await;
         if let Err(r) = step {
             break r;
         }
@@ -377,6 +332,69 @@ async fn tunnel(cloud: Rc<Cloud>, endpoint: String, info: ConnInfo, stream: TlsS
         let _ = p.reply.send(Delivery::Lost { acked: p.acked, reason: reason.clone() });
     }
     cloud.emit(CloudEvent::TunnelClosed { connector_id, endpoint, reason });
+}
+
+/// The next turn of a tunnel's loop: the first ready source among those
+/// woken. The routing signal and the pin's end are waited for anew each
+/// turn and dropped once it is taken, as `select!` made them: the tunnels
+/// then stand in the routing signal's list in the order they last turned.
+async fn next_turn<R, W>(
+    cloud: &Cloud,
+    next_pin: Option<tokio::time::Instant>,
+    wakes: &Wakes<{ Source::COUNT }>,
+    io: &mut TurnIo<'_, R, W>,
+    rx: &mut mpsc::UnboundedReceiver<ToTunnel>,
+    timer: &mut Timer,
+) -> Turn
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    wakes.mark(Source::Routing as usize);
+    wakes.mark(Source::Pin as usize);
+    let mut routing = std::pin::pin!(cloud.routing_changes());
+    let mut pin = std::pin::pin!(async move {
+        match next_pin {
+            Some(at) => connector::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    });
+    std::future::poll_fn(|cx| poll_turn(cx, wakes, io, rx, timer, [routing.as_mut(), pin.as_mut()])).await
+}
+
+/// Acts on what one turn took; `buf` holds what a read brought, `open`
+/// whether the tunnel is still routed to (registered).
+async fn take_turn(
+    turn: Turn,
+    session: &mut Session,
+    carried: &mut Carried,
+    open: bool,
+    rx: &mut mpsc::UnboundedReceiver<ToTunnel>,
+    buf: &[u8],
+    now: impl Fn() -> Duration,
+) -> Result<(), String> {
+    match turn {
+        Turn::Sent(sent) => sent.map(drop).map_err(|e| format!("write: {e}")),
+        Turn::Read(Ok(0)) => Err("closed by connector".into()),
+        Turn::Read(Ok(n)) => session.handle_input(&buf[..n], now()).map_err(|e| e.to_string()),
+        Turn::Read(Err(e)) => Err(format!("read: {e}")),
+        Turn::Word(d) => {
+            // And every other request of this turn, so they share the
+            // write, which goes last in the turn (see `end_of_turn`).
+            // After the connector's GoAway (no longer routed here), what
+            // was already on its way is offered to another tunnel.
+            // One word alone (one connection's load): nothing to gather,
+            // and the wait would cost a look at the sockets.
+            let more = !rx.is_empty();
+            let res = carried.take(session, open, d).and_then(|()| carried.take_ready(session, open, rx));
+            if more && res.is_ok() {
+                connector::outbox::end_of_turn().await;
+            }
+            res.and_then(|()| carried.take_ready(session, open, rx))
+        }
+        Turn::Timeout => session.handle_timeout(now()).map_err(|e| e.to_string()),
+        Turn::Routing | Turn::Pin => Ok(()),
+    }
 }
 
 /// What a tunnel's loop waits on, in the order it takes them when several
