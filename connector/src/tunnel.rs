@@ -11,11 +11,11 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::futures::Notified;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -28,7 +28,7 @@ use crate::env::Env;
 use crate::event::AgentEvent;
 use crate::https::open_tls;
 use crate::inflight::{BodyStep, Requests, Slots};
-use crate::outbox::Outbox;
+use crate::outbox::{Halves, Outbox};
 use crate::pace::Pace;
 use crate::pki::ServiceTls;
 use crate::proto::{CancelReason, Event, GoAwayCode, RequestHead, Role, Session, SessionConfig, SessionError};
@@ -347,7 +347,7 @@ where
             // (and they say GoAway).
             let mut drain = std::pin::pin!(shared.drain_wake.notified());
             std::future::poll_fn(|cx| {
-                let mut io = TurnIo { outbox: &mut outbox, writer: &mut writer, reader: &mut reader, buf: &mut buf };
+                let mut io = Halves { outbox: &mut outbox, writer: &mut writer, reader: &mut reader, buf: &mut buf };
                 poll_turn(cx, &wakes, &mut io, &mut rx, &mut timer, drain.as_mut(), drain_on)
             })
             .await
@@ -376,7 +376,7 @@ enum Source {
 }
 
 impl Source {
-    const COUNT: usize = 5;
+    const COUNT: usize = Source::Drain as usize + 1;
 }
 
 /// The source taken in one turn of the loop, with what it gave.
@@ -388,22 +388,13 @@ enum Turn {
     Drain,
 }
 
-/// The stream's two halves and what goes through them.
-struct TurnIo<'a, R, W> {
-    outbox: &'a mut Outbox,
-    writer: &'a mut W,
-    reader: &'a mut R,
-    buf: &'a mut [u8],
-}
-
 /// Takes the first ready source among those woken (or marked) since they
 /// were last polled, in [`Source`] order; the others are still pending
-/// (see [`crate::wakes`]). A source that was ready is marked again: it
-/// may hold more (the TLS stream more records, the channel more answers).
+/// (see [`crate::wakes`]).
 fn poll_turn<R, W>(
     cx: &mut Context<'_>,
     wakes: &Wakes<{ Source::COUNT }>,
-    io: &mut TurnIo<'_, R, W>,
+    io: &mut Halves<'_, R, W>,
     rx: &mut mpsc::UnboundedReceiver<Outbound>,
     timer: &mut Timer,
     drain: Pin<&mut Notified<'_>>,
@@ -413,36 +404,22 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    wakes.register(cx);
-    let polled = |source: Source| wakes.take(source as usize);
-    let taken = |source: Source, turn: Turn| {
-        wakes.mark(source as usize);
-        Poll::Ready(turn)
-    };
-    if !io.outbox.is_idle() && polled(Source::Outbox) {
-        if let Poll::Ready(sent) = io.outbox.poll_progress(&mut wakes.context(Source::Outbox as usize), io.writer) {
-            return taken(Source::Outbox, Turn::Sent(sent));
-        }
+    ready!(wakes.begin(cx));
+    if let Poll::Ready(sent) = io.poll_sent(wakes, Source::Outbox as usize) {
+        return Poll::Ready(Turn::Sent(sent));
     }
-    if polled(Source::Read) {
-        let mut read = ReadBuf::new(io.buf);
-        if let Poll::Ready(r) =
-            Pin::new(&mut *io.reader).poll_read(&mut wakes.context(Source::Read as usize), &mut read)
-        {
-            return taken(Source::Read, Turn::Read(r.map(|()| read.filled().len())));
-        }
+    if let Poll::Ready(read) = io.poll_read(wakes, Source::Read as usize) {
+        return Poll::Ready(Turn::Read(read));
     }
     // The link keeps a sender: the channel never closes under the loop.
-    if polled(Source::Outbound) {
-        if let Poll::Ready(Some(out)) = rx.poll_recv(&mut wakes.context(Source::Outbound as usize)) {
-            return taken(Source::Outbound, Turn::Outbound(out));
-        }
+    if let Poll::Ready(Some(out)) = wakes.poll(Source::Outbound as usize, |cx| rx.poll_recv(cx)) {
+        return Poll::Ready(Turn::Outbound(out));
     }
-    if polled(Source::Timer) && timer.poll_wait(&mut wakes.context(Source::Timer as usize)).is_ready() {
-        return taken(Source::Timer, Turn::Timeout);
+    if wakes.poll(Source::Timer as usize, |cx| timer.poll_wait(cx)).is_ready() {
+        return Poll::Ready(Turn::Timeout);
     }
-    if drain_on && polled(Source::Drain) && drain.poll(&mut wakes.context(Source::Drain as usize)).is_ready() {
-        return taken(Source::Drain, Turn::Drain);
+    if drain_on && wakes.poll(Source::Drain as usize, |cx| drain.poll(cx)).is_ready() {
+        return Poll::Ready(Turn::Drain);
     }
     Poll::Pending
 }

@@ -1,25 +1,27 @@
 //! Which of a loop's sources woke it.
 //!
 //! A tunnel's loop waits on several sources at once (the TLS stream, the
-//! handlers' answers, a timer, the drain signal). `tokio::select!` polls
-//! every one of them each time the task is woken, though one woke it: a
-//! keepalive exchange polled the TLS stream four times to read one record
-//! (each poll of a TLS stream with nothing to read walks tokio-rustls,
-//! rustls' reader and the socket; ~1,200 instructions in a simulation).
+//! handlers' answers, a timer, the drain signal). A biased `tokio::select!`
+//! polls them in order at every wake-up until one is ready, so the sources
+//! before the one that woke it are polled for nothing: a keepalive exchange
+//! polled the TLS stream four times to read one record (each poll of a TLS
+//! stream with nothing to read walks tokio-rustls, rustls' reader and the
+//! socket; ~1,200 instructions in a simulation).
 //!
 //! [`Wakes`] gives each source a waker of its own, which marks the source
 //! woken and then wakes the task; a loop polls only the marked sources, in
-//! its fixed order. A source not marked since it last returned `Pending`
-//! is still pending as long as its readiness reaches it only through its
-//! waker, so the loop sees what `select!` saw, in the same order. Where
-//! readiness can come otherwise, the loop marks the source itself
-//! ([`Wakes::mark`]): a source that was ready (it may hold more), one whose
-//! state the loop changed (a timer aimed anew, a batch loaded), and every
-//! source at the start.
+//! its fixed order ([`Wakes::poll`]). A source not marked since it last
+//! returned `Pending` is still pending as long as its readiness reaches it
+//! only through its waker, so the loop takes what `select!` took, in the
+//! same order. Where readiness can come otherwise, the loop marks the
+//! source itself ([`Wakes::mark`]): a source that was ready (it may hold
+//! more; `poll` does this), one whose state the loop changed (a timer aimed
+//! anew, a batch loaded), one made anew for the turn, and every source at
+//! the start.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Wake, Waker};
+use std::task::{Context, Poll, Wake, Waker};
 
 /// Up to 32 sources' wakers, and which were woken since last polled.
 pub struct Wakes<const N: usize> {
@@ -54,8 +56,10 @@ impl Wake for Source {
 
     fn wake_by_ref(self: &Arc<Self>) {
         self.shared.woken.fetch_or(self.bit, Ordering::AcqRel);
-        if let Some(task) = self.shared.task().as_ref() {
-            task.wake_by_ref();
+        // Woken outside the lock: a task's waker may run anything.
+        let task = self.shared.task().clone();
+        if let Some(task) = task {
+            task.wake();
         }
     }
 }
@@ -76,12 +80,36 @@ impl<const N: usize> Wakes<N> {
         Wakes { shared, wakers }
     }
 
-    /// Makes `cx`'s task the one the sources wake (call at each poll).
+    /// Starts a poll of the loop: `Pending` while the task's budget is
+    /// spent (tokio's cooperative yield, which `select!` makes before any
+    /// branch; the marks wait for the next poll), else makes `cx`'s task
+    /// the one the sources wake.
+    pub fn begin(&self, cx: &mut Context<'_>) -> Poll<()> {
+        // Taken and given back at once: only whether any is left matters.
+        drop(std::task::ready!(tokio::task::coop::poll_proceed(cx)));
+        self.register(cx);
+        Poll::Ready(())
+    }
+
+    /// Makes `cx`'s task the one the sources wake.
     pub fn register(&self, cx: &Context<'_>) {
         let mut task = self.shared.task();
         if !task.as_ref().is_some_and(|t| t.will_wake(cx.waker())) {
             *task = Some(cx.waker().clone());
         }
+    }
+
+    /// Polls `source` with its own waker if it was woken or marked since
+    /// last taken (else it is still pending); marks it again when ready.
+    pub fn poll<T>(&self, source: usize, poll: impl FnOnce(&mut Context<'_>) -> Poll<T>) -> Poll<T> {
+        if !self.take(source) {
+            return Poll::Pending;
+        }
+        let polled = poll(&mut self.context(source));
+        if polled.is_ready() {
+            self.mark(source);
+        }
+        polled
     }
 
     /// Whether `source` was woken or marked since last taken; unmarks it.
@@ -159,6 +187,25 @@ mod tests {
         wakes.take(0);
         wakes.context(0).waker().wake_by_ref();
         assert!(wakes.take(0));
+    }
+
+    #[test]
+    fn only_a_marked_source_is_polled_and_a_ready_one_stays_marked() {
+        let wakes = Wakes::<2>::new();
+        assert_eq!(wakes.poll(0, |_| Poll::Ready(7)), Poll::Ready(7));
+        assert_eq!(wakes.poll(1, |_| Poll::<()>::Pending), Poll::Pending);
+        // Ready: polled again. Pending and not woken since: skipped.
+        assert_eq!(wakes.poll(0, |_| Poll::Ready(8)), Poll::Ready(8));
+        assert_eq!(wakes.poll(1, |_| -> Poll<()> { panic!("polled without a wake") }), Poll::Pending);
+        // Its waker (the one the source kept) marks it again.
+        let mut kept = None;
+        wakes.mark(1);
+        let _ = wakes.poll(1, |cx| -> Poll<()> {
+            kept = Some(cx.waker().clone());
+            Poll::Pending
+        });
+        kept.expect("polled").wake();
+        assert_eq!(wakes.poll(1, |_| Poll::Ready(())), Poll::Ready(()));
     }
 
     #[test]

@@ -398,6 +398,9 @@ impl Revocation {
                 // The request's CertID, only when one is sent: a fresh answer
                 // cached for this responder and serial needs none (it was
                 // 40 % of a check that the cache answered, at every bootstrap).
+                // A leaf or issuer that only this parse would refuse is then
+                // not refused on a cache hit; both passed `CertInfo::parse`
+                // and webpki's verification above.
                 let id = ocsp::cert_id(leaf, issuer).map_err(|e| bad(e.to_string()))?;
                 let parsed: HttpUrl = url.parse().map_err(bad)?;
                 let body = ocsp::request_der(&id).map_err(|e| bad(e.to_string()))?;

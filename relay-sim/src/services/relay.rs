@@ -6,17 +6,17 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use connector::net::BoxStream;
-use connector::outbox::Outbox;
+use connector::outbox::{Halves, Outbox};
 use connector::pace::Pace;
 use connector::proto::session::DEFAULT_MAX_STREAMS;
 use connector::proto::{CancelReason, Event, GoAwayCode, Role, Session, SessionConfig, SessionError};
 use connector::time::Timer;
 use connector::wakes::Wakes;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
 
@@ -308,7 +308,7 @@ async fn tunnel(cloud: Rc<Cloud>, endpoint: String, info: ConnInfo, stream: TlsS
         if timer.set(deadline) {
             wakes.mark(Source::Timer as usize);
         }
-        let mut io = TurnIo { outbox: &mut outbox, writer: &mut writer, reader: &mut reader, buf: &mut buf };
+        let mut io = Halves { outbox: &mut outbox, writer: &mut writer, reader: &mut reader, buf: &mut buf };
         let turn = next_turn(&cloud, next_pin, &wakes, &mut io, &mut rx, &mut timer).await;
         let look_again = matches!(turn, Turn::Pin);
         let step = take_turn(turn, &mut session, &mut carried, registration.is_some(), &mut rx, &buf, now).await;
@@ -342,7 +342,7 @@ async fn next_turn<R, W>(
     cloud: &Cloud,
     next_pin: Option<tokio::time::Instant>,
     wakes: &Wakes<{ Source::COUNT }>,
-    io: &mut TurnIo<'_, R, W>,
+    io: &mut Halves<'_, R, W>,
     rx: &mut mpsc::UnboundedReceiver<ToTunnel>,
     timer: &mut Timer,
 ) -> Turn
@@ -412,7 +412,7 @@ enum Source {
 }
 
 impl Source {
-    const COUNT: usize = 6;
+    const COUNT: usize = Source::Pin as usize + 1;
 }
 
 /// The source taken in one turn of the loop, with what it gave.
@@ -425,22 +425,14 @@ enum Turn {
     Pin,
 }
 
-/// The stream's two halves and what goes through them.
-struct TurnIo<'a, R, W> {
-    outbox: &'a mut Outbox,
-    writer: &'a mut W,
-    reader: &'a mut R,
-    buf: &'a mut [u8],
-}
-
 /// Takes the first ready source among those woken (or marked) since they
 /// were last polled, in [`Source`] order; the others are still pending
-/// (see [`connector::wakes`]). A source that was ready is marked again.
-/// `signals` are the routing change and the pin's end, made anew each turn.
+/// (see [`connector::wakes`]). `signals` are the routing change and the
+/// pin's end, made anew each turn.
 fn poll_turn<R, W>(
     cx: &mut Context<'_>,
     wakes: &Wakes<{ Source::COUNT }>,
-    io: &mut TurnIo<'_, R, W>,
+    io: &mut Halves<'_, R, W>,
     rx: &mut mpsc::UnboundedReceiver<ToTunnel>,
     timer: &mut Timer,
     signals: [Pin<&mut dyn Future<Output = ()>>; 2],
@@ -449,40 +441,26 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    wakes.register(cx);
-    let polled = |source: Source| wakes.take(source as usize);
-    let taken = |source: Source, turn: Turn| {
-        wakes.mark(source as usize);
-        Poll::Ready(turn)
-    };
-    if !io.outbox.is_idle() && polled(Source::Outbox) {
-        if let Poll::Ready(sent) = io.outbox.poll_progress(&mut wakes.context(Source::Outbox as usize), io.writer) {
-            return taken(Source::Outbox, Turn::Sent(sent));
-        }
+    ready!(wakes.begin(cx));
+    if let Poll::Ready(sent) = io.poll_sent(wakes, Source::Outbox as usize) {
+        return Poll::Ready(Turn::Sent(sent));
     }
-    if polled(Source::Read) {
-        let mut read = ReadBuf::new(io.buf);
-        if let Poll::Ready(r) =
-            Pin::new(&mut *io.reader).poll_read(&mut wakes.context(Source::Read as usize), &mut read)
-        {
-            return taken(Source::Read, Turn::Read(r.map(|()| read.filled().len())));
-        }
+    if let Poll::Ready(read) = io.poll_read(wakes, Source::Read as usize) {
+        return Poll::Ready(Turn::Read(read));
     }
     // The loop keeps a sender: the channel never closes under it.
-    if polled(Source::Words) {
-        if let Poll::Ready(Some(word)) = rx.poll_recv(&mut wakes.context(Source::Words as usize)) {
-            return taken(Source::Words, Turn::Word(word));
-        }
+    if let Poll::Ready(Some(word)) = wakes.poll(Source::Words as usize, |cx| rx.poll_recv(cx)) {
+        return Poll::Ready(Turn::Word(word));
     }
-    if polled(Source::Timer) && timer.poll_wait(&mut wakes.context(Source::Timer as usize)).is_ready() {
-        return taken(Source::Timer, Turn::Timeout);
+    if wakes.poll(Source::Timer as usize, |cx| timer.poll_wait(cx)).is_ready() {
+        return Poll::Ready(Turn::Timeout);
     }
     let [routing, pin] = signals;
-    if polled(Source::Routing) && routing.poll(&mut wakes.context(Source::Routing as usize)).is_ready() {
-        return taken(Source::Routing, Turn::Routing);
+    if wakes.poll(Source::Routing as usize, |cx| routing.poll(cx)).is_ready() {
+        return Poll::Ready(Turn::Routing);
     }
-    if polled(Source::Pin) && pin.poll(&mut wakes.context(Source::Pin as usize)).is_ready() {
-        return taken(Source::Pin, Turn::Pin);
+    if wakes.poll(Source::Pin as usize, |cx| pin.poll(cx)).is_ready() {
+        return Poll::Ready(Turn::Pin);
     }
     Poll::Pending
 }
