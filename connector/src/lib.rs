@@ -43,6 +43,7 @@ pub mod time;
 pub mod tls;
 pub mod tls_failure;
 pub mod tunnel;
+pub mod turn;
 pub mod wakes;
 
 pub use agent::{Agent, AgentConfig, AgentError, Credentials, ServiceNames};

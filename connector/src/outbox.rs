@@ -13,9 +13,7 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-
-use crate::wakes::Wakes;
+use tokio::io::AsyncWrite;
 
 /// One batch of a session's output on its way into the transport.
 #[derive(Debug, Default)]
@@ -66,35 +64,6 @@ impl Outbox {
         ready!(Pin::new(w).poll_flush(cx))?;
         *self = Outbox::default();
         Poll::Ready(Ok(true))
-    }
-}
-
-/// A tunnel end's stream, as two of the sources its loop polls ([`crate::wakes`]):
-/// the batch going out through `writer`, and what the peer sends, read
-/// from `reader` into `buf`.
-pub struct Halves<'a, R, W> {
-    pub outbox: &'a mut Outbox,
-    pub writer: &'a mut W,
-    pub reader: &'a mut R,
-    pub buf: &'a mut [u8],
-}
-
-impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Halves<'_, R, W> {
-    /// A step of the batch going out, if there is one and `source` is
-    /// marked: whether the batch is gone.
-    pub fn poll_sent<const N: usize>(&mut self, wakes: &Wakes<N>, source: usize) -> Poll<io::Result<bool>> {
-        if self.outbox.is_idle() {
-            return Poll::Pending;
-        }
-        wakes.poll(source, |cx| self.outbox.poll_progress(cx, self.writer))
-    }
-
-    /// A read into `buf`, if `source` is marked: the bytes it brought.
-    pub fn poll_read<const N: usize>(&mut self, wakes: &Wakes<N>, source: usize) -> Poll<io::Result<usize>> {
-        wakes.poll(source, |cx| {
-            let mut read = ReadBuf::new(self.buf);
-            Pin::new(&mut *self.reader).poll_read(cx, &mut read).map_ok(|()| read.filled().len())
-        })
     }
 }
 

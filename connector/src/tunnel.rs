@@ -11,12 +11,10 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::sync::futures::Notified;
+use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -28,12 +26,13 @@ use crate::env::Env;
 use crate::event::AgentEvent;
 use crate::https::open_tls;
 use crate::inflight::{BodyStep, Requests, Slots};
-use crate::outbox::{Halves, Outbox};
+use crate::outbox::Outbox;
 use crate::pace::Pace;
 use crate::pki::ServiceTls;
 use crate::proto::{CancelReason, Event, GoAwayCode, RequestHead, Role, Session, SessionConfig, SessionError};
 use crate::time::Timer;
 use crate::tls_failure::TlsFailure;
+use crate::turn::{self, Halves};
 use crate::wakes::Wakes;
 
 /// Request ids already accepted, bounded: the oldest are forgotten first.
@@ -298,8 +297,8 @@ where
     // The session's next deadline (set at each turn; an hour when none).
     let no_deadline = Duration::from_secs(3600);
     let mut timer = Timer::new(origin + no_deadline);
-    // Which sources woke the loop: only those are polled (see `poll_turn`).
-    let wakes = Wakes::<{ Source::COUNT }>::new();
+    // Which sources woke the loop: only those are polled (see `turn::poll`).
+    let wakes = Wakes::<SOURCES>::new();
 
     let end = loop {
         // The session hands over everything queued as one buffer: one
@@ -309,7 +308,7 @@ where
         if outbox.is_idle() {
             if let Some(bytes) = link.session.poll_transmit(now()) {
                 outbox.load(bytes);
-                wakes.mark(Source::Outbox as usize);
+                wakes.mark(turn::Source::Outbox as usize);
                 // Requests whose last frame is in this batch; the others
                 // still have body waiting for window or turn.
                 let session = &link.session;
@@ -336,10 +335,10 @@ where
             continue;
         }
         if timer.set(origin + link.session.poll_timeout().unwrap_or(no_deadline)) {
-            wakes.mark(Source::Timer as usize);
+            wakes.mark(turn::Source::Timer as usize);
         }
         let drain_on = link.up && !goaway_sent;
-        wakes.mark(Source::Drain as usize);
+        wakes.mark(DRAIN);
         let turn = {
             // A new wait each turn, dropped once it is taken, as `select!`
             // made it: the tunnels then stand in the signal's list in the
@@ -348,7 +347,8 @@ where
             let mut drain = std::pin::pin!(shared.drain_wake.notified());
             std::future::poll_fn(|cx| {
                 let mut io = Halves { outbox: &mut outbox, writer: &mut writer, reader: &mut reader, buf: &mut buf };
-                poll_turn(cx, &wakes, &mut io, &mut rx, &mut timer, drain.as_mut(), drain_on)
+                let drain = drain_on.then_some(((), drain.as_mut() as Pin<&mut dyn Future<Output = ()>>));
+                turn::poll(cx, &wakes, &mut io, &mut rx, &mut timer, drain)
             })
             .await
         };
@@ -363,66 +363,14 @@ where
     (end, link.up)
 }
 
-/// What the tunnel's loop waits on, in the order it takes them when several
-/// are ready: the batch going out, what the relay sent, the handlers'
-/// answers, the session's deadline, the drain signal.
-#[derive(Clone, Copy)]
-enum Source {
-    Outbox,
-    Read,
-    Outbound,
-    Timer,
-    Drain,
-}
+/// The tunnel's own signal, after the sources both ends share
+/// ([`turn::Source`]): the drain.
+const DRAIN: usize = turn::Source::COUNT;
+/// The sources the tunnel's loop waits on.
+const SOURCES: usize = DRAIN + 1;
 
-impl Source {
-    const COUNT: usize = Source::Drain as usize + 1;
-}
-
-/// The source taken in one turn of the loop, with what it gave.
-enum Turn {
-    Sent(std::io::Result<bool>),
-    Read(std::io::Result<usize>),
-    Outbound(Outbound),
-    Timeout,
-    Drain,
-}
-
-/// Takes the first ready source among those woken (or marked) since they
-/// were last polled, in [`Source`] order; the others are still pending
-/// (see [`crate::wakes`]).
-fn poll_turn<R, W>(
-    cx: &mut Context<'_>,
-    wakes: &Wakes<{ Source::COUNT }>,
-    io: &mut Halves<'_, R, W>,
-    rx: &mut mpsc::UnboundedReceiver<Outbound>,
-    timer: &mut Timer,
-    drain: Pin<&mut Notified<'_>>,
-    drain_on: bool,
-) -> Poll<Turn>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    ready!(wakes.begin(cx));
-    if let Poll::Ready(sent) = io.poll_sent(wakes, Source::Outbox as usize) {
-        return Poll::Ready(Turn::Sent(sent));
-    }
-    if let Poll::Ready(read) = io.poll_read(wakes, Source::Read as usize) {
-        return Poll::Ready(Turn::Read(read));
-    }
-    // The link keeps a sender: the channel never closes under the loop.
-    if let Poll::Ready(Some(out)) = wakes.poll(Source::Outbound as usize, |cx| rx.poll_recv(cx)) {
-        return Poll::Ready(Turn::Outbound(out));
-    }
-    if wakes.poll(Source::Timer as usize, |cx| timer.poll_wait(cx)).is_ready() {
-        return Poll::Ready(Turn::Timeout);
-    }
-    if drain_on && wakes.poll(Source::Drain as usize, |cx| drain.poll(cx)).is_ready() {
-        return Poll::Ready(Turn::Drain);
-    }
-    Poll::Pending
-}
+/// What a turn of the tunnel's loop took; the signal is the drain.
+type Turn = turn::Turn<Outbound, ()>;
 
 impl<'a> Link<'a> {
     fn new(
@@ -474,7 +422,7 @@ impl<'a> Link<'a> {
         crate::pace::follow(&mut self.paces, &self.session);
     }
 
-    /// Acts on what one turn of the loop took (see `poll_turn`); `buf`
+    /// Acts on what one turn of the loop took (see [`turn::poll`]); `buf`
     /// holds what a read brought, `in_batch` the requests whose last frame
     /// the batch going out carries.
     async fn take_turn(
@@ -499,10 +447,10 @@ impl<'a> Link<'a> {
                 let failure = TlsFailure::from_io(&e);
                 Err((format!("read: {failure}"), Some(failure)))
             }
-            Turn::Outbound(out) => self.outbound_turn(out, rx).await.map_err(|e| (e, None)),
+            Turn::Item(out) => self.outbound_turn(out, rx).await.map_err(|e| (e, None)),
             Turn::Timeout => self.session.handle_timeout(now()).map_err(|e| (e.to_string(), None)),
             // The GoAway itself goes out at the top of the loop.
-            Turn::Drain => Ok(()),
+            Turn::Signal(()) => Ok(()),
         }
     }
 

@@ -6,15 +6,15 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use connector::net::BoxStream;
-use connector::outbox::{Halves, Outbox};
+use connector::outbox::Outbox;
 use connector::pace::Pace;
 use connector::proto::session::DEFAULT_MAX_STREAMS;
 use connector::proto::{CancelReason, Event, GoAwayCode, Role, Session, SessionConfig, SessionError};
 use connector::time::Timer;
+use connector::turn::{self, Halves};
 use connector::wakes::Wakes;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
@@ -292,25 +292,25 @@ async fn tunnel(cloud: Rc<Cloud>, endpoint: String, info: ConnInfo, stream: TlsS
     // The session's next deadline, kept across turns (see `Timer`).
     let mut timer = Timer::new(origin + Duration::from_secs(3600));
     let here = Here { cloud: &cloud, connector_id: &connector_id, endpoint: &endpoint, tx: &tx, open: open.clone() };
-    // Which sources woke the loop: only those are polled (see `poll_turn`).
-    let wakes = Wakes::<{ Source::COUNT }>::new();
+    // Which sources woke the loop: only those are polled (see `turn::poll`).
+    let wakes = Wakes::<SOURCES>::new();
 
     let reason = loop {
         // Everything queued comes as one buffer: one write, one TLS record.
         if outbox.is_idle() {
             if let Some(bytes) = session.poll_transmit(now()) {
                 outbox.load(bytes);
-                wakes.mark(Source::Outbox as usize);
+                wakes.mark(turn::Source::Outbox as usize);
             }
             carried.pace(&session);
         }
         let deadline = origin + session.poll_timeout().unwrap_or(Duration::from_secs(3600));
         if timer.set(deadline) {
-            wakes.mark(Source::Timer as usize);
+            wakes.mark(turn::Source::Timer as usize);
         }
         let mut io = Halves { outbox: &mut outbox, writer: &mut writer, reader: &mut reader, buf: &mut buf };
         let turn = next_turn(&cloud, next_pin, &wakes, &mut io, &mut rx, &mut timer).await;
-        let look_again = matches!(turn, Turn::Pin);
+        let look_again = matches!(turn, Turn::Signal(Signal::Pin));
         let step = take_turn(turn, &mut session, &mut carried, registration.is_some(), &mut rx, &buf, now).await;
         if let Err(r) = step {
             break r;
@@ -341,7 +341,7 @@ async fn tunnel(cloud: Rc<Cloud>, endpoint: String, info: ConnInfo, stream: TlsS
 async fn next_turn<R, W>(
     cloud: &Cloud,
     next_pin: Option<tokio::time::Instant>,
-    wakes: &Wakes<{ Source::COUNT }>,
+    wakes: &Wakes<SOURCES>,
     io: &mut Halves<'_, R, W>,
     rx: &mut mpsc::UnboundedReceiver<ToTunnel>,
     timer: &mut Timer,
@@ -350,8 +350,8 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    wakes.mark(Source::Routing as usize);
-    wakes.mark(Source::Pin as usize);
+    wakes.mark(Signal::Routing.source());
+    wakes.mark(Signal::Pin.source());
     let mut routing = std::pin::pin!(cloud.routing_changes());
     let mut pin = std::pin::pin!(async move {
         match next_pin {
@@ -359,7 +359,11 @@ where
             None => std::future::pending().await,
         }
     });
-    std::future::poll_fn(|cx| poll_turn(cx, wakes, io, rx, timer, [routing.as_mut(), pin.as_mut()])).await
+    std::future::poll_fn(|cx| {
+        let routing: Pin<&mut dyn Future<Output = ()>> = routing.as_mut();
+        turn::poll(cx, wakes, io, rx, timer, [(Signal::Routing, routing), (Signal::Pin, pin.as_mut())])
+    })
+    .await
 }
 
 /// Acts on what one turn took; `buf` holds what a read brought, `open`
@@ -378,7 +382,7 @@ async fn take_turn(
         Turn::Read(Ok(0)) => Err("closed by connector".into()),
         Turn::Read(Ok(n)) => session.handle_input(&buf[..n], now()).map_err(|e| e.to_string()),
         Turn::Read(Err(e)) => Err(format!("read: {e}")),
-        Turn::Word(d) => {
+        Turn::Item(d) => {
             // And every other request of this turn, so they share the
             // write, which goes last in the turn (see `end_of_turn`).
             // After the connector's GoAway (no longer routed here), what
@@ -393,74 +397,28 @@ async fn take_turn(
             res.and_then(|()| carried.take_ready(session, open, rx))
         }
         Turn::Timeout => session.handle_timeout(now()).map_err(|e| e.to_string()),
-        Turn::Routing | Turn::Pin => Ok(()),
+        Turn::Signal(_) => Ok(()),
     }
 }
 
-/// What a tunnel's loop waits on, in the order it takes them when several
-/// are ready: the batch going out, what the connector sent, the ingress's
-/// words for the tunnel, the session's deadline, a change of routing, the
-/// next pin's end.
+/// The relay's own signals, after the sources both ends share
+/// ([`turn::Source`]), in the order a turn takes them: a change of
+/// routing, the next pin's end.
 #[derive(Clone, Copy)]
-enum Source {
-    Outbox,
-    Read,
-    Words,
-    Timer,
+enum Signal {
     Routing,
     Pin,
 }
 
-impl Source {
-    const COUNT: usize = Source::Pin as usize + 1;
+impl Signal {
+    /// Its number among the loop's sources.
+    const fn source(self) -> usize {
+        turn::Source::COUNT + self as usize
+    }
 }
 
-/// The source taken in one turn of the loop, with what it gave.
-enum Turn {
-    Sent(std::io::Result<bool>),
-    Read(std::io::Result<usize>),
-    Word(ToTunnel),
-    Timeout,
-    Routing,
-    Pin,
-}
+/// The sources the relay's loop waits on.
+const SOURCES: usize = Signal::Pin.source() + 1;
 
-/// Takes the first ready source among those woken (or marked) since they
-/// were last polled, in [`Source`] order; the others are still pending
-/// (see [`connector::wakes`]). `signals` are the routing change and the
-/// pin's end, made anew each turn.
-fn poll_turn<R, W>(
-    cx: &mut Context<'_>,
-    wakes: &Wakes<{ Source::COUNT }>,
-    io: &mut Halves<'_, R, W>,
-    rx: &mut mpsc::UnboundedReceiver<ToTunnel>,
-    timer: &mut Timer,
-    signals: [Pin<&mut dyn Future<Output = ()>>; 2],
-) -> Poll<Turn>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    ready!(wakes.begin(cx));
-    if let Poll::Ready(sent) = io.poll_sent(wakes, Source::Outbox as usize) {
-        return Poll::Ready(Turn::Sent(sent));
-    }
-    if let Poll::Ready(read) = io.poll_read(wakes, Source::Read as usize) {
-        return Poll::Ready(Turn::Read(read));
-    }
-    // The loop keeps a sender: the channel never closes under it.
-    if let Poll::Ready(Some(word)) = wakes.poll(Source::Words as usize, |cx| rx.poll_recv(cx)) {
-        return Poll::Ready(Turn::Word(word));
-    }
-    if wakes.poll(Source::Timer as usize, |cx| timer.poll_wait(cx)).is_ready() {
-        return Poll::Ready(Turn::Timeout);
-    }
-    let [routing, pin] = signals;
-    if wakes.poll(Source::Routing as usize, |cx| routing.poll(cx)).is_ready() {
-        return Poll::Ready(Turn::Routing);
-    }
-    if wakes.poll(Source::Pin as usize, |cx| pin.poll(cx)).is_ready() {
-        return Poll::Ready(Turn::Pin);
-    }
-    Poll::Pending
-}
+/// What a turn of the relay's loop took.
+type Turn = turn::Turn<ToTunnel, Signal>;
