@@ -38,15 +38,10 @@ impl Outbox {
 
     /// One step: a write of what is left, or (all written) the flush that
     /// pushes it out of the transport's buffers. True once the batch is
-    /// gone. Cancel-safe: a step dropped before it completes is repeated.
-    pub async fn progress<W: AsyncWrite + Unpin>(&mut self, w: &mut W) -> io::Result<bool> {
-        std::future::poll_fn(|cx| self.poll_progress(cx, w)).await
-    }
-
-    /// [`Outbox::progress`] as a poll, for a loop that polls its sources
-    /// itself ([`crate::wakes`]). Only a completed write or flush changes
-    /// the outbox: after `Pending` the step goes on where it stopped (the
-    /// flush alone, if the write was done).
+    /// gone. For a loop that polls its sources itself ([`crate::turn`]):
+    /// only a completed write or flush changes the outbox, so after
+    /// `Pending` the step goes on where it stopped (the flush alone, if the
+    /// write was done).
     pub fn poll_progress<W: AsyncWrite + Unpin>(&mut self, cx: &mut Context<'_>, w: &mut W) -> Poll<io::Result<bool>> {
         if self.written < self.batch.len() {
             let n = ready!(Pin::new(&mut *w).poll_write(cx, &self.batch[self.written..]))?;
@@ -94,6 +89,11 @@ pub async fn end_of_turn() {
 mod tests {
     use super::*;
 
+    /// One step, awaited as a driver's turn would poll it.
+    async fn step<W: AsyncWrite + Unpin>(out: &mut Outbox, w: &mut W) -> io::Result<bool> {
+        std::future::poll_fn(|cx| out.poll_progress(cx, w)).await
+    }
+
     #[tokio::test(flavor = "current_thread")]
     async fn a_batch_goes_out_whole_through_short_writes() {
         let (mut a, mut b) = tokio::io::duplex(7);
@@ -104,7 +104,7 @@ mod tests {
             tokio::io::AsyncReadExt::read_to_end(&mut b, &mut got).await.map(|_| got)
         });
         let mut steps = 0;
-        while !out.progress(&mut a).await.unwrap() {
+        while !step(&mut out, &mut a).await.unwrap() {
             steps += 1;
         }
         assert!(out.is_idle());
@@ -120,7 +120,7 @@ mod tests {
         let (mut a, mut b) = tokio::io::duplex(64);
         let mut out = Outbox::default();
         out.load(Bytes::from_static(b"hello, tunnel"));
-        assert!(out.progress(&mut a).await.unwrap());
+        assert!(step(&mut out, &mut a).await.unwrap());
         assert!(out.is_idle());
         let mut got = [0u8; 13];
         tokio::io::AsyncReadExt::read_exact(&mut b, &mut got).await.unwrap();

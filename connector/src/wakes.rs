@@ -92,7 +92,7 @@ impl<const N: usize> Wakes<N> {
     }
 
     /// Makes `cx`'s task the one the sources wake.
-    pub fn register(&self, cx: &Context<'_>) {
+    fn register(&self, cx: &Context<'_>) {
         let mut task = self.shared.task();
         if !task.as_ref().is_some_and(|t| t.will_wake(cx.waker())) {
             *task = Some(cx.waker().clone());
@@ -113,7 +113,7 @@ impl<const N: usize> Wakes<N> {
     }
 
     /// Whether `source` was woken or marked since last taken; unmarks it.
-    pub fn take(&self, source: usize) -> bool {
+    fn take(&self, source: usize) -> bool {
         let bit = 1u32 << source;
         self.shared.woken.fetch_and(!bit, Ordering::AcqRel) & bit != 0
     }
@@ -124,7 +124,7 @@ impl<const N: usize> Wakes<N> {
     }
 
     /// A context whose waker marks `source` and wakes the task.
-    pub fn context(&self, source: usize) -> Context<'_> {
+    fn context(&self, source: usize) -> Context<'_> {
         Context::from_waker(&self.wakers[source])
     }
 }
@@ -149,15 +149,20 @@ mod tests {
         assert!((0..3).all(|i| !wakes.take(i)));
     }
 
-    #[test]
-    fn a_source_waker_marks_its_source_and_wakes_the_task() {
-        let wakes = Wakes::<3>::new();
-        (0..3).for_each(|i| {
+    /// Every start mark taken, and a task that counts its wake-ups registered.
+    fn quiet<const N: usize>(wakes: &Wakes<N>) -> Arc<Count> {
+        (0..N).for_each(|i| {
             wakes.take(i);
         });
         let count = Arc::new(Count(AtomicUsize::new(0)));
-        let task = Waker::from(count.clone());
-        wakes.register(&Context::from_waker(&task));
+        wakes.register(&Context::from_waker(&Waker::from(count.clone())));
+        count
+    }
+
+    #[test]
+    fn a_source_waker_marks_its_source_and_wakes_the_task() {
+        let wakes = Wakes::<3>::new();
+        let count = quiet(&wakes);
         wakes.context(1).waker().wake_by_ref();
         assert_eq!(count.0.load(Ordering::SeqCst), 1);
         assert!(!wakes.take(0) && wakes.take(1) && !wakes.take(2));
@@ -171,11 +176,7 @@ mod tests {
     #[test]
     fn a_mark_needs_no_waker_and_wakes_nothing() {
         let wakes = Wakes::<2>::new();
-        (0..2).for_each(|i| {
-            wakes.take(i);
-        });
-        let count = Arc::new(Count(AtomicUsize::new(0)));
-        wakes.register(&Context::from_waker(&Waker::from(count.clone())));
+        let count = quiet(&wakes);
         wakes.mark(0);
         assert_eq!(count.0.load(Ordering::SeqCst), 0);
         assert!(wakes.take(0) && !wakes.take(1));
