@@ -774,6 +774,10 @@ impl Cloud {
         // instructions (callgrind, `wrk -c32`).
         let mut live: SmallVec<[&TunnelHandle; 16]> = SmallVec::new();
         let mut last: Option<(&str, bool)> = None;
+        // Whether the live tunnels belong to more than one connector: only
+        // then is there a turn to take (the usual group of one connector
+        // skips sorting the ids, ~30 string comparisons a request).
+        let (mut first, mut several) = (None::<&str>, false);
         for t in st.tunnels.values() {
             let other = only_connector.is_some_and(|(c, i)| c != &*t.connector_id || i != t.incarnation);
             if t.tx.is_closed() || other {
@@ -781,28 +785,47 @@ impl Cloud {
             }
             let serves = match last {
                 Some((seen, serves)) if seen == &*t.connector_id => serves,
-                _ => connectors.get(&*t.connector_id).is_some_and(|c| c.group == group),
+                _ => {
+                    let serves = connectors.get(&*t.connector_id).is_some_and(|c| c.group == group);
+                    // A run of another connector's tunnels: is it another
+                    // connector than the first that serves?
+                    match first {
+                        Some(f) if serves => several |= f != &*t.connector_id,
+                        None if serves => first = Some(&t.connector_id),
+                        _ => {}
+                    }
+                    serves
+                }
             };
             last = Some((&t.connector_id, serves));
             if serves {
                 live.push(t);
             }
         }
-        let mut ids: SmallVec<[&str; 8]> = live.iter().map(|t| &*t.connector_id).collect();
-        ids.sort_unstable();
-        ids.dedup();
-        let turn = *ids.get((st.round_robin % ids.len().max(1) as u64) as usize)?;
-        let mine = live.iter().filter(|t| &*t.connector_id == turn);
-        let chosen = match mine.clone().find(|t| t.open.get() < TUNNEL_FILL) {
-            Some(t) => t,
-            None => mine.min_by_key(|t| t.open.get())?,
-        };
-        let chosen = (*chosen).clone();
-        // The lists borrow the state, and a `SmallVec` has a destructor, so
+        let chosen = if several {
+            let mut ids: SmallVec<[&str; 8]> = live.iter().map(|t| &*t.connector_id).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            let turn = *ids.get((st.round_robin % ids.len() as u64) as usize)?;
+            least_busy(live.iter().copied().filter(|t| &*t.connector_id == turn))
+        } else {
+            least_busy(live.iter().copied())
+        }?
+        .clone();
+        // The list borrows the state, and a `SmallVec` has a destructor, so
         // its borrow would last to the end of the scope: end it before the
         // turn moves on.
-        drop((live, ids));
+        drop(live);
         st.round_robin += 1;
         Some(chosen)
+    }
+}
+
+/// The first of `tunnels` with fewer than [`TUNNEL_FILL`] requests open,
+/// else the least busy (the first of those).
+fn least_busy<'t>(tunnels: impl Iterator<Item = &'t TunnelHandle> + Clone) -> Option<&'t TunnelHandle> {
+    match tunnels.clone().find(|t| t.open.get() < TUNNEL_FILL) {
+        Some(t) => Some(t),
+        None => tunnels.min_by_key(|t| t.open.get()),
     }
 }
