@@ -708,8 +708,13 @@ impl Cloud {
     }
 
     /// Adds a tunnel to the routing table; returns its id.
-    pub fn add_tunnel(&self, handle: TunnelHandle) -> u64 {
+    pub fn add_tunnel(&self, mut handle: TunnelHandle) -> u64 {
         let mut st = self.state.borrow_mut();
+        // A connector's tunnels share one copy of its id, which
+        // `pick_tunnel` then tells apart from another's by address.
+        if let Some(same) = st.tunnels.values().find(|t| t.connector_id == handle.connector_id) {
+            handle.connector_id = same.connector_id.clone();
+        }
         st.next_tunnel += 1;
         let id = st.next_tunnel;
         st.tunnels.insert(id, handle);
@@ -784,7 +789,8 @@ impl Cloud {
                 continue;
             }
             let serves = match last {
-                Some((seen, serves)) if seen == &*t.connector_id => serves,
+                // The same connector's tunnels share its id (`add_tunnel`).
+                Some((seen, serves)) if std::ptr::eq(seen, &*t.connector_id) || seen == &*t.connector_id => serves,
                 _ => {
                     let serves = connectors.get(&*t.connector_id).is_some_and(|c| c.group == group);
                     // A run of another connector's tunnels: is it another
