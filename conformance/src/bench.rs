@@ -8,10 +8,14 @@ use std::path::Path;
 use crate::scenario::Scenario;
 
 /// One connector for `days` simulated days: bootstraps every 10 minutes,
-/// keepalives, trust-renewal checks (certificates of 20 days, so renewals
-/// happen), an update from 1.5.3437.0, and a user request every 6 hours.
+/// keepalives, trust-renewal checks (certificates of 20 days, renewed from
+/// half their lifetime on, so from day 10), an update from 1.5.3437.0, and
+/// a user request every 6 hours.
 pub fn long_run(days: u32) -> String {
     let requests = days * 4;
+    // A renewal is expected only of a world that lasts past day 10 (a
+    // shorter one, as profiles run, has none to show).
+    let renewals = if days > RENEWAL_DAY { ", certificate_renewed = 1" } else { "" };
     format!(
         r#"name = "bench-{days}-days"
 covers = ["NET-SVC"]
@@ -41,10 +45,13 @@ interval = "6h"
 [expect]
 outcome = "serving"
 requests_ok = {requests}
-events_min = {{ upgraded = 1, certificate_renewed = 1 }}
+events_min = {{ upgraded = 1{renewals} }}
 "#
     )
 }
+
+/// The day `long_run`'s certificates (20 days) are due for renewal.
+const RENEWAL_DAY: u32 = 10;
 
 /// `connectors` connectors spread over `groups` groups (one app and one
 /// backend per group), one simulated hour, each app called every 5 minutes
@@ -124,6 +131,16 @@ mod tests {
         let s = parse(&scaled(100, 50), "scale").unwrap();
         assert_eq!(s.world.connectors.len(), 100);
         assert_eq!(s.world.apps.len(), 50);
+    }
+
+    #[test]
+    fn only_a_world_past_the_renewal_day_expects_a_renewal() {
+        let renewals =
+            |days| parse(&long_run(days), "long").unwrap().expect.events_min.get("certificate_renewed").copied();
+        assert_eq!(renewals(3), None, "a profile's short world has none to show");
+        assert_eq!(renewals(RENEWAL_DAY), None);
+        assert_eq!(renewals(RENEWAL_DAY + 1), Some(1));
+        assert_eq!(renewals(30), Some(1));
     }
 
     #[test]
