@@ -8,8 +8,8 @@ use std::path::Path;
 use crate::scenario::Scenario;
 
 /// One connector for `days` simulated days: bootstraps every 10 minutes,
-/// keepalives, trust-renewal checks (certificates of 20 days, renewed from
-/// half their lifetime on, so from day 10), an update from 1.5.3437.0, and
+/// keepalives, trust-renewal checks (certificates of [`CERT_LIFETIME_DAYS`],
+/// renewed from [`RENEWAL_DAY`] on), an update from 1.5.3437.0, and
 /// a user request every 6 hours.
 pub fn long_run(days: u32) -> String {
     let requests = days * 4;
@@ -23,7 +23,7 @@ duration = "{days}d"
 
 [world]
 admin = {{ user = "admin@contoso.com", password = "correct-horse" }}
-pki = {{ client_cert_lifetime = "20d" }}
+pki = {{ client_cert_lifetime = "{CERT_LIFETIME_DAYS}d" }}
 
 [[world.connectors]]
 name = "connector-1"
@@ -50,8 +50,13 @@ events_min = {{ upgraded = 1{renewals} }}
     )
 }
 
-/// The day `long_run`'s certificates (20 days) are due for renewal.
-const RENEWAL_DAY: u32 = 10;
+/// How long `long_run`'s connector certificates are valid.
+const CERT_LIFETIME_DAYS: u32 = 20;
+
+/// The day `long_run`'s certificates are due for renewal: past half their
+/// lifetime (the connector's `renew_after_fraction`), seen at the next of
+/// its 6-hourly checks, so by day 10¼ of a world that lasts longer.
+const RENEWAL_DAY: u32 = CERT_LIFETIME_DAYS / 2;
 
 /// `connectors` connectors spread over `groups` groups (one app and one
 /// backend per group), one simulated hour, each app called every 5 minutes

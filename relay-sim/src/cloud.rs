@@ -710,8 +710,10 @@ impl Cloud {
     /// Adds a tunnel to the routing table; returns its id.
     pub fn add_tunnel(&self, mut handle: TunnelHandle) -> u64 {
         let mut st = self.state.borrow_mut();
-        // A connector's tunnels share one copy of its id, which
-        // `pick_tunnel` then tells apart from another's by address.
+        // A connector's tunnels share one copy of its id, so that
+        // `pick_tunnel` recognises a run of them by address before it
+        // compares text. (A scan of the tunnels a tunnel opened: cheap
+        // beside its handshake.)
         if let Some(same) = st.tunnels.values().find(|t| t.connector_id == handle.connector_id) {
             handle.connector_id = same.connector_id.clone();
         }
@@ -789,7 +791,8 @@ impl Cloud {
                 continue;
             }
             let serves = match last {
-                // The same connector's tunnels share its id (`add_tunnel`).
+                // The same connector's tunnels share one copy of its id
+                // (`add_tunnel`): the address settles it without the text.
                 Some((seen, serves)) if std::ptr::eq(seen, &*t.connector_id) || seen == &*t.connector_id => serves,
                 _ => {
                     let serves = connectors.get(&*t.connector_id).is_some_and(|c| c.group == group);
@@ -830,8 +833,5 @@ impl Cloud {
 /// The first of `tunnels` with fewer than [`TUNNEL_FILL`] requests open,
 /// else the least busy (the first of those).
 fn least_busy<'t>(tunnels: impl Iterator<Item = &'t TunnelHandle> + Clone) -> Option<&'t TunnelHandle> {
-    match tunnels.clone().find(|t| t.open.get() < TUNNEL_FILL) {
-        Some(t) => Some(t),
-        None => tunnels.min_by_key(|t| t.open.get()),
-    }
+    tunnels.clone().find(|t| t.open.get() < TUNNEL_FILL).or_else(|| tunnels.min_by_key(|t| t.open.get()))
 }
