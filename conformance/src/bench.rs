@@ -13,8 +13,8 @@ use crate::scenario::Scenario;
 /// a user request every 6 hours.
 pub fn long_run(days: u32) -> String {
     let requests = days * 4;
-    // A renewal is expected only of a world that lasts past day 10 (a
-    // shorter one, as profiles run, has none to show).
+    // A renewal is expected only of a world that lasts past the renewal
+    // day (a shorter one, as profiles run, has none to show).
     let renewals = if days > RENEWAL_DAY { ", certificate_renewed = 1" } else { "" };
     format!(
         r#"name = "bench-{days}-days"
