@@ -63,20 +63,38 @@ const RENEWAL_DAY: u32 = CERT_LIFETIME_DAYS / 2;
 /// from minute 5.
 pub fn scaled(connectors: usize, groups: usize) -> String {
     let groups = groups.clamp(1, connectors.max(1));
-    let mut t = String::new();
-    let _ = writeln!(
-        t,
-        "name = \"bench-{connectors}-connectors\"\ncovers = [\"OPS-GROUPS\"]\nduration = \"1h\"\n\n[world]\nrelays = 1\n\
-         admin = {{ user = \"admin@contoso.com\", password = \"correct-horse\" }}\n"
+    let mut t = format!(
+        r#"name = "bench-{connectors}-connectors"
+covers = ["OPS-GROUPS"]
+duration = "1h"
+
+[world]
+relays = 1
+admin = {{ user = "admin@contoso.com", password = "correct-horse" }}
+
+"#
     );
     for i in 0..connectors {
         let _ = writeln!(t, "[[world.connectors]]\nname = \"c{i}\"\ngroup = \"g{}\"\n", i % groups);
     }
     for g in 0..groups {
-        let _ = writeln!(
+        let _ = write!(
             t,
-            "[[world.backends]]\nname = \"b{g}.corp.local\"\n\n[[world.apps]]\nname = \"app{g}\"\nbackend = \"b{g}.corp.local\"\ngroup = \"g{g}\"\n\n\
-             [[load]]\napp = \"app{g}\"\nrequests = 11\nstart = \"5m\"\ninterval = \"5m\"\n"
+            r#"[[world.backends]]
+name = "b{g}.corp.local"
+
+[[world.apps]]
+name = "app{g}"
+backend = "b{g}.corp.local"
+group = "g{g}"
+
+[[load]]
+app = "app{g}"
+requests = 11
+start = "5m"
+interval = "5m"
+
+"#
         );
     }
     let _ = writeln!(t, "[expect]\noutcome = \"serving\"\nrequests_ok = {}", groups * 11);
