@@ -53,10 +53,10 @@ events_min = {{ upgraded = 1{renewals} }}
 /// How long `long_run`'s connector certificates are valid.
 const CERT_LIFETIME_DAYS: u32 = 20;
 
-/// The day `long_run`'s certificates are due for renewal: past half their
-/// lifetime (the connector's `renew_after_fraction`), seen at the next of
-/// its 6-hourly checks, so by day 10¼ of a world that lasts longer.
-const RENEWAL_DAY: u32 = CERT_LIFETIME_DAYS / 2;
+/// The day `long_run`'s certificates are due for renewal: past the
+/// connector's default fraction of their lifetime (half), seen at the next
+/// of its 6-hourly checks, so by day 10¼ of a world that lasts longer.
+const RENEWAL_DAY: u32 = (CERT_LIFETIME_DAYS as f64 * connector::agent::RENEW_AFTER_FRACTION) as u32;
 
 /// `connectors` connectors spread over `groups` groups (one app and one
 /// backend per group), one simulated hour, each app called every 5 minutes

@@ -47,6 +47,10 @@ pub const DEFAULT_VERSION: &str = "1.5.4522.0";
 /// connection limit.
 pub const MAX_INFLIGHT: usize = 200;
 
+/// The fraction of its lifetime after which the client certificate is
+/// renewed by default ([`AgentConfig::renew_after_fraction`]).
+pub const RENEW_AFTER_FRACTION: f64 = 0.5;
+
 /// Where registration reads the certificate trust list (port 80), in the
 /// public cloud; see [`ServiceNames::trust_list`].
 pub const TRUST_LIST_HOST: &str = "ctldl.windowsupdate.com";
@@ -130,7 +134,7 @@ impl AgentConfig {
             trusted_roots: Vec::new(),
             service_roots: Vec::new(),
             revocation: RevocationPolicy::HardFail,
-            renew_after_fraction: 0.5,
+            renew_after_fraction: RENEW_AFTER_FRACTION,
             bootstrap_interval: None,
             connect_timeout: Duration::from_secs(20),
             request_timeout: Duration::from_secs(30),
