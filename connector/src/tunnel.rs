@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::api::RelayEndpoint;
+use crate::backend::quick::{self, Quick, Step};
 use crate::backend::{self, Outbound, Reply, RequestBody};
 use crate::backoff::Backoff;
 use crate::code::{self, EventId};
@@ -276,6 +277,8 @@ struct Link<'a> {
     written_then_done: Vec<u64>,
     /// Running handlers' pace, by request id.
     paces: BTreeMap<u64, Rc<Pace>>,
+    /// Requests served by this loop, without a task ([`quick`]).
+    quick: quick::Table,
 }
 
 /// Runs one session over an open stream until it ends. The flag says
@@ -334,21 +337,27 @@ where
             }
             continue;
         }
-        if timer.set(origin + link.session.poll_timeout().unwrap_or(no_deadline)) {
+        if timer.set(origin + link.next_deadline().unwrap_or(no_deadline)) {
             wakes.mark(turn::Source::Timer as usize);
         }
         let drain_on = link.up && !goaway_sent;
         wakes.mark(DRAIN);
+        if link.quick.take_fresh() {
+            wakes.mark(QUICK);
+        }
         let turn = {
             // A new wait each turn, dropped once it is taken, as `select!`
             // made it: the tunnels then stand in the signal's list in the
             // order they last turned, which is the order it wakes them in
             // (and they say GoAway).
             let mut drain = std::pin::pin!(shared.drain_wake.notified());
+            let table = &mut link.quick;
+            let mut quick = std::pin::pin!(std::future::poll_fn(|cx| table.poll(cx)));
             std::future::poll_fn(|cx| {
                 let mut io = Halves { outbox: &mut outbox, writer: &mut writer, reader: &mut reader, buf: &mut buf };
-                let drain = drain_on.then_some(((), drain.as_mut() as Pin<&mut dyn Future<Output = ()>>));
-                turn::poll(cx, &wakes, &mut io, &mut rx, &mut timer, drain)
+                let quick = (Signal::Quick, quick.as_mut() as Pin<&mut dyn Future<Output = ()>>);
+                let drain = drain_on.then_some((Signal::Drain, drain.as_mut() as Pin<&mut dyn Future<Output = ()>>));
+                turn::poll(cx, &wakes, &mut io, &mut rx, &mut timer, std::iter::once(quick).chain(drain))
             })
             .await
         };
@@ -357,20 +366,30 @@ where
             break End::Failed(reason, tls);
         }
         while let Some(ev) = link.session.poll_event() {
-            link.on_event(ev);
+            link.on_event(ev, now());
         }
     };
     (end, link.up)
 }
 
-/// The tunnel's own signal, after the sources both ends share
-/// ([`turn::Source`]): the drain.
-const DRAIN: usize = turn::Source::COUNT;
+/// The tunnel's own signals, after the sources both ends share
+/// ([`turn::Source`]), in the order a turn polls them: the requests it
+/// serves itself, then the drain.
+const QUICK: usize = turn::Source::COUNT;
+const DRAIN: usize = QUICK + 1;
 /// The sources the tunnel's loop waits on.
 const SOURCES: usize = DRAIN + 1;
 
-/// What a turn of the tunnel's loop took; the signal is the drain.
-type Turn = turn::Turn<Outbound, ()>;
+/// The tunnel's own signals.
+#[derive(Clone, Copy)]
+enum Signal {
+    /// A request served in the loop finished there ([`quick::Table`]).
+    Quick,
+    Drain,
+}
+
+/// What a turn of the tunnel's loop took.
+type Turn = turn::Turn<Outbound, Signal>;
 
 impl<'a> Link<'a> {
     fn new(
@@ -400,6 +419,7 @@ impl<'a> Link<'a> {
             _up_guard: None,
             written_then_done: Vec::new(),
             paces: BTreeMap::new(),
+            quick: quick::Table::default(),
         }
     }
 
@@ -448,9 +468,13 @@ impl<'a> Link<'a> {
                 Err((format!("read: {failure}"), Some(failure)))
             }
             Turn::Item(out) => self.outbound_turn(out, rx).await.map_err(|e| (e, None)),
-            Turn::Timeout => self.session.handle_timeout(now()).map_err(|e| (e.to_string(), None)),
+            Turn::Timeout => {
+                self.expire_quick(now()).map_err(|e| (e, None))?;
+                self.session.handle_timeout(now()).map_err(|e| (e.to_string(), None))
+            }
+            Turn::Signal(Signal::Quick) => self.quick_finished().map_err(|e| (e, None)),
             // The GoAway itself goes out at the top of the loop.
-            Turn::Signal(()) => Ok(()),
+            Turn::Signal(Signal::Drain) => Ok(()),
         }
     }
 
@@ -479,7 +503,7 @@ impl<'a> Link<'a> {
         Ok(others)
     }
 
-    fn on_event(&mut self, ev: Event) {
+    fn on_event(&mut self, ev: Event, now: Duration) {
         let (env, cfg, shared, name) = (self.env, self.cfg, self.shared, self.name);
         match ev {
             Event::Established { .. } => {
@@ -503,13 +527,19 @@ impl<'a> Link<'a> {
                 let _ = self.session.send_ack(id);
                 env.emit_per_request(|| AgentEvent::RequestAccepted { id, endpoint: name.to_string() });
                 if let Some(head) = self.requests.accept(id, slot, head, fin) {
-                    let reply = self.reply(id);
-                    let body = RequestBody::whole(Bytes::new());
-                    self.requests.running(id, spawn_handler(env, cfg, shared, head, body, reply));
+                    // Whole and bodiless: served in this loop when its
+                    // backend has a kept-alive connection idle.
+                    match Quick::start(&shared.backends, head, now + cfg.backend_timeout) {
+                        Ok(quick) => self.quick.insert(id, quick),
+                        Err(head) => self.spawn_whole(id, head),
+                    }
                 }
             }
             Event::Body { id, data, fin } => self.on_body(id, data, fin),
-            Event::Cancelled { id, .. } => self.requests.cancel(id),
+            Event::Cancelled { id, .. } => {
+                self.quick.cancel(id);
+                self.requests.cancel(id);
+            }
             Event::GoAway { code, reason } => {
                 env.emit(AgentEvent::GoAwayReceived { endpoint: name.to_string(), code, reason });
                 if code == GoAwayCode::Moved {
@@ -597,6 +627,72 @@ impl<'a> Link<'a> {
             }
             other => other.map_err(|e| e.to_string()),
         }
+    }
+
+    /// The session's next deadline, or a request served in the loop
+    /// timing out, whichever is first.
+    fn next_deadline(&self) -> Option<Duration> {
+        match (self.session.poll_timeout(), self.quick.deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Serves bodiless request `id` with a task.
+    fn spawn_whole(&mut self, id: u64, head: RequestHead) {
+        let reply = self.reply(id);
+        let body = RequestBody::whole(Bytes::new());
+        self.requests.running(id, spawn_handler(self.env, self.cfg, self.shared, head, body, reply));
+    }
+
+    /// Hands the session the answers of requests the loop finished
+    /// serving, and to tasks those that leave it (see [`quick`]).
+    fn quick_finished(&mut self) -> Result<(), String> {
+        while let Some((id, quick, polled)) = self.quick.pop_finished() {
+            match quick.step(polled, &self.shared.backends) {
+                Step::Answered { status, headers, body } => self.answer(id, status, headers, body)?,
+                Step::Broke(diag) => self.gateway_error(id, 502, diag)?,
+                Step::Unwritten(head) => self.spawn_whole(id, head),
+                Step::Begun(begun) => {
+                    let reply = self.reply(id);
+                    let (env, pool) = (self.env.clone(), self.shared.backends.clone());
+                    let task = backend::serve_begun(env, pool, begun, self.cfg.backend_timeout, reply);
+                    // Boxed, as `spawn_handler`'s.
+                    self.requests.running(id, tokio::task::spawn_local(Box::pin(task)));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Answers the requests served in the loop whose backend has not
+    /// answered by `now` with a 504, as a task's timeout does.
+    fn expire_quick(&mut self, now: Duration) -> Result<(), String> {
+        while let Some((id, quick)) = self.quick.pop_expired(now) {
+            self.gateway_error(id, 504, quick.timed_out(self.cfg.backend_timeout))?;
+        }
+        Ok(())
+    }
+
+    /// Reports `diag` and answers request `id` with it (see
+    /// [`backend::gateway_answer`]).
+    fn gateway_error(&mut self, id: u64, status: u16, diag: crate::diag::Diagnostic) -> Result<(), String> {
+        let (headers, body) = backend::gateway_answer(&diag);
+        self.env.emit(AgentEvent::Diagnostic(diag));
+        self.answer(id, status, headers, body)
+    }
+
+    /// Request `id`'s whole answer, as a task sends it: the head, with the
+    /// end when there is no body, then the body with it; and the request
+    /// reported served.
+    fn answer(&mut self, id: u64, status: u16, headers: crate::proto::Headers, body: Bytes) -> Result<(), String> {
+        let fin = body.is_empty();
+        self.outbound(Outbound::Head { id, status, headers, fin })?;
+        if !fin {
+            self.outbound(Outbound::Body { id, data: body, fin: true })?;
+        }
+        self.env.emit_per_request(|| AgentEvent::RequestServed { id, status });
+        Ok(())
     }
 
     /// Request `id`'s last answer frame is handed over: its slot goes back

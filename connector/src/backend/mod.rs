@@ -15,6 +15,7 @@
 
 mod h1;
 mod pool;
+pub mod quick;
 mod target;
 
 use std::cell::{Cell, RefCell};
@@ -230,40 +231,91 @@ pub async fn serve(
     timeout: Duration,
     reply: Reply,
 ) {
-    let id = reply.id;
     let progress: Progress = Rc::new(Cell::new(tokio::time::Instant::now()));
     body.progress = Some(progress.clone());
     let work = forward(&env, &pool, &head, body, &reply, &progress);
-    // Pinned here, not moved into `until_stalled`: an async fn keeps what
+    // Pinned here, not moved into `conclude`: an async fn keeps what
     // it was given and what it pinned apart, and this future is the bulk
     // of the task's (memory copied at every spawn, per request).
     tokio::pin!(work);
-    let status = match until_stalled(work, &progress, timeout).await {
+    conclude(&env, &head.path, timeout, &reply, &progress, work).await;
+}
+
+/// Serves the rest of a request that the tunnel's loop began
+/// ([`quick::Quick`]): its head is written (in part or whole), and its
+/// answer is not one the loop takes whole. From here it goes as [`serve`]
+/// would have taken it, with the backend timeout counted from now.
+pub async fn serve_begun(env: Env, pool: std::rc::Rc<Pool>, begun: quick::Begun, timeout: Duration, reply: Reply) {
+    let progress: Progress = Rc::new(Cell::new(tokio::time::Instant::now()));
+    let quick::Begun { head, mut conn, host, port, rest, framing } = begun;
+    let unsent = Unsent {
+        rest: std::io::Cursor::new(rest),
+        body: RequestBody::whole(Bytes::new()),
+        encoder: h1::BodyEncoder::new(framing),
+        to_head: head.method == "HEAD",
+    };
+    let work = async {
+        let (outcome, sent) = exchange(&mut conn, unsent, &reply, &progress).await;
+        settle(&env, &pool, (&host, port), conn, outcome, sent, &reply)
+    };
+    tokio::pin!(work);
+    conclude(&env, &head.path, timeout, &reply, &progress, work).await;
+}
+
+/// Runs a request's `work` under the backend timeout, turns its failure
+/// into a gateway error to the user, and reports the request served.
+async fn conclude<F>(env: &Env, path: &str, timeout: Duration, reply: &Reply, progress: &Progress, work: Pin<&mut F>)
+where
+    F: std::future::Future<Output = Result<u16, (u16, Diagnostic)>>,
+{
+    let status = match until_stalled(work, progress, timeout).await {
         Some(Ok(status)) => status,
         Some(Err((status, diag))) => {
             env.emit(AgentEvent::Diagnostic(diag.clone()));
-            gateway_error(status, &diag, &reply);
+            gateway_error(status, &diag, reply);
             status
         }
         None => {
-            let (path, secs) = (&head.path, timeout.as_secs());
-            let text = if reply.head_sent.get() {
-                format!("backend for {path} stalled mid-answer for {secs}s")
-            } else {
-                format!("backend for {path} did not answer within {secs}s")
-            };
-            let diag = Diagnostic::new(
-                code::BACKEND_TIMEOUT,
-                Some(EventId::Backend),
-                text,
-                "check the backend's health, or raise the application's backend timeout",
-            );
+            let diag = stalled(path, timeout, reply.head_sent.get());
             env.emit(AgentEvent::Diagnostic(diag.clone()));
-            gateway_error(504, &diag, &reply);
+            gateway_error(504, &diag, reply);
             504
         }
     };
+    let id = reply.id;
     env.emit_per_request(|| AgentEvent::RequestServed { id, status });
+}
+
+/// Why a request timed out: its backend made no progress for `timeout`,
+/// before its answer's head (`mid_answer` false) or after it.
+pub(crate) fn stalled(path: &str, timeout: Duration, mid_answer: bool) -> Diagnostic {
+    let secs = timeout.as_secs();
+    let text = if mid_answer {
+        format!("backend for {path} stalled mid-answer for {secs}s")
+    } else {
+        format!("backend for {path} did not answer within {secs}s")
+    };
+    Diagnostic::new(
+        code::BACKEND_TIMEOUT,
+        Some(EventId::Backend),
+        text,
+        "check the backend's health, or raise the application's backend timeout",
+    )
+}
+
+/// A backend that broke off an exchange (`what` says how).
+pub(crate) fn broken(host: &str, port: u16, what: &str) -> Diagnostic {
+    Diagnostic::new(
+        code::BACKEND_BROKEN,
+        Some(EventId::Backend),
+        format!("backend {host}:{port} {what}"),
+        "check the backend's logs",
+    )
+}
+
+/// A request the connector cannot send as it is (`msg` says why).
+fn bad_target(msg: String) -> (u16, Diagnostic) {
+    (502, Diagnostic::new(code::BACKEND_BAD_TARGET, None, msg, "fix the application's internal URL"))
 }
 
 /// Runs `work` until it ends, or until `timeout` has passed since
@@ -294,9 +346,16 @@ fn gateway_error(status: u16, diag: &Diagnostic, reply: &Reply) {
         reply.reset();
         return;
     }
-    let headers = [("content-type", "text/plain"), ("x-connector-error", &diag.code)].into_iter().collect();
+    let (headers, body) = gateway_answer(diag);
     reply.head(status, headers, false);
-    reply.body(Bytes::from(diag.message.clone()), true);
+    reply.body(body, true);
+}
+
+/// The head's headers and the body of a gateway error the connector
+/// answers itself: the diagnostic's code in a header, its text as body.
+pub(crate) fn gateway_answer(diag: &Diagnostic) -> (Headers, Bytes) {
+    let headers = [("content-type", "text/plain"), ("x-connector-error", &diag.code)].into_iter().collect();
+    (headers, Bytes::from(diag.message.clone()))
 }
 
 async fn forward(
@@ -307,28 +366,15 @@ async fn forward(
     reply: &Reply,
     progress: &Progress,
 ) -> Result<u16, (u16, Diagnostic)> {
-    let bad =
-        |msg: String| (502, Diagnostic::new(code::BACKEND_BAD_TARGET, None, msg, "fix the application's internal URL"));
-    let target = parse_target(&head.path).map_err(bad)?;
-    let broke = |what: String| {
-        (
-            502,
-            Diagnostic::new(
-                code::BACKEND_BROKEN,
-                Some(EventId::Backend),
-                format!("backend {}:{} {what}", target.host, target.port),
-                "check the backend's logs",
-            ),
-        )
-    };
+    let target = parse_target(&head.path).map_err(bad_target)?;
     let (opening, framing) =
         h1::encode_head(&head.method, &target.path_and_query, &head.headers, (&*target.host, target.port), body.len())
-            .map_err(|e| bad(format!("invalid request: {e}")))?;
+            .map_err(|e| bad_target(format!("invalid request: {e}")))?;
     let mut encoder = h1::BodyEncoder::new(framing);
     // A body on a GET may be read by the backend as the next request.
     let reusable = !(h1::is_bodiless(&head.method) && body.len() != h1::BodyLen::Whole(0));
     let first = std::mem::take(&mut body.first);
-    let (before, after) = encoder.piece(first.len()).map_err(|e| bad(format!("invalid request: {e}")))?;
+    let (before, after) = encoder.piece(first.len()).map_err(|e| bad_target(format!("invalid request: {e}")))?;
     let mut opening = opening;
     opening.extend_from_slice(&before);
     // The head kept in its `Vec` (a `Bytes` made of it is an allocation
@@ -347,7 +393,10 @@ async fn forward(
             },
             None => {
                 let mut conn = connect(env, &target).await.map_err(|diag| (502, diag))?;
-                conn.stream.write_buf(&mut out).await.map_err(|e| broke(format!("failed: {e}")))?;
+                conn.stream
+                    .write_buf(&mut out)
+                    .await
+                    .map_err(|e| (502, broken(&target.host, target.port, &format!("failed: {e}"))))?;
                 break conn;
             }
         }
@@ -356,21 +405,37 @@ async fn forward(
     let to_head = head.method == "HEAD";
     let unsent = Unsent { rest: out, body, encoder, to_head };
     let (outcome, sent) = exchange(&mut conn, unsent, reply, progress).await;
+    settle(env, pool, (&target.host, target.port), conn, outcome, sent && reusable, reply)
+}
+
+/// What an exchange's outcome means for the request and its connection:
+/// kept for the next request when the answer allows it and `reusable`
+/// (the request went out whole, and nothing of it can be taken for
+/// another); a failure as the gateway error the user gets (or, once the
+/// head has gone, a reset).
+fn settle(
+    env: &Env,
+    pool: &Pool,
+    (host, port): (&str, u16),
+    conn: Conn,
+    outcome: Result<Received, Failure>,
+    reusable: bool,
+    reply: &Reply,
+) -> Result<u16, (u16, Diagnostic)> {
     match outcome {
         Ok(Received { status, keep_alive }) => {
-            if keep_alive && sent && reusable {
-                pool.put(&target.host, target.port, conn);
+            if keep_alive && reusable {
+                pool.put(host, port, conn);
             }
             Ok(status)
         }
-        Err(Failure::Request(e)) => Err(bad(format!("invalid request: {e}"))),
-        Err(Failure::BeforeHead(what)) => Err(broke(what)),
+        Err(Failure::Request(e)) => Err(bad_target(format!("invalid request: {e}"))),
+        Err(Failure::BeforeHead(what)) => Err((502, broken(host, port, &what))),
         Err(Failure::MidBody { status, why }) => {
             // Head already sent: reset the stream, so that the user gets a
             // gateway error rather than a short success.
             reply.reset();
-            let (_, diag) = broke(format!("broke off mid-body: {why}"));
-            env.emit(AgentEvent::Diagnostic(diag));
+            env.emit(AgentEvent::Diagnostic(broken(host, port, &format!("broke off mid-body: {why}"))));
             Ok(status)
         }
     }
