@@ -379,6 +379,9 @@ const QUICK: usize = turn::Source::COUNT;
 const DRAIN: usize = QUICK + 1;
 /// The sources the tunnel's loop waits on.
 const SOURCES: usize = DRAIN + 1;
+// `turn::poll` numbers the signals by their place in what it is given:
+// `drive` gives the quick table first, then the drain.
+const _: () = assert!(QUICK == turn::Source::COUNT && DRAIN == QUICK + 1);
 
 /// The tunnel's own signals.
 #[derive(Clone, Copy)]
@@ -529,6 +532,9 @@ impl<'a> Link<'a> {
                 if let Some(head) = self.requests.accept(id, slot, head, fin) {
                     // Whole and bodiless: served in this loop when its
                     // backend has a kept-alive connection idle.
+                    if !self.quick.has_room() {
+                        return self.spawn_whole(id, head);
+                    }
                     match Quick::start(&shared.backends, head, now + cfg.backend_timeout) {
                         Ok(quick) => self.quick.insert(id, quick),
                         Err(head) => self.spawn_whole(id, head),
@@ -631,7 +637,7 @@ impl<'a> Link<'a> {
 
     /// The session's next deadline, or a request served in the loop
     /// timing out, whichever is first.
-    fn next_deadline(&self) -> Option<Duration> {
+    fn next_deadline(&mut self) -> Option<Duration> {
         match (self.session.poll_timeout(), self.quick.deadline()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -649,17 +655,23 @@ impl<'a> Link<'a> {
     /// serving, and to tasks those that leave it (see [`quick`]).
     fn quick_finished(&mut self) -> Result<(), String> {
         while let Some((id, quick, polled)) = self.quick.pop_finished() {
-            match quick.step(polled, &self.shared.backends) {
-                Step::Answered { status, headers, body } => self.answer(id, status, headers, body)?,
-                Step::Broke(diag) => self.gateway_error(id, 502, diag)?,
-                Step::Unwritten(head) => self.spawn_whole(id, head),
-                Step::Begun(begun) => {
-                    let reply = self.reply(id);
-                    let (env, pool) = (self.env.clone(), self.shared.backends.clone());
-                    let task = backend::serve_begun(env, pool, begun, self.cfg.backend_timeout, reply);
-                    // Boxed, as `spawn_handler`'s.
-                    self.requests.running(id, tokio::task::spawn_local(Box::pin(task)));
-                }
+            self.quick_step(id, quick, polled)?;
+        }
+        Ok(())
+    }
+
+    /// Hands on request `id`, which `polled` took out of the loop.
+    fn quick_step(&mut self, id: u64, quick: Quick, polled: quick::Polled) -> Result<(), String> {
+        match quick.step(polled, &self.shared.backends) {
+            Step::Answered { status, headers, body } => return self.answer(id, status, headers, body),
+            Step::Broke(diag) => return self.gateway_error(id, 502, diag),
+            Step::Unwritten(head) => self.spawn_whole(id, head),
+            Step::Begun(begun) => {
+                let reply = self.reply(id);
+                let (env, pool) = (self.env.clone(), self.shared.backends.clone());
+                let task = backend::serve_begun(env, pool, begun, self.cfg.backend_timeout, reply);
+                // Boxed, as `spawn_handler`'s.
+                self.requests.running(id, tokio::task::spawn_local(Box::pin(task)));
             }
         }
         Ok(())
@@ -668,8 +680,14 @@ impl<'a> Link<'a> {
     /// Answers the requests served in the loop whose backend has not
     /// answered by `now` with a 504, as a task's timeout does.
     fn expire_quick(&mut self, now: Duration) -> Result<(), String> {
-        while let Some((id, quick)) = self.quick.pop_expired(now) {
-            self.gateway_error(id, 504, quick.timed_out(self.cfg.backend_timeout))?;
+        while let Some((id, mut quick)) = self.quick.pop_expired(now) {
+            // An answer that came as the deadline passed wins, as a task's
+            // work is polled before its timeout.
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            match quick.poll(&mut cx) {
+                std::task::Poll::Ready(polled) => self.quick_step(id, quick, polled)?,
+                std::task::Poll::Pending => self.gateway_error(id, 504, quick.timed_out(self.cfg.backend_timeout))?,
+            }
         }
         Ok(())
     }
@@ -688,6 +706,12 @@ impl<'a> Link<'a> {
     fn answer(&mut self, id: u64, status: u16, headers: crate::proto::Headers, body: Bytes) -> Result<(), String> {
         let fin = body.is_empty();
         self.outbound(Outbound::Head { id, status, headers, fin })?;
+        // The session refused the head (too large for its frames):
+        // `outbound` answered 502 and ended the request, as it stops a
+        // task, which then reports nothing more.
+        if !self.requests.contains(id) {
+            return Ok(());
+        }
         if !fin {
             self.outbound(Outbound::Body { id, data: body, fin: true })?;
         }

@@ -246,16 +246,27 @@ pub async fn serve(
 /// answer is not one the loop takes whole. From here it goes as [`serve`]
 /// would have taken it, with the backend timeout counted from now.
 pub async fn serve_begun(env: Env, pool: std::rc::Rc<Pool>, begun: quick::Begun, timeout: Duration, reply: Reply) {
-    let progress: Progress = Rc::new(Cell::new(tokio::time::Instant::now()));
-    let quick::Begun { head, mut conn, host, port, rest, framing } = begun;
-    let unsent = Unsent {
-        rest: std::io::Cursor::new(rest),
-        body: RequestBody::whole(Bytes::new()),
-        encoder: h1::BodyEncoder::new(framing),
-        to_head: head.method == "HEAD",
-    };
+    let quick::Begun { head, mut conn, host, port, rest, framing, send_failed, started } = begun;
+    let progress: Progress = Rc::new(Cell::new(started));
+    let to_head = head.method == "HEAD";
     let work = async {
-        let (outcome, sent) = exchange(&mut conn, unsent, &reply, &progress).await;
+        let (outcome, sent) = match send_failed {
+            // Sending failed in the loop: nothing more is sent, and the
+            // answer, if one came, decides (as in `in_turn`).
+            Some(e) => {
+                let outcome = receive(&mut conn.stream, &mut conn.buf, to_head, &reply, &progress).await;
+                (with_send_failure(outcome, Some(e)), false)
+            }
+            None => {
+                let unsent = Unsent {
+                    rest: std::io::Cursor::new(rest),
+                    body: RequestBody::whole(Bytes::new()),
+                    encoder: h1::BodyEncoder::new(framing),
+                    to_head,
+                };
+                exchange(&mut conn, unsent, &reply, &progress).await
+            }
+        };
         settle(&env, &pool, (&host, port), conn, outcome, sent, &reply)
     };
     tokio::pin!(work);
@@ -477,11 +488,19 @@ async fn exchange(
         // task, which is copied into place at each spawn.
         Box::pin(together(conn, unsent, reply, progress)).await
     };
-    let outcome = match (outcome, send_failed) {
+    (with_send_failure(outcome, send_failed), sent)
+}
+
+/// An exchange's outcome, told with why sending failed when it did and
+/// no answer came either.
+fn with_send_failure(
+    outcome: Result<Received, Failure>,
+    send_failed: Option<std::io::Error>,
+) -> Result<Received, Failure> {
+    match (outcome, send_failed) {
         (Err(Failure::BeforeHead(what)), Some(e)) => Err(Failure::BeforeHead(format!("{what} (sending: {e})"))),
         (outcome, _) => outcome,
-    };
-    (outcome, sent)
+    }
 }
 
 /// What is left of a request to send once its first write is done: the

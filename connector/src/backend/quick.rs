@@ -1,8 +1,9 @@
 //! The usual request served by the tunnel's own loop, without a task: it
 //! came whole with no body, a kept-alive connection to its backend is
-//! idle, and the answer is short enough to arrive in one buffer
-//! ([`QUICK_MAX`]). The loop writes the request, polls the connection
-//! among its other sources, and hands the whole answer to its session.
+//! idle, and the answer's head and body have both arrived by the time its
+//! head is whole, within [`QUICK_MAX`]. The loop writes the request, polls
+//! the connection among its other sources, and hands the whole answer to
+//! its session.
 //!
 //! Why: a task per request (its cell, its spawn, the channel its answer
 //! crossed, the wake-ups of both) was a quarter of the connector's
@@ -11,13 +12,15 @@
 //!
 //! Anything else leaves this path at the point where it stops fitting,
 //! to the task that serves every other request ([`super::serve`]): before
-//! a byte is written (no idle connection, a stale one) the request starts
-//! over there; after, the written connection goes on in
-//! [`super::serve_begun`] with what has been read, so that a long, chunked
-//! or broken answer is read, paced, timed and reported by the same code
-//! as always. What this path answers itself (a short answer, a backend
-//! that closes or fails before the head, one that does not answer in
-//! time) it answers with the same frames and diagnostics as that code.
+//! a byte is written (no idle connection, a stale one, a full table) the
+//! request starts over there; after, the connection goes on in
+//! [`super::serve_begun`] with what has been read and what sending met, so
+//! that a long, chunked, late or broken answer, a request the backend
+//! does not take whole, pacing and the timeout after a head are read,
+//! timed and reported by one implementation. What this path answers
+//! itself (a whole answer, a backend that closes or fails before its
+//! head, one that sends no head in time) it answers with the frames and
+//! diagnostics a task gives (the tests run both ways and compare).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::pin::Pin;
@@ -33,11 +36,15 @@ use super::target::parse_target;
 use crate::diag::Diagnostic;
 use crate::proto::{Headers, RequestHead};
 
-/// The most an answer (head and body) may take to be served here: one
-/// read into the thread's scratch buffer (see `Reads`). Larger answers go
-/// on in a task, which streams them at the tunnel's pace; and no head
-/// this short can exceed what a frame carries.
+/// The most of an answer this path reads before its head is whole: the
+/// size of the first read of any answer (the thread's scratch buffer, see
+/// `Reads`). A head still incomplete past it goes on in a task.
 pub const QUICK_MAX: usize = 16 * 1024;
+
+/// The most requests one tunnel serves in its loop at once: each wake-up
+/// of the table polls every one of them, so it is kept to about a
+/// window's worth; requests past it are served by tasks.
+pub const TABLE_MAX: usize = 64;
 
 /// A request being served in the tunnel's loop.
 pub struct Quick {
@@ -48,7 +55,12 @@ pub struct Quick {
     /// The request as written to the backend, and how much of it went.
     out: Vec<u8>,
     written: usize,
+    /// Whether it is written whole and flushed.
+    sent: bool,
     framing: h1::Framing,
+    /// When it started, for a task that goes on with it: its timeout
+    /// counts from here too.
+    started: tokio::time::Instant,
     /// When it times out, on the tunnel's clock (see [`Quick::deadline`]).
     deadline: Duration,
 }
@@ -68,9 +80,10 @@ pub enum Step {
     Begun(Begun),
 }
 
-/// A request whose head the loop wrote (`rest` is what is still unsent),
-/// with its connection and what has been read of the answer (in its
-/// buffer).
+/// A request the loop began: its head written (`rest` is what is still
+/// unsent), its connection with what has been read of the answer (in its
+/// buffer), and the error sending met, if it did (nothing more is sent
+/// then, as a task sends nothing after a failed write).
 pub struct Begun {
     pub head: RequestHead,
     pub conn: Conn,
@@ -78,14 +91,16 @@ pub struct Begun {
     pub port: u16,
     pub rest: Vec<u8>,
     pub framing: h1::Framing,
+    pub send_failed: Option<std::io::Error>,
+    pub started: tokio::time::Instant,
 }
 
-/// What a poll found, before the exchange leaves the loop's table.
+/// What a poll found, before the request leaves the loop's table.
 pub enum Polled {
     Answered { head_len: usize, head: h1::ResponseHead, body_len: usize },
     Broke(String),
     Unwritten,
-    Begun,
+    Begun(Option<std::io::Error>),
 }
 
 impl Quick {
@@ -110,12 +125,13 @@ impl Quick {
         let Ok((out, framing)) = encoded else { return Err(head) };
         let Some(conn) = pool.take(&target.host, target.port) else { return Err(head) };
         let (host, port) = (target.host.into_owned(), target.port);
-        Ok(Quick { head, conn, host, port, out, written: 0, framing, deadline })
+        let started = tokio::time::Instant::now();
+        Ok(Quick { head, conn, host, port, out, written: 0, sent: false, framing, started, deadline })
     }
 
     /// When the backend timeout ends it: it counts from the start, as a
-    /// task's does until the answer's head, which this path never gets
-    /// without the whole answer.
+    /// task's does until the answer's head; this path leaves to a task
+    /// once a head came without its whole body.
     pub fn deadline(&self) -> Duration {
         self.deadline
     }
@@ -128,72 +144,81 @@ impl Quick {
     /// Writes what is left of the request, then reads until the answer
     /// is whole or leaves this path.
     pub fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Polled> {
-        if let Some(out) = std::task::ready!(self.poll_write(cx)) {
+        if let Some(out) = std::task::ready!(self.poll_send(cx)) {
             return Poll::Ready(out);
         }
         let to_head = self.head.method == "HEAD";
         loop {
-            let mut head_done = false;
             if !self.conn.buf.is_empty() {
                 match h1::parse_response(&self.conn.buf, to_head) {
-                    // Anything but a final answer (a 1xx, a malformed or
-                    // long head) is the task's to read and report.
-                    Ok(Some((n, head))) if head.status >= 200 => {
+                    // A final answer whose body came with it; anything
+                    // else (a 1xx, a body still to come, chunked or to
+                    // the close, a malformed or long head) is a task's to
+                    // read, pace and report.
+                    Ok(Some((n, head))) => {
                         let body_len = match head.body {
                             h1::BodyKind::Empty => Some(0),
                             h1::BodyKind::Length(len) => usize::try_from(len).ok(),
                             h1::BodyKind::Chunked | h1::BodyKind::UntilClose => None,
                         };
-                        match body_len {
-                            Some(len) if self.conn.buf.len() - n >= len => {
-                                return Poll::Ready(Polled::Answered { head_len: n, head, body_len: len })
+                        return Poll::Ready(match body_len {
+                            Some(len) if head.status >= 200 && self.conn.buf.len() - n >= len => {
+                                Polled::Answered { head_len: n, head, body_len: len }
                             }
-                            Some(len) if n.saturating_add(len) <= QUICK_MAX => head_done = true,
-                            _ => return Poll::Ready(Polled::Begun),
-                        }
+                            _ => Polled::Begun(None),
+                        });
                     }
                     Ok(None) if self.conn.buf.len() < QUICK_MAX => {}
-                    _ => return Poll::Ready(Polled::Begun),
+                    _ => return Poll::Ready(Polled::Begun(None)),
                 }
             }
-            match super::poll_scratch(Pin::new(&mut self.conn.stream), cx, &mut self.conn.buf) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Some(Ok(n))) if n > 0 => {}
-                // The end of a body cut short is the task's to report
-                // (it resets the stream after the head).
-                _ if head_done => return Poll::Ready(Polled::Begun),
-                Poll::Ready(Some(Ok(_))) => {
-                    return Poll::Ready(Polled::Broke("closed the connection before answering".into()))
-                }
-                Poll::Ready(Some(Err(e))) => return Poll::Ready(Polled::Broke(format!("failed: {e}"))),
-                // No scratch buffer to read into: the task reads.
-                Poll::Ready(None) => return Poll::Ready(Polled::Begun),
+            // Before the head, as a task words it.
+            match std::task::ready!(super::poll_scratch(Pin::new(&mut self.conn.stream), cx, &mut self.conn.buf)) {
+                Some(Ok(0)) => return Poll::Ready(Polled::Broke("closed the connection before answering".into())),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Poll::Ready(Polled::Broke(format!("failed: {e}"))),
+                // No scratch buffer to read into: a task reads.
+                None => return Poll::Ready(Polled::Begun(None)),
             }
         }
     }
 
-    /// Writes the rest of the request: `None` once it is all out and
-    /// flushed, else where the exchange goes.
-    fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<Option<Polled>> {
+    /// Writes the rest of the request and flushes it: `None` once it is
+    /// all out, else where the request goes.
+    fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<Option<Polled>> {
+        if self.sent {
+            return Poll::Ready(None);
+        }
         let mut stream = Pin::new(&mut self.conn.stream);
         while self.written < self.out.len() {
-            match std::task::ready!(stream.as_mut().poll_write(cx, &self.out[self.written..])) {
-                Ok(n) if n > 0 => self.written += n,
+            match stream.as_mut().poll_write(cx, &self.out[self.written..]) {
+                Poll::Ready(Ok(n)) if n > 0 => self.written += n,
                 // A kept-alive connection that takes none of the request
                 // went stale: the request is served anew (as a task tries
                 // the next one). Once a byte is out, a failure is final
-                // (at most once), and the task reports it.
-                _ if self.written == 0 => return Poll::Ready(Some(Polled::Unwritten)),
-                _ => return Poll::Ready(Some(Polled::Begun)),
+                // (at most once), and a task reports it.
+                Poll::Ready(_) if self.written == 0 => return Poll::Ready(Some(Polled::Unwritten)),
+                Poll::Ready(Ok(_)) => {
+                    return Poll::Ready(Some(Polled::Begun(Some(std::io::ErrorKind::WriteZero.into()))))
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Some(Polled::Begun(Some(e)))),
+                // Part of a long head is out and the backend does not take
+                // the rest yet: it may answer first (a 431), which a task
+                // reads while it sends.
+                Poll::Pending if self.written > 0 => return Poll::Ready(Some(Polled::Begun(None))),
+                Poll::Pending => return Poll::Pending,
             }
         }
         match std::task::ready!(stream.poll_flush(cx)) {
-            Ok(()) => Poll::Ready(None),
-            Err(_) => Poll::Ready(Some(Polled::Begun)),
+            Ok(()) => {
+                self.sent = true;
+                Poll::Ready(None)
+            }
+            Err(e) => Poll::Ready(Some(Polled::Begun(Some(e)))),
         }
     }
 
-    /// Where the exchange goes after `polled`: an answer taken whole gives
+    /// Where the request goes after `polled`: an answer taken whole gives
     /// its connection back to `pool` (when the backend keeps it).
     pub fn step(mut self, polled: Polled, pool: &Pool) -> Step {
         match polled {
@@ -208,10 +233,10 @@ impl Quick {
             }
             Polled::Broke(what) => Step::Broke(super::broken(&self.host, self.port, &what)),
             Polled::Unwritten => Step::Unwritten(self.head),
-            Polled::Begun => {
+            Polled::Begun(send_failed) => {
                 let rest = self.out.split_off(self.written);
-                let Quick { head, conn, host, port, framing, .. } = self;
-                Step::Begun(Begun { head, conn, host, port, rest, framing })
+                let Quick { head, conn, host, port, framing, started, .. } = self;
+                Step::Begun(Begun { head, conn, host, port, rest, framing, send_failed, started })
             }
         }
     }
@@ -221,6 +246,9 @@ impl Quick {
 #[derive(Default)]
 pub struct Table {
     map: BTreeMap<u64, Quick>,
+    /// Deadlines in the order they fall, with their requests' ids; an
+    /// entry whose request left the table is dropped when it comes first.
+    deadlines: VecDeque<(Duration, u64)>,
     /// Taken out of `map` by the last poll, in id order, with what ended
     /// them there.
     finished: VecDeque<(u64, Quick, Polled)>,
@@ -230,7 +258,16 @@ pub struct Table {
 }
 
 impl Table {
+    /// Whether the table takes another request ([`TABLE_MAX`]).
+    pub fn has_room(&self) -> bool {
+        self.map.len() < TABLE_MAX
+    }
+
     pub fn insert(&mut self, id: u64, quick: Quick) {
+        // Deadlines come in order (one timeout, a clock that does not go
+        // back); one that does not goes where it falls.
+        let at = self.deadlines.iter().rposition(|&(d, _)| d <= quick.deadline).map_or(0, |i| i + 1);
+        self.deadlines.insert(at, (quick.deadline, id));
         self.map.insert(id, quick);
         self.fresh = true;
     }
@@ -273,13 +310,24 @@ impl Table {
     }
 
     /// The earliest deadline in the table.
-    pub fn deadline(&self) -> Option<Duration> {
-        self.map.values().map(Quick::deadline).min()
+    pub fn deadline(&mut self) -> Option<Duration> {
+        while let Some(&(deadline, id)) = self.deadlines.front() {
+            if self.map.get(&id).is_some_and(|q| q.deadline == deadline) {
+                return Some(deadline);
+            }
+            self.deadlines.pop_front();
+        }
+        None
     }
 
-    /// Takes out the next request whose deadline is past at `now`.
+    /// Takes out the request whose deadline is earliest, if it is past at
+    /// `now`.
     pub fn pop_expired(&mut self, now: Duration) -> Option<(u64, Quick)> {
-        let id = self.map.iter().find(|(_, q)| q.deadline <= now).map(|(id, _)| *id)?;
+        let deadline = self.deadline()?;
+        if deadline > now {
+            return None;
+        }
+        let (_, id) = self.deadlines.pop_front()?;
         self.map.remove(&id).map(|q| (id, q))
     }
 }
@@ -289,30 +337,32 @@ mod tests {
     use std::cell::Cell;
     use std::rc::Rc;
 
-    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+    use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, DuplexStream, ReadBuf};
     use tokio::sync::mpsc;
 
-    use super::super::{Outbound, Reply};
+    use super::super::{Outbound, Reply, RequestBody};
     use super::*;
     use crate::pace::Pace;
 
     const HOST: &str = "app.corp";
+    const TIMEOUT: Duration = Duration::from_secs(85);
 
-    fn get(path: &str) -> RequestHead {
-        RequestHead { method: "GET".into(), path: format!("http://{HOST}:8080{path}"), headers: Headers::default() }
+    fn request(method: &'static str, path: &str) -> RequestHead {
+        RequestHead { method: method.into(), path: format!("http://{HOST}:8080{path}"), headers: Headers::default() }
     }
 
     /// A pool holding one kept-alive connection to the backend, and the
     /// backend's end of it.
-    fn pool_with_one() -> (Pool, DuplexStream) {
+    fn pool_with_one() -> (Rc<Pool>, DuplexStream) {
         let (ours, theirs) = tokio::io::duplex(64 * 1024);
         let pool = Pool::default();
         pool.put(HOST, 8080, Conn::new(Box::new(ours)));
         assert_eq!(pool.idle(), 1);
-        (pool, theirs)
+        (Rc::new(pool), theirs)
     }
 
-    /// Reads one request head, then answers `wire` (and closes if `close`).
+    /// Reads one request head, then answers `wire` (and closes if
+    /// `close`); gives back the request and its end of the connection.
     async fn backend(mut theirs: DuplexStream, wire: &'static [u8], close: bool) -> (String, DuplexStream) {
         let mut got = Vec::new();
         let mut byte = [0u8; 1];
@@ -327,21 +377,108 @@ mod tests {
         (String::from_utf8(got).unwrap(), theirs)
     }
 
-    async fn run(quick: &mut Quick) -> Polled {
-        std::future::poll_fn(|cx| quick.poll(cx)).await
+    fn env() -> crate::env::Env {
+        crate::env::Env {
+            net: Rc::new(crate::net::TokioNet::new(Vec::new())),
+            clock: std::sync::Arc::new(crate::env::SystemClock),
+            entropy: std::sync::Arc::new(crate::env::OsEntropy),
+            events: Rc::new(crate::env::LogSink),
+            evidence: Rc::default(),
+        }
+    }
+
+    fn reply() -> (Reply, mpsc::UnboundedReceiver<Outbound>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let pace = Rc::new(Pace::default());
+        (Reply { id: 7, out: tx, pace, head_sent: Cell::new(false), ended: Cell::new(false) }, rx)
+    }
+
+    fn frames(mut rx: mpsc::UnboundedReceiver<Outbound>) -> Vec<Outbound> {
+        std::iter::from_fn(|| rx.try_recv().ok()).collect()
+    }
+
+    /// Serves `method` against a backend answering `wire` through the
+    /// loop, and where it went; with the frames the tunnel gets (as
+    /// `Link::answer` hands them on, or from the task it goes on in) and
+    /// the connections left in the pool.
+    async fn through_the_loop(method: &'static str, wire: &'static [u8], close: bool) -> (&'static str, String, usize) {
+        let (pool, theirs) = pool_with_one();
+        let backend = tokio::spawn(backend(theirs, wire, close));
+        let Ok(mut quick) = Quick::start(&pool, request(method, "/a"), TIMEOUT) else { panic!("not taken") };
+        let polled = std::future::poll_fn(|cx| quick.poll(cx)).await;
+        let (way, out) = match quick.step(polled, &pool) {
+            Step::Answered { status, headers, body } => {
+                let fin = body.is_empty();
+                let mut out = vec![Outbound::Head { id: 7, status, headers, fin }];
+                out.extend((!fin).then_some(Outbound::Body { id: 7, data: body, fin: true }));
+                ("answered", out)
+            }
+            Step::Broke(diag) => {
+                let (headers, body) = super::super::gateway_answer(&diag);
+                let head = Outbound::Head { id: 7, status: 502, headers, fin: false };
+                ("broke", vec![head, Outbound::Body { id: 7, data: body, fin: true }])
+            }
+            Step::Unwritten(_) => panic!("unwritten"),
+            Step::Begun(begun) => {
+                let (reply, rx) = reply();
+                super::super::serve_begun(env(), pool.clone(), begun, TIMEOUT, reply).await;
+                ("begun", frames(rx))
+            }
+        };
+        let _theirs = backend.await.unwrap();
+        (way, format!("{out:?}"), pool.idle())
+    }
+
+    /// The same through a task, as every request went before.
+    async fn through_a_task(method: &'static str, wire: &'static [u8], close: bool) -> (String, usize) {
+        let (pool, theirs) = pool_with_one();
+        let backend = tokio::spawn(backend(theirs, wire, close));
+        let (reply, rx) = reply();
+        let body = RequestBody::whole(Bytes::new());
+        super::super::serve(env(), pool.clone(), request(method, "/a"), body, TIMEOUT, reply).await;
+        let _theirs = backend.await.unwrap();
+        (format!("{:?}", frames(rx)), pool.idle())
+    }
+
+    /// Answers of every kind give the tunnel the same frames, and leave
+    /// the same connections in the pool, through the loop as through a
+    /// task; and each goes the way this path means it to.
+    #[tokio::test(flavor = "current_thread")]
+    async fn every_answer_is_forwarded_as_a_task_forwards_it() {
+        let long: &'static [u8] = Box::leak(
+            [&b"HTTP/1.1 200 OK\r\nContent-Length: 20000\r\n\r\n"[..], &[b'x'; 20_000][..]].concat().into_boxed_slice(),
+        );
+        let cases: [(&str, &'static [u8], bool, &str); 13] = [
+            ("GET", b"HTTP/1.1 200 OK\r\nX-A: b\r\nContent-Length: 5\r\n\r\nhello", false, "answered"),
+            ("HEAD", b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", false, "answered"),
+            ("GET", b"HTTP/1.1 204 No Content\r\n\r\n", false, "answered"),
+            ("GET", b"HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n", false, "answered"),
+            ("GET", b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokEXTRA", false, "answered"),
+            ("GET", b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok", true, "answered"),
+            ("GET", b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false, "begun"),
+            ("GET", b"HTTP/1.0 200 OK\r\n\r\nall of it", true, "begun"),
+            ("GET", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", false, "begun"),
+            ("GET", b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc", true, "begun"),
+            ("GET", long, false, "begun"),
+            ("GET", b"HTTP/1.1 200 OK\r\nContent-Le", true, "broke"),
+            ("GET", b"", true, "broke"),
+        ];
+        for (method, wire, close, expected_way) in cases {
+            let what = String::from_utf8_lossy(&wire[..wire.len().min(60)]).into_owned();
+            let (way, looped, idle) = through_the_loop(method, wire, close).await;
+            assert_eq!(way, expected_way, "{method} {what}");
+            assert_eq!((looped, idle), through_a_task(method, wire, close).await, "{method} {what}");
+        }
     }
 
     #[tokio::test(flavor = "current_thread")]
-    async fn a_short_answer_comes_whole_and_its_connection_goes_back() {
+    async fn the_request_goes_out_as_a_task_writes_it() {
         let (pool, theirs) = pool_with_one();
-        let served =
-            tokio::spawn(backend(theirs, b"HTTP/1.1 200 OK\r\nX-A: b\r\nContent-Length: 5\r\n\r\nhello", false));
-        let Ok(mut quick) = Quick::start(&pool, get("/x?y=1"), Duration::from_secs(85)) else { panic!("not taken") };
-        assert_eq!(pool.idle(), 0);
-        let polled = run(&mut quick).await;
-        let Step::Answered { status, headers, body } = quick.step(polled, &pool) else { panic!("not answered") };
-        assert_eq!((status, &body[..]), (200, &b"hello"[..]));
-        assert_eq!(headers.get("x-a"), Some("b"));
+        let served = tokio::spawn(backend(theirs, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", false));
+        let Ok(mut quick) = Quick::start(&pool, request("GET", "/x?y=1"), TIMEOUT) else { panic!("not taken") };
+        assert_eq!(pool.idle(), 0, "taken from the pool");
+        let polled = std::future::poll_fn(|cx| quick.poll(cx)).await;
+        assert!(matches!(quick.step(polled, &pool), Step::Answered { status: 200, .. }));
         let (request, _theirs) = served.await.unwrap();
         assert!(request.starts_with("GET /x?y=1 HTTP/1.1\r\n"), "{request}");
         assert!(request.to_ascii_lowercase().contains("host: app.corp:8080\r\n"), "{request}");
@@ -350,89 +487,81 @@ mod tests {
 
     #[tokio::test(flavor = "current_thread")]
     async fn no_idle_connection_or_a_bad_target_leaves_the_request_to_a_task() {
-        let pool = Pool::default();
-        assert!(Quick::start(&pool, get("/"), Duration::ZERO).is_err());
+        assert!(Quick::start(&Pool::default(), request("GET", "/"), TIMEOUT).is_err());
         let (pool, _theirs) = pool_with_one();
-        let mut bad = get("/");
+        let mut bad = request("GET", "/");
         bad.path = "ftp://app.corp/".into();
-        let back = Quick::start(&pool, bad, Duration::ZERO).err().map(|h| h.path);
+        let back = Quick::start(&pool, bad, TIMEOUT).err().map(|h| h.path);
         assert_eq!(back.as_deref(), Some("ftp://app.corp/"));
         assert_eq!(pool.idle(), 1, "the connection stays in the pool");
     }
 
-    #[tokio::test(flavor = "current_thread")]
-    async fn a_backend_that_closes_before_answering_broke_as_a_task_reports_it() {
-        let (pool, theirs) = pool_with_one();
-        let served = tokio::spawn(backend(theirs, b"", true));
-        let Ok(mut quick) = Quick::start(&pool, get("/"), Duration::from_secs(85)) else { panic!("not taken") };
-        let polled = run(&mut quick).await;
-        let Step::Broke(diag) = quick.step(polled, &pool) else { panic!("not broken") };
-        assert_eq!(diag.code, crate::code::BACKEND_BROKEN.to_string());
-        assert_eq!(diag.message, "backend app.corp:8080 closed the connection before answering");
-        drop(served.await.unwrap());
-        assert_eq!(pool.idle(), 0);
-    }
+    /// A kept-alive connection that looks open but takes nothing.
+    struct Stale;
 
-    /// A chunked answer leaves the loop once its head is read, and the task
-    /// that goes on with it forwards it whole, with one end.
-    #[tokio::test(flavor = "current_thread")]
-    async fn an_answer_it_cannot_take_whole_goes_on_in_a_task() {
-        let wire = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n";
-        let (pool, theirs) = pool_with_one();
-        let served = tokio::spawn(backend(theirs, wire, false));
-        let Ok(mut quick) = Quick::start(&pool, get("/"), Duration::from_secs(85)) else { panic!("not taken") };
-        let polled = run(&mut quick).await;
-        let pool = Rc::new(pool);
-        let Step::Begun(begun) = quick.step(polled, &pool) else { panic!("not handed on") };
-        assert!(begun.rest.is_empty(), "the request went out whole");
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let reply = Reply {
-            id: 3,
-            out: tx,
-            pace: Rc::new(Pace::default()),
-            head_sent: Cell::new(false),
-            ended: Cell::new(false),
-        };
-        let env = crate::env::Env {
-            net: Rc::new(crate::net::TokioNet::new(Vec::new())),
-            clock: std::sync::Arc::new(crate::env::SystemClock),
-            entropy: std::sync::Arc::new(crate::env::OsEntropy),
-            events: Rc::new(crate::env::LogSink),
-            evidence: Rc::default(),
-        };
-        super::super::serve_begun(env, pool.clone(), begun, Duration::from_secs(85), reply).await;
-        let (mut body, mut fins, mut status) = (Vec::new(), 0, 0);
-        while let Ok(out) = rx.try_recv() {
-            match out {
-                Outbound::Head { status: s, fin, .. } => (status, fins) = (s, fins + usize::from(fin)),
-                Outbound::Body { data, fin, .. } => {
-                    body.extend_from_slice(&data);
-                    fins += usize::from(fin);
-                }
-                other => panic!("{other:?}"),
-            }
+    impl AsyncRead for Stale {
+        fn poll_read(self: Pin<&mut Self>, _: &mut Context<'_>, _: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Pending
         }
-        assert_eq!((status, &body[..], fins), (200, &b"abcde"[..], 1));
-        drop(served.await.unwrap());
-        assert_eq!(pool.idle(), 1, "kept alive by the task");
+    }
+
+    impl AsyncWrite for Stale {
+        fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, _: &[u8]) -> Poll<std::io::Result<usize>> {
+            Poll::Ready(Err(std::io::ErrorKind::BrokenPipe.into()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// Nothing written, nothing lost: the request comes back whole, to be
+    /// served from the start (at most once holds: no byte went out).
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_stale_connection_gives_the_request_back_unwritten() {
+        let pool = Pool::default();
+        pool.put(HOST, 8080, Conn::new(Box::new(Stale)));
+        let Ok(mut quick) = Quick::start(&pool, request("GET", "/s"), TIMEOUT) else { panic!("not taken") };
+        let polled = std::future::poll_fn(|cx| quick.poll(cx)).await;
+        let Step::Unwritten(head) = quick.step(polled, &pool) else { panic!("not given back") };
+        assert!(head.path.ends_with("/s"));
+        assert_eq!(pool.idle(), 0, "the stale connection is dropped");
     }
 
     #[tokio::test(flavor = "current_thread")]
-    async fn the_table_times_out_the_earliest_first() {
+    async fn the_table_times_out_by_deadline_and_keeps_a_bound() {
         let mut table = Table::default();
-        let (pool, _a) = pool_with_one();
-        let (pool2, _b) = pool_with_one();
-        let Ok(late) = Quick::start(&pool, get("/late"), Duration::from_secs(90)) else { panic!() };
-        let Ok(early) = Quick::start(&pool2, get("/early"), Duration::from_secs(85)) else { panic!() };
-        table.insert(1, late);
-        table.insert(2, early);
+        let mut conns = Vec::new();
+        // Ids and deadlines in different orders.
+        for (id, secs) in [(1, 90), (2, 85), (3, 88)] {
+            let (pool, theirs) = pool_with_one();
+            conns.push(theirs);
+            let Ok(quick) = Quick::start(&pool, request("GET", &format!("/{id}")), Duration::from_secs(secs)) else {
+                panic!("not taken")
+            };
+            table.insert(id, quick);
+        }
         assert!(table.take_fresh() && !table.take_fresh());
         assert_eq!(table.deadline(), Some(Duration::from_secs(85)));
         assert!(table.pop_expired(Duration::from_secs(84)).is_none());
-        let (id, quick) = table.pop_expired(Duration::from_secs(86)).unwrap();
-        assert_eq!(id, 2);
-        assert!(quick.timed_out(Duration::from_secs(85)).message.contains("/early did not answer within 85s"));
+        let expired: Vec<u64> =
+            std::iter::from_fn(|| table.pop_expired(Duration::from_secs(89)).map(|(id, _)| id)).collect();
+        assert_eq!(expired, [2, 3]);
         table.cancel(1);
-        assert_eq!(table.deadline(), None);
+        assert_eq!(table.deadline(), None, "a cancelled request's deadline goes with it");
+        assert!(table.has_room());
+    }
+
+    /// A request that times out in the loop is reported as a task reports
+    /// one with no answer's head.
+    #[test]
+    fn a_timeout_reads_as_a_tasks() {
+        let (pool, _theirs) = pool_with_one();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let quick = rt.block_on(async { Quick::start(&pool, request("GET", "/held"), TIMEOUT).ok() }).unwrap();
+        assert_eq!(quick.timed_out(TIMEOUT).message, super::super::stalled(&quick.head.path, TIMEOUT, false).message);
+        assert!(quick.timed_out(TIMEOUT).message.ends_with("/held did not answer within 85s"));
     }
 }
