@@ -294,11 +294,6 @@ impl<H: Abort> Requests<H> {
         self.map.is_empty()
     }
 
-    /// Whether request `id` is still in flight.
-    pub fn contains(&self, id: u64) -> bool {
-        self.map.contains_key(&id)
-    }
-
     pub fn len(&self) -> usize {
         self.map.len()
     }

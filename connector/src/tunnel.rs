@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -637,7 +638,7 @@ impl<'a> Link<'a> {
 
     /// The session's next deadline, or a request served in the loop
     /// timing out, whichever is first.
-    fn next_deadline(&mut self) -> Option<Duration> {
+    fn next_deadline(&self) -> Option<Duration> {
         match (self.session.poll_timeout(), self.quick.deadline()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -682,11 +683,15 @@ impl<'a> Link<'a> {
     fn expire_quick(&mut self, now: Duration) -> Result<(), String> {
         while let Some((id, mut quick)) = self.quick.pop_expired(now) {
             // An answer that came as the deadline passed wins, as a task's
-            // work is polled before its timeout.
+            // work is polled before its timeout: polled once more, outside
+            // the task's budget (spent, it would read as nothing there).
+            let once = tokio::task::unconstrained(std::future::poll_fn(|cx| Poll::Ready(quick.poll(cx))));
             let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-            match quick.poll(&mut cx) {
-                std::task::Poll::Ready(polled) => self.quick_step(id, quick, polled)?,
-                std::task::Poll::Pending => self.gateway_error(id, 504, quick.timed_out(self.cfg.backend_timeout))?,
+            match std::pin::pin!(once).poll(&mut cx) {
+                Poll::Ready(Poll::Ready(polled)) if !matches!(polled, quick::Polled::Unwritten) => {
+                    self.quick_step(id, quick, polled)?
+                }
+                _ => self.gateway_error(id, 504, quick.timed_out(self.cfg.backend_timeout))?,
             }
         }
         Ok(())
@@ -700,20 +705,15 @@ impl<'a> Link<'a> {
         self.answer(id, status, headers, body)
     }
 
-    /// Request `id`'s whole answer, as a task sends it: the head, with the
-    /// end when there is no body, then the body with it; and the request
-    /// reported served.
+    /// Request `id`'s whole answer, as a task sends it
+    /// ([`backend::whole_answer`]), and the request reported served. (A
+    /// head the session refuses is answered 502 by `outbound`; the body
+    /// then finds its stream ended, as a task's does.)
     fn answer(&mut self, id: u64, status: u16, headers: crate::proto::Headers, body: Bytes) -> Result<(), String> {
-        let fin = body.is_empty();
-        self.outbound(Outbound::Head { id, status, headers, fin })?;
-        // The session refused the head (too large for its frames):
-        // `outbound` answered 502 and ended the request, as it stops a
-        // task, which then reports nothing more.
-        if !self.requests.contains(id) {
-            return Ok(());
-        }
-        if !fin {
-            self.outbound(Outbound::Body { id, data: body, fin: true })?;
+        let (head, body) = backend::whole_answer(id, status, headers, body);
+        self.outbound(head)?;
+        if let Some(body) = body {
+            self.outbound(body)?;
         }
         self.env.emit_per_request(|| AgentEvent::RequestServed { id, status });
         Ok(())

@@ -2,7 +2,8 @@
 //! TLS stream both ways, the channel that brings them work, the session's
 //! deadline), polled through [`crate::wakes`] so that only what woke the
 //! loop is looked at, and the end's own signals after them (the
-//! connector's drain; relay-sim's routing change and pin).
+//! connector's requests served in its loop, and its drain; relay-sim's
+//! routing change and pin).
 
 use std::future::Future;
 use std::io;

@@ -244,7 +244,8 @@ pub async fn serve(
 /// Serves the rest of a request that the tunnel's loop began
 /// ([`quick::Quick`]): its head is written (in part or whole), and its
 /// answer is not one the loop takes whole. From here it goes as [`serve`]
-/// would have taken it, with the backend timeout counted from now.
+/// would have taken it, with the backend timeout counted from the
+/// request's start in the loop.
 pub async fn serve_begun(env: Env, pool: std::rc::Rc<Pool>, begun: quick::Begun, timeout: Duration, reply: Reply) {
     let quick::Begun { head, mut conn, host, port, rest, framing, send_failed, started } = begun;
     let progress: Progress = Rc::new(Cell::new(started));
@@ -360,6 +361,13 @@ fn gateway_error(status: u16, diag: &Diagnostic, reply: &Reply) {
     let (headers, body) = gateway_answer(diag);
     reply.head(status, headers, false);
     reply.body(body, true);
+}
+
+/// A whole answer as a task's frames carry it: the head, with the end
+/// when there is no body, then the body with the end.
+pub fn whole_answer(id: u64, status: u16, headers: Headers, body: Bytes) -> (Outbound, Option<Outbound>) {
+    let fin = body.is_empty();
+    (Outbound::Head { id, status, headers, fin }, (!fin).then_some(Outbound::Body { id, data: body, fin: true }))
 }
 
 /// The head's headers and the body of a gateway error the connector

@@ -1,7 +1,8 @@
 //! The usual request served by the tunnel's own loop, without a task: it
 //! came whole with no body, a kept-alive connection to its backend is
 //! idle, and the answer's head and body have both arrived by the time its
-//! head is whole, within [`QUICK_MAX`]. The loop writes the request, polls
+//! head is whole (which it must be once [`QUICK_MAX`] bytes came). The
+//! loop writes the request, polls
 //! the connection among its other sources, and hands the whole answer to
 //! its session.
 //!
@@ -20,7 +21,9 @@
 //! timed and reported by one implementation. What this path answers
 //! itself (a whole answer, a backend that closes or fails before its
 //! head, one that sends no head in time) it answers with the frames and
-//! diagnostics a task gives (the tests run both ways and compare).
+//! diagnostics a task gives: the tests run every kind of answer, a failed
+//! send and a timeout both ways and compare the frames (a diagnostic's
+//! text is in the body of the gateway error that carries it).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::pin::Pin;
@@ -36,9 +39,10 @@ use super::target::parse_target;
 use crate::diag::Diagnostic;
 use crate::proto::{Headers, RequestHead};
 
-/// The most of an answer this path reads before its head is whole: the
-/// size of the first read of any answer (the thread's scratch buffer, see
-/// `Reads`). A head still incomplete past it goes on in a task.
+/// How much of an answer this path reads without a whole head: once this
+/// much came (the size of one read into the thread's scratch buffer, see
+/// `Reads`), a head still incomplete goes on in a task. An answer taken
+/// whole can so be up to one read longer.
 pub const QUICK_MAX: usize = 16 * 1024;
 
 /// The most requests one tunnel serves in its loop at once: each wake-up
@@ -246,8 +250,8 @@ impl Quick {
 #[derive(Default)]
 pub struct Table {
     map: BTreeMap<u64, Quick>,
-    /// Deadlines in the order they fall, with their requests' ids; an
-    /// entry whose request left the table is dropped when it comes first.
+    /// The deadlines of the requests in `map`, in the order they fall,
+    /// with their ids (each pair is unique).
     deadlines: VecDeque<(Duration, u64)>,
     /// Taken out of `map` by the last poll, in id order, with what ended
     /// them there.
@@ -265,11 +269,30 @@ impl Table {
 
     pub fn insert(&mut self, id: u64, quick: Quick) {
         // Deadlines come in order (one timeout, a clock that does not go
-        // back); one that does not goes where it falls.
-        let at = self.deadlines.iter().rposition(|&(d, _)| d <= quick.deadline).map_or(0, |i| i + 1);
-        self.deadlines.insert(at, (quick.deadline, id));
-        self.map.insert(id, quick);
+        // back): this is the end, unless one did not.
+        let key = (quick.deadline, id);
+        let at = self.deadlines.partition_point(|e| *e < key);
+        self.deadlines.insert(at, key);
+        if let Some(old) = self.map.insert(id, quick) {
+            self.forget(id, &old);
+        }
         self.fresh = true;
+    }
+
+    /// Takes `id`'s deadline out of the order (its request left).
+    fn forget(&mut self, id: u64, quick: &Quick) {
+        let key = (quick.deadline, id);
+        let at = self.deadlines.partition_point(|e| *e < key);
+        if self.deadlines.get(at) == Some(&key) {
+            self.deadlines.remove(at);
+        }
+    }
+
+    /// Takes request `id` out of the table.
+    fn take(&mut self, id: u64) -> Option<Quick> {
+        let quick = self.map.remove(&id)?;
+        self.forget(id, &quick);
+        Some(quick)
     }
 
     /// Whether a request came in since the last call: it has not been
@@ -281,7 +304,7 @@ impl Table {
     /// Request `id` was cancelled: its connection closes (the backend may
     /// still be answering it).
     pub fn cancel(&mut self, id: u64) {
-        self.map.remove(&id);
+        self.take(id);
     }
 
     /// Polls every request in the table; ready when one finished here
@@ -292,11 +315,13 @@ impl Table {
                 self.ids.push((*id, polled));
             }
         }
-        for (id, polled) in self.ids.drain(..) {
-            if let Some(quick) = self.map.remove(&id) {
+        let mut ids = std::mem::take(&mut self.ids);
+        for (id, polled) in ids.drain(..) {
+            if let Some(quick) = self.take(id) {
                 self.finished.push_back((id, quick, polled));
             }
         }
+        self.ids = ids;
         if self.finished.is_empty() {
             Poll::Pending
         } else {
@@ -310,25 +335,18 @@ impl Table {
     }
 
     /// The earliest deadline in the table.
-    pub fn deadline(&mut self) -> Option<Duration> {
-        while let Some(&(deadline, id)) = self.deadlines.front() {
-            if self.map.get(&id).is_some_and(|q| q.deadline == deadline) {
-                return Some(deadline);
-            }
-            self.deadlines.pop_front();
-        }
-        None
+    pub fn deadline(&self) -> Option<Duration> {
+        self.deadlines.front().map(|&(deadline, _)| deadline)
     }
 
     /// Takes out the request whose deadline is earliest, if it is past at
     /// `now`.
     pub fn pop_expired(&mut self, now: Duration) -> Option<(u64, Quick)> {
-        let deadline = self.deadline()?;
+        let &(deadline, id) = self.deadlines.front()?;
         if deadline > now {
             return None;
         }
-        let (_, id) = self.deadlines.pop_front()?;
-        self.map.remove(&id).map(|q| (id, q))
+        self.take(id).map(|quick| (id, quick))
     }
 }
 
@@ -387,7 +405,7 @@ mod tests {
         }
     }
 
-    fn reply() -> (Reply, mpsc::UnboundedReceiver<Outbound>) {
+    fn new_reply() -> (Reply, mpsc::UnboundedReceiver<Outbound>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let pace = Rc::new(Pace::default());
         (Reply { id: 7, out: tx, pace, head_sent: Cell::new(false), ended: Cell::new(false) }, rx)
@@ -407,20 +425,14 @@ mod tests {
         let Ok(mut quick) = Quick::start(&pool, request(method, "/a"), TIMEOUT) else { panic!("not taken") };
         let polled = std::future::poll_fn(|cx| quick.poll(cx)).await;
         let (way, out) = match quick.step(polled, &pool) {
-            Step::Answered { status, headers, body } => {
-                let fin = body.is_empty();
-                let mut out = vec![Outbound::Head { id: 7, status, headers, fin }];
-                out.extend((!fin).then_some(Outbound::Body { id: 7, data: body, fin: true }));
-                ("answered", out)
-            }
+            Step::Answered { status, headers, body } => ("answered", as_link_answers(status, headers, body)),
             Step::Broke(diag) => {
                 let (headers, body) = super::super::gateway_answer(&diag);
-                let head = Outbound::Head { id: 7, status: 502, headers, fin: false };
-                ("broke", vec![head, Outbound::Body { id: 7, data: body, fin: true }])
+                ("broke", as_link_answers(502, headers, body))
             }
             Step::Unwritten(_) => panic!("unwritten"),
             Step::Begun(begun) => {
-                let (reply, rx) = reply();
+                let (reply, rx) = new_reply();
                 super::super::serve_begun(env(), pool.clone(), begun, TIMEOUT, reply).await;
                 ("begun", frames(rx))
             }
@@ -429,11 +441,17 @@ mod tests {
         (way, format!("{out:?}"), pool.idle())
     }
 
+    /// The frames `Link::answer` hands the session for a whole answer.
+    fn as_link_answers(status: u16, headers: Headers, body: Bytes) -> Vec<Outbound> {
+        let (head, body) = super::super::whole_answer(7, status, headers, body);
+        std::iter::once(head).chain(body).collect()
+    }
+
     /// The same through a task, as every request went before.
     async fn through_a_task(method: &'static str, wire: &'static [u8], close: bool) -> (String, usize) {
         let (pool, theirs) = pool_with_one();
         let backend = tokio::spawn(backend(theirs, wire, close));
-        let (reply, rx) = reply();
+        let (reply, rx) = new_reply();
         let body = RequestBody::whole(Bytes::new());
         super::super::serve(env(), pool.clone(), request(method, "/a"), body, TIMEOUT, reply).await;
         let _theirs = backend.await.unwrap();
@@ -554,14 +572,111 @@ mod tests {
         assert!(table.has_room());
     }
 
-    /// A request that times out in the loop is reported as a task reports
-    /// one with no answer's head.
-    #[test]
-    fn a_timeout_reads_as_a_tasks() {
+    /// A backend that sends nothing: a request times out in the loop with
+    /// the frames a task sends when its timeout ends it.
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn a_timeout_is_answered_as_a_task_answers_it() {
         let (pool, _theirs) = pool_with_one();
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let quick = rt.block_on(async { Quick::start(&pool, request("GET", "/held"), TIMEOUT).ok() }).unwrap();
-        assert_eq!(quick.timed_out(TIMEOUT).message, super::super::stalled(&quick.head.path, TIMEOUT, false).message);
-        assert!(quick.timed_out(TIMEOUT).message.ends_with("/held did not answer within 85s"));
+        let Ok(quick) = Quick::start(&pool, request("GET", "/held"), TIMEOUT) else { panic!("not taken") };
+        let (headers, body) = super::super::gateway_answer(&quick.timed_out(TIMEOUT));
+        let looped = format!("{:?}", as_link_answers(504, headers, body));
+        let (pool, _theirs) = pool_with_one();
+        let (reply, rx) = new_reply();
+        let body = RequestBody::whole(Bytes::new());
+        super::super::serve(env(), pool, request("GET", "/held"), body, TIMEOUT, reply).await;
+        assert_eq!(looped, format!("{:?}", frames(rx)));
+        assert!(looped.contains("/held did not answer within 85s"), "{looped}");
+    }
+
+    /// A connection that takes the first `took` bytes of a request, then
+    /// fails; it reads as open until then, and as closed after.
+    struct HalfWay {
+        took: usize,
+        failed: bool,
+    }
+
+    impl AsyncRead for HalfWay {
+        fn poll_read(self: Pin<&mut Self>, _: &mut Context<'_>, _: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+            if self.failed {
+                Poll::Ready(Ok(()))
+            } else {
+                Poll::Pending
+            }
+        }
+    }
+
+    impl AsyncWrite for HalfWay {
+        fn poll_write(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+            let n = std::mem::take(&mut self.took).min(buf.len());
+            if n > 0 {
+                return Poll::Ready(Ok(n));
+            }
+            self.failed = true;
+            Poll::Ready(Err(std::io::ErrorKind::ConnectionReset.into()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    fn pool_half_way() -> Rc<Pool> {
+        let pool = Rc::new(Pool::default());
+        pool.put(HOST, 8080, Conn::new(Box::new(HalfWay { took: 10, failed: false })));
+        assert_eq!(pool.idle(), 1);
+        pool
+    }
+
+    /// Part of the request went out, then sending failed: the loop hands
+    /// it to a task, which sends nothing more and reports the failure as a
+    /// task that met it itself does.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_send_that_fails_half_way_is_reported_as_a_tasks() {
+        let pool = pool_half_way();
+        let Ok(mut quick) = Quick::start(&pool, request("GET", "/h"), TIMEOUT) else { panic!("not taken") };
+        let polled = std::future::poll_fn(|cx| quick.poll(cx)).await;
+        let Step::Begun(begun) = quick.step(polled, &pool) else { panic!("not handed on") };
+        assert!(begun.send_failed.is_some() && !begun.rest.is_empty());
+        let (reply, rx) = new_reply();
+        super::super::serve_begun(env(), pool.clone(), begun, TIMEOUT, reply).await;
+        let looped = format!("{:?}", frames(rx));
+        assert_eq!(pool.idle(), 0);
+
+        let pool = pool_half_way();
+        let (reply, rx) = new_reply();
+        let body = RequestBody::whole(Bytes::new());
+        super::super::serve(env(), pool.clone(), request("GET", "/h"), body, TIMEOUT, reply).await;
+        assert_eq!(looped, format!("{:?}", frames(rx)));
+        assert!(looped.contains("closed the connection before answering (sending: "), "{looped}");
+        assert_eq!(pool.idle(), 0);
+    }
+
+    /// Requests that leave the table take their deadlines with them, in
+    /// whatever order they leave: the order holds what the table holds.
+    #[tokio::test(flavor = "current_thread")]
+    async fn deadlines_leave_with_their_requests() {
+        let mut table = Table::default();
+        let mut ends = Vec::new();
+        for id in 0..200u64 {
+            let (pool, theirs) = pool_with_one();
+            ends.push(theirs);
+            let deadline = Duration::from_secs(85 + id / 3);
+            let Ok(quick) = Quick::start(&pool, request("GET", "/d"), deadline) else { panic!("not taken") };
+            table.insert(id, quick);
+            if id % 2 == 1 {
+                table.cancel(id - 1);
+            }
+            assert_eq!(table.deadlines.len(), table.map.len());
+        }
+        assert_eq!(table.map.len(), 100);
+        assert_eq!(table.deadline(), Some(Duration::from_secs(85)));
+        let mut last = Duration::ZERO;
+        while let Some((_, quick)) = table.pop_expired(Duration::MAX) {
+            assert!(quick.deadline >= last);
+            last = quick.deadline;
+        }
+        assert!(table.deadlines.is_empty() && table.map.is_empty());
     }
 }
