@@ -643,11 +643,11 @@ async fn receive<R: AsyncRead + Unpin>(
                     break head;
                 }
             }
-            Ok(None) => match reads.more(rd, buf).await {
-                Ok(0) => return Err(Failure::BeforeHead("closed the connection before answering".into())),
-                Ok(_) => {}
-                Err(e) => return Err(Failure::BeforeHead(format!("failed: {e}"))),
-            },
+            Ok(None) => {
+                if let Some(what) = unanswered(&reads.more(rd, buf).await) {
+                    return Err(Failure::BeforeHead(what));
+                }
+            }
         }
     };
     let status = head.status;
@@ -676,6 +676,18 @@ async fn receive<R: AsyncRead + Unpin>(
         }
     }
     Ok(Received { status, keep_alive: head.keep_alive })
+}
+
+/// How a read made while waiting for an answer's head ends the wait, in
+/// the words of the user's 502: the backend closed, or the read failed;
+/// `None` when bytes came. (Shared with the tunnel loop's reads,
+/// [`quick`].)
+fn unanswered(read: &std::io::Result<usize>) -> Option<String> {
+    match read {
+        Ok(0) => Some("closed the connection before answering".into()),
+        Ok(_) => None,
+        Err(e) => Some(format!("failed: {e}")),
+    }
 }
 
 /// Read sizes that grow while reads fill them: small answers take one

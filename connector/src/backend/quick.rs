@@ -176,11 +176,12 @@ impl Quick {
                     _ => return Poll::Ready(Polled::Begun(None)),
                 }
             }
-            // Before the head, as a task words it.
             match std::task::ready!(super::poll_scratch(Pin::new(&mut self.conn.stream), cx, &mut self.conn.buf)) {
-                Some(Ok(0)) => return Poll::Ready(Polled::Broke("closed the connection before answering".into())),
-                Some(Ok(_)) => {}
-                Some(Err(e)) => return Poll::Ready(Polled::Broke(format!("failed: {e}"))),
+                Some(read) => {
+                    if let Some(what) = super::unanswered(&read) {
+                        return Poll::Ready(Polled::Broke(what));
+                    }
+                }
                 // No scratch buffer to read into: a task reads.
                 None => return Poll::Ready(Polled::Begun(None)),
             }
@@ -385,14 +386,15 @@ mod tests {
         let mut got = Vec::new();
         let mut byte = [0u8; 1];
         while !got.ends_with(b"\r\n\r\n") {
-            assert_eq!(theirs.read(&mut byte).await.unwrap(), 1);
+            // The connector's end stays open until its request is read.
+            assert_eq!(theirs.read(&mut byte).await.expect("the connector's end is open"), 1);
             got.push(byte[0]);
         }
-        theirs.write_all(wire).await.unwrap();
+        theirs.write_all(wire).await.expect("the connector's end is open and the answer fits the pipe");
         if close {
-            theirs.shutdown().await.unwrap();
+            theirs.shutdown().await.expect("shutting a duplex end down cannot fail");
         }
-        (String::from_utf8(got).unwrap(), theirs)
+        (String::from_utf8(got).expect("request heads are written in ASCII (`h1::encode_head`)"), theirs)
     }
 
     fn env() -> crate::env::Env {
@@ -437,7 +439,7 @@ mod tests {
                 ("begun", frames(rx))
             }
         };
-        let _theirs = backend.await.unwrap();
+        let _theirs = backend.await.expect("the backend task does not panic unless an assertion in it failed");
         (way, format!("{out:?}"), pool.idle())
     }
 
@@ -454,7 +456,7 @@ mod tests {
         let (reply, rx) = new_reply();
         let body = RequestBody::whole(Bytes::new());
         super::super::serve(env(), pool.clone(), request(method, "/a"), body, TIMEOUT, reply).await;
-        let _theirs = backend.await.unwrap();
+        let _theirs = backend.await.expect("the backend task does not panic unless an assertion in it failed");
         (format!("{:?}", frames(rx)), pool.idle())
     }
 
@@ -497,7 +499,8 @@ mod tests {
         assert_eq!(pool.idle(), 0, "taken from the pool");
         let polled = std::future::poll_fn(|cx| quick.poll(cx)).await;
         assert!(matches!(quick.step(polled, &pool), Step::Answered { status: 200, .. }));
-        let (request, _theirs) = served.await.unwrap();
+        let (request, _theirs) =
+            served.await.expect("the backend task does not panic unless an assertion in it failed");
         assert!(request.starts_with("GET /x?y=1 HTTP/1.1\r\n"), "{request}");
         assert!(request.to_ascii_lowercase().contains("host: app.corp:8080\r\n"), "{request}");
         assert_eq!(pool.idle(), 1, "kept alive for the next request");
